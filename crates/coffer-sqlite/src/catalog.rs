@@ -1,0 +1,215 @@
+//! `Catalog` on the `environments`, `api_keys`, `key_canaries` and `settings` tables.
+
+use async_trait::async_trait;
+use coffer_crypto::KeyVersion;
+use coffer_store::{
+    ApiKeyId, ApiKeyMeta, ApiKeyRecord, Canary, Catalog, EnvName, Environment, Role, StoreError,
+    StoreResult, Timestamp,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::{SqliteStore, corrupt, unavailable};
+
+/// Set once the first start has created its environment and admin key.
+const BOOTSTRAPPED: &str = "bootstrapped_at";
+
+#[async_trait]
+impl Catalog for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())))
+    }
+
+    async fn bootstrap(&self, env: &Environment, admin: &ApiKeyRecord) -> StoreResult<bool> {
+        let (env, admin) = (env.clone(), admin.clone());
+        self.writer
+            .write(move |c| {
+                let done: bool = c
+                    .query_row("SELECT EXISTS (SELECT 1 FROM settings WHERE name = ?1)", [BOOTSTRAPPED], |r| {
+                        r.get(0)
+                    })
+                    .map_err(unavailable)?;
+                if done {
+                    return Ok(false);
+                }
+                insert_environment(c, &env)?;
+                insert_api_key(c, &admin)?;
+                c.execute(
+                    "INSERT INTO settings (name, value) VALUES (?1, ?2)",
+                    params![BOOTSTRAPPED, Timestamp::now().millis().to_string()],
+                )
+                .map_err(unavailable)?;
+                Ok(true)
+            })
+            .await
+    }
+
+    async fn list_environments(&self) -> StoreResult<Vec<Environment>> {
+        let rows = self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT name, created_at FROM environments ORDER BY name")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter()
+            .map(|(name, created)| {
+                Ok(Environment {
+                    name: EnvName::new(&name).map_err(corrupt)?,
+                    created_at: Timestamp::from_millis(created),
+                })
+            })
+            .collect()
+    }
+
+    async fn get_environment(&self, name: &EnvName) -> StoreResult<Option<Environment>> {
+        let created = self.read(|c| {
+            c.prepare_cached("SELECT created_at FROM environments WHERE name = ?1")?
+                .query_row([name.as_str()], |r| r.get::<_, i64>(0))
+                .optional()
+        })?;
+        Ok(created.map(|ms| Environment { name: name.clone(), created_at: Timestamp::from_millis(ms) }))
+    }
+
+    async fn create_environment(&self, env: &Environment) -> StoreResult<()> {
+        let env = env.clone();
+        self.writer.write(move |c| insert_environment(c, &env)).await
+    }
+
+    async fn delete_environment(&self, name: &EnvName) -> StoreResult<()> {
+        let name = name.clone();
+        self.writer
+            .write(move |c| {
+                let n = c
+                    .execute("DELETE FROM environments WHERE name = ?1", [name.as_str()])
+                    .map_err(unavailable)?;
+                if n == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                c.execute("DELETE FROM api_keys WHERE environment = ?1", [name.as_str()])
+                    .map_err(unavailable)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()> {
+        let key = key.clone();
+        self.writer.write(move |c| insert_api_key(c, &key)).await
+    }
+
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyMeta>> {
+        let rows = self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, name, role, environment, created_at FROM api_keys ORDER BY created_at, id",
+            )?;
+            let rows = stmt.query_map([], api_key_columns)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter().map(api_key_meta).collect()
+    }
+
+    async fn find_api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKeyMeta>> {
+        let row = self.read(|c| {
+            c.prepare_cached(
+                "SELECT id, name, role, environment, created_at FROM api_keys WHERE key_hash = ?1",
+            )?
+            .query_row([key_hash], api_key_columns)
+            .optional()
+        })?;
+        row.map(api_key_meta).transpose()
+    }
+
+    async fn delete_api_key(&self, id: &ApiKeyId) -> StoreResult<()> {
+        let id = id.clone();
+        self.writer
+            .write(move |c| {
+                let role: Option<String> = c
+                    .query_row("SELECT role FROM api_keys WHERE id = ?1", [id.as_str()], |r| r.get(0))
+                    .optional()
+                    .map_err(unavailable)?;
+                match role.as_deref() {
+                    None => return Err(StoreError::NotFound),
+                    Some("admin") => {
+                        let admins: i64 = c
+                            .query_row("SELECT COUNT(*) FROM api_keys WHERE role = 'admin'", [], |r| r.get(0))
+                            .map_err(unavailable)?;
+                        if admins <= 1 {
+                            return Err(StoreError::LastAdminKey);
+                        }
+                    }
+                    Some(_) => {}
+                }
+                c.execute("DELETE FROM api_keys WHERE id = ?1", [id.as_str()]).map_err(unavailable)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn canaries(&self) -> StoreResult<Vec<Canary>> {
+        let rows = self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT key_version, blob FROM key_canaries ORDER BY key_version")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter()
+            .map(|(v, blob)| Ok(Canary { key_version: KeyVersion::new(v).map_err(corrupt)?, blob }))
+            .collect()
+    }
+
+    async fn put_canary(&self, canary: &Canary) -> StoreResult<()> {
+        let canary = canary.clone();
+        self.writer
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO key_canaries (key_version, blob) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                    params![canary.key_version.get(), canary.blob],
+                )
+                .map(drop)
+                .map_err(unavailable)
+            })
+            .await
+    }
+}
+
+fn insert_environment(c: &Connection, env: &Environment) -> StoreResult<()> {
+    let n = c
+        .execute(
+            "INSERT INTO environments (name, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            params![env.name.as_str(), env.created_at.millis()],
+        )
+        .map_err(unavailable)?;
+    if n == 0 { Err(StoreError::AlreadyExists) } else { Ok(()) }
+}
+
+fn insert_api_key(c: &Connection, key: &ApiKeyRecord) -> StoreResult<()> {
+    let m = &key.meta;
+    let n = c
+        .execute(
+            "INSERT INTO api_keys (id, name, role, environment, key_hash, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+            params![
+                m.id.as_str(),
+                m.name,
+                m.role.name(),
+                m.role.environment().map(EnvName::as_str),
+                key.key_hash,
+                m.created_at.millis()
+            ],
+        )
+        .map_err(unavailable)?;
+    if n == 0 { Err(StoreError::AlreadyExists) } else { Ok(()) }
+}
+
+type ApiKeyColumns = (String, String, String, Option<String>, i64);
+
+fn api_key_columns(r: &Row<'_>) -> rusqlite::Result<ApiKeyColumns> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn api_key_meta((id, name, role, env, created): ApiKeyColumns) -> StoreResult<ApiKeyMeta> {
+    let env = env.as_deref().map(EnvName::new).transpose().map_err(corrupt)?;
+    Ok(ApiKeyMeta {
+        id: ApiKeyId::new(&id).map_err(corrupt)?,
+        name,
+        role: Role::from_parts(&role, env).map_err(corrupt)?,
+        created_at: Timestamp::from_millis(created),
+    })
+}

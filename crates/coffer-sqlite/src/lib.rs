@@ -1,0 +1,153 @@
+//! The embedded default backend: the catalog and the secret values in one SQLite file.
+//!
+//! Concurrency model: reads run inline on the caller's thread from a small pool of
+//! read-only connections (a WAL point read takes microseconds; handing it to another thread
+//! would cost more than the query). Every write goes to one writer thread, which drains its
+//! queue into a single transaction — one `SAVEPOINT` per write so a refused write changes
+//! nothing — and commits with `synchronous=FULL`: one fsync acknowledges the whole batch
+//! (group commit). A write is acknowledged only after its batch is durable.
+
+#![forbid(unsafe_code)]
+
+mod catalog;
+mod secrets;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use coffer_store::schema::{BOOKKEEPING, MIGRATIONS};
+use coffer_store::{StoreError, StoreResult, Timestamp};
+use rusqlite::{Connection, OpenFlags, params};
+
+use writer::Writer;
+
+/// The SQLite file that holds a data dir's catalog and values.
+pub const DB_FILE: &str = "coffer.db";
+
+/// The catalog and the `db` secret store on one SQLite file.
+pub struct SqliteStore {
+    readers: ReadPool,
+    writer: Writer,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `<data_dir>/coffer.db`, applies pending migrations and
+    /// starts the writer thread.
+    pub fn open(data_dir: &Path) -> StoreResult<SqliteStore> {
+        let path = data_dir.join(DB_FILE);
+        let conn = Connection::open(&path).map_err(unavailable)?;
+        configure(&conn, false)?;
+        migrate(&conn)?;
+        Ok(SqliteStore { readers: ReadPool::new(path), writer: Writer::start(conn)? })
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+        self.readers.with(|conn| f(conn).map_err(unavailable))
+    }
+}
+
+/// At most this many idle read connections are kept.
+const MAX_IDLE_READERS: usize = 8;
+
+struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    fn new(path: PathBuf) -> Self {
+        ReadPool { path, idle: Mutex::new(Vec::new()) }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let conn = Connection::open_with_flags(&self.path, flags).map_err(unavailable)?;
+                configure(&conn, true)?;
+                conn
+            }
+        };
+        let result = f(&conn);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+        result
+    }
+}
+
+fn configure(conn: &Connection, read_only: bool) -> StoreResult<()> {
+    let pragmas = if read_only {
+        "PRAGMA busy_timeout = 5000; PRAGMA query_only = 1;"
+    } else {
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;"
+    };
+    conn.execute_batch(pragmas).map_err(unavailable)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+fn migrate(conn: &Connection) -> StoreResult<()> {
+    conn.execute_batch(BOOKKEEPING).map_err(unavailable)?;
+    for m in MIGRATIONS {
+        let applied: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)",
+                [m.version],
+                |r| r.get(0),
+            )
+            .map_err(unavailable)?;
+        if applied {
+            continue;
+        }
+        let tx = conn.unchecked_transaction().map_err(unavailable)?;
+        tx.execute_batch(m.sql).map_err(unavailable)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            params![m.version, m.name, Timestamp::now().millis()],
+        )
+        .map_err(unavailable)?;
+        tx.commit().map_err(unavailable)?;
+        tracing::info!(version = m.version, name = m.name, "applied catalog migration");
+    }
+    Ok(())
+}
+
+fn unavailable(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(format!("sqlite: {e}"))
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    async fn fresh() -> (Arc<SqliteStore>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path()).expect("open store");
+        (Arc::new(store), dir)
+    }
+
+    coffer_store::secret_store_conformance!(fresh());
+    coffer_store::catalog_conformance!(fresh());
+
+    #[test]
+    fn reopening_applies_no_migration_twice() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        drop(SqliteStore::open(dir.path()).expect("first open"));
+        let store = SqliteStore::open(dir.path()).expect("second open");
+        let n: i64 = store
+            .read(|c| c.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)))
+            .expect("count");
+        assert_eq!(n, MIGRATIONS.len() as i64);
+    }
+}

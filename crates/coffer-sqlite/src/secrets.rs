@@ -1,0 +1,223 @@
+//! `SecretStore` on the `secrets` table.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use coffer_crypto::KeyVersion;
+use coffer_store::{
+    Capabilities, EnvName, Precondition, PutOutcome, SecretMeta, SecretName, SecretRecord, SecretStore,
+    StoreError, StoreResult, StoredValue, Timestamp,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::{SqliteStore, corrupt, unavailable};
+
+#[async_trait]
+impl SecretStore for SqliteStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { compare_and_set: true }
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "db"
+    }
+
+    async fn get(&self, env: &EnvName, name: &SecretName) -> StoreResult<Option<SecretRecord>> {
+        let row = self.read(|c| {
+            c.prepare_cached(
+                "SELECT key_version, revision, created_at, updated_at, value
+                 FROM secrets WHERE environment = ?1 AND name = ?2",
+            )?
+            .query_row(params![env.as_str(), name.as_str()], |r| {
+                Ok((meta_columns(r)?, r.get::<_, String>(4)?))
+            })
+            .optional()
+        })?;
+        let Some(((key_version, revision, created, updated), value)) = row else {
+            return Ok(None);
+        };
+        let meta = meta(env.clone(), name.clone(), key_version, revision, created, updated);
+        let value = match key_version {
+            0 => StoredValue::Plain(SecretString::from(value)),
+            v => StoredValue::Sealed { key_version: KeyVersion::new(v).map_err(corrupt)?, blob: value },
+        };
+        Ok(Some(SecretRecord { meta, value }))
+    }
+
+    async fn meta(&self, env: &EnvName, name: &SecretName) -> StoreResult<Option<SecretMeta>> {
+        let row = self.read(|c| {
+            c.prepare_cached(
+                "SELECT key_version, revision, created_at, updated_at
+                 FROM secrets WHERE environment = ?1 AND name = ?2",
+            )?
+            .query_row(params![env.as_str(), name.as_str()], meta_columns)
+            .optional()
+        })?;
+        Ok(row.map(|(v, rev, c, u)| meta(env.clone(), name.clone(), v, rev, c, u)))
+    }
+
+    async fn list(
+        &self,
+        env: &EnvName,
+        after: Option<&SecretName>,
+        limit: usize,
+    ) -> StoreResult<Vec<SecretMeta>> {
+        let after = after.map_or("", SecretName::as_str);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT key_version, revision, created_at, updated_at, name
+                 FROM secrets WHERE environment = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![env.as_str(), after, limit], |r| {
+                Ok((meta_columns(r)?, r.get::<_, String>(4)?))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter()
+            .map(|((v, rev, c, u), name)| {
+                let name = SecretName::new(&name).map_err(corrupt)?;
+                Ok(meta(env.clone(), name, v, rev, c, u))
+            })
+            .collect()
+    }
+
+    async fn put(
+        &self,
+        env: &EnvName,
+        name: &SecretName,
+        value: StoredValue,
+        precondition: Precondition,
+        at: Timestamp,
+    ) -> StoreResult<PutOutcome> {
+        let (env, name) = (env.clone(), name.clone());
+        self.writer.write(move |c| put(c, env, name, value, precondition, at)).await
+    }
+
+    async fn delete(
+        &self,
+        env: &EnvName,
+        name: &SecretName,
+        precondition: Precondition,
+    ) -> StoreResult<SecretMeta> {
+        let (env, name) = (env.clone(), name.clone());
+        self.writer
+            .write(move |c| {
+                let Some((v, rev, created, updated)) = current(c, &env, &name)? else {
+                    return Err(StoreError::NotFound);
+                };
+                if !precondition.admits(Some(rev)) {
+                    return Err(StoreError::Conflict { current: Some(rev) });
+                }
+                c.prepare_cached("DELETE FROM secrets WHERE environment = ?1 AND name = ?2")
+                    .and_then(|mut s| s.execute(params![env.as_str(), name.as_str()]))
+                    .map_err(unavailable)?;
+                Ok(meta(env, name, v, rev, created, updated))
+            })
+            .await
+    }
+
+    async fn purge_environment(&self, env: &EnvName) -> StoreResult<u64> {
+        let env = env.clone();
+        self.writer
+            .write(move |c| {
+                c.execute("DELETE FROM secrets WHERE environment = ?1", [env.as_str()])
+                    .map(|n| n as u64)
+                    .map_err(unavailable)
+            })
+            .await
+    }
+
+    async fn count_by_key_version(&self) -> StoreResult<BTreeMap<u32, u64>> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT key_version, COUNT(*) FROM secrets GROUP BY key_version")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u64>(1)?)))?;
+            rows.collect()
+        })
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())))
+    }
+}
+
+type MetaColumns = (u32, u64, i64, i64);
+
+fn meta_columns(r: &Row<'_>) -> rusqlite::Result<MetaColumns> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+fn meta(
+    environment: EnvName,
+    name: SecretName,
+    key_version: u32,
+    revision: u64,
+    created: i64,
+    updated: i64,
+) -> SecretMeta {
+    SecretMeta {
+        environment,
+        name,
+        revision,
+        key_version,
+        created_at: Timestamp::from_millis(created),
+        updated_at: Timestamp::from_millis(updated),
+    }
+}
+
+fn current(c: &Connection, env: &EnvName, name: &SecretName) -> StoreResult<Option<MetaColumns>> {
+    c.prepare_cached(
+        "SELECT key_version, revision, created_at, updated_at
+         FROM secrets WHERE environment = ?1 AND name = ?2",
+    )
+    .and_then(|mut s| s.query_row(params![env.as_str(), name.as_str()], meta_columns).optional())
+    .map_err(unavailable)
+}
+
+fn put(
+    c: &Connection,
+    env: EnvName,
+    name: SecretName,
+    value: StoredValue,
+    precondition: Precondition,
+    at: Timestamp,
+) -> StoreResult<PutOutcome> {
+    let existing = current(c, &env, &name)?;
+    if !precondition.admits(existing.map(|(_, rev, _, _)| rev)) {
+        return Err(StoreError::Conflict { current: existing.map(|(_, rev, _, _)| rev) });
+    }
+    let key_version = value.key_version_number();
+    let stored: &str = match &value {
+        StoredValue::Plain(plain) => plain.expose_secret(),
+        StoredValue::Sealed { blob, .. } => blob,
+    };
+    let (revision, created) = match existing {
+        Some((_, rev, created, _)) => {
+            c.prepare_cached(
+                "UPDATE secrets SET value = ?3, key_version = ?4, revision = ?5, updated_at = ?6
+                 WHERE environment = ?1 AND name = ?2",
+            )
+            .and_then(|mut s| {
+                s.execute(params![env.as_str(), name.as_str(), stored, key_version, rev + 1, at.millis()])
+            })
+            .map_err(unavailable)?;
+            (rev + 1, created)
+        }
+        None => {
+            c.prepare_cached(
+                "INSERT INTO secrets (environment, name, value, key_version, revision, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5)",
+            )
+            .and_then(|mut s| s.execute(params![env.as_str(), name.as_str(), stored, key_version, at.millis()]))
+            .map_err(unavailable)?;
+            (1, at.millis())
+        }
+    };
+    let created_now = existing.is_none();
+    Ok(PutOutcome {
+        meta: meta(env, name, key_version, revision, created, at.millis()),
+        created: created_now,
+    })
+}

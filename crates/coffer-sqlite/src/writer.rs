@@ -1,0 +1,118 @@
+//! The single writer thread and its group commit.
+
+use std::sync::mpsc;
+
+use coffer_store::{StoreError, StoreResult};
+use rusqlite::Connection;
+
+use crate::unavailable;
+
+/// Most writes folded into one transaction.
+const MAX_BATCH: usize = 512;
+
+/// Runs in the writer's transaction; says whether to keep its changes and how to report.
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+/// Called once the batch's fate is known: `Err(message)` if the commit failed.
+type Finish = Box<dyn FnOnce(Result<(), &str>) + Send>;
+
+/// A handle to the writer thread; dropping every handle stops it.
+pub(crate) struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Moves `conn` onto a new writer thread.
+    pub(crate) fn start(conn: Connection) -> StoreResult<Writer> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("coffer-sqlite-writer".into())
+            .spawn(move || run(conn, queue))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        Ok(Writer { jobs })
+    }
+
+    /// Runs `f` in the writer's next transaction and returns its result once the
+    /// transaction is durable. An `Err` from `f` rolls back `f`'s changes only.
+    pub(crate) async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = f(conn);
+            let keep = result.is_ok();
+            let finish: Finish = Box::new(move |commit| {
+                let outcome = match commit {
+                    Ok(()) => result,
+                    Err(msg) => Err(StoreError::Unavailable(format!("commit failed: {msg}"))),
+                };
+                // The caller may have gone away (client disconnected); the write stands.
+                let _ = reply.send(outcome);
+            });
+            (keep, finish)
+        });
+        let stopped = || StoreError::Unavailable("the SQLite writer has stopped".into());
+        self.jobs.send(job).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+fn run(conn: Connection, queue: mpsc::Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_batch(&conn, batch);
+    }
+}
+
+fn commit_batch(conn: &Connection, batch: Vec<Job>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        // Dropping the jobs unblocks their callers with an error.
+        tracing::error!(error = %e, "cannot begin a write transaction");
+        return;
+    }
+    let mut finishes = Vec::with_capacity(batch.len());
+    let mut broken = None;
+    for job in batch {
+        if let Err(e) = step(conn, "SAVEPOINT w") {
+            broken = Some(e);
+            break;
+        }
+        let (keep, finish) = job(conn);
+        let end = if keep { step(conn, "RELEASE w") } else { rollback_savepoint(conn) };
+        finishes.push(finish);
+        if let Err(e) = end {
+            broken = Some(e);
+            break;
+        }
+    }
+    let outcome = match broken {
+        Some(e) => Err(e),
+        None => step(conn, "COMMIT"),
+    };
+    let message = match outcome {
+        Ok(()) => None,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            tracing::error!(error = %e, "write transaction failed");
+            Some(e.to_string())
+        }
+    };
+    for finish in finishes {
+        finish(message.as_deref().map_or(Ok(()), Err));
+    }
+}
+
+fn step(conn: &Connection, sql: &str) -> StoreResult<()> {
+    conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(drop).map_err(unavailable)
+}
+
+fn rollback_savepoint(conn: &Connection) -> StoreResult<()> {
+    step(conn, "ROLLBACK TO w")?;
+    step(conn, "RELEASE w")
+}

@@ -1,0 +1,158 @@
+//! Coffer's storage boundary.
+//!
+//! Two traits, one error type, one schema:
+//! - [`Catalog`] keeps everything but secret values: environments, API keys, key canaries.
+//!   SQLite (embedded default) and PostgreSQL implement it from the same [`schema`].
+//! - [`SecretStore`] keeps secret values and their metadata, with revisions for
+//!   compare-and-set. The catalog's database implements it (`db`); a NATS JetStream KV bucket
+//!   or a Vault KV mount can implement it too.
+//!
+//! Every backend must pass the [`conformance`] suite (feature `conformance`).
+//! Backends never see plaintext unless the service runs in dev mode: values arrive sealed.
+
+#![forbid(unsafe_code)]
+
+mod model;
+pub mod schema;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+pub use model::*;
+
+/// The one error type every backend returns.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A precondition did not hold; `current` is the record's revision (`None` = absent).
+    #[error("revision conflict (current revision: {})", current.unwrap_or(0))]
+    Conflict {
+        /// The revision the record has now.
+        current: Option<Revision>,
+    },
+    /// The record does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The record already exists.
+    #[error("already exists")]
+    AlreadyExists,
+    /// The operation would leave no admin API key.
+    #[error("the last admin API key cannot be revoked")]
+    LastAdminKey,
+    /// The backend cannot honour this request (see [`Capabilities`]).
+    #[error("not supported by this backend: {0}")]
+    Unsupported(&'static str),
+    /// Stored data did not parse: the backend holds something Coffer did not write.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// The backend could not be reached or failed.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Shorthand for store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What a [`SecretStore`] can guarantee; callers check instead of assuming.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Writes and deletes honour [`Precondition`] atomically (Vault KV v1 cannot).
+    pub compare_and_set: bool,
+}
+
+/// Secret values and their metadata, per environment.
+#[async_trait]
+pub trait SecretStore: Send + Sync + 'static {
+    /// What this backend guarantees.
+    fn capabilities(&self) -> Capabilities;
+
+    /// A short name for `/v1/status` (`db`, `nats`, `vault`).
+    fn backend_name(&self) -> &'static str;
+
+    /// The record with its stored value, or `None`.
+    async fn get(&self, env: &EnvName, name: &SecretName) -> StoreResult<Option<SecretRecord>>;
+
+    /// The metadata alone, or `None`.
+    async fn meta(&self, env: &EnvName, name: &SecretName) -> StoreResult<Option<SecretMeta>>;
+
+    /// Up to `limit` secrets of `env` in name order, starting after `after`.
+    async fn list(
+        &self,
+        env: &EnvName,
+        after: Option<&SecretName>,
+        limit: usize,
+    ) -> StoreResult<Vec<SecretMeta>>;
+
+    /// Creates or replaces a value if `precondition` holds, atomically with the check.
+    /// Errors: [`StoreError::Conflict`] when it does not hold.
+    async fn put(
+        &self,
+        env: &EnvName,
+        name: &SecretName,
+        value: StoredValue,
+        precondition: Precondition,
+        at: Timestamp,
+    ) -> StoreResult<PutOutcome>;
+
+    /// Deletes a secret if `precondition` holds, returning its last metadata.
+    /// Errors: [`StoreError::NotFound`], [`StoreError::Conflict`].
+    async fn delete(
+        &self,
+        env: &EnvName,
+        name: &SecretName,
+        precondition: Precondition,
+    ) -> StoreResult<SecretMeta>;
+
+    /// Deletes every secret of `env`; returns how many there were.
+    async fn purge_environment(&self, env: &EnvName) -> StoreResult<u64>;
+
+    /// How many stored values use each key version (`0` = plaintext).
+    async fn count_by_key_version(&self) -> StoreResult<BTreeMap<u32, u64>>;
+
+    /// Whether the backend answers.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// Everything but secret values.
+#[async_trait]
+pub trait Catalog: Send + Sync + 'static {
+    /// Whether the catalog answers.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// First start, atomically: creates `env` and the `admin` key unless the catalog was
+    /// bootstrapped before. Returns whether it did.
+    async fn bootstrap(&self, env: &Environment, admin: &ApiKeyRecord) -> StoreResult<bool>;
+
+    /// All environments in name order.
+    async fn list_environments(&self) -> StoreResult<Vec<Environment>>;
+
+    /// One environment, or `None`.
+    async fn get_environment(&self, name: &EnvName) -> StoreResult<Option<Environment>>;
+
+    /// Creates an environment. Errors: [`StoreError::AlreadyExists`].
+    async fn create_environment(&self, env: &Environment) -> StoreResult<()>;
+
+    /// Deletes an environment and the API keys scoped to it. Errors: [`StoreError::NotFound`].
+    async fn delete_environment(&self, name: &EnvName) -> StoreResult<()>;
+
+    /// Stores a new API key.
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()>;
+
+    /// All API keys, oldest first.
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyMeta>>;
+
+    /// The key whose SHA-256 (hex) is `key_hash`, or `None`.
+    async fn find_api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKeyMeta>>;
+
+    /// Deletes an API key. Errors: [`StoreError::NotFound`], [`StoreError::LastAdminKey`].
+    async fn delete_api_key(&self, id: &ApiKeyId) -> StoreResult<()>;
+
+    /// Every key canary.
+    async fn canaries(&self) -> StoreResult<Vec<Canary>>;
+
+    /// Stores the canary of a key version that has none yet (an existing one is kept).
+    async fn put_canary(&self, canary: &Canary) -> StoreResult<()>;
+}

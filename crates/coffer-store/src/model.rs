@@ -1,0 +1,399 @@
+//! The domain model the storage traits speak: names that were checked once, at the edge,
+//! and records that carry them.
+
+use std::fmt;
+
+use coffer_crypto::KeyVersion;
+use secrecy::SecretString;
+
+/// Why a name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} {shown:?} is invalid: {rule}")]
+pub struct NameError {
+    kind: &'static str,
+    shown: String,
+    rule: &'static str,
+}
+
+impl NameError {
+    /// Which kind of name was refused (`environment name`, `secret name`, …).
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    fn new(kind: &'static str, raw: &str, rule: &'static str) -> Self {
+        // Names are not secret, but a caller may paste anything into a path: show a bounded prefix.
+        let shown: String = raw.chars().take(64).collect();
+        NameError { kind, shown, rule }
+    }
+}
+
+/// An environment name: `^[a-z0-9][a-z0-9-]{0,62}$`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EnvName(String);
+
+impl EnvName {
+    /// Checks `raw` against the environment-name rule.
+    pub fn new(raw: &str) -> Result<Self, NameError> {
+        const RULE: &str = "use 1-63 characters: lowercase letters, digits and '-', starting with a letter or digit";
+        let ok = !raw.is_empty()
+            && raw.len() <= 63
+            && raw.bytes().enumerate().all(|(i, b)| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && b == b'-')
+            });
+        if ok {
+            Ok(EnvName(raw.to_owned()))
+        } else {
+            Err(NameError::new("environment name", raw, RULE))
+        }
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A secret (or config) name: `^[A-Za-z_][A-Za-z0-9_]{0,127}$`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SecretName(String);
+
+impl SecretName {
+    /// Checks `raw` against the secret-name rule.
+    pub fn new(raw: &str) -> Result<Self, NameError> {
+        const RULE: &str = "use 1-128 characters: letters, digits and '_', not starting with a digit";
+        let ok = !raw.is_empty()
+            && raw.len() <= 128
+            && raw.bytes().enumerate().all(|(i, b)| {
+                b.is_ascii_alphabetic() || b == b'_' || (i > 0 && b.is_ascii_digit())
+            });
+        if ok {
+            Ok(SecretName(raw.to_owned()))
+        } else {
+            Err(NameError::new("secret name", raw, RULE))
+        }
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+macro_rules! display_as_str {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+display_as_str!(EnvName, SecretName, ApiKeyId);
+
+/// A record's revision: 1 for the first write, +1 for each update.
+pub type Revision = u64;
+
+/// Milliseconds since the Unix epoch, UTC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    /// The current time.
+    pub fn now() -> Self {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        Timestamp(ms)
+    }
+
+    /// A timestamp from milliseconds since the epoch.
+    pub fn from_millis(ms: i64) -> Self {
+        Timestamp(ms)
+    }
+
+    /// Milliseconds since the epoch.
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+}
+
+/// A condition a write must meet, checked atomically with the write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// Write whatever is there.
+    None,
+    /// The record must not exist (`expectedRevision: 0`).
+    Absent,
+    /// The record must exist at exactly this revision.
+    Revision(Revision),
+}
+
+impl Precondition {
+    /// Maps the API's `expectedRevision` (`0` = must not exist) to a precondition.
+    pub fn from_expected(expected: Option<Revision>) -> Self {
+        match expected {
+            None => Precondition::None,
+            Some(0) => Precondition::Absent,
+            Some(n) => Precondition::Revision(n),
+        }
+    }
+
+    /// Whether a record currently at `current` (`None` = absent) meets the precondition.
+    pub fn admits(self, current: Option<Revision>) -> bool {
+        match self {
+            Precondition::None => true,
+            Precondition::Absent => current.is_none(),
+            Precondition::Revision(n) => current == Some(n),
+        }
+    }
+}
+
+/// A secret value as it is stored: sealed under a key version, or plaintext in dev mode.
+pub enum StoredValue {
+    /// Dev mode: no key configured, the value is kept as it is.
+    Plain(SecretString),
+    /// An `iv:ciphertext:tag` blob sealed under `key_version`.
+    Sealed {
+        /// The key version that sealed the blob.
+        key_version: KeyVersion,
+        /// The encoded blob.
+        blob: String,
+    },
+}
+
+impl StoredValue {
+    /// The stored key version; `0` means plaintext (dev mode).
+    pub fn key_version_number(&self) -> u32 {
+        match self {
+            StoredValue::Plain(_) => 0,
+            StoredValue::Sealed { key_version, .. } => key_version.get(),
+        }
+    }
+}
+
+impl fmt::Debug for StoredValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoredValue::Plain(_) => f.write_str("Plain(<redacted>)"),
+            StoredValue::Sealed { key_version, .. } => {
+                write!(f, "Sealed {{ key_version: {key_version} }}")
+            }
+        }
+    }
+}
+
+/// What the management plane may see of a secret: never its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretMeta {
+    /// The environment it belongs to.
+    pub environment: EnvName,
+    /// Its name.
+    pub name: SecretName,
+    /// Its current revision.
+    pub revision: Revision,
+    /// The key version of the stored value; `0` = stored unencrypted (dev mode).
+    pub key_version: u32,
+    /// When revision 1 was written.
+    pub created_at: Timestamp,
+    /// When the current revision was written.
+    pub updated_at: Timestamp,
+}
+
+/// A stored secret: its metadata and its stored value.
+#[derive(Debug)]
+pub struct SecretRecord {
+    /// The metadata.
+    pub meta: SecretMeta,
+    /// The value as stored.
+    pub value: StoredValue,
+}
+
+/// The result of a successful put.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PutOutcome {
+    /// The metadata after the write.
+    pub meta: SecretMeta,
+    /// Whether the write created the secret (revision 1).
+    pub created: bool,
+}
+
+/// An environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Environment {
+    /// Its name.
+    pub name: EnvName,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// An API key's opaque id (`ak_…`), used to list and revoke it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ApiKeyId(String);
+
+impl ApiKeyId {
+    /// Checks `raw` is an id as Coffer issues them: `ak_` and 1-64 lowercase hex digits.
+    pub fn new(raw: &str) -> Result<Self, NameError> {
+        let ok = raw.strip_prefix("ak_").is_some_and(|hex| {
+            !hex.is_empty() && hex.len() <= 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        });
+        if ok {
+            Ok(ApiKeyId(raw.to_owned()))
+        } else {
+            Err(NameError::new("API key id", raw, "ids look like ak_ followed by hex digits"))
+        }
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What an API key may do, and where.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Everything in every environment, API keys included.
+    Admin,
+    /// Write, list and delete in one environment; never reads a value.
+    Manage(EnvName),
+    /// Resolves declared secrets in one environment; nothing else.
+    Runtime(EnvName),
+}
+
+impl Role {
+    /// The role's name as the API spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Manage(_) => "manage",
+            Role::Runtime(_) => "runtime",
+        }
+    }
+
+    /// The environment the role is scoped to; `None` for admin.
+    pub fn environment(&self) -> Option<&EnvName> {
+        match self {
+            Role::Admin => None,
+            Role::Manage(env) | Role::Runtime(env) => Some(env),
+        }
+    }
+
+    /// Rebuilds a role from its stored parts.
+    pub fn from_parts(role: &str, environment: Option<EnvName>) -> Result<Self, RoleError> {
+        match (role, environment) {
+            ("admin", None) => Ok(Role::Admin),
+            ("admin", Some(_)) => Err(RoleError::AdminIsGlobal),
+            ("manage" | "runtime", None) => Err(RoleError::EnvironmentRequired),
+            ("manage", Some(env)) => Ok(Role::Manage(env)),
+            ("runtime", Some(env)) => Ok(Role::Runtime(env)),
+            _ => Err(RoleError::UnknownRole),
+        }
+    }
+}
+
+/// Why a role could not be built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RoleError {
+    /// Not one of admin, manage, runtime.
+    #[error("role must be one of admin, manage, runtime")]
+    UnknownRole,
+    /// manage and runtime keys belong to one environment.
+    #[error("manage and runtime keys need an environment")]
+    EnvironmentRequired,
+    /// admin keys span every environment.
+    #[error("admin keys are not scoped to an environment")]
+    AdminIsGlobal,
+}
+
+/// An API key as listed: never the key itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKeyMeta {
+    /// Its id.
+    pub id: ApiKeyId,
+    /// A human label.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// An API key as stored: its metadata and the SHA-256 (hex) of the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// The metadata.
+    pub meta: ApiKeyMeta,
+    /// Lowercase hex SHA-256 of the full key string.
+    pub key_hash: String,
+}
+
+/// A canary sealed under one key version, proving at startup that the key still opens it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Canary {
+    /// The key version that sealed it.
+    pub key_version: KeyVersion,
+    /// The sealed blob.
+    pub blob: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_names_follow_the_rule() {
+        for ok in ["default", "a", "prod-eu-1", "0day", &"a".repeat(63)] {
+            assert!(EnvName::new(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "Prod", "a_b", "a b", "é", &"a".repeat(64), "a/b", "..", "a:b"] {
+            assert!(EnvName::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secret_names_follow_the_rule() {
+        for ok in ["A", "_", "API_KEY", "a1", &format!("A{}", "b".repeat(127))] {
+            assert!(SecretName::new(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "1A", "A-B", "A B", "A.B", "Ä", &"A".repeat(129), "A:B", "A/B"] {
+            assert!(SecretName::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn name_errors_show_a_bounded_prefix_only() {
+        let long = "x".repeat(10_000) + "!";
+        let msg = SecretName::new(&long).unwrap_err().to_string();
+        assert!(msg.len() < 300, "{msg}");
+    }
+
+    #[test]
+    fn preconditions_admit_what_they_say() {
+        assert!(Precondition::None.admits(None));
+        assert!(Precondition::None.admits(Some(3)));
+        assert!(Precondition::Absent.admits(None));
+        assert!(!Precondition::Absent.admits(Some(1)));
+        assert!(Precondition::Revision(2).admits(Some(2)));
+        assert!(!Precondition::Revision(2).admits(Some(3)));
+        assert!(!Precondition::Revision(2).admits(None));
+        assert_eq!(Precondition::from_expected(Some(0)), Precondition::Absent);
+    }
+
+    #[test]
+    fn roles_are_scoped_as_documented() {
+        let env = EnvName::new("prod").unwrap();
+        assert_eq!(Role::from_parts("admin", None), Ok(Role::Admin));
+        assert_eq!(Role::from_parts("admin", Some(env.clone())), Err(RoleError::AdminIsGlobal));
+        assert_eq!(Role::from_parts("manage", None), Err(RoleError::EnvironmentRequired));
+        assert_eq!(Role::from_parts("runtime", Some(env.clone())), Ok(Role::Runtime(env)));
+        assert_eq!(Role::from_parts("root", None), Err(RoleError::UnknownRole));
+    }
+
+    #[test]
+    fn plain_values_do_not_debug_print() {
+        let v = StoredValue::Plain(SecretString::from("hunter2"));
+        assert!(!format!("{v:?}").contains("hunter2"));
+    }
+}
