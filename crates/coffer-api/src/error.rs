@@ -1,0 +1,113 @@
+//! One error type for every response: a status, a stable code, a message that never holds
+//! a value.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use coffer_core::{CoreError, NameError};
+use coffer_store::StoreError;
+use serde_json::json;
+
+/// An error response: `{"error": {"code", "message", ...}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    current_revision: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with `status`, stable `code` and a human `message`.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), current_revision: None }
+    }
+
+    /// 400 for a body that is not JSON, has unknown fields or fields of the wrong type.
+    pub(crate) fn from_json(e: &serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        let (line, column) = (e.line(), e.column());
+        match e.classify() {
+            Category::Data => {
+                let text = e.to_string();
+                // serde names fields in backticks; its messages for wrong *types* quote the
+                // input instead, which could be a value, so only field errors are echoed.
+                if text.starts_with("unknown field") || text.starts_with("missing field") {
+                    let what = text.split(" at line").next().unwrap_or(&text).to_owned();
+                    let code = if text.starts_with("unknown") { "unknown_field" } else { "invalid_body" };
+                    ApiError::new(StatusCode::BAD_REQUEST, code, what)
+                } else {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_body",
+                        format!("a field has the wrong type (line {line}, column {column})"),
+                    )
+                }
+            }
+            _ => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("the body is not valid JSON (line {line}, column {column})"),
+            ),
+        }
+    }
+
+    pub(crate) fn invalid_query(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message)
+    }
+
+    pub(crate) fn route_not_found() -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
+    }
+
+    pub(crate) fn method_not_allowed() -> Self {
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+    }
+}
+
+impl From<NameError> for ApiError {
+    fn from(e: NameError) -> Self {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_name", e.to_string())
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        let (status, code) = match &e {
+            CoreError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            CoreError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            CoreError::EnvironmentNotFound(_) => (StatusCode::NOT_FOUND, "environment_not_found"),
+            CoreError::SecretNotFound { .. } => (StatusCode::NOT_FOUND, "secret_not_found"),
+            CoreError::ApiKeyNotFound(_) => (StatusCode::NOT_FOUND, "api_key_not_found"),
+            CoreError::EnvironmentExists(_) => (StatusCode::CONFLICT, "environment_exists"),
+            CoreError::RevisionConflict { current } => {
+                let mut err = ApiError::new(StatusCode::CONFLICT, "revision_conflict", e.to_string());
+                err.current_revision = Some(*current);
+                return err;
+            }
+            CoreError::LastAdminKey => (StatusCode::CONFLICT, "last_admin_key"),
+            CoreError::ValueTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large"),
+            CoreError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value"),
+            CoreError::Unreadable { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "secret_unreadable"),
+            CoreError::Store(StoreError::Unavailable(_)) => {
+                tracing::error!(error = %e, "storage unavailable");
+                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "storage is unavailable");
+            }
+            CoreError::Crypto | CoreError::Store(_) => {
+                tracing::error!(error = %e, "internal error");
+                return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error");
+            }
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(rev) = self.current_revision {
+            error["currentRevision"] = json!(rev);
+        }
+        (self.status, Json(json!({ "error": error }))).into_response()
+    }
+}

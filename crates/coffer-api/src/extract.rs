@@ -1,0 +1,74 @@
+//! Extractors that turn requests into checked values or an [`ApiError`].
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use coffer_core::{Coffer, Principal};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// The largest request body, in bytes (a 64 KiB value may grow up to 6× when JSON-escaped).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The authenticated caller; rejects with 401.
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<Arc<Coffer>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, coffer: &Arc<Coffer>) -> Result<Self, ApiError> {
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim())
+            .ok_or_else(|| ApiError::from(coffer_core::CoreError::Unauthenticated))?;
+        Ok(Caller(coffer.authenticate(presented).await?))
+    }
+}
+
+/// A request body, read but not yet parsed: parsing waits until the caller is authorized,
+/// so a key that may not write learns nothing from how its body would have been judged.
+pub struct JsonBody(Result<Bytes, ApiError>);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return Ok(JsonBody(Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as Content-Type: application/json",
+            ))));
+        }
+        let body = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await.map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+            )
+        });
+        Ok(JsonBody(body))
+    }
+}
+
+impl JsonBody {
+    /// Parses the body as `T` (which should deny unknown fields).
+    pub fn parse<T: DeserializeOwned>(self) -> Result<T, ApiError> {
+        let bytes = self.0?;
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::from_json(&e))
+    }
+}

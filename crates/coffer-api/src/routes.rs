@@ -1,0 +1,180 @@
+//! Handlers. Each one: authenticate (extractor) → parse path names → authorize → parse the
+//! body → call the service.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use coffer_core::{Applied, ApiKeyId, Coffer, Encryption, EnvName, Mutation, Role, SecretName};
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::extract::{Caller, JsonBody};
+use crate::shapes::*;
+
+type State_ = State<Arc<Coffer>>;
+type ApiResult = Result<Response, ApiError>;
+
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+pub async fn readyz(State(coffer): State_) -> ApiResult {
+    coffer.ready().await?;
+    Ok(Json(json!({ "status": "ready" })).into_response())
+}
+
+pub async fn status(State(coffer): State_) -> Json<serde_json::Value> {
+    let s = coffer.status();
+    let (encryption, current) = match s.encryption {
+        Encryption::Enabled { current_key_version } => ("enabled", Some(current_key_version)),
+        Encryption::Disabled => ("disabled", None),
+    };
+    Json(json!({
+        "version": s.version,
+        "backend": s.backend,
+        "encryption": encryption,
+        "currentKeyVersion": current,
+    }))
+}
+
+pub async fn list_environments(State(coffer): State_, Caller(who): Caller) -> ApiResult {
+    let envs = coffer.list_environments(&who).await?;
+    let envs: Vec<EnvironmentJson> = envs.iter().map(Into::into).collect();
+    Ok(Json(json!({ "environments": envs })).into_response())
+}
+
+pub async fn create_environment(State(coffer): State_, Caller(who): Caller, body: JsonBody) -> ApiResult {
+    coffer.require_admin(&who)?;
+    let req: CreateEnvironment = body.parse()?;
+    let name = EnvName::new(&req.name)?;
+    match coffer.apply(&who, Mutation::CreateEnvironment { name }).await? {
+        Applied::EnvironmentCreated(env) => Ok(created(EnvironmentJson::from(&env))),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub async fn delete_environment(State(coffer): State_, Caller(who): Caller, Path(env): Path<String>) -> ApiResult {
+    let name = EnvName::new(&env)?;
+    coffer.apply(&who, Mutation::DeleteEnvironment { name }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn list_api_keys(State(coffer): State_, Caller(who): Caller) -> ApiResult {
+    let keys = coffer.list_api_keys(&who).await?;
+    let keys: Vec<ApiKeyJson> = keys.iter().map(Into::into).collect();
+    Ok(Json(json!({ "apiKeys": keys })).into_response())
+}
+
+pub async fn create_api_key(State(coffer): State_, Caller(who): Caller, body: JsonBody) -> ApiResult {
+    coffer.require_admin(&who)?;
+    let req: CreateApiKey = body.parse()?;
+    let env = req.environment.as_deref().map(EnvName::new).transpose()?;
+    let role = Role::from_parts(&req.role, env)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", e.to_string()))?;
+    match coffer.apply(&who, Mutation::CreateApiKey { name: req.name, role }).await? {
+        Applied::ApiKeyCreated(new) => {
+            use secrecy::ExposeSecret;
+            let mut shown = ApiKeyJson::from(&new.meta);
+            // The one place a key leaves the server: the response that creates it.
+            shown.key = Some(new.key.expose_secret().to_owned());
+            Ok(created(shown))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+pub async fn revoke_api_key(State(coffer): State_, Caller(who): Caller, Path(id): Path<String>) -> ApiResult {
+    coffer.require_admin(&who)?;
+    let id = ApiKeyId::new(&id)?;
+    coffer.apply(&who, Mutation::RevokeApiKey { id }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn list_secrets(
+    State(coffer): State_,
+    Caller(who): Caller,
+    Path(env): Path<String>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult {
+    let env = EnvName::new(&env)?;
+    coffer.require_manage(&who, &env)?;
+    let Query(q) = query.map_err(|e| ApiError::invalid_query(e.body_text()))?;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid_query(format!("limit must be between 1 and {MAX_PAGE}")));
+    }
+    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let page = coffer.list_secrets(&who, &env, after.as_ref(), limit).await?;
+    let secrets: Vec<SecretMetaJson> = page.items.iter().map(Into::into).collect();
+    let next = page.next.map(|n| URL_SAFE_NO_PAD.encode(n.as_str()));
+    Ok(Json(json!({ "secrets": secrets, "nextCursor": next })).into_response())
+}
+
+pub async fn get_secret(
+    State(coffer): State_,
+    Caller(who): Caller,
+    Path((env, name)): Path<(String, String)>,
+) -> ApiResult {
+    let (env, name) = (EnvName::new(&env)?, SecretName::new(&name)?);
+    let meta = coffer.secret_meta(&who, &env, &name).await?;
+    Ok(Json(SecretMetaJson::from(&meta)).into_response())
+}
+
+pub async fn put_secret(
+    State(coffer): State_,
+    Caller(who): Caller,
+    Path((env, name)): Path<(String, String)>,
+    body: JsonBody,
+) -> ApiResult {
+    let (env, name) = (EnvName::new(&env)?, SecretName::new(&name)?);
+    coffer.require_manage(&who, &env)?;
+    let req: PutSecret = body.parse()?;
+    let mutation =
+        Mutation::PutSecret { env, name, value: req.value, expected_revision: req.expected_revision };
+    match coffer.apply(&who, mutation).await? {
+        Applied::SecretWritten(out) => {
+            let status = if out.created { StatusCode::CREATED } else { StatusCode::OK };
+            Ok((status, Json(SecretMetaJson::from(&out.meta))).into_response())
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+pub async fn delete_secret(
+    State(coffer): State_,
+    Caller(who): Caller,
+    Path((env, name)): Path<(String, String)>,
+    query: Result<Query<DeleteQuery>, QueryRejection>,
+) -> ApiResult {
+    let (env, name) = (EnvName::new(&env)?, SecretName::new(&name)?);
+    coffer.require_manage(&who, &env)?;
+    let Query(q) = query.map_err(|e| ApiError::invalid_query(e.body_text()))?;
+    coffer.apply(&who, Mutation::DeleteSecret { env, name, expected_revision: q.expected_revision }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn created(body: impl serde::Serialize) -> Response {
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+fn decode_cursor(cursor: &str) -> Result<SecretName, ApiError> {
+    let bad = || ApiError::invalid_query("cursor is not one this server issued");
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    SecretName::new(&text).map_err(|_| bad())
+}
+
+/// `apply` answers each mutation with its own variant; anything else is a bug.
+fn unexpected(applied: Applied) -> ApiError {
+    tracing::error!(?applied, "mutation answered with the wrong outcome");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+}

@@ -1,0 +1,113 @@
+//! JSON shapes of requests and responses (camelCase, RFC 3339 UTC timestamps).
+
+use coffer_core::{ApiKeyMeta, Environment, Revision, SecretMeta, Timestamp};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::macros::format_description;
+
+/// `2026-11-23T04:35:25.123Z`.
+pub fn rfc3339(ts: Timestamp) -> String {
+    let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts.millis()) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(format).ok())
+        .unwrap_or_default()
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentJson {
+    name: String,
+    created_at: String,
+}
+
+impl From<&Environment> for EnvironmentJson {
+    fn from(e: &Environment) -> Self {
+        EnvironmentJson { name: e.name.to_string(), created_at: rfc3339(e.created_at) }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretMetaJson {
+    name: String,
+    environment: String,
+    revision: Revision,
+    key_version: u32,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<&SecretMeta> for SecretMetaJson {
+    fn from(m: &SecretMeta) -> Self {
+        SecretMetaJson {
+            name: m.name.to_string(),
+            environment: m.environment.to_string(),
+            revision: m.revision,
+            key_version: m.key_version,
+            created_at: rfc3339(m.created_at),
+            updated_at: rfc3339(m.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyJson {
+    id: String,
+    name: String,
+    role: &'static str,
+    environment: Option<String>,
+    /// Only in the response that creates the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    created_at: String,
+}
+
+impl From<&ApiKeyMeta> for ApiKeyJson {
+    fn from(k: &ApiKeyMeta) -> Self {
+        ApiKeyJson {
+            id: k.id.to_string(),
+            name: k.name.clone(),
+            role: k.role.name(),
+            environment: k.role.environment().map(ToString::to_string),
+            key: None,
+            created_at: rfc3339(k.created_at),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEnvironment {
+    pub name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    pub name: String,
+    pub role: String,
+    pub environment: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PutSecret {
+    pub value: SecretString,
+    pub expected_revision: Option<Revision>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ListQuery {
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DeleteQuery {
+    pub expected_revision: Option<Revision>,
+}

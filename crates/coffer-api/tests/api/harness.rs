@@ -1,0 +1,107 @@
+//! Starts a server in-process on 127.0.0.1:0 with a temp data dir and a fixed key.
+
+use std::sync::Arc;
+
+use coffer_core::{Coffer, StartupOptions};
+use coffer_crypto::{Key, Keyring};
+use coffer_sqlite::SqliteStore;
+use reqwest::{Method, StatusCode};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+pub const MASTER_KEY_HEX: &str = "4f1c0d9e6a2b8c7d5e3f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d";
+
+pub struct Server {
+    pub base: String,
+    pub admin: String,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub async fn start() -> Server {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(SqliteStore::open(dir.path()).expect("open store"));
+    let keyring = Keyring::single(Key::from_material(MASTER_KEY_HEX).expect("key"));
+    let options = StartupOptions {
+        catalog: store.clone(),
+        secrets: store,
+        keyring: Some(keyring),
+        require_encryption: true,
+        admin_key_seed: None,
+    };
+    let (coffer, report) = options.start().await.expect("start");
+    let admin = report.admin_key.expect("first start creates an admin key").key.expose_secret().to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(coffer_api::serve(listener, Arc::new(coffer) as Arc<Coffer>, async {
+        let _ = stopped.await;
+    }));
+    Server { base, admin, http: reqwest::Client::new(), _dir: dir, stop: Some(stop) }
+}
+
+impl Server {
+    /// Sends a request with an optional bearer key and JSON body; returns status and JSON.
+    pub async fn call(&self, key: Option<&str>, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, json)
+    }
+
+    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call(Some(&self.admin), method, path, body).await
+    }
+
+    pub async fn create_env(&self, name: &str) {
+        let (s, b) = self.admin(Method::POST, "/v1/environments", Some(json!({ "name": name }))).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+
+    /// Creates a key and returns (id, key).
+    pub async fn create_key(&self, role: &str, env: Option<&str>) -> (String, String) {
+        let mut body = json!({ "name": format!("{role} key"), "role": role });
+        if let Some(env) = env {
+            body["environment"] = json!(env);
+        }
+        let (s, b) = self.admin(Method::POST, "/v1/api-keys", Some(body)).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        (b["id"].as_str().unwrap().to_owned(), b["key"].as_str().unwrap().to_owned())
+    }
+
+    pub async fn put_secret(&self, env: &str, name: &str, value: &str) -> Value {
+        let path = format!("/v1/environments/{env}/secrets/{name}");
+        let (s, b) = self.admin(Method::PUT, &path, Some(json!({ "value": value }))).await;
+        assert!(s.is_success(), "{s} {b}");
+        b
+    }
+
+    /// Everything the store holds, as one comparable snapshot (metadata only).
+    pub async fn snapshot(&self) -> Value {
+        let (_, envs) = self.admin(Method::GET, "/v1/environments", None).await;
+        let (_, keys) = self.admin(Method::GET, "/v1/api-keys", None).await;
+        let mut secrets = Vec::new();
+        for env in envs["environments"].as_array().unwrap() {
+            let path = format!("/v1/environments/{}/secrets?limit=1000", env["name"].as_str().unwrap());
+            secrets.push(self.admin(Method::GET, &path, None).await.1);
+        }
+        json!({ "environments": envs, "apiKeys": keys, "secrets": secrets })
+    }
+}

@@ -1,0 +1,7 @@
+//! The HTTP API end to end: a real server on 127.0.0.1, the embedded store, a real client.
+
+mod harness;
+
+mod authz;
+mod input;
+mod secrets;

@@ -1,0 +1,104 @@
+//! Secrets: revisions, compare-and-set, pagination, metadata only.
+
+use std::collections::BTreeSet;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::harness::start;
+
+#[tokio::test]
+async fn put_creates_then_updates_with_growing_revisions() {
+    let s = start().await;
+    let path = "/v1/environments/default/secrets/API_TOKEN";
+    let (status, first) = s.admin(Method::PUT, path, Some(json!({"value": "one"}))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(first["revision"], 1);
+    assert_eq!(first["keyVersion"], 1);
+    assert_eq!(first["environment"], "default");
+    let (status, second) = s.admin(Method::PUT, path, Some(json!({"value": "two", "expectedRevision": 1}))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(second["revision"], 2);
+    assert_eq!(second["createdAt"], first["createdAt"]);
+    let fields: BTreeSet<&str> = second.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(fields, BTreeSet::from(["name", "environment", "revision", "keyVersion", "createdAt", "updatedAt"]));
+    let (_, got) = s.admin(Method::GET, path, None).await;
+    assert_eq!(got, second);
+    let (status, _) = s.admin(Method::DELETE, &format!("{path}?expectedRevision=2"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = s.admin(Method::GET, path, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
+
+#[tokio::test]
+async fn listing_pages_through_every_secret_once_in_name_order() {
+    let s = start().await;
+    let mut expected = Vec::new();
+    for i in 0..25 {
+        let name = format!("S_{i:02}");
+        s.put_secret("default", &name, "v").await;
+        expected.push(name);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = "/v1/environments/default/secrets?limit=7".to_owned();
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let (status, page) = s.admin(Method::GET, &path, None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        for m in page["secrets"].as_array().unwrap() {
+            seen.push(m["name"].as_str().unwrap().to_owned());
+        }
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test]
+async fn sixteen_tasks_of_compare_and_set_lose_no_update() {
+    let s = std::sync::Arc::new(start().await);
+    s.put_secret("default", "COUNTER", "0").await;
+    let path = "/v1/environments/default/secrets/COUNTER";
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut won = 0u64;
+            for i in 0..100 {
+                let (_, meta) = s.admin(Method::GET, path, None).await;
+                let rev = meta["revision"].as_u64().unwrap();
+                let body = json!({"value": format!("{t}-{i}"), "expectedRevision": rev});
+                let (status, resp) = s.admin(Method::PUT, path, Some(body)).await;
+                match status {
+                    StatusCode::OK => won += 1,
+                    StatusCode::CONFLICT => assert!(resp["error"]["currentRevision"].as_u64().unwrap() > rev),
+                    other => panic!("unexpected {other}: {resp}"),
+                }
+            }
+            won
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        won += t.await.unwrap();
+    }
+    let (_, meta) = s.admin(Method::GET, path, None).await;
+    assert!(won > 0);
+    assert_eq!(meta["revision"].as_u64().unwrap(), 1 + won, "final revision = 1 + successful updates");
+}
+
+#[tokio::test]
+async fn status_reports_encryption_and_backend_without_auth() {
+    let s = start().await;
+    let (status, body) = s.call(None, Method::GET, "/v1/status", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["encryption"], "enabled");
+    assert_eq!(body["currentKeyVersion"], 1);
+    assert_eq!(body["backend"], "db");
+    assert!(body["version"].is_string());
+}

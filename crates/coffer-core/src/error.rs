@@ -1,0 +1,73 @@
+//! The one error type of the services; the API maps each variant to a status and a code.
+
+use coffer_store::{ApiKeyId, EnvName, Revision, SecretName, StoreError};
+
+/// Everything a service call can refuse or fail with. Messages never contain a value.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// No API key, or one that is unknown or revoked.
+    #[error("a valid API key is required")]
+    Unauthenticated,
+    /// The key may not do this.
+    #[error("this API key may not do that")]
+    Forbidden,
+    /// The environment does not exist.
+    #[error("environment {0} does not exist")]
+    EnvironmentNotFound(EnvName),
+    /// The secret does not exist.
+    #[error("secret {name} does not exist in environment {env}")]
+    SecretNotFound {
+        /// Its environment.
+        env: EnvName,
+        /// Its name.
+        name: SecretName,
+    },
+    /// The API key does not exist.
+    #[error("API key {0} does not exist")]
+    ApiKeyNotFound(ApiKeyId),
+    /// The environment exists already.
+    #[error("environment {0} already exists")]
+    EnvironmentExists(EnvName),
+    /// `expectedRevision` did not match; `current` is 0 when the record does not exist.
+    #[error("revision conflict: the current revision is {current}")]
+    RevisionConflict {
+        /// The record's revision now.
+        current: Revision,
+    },
+    /// Revoking this key would leave no admin key.
+    #[error("the last admin API key cannot be revoked; create another admin key first")]
+    LastAdminKey,
+    /// A value over [`crate::MAX_VALUE_BYTES`].
+    #[error("secret values are limited to {limit} bytes")]
+    ValueTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A field that breaks its rule (the message says which rule).
+    #[error("{0}")]
+    Invalid(String),
+    /// The value could not be opened (wrong key, tampered, key version missing).
+    #[error("the stored value of {name} in {env} cannot be decrypted")]
+    Unreadable {
+        /// Its environment.
+        env: EnvName,
+        /// Its name.
+        name: SecretName,
+    },
+    /// Sealing failed (the system RNG).
+    #[error("encryption failed")]
+    Crypto,
+    /// The storage backend failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for CoreError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict { current } => CoreError::RevisionConflict { current: current.unwrap_or(0) },
+            StoreError::LastAdminKey => CoreError::LastAdminKey,
+            other => CoreError::Store(other),
+        }
+    }
+}

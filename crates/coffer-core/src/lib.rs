@@ -1,0 +1,25 @@
+//! Coffer's services, independent of any transport.
+//!
+//! [`Coffer`] owns the keyring and the two stores. It authenticates API keys, authorizes
+//! every read and write against the caller's [`Role`], seals values before they reach a
+//! store, and sends every mutation through one path, [`Coffer::apply`], which is where
+//! events and audit records attach.
+
+#![forbid(unsafe_code)]
+
+mod error;
+pub mod keys;
+mod service;
+mod startup;
+
+pub use error::CoreError;
+pub use service::{
+    Applied, Coffer, Encryption, MAX_VALUE_BYTES, Mutation, MutationRecord, NewApiKey, Page, Principal,
+    Status,
+};
+pub use startup::{FirstAdminKey, StartupError, StartupOptions, StartupReport};
+
+pub use coffer_store::{
+    ApiKeyId, ApiKeyMeta, EnvName, Environment, NameError, Revision, Role, SecretMeta, SecretName,
+    Timestamp,
+};

@@ -1,0 +1,491 @@
+//! The service: authentication, authorization, reads, and the one mutation path.
+
+use std::sync::Arc;
+
+use coffer_crypto::{Keyring, random_hex, sha256_hex};
+use coffer_store::{
+    ApiKeyId, ApiKeyMeta, ApiKeyRecord, Catalog, EnvName, Environment, Precondition, PutOutcome, Revision,
+    Role, SecretMeta, SecretName, SecretStore, StoreError, StoredValue, Timestamp,
+};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::CoreError;
+
+/// The largest secret value, in bytes of UTF-8.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// Longest API key string that is even looked up.
+const MAX_PRESENTED_KEY: usize = 512;
+
+/// The service. Cheap to share behind an `Arc`.
+pub struct Coffer {
+    catalog: Arc<dyn Catalog>,
+    secrets: Arc<dyn SecretStore>,
+    keyring: Option<Keyring>,
+}
+
+/// Who is calling: the API key that authenticated and its role.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// The key's id (recorded as the actor of its mutations).
+    pub key_id: ApiKeyId,
+    /// What it may do.
+    pub role: Role,
+}
+
+/// Every change Coffer makes on a caller's behalf.
+pub enum Mutation {
+    /// Create an environment (admin).
+    CreateEnvironment {
+        /// Its name.
+        name: EnvName,
+    },
+    /// Delete an environment with its secrets and keys (admin).
+    DeleteEnvironment {
+        /// Its name.
+        name: EnvName,
+    },
+    /// Create or update a secret (admin, manage of `env`).
+    PutSecret {
+        /// Its environment.
+        env: EnvName,
+        /// Its name.
+        name: SecretName,
+        /// The plaintext; sealed before it reaches a store.
+        value: SecretString,
+        /// `Some(0)`: must not exist; `Some(n)`: must be at revision n.
+        expected_revision: Option<Revision>,
+    },
+    /// Delete a secret (admin, manage of `env`).
+    DeleteSecret {
+        /// Its environment.
+        env: EnvName,
+        /// Its name.
+        name: SecretName,
+        /// `Some(n)`: must be at revision n.
+        expected_revision: Option<Revision>,
+    },
+    /// Create an API key (admin).
+    CreateApiKey {
+        /// A label.
+        name: String,
+        /// What it may do.
+        role: Role,
+    },
+    /// Revoke an API key (admin); it is refused from the next request on.
+    RevokeApiKey {
+        /// Its id.
+        id: ApiKeyId,
+    },
+}
+
+/// What a mutation did.
+#[derive(Debug)]
+pub enum Applied {
+    /// The new environment.
+    EnvironmentCreated(Environment),
+    /// The environment is gone, with this many secrets.
+    EnvironmentDeleted {
+        /// Its name.
+        name: EnvName,
+        /// How many secrets went with it.
+        secrets: u64,
+    },
+    /// The secret's metadata after the write.
+    SecretWritten(PutOutcome),
+    /// The secret's last metadata.
+    SecretDeleted(SecretMeta),
+    /// The new key, shown this once.
+    ApiKeyCreated(NewApiKey),
+    /// The key is revoked.
+    ApiKeyRevoked(ApiKeyId),
+}
+
+/// A freshly created API key: its metadata and the key itself, shown once.
+pub struct NewApiKey {
+    /// The metadata, as lists show it.
+    pub meta: ApiKeyMeta,
+    /// The full key string; only its SHA-256 is stored.
+    pub key: SecretString,
+}
+
+impl std::fmt::Debug for NewApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewApiKey").field("meta", &self.meta).finish_non_exhaustive()
+    }
+}
+
+/// What every mutation leaves behind: the seam where events (`system.secret.X.updated`)
+/// and audit rows attach. Never carries a value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MutationRecord {
+    /// The event subject, e.g. `system.secret.API_KEY.created`.
+    pub subject: String,
+    /// The environment touched, if any.
+    pub environment: Option<EnvName>,
+    /// The resource's name or id.
+    pub name: String,
+    /// The resource's revision after the change, where it has one.
+    pub revision: Option<Revision>,
+    /// The API key that did it.
+    pub actor: ApiKeyId,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// One page of a listing.
+#[derive(Debug)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Where the next page starts, if there is one.
+    pub next: Option<SecretName>,
+}
+
+/// Whether values are encrypted at rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encryption {
+    /// AES-256-GCM under the keyring; new writes use `current_key_version`.
+    Enabled {
+        /// The version new writes use.
+        current_key_version: u32,
+    },
+    /// Dev mode: no key configured, values stored as they are.
+    Disabled,
+}
+
+/// What `/v1/status` shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// The Coffer version.
+    pub version: &'static str,
+    /// The secret-value backend in use.
+    pub backend: &'static str,
+    /// Encryption state.
+    pub encryption: Encryption,
+}
+
+impl Coffer {
+    /// Assembles the service. Prefer [`crate::StartupOptions::start`], which also checks
+    /// keys and bootstraps a new catalog.
+    pub(crate) fn new(
+        catalog: Arc<dyn Catalog>,
+        secrets: Arc<dyn SecretStore>,
+        keyring: Option<Keyring>,
+    ) -> Self {
+        Coffer { catalog, secrets, keyring }
+    }
+
+    /// Version, backend and encryption state.
+    pub fn status(&self) -> Status {
+        Status {
+            version: env!("CARGO_PKG_VERSION"),
+            backend: self.secrets.backend_name(),
+            encryption: match &self.keyring {
+                Some(ring) => Encryption::Enabled { current_key_version: ring.current().get() },
+                None => Encryption::Disabled,
+            },
+        }
+    }
+
+    /// Whether both stores answer.
+    pub async fn ready(&self) -> Result<(), CoreError> {
+        self.catalog.ping().await?;
+        self.secrets.ping().await?;
+        Ok(())
+    }
+
+    /// Looks up the presented API key by its SHA-256.
+    pub async fn authenticate(&self, presented: &str) -> Result<Principal, CoreError> {
+        if presented.is_empty() || presented.len() > MAX_PRESENTED_KEY {
+            return Err(CoreError::Unauthenticated);
+        }
+        let meta = self.catalog.find_api_key(&sha256_hex(presented.as_bytes())).await?;
+        let meta = meta.ok_or(CoreError::Unauthenticated)?;
+        Ok(Principal { key_id: meta.id, role: meta.role })
+    }
+
+    /// Admin only.
+    pub fn require_admin(&self, who: &Principal) -> Result<(), CoreError> {
+        match who.role {
+            Role::Admin => Ok(()),
+            _ => Err(CoreError::Forbidden),
+        }
+    }
+
+    /// Admin, or a manage key of `env`.
+    pub fn require_manage(&self, who: &Principal, env: &EnvName) -> Result<(), CoreError> {
+        match &who.role {
+            Role::Admin => Ok(()),
+            Role::Manage(own) if own == env => Ok(()),
+            _ => Err(CoreError::Forbidden),
+        }
+    }
+
+    /// Admin, or a runtime key of `env`.
+    pub fn require_runtime(&self, who: &Principal, env: &EnvName) -> Result<(), CoreError> {
+        match &who.role {
+            Role::Admin => Ok(()),
+            Role::Runtime(own) if own == env => Ok(()),
+            _ => Err(CoreError::Forbidden),
+        }
+    }
+
+    /// Environments the caller may see: all for admin, its own for a manage key.
+    pub async fn list_environments(&self, who: &Principal) -> Result<Vec<Environment>, CoreError> {
+        match &who.role {
+            Role::Admin => Ok(self.catalog.list_environments().await?),
+            Role::Manage(own) => Ok(self.catalog.get_environment(own).await?.into_iter().collect()),
+            Role::Runtime(_) => Err(CoreError::Forbidden),
+        }
+    }
+
+    /// All API keys (admin), without the keys themselves.
+    pub async fn list_api_keys(&self, who: &Principal) -> Result<Vec<ApiKeyMeta>, CoreError> {
+        self.require_admin(who)?;
+        Ok(self.catalog.list_api_keys().await?)
+    }
+
+    /// One page of an environment's secret metadata, in name order.
+    pub async fn list_secrets(
+        &self,
+        who: &Principal,
+        env: &EnvName,
+        after: Option<&SecretName>,
+        limit: usize,
+    ) -> Result<Page<SecretMeta>, CoreError> {
+        self.require_manage(who, env)?;
+        self.existing_environment(env).await?;
+        let mut items = self.secrets.list(env, after, limit.saturating_add(1)).await?;
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|m| m.name.clone())
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    /// One secret's metadata.
+    pub async fn secret_meta(
+        &self,
+        who: &Principal,
+        env: &EnvName,
+        name: &SecretName,
+    ) -> Result<SecretMeta, CoreError> {
+        self.require_manage(who, env)?;
+        match self.secrets.meta(env, name).await? {
+            Some(meta) => Ok(meta),
+            None => {
+                self.existing_environment(env).await?;
+                Err(CoreError::SecretNotFound { env: env.clone(), name: name.clone() })
+            }
+        }
+    }
+
+    /// The runtime plane: a secret's plaintext, for a runtime key of its environment.
+    /// `Ok(None)` when it is not set.
+    pub async fn resolve_secret(
+        &self,
+        who: &Principal,
+        env: &EnvName,
+        name: &SecretName,
+    ) -> Result<Option<SecretString>, CoreError> {
+        self.require_runtime(who, env)?;
+        let Some(record) = self.secrets.get(env, name).await? else {
+            return Ok(None);
+        };
+        let unreadable = || CoreError::Unreadable { env: env.clone(), name: name.clone() };
+        match record.value {
+            StoredValue::Plain(value) => Ok(Some(value)),
+            StoredValue::Sealed { key_version, blob } => {
+                let ring = self.keyring.as_ref().ok_or_else(unreadable)?;
+                let plain = ring
+                    .open(key_version, &blob, secret_aad(env, name).as_bytes())
+                    .map_err(|_| unreadable())?;
+                let text = String::from_utf8(plain.to_vec()).map_err(|_| unreadable())?;
+                Ok(Some(SecretString::from(text)))
+            }
+        }
+    }
+
+    /// The one path every mutation takes: authorize, apply, record.
+    pub async fn apply(&self, who: &Principal, mutation: Mutation) -> Result<Applied, CoreError> {
+        let applied = match mutation {
+            Mutation::CreateEnvironment { name } => {
+                self.require_admin(who)?;
+                let env = Environment { name, created_at: Timestamp::now() };
+                match self.catalog.create_environment(&env).await {
+                    Err(StoreError::AlreadyExists) => return Err(CoreError::EnvironmentExists(env.name)),
+                    other => other?,
+                }
+                Applied::EnvironmentCreated(env)
+            }
+            Mutation::DeleteEnvironment { name } => {
+                self.require_admin(who)?;
+                self.existing_environment(&name).await?;
+                let mut secrets = self.secrets.purge_environment(&name).await?;
+                match self.catalog.delete_environment(&name).await {
+                    Err(StoreError::NotFound) => return Err(CoreError::EnvironmentNotFound(name)),
+                    other => other?,
+                }
+                // A write that passed its environment check just before the delete may land
+                // after the first purge; sweep once more so nothing is left behind.
+                secrets += self.secrets.purge_environment(&name).await?;
+                Applied::EnvironmentDeleted { name, secrets }
+            }
+            Mutation::PutSecret { env, name, value, expected_revision } => {
+                self.require_manage(who, &env)?;
+                if value.expose_secret().len() > MAX_VALUE_BYTES {
+                    return Err(CoreError::ValueTooLarge { limit: MAX_VALUE_BYTES });
+                }
+                self.existing_environment(&env).await?;
+                let stored = self.seal_secret(&env, &name, value)?;
+                let pre = Precondition::from_expected(expected_revision);
+                Applied::SecretWritten(self.secrets.put(&env, &name, stored, pre, Timestamp::now()).await?)
+            }
+            Mutation::DeleteSecret { env, name, expected_revision } => {
+                self.require_manage(who, &env)?;
+                let pre = Precondition::from_expected(expected_revision);
+                match self.secrets.delete(&env, &name, pre).await {
+                    Err(StoreError::NotFound) => {
+                        self.existing_environment(&env).await?;
+                        return Err(CoreError::SecretNotFound { env, name });
+                    }
+                    other => Applied::SecretDeleted(other?),
+                }
+            }
+            Mutation::CreateApiKey { name, role } => {
+                self.require_admin(who)?;
+                check_key_label(&name)?;
+                if let Some(env) = role.environment() {
+                    self.existing_environment(env).await?;
+                }
+                let (record, key) = new_api_key(name, role, None)?;
+                self.catalog.insert_api_key(&record).await?;
+                Applied::ApiKeyCreated(NewApiKey { meta: record.meta, key })
+            }
+            Mutation::RevokeApiKey { id } => {
+                self.require_admin(who)?;
+                match self.catalog.delete_api_key(&id).await {
+                    Err(StoreError::NotFound) => return Err(CoreError::ApiKeyNotFound(id)),
+                    other => other?,
+                }
+                Applied::ApiKeyRevoked(id)
+            }
+        };
+        self.record(&applied.record(&who.key_id));
+        Ok(applied)
+    }
+
+    /// Where events and audit rows will be emitted; for now, one structured log line.
+    fn record(&self, record: &MutationRecord) {
+        tracing::info!(
+            target: "coffer::mutation",
+            subject = %record.subject,
+            environment = record.environment.as_ref().map(EnvName::as_str),
+            revision = record.revision,
+            actor = %record.actor,
+            "mutation"
+        );
+    }
+
+    async fn existing_environment(&self, env: &EnvName) -> Result<Environment, CoreError> {
+        self.catalog.get_environment(env).await?.ok_or_else(|| CoreError::EnvironmentNotFound(env.clone()))
+    }
+
+    fn seal_secret(
+        &self,
+        env: &EnvName,
+        name: &SecretName,
+        value: SecretString,
+    ) -> Result<StoredValue, CoreError> {
+        let Some(ring) = &self.keyring else {
+            return Ok(StoredValue::Plain(value));
+        };
+        let sealed = ring
+            .seal(secret_aad(env, name).as_bytes(), value.expose_secret().as_bytes())
+            .map_err(|_| CoreError::Crypto)?;
+        Ok(StoredValue::Sealed { key_version: sealed.key_version, blob: sealed.blob })
+    }
+
+    pub(crate) fn catalog(&self) -> &dyn Catalog {
+        &*self.catalog
+    }
+
+    pub(crate) fn secrets(&self) -> &dyn SecretStore {
+        &*self.secrets
+    }
+
+    pub(crate) fn keyring(&self) -> Option<&Keyring> {
+        self.keyring.as_ref()
+    }
+}
+
+impl Applied {
+    /// The record this mutation leaves, attributed to `actor`.
+    pub fn record(&self, actor: &ApiKeyId) -> MutationRecord {
+        let at = Timestamp::now();
+        let (subject, environment, name, revision) = match self {
+            Applied::EnvironmentCreated(e) => {
+                (format!("system.environment.{}.created", e.name), Some(e.name.clone()), e.name.to_string(), None)
+            }
+            Applied::EnvironmentDeleted { name, .. } => {
+                (format!("system.environment.{name}.deleted"), Some(name.clone()), name.to_string(), None)
+            }
+            Applied::SecretWritten(out) => {
+                let verb = if out.created { "created" } else { "updated" };
+                let m = &out.meta;
+                (format!("system.secret.{}.{verb}", m.name), Some(m.environment.clone()), m.name.to_string(), Some(m.revision))
+            }
+            Applied::SecretDeleted(m) => {
+                (format!("system.secret.{}.deleted", m.name), Some(m.environment.clone()), m.name.to_string(), Some(m.revision))
+            }
+            Applied::ApiKeyCreated(k) => (
+                format!("system.apikey.{}.created", k.meta.id),
+                k.meta.role.environment().cloned(),
+                k.meta.id.to_string(),
+                None,
+            ),
+            Applied::ApiKeyRevoked(id) => (format!("system.apikey.{id}.deleted"), None, id.to_string(), None),
+        };
+        MutationRecord { subject, environment, name, revision, actor: actor.clone(), at }
+    }
+}
+
+/// The associated data that binds a secret's ciphertext to its place: environment and name.
+/// Neither can contain `:`, so the string is unambiguous.
+pub(crate) fn secret_aad(env: &EnvName, name: &SecretName) -> String {
+    format!("coffer:secret:{env}:{name}")
+}
+
+/// Builds a new key for `role`: `ck_<env or admin>_<48 hex>` (or the operator's `seed`).
+pub(crate) fn new_api_key(
+    name: String,
+    role: Role,
+    seed: Option<SecretString>,
+) -> Result<(ApiKeyRecord, SecretString), CoreError> {
+    let key = match seed {
+        Some(seed) => seed,
+        None => {
+            let scope = role.environment().map_or("admin", EnvName::as_str);
+            let token = random_hex::<24>().map_err(|_| CoreError::Crypto)?;
+            SecretString::from(format!("ck_{scope}_{token}"))
+        }
+    };
+    let id = random_hex::<8>().map_err(|_| CoreError::Crypto)?;
+    let id = ApiKeyId::new(&format!("ak_{id}")).map_err(|e| CoreError::Invalid(e.to_string()))?;
+    let record = ApiKeyRecord {
+        meta: ApiKeyMeta { id, name, role, created_at: Timestamp::now() },
+        key_hash: sha256_hex(key.expose_secret().as_bytes()),
+    };
+    Ok((record, key))
+}
+
+fn check_key_label(name: &str) -> Result<(), CoreError> {
+    let len = name.chars().count();
+    if len == 0 || len > 128 || name.chars().any(char::is_control) {
+        return Err(CoreError::Invalid("API key names are 1-128 characters without control characters".into()));
+    }
+    Ok(())
+}

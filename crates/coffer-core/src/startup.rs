@@ -1,0 +1,161 @@
+//! Start-up: the key check that runs before anything is served, and the first-start
+//! bootstrap (environment `default` and an admin key).
+
+use std::sync::Arc;
+
+use coffer_crypto::{KeyVersion, Keyring};
+use coffer_store::{Canary, Catalog, EnvName, Environment, Role, SecretStore, StoreError, Timestamp};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::service::new_api_key;
+use crate::{Coffer, CoreError};
+
+/// What `coffer serve` hands over to start the service.
+pub struct StartupOptions {
+    /// The catalog backend.
+    pub catalog: Arc<dyn Catalog>,
+    /// The secret-value backend.
+    pub secrets: Arc<dyn SecretStore>,
+    /// The keyring; `None` is dev mode.
+    pub keyring: Option<Keyring>,
+    /// Refuse to start in dev mode (`--require-encryption`).
+    pub require_encryption: bool,
+    /// `COFFER_ADMIN_KEY`: the first admin key, instead of a generated one.
+    pub admin_key_seed: Option<SecretString>,
+}
+
+/// What start-up did that the operator must hear about.
+pub struct StartupReport {
+    /// The first admin key, on the first start only.
+    pub admin_key: Option<FirstAdminKey>,
+    /// Key versions whose canary was created by this start.
+    pub new_canaries: Vec<KeyVersion>,
+}
+
+/// The admin key created by the first start.
+pub struct FirstAdminKey {
+    /// The key.
+    pub key: SecretString,
+    /// Whether it came from `COFFER_ADMIN_KEY` (else it was generated).
+    pub seeded: bool,
+}
+
+/// Why the service refused to start. Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Dev mode while encryption is required.
+    #[error(
+        "encryption is required but no key is configured: set COFFER_MASTER_KEY (64 hex chars, `openssl rand -hex 32`) or COFFER_SECRET_KEYS"
+    )]
+    EncryptionRequired,
+    /// Dev mode on data that holds encrypted values.
+    #[error(
+        "no key is configured, but {count} stored values are encrypted and could not be read: set the key they were written with"
+    )]
+    EncryptedValuesNeedKey {
+        /// How many values are encrypted.
+        count: u64,
+    },
+    /// A key that does not open its version's canary.
+    #[error(
+        "key version {version} is wrong: it does not open the canary sealed under version {version} ({values} stored values use that version); restore the original key for version {version}"
+    )]
+    WrongKey {
+        /// The version whose key is wrong.
+        version: KeyVersion,
+        /// How many values depend on it.
+        values: u64,
+    },
+    /// Values stored under a version the keyring no longer has.
+    #[error(
+        "key version {version} is missing from the keyring but {values} stored values use it; add it back (and run `coffer keys rewrap`)"
+    )]
+    MissingKeyVersion {
+        /// The missing version.
+        version: u32,
+        /// How many values depend on it.
+        values: u64,
+    },
+    /// `COFFER_ADMIN_KEY` does not look like a key.
+    #[error("COFFER_ADMIN_KEY must be 32-512 characters without whitespace")]
+    BadAdminSeed,
+    /// The stores failed.
+    #[error("storage failed during start-up: {0}")]
+    Store(#[from] StoreError),
+    /// Something else refused.
+    #[error("start-up failed: {0}")]
+    Core(#[from] CoreError),
+}
+
+impl StartupOptions {
+    /// Checks keys against stored data, bootstraps a new catalog, and returns the service.
+    pub async fn start(self) -> Result<(Coffer, StartupReport), StartupError> {
+        if self.keyring.is_none() && self.require_encryption {
+            return Err(StartupError::EncryptionRequired);
+        }
+        if let Some(seed) = &self.admin_key_seed {
+            let s = seed.expose_secret();
+            if !(32..=512).contains(&s.len()) || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(StartupError::BadAdminSeed);
+            }
+        }
+        let coffer = Coffer::new(self.catalog, self.secrets, self.keyring);
+        let new_canaries = check_keys(&coffer).await?;
+        let admin_key = bootstrap(&coffer, self.admin_key_seed).await?;
+        Ok((coffer, StartupReport { admin_key, new_canaries }))
+    }
+}
+
+const CANARY_PLAINTEXT: &[u8] = b"coffer key canary";
+
+fn canary_aad(version: KeyVersion) -> String {
+    format!("coffer:canary:{version}")
+}
+
+/// Every stored value's key version must be in the ring, and every key in the ring must
+/// open its canary. Versions without a canary get one.
+async fn check_keys(coffer: &Coffer) -> Result<Vec<KeyVersion>, StartupError> {
+    let counts = coffer.secrets().count_by_key_version().await?;
+    let Some(ring) = coffer.keyring() else {
+        let count = counts.iter().filter(|(v, _)| **v != 0).map(|(_, n)| n).sum();
+        return if count > 0 { Err(StartupError::EncryptedValuesNeedKey { count }) } else { Ok(Vec::new()) };
+    };
+    let uses = |v: KeyVersion| counts.get(&v.get()).copied().unwrap_or(0);
+    for (&version, &values) in &counts {
+        let known = KeyVersion::new(version).is_ok_and(|v| ring.contains(v));
+        if version != 0 && !known {
+            return Err(StartupError::MissingKeyVersion { version, values });
+        }
+    }
+    let canaries = coffer.catalog().canaries().await?;
+    for canary in &canaries {
+        if ring.contains(canary.key_version) {
+            let aad = canary_aad(canary.key_version);
+            if ring.open(canary.key_version, &canary.blob, aad.as_bytes()).is_err() {
+                let version = canary.key_version;
+                return Err(StartupError::WrongKey { version, values: uses(version) });
+            }
+        }
+    }
+    let mut created = Vec::new();
+    for version in ring.versions() {
+        if canaries.iter().any(|c| c.key_version == version) {
+            continue;
+        }
+        let sealed = ring
+            .seal_with(version, canary_aad(version).as_bytes(), CANARY_PLAINTEXT)
+            .map_err(|_| CoreError::Crypto)?;
+        coffer.catalog().put_canary(&Canary { key_version: version, blob: sealed.blob }).await?;
+        created.push(version);
+    }
+    Ok(created)
+}
+
+async fn bootstrap(coffer: &Coffer, seed: Option<SecretString>) -> Result<Option<FirstAdminKey>, StartupError> {
+    let seeded = seed.is_some();
+    let (record, key) = new_api_key("admin (first start)".into(), Role::Admin, seed)?;
+    let default = EnvName::new("default").map_err(|e| CoreError::Invalid(e.to_string()))?;
+    let env = Environment { name: default, created_at: Timestamp::now() };
+    let first = coffer.catalog().bootstrap(&env, &record).await?;
+    Ok(first.then_some(FirstAdminKey { key, seeded }))
+}
