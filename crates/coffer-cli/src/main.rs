@@ -1,0 +1,53 @@
+//! `coffer`: the server (`coffer serve`) and the command-line client, in one binary.
+//! This file only parses arguments, sets up logging and dispatches.
+
+#![forbid(unsafe_code)]
+
+mod client;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Coffer: secrets for functions and workflows.
+#[derive(Parser)]
+#[command(name = "coffer", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: client::GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    #[command(flatten)]
+    Client(client::ClientCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args, cli.global.data_dir).await,
+            Command::Client(cmd) => client::run(cli.global, cmd).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! `coffer serve` as a process: zero set-up start, keys at start-up, shutdown, durability,
+//! and a canary value that must never leave through responses, files or logs.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_coffer");
+const K1: &str = "9d4f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7";
+const K2: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// A running `coffer serve`; killed on drop. Its stderr is collected in `log`.
+struct Server {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    base: String,
+    data_dir: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").to_string()
+}
+
+/// `coffer` with a clean environment: no COFFER_* leaks in from the developer's shell.
+fn coffer(envs: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("COFFER_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(envs.iter().copied());
+    cmd
+}
+
+fn spawn(data_dir: &Path, envs: &[(&str, &str)]) -> Server {
+    let addr = free_addr();
+    let mut child = coffer(envs)
+        .args(["serve", "--listen", &addr, "--data-dir"])
+        .arg(data_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn coffer serve");
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().expect("stderr");
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    Server { child, log, base: format!("http://{addr}"), data_dir: data_dir.to_owned() }
+}
+
+impl Server {
+    /// Waits until `/healthz` answers; panics with the server's log if it exits first.
+    async fn ready(mut self) -> Server {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/healthz", self.base)).await
+                && r.status().is_success()
+            {
+                return self;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("coffer serve exited ({status}) before it was ready:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "server not ready in time:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits for the process to exit on its own; returns whether it succeeded.
+    fn exit(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100)); // let the log reader drain
+                return status.success();
+            }
+            assert!(Instant::now() < deadline, "server did not exit:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn admin_key(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin.key")).expect("admin.key").trim().to_owned()
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, String) {
+        let mut req = reqwest::Client::new().request(method, format!("{}{path}", self.base)).bearer_auth(self.admin_key());
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request");
+        (resp.status(), resp.text().await.expect("body"))
+    }
+
+    fn terminate(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        assert!(sent.success());
+        self.exit()
+    }
+}
+
+fn json_of(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn first_start_prints_the_admin_key_once_and_saves_it_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut s = spawn(&data, &[]).ready().await;
+    let key = s.admin_key();
+    assert!(key.starts_with("ck_admin_"), "{key}");
+    let mode = std::fs::metadata(data.join("admin.key")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(s.log().contains(&key), "the first start shows the key");
+    assert!(s.log().contains("DEV MODE"), "no key configured: a loud warning");
+    let (status, body) = s.call(Method::GET, "/v1/status", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json_of(&body)["encryption"], "disabled");
+    assert!(json_of(&body)["currentKeyVersion"].is_null());
+    let (status, body) = s.call(Method::GET, "/v1/environments", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json_of(&body)["environments"][0]["name"], "default");
+    assert!(s.terminate(), "SIGTERM is a clean exit");
+
+    let s = spawn(&data, &[]).ready().await;
+    assert!(!s.log().contains(&key), "later starts never show the key");
+    assert!(s.log().contains("DEV MODE"), "the warning comes at every start");
+    assert_eq!(s.admin_key(), key);
+}
+
+#[tokio::test]
+async fn serve_with_no_arguments_listens_on_8720_in_dot_coffer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = coffer(&[("COFFER_MASTER_KEY", K1)])
+        .arg("serve")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        match reqwest::get("http://127.0.0.1:8720/v1/status").await {
+            Ok(r) => break r.json::<Value>().await.unwrap(),
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("nothing on 127.0.0.1:8720: {e}"),
+        }
+    };
+    assert_eq!(status["encryption"], "enabled");
+    assert!(dir.path().join(".coffer/admin.key").is_file());
+    assert!(dir.path().join(".coffer/coffer.db").is_file());
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(child.wait().unwrap().success(), "SIGINT is a clean exit");
+}
+
+#[tokio::test]
+async fn require_encryption_without_a_key_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for envs in [&[("COFFER_REQUIRE_ENCRYPTION", "1")][..], &[]] {
+        let mut cmd = coffer(envs);
+        cmd.args(["serve", "--listen", &free_addr(), "--data-dir"]).arg(dir.path());
+        if envs.is_empty() {
+            cmd.arg("--require-encryption");
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("encryption is required"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn unusable_key_material_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("COFFER_MASTER_KEY", "short-secret-material"),
+        ("COFFER_SECRET_KEYS", r#"{"currentKeyVersion": 2, "keys": {"1": "short-secret-material"}}"#),
+        ("COFFER_SECRET_KEYS", "not json short-secret-material"),
+    ];
+    for (var, value) in cases {
+        let out = coffer(&[(var, value)])
+            .args(["serve", "--listen", &free_addr(), "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{var}={value} must be refused");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(var), "the message names the setting: {err}");
+        assert!(!err.contains("short-secret-material"), "never echo key material: {err}");
+    }
+}
+
+#[tokio::test]
+async fn the_wrong_key_stops_start_up_before_anything_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spawn(dir.path(), &[("COFFER_MASTER_KEY", K1)]).ready().await;
+    let (status, _) = s.call(Method::PUT, "/v1/environments/default/secrets/A", Some(json!({"value": "x"}))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    drop(s);
+    let mut s = spawn(dir.path(), &[("COFFER_MASTER_KEY", K2)]);
+    assert!(!s.exit(), "a wrong key is a start-up error");
+    let log = s.log();
+    assert!(log.contains("key version 1 is wrong"), "{log}");
+    assert!(log.contains("1 stored values"), "{log}");
+    assert!(!log.contains("listening"), "nothing was served: {log}");
+}
+
+#[tokio::test]
+async fn a_keyring_file_with_two_versions_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = dir.path().join("keys.json");
+    std::fs::write(&ring, format!(r#"{{"currentKeyVersion": 2, "keys": {{"1": "{K1}", "2": "{K2}"}}}}"#)).unwrap();
+    let s = spawn(&dir.path().join("data"), &[("COFFER_SECRET_KEYS_FILE", ring.to_str().unwrap())]).ready().await;
+    let (_, body) = s.call(Method::GET, "/v1/status", None).await;
+    assert_eq!(json_of(&body)["currentKeyVersion"], 2);
+    let (_, body) = s.call(Method::PUT, "/v1/environments/default/secrets/A", Some(json!({"value": "x"}))).await;
+    assert_eq!(json_of(&body)["keyVersion"], 2);
+}
+
+/// Every byte of every file under `dir`.
+fn all_file_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn a_canary_value_never_appears_in_responses_files_or_logs() {
+    let canary = format!("canary-{}", random_hex());
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spawn(dir.path(), &[("COFFER_MASTER_KEY", K1), ("COFFER_LOG", "debug")]).ready().await;
+    let path = "/v1/environments/default/secrets/CANARY";
+    let mut responses = Vec::new();
+    responses.push(s.call(Method::PUT, path, Some(json!({"value": canary}))).await);
+    responses.push(s.call(Method::PUT, path, Some(json!({"value": format!("{canary}-2"), "expectedRevision": 1}))).await);
+    responses.push(s.call(Method::PUT, path, Some(json!({"value": canary, "expectedRevision": 1}))).await); // 409
+    responses.push(s.call(Method::PUT, path, Some(json!({"value": canary, "extra": true}))).await); // 400
+    responses.push(s.call(Method::PUT, path, Some(json!({"value": 5, "expectedRevision": canary}))).await); // 400
+    responses.push(s.call(Method::PUT, "/v1/environments/default/secrets/OTHER", Some(json!({"value": "x"}))).await);
+    responses.push(s.call(Method::GET, "/v1/environments/default/secrets", None).await);
+    responses.push(s.call(Method::GET, path, None).await);
+    responses.push(s.call(Method::DELETE, path, None).await);
+    responses.push(s.call(Method::GET, "/v1/status", None).await);
+    let statuses: Vec<u16> = responses.iter().map(|(st, _)| st.as_u16()).collect();
+    assert_eq!(statuses, [201, 200, 409, 400, 400, 201, 200, 200, 204, 200]);
+    for (_, body) in &responses {
+        assert!(!body.contains(&canary), "a response holds the value: {body}");
+    }
+    assert!(s.terminate());
+    for (file, bytes) in all_file_bytes(dir.path()) {
+        assert!(!contains(&bytes, canary.as_bytes()), "{} holds the value", file.display());
+    }
+    let log = s.log();
+    assert!(log.contains("mutation"), "the log is on and records mutations: {log}");
+    assert!(!log.contains(&canary), "the log holds the value");
+}
+
+/// 24 random hex digits from the OS.
+fn random_hex() -> String {
+    let mut buf = [0u8; 12];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut buf).unwrap();
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn a_restart_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spawn(dir.path(), &[("COFFER_MASTER_KEY", K1)]).ready().await;
+    s.call(Method::POST, "/v1/environments", Some(json!({"name": "prod"}))).await;
+    s.call(Method::POST, "/v1/api-keys", Some(json!({"name": "ci", "role": "manage", "environment": "prod"}))).await;
+    for i in 0..5 {
+        s.call(Method::PUT, &format!("/v1/environments/prod/secrets/S{i}"), Some(json!({"value": "v"}))).await;
+    }
+    s.call(Method::PUT, "/v1/environments/prod/secrets/S0", Some(json!({"value": "w"}))).await;
+    let before = snapshot_of(&s).await;
+    drop(s);
+    let s = spawn(dir.path(), &[("COFFER_MASTER_KEY", K1)]).ready().await;
+    assert_eq!(snapshot_of(&s).await, before);
+}
+
+async fn snapshot_of(s: &Server) -> Vec<(StatusCode, String)> {
+    let mut all = Vec::new();
+    for p in ["/v1/environments", "/v1/api-keys", "/v1/environments/prod/secrets"] {
+        all.push(s.call(Method::GET, p, None).await);
+    }
+    all
+}
+
+#[tokio::test]
+async fn kill_9_during_a_stream_of_writes_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spawn(dir.path(), &[("COFFER_MASTER_KEY", K1)]).ready().await;
+    let (base, key) = (s.base.clone(), s.admin_key());
+    let acked = Arc::new(Mutex::new(Vec::<(String, u64)>::new()));
+    let mut writers = Vec::new();
+    for t in 0..8 {
+        let (base, key, acked) = (base.clone(), key.clone(), acked.clone());
+        writers.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for i in 0..100_000u32 {
+                // Alternate new secrets and updates of one per writer.
+                let name = if i % 2 == 0 { format!("NEW_{t}_{i}") } else { format!("HOT_{t}") };
+                let url = format!("{base}/v1/environments/default/secrets/{name}");
+                let Ok(resp) = http.put(url).bearer_auth(&key).json(&json!({"value": "v"})).send().await else {
+                    return; // the server is gone
+                };
+                let Ok(meta) = resp.json::<Value>().await else { return };
+                if let Some(rev) = meta["revision"].as_u64() {
+                    acked.lock().unwrap().push((name, rev));
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().len() < 400 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s.child.kill().unwrap(); // SIGKILL
+    s.child.wait().unwrap();
+    for w in writers {
+        let _ = w.await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 400, "only {} writes before the kill", acked.len());
+    drop(s);
+
+    let s = spawn(dir.path(), &[("COFFER_MASTER_KEY", K1)]).ready().await;
+    let mut lost = Vec::new();
+    for (name, rev) in &acked {
+        let (status, body) = s.call(Method::GET, &format!("/v1/environments/default/secrets/{name}"), None).await;
+        let now = json_of(&body)["revision"].as_u64();
+        if status != StatusCode::OK || now < Some(*rev) {
+            lost.push(format!("{name}: acknowledged revision {rev}, found {status} {body}"));
+        }
+    }
+    assert!(lost.is_empty(), "{} of {} acknowledged writes lost:\n{}", lost.len(), acked.len(), lost.join("\n"));
+}
