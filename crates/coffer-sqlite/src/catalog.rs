@@ -1,5 +1,7 @@
 //! `Catalog` on the `environments`, `api_keys`, `key_canaries` and `settings` tables.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use coffer_crypto::KeyVersion;
 use coffer_store::{
@@ -161,6 +163,29 @@ impl Catalog for SqliteStore {
                 c.execute(
                     "INSERT INTO key_canaries (key_version, blob) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                     params![canary.key_version.get(), canary.blob],
+                )
+                .map(drop)
+                .map_err(unavailable)
+            })
+            .await
+    }
+
+    async fn encryption_counts(&self) -> StoreResult<BTreeMap<KeyVersion, u64>> {
+        let rows = self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT key_version, encryptions FROM key_usage")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u64>(1)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter().map(|(v, n)| Ok((KeyVersion::new(v).map_err(corrupt)?, n))).collect()
+    }
+
+    async fn add_encryptions(&self, version: KeyVersion, n: u64) -> StoreResult<()> {
+        self.writer
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO key_usage (key_version, encryptions) VALUES (?1, ?2)
+                     ON CONFLICT (key_version) DO UPDATE SET encryptions = key_usage.encryptions + ?2",
+                    params![version.get(), n],
                 )
                 .map(drop)
                 .map_err(unavailable)

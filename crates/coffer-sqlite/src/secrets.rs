@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use coffer_crypto::KeyVersion;
 use coffer_store::{
-    Capabilities, EnvName, Precondition, PutOutcome, SecretMeta, SecretName, SecretRecord, SecretStore,
+    Capabilities, EnvName, Precondition, PutOutcome, Replacement, SecretMeta, SecretName, SecretRecord, SecretStore,
     StoreError, StoreResult, StoredValue, Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -38,11 +38,7 @@ impl SecretStore for SqliteStore {
             return Ok(None);
         };
         let meta = meta(env.clone(), name.clone(), key_version, revision, created, updated);
-        let value = match key_version {
-            0 => StoredValue::Plain(SecretString::from(value)),
-            v => StoredValue::Sealed { key_version: KeyVersion::new(v).map_err(corrupt)?, blob: value },
-        };
-        Ok(Some(SecretRecord { meta, value }))
+        Ok(Some(SecretRecord { meta, value: stored(key_version, value)? }))
     }
 
     async fn meta(&self, env: &EnvName, name: &SecretName) -> StoreResult<Option<SecretMeta>> {
@@ -118,6 +114,55 @@ impl SecretStore for SqliteStore {
             .await
     }
 
+    async fn scan(
+        &self,
+        after: Option<&(EnvName, SecretName)>,
+        limit: usize,
+    ) -> StoreResult<Vec<SecretRecord>> {
+        let (after_env, after_name) = after.map_or(("", ""), |(e, n)| (e.as_str(), n.as_str()));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT key_version, revision, created_at, updated_at, environment, name, value
+                 FROM secrets WHERE (environment, name) > (?1, ?2)
+                 ORDER BY environment, name LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![after_env, after_name, limit], |r| {
+                Ok((meta_columns(r)?, r.get::<_, String>(4)?, r.get::<_, String>(5)?, r.get::<_, String>(6)?))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter()
+            .map(|((v, rev, c, u), env, name, value)| {
+                let env = EnvName::new(&env).map_err(corrupt)?;
+                let name = SecretName::new(&name).map_err(corrupt)?;
+                Ok(SecretRecord { meta: meta(env, name, v, rev, c, u), value: stored(v, value)? })
+            })
+            .collect()
+    }
+
+    async fn replace_values(&self, batch: Vec<Replacement>) -> StoreResult<Vec<bool>> {
+        self.writer
+            .write(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "UPDATE secrets SET value = ?4, key_version = ?5
+                         WHERE environment = ?1 AND name = ?2 AND revision = ?3",
+                    )
+                    .map_err(unavailable)?;
+                batch
+                    .iter()
+                    .map(|r| {
+                        let (key_version, value) = (r.value.key_version_number(), stored_text(&r.value));
+                        stmt.execute(params![r.environment.as_str(), r.name.as_str(), r.revision, value, key_version])
+                            .map(|n| n == 1)
+                            .map_err(unavailable)
+                    })
+                    .collect()
+            })
+            .await
+    }
+
     async fn purge_environment(&self, env: &EnvName) -> StoreResult<u64> {
         let env = env.clone();
         self.writer
@@ -167,6 +212,22 @@ fn meta(
     }
 }
 
+/// Rebuilds a stored value from its columns (`key_version` 0 = plaintext).
+fn stored(key_version: u32, value: String) -> StoreResult<StoredValue> {
+    Ok(match key_version {
+        0 => StoredValue::Plain(SecretString::from(value)),
+        v => StoredValue::Sealed { key_version: KeyVersion::new(v).map_err(corrupt)?, blob: value },
+    })
+}
+
+/// The text that goes into the `value` column.
+fn stored_text(value: &StoredValue) -> &str {
+    match value {
+        StoredValue::Plain(plain) => plain.expose_secret(),
+        StoredValue::Sealed { blob, .. } => blob,
+    }
+}
+
 fn current(c: &Connection, env: &EnvName, name: &SecretName) -> StoreResult<Option<MetaColumns>> {
     c.prepare_cached(
         "SELECT key_version, revision, created_at, updated_at
@@ -189,10 +250,7 @@ fn put(
         return Err(StoreError::Conflict { current: existing.map(|(_, rev, _, _)| rev) });
     }
     let key_version = value.key_version_number();
-    let stored: &str = match &value {
-        StoredValue::Plain(plain) => plain.expose_secret(),
-        StoredValue::Sealed { blob, .. } => blob,
-    };
+    let stored = stored_text(&value);
     let (revision, created) = match existing {
         Some((_, rev, created, _)) => {
             c.prepare_cached(

@@ -22,7 +22,8 @@ macro_rules! secret_store_conformance {
             preconditions_are_checked_atomically_with_the_write, delete_honours_preconditions,
             get_returns_the_stored_value_verbatim, list_is_sorted_scoped_and_paginated,
             purge_removes_only_that_environment, counts_values_per_key_version,
-            concurrent_compare_and_set_loses_no_update);
+            concurrent_compare_and_set_loses_no_update, scan_walks_every_environment_in_order,
+            replacements_apply_only_at_the_read_revision);
     };
     (@cases $make:expr; $($case:ident),*) => {
         mod secret_store_conformance {
@@ -47,7 +48,8 @@ macro_rules! catalog_conformance {
         $crate::catalog_conformance!(@cases $make;
             environments_are_created_listed_and_deleted, api_keys_are_found_by_hash_only,
             deleting_an_environment_removes_its_keys, the_last_admin_key_cannot_be_deleted,
-            bootstrap_happens_once, canaries_are_kept_per_version);
+            bootstrap_happens_once, canaries_are_kept_per_version,
+            encryption_counts_accumulate_per_version);
     };
     (@cases $make:expr; $($case:ident),*) => {
         mod catalog_conformance {
@@ -317,4 +319,62 @@ pub async fn canaries_are_kept_per_version(catalog: Arc<impl Catalog>) {
         got,
         [Canary { key_version: v(1), blob: "one".into() }, Canary { key_version: v(2), blob: "two".into() }]
     );
+}
+
+/// `scan` visits every record of every environment once, in (environment, name) order,
+/// with its value, and resumes after any position.
+pub async fn scan_walks_every_environment_in_order(store: Arc<impl SecretStore>) {
+    for (e, n) in [("b", "Y"), ("a", "Z"), ("b", "X"), ("a", "A"), ("c", "M")] {
+        store.put(&env(e), &name(n), sealed(1, &format!("{e}:{n}:t")), Precondition::None, at(1)).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<(EnvName, SecretName)> = None;
+    loop {
+        let page = store.scan(after.as_ref(), 2).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some((last.meta.environment.clone(), last.meta.name.clone()));
+        for r in &page {
+            let StoredValue::Sealed { blob, .. } = &r.value else { panic!("sealed") };
+            assert_eq!(blob, &format!("{}:{}:t", r.meta.environment, r.meta.name));
+            seen.push(format!("{}/{}", r.meta.environment, r.meta.name));
+        }
+    }
+    assert_eq!(seen, ["a/A", "a/Z", "b/X", "b/Y", "c/M"]);
+}
+
+/// A replacement applies only while the secret is at the revision it was read at, and keeps
+/// revision and timestamps; one that lost a race changes nothing.
+pub async fn replacements_apply_only_at_the_read_revision(store: Arc<impl SecretStore>) {
+    let e = env("a");
+    store.put(&e, &name("STILL"), sealed(1, "old::1"), Precondition::None, at(1)).await.unwrap();
+    store.put(&e, &name("MOVED"), sealed(1, "old::2"), Precondition::None, at(1)).await.unwrap();
+    store.put(&e, &name("MOVED"), sealed(2, "new::2"), Precondition::None, at(2)).await.unwrap();
+    let replace = |n: &str, revision| Replacement {
+        environment: e.clone(),
+        name: name(n),
+        revision,
+        value: sealed(3, "rewrapped::x"),
+    };
+    let batch = vec![replace("STILL", 1), replace("MOVED", 1), replace("GONE", 1)];
+    assert_eq!(store.replace_values(batch).await.unwrap(), [true, false, false]);
+    let still = store.get(&e, &name("STILL")).await.unwrap().unwrap();
+    assert_eq!((still.meta.revision, still.meta.key_version, still.meta.updated_at), (1, 3, at(1)));
+    let moved = store.get(&e, &name("MOVED")).await.unwrap().unwrap();
+    assert_eq!((moved.meta.revision, moved.meta.key_version), (2, 2));
+    match moved.value {
+        StoredValue::Sealed { blob, .. } => assert_eq!(blob, "new::2", "the newer write stands"),
+        other => panic!("sealed expected, got {other:?}"),
+    }
+    assert!(store.get(&e, &name("GONE")).await.unwrap().is_none());
+}
+
+/// Encryption counts start empty and add up per version.
+pub async fn encryption_counts_accumulate_per_version(catalog: Arc<impl Catalog>) {
+    let v = |n| KeyVersion::new(n).expect("positive");
+    assert!(catalog.encryption_counts().await.unwrap().is_empty());
+    catalog.add_encryptions(v(1), 5).await.unwrap();
+    catalog.add_encryptions(v(1), 7).await.unwrap();
+    catalog.add_encryptions(v(2), 1).await.unwrap();
+    let counts = catalog.encryption_counts().await.unwrap();
+    assert_eq!(counts.into_iter().collect::<Vec<_>>(), [(v(1), 12), (v(2), 1)]);
 }

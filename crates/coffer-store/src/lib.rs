@@ -21,6 +21,7 @@ pub mod conformance;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use coffer_crypto::KeyVersion;
 
 pub use model::*;
 
@@ -106,6 +107,19 @@ pub trait SecretStore: Send + Sync + 'static {
         precondition: Precondition,
     ) -> StoreResult<SecretMeta>;
 
+    /// Up to `limit` records (with values) across all environments, in (environment, name)
+    /// order, starting after `after`: the walk that key rotation and start-up checks take.
+    async fn scan(
+        &self,
+        after: Option<&(EnvName, SecretName)>,
+        limit: usize,
+    ) -> StoreResult<Vec<SecretRecord>>;
+
+    /// Replaces stored values without changing what they mean (re-encryption): each
+    /// replacement applies only if its secret is still at `revision`, and keeps the revision
+    /// and timestamps. Returns, per replacement, whether it applied.
+    async fn replace_values(&self, batch: Vec<Replacement>) -> StoreResult<Vec<bool>>;
+
     /// Deletes every secret of `env`; returns how many there were.
     async fn purge_environment(&self, env: &EnvName) -> StoreResult<u64>;
 
@@ -155,4 +169,10 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// Stores the canary of a key version that has none yet (an existing one is kept).
     async fn put_canary(&self, canary: &Canary) -> StoreResult<()>;
+
+    /// How many encryptions each key version has performed, as recorded so far.
+    async fn encryption_counts(&self) -> StoreResult<BTreeMap<KeyVersion, u64>>;
+
+    /// Adds `n` to the recorded encryptions of `version` (several nodes may add at once).
+    async fn add_encryptions(&self, version: KeyVersion, n: u64) -> StoreResult<()>;
 }

@@ -210,6 +210,19 @@ pub struct SecretRecord {
     pub value: StoredValue,
 }
 
+/// One re-encrypted value for [`crate::SecretStore::replace_values`].
+#[derive(Debug)]
+pub struct Replacement {
+    /// Its environment.
+    pub environment: EnvName,
+    /// Its name.
+    pub name: SecretName,
+    /// The revision the value was read at; the replacement applies only if it still is.
+    pub revision: Revision,
+    /// The new stored form of the same value.
+    pub value: StoredValue,
+}
+
 /// The result of a successful put.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PutOutcome {
