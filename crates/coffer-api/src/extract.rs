@@ -47,20 +47,20 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
             .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
-        if !is_json {
-            return Ok(JsonBody(Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the body as Content-Type: application/json",
-            ))));
-        }
-        let body = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await.map_err(|_| {
-            ApiError::new(
+        let body = match axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await {
+            Err(_) => Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
-            )
-        });
+            )),
+            // An empty body needs no content type (routes whose body is optional).
+            Ok(bytes) if !is_json && !bytes.is_empty() => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as Content-Type: application/json",
+            )),
+            Ok(bytes) => Ok(bytes),
+        };
         Ok(JsonBody(body))
     }
 }
@@ -70,5 +70,13 @@ impl JsonBody {
     pub fn parse<T: DeserializeOwned>(self) -> Result<T, ApiError> {
         let bytes = self.0?;
         serde_json::from_slice(&bytes).map_err(|e| ApiError::from_json(&e))
+    }
+
+    /// Like [`JsonBody::parse`], but an empty body means `T::default()`.
+    pub fn parse_or_default<T: DeserializeOwned + Default>(self) -> Result<T, ApiError> {
+        match &self.0 {
+            Ok(bytes) if bytes.is_empty() => Ok(T::default()),
+            _ => self.parse(),
+        }
     }
 }

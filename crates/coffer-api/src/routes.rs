@@ -10,7 +10,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use coffer_core::{Applied, ApiKeyId, Coffer, Encryption, EnvName, Mutation, Role, SecretName};
+use coffer_core::{
+    Applied, ApiKeyId, Coffer, Encryption, EnvName, Mutation, Role, SecretName, ValueStatus,
+};
 use serde_json::json;
 
 use crate::error::ApiError;
@@ -43,6 +45,8 @@ pub async fn status(State(coffer): State_) -> Json<serde_json::Value> {
         "backend": s.backend,
         "encryption": encryption,
         "currentKeyVersion": current,
+        "unreadableValues": s.unreadable_values,
+        "warnings": s.warnings,
     }))
 }
 
@@ -114,7 +118,8 @@ pub async fn list_secrets(
     }
     let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
     let page = coffer.list_secrets(&who, &env, after.as_ref(), limit).await?;
-    let secrets: Vec<SecretMetaJson> = page.items.iter().map(Into::into).collect();
+    let secrets: Vec<SecretMetaJson> =
+        page.items.iter().map(|m| SecretMetaJson::new(m, coffer.value_status(m))).collect();
     let next = page.next.map(|n| URL_SAFE_NO_PAD.encode(n.as_str()));
     Ok(Json(json!({ "secrets": secrets, "nextCursor": next })).into_response())
 }
@@ -126,7 +131,7 @@ pub async fn get_secret(
 ) -> ApiResult {
     let (env, name) = (EnvName::new(&env)?, SecretName::new(&name)?);
     let meta = coffer.secret_meta(&who, &env, &name).await?;
-    Ok(Json(SecretMetaJson::from(&meta)).into_response())
+    Ok(Json(SecretMetaJson::new(&meta, coffer.value_status(&meta))).into_response())
 }
 
 pub async fn put_secret(
@@ -143,7 +148,7 @@ pub async fn put_secret(
     match coffer.apply(&who, mutation).await? {
         Applied::SecretWritten(out) => {
             let status = if out.created { StatusCode::CREATED } else { StatusCode::OK };
-            Ok((status, Json(SecretMetaJson::from(&out.meta))).into_response())
+            Ok((status, Json(SecretMetaJson::new(&out.meta, ValueStatus::Ok))).into_response())
         }
         other => Err(unexpected(other)),
     }
@@ -160,6 +165,54 @@ pub async fn delete_secret(
     let Query(q) = query.map_err(|e| ApiError::invalid_query(e.body_text()))?;
     coffer.apply(&who, Mutation::DeleteSecret { env, name, expected_revision: q.expected_revision }).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn key_status(State(coffer): State_, Caller(who): Caller) -> ApiResult {
+    let status = coffer.key_status(&who).await?;
+    Ok(Json(KeyStatusJson::from(&status)).into_response())
+}
+
+/// Re-encrypts to the current key version: every value, or one batch from `cursor` when
+/// `limit` is given (the CLI pages to show progress; a crash resumes from any cursor).
+pub async fn rewrap(State(coffer): State_, Caller(who): Caller, body: JsonBody) -> ApiResult {
+    coffer.require_admin(&who)?;
+    let req: RewrapRequest = body.parse_or_default()?;
+    let after = req.cursor.as_deref().map(decode_rewrap_cursor).transpose()?;
+    if req.limit == Some(0) {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", "limit must be at least 1"));
+    }
+    match coffer.apply(&who, Mutation::Rewrap { after, limit: req.limit }).await? {
+        Applied::Rewrapped(report) => {
+            let next = report.next.as_ref().map(|(e, n)| URL_SAFE_NO_PAD.encode(format!("{e}/{n}")));
+            Ok(Json(RewrapJson::new(&report, next)).into_response())
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Prometheus text exposition; no auth, no names or values, counts only.
+pub async fn metrics(State(coffer): State_) -> Response {
+    let s = coffer.status();
+    let mut out = String::new();
+    out.push_str("# HELP coffer_unreadable_values Stored values that cannot be opened with the configured keys.\n");
+    out.push_str("# TYPE coffer_unreadable_values gauge\n");
+    out.push_str(&format!("coffer_unreadable_values {}\n", s.unreadable_values));
+    out.push_str("# HELP coffer_encryption_enabled 1 when values are encrypted at rest, 0 in dev mode.\n");
+    out.push_str("# TYPE coffer_encryption_enabled gauge\n");
+    let enabled = matches!(s.encryption, Encryption::Enabled { .. });
+    out.push_str(&format!("coffer_encryption_enabled {}\n", u8::from(enabled)));
+    out.push_str("# HELP coffer_key_warnings Key versions past their nonce budget.\n");
+    out.push_str("# TYPE coffer_key_warnings gauge\n");
+    out.push_str(&format!("coffer_key_warnings {}\n", s.warnings.len()));
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+fn decode_rewrap_cursor(cursor: &str) -> Result<(EnvName, SecretName), ApiError> {
+    let bad = || ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "cursor is not one this server issued");
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (env, name) = text.split_once('/').ok_or_else(bad)?;
+    Ok((EnvName::new(env).map_err(|_| bad())?, SecretName::new(name).map_err(|_| bad())?))
 }
 
 fn created(body: impl serde::Serialize) -> Response {

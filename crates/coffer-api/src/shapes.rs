@@ -1,6 +1,8 @@
 //! JSON shapes of requests and responses (camelCase, RFC 3339 UTC timestamps).
 
-use coffer_core::{ApiKeyMeta, Environment, Revision, SecretMeta, Timestamp};
+use coffer_core::{
+    ApiKeyMeta, Environment, KeyStatus, Revision, RewrapReport, SecretMeta, Timestamp, ValueStatus,
+};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -35,21 +37,97 @@ pub struct SecretMetaJson {
     environment: String,
     revision: Revision,
     key_version: u32,
+    status: &'static str,
     created_at: String,
     updated_at: String,
 }
 
-impl From<&SecretMeta> for SecretMetaJson {
-    fn from(m: &SecretMeta) -> Self {
+impl SecretMetaJson {
+    pub fn new(m: &SecretMeta, status: ValueStatus) -> Self {
         SecretMetaJson {
             name: m.name.to_string(),
             environment: m.environment.to_string(),
             revision: m.revision,
             key_version: m.key_version,
+            status: match status {
+                ValueStatus::Ok => "ok",
+                ValueStatus::Unreadable => "unreadable",
+            },
             created_at: rfc3339(m.created_at),
             updated_at: rfc3339(m.updated_at),
         }
     }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RewrapJson {
+    rewrapped: u64,
+    already_current: u64,
+    unreadable: u64,
+    updated_concurrently: u64,
+    next_cursor: Option<String>,
+}
+
+impl RewrapJson {
+    pub fn new(r: &RewrapReport, next_cursor: Option<String>) -> Self {
+        RewrapJson {
+            rewrapped: r.rewrapped,
+            already_current: r.already_current,
+            unreadable: r.unreadable,
+            updated_concurrently: r.updated_concurrently,
+            next_cursor,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyStatusJson {
+    encryption: &'static str,
+    current_key_version: Option<u32>,
+    keys: Vec<KeyVersionJson>,
+    plaintext_values: u64,
+    unreadable_values: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyVersionJson {
+    version: u32,
+    current: bool,
+    in_keyring: bool,
+    values: u64,
+    encryptions: u64,
+}
+
+impl From<&KeyStatus> for KeyStatusJson {
+    fn from(k: &KeyStatus) -> Self {
+        KeyStatusJson {
+            encryption: if k.current.is_some() { "enabled" } else { "disabled" },
+            current_key_version: k.current,
+            keys: k
+                .versions
+                .iter()
+                .map(|v| KeyVersionJson {
+                    version: v.version,
+                    current: v.current,
+                    in_keyring: v.in_keyring,
+                    values: v.values,
+                    encryptions: v.encryptions,
+                })
+                .collect(),
+            plaintext_values: k.plaintext_values,
+            unreadable_values: k.unreadable_values,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RewrapRequest {
+    pub cursor: Option<String>,
+    pub limit: Option<usize>,
 }
 
 #[derive(Serialize)]

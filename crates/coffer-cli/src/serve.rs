@@ -57,6 +57,7 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
         keyring,
         require_encryption: args.require_encryption,
         admin_key_seed: std::env::var("COFFER_ADMIN_KEY").ok().map(SecretString::from),
+        allow_unreadable: false,
     };
     let (coffer, report) = options.start().await?;
     for version in &report.new_canaries {

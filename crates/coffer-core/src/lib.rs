@@ -9,6 +9,7 @@
 
 mod error;
 pub mod keys;
+mod lifecycle;
 mod service;
 mod startup;
 
@@ -16,6 +17,9 @@ pub use error::CoreError;
 pub use service::{
     Applied, Coffer, Encryption, MAX_VALUE_BYTES, Mutation, MutationRecord, NewApiKey, Page, Principal,
     Status,
+};
+pub use lifecycle::{
+    KeyStatus, KeyVersionStatus, NONCE_BUDGET_WARNING, REWRAP_BATCH, RewrapReport, ValueStatus,
 };
 pub use startup::{FirstAdminKey, StartupError, StartupOptions, StartupReport};
 

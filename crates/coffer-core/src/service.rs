@@ -10,6 +10,7 @@ use coffer_store::{
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::CoreError;
+use crate::lifecycle::{EncryptionCounter, REWRAP_BATCH, RewrapReport, UnreadableSet, Walk};
 
 /// The largest secret value, in bytes of UTF-8.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
@@ -22,6 +23,8 @@ pub struct Coffer {
     catalog: Arc<dyn Catalog>,
     secrets: Arc<dyn SecretStore>,
     keyring: Option<Keyring>,
+    pub(crate) unreadable: UnreadableSet,
+    pub(crate) encryptions: EncryptionCounter,
 }
 
 /// Who is calling: the API key that authenticated and its role.
@@ -77,6 +80,14 @@ pub enum Mutation {
         /// Its id.
         id: ApiKeyId,
     },
+    /// Re-encrypt stored values to the current key version (admin), starting after
+    /// `after`: one batch of `limit` values, or every remaining value when `limit` is `None`.
+    Rewrap {
+        /// Where to resume; `None` starts at the beginning.
+        after: Option<(EnvName, SecretName)>,
+        /// Batch size; `None` walks to the end.
+        limit: Option<usize>,
+    },
 }
 
 /// What a mutation did.
@@ -99,6 +110,8 @@ pub enum Applied {
     ApiKeyCreated(NewApiKey),
     /// The key is revoked.
     ApiKeyRevoked(ApiKeyId),
+    /// What a rewrap did.
+    Rewrapped(RewrapReport),
 }
 
 /// A freshly created API key: its metadata and the key itself, shown once.
@@ -163,6 +176,10 @@ pub struct Status {
     pub backend: &'static str,
     /// Encryption state.
     pub encryption: Encryption,
+    /// Values known to be unreadable.
+    pub unreadable_values: u64,
+    /// Things an operator should act on (e.g. a key past its nonce budget).
+    pub warnings: Vec<String>,
 }
 
 impl Coffer {
@@ -173,7 +190,8 @@ impl Coffer {
         secrets: Arc<dyn SecretStore>,
         keyring: Option<Keyring>,
     ) -> Self {
-        Coffer { catalog, secrets, keyring }
+        let encryptions = EncryptionCounter::new(keyring.as_ref());
+        Coffer { catalog, secrets, keyring, unreadable: UnreadableSet::default(), encryptions }
     }
 
     /// Version, backend and encryption state.
@@ -185,6 +203,8 @@ impl Coffer {
                 Some(ring) => Encryption::Enabled { current_key_version: ring.current().get() },
                 None => Encryption::Disabled,
             },
+            unreadable_values: self.unreadable_count(),
+            warnings: self.nonce_warnings(),
         }
     }
 
@@ -295,13 +315,16 @@ impl Coffer {
         let Some(record) = self.secrets.get(env, name).await? else {
             return Ok(None);
         };
-        let unreadable = || CoreError::Unreadable { env: env.clone(), name: name.clone() };
-        match record.value {
-            StoredValue::Plain(value) => Ok(Some(value)),
+        let unreadable = || {
+            self.mark_unreadable(&record.meta);
+            CoreError::Unreadable { env: env.clone(), name: name.clone() }
+        };
+        match &record.value {
+            StoredValue::Plain(value) => Ok(Some(value.clone())),
             StoredValue::Sealed { key_version, blob } => {
                 let ring = self.keyring.as_ref().ok_or_else(unreadable)?;
                 let plain = ring
-                    .open(key_version, &blob, secret_aad(env, name).as_bytes())
+                    .open(*key_version, blob, secret_aad(env, name).as_bytes())
                     .map_err(|_| unreadable())?;
                 let text = String::from_utf8(plain.to_vec()).map_err(|_| unreadable())?;
                 Ok(Some(SecretString::from(text)))
@@ -342,7 +365,9 @@ impl Coffer {
                 self.existing_environment(&env).await?;
                 let stored = self.seal_secret(&env, &name, value)?;
                 let pre = Precondition::from_expected(expected_revision);
-                Applied::SecretWritten(self.secrets.put(&env, &name, stored, pre, Timestamp::now()).await?)
+                let out = self.secrets.put(&env, &name, stored, pre, Timestamp::now()).await?;
+                self.mark_written(&env, &name);
+                Applied::SecretWritten(out)
             }
             Mutation::DeleteSecret { env, name, expected_revision } => {
                 self.require_manage(who, &env)?;
@@ -352,7 +377,11 @@ impl Coffer {
                         self.existing_environment(&env).await?;
                         return Err(CoreError::SecretNotFound { env, name });
                     }
-                    other => Applied::SecretDeleted(other?),
+                    other => {
+                        let gone = other?;
+                        self.mark_written(&env, &name);
+                        Applied::SecretDeleted(gone)
+                    }
                 }
             }
             Mutation::CreateApiKey { name, role } => {
@@ -372,6 +401,18 @@ impl Coffer {
                     other => other?,
                 }
                 Applied::ApiKeyRevoked(id)
+            }
+            Mutation::Rewrap { after, limit } => {
+                self.require_admin(who)?;
+                let mut report = RewrapReport { next: after, ..RewrapReport::default() };
+                loop {
+                    let batch = limit.unwrap_or(REWRAP_BATCH).clamp(1, REWRAP_BATCH);
+                    report.absorb(self.walk_batch(report.next.as_ref(), batch, Walk::Rewrap).await?);
+                    if limit.is_some() || report.next.is_none() {
+                        break;
+                    }
+                }
+                Applied::Rewrapped(report)
             }
         };
         self.record(&applied.record(&who.key_id));
@@ -403,9 +444,7 @@ impl Coffer {
         let Some(ring) = &self.keyring else {
             return Ok(StoredValue::Plain(value));
         };
-        let sealed = ring
-            .seal(secret_aad(env, name).as_bytes(), value.expose_secret().as_bytes())
-            .map_err(|_| CoreError::Crypto)?;
+        let sealed = self.seal(ring, secret_aad(env, name).as_bytes(), value.expose_secret().as_bytes())?;
         Ok(StoredValue::Sealed { key_version: sealed.key_version, blob: sealed.blob })
     }
 
@@ -448,6 +487,12 @@ impl Applied {
                 None,
             ),
             Applied::ApiKeyRevoked(id) => (format!("system.apikey.{id}.deleted"), None, id.to_string(), None),
+            Applied::Rewrapped(r) => (
+                "system.keys.rewrapped".to_owned(),
+                None,
+                format!("rewrapped={} unreadable={}", r.rewrapped, r.unreadable),
+                None,
+            ),
         };
         MutationRecord { subject, environment, name, revision, actor: actor.clone(), at }
     }

@@ -7,6 +7,7 @@ use coffer_crypto::{KeyVersion, Keyring};
 use coffer_store::{Canary, Catalog, EnvName, Environment, Role, SecretStore, StoreError, Timestamp};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::lifecycle::Walk;
 use crate::service::new_api_key;
 use crate::{Coffer, CoreError};
 
@@ -22,6 +23,9 @@ pub struct StartupOptions {
     pub require_encryption: bool,
     /// `COFFER_ADMIN_KEY`: the first admin key, instead of a generated one.
     pub admin_key_seed: Option<SecretString>,
+    /// Start even when stored values use a key version the keyring lacks
+    /// (`--allow-unreadable`); those values become unreadable.
+    pub allow_unreadable: bool,
 }
 
 /// What start-up did that the operator must hear about.
@@ -30,6 +34,10 @@ pub struct StartupReport {
     pub admin_key: Option<FirstAdminKey>,
     /// Key versions whose canary was created by this start.
     pub new_canaries: Vec<KeyVersion>,
+    /// Values left unencrypted by dev mode that this start encrypted.
+    pub migrated_plaintext: u64,
+    /// Values that could not be opened (they stay listable, marked `unreadable`).
+    pub unreadable: u64,
 }
 
 /// The admin key created by the first start.
@@ -68,7 +76,7 @@ pub enum StartupError {
     },
     /// Values stored under a version the keyring no longer has.
     #[error(
-        "key version {version} is missing from the keyring but {values} stored values use it; add it back (and run `coffer keys rewrap`)"
+        "key version {version} is missing from the keyring but {values} stored values use it; add it back (then run `coffer keys rewrap` before removing it), or start with --allow-unreadable to leave those values unreadable"
     )]
     MissingKeyVersion {
         /// The missing version.
@@ -100,9 +108,18 @@ impl StartupOptions {
             }
         }
         let coffer = Coffer::new(self.catalog, self.secrets, self.keyring);
-        let new_canaries = check_keys(&coffer).await?;
+        let new_canaries = check_keys(&coffer, self.allow_unreadable).await?;
+        let (mut migrated_plaintext, mut unreadable) = (0, 0);
+        if coffer.keyring().is_some() {
+            coffer.load_counters(coffer.catalog()).await?;
+            // Verify every value opens, and encrypt what dev mode left in plaintext.
+            let walk = coffer.walk_all(Walk::MigratePlaintext).await?;
+            migrated_plaintext = walk.rewrapped;
+            unreadable = walk.unreadable;
+            coffer.flush_counters().await?;
+        }
         let admin_key = bootstrap(&coffer, self.admin_key_seed).await?;
-        Ok((coffer, StartupReport { admin_key, new_canaries }))
+        Ok((coffer, StartupReport { admin_key, new_canaries, migrated_plaintext, unreadable }))
     }
 }
 
@@ -114,7 +131,7 @@ fn canary_aad(version: KeyVersion) -> String {
 
 /// Every stored value's key version must be in the ring, and every key in the ring must
 /// open its canary. Versions without a canary get one.
-async fn check_keys(coffer: &Coffer) -> Result<Vec<KeyVersion>, StartupError> {
+async fn check_keys(coffer: &Coffer, allow_unreadable: bool) -> Result<Vec<KeyVersion>, StartupError> {
     let counts = coffer.secrets().count_by_key_version().await?;
     let Some(ring) = coffer.keyring() else {
         let count = counts.iter().filter(|(v, _)| **v != 0).map(|(_, n)| n).sum();
@@ -123,7 +140,7 @@ async fn check_keys(coffer: &Coffer) -> Result<Vec<KeyVersion>, StartupError> {
     let uses = |v: KeyVersion| counts.get(&v.get()).copied().unwrap_or(0);
     for (&version, &values) in &counts {
         let known = KeyVersion::new(version).is_ok_and(|v| ring.contains(v));
-        if version != 0 && !known {
+        if version != 0 && !known && !allow_unreadable {
             return Err(StartupError::MissingKeyVersion { version, values });
         }
     }

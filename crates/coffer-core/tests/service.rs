@@ -26,6 +26,7 @@ async fn open(dir: &std::path::Path, keyring: Option<Keyring>) -> Result<(Coffer
         keyring,
         require_encryption: false,
         admin_key_seed: None,
+        allow_unreadable: false,
     };
     options.start().await.map(|(c, _)| (c, store))
 }
@@ -111,6 +112,7 @@ async fn require_encryption_refuses_dev_mode() {
         keyring: None,
         require_encryption: true,
         admin_key_seed: None,
+        allow_unreadable: false,
     };
     assert!(matches!(options.start().await.err(), Some(StartupError::EncryptionRequired)));
 }
@@ -165,6 +167,7 @@ async fn the_first_start_bootstraps_once() {
         keyring: None,
         require_encryption: false,
         admin_key_seed: seed.map(SecretString::from),
+        allow_unreadable: false,
     };
     let seed = "ck_admin_seeded_key_of_enough_length_0123456789";
     let (c, first) = options(Some(seed)).start().await.unwrap();

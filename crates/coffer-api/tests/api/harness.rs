@@ -37,6 +37,7 @@ pub async fn start() -> Server {
         keyring: Some(keyring),
         require_encryption: true,
         admin_key_seed: None,
+        allow_unreadable: false,
     };
     let (coffer, report) = options.start().await.expect("start");
     let admin = report.admin_key.expect("first start creates an admin key").key.expose_secret().to_owned();

@@ -21,7 +21,7 @@ async fn put_creates_then_updates_with_growing_revisions() {
     assert_eq!(second["revision"], 2);
     assert_eq!(second["createdAt"], first["createdAt"]);
     let fields: BTreeSet<&str> = second.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(fields, BTreeSet::from(["name", "environment", "revision", "keyVersion", "createdAt", "updatedAt"]));
+    assert_eq!(fields, BTreeSet::from(["name", "environment", "revision", "keyVersion", "status", "createdAt", "updatedAt"]));
     let (_, got) = s.admin(Method::GET, path, None).await;
     assert_eq!(got, second);
     let (status, _) = s.admin(Method::DELETE, &format!("{path}?expectedRevision=2"), None).await;
