@@ -20,7 +20,12 @@ pub struct ApiError {
 impl ApiError {
     /// An error with `status`, stable `code` and a human `message`.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), current_revision: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            current_revision: None,
+        }
     }
 
     /// 400 for a body that is not JSON, has unknown fields or fields of the wrong type.
@@ -34,7 +39,11 @@ impl ApiError {
                 // input instead, which could be a value, so only field errors are echoed.
                 if text.starts_with("unknown field") || text.starts_with("missing field") {
                     let what = text.split(" at line").next().unwrap_or(&text).to_owned();
-                    let code = if text.starts_with("unknown") { "unknown_field" } else { "invalid_body" };
+                    let code = if text.starts_with("unknown") {
+                        "unknown_field"
+                    } else {
+                        "invalid_body"
+                    };
                     ApiError::new(StatusCode::BAD_REQUEST, code, what)
                 } else {
                     ApiError::new(
@@ -61,13 +70,21 @@ impl ApiError {
     }
 
     pub(crate) fn method_not_allowed() -> Self {
-        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this route",
+        )
     }
 }
 
 impl From<NameError> for ApiError {
     fn from(e: NameError) -> Self {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_name", e.to_string())
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_name",
+            e.to_string(),
+        )
     }
 }
 
@@ -81,21 +98,32 @@ impl From<CoreError> for ApiError {
             CoreError::ApiKeyNotFound(_) => (StatusCode::NOT_FOUND, "api_key_not_found"),
             CoreError::EnvironmentExists(_) => (StatusCode::CONFLICT, "environment_exists"),
             CoreError::RevisionConflict { current } => {
-                let mut err = ApiError::new(StatusCode::CONFLICT, "revision_conflict", e.to_string());
+                let mut err =
+                    ApiError::new(StatusCode::CONFLICT, "revision_conflict", e.to_string());
                 err.current_revision = Some(*current);
                 return err;
             }
             CoreError::LastAdminKey => (StatusCode::CONFLICT, "last_admin_key"),
             CoreError::ValueTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large"),
             CoreError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value"),
-            CoreError::Unreadable { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "secret_unreadable"),
+            CoreError::Unreadable { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "secret_unreadable")
+            }
             CoreError::Store(StoreError::Unavailable(_)) => {
                 tracing::error!(error = %e, "storage unavailable");
-                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "storage is unavailable");
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "storage is unavailable",
+                );
             }
             CoreError::Crypto | CoreError::Store(_) => {
                 tracing::error!(error = %e, "internal error");
-                return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error");
+                return ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                );
             }
         };
         ApiError::new(status, code, e.to_string())

@@ -32,7 +32,10 @@ pub fn app(coffer: Arc<Coffer>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/keys", get(key_status))
         .route("/v1/keys/rewrap", axum::routing::post(rewrap))
-        .route("/v1/environments", get(list_environments).post(create_environment))
+        .route(
+            "/v1/environments",
+            get(list_environments).post(create_environment),
+        )
         .route("/v1/environments/{env}", delete(delete_environment))
         .route("/v1/api-keys", get(list_api_keys).post(create_api_key))
         .route("/v1/api-keys/{id}", delete(revoke_api_key))
@@ -57,5 +60,7 @@ pub async fn serve(
         // Small JSON responses on kept-alive connections: don't let Nagle hold them back.
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app(coffer)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app(coffer))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use coffer_core::{
-    Applied, ApiKeyId, Coffer, Encryption, EnvName, Mutation, Role, SecretName, ValueStatus,
+    ApiKeyId, Applied, Coffer, Encryption, EnvName, Mutation, Role, SecretName, ValueStatus,
 };
 use serde_json::json;
 
@@ -37,7 +37,9 @@ pub async fn readyz(State(coffer): State_) -> ApiResult {
 pub async fn status(State(coffer): State_) -> Json<serde_json::Value> {
     let s = coffer.status();
     let (encryption, current) = match s.encryption {
-        Encryption::Enabled { current_key_version } => ("enabled", Some(current_key_version)),
+        Encryption::Enabled {
+            current_key_version,
+        } => ("enabled", Some(current_key_version)),
         Encryption::Disabled => ("disabled", None),
     };
     Json(json!({
@@ -56,19 +58,32 @@ pub async fn list_environments(State(coffer): State_, Caller(who): Caller) -> Ap
     Ok(Json(json!({ "environments": envs })).into_response())
 }
 
-pub async fn create_environment(State(coffer): State_, Caller(who): Caller, body: JsonBody) -> ApiResult {
+pub async fn create_environment(
+    State(coffer): State_,
+    Caller(who): Caller,
+    body: JsonBody,
+) -> ApiResult {
     coffer.require_admin(&who)?;
     let req: CreateEnvironment = body.parse()?;
     let name = EnvName::new(&req.name)?;
-    match coffer.apply(&who, Mutation::CreateEnvironment { name }).await? {
+    match coffer
+        .apply(&who, Mutation::CreateEnvironment { name })
+        .await?
+    {
         Applied::EnvironmentCreated(env) => Ok(created(EnvironmentJson::from(&env))),
         other => Err(unexpected(other)),
     }
 }
 
-pub async fn delete_environment(State(coffer): State_, Caller(who): Caller, Path(env): Path<String>) -> ApiResult {
+pub async fn delete_environment(
+    State(coffer): State_,
+    Caller(who): Caller,
+    Path(env): Path<String>,
+) -> ApiResult {
     let name = EnvName::new(&env)?;
-    coffer.apply(&who, Mutation::DeleteEnvironment { name }).await?;
+    coffer
+        .apply(&who, Mutation::DeleteEnvironment { name })
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -78,13 +93,31 @@ pub async fn list_api_keys(State(coffer): State_, Caller(who): Caller) -> ApiRes
     Ok(Json(json!({ "apiKeys": keys })).into_response())
 }
 
-pub async fn create_api_key(State(coffer): State_, Caller(who): Caller, body: JsonBody) -> ApiResult {
+pub async fn create_api_key(
+    State(coffer): State_,
+    Caller(who): Caller,
+    body: JsonBody,
+) -> ApiResult {
     coffer.require_admin(&who)?;
     let req: CreateApiKey = body.parse()?;
     let env = req.environment.as_deref().map(EnvName::new).transpose()?;
-    let role = Role::from_parts(&req.role, env)
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", e.to_string()))?;
-    match coffer.apply(&who, Mutation::CreateApiKey { name: req.name, role }).await? {
+    let role = Role::from_parts(&req.role, env).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_value",
+            e.to_string(),
+        )
+    })?;
+    match coffer
+        .apply(
+            &who,
+            Mutation::CreateApiKey {
+                name: req.name,
+                role,
+            },
+        )
+        .await?
+    {
         Applied::ApiKeyCreated(new) => {
             use secrecy::ExposeSecret;
             let mut shown = ApiKeyJson::from(&new.meta);
@@ -96,7 +129,11 @@ pub async fn create_api_key(State(coffer): State_, Caller(who): Caller, body: Js
     }
 }
 
-pub async fn revoke_api_key(State(coffer): State_, Caller(who): Caller, Path(id): Path<String>) -> ApiResult {
+pub async fn revoke_api_key(
+    State(coffer): State_,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
     coffer.require_admin(&who)?;
     let id = ApiKeyId::new(&id)?;
     coffer.apply(&who, Mutation::RevokeApiKey { id }).await?;
@@ -114,12 +151,19 @@ pub async fn list_secrets(
     let Query(q) = query.map_err(|e| ApiError::invalid_query(e.body_text()))?;
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::invalid_query(format!("limit must be between 1 and {MAX_PAGE}")));
+        return Err(ApiError::invalid_query(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
     }
     let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
-    let page = coffer.list_secrets(&who, &env, after.as_ref(), limit).await?;
-    let secrets: Vec<SecretMetaJson> =
-        page.items.iter().map(|m| SecretMetaJson::new(m, coffer.value_status(m))).collect();
+    let page = coffer
+        .list_secrets(&who, &env, after.as_ref(), limit)
+        .await?;
+    let secrets: Vec<SecretMetaJson> = page
+        .items
+        .iter()
+        .map(|m| SecretMetaJson::new(m, coffer.value_status(m)))
+        .collect();
     let next = page.next.map(|n| URL_SAFE_NO_PAD.encode(n.as_str()));
     Ok(Json(json!({ "secrets": secrets, "nextCursor": next })).into_response())
 }
@@ -143,12 +187,24 @@ pub async fn put_secret(
     let (env, name) = (EnvName::new(&env)?, SecretName::new(&name)?);
     coffer.require_manage(&who, &env)?;
     let req: PutSecret = body.parse()?;
-    let mutation =
-        Mutation::PutSecret { env, name, value: req.value, expected_revision: req.expected_revision };
+    let mutation = Mutation::PutSecret {
+        env,
+        name,
+        value: req.value,
+        expected_revision: req.expected_revision,
+    };
     match coffer.apply(&who, mutation).await? {
         Applied::SecretWritten(out) => {
-            let status = if out.created { StatusCode::CREATED } else { StatusCode::OK };
-            Ok((status, Json(SecretMetaJson::new(&out.meta, ValueStatus::Ok))).into_response())
+            let status = if out.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok((
+                status,
+                Json(SecretMetaJson::new(&out.meta, ValueStatus::Ok)),
+            )
+                .into_response())
         }
         other => Err(unexpected(other)),
     }
@@ -163,7 +219,16 @@ pub async fn delete_secret(
     let (env, name) = (EnvName::new(&env)?, SecretName::new(&name)?);
     coffer.require_manage(&who, &env)?;
     let Query(q) = query.map_err(|e| ApiError::invalid_query(e.body_text()))?;
-    coffer.apply(&who, Mutation::DeleteSecret { env, name, expected_revision: q.expected_revision }).await?;
+    coffer
+        .apply(
+            &who,
+            Mutation::DeleteSecret {
+                env,
+                name,
+                expected_revision: q.expected_revision,
+            },
+        )
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -177,13 +242,33 @@ pub async fn key_status(State(coffer): State_, Caller(who): Caller) -> ApiResult
 pub async fn rewrap(State(coffer): State_, Caller(who): Caller, body: JsonBody) -> ApiResult {
     coffer.require_admin(&who)?;
     let req: RewrapRequest = body.parse_or_default()?;
-    let after = req.cursor.as_deref().map(decode_rewrap_cursor).transpose()?;
+    let after = req
+        .cursor
+        .as_deref()
+        .map(decode_rewrap_cursor)
+        .transpose()?;
     if req.limit == Some(0) {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", "limit must be at least 1"));
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_value",
+            "limit must be at least 1",
+        ));
     }
-    match coffer.apply(&who, Mutation::Rewrap { after, limit: req.limit }).await? {
+    match coffer
+        .apply(
+            &who,
+            Mutation::Rewrap {
+                after,
+                limit: req.limit,
+            },
+        )
+        .await?
+    {
         Applied::Rewrapped(report) => {
-            let next = report.next.as_ref().map(|(e, n)| URL_SAFE_NO_PAD.encode(format!("{e}/{n}")));
+            let next = report
+                .next
+                .as_ref()
+                .map(|(e, n)| URL_SAFE_NO_PAD.encode(format!("{e}/{n}")));
             Ok(Json(RewrapJson::new(&report, next)).into_response())
         }
         other => Err(unexpected(other)),
@@ -196,23 +281,47 @@ pub async fn metrics(State(coffer): State_) -> Response {
     let mut out = String::new();
     out.push_str("# HELP coffer_unreadable_values Stored values that cannot be opened with the configured keys.\n");
     out.push_str("# TYPE coffer_unreadable_values gauge\n");
-    out.push_str(&format!("coffer_unreadable_values {}\n", s.unreadable_values));
-    out.push_str("# HELP coffer_encryption_enabled 1 when values are encrypted at rest, 0 in dev mode.\n");
+    out.push_str(&format!(
+        "coffer_unreadable_values {}\n",
+        s.unreadable_values
+    ));
+    out.push_str(
+        "# HELP coffer_encryption_enabled 1 when values are encrypted at rest, 0 in dev mode.\n",
+    );
     out.push_str("# TYPE coffer_encryption_enabled gauge\n");
     let enabled = matches!(s.encryption, Encryption::Enabled { .. });
-    out.push_str(&format!("coffer_encryption_enabled {}\n", u8::from(enabled)));
+    out.push_str(&format!(
+        "coffer_encryption_enabled {}\n",
+        u8::from(enabled)
+    ));
     out.push_str("# HELP coffer_key_warnings Key versions past their nonce budget.\n");
     out.push_str("# TYPE coffer_key_warnings gauge\n");
     out.push_str(&format!("coffer_key_warnings {}\n", s.warnings.len()));
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+        .into_response()
 }
 
 fn decode_rewrap_cursor(cursor: &str) -> Result<(EnvName, SecretName), ApiError> {
-    let bad = || ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "cursor is not one this server issued");
+    let bad = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "cursor is not one this server issued",
+        )
+    };
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
     let (env, name) = text.split_once('/').ok_or_else(bad)?;
-    Ok((EnvName::new(env).map_err(|_| bad())?, SecretName::new(name).map_err(|_| bad())?))
+    Ok((
+        EnvName::new(env).map_err(|_| bad())?,
+        SecretName::new(name).map_err(|_| bad())?,
+    ))
 }
 
 fn created(body: impl serde::Serialize) -> Response {
@@ -229,5 +338,9 @@ fn decode_cursor(cursor: &str) -> Result<SecretName, ApiError> {
 /// `apply` answers each mutation with its own variant; anything else is a bug.
 fn unexpected(applied: Applied) -> ApiError {
     tracing::error!(?applied, "mutation answered with the wrong outcome");
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
 }

@@ -10,7 +10,8 @@ use time::macros::format_description;
 
 /// `2026-11-23T04:35:25.123Z`.
 pub fn rfc3339(ts: Timestamp) -> String {
-    let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    let format =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts.millis()) * 1_000_000)
         .ok()
         .and_then(|t| t.format(format).ok())
@@ -26,7 +27,10 @@ pub struct EnvironmentJson {
 
 impl From<&Environment> for EnvironmentJson {
     fn from(e: &Environment) -> Self {
-        EnvironmentJson { name: e.name.to_string(), created_at: rfc3339(e.created_at) }
+        EnvironmentJson {
+            name: e.name.to_string(),
+            created_at: rfc3339(e.created_at),
+        }
     }
 }
 
@@ -104,7 +108,11 @@ struct KeyVersionJson {
 impl From<&KeyStatus> for KeyStatusJson {
     fn from(k: &KeyStatus) -> Self {
         KeyStatusJson {
-            encryption: if k.current.is_some() { "enabled" } else { "disabled" },
+            encryption: if k.current.is_some() {
+                "enabled"
+            } else {
+                "disabled"
+            },
             current_key_version: k.current,
             keys: k
                 .versions

@@ -28,6 +28,10 @@ pub struct ServeArgs {
     /// Refuse to start without an encryption key (no dev mode).
     #[arg(long, env = "COFFER_REQUIRE_ENCRYPTION", value_parser = clap::builder::FalseyValueParser::new())]
     require_encryption: bool,
+    /// Start even if stored values use a key version the keyring no longer has; those
+    /// values stay listed but become unreadable until the key is back or they are rewritten.
+    #[arg(long, env = "COFFER_ALLOW_UNREADABLE", value_parser = clap::builder::FalseyValueParser::new())]
+    allow_unreadable: bool,
     /// Refuse to start when the configured secrets backend cannot be used.
     #[arg(long, env = "COFFER_REQUIRE_BACKEND", value_parser = clap::builder::FalseyValueParser::new())]
     require_backend: bool,
@@ -37,11 +41,15 @@ pub struct ServeArgs {
 pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
     init_logging();
     if args.database_url.is_some() {
-        bail!("COFFER_DATABASE_URL / --database-url: PostgreSQL is not supported by this build yet");
+        bail!(
+            "COFFER_DATABASE_URL / --database-url: PostgreSQL is not supported by this build yet"
+        );
     }
     match std::env::var("COFFER_SECRETS_BACKEND").ok().as_deref() {
         None | Some("" | "db") => {}
-        Some(other) => bail!("COFFER_SECRETS_BACKEND={other}: only `db` is supported by this build"),
+        Some(other) => {
+            bail!("COFFER_SECRETS_BACKEND={other}: only `db` is supported by this build")
+        }
     }
     let _ = args.require_backend; // Only `db` exists; there is nothing to fall back from yet.
 
@@ -56,18 +64,41 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
         secrets: store,
         keyring,
         require_encryption: args.require_encryption,
-        admin_key_seed: std::env::var("COFFER_ADMIN_KEY").ok().map(SecretString::from),
-        allow_unreadable: false,
+        admin_key_seed: std::env::var("COFFER_ADMIN_KEY")
+            .ok()
+            .map(SecretString::from),
+        allow_unreadable: args.allow_unreadable,
     };
     let (coffer, report) = options.start().await?;
     for version in &report.new_canaries {
-        tracing::info!(key_version = version.get(), "sealed a canary for a new key version");
+        tracing::info!(
+            key_version = version.get(),
+            "sealed a canary for a new key version"
+        );
+    }
+    if report.migrated_plaintext > 0 {
+        tracing::info!(
+            values = report.migrated_plaintext,
+            "encrypted values left unencrypted by dev mode"
+        );
+    }
+    if report.unreadable > 0 {
+        tracing::warn!(
+            values = report.unreadable,
+            "stored values cannot be opened with the configured keys; they are listed as unreadable (writing one again repairs it)"
+        );
+    }
+    for warning in coffer.nonce_warnings() {
+        tracing::warn!("{warning}");
     }
     if let Some(first) = report.admin_key {
         let path = data_dir.join(ADMIN_KEY_FILE);
         write_private_file(&path, first.key.expose_secret())?;
         if first.seeded {
-            eprintln!("First start: admin key taken from COFFER_ADMIN_KEY and written to {}", path.display());
+            eprintln!(
+                "First start: admin key taken from COFFER_ADMIN_KEY and written to {}",
+                path.display()
+            );
         } else {
             eprintln!(
                 "\nFirst start: created environment `default` and an admin API key.\n\
@@ -89,9 +120,33 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
         encryption = ?status.encryption,
         "coffer is listening"
     );
-    coffer_api::serve(listener, Arc::new(coffer) as Arc<Coffer>, shutdown_signal()).await?;
+    let coffer = Arc::new(coffer);
+    let counters = tokio::spawn(flush_counters_periodically(coffer.clone()));
+    coffer_api::serve(listener, coffer.clone() as Arc<Coffer>, shutdown_signal()).await?;
+    counters.abort();
+    if let Err(e) = coffer.flush_counters().await {
+        tracing::error!(error = %e, "cannot record encryption counts");
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Encryption counts reach the catalog every few seconds (and at shutdown): the nonce
+/// budget is a lifetime figure, and a few seconds lost to a crash do not matter against 2^31.
+async fn flush_counters_periodically(coffer: Arc<Coffer>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    let mut warned = coffer.nonce_warnings().len();
+    loop {
+        tick.tick().await;
+        if let Err(e) = coffer.flush_counters().await {
+            tracing::error!(error = %e, "cannot record encryption counts");
+        }
+        let warnings = coffer.nonce_warnings();
+        if warnings.len() > warned {
+            warnings.iter().for_each(|w| tracing::warn!("{w}"));
+        }
+        warned = warnings.len();
+    }
 }
 
 fn key_sources() -> KeySources {
@@ -117,7 +172,10 @@ fn warn_dev_mode(fatal: bool) {
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("COFFER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn shutdown_signal() {
@@ -161,5 +219,6 @@ fn write_private_file(path: &Path, contents: &str) -> anyhow::Result<()> {
     file.set_permissions(std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {}", path.display()))?;
     writeln!(file, "{contents}").with_context(|| format!("cannot write {}", path.display()))?;
-    file.sync_all().with_context(|| format!("cannot sync {}", path.display()))
+    file.sync_all()
+        .with_context(|| format!("cannot sync {}", path.display()))
 }

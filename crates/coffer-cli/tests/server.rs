@@ -66,7 +66,12 @@ fn spawn(data_dir: &Path, envs: &[(&str, &str)]) -> Server {
             log.push('\n');
         }
     });
-    Server { child, log, base: format!("http://{addr}"), data_dir: data_dir.to_owned() }
+    Server {
+        child,
+        log,
+        base: format!("http://{addr}"),
+        data_dir: data_dir.to_owned(),
+    }
 }
 
 impl Server {
@@ -80,9 +85,16 @@ impl Server {
                 return self;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("coffer serve exited ({status}) before it was ready:\n{}", self.log());
+                panic!(
+                    "coffer serve exited ({status}) before it was ready:\n{}",
+                    self.log()
+                );
             }
-            assert!(Instant::now() < deadline, "server not ready in time:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "server not ready in time:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -95,7 +107,11 @@ impl Server {
                 std::thread::sleep(Duration::from_millis(100)); // let the log reader drain
                 return status.success();
             }
-            assert!(Instant::now() < deadline, "server did not exit:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -105,11 +121,16 @@ impl Server {
     }
 
     fn admin_key(&self) -> String {
-        std::fs::read_to_string(self.data_dir.join("admin.key")).expect("admin.key").trim().to_owned()
+        std::fs::read_to_string(self.data_dir.join("admin.key"))
+            .expect("admin.key")
+            .trim()
+            .to_owned()
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, String) {
-        let mut req = reqwest::Client::new().request(method, format!("{}{path}", self.base)).bearer_auth(self.admin_key());
+        let mut req = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(self.admin_key());
         if let Some(body) = body {
             req = req.json(&body);
         }
@@ -119,7 +140,10 @@ impl Server {
 
     fn terminate(&mut self) -> bool {
         let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
         assert!(sent.success());
         self.exit()
     }
@@ -137,10 +161,17 @@ async fn first_start_prints_the_admin_key_once_and_saves_it_private() {
     let mut s = spawn(&data, &[]).ready().await;
     let key = s.admin_key();
     assert!(key.starts_with("ck_admin_"), "{key}");
-    let mode = std::fs::metadata(data.join("admin.key")).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(data.join("admin.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
     assert!(s.log().contains(&key), "the first start shows the key");
-    assert!(s.log().contains("DEV MODE"), "no key configured: a loud warning");
+    assert!(
+        s.log().contains("DEV MODE"),
+        "no key configured: a loud warning"
+    );
     let (status, body) = s.call(Method::GET, "/v1/status", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json_of(&body)["encryption"], "disabled");
@@ -152,7 +183,10 @@ async fn first_start_prints_the_admin_key_once_and_saves_it_private() {
 
     let s = spawn(&data, &[]).ready().await;
     assert!(!s.log().contains(&key), "later starts never show the key");
-    assert!(s.log().contains("DEV MODE"), "the warning comes at every start");
+    assert!(
+        s.log().contains("DEV MODE"),
+        "the warning comes at every start"
+    );
     assert_eq!(s.admin_key(), key);
 }
 
@@ -170,14 +204,19 @@ async fn serve_with_no_arguments_listens_on_8720_in_dot_coffer() {
     let status = loop {
         match reqwest::get("http://127.0.0.1:8720/v1/status").await {
             Ok(r) => break r.json::<Value>().await.unwrap(),
-            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
             Err(e) => panic!("nothing on 127.0.0.1:8720: {e}"),
         }
     };
     assert_eq!(status["encryption"], "enabled");
     assert!(dir.path().join(".coffer/admin.key").is_file());
     assert!(dir.path().join(".coffer/coffer.db").is_file());
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(child.wait().unwrap().success(), "SIGINT is a clean exit");
 }
 
@@ -186,7 +225,8 @@ async fn require_encryption_without_a_key_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     for envs in [&[("COFFER_REQUIRE_ENCRYPTION", "1")][..], &[]] {
         let mut cmd = coffer(envs);
-        cmd.args(["serve", "--listen", &free_addr(), "--data-dir"]).arg(dir.path());
+        cmd.args(["serve", "--listen", &free_addr(), "--data-dir"])
+            .arg(dir.path());
         if envs.is_empty() {
             cmd.arg("--require-encryption");
         }
@@ -202,7 +242,10 @@ async fn unusable_key_material_is_refused_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         ("COFFER_MASTER_KEY", "short-secret-material"),
-        ("COFFER_SECRET_KEYS", r#"{"currentKeyVersion": 2, "keys": {"1": "short-secret-material"}}"#),
+        (
+            "COFFER_SECRET_KEYS",
+            r#"{"currentKeyVersion": 2, "keys": {"1": "short-secret-material"}}"#,
+        ),
         ("COFFER_SECRET_KEYS", "not json short-secret-material"),
     ];
     for (var, value) in cases {
@@ -214,15 +257,26 @@ async fn unusable_key_material_is_refused_with_a_clear_message() {
         assert!(!out.status.success(), "{var}={value} must be refused");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(var), "the message names the setting: {err}");
-        assert!(!err.contains("short-secret-material"), "never echo key material: {err}");
+        assert!(
+            !err.contains("short-secret-material"),
+            "never echo key material: {err}"
+        );
     }
 }
 
 #[tokio::test]
 async fn the_wrong_key_stops_start_up_before_anything_is_served() {
     let dir = tempfile::tempdir().unwrap();
-    let s = spawn(dir.path(), &[("COFFER_MASTER_KEY", K1)]).ready().await;
-    let (status, _) = s.call(Method::PUT, "/v1/environments/default/secrets/A", Some(json!({"value": "x"}))).await;
+    let s = spawn(dir.path(), &[("COFFER_MASTER_KEY", K1)])
+        .ready()
+        .await;
+    let (status, _) = s
+        .call(
+            Method::PUT,
+            "/v1/environments/default/secrets/A",
+            Some(json!({"value": "x"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED);
     drop(s);
     let mut s = spawn(dir.path(), &[("COFFER_MASTER_KEY", K2)]);
@@ -237,11 +291,26 @@ async fn the_wrong_key_stops_start_up_before_anything_is_served() {
 async fn a_keyring_file_with_two_versions_is_used() {
     let dir = tempfile::tempdir().unwrap();
     let ring = dir.path().join("keys.json");
-    std::fs::write(&ring, format!(r#"{{"currentKeyVersion": 2, "keys": {{"1": "{K1}", "2": "{K2}"}}}}"#)).unwrap();
-    let s = spawn(&dir.path().join("data"), &[("COFFER_SECRET_KEYS_FILE", ring.to_str().unwrap())]).ready().await;
+    std::fs::write(
+        &ring,
+        format!(r#"{{"currentKeyVersion": 2, "keys": {{"1": "{K1}", "2": "{K2}"}}}}"#),
+    )
+    .unwrap();
+    let s = spawn(
+        &dir.path().join("data"),
+        &[("COFFER_SECRET_KEYS_FILE", ring.to_str().unwrap())],
+    )
+    .ready()
+    .await;
     let (_, body) = s.call(Method::GET, "/v1/status", None).await;
     assert_eq!(json_of(&body)["currentKeyVersion"], 2);
-    let (_, body) = s.call(Method::PUT, "/v1/environments/default/secrets/A", Some(json!({"value": "x"}))).await;
+    let (_, body) = s
+        .call(
+            Method::PUT,
+            "/v1/environments/default/secrets/A",
+            Some(json!({"value": "x"})),
+        )
+        .await;
     assert_eq!(json_of(&body)["keyVersion"], 2);
 }
 
@@ -270,30 +339,86 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 async fn a_canary_value_never_appears_in_responses_files_or_logs() {
     let canary = format!("canary-{}", random_hex());
     let dir = tempfile::tempdir().unwrap();
-    let mut s = spawn(dir.path(), &[("COFFER_MASTER_KEY", K1), ("COFFER_LOG", "debug")]).ready().await;
+    let mut s = spawn(
+        dir.path(),
+        &[("COFFER_MASTER_KEY", K1), ("COFFER_LOG", "debug")],
+    )
+    .ready()
+    .await;
     let path = "/v1/environments/default/secrets/CANARY";
     let mut responses = Vec::new();
-    responses.push(s.call(Method::PUT, path, Some(json!({"value": canary}))).await);
-    responses.push(s.call(Method::PUT, path, Some(json!({"value": format!("{canary}-2"), "expectedRevision": 1}))).await);
-    responses.push(s.call(Method::PUT, path, Some(json!({"value": canary, "expectedRevision": 1}))).await); // 409
-    responses.push(s.call(Method::PUT, path, Some(json!({"value": canary, "extra": true}))).await); // 400
-    responses.push(s.call(Method::PUT, path, Some(json!({"value": 5, "expectedRevision": canary}))).await); // 400
-    responses.push(s.call(Method::PUT, "/v1/environments/default/secrets/OTHER", Some(json!({"value": "x"}))).await);
-    responses.push(s.call(Method::GET, "/v1/environments/default/secrets", None).await);
+    responses.push(
+        s.call(Method::PUT, path, Some(json!({"value": canary})))
+            .await,
+    );
+    responses.push(
+        s.call(
+            Method::PUT,
+            path,
+            Some(json!({"value": format!("{canary}-2"), "expectedRevision": 1})),
+        )
+        .await,
+    );
+    responses.push(
+        s.call(
+            Method::PUT,
+            path,
+            Some(json!({"value": canary, "expectedRevision": 1})),
+        )
+        .await,
+    ); // 409
+    responses.push(
+        s.call(
+            Method::PUT,
+            path,
+            Some(json!({"value": canary, "extra": true})),
+        )
+        .await,
+    ); // 400
+    responses.push(
+        s.call(
+            Method::PUT,
+            path,
+            Some(json!({"value": 5, "expectedRevision": canary})),
+        )
+        .await,
+    ); // 400
+    responses.push(
+        s.call(
+            Method::PUT,
+            "/v1/environments/default/secrets/OTHER",
+            Some(json!({"value": "x"})),
+        )
+        .await,
+    );
+    responses.push(
+        s.call(Method::GET, "/v1/environments/default/secrets", None)
+            .await,
+    );
     responses.push(s.call(Method::GET, path, None).await);
     responses.push(s.call(Method::DELETE, path, None).await);
     responses.push(s.call(Method::GET, "/v1/status", None).await);
     let statuses: Vec<u16> = responses.iter().map(|(st, _)| st.as_u16()).collect();
     assert_eq!(statuses, [201, 200, 409, 400, 400, 201, 200, 200, 204, 200]);
     for (_, body) in &responses {
-        assert!(!body.contains(&canary), "a response holds the value: {body}");
+        assert!(
+            !body.contains(&canary),
+            "a response holds the value: {body}"
+        );
     }
     assert!(s.terminate());
     for (file, bytes) in all_file_bytes(dir.path()) {
-        assert!(!contains(&bytes, canary.as_bytes()), "{} holds the value", file.display());
+        assert!(
+            !contains(&bytes, canary.as_bytes()),
+            "{} holds the value",
+            file.display()
+        );
     }
     let log = s.log();
-    assert!(log.contains("mutation"), "the log is on and records mutations: {log}");
+    assert!(
+        log.contains("mutation"),
+        "the log is on and records mutations: {log}"
+    );
     assert!(!log.contains(&canary), "the log holds the value");
 }
 
@@ -301,29 +426,60 @@ async fn a_canary_value_never_appears_in_responses_files_or_logs() {
 fn random_hex() -> String {
     let mut buf = [0u8; 12];
     use std::io::Read;
-    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut buf).unwrap();
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut buf)
+        .unwrap();
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[tokio::test]
 async fn a_restart_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
-    let s = spawn(dir.path(), &[("COFFER_MASTER_KEY", K1)]).ready().await;
-    s.call(Method::POST, "/v1/environments", Some(json!({"name": "prod"}))).await;
-    s.call(Method::POST, "/v1/api-keys", Some(json!({"name": "ci", "role": "manage", "environment": "prod"}))).await;
+    let s = spawn(dir.path(), &[("COFFER_MASTER_KEY", K1)])
+        .ready()
+        .await;
+    s.call(
+        Method::POST,
+        "/v1/environments",
+        Some(json!({"name": "prod"})),
+    )
+    .await;
+    s.call(
+        Method::POST,
+        "/v1/api-keys",
+        Some(json!({"name": "ci", "role": "manage", "environment": "prod"})),
+    )
+    .await;
     for i in 0..5 {
-        s.call(Method::PUT, &format!("/v1/environments/prod/secrets/S{i}"), Some(json!({"value": "v"}))).await;
+        s.call(
+            Method::PUT,
+            &format!("/v1/environments/prod/secrets/S{i}"),
+            Some(json!({"value": "v"})),
+        )
+        .await;
     }
-    s.call(Method::PUT, "/v1/environments/prod/secrets/S0", Some(json!({"value": "w"}))).await;
+    s.call(
+        Method::PUT,
+        "/v1/environments/prod/secrets/S0",
+        Some(json!({"value": "w"})),
+    )
+    .await;
     let before = snapshot_of(&s).await;
     drop(s);
-    let s = spawn(dir.path(), &[("COFFER_MASTER_KEY", K1)]).ready().await;
+    let s = spawn(dir.path(), &[("COFFER_MASTER_KEY", K1)])
+        .ready()
+        .await;
     assert_eq!(snapshot_of(&s).await, before);
 }
 
 async fn snapshot_of(s: &Server) -> Vec<(StatusCode, String)> {
     let mut all = Vec::new();
-    for p in ["/v1/environments", "/v1/api-keys", "/v1/environments/prod/secrets"] {
+    for p in [
+        "/v1/environments",
+        "/v1/api-keys",
+        "/v1/environments/prod/secrets",
+    ] {
         all.push(s.call(Method::GET, p, None).await);
     }
     all
@@ -332,7 +488,9 @@ async fn snapshot_of(s: &Server) -> Vec<(StatusCode, String)> {
 #[tokio::test]
 async fn kill_9_during_a_stream_of_writes_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = spawn(dir.path(), &[("COFFER_MASTER_KEY", K1)]).ready().await;
+    let mut s = spawn(dir.path(), &[("COFFER_MASTER_KEY", K1)])
+        .ready()
+        .await;
     let (base, key) = (s.base.clone(), s.admin_key());
     let acked = Arc::new(Mutex::new(Vec::<(String, u64)>::new()));
     let mut writers = Vec::new();
@@ -342,12 +500,24 @@ async fn kill_9_during_a_stream_of_writes_loses_no_acknowledged_write() {
             let http = reqwest::Client::new();
             for i in 0..100_000u32 {
                 // Alternate new secrets and updates of one per writer.
-                let name = if i % 2 == 0 { format!("NEW_{t}_{i}") } else { format!("HOT_{t}") };
+                let name = if i % 2 == 0 {
+                    format!("NEW_{t}_{i}")
+                } else {
+                    format!("HOT_{t}")
+                };
                 let url = format!("{base}/v1/environments/default/secrets/{name}");
-                let Ok(resp) = http.put(url).bearer_auth(&key).json(&json!({"value": "v"})).send().await else {
+                let Ok(resp) = http
+                    .put(url)
+                    .bearer_auth(&key)
+                    .json(&json!({"value": "v"}))
+                    .send()
+                    .await
+                else {
                     return; // the server is gone
                 };
-                let Ok(meta) = resp.json::<Value>().await else { return };
+                let Ok(meta) = resp.json::<Value>().await else {
+                    return;
+                };
                 if let Some(rev) = meta["revision"].as_u64() {
                     acked.lock().unwrap().push((name, rev));
                 }
@@ -364,17 +534,37 @@ async fn kill_9_during_a_stream_of_writes_loses_no_acknowledged_write() {
         let _ = w.await;
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 400, "only {} writes before the kill", acked.len());
+    assert!(
+        acked.len() >= 400,
+        "only {} writes before the kill",
+        acked.len()
+    );
     drop(s);
 
-    let s = spawn(dir.path(), &[("COFFER_MASTER_KEY", K1)]).ready().await;
+    let s = spawn(dir.path(), &[("COFFER_MASTER_KEY", K1)])
+        .ready()
+        .await;
     let mut lost = Vec::new();
     for (name, rev) in &acked {
-        let (status, body) = s.call(Method::GET, &format!("/v1/environments/default/secrets/{name}"), None).await;
+        let (status, body) = s
+            .call(
+                Method::GET,
+                &format!("/v1/environments/default/secrets/{name}"),
+                None,
+            )
+            .await;
         let now = json_of(&body)["revision"].as_u64();
         if status != StatusCode::OK || now < Some(*rev) {
-            lost.push(format!("{name}: acknowledged revision {rev}, found {status} {body}"));
+            lost.push(format!(
+                "{name}: acknowledged revision {rev}, found {status} {body}"
+            ));
         }
     }
-    assert!(lost.is_empty(), "{} of {} acknowledged writes lost:\n{}", lost.len(), acked.len(), lost.join("\n"));
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost:\n{}",
+        lost.len(),
+        acked.len(),
+        lost.join("\n")
+    );
 }

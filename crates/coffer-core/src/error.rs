@@ -65,7 +65,9 @@ pub enum CoreError {
 impl From<StoreError> for CoreError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict { current } => CoreError::RevisionConflict { current: current.unwrap_or(0) },
+            StoreError::Conflict { current } => CoreError::RevisionConflict {
+                current: current.unwrap_or(0),
+            },
             StoreError::LastAdminKey => CoreError::LastAdminKey,
             other => CoreError::Store(other),
         }

@@ -75,13 +75,19 @@ pub fn load_keyring(sources: &KeySources) -> Result<Option<Keyring>, KeyConfigEr
         return parse_keyring_json("COFFER_SECRET_KEYS", json).map(Some);
     }
     if let Some(path) = &sources.secret_keys_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| KeyConfigError::File { path: path.clone(), error })?;
+        let text = std::fs::read_to_string(path).map_err(|error| KeyConfigError::File {
+            path: path.clone(),
+            error,
+        })?;
         return parse_keyring_json("COFFER_SECRET_KEYS_FILE", &SecretString::from(text)).map(Some);
     }
     if let Some(material) = &sources.master_key {
         let key = Key::from_material(material.expose_secret().trim()).map_err(|error| {
-            KeyConfigError::BadKey { source_name: "COFFER_MASTER_KEY", version: 1, error }
+            KeyConfigError::BadKey {
+                source_name: "COFFER_MASTER_KEY",
+                version: 1,
+                error,
+            }
         })?;
         return Ok(Some(Keyring::single(key)));
     }
@@ -95,26 +101,47 @@ struct KeyringJson {
     keys: HashMap<String, SecretString>,
 }
 
-fn parse_keyring_json(source_name: &'static str, json: &SecretString) -> Result<Keyring, KeyConfigError> {
+fn parse_keyring_json(
+    source_name: &'static str,
+    json: &SecretString,
+) -> Result<Keyring, KeyConfigError> {
     let parsed: KeyringJson = serde_json::from_str(json.expose_secret()).map_err(|e| {
         // serde's messages can quote the input; report only where and what kind of error.
-        let detail = format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column());
-        KeyConfigError::Malformed { source_name, detail }
+        let detail = format!(
+            "{:?} error at line {} column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        );
+        KeyConfigError::Malformed {
+            source_name,
+            detail,
+        }
     })?;
     let mut keys = BTreeMap::new();
     for (label, material) in &parsed.keys {
-        let version: KeyVersion = label
-            .parse()
-            .map_err(|_| KeyConfigError::BadVersion { source_name, version: label.clone() })?;
+        let version: KeyVersion = label.parse().map_err(|_| KeyConfigError::BadVersion {
+            source_name,
+            version: label.clone(),
+        })?;
         let key = Key::from_material(material.expose_secret().trim()).map_err(|error| {
-            KeyConfigError::BadKey { source_name, version: version.get(), error }
+            KeyConfigError::BadKey {
+                source_name,
+                version: version.get(),
+                error,
+            }
         })?;
         keys.insert(version, key);
     }
-    let current = KeyVersion::new(parsed.current_key_version)
-        .map_err(|_| KeyConfigError::NoCurrent { source_name, current: parsed.current_key_version })?;
-    Keyring::new(current, keys)
-        .map_err(|_| KeyConfigError::NoCurrent { source_name, current: parsed.current_key_version })
+    let current =
+        KeyVersion::new(parsed.current_key_version).map_err(|_| KeyConfigError::NoCurrent {
+            source_name,
+            current: parsed.current_key_version,
+        })?;
+    Keyring::new(current, keys).map_err(|_| KeyConfigError::NoCurrent {
+        source_name,
+        current: parsed.current_key_version,
+    })
 }
 
 #[cfg(test)]
@@ -124,7 +151,10 @@ mod tests {
     const HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
     fn json(s: &str) -> KeySources {
-        KeySources { secret_keys: Some(SecretString::from(s)), ..KeySources::default() }
+        KeySources {
+            secret_keys: Some(SecretString::from(s)),
+            ..KeySources::default()
+        }
     }
 
     #[test]
@@ -134,7 +164,10 @@ mod tests {
 
     #[test]
     fn master_key_is_version_one() {
-        let src = KeySources { master_key: Some(HEX.into()), ..KeySources::default() };
+        let src = KeySources {
+            master_key: Some(HEX.into()),
+            ..KeySources::default()
+        };
         let ring = load_keyring(&src).unwrap().unwrap();
         assert_eq!(ring.current().get(), 1);
     }
@@ -147,7 +180,10 @@ mod tests {
         src.master_key = Some(HEX.into());
         let ring = load_keyring(&src).unwrap().unwrap();
         assert_eq!(ring.current().get(), 2);
-        assert_eq!(ring.versions().map(KeyVersion::get).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(
+            ring.versions().map(KeyVersion::get).collect::<Vec<_>>(),
+            [1, 2]
+        );
     }
 
     #[test]
@@ -172,18 +208,35 @@ mod tests {
 
     #[test]
     fn current_version_must_exist_and_versions_must_be_positive() {
-        let src = json(&format!(r#"{{"currentKeyVersion": 3, "keys": {{"1": "{HEX}"}}}}"#));
-        assert!(matches!(load_keyring(&src), Err(KeyConfigError::NoCurrent { current: 3, .. })));
-        let src = json(&format!(r#"{{"currentKeyVersion": 1, "keys": {{"0": "{HEX}"}}}}"#));
-        assert!(matches!(load_keyring(&src), Err(KeyConfigError::BadVersion { .. })));
+        let src = json(&format!(
+            r#"{{"currentKeyVersion": 3, "keys": {{"1": "{HEX}"}}}}"#
+        ));
+        assert!(matches!(
+            load_keyring(&src),
+            Err(KeyConfigError::NoCurrent { current: 3, .. })
+        ));
+        let src = json(&format!(
+            r#"{{"currentKeyVersion": 1, "keys": {{"0": "{HEX}"}}}}"#
+        ));
+        assert!(matches!(
+            load_keyring(&src),
+            Err(KeyConfigError::BadVersion { .. })
+        ));
     }
 
     #[test]
     fn keyring_file_is_read() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys.json");
-        std::fs::write(&path, format!(r#"{{"currentKeyVersion": 1, "keys": {{"1": "{HEX}"}}}}"#)).unwrap();
-        let src = KeySources { secret_keys_file: Some(path), ..KeySources::default() };
+        std::fs::write(
+            &path,
+            format!(r#"{{"currentKeyVersion": 1, "keys": {{"1": "{HEX}"}}}}"#),
+        )
+        .unwrap();
+        let src = KeySources {
+            secret_keys_file: Some(path),
+            ..KeySources::default()
+        };
         assert!(load_keyring(&src).unwrap().is_some());
     }
 }

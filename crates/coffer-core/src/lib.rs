@@ -14,12 +14,12 @@ mod service;
 mod startup;
 
 pub use error::CoreError;
-pub use service::{
-    Applied, Coffer, Encryption, MAX_VALUE_BYTES, Mutation, MutationRecord, NewApiKey, Page, Principal,
-    Status,
-};
 pub use lifecycle::{
     KeyStatus, KeyVersionStatus, NONCE_BUDGET_WARNING, REWRAP_BATCH, RewrapReport, ValueStatus,
+};
+pub use service::{
+    Applied, Coffer, Encryption, MAX_VALUE_BYTES, Mutation, MutationRecord, NewApiKey, Page,
+    Principal, Status,
 };
 pub use startup::{FirstAdminKey, StartupError, StartupOptions, StartupReport};
 

@@ -6,7 +6,9 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use coffer_crypto::{KeyVersion, Keyring, Sealed};
-use coffer_store::{Catalog, EnvName, Replacement, Revision, SecretMeta, SecretName, SecretRecord, StoredValue};
+use coffer_store::{
+    Catalog, EnvName, Replacement, Revision, SecretMeta, SecretName, SecretRecord, StoredValue,
+};
 use secrecy::ExposeSecret;
 
 use crate::service::secret_aad;
@@ -101,7 +103,9 @@ impl EncryptionCounter {
     pub(crate) fn new(ring: Option<&Keyring>) -> Self {
         let versions = ring.into_iter().flat_map(Keyring::versions);
         EncryptionCounter {
-            per_version: versions.map(|v| (v, (AtomicU64::new(0), AtomicU64::new(0)))).collect(),
+            per_version: versions
+                .map(|v| (v, (AtomicU64::new(0), AtomicU64::new(0))))
+                .collect(),
         }
     }
 
@@ -112,9 +116,9 @@ impl EncryptionCounter {
     }
 
     fn total(&self, version: KeyVersion) -> u64 {
-        self.per_version
-            .get(&version)
-            .map_or(0, |(p, r)| p.load(Ordering::Relaxed) + r.load(Ordering::Relaxed))
+        self.per_version.get(&version).map_or(0, |(p, r)| {
+            p.load(Ordering::Relaxed) + r.load(Ordering::Relaxed)
+        })
     }
 }
 
@@ -137,7 +141,8 @@ impl UnreadableSet {
 
     fn contains(&self, meta: &SecretMeta) -> bool {
         let set = self.0.read().unwrap_or_else(|p| p.into_inner());
-        !set.is_empty() && set.get(&(meta.environment.clone(), meta.name.clone())) == Some(&meta.revision)
+        !set.is_empty()
+            && set.get(&(meta.environment.clone(), meta.name.clone())) == Some(&meta.revision)
     }
 
     fn len(&self) -> usize {
@@ -147,7 +152,12 @@ impl UnreadableSet {
 
 impl Coffer {
     /// Seals `plaintext` under the current key version and counts the encryption.
-    pub(crate) fn seal(&self, ring: &Keyring, aad: &[u8], plaintext: &[u8]) -> Result<Sealed, CoreError> {
+    pub(crate) fn seal(
+        &self,
+        ring: &Keyring,
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Sealed, CoreError> {
         let sealed = ring.seal(aad, plaintext).map_err(|_| CoreError::Crypto)?;
         self.encryptions.count(sealed.key_version);
         Ok(sealed)
@@ -157,7 +167,8 @@ impl Coffer {
     /// in the keyring, and no open of this revision has failed.
     pub fn value_status(&self, meta: &SecretMeta) -> ValueStatus {
         let missing_key = meta.key_version != 0
-            && !KeyVersion::new(meta.key_version).is_ok_and(|v| self.keyring().is_some_and(|r| r.contains(v)));
+            && !KeyVersion::new(meta.key_version)
+                .is_ok_and(|v| self.keyring().is_some_and(|r| r.contains(v)));
         if missing_key || self.unreadable.contains(meta) {
             ValueStatus::Unreadable
         } else {
@@ -171,7 +182,8 @@ impl Coffer {
     }
 
     pub(crate) fn mark_unreadable(&self, meta: &SecretMeta) {
-        self.unreadable.insert(&meta.environment, &meta.name, meta.revision);
+        self.unreadable
+            .insert(&meta.environment, &meta.name, meta.revision);
     }
 
     pub(crate) fn mark_written(&self, env: &EnvName, name: &SecretName) {
@@ -184,7 +196,10 @@ impl Coffer {
         let counts = self.secrets().count_by_key_version().await?;
         let ring = self.keyring();
         let mut versions: BTreeMap<u32, KeyVersionStatus> = BTreeMap::new();
-        let in_ring = ring.into_iter().flat_map(Keyring::versions).map(KeyVersion::get);
+        let in_ring = ring
+            .into_iter()
+            .flat_map(Keyring::versions)
+            .map(KeyVersion::get);
         let stored = counts.keys().copied().filter(|v| *v != 0);
         for version in in_ring.chain(stored) {
             let kv = KeyVersion::new(version).ok();
@@ -232,17 +247,16 @@ impl Coffer {
                 return Err(e.into());
             }
         }
-        self.load_counters(self.catalog()).await?;
-        for warning in self.nonce_warnings() {
-            tracing::warn!("{warning}");
-        }
-        Ok(())
+        self.load_counters(self.catalog()).await
     }
 
     pub(crate) async fn load_counters(&self, catalog: &dyn Catalog) -> Result<(), CoreError> {
         let recorded = catalog.encryption_counts().await?;
         for (version, (_, total)) in &self.encryptions.per_version {
-            total.store(recorded.get(version).copied().unwrap_or(0), Ordering::Relaxed);
+            total.store(
+                recorded.get(version).copied().unwrap_or(0),
+                Ordering::Relaxed,
+            );
         }
         Ok(())
     }
@@ -259,7 +273,9 @@ impl Coffer {
         })?;
         let records = self.secrets().scan(after, limit).await?;
         let mut report = RewrapReport {
-            next: records.last().map(|r| (r.meta.environment.clone(), r.meta.name.clone())),
+            next: records
+                .last()
+                .map(|r| (r.meta.environment.clone(), r.meta.name.clone())),
             ..RewrapReport::default()
         };
         if records.len() < limit {
@@ -271,14 +287,16 @@ impl Coffer {
             let aad = secret_aad(&meta.environment, &meta.name);
             let plain = match &value {
                 StoredValue::Plain(plain) => plain.expose_secret().as_bytes().to_vec().into(),
-                StoredValue::Sealed { key_version, blob } => match ring.open(*key_version, blob, aad.as_bytes()) {
-                    Ok(plain) => plain,
-                    Err(_) => {
-                        self.mark_unreadable(&meta);
-                        report.unreadable += 1;
-                        continue;
+                StoredValue::Sealed { key_version, blob } => {
+                    match ring.open(*key_version, blob, aad.as_bytes()) {
+                        Ok(plain) => plain,
+                        Err(_) => {
+                            self.mark_unreadable(&meta);
+                            report.unreadable += 1;
+                            continue;
+                        }
                     }
-                },
+                }
             };
             let is_plain = matches!(value, StoredValue::Plain(_));
             let stale = meta.key_version != current.get();
@@ -287,8 +305,16 @@ impl Coffer {
                 continue;
             }
             let sealed = self.seal(ring, aad.as_bytes(), &plain)?;
-            let value = StoredValue::Sealed { key_version: sealed.key_version, blob: sealed.blob };
-            batch.push(Replacement { environment: meta.environment, name: meta.name, revision: meta.revision, value });
+            let value = StoredValue::Sealed {
+                key_version: sealed.key_version,
+                blob: sealed.blob,
+            };
+            batch.push(Replacement {
+                environment: meta.environment,
+                name: meta.name,
+                revision: meta.revision,
+                value,
+            });
         }
         if !batch.is_empty() {
             for applied in self.secrets().replace_values(batch).await? {
@@ -306,11 +332,14 @@ impl Coffer {
     pub(crate) async fn walk_all(&self, walk: Walk) -> Result<RewrapReport, CoreError> {
         let mut total = RewrapReport::default();
         loop {
-            let batch = self.walk_batch(total.next.as_ref(), REWRAP_BATCH, walk).await?;
+            let batch = self
+                .walk_batch(total.next.as_ref(), REWRAP_BATCH, walk)
+                .await?;
             total.absorb(batch);
             if total.next.is_none() {
                 return Ok(total);
             }
+            tokio::task::yield_now().await;
         }
     }
 }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use coffer_crypto::{Keyring, random_hex, sha256_hex};
 use coffer_store::{
-    ApiKeyId, ApiKeyMeta, ApiKeyRecord, Catalog, EnvName, Environment, Precondition, PutOutcome, Revision,
-    Role, SecretMeta, SecretName, SecretStore, StoreError, StoredValue, Timestamp,
+    ApiKeyId, ApiKeyMeta, ApiKeyRecord, Catalog, EnvName, Environment, Precondition, PutOutcome,
+    Revision, Role, SecretMeta, SecretName, SecretStore, StoreError, StoredValue, Timestamp,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -124,7 +124,9 @@ pub struct NewApiKey {
 
 impl std::fmt::Debug for NewApiKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NewApiKey").field("meta", &self.meta).finish_non_exhaustive()
+        f.debug_struct("NewApiKey")
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
     }
 }
 
@@ -191,7 +193,13 @@ impl Coffer {
         keyring: Option<Keyring>,
     ) -> Self {
         let encryptions = EncryptionCounter::new(keyring.as_ref());
-        Coffer { catalog, secrets, keyring, unreadable: UnreadableSet::default(), encryptions }
+        Coffer {
+            catalog,
+            secrets,
+            keyring,
+            unreadable: UnreadableSet::default(),
+            encryptions,
+        }
     }
 
     /// Version, backend and encryption state.
@@ -200,7 +208,9 @@ impl Coffer {
             version: env!("CARGO_PKG_VERSION"),
             backend: self.secrets.backend_name(),
             encryption: match &self.keyring {
-                Some(ring) => Encryption::Enabled { current_key_version: ring.current().get() },
+                Some(ring) => Encryption::Enabled {
+                    current_key_version: ring.current().get(),
+                },
                 None => Encryption::Disabled,
             },
             unreadable_values: self.unreadable_count(),
@@ -220,9 +230,15 @@ impl Coffer {
         if presented.is_empty() || presented.len() > MAX_PRESENTED_KEY {
             return Err(CoreError::Unauthenticated);
         }
-        let meta = self.catalog.find_api_key(&sha256_hex(presented.as_bytes())).await?;
+        let meta = self
+            .catalog
+            .find_api_key(&sha256_hex(presented.as_bytes()))
+            .await?;
         let meta = meta.ok_or(CoreError::Unauthenticated)?;
-        Ok(Principal { key_id: meta.id, role: meta.role })
+        Ok(Principal {
+            key_id: meta.id,
+            role: meta.role,
+        })
     }
 
     /// Admin only.
@@ -255,7 +271,12 @@ impl Coffer {
     pub async fn list_environments(&self, who: &Principal) -> Result<Vec<Environment>, CoreError> {
         match &who.role {
             Role::Admin => Ok(self.catalog.list_environments().await?),
-            Role::Manage(own) => Ok(self.catalog.get_environment(own).await?.into_iter().collect()),
+            Role::Manage(own) => Ok(self
+                .catalog
+                .get_environment(own)
+                .await?
+                .into_iter()
+                .collect()),
             Role::Runtime(_) => Err(CoreError::Forbidden),
         }
     }
@@ -276,7 +297,10 @@ impl Coffer {
     ) -> Result<Page<SecretMeta>, CoreError> {
         self.require_manage(who, env)?;
         self.existing_environment(env).await?;
-        let mut items = self.secrets.list(env, after, limit.saturating_add(1)).await?;
+        let mut items = self
+            .secrets
+            .list(env, after, limit.saturating_add(1))
+            .await?;
         let next = if items.len() > limit {
             items.truncate(limit);
             items.last().map(|m| m.name.clone())
@@ -298,7 +322,10 @@ impl Coffer {
             Some(meta) => Ok(meta),
             None => {
                 self.existing_environment(env).await?;
-                Err(CoreError::SecretNotFound { env: env.clone(), name: name.clone() })
+                Err(CoreError::SecretNotFound {
+                    env: env.clone(),
+                    name: name.clone(),
+                })
             }
         }
     }
@@ -317,7 +344,10 @@ impl Coffer {
         };
         let unreadable = || {
             self.mark_unreadable(&record.meta);
-            CoreError::Unreadable { env: env.clone(), name: name.clone() }
+            CoreError::Unreadable {
+                env: env.clone(),
+                name: name.clone(),
+            }
         };
         match &record.value {
             StoredValue::Plain(value) => Ok(Some(value.clone())),
@@ -337,9 +367,14 @@ impl Coffer {
         let applied = match mutation {
             Mutation::CreateEnvironment { name } => {
                 self.require_admin(who)?;
-                let env = Environment { name, created_at: Timestamp::now() };
+                let env = Environment {
+                    name,
+                    created_at: Timestamp::now(),
+                };
                 match self.catalog.create_environment(&env).await {
-                    Err(StoreError::AlreadyExists) => return Err(CoreError::EnvironmentExists(env.name)),
+                    Err(StoreError::AlreadyExists) => {
+                        return Err(CoreError::EnvironmentExists(env.name));
+                    }
                     other => other?,
                 }
                 Applied::EnvironmentCreated(env)
@@ -357,19 +392,33 @@ impl Coffer {
                 secrets += self.secrets.purge_environment(&name).await?;
                 Applied::EnvironmentDeleted { name, secrets }
             }
-            Mutation::PutSecret { env, name, value, expected_revision } => {
+            Mutation::PutSecret {
+                env,
+                name,
+                value,
+                expected_revision,
+            } => {
                 self.require_manage(who, &env)?;
                 if value.expose_secret().len() > MAX_VALUE_BYTES {
-                    return Err(CoreError::ValueTooLarge { limit: MAX_VALUE_BYTES });
+                    return Err(CoreError::ValueTooLarge {
+                        limit: MAX_VALUE_BYTES,
+                    });
                 }
                 self.existing_environment(&env).await?;
                 let stored = self.seal_secret(&env, &name, value)?;
                 let pre = Precondition::from_expected(expected_revision);
-                let out = self.secrets.put(&env, &name, stored, pre, Timestamp::now()).await?;
+                let out = self
+                    .secrets
+                    .put(&env, &name, stored, pre, Timestamp::now())
+                    .await?;
                 self.mark_written(&env, &name);
                 Applied::SecretWritten(out)
             }
-            Mutation::DeleteSecret { env, name, expected_revision } => {
+            Mutation::DeleteSecret {
+                env,
+                name,
+                expected_revision,
+            } => {
                 self.require_manage(who, &env)?;
                 let pre = Precondition::from_expected(expected_revision);
                 match self.secrets.delete(&env, &name, pre).await {
@@ -392,7 +441,10 @@ impl Coffer {
                 }
                 let (record, key) = new_api_key(name, role, None)?;
                 self.catalog.insert_api_key(&record).await?;
-                Applied::ApiKeyCreated(NewApiKey { meta: record.meta, key })
+                Applied::ApiKeyCreated(NewApiKey {
+                    meta: record.meta,
+                    key,
+                })
             }
             Mutation::RevokeApiKey { id } => {
                 self.require_admin(who)?;
@@ -404,13 +456,22 @@ impl Coffer {
             }
             Mutation::Rewrap { after, limit } => {
                 self.require_admin(who)?;
-                let mut report = RewrapReport { next: after, ..RewrapReport::default() };
+                let mut report = RewrapReport {
+                    next: after,
+                    ..RewrapReport::default()
+                };
                 loop {
                     let batch = limit.unwrap_or(REWRAP_BATCH).clamp(1, REWRAP_BATCH);
-                    report.absorb(self.walk_batch(report.next.as_ref(), batch, Walk::Rewrap).await?);
+                    report.absorb(
+                        self.walk_batch(report.next.as_ref(), batch, Walk::Rewrap)
+                            .await?,
+                    );
                     if limit.is_some() || report.next.is_none() {
                         break;
                     }
+                    // A batch of already-current values never waits on I/O: let other
+                    // requests on this worker run between batches.
+                    tokio::task::yield_now().await;
                 }
                 Applied::Rewrapped(report)
             }
@@ -432,7 +493,10 @@ impl Coffer {
     }
 
     async fn existing_environment(&self, env: &EnvName) -> Result<Environment, CoreError> {
-        self.catalog.get_environment(env).await?.ok_or_else(|| CoreError::EnvironmentNotFound(env.clone()))
+        self.catalog
+            .get_environment(env)
+            .await?
+            .ok_or_else(|| CoreError::EnvironmentNotFound(env.clone()))
     }
 
     fn seal_secret(
@@ -444,8 +508,15 @@ impl Coffer {
         let Some(ring) = &self.keyring else {
             return Ok(StoredValue::Plain(value));
         };
-        let sealed = self.seal(ring, secret_aad(env, name).as_bytes(), value.expose_secret().as_bytes())?;
-        Ok(StoredValue::Sealed { key_version: sealed.key_version, blob: sealed.blob })
+        let sealed = self.seal(
+            ring,
+            secret_aad(env, name).as_bytes(),
+            value.expose_secret().as_bytes(),
+        )?;
+        Ok(StoredValue::Sealed {
+            key_version: sealed.key_version,
+            blob: sealed.blob,
+        })
     }
 
     pub(crate) fn catalog(&self) -> &dyn Catalog {
@@ -466,27 +537,46 @@ impl Applied {
     pub fn record(&self, actor: &ApiKeyId) -> MutationRecord {
         let at = Timestamp::now();
         let (subject, environment, name, revision) = match self {
-            Applied::EnvironmentCreated(e) => {
-                (format!("system.environment.{}.created", e.name), Some(e.name.clone()), e.name.to_string(), None)
-            }
-            Applied::EnvironmentDeleted { name, .. } => {
-                (format!("system.environment.{name}.deleted"), Some(name.clone()), name.to_string(), None)
-            }
+            Applied::EnvironmentCreated(e) => (
+                format!("system.environment.{}.created", e.name),
+                Some(e.name.clone()),
+                e.name.to_string(),
+                None,
+            ),
+            Applied::EnvironmentDeleted { name, .. } => (
+                format!("system.environment.{name}.deleted"),
+                Some(name.clone()),
+                name.to_string(),
+                None,
+            ),
             Applied::SecretWritten(out) => {
                 let verb = if out.created { "created" } else { "updated" };
                 let m = &out.meta;
-                (format!("system.secret.{}.{verb}", m.name), Some(m.environment.clone()), m.name.to_string(), Some(m.revision))
+                (
+                    format!("system.secret.{}.{verb}", m.name),
+                    Some(m.environment.clone()),
+                    m.name.to_string(),
+                    Some(m.revision),
+                )
             }
-            Applied::SecretDeleted(m) => {
-                (format!("system.secret.{}.deleted", m.name), Some(m.environment.clone()), m.name.to_string(), Some(m.revision))
-            }
+            Applied::SecretDeleted(m) => (
+                format!("system.secret.{}.deleted", m.name),
+                Some(m.environment.clone()),
+                m.name.to_string(),
+                Some(m.revision),
+            ),
             Applied::ApiKeyCreated(k) => (
                 format!("system.apikey.{}.created", k.meta.id),
                 k.meta.role.environment().cloned(),
                 k.meta.id.to_string(),
                 None,
             ),
-            Applied::ApiKeyRevoked(id) => (format!("system.apikey.{id}.deleted"), None, id.to_string(), None),
+            Applied::ApiKeyRevoked(id) => (
+                format!("system.apikey.{id}.deleted"),
+                None,
+                id.to_string(),
+                None,
+            ),
             Applied::Rewrapped(r) => (
                 "system.keys.rewrapped".to_owned(),
                 None,
@@ -494,7 +584,14 @@ impl Applied {
                 None,
             ),
         };
-        MutationRecord { subject, environment, name, revision, actor: actor.clone(), at }
+        MutationRecord {
+            subject,
+            environment,
+            name,
+            revision,
+            actor: actor.clone(),
+            at,
+        }
     }
 }
 
@@ -521,7 +618,12 @@ pub(crate) fn new_api_key(
     let id = random_hex::<8>().map_err(|_| CoreError::Crypto)?;
     let id = ApiKeyId::new(&format!("ak_{id}")).map_err(|e| CoreError::Invalid(e.to_string()))?;
     let record = ApiKeyRecord {
-        meta: ApiKeyMeta { id, name, role, created_at: Timestamp::now() },
+        meta: ApiKeyMeta {
+            id,
+            name,
+            role,
+            created_at: Timestamp::now(),
+        },
         key_hash: sha256_hex(key.expose_secret().as_bytes()),
     };
     Ok((record, key))
@@ -530,7 +632,9 @@ pub(crate) fn new_api_key(
 fn check_key_label(name: &str) -> Result<(), CoreError> {
     let len = name.chars().count();
     if len == 0 || len > 128 || name.chars().any(char::is_control) {
-        return Err(CoreError::Invalid("API key names are 1-128 characters without control characters".into()));
+        return Err(CoreError::Invalid(
+            "API key names are 1-128 characters without control characters".into(),
+        ));
     }
     Ok(())
 }

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use coffer_crypto::{KeyVersion, Keyring};
-use coffer_store::{Canary, Catalog, EnvName, Environment, Role, SecretStore, StoreError, Timestamp};
+use coffer_store::{
+    Canary, Catalog, EnvName, Environment, Role, SecretStore, StoreError, Timestamp,
+};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::lifecycle::Walk;
@@ -103,7 +105,9 @@ impl StartupOptions {
         }
         if let Some(seed) = &self.admin_key_seed {
             let s = seed.expose_secret();
-            if !(32..=512).contains(&s.len()) || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            if !(32..=512).contains(&s.len())
+                || s.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
                 return Err(StartupError::BadAdminSeed);
             }
         }
@@ -119,7 +123,15 @@ impl StartupOptions {
             coffer.flush_counters().await?;
         }
         let admin_key = bootstrap(&coffer, self.admin_key_seed).await?;
-        Ok((coffer, StartupReport { admin_key, new_canaries, migrated_plaintext, unreadable }))
+        Ok((
+            coffer,
+            StartupReport {
+                admin_key,
+                new_canaries,
+                migrated_plaintext,
+                unreadable,
+            },
+        ))
     }
 }
 
@@ -131,11 +143,22 @@ fn canary_aad(version: KeyVersion) -> String {
 
 /// Every stored value's key version must be in the ring, and every key in the ring must
 /// open its canary. Versions without a canary get one.
-async fn check_keys(coffer: &Coffer, allow_unreadable: bool) -> Result<Vec<KeyVersion>, StartupError> {
+async fn check_keys(
+    coffer: &Coffer,
+    allow_unreadable: bool,
+) -> Result<Vec<KeyVersion>, StartupError> {
     let counts = coffer.secrets().count_by_key_version().await?;
     let Some(ring) = coffer.keyring() else {
-        let count = counts.iter().filter(|(v, _)| **v != 0).map(|(_, n)| n).sum();
-        return if count > 0 { Err(StartupError::EncryptedValuesNeedKey { count }) } else { Ok(Vec::new()) };
+        let count = counts
+            .iter()
+            .filter(|(v, _)| **v != 0)
+            .map(|(_, n)| n)
+            .sum();
+        return if count > 0 {
+            Err(StartupError::EncryptedValuesNeedKey { count })
+        } else {
+            Ok(Vec::new())
+        };
     };
     let uses = |v: KeyVersion| counts.get(&v.get()).copied().unwrap_or(0);
     for (&version, &values) in &counts {
@@ -148,9 +171,15 @@ async fn check_keys(coffer: &Coffer, allow_unreadable: bool) -> Result<Vec<KeyVe
     for canary in &canaries {
         if ring.contains(canary.key_version) {
             let aad = canary_aad(canary.key_version);
-            if ring.open(canary.key_version, &canary.blob, aad.as_bytes()).is_err() {
+            if ring
+                .open(canary.key_version, &canary.blob, aad.as_bytes())
+                .is_err()
+            {
                 let version = canary.key_version;
-                return Err(StartupError::WrongKey { version, values: uses(version) });
+                return Err(StartupError::WrongKey {
+                    version,
+                    values: uses(version),
+                });
             }
         }
     }
@@ -162,17 +191,29 @@ async fn check_keys(coffer: &Coffer, allow_unreadable: bool) -> Result<Vec<KeyVe
         let sealed = ring
             .seal_with(version, canary_aad(version).as_bytes(), CANARY_PLAINTEXT)
             .map_err(|_| CoreError::Crypto)?;
-        coffer.catalog().put_canary(&Canary { key_version: version, blob: sealed.blob }).await?;
+        coffer
+            .catalog()
+            .put_canary(&Canary {
+                key_version: version,
+                blob: sealed.blob,
+            })
+            .await?;
         created.push(version);
     }
     Ok(created)
 }
 
-async fn bootstrap(coffer: &Coffer, seed: Option<SecretString>) -> Result<Option<FirstAdminKey>, StartupError> {
+async fn bootstrap(
+    coffer: &Coffer,
+    seed: Option<SecretString>,
+) -> Result<Option<FirstAdminKey>, StartupError> {
     let seeded = seed.is_some();
     let (record, key) = new_api_key("admin (first start)".into(), Role::Admin, seed)?;
     let default = EnvName::new("default").map_err(|e| CoreError::Invalid(e.to_string()))?;
-    let env = Environment { name: default, created_at: Timestamp::now() };
+    let env = Environment {
+        name: default,
+        created_at: Timestamp::now(),
+    };
     let first = coffer.catalog().bootstrap(&env, &record).await?;
     Ok(first.then_some(FirstAdminKey { key, seeded }))
 }

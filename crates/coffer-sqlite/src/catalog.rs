@@ -26,9 +26,11 @@ impl Catalog for SqliteStore {
         self.writer
             .write(move |c| {
                 let done: bool = c
-                    .query_row("SELECT EXISTS (SELECT 1 FROM settings WHERE name = ?1)", [BOOTSTRAPPED], |r| {
-                        r.get(0)
-                    })
+                    .query_row(
+                        "SELECT EXISTS (SELECT 1 FROM settings WHERE name = ?1)",
+                        [BOOTSTRAPPED],
+                        |r| r.get(0),
+                    )
                     .map_err(unavailable)?;
                 if done {
                     return Ok(false);
@@ -47,7 +49,8 @@ impl Catalog for SqliteStore {
 
     async fn list_environments(&self) -> StoreResult<Vec<Environment>> {
         let rows = self.read(|c| {
-            let mut stmt = c.prepare_cached("SELECT name, created_at FROM environments ORDER BY name")?;
+            let mut stmt =
+                c.prepare_cached("SELECT name, created_at FROM environments ORDER BY name")?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
@@ -67,12 +70,17 @@ impl Catalog for SqliteStore {
                 .query_row([name.as_str()], |r| r.get::<_, i64>(0))
                 .optional()
         })?;
-        Ok(created.map(|ms| Environment { name: name.clone(), created_at: Timestamp::from_millis(ms) }))
+        Ok(created.map(|ms| Environment {
+            name: name.clone(),
+            created_at: Timestamp::from_millis(ms),
+        }))
     }
 
     async fn create_environment(&self, env: &Environment) -> StoreResult<()> {
         let env = env.clone();
-        self.writer.write(move |c| insert_environment(c, &env)).await
+        self.writer
+            .write(move |c| insert_environment(c, &env))
+            .await
     }
 
     async fn delete_environment(&self, name: &EnvName) -> StoreResult<()> {
@@ -85,8 +93,11 @@ impl Catalog for SqliteStore {
                 if n == 0 {
                     return Err(StoreError::NotFound);
                 }
-                c.execute("DELETE FROM api_keys WHERE environment = ?1", [name.as_str()])
-                    .map_err(unavailable)?;
+                c.execute(
+                    "DELETE FROM api_keys WHERE environment = ?1",
+                    [name.as_str()],
+                )
+                .map_err(unavailable)?;
                 Ok(())
             })
             .await
@@ -124,14 +135,22 @@ impl Catalog for SqliteStore {
         self.writer
             .write(move |c| {
                 let role: Option<String> = c
-                    .query_row("SELECT role FROM api_keys WHERE id = ?1", [id.as_str()], |r| r.get(0))
+                    .query_row(
+                        "SELECT role FROM api_keys WHERE id = ?1",
+                        [id.as_str()],
+                        |r| r.get(0),
+                    )
                     .optional()
                     .map_err(unavailable)?;
                 match role.as_deref() {
                     None => return Err(StoreError::NotFound),
                     Some("admin") => {
                         let admins: i64 = c
-                            .query_row("SELECT COUNT(*) FROM api_keys WHERE role = 'admin'", [], |r| r.get(0))
+                            .query_row(
+                                "SELECT COUNT(*) FROM api_keys WHERE role = 'admin'",
+                                [],
+                                |r| r.get(0),
+                            )
                             .map_err(unavailable)?;
                         if admins <= 1 {
                             return Err(StoreError::LastAdminKey);
@@ -139,7 +158,8 @@ impl Catalog for SqliteStore {
                     }
                     Some(_) => {}
                 }
-                c.execute("DELETE FROM api_keys WHERE id = ?1", [id.as_str()]).map_err(unavailable)?;
+                c.execute("DELETE FROM api_keys WHERE id = ?1", [id.as_str()])
+                    .map_err(unavailable)?;
                 Ok(())
             })
             .await
@@ -147,12 +167,19 @@ impl Catalog for SqliteStore {
 
     async fn canaries(&self) -> StoreResult<Vec<Canary>> {
         let rows = self.read(|c| {
-            let mut stmt = c.prepare_cached("SELECT key_version, blob FROM key_canaries ORDER BY key_version")?;
+            let mut stmt = c.prepare_cached(
+                "SELECT key_version, blob FROM key_canaries ORDER BY key_version",
+            )?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
         rows.into_iter()
-            .map(|(v, blob)| Ok(Canary { key_version: KeyVersion::new(v).map_err(corrupt)?, blob }))
+            .map(|(v, blob)| {
+                Ok(Canary {
+                    key_version: KeyVersion::new(v).map_err(corrupt)?,
+                    blob,
+                })
+            })
             .collect()
     }
 
@@ -176,7 +203,9 @@ impl Catalog for SqliteStore {
             let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u64>(1)?)))?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
-        rows.into_iter().map(|(v, n)| Ok((KeyVersion::new(v).map_err(corrupt)?, n))).collect()
+        rows.into_iter()
+            .map(|(v, n)| Ok((KeyVersion::new(v).map_err(corrupt)?, n)))
+            .collect()
     }
 
     async fn add_encryptions(&self, version: KeyVersion, n: u64) -> StoreResult<()> {
@@ -201,7 +230,11 @@ fn insert_environment(c: &Connection, env: &Environment) -> StoreResult<()> {
             params![env.name.as_str(), env.created_at.millis()],
         )
         .map_err(unavailable)?;
-    if n == 0 { Err(StoreError::AlreadyExists) } else { Ok(()) }
+    if n == 0 {
+        Err(StoreError::AlreadyExists)
+    } else {
+        Ok(())
+    }
 }
 
 fn insert_api_key(c: &Connection, key: &ApiKeyRecord) -> StoreResult<()> {
@@ -220,7 +253,11 @@ fn insert_api_key(c: &Connection, key: &ApiKeyRecord) -> StoreResult<()> {
             ],
         )
         .map_err(unavailable)?;
-    if n == 0 { Err(StoreError::AlreadyExists) } else { Ok(()) }
+    if n == 0 {
+        Err(StoreError::AlreadyExists)
+    } else {
+        Ok(())
+    }
 }
 
 type ApiKeyColumns = (String, String, String, Option<String>, i64);
@@ -230,7 +267,11 @@ fn api_key_columns(r: &Row<'_>) -> rusqlite::Result<ApiKeyColumns> {
 }
 
 fn api_key_meta((id, name, role, env, created): ApiKeyColumns) -> StoreResult<ApiKeyMeta> {
-    let env = env.as_deref().map(EnvName::new).transpose().map_err(corrupt)?;
+    let env = env
+        .as_deref()
+        .map(EnvName::new)
+        .transpose()
+        .map_err(corrupt)?;
     Ok(ApiKeyMeta {
         id: ApiKeyId::new(&id).map_err(corrupt)?,
         name,

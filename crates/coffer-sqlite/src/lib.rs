@@ -39,7 +39,10 @@ impl SqliteStore {
         let conn = Connection::open(&path).map_err(unavailable)?;
         configure(&conn, false)?;
         migrate(&conn)?;
-        Ok(SqliteStore { readers: ReadPool::new(path), writer: Writer::start(conn)? })
+        Ok(SqliteStore {
+            readers: ReadPool::new(path),
+            writer: Writer::start(conn)?,
+        })
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
@@ -57,7 +60,10 @@ struct ReadPool {
 
 impl ReadPool {
     fn new(path: PathBuf) -> Self {
-        ReadPool { path, idle: Mutex::new(Vec::new()) }
+        ReadPool {
+            path,
+            idle: Mutex::new(Vec::new()),
+        }
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
@@ -112,7 +118,11 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
         )
         .map_err(unavailable)?;
         tx.commit().map_err(unavailable)?;
-        tracing::info!(version = m.version, name = m.name, "applied catalog migration");
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "applied catalog migration"
+        );
     }
     Ok(())
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use coffer_crypto::KeyVersion;
 use coffer_store::{
-    Capabilities, EnvName, Precondition, PutOutcome, Replacement, SecretMeta, SecretName, SecretRecord, SecretStore,
-    StoreError, StoreResult, StoredValue, Timestamp,
+    Capabilities, EnvName, Precondition, PutOutcome, Replacement, SecretMeta, SecretName,
+    SecretRecord, SecretStore, StoreError, StoreResult, StoredValue, Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use secrecy::{ExposeSecret, SecretString};
@@ -16,7 +16,9 @@ use crate::{SqliteStore, corrupt, unavailable};
 #[async_trait]
 impl SecretStore for SqliteStore {
     fn capabilities(&self) -> Capabilities {
-        Capabilities { compare_and_set: true }
+        Capabilities {
+            compare_and_set: true,
+        }
     }
 
     fn backend_name(&self) -> &'static str {
@@ -37,8 +39,18 @@ impl SecretStore for SqliteStore {
         let Some(((key_version, revision, created, updated), value)) = row else {
             return Ok(None);
         };
-        let meta = meta(env.clone(), name.clone(), key_version, revision, created, updated);
-        Ok(Some(SecretRecord { meta, value: stored(key_version, value)? }))
+        let meta = meta(
+            env.clone(),
+            name.clone(),
+            key_version,
+            revision,
+            created,
+            updated,
+        );
+        Ok(Some(SecretRecord {
+            meta,
+            value: stored(key_version, value)?,
+        }))
     }
 
     async fn meta(&self, env: &EnvName, name: &SecretName) -> StoreResult<Option<SecretMeta>> {
@@ -88,7 +100,9 @@ impl SecretStore for SqliteStore {
         at: Timestamp,
     ) -> StoreResult<PutOutcome> {
         let (env, name) = (env.clone(), name.clone());
-        self.writer.write(move |c| put(c, env, name, value, precondition, at)).await
+        self.writer
+            .write(move |c| put(c, env, name, value, precondition, at))
+            .await
     }
 
     async fn delete(
@@ -128,7 +142,12 @@ impl SecretStore for SqliteStore {
                  ORDER BY environment, name LIMIT ?3",
             )?;
             let rows = stmt.query_map(params![after_env, after_name, limit], |r| {
-                Ok((meta_columns(r)?, r.get::<_, String>(4)?, r.get::<_, String>(5)?, r.get::<_, String>(6)?))
+                Ok((
+                    meta_columns(r)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                ))
             })?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
@@ -136,7 +155,10 @@ impl SecretStore for SqliteStore {
             .map(|((v, rev, c, u), env, name, value)| {
                 let env = EnvName::new(&env).map_err(corrupt)?;
                 let name = SecretName::new(&name).map_err(corrupt)?;
-                Ok(SecretRecord { meta: meta(env, name, v, rev, c, u), value: stored(v, value)? })
+                Ok(SecretRecord {
+                    meta: meta(env, name, v, rev, c, u),
+                    value: stored(v, value)?,
+                })
             })
             .collect()
     }
@@ -153,10 +175,17 @@ impl SecretStore for SqliteStore {
                 batch
                     .iter()
                     .map(|r| {
-                        let (key_version, value) = (r.value.key_version_number(), stored_text(&r.value));
-                        stmt.execute(params![r.environment.as_str(), r.name.as_str(), r.revision, value, key_version])
-                            .map(|n| n == 1)
-                            .map_err(unavailable)
+                        let (key_version, value) =
+                            (r.value.key_version_number(), stored_text(&r.value));
+                        stmt.execute(params![
+                            r.environment.as_str(),
+                            r.name.as_str(),
+                            r.revision,
+                            value,
+                            key_version
+                        ])
+                        .map(|n| n == 1)
+                        .map_err(unavailable)
                     })
                     .collect()
             })
@@ -216,7 +245,10 @@ fn meta(
 fn stored(key_version: u32, value: String) -> StoreResult<StoredValue> {
     Ok(match key_version {
         0 => StoredValue::Plain(SecretString::from(value)),
-        v => StoredValue::Sealed { key_version: KeyVersion::new(v).map_err(corrupt)?, blob: value },
+        v => StoredValue::Sealed {
+            key_version: KeyVersion::new(v).map_err(corrupt)?,
+            blob: value,
+        },
     })
 }
 
@@ -233,7 +265,10 @@ fn current(c: &Connection, env: &EnvName, name: &SecretName) -> StoreResult<Opti
         "SELECT key_version, revision, created_at, updated_at
          FROM secrets WHERE environment = ?1 AND name = ?2",
     )
-    .and_then(|mut s| s.query_row(params![env.as_str(), name.as_str()], meta_columns).optional())
+    .and_then(|mut s| {
+        s.query_row(params![env.as_str(), name.as_str()], meta_columns)
+            .optional()
+    })
     .map_err(unavailable)
 }
 
@@ -247,7 +282,9 @@ fn put(
 ) -> StoreResult<PutOutcome> {
     let existing = current(c, &env, &name)?;
     if !precondition.admits(existing.map(|(_, rev, _, _)| rev)) {
-        return Err(StoreError::Conflict { current: existing.map(|(_, rev, _, _)| rev) });
+        return Err(StoreError::Conflict {
+            current: existing.map(|(_, rev, _, _)| rev),
+        });
     }
     let key_version = value.key_version_number();
     let stored = stored_text(&value);
@@ -258,7 +295,14 @@ fn put(
                  WHERE environment = ?1 AND name = ?2",
             )
             .and_then(|mut s| {
-                s.execute(params![env.as_str(), name.as_str(), stored, key_version, rev + 1, at.millis()])
+                s.execute(params![
+                    env.as_str(),
+                    name.as_str(),
+                    stored,
+                    key_version,
+                    rev + 1,
+                    at.millis()
+                ])
             })
             .map_err(unavailable)?;
             (rev + 1, created)

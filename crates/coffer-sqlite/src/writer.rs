@@ -84,7 +84,11 @@ fn commit_batch(conn: &Connection, batch: Vec<Job>) {
             break;
         }
         let (keep, finish) = job(conn);
-        let end = if keep { step(conn, "RELEASE w") } else { rollback_savepoint(conn) };
+        let end = if keep {
+            step(conn, "RELEASE w")
+        } else {
+            rollback_savepoint(conn)
+        };
         finishes.push(finish);
         if let Err(e) = end {
             broken = Some(e);
@@ -109,7 +113,10 @@ fn commit_batch(conn: &Connection, batch: Vec<Job>) {
 }
 
 fn step(conn: &Connection, sql: &str) -> StoreResult<()> {
-    conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(drop).map_err(unavailable)
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map(drop)
+        .map_err(unavailable)
 }
 
 fn rollback_savepoint(conn: &Connection) -> StoreResult<()> {

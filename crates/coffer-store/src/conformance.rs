@@ -88,7 +88,10 @@ fn at(ms: i64) -> Timestamp {
 /// A first put creates the secret at revision 1 with the value's key version.
 pub async fn put_creates_at_revision_one(store: Arc<impl SecretStore>) {
     let (e, n) = (env("a"), name("API_KEY"));
-    let out = store.put(&e, &n, sealed(3, "x:y:z"), Precondition::None, at(1000)).await.unwrap();
+    let out = store
+        .put(&e, &n, sealed(3, "x:y:z"), Precondition::None, at(1000))
+        .await
+        .unwrap();
     assert!(out.created);
     assert_eq!(out.meta.revision, 1);
     assert_eq!(out.meta.key_version, 3);
@@ -101,8 +104,14 @@ pub async fn put_creates_at_revision_one(store: Arc<impl SecretStore>) {
 /// Each update adds one to the revision and keeps the creation time.
 pub async fn updates_bump_revision_and_keep_created_at(store: Arc<impl SecretStore>) {
     let (e, n) = (env("a"), name("TOKEN"));
-    store.put(&e, &n, sealed(1, "a::b"), Precondition::None, at(1)).await.unwrap();
-    let second = store.put(&e, &n, sealed(2, "c::d"), Precondition::None, at(2)).await.unwrap();
+    store
+        .put(&e, &n, sealed(1, "a::b"), Precondition::None, at(1))
+        .await
+        .unwrap();
+    let second = store
+        .put(&e, &n, sealed(2, "c::d"), Precondition::None, at(2))
+        .await
+        .unwrap();
     assert!(!second.created);
     assert_eq!(second.meta.revision, 2);
     assert_eq!(second.meta.key_version, 2);
@@ -113,29 +122,68 @@ pub async fn updates_bump_revision_and_keep_created_at(store: Arc<impl SecretSto
 /// `Absent` and `Revision(n)` are enforced; a conflict reports the current revision.
 pub async fn preconditions_are_checked_atomically_with_the_write(store: Arc<impl SecretStore>) {
     let (e, n) = (env("a"), name("CAS"));
-    let miss = store.put(&e, &n, sealed(1, "a::b"), Precondition::Revision(1), at(1)).await;
-    assert!(matches!(miss, Err(StoreError::Conflict { current: None })), "{miss:?}");
-    store.put(&e, &n, sealed(1, "a::b"), Precondition::Absent, at(1)).await.unwrap();
-    let again = store.put(&e, &n, sealed(1, "a::b"), Precondition::Absent, at(2)).await;
-    assert!(matches!(again, Err(StoreError::Conflict { current: Some(1) })), "{again:?}");
-    let stale = store.put(&e, &n, sealed(1, "a::b"), Precondition::Revision(7), at(2)).await;
-    assert!(matches!(stale, Err(StoreError::Conflict { current: Some(1) })), "{stale:?}");
-    let ok = store.put(&e, &n, sealed(1, "c::d"), Precondition::Revision(1), at(3)).await.unwrap();
+    let miss = store
+        .put(&e, &n, sealed(1, "a::b"), Precondition::Revision(1), at(1))
+        .await;
+    assert!(
+        matches!(miss, Err(StoreError::Conflict { current: None })),
+        "{miss:?}"
+    );
+    store
+        .put(&e, &n, sealed(1, "a::b"), Precondition::Absent, at(1))
+        .await
+        .unwrap();
+    let again = store
+        .put(&e, &n, sealed(1, "a::b"), Precondition::Absent, at(2))
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::Conflict { current: Some(1) })),
+        "{again:?}"
+    );
+    let stale = store
+        .put(&e, &n, sealed(1, "a::b"), Precondition::Revision(7), at(2))
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { current: Some(1) })),
+        "{stale:?}"
+    );
+    let ok = store
+        .put(&e, &n, sealed(1, "c::d"), Precondition::Revision(1), at(3))
+        .await
+        .unwrap();
     assert_eq!(ok.meta.revision, 2);
-    assert_eq!(store.meta(&e, &n).await.unwrap().map(|m| m.revision), Some(2));
+    assert_eq!(
+        store.meta(&e, &n).await.unwrap().map(|m| m.revision),
+        Some(2)
+    );
 }
 
 /// Delete removes the secret, reports a missing one, and honours `Revision(n)`.
 pub async fn delete_honours_preconditions(store: Arc<impl SecretStore>) {
     let (e, n) = (env("a"), name("GONE"));
-    assert!(matches!(store.delete(&e, &n, Precondition::None).await, Err(StoreError::NotFound)));
-    store.put(&e, &n, sealed(1, "a::b"), Precondition::None, at(1)).await.unwrap();
+    assert!(matches!(
+        store.delete(&e, &n, Precondition::None).await,
+        Err(StoreError::NotFound)
+    ));
+    store
+        .put(&e, &n, sealed(1, "a::b"), Precondition::None, at(1))
+        .await
+        .unwrap();
     let stale = store.delete(&e, &n, Precondition::Revision(2)).await;
-    assert!(matches!(stale, Err(StoreError::Conflict { current: Some(1) })), "{stale:?}");
-    let gone = store.delete(&e, &n, Precondition::Revision(1)).await.unwrap();
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { current: Some(1) })),
+        "{stale:?}"
+    );
+    let gone = store
+        .delete(&e, &n, Precondition::Revision(1))
+        .await
+        .unwrap();
     assert_eq!(gone.revision, 1);
     assert_eq!(store.meta(&e, &n).await.unwrap(), None);
-    let again = store.put(&e, &n, sealed(1, "a::b"), Precondition::None, at(5)).await.unwrap();
+    let again = store
+        .put(&e, &n, sealed(1, "a::b"), Precondition::None, at(5))
+        .await
+        .unwrap();
     assert!(again.created, "a deleted secret starts over at revision 1");
     assert_eq!(again.meta.revision, 1);
 }
@@ -143,9 +191,21 @@ pub async fn delete_honours_preconditions(store: Arc<impl SecretStore>) {
 /// `get` returns exactly what was stored, sealed or plain.
 pub async fn get_returns_the_stored_value_verbatim(store: Arc<impl SecretStore>) {
     let e = env("a");
-    store.put(&e, &name("S"), sealed(4, "iv:ct:tag"), Precondition::None, at(1)).await.unwrap();
+    store
+        .put(
+            &e,
+            &name("S"),
+            sealed(4, "iv:ct:tag"),
+            Precondition::None,
+            at(1),
+        )
+        .await
+        .unwrap();
     let plain = StoredValue::Plain(SecretString::from("dev value ✓"));
-    store.put(&e, &name("P"), plain, Precondition::None, at(1)).await.unwrap();
+    store
+        .put(&e, &name("P"), plain, Precondition::None, at(1))
+        .await
+        .unwrap();
     match store.get(&e, &name("S")).await.unwrap().map(|r| r.value) {
         Some(StoredValue::Sealed { key_version, blob }) => {
             assert_eq!((key_version.get(), blob.as_str()), (4, "iv:ct:tag"));
@@ -163,14 +223,33 @@ pub async fn get_returns_the_stored_value_verbatim(store: Arc<impl SecretStore>)
 pub async fn list_is_sorted_scoped_and_paginated(store: Arc<impl SecretStore>) {
     let (a, b) = (env("a"), env("b"));
     for n in ["C", "A", "E", "B", "D"] {
-        store.put(&a, &name(n), sealed(1, "x::y"), Precondition::None, at(1)).await.unwrap();
+        store
+            .put(&a, &name(n), sealed(1, "x::y"), Precondition::None, at(1))
+            .await
+            .unwrap();
     }
-    store.put(&b, &name("Z"), sealed(1, "x::y"), Precondition::None, at(1)).await.unwrap();
-    let names = |v: Vec<SecretMeta>| v.into_iter().map(|m| m.name.to_string()).collect::<Vec<_>>();
-    assert_eq!(names(store.list(&a, None, 100).await.unwrap()), ["A", "B", "C", "D", "E"]);
+    store
+        .put(&b, &name("Z"), sealed(1, "x::y"), Precondition::None, at(1))
+        .await
+        .unwrap();
+    let names = |v: Vec<SecretMeta>| {
+        v.into_iter()
+            .map(|m| m.name.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(store.list(&a, None, 100).await.unwrap()),
+        ["A", "B", "C", "D", "E"]
+    );
     assert_eq!(names(store.list(&a, None, 2).await.unwrap()), ["A", "B"]);
-    assert_eq!(names(store.list(&a, Some(&name("B")), 2).await.unwrap()), ["C", "D"]);
-    assert_eq!(names(store.list(&a, Some(&name("E")), 2).await.unwrap()), Vec::<String>::new());
+    assert_eq!(
+        names(store.list(&a, Some(&name("B")), 2).await.unwrap()),
+        ["C", "D"]
+    );
+    assert_eq!(
+        names(store.list(&a, Some(&name("E")), 2).await.unwrap()),
+        Vec::<String>::new()
+    );
     assert_eq!(names(store.list(&b, None, 100).await.unwrap()), ["Z"]);
     assert!(store.list(&env("c"), None, 100).await.unwrap().is_empty());
 }
@@ -179,8 +258,14 @@ pub async fn list_is_sorted_scoped_and_paginated(store: Arc<impl SecretStore>) {
 pub async fn purge_removes_only_that_environment(store: Arc<impl SecretStore>) {
     let (a, b) = (env("a"), env("b"));
     for n in ["X", "Y"] {
-        store.put(&a, &name(n), sealed(1, "x::y"), Precondition::None, at(1)).await.unwrap();
-        store.put(&b, &name(n), sealed(1, "x::y"), Precondition::None, at(1)).await.unwrap();
+        store
+            .put(&a, &name(n), sealed(1, "x::y"), Precondition::None, at(1))
+            .await
+            .unwrap();
+        store
+            .put(&b, &name(n), sealed(1, "x::y"), Precondition::None, at(1))
+            .await
+            .unwrap();
     }
     assert_eq!(store.purge_environment(&a).await.unwrap(), 2);
     assert!(store.list(&a, None, 10).await.unwrap().is_empty());
@@ -191,26 +276,49 @@ pub async fn purge_removes_only_that_environment(store: Arc<impl SecretStore>) {
 pub async fn counts_values_per_key_version(store: Arc<impl SecretStore>) {
     let e = env("a");
     let plain = || StoredValue::Plain(SecretString::from("p"));
-    store.put(&e, &name("A"), sealed(1, "x::y"), Precondition::None, at(1)).await.unwrap();
-    store.put(&e, &name("B"), sealed(2, "x::y"), Precondition::None, at(1)).await.unwrap();
-    store.put(&e, &name("C"), sealed(2, "x::y"), Precondition::None, at(1)).await.unwrap();
-    store.put(&env("b"), &name("D"), plain(), Precondition::None, at(1)).await.unwrap();
+    store
+        .put(&e, &name("A"), sealed(1, "x::y"), Precondition::None, at(1))
+        .await
+        .unwrap();
+    store
+        .put(&e, &name("B"), sealed(2, "x::y"), Precondition::None, at(1))
+        .await
+        .unwrap();
+    store
+        .put(&e, &name("C"), sealed(2, "x::y"), Precondition::None, at(1))
+        .await
+        .unwrap();
+    store
+        .put(&env("b"), &name("D"), plain(), Precondition::None, at(1))
+        .await
+        .unwrap();
     let counts = store.count_by_key_version().await.unwrap();
-    assert_eq!(counts.into_iter().collect::<Vec<_>>(), [(0, 1), (1, 1), (2, 2)]);
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        [(0, 1), (1, 1), (2, 2)]
+    );
 }
 
 /// 16 tasks × 25 read-then-compare-and-set updates: the final revision is one plus the
 /// number of updates that succeeded, so no acknowledged update was lost.
 pub async fn concurrent_compare_and_set_loses_no_update(store: Arc<impl SecretStore>) {
     let (e, n) = (env("a"), name("COUNTER"));
-    store.put(&e, &n, sealed(1, "x::y"), Precondition::None, at(1)).await.unwrap();
+    store
+        .put(&e, &n, sealed(1, "x::y"), Precondition::None, at(1))
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let (store, e, n) = (store.clone(), e.clone(), n.clone());
         tasks.push(tokio::spawn(async move {
             let mut won = 0u64;
             for _ in 0..25 {
-                let current = store.meta(&e, &n).await.unwrap().map(|m| m.revision).unwrap();
+                let current = store
+                    .meta(&e, &n)
+                    .await
+                    .unwrap()
+                    .map(|m| m.revision)
+                    .unwrap();
                 let pre = Precondition::Revision(current);
                 match store.put(&e, &n, sealed(1, "x::y"), pre, at(2)).await {
                     Ok(_) => won += 1,
@@ -244,30 +352,64 @@ fn api_key(id: &str, role: Role, hash: &str) -> ApiKeyRecord {
 /// Environments are created once, listed in name order and deleted.
 pub async fn environments_are_created_listed_and_deleted(catalog: Arc<impl Catalog>) {
     for n in ["staging", "default", "production"] {
-        catalog.create_environment(&Environment { name: env(n), created_at: at(5) }).await.unwrap();
+        catalog
+            .create_environment(&Environment {
+                name: env(n),
+                created_at: at(5),
+            })
+            .await
+            .unwrap();
     }
-    let dup = catalog.create_environment(&Environment { name: env("default"), created_at: at(6) }).await;
+    let dup = catalog
+        .create_environment(&Environment {
+            name: env("default"),
+            created_at: at(6),
+        })
+        .await;
     assert!(matches!(dup, Err(StoreError::AlreadyExists)), "{dup:?}");
-    let names: Vec<String> =
-        catalog.list_environments().await.unwrap().into_iter().map(|e| e.name.to_string()).collect();
+    let names: Vec<String> = catalog
+        .list_environments()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name.to_string())
+        .collect();
     assert_eq!(names, ["default", "production", "staging"]);
-    let got = catalog.get_environment(&env("default")).await.unwrap().unwrap();
+    let got = catalog
+        .get_environment(&env("default"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.created_at, at(5), "a refused duplicate changes nothing");
     catalog.delete_environment(&env("staging")).await.unwrap();
-    assert_eq!(catalog.get_environment(&env("staging")).await.unwrap(), None);
+    assert_eq!(
+        catalog.get_environment(&env("staging")).await.unwrap(),
+        None
+    );
     let again = catalog.delete_environment(&env("staging")).await;
     assert!(matches!(again, Err(StoreError::NotFound)), "{again:?}");
 }
 
 /// API keys are found by their hash, listed without it, and deleted by id.
 pub async fn api_keys_are_found_by_hash_only(catalog: Arc<impl Catalog>) {
-    catalog.insert_api_key(&api_key("ak_01", Role::Admin, "h1")).await.unwrap();
+    catalog
+        .insert_api_key(&api_key("ak_01", Role::Admin, "h1"))
+        .await
+        .unwrap();
     let manage = api_key("ak_02", Role::Manage(env("prod")), "h2");
     catalog.insert_api_key(&manage).await.unwrap();
-    assert_eq!(catalog.find_api_key("h2").await.unwrap(), Some(manage.meta.clone()));
+    assert_eq!(
+        catalog.find_api_key("h2").await.unwrap(),
+        Some(manage.meta.clone())
+    );
     assert_eq!(catalog.find_api_key("nope").await.unwrap(), None);
-    let ids: Vec<String> =
-        catalog.list_api_keys().await.unwrap().into_iter().map(|k| k.id.to_string()).collect();
+    let ids: Vec<String> = catalog
+        .list_api_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id.to_string())
+        .collect();
     assert_eq!(ids, ["ak_01", "ak_02"]);
     catalog.delete_api_key(&manage.meta.id).await.unwrap();
     assert_eq!(catalog.find_api_key("h2").await.unwrap(), None);
@@ -278,9 +420,21 @@ pub async fn api_keys_are_found_by_hash_only(catalog: Arc<impl Catalog>) {
 /// Deleting an environment revokes the keys scoped to it, so a namesake environment
 /// created later does not inherit them.
 pub async fn deleting_an_environment_removes_its_keys(catalog: Arc<impl Catalog>) {
-    catalog.create_environment(&Environment { name: env("prod"), created_at: at(1) }).await.unwrap();
-    catalog.insert_api_key(&api_key("ak_01", Role::Admin, "h1")).await.unwrap();
-    catalog.insert_api_key(&api_key("ak_02", Role::Runtime(env("prod")), "h2")).await.unwrap();
+    catalog
+        .create_environment(&Environment {
+            name: env("prod"),
+            created_at: at(1),
+        })
+        .await
+        .unwrap();
+    catalog
+        .insert_api_key(&api_key("ak_01", Role::Admin, "h1"))
+        .await
+        .unwrap();
+    catalog
+        .insert_api_key(&api_key("ak_02", Role::Runtime(env("prod")), "h2"))
+        .await
+        .unwrap();
     catalog.delete_environment(&env("prod")).await.unwrap();
     assert_eq!(catalog.find_api_key("h2").await.unwrap(), None);
     assert!(catalog.find_api_key("h1").await.unwrap().is_some());
@@ -288,7 +442,10 @@ pub async fn deleting_an_environment_removes_its_keys(catalog: Arc<impl Catalog>
 
 /// The last admin key cannot be deleted; one of two can.
 pub async fn the_last_admin_key_cannot_be_deleted(catalog: Arc<impl Catalog>) {
-    let (a, b) = (api_key("ak_0a", Role::Admin, "ha"), api_key("ak_0b", Role::Admin, "hb"));
+    let (a, b) = (
+        api_key("ak_0a", Role::Admin, "ha"),
+        api_key("ak_0b", Role::Admin, "hb"),
+    );
     catalog.insert_api_key(&a).await.unwrap();
     catalog.insert_api_key(&b).await.unwrap();
     catalog.delete_api_key(&a.meta.id).await.unwrap();
@@ -299,11 +456,27 @@ pub async fn the_last_admin_key_cannot_be_deleted(catalog: Arc<impl Catalog>) {
 
 /// Bootstrap writes the first environment and admin key exactly once.
 pub async fn bootstrap_happens_once(catalog: Arc<impl Catalog>) {
-    let first = Environment { name: env("default"), created_at: at(1) };
-    assert!(catalog.bootstrap(&first, &api_key("ak_01", Role::Admin, "h1")).await.unwrap());
+    let first = Environment {
+        name: env("default"),
+        created_at: at(1),
+    };
+    assert!(
+        catalog
+            .bootstrap(&first, &api_key("ak_01", Role::Admin, "h1"))
+            .await
+            .unwrap()
+    );
     catalog.delete_environment(&env("default")).await.unwrap();
-    assert!(!catalog.bootstrap(&first, &api_key("ak_02", Role::Admin, "h2")).await.unwrap());
-    assert_eq!(catalog.get_environment(&env("default")).await.unwrap(), None);
+    assert!(
+        !catalog
+            .bootstrap(&first, &api_key("ak_02", Role::Admin, "h2"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        catalog.get_environment(&env("default")).await.unwrap(),
+        None
+    );
     assert_eq!(catalog.find_api_key("h2").await.unwrap(), None);
     assert!(catalog.find_api_key("h1").await.unwrap().is_some());
 }
@@ -311,13 +484,40 @@ pub async fn bootstrap_happens_once(catalog: Arc<impl Catalog>) {
 /// One canary per key version; putting a second one keeps the first.
 pub async fn canaries_are_kept_per_version(catalog: Arc<impl Catalog>) {
     let v = |n| KeyVersion::new(n).expect("positive");
-    catalog.put_canary(&Canary { key_version: v(1), blob: "one".into() }).await.unwrap();
-    catalog.put_canary(&Canary { key_version: v(2), blob: "two".into() }).await.unwrap();
-    catalog.put_canary(&Canary { key_version: v(1), blob: "other".into() }).await.unwrap();
+    catalog
+        .put_canary(&Canary {
+            key_version: v(1),
+            blob: "one".into(),
+        })
+        .await
+        .unwrap();
+    catalog
+        .put_canary(&Canary {
+            key_version: v(2),
+            blob: "two".into(),
+        })
+        .await
+        .unwrap();
+    catalog
+        .put_canary(&Canary {
+            key_version: v(1),
+            blob: "other".into(),
+        })
+        .await
+        .unwrap();
     let got = catalog.canaries().await.unwrap();
     assert_eq!(
         got,
-        [Canary { key_version: v(1), blob: "one".into() }, Canary { key_version: v(2), blob: "two".into() }]
+        [
+            Canary {
+                key_version: v(1),
+                blob: "one".into()
+            },
+            Canary {
+                key_version: v(2),
+                blob: "two".into()
+            }
+        ]
     );
 }
 
@@ -325,7 +525,16 @@ pub async fn canaries_are_kept_per_version(catalog: Arc<impl Catalog>) {
 /// with its value, and resumes after any position.
 pub async fn scan_walks_every_environment_in_order(store: Arc<impl SecretStore>) {
     for (e, n) in [("b", "Y"), ("a", "Z"), ("b", "X"), ("a", "A"), ("c", "M")] {
-        store.put(&env(e), &name(n), sealed(1, &format!("{e}:{n}:t")), Precondition::None, at(1)).await.unwrap();
+        store
+            .put(
+                &env(e),
+                &name(n),
+                sealed(1, &format!("{e}:{n}:t")),
+                Precondition::None,
+                at(1),
+            )
+            .await
+            .unwrap();
     }
     let mut seen = Vec::new();
     let mut after: Option<(EnvName, SecretName)> = None;
@@ -334,7 +543,9 @@ pub async fn scan_walks_every_environment_in_order(store: Arc<impl SecretStore>)
         let Some(last) = page.last() else { break };
         after = Some((last.meta.environment.clone(), last.meta.name.clone()));
         for r in &page {
-            let StoredValue::Sealed { blob, .. } = &r.value else { panic!("sealed") };
+            let StoredValue::Sealed { blob, .. } = &r.value else {
+                panic!("sealed")
+            };
             assert_eq!(blob, &format!("{}:{}:t", r.meta.environment, r.meta.name));
             seen.push(format!("{}/{}", r.meta.environment, r.meta.name));
         }
@@ -346,9 +557,36 @@ pub async fn scan_walks_every_environment_in_order(store: Arc<impl SecretStore>)
 /// revision and timestamps; one that lost a race changes nothing.
 pub async fn replacements_apply_only_at_the_read_revision(store: Arc<impl SecretStore>) {
     let e = env("a");
-    store.put(&e, &name("STILL"), sealed(1, "old::1"), Precondition::None, at(1)).await.unwrap();
-    store.put(&e, &name("MOVED"), sealed(1, "old::2"), Precondition::None, at(1)).await.unwrap();
-    store.put(&e, &name("MOVED"), sealed(2, "new::2"), Precondition::None, at(2)).await.unwrap();
+    store
+        .put(
+            &e,
+            &name("STILL"),
+            sealed(1, "old::1"),
+            Precondition::None,
+            at(1),
+        )
+        .await
+        .unwrap();
+    store
+        .put(
+            &e,
+            &name("MOVED"),
+            sealed(1, "old::2"),
+            Precondition::None,
+            at(1),
+        )
+        .await
+        .unwrap();
+    store
+        .put(
+            &e,
+            &name("MOVED"),
+            sealed(2, "new::2"),
+            Precondition::None,
+            at(2),
+        )
+        .await
+        .unwrap();
     let replace = |n: &str, revision| Replacement {
         environment: e.clone(),
         name: name(n),
@@ -356,9 +594,19 @@ pub async fn replacements_apply_only_at_the_read_revision(store: Arc<impl Secret
         value: sealed(3, "rewrapped::x"),
     };
     let batch = vec![replace("STILL", 1), replace("MOVED", 1), replace("GONE", 1)];
-    assert_eq!(store.replace_values(batch).await.unwrap(), [true, false, false]);
+    assert_eq!(
+        store.replace_values(batch).await.unwrap(),
+        [true, false, false]
+    );
     let still = store.get(&e, &name("STILL")).await.unwrap().unwrap();
-    assert_eq!((still.meta.revision, still.meta.key_version, still.meta.updated_at), (1, 3, at(1)));
+    assert_eq!(
+        (
+            still.meta.revision,
+            still.meta.key_version,
+            still.meta.updated_at
+        ),
+        (1, 3, at(1))
+    );
     let moved = store.get(&e, &name("MOVED")).await.unwrap().unwrap();
     assert_eq!((moved.meta.revision, moved.meta.key_version), (2, 2));
     match moved.value {
@@ -376,5 +624,8 @@ pub async fn encryption_counts_accumulate_per_version(catalog: Arc<impl Catalog>
     catalog.add_encryptions(v(1), 7).await.unwrap();
     catalog.add_encryptions(v(2), 1).await.unwrap();
     let counts = catalog.encryption_counts().await.unwrap();
-    assert_eq!(counts.into_iter().collect::<Vec<_>>(), [(v(1), 12), (v(2), 1)]);
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        [(v(1), 12), (v(2), 1)]
+    );
 }

@@ -38,9 +38,10 @@ impl EnvName {
         const RULE: &str = "use 1-63 characters: lowercase letters, digits and '-', starting with a letter or digit";
         let ok = !raw.is_empty()
             && raw.len() <= 63
-            && raw.bytes().enumerate().all(|(i, b)| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && b == b'-')
-            });
+            && raw
+                .bytes()
+                .enumerate()
+                .all(|(i, b)| b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && b == b'-'));
         if ok {
             Ok(EnvName(raw.to_owned()))
         } else {
@@ -61,7 +62,8 @@ pub struct SecretName(String);
 impl SecretName {
     /// Checks `raw` against the secret-name rule.
     pub fn new(raw: &str) -> Result<Self, NameError> {
-        const RULE: &str = "use 1-128 characters: letters, digits and '_', not starting with a digit";
+        const RULE: &str =
+            "use 1-128 characters: letters, digits and '_', not starting with a digit";
         let ok = !raw.is_empty()
             && raw.len() <= 128
             && raw.bytes().enumerate().all(|(i, b)| {
@@ -249,12 +251,18 @@ impl ApiKeyId {
     /// Checks `raw` is an id as Coffer issues them: `ak_` and 1-64 lowercase hex digits.
     pub fn new(raw: &str) -> Result<Self, NameError> {
         let ok = raw.strip_prefix("ak_").is_some_and(|hex| {
-            !hex.is_empty() && hex.len() <= 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            !hex.is_empty()
+                && hex.len() <= 64
+                && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
         });
         if ok {
             Ok(ApiKeyId(raw.to_owned()))
         } else {
-            Err(NameError::new("API key id", raw, "ids look like ak_ followed by hex digits"))
+            Err(NameError::new(
+                "API key id",
+                raw,
+                "ids look like ak_ followed by hex digits",
+            ))
         }
     }
 
@@ -360,7 +368,18 @@ mod tests {
         for ok in ["default", "a", "prod-eu-1", "0day", &"a".repeat(63)] {
             assert!(EnvName::new(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-a", "Prod", "a_b", "a b", "é", &"a".repeat(64), "a/b", "..", "a:b"] {
+        for bad in [
+            "",
+            "-a",
+            "Prod",
+            "a_b",
+            "a b",
+            "é",
+            &"a".repeat(64),
+            "a/b",
+            "..",
+            "a:b",
+        ] {
             assert!(EnvName::new(bad).is_err(), "{bad}");
         }
     }
@@ -370,7 +389,17 @@ mod tests {
         for ok in ["A", "_", "API_KEY", "a1", &format!("A{}", "b".repeat(127))] {
             assert!(SecretName::new(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "1A", "A-B", "A B", "A.B", "Ä", &"A".repeat(129), "A:B", "A/B"] {
+        for bad in [
+            "",
+            "1A",
+            "A-B",
+            "A B",
+            "A.B",
+            "Ä",
+            &"A".repeat(129),
+            "A:B",
+            "A/B",
+        ] {
             assert!(SecretName::new(bad).is_err(), "{bad}");
         }
     }
@@ -398,9 +427,18 @@ mod tests {
     fn roles_are_scoped_as_documented() {
         let env = EnvName::new("prod").unwrap();
         assert_eq!(Role::from_parts("admin", None), Ok(Role::Admin));
-        assert_eq!(Role::from_parts("admin", Some(env.clone())), Err(RoleError::AdminIsGlobal));
-        assert_eq!(Role::from_parts("manage", None), Err(RoleError::EnvironmentRequired));
-        assert_eq!(Role::from_parts("runtime", Some(env.clone())), Ok(Role::Runtime(env)));
+        assert_eq!(
+            Role::from_parts("admin", Some(env.clone())),
+            Err(RoleError::AdminIsGlobal)
+        );
+        assert_eq!(
+            Role::from_parts("manage", None),
+            Err(RoleError::EnvironmentRequired)
+        );
+        assert_eq!(
+            Role::from_parts("runtime", Some(env.clone())),
+            Ok(Role::Runtime(env))
+        );
         assert_eq!(Role::from_parts("root", None), Err(RoleError::UnknownRole));
     }
 

@@ -25,6 +25,14 @@ pub const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
 
 /// Every migration, oldest first.
 pub const MIGRATIONS: &[Migration] = &[
-    Migration { version: 1, name: "init", sql: include_str!("../migrations/0001_init.sql") },
-    Migration { version: 2, name: "key_usage", sql: include_str!("../migrations/0002_key_usage.sql") },
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "key_usage",
+        sql: include_str!("../migrations/0002_key_usage.sql"),
+    },
 ];

@@ -16,8 +16,14 @@ enum Caller {
     RuntimeA,
 }
 
-const CALLERS: [Caller; 6] =
-    [Caller::NoKey, Caller::BadKey, Caller::Admin, Caller::ManageA, Caller::ManageB, Caller::RuntimeA];
+const CALLERS: [Caller; 6] = [
+    Caller::NoKey,
+    Caller::BadKey,
+    Caller::Admin,
+    Caller::ManageA,
+    Caller::ManageB,
+    Caller::RuntimeA,
+];
 
 /// What a case needs to exist before each call; `{x}` in the path is replaced.
 #[derive(Clone, Copy)]
@@ -39,21 +45,105 @@ struct Case {
 
 fn cases() -> Vec<Case> {
     use Setup::*;
-    let c = |method, path, body, setup, expect| Case { method, path, body, setup, expect };
+    let c = |method, path, body, setup, expect| Case {
+        method,
+        path,
+        body,
+        setup,
+        expect,
+    };
     vec![
-        c(Method::GET, "/v1/environments", None, Nothing, [401, 401, 200, 200, 200, 403]),
-        c(Method::POST, "/v1/environments", Some(|| json!({"name": unique("env")})), Nothing, [401, 401, 201, 403, 403, 403]),
-        c(Method::DELETE, "/v1/environments/{x}", None, FreshEnvironment, [401, 401, 204, 403, 403, 403]),
-        c(Method::GET, "/v1/api-keys", None, Nothing, [401, 401, 200, 403, 403, 403]),
-        c(Method::POST, "/v1/api-keys", Some(|| json!({"name": "k", "role": "runtime", "environment": "env-a"})), Nothing, [401, 401, 201, 403, 403, 403]),
-        c(Method::DELETE, "/v1/api-keys/{x}", None, FreshApiKey, [401, 401, 204, 403, 403, 403]),
-        c(Method::GET, "/v1/environments/env-a/secrets", None, Nothing, [401, 401, 200, 200, 403, 403]),
-        c(Method::GET, "/v1/environments/env-a/secrets/SHARED", None, SecretInA, [401, 401, 200, 200, 403, 403]),
-        c(Method::PUT, "/v1/environments/env-a/secrets/SHARED", Some(|| json!({"value": "v"})), SecretInA, [401, 401, 200, 200, 403, 403]),
-        c(Method::DELETE, "/v1/environments/env-a/secrets/SHARED", None, SecretInA, [401, 401, 204, 204, 403, 403]),
-        c(Method::GET, "/v1/status", None, Nothing, [200, 200, 200, 200, 200, 200]),
-        c(Method::GET, "/healthz", None, Nothing, [200, 200, 200, 200, 200, 200]),
-        c(Method::GET, "/readyz", None, Nothing, [200, 200, 200, 200, 200, 200]),
+        c(
+            Method::GET,
+            "/v1/environments",
+            None,
+            Nothing,
+            [401, 401, 200, 200, 200, 403],
+        ),
+        c(
+            Method::POST,
+            "/v1/environments",
+            Some(|| json!({"name": unique("env")})),
+            Nothing,
+            [401, 401, 201, 403, 403, 403],
+        ),
+        c(
+            Method::DELETE,
+            "/v1/environments/{x}",
+            None,
+            FreshEnvironment,
+            [401, 401, 204, 403, 403, 403],
+        ),
+        c(
+            Method::GET,
+            "/v1/api-keys",
+            None,
+            Nothing,
+            [401, 401, 200, 403, 403, 403],
+        ),
+        c(
+            Method::POST,
+            "/v1/api-keys",
+            Some(|| json!({"name": "k", "role": "runtime", "environment": "env-a"})),
+            Nothing,
+            [401, 401, 201, 403, 403, 403],
+        ),
+        c(
+            Method::DELETE,
+            "/v1/api-keys/{x}",
+            None,
+            FreshApiKey,
+            [401, 401, 204, 403, 403, 403],
+        ),
+        c(
+            Method::GET,
+            "/v1/environments/env-a/secrets",
+            None,
+            Nothing,
+            [401, 401, 200, 200, 403, 403],
+        ),
+        c(
+            Method::GET,
+            "/v1/environments/env-a/secrets/SHARED",
+            None,
+            SecretInA,
+            [401, 401, 200, 200, 403, 403],
+        ),
+        c(
+            Method::PUT,
+            "/v1/environments/env-a/secrets/SHARED",
+            Some(|| json!({"value": "v"})),
+            SecretInA,
+            [401, 401, 200, 200, 403, 403],
+        ),
+        c(
+            Method::DELETE,
+            "/v1/environments/env-a/secrets/SHARED",
+            None,
+            SecretInA,
+            [401, 401, 204, 204, 403, 403],
+        ),
+        c(
+            Method::GET,
+            "/v1/status",
+            None,
+            Nothing,
+            [200, 200, 200, 200, 200, 200],
+        ),
+        c(
+            Method::GET,
+            "/healthz",
+            None,
+            Nothing,
+            [200, 200, 200, 200, 200, 200],
+        ),
+        c(
+            Method::GET,
+            "/readyz",
+            None,
+            Nothing,
+            [200, 200, 200, 200, 200, 200],
+        ),
     ]
 }
 
@@ -115,14 +205,22 @@ async fn every_route_gives_each_caller_the_documented_status() {
                 }
             }
             let body = case.body.map(|b| b());
-            let (status, resp) = s.call(key_of(&s, &keys, who), case.method.clone(), &path, body).await;
+            let (status, resp) = s
+                .call(key_of(&s, &keys, who), case.method.clone(), &path, body)
+                .await;
             if status.as_u16() != case.expect[i] {
-                failures.push(format!("{} {path} as {who:?}: expected {}, got {status} {resp}", case.method, case.expect[i]));
+                failures.push(format!(
+                    "{} {path} as {who:?}: expected {}, got {status} {resp}",
+                    case.method, case.expect[i]
+                ));
             }
             if !status.is_success() {
                 let code = resp["error"]["code"].as_str();
                 if code.is_none() {
-                    failures.push(format!("{} {path} as {who:?}: error body without a code: {resp}", case.method));
+                    failures.push(format!(
+                        "{} {path} as {who:?}: error body without a code: {resp}",
+                        case.method
+                    ));
                 }
             }
         }
@@ -133,9 +231,16 @@ async fn every_route_gives_each_caller_the_documented_status() {
 #[tokio::test]
 async fn a_manage_key_lists_only_its_own_environment() {
     let (s, keys) = world().await;
-    let (status, body) = s.call(Some(&keys.manage_a), Method::GET, "/v1/environments", None).await;
+    let (status, body) = s
+        .call(Some(&keys.manage_a), Method::GET, "/v1/environments", None)
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let names: Vec<&str> = body["environments"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = body["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["env-a"]);
 }
 
@@ -147,13 +252,33 @@ async fn a_key_of_one_environment_cannot_tell_what_exists_in_another() {
     let probes = [
         (Method::GET, "/v1/environments/env-b/secrets/EXISTS", None),
         (Method::GET, "/v1/environments/env-b/secrets/MISSING", None),
-        (Method::GET, "/v1/environments/no-such-env/secrets/EXISTS", None),
+        (
+            Method::GET,
+            "/v1/environments/no-such-env/secrets/EXISTS",
+            None,
+        ),
         (Method::GET, "/v1/environments/env-b/secrets", None),
         (Method::GET, "/v1/environments/no-such-env/secrets", None),
-        (Method::PUT, "/v1/environments/env-b/secrets/EXISTS", Some(json!({"value": "x", "expectedRevision": 1}))),
-        (Method::PUT, "/v1/environments/no-such-env/secrets/EXISTS", Some(json!({"value": "x", "expectedRevision": 1}))),
-        (Method::DELETE, "/v1/environments/env-b/secrets/EXISTS", None),
-        (Method::DELETE, "/v1/environments/env-b/secrets/MISSING", None),
+        (
+            Method::PUT,
+            "/v1/environments/env-b/secrets/EXISTS",
+            Some(json!({"value": "x", "expectedRevision": 1})),
+        ),
+        (
+            Method::PUT,
+            "/v1/environments/no-such-env/secrets/EXISTS",
+            Some(json!({"value": "x", "expectedRevision": 1})),
+        ),
+        (
+            Method::DELETE,
+            "/v1/environments/env-b/secrets/EXISTS",
+            None,
+        ),
+        (
+            Method::DELETE,
+            "/v1/environments/env-b/secrets/MISSING",
+            None,
+        ),
     ];
     let mut answers = Vec::new();
     for (method, path, body) in probes {
@@ -163,14 +288,23 @@ async fn a_key_of_one_environment_cannot_tell_what_exists_in_another() {
         assert_eq!(*status, StatusCode::FORBIDDEN, "{body}");
         assert_eq!(body, &answers[0].1, "every probe must get the same answer");
     }
-    let (_, meta) = s.admin(Method::GET, "/v1/environments/env-b/secrets/EXISTS", None).await;
+    let (_, meta) = s
+        .admin(Method::GET, "/v1/environments/env-b/secrets/EXISTS", None)
+        .await;
     assert_eq!(meta["revision"], 1, "nothing changed in env-b");
 }
 
 #[tokio::test]
 async fn a_revoked_key_is_refused_at_once() {
     let (s, keys) = world().await;
-    let (status, _) = s.call(Some(&keys.manage_a), Method::GET, "/v1/environments/env-a/secrets", None).await;
+    let (status, _) = s
+        .call(
+            Some(&keys.manage_a),
+            Method::GET,
+            "/v1/environments/env-a/secrets",
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     let (_, list) = s.admin(Method::GET, "/v1/api-keys", None).await;
     let id = list["apiKeys"]
@@ -180,9 +314,18 @@ async fn a_revoked_key_is_refused_at_once() {
         .find(|k| k["role"] == "manage" && k["environment"] == "env-a")
         .map(|k| k["id"].as_str().unwrap().to_owned())
         .unwrap();
-    let (status, _) = s.admin(Method::DELETE, &format!("/v1/api-keys/{id}"), None).await;
+    let (status, _) = s
+        .admin(Method::DELETE, &format!("/v1/api-keys/{id}"), None)
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, body) = s.call(Some(&keys.manage_a), Method::GET, "/v1/environments/env-a/secrets", None).await;
+    let (status, body) = s
+        .call(
+            Some(&keys.manage_a),
+            Method::GET,
+            "/v1/environments/env-a/secrets",
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"]["code"], "unauthorized");
 }
@@ -197,7 +340,13 @@ async fn api_keys_are_shown_once_and_listed_without_the_key() {
     let text = list.to_string();
     assert!(text.contains(&id));
     assert!(!text.contains(&key), "lists never show a key");
-    assert!(list["apiKeys"].as_array().unwrap().iter().all(|k| k.get("key").is_none()));
+    assert!(
+        list["apiKeys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k.get("key").is_none())
+    );
 }
 
 #[tokio::test]
@@ -205,7 +354,9 @@ async fn the_last_admin_key_cannot_be_revoked() {
     let s = start().await;
     let (_, list) = s.admin(Method::GET, "/v1/api-keys", None).await;
     let id = list["apiKeys"][0]["id"].as_str().unwrap().to_owned();
-    let (status, body) = s.admin(Method::DELETE, &format!("/v1/api-keys/{id}"), None).await;
+    let (status, body) = s
+        .admin(Method::DELETE, &format!("/v1/api-keys/{id}"), None)
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(body["error"]["code"], "last_admin_key");
     let (status, _) = s.admin(Method::GET, "/v1/api-keys", None).await;
@@ -221,8 +372,25 @@ async fn deleting_an_environment_takes_its_secrets_and_keys() {
     let (status, _) = s.admin(Method::DELETE, "/v1/environments/gone", None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     s.create_env("gone").await;
-    let (_, list) = s.admin(Method::GET, "/v1/environments/gone/secrets", None).await;
-    assert_eq!(list["secrets"], json!([]), "a namesake environment starts empty");
-    let (status, _) = s.call(Some(&key), Method::GET, "/v1/environments/gone/secrets", None).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "keys of a deleted environment are revoked");
+    let (_, list) = s
+        .admin(Method::GET, "/v1/environments/gone/secrets", None)
+        .await;
+    assert_eq!(
+        list["secrets"],
+        json!([]),
+        "a namesake environment starts empty"
+    );
+    let (status, _) = s
+        .call(
+            Some(&key),
+            Method::GET,
+            "/v1/environments/gone/secrets",
+            None,
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "keys of a deleted environment are revoked"
+    );
 }

@@ -40,19 +40,42 @@ pub async fn start() -> Server {
         allow_unreadable: false,
     };
     let (coffer, report) = options.start().await.expect("start");
-    let admin = report.admin_key.expect("first start creates an admin key").key.expose_secret().to_owned();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let admin = report
+        .admin_key
+        .expect("first start creates an admin key")
+        .key
+        .expose_secret()
+        .to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(coffer_api::serve(listener, Arc::new(coffer) as Arc<Coffer>, async {
-        let _ = stopped.await;
-    }));
-    Server { base, admin, http: reqwest::Client::new(), _dir: dir, stop: Some(stop) }
+    tokio::spawn(coffer_api::serve(
+        listener,
+        Arc::new(coffer) as Arc<Coffer>,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Server {
+        base,
+        admin,
+        http: reqwest::Client::new(),
+        _dir: dir,
+        stop: Some(stop),
+    }
 }
 
 impl Server {
     /// Sends a request with an optional bearer key and JSON body; returns status and JSON.
-    pub async fn call(&self, key: Option<&str>, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        key: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(key) = key {
             req = req.bearer_auth(key);
@@ -63,16 +86,31 @@ impl Server {
         let resp = req.send().await.expect("request");
         let status = resp.status();
         let text = resp.text().await.expect("body");
-        let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, json)
     }
 
-    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         self.call(Some(&self.admin), method, path, body).await
     }
 
     pub async fn create_env(&self, name: &str) {
-        let (s, b) = self.admin(Method::POST, "/v1/environments", Some(json!({ "name": name }))).await;
+        let (s, b) = self
+            .admin(
+                Method::POST,
+                "/v1/environments",
+                Some(json!({ "name": name })),
+            )
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
     }
 
@@ -84,12 +122,17 @@ impl Server {
         }
         let (s, b) = self.admin(Method::POST, "/v1/api-keys", Some(body)).await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
-        (b["id"].as_str().unwrap().to_owned(), b["key"].as_str().unwrap().to_owned())
+        (
+            b["id"].as_str().unwrap().to_owned(),
+            b["key"].as_str().unwrap().to_owned(),
+        )
     }
 
     pub async fn put_secret(&self, env: &str, name: &str, value: &str) -> Value {
         let path = format!("/v1/environments/{env}/secrets/{name}");
-        let (s, b) = self.admin(Method::PUT, &path, Some(json!({ "value": value }))).await;
+        let (s, b) = self
+            .admin(Method::PUT, &path, Some(json!({ "value": value })))
+            .await;
         assert!(s.is_success(), "{s} {b}");
         b
     }
@@ -100,7 +143,10 @@ impl Server {
         let (_, keys) = self.admin(Method::GET, "/v1/api-keys", None).await;
         let mut secrets = Vec::new();
         for env in envs["environments"].as_array().unwrap() {
-            let path = format!("/v1/environments/{}/secrets?limit=1000", env["name"].as_str().unwrap());
+            let path = format!(
+                "/v1/environments/{}/secrets?limit=1000",
+                env["name"].as_str().unwrap()
+            );
             secrets.push(self.admin(Method::GET, &path, None).await.1);
         }
         json!({ "environments": envs, "apiKeys": keys, "secrets": secrets })

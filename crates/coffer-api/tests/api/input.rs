@@ -15,8 +15,23 @@ struct Bad {
     code: &'static str,
 }
 
-fn bad(what: &'static str, method: Method, path: &str, body: impl Into<Vec<u8>>, status: u16, code: &'static str) -> Bad {
-    Bad { what, method, path: path.to_owned(), content_type: Some("application/json"), body: body.into(), status, code }
+fn bad(
+    what: &'static str,
+    method: Method,
+    path: &str,
+    body: impl Into<Vec<u8>>,
+    status: u16,
+    code: &'static str,
+) -> Bad {
+    Bad {
+        what,
+        method,
+        path: path.to_owned(),
+        content_type: Some("application/json"),
+        body: body.into(),
+        status,
+        code,
+    }
 }
 
 #[tokio::test]
@@ -26,44 +41,292 @@ async fn bad_input_gets_the_documented_error_and_changes_nothing() {
     let big_value = "v".repeat(70 * 1024);
     let sec = "/v1/environments/default/secrets/EXISTING";
     let mut cases = vec![
-        bad("secret name starting with a digit", Method::PUT, "/v1/environments/default/secrets/1BAD", r#"{"value":"x"}"#, 422, "invalid_name"),
-        bad("secret name with a dash", Method::PUT, "/v1/environments/default/secrets/A-B", r#"{"value":"x"}"#, 422, "invalid_name"),
-        bad("secret name of 129 chars", Method::PUT, &format!("/v1/environments/default/secrets/{}", "A".repeat(129)), r#"{"value":"x"}"#, 422, "invalid_name"),
-        bad("environment name with capitals", Method::PUT, "/v1/environments/Prod/secrets/OK", r#"{"value":"x"}"#, 422, "invalid_name"),
-        bad("environment name with capitals", Method::POST, "/v1/environments", r#"{"name":"Prod"}"#, 422, "invalid_name"),
-        bad("environment name too long", Method::POST, "/v1/environments", format!(r#"{{"name":"{}"}}"#, "a".repeat(64)), 422, "invalid_name"),
-        bad("a 70 KiB value", Method::PUT, sec, json!({ "value": big_value }).to_string(), 413, "value_too_large"),
-        bad("a 2 MiB body", Method::PUT, sec, json!({ "value": "x".repeat(2 << 20) }).to_string(), 413, "body_too_large"),
-        bad("malformed JSON", Method::PUT, sec, r#"{"value": "#, 400, "malformed_json"),
-        bad("not JSON at all", Method::PUT, sec, "value=x", 400, "malformed_json"),
-        bad("unknown field", Method::PUT, sec, r#"{"value":"x","ttl":5}"#, 400, "unknown_field"),
-        bad("wrong type", Method::PUT, sec, r#"{"value":5}"#, 400, "invalid_body"),
-        bad("wrong revision type", Method::PUT, sec, r#"{"value":"x","expectedRevision":"one"}"#, 400, "invalid_body"),
+        bad(
+            "secret name starting with a digit",
+            Method::PUT,
+            "/v1/environments/default/secrets/1BAD",
+            r#"{"value":"x"}"#,
+            422,
+            "invalid_name",
+        ),
+        bad(
+            "secret name with a dash",
+            Method::PUT,
+            "/v1/environments/default/secrets/A-B",
+            r#"{"value":"x"}"#,
+            422,
+            "invalid_name",
+        ),
+        bad(
+            "secret name of 129 chars",
+            Method::PUT,
+            &format!("/v1/environments/default/secrets/{}", "A".repeat(129)),
+            r#"{"value":"x"}"#,
+            422,
+            "invalid_name",
+        ),
+        bad(
+            "environment name with capitals",
+            Method::PUT,
+            "/v1/environments/Prod/secrets/OK",
+            r#"{"value":"x"}"#,
+            422,
+            "invalid_name",
+        ),
+        bad(
+            "environment name with capitals",
+            Method::POST,
+            "/v1/environments",
+            r#"{"name":"Prod"}"#,
+            422,
+            "invalid_name",
+        ),
+        bad(
+            "environment name too long",
+            Method::POST,
+            "/v1/environments",
+            format!(r#"{{"name":"{}"}}"#, "a".repeat(64)),
+            422,
+            "invalid_name",
+        ),
+        bad(
+            "a 70 KiB value",
+            Method::PUT,
+            sec,
+            json!({ "value": big_value }).to_string(),
+            413,
+            "value_too_large",
+        ),
+        bad(
+            "a 2 MiB body",
+            Method::PUT,
+            sec,
+            json!({ "value": "x".repeat(2 << 20) }).to_string(),
+            413,
+            "body_too_large",
+        ),
+        bad(
+            "malformed JSON",
+            Method::PUT,
+            sec,
+            r#"{"value": "#,
+            400,
+            "malformed_json",
+        ),
+        bad(
+            "not JSON at all",
+            Method::PUT,
+            sec,
+            "value=x",
+            400,
+            "malformed_json",
+        ),
+        bad(
+            "unknown field",
+            Method::PUT,
+            sec,
+            r#"{"value":"x","ttl":5}"#,
+            400,
+            "unknown_field",
+        ),
+        bad(
+            "wrong type",
+            Method::PUT,
+            sec,
+            r#"{"value":5}"#,
+            400,
+            "invalid_body",
+        ),
+        bad(
+            "wrong revision type",
+            Method::PUT,
+            sec,
+            r#"{"value":"x","expectedRevision":"one"}"#,
+            400,
+            "invalid_body",
+        ),
         bad("missing value", Method::PUT, sec, "{}", 400, "invalid_body"),
-        bad("unknown field on environments", Method::POST, "/v1/environments", r#"{"name":"ok","color":"red"}"#, 400, "unknown_field"),
-        bad("unknown role", Method::POST, "/v1/api-keys", r#"{"name":"k","role":"root"}"#, 422, "invalid_value"),
-        bad("manage key without environment", Method::POST, "/v1/api-keys", r#"{"name":"k","role":"manage"}"#, 422, "invalid_value"),
-        bad("admin key with environment", Method::POST, "/v1/api-keys", r#"{"name":"k","role":"admin","environment":"default"}"#, 422, "invalid_value"),
-        bad("empty key name", Method::POST, "/v1/api-keys", r#"{"name":"","role":"admin"}"#, 422, "invalid_value"),
-        bad("key for a missing environment", Method::POST, "/v1/api-keys", r#"{"name":"k","role":"runtime","environment":"nope"}"#, 404, "environment_not_found"),
-        bad("malformed API key id", Method::DELETE, "/v1/api-keys/not-an-id", "", 422, "invalid_name"),
-        bad("limit not a number", Method::GET, "/v1/environments/default/secrets?limit=abc", "", 400, "invalid_query"),
-        bad("limit zero", Method::GET, "/v1/environments/default/secrets?limit=0", "", 400, "invalid_query"),
-        bad("limit too large", Method::GET, "/v1/environments/default/secrets?limit=1001", "", 400, "invalid_query"),
-        bad("unknown query parameter", Method::GET, "/v1/environments/default/secrets?sort=name", "", 400, "invalid_query"),
-        bad("forged cursor", Method::GET, "/v1/environments/default/secrets?cursor=%%%", "", 400, "invalid_query"),
-        bad("revision not a number", Method::DELETE, &format!("{sec}?expectedRevision=abc"), "", 400, "invalid_query"),
-        bad("unknown route", Method::GET, "/v1/nothing-here", "", 404, "route_not_found"),
-        bad("wrong method", Method::PATCH, sec, "", 405, "method_not_allowed"),
-        bad("missing environment", Method::PUT, "/v1/environments/nope/secrets/A", r#"{"value":"x"}"#, 404, "environment_not_found"),
-        bad("missing secret", Method::GET, "/v1/environments/default/secrets/NOPE", "", 404, "secret_not_found"),
-        bad("stale revision", Method::PUT, sec, r#"{"value":"x","expectedRevision":7}"#, 409, "revision_conflict"),
-        bad("must not exist", Method::PUT, sec, r#"{"value":"x","expectedRevision":0}"#, 409, "revision_conflict"),
-        bad("stale delete", Method::DELETE, &format!("{sec}?expectedRevision=9"), "", 409, "revision_conflict"),
-        bad("existing environment", Method::POST, "/v1/environments", r#"{"name":"default"}"#, 409, "environment_exists"),
+        bad(
+            "unknown field on environments",
+            Method::POST,
+            "/v1/environments",
+            r#"{"name":"ok","color":"red"}"#,
+            400,
+            "unknown_field",
+        ),
+        bad(
+            "unknown role",
+            Method::POST,
+            "/v1/api-keys",
+            r#"{"name":"k","role":"root"}"#,
+            422,
+            "invalid_value",
+        ),
+        bad(
+            "manage key without environment",
+            Method::POST,
+            "/v1/api-keys",
+            r#"{"name":"k","role":"manage"}"#,
+            422,
+            "invalid_value",
+        ),
+        bad(
+            "admin key with environment",
+            Method::POST,
+            "/v1/api-keys",
+            r#"{"name":"k","role":"admin","environment":"default"}"#,
+            422,
+            "invalid_value",
+        ),
+        bad(
+            "empty key name",
+            Method::POST,
+            "/v1/api-keys",
+            r#"{"name":"","role":"admin"}"#,
+            422,
+            "invalid_value",
+        ),
+        bad(
+            "key for a missing environment",
+            Method::POST,
+            "/v1/api-keys",
+            r#"{"name":"k","role":"runtime","environment":"nope"}"#,
+            404,
+            "environment_not_found",
+        ),
+        bad(
+            "malformed API key id",
+            Method::DELETE,
+            "/v1/api-keys/not-an-id",
+            "",
+            422,
+            "invalid_name",
+        ),
+        bad(
+            "limit not a number",
+            Method::GET,
+            "/v1/environments/default/secrets?limit=abc",
+            "",
+            400,
+            "invalid_query",
+        ),
+        bad(
+            "limit zero",
+            Method::GET,
+            "/v1/environments/default/secrets?limit=0",
+            "",
+            400,
+            "invalid_query",
+        ),
+        bad(
+            "limit too large",
+            Method::GET,
+            "/v1/environments/default/secrets?limit=1001",
+            "",
+            400,
+            "invalid_query",
+        ),
+        bad(
+            "unknown query parameter",
+            Method::GET,
+            "/v1/environments/default/secrets?sort=name",
+            "",
+            400,
+            "invalid_query",
+        ),
+        bad(
+            "forged cursor",
+            Method::GET,
+            "/v1/environments/default/secrets?cursor=%%%",
+            "",
+            400,
+            "invalid_query",
+        ),
+        bad(
+            "revision not a number",
+            Method::DELETE,
+            &format!("{sec}?expectedRevision=abc"),
+            "",
+            400,
+            "invalid_query",
+        ),
+        bad(
+            "unknown route",
+            Method::GET,
+            "/v1/nothing-here",
+            "",
+            404,
+            "route_not_found",
+        ),
+        bad(
+            "wrong method",
+            Method::PATCH,
+            sec,
+            "",
+            405,
+            "method_not_allowed",
+        ),
+        bad(
+            "missing environment",
+            Method::PUT,
+            "/v1/environments/nope/secrets/A",
+            r#"{"value":"x"}"#,
+            404,
+            "environment_not_found",
+        ),
+        bad(
+            "missing secret",
+            Method::GET,
+            "/v1/environments/default/secrets/NOPE",
+            "",
+            404,
+            "secret_not_found",
+        ),
+        bad(
+            "stale revision",
+            Method::PUT,
+            sec,
+            r#"{"value":"x","expectedRevision":7}"#,
+            409,
+            "revision_conflict",
+        ),
+        bad(
+            "must not exist",
+            Method::PUT,
+            sec,
+            r#"{"value":"x","expectedRevision":0}"#,
+            409,
+            "revision_conflict",
+        ),
+        bad(
+            "stale delete",
+            Method::DELETE,
+            &format!("{sec}?expectedRevision=9"),
+            "",
+            409,
+            "revision_conflict",
+        ),
+        bad(
+            "existing environment",
+            Method::POST,
+            "/v1/environments",
+            r#"{"name":"default"}"#,
+            409,
+            "environment_exists",
+        ),
     ];
-    for (ct, what) in [(Some("text/plain"), "text/plain body"), (None, "no content type")] {
-        let mut case = bad(what, Method::PUT, sec, r#"{"value":"x"}"#, 415, "unsupported_media_type");
+    for (ct, what) in [
+        (Some("text/plain"), "text/plain body"),
+        (None, "no content type"),
+    ] {
+        let mut case = bad(
+            what,
+            Method::PUT,
+            sec,
+            r#"{"value":"x"}"#,
+            415,
+            "unsupported_media_type",
+        );
         case.content_type = ct;
         cases.push(case);
     }
@@ -71,7 +334,10 @@ async fn bad_input_gets_the_documented_error_and_changes_nothing() {
     let before = s.snapshot().await;
     let mut failures = Vec::new();
     for case in cases {
-        let mut req = s.http.request(case.method.clone(), format!("{}{}", s.base, case.path)).bearer_auth(&s.admin);
+        let mut req = s
+            .http
+            .request(case.method.clone(), format!("{}{}", s.base, case.path))
+            .bearer_auth(&s.admin);
         if let Some(ct) = case.content_type {
             req = req.header("content-type", ct);
         }
@@ -80,7 +346,10 @@ async fn bad_input_gets_the_documented_error_and_changes_nothing() {
         let text = resp.text().await.unwrap_or_default();
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if status != case.status || body["error"]["code"] != case.code {
-            failures.push(format!("{}: expected {} {}, got {status} {text:.300}", case.what, case.status, case.code));
+            failures.push(format!(
+                "{}: expected {} {}, got {status} {text:.300}",
+                case.what, case.status, case.code
+            ));
         }
         if body["error"]["message"].as_str().is_none_or(str::is_empty) {
             failures.push(format!("{}: no error message", case.what));
@@ -99,11 +368,22 @@ async fn a_conflict_reports_the_current_revision() {
     s.put_secret("default", "CAS", "a").await;
     s.put_secret("default", "CAS", "b").await;
     let path = "/v1/environments/default/secrets/CAS";
-    let (status, body) = s.admin(Method::PUT, path, Some(json!({"value": "c", "expectedRevision": 1}))).await;
+    let (status, body) = s
+        .admin(
+            Method::PUT,
+            path,
+            Some(json!({"value": "c", "expectedRevision": 1})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(body["error"]["currentRevision"], 2);
-    let (status, body) =
-        s.admin(Method::PUT, "/v1/environments/default/secrets/NEW", Some(json!({"value": "c", "expectedRevision": 3}))).await;
+    let (status, body) = s
+        .admin(
+            Method::PUT,
+            "/v1/environments/default/secrets/NEW",
+            Some(json!({"value": "c", "expectedRevision": 3})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(body["error"]["currentRevision"], 0, "0 = does not exist");
 }

@@ -11,20 +11,46 @@ use crate::harness::start;
 async fn put_creates_then_updates_with_growing_revisions() {
     let s = start().await;
     let path = "/v1/environments/default/secrets/API_TOKEN";
-    let (status, first) = s.admin(Method::PUT, path, Some(json!({"value": "one"}))).await;
+    let (status, first) = s
+        .admin(Method::PUT, path, Some(json!({"value": "one"})))
+        .await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(first["revision"], 1);
     assert_eq!(first["keyVersion"], 1);
     assert_eq!(first["environment"], "default");
-    let (status, second) = s.admin(Method::PUT, path, Some(json!({"value": "two", "expectedRevision": 1}))).await;
+    let (status, second) = s
+        .admin(
+            Method::PUT,
+            path,
+            Some(json!({"value": "two", "expectedRevision": 1})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(second["revision"], 2);
     assert_eq!(second["createdAt"], first["createdAt"]);
-    let fields: BTreeSet<&str> = second.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(fields, BTreeSet::from(["name", "environment", "revision", "keyVersion", "status", "createdAt", "updatedAt"]));
+    let fields: BTreeSet<&str> = second
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        fields,
+        BTreeSet::from([
+            "name",
+            "environment",
+            "revision",
+            "keyVersion",
+            "status",
+            "createdAt",
+            "updatedAt"
+        ])
+    );
     let (_, got) = s.admin(Method::GET, path, None).await;
     assert_eq!(got, second);
-    let (status, _) = s.admin(Method::DELETE, &format!("{path}?expectedRevision=2"), None).await;
+    let (status, _) = s
+        .admin(Method::DELETE, &format!("{path}?expectedRevision=2"), None)
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, body) = s.admin(Method::GET, path, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
@@ -76,7 +102,9 @@ async fn sixteen_tasks_of_compare_and_set_lose_no_update() {
                 let (status, resp) = s.admin(Method::PUT, path, Some(body)).await;
                 match status {
                     StatusCode::OK => won += 1,
-                    StatusCode::CONFLICT => assert!(resp["error"]["currentRevision"].as_u64().unwrap() > rev),
+                    StatusCode::CONFLICT => {
+                        assert!(resp["error"]["currentRevision"].as_u64().unwrap() > rev)
+                    }
                     other => panic!("unexpected {other}: {resp}"),
                 }
             }
@@ -89,7 +117,11 @@ async fn sixteen_tasks_of_compare_and_set_lose_no_update() {
     }
     let (_, meta) = s.admin(Method::GET, path, None).await;
     assert!(won > 0);
-    assert_eq!(meta["revision"].as_u64().unwrap(), 1 + won, "final revision = 1 + successful updates");
+    assert_eq!(
+        meta["revision"].as_u64().unwrap(),
+        1 + won,
+        "final revision = 1 + successful updates"
+    );
 }
 
 #[tokio::test]

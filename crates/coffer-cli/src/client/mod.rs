@@ -1,0 +1,657 @@
+//! The command-line client: `coffer env|secret|apikey …` over the HTTP API (`docs/API.md`).
+//!
+//! Arguments are parsed into checked names (the types the server uses, so both sides apply
+//! one rule), each command is one request or a short sequence of them, and the answer is
+//! printed as a table or a one-line confirmation, or with `--json` as the server's JSON.
+//!
+//! Secret values travel from the command line, stdin or a dotenv file into `SecretString`s
+//! and from there into a request body; never to stdout, stderr, an error message or another
+//! process's command line. The API never returns one.
+
+mod dotenv;
+mod http;
+mod input;
+mod output;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use coffer_core::{ApiKeyId, EnvName, SecretName};
+use reqwest::Url;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use http::{Api, JsonBody};
+
+/// Options shared by the client commands; all global, so they may follow the subcommand.
+#[derive(clap::Args)]
+pub struct GlobalArgs {
+    /// Address of the Coffer server.
+    #[arg(
+        long,
+        env = "COFFER_ADDR",
+        default_value = "http://127.0.0.1:8720",
+        global = true
+    )]
+    pub addr: String,
+    /// API key; prefer the variable, a flag shows in the process list. Without a key, a
+    /// server on this machine is called with <data-dir>/admin.key.
+    #[arg(long, env = "COFFER_API_KEY", hide_env_values = true, global = true)]
+    pub api_key: Option<SecretString>,
+    /// Data directory: where the server keeps its database and admin.key.
+    #[arg(
+        long,
+        env = "COFFER_DATA_DIR",
+        default_value = "./.coffer",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    /// Print the server's JSON (for lists: every item of every page) instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Environment to work in [default: the API key's own environment, else `default`].
+    #[arg(long, env = "COFFER_ENV", global = true, value_parser = EnvName::new)]
+    pub env: Option<EnvName>,
+}
+
+/// The client's commands.
+#[derive(clap::Subcommand)]
+pub enum ClientCommand {
+    /// List, create and delete environments.
+    #[command(subcommand)]
+    Env(EnvCommand),
+    /// Set, list, delete and import secrets. Values are write-only.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Create, list and revoke API keys.
+    #[command(subcommand, name = "apikey")]
+    ApiKey(ApiKeyCommand),
+}
+
+/// `coffer env …`
+#[derive(clap::Subcommand)]
+pub enum EnvCommand {
+    /// List the environments this key may see.
+    List,
+    /// Create an environment.
+    Create {
+        /// 1-63 lowercase letters, digits and '-'.
+        #[arg(value_parser = EnvName::new)]
+        name: EnvName,
+    },
+    /// Delete an environment, with its secrets and the API keys scoped to it.
+    Delete {
+        #[arg(value_parser = EnvName::new)]
+        name: EnvName,
+    },
+}
+
+/// `coffer secret …`
+#[derive(clap::Subcommand)]
+pub enum SecretCommand {
+    /// Set a secret: create it, or write its next revision.
+    Set {
+        /// 1-128 letters, digits and '_', not starting with a digit.
+        #[arg(value_parser = SecretName::new)]
+        name: SecretName,
+        /// The value. Omit it to read the value from stdin, which keeps it out of shell
+        /// history and the process list; one trailing newline is dropped.
+        // A leading '-' is taken as part of the value, not left to clap, whose error
+        // message would print it.
+        #[arg(allow_hyphen_values = true)]
+        value: Option<SecretString>,
+        /// More words: an unquoted value with spaces, refused without being shown.
+        #[arg(hide = true)]
+        more_words: Vec<SecretString>,
+        /// Write only if the secret is at this revision now (0: only if it does not exist).
+        #[arg(long, value_name = "N")]
+        expected_revision: Option<u64>,
+    },
+    /// List secrets: names, revisions and timestamps, never values.
+    List {
+        /// Secrets asked for per request (every page is fetched).
+        #[arg(long, hide = true, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        page_size: u32,
+    },
+    /// Delete a secret.
+    Delete {
+        #[arg(value_parser = SecretName::new)]
+        name: SecretName,
+        /// Delete only if the secret is at this revision now.
+        #[arg(long, value_name = "N")]
+        expected_revision: Option<u64>,
+    },
+    /// Set one secret per KEY=value entry of a dotenv file ('-' reads stdin).
+    Import {
+        #[arg(value_name = "FILE.env")]
+        file: PathBuf,
+    },
+}
+
+/// `coffer apikey …`
+#[derive(clap::Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create an API key; the key is shown this once. manage and runtime keys belong to
+    /// the environment chosen with --env (or the default one).
+    Create {
+        /// A label saying who or what uses the key.
+        name: String,
+        /// What the key may do.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+    },
+    /// List API keys (never the keys themselves).
+    List,
+    /// Revoke an API key by id (ak_…).
+    Revoke {
+        #[arg(value_parser = ApiKeyId::new)]
+        id: ApiKeyId,
+    },
+}
+
+/// An API key's role.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum RoleArg {
+    /// Everything in every environment, API keys included.
+    Admin,
+    /// Write, list and delete secrets in one environment.
+    Manage,
+    /// Resolve declared secrets in one environment.
+    Runtime,
+}
+
+/// Runs one client command against the server.
+pub async fn run(global: GlobalArgs, command: ClientCommand) -> Result<ExitCode> {
+    let session = Session::open(global)?;
+    match command {
+        ClientCommand::Env(command) => session.env(command).await?,
+        ClientCommand::Secret(command) => session.secret(command).await?,
+        ClientCommand::ApiKey(command) => session.api_key(command).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The environment used when neither `--env` nor a scoped API key names one.
+const DEFAULT_ENV: &str = "default";
+
+/// A server, a key, an environment and an output style: what every command needs.
+struct Session {
+    api: Api,
+    env: EnvName,
+    json: bool,
+}
+
+impl Session {
+    fn open(global: GlobalArgs) -> Result<Self> {
+        let base = http::parse_addr(&global.addr)?;
+        let given = global
+            .api_key
+            .as_ref()
+            .map(|k| k.expose_secret().trim())
+            .filter(|k| !k.is_empty());
+        let key = match given {
+            Some(key) => SecretString::from(key),
+            None => local_admin_key(&base, &global.data_dir)?,
+        };
+        let env = match global.env {
+            Some(env) => env,
+            None => match key_environment(key.expose_secret()) {
+                Some(env) => env,
+                None => EnvName::new(DEFAULT_ENV)?,
+            },
+        };
+        Ok(Session {
+            api: Api::new(base, &global.addr, key)?,
+            env,
+            json: global.json,
+        })
+    }
+
+    async fn env(&self, command: EnvCommand) -> Result<()> {
+        match command {
+            EnvCommand::List => {
+                let answer = self.api.get(&["v1", "environments"], &[]).await?;
+                self.print_list(
+                    items(answer, "environments")?,
+                    &["NAME", "CREATED"],
+                    |e: views::Environment| vec![e.name, e.created_at],
+                )
+            }
+            EnvCommand::Create { name } => {
+                #[derive(Serialize)]
+                struct Body<'a> {
+                    name: &'a str,
+                }
+                let body = JsonBody::new(
+                    &Body {
+                        name: name.as_str(),
+                    },
+                    0,
+                )?;
+                let answer = self.api.post(&["v1", "environments"], body).await?;
+                self.print_done(Some(&answer), || format!("created environment {name}"))
+            }
+            EnvCommand::Delete { name } => {
+                self.api
+                    .delete(&["v1", "environments", name.as_str()], &[])
+                    .await?;
+                self.print_done(None, || {
+                    format!("deleted environment {name} with its secrets and API keys")
+                })
+            }
+        }
+    }
+
+    async fn secret(&self, command: SecretCommand) -> Result<()> {
+        let env = &self.env;
+        match command {
+            SecretCommand::Set {
+                name,
+                value,
+                more_words,
+                expected_revision,
+            } => {
+                if !more_words.is_empty() {
+                    bail!("VALUE must be one argument: quote it, or better, pipe it on stdin");
+                }
+                let value = match value {
+                    Some(value) => value,
+                    None => input::value_from_stdin(name.as_str())?,
+                };
+                let answer = self.put_secret(&name, &value, expected_revision).await?;
+                let meta: views::Secret = parse(&answer)?;
+                self.print_done(Some(&answer), || {
+                    format!("set {name} in {env} (revision {})", meta.revision)
+                })
+            }
+            SecretCommand::List { page_size } => {
+                let secrets = self.all_secrets(page_size).await?;
+                self.print_list(
+                    secrets,
+                    &["NAME", "REVISION", "KEY-VERSION", "UPDATED"],
+                    |s: views::Secret| {
+                        vec![
+                            s.name,
+                            s.revision.to_string(),
+                            s.key_version.to_string(),
+                            s.updated_at,
+                        ]
+                    },
+                )
+            }
+            SecretCommand::Delete {
+                name,
+                expected_revision,
+            } => {
+                let revision = expected_revision.map(|r| r.to_string());
+                let query: Vec<_> = revision
+                    .iter()
+                    .map(|r| ("expectedRevision", r.as_str()))
+                    .collect();
+                self.api
+                    .delete(
+                        &["v1", "environments", env.as_str(), "secrets", name.as_str()],
+                        &query,
+                    )
+                    .await?;
+                self.print_done(None, || format!("deleted {name} from {env}"))
+            }
+            SecretCommand::Import { file } => {
+                let bytes = input::read_file(&file)?;
+                let entries = std::str::from_utf8(&bytes)
+                    .map_err(|_| anyhow!("{} is not UTF-8 text", file.display()))
+                    .and_then(|text| dotenv::parse(text).map_err(anyhow::Error::from))
+                    .with_context(|| format!("cannot import {}", file.display()))?;
+                let mut answers = Vec::with_capacity(entries.len());
+                for (done, entry) in entries.iter().enumerate() {
+                    let answer = self
+                        .put_secret(&entry.name, &entry.value, None)
+                        .await
+                        .with_context(|| {
+                            format!(
+                                "import into {env} stopped at {} ({} imported before it)",
+                                entry.name,
+                                secrets(done)
+                            )
+                        })?;
+                    answers.push(answer);
+                }
+                if self.json {
+                    return output::emit(&output::json(&Value::Array(answers))?);
+                }
+                output::emit(&format!("imported {} into {env}\n", secrets(entries.len())))
+            }
+        }
+    }
+
+    async fn api_key(&self, command: ApiKeyCommand) -> Result<()> {
+        match command {
+            ApiKeyCommand::Create { name, role } => {
+                #[derive(Serialize)]
+                struct Body<'a> {
+                    name: &'a str,
+                    role: &'static str,
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    environment: Option<&'a str>,
+                }
+                let (role, environment) = match role {
+                    RoleArg::Admin => ("admin", None),
+                    RoleArg::Manage => ("manage", Some(self.env.as_str())),
+                    RoleArg::Runtime => ("runtime", Some(self.env.as_str())),
+                };
+                let body = JsonBody::new(
+                    &Body {
+                        name: &name,
+                        role,
+                        environment,
+                    },
+                    0,
+                )?;
+                let answer = self.api.post(&["v1", "api-keys"], body).await?;
+                if self.json {
+                    return output::emit(&output::json(&answer)?);
+                }
+                let created: views::CreatedApiKey = parse(&answer)?;
+                let scope = match &created.environment {
+                    Some(env) => format!("{} in {env}", created.role),
+                    None => format!("{}, all environments", created.role),
+                };
+                let text = Zeroizing::new(format!(
+                    "created API key {} ({}: {scope})\n{}\nThis key will not be shown again: store it now.\n",
+                    output::printable(&created.id),
+                    output::printable(&created.name),
+                    created.key.expose_secret(),
+                ));
+                output::emit(&text)
+            }
+            ApiKeyCommand::List => {
+                let answer = self.api.get(&["v1", "api-keys"], &[]).await?;
+                self.print_list(
+                    items(answer, "apiKeys")?,
+                    &["ID", "NAME", "ROLE", "ENVIRONMENT", "CREATED"],
+                    |k: views::ApiKey| {
+                        let environment = k.environment.unwrap_or_else(|| "(all)".to_owned());
+                        vec![k.id, k.name, k.role, environment, k.created_at]
+                    },
+                )
+            }
+            ApiKeyCommand::Revoke { id } => {
+                self.api
+                    .delete(&["v1", "api-keys", id.as_str()], &[])
+                    .await?;
+                self.print_done(None, || format!("revoked API key {id}"))
+            }
+        }
+    }
+
+    async fn put_secret(
+        &self,
+        name: &SecretName,
+        value: &SecretString,
+        expected_revision: Option<u64>,
+    ) -> Result<Value> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Body<'a> {
+            value: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            expected_revision: Option<u64>,
+        }
+        let value = value.expose_secret();
+        // JSON spells one byte in at most 6 (`\u001f`); the rest of the body fits in 64.
+        let body = JsonBody::new(
+            &Body {
+                value,
+                expected_revision,
+            },
+            value.len() * 6 + 64,
+        )?;
+        self.api
+            .put(
+                &[
+                    "v1",
+                    "environments",
+                    self.env.as_str(),
+                    "secrets",
+                    name.as_str(),
+                ],
+                body,
+            )
+            .await
+    }
+
+    /// Every secret's metadata, following `nextCursor` to the last page.
+    async fn all_secrets(&self, page_size: u32) -> Result<Vec<Value>> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Page {
+            secrets: Vec<Value>,
+            next_cursor: Option<String>,
+        }
+        let path = ["v1", "environments", self.env.as_str(), "secrets"];
+        let limit = page_size.to_string();
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut query = vec![("limit", limit.as_str())];
+            if let Some(cursor) = &cursor {
+                query.push(("cursor", cursor.as_str()));
+            }
+            let page: Page = parse(&self.api.get(&path, &query).await?)?;
+            all.extend(page.secrets);
+            match page.next_cursor.filter(|next| !next.is_empty()) {
+                None => return Ok(all),
+                Some(next) if cursor.as_ref() == Some(&next) => {
+                    bail!("the server sent the same page twice")
+                }
+                next => cursor = next,
+            }
+        }
+    }
+
+    /// A list as a table, or with `--json` as one array of the server's items.
+    fn print_list<T: DeserializeOwned>(
+        &self,
+        items: Vec<Value>,
+        headers: &[&str],
+        row: impl Fn(T) -> Vec<String>,
+    ) -> Result<()> {
+        if self.json {
+            return output::emit(&output::json(&Value::Array(items))?);
+        }
+        let rows = items
+            .iter()
+            .map(|item| parse(item).map(&row))
+            .collect::<Result<Vec<_>>>()?;
+        output::emit(&output::table(headers, &rows))
+    }
+
+    /// A confirmation, or with `--json` the server's answer (nothing for an empty answer).
+    fn print_done(&self, answer: Option<&Value>, message: impl FnOnce() -> String) -> Result<()> {
+        match (self.json, answer) {
+            (true, Some(answer)) => output::emit(&output::json(answer)?),
+            (true, None) => Ok(()),
+            (false, _) => output::emit(&format!("{}\n", message())),
+        }
+    }
+}
+
+/// The admin key a local server wrote, used when no API key is given.
+fn local_admin_key(base: &Url, data_dir: &Path) -> Result<SecretString> {
+    let path = data_dir.join("admin.key");
+    let missing = || {
+        anyhow!(
+            "no API key: set COFFER_API_KEY (or run on the server's machine, where {} exists)",
+            path.display()
+        )
+    };
+    if !http::is_local(base) {
+        return Err(missing());
+    }
+    let bytes = match std::fs::File::open(&path) {
+        Ok(file) => {
+            input::read_all(file).with_context(|| format!("cannot read {}", path.display()))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let key = std::str::from_utf8(&bytes)
+        .ok()
+        .map(str::trim)
+        .filter(|key| !key.is_empty());
+    key.map(SecretString::from)
+        .ok_or_else(|| anyhow!("{} does not hold an API key", path.display()))
+}
+
+/// The environment a scoped key (`ck_<env>_<random>`) belongs to; `None` for admin keys
+/// (`ck_admin_…`) and keys of any other shape.
+fn key_environment(key: &str) -> Option<EnvName> {
+    let (env, _random) = key.strip_prefix("ck_")?.rsplit_once('_')?;
+    if env == "admin" {
+        None
+    } else {
+        EnvName::new(env).ok()
+    }
+}
+
+/// The array under `field` of a list answer.
+fn items(answer: Value, field: &str) -> Result<Vec<Value>> {
+    match answer {
+        Value::Object(mut object) => match object.remove(field) {
+            Some(Value::Array(items)) => Ok(items),
+            _ => bail!("unexpected answer from the server: no {field:?} list"),
+        },
+        _ => bail!("unexpected answer from the server: not a JSON object"),
+    }
+}
+
+fn parse<T: DeserializeOwned>(value: &Value) -> Result<T> {
+    T::deserialize(value).context("unexpected answer from the server")
+}
+
+/// "1 secret", "3 secrets".
+fn secrets(n: usize) -> String {
+    if n == 1 {
+        "1 secret".to_owned()
+    } else {
+        format!("{n} secrets")
+    }
+}
+
+/// The parts of the server's answers that human output shows.
+mod views {
+    use secrecy::SecretString;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Environment {
+        pub name: String,
+        pub created_at: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Secret {
+        pub name: String,
+        pub revision: u64,
+        pub key_version: u64,
+        pub updated_at: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ApiKey {
+        pub id: String,
+        pub name: String,
+        pub role: String,
+        pub environment: Option<String>,
+        pub created_at: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct CreatedApiKey {
+        pub id: String,
+        pub name: String,
+        pub role: String,
+        pub environment: Option<String>,
+        pub key: SecretString,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scoped_keys_name_their_environment() {
+        assert_eq!(
+            key_environment("ck_production_0123abcd").unwrap().as_str(),
+            "production"
+        );
+        assert_eq!(
+            key_environment("ck_eu-west-1_ff").unwrap().as_str(),
+            "eu-west-1"
+        );
+    }
+
+    #[test]
+    fn admin_and_foreign_keys_have_no_environment() {
+        for key in [
+            "ck_admin_0123",
+            "some-seeded-admin-key-of-32-characters",
+            "ck_nohex",
+            "ck_Bad_01",
+            "ck__01",
+        ] {
+            assert!(key_environment(key).is_none(), "{key}");
+        }
+    }
+
+    #[test]
+    fn a_remote_address_never_falls_back_to_a_local_admin_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("admin.key"), "ck_admin_local\n").unwrap();
+        let remote = http::parse_addr("https://coffer.example").unwrap();
+        let e = local_admin_key(&remote, dir.path()).err().unwrap();
+        assert!(e.to_string().contains("set COFFER_API_KEY"), "{e}");
+        let local = http::parse_addr("http://localhost:8720").unwrap();
+        assert_eq!(
+            local_admin_key(&local, dir.path()).unwrap().expose_secret(),
+            "ck_admin_local"
+        );
+    }
+
+    #[test]
+    fn a_missing_admin_key_file_says_how_to_give_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = http::parse_addr("http://127.0.0.1:8720").unwrap();
+        let e = local_admin_key(&local, dir.path())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("set COFFER_API_KEY") && e.contains("admin.key"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn list_answers_yield_their_items() {
+        let answer = serde_json::json!({"environments": [{"name": "a"}], "other": 1});
+        assert_eq!(items(answer, "environments").unwrap().len(), 1);
+        assert!(items(serde_json::json!({"x": []}), "environments").is_err());
+    }
+
+    #[test]
+    fn counts_are_spelled_in_english() {
+        assert_eq!(secrets(0), "0 secrets");
+        assert_eq!(secrets(1), "1 secret");
+        assert_eq!(secrets(2), "2 secrets");
+    }
+}

@@ -1,0 +1,632 @@
+//! The `coffer` binary end to end: each test starts a real `coffer serve` on a free port
+//! with a fresh data dir, then drives it with the real client commands and checks what a
+//! user sees: stdout, stderr and the exit status.
+
+use std::cell::RefCell;
+use std::hash::{BuildHasher, RandomState};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_coffer");
+const MASTER_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+#[test]
+fn env_create_list_and_delete_in_human_and_json_output() {
+    let server = Server::start();
+
+    let created = server.ok(&["env", "create", "staging"]);
+    assert_eq!(created, "created environment staging\n");
+    let list = server.ok(&["env", "list"]);
+    assert!(list.starts_with("NAME"), "{list}");
+    assert!(list.lines().any(|l| l.starts_with("default ")), "{list}");
+    assert!(list.lines().any(|l| l.starts_with("staging ")), "{list}");
+
+    let created = json(&server.ok(&["env", "create", "qa", "--json"]));
+    assert_eq!(created["name"], "qa");
+    let names = names_in(&json(&server.ok(&["env", "list", "--json"])));
+    assert_eq!(names, ["default", "qa", "staging"]);
+
+    assert_eq!(
+        server.ok(&["env", "delete", "staging"]),
+        "deleted environment staging with its secrets and API keys\n"
+    );
+    assert_eq!(server.ok(&["env", "delete", "qa", "--json"]), "");
+    let names = names_in(&json(&server.ok(&["--json", "env", "list"])));
+    assert_eq!(names, ["default"]);
+}
+
+#[test]
+fn creating_an_existing_environment_fails_on_stderr_with_nothing_on_stdout() {
+    let server = Server::start();
+    let run = server.run(&["env", "create", "default"]);
+    run.assert_failed_with("environment_exists");
+    assert!(run.stderr.contains("HTTP 409"), "{}", run.stderr);
+}
+
+#[test]
+fn secret_set_takes_the_value_from_the_argument_or_stdin_and_never_shows_it() {
+    let server = Server::start();
+    let first = server.canary();
+    let second = server.canary();
+
+    assert_eq!(
+        server.ok(&["secret", "set", "API_KEY", &first]),
+        "set API_KEY in default (revision 1)\n"
+    );
+    let piped = server.run_with(
+        &["secret", "set", "API_KEY"],
+        None,
+        Some(&format!("{second}\n")),
+    );
+    assert!(piped.success, "{}", piped.stderr);
+    assert_eq!(piped.stdout, "set API_KEY in default (revision 2)\n");
+
+    let list = server.ok(&["secret", "list"]);
+    let row: Vec<&str> = list
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        list.lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["NAME", "REVISION", "KEY-VERSION", "UPDATED"]
+    );
+    assert_eq!(&row[..3], ["API_KEY", "2", "1"], "{list}");
+
+    let listed = json(&server.ok(&["secret", "list", "--json"]));
+    let secret = &listed.as_array().expect("an array")[0];
+    assert_eq!(secret["name"], "API_KEY");
+    assert_eq!(secret["revision"], 2);
+    assert_eq!(secret["environment"], "default");
+    assert!(secret.get("value").is_none(), "{secret}");
+
+    let set = json(&server.ok(&["--json", "secret", "set", "OTHER", &first]));
+    assert_eq!(set["revision"], 1);
+    server.assert_log_free_of_canaries();
+}
+
+#[test]
+fn values_that_look_like_flags_or_several_words_are_never_echoed() {
+    let server = Server::start();
+    let dashed = format!("--{}", server.canary());
+    let set = server.ok(&["secret", "set", "PEM", &dashed, "--expected-revision", "0"]);
+    assert_eq!(set, "set PEM in default (revision 1)\n");
+
+    let word = server.canary();
+    let run = server.run(&["secret", "set", "PHRASE", "correct", &word, "staple"]);
+    run.assert_failed_with("VALUE must be one argument");
+
+    let piped = server.run_with(
+        &["secret", "set", "PEM", "--expected-revision", "1"],
+        None,
+        Some(&word),
+    );
+    assert_eq!(
+        piped.stdout, "set PEM in default (revision 2)\n",
+        "{}",
+        piped.stderr
+    );
+    server.assert_log_free_of_canaries();
+}
+
+#[test]
+fn a_stale_expected_revision_fails_and_names_the_current_revision() {
+    let server = Server::start();
+    let value = server.canary();
+    server.ok(&["secret", "set", "TOKEN", &value]);
+    let updated = server.ok(&["secret", "set", "TOKEN", &value, "--expected-revision", "1"]);
+    assert_eq!(updated, "set TOKEN in default (revision 2)\n");
+
+    let stale = server.run(&["secret", "set", "TOKEN", &value, "--expected-revision", "1"]);
+    stale.assert_failed_with("revision");
+    assert!(names_current_revision(&stale.stderr, 2), "{}", stale.stderr);
+
+    let must_be_new = server.run(&["secret", "set", "TOKEN", &value, "--expected-revision", "0"]);
+    must_be_new.assert_failed_with("revision_conflict");
+
+    let list = json(&server.ok(&["secret", "list", "--json"]));
+    assert_eq!(list[0]["revision"], 2, "a refused write changes nothing");
+    server.assert_log_free_of_canaries();
+}
+
+#[test]
+fn secret_delete_removes_the_secret_and_honours_expected_revision() {
+    let server = Server::start();
+    let value = server.canary();
+    server.ok(&["secret", "set", "KEEP", &value]);
+    server.ok(&["secret", "set", "GONE", &value]);
+    server.ok(&["secret", "set", "GONE", &value]);
+
+    let stale = server.run(&["secret", "delete", "GONE", "--expected-revision", "1"]);
+    stale.assert_failed_with("revision_conflict");
+    assert!(names_current_revision(&stale.stderr, 2), "{}", stale.stderr);
+    assert_eq!(
+        server.ok(&["secret", "delete", "GONE", "--expected-revision", "2"]),
+        "deleted GONE from default\n"
+    );
+    assert_eq!(
+        names_in(&json(&server.ok(&["secret", "list", "--json"]))),
+        ["KEEP"]
+    );
+
+    server
+        .run(&["secret", "delete", "GONE"])
+        .assert_failed_with("secret_not_found");
+    server.assert_log_free_of_canaries();
+}
+
+#[test]
+fn secret_import_sets_every_dotenv_entry_at_revision_one() {
+    let server = Server::start();
+    let [a, b, c, d, e] = [(); 5].map(|()| server.canary());
+    let file = server.dir.path().join("app.env");
+    let dotenv = format!(
+        "# settings for the app\n\
+         \n\
+         PLAIN={a}   # trailing comment\n\
+         export EXPORTED={b}\n\
+         SINGLE='{c} # not a comment'\n\
+         DOUBLE=\"{d}\\n\\t\\\"quoted\\\"\"\n\
+         PEM=\"-----BEGIN KEY-----\n{e}\n-----END KEY-----\"\n\
+         EMPTY=\n"
+    );
+    std::fs::write(&file, dotenv).unwrap();
+
+    let imported = server.ok(&["secret", "import", path(&file)]);
+    assert_eq!(imported, "imported 6 secrets into default\n");
+
+    let list = json(&server.ok(&["secret", "list", "--json"]));
+    assert_eq!(
+        names_in(&list),
+        ["DOUBLE", "EMPTY", "EXPORTED", "PEM", "PLAIN", "SINGLE"]
+    );
+    for secret in list.as_array().unwrap() {
+        assert_eq!(secret["revision"], 1, "{secret}");
+    }
+    server.assert_log_free_of_canaries();
+}
+
+#[test]
+fn secret_import_of_a_broken_file_names_the_line_and_sets_nothing() {
+    let server = Server::start();
+    let value = server.canary();
+    let file = server.dir.path().join("broken.env");
+    std::fs::write(&file, format!("GOOD=1\n\n{value}\n")).unwrap();
+
+    let run = server.run(&["secret", "import", path(&file)]);
+    run.assert_failed_with("line 3");
+    assert_eq!(server.ok(&["secret", "list", "--json"]).trim(), "[]");
+}
+
+#[test]
+fn secret_list_follows_every_page() {
+    let server = Server::start();
+    let file = server.dir.path().join("many.env");
+    let names: Vec<String> = (0..7).map(|i| format!("S{i}")).collect();
+    let body: String = names.iter().map(|n| format!("{n}=v\n")).collect();
+    std::fs::write(&file, body).unwrap();
+    server.ok(&["secret", "import", path(&file)]);
+
+    let listed = json(&server.ok(&["secret", "list", "--json", "--page-size", "3"]));
+    assert_eq!(names_in(&listed), names);
+    let table = server.ok(&["secret", "list", "--page-size", "2"]);
+    assert_eq!(table.lines().count(), 1 + names.len(), "{table}");
+}
+
+#[test]
+fn a_manage_key_works_in_its_own_environment_without_env_and_may_not_create_environments() {
+    let server = Server::start();
+    let value = server.canary();
+    server.ok(&["env", "create", "prod"]);
+    server.ok(&["secret", "set", "DB_PASSWORD", &value, "--env", "prod"]);
+    server.ok(&["secret", "set", "ELSEWHERE", &value]);
+
+    let created = server.ok(&[
+        "apikey", "create", "ci", "--role", "manage", "--env", "prod",
+    ]);
+    assert!(created.contains("will not be shown again"), "{created}");
+    let key = key_in(&created);
+    assert!(key.starts_with("ck_prod_"), "{created}");
+
+    let list = server.run_with(&["secret", "list"], Some(&key), None);
+    assert!(list.success, "{}", list.stderr);
+    assert_eq!(
+        list.stdout
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().next().unwrap())
+            .collect::<Vec<_>>(),
+        ["DB_PASSWORD"]
+    );
+    let set = server.run_with(&["secret", "set", "FROM_CI"], Some(&key), Some(&value));
+    assert_eq!(
+        set.stdout, "set FROM_CI in prod (revision 1)\n",
+        "{}",
+        set.stderr
+    );
+
+    let forbidden = server.run_with(&["env", "create", "mine"], Some(&key), None);
+    forbidden.assert_failed_with("forbidden");
+    assert!(
+        forbidden.stderr.contains("HTTP 403"),
+        "{}",
+        forbidden.stderr
+    );
+    let other_env = server.run_with(&["secret", "list", "--env", "default"], Some(&key), None);
+    other_env.assert_failed_with("HTTP 403");
+    server.assert_log_free_of_canaries();
+}
+
+#[test]
+fn apikey_list_shows_keys_without_the_key_and_a_revoked_key_is_unauthorized() {
+    let server = Server::start();
+    let created = json(&server.ok(&[
+        "apikey",
+        "create",
+        "deploy-bot",
+        "--role",
+        "manage",
+        "--json",
+    ]));
+    let (id, key) = (
+        created["id"].as_str().unwrap(),
+        created["key"].as_str().unwrap(),
+    );
+    assert_eq!(created["environment"], "default");
+    assert!(key.starts_with("ck_default_"), "{created}");
+
+    let list = server.ok(&["apikey", "list"]);
+    let row = list
+        .lines()
+        .find(|l| l.starts_with(id))
+        .unwrap_or_else(|| panic!("{id} missing from\n{list}"));
+    assert_eq!(
+        row.split_whitespace().take(4).collect::<Vec<_>>(),
+        [id, "deploy-bot", "manage", "default"]
+    );
+    assert!(!list.contains(key), "{list}");
+    let listed = json(&server.ok(&["apikey", "list", "--json"]));
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k.get("key").is_none()),
+        "{listed}"
+    );
+
+    assert!(
+        server
+            .run_with(&["secret", "list"], Some(key), None)
+            .success
+    );
+    assert_eq!(
+        server.ok(&["apikey", "revoke", id]),
+        format!("revoked API key {id}\n")
+    );
+    assert!(!server.ok(&["apikey", "list"]).contains(id));
+    server
+        .run_with(&["secret", "list"], Some(key), None)
+        .assert_failed_with("unauthorized");
+}
+
+#[test]
+fn an_admin_key_is_created_without_an_environment() {
+    let server = Server::start();
+    let created = server.ok(&["apikey", "create", "ops", "--role", "admin"]);
+    let key = key_in(&created);
+    assert!(key.starts_with("ck_admin_"), "{created}");
+    let envs = server.run_with(&["env", "create", "made-by-ops"], Some(&key), None);
+    assert!(envs.success, "{}", envs.stderr);
+}
+
+#[test]
+fn without_an_api_key_a_local_server_is_called_with_its_admin_key_file() {
+    let server = Server::start();
+    let mut cmd = server.command(&["env", "list", "--data-dir", path(&server.data_dir())]);
+    cmd.env_remove("COFFER_API_KEY");
+    let run = Run::of(&mut cmd, None);
+    assert!(run.success, "{}", run.stderr);
+    assert!(run.stdout.contains("default"), "{}", run.stdout);
+}
+
+#[test]
+fn without_an_api_key_or_admin_key_file_the_error_says_to_set_coffer_api_key() {
+    let empty = tempfile::tempdir().unwrap();
+    let mut cmd = clean_command(&["env", "list", "--data-dir", path(empty.path())]);
+    cmd.env("COFFER_ADDR", format!("http://127.0.0.1:{}", free_port()));
+    Run::of(&mut cmd, None).assert_failed_with("set COFFER_API_KEY");
+}
+
+#[test]
+fn a_closed_port_says_no_coffer_server_answers() {
+    let addr = format!("http://127.0.0.1:{}", free_port());
+    let mut cmd = clean_command(&["secret", "list"]);
+    cmd.env("COFFER_ADDR", &addr)
+        .env("COFFER_API_KEY", "ck_admin_00");
+    let run = Run::of(&mut cmd, None);
+    run.assert_failed_with(&format!("no Coffer server answers at {addr}"));
+    assert!(run.stderr.contains("coffer serve"), "{}", run.stderr);
+}
+
+#[test]
+fn an_invalid_name_is_refused_before_any_request() {
+    let mut cmd = clean_command(&["secret", "set", "1BAD", "value"]);
+    cmd.env("COFFER_ADDR", format!("http://127.0.0.1:{}", free_port()))
+        .env("COFFER_API_KEY", "ck_admin_00");
+    let run = Run::of(&mut cmd, None);
+    assert!(!run.success);
+    assert!(run.stderr.contains("secret name"), "{}", run.stderr);
+    assert!(!run.stderr.contains("no Coffer server"), "{}", run.stderr);
+}
+
+// ----- harness -----
+
+/// A `coffer serve` child process with its own data dir; killed on drop.
+struct Server {
+    child: Child,
+    addr: String,
+    admin_key: String,
+    dir: tempfile::TempDir,
+    canaries: RefCell<Vec<String>>,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let port = free_port();
+        let mut child = clean_command(&[
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            path(&data_dir),
+        ])
+        .env("COFFER_MASTER_KEY", MASTER_KEY)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn coffer serve");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !healthz_answers(port) {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "coffer serve exited with {status}:\n{}",
+                    read_log(dir.path())
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "coffer serve did not answer /healthz within 15 s:\n{}",
+                    read_log(dir.path())
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let admin_key = std::fs::read_to_string(data_dir.join("admin.key"))
+            .expect("admin.key written at first start");
+        Server {
+            child,
+            addr: format!("http://127.0.0.1:{port}"),
+            admin_key: admin_key.trim().to_owned(),
+            dir,
+            canaries: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A random secret value; every later command's output is checked not to contain it.
+    fn canary(&self) -> String {
+        let random = RandomState::new().hash_one(SystemTime::now());
+        let canary = format!("canary{random:016x}");
+        self.canaries.borrow_mut().push(canary.clone());
+        canary
+    }
+
+    /// `coffer ARGS` against this server with the admin key.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = clean_command(args);
+        cmd.env("COFFER_ADDR", &self.addr)
+            .env("COFFER_API_KEY", &self.admin_key);
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        self.run_with(args, None, None)
+    }
+
+    /// Runs a command, with another API key and/or stdin, and checks no canary shows.
+    fn run_with(&self, args: &[&str], key: Option<&str>, stdin: Option<&str>) -> Run {
+        let mut cmd = self.command(args);
+        if let Some(key) = key {
+            cmd.env("COFFER_API_KEY", key);
+        }
+        let run = Run::of(&mut cmd, stdin);
+        for canary in self.canaries.borrow().iter() {
+            assert!(
+                !run.stdout.contains(canary) && !run.stderr.contains(canary),
+                "a secret value was shown by `coffer {}`:\nstdout: {}\nstderr: {}",
+                args.join(" "),
+                run.stdout,
+                run.stderr
+            );
+        }
+        run
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let run = self.run(args);
+        assert!(
+            run.success,
+            "`coffer {}` failed:\n{}",
+            args.join(" "),
+            run.stderr
+        );
+        assert!(
+            run.stderr.is_empty(),
+            "`coffer {}` wrote to stderr:\n{}",
+            args.join(" "),
+            run.stderr
+        );
+        run.stdout
+    }
+
+    fn assert_log_free_of_canaries(&self) {
+        let log = read_log(self.dir.path());
+        for canary in self.canaries.borrow().iter() {
+            assert!(
+                !log.contains(canary),
+                "a secret value is in the server log:\n{log}"
+            );
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a finished `coffer` command showed.
+struct Run {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn of(cmd: &mut Command, stdin: Option<&str>) -> Run {
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn coffer");
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            pipe.write_all(input.as_bytes()).unwrap();
+        }
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = child.wait_with_output().unwrap();
+        Run {
+            success: status.success(),
+            stdout: String::from_utf8(stdout).unwrap(),
+            stderr: String::from_utf8(stderr).unwrap(),
+        }
+    }
+
+    /// Failed with a non-zero exit, `error: …` naming `needle` on stderr, nothing on stdout.
+    fn assert_failed_with(&self, needle: &str) {
+        assert!(
+            !self.success,
+            "expected a failure, got stdout:\n{}",
+            self.stdout
+        );
+        assert!(
+            self.stdout.is_empty(),
+            "a failure printed to stdout:\n{}",
+            self.stdout
+        );
+        assert!(self.stderr.starts_with("error: "), "{}", self.stderr);
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.stderr
+        );
+    }
+}
+
+/// `coffer ARGS` with no `COFFER_*` variable inherited from the developer's shell.
+fn clean_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("COFFER_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn healthz_answers(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let mut answer = String::new();
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_to_string(&mut answer).is_ok()
+        && answer.starts_with("HTTP/1.1 200")
+}
+
+fn read_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("temp paths are UTF-8")
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
+}
+
+/// The `name` of every item of a JSON array.
+fn names_in(list: &Value) -> Vec<String> {
+    let items = list
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"));
+    items
+        .iter()
+        .map(|item| item["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Whether an error names `n` as the current revision (the server's words or the client's).
+fn names_current_revision(stderr: &str, n: u64) -> bool {
+    stderr.contains(&format!("current revision is {n}"))
+        || stderr.contains(&format!("current revision: {n}"))
+}
+
+/// The API key in `coffer apikey create`'s human output.
+fn key_in(output: &str) -> String {
+    let key = output
+        .split_whitespace()
+        .find(|word| word.starts_with("ck_"));
+    key.unwrap_or_else(|| panic!("no key in:\n{output}"))
+        .to_owned()
+}

@@ -1,0 +1,453 @@
+//! Key lifecycle on the embedded store: rotation, rewrap, unreadable values, dev-mode
+//! migration, the removed-version guard and the nonce budget.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use coffer_core::{
+    Applied, Coffer, CoreError, EnvName, Mutation, NONCE_BUDGET_WARNING, Principal, RewrapReport,
+    SecretName, StartupError, StartupOptions, StartupReport, ValueStatus,
+};
+use coffer_crypto::{Key, KeyVersion, Keyring};
+use coffer_sqlite::SqliteStore;
+use coffer_store::{Catalog, Replacement, Role, SecretStore, StoredValue};
+use secrecy::{ExposeSecret, SecretString};
+
+const K1: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+const K2: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+
+fn ring(current: u32, keys: &[(u32, &str)]) -> Option<Keyring> {
+    let keys: BTreeMap<KeyVersion, Key> = keys
+        .iter()
+        .map(|(v, k)| (KeyVersion::new(*v).unwrap(), Key::from_material(k).unwrap()))
+        .collect();
+    Some(Keyring::new(KeyVersion::new(current).unwrap(), keys).unwrap())
+}
+
+struct Node {
+    coffer: Arc<Coffer>,
+    store: Arc<SqliteStore>,
+    report: StartupReport,
+}
+
+async fn start(
+    dir: &std::path::Path,
+    keyring: Option<Keyring>,
+    allow_unreadable: bool,
+) -> Result<Node, StartupError> {
+    let store = Arc::new(SqliteStore::open(dir).unwrap());
+    let options = StartupOptions {
+        catalog: store.clone(),
+        secrets: store.clone(),
+        keyring,
+        require_encryption: false,
+        admin_key_seed: None,
+        allow_unreadable,
+    };
+    let (coffer, report) = options.start().await?;
+    Ok(Node {
+        coffer: Arc::new(coffer),
+        store,
+        report,
+    })
+}
+
+const ADMIN: fn() -> Principal = || Principal {
+    key_id: coffer_store::ApiKeyId::new("ak_00").unwrap(),
+    role: Role::Admin,
+};
+
+fn env() -> EnvName {
+    EnvName::new("default").unwrap()
+}
+
+fn name(n: &str) -> SecretName {
+    SecretName::new(n).unwrap()
+}
+
+async fn put(c: &Coffer, n: &str, value: &str) -> Result<Applied, CoreError> {
+    let m = Mutation::PutSecret {
+        env: env(),
+        name: name(n),
+        value: SecretString::from(value),
+        expected_revision: None,
+    };
+    c.apply(&ADMIN(), m).await
+}
+
+async fn resolve(c: &Coffer, n: &str) -> Result<Option<String>, CoreError> {
+    c.resolve_secret(&ADMIN(), &env(), &name(n))
+        .await
+        .map(|v| v.map(|s| s.expose_secret().to_owned()))
+}
+
+async fn rewrap(c: &Coffer) -> RewrapReport {
+    match c
+        .apply(
+            &ADMIN(),
+            Mutation::Rewrap {
+                after: None,
+                limit: None,
+            },
+        )
+        .await
+        .unwrap()
+    {
+        Applied::Rewrapped(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn versions(store: &SqliteStore) -> Vec<(u32, u64)> {
+    store
+        .count_by_key_version()
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+async fn status_of(c: &Coffer, n: &str) -> ValueStatus {
+    c.value_status(&c.secret_meta(&ADMIN(), &env(), &name(n)).await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_then_rewrap_moves_every_value_to_the_current_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
+    for i in 0..2500 {
+        put(&n.coffer, &format!("S{i}"), &format!("value {i}"))
+            .await
+            .unwrap();
+    }
+    drop(n);
+    let n = start(dir.path(), ring(2, &[(1, K1), (2, K2)]), false)
+        .await
+        .unwrap();
+    let status = n.coffer.key_status(&ADMIN()).await.unwrap();
+    assert_eq!(status.current, Some(2));
+    assert_eq!(
+        status
+            .versions
+            .iter()
+            .map(|v| (v.version, v.current, v.values))
+            .collect::<Vec<_>>(),
+        [(1, false, 2500), (2, true, 0)]
+    );
+    let report = rewrap(&n.coffer).await;
+    assert_eq!(
+        (report.rewrapped, report.already_current, report.unreadable),
+        (2500, 0, 0)
+    );
+    assert_eq!(versions(&n.store).await, [(2, 2500)]);
+    assert_eq!(
+        resolve(&n.coffer, "S1234").await.unwrap().as_deref(),
+        Some("value 1234")
+    );
+    let meta = n
+        .coffer
+        .secret_meta(&ADMIN(), &env(), &name("S7"))
+        .await
+        .unwrap();
+    assert_eq!(
+        meta.revision, 1,
+        "a rewrap does not change what the value is"
+    );
+    let again = rewrap(&n.coffer).await;
+    assert_eq!(
+        (again.rewrapped, again.already_current),
+        (0, 2500),
+        "rewrap is idempotent"
+    );
+    drop(n);
+    // Version 1 is unused now: it can leave the keyring.
+    let n = start(dir.path(), ring(2, &[(2, K2)]), false).await.unwrap();
+    assert_eq!(
+        resolve(&n.coffer, "S0").await.unwrap().as_deref(),
+        Some("value 0")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrap_under_a_stream_of_writes_loses_no_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
+    for i in 0..3000 {
+        put(&n.coffer, &format!("S{i}"), "v1").await.unwrap();
+    }
+    drop(n);
+    let n = start(dir.path(), ring(2, &[(1, K1), (2, K2)]), false)
+        .await
+        .unwrap();
+    let writer = {
+        let c = n.coffer.clone();
+        tokio::spawn(async move {
+            let mut last = BTreeMap::new();
+            for round in 0..6 {
+                for i in (0..3000).step_by(7) {
+                    let value = format!("round {round} of S{i}");
+                    put(&c, &format!("S{i}"), &value).await.unwrap();
+                    last.insert(i, value);
+                }
+            }
+            last
+        })
+    };
+    let mut report = RewrapReport::default();
+    let mut concurrent_rounds = 0;
+    while !writer.is_finished() {
+        report.absorb(rewrap(&n.coffer).await);
+        concurrent_rounds += 1;
+    }
+    assert!(
+        concurrent_rounds > 0,
+        "the rewrap ran while writes streamed in"
+    );
+    let last = writer.await.unwrap();
+    report.absorb(rewrap(&n.coffer).await);
+    assert_eq!(report.unreadable, 0);
+    assert_eq!(
+        versions(&n.store).await,
+        [(2, 3000)],
+        "every value on the current version"
+    );
+    for (i, value) in last {
+        assert_eq!(
+            resolve(&n.coffer, &format!("S{i}")).await.unwrap(),
+            Some(value),
+            "S{i} kept its last write"
+        );
+    }
+    assert_eq!(
+        resolve(&n.coffer, "S1").await.unwrap().as_deref(),
+        Some("v1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewrap_resumes_from_any_cursor_and_a_second_run_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
+    for i in 0..250 {
+        put(&n.coffer, &format!("S{i:03}"), "v").await.unwrap();
+    }
+    drop(n);
+    let n = start(dir.path(), ring(2, &[(1, K1), (2, K2)]), false)
+        .await
+        .unwrap();
+    let first = match n
+        .coffer
+        .apply(
+            &ADMIN(),
+            Mutation::Rewrap {
+                after: None,
+                limit: Some(100),
+            },
+        )
+        .await
+        .unwrap()
+    {
+        Applied::Rewrapped(r) => r,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(first.rewrapped, 100);
+    assert!(first.next.is_some());
+    drop(n); // as if the process died here
+    let n = start(dir.path(), ring(2, &[(1, K1), (2, K2)]), false)
+        .await
+        .unwrap();
+    let rest = rewrap(&n.coffer).await;
+    assert_eq!((rest.rewrapped, rest.already_current), (150, 100));
+    assert_eq!(versions(&n.store).await, [(2, 250)]);
+}
+
+/// Flips one bit of a stored blob's ciphertext part, as disk rot or a hand edit would.
+async fn tamper(store: &SqliteStore, n: &str) {
+    let record = store.get(&env(), &name(n)).await.unwrap().unwrap();
+    let StoredValue::Sealed { key_version, blob } = record.value else {
+        panic!("sealed")
+    };
+    let mut parts: Vec<String> = blob.split(':').map(str::to_owned).collect();
+    let mut ct = parts[1].clone().into_bytes();
+    ct[0] = if ct[0] == b'A' { b'B' } else { b'A' };
+    parts[1] = String::from_utf8(ct).unwrap();
+    let value = StoredValue::Sealed {
+        key_version,
+        blob: parts.join(":"),
+    };
+    let r = Replacement {
+        environment: env(),
+        name: name(n),
+        revision: record.meta.revision,
+        value,
+    };
+    assert_eq!(store.replace_values(vec![r]).await.unwrap(), [true]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tampered_value_is_unreadable_and_breaks_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
+    for s in ["A", "B", "C"] {
+        put(&n.coffer, s, &format!("value of {s}")).await.unwrap();
+    }
+    tamper(&n.store, "B").await;
+    drop(n);
+    let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
+    assert_eq!(n.report.unreadable, 1, "start-up finds it");
+    let page = n
+        .coffer
+        .list_secrets(&ADMIN(), &env(), None, 100)
+        .await
+        .unwrap();
+    let statuses: Vec<_> = page
+        .items
+        .iter()
+        .map(|m| (m.name.to_string(), n.coffer.value_status(m)))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("A".into(), ValueStatus::Ok),
+            ("B".into(), ValueStatus::Unreadable),
+            ("C".into(), ValueStatus::Ok)
+        ]
+    );
+    assert_eq!(n.coffer.status().unreadable_values, 1);
+    assert!(matches!(
+        resolve(&n.coffer, "B").await,
+        Err(CoreError::Unreadable { .. })
+    ));
+    assert_eq!(
+        resolve(&n.coffer, "C").await.unwrap().as_deref(),
+        Some("value of C")
+    );
+    let report = rewrap(&n.coffer).await;
+    assert_eq!(
+        (report.unreadable, report.already_current),
+        (1, 2),
+        "rewrap reports it and goes on"
+    );
+    put(&n.coffer, "B", "repaired").await.unwrap();
+    assert_eq!(
+        status_of(&n.coffer, "B").await,
+        ValueStatus::Ok,
+        "writing it again repairs it"
+    );
+    assert_eq!(
+        resolve(&n.coffer, "B").await.unwrap().as_deref(),
+        Some("repaired")
+    );
+    assert_eq!(n.coffer.status().unreadable_values, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_found_unreadable_at_runtime_is_marked() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
+    put(&n.coffer, "A", "x").await.unwrap();
+    tamper(&n.store, "A").await;
+    assert_eq!(
+        status_of(&n.coffer, "A").await,
+        ValueStatus::Ok,
+        "not known yet"
+    );
+    assert!(resolve(&n.coffer, "A").await.is_err());
+    assert_eq!(status_of(&n.coffer, "A").await, ValueStatus::Unreadable);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_mode_values_are_encrypted_at_the_first_start_with_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), None, false).await.unwrap();
+    for s in ["A", "B"] {
+        put(&n.coffer, s, &format!("plain {s}")).await.unwrap();
+    }
+    assert_eq!(versions(&n.store).await, [(0, 2)]);
+    drop(n);
+    let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
+    assert_eq!(n.report.migrated_plaintext, 2);
+    assert_eq!(versions(&n.store).await, [(1, 2)]);
+    assert_eq!(
+        resolve(&n.coffer, "B").await.unwrap().as_deref(),
+        Some("plain B")
+    );
+    drop(n);
+    let again = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
+    assert_eq!(again.report.migrated_plaintext, 0);
+    drop(again);
+    assert!(matches!(
+        start(dir.path(), None, false).await.err(),
+        Some(StartupError::EncryptedValuesNeedKey { count: 2 })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_key_version_stops_start_up_unless_unreadable_values_are_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
+    put(&n.coffer, "OLD", "x").await.unwrap();
+    drop(n);
+    let n = start(dir.path(), ring(2, &[(1, K1), (2, K2)]), false)
+        .await
+        .unwrap();
+    put(&n.coffer, "NEW", "y").await.unwrap();
+    drop(n);
+    let err = start(dir.path(), ring(2, &[(2, K2)]), false)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(
+            err,
+            StartupError::MissingKeyVersion {
+                version: 1,
+                values: 1
+            }
+        ),
+        "{err}"
+    );
+    let n = start(dir.path(), ring(2, &[(2, K2)]), true).await.unwrap();
+    assert_eq!(status_of(&n.coffer, "OLD").await, ValueStatus::Unreadable);
+    assert_eq!(status_of(&n.coffer, "NEW").await, ValueStatus::Ok);
+    let keys = n.coffer.key_status(&ADMIN()).await.unwrap();
+    let v1 = keys.versions.iter().find(|v| v.version == 1).unwrap();
+    assert!(!v1.in_keyring && v1.values == 1);
+    assert!(matches!(
+        resolve(&n.coffer, "OLD").await,
+        Err(CoreError::Unreadable { .. })
+    ));
+    assert_eq!(
+        resolve(&n.coffer, "NEW").await.unwrap().as_deref(),
+        Some("y")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encryptions_are_counted_and_warned_about_past_the_nonce_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
+    for i in 0..5 {
+        put(&n.coffer, &format!("S{i}"), "v").await.unwrap();
+    }
+    n.coffer.flush_counters().await.unwrap();
+    let v1 = KeyVersion::new(1).unwrap();
+    assert_eq!(
+        n.store.encryption_counts().await.unwrap().get(&v1),
+        Some(&5)
+    );
+    assert!(n.coffer.status().warnings.is_empty());
+    n.store
+        .add_encryptions(v1, NONCE_BUDGET_WARNING)
+        .await
+        .unwrap();
+    n.coffer.flush_counters().await.unwrap();
+    let warnings = n.coffer.status().warnings;
+    assert_eq!(warnings.len(), 1);
+    assert!(
+        warnings[0].contains("key version 1") && warnings[0].contains("rewrap"),
+        "{warnings:?}"
+    );
+    let keys = n.coffer.key_status(&ADMIN()).await.unwrap();
+    assert_eq!(keys.versions[0].encryptions, NONCE_BUDGET_WARNING + 5);
+}
