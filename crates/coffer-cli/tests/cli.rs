@@ -4,15 +4,17 @@
 
 use std::cell::RefCell;
 use std::hash::{BuildHasher, RandomState};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::{Command, Output, Stdio};
+use std::time::SystemTime;
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_coffer");
+mod common;
+
+use common::{ServerProcess, clean_command, free_port};
+
 const MASTER_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
 #[test]
@@ -79,9 +81,9 @@ fn secret_set_takes_the_value_from_the_argument_or_stdin_and_never_shows_it() {
             .unwrap()
             .split_whitespace()
             .collect::<Vec<_>>(),
-        ["NAME", "REVISION", "KEY-VERSION", "UPDATED"]
+        ["NAME", "REVISION", "KEY-VERSION", "STATUS", "UPDATED"]
     );
-    assert_eq!(&row[..3], ["API_KEY", "2", "1"], "{list}");
+    assert_eq!(&row[..4], ["API_KEY", "2", "1", "ok"], "{list}");
 
     let listed = json(&server.ok(&["secret", "list", "--json"]));
     let secret = &listed.as_array().expect("an array")[0];
@@ -372,9 +374,10 @@ fn an_invalid_name_is_refused_before_any_request() {
 
 // ----- harness -----
 
-/// A `coffer serve` child process with its own data dir; killed on drop.
+/// A `coffer serve` child process with its own data dir, and the canary values every
+/// command's output is checked against.
 struct Server {
-    child: Child,
+    process: ServerProcess,
     addr: String,
     admin_key: String,
     dir: tempfile::TempDir,
@@ -384,45 +387,15 @@ struct Server {
 impl Server {
     fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let data_dir = dir.path().join("data");
-        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let port = free_port();
-        let mut child = clean_command(&[
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-            path(&data_dir),
-        ])
-        .env("COFFER_MASTER_KEY", MASTER_KEY)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn coffer serve");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !healthz_answers(port) {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "coffer serve exited with {status}:\n{}",
-                    read_log(dir.path())
-                );
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "coffer serve did not answer /healthz within 15 s:\n{}",
-                    read_log(dir.path())
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let admin_key = std::fs::read_to_string(data_dir.join("admin.key"))
-            .expect("admin.key written at first start");
+        let process = ServerProcess::start(
+            &dir.path().join("data"),
+            &[("COFFER_MASTER_KEY", MASTER_KEY)],
+            &[],
+        );
         Server {
-            child,
-            addr: format!("http://127.0.0.1:{port}"),
-            admin_key: admin_key.trim().to_owned(),
+            addr: process.base.clone(),
+            admin_key: process.admin_key(),
+            process,
             dir,
             canaries: RefCell::new(Vec::new()),
         }
@@ -490,20 +463,13 @@ impl Server {
     }
 
     fn assert_log_free_of_canaries(&self) {
-        let log = read_log(self.dir.path());
+        let log = self.process.log();
         for canary in self.canaries.borrow().iter() {
             assert!(
                 !log.contains(canary),
                 "a secret value is in the server log:\n{log}"
             );
         }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -559,42 +525,6 @@ impl Run {
             self.stderr
         );
     }
-}
-
-/// `coffer ARGS` with no `COFFER_*` variable inherited from the developer's shell.
-fn clean_command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("COFFER_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn healthz_answers(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-    let mut answer = String::new();
-    stream.write_all(request.as_bytes()).is_ok()
-        && stream.read_to_string(&mut answer).is_ok()
-        && answer.starts_with("HTTP/1.1 200")
-}
-
-fn read_log(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
 }
 
 fn path(p: &Path) -> &str {

@@ -1,152 +1,55 @@
 //! `coffer serve` as a process: zero set-up start, keys at start-up, shutdown, durability,
 //! and a canary value that must never leave through responses, files or logs.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{ServerProcess, clean_command, free_port};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_coffer");
 const K1: &str = "9d4f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7";
 const K2: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-/// A running `coffer serve`; killed on drop. Its stderr is collected in `log`.
-struct Server {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    base: String,
-    data_dir: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_addr() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").to_string()
-}
-
-/// `coffer` with a clean environment: no COFFER_* leaks in from the developer's shell.
+/// `coffer` with a clean environment plus `envs`.
 fn coffer(envs: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(BIN);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("COFFER_") {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = clean_command(&[]);
     cmd.envs(envs.iter().copied());
     cmd
 }
 
-fn spawn(data_dir: &Path, envs: &[(&str, &str)]) -> Server {
-    let addr = free_addr();
-    let mut child = coffer(envs)
-        .args(["serve", "--listen", &addr, "--data-dir"])
-        .arg(data_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn coffer serve");
-    let log = Arc::new(Mutex::new(String::new()));
-    let stderr = child.stderr.take().expect("stderr");
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let mut log = sink.lock().unwrap();
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
-    Server {
-        child,
-        log,
-        base: format!("http://{addr}"),
-        data_dir: data_dir.to_owned(),
-    }
+fn free_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
 }
 
-impl Server {
-    /// Waits until `/healthz` answers; panics with the server's log if it exits first.
-    async fn ready(mut self) -> Server {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = reqwest::get(format!("{}/healthz", self.base)).await
-                && r.status().is_success()
-            {
-                return self;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "coffer serve exited ({status}) before it was ready:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server not ready in time:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+fn spawn(data_dir: &Path, envs: &[(&str, &str)]) -> ServerProcess {
+    ServerProcess::spawn(data_dir, envs, &[])
+}
 
-    /// Waits for the process to exit on its own; returns whether it succeeded.
-    fn exit(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(100)); // let the log reader drain
-                return status.success();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not exit:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+fn start(data_dir: &Path, envs: &[(&str, &str)]) -> ServerProcess {
+    ServerProcess::start(data_dir, envs, &[])
+}
 
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+/// One admin request to `s`; returns the status and the body text.
+async fn call(
+    s: &ServerProcess,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, String) {
+    let url = format!("{}{path}", s.base);
+    let mut req = reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(s.admin_key());
+    if let Some(body) = body {
+        req = req.json(&body);
     }
-
-    fn admin_key(&self) -> String {
-        std::fs::read_to_string(self.data_dir.join("admin.key"))
-            .expect("admin.key")
-            .trim()
-            .to_owned()
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, String) {
-        let mut req = reqwest::Client::new()
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(self.admin_key());
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.expect("request");
-        (resp.status(), resp.text().await.expect("body"))
-    }
-
-    fn terminate(&mut self) -> bool {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(sent.success());
-        self.exit()
-    }
+    let resp = req.send().await.expect("request");
+    (resp.status(), resp.text().await.expect("body"))
 }
 
 fn json_of(text: &str) -> Value {
@@ -158,7 +61,7 @@ async fn first_start_prints_the_admin_key_once_and_saves_it_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut s = spawn(&data, &[]).ready().await;
+    let mut s = start(&data, &[]);
     let key = s.admin_key();
     assert!(key.starts_with("ck_admin_"), "{key}");
     let mode = std::fs::metadata(data.join("admin.key"))
@@ -172,16 +75,16 @@ async fn first_start_prints_the_admin_key_once_and_saves_it_private() {
         s.log().contains("DEV MODE"),
         "no key configured: a loud warning"
     );
-    let (status, body) = s.call(Method::GET, "/v1/status", None).await;
+    let (status, body) = call(&s, Method::GET, "/v1/status", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json_of(&body)["encryption"], "disabled");
     assert!(json_of(&body)["currentKeyVersion"].is_null());
-    let (status, body) = s.call(Method::GET, "/v1/environments", None).await;
+    let (status, body) = call(&s, Method::GET, "/v1/environments", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json_of(&body)["environments"][0]["name"], "default");
     assert!(s.terminate(), "SIGTERM is a clean exit");
 
-    let s = spawn(&data, &[]).ready().await;
+    let s = start(&data, &[]);
     assert!(!s.log().contains(&key), "later starts never show the key");
     assert!(
         s.log().contains("DEV MODE"),
@@ -267,20 +170,18 @@ async fn unusable_key_material_is_refused_with_a_clear_message() {
 #[tokio::test]
 async fn the_wrong_key_stops_start_up_before_anything_is_served() {
     let dir = tempfile::tempdir().unwrap();
-    let s = spawn(dir.path(), &[("COFFER_MASTER_KEY", K1)])
-        .ready()
-        .await;
-    let (status, _) = s
-        .call(
-            Method::PUT,
-            "/v1/environments/default/secrets/A",
-            Some(json!({"value": "x"})),
-        )
-        .await;
+    let s = start(&dir.path().join("data"), &[("COFFER_MASTER_KEY", K1)]);
+    let (status, _) = call(
+        &s,
+        Method::PUT,
+        "/v1/environments/default/secrets/A",
+        Some(json!({"value": "x"})),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED);
     drop(s);
-    let mut s = spawn(dir.path(), &[("COFFER_MASTER_KEY", K2)]);
-    assert!(!s.exit(), "a wrong key is a start-up error");
+    let mut s = spawn(&dir.path().join("data"), &[("COFFER_MASTER_KEY", K2)]);
+    assert!(!s.wait_exit(), "a wrong key is a start-up error");
     let log = s.log();
     assert!(log.contains("key version 1 is wrong"), "{log}");
     assert!(log.contains("1 stored values"), "{log}");
@@ -296,21 +197,19 @@ async fn a_keyring_file_with_two_versions_is_used() {
         format!(r#"{{"currentKeyVersion": 2, "keys": {{"1": "{K1}", "2": "{K2}"}}}}"#),
     )
     .unwrap();
-    let s = spawn(
+    let s = start(
         &dir.path().join("data"),
         &[("COFFER_SECRET_KEYS_FILE", ring.to_str().unwrap())],
-    )
-    .ready()
-    .await;
-    let (_, body) = s.call(Method::GET, "/v1/status", None).await;
+    );
+    let (_, body) = call(&s, Method::GET, "/v1/status", None).await;
     assert_eq!(json_of(&body)["currentKeyVersion"], 2);
-    let (_, body) = s
-        .call(
-            Method::PUT,
-            "/v1/environments/default/secrets/A",
-            Some(json!({"value": "x"})),
-        )
-        .await;
+    let (_, body) = call(
+        &s,
+        Method::PUT,
+        "/v1/environments/default/secrets/A",
+        Some(json!({"value": "x"})),
+    )
+    .await;
     assert_eq!(json_of(&body)["keyVersion"], 2);
 }
 
@@ -339,20 +238,16 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 async fn a_canary_value_never_appears_in_responses_files_or_logs() {
     let canary = format!("canary-{}", random_hex());
     let dir = tempfile::tempdir().unwrap();
-    let mut s = spawn(
-        dir.path(),
+    let mut s = start(
+        &dir.path().join("data"),
         &[("COFFER_MASTER_KEY", K1), ("COFFER_LOG", "debug")],
-    )
-    .ready()
-    .await;
+    );
     let path = "/v1/environments/default/secrets/CANARY";
     let mut responses = Vec::new();
+    responses.push(call(&s, Method::PUT, path, Some(json!({"value": canary}))).await);
     responses.push(
-        s.call(Method::PUT, path, Some(json!({"value": canary})))
-            .await,
-    );
-    responses.push(
-        s.call(
+        call(
+            &s,
             Method::PUT,
             path,
             Some(json!({"value": format!("{canary}-2"), "expectedRevision": 1})),
@@ -360,7 +255,8 @@ async fn a_canary_value_never_appears_in_responses_files_or_logs() {
         .await,
     );
     responses.push(
-        s.call(
+        call(
+            &s,
             Method::PUT,
             path,
             Some(json!({"value": canary, "expectedRevision": 1})),
@@ -368,7 +264,8 @@ async fn a_canary_value_never_appears_in_responses_files_or_logs() {
         .await,
     ); // 409
     responses.push(
-        s.call(
+        call(
+            &s,
             Method::PUT,
             path,
             Some(json!({"value": canary, "extra": true})),
@@ -376,7 +273,8 @@ async fn a_canary_value_never_appears_in_responses_files_or_logs() {
         .await,
     ); // 400
     responses.push(
-        s.call(
+        call(
+            &s,
             Method::PUT,
             path,
             Some(json!({"value": 5, "expectedRevision": canary})),
@@ -384,20 +282,18 @@ async fn a_canary_value_never_appears_in_responses_files_or_logs() {
         .await,
     ); // 400
     responses.push(
-        s.call(
+        call(
+            &s,
             Method::PUT,
             "/v1/environments/default/secrets/OTHER",
             Some(json!({"value": "x"})),
         )
         .await,
     );
-    responses.push(
-        s.call(Method::GET, "/v1/environments/default/secrets", None)
-            .await,
-    );
-    responses.push(s.call(Method::GET, path, None).await);
-    responses.push(s.call(Method::DELETE, path, None).await);
-    responses.push(s.call(Method::GET, "/v1/status", None).await);
+    responses.push(call(&s, Method::GET, "/v1/environments/default/secrets", None).await);
+    responses.push(call(&s, Method::GET, path, None).await);
+    responses.push(call(&s, Method::DELETE, path, None).await);
+    responses.push(call(&s, Method::GET, "/v1/status", None).await);
     let statuses: Vec<u16> = responses.iter().map(|(st, _)| st.as_u16()).collect();
     assert_eq!(statuses, [201, 200, 409, 400, 400, 201, 200, 200, 204, 200]);
     for (_, body) in &responses {
@@ -436,30 +332,32 @@ fn random_hex() -> String {
 #[tokio::test]
 async fn a_restart_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
-    let s = spawn(dir.path(), &[("COFFER_MASTER_KEY", K1)])
-        .ready()
-        .await;
-    s.call(
+    let s = start(&dir.path().join("data"), &[("COFFER_MASTER_KEY", K1)]);
+    call(
+        &s,
         Method::POST,
         "/v1/environments",
         Some(json!({"name": "prod"})),
     )
     .await;
-    s.call(
+    call(
+        &s,
         Method::POST,
         "/v1/api-keys",
         Some(json!({"name": "ci", "role": "manage", "environment": "prod"})),
     )
     .await;
     for i in 0..5 {
-        s.call(
+        call(
+            &s,
             Method::PUT,
             &format!("/v1/environments/prod/secrets/S{i}"),
             Some(json!({"value": "v"})),
         )
         .await;
     }
-    s.call(
+    call(
+        &s,
         Method::PUT,
         "/v1/environments/prod/secrets/S0",
         Some(json!({"value": "w"})),
@@ -467,20 +365,18 @@ async fn a_restart_keeps_everything() {
     .await;
     let before = snapshot_of(&s).await;
     drop(s);
-    let s = spawn(dir.path(), &[("COFFER_MASTER_KEY", K1)])
-        .ready()
-        .await;
+    let s = start(&dir.path().join("data"), &[("COFFER_MASTER_KEY", K1)]);
     assert_eq!(snapshot_of(&s).await, before);
 }
 
-async fn snapshot_of(s: &Server) -> Vec<(StatusCode, String)> {
+async fn snapshot_of(s: &ServerProcess) -> Vec<(StatusCode, String)> {
     let mut all = Vec::new();
     for p in [
         "/v1/environments",
         "/v1/api-keys",
         "/v1/environments/prod/secrets",
     ] {
-        all.push(s.call(Method::GET, p, None).await);
+        all.push(call(s, Method::GET, p, None).await);
     }
     all
 }
@@ -488,9 +384,7 @@ async fn snapshot_of(s: &Server) -> Vec<(StatusCode, String)> {
 #[tokio::test]
 async fn kill_9_during_a_stream_of_writes_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = spawn(dir.path(), &[("COFFER_MASTER_KEY", K1)])
-        .ready()
-        .await;
+    let mut s = start(&dir.path().join("data"), &[("COFFER_MASTER_KEY", K1)]);
     let (base, key) = (s.base.clone(), s.admin_key());
     let acked = Arc::new(Mutex::new(Vec::<(String, u64)>::new()));
     let mut writers = Vec::new();
@@ -528,8 +422,7 @@ async fn kill_9_during_a_stream_of_writes_loses_no_acknowledged_write() {
     while acked.lock().unwrap().len() < 400 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    s.child.kill().unwrap(); // SIGKILL
-    s.child.wait().unwrap();
+    s.kill_9();
     for w in writers {
         let _ = w.await;
     }
@@ -541,18 +434,16 @@ async fn kill_9_during_a_stream_of_writes_loses_no_acknowledged_write() {
     );
     drop(s);
 
-    let s = spawn(dir.path(), &[("COFFER_MASTER_KEY", K1)])
-        .ready()
-        .await;
+    let s = start(&dir.path().join("data"), &[("COFFER_MASTER_KEY", K1)]);
     let mut lost = Vec::new();
     for (name, rev) in &acked {
-        let (status, body) = s
-            .call(
-                Method::GET,
-                &format!("/v1/environments/default/secrets/{name}"),
-                None,
-            )
-            .await;
+        let (status, body) = call(
+            &s,
+            Method::GET,
+            &format!("/v1/environments/default/secrets/{name}"),
+            None,
+        )
+        .await;
         let now = json_of(&body)["revision"].as_u64();
         if status != StatusCode::OK || now < Some(*rev) {
             lost.push(format!(

@@ -11,6 +11,7 @@
 mod dotenv;
 mod http;
 mod input;
+mod keys;
 mod output;
 
 use std::path::{Path, PathBuf};
@@ -70,6 +71,9 @@ pub enum ClientCommand {
     /// Create, list and revoke API keys.
     #[command(subcommand, name = "apikey")]
     ApiKey(ApiKeyCommand),
+    /// Encryption key versions: status, and re-encryption to the current one.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 /// `coffer env …`
@@ -171,6 +175,7 @@ pub async fn run(global: GlobalArgs, command: ClientCommand) -> Result<ExitCode>
         ClientCommand::Env(command) => session.env(command).await?,
         ClientCommand::Secret(command) => session.secret(command).await?,
         ClientCommand::ApiKey(command) => session.api_key(command).await?,
+        ClientCommand::Keys(command) => session.keys(command).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -272,12 +277,13 @@ impl Session {
                 let secrets = self.all_secrets(page_size).await?;
                 self.print_list(
                     secrets,
-                    &["NAME", "REVISION", "KEY-VERSION", "UPDATED"],
+                    &["NAME", "REVISION", "KEY-VERSION", "STATUS", "UPDATED"],
                     |s: views::Secret| {
                         vec![
                             s.name,
                             s.revision.to_string(),
                             s.key_version.to_string(),
+                            s.status,
                             s.updated_at,
                         ]
                     },
@@ -560,6 +566,7 @@ mod views {
         pub name: String,
         pub revision: u64,
         pub key_version: u64,
+        pub status: String,
         pub updated_at: String,
     }
 

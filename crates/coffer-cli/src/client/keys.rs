@@ -1,0 +1,140 @@
+//! `coffer keys status | rewrap`: key versions in use, and re-encryption to the current one.
+
+use anyhow::{Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::http::JsonBody;
+use super::{Session, output, parse};
+
+/// `coffer keys …`
+#[derive(clap::Subcommand)]
+pub enum KeysCommand {
+    /// Key versions, which one is current, and how many stored values each holds.
+    Status,
+    /// Re-encrypt every stored value to the current key version, online, in batches.
+    Rewrap {
+        /// Values per request (each batch is one transaction on the server).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        batch: u32,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyStatus {
+    keys: Vec<KeyVersion>,
+    plaintext_values: u64,
+    unreadable_values: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyVersion {
+    version: u32,
+    current: bool,
+    in_keyring: bool,
+    values: u64,
+    encryptions: u64,
+}
+
+#[derive(Deserialize, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Rewrap {
+    rewrapped: u64,
+    already_current: u64,
+    unreadable: u64,
+    updated_concurrently: u64,
+    #[serde(skip_serializing)]
+    next_cursor: Option<String>,
+}
+
+impl Session {
+    pub(super) async fn keys(&self, command: KeysCommand) -> Result<()> {
+        match command {
+            KeysCommand::Status => self.key_status().await,
+            KeysCommand::Rewrap { batch } => self.rewrap(batch).await,
+        }
+    }
+
+    async fn key_status(&self) -> Result<()> {
+        let answer = self.api.get(&["v1", "keys"], &[]).await?;
+        if self.json {
+            return output::emit(&output::json(&answer)?);
+        }
+        let status: KeyStatus = parse(&answer)?;
+        let yes = |b: bool| if b { "yes" } else { "no" }.to_owned();
+        let rows: Vec<Vec<String>> = status
+            .keys
+            .iter()
+            .map(|k| {
+                vec![
+                    k.version.to_string(),
+                    yes(k.current),
+                    yes(k.in_keyring),
+                    k.values.to_string(),
+                    k.encryptions.to_string(),
+                ]
+            })
+            .collect();
+        let mut text = output::table(
+            &["VERSION", "CURRENT", "IN-KEYRING", "VALUES", "ENCRYPTIONS"],
+            &rows,
+        );
+        text.push_str(&format!(
+            "plaintext values: {}, unreadable values: {}\n",
+            status.plaintext_values, status.unreadable_values
+        ));
+        output::emit(&text)
+    }
+
+    async fn rewrap(&self, batch: u32) -> Result<()> {
+        let status: KeyStatus = parse(&self.api.get(&["v1", "keys"], &[]).await?)?;
+        let total = status.plaintext_values + status.keys.iter().map(|k| k.values).sum::<u64>();
+        // indicatif draws only when stderr is a terminal.
+        let bar = ProgressBar::new(total).with_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} values, {per_sec}, eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let mut sum = Rewrap::default();
+        loop {
+            let body = json!({ "cursor": sum.next_cursor, "limit": batch });
+            let answer = self
+                .api
+                .post(&["v1", "keys", "rewrap"], JsonBody::new(&body, 0)?)
+                .await?;
+            let step: Rewrap = parse(&answer)?;
+            bar.inc(
+                step.rewrapped + step.already_current + step.unreadable + step.updated_concurrently,
+            );
+            sum.rewrapped += step.rewrapped;
+            sum.already_current += step.already_current;
+            sum.unreadable += step.unreadable;
+            sum.updated_concurrently += step.updated_concurrently;
+            match step.next_cursor {
+                Some(next) if Some(&next) == sum.next_cursor.as_ref() => {
+                    bail!("the server did not advance the rewrap")
+                }
+                Some(next) => sum.next_cursor = Some(next),
+                None => break,
+            }
+        }
+        bar.finish_and_clear();
+        if sum.unreadable > 0 {
+            eprintln!(
+                "warning: {} values could not be opened and were left as they are; `coffer secret list` marks them unreadable (writing one again repairs it)",
+                sum.unreadable
+            );
+        }
+        if self.json {
+            return output::emit(&output::json(
+                &serde_json::to_value(&sum).unwrap_or(Value::Null),
+            )?);
+        }
+        output::emit(&format!(
+            "rewrapped {}, already current {}, unreadable {}, updated concurrently {}\n",
+            sum.rewrapped, sum.already_current, sum.unreadable, sum.updated_concurrently
+        ))
+    }
+}

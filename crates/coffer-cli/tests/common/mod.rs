@@ -1,0 +1,162 @@
+//! What every process-level test needs: the `coffer` binary with a clean environment, and a
+//! `coffer serve` child on a free loopback port, its stderr in a log file, killed on drop.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_coffer");
+
+/// `coffer ARGS` with no `COFFER_*` variable inherited from the developer's shell.
+pub fn clean_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("COFFER_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running (or finished) `coffer serve`.
+pub struct ServerProcess {
+    pub child: Child,
+    pub port: u16,
+    pub base: String,
+    pub data_dir: PathBuf,
+    log_path: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts `coffer serve --listen 127.0.0.1:<free> --data-dir DATA_DIR EXTRA…` with
+    /// `envs`; stderr goes to `DATA_DIR.log` beside the data dir.
+    pub fn spawn(data_dir: &Path, envs: &[(&str, &str)], extra: &[&str]) -> ServerProcess {
+        let port = free_port();
+        let log_path = data_dir.with_extension("log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = clean_command(&["serve", "--listen", &listen, "--data-dir"]);
+        let child = cmd
+            .arg(data_dir)
+            .args(extra)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn coffer serve");
+        ServerProcess {
+            child,
+            port,
+            base: format!("http://{listen}"),
+            data_dir: data_dir.to_owned(),
+            log_path,
+        }
+    }
+
+    /// [`ServerProcess::spawn`], then waits until `/healthz` answers.
+    pub fn start(data_dir: &Path, envs: &[(&str, &str)], extra: &[&str]) -> ServerProcess {
+        let mut server = ServerProcess::spawn(data_dir, envs, extra);
+        server.wait_ready();
+        server
+    }
+
+    /// Waits until `/healthz` answers; panics with the log if the server exits first.
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !healthz_answers(self.port) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "coffer serve exited ({status}) before it was ready:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "coffer serve not ready within 20 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Waits for the process to exit on its own; returns whether it succeeded.
+    pub fn wait_exit(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.success();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "coffer serve did not exit:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and waits; returns whether the exit was clean.
+    pub fn terminate(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        self.wait_exit()
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The admin key the first start wrote.
+    pub fn admin_key(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin.key"))
+            .expect("admin.key")
+            .trim()
+            .to_owned()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn healthz_answers(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let mut answer = String::new();
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_to_string(&mut answer).is_ok()
+        && answer.starts_with("HTTP/1.1 200")
+}
