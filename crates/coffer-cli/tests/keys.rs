@@ -1,0 +1,288 @@
+//! Key lifecycle through the real binary: `coffer keys status|rewrap`, a rewrap cut by
+//! `kill -9`, the removed-version guard and `--allow-unreadable`, dev-mode migration.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::{ServerProcess, clean_command};
+use serde_json::{Value, json};
+
+const K1: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+const K2: &str = "a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5";
+
+fn ring_1() -> Vec<(&'static str, String)> {
+    vec![("COFFER_MASTER_KEY", K1.to_owned())]
+}
+
+fn ring_2(with_v1: bool) -> Vec<(&'static str, String)> {
+    let keys = if with_v1 {
+        format!(r#""1": "{K1}", "2": "{K2}""#)
+    } else {
+        format!(r#""2": "{K2}""#)
+    };
+    vec![(
+        "COFFER_SECRET_KEYS",
+        format!(r#"{{"currentKeyVersion": 2, "keys": {{{keys}}}}}"#),
+    )]
+}
+
+fn start(data: &Path, envs: &[(&'static str, String)], extra: &[&str]) -> ServerProcess {
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    ServerProcess::start(data, &envs, extra)
+}
+
+/// `coffer ARGS` against `s` with its admin key.
+fn coffer(s: &ServerProcess, args: &[&str]) -> Output {
+    clean_command(args)
+        .env("COFFER_ADDR", &s.base)
+        .env("COFFER_API_KEY", s.admin_key())
+        .output()
+        .unwrap()
+}
+
+fn ok(s: &ServerProcess, args: &[&str]) -> String {
+    let out = coffer(s, args);
+    assert!(
+        out.status.success(),
+        "coffer {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+async fn get(s: &ServerProcess, path: &str) -> Value {
+    let resp = reqwest::Client::new()
+        .get(format!("{}{path}", s.base))
+        .bearer_auth(s.admin_key())
+        .send()
+        .await
+        .unwrap();
+    resp.json().await.unwrap_or(Value::Null)
+}
+
+/// Values per key version, from `GET /v1/keys`.
+async fn values_per_version(s: &ServerProcess) -> Vec<(u64, u64)> {
+    let keys = get(s, "/v1/keys").await;
+    keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["version"].as_u64().unwrap(),
+                k["values"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Sets `n` secrets `S0000…` over 16 connections.
+async fn seed(s: &ServerProcess, n: usize) {
+    let (base, key) = (s.base.clone(), s.admin_key());
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let (base, key) = (base.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for i in (t..n).step_by(16) {
+                let url = format!("{base}/v1/environments/default/secrets/S{i:04}");
+                let resp = http
+                    .put(url)
+                    .bearer_auth(&key)
+                    .json(&json!({"value": format!("value {i}")}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(resp.status().is_success());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn keys_status_and_rewrap_move_every_value_to_the_current_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = start(&data, &ring_1(), &[]);
+    seed(&s, 40).await;
+    drop(s);
+    let s = start(&data, &ring_2(true), &[]);
+    let status = ok(&s, &["keys", "status"]);
+    let rows: Vec<Vec<&str>> = status
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["VERSION", "CURRENT", "IN-KEYRING", "VALUES", "ENCRYPTIONS"],
+        "{status}"
+    );
+    assert_eq!(&rows[1][..4], ["1", "no", "yes", "40"], "{status}");
+    assert_eq!(&rows[2][..4], ["2", "yes", "yes", "0"], "{status}");
+    assert!(
+        !status.contains(K1) && !status.contains(K2),
+        "no key material is ever shown"
+    );
+
+    let summary = ok(&s, &["keys", "rewrap", "--batch", "7"]);
+    assert_eq!(
+        summary,
+        "rewrapped 40, already current 0, unreadable 0, updated concurrently 0\n"
+    );
+    assert_eq!(values_per_version(&s).await, [(1, 0), (2, 40)]);
+    let again: Value = serde_json::from_str(&ok(&s, &["keys", "rewrap", "--json"])).unwrap();
+    assert_eq!(
+        (
+            again["rewrapped"].as_u64(),
+            again["alreadyCurrent"].as_u64()
+        ),
+        (Some(0), Some(40))
+    );
+    drop(s);
+    // Version 1 is unused now: it can leave the keyring.
+    let s = start(&data, &ring_2(false), &[]);
+    assert_eq!(values_per_version(&s).await, [(2, 40)]);
+}
+
+#[tokio::test]
+async fn a_rewrap_cut_by_kill_9_completes_when_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = start(&data, &ring_1(), &[]);
+    seed(&s, 2000).await;
+    drop(s);
+    let mut s = start(&data, &ring_2(true), &[]);
+    let mut rewrap = clean_command(&["keys", "rewrap", "--batch", "20"])
+        .env("COFFER_ADDR", &s.base)
+        .env("COFFER_API_KEY", s.admin_key())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while values_per_version(&s).await[1].1 < 100 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rewrap did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    s.kill_9();
+    let _ = rewrap.wait();
+    drop(s);
+
+    let s = start(&data, &ring_2(true), &[]);
+    let counts = values_per_version(&s).await;
+    assert!(
+        counts[0].1 > 0 && counts[1].1 > 0,
+        "the first rewrap was cut short: {counts:?}"
+    );
+    let summary = ok(&s, &["keys", "rewrap"]);
+    assert!(summary.contains("unreadable 0"), "{summary}");
+    assert_eq!(values_per_version(&s).await, [(1, 0), (2, 2000)]);
+    let page = get(&s, "/v1/environments/default/secrets?limit=1000").await;
+    assert!(
+        page["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["revision"] == 1 && m["status"] == "ok")
+    );
+}
+
+#[tokio::test]
+async fn a_removed_key_version_stops_start_up_and_allow_unreadable_overrides_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = start(&data, &ring_1(), &[]);
+    seed(&s, 3).await;
+    drop(s);
+    let s = start(&data, &ring_2(true), &[]);
+    ok(&s, &["secret", "set", "NEWER", "under two"]);
+    drop(s);
+
+    let envs = ring_2(false);
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut refused = ServerProcess::spawn(&data, &envs, &[]);
+    assert!(!refused.wait_exit());
+    let log = refused.log();
+    assert!(
+        log.contains("key version 1 is missing from the keyring but 3 stored values use it"),
+        "{log}"
+    );
+    assert!(
+        log.contains("--allow-unreadable"),
+        "the message says how to proceed: {log}"
+    );
+
+    let s = start(&data, &ring_2(false), &["--allow-unreadable"]);
+    let list = ok(&s, &["secret", "list"]);
+    let status_of = |name: &str| {
+        list.lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l.split_whitespace().nth(3).unwrap().to_owned())
+    };
+    assert_eq!(status_of("S0000").as_deref(), Some("unreadable"), "{list}");
+    assert_eq!(status_of("NEWER").as_deref(), Some("ok"), "{list}");
+    let status = get(&s, "/v1/status").await;
+    assert_eq!(status["unreadableValues"], 3);
+    let metrics = reqwest::get(format!("{}/metrics", s.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("coffer_unreadable_values 3"), "{metrics}");
+    let summary = ok(&s, &["keys", "rewrap"]);
+    assert!(
+        summary.contains("unreadable 3"),
+        "a rewrap reports them and goes on: {summary}"
+    );
+    ok(&s, &["secret", "set", "S0000", "written again"]);
+    let list = ok(&s, &["secret", "list", "--json"]);
+    let list: Value = serde_json::from_str(&list).unwrap();
+    let s0 = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "S0000")
+        .unwrap();
+    assert_eq!(
+        (s0["status"].as_str(), s0["keyVersion"].as_u64()),
+        (Some("ok"), Some(2)),
+        "writing it again repairs it"
+    );
+}
+
+#[tokio::test]
+async fn dev_mode_values_are_encrypted_at_the_first_start_with_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = start(&data, &[], &[]);
+    assert!(s.log().contains("DEV MODE"));
+    seed(&s, 12).await;
+    assert_eq!(get(&s, "/v1/keys").await["plaintextValues"], 12);
+    drop(s);
+    let s = start(&data, &ring_1(), &[]);
+    assert!(
+        s.log()
+            .contains("encrypted values left unencrypted by dev mode values=12"),
+        "{}",
+        s.log()
+    );
+    assert_eq!(values_per_version(&s).await, [(1, 12)]);
+    assert_eq!(get(&s, "/v1/keys").await["plaintextValues"], 0);
+    drop(s);
+    let mut refused = ServerProcess::spawn(&data, &[], &[]);
+    assert!(!refused.wait_exit(), "no key on encrypted data is refused");
+    assert!(
+        refused.log().contains("12 stored values are encrypted"),
+        "{}",
+        refused.log()
+    );
+}
