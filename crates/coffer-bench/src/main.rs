@@ -65,6 +65,10 @@ struct Args {
     /// Print the header and the rows as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Instead of the HTTP phases: seed this many secrets under key version 1, restart with
+    /// version 2 current, and time the start-up check and `POST /v1/keys/rewrap`.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    rewrap: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -95,6 +99,9 @@ fn main() -> ExitCode {
 
 /// Sets up the server, seeds, runs every phase and prints; fails if any phase saw errors.
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(n) = args.rewrap {
+        return rewrap(&args.coffer_bin, n).await;
+    }
     let (_server, addr, key) = match args.addr {
         Some(addr) => {
             let key = args
@@ -103,7 +110,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             (None, addr, key)
         }
         None => {
-            let server = Server::start(&args.coffer_bin).await?;
+            let dir = Arc::new(tempfile::tempdir().context("cannot create a temp dir")?);
+            let server =
+                Server::start(&args.coffer_bin, dir, ("COFFER_MASTER_KEY", MASTER_KEY)).await?;
             let (addr, key) = (server.addr, server.api_key.clone());
             (Some(server), addr, key)
         }
@@ -155,19 +164,94 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// A `coffer serve` in a temp dir, killed when dropped (on error paths too).
+/// Seeds `n` secrets under key version 1, restarts with version 2 current, then times the
+/// start-up (which opens every value once) and a full `POST /v1/keys/rewrap`.
+async fn rewrap(bin: &Path, n: u32) -> anyhow::Result<ExitCode> {
+    const KEY_2: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0ff0e1d2c3b4a5968778695a4b3c2d1e0f";
+    let dir = Arc::new(tempfile::tempdir().context("cannot create a temp dir")?);
+    let server = Server::start(bin, dir.clone(), ("COFFER_MASTER_KEY", MASTER_KEY)).await?;
+    let paths = (0..n)
+        .map(|i| format!("/v1/environments/default/secrets/BENCH_{i:06}"))
+        .collect();
+    let mut auth = HeaderValue::from_str(&format!("Bearer {}", server.api_key))?;
+    auth.set_sensitive(true);
+    let target = Arc::new(Target {
+        addr: server.addr,
+        auth,
+        paths,
+    });
+    let seeding = Instant::now();
+    seed(&target).await?;
+    let seeded = seeding.elapsed();
+    drop(server);
+
+    let ring =
+        format!(r#"{{"currentKeyVersion": 2, "keys": {{"1": "{MASTER_KEY}", "2": "{KEY_2}"}}}}"#);
+    let starting = Instant::now();
+    let server = Server::start(bin, dir, ("COFFER_SECRET_KEYS", &ring)).await?;
+    let started = starting.elapsed();
+    let target = Target {
+        addr: server.addr,
+        auth: target.auth.clone(),
+        paths: vec![],
+    };
+    let mut conn = Conn::open(&target).await?;
+    let rewrapping = Instant::now();
+    let (status, body) = conn.send_as(Method::POST, "/v1/keys/rewrap", None).await?;
+    let took = rewrapping.elapsed();
+    let report: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    if status != StatusCode::OK || report["rewrapped"].as_u64() != Some(n.into()) {
+        bail!(
+            "rewrap answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let rate = |d: Duration| f64::from(n) / d.as_secs_f64();
+    println!(
+        "# {}  nproc {}  commit {}",
+        stdout_of(&["date", "-u", "+%Y-%m-%d %H:%M:%S UTC"]),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        stdout_of(&["git", "rev-parse", "--short", "HEAD"])
+    );
+    println!("step                 values   seconds    values/s");
+    println!(
+        "seed (HTTP, 8 conns) {n:>7} {:>9.3} {:>11.0}",
+        seeded.as_secs_f64(),
+        rate(seeded)
+    );
+    println!(
+        "start-up check       {n:>7} {:>9.3} {:>11.0}",
+        started.as_secs_f64(),
+        rate(started)
+    );
+    println!(
+        "rewrap v1 -> v2      {n:>7} {:>9.3} {:>11.0}",
+        took.as_secs_f64(),
+        rate(took)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A `coffer serve` on a data dir in `dir`, killed when dropped (on error paths too).
 struct Server {
     child: Child,
     addr: SocketAddr,
     api_key: String,
-    dir: tempfile::TempDir,
+    dir: Arc<tempfile::TempDir>,
 }
 
 impl Server {
-    /// Starts the server on a free loopback port, waits for `/healthz`, reads `admin.key`.
-    async fn start(bin: &Path) -> anyhow::Result<Server> {
-        let dir = tempfile::tempdir().context("cannot create a temp dir")?;
-        let log = std::fs::File::create(dir.path().join("server.log"))?;
+    /// Starts the server on a free loopback port with `<dir>/data` and the key settings
+    /// `keys`, waits for `/healthz`, reads `admin.key`.
+    async fn start(
+        bin: &Path,
+        dir: Arc<tempfile::TempDir>,
+        keys: (&str, &str),
+    ) -> anyhow::Result<Server> {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("server.log"))?;
         // Port 0 picks a free port; it is released just before the server binds it.
         let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let mut command = Command::new(bin);
@@ -183,15 +267,12 @@ impl Server {
                 command.env_remove(name);
             }
         }
-        let child = command
-            .env("COFFER_MASTER_KEY", MASTER_KEY)
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "cannot start {} (build it: cargo build --release -p coffer-cli)",
-                    bin.display()
-                )
-            })?;
+        let child = command.env(keys.0, keys.1).spawn().with_context(|| {
+            format!(
+                "cannot start {} (build it: cargo build --release -p coffer-cli)",
+                bin.display()
+            )
+        })?;
         let mut server = Server {
             child,
             addr,
@@ -285,15 +366,31 @@ impl Conn {
         path: &str,
         json: Option<String>,
     ) -> anyhow::Result<(StatusCode, Bytes)> {
+        let method = if json.is_some() {
+            Method::PUT
+        } else {
+            Method::GET
+        };
+        self.send_as(method, path, json).await
+    }
+
+    /// Sends one request with `method` and an optional JSON body.
+    async fn send_as(
+        &mut self,
+        method: Method,
+        path: &str,
+        json: Option<String>,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
         self.sender.ready().await?;
-        let mut request = Request::builder().uri(path).header(HOST, &self.host);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, &self.host);
         if !self.auth.is_empty() {
             request = request.header(AUTHORIZATION, &self.auth);
         }
         if json.is_some() {
-            request = request
-                .method(Method::PUT)
-                .header(CONTENT_TYPE, "application/json");
+            request = request.header(CONTENT_TYPE, "application/json");
         }
         let request = request.body(Full::new(Bytes::from(json.unwrap_or_default())))?;
         let response = self.sender.send_request(request).await?;
