@@ -33,6 +33,28 @@ impl FromRequestParts<Arc<Coffer>> for Caller {
     }
 }
 
+/// Path parameters; a segment that is not UTF-8 is a name that breaks its rule (422).
+pub struct PathParams<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for PathParams<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(params)) => Ok(PathParams(params)),
+            Err(_) => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_name",
+                "a name in the path is not valid UTF-8",
+            )),
+        }
+    }
+}
+
 /// A request body, read but not yet parsed: parsing waits until the caller is authorized,
 /// so a key that may not write learns nothing from how its body would have been judged.
 pub struct JsonBody(Result<Bytes, ApiError>);

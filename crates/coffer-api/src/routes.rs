@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -16,7 +16,7 @@ use coffer_core::{
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::extract::{Caller, JsonBody};
+use crate::extract::{Caller, JsonBody, PathParams};
 use crate::shapes::*;
 
 type State_ = State<Arc<Coffer>>;
@@ -78,7 +78,7 @@ pub async fn create_environment(
 pub async fn delete_environment(
     State(coffer): State_,
     Caller(who): Caller,
-    Path(env): Path<String>,
+    PathParams(env): PathParams<String>,
 ) -> ApiResult {
     let name = EnvName::new(&env)?;
     coffer
@@ -132,7 +132,7 @@ pub async fn create_api_key(
 pub async fn revoke_api_key(
     State(coffer): State_,
     Caller(who): Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult {
     coffer.require_admin(&who)?;
     let id = ApiKeyId::new(&id)?;
@@ -143,7 +143,7 @@ pub async fn revoke_api_key(
 pub async fn list_secrets(
     State(coffer): State_,
     Caller(who): Caller,
-    Path(env): Path<String>,
+    PathParams(env): PathParams<String>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult {
     let env = EnvName::new(&env)?;
@@ -171,7 +171,7 @@ pub async fn list_secrets(
 pub async fn get_secret(
     State(coffer): State_,
     Caller(who): Caller,
-    Path((env, name)): Path<(String, String)>,
+    PathParams((env, name)): PathParams<(String, String)>,
 ) -> ApiResult {
     let (env, name) = (EnvName::new(&env)?, SecretName::new(&name)?);
     let meta = coffer.secret_meta(&who, &env, &name).await?;
@@ -181,7 +181,7 @@ pub async fn get_secret(
 pub async fn put_secret(
     State(coffer): State_,
     Caller(who): Caller,
-    Path((env, name)): Path<(String, String)>,
+    PathParams((env, name)): PathParams<(String, String)>,
     body: JsonBody,
 ) -> ApiResult {
     let (env, name) = (EnvName::new(&env)?, SecretName::new(&name)?);
@@ -213,7 +213,7 @@ pub async fn put_secret(
 pub async fn delete_secret(
     State(coffer): State_,
     Caller(who): Caller,
-    Path((env, name)): Path<(String, String)>,
+    PathParams((env, name)): PathParams<(String, String)>,
     query: Result<Query<DeleteQuery>, QueryRejection>,
 ) -> ApiResult {
     let (env, name) = (EnvName::new(&env)?, SecretName::new(&name)?);

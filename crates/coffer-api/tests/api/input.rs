@@ -259,6 +259,14 @@ async fn bad_input_gets_the_documented_error_and_changes_nothing() {
             "route_not_found",
         ),
         bad(
+            "a path segment that is not UTF-8",
+            Method::PUT,
+            "/v1/environments/default/secrets/%FF",
+            r#"{"value":"x"}"#,
+            422,
+            "invalid_name",
+        ),
+        bad(
             "wrong method",
             Method::PATCH,
             sec,
