@@ -2,114 +2,15 @@
 //! migration, the removed-version guard and the nonce budget.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use coffer_core::{
-    Applied, Coffer, CoreError, EnvName, Mutation, NONCE_BUDGET_WARNING, Principal, RewrapReport,
-    SecretName, StartupError, StartupOptions, StartupReport, ValueStatus,
+    Applied, CoreError, Mutation, NONCE_BUDGET_WARNING, RewrapReport, StartupError, ValueStatus,
 };
-use coffer_crypto::{Key, KeyVersion, Keyring};
+use coffer_crypto::KeyVersion;
 use coffer_sqlite::SqliteStore;
-use coffer_store::{Catalog, Replacement, Role, SecretStore, StoredValue};
-use secrecy::{ExposeSecret, SecretString};
+use coffer_store::{Catalog, Replacement, SecretStore, StoredValue};
 
-const K1: &str = "1111111111111111111111111111111111111111111111111111111111111111";
-const K2: &str = "2222222222222222222222222222222222222222222222222222222222222222";
-
-fn ring(current: u32, keys: &[(u32, &str)]) -> Option<Keyring> {
-    let keys: BTreeMap<KeyVersion, Key> = keys
-        .iter()
-        .map(|(v, k)| (KeyVersion::new(*v).unwrap(), Key::from_material(k).unwrap()))
-        .collect();
-    Some(Keyring::new(KeyVersion::new(current).unwrap(), keys).unwrap())
-}
-
-struct Node {
-    coffer: Arc<Coffer>,
-    store: Arc<SqliteStore>,
-    report: StartupReport,
-}
-
-async fn start(
-    dir: &std::path::Path,
-    keyring: Option<Keyring>,
-    allow_unreadable: bool,
-) -> Result<Node, StartupError> {
-    let store = Arc::new(SqliteStore::open(dir).unwrap());
-    let options = StartupOptions {
-        catalog: store.clone(),
-        secrets: store.clone(),
-        keyring,
-        require_encryption: false,
-        admin_key_seed: None,
-        allow_unreadable,
-    };
-    let (coffer, report) = options.start().await?;
-    Ok(Node {
-        coffer: Arc::new(coffer),
-        store,
-        report,
-    })
-}
-
-const ADMIN: fn() -> Principal = || Principal {
-    key_id: coffer_store::ApiKeyId::new("ak_00").unwrap(),
-    role: Role::Admin,
-};
-
-fn env() -> EnvName {
-    EnvName::new("default").unwrap()
-}
-
-fn name(n: &str) -> SecretName {
-    SecretName::new(n).unwrap()
-}
-
-async fn put(c: &Coffer, n: &str, value: &str) -> Result<Applied, CoreError> {
-    let m = Mutation::PutSecret {
-        env: env(),
-        name: name(n),
-        value: SecretString::from(value),
-        expected_revision: None,
-    };
-    c.apply(&ADMIN(), m).await
-}
-
-async fn resolve(c: &Coffer, n: &str) -> Result<Option<String>, CoreError> {
-    c.resolve_secret(&ADMIN(), &env(), &name(n))
-        .await
-        .map(|v| v.map(|s| s.expose_secret().to_owned()))
-}
-
-async fn rewrap(c: &Coffer) -> RewrapReport {
-    match c
-        .apply(
-            &ADMIN(),
-            Mutation::Rewrap {
-                after: None,
-                limit: None,
-            },
-        )
-        .await
-        .unwrap()
-    {
-        Applied::Rewrapped(r) => r,
-        other => panic!("{other:?}"),
-    }
-}
-
-async fn versions(store: &SqliteStore) -> Vec<(u32, u64)> {
-    store
-        .count_by_key_version()
-        .await
-        .unwrap()
-        .into_iter()
-        .collect()
-}
-
-async fn status_of(c: &Coffer, n: &str) -> ValueStatus {
-    c.value_status(&c.secret_meta(&ADMIN(), &env(), &name(n)).await.unwrap())
-}
+use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_then_rewrap_moves_every_value_to_the_current_version() {
@@ -124,7 +25,7 @@ async fn rotation_then_rewrap_moves_every_value_to_the_current_version() {
     let n = start(dir.path(), ring(2, &[(1, K1), (2, K2)]), false)
         .await
         .unwrap();
-    let status = n.coffer.key_status(&ADMIN()).await.unwrap();
+    let status = n.coffer.key_status(&admin()).await.unwrap();
     assert_eq!(status.current, Some(2));
     assert_eq!(
         status
@@ -146,7 +47,7 @@ async fn rotation_then_rewrap_moves_every_value_to_the_current_version() {
     );
     let meta = n
         .coffer
-        .secret_meta(&ADMIN(), &env(), &name("S7"))
+        .secret_meta(&admin(), &env(), &name("S7"))
         .await
         .unwrap();
     assert_eq!(
@@ -238,7 +139,7 @@ async fn a_rewrap_resumes_from_any_cursor_and_a_second_run_completes() {
     let first = match n
         .coffer
         .apply(
-            &ADMIN(),
+            &admin(),
             Mutation::Rewrap {
                 after: None,
                 limit: Some(100),
@@ -297,7 +198,7 @@ async fn one_tampered_value_is_unreadable_and_breaks_nothing_else() {
     assert_eq!(n.report.unreadable, 1, "start-up finds it");
     let page = n
         .coffer
-        .list_secrets(&ADMIN(), &env(), None, 100)
+        .list_secrets(&admin(), &env(), None, 100)
         .await
         .unwrap();
     let statuses: Vec<_> = page
@@ -410,7 +311,7 @@ async fn a_removed_key_version_stops_start_up_unless_unreadable_values_are_allow
     let n = start(dir.path(), ring(2, &[(2, K2)]), true).await.unwrap();
     assert_eq!(status_of(&n.coffer, "OLD").await, ValueStatus::Unreadable);
     assert_eq!(status_of(&n.coffer, "NEW").await, ValueStatus::Ok);
-    let keys = n.coffer.key_status(&ADMIN()).await.unwrap();
+    let keys = n.coffer.key_status(&admin()).await.unwrap();
     let v1 = keys.versions.iter().find(|v| v.version == 1).unwrap();
     assert!(!v1.in_keyring && v1.values == 1);
     assert!(matches!(
@@ -448,6 +349,6 @@ async fn encryptions_are_counted_and_warned_about_past_the_nonce_budget() {
         warnings[0].contains("key version 1") && warnings[0].contains("rewrap"),
         "{warnings:?}"
     );
-    let keys = n.coffer.key_status(&ADMIN()).await.unwrap();
+    let keys = n.coffer.key_status(&admin()).await.unwrap();
     assert_eq!(keys.versions[0].encryptions, NONCE_BUDGET_WARNING + 5);
 }

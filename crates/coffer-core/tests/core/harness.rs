@@ -1,0 +1,129 @@
+//! Starting a service on a temp data dir, and the few calls every test makes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use coffer_core::{
+    Applied, Coffer, CoreError, EnvName, Mutation, Principal, RewrapReport, SecretName,
+    StartupError, StartupOptions, StartupReport, ValueStatus,
+};
+use coffer_crypto::{Key, KeyVersion, Keyring};
+use coffer_sqlite::SqliteStore;
+use coffer_store::{Role, SecretStore};
+use secrecy::{ExposeSecret, SecretString};
+
+pub const K1: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+pub const K2: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+
+/// A keyring with `current` and the given `(version, key material)` pairs.
+pub fn ring(current: u32, keys: &[(u32, &str)]) -> Option<Keyring> {
+    let keys: BTreeMap<KeyVersion, Key> = keys
+        .iter()
+        .map(|(v, k)| (KeyVersion::new(*v).unwrap(), Key::from_material(k).unwrap()))
+        .collect();
+    Some(Keyring::new(KeyVersion::new(current).unwrap(), keys).unwrap())
+}
+
+/// A started service and its store.
+pub struct Node {
+    pub coffer: Arc<Coffer>,
+    pub store: Arc<SqliteStore>,
+    pub report: StartupReport,
+}
+
+/// Start-up options on a fresh store handle for `dir`.
+pub fn options(dir: &Path, keyring: Option<Keyring>) -> (StartupOptions, Arc<SqliteStore>) {
+    let store = Arc::new(SqliteStore::open(dir).unwrap());
+    let options = StartupOptions {
+        catalog: store.clone(),
+        secrets: store.clone(),
+        keyring,
+        require_encryption: false,
+        admin_key_seed: None,
+        allow_unreadable: false,
+    };
+    (options, store)
+}
+
+pub async fn start(
+    dir: &Path,
+    keyring: Option<Keyring>,
+    allow_unreadable: bool,
+) -> Result<Node, StartupError> {
+    let (mut options, store) = options(dir, keyring);
+    options.allow_unreadable = allow_unreadable;
+    let (coffer, report) = options.start().await?;
+    Ok(Node {
+        coffer: Arc::new(coffer),
+        store,
+        report,
+    })
+}
+
+/// An admin principal (authorization only looks at the role).
+pub fn admin() -> Principal {
+    Principal {
+        key_id: coffer_store::ApiKeyId::new("ak_00").unwrap(),
+        role: Role::Admin,
+    }
+}
+
+pub fn env() -> EnvName {
+    EnvName::new("default").unwrap()
+}
+
+pub fn name(n: &str) -> SecretName {
+    SecretName::new(n).unwrap()
+}
+
+pub async fn put(c: &Coffer, n: &str, value: &str) -> Result<Applied, CoreError> {
+    let m = Mutation::PutSecret {
+        env: env(),
+        name: name(n),
+        value: SecretString::from(value),
+        expected_revision: None,
+    };
+    c.apply(&admin(), m).await
+}
+
+pub async fn resolve_as(c: &Coffer, who: &Principal, n: &str) -> Result<Option<String>, CoreError> {
+    c.resolve_secret(who, &env(), &name(n))
+        .await
+        .map(|v| v.map(|s| s.expose_secret().to_owned()))
+}
+
+pub async fn resolve(c: &Coffer, n: &str) -> Result<Option<String>, CoreError> {
+    resolve_as(c, &admin(), n).await
+}
+
+pub async fn rewrap(c: &Coffer) -> RewrapReport {
+    match c
+        .apply(
+            &admin(),
+            Mutation::Rewrap {
+                after: None,
+                limit: None,
+            },
+        )
+        .await
+        .unwrap()
+    {
+        Applied::Rewrapped(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Stored values per key version (`0` = plaintext).
+pub async fn versions(store: &SqliteStore) -> Vec<(u32, u64)> {
+    store
+        .count_by_key_version()
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+pub async fn status_of(c: &Coffer, n: &str) -> ValueStatus {
+    c.value_status(&c.secret_meta(&admin(), &env(), &name(n)).await.unwrap())
+}

@@ -1,0 +1,7 @@
+//! The services on the embedded store: start-up, the runtime read path, key lifecycle.
+
+mod harness;
+
+mod lifecycle;
+mod runtime;
+mod startup;
