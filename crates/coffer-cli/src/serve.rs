@@ -58,6 +58,7 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
         warn_dev_mode(args.require_encryption);
     }
     create_private_dir(&data_dir)?;
+    warn_if_shared(&data_dir);
     let store = Arc::new(SqliteStore::open(&data_dir).context("cannot open the embedded store")?);
     let options = StartupOptions {
         catalog: store.clone(),
@@ -112,6 +113,12 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    if !args.listen.ip().is_loopback() {
+        tracing::warn!(
+            addr = %args.listen,
+            "listening beyond loopback without TLS: API keys travel in clear text unless a TLS-terminating proxy is in front"
+        );
+    }
     let status = coffer.status();
     tracing::info!(
         addr = %listener.local_addr()?,
@@ -208,6 +215,20 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("cannot create data dir {}", dir.display()))
+}
+
+/// The data dir holds ciphertext and key hashes; others should not even list it.
+fn warn_if_shared(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(dir)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            data_dir = %dir.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "the data dir is accessible to other users; chmod 700 it"
+        );
+    }
 }
 
 fn write_private_file(path: &Path, contents: &str) -> anyhow::Result<()> {
