@@ -459,3 +459,12 @@ async fn kill_9_during_a_stream_of_writes_loses_no_acknowledged_write() {
         lost.join("\n")
     );
 }
+
+#[test]
+fn serve_help_prints_usage_and_starts_nothing() {
+    let out = coffer(&[]).args(["serve", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("Usage: coffer serve"), "{help}");
+    assert!(help.contains("--require-encryption") && help.contains("--allow-unreadable"), "{help}");
+}
