@@ -466,5 +466,8 @@ fn serve_help_prints_usage_and_starts_nothing() {
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("Usage: coffer serve"), "{help}");
-    assert!(help.contains("--require-encryption") && help.contains("--allow-unreadable"), "{help}");
+    assert!(
+        help.contains("--require-encryption") && help.contains("--allow-unreadable"),
+        "{help}"
+    );
 }

@@ -395,3 +395,112 @@ async fn a_conflict_reports_the_current_revision() {
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(body["error"]["currentRevision"], 0, "0 = does not exist");
 }
+
+/// A small deterministic generator, so a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len())]
+    }
+}
+
+#[tokio::test]
+async fn random_paths_and_bodies_get_a_json_4xx_never_a_5xx() {
+    let s = start().await;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let segments = [
+        "default",
+        "A",
+        "%FF",
+        "%00",
+        "..",
+        "a b",
+        "Ä",
+        "_",
+        "1",
+        "%2F",
+        "x".repeat(300).leak(),
+        "",
+    ];
+    let fragments = [
+        "{",
+        "}",
+        "[",
+        "]",
+        ":",
+        ",",
+        "\"value\"",
+        "\"expectedRevision\"",
+        "\"name\"",
+        "\"role\"",
+        "\"x\"",
+        "-1",
+        "18446744073709551616",
+        "1e999",
+        "null",
+        "true",
+        "\"\\ud800\"",
+        "\"\\u0000\"",
+        " ",
+        "\u{0}",
+    ];
+    let mut failures = Vec::new();
+    for i in 0..400 {
+        let path = match rng.below(4) {
+            0 => format!(
+                "/v1/environments/{}/secrets/{}",
+                rng.pick(&segments),
+                rng.pick(&segments)
+            ),
+            1 => format!("/v1/environments/{}", rng.pick(&segments)),
+            2 => format!("/v1/api-keys/{}", rng.pick(&segments)),
+            _ => format!(
+                "/v1/environments/default/secrets?limit={}&cursor={}",
+                rng.pick(&segments),
+                rng.pick(&segments)
+            ),
+        };
+        let body: String = if rng.below(2) == 0 {
+            (0..rng.below(12)).map(|_| rng.pick(&fragments)).collect()
+        } else {
+            (0..rng.below(64))
+                .map(|_| char::from(rng.below(128) as u8))
+                .collect()
+        };
+        let method = [Method::GET, Method::PUT, Method::POST, Method::DELETE][rng.below(4)].clone();
+        let url = format!("{}{path}", s.base);
+        let resp = s
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(&s.admin)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("the server answers");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let coded = json["error"]["code"].is_string();
+        if status.is_server_error() || (!status.is_success() && !coded) {
+            failures.push(format!(
+                "#{i} {method} {path} {body:?}: {status} {text:.200}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let (status, _) = s.call(None, Method::GET, "/healthz", None).await;
+    assert_eq!(status, StatusCode::OK, "still serving");
+}
