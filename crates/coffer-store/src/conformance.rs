@@ -85,13 +85,24 @@ fn at(ms: i64) -> Timestamp {
     Timestamp::from_millis(ms)
 }
 
+/// An unconditional put that must succeed.
+async fn set(
+    store: &impl SecretStore,
+    env: &EnvName,
+    name: &SecretName,
+    value: StoredValue,
+    at: Timestamp,
+) -> PutOutcome {
+    store
+        .put(env, name, value, Precondition::None, at)
+        .await
+        .expect("put")
+}
+
 /// A first put creates the secret at revision 1 with the value's key version.
 pub async fn put_creates_at_revision_one(store: Arc<impl SecretStore>) {
     let (e, n) = (env("a"), name("API_KEY"));
-    let out = store
-        .put(&e, &n, sealed(3, "x:y:z"), Precondition::None, at(1000))
-        .await
-        .unwrap();
+    let out = set(&*store, &e, &n, sealed(3, "x:y:z"), at(1000)).await;
     assert!(out.created);
     assert_eq!(out.meta.revision, 1);
     assert_eq!(out.meta.key_version, 3);
@@ -104,14 +115,8 @@ pub async fn put_creates_at_revision_one(store: Arc<impl SecretStore>) {
 /// Each update adds one to the revision and keeps the creation time.
 pub async fn updates_bump_revision_and_keep_created_at(store: Arc<impl SecretStore>) {
     let (e, n) = (env("a"), name("TOKEN"));
-    store
-        .put(&e, &n, sealed(1, "a::b"), Precondition::None, at(1))
-        .await
-        .unwrap();
-    let second = store
-        .put(&e, &n, sealed(2, "c::d"), Precondition::None, at(2))
-        .await
-        .unwrap();
+    set(&*store, &e, &n, sealed(1, "a::b"), at(1)).await;
+    let second = set(&*store, &e, &n, sealed(2, "c::d"), at(2)).await;
     assert!(!second.created);
     assert_eq!(second.meta.revision, 2);
     assert_eq!(second.meta.key_version, 2);
@@ -165,10 +170,7 @@ pub async fn delete_honours_preconditions(store: Arc<impl SecretStore>) {
         store.delete(&e, &n, Precondition::None).await,
         Err(StoreError::NotFound)
     ));
-    store
-        .put(&e, &n, sealed(1, "a::b"), Precondition::None, at(1))
-        .await
-        .unwrap();
+    set(&*store, &e, &n, sealed(1, "a::b"), at(1)).await;
     let stale = store.delete(&e, &n, Precondition::Revision(2)).await;
     assert!(
         matches!(stale, Err(StoreError::Conflict { current: Some(1) })),
@@ -180,10 +182,7 @@ pub async fn delete_honours_preconditions(store: Arc<impl SecretStore>) {
         .unwrap();
     assert_eq!(gone.revision, 1);
     assert_eq!(store.meta(&e, &n).await.unwrap(), None);
-    let again = store
-        .put(&e, &n, sealed(1, "a::b"), Precondition::None, at(5))
-        .await
-        .unwrap();
+    let again = set(&*store, &e, &n, sealed(1, "a::b"), at(5)).await;
     assert!(again.created, "a deleted secret starts over at revision 1");
     assert_eq!(again.meta.revision, 1);
 }
@@ -191,16 +190,7 @@ pub async fn delete_honours_preconditions(store: Arc<impl SecretStore>) {
 /// `get` returns exactly what was stored, sealed or plain.
 pub async fn get_returns_the_stored_value_verbatim(store: Arc<impl SecretStore>) {
     let e = env("a");
-    store
-        .put(
-            &e,
-            &name("S"),
-            sealed(4, "iv:ct:tag"),
-            Precondition::None,
-            at(1),
-        )
-        .await
-        .unwrap();
+    set(&*store, &e, &name("S"), sealed(4, "iv:ct:tag"), at(1)).await;
     let plain = StoredValue::Plain(SecretString::from("dev value ✓"));
     store
         .put(&e, &name("P"), plain, Precondition::None, at(1))
@@ -223,15 +213,9 @@ pub async fn get_returns_the_stored_value_verbatim(store: Arc<impl SecretStore>)
 pub async fn list_is_sorted_scoped_and_paginated(store: Arc<impl SecretStore>) {
     let (a, b) = (env("a"), env("b"));
     for n in ["C", "A", "E", "B", "D"] {
-        store
-            .put(&a, &name(n), sealed(1, "x::y"), Precondition::None, at(1))
-            .await
-            .unwrap();
+        set(&*store, &a, &name(n), sealed(1, "x::y"), at(1)).await;
     }
-    store
-        .put(&b, &name("Z"), sealed(1, "x::y"), Precondition::None, at(1))
-        .await
-        .unwrap();
+    set(&*store, &b, &name("Z"), sealed(1, "x::y"), at(1)).await;
     let names = |v: Vec<SecretMeta>| {
         v.into_iter()
             .map(|m| m.name.to_string())
@@ -258,14 +242,8 @@ pub async fn list_is_sorted_scoped_and_paginated(store: Arc<impl SecretStore>) {
 pub async fn purge_removes_only_that_environment(store: Arc<impl SecretStore>) {
     let (a, b) = (env("a"), env("b"));
     for n in ["X", "Y"] {
-        store
-            .put(&a, &name(n), sealed(1, "x::y"), Precondition::None, at(1))
-            .await
-            .unwrap();
-        store
-            .put(&b, &name(n), sealed(1, "x::y"), Precondition::None, at(1))
-            .await
-            .unwrap();
+        set(&*store, &a, &name(n), sealed(1, "x::y"), at(1)).await;
+        set(&*store, &b, &name(n), sealed(1, "x::y"), at(1)).await;
     }
     assert_eq!(store.purge_environment(&a).await.unwrap(), 2);
     assert!(store.list(&a, None, 10).await.unwrap().is_empty());
@@ -276,22 +254,10 @@ pub async fn purge_removes_only_that_environment(store: Arc<impl SecretStore>) {
 pub async fn counts_values_per_key_version(store: Arc<impl SecretStore>) {
     let e = env("a");
     let plain = || StoredValue::Plain(SecretString::from("p"));
-    store
-        .put(&e, &name("A"), sealed(1, "x::y"), Precondition::None, at(1))
-        .await
-        .unwrap();
-    store
-        .put(&e, &name("B"), sealed(2, "x::y"), Precondition::None, at(1))
-        .await
-        .unwrap();
-    store
-        .put(&e, &name("C"), sealed(2, "x::y"), Precondition::None, at(1))
-        .await
-        .unwrap();
-    store
-        .put(&env("b"), &name("D"), plain(), Precondition::None, at(1))
-        .await
-        .unwrap();
+    set(&*store, &e, &name("A"), sealed(1, "x::y"), at(1)).await;
+    set(&*store, &e, &name("B"), sealed(2, "x::y"), at(1)).await;
+    set(&*store, &e, &name("C"), sealed(2, "x::y"), at(1)).await;
+    set(&*store, &env("b"), &name("D"), plain(), at(1)).await;
     let counts = store.count_by_key_version().await.unwrap();
     assert_eq!(
         counts.into_iter().collect::<Vec<_>>(),
@@ -303,10 +269,7 @@ pub async fn counts_values_per_key_version(store: Arc<impl SecretStore>) {
 /// number of updates that succeeded, so no acknowledged update was lost.
 pub async fn concurrent_compare_and_set_loses_no_update(store: Arc<impl SecretStore>) {
     let (e, n) = (env("a"), name("COUNTER"));
-    store
-        .put(&e, &n, sealed(1, "x::y"), Precondition::None, at(1))
-        .await
-        .unwrap();
+    set(&*store, &e, &n, sealed(1, "x::y"), at(1)).await;
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let (store, e, n) = (store.clone(), e.clone(), n.clone());
@@ -557,36 +520,9 @@ pub async fn scan_walks_every_environment_in_order(store: Arc<impl SecretStore>)
 /// revision and timestamps; one that lost a race changes nothing.
 pub async fn replacements_apply_only_at_the_read_revision(store: Arc<impl SecretStore>) {
     let e = env("a");
-    store
-        .put(
-            &e,
-            &name("STILL"),
-            sealed(1, "old::1"),
-            Precondition::None,
-            at(1),
-        )
-        .await
-        .unwrap();
-    store
-        .put(
-            &e,
-            &name("MOVED"),
-            sealed(1, "old::2"),
-            Precondition::None,
-            at(1),
-        )
-        .await
-        .unwrap();
-    store
-        .put(
-            &e,
-            &name("MOVED"),
-            sealed(2, "new::2"),
-            Precondition::None,
-            at(2),
-        )
-        .await
-        .unwrap();
+    set(&*store, &e, &name("STILL"), sealed(1, "old::1"), at(1)).await;
+    set(&*store, &e, &name("MOVED"), sealed(1, "old::2"), at(1)).await;
+    set(&*store, &e, &name("MOVED"), sealed(2, "new::2"), at(2)).await;
     let replace = |n: &str, revision| Replacement {
         environment: e.clone(),
         name: name(n),
