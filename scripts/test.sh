@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs Coffer's whole test suite on a fresh machine: format, lints, every test.
-# Today's suite needs no external service (the embedded SQLite store is built in).
-# Backends that need PostgreSQL, NATS or OpenBao bring them up here, before the tests,
-# and a test whose service is missing fails with a message saying how to get it.
+# Services are brought up here, before the tests: PostgreSQL (the machine's, or a throwaway
+# one) for the shared-schema check. A missing service fails the run with a message saying
+# how to get it; nothing is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,11 @@ cargo fmt --all --check
 
 echo "== cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== PostgreSQL accepts the shared catalog schema"
+eval "$(scripts/postgres.sh)"
+trap 'eval "${COFFER_PG_STOP:-}"' EXIT
+scripts/check-schema.sh "$COFFER_TEST_DATABASE_URL"
 
 echo "== cargo test"
 cargo test --workspace --locked -- --test-threads="${COFFER_TEST_THREADS:-2}"
