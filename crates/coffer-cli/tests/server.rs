@@ -240,7 +240,7 @@ async fn a_canary_value_never_appears_in_responses_files_or_logs() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = start(
         &dir.path().join("data"),
-        &[("COFFER_MASTER_KEY", K1), ("COFFER_LOG", "debug")],
+        &[("COFFER_MASTER_KEY", K1), ("COFFER_LOG", "trace")],
     );
     let path = "/v1/environments/default/secrets/CANARY";
     let mut responses = Vec::new();
