@@ -136,6 +136,14 @@ impl IntoResponse for ApiError {
         if let Some(rev) = self.current_revision {
             error["currentRevision"] = json!(rev);
         }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 6750: say which scheme would be accepted.
+            let challenge = axum::http::HeaderValue::from_static("Bearer");
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, challenge);
+        }
+        response
     }
 }

@@ -328,6 +328,13 @@ async fn a_revoked_key_is_refused_at_once() {
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"]["code"], "unauthorized");
+    let challenge = s
+        .http
+        .get(format!("{}/v1/api-keys", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(challenge.headers()["www-authenticate"], "Bearer");
 }
 
 #[tokio::test]
