@@ -157,7 +157,7 @@ async fn a_rewrap_cut_by_kill_9_completes_when_run_again() {
     seed(&s, 2000).await;
     drop(s);
     let mut s = start(&data, &ring_2(true), &[]);
-    let mut rewrap = clean_command(&["keys", "rewrap", "--batch", "20"])
+    let mut rewrap = clean_command(&["keys", "rewrap", "--batch", "10"])
         .env("COFFER_ADDR", &s.base)
         .env("COFFER_API_KEY", s.admin_key())
         .stdout(std::process::Stdio::null())
@@ -165,7 +165,7 @@ async fn a_rewrap_cut_by_kill_9_completes_when_run_again() {
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while values_per_version(&s).await[1].1 < 100 {
+    while values_per_version(&s).await[1].1 < 50 {
         assert!(
             std::time::Instant::now() < deadline,
             "the rewrap did not start"
