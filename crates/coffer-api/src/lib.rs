@@ -5,6 +5,7 @@
 //! through [`coffer_core::Coffer::apply`].
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod error;
 mod extract;

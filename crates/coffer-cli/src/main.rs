@@ -12,7 +12,12 @@ use clap::Parser;
 
 /// Coffer: secrets for functions and workflows.
 #[derive(Parser)]
-#[command(name = "coffer", version, about, propagate_version = true)]
+#[command(
+    name = "coffer",
+    version,
+    about = "Coffer: secrets for functions and workflows. Values are write-only here.",
+    propagate_version = true
+)]
 struct Cli {
     #[command(flatten)]
     global: client::GlobalArgs,

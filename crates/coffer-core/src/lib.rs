@@ -6,6 +6,7 @@
 //! events and audit records attach.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod error;
 pub mod keys;

@@ -4,6 +4,7 @@
 //! Pure: no I/O, no async. Key material and plaintext never appear in
 //! `Debug`, `Display`, errors or panics.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod blob;
 mod key;

@@ -8,6 +8,7 @@
 //! (group commit). A write is acknowledged only after its batch is durable.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod catalog;
 mod secrets;

@@ -11,6 +11,7 @@
 //! Backends never see plaintext unless the service runs in dev mode: values arrive sealed.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod model;
 pub mod schema;
