@@ -59,6 +59,7 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
     }
     create_private_dir(&data_dir)?;
     warn_if_shared(&data_dir);
+    let _lock = lock_data_dir(&data_dir)?;
     let store = Arc::new(SqliteStore::open(&data_dir).context("cannot open the embedded store")?);
     let options = StartupOptions {
         catalog: store.clone(),
@@ -215,6 +216,30 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("cannot create data dir {}", dir.display()))
+}
+
+/// One server per data dir: a second one would contend for SQLite's write lock and could
+/// write a different admin key. The lock lasts as long as the returned file is open.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("coffer.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            bail!(
+                "another coffer serve is using the data dir {}",
+                dir.display()
+            )
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
 }
 
 /// The data dir holds ciphertext and key hashes; others should not even list it.

@@ -471,3 +471,22 @@ fn serve_help_prints_usage_and_starts_nothing() {
         "{help}"
     );
 }
+
+#[tokio::test]
+async fn a_second_server_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = start(&data, &[("COFFER_MASTER_KEY", K1)]);
+    let mut second =
+        ServerProcess::spawn(&dir.path().join("data"), &[("COFFER_MASTER_KEY", K1)], &[]);
+    assert!(!second.wait_exit(), "the second server must not start");
+    assert!(
+        second
+            .log()
+            .contains("another coffer serve is using the data dir"),
+        "{}",
+        second.log()
+    );
+    let (status, _) = call(&first, Method::GET, "/v1/environments", None).await;
+    assert_eq!(status, StatusCode::OK, "the first one is unaffected");
+}
