@@ -399,6 +399,7 @@ impl Coffer {
                 expected_revision,
             } => {
                 self.require_manage(who, &env)?;
+                self.require_compare_and_set(expected_revision)?;
                 if value.expose_secret().len() > MAX_VALUE_BYTES {
                     return Err(CoreError::ValueTooLarge {
                         limit: MAX_VALUE_BYTES,
@@ -420,6 +421,7 @@ impl Coffer {
                 expected_revision,
             } => {
                 self.require_manage(who, &env)?;
+                self.require_compare_and_set(expected_revision)?;
                 let pre = Precondition::from_expected(expected_revision);
                 match self.secrets.delete(&env, &name, pre).await {
                     Err(StoreError::NotFound) => {
@@ -490,6 +492,18 @@ impl Coffer {
             actor = %record.actor,
             "mutation"
         );
+    }
+
+    /// `expectedRevision` needs a backend that checks it atomically (Vault KV v1 cannot):
+    /// refuse rather than pretend.
+    fn require_compare_and_set(&self, expected: Option<Revision>) -> Result<(), CoreError> {
+        if expected.is_some() && !self.secrets.capabilities().compare_and_set {
+            let backend = self.secrets.backend_name();
+            return Err(CoreError::Invalid(format!(
+                "the {backend} secrets backend cannot check expectedRevision atomically; omit it"
+            )));
+        }
+        Ok(())
     }
 
     async fn existing_environment(&self, env: &EnvName) -> Result<Environment, CoreError> {

@@ -2,6 +2,8 @@
 
 mod harness;
 
+mod capabilities;
+
 mod lifecycle;
 mod runtime;
 mod startup;
