@@ -1,9 +1,9 @@
-//! The services on the embedded store: start-up, the runtime read path, key lifecycle.
+//! The services on the embedded store: start-up, the runtime read path, key lifecycle,
+//! declared backend capabilities.
 
 mod harness;
 
 mod capabilities;
-
 mod lifecycle;
 mod runtime;
 mod startup;
