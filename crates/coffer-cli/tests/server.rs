@@ -75,6 +75,16 @@ async fn first_start_prints_the_admin_key_once_and_saves_it_private() {
         s.log().contains("DEV MODE"),
         "no key configured: a loud warning"
     );
+    for (file, bytes) in all_file_bytes(&data) {
+        if !file.ends_with("admin.key") {
+            let leaked = contains(&bytes, key.as_bytes());
+            assert!(
+                !leaked,
+                "{} holds the API key, not its hash",
+                file.display()
+            );
+        }
+    }
     let (status, body) = call(&s, Method::GET, "/v1/status", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json_of(&body)["encryption"], "disabled");
