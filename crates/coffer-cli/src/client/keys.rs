@@ -94,8 +94,10 @@ impl Session {
         let total = status.plaintext_values + status.keys.iter().map(|k| k.values).sum::<u64>();
         // indicatif draws only when stderr is a terminal.
         let bar = ProgressBar::new(total).with_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} values, {elapsed} elapsed, eta {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} values, {elapsed} elapsed, eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         let mut sum = Rewrap::default();
         loop {
