@@ -14,6 +14,7 @@ mod shapes;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{delete, get};
@@ -50,18 +51,83 @@ pub fn app(coffer: Arc<Coffer>) -> Router {
         .with_state(coffer)
 }
 
-/// Serves [`app`] on `listener` until `shutdown` resolves, then finishes in-flight requests.
+/// How connections are handled; [`ServeOptions::default`] is what `coffer serve` uses.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeOptions {
+    /// A connection that has not sent a complete request head within this long is closed,
+    /// so idle or trickling clients cannot pile up connections.
+    pub header_read_timeout: Duration,
+    /// After shutdown begins, in-flight requests get this long to finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            header_read_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serves [`app`] on `listener` until `shutdown` resolves, then lets in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
     coffer: Arc<Coffer>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
+    serve_with(listener, coffer, shutdown, ServeOptions::default()).await
+}
+
+/// [`serve`] with explicit [`ServeOptions`].
+pub async fn serve_with(
+    listener: TcpListener,
+    coffer: Arc<Coffer>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    options: ServeOptions,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let app = app(coffer);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
         // Small JSON responses on kept-alive connections: don't let Nagle hold them back.
         let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app(coffer))
-        .with_graceful_shutdown(shutdown)
+        let service = TowerToHyperService::new(app.clone());
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(options.drain_timeout, graceful.shutdown())
         .await
+        .is_err()
+    {
+        tracing::warn!(
+            "in-flight requests did not finish within {:?}; closing",
+            options.drain_timeout
+        );
+    }
+    Ok(())
 }

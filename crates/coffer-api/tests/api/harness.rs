@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use coffer_api::ServeOptions;
 use coffer_core::{Coffer, StartupOptions};
 use coffer_crypto::{Key, Keyring};
 use coffer_sqlite::SqliteStore;
@@ -17,6 +18,7 @@ pub struct Server {
     pub http: reqwest::Client,
     _dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Drop for Server {
@@ -28,6 +30,10 @@ impl Drop for Server {
 }
 
 pub async fn start() -> Server {
+    start_with(ServeOptions::default()).await
+}
+
+pub async fn start_with(serve_options: ServeOptions) -> Server {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Arc::new(SqliteStore::open(dir.path()).expect("open store"));
     let keyring = Keyring::single(Key::from_material(MASTER_KEY_HEX).expect("key"));
@@ -51,12 +57,13 @@ pub async fn start() -> Server {
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(coffer_api::serve(
+    let task = tokio::spawn(coffer_api::serve_with(
         listener,
         Arc::new(coffer) as Arc<Coffer>,
         async {
             let _ = stopped.await;
         },
+        serve_options,
     ));
     Server {
         base,
@@ -64,10 +71,23 @@ pub async fn start() -> Server {
         http: reqwest::Client::new(),
         _dir: dir,
         stop: Some(stop),
+        task: Some(task),
     }
 }
 
 impl Server {
+    /// Begins shutdown and waits until the server has stopped; returns how long that took.
+    pub async fn shut_down(mut self) -> std::time::Duration {
+        let began = std::time::Instant::now();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("serve task").expect("serve");
+        }
+        began.elapsed()
+    }
+
     /// Sends a request with an optional bearer key and JSON body; returns status and JSON.
     pub async fn call(
         &self,

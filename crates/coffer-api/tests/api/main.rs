@@ -3,5 +3,6 @@
 mod harness;
 
 mod authz;
+mod connections;
 mod input;
 mod secrets;
