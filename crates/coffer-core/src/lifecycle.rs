@@ -305,15 +305,15 @@ impl Coffer {
                 continue;
             }
             let sealed = self.seal(ring, aad.as_bytes(), &plain)?;
-            let value = StoredValue::Sealed {
-                key_version: sealed.key_version,
-                blob: sealed.blob,
-            };
             batch.push(Replacement {
                 environment: meta.environment,
                 name: meta.name,
                 revision: meta.revision,
-                value,
+                previous: value,
+                value: StoredValue::Sealed {
+                    key_version: sealed.key_version,
+                    blob: sealed.blob,
+                },
             });
         }
         if !batch.is_empty() {

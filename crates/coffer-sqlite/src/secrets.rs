@@ -169,20 +169,21 @@ impl SecretStore for SqliteStore {
                 let mut stmt = c
                     .prepare_cached(
                         "UPDATE secrets SET value = ?4, key_version = ?5
-                         WHERE environment = ?1 AND name = ?2 AND revision = ?3",
+                         WHERE environment = ?1 AND name = ?2 AND revision = ?3
+                           AND key_version = ?6 AND value = ?7",
                     )
                     .map_err(unavailable)?;
                 batch
                     .iter()
                     .map(|r| {
-                        let (key_version, value) =
-                            (r.value.key_version_number(), stored_text(&r.value));
                         stmt.execute(params![
                             r.environment.as_str(),
                             r.name.as_str(),
                             r.revision,
-                            value,
-                            key_version
+                            stored_text(&r.value),
+                            r.value.key_version_number(),
+                            r.previous.key_version_number(),
+                            stored_text(&r.previous),
                         ])
                         .map(|n| n == 1)
                         .map_err(unavailable)

@@ -516,24 +516,48 @@ pub async fn scan_walks_every_environment_in_order(store: Arc<impl SecretStore>)
     assert_eq!(seen, ["a/A", "a/Z", "b/X", "b/Y", "c/M"]);
 }
 
-/// A replacement applies only while the secret is at the revision it was read at, and keeps
-/// revision and timestamps; one that lost a race changes nothing.
+/// A replacement applies only while the secret is exactly as it was read (revision and stored
+/// form), and keeps revision and timestamps; one that lost a race changes nothing — even
+/// against a secret deleted and created again, which restarts at revision 1.
 pub async fn replacements_apply_only_at_the_read_revision(store: Arc<impl SecretStore>) {
     let e = env("a");
     set(&*store, &e, &name("STILL"), sealed(1, "old::1"), at(1)).await;
     set(&*store, &e, &name("MOVED"), sealed(1, "old::2"), at(1)).await;
     set(&*store, &e, &name("MOVED"), sealed(2, "new::2"), at(2)).await;
-    let replace = |n: &str, revision| Replacement {
+    set(&*store, &e, &name("AGAIN"), sealed(1, "old::3"), at(1)).await;
+    store
+        .delete(&e, &name("AGAIN"), Precondition::None)
+        .await
+        .unwrap();
+    set(&*store, &e, &name("AGAIN"), sealed(1, "new::3"), at(3)).await;
+    let replace = |n: &str, revision, previous: &str| Replacement {
         environment: e.clone(),
         name: name(n),
         revision,
+        previous: sealed(1, previous),
         value: sealed(3, "rewrapped::x"),
     };
-    let batch = vec![replace("STILL", 1), replace("MOVED", 1), replace("GONE", 1)];
+    let batch = vec![
+        replace("STILL", 1, "old::1"),
+        replace("MOVED", 1, "old::2"),
+        replace("GONE", 1, "old::9"),
+        replace("AGAIN", 1, "old::3"),
+    ];
     assert_eq!(
         store.replace_values(batch).await.unwrap(),
-        [true, false, false]
+        [true, false, false, false]
     );
+    match store
+        .get(&e, &name("AGAIN"))
+        .await
+        .unwrap()
+        .map(|r| r.value)
+    {
+        Some(StoredValue::Sealed { blob, .. }) => {
+            assert_eq!(blob, "new::3", "an old value never comes back")
+        }
+        other => panic!("sealed expected, got {other:?}"),
+    }
     let still = store.get(&e, &name("STILL")).await.unwrap().unwrap();
     assert_eq!(
         (

@@ -117,8 +117,9 @@ pub trait SecretStore: Send + Sync + 'static {
     ) -> StoreResult<Vec<SecretRecord>>;
 
     /// Replaces stored values without changing what they mean (re-encryption): each
-    /// replacement applies only if its secret is still at `revision`, and keeps the revision
-    /// and timestamps. Returns, per replacement, whether it applied.
+    /// replacement applies only if its secret is still at `revision` with exactly the stored
+    /// form `previous`, and keeps the revision and timestamps. Returns, per replacement,
+    /// whether it applied.
     async fn replace_values(&self, batch: Vec<Replacement>) -> StoreResult<Vec<bool>>;
 
     /// Deletes every secret of `env`; returns how many there were.

@@ -219,8 +219,12 @@ pub struct Replacement {
     pub environment: EnvName,
     /// Its name.
     pub name: SecretName,
-    /// The revision the value was read at; the replacement applies only if it still is.
+    /// The revision the value was read at.
     pub revision: Revision,
+    /// The stored form that was read. Together with `revision` it pins the exact row: a
+    /// secret deleted and created again restarts at revision 1, but its blob (random nonce)
+    /// differs, so an old value is never written back over a new one.
+    pub previous: StoredValue,
     /// The new stored form of the same value.
     pub value: StoredValue,
 }

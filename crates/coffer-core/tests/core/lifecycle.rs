@@ -180,6 +180,7 @@ async fn tamper(store: &SqliteStore, n: &str) {
         environment: env(),
         name: name(n),
         revision: record.meta.revision,
+        previous: StoredValue::Sealed { key_version, blob },
         value,
     };
     assert_eq!(store.replace_values(vec![r]).await.unwrap(), [true]);
