@@ -438,11 +438,18 @@ impl Coffer {
             Mutation::CreateApiKey { name, role } => {
                 self.require_admin(who)?;
                 check_key_label(&name)?;
-                if let Some(env) = role.environment() {
-                    self.existing_environment(env).await?;
-                }
                 let (record, key) = new_api_key(name, role, None)?;
-                self.catalog.insert_api_key(&record).await?;
+                // The catalog checks the environment in the writing transaction.
+                match self.catalog.insert_api_key(&record).await {
+                    Err(StoreError::NotFound) => {
+                        let env = record.meta.role.environment().cloned();
+                        return Err(env.map_or(
+                            CoreError::Store(StoreError::NotFound),
+                            CoreError::EnvironmentNotFound,
+                        ));
+                    }
+                    other => other?,
+                }
                 Applied::ApiKeyCreated(NewApiKey {
                     meta: record.meta,
                     key,

@@ -93,11 +93,14 @@ impl Catalog for SqliteStore {
                 if n == 0 {
                     return Err(StoreError::NotFound);
                 }
-                c.execute(
+                // Same transaction: no key of the old environment outlives it, and in this
+                // backend its secret values go with it.
+                for sql in [
                     "DELETE FROM api_keys WHERE environment = ?1",
-                    [name.as_str()],
-                )
-                .map_err(unavailable)?;
+                    "DELETE FROM secrets WHERE environment = ?1",
+                ] {
+                    c.execute(sql, [name.as_str()]).map_err(unavailable)?;
+                }
                 Ok(())
             })
             .await
@@ -231,14 +234,34 @@ fn insert_environment(c: &Connection, env: &Environment) -> StoreResult<()> {
         )
         .map_err(unavailable)?;
     if n == 0 {
-        Err(StoreError::AlreadyExists)
-    } else {
-        Ok(())
+        return Err(StoreError::AlreadyExists);
     }
+    // A new environment starts empty: rows a racing write left under this name after the
+    // old environment was deleted go now, in the same transaction.
+    c.execute(
+        "DELETE FROM secrets WHERE environment = ?1",
+        [env.name.as_str()],
+    )
+    .map_err(unavailable)?;
+    Ok(())
 }
 
 fn insert_api_key(c: &Connection, key: &ApiKeyRecord) -> StoreResult<()> {
     let m = &key.meta;
+    if let Some(env) = m.role.environment() {
+        // Checked in the writing transaction, so a key cannot land in an environment that
+        // is being deleted (and come back to life when the name is reused).
+        let exists: bool = c
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM environments WHERE name = ?1)",
+                [env.as_str()],
+                |r| r.get(0),
+            )
+            .map_err(unavailable)?;
+        if !exists {
+            return Err(StoreError::NotFound);
+        }
+    }
     let n = c
         .execute(
             "INSERT INTO api_keys (id, name, role, environment, key_hash, created_at)

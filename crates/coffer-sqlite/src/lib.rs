@@ -151,6 +151,42 @@ mod tests {
     coffer_store::secret_store_conformance!(fresh());
     coffer_store::catalog_conformance!(fresh());
 
+    /// This backend keeps values beside the catalog, so an environment's lifetime bounds its
+    /// values atomically: deleted with it, and a new environment never inherits rows.
+    #[tokio::test]
+    async fn environments_bound_their_secret_rows_in_one_transaction() {
+        use coffer_store::{Catalog, EnvName, Environment, Precondition, SecretName, SecretStore};
+        let (store, _dir) = fresh().await;
+        let env = EnvName::new("prod").expect("name");
+        let name = SecretName::new("A").expect("name");
+        let prod = Environment {
+            name: env.clone(),
+            created_at: Timestamp::from_millis(1),
+        };
+        let plain = || coffer_store::StoredValue::Plain(secrecy::SecretString::from("v"));
+        let at = Timestamp::from_millis(2);
+        store.create_environment(&prod).await.expect("create");
+        store
+            .put(&env, &name, plain(), Precondition::None, at)
+            .await
+            .expect("put");
+        store.delete_environment(&env).await.expect("delete");
+        assert!(
+            store.meta(&env, &name).await.expect("meta").is_none(),
+            "deleted with it"
+        );
+        // A write that raced the deletion and landed afterwards:
+        store
+            .put(&env, &name, plain(), Precondition::None, at)
+            .await
+            .expect("put");
+        store.create_environment(&prod).await.expect("create again");
+        assert!(
+            store.list(&env, None, 10).await.expect("list").is_empty(),
+            "starts empty"
+        );
+    }
+
     #[test]
     fn reopening_applies_no_migration_twice() {
         let dir = tempfile::tempdir().expect("temp dir");

@@ -359,6 +359,18 @@ pub async fn api_keys_are_found_by_hash_only(catalog: Arc<impl Catalog>) {
         .insert_api_key(&api_key("ak_01", Role::Admin, "h1"))
         .await
         .unwrap();
+    let orphan = catalog
+        .insert_api_key(&api_key("ak_03", Role::Manage(env("prod")), "h3"))
+        .await;
+    assert!(
+        matches!(orphan, Err(StoreError::NotFound)),
+        "a key for a missing environment is refused: {orphan:?}"
+    );
+    let prod = Environment {
+        name: env("prod"),
+        created_at: at(1),
+    };
+    catalog.create_environment(&prod).await.unwrap();
     let manage = api_key("ak_02", Role::Manage(env("prod")), "h2");
     catalog.insert_api_key(&manage).await.unwrap();
     assert_eq!(

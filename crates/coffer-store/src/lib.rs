@@ -148,13 +148,16 @@ pub trait Catalog: Send + Sync + 'static {
     /// One environment, or `None`.
     async fn get_environment(&self, name: &EnvName) -> StoreResult<Option<Environment>>;
 
-    /// Creates an environment. Errors: [`StoreError::AlreadyExists`].
+    /// Creates an environment. Errors: [`StoreError::AlreadyExists`]. A catalog that also
+    /// holds secret values (`db`) clears any left under this name in the same transaction.
     async fn create_environment(&self, env: &Environment) -> StoreResult<()>;
 
-    /// Deletes an environment and the API keys scoped to it. Errors: [`StoreError::NotFound`].
+    /// Deletes an environment and the API keys scoped to it, atomically (and, in a catalog
+    /// that also holds secret values, those values). Errors: [`StoreError::NotFound`].
     async fn delete_environment(&self, name: &EnvName) -> StoreResult<()>;
 
-    /// Stores a new API key.
+    /// Stores a new API key. The environment of a scoped key must exist at the moment of
+    /// the write. Errors: [`StoreError::NotFound`] when it does not.
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()>;
 
     /// All API keys, oldest first.
