@@ -41,13 +41,16 @@ pub enum KeyConfigError {
         /// The I/O error.
         error: std::io::Error,
     },
-    /// A key version that is not a positive integer.
-    #[error("{source_name}: key versions are positive integers, got {version:?}")]
+    /// A key version label that is not a positive integer. The label itself is not shown:
+    /// a keyring with label and key swapped would otherwise print the key.
+    #[error(
+        "{source_name}: a key version label of {chars} characters is not a positive integer without leading zeros (labels are \"1\", \"2\", ...)"
+    )]
     BadVersion {
         /// The setting it came from.
         source_name: &'static str,
-        /// The offending version label.
-        version: String,
+        /// The offending label's length in characters.
+        chars: usize,
     },
     /// A key that is neither 64 hex chars nor a passphrase of 32+ characters.
     #[error("{source_name}: key version {version}: {error}")]
@@ -122,7 +125,7 @@ fn parse_keyring_json(
     for (label, material) in &parsed.keys {
         let version: KeyVersion = label.parse().map_err(|_| KeyConfigError::BadVersion {
             source_name,
-            version: label.clone(),
+            chars: label.chars().count(),
         })?;
         let key = Key::from_material(material.expose_secret().trim()).map_err(|error| {
             KeyConfigError::BadKey {
@@ -192,6 +195,23 @@ mod tests {
         let msg = load_keyring(&src).unwrap_err().to_string();
         assert!(msg.contains("key version 1"), "{msg}");
         assert!(!msg.contains("tooshort-secret"), "{msg}");
+    }
+
+    #[test]
+    fn a_key_in_the_label_slot_is_refused_without_echoing_it() {
+        let swapped = json(&format!(
+            r#"{{"currentKeyVersion": 1, "keys": {{"{HEX}": "1"}}}}"#
+        ));
+        let msg = load_keyring(&swapped).unwrap_err().to_string();
+        assert!(!msg.contains(HEX), "{msg}");
+        assert!(msg.contains("64 characters"), "{msg}");
+        let padded = json(&format!(
+            r#"{{"currentKeyVersion": 1, "keys": {{"01": "{HEX}"}}}}"#
+        ));
+        assert!(matches!(
+            load_keyring(&padded),
+            Err(KeyConfigError::BadVersion { chars: 2, .. })
+        ));
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub enum StartupError {
         values: u64,
     },
     /// `COFFER_ADMIN_KEY` does not look like a key.
-    #[error("COFFER_ADMIN_KEY must be 32-512 characters without whitespace")]
+    #[error("COFFER_ADMIN_KEY must be 32-512 visible ASCII characters (no spaces)")]
     BadAdminSeed,
     /// The stores failed.
     #[error("storage failed during start-up: {0}")]
@@ -105,9 +105,9 @@ impl StartupOptions {
         }
         if let Some(seed) = &self.admin_key_seed {
             let s = seed.expose_secret();
-            if !(32..=512).contains(&s.len())
-                || s.chars().any(|c| c.is_whitespace() || c.is_control())
-            {
+            // Visible ASCII only: anything else cannot travel in an HTTP header, and a seed
+            // that can never authenticate would lock the installation out.
+            if !(32..=512).contains(&s.len()) || !s.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(StartupError::BadAdminSeed);
             }
         }

@@ -79,7 +79,11 @@ impl FromStr for KeyVersion {
 
     /// `version = 1*DIGIT`, value in `1..=u32::MAX`. No sign, no whitespace.
     fn from_str(s: &str) -> Result<KeyVersion, CryptoError> {
-        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        // Canonical decimal only: "01" and "1" must not both name version 1, or which key a
+        // keyring holds for it would depend on the order it was read in.
+        let canonical =
+            !s.is_empty() && !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit());
+        if !canonical {
             return Err(CryptoError::InvalidKeyVersion);
         }
         let v = s.parse().map_err(|_| CryptoError::InvalidKeyVersion)?;
@@ -430,7 +434,7 @@ mod tests {
             "4294967295".parse::<KeyVersion>(),
             KeyVersion::new(u32::MAX)
         );
-        for bad in ["0", "-1", "+1", "x", "", " 1", "4294967296"] {
+        for bad in ["0", "-1", "+1", "x", "", " 1", "4294967296", "01", "007"] {
             let parsed = bad.parse::<KeyVersion>();
             assert_eq!(parsed, Err(CryptoError::InvalidKeyVersion), "{bad:?}");
         }

@@ -65,6 +65,8 @@ async fn the_first_start_bootstraps_once() {
     assert_eq!(c.authenticate(seed).await.unwrap().role, Role::Admin);
     let (_, second) = seeded(None).start().await.unwrap();
     assert!(second.admin_key.is_none(), "later starts create no key");
-    let short = seeded(Some("short")).start().await.err();
-    assert!(matches!(short, Some(StartupError::BadAdminSeed)));
+    for bad in ["short", "ck_admin_ünïcödé_seed_that_is_long_enough_000"] {
+        let refused = seeded(Some(bad)).start().await.err();
+        assert!(matches!(refused, Some(StartupError::BadAdminSeed)), "{bad}");
+    }
 }
