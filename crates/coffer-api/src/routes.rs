@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use coffer_core::{
-    ApiKeyId, Applied, Coffer, Encryption, EnvName, Mutation, Role, SecretName, ValueStatus,
+    ApiKeyId, Applied, Coffer, Encryption, EnvName, Mutation, REWRAP_BATCH, Role, SecretName,
+    ValueStatus,
 };
 use serde_json::json;
 
@@ -134,8 +135,8 @@ pub async fn revoke_api_key(
     Caller(who): Caller,
     PathParams(id): PathParams<String>,
 ) -> ApiResult {
-    coffer.require_admin(&who)?;
     let id = ApiKeyId::new(&id)?;
+    coffer.require_admin(&who)?;
     coffer.apply(&who, Mutation::RevokeApiKey { id }).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -247,11 +248,11 @@ pub async fn rewrap(State(coffer): State_, Caller(who): Caller, body: JsonBody) 
         .as_deref()
         .map(decode_rewrap_cursor)
         .transpose()?;
-    if req.limit == Some(0) {
+    if req.limit.is_some_and(|l| !(1..=REWRAP_BATCH).contains(&l)) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_value",
-            "limit must be at least 1",
+            format!("limit must be between 1 and {REWRAP_BATCH}"),
         ));
     }
     match coffer

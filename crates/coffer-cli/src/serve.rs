@@ -95,12 +95,10 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
     }
     if let Some(first) = report.admin_key {
         let path = data_dir.join(ADMIN_KEY_FILE);
-        write_private_file(&path, first.key.expose_secret())?;
+        // Shown before the file is written: the bootstrap is committed, and if the write
+        // fails the operator still has the only copy of the key.
         if first.seeded {
-            eprintln!(
-                "First start: admin key taken from COFFER_ADMIN_KEY and written to {}",
-                path.display()
-            );
+            eprintln!("First start: the admin key is COFFER_ADMIN_KEY.");
         } else {
             eprintln!(
                 "\nFirst start: created environment `default` and an admin API key.\n\
@@ -109,6 +107,7 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
                 first.key.expose_secret()
             );
         }
+        write_private_file(&path, first.key.expose_secret())?;
     }
 
     let listener = tokio::net::TcpListener::bind(args.listen)

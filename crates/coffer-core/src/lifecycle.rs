@@ -139,6 +139,11 @@ impl UnreadableSet {
         }
     }
 
+    fn remove_environment(&self, env: &EnvName) {
+        let mut set = self.0.write().unwrap_or_else(|p| p.into_inner());
+        set.retain(|(e, _), _| e != env);
+    }
+
     fn contains(&self, meta: &SecretMeta) -> bool {
         let set = self.0.read().unwrap_or_else(|p| p.into_inner());
         !set.is_empty()
@@ -188,6 +193,10 @@ impl Coffer {
 
     pub(crate) fn mark_written(&self, env: &EnvName, name: &SecretName) {
         self.unreadable.remove(env, name);
+    }
+
+    pub(crate) fn forget_environment(&self, env: &EnvName) {
+        self.unreadable.remove_environment(env);
     }
 
     /// Key versions, which is current, how many values each holds (admin).

@@ -390,6 +390,7 @@ impl Coffer {
                 // A write that passed its environment check just before the delete may land
                 // after the first purge; sweep once more so nothing is left behind.
                 secrets += self.secrets.purge_environment(&name).await?;
+                self.forget_environment(&name);
                 Applied::EnvironmentDeleted { name, secrets }
             }
             Mutation::PutSecret {

@@ -144,6 +144,27 @@ fn cases() -> Vec<Case> {
             Nothing,
             [200, 200, 200, 200, 200, 200],
         ),
+        c(
+            Method::GET,
+            "/metrics",
+            None,
+            Nothing,
+            [200, 200, 200, 200, 200, 200],
+        ),
+        c(
+            Method::GET,
+            "/v1/keys",
+            None,
+            Nothing,
+            [401, 401, 200, 403, 403, 403],
+        ),
+        c(
+            Method::POST,
+            "/v1/keys/rewrap",
+            Some(|| json!({"limit": 10})),
+            Nothing,
+            [401, 401, 200, 403, 403, 403],
+        ),
     ]
 }
 

@@ -241,6 +241,16 @@ async fn one_tampered_value_is_unreadable_and_breaks_nothing_else() {
         Some("repaired")
     );
     assert_eq!(n.coffer.status().unreadable_values, 0);
+    tamper(&n.store, "C").await;
+    assert!(resolve(&n.coffer, "C").await.is_err());
+    assert_eq!(n.coffer.status().unreadable_values, 1);
+    let gone = Mutation::DeleteEnvironment { name: env() };
+    n.coffer.apply(&admin(), gone).await.unwrap();
+    assert_eq!(
+        n.coffer.status().unreadable_values,
+        0,
+        "the count follows deletions"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
