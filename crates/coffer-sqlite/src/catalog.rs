@@ -18,7 +18,7 @@ const BOOTSTRAPPED: &str = "bootstrapped_at";
 #[async_trait]
 impl Catalog for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())))
+        SqliteStore::ping(self).await
     }
 
     async fn bootstrap(&self, env: &Environment, admin: &ApiKeyRecord) -> StoreResult<bool> {

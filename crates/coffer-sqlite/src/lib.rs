@@ -49,6 +49,12 @@ impl SqliteStore {
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
         self.readers.with(|conn| f(conn).map_err(unavailable))
     }
+
+    /// Whether both paths answer: a read, and an empty transaction on the writer thread.
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())))?;
+        self.writer.write(|_| Ok(())).await
+    }
 }
 
 /// At most this many idle read connections are kept.
@@ -184,6 +190,38 @@ mod tests {
         assert!(
             store.list(&env, None, 10).await.expect("list").is_empty(),
             "starts empty"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_fails_alone_and_the_writer_lives_on() {
+        use coffer_store::Catalog;
+        let (store, _dir) = fresh().await;
+        let panicked = store
+            .writer
+            .write(|c| -> StoreResult<()> {
+                c.execute("INSERT INTO settings (name, value) VALUES ('x', 'y')", [])
+                    .map_err(unavailable)?;
+                panic!("a bug in a write job")
+            })
+            .await;
+        assert!(
+            matches!(panicked, Err(StoreError::Unavailable(_))),
+            "{panicked:?}"
+        );
+        Catalog::ping(&*store)
+            .await
+            .expect("the writer still answers");
+        let rolled_back: i64 = store
+            .read(|c| {
+                c.query_row("SELECT COUNT(*) FROM settings WHERE name = 'x'", [], |r| {
+                    r.get(0)
+                })
+            })
+            .expect("count");
+        assert_eq!(
+            rolled_back, 0,
+            "the panicking job's changes were rolled back"
         );
     }
 

@@ -214,7 +214,7 @@ impl SecretStore for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())))
+        SqliteStore::ping(self).await
     }
 }
 

@@ -83,13 +83,23 @@ fn commit_batch(conn: &Connection, batch: Vec<Job>) {
             broken = Some(e);
             break;
         }
-        let (keep, finish) = job(conn);
-        let end = if keep {
-            step(conn, "RELEASE w")
-        } else {
-            rollback_savepoint(conn)
+        // A job that panics must not take the writer thread (and every later write) with it:
+        // its changes are rolled back and its caller, whose reply is dropped, gets an error.
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn)));
+        let end = match ran {
+            Ok((true, finish)) => {
+                finishes.push(finish);
+                step(conn, "RELEASE w")
+            }
+            Ok((false, finish)) => {
+                finishes.push(finish);
+                rollback_savepoint(conn)
+            }
+            Err(_) => {
+                tracing::error!("a write panicked; its changes were rolled back");
+                rollback_savepoint(conn)
+            }
         };
-        finishes.push(finish);
         if let Err(e) = end {
             broken = Some(e);
             break;
