@@ -17,7 +17,8 @@ echo "== cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== PostgreSQL accepts the shared catalog schema"
-eval "$(scripts/postgres.sh)"
+pg_env=$(scripts/postgres.sh)  # a failure here stops the run (set -e), unlike inside eval "$(…)"
+eval "$pg_env"
 trap 'eval "${COFFER_PG_STOP:-}"' EXIT
 scripts/check-schema.sh "$COFFER_TEST_DATABASE_URL"
 

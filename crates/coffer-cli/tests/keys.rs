@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::{ServerProcess, clean_command};
+use common::{ServerProcess, clean_command, http};
 use serde_json::{Value, json};
 
 const K1: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
@@ -53,7 +53,7 @@ fn ok(s: &ServerProcess, args: &[&str]) -> String {
 }
 
 async fn get(s: &ServerProcess, path: &str) -> Value {
-    let resp = reqwest::Client::new()
+    let resp = http()
         .get(format!("{}{path}", s.base))
         .bearer_auth(s.admin_key())
         .send()
@@ -85,7 +85,7 @@ async fn seed(s: &ServerProcess, n: usize) {
     for t in 0..16 {
         let (base, key) = (base.clone(), key.clone());
         tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = http();
             for i in (t..n).step_by(16) {
                 let url = format!("{base}/v1/environments/default/secrets/S{i:04}");
                 let resp = http
@@ -231,7 +231,9 @@ async fn a_removed_key_version_stops_start_up_and_allow_unreadable_overrides_it(
     assert_eq!(status_of("NEWER").as_deref(), Some("ok"), "{list}");
     let status = get(&s, "/v1/status").await;
     assert_eq!(status["unreadableValues"], 3);
-    let metrics = reqwest::get(format!("{}/metrics", s.base))
+    let metrics = http()
+        .get(format!("{}/metrics", s.base))
+        .send()
         .await
         .unwrap()
         .text()

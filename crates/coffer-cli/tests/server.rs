@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{ServerProcess, clean_command, free_port};
+use common::{ChildGuard, ServerProcess, clean_command, http};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -20,10 +20,6 @@ fn coffer(envs: &[(&str, &str)]) -> Command {
     let mut cmd = clean_command(&[]);
     cmd.envs(envs.iter().copied());
     cmd
-}
-
-fn free_addr() -> String {
-    format!("127.0.0.1:{}", free_port())
 }
 
 fn spawn(data_dir: &Path, envs: &[(&str, &str)]) -> ServerProcess {
@@ -42,9 +38,7 @@ async fn call(
     body: Option<Value>,
 ) -> (StatusCode, String) {
     let url = format!("{}{path}", s.base);
-    let mut req = reqwest::Client::new()
-        .request(method, url)
-        .bearer_auth(s.admin_key());
+    let mut req = http().request(method, url).bearer_auth(s.admin_key());
     if let Some(body) = body {
         req = req.json(&body);
     }
@@ -105,48 +99,82 @@ async fn first_start_prints_the_admin_key_once_and_saves_it_private() {
 
 #[tokio::test]
 async fn serve_with_no_arguments_listens_on_8720_in_dot_coffer() {
+    assert!(
+        std::net::TcpStream::connect("127.0.0.1:8720").is_err(),
+        "127.0.0.1:8720 is taken by another process (a leftover `coffer serve`?); stop it, \
+         this test needs the default address"
+    );
     let dir = tempfile::tempdir().unwrap();
-    let mut child = coffer(&[("COFFER_MASTER_KEY", K1)])
-        .arg("serve")
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard(
+        coffer(&[("COFFER_MASTER_KEY", K1)])
+            .arg("serve")
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let key_file = dir.path().join(".coffer/admin.key");
     let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        match reqwest::get("http://127.0.0.1:8720/v1/status").await {
-            Ok(r) => break r.json::<Value>().await.unwrap(),
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(e) => panic!("nothing on 127.0.0.1:8720: {e}"),
+    let answer = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            panic!("coffer serve exited early: {status}");
         }
+        // Ours answers with the admin key it wrote into ./.coffer.
+        if let Ok(key) = std::fs::read_to_string(&key_file) {
+            let sent = http()
+                .get("http://127.0.0.1:8720/v1/environments")
+                .bearer_auth(key.trim())
+                .send()
+                .await;
+            if let Ok(r) = sent {
+                break r;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing answered on 127.0.0.1:8720"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    assert_eq!(answer.status(), StatusCode::OK, "our server answers there");
+    let status: Value = http()
+        .get("http://127.0.0.1:8720/v1/status")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(status["encryption"], "enabled");
-    assert!(dir.path().join(".coffer/admin.key").is_file());
     assert!(dir.path().join(".coffer/coffer.db").is_file());
     Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args(["-INT", &child.0.id().to_string()])
         .status()
         .unwrap();
-    assert!(child.wait().unwrap().success(), "SIGINT is a clean exit");
+    assert!(child.0.wait().unwrap().success(), "SIGINT is a clean exit");
+}
+
+/// Starts `coffer serve` expecting it to refuse; returns its log.
+fn refused(data_dir: &Path, envs: &[(&str, &str)], extra: &[&str]) -> String {
+    let mut s = ServerProcess::spawn(data_dir, envs, extra);
+    assert!(
+        !s.wait_exit(),
+        "coffer serve must refuse to start:\n{}",
+        s.log()
+    );
+    s.log()
 }
 
 #[tokio::test]
 async fn require_encryption_without_a_key_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    for envs in [&[("COFFER_REQUIRE_ENCRYPTION", "1")][..], &[]] {
-        let mut cmd = coffer(envs);
-        cmd.args(["serve", "--listen", &free_addr(), "--data-dir"])
-            .arg(dir.path());
-        if envs.is_empty() {
-            cmd.arg("--require-encryption");
-        }
-        let out = cmd.output().unwrap();
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("encryption is required"), "{err}");
+    let data = dir.path().join("data");
+    for log in [
+        refused(&data, &[("COFFER_REQUIRE_ENCRYPTION", "1")], &[]),
+        refused(&data, &[], &["--require-encryption"]),
+    ] {
+        assert!(log.contains("encryption is required"), "{log}");
     }
 }
 
@@ -162,17 +190,11 @@ async fn unusable_key_material_is_refused_with_a_clear_message() {
         ("COFFER_SECRET_KEYS", "not json short-secret-material"),
     ];
     for (var, value) in cases {
-        let out = coffer(&[(var, value)])
-            .args(["serve", "--listen", &free_addr(), "--data-dir"])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{var}={value} must be refused");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(var), "the message names the setting: {err}");
+        let log = refused(&dir.path().join("data"), &[(var, value)], &[]);
+        assert!(log.contains(var), "the message names the setting: {log}");
         assert!(
-            !err.contains("short-secret-material"),
-            "never echo key material: {err}"
+            !log.contains("short-secret-material"),
+            "never echo key material: {log}"
         );
     }
 }
@@ -401,7 +423,7 @@ async fn kill_9_during_a_stream_of_writes_loses_no_acknowledged_write() {
     for t in 0..8 {
         let (base, key, acked) = (base.clone(), key.clone(), acked.clone());
         writers.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = http();
             for i in 0..100_000u32 {
                 // Alternate new secrets and updates of one per writer.
                 let name = if i % 2 == 0 {

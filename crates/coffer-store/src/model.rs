@@ -28,7 +28,9 @@ impl NameError {
     }
 }
 
-/// An environment name: `^[a-z0-9][a-z0-9-]{0,62}$`.
+/// An environment name: `^[a-z0-9][a-z0-9-]{0,62}$`, except `admin`, which is reserved:
+/// API keys read `ck_<environment or "admin">_…`, so an environment named `admin` would make
+/// its keys look like admin keys.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EnvName(String);
 
@@ -42,6 +44,13 @@ impl EnvName {
                 .bytes()
                 .enumerate()
                 .all(|(i, b)| b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && b == b'-'));
+        if raw == "admin" {
+            return Err(NameError::new(
+                "environment name",
+                raw,
+                "`admin` is reserved",
+            ));
+        }
         if ok {
             Ok(EnvName(raw.to_owned()))
         } else {
@@ -374,6 +383,7 @@ mod tests {
         }
         for bad in [
             "",
+            "admin",
             "-a",
             "Prod",
             "a_b",

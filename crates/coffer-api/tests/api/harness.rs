@@ -68,7 +68,10 @@ pub async fn start_with(serve_options: ServeOptions) -> Server {
     Server {
         base,
         admin,
-        http: reqwest::Client::new(),
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client"),
         _dir: dir,
         stop: Some(stop),
         task: Some(task),

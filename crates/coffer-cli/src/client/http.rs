@@ -73,10 +73,19 @@ impl Api {
             builder = builder.no_proxy();
         }
         let http = builder.build().context("cannot set up the HTTP client")?;
+        // Messages name the address as given, but never with credentials embedded in it.
+        let addr = if base.username().is_empty() && base.password().is_none() {
+            addr.to_owned()
+        } else {
+            let mut shown = base.clone();
+            let _ = shown.set_username("");
+            let _ = shown.set_password(None);
+            shown.to_string()
+        };
         Ok(Api {
             http,
             base,
-            addr: addr.to_owned(),
+            addr,
             key,
         })
     }

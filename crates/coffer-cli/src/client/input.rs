@@ -9,13 +9,20 @@ use secrecy::SecretString;
 use zeroize::Zeroizing;
 
 /// A secret value from stdin, all of it, minus one trailing `\n` or `\r\n` (the one
-/// `echo` or a final Enter adds).
+/// `echo` or a final Enter adds). Nothing at all on stdin is refused: a forgotten value (a
+/// script with stdin at `/dev/null`) must not silently become an empty secret; an empty
+/// value is set with an explicit empty line (`echo "" | …`).
 pub fn value_from_stdin(name: &str) -> Result<SecretString> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         eprintln!("Type the value of {name}, then press Ctrl-D on an empty line.");
     }
     let bytes = read_all(stdin.lock()).context("cannot read the value from stdin")?;
+    if bytes.is_empty() {
+        anyhow::bail!(
+            "no value: give it as an argument or pipe it on stdin (stdin was empty; for an empty value, pipe an empty line)"
+        );
+    }
     let text = std::str::from_utf8(strip_one_newline(&bytes))
         .map_err(|_| anyhow!("the value on stdin is not UTF-8 text"))?;
     Ok(SecretString::from(text))

@@ -55,8 +55,10 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub json: bool,
     /// Environment to work in [default: the API key's own environment, else `default`].
-    #[arg(long, env = "COFFER_ENV", global = true, value_parser = EnvName::new)]
-    pub env: Option<EnvName>,
+    // Checked when a client command runs (an empty COFFER_ENV means unset), so `serve`,
+    // which ignores it, is not refused over it.
+    #[arg(long, env = "COFFER_ENV", global = true)]
+    pub env: Option<String>,
 }
 
 /// The client's commands.
@@ -100,8 +102,9 @@ pub enum SecretCommand {
     /// Set a secret: create it, or write its next revision.
     Set {
         /// 1-128 letters, digits and '_', not starting with a digit.
-        #[arg(value_parser = SecretName::new)]
-        name: SecretName,
+        // Checked in `secret()`, not by clap, whose error would quote it: a value typed
+        // into the NAME slot must not end up in a terminal log.
+        name: String,
         /// The value. Omit it to read the value from stdin, which keeps it out of shell
         /// history and the process list; one trailing newline is dropped.
         // A leading '-' is taken as part of the value, not left to clap, whose error
@@ -202,8 +205,8 @@ impl Session {
             Some(key) => SecretString::from(key),
             None => local_admin_key(&base, &global.data_dir)?,
         };
-        let env = match global.env {
-            Some(env) => env,
+        let env = match global.env.as_deref().filter(|e| !e.is_empty()) {
+            Some(env) => EnvName::new(env)?,
             None => match key_environment(key.expose_secret()) {
                 Some(env) => env,
                 None => EnvName::new(DEFAULT_ENV)?,
@@ -263,6 +266,11 @@ impl Session {
                 if !more_words.is_empty() {
                     bail!("VALUE must be one argument: quote it, or better, pipe it on stdin");
                 }
+                let name = SecretName::new(&name).map_err(|_| {
+                    anyhow!(
+                        "NAME must be 1-128 letters, digits and '_', not starting with a digit (not shown here, in case a value was typed in its place)"
+                    )
+                })?;
                 let value = match value {
                     Some(value) => value,
                     None => input::value_from_stdin(name.as_str())?,

@@ -1,10 +1,11 @@
 //! What every process-level test needs: the `coffer` binary with a clean environment, and a
-//! `coffer serve` child on a free loopback port, its stderr in a log file, killed on drop.
+//! `coffer serve` child on a loopback port of its own choosing, its stderr in a log file,
+//! killed on drop.
 
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,32 +24,43 @@ pub fn clean_command(args: &[&str]) -> Command {
     cmd
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// An HTTP client for loopback tests: never through a proxy from the environment.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("http client")
+}
+
+/// A child process killed on drop, so a failing assertion leaves no server behind.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A running (or finished) `coffer serve`.
 pub struct ServerProcess {
     pub child: Child,
+    /// The port it listens on, known once [`ServerProcess::wait_ready`] returned.
     pub port: u16,
+    /// `http://127.0.0.1:PORT`, known once [`ServerProcess::wait_ready`] returned.
     pub base: String,
     pub data_dir: PathBuf,
     log_path: PathBuf,
 }
 
 impl ServerProcess {
-    /// Starts `coffer serve --listen 127.0.0.1:<free> --data-dir DATA_DIR EXTRA…` with
-    /// `envs`; stderr goes to `DATA_DIR.log` beside the data dir.
+    /// Starts `coffer serve --listen 127.0.0.1:0 --data-dir DATA_DIR EXTRA…` with `envs`;
+    /// stderr goes to `DATA_DIR.log` beside the data dir. The server picks its own port and
+    /// logs it, so parallel tests never race for a port guessed in advance.
     pub fn spawn(data_dir: &Path, envs: &[(&str, &str)], extra: &[&str]) -> ServerProcess {
-        let port = free_port();
         let log_path = data_dir.with_extension("log");
         let log = std::fs::File::create(&log_path).unwrap();
-        let listen = format!("127.0.0.1:{port}");
-        let mut cmd = clean_command(&["serve", "--listen", &listen, "--data-dir"]);
+        let mut cmd = clean_command(&["serve", "--listen", "127.0.0.1:0", "--data-dir"]);
         let child = cmd
             .arg(data_dir)
             .args(extra)
@@ -60,8 +72,8 @@ impl ServerProcess {
             .expect("spawn coffer serve");
         ServerProcess {
             child,
-            port,
-            base: format!("http://{listen}"),
+            port: 0,
+            base: String::new(),
             data_dir: data_dir.to_owned(),
             log_path,
         }
@@ -74,10 +86,20 @@ impl ServerProcess {
         server
     }
 
-    /// Waits until `/healthz` answers; panics with the log if the server exits first.
+    /// Waits until the server has logged its address and `/healthz` answers there; panics
+    /// with the log if the server exits first.
     pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !healthz_answers(self.port) {
+        loop {
+            if self.port == 0
+                && let Some(port) = listening_port(&self.log())
+            {
+                self.port = port;
+                self.base = format!("http://127.0.0.1:{port}");
+            }
+            if self.port != 0 && healthz_answers(self.port) {
+                return;
+            }
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!(
                     "coffer serve exited ({status}) before it was ready:\n{}",
@@ -112,13 +134,8 @@ impl ServerProcess {
     /// Sends SIGTERM and waits; returns whether the exit was clean.
     pub fn terminate(&mut self) -> bool {
         let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
         self.wait_exit()
     }
 
@@ -147,6 +164,15 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The port in the server's `coffer is listening addr=127.0.0.1:PORT …` log line.
+fn listening_port(log: &str) -> Option<u16> {
+    let line = log.lines().find(|l| l.contains("coffer is listening"))?;
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))?;
+    addr.rsplit_once(':')?.1.parse().ok()
 }
 
 fn healthz_answers(port: u16) -> bool {
