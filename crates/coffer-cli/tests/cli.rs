@@ -1,6 +1,7 @@
 //! The `coffer` binary end to end: each test starts a real `coffer serve` on a free port
 //! with a fresh data dir, then drives it with the real client commands and checks what a
-//! user sees: stdout, stderr and the exit status.
+//! user sees: stdout, stderr and the exit status. Tests of what gets stored run the server
+//! in dev mode (no encryption key) and read the plaintext values from its database.
 
 use std::cell::RefCell;
 use std::hash::{BuildHasher, RandomState};
@@ -9,13 +10,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::SystemTime;
 
+use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 
 mod common;
 
-use common::{ServerProcess, clean_command, free_port};
+use common::{ServerProcess, clean_command};
 
 const MASTER_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+/// An address nothing listens on: a connection to port 1 is refused on these machines. (A
+/// port found free and released could be taken by another test's server meanwhile.)
+const CLOSED_ADDR: &str = "http://127.0.0.1:1";
 
 #[test]
 fn env_create_list_and_delete_in_human_and_json_output() {
@@ -95,6 +101,70 @@ fn secret_set_takes_the_value_from_the_argument_or_stdin_and_never_shows_it() {
     let set = json(&server.ok(&["--json", "secret", "set", "OTHER", &first]));
     assert_eq!(set["revision"], 1);
     server.assert_log_free_of_canaries();
+}
+
+#[test]
+fn secret_set_stores_the_argument_or_stdin_minus_one_trailing_newline() {
+    let server = Server::start_dev();
+    let body = server.canary();
+    let pem =
+        format!("-----BEGIN PRIVATE KEY-----\nMIIEvQ{body}\nAbCdEf==\n-----END PRIVATE KEY-----");
+
+    assert_eq!(
+        server.ok(&["secret", "set", "A", "value"]),
+        "set A in default (revision 1)\n"
+    );
+    let piped = [
+        ("B_LINE", "line\n".to_owned()),
+        ("B_CRLF", "crlf\r\n".to_owned()),
+        ("B_KEEP", "keep\n\n".to_owned()),
+        ("B_BARE", "no newline at all".to_owned()),
+        ("B_EMPTY_LINE", "\n".to_owned()),
+        ("B_PEM", format!("{pem}\n")),
+    ];
+    for (name, stdin) in &piped {
+        let run = server.run_with(&["secret", "set", name], None, Some(stdin));
+        assert!(run.success, "`secret set {name}` failed:\n{}", run.stderr);
+        assert_eq!(run.stdout, format!("set {name} in default (revision 1)\n"));
+    }
+
+    assert_eq!(
+        server.stored_values("default"),
+        [
+            ("A", "value"),
+            ("B_BARE", "no newline at all"),
+            ("B_CRLF", "crlf"),
+            ("B_EMPTY_LINE", ""),
+            ("B_KEEP", "keep\n"),
+            ("B_LINE", "line"),
+            ("B_PEM", pem.as_str()),
+        ]
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+    );
+    server.assert_log_free_of_canaries();
+}
+
+#[test]
+fn empty_stdin_is_refused_and_sets_nothing() {
+    let server = Server::start_dev();
+    server.ok(&["secret", "set", "KEPT", "before"]);
+
+    // Zero bytes on a pipe, and stdin at /dev/null: both are a forgotten value.
+    for stdin in [Some(""), None] {
+        for name in ["NEW", "KEPT"] {
+            let mut cmd = server.command(&["secret", "set", name]);
+            let run = Run::of(&mut cmd, stdin);
+            run.assert_failed_with("stdin");
+        }
+    }
+
+    assert_eq!(
+        server.stored_values("default"),
+        [("KEPT".to_owned(), "before".to_owned())]
+    );
+    let list = json(&server.ok(&["secret", "list", "--json"]));
+    assert_eq!(names_in(&list), ["KEPT"]);
+    assert_eq!(list[0]["revision"], 1, "a refused write changes nothing");
 }
 
 #[test]
@@ -195,6 +265,64 @@ fn secret_import_sets_every_dotenv_entry_at_revision_one() {
     for secret in list.as_array().unwrap() {
         assert_eq!(secret["revision"], 1, "{secret}");
     }
+    server.assert_log_free_of_canaries();
+}
+
+#[test]
+fn secret_import_stores_the_values_a_dotenv_reader_gives() {
+    let server = Server::start_dev();
+    let body = server.canary();
+    let file = server.dir.path().join("windows.env");
+    // CRLF line ends throughout, as an editor on Windows writes them.
+    let dotenv = [
+        "# app settings",
+        "export EXPORTED=from-export",
+        r"SINGLE='single # not a comment \n $HOME'",
+        r#"DOUBLE="tab\there \"quoted\" it\'s back\\slash\nnext""#,
+        "PEM=\"-----BEGIN KEY-----",
+        body.as_str(),
+        "-----END KEY-----\"  # the key",
+        "EMPTY=",
+        "HASH= # a template comment, not a value",
+        "COMMENTED=a #comment",
+        "NOT_A_COMMENT=a#b",
+        "VARIABLE=${HOME}/$USER",
+        "SPACED  =  inner  spaces  ",
+        "LAST=no final line break",
+    ]
+    .join("\r\n");
+    std::fs::write(&file, dotenv).unwrap();
+
+    assert_eq!(
+        server.ok(&["secret", "import", path(&file)]),
+        "imported 11 secrets into default\n"
+    );
+    let from_stdin = server.run_with(
+        &["secret", "import", "-"],
+        None,
+        Some("FROM_STDIN='piped in'\n"),
+    );
+    assert!(from_stdin.success, "{}", from_stdin.stderr);
+
+    let pem = format!("-----BEGIN KEY-----\n{body}\n-----END KEY-----");
+    assert_eq!(
+        server.stored_values("default"),
+        [
+            ("COMMENTED", "a"),
+            ("DOUBLE", "tab\there \"quoted\" it's back\\slash\nnext"),
+            ("EMPTY", ""),
+            ("EXPORTED", "from-export"),
+            ("FROM_STDIN", "piped in"),
+            ("HASH", ""),
+            ("LAST", "no final line break"),
+            ("NOT_A_COMMENT", "a#b"),
+            ("PEM", pem.as_str()),
+            ("SINGLE", r"single # not a comment \n $HOME"),
+            ("SPACED", "inner  spaces"),
+            ("VARIABLE", "${HOME}/$USER"),
+        ]
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+    );
     server.assert_log_free_of_canaries();
 }
 
@@ -346,29 +474,32 @@ fn without_an_api_key_a_local_server_is_called_with_its_admin_key_file() {
 fn without_an_api_key_or_admin_key_file_the_error_says_to_set_coffer_api_key() {
     let empty = tempfile::tempdir().unwrap();
     let mut cmd = clean_command(&["env", "list", "--data-dir", path(empty.path())]);
-    cmd.env("COFFER_ADDR", format!("http://127.0.0.1:{}", free_port()));
+    cmd.env("COFFER_ADDR", CLOSED_ADDR);
     Run::of(&mut cmd, None).assert_failed_with("set COFFER_API_KEY");
 }
 
 #[test]
 fn a_closed_port_says_no_coffer_server_answers() {
-    let addr = format!("http://127.0.0.1:{}", free_port());
     let mut cmd = clean_command(&["secret", "list"]);
-    cmd.env("COFFER_ADDR", &addr)
+    cmd.env("COFFER_ADDR", CLOSED_ADDR)
         .env("COFFER_API_KEY", "ck_admin_00");
     let run = Run::of(&mut cmd, None);
-    run.assert_failed_with(&format!("no Coffer server answers at {addr}"));
+    run.assert_failed_with(&format!("no Coffer server answers at {CLOSED_ADDR}"));
     assert!(run.stderr.contains("coffer serve"), "{}", run.stderr);
 }
 
 #[test]
 fn an_invalid_name_is_refused_before_any_request() {
     let mut cmd = clean_command(&["secret", "set", "1BAD", "value"]);
-    cmd.env("COFFER_ADDR", format!("http://127.0.0.1:{}", free_port()))
+    cmd.env("COFFER_ADDR", CLOSED_ADDR)
         .env("COFFER_API_KEY", "ck_admin_00");
     let run = Run::of(&mut cmd, None);
-    assert!(!run.success);
-    assert!(run.stderr.contains("secret name"), "{}", run.stderr);
+    run.assert_failed_with("NAME must be");
+    assert!(
+        !run.stderr.contains("1BAD"),
+        "the name is echoed:\n{}",
+        run.stderr
+    );
     assert!(!run.stderr.contains("no Coffer server"), "{}", run.stderr);
 }
 
@@ -385,13 +516,20 @@ struct Server {
 }
 
 impl Server {
+    /// A server that encrypts values with [`MASTER_KEY`].
     fn start() -> Server {
+        Server::start_with(&[("COFFER_MASTER_KEY", MASTER_KEY)])
+    }
+
+    /// A server in dev mode: no encryption key, so values are stored as plaintext and
+    /// [`Server::stored_values`] can check them.
+    fn start_dev() -> Server {
+        Server::start_with(&[])
+    }
+
+    fn start_with(envs: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let process = ServerProcess::start(
-            &dir.path().join("data"),
-            &[("COFFER_MASTER_KEY", MASTER_KEY)],
-            &[],
-        );
+        let process = ServerProcess::start(&dir.path().join("data"), envs, &[]);
         Server {
             addr: process.base.clone(),
             admin_key: process.admin_key(),
@@ -460,6 +598,38 @@ impl Server {
             run.stderr
         );
         run.stdout
+    }
+
+    /// Every secret of `env` as `(name, value)` in name order, read straight from the
+    /// database of a [`Server::start_dev`] server (which commits before it answers).
+    fn stored_values(&self, env: &str) -> Vec<(String, String)> {
+        let db = self.process.data_dir.join("coffer.db");
+        let conn = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap_or_else(|e| panic!("open {}: {e}", db.display()));
+        let mut stmt = conn
+            .prepare(
+                "SELECT name, value, key_version FROM secrets WHERE environment = ?1
+                 ORDER BY name",
+            )
+            .unwrap();
+        let rows = stmt
+            .query_map([env], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })
+            .unwrap();
+        rows.map(|row| {
+            let (name, value, key_version) = row.unwrap();
+            assert_eq!(
+                key_version, 0,
+                "{name} is not stored as plaintext: not dev mode?"
+            );
+            (name, value)
+        })
+        .collect()
     }
 
     fn assert_log_free_of_canaries(&self) {
