@@ -19,8 +19,6 @@ use clap::Parser;
     propagate_version = true
 )]
 struct Cli {
-    #[command(flatten)]
-    global: client::GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -47,8 +45,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args, cli.global.data_dir).await,
-            Command::Client(cmd) => client::run(cli.global, cmd).await,
+            Command::Serve(args) => serve::run(args).await,
+            Command::Client(cmd) => client::run(cmd).await,
         }
     });
     match result {

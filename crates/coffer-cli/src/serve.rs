@@ -16,9 +16,12 @@ use secrecy::{ExposeSecret, SecretString};
 /// The file, in the data dir, that holds the first admin key.
 pub const ADMIN_KEY_FILE: &str = "admin.key";
 
-/// Options of `coffer serve` (the data dir is the global `--data-dir`).
+/// Options of `coffer serve`.
 #[derive(clap::Args)]
 pub struct ServeArgs {
+    /// Data directory: the SQLite file, admin.key and the lock (created 0700).
+    #[arg(long, env = "COFFER_DATA_DIR", default_value = "./.coffer")]
+    data_dir: PathBuf,
     /// Address to listen on.
     #[arg(long, env = "COFFER_LISTEN", default_value = "127.0.0.1:8720")]
     listen: SocketAddr,
@@ -38,7 +41,8 @@ pub struct ServeArgs {
 }
 
 /// Runs the server until a shutdown signal.
-pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let data_dir = args.data_dir.clone();
     init_logging();
     if args.database_url.is_some() {
         bail!(

@@ -44,7 +44,7 @@ fn env_create_list_and_delete_in_human_and_json_output() {
         "deleted environment staging with its secrets and API keys\n"
     );
     assert_eq!(server.ok(&["env", "delete", "qa", "--json"]), "");
-    let names = names_in(&json(&server.ok(&["--json", "env", "list"])));
+    let names = names_in(&json(&server.ok(&["env", "list", "--json"])));
     assert_eq!(names, ["default"]);
 }
 
@@ -98,7 +98,7 @@ fn secret_set_takes_the_value_from_the_argument_or_stdin_and_never_shows_it() {
     assert_eq!(secret["environment"], "default");
     assert!(secret.get("value").is_none(), "{secret}");
 
-    let set = json(&server.ok(&["--json", "secret", "set", "OTHER", &first]));
+    let set = json(&server.ok(&["secret", "set", "OTHER", &first, "--json"]));
     assert_eq!(set["revision"], 1);
     server.assert_log_free_of_canaries();
 }

@@ -502,6 +502,9 @@ fn serve_help_prints_usage_and_starts_nothing() {
         help.contains("--require-encryption") && help.contains("--allow-unreadable"),
         "{help}"
     );
+    for client_only in ["--api-key", "--addr", "--json", "--env "] {
+        assert!(!help.contains(client_only), "serve has no {client_only}: {help}");
+    }
 }
 
 #[tokio::test]

@@ -28,7 +28,8 @@ use zeroize::Zeroizing;
 
 use http::{Api, JsonBody};
 
-/// Options shared by the client commands; all global, so they may follow the subcommand.
+/// Options shared by the client commands; global within each command group, so they may
+/// follow the subcommand.
 #[derive(clap::Args)]
 pub struct GlobalArgs {
     /// Address of the Coffer server.
@@ -61,21 +62,39 @@ pub struct GlobalArgs {
     pub env: Option<String>,
 }
 
-/// The client's commands.
+/// The client's commands. Each group carries the client options, which may follow any of
+/// its subcommands (`coffer secret list --env prod --json`); `serve` has none of them.
 #[derive(clap::Subcommand)]
 pub enum ClientCommand {
     /// List, create and delete environments.
-    #[command(subcommand)]
-    Env(EnvCommand),
+    Env {
+        #[command(flatten)]
+        global: GlobalArgs,
+        #[command(subcommand)]
+        command: EnvCommand,
+    },
     /// Set, list, delete and import secrets. Values are write-only.
-    #[command(subcommand)]
-    Secret(SecretCommand),
+    Secret {
+        #[command(flatten)]
+        global: GlobalArgs,
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
     /// Create, list and revoke API keys.
-    #[command(subcommand, name = "apikey")]
-    ApiKey(ApiKeyCommand),
+    #[command(name = "apikey")]
+    ApiKey {
+        #[command(flatten)]
+        global: GlobalArgs,
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
     /// Encryption key versions: status, and re-encryption to the current one.
-    #[command(subcommand)]
-    Keys(keys::KeysCommand),
+    Keys {
+        #[command(flatten)]
+        global: GlobalArgs,
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
 }
 
 /// `coffer env …`
@@ -172,13 +191,14 @@ pub enum RoleArg {
 }
 
 /// Runs one client command against the server.
-pub async fn run(global: GlobalArgs, command: ClientCommand) -> Result<ExitCode> {
-    let session = Session::open(global)?;
+pub async fn run(command: ClientCommand) -> Result<ExitCode> {
     match command {
-        ClientCommand::Env(command) => session.env(command).await?,
-        ClientCommand::Secret(command) => session.secret(command).await?,
-        ClientCommand::ApiKey(command) => session.api_key(command).await?,
-        ClientCommand::Keys(command) => session.keys(command).await?,
+        ClientCommand::Env { global, command } => Session::open(global)?.env(command).await?,
+        ClientCommand::Secret { global, command } => Session::open(global)?.secret(command).await?,
+        ClientCommand::ApiKey { global, command } => {
+            Session::open(global)?.api_key(command).await?
+        }
+        ClientCommand::Keys { global, command } => Session::open(global)?.keys(command).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
