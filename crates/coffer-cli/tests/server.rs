@@ -503,7 +503,10 @@ fn serve_help_prints_usage_and_starts_nothing() {
         "{help}"
     );
     for client_only in ["--api-key", "--addr", "--json", "--env "] {
-        assert!(!help.contains(client_only), "serve has no {client_only}: {help}");
+        assert!(
+            !help.contains(client_only),
+            "serve has no {client_only}: {help}"
+        );
     }
 }
 
