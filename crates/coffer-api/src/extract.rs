@@ -8,7 +8,6 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use coffer_core::{Coffer, Principal};
 use serde::de::DeserializeOwned;
-use zeroize::Zeroize;
 
 use crate::error::ApiError;
 
@@ -92,14 +91,7 @@ impl JsonBody {
     /// Parses the body as `T` (which should deny unknown fields).
     pub fn parse<T: DeserializeOwned>(self) -> Result<T, ApiError> {
         let bytes = self.0?;
-        let parsed = serde_json::from_slice(&bytes).map_err(|e| ApiError::from_json(&e));
-        // The body may hold a secret value: wipe it rather than leave it in freed memory,
-        // whenever this is the only reference to the buffer (hyper's own read buffer and
-        // serde's scratch copies are out of reach).
-        if let Ok(mut owned) = bytes.try_into_mut() {
-            owned.as_mut().zeroize();
-        }
-        parsed
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::from_json(&e))
     }
 
     /// Like [`JsonBody::parse`], but an empty body means `T::default()`.

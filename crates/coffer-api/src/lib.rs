@@ -51,11 +51,21 @@ pub fn app(coffer: Arc<Coffer>) -> Router {
         .with_state(coffer)
 }
 
+/// Accept errors that concern one connection, not the listener.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted
+    )
+}
+
 /// How connections are handled; [`ServeOptions::default`] is what `coffer serve` uses.
 #[derive(Clone, Copy, Debug)]
 pub struct ServeOptions {
     /// A connection that has not sent a complete request head within this long is closed,
-    /// so idle or trickling clients cannot pile up connections.
+    /// so idle or trickling clients cannot pile up connections. It is also how long an idle
+    /// kept-alive connection stays open between requests.
     pub header_read_timeout: Duration,
     /// After shutdown begins, in-flight requests get this long to finish.
     pub drain_timeout: Duration,
@@ -95,16 +105,23 @@ pub async fn serve_with(
     http.timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout);
     let graceful = GracefulShutdown::new();
+    // Every connection task, so the ones still running after the drain can be stopped
+    // before this returns (nothing may write after the caller has shut down).
+    let mut connections = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        while connections.try_join_next().is_some() {} // reap finished ones
         let (tcp, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
+                Err(e) if is_connection_error(&e) => continue, // that client's problem only
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+                    tracing::warn!(error = %e, "accept failed; retrying in 1 s");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        () = &mut shutdown => break,
+                    }
                 }
             },
             () = &mut shutdown => break,
@@ -113,7 +130,7 @@ pub async fn serve_with(
         let _ = tcp.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
         let connection = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
@@ -129,5 +146,6 @@ pub async fn serve_with(
             options.drain_timeout
         );
     }
+    connections.shutdown().await;
     Ok(())
 }

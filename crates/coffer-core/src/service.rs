@@ -367,6 +367,11 @@ impl Coffer {
         let applied = match mutation {
             Mutation::CreateEnvironment { name } => {
                 self.require_admin(who)?;
+                if name.is_reserved() {
+                    return Err(CoreError::Invalid(format!(
+                        "the environment name `{name}` is reserved"
+                    )));
+                }
                 let env = Environment {
                     name,
                     created_at: Timestamp::now(),

@@ -90,10 +90,10 @@ pub enum StartupError {
     #[error("COFFER_ADMIN_KEY must be 32-512 visible ASCII characters (no spaces)")]
     BadAdminSeed,
     /// The stores failed.
-    #[error("storage failed during start-up: {0}")]
+    #[error("storage failed during start-up")]
     Store(#[from] StoreError),
     /// Something else refused.
-    #[error("start-up failed: {0}")]
+    #[error(transparent)]
     Core(#[from] CoreError),
 }
 

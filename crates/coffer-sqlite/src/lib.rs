@@ -206,7 +206,7 @@ mod tests {
             })
             .await;
         assert!(
-            matches!(panicked, Err(StoreError::Unavailable(_))),
+            matches!(&panicked, Err(StoreError::Unavailable(m)) if m.contains("internal error")),
             "{panicked:?}"
         );
         Catalog::ping(&*store)

@@ -39,7 +39,14 @@ impl Writer {
     ) -> StoreResult<T> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |conn| {
-            let result = f(conn);
+            // A panicking job answers its caller with an error of its own; the writer
+            // (see `commit_batch`) rolls its changes back and lives on.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Unavailable(
+                        "the write failed on an internal error".into(),
+                    ))
+                });
             let keep = result.is_ok();
             let finish: Finish = Box::new(move |commit| {
                 let outcome = match commit {

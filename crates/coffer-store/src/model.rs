@@ -28,9 +28,8 @@ impl NameError {
     }
 }
 
-/// An environment name: `^[a-z0-9][a-z0-9-]{0,62}$`, except `admin`, which is reserved:
-/// API keys read `ck_<environment or "admin">_…`, so an environment named `admin` would make
-/// its keys look like admin keys.
+/// An environment name: `^[a-z0-9][a-z0-9-]{0,62}$`. See [`EnvName::is_reserved`] for the
+/// one name that may not be created.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EnvName(String);
 
@@ -44,13 +43,6 @@ impl EnvName {
                 .bytes()
                 .enumerate()
                 .all(|(i, b)| b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && b == b'-'));
-        if raw == "admin" {
-            return Err(NameError::new(
-                "environment name",
-                raw,
-                "`admin` is reserved",
-            ));
-        }
         if ok {
             Ok(EnvName(raw.to_owned()))
         } else {
@@ -61,6 +53,13 @@ impl EnvName {
     /// The name as a string.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// `admin` may not be created: API keys read `ck_<environment or "admin">_…`, so keys
+    /// of an environment named `admin` would look like admin keys. (An existing one stays
+    /// readable and deletable.)
+    pub fn is_reserved(&self) -> bool {
+        self.0 == "admin"
     }
 }
 
@@ -381,9 +380,13 @@ mod tests {
         for ok in ["default", "a", "prod-eu-1", "0day", &"a".repeat(63)] {
             assert!(EnvName::new(ok).is_ok(), "{ok}");
         }
+        assert!(
+            EnvName::new("admin").unwrap().is_reserved(),
+            "readable, not creatable"
+        );
+        assert!(!EnvName::new("admins").unwrap().is_reserved());
         for bad in [
             "",
-            "admin",
             "-a",
             "Prod",
             "a_b",

@@ -315,6 +315,14 @@ async fn bad_input_gets_the_documented_error_and_changes_nothing() {
             "revision_conflict",
         ),
         bad(
+            "the reserved environment name",
+            Method::POST,
+            "/v1/environments",
+            r#"{"name":"admin"}"#,
+            422,
+            "invalid_value",
+        ),
+        bad(
             "rewrap batch over the limit",
             Method::POST,
             "/v1/keys/rewrap",
