@@ -46,6 +46,12 @@ async fn call(
     (resp.status(), resp.text().await.expect("body"))
 }
 
+/// Sets secret `A` in `default` to `x`.
+async fn put_a(s: &ServerProcess) -> (StatusCode, String) {
+    let body = Some(json!({"value": "x"}));
+    call(s, Method::PUT, "/v1/environments/default/secrets/A", body).await
+}
+
 fn json_of(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
 }
@@ -203,13 +209,7 @@ async fn unusable_key_material_is_refused_with_a_clear_message() {
 async fn the_wrong_key_stops_start_up_before_anything_is_served() {
     let dir = tempfile::tempdir().unwrap();
     let s = start(&dir.path().join("data"), &[("COFFER_MASTER_KEY", K1)]);
-    let (status, _) = call(
-        &s,
-        Method::PUT,
-        "/v1/environments/default/secrets/A",
-        Some(json!({"value": "x"})),
-    )
-    .await;
+    let (status, _) = put_a(&s).await;
     assert_eq!(status, StatusCode::CREATED);
     drop(s);
     let mut s = spawn(&dir.path().join("data"), &[("COFFER_MASTER_KEY", K2)]);
@@ -235,13 +235,7 @@ async fn a_keyring_file_with_two_versions_is_used() {
     );
     let (_, body) = call(&s, Method::GET, "/v1/status", None).await;
     assert_eq!(json_of(&body)["currentKeyVersion"], 2);
-    let (_, body) = call(
-        &s,
-        Method::PUT,
-        "/v1/environments/default/secrets/A",
-        Some(json!({"value": "x"})),
-    )
-    .await;
+    let (_, body) = put_a(&s).await;
     assert_eq!(json_of(&body)["keyVersion"], 2);
 }
 

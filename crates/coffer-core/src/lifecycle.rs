@@ -132,11 +132,14 @@ impl UnreadableSet {
         set.insert((env.clone(), name.clone()), revision);
     }
 
+    /// Called on every write: the common case (nothing is unreadable) takes only a shared
+    /// lock, so writers do not serialize on it.
     fn remove(&self, env: &EnvName, name: &SecretName) {
-        let mut set = self.0.write().unwrap_or_else(|p| p.into_inner());
-        if !set.is_empty() {
-            set.remove(&(env.clone(), name.clone()));
+        if self.0.read().unwrap_or_else(|p| p.into_inner()).is_empty() {
+            return;
         }
+        let mut set = self.0.write().unwrap_or_else(|p| p.into_inner());
+        set.remove(&(env.clone(), name.clone()));
     }
 
     fn remove_environment(&self, env: &EnvName) {

@@ -16,11 +16,6 @@ pub struct NameError {
 }
 
 impl NameError {
-    /// Which kind of name was refused (`environment name`, `secret name`, …).
-    pub fn kind(&self) -> &'static str {
-        self.kind
-    }
-
     fn new(kind: &'static str, raw: &str, rule: &'static str) -> Self {
         // Names are not secret, but a caller may paste anything into a path: show a bounded prefix.
         let shown: String = raw.chars().take(64).collect();
