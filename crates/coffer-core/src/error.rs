@@ -69,6 +69,8 @@ impl From<StoreError> for CoreError {
                 current: current.unwrap_or(0),
             },
             StoreError::LastAdminKey => CoreError::LastAdminKey,
+            // The key was revoked while its request was in flight: as if it never was valid.
+            StoreError::ActorRevoked => CoreError::Unauthenticated,
             other => CoreError::Store(other),
         }
     }

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use coffer_crypto::{KeyVersion, Keyring, Sealed};
 use coffer_store::{
-    Catalog, EnvName, Replacement, Revision, SecretMeta, SecretName, SecretRecord, StoredValue,
+    Actor, Catalog, EnvName, Replacement, Revision, SecretMeta, SecretName, SecretRecord,
+    StoredValue,
 };
 use secrecy::ExposeSecret;
 
@@ -279,6 +280,7 @@ impl Coffer {
         after: Option<&(EnvName, SecretName)>,
         limit: usize,
         walk: Walk,
+        actor: &Actor,
     ) -> Result<RewrapReport, CoreError> {
         let ring = self.keyring().ok_or_else(|| {
             CoreError::Invalid("no encryption key is configured: nothing to rewrap to".into())
@@ -329,7 +331,7 @@ impl Coffer {
             });
         }
         if !batch.is_empty() {
-            for applied in self.secrets().replace_values(batch).await? {
+            for applied in self.secrets().replace_values(batch, actor).await? {
                 if applied {
                     report.rewrapped += 1;
                 } else {
@@ -345,7 +347,7 @@ impl Coffer {
         let mut total = RewrapReport::default();
         loop {
             let batch = self
-                .walk_batch(total.next.as_ref(), REWRAP_BATCH, walk)
+                .walk_batch(total.next.as_ref(), REWRAP_BATCH, walk, &Actor::System)
                 .await?;
             total.absorb(batch);
             if total.next.is_none() {

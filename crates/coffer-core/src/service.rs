@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use coffer_crypto::{Keyring, random_hex, sha256_hex};
 use coffer_store::{
-    ApiKeyId, ApiKeyMeta, ApiKeyRecord, Catalog, EnvName, Environment, Precondition, PutOutcome,
-    Revision, Role, SecretMeta, SecretName, SecretStore, StoreError, StoredValue, Timestamp,
+    Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Catalog, EnvName, Environment, Precondition,
+    PutOutcome, Revision, Role, SecretMeta, SecretName, SecretStore, StoreError, StoredValue,
+    Timestamp,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -34,6 +35,16 @@ pub struct Principal {
     pub key_id: ApiKeyId,
     /// What it may do.
     pub role: Role,
+}
+
+impl Principal {
+    /// The actor its writes are made for: the store re-checks it when it commits.
+    pub fn actor(&self) -> Actor {
+        Actor::Key {
+            id: self.key_id.clone(),
+            environment: self.role.environment().cloned(),
+        }
+    }
 }
 
 /// Every change Coffer makes on a caller's behalf.
@@ -364,6 +375,7 @@ impl Coffer {
 
     /// The one path every mutation takes: authorize, apply, record.
     pub async fn apply(&self, who: &Principal, mutation: Mutation) -> Result<Applied, CoreError> {
+        let actor = &who.actor();
         let applied = match mutation {
             Mutation::CreateEnvironment { name } => {
                 self.require_admin(who)?;
@@ -376,7 +388,7 @@ impl Coffer {
                     name,
                     created_at: Timestamp::now(),
                 };
-                match self.catalog.create_environment(&env).await {
+                match self.catalog.create_environment(&env, actor).await {
                     Err(StoreError::AlreadyExists) => {
                         return Err(CoreError::EnvironmentExists(env.name));
                     }
@@ -386,15 +398,14 @@ impl Coffer {
             }
             Mutation::DeleteEnvironment { name } => {
                 self.require_admin(who)?;
-                self.existing_environment(&name).await?;
-                let mut secrets = self.secrets.purge_environment(&name).await?;
-                match self.catalog.delete_environment(&name).await {
+                // The catalog deletes the environment and its keys in one transaction that
+                // re-checks the acting key; values kept elsewhere are swept after it (and
+                // a new environment of the same name clears any a racing write left).
+                let with_catalog = match self.catalog.delete_environment(&name, actor).await {
                     Err(StoreError::NotFound) => return Err(CoreError::EnvironmentNotFound(name)),
                     other => other?,
-                }
-                // A write that passed its environment check just before the delete may land
-                // after the first purge; sweep once more so nothing is left behind.
-                secrets += self.secrets.purge_environment(&name).await?;
+                };
+                let secrets = with_catalog + self.secrets.purge_environment(&name).await?;
                 self.forget_environment(&name);
                 Applied::EnvironmentDeleted { name, secrets }
             }
@@ -416,7 +427,7 @@ impl Coffer {
                 let pre = Precondition::from_expected(expected_revision);
                 let out = self
                     .secrets
-                    .put(&env, &name, stored, pre, Timestamp::now())
+                    .put(&env, &name, stored, pre, Timestamp::now(), actor)
                     .await?;
                 self.mark_written(&env, &name);
                 Applied::SecretWritten(out)
@@ -429,7 +440,7 @@ impl Coffer {
                 self.require_manage(who, &env)?;
                 self.require_compare_and_set(expected_revision)?;
                 let pre = Precondition::from_expected(expected_revision);
-                match self.secrets.delete(&env, &name, pre).await {
+                match self.secrets.delete(&env, &name, pre, actor).await {
                     Err(StoreError::NotFound) => {
                         self.existing_environment(&env).await?;
                         return Err(CoreError::SecretNotFound { env, name });
@@ -446,7 +457,7 @@ impl Coffer {
                 check_key_label(&name)?;
                 let (record, key) = new_api_key(name, role, None)?;
                 // The catalog checks the environment in the writing transaction.
-                match self.catalog.insert_api_key(&record).await {
+                match self.catalog.insert_api_key(&record, actor).await {
                     Err(StoreError::NotFound) => {
                         let env = record.meta.role.environment().cloned();
                         return Err(env.map_or(
@@ -463,7 +474,7 @@ impl Coffer {
             }
             Mutation::RevokeApiKey { id } => {
                 self.require_admin(who)?;
-                match self.catalog.delete_api_key(&id).await {
+                match self.catalog.delete_api_key(&id, actor).await {
                     Err(StoreError::NotFound) => return Err(CoreError::ApiKeyNotFound(id)),
                     other => other?,
                 }
@@ -478,7 +489,7 @@ impl Coffer {
                 loop {
                     let batch = limit.unwrap_or(REWRAP_BATCH).clamp(1, REWRAP_BATCH);
                     report.absorb(
-                        self.walk_batch(report.next.as_ref(), batch, Walk::Rewrap)
+                        self.walk_batch(report.next.as_ref(), batch, Walk::Rewrap, actor)
                             .await?,
                     );
                     if limit.is_some() || report.next.is_none() {

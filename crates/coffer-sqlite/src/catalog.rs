@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use coffer_crypto::KeyVersion;
 use coffer_store::{
-    ApiKeyId, ApiKeyMeta, ApiKeyRecord, Canary, Catalog, EnvName, Environment, Role, StoreError,
-    StoreResult, Timestamp,
+    Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Canary, Catalog, EnvName, Environment, Role,
+    StoreError, StoreResult, Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -76,17 +76,21 @@ impl Catalog for SqliteStore {
         }))
     }
 
-    async fn create_environment(&self, env: &Environment) -> StoreResult<()> {
-        let env = env.clone();
+    async fn create_environment(&self, env: &Environment, actor: &Actor) -> StoreResult<()> {
+        let (env, actor) = (env.clone(), actor.clone());
         self.writer
-            .write(move |c| insert_environment(c, &env))
+            .write(move |c| {
+                check_actor(c, &actor)?;
+                insert_environment(c, &env)
+            })
             .await
     }
 
-    async fn delete_environment(&self, name: &EnvName) -> StoreResult<()> {
-        let name = name.clone();
+    async fn delete_environment(&self, name: &EnvName, actor: &Actor) -> StoreResult<u64> {
+        let (name, actor) = (name.clone(), actor.clone());
         self.writer
             .write(move |c| {
+                check_actor(c, &actor)?;
                 let n = c
                     .execute("DELETE FROM environments WHERE name = ?1", [name.as_str()])
                     .map_err(unavailable)?;
@@ -95,20 +99,29 @@ impl Catalog for SqliteStore {
                 }
                 // Same transaction: no key of the old environment outlives it, and in this
                 // backend its secret values go with it.
-                for sql in [
+                c.execute(
                     "DELETE FROM api_keys WHERE environment = ?1",
+                    [name.as_str()],
+                )
+                .map_err(unavailable)?;
+                c.execute(
                     "DELETE FROM secrets WHERE environment = ?1",
-                ] {
-                    c.execute(sql, [name.as_str()]).map_err(unavailable)?;
-                }
-                Ok(())
+                    [name.as_str()],
+                )
+                .map(|n| n as u64)
+                .map_err(unavailable)
             })
             .await
     }
 
-    async fn insert_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()> {
-        let key = key.clone();
-        self.writer.write(move |c| insert_api_key(c, &key)).await
+    async fn insert_api_key(&self, key: &ApiKeyRecord, actor: &Actor) -> StoreResult<()> {
+        let (key, actor) = (key.clone(), actor.clone());
+        self.writer
+            .write(move |c| {
+                check_actor(c, &actor)?;
+                insert_api_key(c, &key)
+            })
+            .await
     }
 
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyMeta>> {
@@ -133,10 +146,11 @@ impl Catalog for SqliteStore {
         row.map(api_key_meta).transpose()
     }
 
-    async fn delete_api_key(&self, id: &ApiKeyId) -> StoreResult<()> {
-        let id = id.clone();
+    async fn delete_api_key(&self, id: &ApiKeyId, actor: &Actor) -> StoreResult<()> {
+        let (id, actor) = (id.clone(), actor.clone());
         self.writer
             .write(move |c| {
+                check_actor(c, &actor)?;
                 let role: Option<String> = c
                     .query_row(
                         "SELECT role FROM api_keys WHERE id = ?1",
@@ -223,6 +237,23 @@ impl Catalog for SqliteStore {
                 .map_err(unavailable)
             })
             .await
+    }
+}
+
+/// Re-checks, in the writing transaction, that a key actor still exists and is still
+/// scoped as it was when its request was authorized. Keys go with their environment in one
+/// transaction, so a surviving scoped key still has the environment it was made for.
+pub(crate) fn check_actor(c: &Connection, actor: &Actor) -> StoreResult<()> {
+    let Actor::Key { id, environment } = actor else {
+        return Ok(());
+    };
+    let scope: Option<Option<String>> = c
+        .prepare_cached("SELECT environment FROM api_keys WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id.as_str()], |r| r.get(0)).optional())
+        .map_err(unavailable)?;
+    match scope {
+        Some(scope) if scope.as_deref() == environment.as_ref().map(EnvName::as_str) => Ok(()),
+        _ => Err(StoreError::ActorRevoked),
     }
 }
 

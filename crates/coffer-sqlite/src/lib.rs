@@ -171,22 +171,45 @@ mod tests {
         };
         let plain = || coffer_store::StoredValue::Plain(secrecy::SecretString::from("v"));
         let at = Timestamp::from_millis(2);
-        store.create_environment(&prod).await.expect("create");
         store
-            .put(&env, &name, plain(), Precondition::None, at)
+            .create_environment(&prod, &coffer_store::Actor::System)
+            .await
+            .expect("create");
+        store
+            .put(
+                &env,
+                &name,
+                plain(),
+                Precondition::None,
+                at,
+                &coffer_store::Actor::System,
+            )
             .await
             .expect("put");
-        store.delete_environment(&env).await.expect("delete");
+        store
+            .delete_environment(&env, &coffer_store::Actor::System)
+            .await
+            .expect("delete");
         assert!(
             store.meta(&env, &name).await.expect("meta").is_none(),
             "deleted with it"
         );
         // A write that raced the deletion and landed afterwards:
         store
-            .put(&env, &name, plain(), Precondition::None, at)
+            .put(
+                &env,
+                &name,
+                plain(),
+                Precondition::None,
+                at,
+                &coffer_store::Actor::System,
+            )
             .await
             .expect("put");
-        store.create_environment(&prod).await.expect("create again");
+        store
+            .create_environment(&prod, &coffer_store::Actor::System)
+            .await
+            .expect("create again");
         assert!(
             store.list(&env, None, 10).await.expect("list").is_empty(),
             "starts empty"

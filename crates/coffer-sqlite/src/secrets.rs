@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use coffer_crypto::KeyVersion;
 use coffer_store::{
-    Capabilities, EnvName, Precondition, PutOutcome, Replacement, SecretMeta, SecretName,
-    SecretRecord, SecretStore, StoreError, StoreResult, StoredValue, Timestamp,
+    Actor, BatchPut, Capabilities, EnvName, Precondition, PutOutcome, Replacement, SecretMeta,
+    SecretName, SecretRecord, SecretStore, StoreError, StoreResult, StoredValue, Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::catalog::check_actor;
 use crate::{SqliteStore, corrupt, unavailable};
 
 #[async_trait]
@@ -18,6 +19,7 @@ impl SecretStore for SqliteStore {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             compare_and_set: true,
+            atomic_batches: true,
         }
     }
 
@@ -98,10 +100,46 @@ impl SecretStore for SqliteStore {
         value: StoredValue,
         precondition: Precondition,
         at: Timestamp,
+        actor: &Actor,
     ) -> StoreResult<PutOutcome> {
-        let (env, name) = (env.clone(), name.clone());
+        let (env, name, actor) = (env.clone(), name.clone(), actor.clone());
         self.writer
-            .write(move |c| put(c, env, name, value, precondition, at))
+            .write(move |c| {
+                check_actor(c, &actor)?;
+                put(c, env, name, value, precondition, at)
+            })
+            .await
+    }
+
+    async fn put_many(
+        &self,
+        env: &EnvName,
+        batch: Vec<BatchPut>,
+        at: Timestamp,
+        actor: &Actor,
+    ) -> StoreResult<Vec<Option<PutOutcome>>> {
+        let (env, actor) = (env.clone(), actor.clone());
+        // One writer job is one savepoint: the first refusal rolls back every entry.
+        self.writer
+            .write(move |c| {
+                check_actor(c, &actor)?;
+                batch
+                    .into_iter()
+                    .map(|entry| match entry.value {
+                        Some(value) => {
+                            put(c, env.clone(), entry.name, value, entry.precondition, at).map(Some)
+                        }
+                        None => {
+                            let current = current(c, &env, &entry.name)?.map(|(_, rev, _, _)| rev);
+                            if entry.precondition.admits(current) {
+                                Ok(None)
+                            } else {
+                                Err(StoreError::Conflict { current })
+                            }
+                        }
+                    })
+                    .collect()
+            })
             .await
     }
 
@@ -110,10 +148,12 @@ impl SecretStore for SqliteStore {
         env: &EnvName,
         name: &SecretName,
         precondition: Precondition,
+        actor: &Actor,
     ) -> StoreResult<SecretMeta> {
-        let (env, name) = (env.clone(), name.clone());
+        let (env, name, actor) = (env.clone(), name.clone(), actor.clone());
         self.writer
             .write(move |c| {
+                check_actor(c, &actor)?;
                 let Some((v, rev, created, updated)) = current(c, &env, &name)? else {
                     return Err(StoreError::NotFound);
                 };
@@ -163,9 +203,15 @@ impl SecretStore for SqliteStore {
             .collect()
     }
 
-    async fn replace_values(&self, batch: Vec<Replacement>) -> StoreResult<Vec<bool>> {
+    async fn replace_values(
+        &self,
+        batch: Vec<Replacement>,
+        actor: &Actor,
+    ) -> StoreResult<Vec<bool>> {
+        let actor = actor.clone();
         self.writer
             .write(move |c| {
+                check_actor(c, &actor)?;
                 let mut stmt = c
                     .prepare_cached(
                         "UPDATE secrets SET value = ?4, key_version = ?5
@@ -324,4 +370,69 @@ fn put(
         meta: meta(env, name, key_version, revision, created, at.millis()),
         created: created_now,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use coffer_store::{ApiKeyId, ApiKeyMeta, ApiKeyRecord, Catalog, Environment, Role};
+
+    use super::*;
+
+    /// Secret writes re-check the acting key in their transaction, like catalog writes: a
+    /// manage key revoked mid-request writes, deletes and rewraps nothing.
+    #[tokio::test]
+    async fn secret_writes_by_a_revoked_key_change_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let env = EnvName::new("prod").expect("name");
+        let name = SecretName::new("A").expect("name");
+        let sys = Actor::System;
+        let prod = Environment {
+            name: env.clone(),
+            created_at: Timestamp::from_millis(1),
+        };
+        store.create_environment(&prod, &sys).await.expect("env");
+        let key = ApiKeyRecord {
+            meta: ApiKeyMeta {
+                id: ApiKeyId::new("ak_01").expect("id"),
+                name: "ci".into(),
+                role: Role::Manage(env.clone()),
+                created_at: Timestamp::from_millis(1),
+            },
+            key_hash: "h".into(),
+        };
+        store.insert_api_key(&key, &sys).await.expect("key");
+        let actor = Actor::Key {
+            id: key.meta.id.clone(),
+            environment: Some(env.clone()),
+        };
+        let plain = || StoredValue::Plain(SecretString::from("v"));
+        let at = Timestamp::from_millis(2);
+        store
+            .put(&env, &name, plain(), Precondition::None, at, &actor)
+            .await
+            .expect("allowed while the key exists");
+        // Revoke it the way an environment deletion does: drop and re-create the environment.
+        store.delete_environment(&env, &sys).await.expect("delete");
+        store.create_environment(&prod, &sys).await.expect("again");
+        let put = store
+            .put(&env, &name, plain(), Precondition::None, at, &actor)
+            .await;
+        assert!(matches!(put, Err(StoreError::ActorRevoked)), "{put:?}");
+        let batch = vec![BatchPut {
+            name: name.clone(),
+            value: Some(plain()),
+            precondition: Precondition::None,
+        }];
+        let many = store.put_many(&env, batch, at, &actor).await;
+        assert!(matches!(many, Err(StoreError::ActorRevoked)), "{many:?}");
+        assert!(store.meta(&env, &name).await.expect("meta").is_none());
+        store
+            .put(&env, &name, plain(), Precondition::None, at, &sys)
+            .await
+            .expect("system write");
+        let del = store.delete(&env, &name, Precondition::None, &actor).await;
+        assert!(matches!(del, Err(StoreError::ActorRevoked)), "{del:?}");
+        assert!(store.meta(&env, &name).await.expect("meta").is_some());
+    }
 }

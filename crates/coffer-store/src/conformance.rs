@@ -23,7 +23,7 @@ macro_rules! secret_store_conformance {
             get_returns_the_stored_value_verbatim, list_is_sorted_scoped_and_paginated,
             purge_removes_only_that_environment, counts_values_per_key_version,
             concurrent_compare_and_set_loses_no_update, scan_walks_every_environment_in_order,
-            replacements_apply_only_at_the_read_revision);
+            replacements_apply_only_at_the_read_revision, batches_apply_all_or_nothing);
     };
     (@cases $make:expr; $($case:ident),*) => {
         mod secret_store_conformance {
@@ -49,7 +49,8 @@ macro_rules! catalog_conformance {
             environments_are_created_listed_and_deleted, api_keys_are_found_by_hash_only,
             deleting_an_environment_removes_its_keys, the_last_admin_key_cannot_be_deleted,
             bootstrap_happens_once, canaries_are_kept_per_version,
-            encryption_counts_accumulate_per_version);
+            encryption_counts_accumulate_per_version, a_revoked_actor_changes_nothing,
+            a_key_of_a_deleted_environment_changes_nothing_in_its_successor);
     };
     (@cases $make:expr; $($case:ident),*) => {
         mod catalog_conformance {
@@ -94,7 +95,7 @@ async fn set(
     at: Timestamp,
 ) -> PutOutcome {
     store
-        .put(env, name, value, Precondition::None, at)
+        .put(env, name, value, Precondition::None, at, &Actor::System)
         .await
         .expect("put")
 }
@@ -128,32 +129,67 @@ pub async fn updates_bump_revision_and_keep_created_at(store: Arc<impl SecretSto
 pub async fn preconditions_are_checked_atomically_with_the_write(store: Arc<impl SecretStore>) {
     let (e, n) = (env("a"), name("CAS"));
     let miss = store
-        .put(&e, &n, sealed(1, "a::b"), Precondition::Revision(1), at(1))
+        .put(
+            &e,
+            &n,
+            sealed(1, "a::b"),
+            Precondition::Revision(1),
+            at(1),
+            &Actor::System,
+        )
         .await;
     assert!(
         matches!(miss, Err(StoreError::Conflict { current: None })),
         "{miss:?}"
     );
     store
-        .put(&e, &n, sealed(1, "a::b"), Precondition::Absent, at(1))
+        .put(
+            &e,
+            &n,
+            sealed(1, "a::b"),
+            Precondition::Absent,
+            at(1),
+            &Actor::System,
+        )
         .await
         .unwrap();
     let again = store
-        .put(&e, &n, sealed(1, "a::b"), Precondition::Absent, at(2))
+        .put(
+            &e,
+            &n,
+            sealed(1, "a::b"),
+            Precondition::Absent,
+            at(2),
+            &Actor::System,
+        )
         .await;
     assert!(
         matches!(again, Err(StoreError::Conflict { current: Some(1) })),
         "{again:?}"
     );
     let stale = store
-        .put(&e, &n, sealed(1, "a::b"), Precondition::Revision(7), at(2))
+        .put(
+            &e,
+            &n,
+            sealed(1, "a::b"),
+            Precondition::Revision(7),
+            at(2),
+            &Actor::System,
+        )
         .await;
     assert!(
         matches!(stale, Err(StoreError::Conflict { current: Some(1) })),
         "{stale:?}"
     );
     let ok = store
-        .put(&e, &n, sealed(1, "c::d"), Precondition::Revision(1), at(3))
+        .put(
+            &e,
+            &n,
+            sealed(1, "c::d"),
+            Precondition::Revision(1),
+            at(3),
+            &Actor::System,
+        )
         .await
         .unwrap();
     assert_eq!(ok.meta.revision, 2);
@@ -167,17 +203,21 @@ pub async fn preconditions_are_checked_atomically_with_the_write(store: Arc<impl
 pub async fn delete_honours_preconditions(store: Arc<impl SecretStore>) {
     let (e, n) = (env("a"), name("GONE"));
     assert!(matches!(
-        store.delete(&e, &n, Precondition::None).await,
+        store
+            .delete(&e, &n, Precondition::None, &Actor::System)
+            .await,
         Err(StoreError::NotFound)
     ));
     set(&*store, &e, &n, sealed(1, "a::b"), at(1)).await;
-    let stale = store.delete(&e, &n, Precondition::Revision(2)).await;
+    let stale = store
+        .delete(&e, &n, Precondition::Revision(2), &Actor::System)
+        .await;
     assert!(
         matches!(stale, Err(StoreError::Conflict { current: Some(1) })),
         "{stale:?}"
     );
     let gone = store
-        .delete(&e, &n, Precondition::Revision(1))
+        .delete(&e, &n, Precondition::Revision(1), &Actor::System)
         .await
         .unwrap();
     assert_eq!(gone.revision, 1);
@@ -193,7 +233,14 @@ pub async fn get_returns_the_stored_value_verbatim(store: Arc<impl SecretStore>)
     set(&*store, &e, &name("S"), sealed(4, "iv:ct:tag"), at(1)).await;
     let plain = StoredValue::Plain(SecretString::from("dev value ✓"));
     store
-        .put(&e, &name("P"), plain, Precondition::None, at(1))
+        .put(
+            &e,
+            &name("P"),
+            plain,
+            Precondition::None,
+            at(1),
+            &Actor::System,
+        )
         .await
         .unwrap();
     match store.get(&e, &name("S")).await.unwrap().map(|r| r.value) {
@@ -283,7 +330,10 @@ pub async fn concurrent_compare_and_set_loses_no_update(store: Arc<impl SecretSt
                     .map(|m| m.revision)
                     .unwrap();
                 let pre = Precondition::Revision(current);
-                match store.put(&e, &n, sealed(1, "x::y"), pre, at(2)).await {
+                match store
+                    .put(&e, &n, sealed(1, "x::y"), pre, at(2), &Actor::System)
+                    .await
+                {
                     Ok(_) => won += 1,
                     Err(StoreError::Conflict { .. }) => {}
                     Err(other) => panic!("unexpected error: {other}"),
@@ -298,6 +348,67 @@ pub async fn concurrent_compare_and_set_loses_no_update(store: Arc<impl SecretSt
     }
     assert!(won > 0);
     assert_eq!(store.meta(&e, &n).await.unwrap().unwrap().revision, 1 + won);
+}
+
+/// A batch applies every entry or none; a check-only entry writes nothing but must hold.
+pub async fn batches_apply_all_or_nothing(store: Arc<impl SecretStore>) {
+    if !store.capabilities().atomic_batches {
+        return; // declared: the service refuses batches on this backend
+    }
+    let e = env("a");
+    set(&*store, &e, &name("KEEP"), sealed(1, "k::k"), at(1)).await;
+    let entry = |n: &str, value: Option<StoredValue>, precondition| BatchPut {
+        name: name(n),
+        value,
+        precondition,
+    };
+    let refused = store
+        .put_many(
+            &e,
+            vec![
+                entry("NEW", Some(sealed(1, "n::n")), Precondition::Absent),
+                entry("KEEP", None, Precondition::Revision(7)),
+            ],
+            at(2),
+            &Actor::System,
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict { current: Some(1) })),
+        "{refused:?}"
+    );
+    assert!(
+        store.meta(&e, &name("NEW")).await.unwrap().is_none(),
+        "rolled back"
+    );
+    let done = store
+        .put_many(
+            &e,
+            vec![
+                entry("NEW", Some(sealed(1, "n::n")), Precondition::Absent),
+                entry("KEEP", None, Precondition::Revision(1)),
+            ],
+            at(3),
+            &Actor::System,
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 2);
+    assert!(
+        done[0]
+            .as_ref()
+            .is_some_and(|o| o.created && o.meta.revision == 1)
+    );
+    assert!(done[1].is_none());
+    assert_eq!(
+        store
+            .meta(&e, &name("KEEP"))
+            .await
+            .unwrap()
+            .unwrap()
+            .updated_at,
+        at(1)
+    );
 }
 
 fn api_key(id: &str, role: Role, hash: &str) -> ApiKeyRecord {
@@ -316,18 +427,24 @@ fn api_key(id: &str, role: Role, hash: &str) -> ApiKeyRecord {
 pub async fn environments_are_created_listed_and_deleted(catalog: Arc<impl Catalog>) {
     for n in ["staging", "default", "production"] {
         catalog
-            .create_environment(&Environment {
-                name: env(n),
-                created_at: at(5),
-            })
+            .create_environment(
+                &Environment {
+                    name: env(n),
+                    created_at: at(5),
+                },
+                &Actor::System,
+            )
             .await
             .unwrap();
     }
     let dup = catalog
-        .create_environment(&Environment {
-            name: env("default"),
-            created_at: at(6),
-        })
+        .create_environment(
+            &Environment {
+                name: env("default"),
+                created_at: at(6),
+            },
+            &Actor::System,
+        )
         .await;
     assert!(matches!(dup, Err(StoreError::AlreadyExists)), "{dup:?}");
     let names: Vec<String> = catalog
@@ -344,23 +461,31 @@ pub async fn environments_are_created_listed_and_deleted(catalog: Arc<impl Catal
         .unwrap()
         .unwrap();
     assert_eq!(got.created_at, at(5), "a refused duplicate changes nothing");
-    catalog.delete_environment(&env("staging")).await.unwrap();
+    catalog
+        .delete_environment(&env("staging"), &Actor::System)
+        .await
+        .unwrap();
     assert_eq!(
         catalog.get_environment(&env("staging")).await.unwrap(),
         None
     );
-    let again = catalog.delete_environment(&env("staging")).await;
+    let again = catalog
+        .delete_environment(&env("staging"), &Actor::System)
+        .await;
     assert!(matches!(again, Err(StoreError::NotFound)), "{again:?}");
 }
 
 /// API keys are found by their hash, listed without it, and deleted by id.
 pub async fn api_keys_are_found_by_hash_only(catalog: Arc<impl Catalog>) {
     catalog
-        .insert_api_key(&api_key("ak_01", Role::Admin, "h1"))
+        .insert_api_key(&api_key("ak_01", Role::Admin, "h1"), &Actor::System)
         .await
         .unwrap();
     let orphan = catalog
-        .insert_api_key(&api_key("ak_03", Role::Manage(env("prod")), "h3"))
+        .insert_api_key(
+            &api_key("ak_03", Role::Manage(env("prod")), "h3"),
+            &Actor::System,
+        )
         .await;
     assert!(
         matches!(orphan, Err(StoreError::NotFound)),
@@ -370,9 +495,15 @@ pub async fn api_keys_are_found_by_hash_only(catalog: Arc<impl Catalog>) {
         name: env("prod"),
         created_at: at(1),
     };
-    catalog.create_environment(&prod).await.unwrap();
+    catalog
+        .create_environment(&prod, &Actor::System)
+        .await
+        .unwrap();
     let manage = api_key("ak_02", Role::Manage(env("prod")), "h2");
-    catalog.insert_api_key(&manage).await.unwrap();
+    catalog
+        .insert_api_key(&manage, &Actor::System)
+        .await
+        .unwrap();
     assert_eq!(
         catalog.find_api_key("h2").await.unwrap(),
         Some(manage.meta.clone())
@@ -386,9 +517,14 @@ pub async fn api_keys_are_found_by_hash_only(catalog: Arc<impl Catalog>) {
         .map(|k| k.id.to_string())
         .collect();
     assert_eq!(ids, ["ak_01", "ak_02"]);
-    catalog.delete_api_key(&manage.meta.id).await.unwrap();
+    catalog
+        .delete_api_key(&manage.meta.id, &Actor::System)
+        .await
+        .unwrap();
     assert_eq!(catalog.find_api_key("h2").await.unwrap(), None);
-    let again = catalog.delete_api_key(&manage.meta.id).await;
+    let again = catalog
+        .delete_api_key(&manage.meta.id, &Actor::System)
+        .await;
     assert!(matches!(again, Err(StoreError::NotFound)), "{again:?}");
 }
 
@@ -396,21 +532,30 @@ pub async fn api_keys_are_found_by_hash_only(catalog: Arc<impl Catalog>) {
 /// created later does not inherit them.
 pub async fn deleting_an_environment_removes_its_keys(catalog: Arc<impl Catalog>) {
     catalog
-        .create_environment(&Environment {
-            name: env("prod"),
-            created_at: at(1),
-        })
+        .create_environment(
+            &Environment {
+                name: env("prod"),
+                created_at: at(1),
+            },
+            &Actor::System,
+        )
         .await
         .unwrap();
     catalog
-        .insert_api_key(&api_key("ak_01", Role::Admin, "h1"))
+        .insert_api_key(&api_key("ak_01", Role::Admin, "h1"), &Actor::System)
         .await
         .unwrap();
     catalog
-        .insert_api_key(&api_key("ak_02", Role::Runtime(env("prod")), "h2"))
+        .insert_api_key(
+            &api_key("ak_02", Role::Runtime(env("prod")), "h2"),
+            &Actor::System,
+        )
         .await
         .unwrap();
-    catalog.delete_environment(&env("prod")).await.unwrap();
+    catalog
+        .delete_environment(&env("prod"), &Actor::System)
+        .await
+        .unwrap();
     assert_eq!(catalog.find_api_key("h2").await.unwrap(), None);
     assert!(catalog.find_api_key("h1").await.unwrap().is_some());
 }
@@ -421,10 +566,13 @@ pub async fn the_last_admin_key_cannot_be_deleted(catalog: Arc<impl Catalog>) {
         api_key("ak_0a", Role::Admin, "ha"),
         api_key("ak_0b", Role::Admin, "hb"),
     );
-    catalog.insert_api_key(&a).await.unwrap();
-    catalog.insert_api_key(&b).await.unwrap();
-    catalog.delete_api_key(&a.meta.id).await.unwrap();
-    let last = catalog.delete_api_key(&b.meta.id).await;
+    catalog.insert_api_key(&a, &Actor::System).await.unwrap();
+    catalog.insert_api_key(&b, &Actor::System).await.unwrap();
+    catalog
+        .delete_api_key(&a.meta.id, &Actor::System)
+        .await
+        .unwrap();
+    let last = catalog.delete_api_key(&b.meta.id, &Actor::System).await;
     assert!(matches!(last, Err(StoreError::LastAdminKey)), "{last:?}");
     assert!(catalog.find_api_key("hb").await.unwrap().is_some());
 }
@@ -441,7 +589,10 @@ pub async fn bootstrap_happens_once(catalog: Arc<impl Catalog>) {
             .await
             .unwrap()
     );
-    catalog.delete_environment(&env("default")).await.unwrap();
+    catalog
+        .delete_environment(&env("default"), &Actor::System)
+        .await
+        .unwrap();
     assert!(
         !catalog
             .bootstrap(&first, &api_key("ak_02", Role::Admin, "h2"))
@@ -507,6 +658,7 @@ pub async fn scan_walks_every_environment_in_order(store: Arc<impl SecretStore>)
                 sealed(1, &format!("{e}:{n}:t")),
                 Precondition::None,
                 at(1),
+                &Actor::System,
             )
             .await
             .unwrap();
@@ -538,7 +690,7 @@ pub async fn replacements_apply_only_at_the_read_revision(store: Arc<impl Secret
     set(&*store, &e, &name("MOVED"), sealed(2, "new::2"), at(2)).await;
     set(&*store, &e, &name("AGAIN"), sealed(1, "old::3"), at(1)).await;
     store
-        .delete(&e, &name("AGAIN"), Precondition::None)
+        .delete(&e, &name("AGAIN"), Precondition::None, &Actor::System)
         .await
         .unwrap();
     set(&*store, &e, &name("AGAIN"), sealed(1, "new::3"), at(3)).await;
@@ -556,7 +708,7 @@ pub async fn replacements_apply_only_at_the_read_revision(store: Arc<impl Secret
         replace("AGAIN", 1, "old::3"),
     ];
     assert_eq!(
-        store.replace_values(batch).await.unwrap(),
+        store.replace_values(batch, &Actor::System).await.unwrap(),
         [true, false, false, false]
     );
     match store
@@ -599,5 +751,104 @@ pub async fn encryption_counts_accumulate_per_version(catalog: Arc<impl Catalog>
     assert_eq!(
         counts.into_iter().collect::<Vec<_>>(),
         [(v(1), 12), (v(2), 1)]
+    );
+}
+
+fn key_actor(key: &ApiKeyRecord) -> Actor {
+    Actor::Key {
+        id: key.meta.id.clone(),
+        environment: key.meta.role.environment().cloned(),
+    }
+}
+
+/// A key revoked while its request was in flight: its writes are refused in the writing
+/// transaction and change nothing.
+pub async fn a_revoked_actor_changes_nothing(catalog: Arc<impl Catalog>) {
+    let (a, b) = (
+        api_key("ak_0a", Role::Admin, "ha"),
+        api_key("ak_0b", Role::Admin, "hb"),
+    );
+    catalog.insert_api_key(&a, &Actor::System).await.unwrap();
+    catalog.insert_api_key(&b, &Actor::System).await.unwrap();
+    let leaked = key_actor(&a);
+    catalog
+        .delete_api_key(&a.meta.id, &key_actor(&b))
+        .await
+        .unwrap();
+    let prod = Environment {
+        name: env("prod"),
+        created_at: at(1),
+    };
+    let refused = catalog.create_environment(&prod, &leaked).await;
+    assert!(
+        matches!(refused, Err(StoreError::ActorRevoked)),
+        "{refused:?}"
+    );
+    assert_eq!(catalog.get_environment(&env("prod")).await.unwrap(), None);
+    let refused = catalog
+        .insert_api_key(&api_key("ak_0c", Role::Admin, "hc"), &leaked)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::ActorRevoked)),
+        "{refused:?}"
+    );
+    assert_eq!(catalog.find_api_key("hc").await.unwrap(), None);
+    let refused = catalog.delete_api_key(&b.meta.id, &leaked).await;
+    assert!(
+        matches!(refused, Err(StoreError::ActorRevoked)),
+        "{refused:?}"
+    );
+    assert!(catalog.find_api_key("hb").await.unwrap().is_some());
+}
+
+/// A scoped key dies with its environment: after the environment is deleted and made again
+/// under the same name, the old key's writes change nothing there.
+pub async fn a_key_of_a_deleted_environment_changes_nothing_in_its_successor(
+    catalog: Arc<impl Catalog>,
+) {
+    let prod = Environment {
+        name: env("prod"),
+        created_at: at(1),
+    };
+    catalog
+        .create_environment(&prod, &Actor::System)
+        .await
+        .unwrap();
+    catalog
+        .insert_api_key(&api_key("ak_01", Role::Admin, "h1"), &Actor::System)
+        .await
+        .unwrap();
+    let manage = api_key("ak_02", Role::Manage(env("prod")), "h2");
+    catalog
+        .insert_api_key(&manage, &Actor::System)
+        .await
+        .unwrap();
+    catalog
+        .delete_environment(&env("prod"), &Actor::System)
+        .await
+        .unwrap();
+    catalog
+        .create_environment(&prod, &Actor::System)
+        .await
+        .unwrap();
+    let refused = catalog
+        .insert_api_key(
+            &api_key("ak_03", Role::Runtime(env("prod")), "h3"),
+            &key_actor(&manage),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::ActorRevoked)),
+        "{refused:?}"
+    );
+    // The same id scoped elsewhere is not the same key either.
+    let elsewhere = Actor::Key {
+        id: ApiKeyId::new("ak_01").unwrap(),
+        environment: Some(env("prod")),
+    };
+    let refused = catalog.delete_environment(&env("prod"), &elsewhere).await;
+    assert!(
+        matches!(refused, Err(StoreError::ActorRevoked)),
+        "{refused:?}"
     );
 }

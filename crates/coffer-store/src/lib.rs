@@ -44,6 +44,13 @@ pub enum StoreError {
     /// The operation would leave no admin API key.
     #[error("the last admin API key cannot be revoked")]
     LastAdminKey,
+    /// The acting API key was revoked (or its environment deleted) before the write
+    /// committed; nothing was written.
+    #[error("the acting API key no longer exists")]
+    ActorRevoked,
+    /// The backend's queue is full; retry shortly. Nothing was written.
+    #[error("storage is overloaded")]
+    Overloaded,
     /// The backend cannot honour this request (see [`Capabilities`]).
     #[error("not supported by this backend: {0}")]
     Unsupported(&'static str),
@@ -63,9 +70,15 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub struct Capabilities {
     /// Writes and deletes honour [`Precondition`] atomically (Vault KV v1 cannot).
     pub compare_and_set: bool,
+    /// [`SecretStore::put_many`] applies all entries or none.
+    pub atomic_batches: bool,
 }
 
 /// Secret values and their metadata, per environment.
+///
+/// Writes carry the [`Actor`] they are made for. A store in the catalog's database checks
+/// it in the writing transaction; a store elsewhere (NATS, Vault) must check it through the
+/// catalog immediately before writing and document the window that leaves.
 #[async_trait]
 pub trait SecretStore: Send + Sync + 'static {
     /// What this backend guarantees.
@@ -97,7 +110,21 @@ pub trait SecretStore: Send + Sync + 'static {
         value: StoredValue,
         precondition: Precondition,
         at: Timestamp,
+        actor: &Actor,
     ) -> StoreResult<PutOutcome>;
+
+    /// Applies every entry of `batch` in `env` or none of them, atomically: an entry with a
+    /// value is written if its precondition holds; an entry without one (a value that is
+    /// unchanged) only has its precondition checked. Returns, per entry, the outcome of its
+    /// write (`None` for a check). Errors: [`StoreError::Conflict`] when any precondition
+    /// does not hold ([`Capabilities::atomic_batches`] says whether a backend can do this).
+    async fn put_many(
+        &self,
+        env: &EnvName,
+        batch: Vec<BatchPut>,
+        at: Timestamp,
+        actor: &Actor,
+    ) -> StoreResult<Vec<Option<PutOutcome>>>;
 
     /// Deletes a secret if `precondition` holds, returning its last metadata.
     /// Errors: [`StoreError::NotFound`], [`StoreError::Conflict`].
@@ -106,6 +133,7 @@ pub trait SecretStore: Send + Sync + 'static {
         env: &EnvName,
         name: &SecretName,
         precondition: Precondition,
+        actor: &Actor,
     ) -> StoreResult<SecretMeta>;
 
     /// Up to `limit` records (with values) across all environments, in (environment, name)
@@ -120,7 +148,11 @@ pub trait SecretStore: Send + Sync + 'static {
     /// replacement applies only if its secret is still at `revision` with exactly the stored
     /// form `previous`, and keeps the revision and timestamps. Returns, per replacement,
     /// whether it applied.
-    async fn replace_values(&self, batch: Vec<Replacement>) -> StoreResult<Vec<bool>>;
+    async fn replace_values(
+        &self,
+        batch: Vec<Replacement>,
+        actor: &Actor,
+    ) -> StoreResult<Vec<bool>>;
 
     /// Deletes every secret of `env`; returns how many there were.
     async fn purge_environment(&self, env: &EnvName) -> StoreResult<u64>;
@@ -132,7 +164,8 @@ pub trait SecretStore: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
 }
 
-/// Everything but secret values.
+/// Everything but secret values. Writes carry the [`Actor`] they are made for, re-checked
+/// in the writing transaction.
 #[async_trait]
 pub trait Catalog: Send + Sync + 'static {
     /// Whether the catalog answers.
@@ -150,15 +183,16 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// Creates an environment. Errors: [`StoreError::AlreadyExists`]. A catalog that also
     /// holds secret values (`db`) clears any left under this name in the same transaction.
-    async fn create_environment(&self, env: &Environment) -> StoreResult<()>;
+    async fn create_environment(&self, env: &Environment, actor: &Actor) -> StoreResult<()>;
 
     /// Deletes an environment and the API keys scoped to it, atomically (and, in a catalog
-    /// that also holds secret values, those values). Errors: [`StoreError::NotFound`].
-    async fn delete_environment(&self, name: &EnvName) -> StoreResult<()>;
+    /// that also holds secret values, those values: returns how many; else 0).
+    /// Errors: [`StoreError::NotFound`].
+    async fn delete_environment(&self, name: &EnvName, actor: &Actor) -> StoreResult<u64>;
 
     /// Stores a new API key. The environment of a scoped key must exist at the moment of
     /// the write. Errors: [`StoreError::NotFound`] when it does not.
-    async fn insert_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()>;
+    async fn insert_api_key(&self, key: &ApiKeyRecord, actor: &Actor) -> StoreResult<()>;
 
     /// All API keys, oldest first.
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyMeta>>;
@@ -167,7 +201,7 @@ pub trait Catalog: Send + Sync + 'static {
     async fn find_api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKeyMeta>>;
 
     /// Deletes an API key. Errors: [`StoreError::NotFound`], [`StoreError::LastAdminKey`].
-    async fn delete_api_key(&self, id: &ApiKeyId) -> StoreResult<()>;
+    async fn delete_api_key(&self, id: &ApiKeyId, actor: &Actor) -> StoreResult<()>;
 
     /// Every key canary.
     async fn canaries(&self) -> StoreResult<Vec<Canary>>;

@@ -279,6 +279,36 @@ impl ApiKeyId {
     }
 }
 
+/// One entry of [`crate::SecretStore::put_many`].
+#[derive(Debug)]
+pub struct BatchPut {
+    /// The secret.
+    pub name: SecretName,
+    /// The new stored value; `None` checks `precondition` without writing.
+    pub value: Option<StoredValue>,
+    /// What must hold for the batch to apply.
+    pub precondition: Precondition,
+}
+
+/// On whose behalf a write is made.
+///
+/// A store re-checks a key actor in the transaction that writes: the key must still exist
+/// and (for a scoped key) still belong to the environment it was made for. So a key revoked,
+/// or whose environment was deleted, while its request was in flight changes nothing
+/// ([`crate::StoreError::ActorRevoked`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Actor {
+    /// Coffer itself: bootstrap, start-up checks, dev-mode migration.
+    System,
+    /// An API key.
+    Key {
+        /// Its id.
+        id: ApiKeyId,
+        /// The environment it is scoped to; `None` for an admin key.
+        environment: Option<EnvName>,
+    },
+}
+
 /// What an API key may do, and where.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Role {

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use coffer_core::{CoreError, Mutation, StartupOptions};
 use coffer_sqlite::SqliteStore;
 use coffer_store::{
-    Capabilities, EnvName, Precondition, PutOutcome, Replacement, SecretMeta, SecretName,
-    SecretRecord, SecretStore, StoreResult, StoredValue, Timestamp,
+    Actor, BatchPut, Capabilities, EnvName, Precondition, PutOutcome, Replacement, SecretMeta,
+    SecretName, SecretRecord, SecretStore, StoreResult, StoredValue, Timestamp,
 };
 use secrecy::SecretString;
 
@@ -23,6 +23,7 @@ impl SecretStore for WithoutCas {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             compare_and_set: false,
+            atomic_batches: false,
         }
     }
     fn backend_name(&self) -> &'static str {
@@ -49,8 +50,8 @@ impl SecretStore for WithoutCas {
     ) -> StoreResult<Vec<SecretRecord>> {
         self.0.scan(after, limit).await
     }
-    async fn replace_values(&self, batch: Vec<Replacement>) -> StoreResult<Vec<bool>> {
-        self.0.replace_values(batch).await
+    async fn replace_values(&self, batch: Vec<Replacement>, a: &Actor) -> StoreResult<Vec<bool>> {
+        self.0.replace_values(batch, a).await
     }
     async fn put(
         &self,
@@ -59,16 +60,27 @@ impl SecretStore for WithoutCas {
         v: StoredValue,
         p: Precondition,
         at: Timestamp,
+        a: &Actor,
     ) -> StoreResult<PutOutcome> {
-        self.0.put(e, n, v, p, at).await
+        self.0.put(e, n, v, p, at, a).await
+    }
+    async fn put_many(
+        &self,
+        e: &EnvName,
+        batch: Vec<BatchPut>,
+        at: Timestamp,
+        a: &Actor,
+    ) -> StoreResult<Vec<Option<PutOutcome>>> {
+        self.0.put_many(e, batch, at, a).await
     }
     async fn delete(
         &self,
         e: &EnvName,
         n: &SecretName,
         p: Precondition,
+        a: &Actor,
     ) -> StoreResult<SecretMeta> {
-        self.0.delete(e, n, p).await
+        self.0.delete(e, n, p, a).await
     }
     async fn purge_environment(&self, e: &EnvName) -> StoreResult<u64> {
         self.0.purge_environment(e).await
@@ -85,6 +97,7 @@ impl SecretStore for WithoutCas {
 async fn expected_revision_is_refused_on_a_backend_without_compare_and_set() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    ensure_test_admin(&store).await;
     let options = StartupOptions {
         catalog: store.clone(),
         secrets: Arc::new(WithoutCas(store)),

@@ -54,6 +54,7 @@ pub async fn start(
     let (mut options, store) = options(dir, keyring);
     options.allow_unreadable = allow_unreadable;
     let (coffer, report) = options.start().await?;
+    ensure_test_admin(&store).await;
     Ok(Node {
         coffer: Arc::new(coffer),
         store,
@@ -61,7 +62,25 @@ pub async fn start(
     })
 }
 
-/// An admin principal (authorization only looks at the role).
+/// Stores the key behind [`admin`]: writes re-check their actor, so it must exist.
+pub async fn ensure_test_admin(store: &SqliteStore) {
+    use coffer_store::{Actor, ApiKeyMeta, ApiKeyRecord, Catalog, StoreError, Timestamp};
+    let record = ApiKeyRecord {
+        meta: ApiKeyMeta {
+            id: admin().key_id,
+            name: "test admin".into(),
+            role: Role::Admin,
+            created_at: Timestamp::now(),
+        },
+        key_hash: "0".repeat(64),
+    };
+    match store.insert_api_key(&record, &Actor::System).await {
+        Ok(()) | Err(StoreError::AlreadyExists) => {}
+        Err(e) => panic!("cannot store the test admin key: {e}"),
+    }
+}
+
+/// An admin principal whose key [`start`] stores.
 pub fn admin() -> Principal {
     Principal {
         key_id: coffer_store::ApiKeyId::new("ak_00").unwrap(),

@@ -183,7 +183,13 @@ async fn tamper(store: &SqliteStore, n: &str) {
         previous: StoredValue::Sealed { key_version, blob },
         value,
     };
-    assert_eq!(store.replace_values(vec![r]).await.unwrap(), [true]);
+    assert_eq!(
+        store
+            .replace_values(vec![r], &coffer_store::Actor::System)
+            .await
+            .unwrap(),
+        [true]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

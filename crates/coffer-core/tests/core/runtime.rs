@@ -43,6 +43,7 @@ async fn a_ciphertext_copied_onto_another_secret_does_not_open() {
             copy,
             Precondition::None,
             Timestamp::now(),
+            &coffer_store::Actor::System,
         )
         .await
         .unwrap();
