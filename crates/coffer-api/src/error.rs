@@ -15,6 +15,7 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     current_revision: Option<u64>,
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -25,7 +26,40 @@ impl ApiError {
             code,
             message: message.into(),
             current_revision: None,
+            retry_after: None,
         }
+    }
+
+    /// 503 `overloaded`: a bounded queue or budget (`what`) is full; retry in a second.
+    pub(crate) fn overloaded(what: &str) -> Self {
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            format!("the server is busy ({what}); retry shortly"),
+        );
+        e.retry_after = Some(1);
+        e
+    }
+
+    /// 408 `body_timeout`: the body did not arrive in time.
+    pub(crate) fn body_timeout(limit: std::time::Duration) -> Self {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} ms",
+                limit.as_millis()
+            ),
+        )
+    }
+
+    /// 400 `malformed_body`: the body's framing broke (bad chunk, early end).
+    pub(crate) fn malformed_body() -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_body",
+            "the request body is malformed (bad chunked encoding or an early end)",
+        )
     }
 
     /// 400 for a body that is not JSON, has unknown fields or fields of the wrong type.
@@ -37,7 +71,10 @@ impl ApiError {
                 let text = e.to_string();
                 // serde names fields in backticks; its messages for wrong *types* quote the
                 // input instead, which could be a value, so only field errors are echoed.
-                if text.starts_with("unknown field") || text.starts_with("missing field") {
+                if text.starts_with("duplicate field") {
+                    let what = text.split(" at line").next().unwrap_or(&text).to_owned();
+                    ApiError::new(StatusCode::BAD_REQUEST, "duplicate_field", what)
+                } else if text.starts_with("unknown field") || text.starts_with("missing field") {
                     let what = text.split(" at line").next().unwrap_or(&text).to_owned();
                     let code = if text.starts_with("unknown") {
                         "unknown_field"
@@ -109,6 +146,7 @@ impl From<CoreError> for ApiError {
             CoreError::Unreadable { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "secret_unreadable")
             }
+            CoreError::Store(StoreError::Overloaded) => return ApiError::overloaded("write queue"),
             CoreError::Store(StoreError::Unavailable(_)) => {
                 tracing::error!(error = %e, "storage unavailable");
                 return ApiError::new(
@@ -137,6 +175,11 @@ impl IntoResponse for ApiError {
             error["currentRevision"] = json!(rev);
         }
         let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             // RFC 6750: say which scheme would be accepted.
             let challenge = axum::http::HeaderValue::from_static("Bearer");

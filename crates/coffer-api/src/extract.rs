@@ -1,13 +1,17 @@
 //! Extractors that turn requests into checked values or an [`ApiError`].
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use coffer_core::{Coffer, Principal};
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use zeroize::Zeroizing;
 
 use crate::error::ApiError;
 
@@ -55,50 +59,209 @@ where
     }
 }
 
-/// A request body, read but not yet parsed: parsing waits until the caller is authorized,
-/// so a key that may not write learns nothing from how its body would have been judged.
-pub struct JsonBody(Result<Bytes, ApiError>);
+/// The query string, parsed into `T` (which denies unknown fields); every route takes one,
+/// so an unknown or malformed parameter is a 400 `invalid_query` everywhere. Routes without
+/// parameters take [`NoQuery`].
+pub struct QueryParams<T>(pub T);
+
+/// The parameters of a route that has none.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NoQuery {}
+
+impl<T, S> FromRequestParts<S> for QueryParams<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str(query)
+            .map(QueryParams)
+            .map_err(|e| ApiError::invalid_query(query_message(&e.to_string())))
+    }
+}
+
+/// serde's message names the parameter in backticks; anything else it says (the value that
+/// failed to parse) stays out of the answer.
+fn query_message(serde: &str) -> String {
+    let field = serde
+        .split('`')
+        .nth(1)
+        .filter(|f| f.len() <= 64 && f.chars().all(|c| c.is_ascii_graphic()));
+    match (serde.starts_with("unknown field"), field) {
+        (true, Some(f)) => format!("unknown query parameter `{f}`"),
+        (true, None) => "unknown query parameter".to_owned(),
+        (false, _) if serde.starts_with("duplicate field") => {
+            "a query parameter is given twice".to_owned()
+        }
+        (false, _) => "a query parameter has a malformed value".to_owned(),
+    }
+}
+
+/// How request bodies are read; shared by every request of one server.
+#[derive(Clone)]
+pub struct BodyLimits {
+    /// A body must arrive completely within this long once its handler starts reading it.
+    pub timeout: Duration,
+    /// Bytes of request bodies held in memory at once, across all requests.
+    budget: Arc<Semaphore>,
+}
+
+impl BodyLimits {
+    /// Limits with a fresh budget of `budget_bytes`.
+    pub fn new(timeout: Duration, budget_bytes: usize) -> Self {
+        BodyLimits {
+            timeout,
+            budget: Arc::new(Semaphore::new(budget_bytes.min(Semaphore::MAX_PERMITS))),
+        }
+    }
+}
+
+/// For a router used without [`crate::serve_with`] (tests calling it directly).
+static DEFAULT_LIMITS: LazyLock<BodyLimits> = LazyLock::new(|| {
+    let d = crate::ServeOptions::DEFAULT;
+    BodyLimits::new(d.body_read_timeout, d.body_budget_bytes)
+});
+
+/// A request body, not yet read: reading and parsing wait until the caller is authorized,
+/// so a key that may not write is refused without the server reading (or holding) its body,
+/// and learns nothing from how the body would have been judged.
+pub struct JsonBody {
+    body: Body,
+    is_json: bool,
+    declared_len: Option<u64>,
+    limits: BodyLimits,
+}
 
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = std::convert::Infallible;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
+        let headers = req.headers();
+        let is_json = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
             .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
-        let body = match axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await {
-            Err(_) => Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
-            )),
-            // An empty body needs no content type (routes whose body is optional).
-            Ok(bytes) if !is_json && !bytes.is_empty() => Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the body as Content-Type: application/json",
-            )),
-            Ok(bytes) => Ok(bytes),
-        };
-        Ok(JsonBody(body))
+        let declared_len = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let limits = req
+            .extensions()
+            .get::<BodyLimits>()
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_LIMITS.clone());
+        Ok(JsonBody {
+            body: req.into_body(),
+            is_json,
+            declared_len,
+            limits,
+        })
     }
 }
 
 impl JsonBody {
-    /// Parses the body as `T` (which should deny unknown fields).
-    pub fn parse<T: DeserializeOwned>(self) -> Result<T, ApiError> {
-        let bytes = self.0?;
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::from_json(&e))
+    /// Reads the body and parses it as `T` (which should deny unknown fields).
+    pub async fn parse<T: DeserializeOwned>(self) -> Result<T, ApiError> {
+        let (bytes, _held) = self.read().await?;
+        from_json(&bytes)
     }
 
     /// Like [`JsonBody::parse`], but an empty body means `T::default()`.
-    pub fn parse_or_default<T: DeserializeOwned + Default>(self) -> Result<T, ApiError> {
-        match &self.0 {
-            Ok(bytes) if bytes.is_empty() => Ok(T::default()),
-            _ => self.parse(),
+    pub async fn parse_or_default<T: DeserializeOwned + Default>(self) -> Result<T, ApiError> {
+        let (bytes, _held) = self.read().await?;
+        if bytes.is_empty() {
+            return Ok(T::default());
         }
+        from_json(&bytes)
+    }
+
+    /// The whole body, within the size limit, the time limit and the server's memory budget
+    /// (whose share is held until the returned permit drops). The buffer is wiped on drop:
+    /// it may hold a secret value.
+    async fn read(self) -> Result<(Zeroizing<Vec<u8>>, Option<OwnedSemaphorePermit>), ApiError> {
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+            )
+        };
+        let declared = self.declared_len.unwrap_or(0);
+        if declared > MAX_BODY_BYTES as u64 {
+            return Err(too_large());
+        }
+        if declared > 0 && !self.is_json {
+            return Err(unsupported_media_type());
+        }
+        let deadline = tokio::time::Instant::now() + self.limits.timeout;
+        let mut body = self.body;
+        let mut buf = Zeroizing::new(Vec::with_capacity(declared as usize));
+        let mut held: Option<OwnedSemaphorePermit> = None;
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+                Err(_) => return Err(ApiError::body_timeout(self.limits.timeout)),
+                Ok(None) => break,
+                Ok(Some(Err(_))) => return Err(ApiError::malformed_body()),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers carry nothing we read
+            };
+            if buf.len() + data.len() > MAX_BODY_BYTES {
+                return Err(too_large());
+            }
+            let n = u32::try_from(data.len()).map_err(|_| too_large())?;
+            let permit = self
+                .limits
+                .budget
+                .clone()
+                .try_acquire_many_owned(n)
+                .map_err(|_| ApiError::overloaded("request bodies"))?;
+            match &mut held {
+                Some(all) => all.merge(permit),
+                None => held = Some(permit),
+            }
+            buf.extend_from_slice(&data);
+        }
+        if !buf.is_empty() && !self.is_json {
+            return Err(unsupported_media_type());
+        }
+        Ok((buf, held))
+    }
+}
+
+fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::from_json(&e))
+}
+
+fn unsupported_media_type() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "send the body as Content-Type: application/json",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_errors_name_the_parameter_but_never_a_value() {
+        assert_eq!(
+            query_message("unknown field `bogus`, expected `limit` or `cursor`"),
+            "unknown query parameter `bogus`"
+        );
+        assert_eq!(
+            query_message("invalid digit found in string"),
+            "a query parameter has a malformed value"
+        );
+        let long = format!("unknown field `{}`", "x".repeat(500));
+        assert_eq!(query_message(&long), "unknown query parameter");
     }
 }

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod conn;
 mod error;
 mod extract;
 mod routes;
@@ -24,9 +25,15 @@ use tokio::net::TcpListener;
 pub use error::ApiError;
 pub use extract::MAX_BODY_BYTES;
 
-/// The whole HTTP surface.
+/// The whole HTTP surface, with the default body limits.
 pub fn app(coffer: Arc<Coffer>) -> Router {
+    app_with(coffer, &ServeOptions::DEFAULT)
+}
+
+/// The whole HTTP surface, reading bodies as `options` says.
+pub fn app_with(coffer: Arc<Coffer>, options: &ServeOptions) -> Router {
     use routes::*;
+    let limits = extract::BodyLimits::new(options.body_read_timeout, options.body_budget_bytes);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -48,6 +55,7 @@ pub fn app(coffer: Arc<Coffer>) -> Router {
         )
         .fallback(|| async { ApiError::route_not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(axum::Extension(limits))
         .with_state(coffer)
 }
 
@@ -60,9 +68,18 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     )
 }
 
-/// How connections are handled; [`ServeOptions::default`] is what `coffer serve` uses.
+/// How connections are handled; [`ServeOptions::DEFAULT`] is what `coffer serve` uses.
 #[derive(Clone, Copy, Debug)]
 pub struct ServeOptions {
+    /// Open connections at most. A connection beyond it is answered `503 overloaded` (JSON,
+    /// `Retry-After: 1`) and closed; the ones already open are served as usual.
+    pub max_connections: usize,
+    /// A request body must arrive completely within this long once its handler reads it
+    /// (after authentication and authorization), else `408 body_timeout`.
+    pub body_read_timeout: Duration,
+    /// Bytes of request bodies held in memory at once across all requests; a body that
+    /// would go past it is refused with `503 overloaded`.
+    pub body_budget_bytes: usize,
     /// A connection that has not sent a complete request head within this long is closed,
     /// so idle or trickling clients cannot pile up connections. It is also how long an idle
     /// kept-alive connection stays open between requests.
@@ -71,14 +88,26 @@ pub struct ServeOptions {
     pub drain_timeout: Duration,
 }
 
+impl ServeOptions {
+    /// What `coffer serve` uses unless told otherwise.
+    pub const DEFAULT: ServeOptions = ServeOptions {
+        max_connections: 4096,
+        body_read_timeout: Duration::from_secs(10),
+        body_budget_bytes: 64 * 1024 * 1024,
+        header_read_timeout: Duration::from_secs(10),
+        drain_timeout: Duration::from_secs(30),
+    };
+}
+
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions {
-            header_read_timeout: Duration::from_secs(10),
-            drain_timeout: Duration::from_secs(30),
-        }
+        ServeOptions::DEFAULT
     }
 }
+
+/// Connections over the cap that are being answered at once; past this they are closed
+/// without an answer (each answer holds a socket for up to a second).
+const MAX_REFUSING: usize = 256;
 
 /// Serves [`app`] on `listener` until `shutdown` resolves, then lets in-flight requests finish.
 pub async fn serve(
@@ -100,7 +129,9 @@ pub async fn serve_with(
     use hyper_util::server::graceful::GracefulShutdown;
     use hyper_util::service::TowerToHyperService;
 
-    let app = app(coffer);
+    let app = app_with(coffer, &options);
+    let slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections));
+    let refusing = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSING));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout);
@@ -128,12 +159,23 @@ pub async fn serve_with(
         };
         // Small JSON responses on kept-alive connections: don't let Nagle hold them back.
         let _ = tcp.set_nodelay(true);
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if let Ok(refusal) = refusing.clone().try_acquire_owned() {
+                connections.spawn(async move {
+                    conn::refuse_over_capacity(tcp).await;
+                    drop(refusal);
+                });
+            }
+            continue;
+        };
         let service = TowerToHyperService::new(app.clone());
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
+        let io = TokioIo::new(conn::JsonErrors::new(tcp));
+        let connection = graceful.watch(http.serve_connection(io, service));
         connections.spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -17,7 +16,7 @@ use coffer_core::{
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::extract::{Caller, JsonBody, PathParams};
+use crate::extract::{Caller, JsonBody, NoQuery, PathParams, QueryParams};
 use crate::shapes::*;
 
 type State_ = State<Arc<Coffer>>;
@@ -26,16 +25,16 @@ type ApiResult = Result<Response, ApiError>;
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
-pub async fn healthz() -> Json<serde_json::Value> {
+pub async fn healthz(_: QueryParams<NoQuery>) -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-pub async fn readyz(State(coffer): State_) -> ApiResult {
+pub async fn readyz(State(coffer): State_, _: QueryParams<NoQuery>) -> ApiResult {
     coffer.ready().await?;
     Ok(Json(json!({ "status": "ready" })).into_response())
 }
 
-pub async fn status(State(coffer): State_) -> Json<serde_json::Value> {
+pub async fn status(State(coffer): State_, _: QueryParams<NoQuery>) -> Json<serde_json::Value> {
     let s = coffer.status();
     let (encryption, current) = match s.encryption {
         Encryption::Enabled {
@@ -53,7 +52,11 @@ pub async fn status(State(coffer): State_) -> Json<serde_json::Value> {
     }))
 }
 
-pub async fn list_environments(State(coffer): State_, Caller(who): Caller) -> ApiResult {
+pub async fn list_environments(
+    State(coffer): State_,
+    Caller(who): Caller,
+    _: QueryParams<NoQuery>,
+) -> ApiResult {
     let envs = coffer.list_environments(&who).await?;
     let envs: Vec<EnvironmentJson> = envs.iter().map(Into::into).collect();
     Ok(Json(json!({ "environments": envs })).into_response())
@@ -62,10 +65,11 @@ pub async fn list_environments(State(coffer): State_, Caller(who): Caller) -> Ap
 pub async fn create_environment(
     State(coffer): State_,
     Caller(who): Caller,
+    _: QueryParams<NoQuery>,
     body: JsonBody,
 ) -> ApiResult {
     coffer.require_admin(&who)?;
-    let req: CreateEnvironment = body.parse()?;
+    let req: CreateEnvironment = body.parse().await?;
     let name = EnvName::new(&req.name)?;
     match coffer
         .apply(&who, Mutation::CreateEnvironment { name })
@@ -79,6 +83,7 @@ pub async fn create_environment(
 pub async fn delete_environment(
     State(coffer): State_,
     Caller(who): Caller,
+    _: QueryParams<NoQuery>,
     PathParams(env): PathParams<String>,
 ) -> ApiResult {
     let name = EnvName::new(&env)?;
@@ -88,7 +93,11 @@ pub async fn delete_environment(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub async fn list_api_keys(State(coffer): State_, Caller(who): Caller) -> ApiResult {
+pub async fn list_api_keys(
+    State(coffer): State_,
+    Caller(who): Caller,
+    _: QueryParams<NoQuery>,
+) -> ApiResult {
     let keys = coffer.list_api_keys(&who).await?;
     let keys: Vec<ApiKeyJson> = keys.iter().map(Into::into).collect();
     Ok(Json(json!({ "apiKeys": keys })).into_response())
@@ -97,10 +106,11 @@ pub async fn list_api_keys(State(coffer): State_, Caller(who): Caller) -> ApiRes
 pub async fn create_api_key(
     State(coffer): State_,
     Caller(who): Caller,
+    _: QueryParams<NoQuery>,
     body: JsonBody,
 ) -> ApiResult {
     coffer.require_admin(&who)?;
-    let req: CreateApiKey = body.parse()?;
+    let req: CreateApiKey = body.parse().await?;
     let env = req.environment.as_deref().map(EnvName::new).transpose()?;
     let role = Role::from_parts(&req.role, env).map_err(|e| {
         ApiError::new(
@@ -133,6 +143,7 @@ pub async fn create_api_key(
 pub async fn revoke_api_key(
     State(coffer): State_,
     Caller(who): Caller,
+    _: QueryParams<NoQuery>,
     PathParams(id): PathParams<String>,
 ) -> ApiResult {
     let id = ApiKeyId::new(&id)?;
@@ -145,11 +156,10 @@ pub async fn list_secrets(
     State(coffer): State_,
     Caller(who): Caller,
     PathParams(env): PathParams<String>,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult {
     let env = EnvName::new(&env)?;
     coffer.require_manage(&who, &env)?;
-    let Query(q) = query.map_err(|e| ApiError::invalid_query(e.body_text()))?;
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::invalid_query(format!(
@@ -172,6 +182,7 @@ pub async fn list_secrets(
 pub async fn get_secret(
     State(coffer): State_,
     Caller(who): Caller,
+    _: QueryParams<NoQuery>,
     PathParams((env, name)): PathParams<(String, String)>,
 ) -> ApiResult {
     let (env, name) = (EnvName::new(&env)?, SecretName::new(&name)?);
@@ -183,16 +194,27 @@ pub async fn put_secret(
     State(coffer): State_,
     Caller(who): Caller,
     PathParams((env, name)): PathParams<(String, String)>,
+    QueryParams(q): QueryParams<RevisionQuery>,
     body: JsonBody,
 ) -> ApiResult {
     let (env, name) = (EnvName::new(&env)?, SecretName::new(&name)?);
     coffer.require_manage(&who, &env)?;
-    let req: PutSecret = body.parse()?;
+    let req: PutSecret = body.parse().await?;
+    // `expectedRevision` may come in the body or, as on DELETE, in the query; both agree
+    // or the request is refused rather than one silently winning.
+    let expected_revision = match (req.expected_revision, q.expected_revision) {
+        (Some(b), Some(q)) if b != q => {
+            return Err(ApiError::invalid_query(
+                "expectedRevision in the query and in the body differ",
+            ));
+        }
+        (b, q) => b.or(q),
+    };
     let mutation = Mutation::PutSecret {
         env,
         name,
         value: req.value,
-        expected_revision: req.expected_revision,
+        expected_revision,
     };
     match coffer.apply(&who, mutation).await? {
         Applied::SecretWritten(out) => {
@@ -215,11 +237,10 @@ pub async fn delete_secret(
     State(coffer): State_,
     Caller(who): Caller,
     PathParams((env, name)): PathParams<(String, String)>,
-    query: Result<Query<DeleteQuery>, QueryRejection>,
+    QueryParams(q): QueryParams<RevisionQuery>,
 ) -> ApiResult {
     let (env, name) = (EnvName::new(&env)?, SecretName::new(&name)?);
     coffer.require_manage(&who, &env)?;
-    let Query(q) = query.map_err(|e| ApiError::invalid_query(e.body_text()))?;
     coffer
         .apply(
             &who,
@@ -233,16 +254,25 @@ pub async fn delete_secret(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub async fn key_status(State(coffer): State_, Caller(who): Caller) -> ApiResult {
+pub async fn key_status(
+    State(coffer): State_,
+    Caller(who): Caller,
+    _: QueryParams<NoQuery>,
+) -> ApiResult {
     let status = coffer.key_status(&who).await?;
     Ok(Json(KeyStatusJson::from(&status)).into_response())
 }
 
 /// Re-encrypts to the current key version: every value, or one batch from `cursor` when
 /// `limit` is given (the CLI pages to show progress; a crash resumes from any cursor).
-pub async fn rewrap(State(coffer): State_, Caller(who): Caller, body: JsonBody) -> ApiResult {
+pub async fn rewrap(
+    State(coffer): State_,
+    Caller(who): Caller,
+    _: QueryParams<NoQuery>,
+    body: JsonBody,
+) -> ApiResult {
     coffer.require_admin(&who)?;
-    let req: RewrapRequest = body.parse_or_default()?;
+    let req: RewrapRequest = body.parse_or_default().await?;
     let after = req
         .cursor
         .as_deref()
@@ -277,7 +307,7 @@ pub async fn rewrap(State(coffer): State_, Caller(who): Caller, body: JsonBody) 
 }
 
 /// Prometheus text exposition; no auth, no names or values, counts only.
-pub async fn metrics(State(coffer): State_) -> Response {
+pub async fn metrics(State(coffer): State_, _: QueryParams<NoQuery>) -> Response {
     let s = coffer.status();
     let mut out = String::new();
     out.push_str("# HELP coffer_unreadable_values Stored values that cannot be opened with the configured keys.\n");

@@ -194,6 +194,6 @@ pub struct ListQuery {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct DeleteQuery {
+pub struct RevisionQuery {
     pub expected_revision: Option<Revision>,
 }

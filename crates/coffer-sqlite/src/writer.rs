@@ -10,6 +10,11 @@ use crate::unavailable;
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 512;
 
+/// Writes waiting for the writer at most; past it a write is refused at once with
+/// [`StoreError::Overloaded`] (the API answers 503 with `Retry-After`) instead of queueing
+/// without bound.
+pub(crate) const MAX_QUEUED: usize = 4 * MAX_BATCH;
+
 /// Runs in the writer's transaction; says whether to keep its changes and how to report.
 type Job = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
 /// Called once the batch's fate is known: `Err(message)` if the commit failed.
@@ -17,13 +22,18 @@ type Finish = Box<dyn FnOnce(Result<(), &str>) + Send>;
 
 /// A handle to the writer thread; dropping every handle stops it.
 pub(crate) struct Writer {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::SyncSender<Job>,
 }
 
 impl Writer {
     /// Moves `conn` onto a new writer thread.
     pub(crate) fn start(conn: Connection) -> StoreResult<Writer> {
-        let (jobs, queue) = mpsc::channel::<Job>();
+        Writer::with_capacity(conn, MAX_QUEUED)
+    }
+
+    /// [`Writer::start`] with a queue of `capacity` writes.
+    pub(crate) fn with_capacity(conn: Connection, capacity: usize) -> StoreResult<Writer> {
+        let (jobs, queue) = mpsc::sync_channel::<Job>(capacity);
         std::thread::Builder::new()
             .name("coffer-sqlite-writer".into())
             .spawn(move || run(conn, queue))
@@ -59,7 +69,10 @@ impl Writer {
             (keep, finish)
         });
         let stopped = || StoreError::Unavailable("the SQLite writer has stopped".into());
-        self.jobs.send(job).map_err(|_| stopped())?;
+        self.jobs.try_send(job).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => StoreError::Overloaded,
+            mpsc::TrySendError::Disconnected(_) => stopped(),
+        })?;
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -139,4 +152,46 @@ fn step(conn: &Connection, sql: &str) -> StoreResult<()> {
 fn rollback_savepoint(conn: &Connection) -> StoreResult<()> {
     step(conn, "ROLLBACK TO w")?;
     step(conn, "RELEASE w")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full queue refuses at once instead of growing, and serves again once drained.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_refuses_writes_with_overloaded() {
+        let conn = Connection::open_in_memory().expect("db");
+        let writer = std::sync::Arc::new(Writer::with_capacity(conn, 2).expect("writer"));
+        // Hold the writer thread inside a job until released.
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let blocker = {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                writer
+                    .write(move |_| {
+                        entered_tx.send(()).ok();
+                        released.recv().ok();
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        entered.recv().expect("the writer runs the blocking job");
+        // Until the queue is full a write queues (and its attempt is abandoned after one
+        // poll; the job stays queued); once full, the first poll answers Overloaded.
+        let refused = loop {
+            let attempt = writer.write(|_| Ok(()));
+            match tokio::time::timeout(std::time::Duration::ZERO, attempt).await {
+                Ok(Err(StoreError::Overloaded)) => break true,
+                Ok(other) => panic!("unexpected answer while the writer is held: {other:?}"),
+                Err(_queued) => {}
+            }
+        };
+        assert!(refused);
+        release.send(()).expect("release");
+        blocker.await.expect("join").expect("blocking job");
+        writer.write(|_| Ok(())).await.expect("served again once drained");
+    }
 }

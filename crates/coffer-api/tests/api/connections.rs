@@ -13,6 +13,7 @@ use crate::harness::start_with;
 const QUICK: ServeOptions = ServeOptions {
     header_read_timeout: Duration::from_millis(300),
     drain_timeout: Duration::from_millis(500),
+    ..ServeOptions::DEFAULT
 };
 
 async fn connect(base: &str) -> TcpStream {
