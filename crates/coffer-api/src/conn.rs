@@ -114,7 +114,12 @@ fn bodiless_error(head: &[u8]) -> Option<Vec<u8>> {
         ),
         _ => ("http_error", "the request was refused by the HTTP layer"),
     };
-    Some(json_response(status, code, message, &[("connection", "close")]))
+    Some(json_response(
+        status,
+        code,
+        message,
+        &[("connection", "close")],
+    ))
 }
 
 /// A complete HTTP/1.1 response with Coffer's JSON error body.

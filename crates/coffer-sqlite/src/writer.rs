@@ -192,6 +192,9 @@ mod tests {
         assert!(refused);
         release.send(()).expect("release");
         blocker.await.expect("join").expect("blocking job");
-        writer.write(|_| Ok(())).await.expect("served again once drained");
+        writer
+            .write(|_| Ok(()))
+            .await
+            .expect("served again once drained");
     }
 }

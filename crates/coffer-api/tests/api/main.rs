@@ -5,4 +5,5 @@ mod harness;
 mod authz;
 mod connections;
 mod input;
+mod limits;
 mod secrets;
