@@ -48,7 +48,10 @@ pub fn app_with(coffer: Arc<Coffer>, options: &ServeOptions) -> Router {
         .route("/v1/environments/{env}", delete(delete_environment))
         .route("/v1/api-keys", get(list_api_keys).post(create_api_key))
         .route("/v1/api-keys/{id}", delete(revoke_api_key))
-        .route("/v1/environments/{env}/secrets", get(list_secrets))
+        .route(
+            "/v1/environments/{env}/secrets",
+            get(list_secrets).post(import_secrets),
+        )
         .route(
             "/v1/environments/{env}/secrets/{name}",
             get(get_secret).put(put_secret).delete(delete_secret),

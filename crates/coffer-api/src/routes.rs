@@ -179,6 +179,35 @@ pub async fn list_secrets(
     Ok(Json(json!({ "secrets": secrets, "nextCursor": next })).into_response())
 }
 
+/// Sets several secrets at once, all or none; values equal to the stored ones are left
+/// alone and reported `unchanged`.
+pub async fn import_secrets(
+    State(coffer): State_,
+    Caller(who): Caller,
+    _: QueryParams<NoQuery>,
+    PathParams(env): PathParams<String>,
+    body: JsonBody,
+) -> ApiResult {
+    let env = EnvName::new(&env)?;
+    coffer.require_manage(&who, &env)?;
+    let req: ImportSecrets = body.parse().await?;
+    let entries = req
+        .secrets
+        .into_iter()
+        .map(|e| Ok((SecretName::new(&e.name)?, e.value)))
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    match coffer
+        .apply(&who, Mutation::ImportSecrets { env, entries })
+        .await?
+    {
+        Applied::SecretsImported(all) => {
+            let secrets: Vec<ImportedJson> = all.iter().map(Into::into).collect();
+            Ok(Json(json!({ "secrets": secrets })).into_response())
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
 pub async fn get_secret(
     State(coffer): State_,
     Caller(who): Caller,

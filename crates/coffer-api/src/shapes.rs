@@ -1,7 +1,8 @@
 //! JSON shapes of requests and responses (camelCase, RFC 3339 UTC timestamps).
 
 use coffer_core::{
-    ApiKeyMeta, Environment, KeyStatus, Revision, RewrapReport, SecretMeta, Timestamp, ValueStatus,
+    ApiKeyMeta, Environment, ImportResult, Imported, KeyStatus, Revision, RewrapReport, SecretMeta,
+    Timestamp, ValueStatus,
 };
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -183,6 +184,40 @@ pub struct CreateApiKey {
 pub struct PutSecret {
     pub value: SecretString,
     pub expected_revision: Option<Revision>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportSecrets {
+    pub secrets: Vec<ImportEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportEntry {
+    pub name: String,
+    pub value: SecretString,
+}
+
+/// One secret of an import's answer: its metadata and what happened to it.
+#[derive(Serialize)]
+pub struct ImportedJson {
+    #[serde(flatten)]
+    meta: SecretMetaJson,
+    result: &'static str,
+}
+
+impl From<&Imported> for ImportedJson {
+    fn from(i: &Imported) -> Self {
+        ImportedJson {
+            meta: SecretMetaJson::new(&i.meta, ValueStatus::Ok),
+            result: match i.result {
+                ImportResult::Created => "created",
+                ImportResult::Updated => "updated",
+                ImportResult::Unchanged => "unchanged",
+            },
+        }
+    }
 }
 
 #[derive(Deserialize)]

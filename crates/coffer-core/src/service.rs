@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
-use coffer_crypto::{Keyring, random_hex, sha256_hex};
+use coffer_crypto::{Keyring, constant_time_eq, random_hex, sha256_hex};
 use coffer_store::{
-    Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Catalog, EnvName, Environment, Precondition,
-    PutOutcome, Revision, Role, SecretMeta, SecretName, SecretStore, StoreError, StoredValue,
-    Timestamp,
+    Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, BatchPut, Catalog, EnvName, Environment,
+    Precondition, PutOutcome, Revision, Role, SecretMeta, SecretName, SecretRecord, SecretStore,
+    StoreError, StoredValue, Timestamp,
 };
+use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::CoreError;
@@ -15,6 +16,12 @@ use crate::lifecycle::{EncryptionCounter, REWRAP_BATCH, RewrapReport, Unreadable
 
 /// The largest secret value, in bytes of UTF-8.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// The most secrets one import may set.
+pub const MAX_IMPORT: usize = 1000;
+
+/// How often an import that lost a race with another write is retried before it gives up.
+const IMPORT_ATTEMPTS: usize = 3;
 
 /// Longest API key string that is even looked up.
 const MAX_PRESENTED_KEY: usize = 512;
@@ -70,6 +77,14 @@ pub enum Mutation {
         /// `Some(0)`: must not exist; `Some(n)`: must be at revision n.
         expected_revision: Option<Revision>,
     },
+    /// Set several secrets of one environment at once, all or none (admin, manage of
+    /// `env`); a value equal to the stored one is left alone (no new revision).
+    ImportSecrets {
+        /// Their environment.
+        env: EnvName,
+        /// Names (distinct) and plaintexts.
+        entries: Vec<(SecretName, SecretString)>,
+    },
     /// Delete a secret (admin, manage of `env`).
     DeleteSecret {
         /// Its environment.
@@ -115,6 +130,8 @@ pub enum Applied {
     },
     /// The secret's metadata after the write.
     SecretWritten(PutOutcome),
+    /// What an import did to each secret, in the order given.
+    SecretsImported(Vec<Imported>),
     /// The secret's last metadata.
     SecretDeleted(SecretMeta),
     /// The new key, shown this once.
@@ -123,6 +140,26 @@ pub enum Applied {
     ApiKeyRevoked(ApiKeyId),
     /// What a rewrap did.
     Rewrapped(RewrapReport),
+}
+
+/// One secret of an import: its metadata afterwards and what happened to it.
+#[derive(Debug)]
+pub struct Imported {
+    /// The metadata after the import.
+    pub meta: SecretMeta,
+    /// Created, updated, or left alone.
+    pub result: ImportResult,
+}
+
+/// What an import did to one secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImportResult {
+    /// It did not exist.
+    Created,
+    /// Its value changed (a new revision).
+    Updated,
+    /// Its value was already this one: nothing written.
+    Unchanged,
 }
 
 /// A freshly created API key: its metadata and the key itself, shown once.
@@ -353,24 +390,102 @@ impl Coffer {
         let Some(record) = self.secrets.get(env, name).await? else {
             return Ok(None);
         };
-        let unreadable = || {
+        let plain = self.open_record(&record)?;
+        let text = String::from_utf8(plain.to_vec()).map_err(|_| {
             self.mark_unreadable(&record.meta);
             CoreError::Unreadable {
                 env: env.clone(),
                 name: name.clone(),
             }
+        })?;
+        Ok(Some(SecretString::from(text)))
+    }
+
+    /// A stored value's plaintext bytes; a value that does not open is marked unreadable.
+    fn open_record(&self, record: &SecretRecord) -> Result<Zeroizing<Vec<u8>>, CoreError> {
+        let meta = &record.meta;
+        let unreadable = || {
+            self.mark_unreadable(meta);
+            CoreError::Unreadable {
+                env: meta.environment.clone(),
+                name: meta.name.clone(),
+            }
         };
         match &record.value {
-            StoredValue::Plain(value) => Ok(Some(value.clone())),
+            StoredValue::Plain(value) => {
+                Ok(Zeroizing::new(value.expose_secret().as_bytes().to_vec()))
+            }
             StoredValue::Sealed { key_version, blob } => {
                 let ring = self.keyring.as_ref().ok_or_else(unreadable)?;
-                let plain = ring
-                    .open(*key_version, blob, secret_aad(env, name).as_bytes())
-                    .map_err(|_| unreadable())?;
-                let text = String::from_utf8(plain.to_vec()).map_err(|_| unreadable())?;
-                Ok(Some(SecretString::from(text)))
+                ring.open(
+                    *key_version,
+                    blob,
+                    secret_aad(&meta.environment, &meta.name).as_bytes(),
+                )
+                .map_err(|_| unreadable())
             }
         }
+    }
+
+    /// One attempt at an import: reads what is stored, then writes every changed value in
+    /// one batch pinned to the revisions read (a concurrent write makes it a conflict).
+    async fn import_once(
+        &self,
+        env: &EnvName,
+        entries: &[(SecretName, SecretString)],
+        actor: &Actor,
+    ) -> Result<Vec<Imported>, CoreError> {
+        let mut batch = Vec::with_capacity(entries.len());
+        let mut current = Vec::with_capacity(entries.len());
+        for (name, value) in entries {
+            let stored = self.secrets.get(env, name).await?;
+            // A stored value that cannot be opened is replaced: writing it again repairs it.
+            let unchanged = stored.as_ref().is_some_and(|record| {
+                self.open_record(record)
+                    .is_ok_and(|plain| constant_time_eq(&plain, value.expose_secret().as_bytes()))
+            });
+            let precondition = match &stored {
+                Some(record) => Precondition::Revision(record.meta.revision),
+                None => Precondition::Absent,
+            };
+            let value = if unchanged {
+                None
+            } else {
+                Some(self.seal_secret(env, name, value.clone())?)
+            };
+            batch.push(BatchPut {
+                name: name.clone(),
+                value,
+                precondition,
+            });
+            current.push(stored.map(|r| r.meta));
+        }
+        let outcomes = self
+            .secrets
+            .put_many(env, batch, Timestamp::now(), actor)
+            .await?;
+        outcomes
+            .into_iter()
+            .zip(current)
+            .map(|(outcome, before)| match (outcome, before) {
+                (Some(out), _) => Ok(Imported {
+                    result: if out.created {
+                        ImportResult::Created
+                    } else {
+                        ImportResult::Updated
+                    },
+                    meta: out.meta,
+                }),
+                (None, Some(meta)) => Ok(Imported {
+                    meta,
+                    result: ImportResult::Unchanged,
+                }),
+                // Only entries with a stored record are sent without a value.
+                (None, None) => Err(CoreError::Store(StoreError::Corrupt(
+                    "a batch answered a write with a check".into(),
+                ))),
+            })
+            .collect()
     }
 
     /// The one path every mutation takes: authorize, apply, record.
@@ -431,6 +546,30 @@ impl Coffer {
                     .await?;
                 self.mark_written(&env, &name);
                 Applied::SecretWritten(out)
+            }
+            Mutation::ImportSecrets { env, entries } => {
+                self.require_manage(who, &env)?;
+                if !self.secrets.capabilities().atomic_batches {
+                    let backend = self.secrets.backend_name();
+                    return Err(CoreError::Invalid(format!(
+                        "the {backend} secrets backend cannot import atomically; set secrets one by one"
+                    )));
+                }
+                check_import(&entries)?;
+                self.existing_environment(&env).await?;
+                let mut attempt = 1;
+                let imported = loop {
+                    match self.import_once(&env, &entries, actor).await {
+                        Err(CoreError::RevisionConflict { .. }) if attempt < IMPORT_ATTEMPTS => {
+                            attempt += 1;
+                        }
+                        other => break other?,
+                    }
+                };
+                for (name, _) in &entries {
+                    self.mark_written(&env, name);
+                }
+                Applied::SecretsImported(imported)
             }
             Mutation::DeleteSecret {
                 env,
@@ -502,7 +641,9 @@ impl Coffer {
                 Applied::Rewrapped(report)
             }
         };
-        self.record(&applied.record(&who.key_id));
+        for record in applied.records(&who.key_id) {
+            self.record(&record);
+        }
         Ok(applied)
     }
 
@@ -571,10 +712,38 @@ impl Coffer {
 }
 
 impl Applied {
-    /// The record this mutation leaves, attributed to `actor`.
-    pub fn record(&self, actor: &ApiKeyId) -> MutationRecord {
+    /// The records this mutation leaves, attributed to `actor`: one per changed resource
+    /// (an import leaves one per secret it created or updated).
+    pub fn records(&self, actor: &ApiKeyId) -> Vec<MutationRecord> {
         let at = Timestamp::now();
-        let (subject, environment, name, revision) = match self {
+        let record = |(subject, environment, name, revision)| MutationRecord {
+            subject,
+            environment,
+            name,
+            revision,
+            actor: actor.clone(),
+            at,
+        };
+        if let Applied::SecretsImported(all) = self {
+            return all
+                .iter()
+                .filter(|i| i.result != ImportResult::Unchanged)
+                .map(|i| {
+                    let verb = match i.result {
+                        ImportResult::Created => "created",
+                        _ => "updated",
+                    };
+                    let m = &i.meta;
+                    record((
+                        format!("system.secret.{}.{verb}", m.name),
+                        Some(m.environment.clone()),
+                        m.name.to_string(),
+                        Some(m.revision),
+                    ))
+                })
+                .collect();
+        }
+        let one = match self {
             Applied::EnvironmentCreated(e) => (
                 format!("system.environment.{}.created", e.name),
                 Some(e.name.clone()),
@@ -621,15 +790,9 @@ impl Applied {
                 format!("rewrapped={} unreadable={}", r.rewrapped, r.unreadable),
                 None,
             ),
+            Applied::SecretsImported(_) => return Vec::new(), // handled above
         };
-        MutationRecord {
-            subject,
-            environment,
-            name,
-            revision,
-            actor: actor.clone(),
-            at,
-        }
+        vec![record(one)]
     }
 }
 
@@ -665,6 +828,29 @@ pub(crate) fn new_api_key(
         key_hash: sha256_hex(key.expose_secret().as_bytes()),
     };
     Ok((record, key))
+}
+
+/// An import is checked whole before anything is read or written.
+fn check_import(entries: &[(SecretName, SecretString)]) -> Result<(), CoreError> {
+    if entries.is_empty() || entries.len() > MAX_IMPORT {
+        return Err(CoreError::Invalid(format!(
+            "an import sets 1 to {MAX_IMPORT} secrets"
+        )));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(entries.len());
+    for (name, value) in entries {
+        if !seen.insert(name) {
+            return Err(CoreError::Invalid(format!(
+                "secret {name} appears twice in the import"
+            )));
+        }
+        if value.expose_secret().len() > MAX_VALUE_BYTES {
+            return Err(CoreError::ValueTooLarge {
+                limit: MAX_VALUE_BYTES,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn check_key_label(name: &str) -> Result<(), CoreError> {

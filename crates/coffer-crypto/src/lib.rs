@@ -238,6 +238,12 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex(digest(&SHA256, data).as_ref())
 }
 
+/// Whether `a` and `b` are equal, in time that depends only on their lengths (comparing a
+/// stored secret with a submitted one must not tell an observer how much of it matched).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
+}
+
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

@@ -377,6 +377,7 @@ async fn query_strings_are_checked_on_every_route() {
         (Method::POST, "/v1/api-keys"),
         (Method::DELETE, "/v1/api-keys/ak_0000000000000000"),
         (Method::GET, "/v1/environments/default/secrets"),
+        (Method::POST, "/v1/environments/default/secrets"),
         (Method::GET, "/v1/environments/default/secrets/A"),
         (Method::PUT, "/v1/environments/default/secrets/A"),
         (Method::DELETE, "/v1/environments/default/secrets/A"),

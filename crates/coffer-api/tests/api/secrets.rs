@@ -134,3 +134,80 @@ async fn status_reports_encryption_and_backend_without_auth() {
     assert_eq!(body["backend"], "db");
     assert!(body["version"].is_string());
 }
+
+/// An import is checked whole and applied in one transaction: one bad entry (a value over
+/// 64 KiB, a bad name, a name twice) writes nothing, and values that did not change keep
+/// their revision.
+#[tokio::test]
+async fn an_import_is_all_or_nothing_and_skips_unchanged_values() {
+    let s = start().await;
+    let path = "/v1/environments/default/secrets";
+    s.put_secret("default", "KEEP", "same").await;
+    s.put_secret("default", "CHANGE", "old").await;
+    let big = "x".repeat(70_000);
+    let refusals = [
+        (
+            json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}, {"name": "C", "value": big}]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            json!([{"name": "A", "value": "1"}, {"name": "bad-name", "value": "2"}]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!([{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (json!([]), StatusCode::UNPROCESSABLE_ENTITY),
+    ];
+    let before = s.snapshot().await;
+    for (secrets, want) in refusals {
+        let (status, b) = s
+            .admin(Method::POST, path, Some(json!({ "secrets": secrets })))
+            .await;
+        assert_eq!(status, want, "{b}");
+        assert_eq!(
+            s.snapshot().await,
+            before,
+            "a refused import changed nothing"
+        );
+    }
+    let body = json!({ "secrets": [
+        {"name": "KEEP", "value": "same"},
+        {"name": "CHANGE", "value": "new"},
+        {"name": "NEW", "value": "fresh"},
+    ]});
+    let (status, b) = s.admin(Method::POST, path, Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    let results: Vec<(String, String, u64)> = b["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_owned(),
+                e["result"].as_str().unwrap().to_owned(),
+                e["revision"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("KEEP".into(), "unchanged".into(), 1),
+            ("CHANGE".into(), "updated".into(), 2),
+            ("NEW".into(), "created".into(), 1),
+        ]
+    );
+    assert!(!b.to_string().contains("fresh"), "no value in the answer");
+    let (_, runtime) = s.create_key("runtime", Some("default")).await;
+    let (status, _) = s
+        .call(
+            Some(&runtime),
+            Method::POST,
+            path,
+            Some(json!({ "secrets": [] })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
