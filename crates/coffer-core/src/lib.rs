@@ -19,8 +19,8 @@ pub use lifecycle::{
     KeyStatus, KeyVersionStatus, NONCE_BUDGET_WARNING, REWRAP_BATCH, RewrapReport, ValueStatus,
 };
 pub use service::{
-    Applied, Coffer, Encryption, ImportResult, Imported, MAX_IMPORT, MAX_VALUE_BYTES, Mutation,
-    MutationRecord, NewApiKey, Page, Principal, Status,
+    AUTH_CACHE_TTL, Applied, Coffer, Encryption, ImportResult, Imported, MAX_IMPORT,
+    MAX_VALUE_BYTES, Mutation, MutationRecord, NewApiKey, Page, Principal, Status,
 };
 pub use startup::{FirstAdminKey, StartupError, StartupOptions, StartupReport};
 

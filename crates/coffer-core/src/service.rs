@@ -26,6 +26,15 @@ const IMPORT_ATTEMPTS: usize = 3;
 /// Longest API key string that is even looked up.
 const MAX_PRESENTED_KEY: usize = 512;
 
+/// How long an authenticated key is trusted without asking the catalog again. This node's
+/// own revocations take effect at once; another node's within this long (for reads only:
+/// writes re-check the key when they commit).
+pub const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Most keys remembered at once; past it the cache starts over (only keys that
+/// authenticated are remembered, so guessing keys cannot fill it).
+const AUTH_CACHE_MAX: usize = 10_000;
+
 /// The service. Cheap to share behind an `Arc`.
 pub struct Coffer {
     catalog: Arc<dyn Catalog>,
@@ -33,6 +42,60 @@ pub struct Coffer {
     keyring: Option<Keyring>,
     pub(crate) unreadable: UnreadableSet,
     pub(crate) encryptions: EncryptionCounter,
+    auth_cache: AuthCache,
+}
+
+/// Clears the cache when dropped.
+struct ClearOnDrop<'a>(&'a AuthCache);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// Keys that authenticated lately, by SHA-256, with when they were looked up.
+#[derive(Default)]
+struct AuthCache {
+    entries: std::sync::RwLock<std::collections::HashMap<String, (Principal, std::time::Instant)>>,
+    /// Bumped (under the write lock) by every invalidation, so a lookup that raced one
+    /// cannot put back what it removed.
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl AuthCache {
+    fn get(&self, hash: &str) -> Option<Principal> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let (principal, at) = entries.get(hash)?;
+        (at.elapsed() < AUTH_CACHE_TTL).then(|| principal.clone())
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Remembers `principal` unless an invalidation happened since `generation` was read.
+    fn insert(&self, hash: String, principal: Principal, generation: u64) {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if self.generation() != generation {
+            return;
+        }
+        if entries.len() >= AUTH_CACHE_MAX {
+            entries.retain(|_, (_, at)| at.elapsed() < AUTH_CACHE_TTL);
+            if entries.len() >= AUTH_CACHE_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(hash, (principal, std::time::Instant::now()));
+    }
+
+    /// Forgets every key (after a revocation or an environment deletion: both are rare).
+    fn clear(&self) {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        entries.clear();
+    }
 }
 
 /// Who is calling: the API key that authenticated and its role.
@@ -247,6 +310,7 @@ impl Coffer {
             keyring,
             unreadable: UnreadableSet::default(),
             encryptions,
+            auth_cache: AuthCache::default(),
         }
     }
 
@@ -278,15 +342,19 @@ impl Coffer {
         if presented.is_empty() || presented.len() > MAX_PRESENTED_KEY {
             return Err(CoreError::Unauthenticated);
         }
-        let meta = self
-            .catalog
-            .find_api_key(&sha256_hex(presented.as_bytes()))
-            .await?;
+        let hash = sha256_hex(presented.as_bytes());
+        if let Some(principal) = self.auth_cache.get(&hash) {
+            return Ok(principal);
+        }
+        let generation = self.auth_cache.generation();
+        let meta = self.catalog.find_api_key(&hash).await?;
         let meta = meta.ok_or(CoreError::Unauthenticated)?;
-        Ok(Principal {
+        let principal = Principal {
             key_id: meta.id,
             role: meta.role,
-        })
+        };
+        self.auth_cache.insert(hash, principal.clone(), generation);
+        Ok(principal)
     }
 
     /// Admin only.
@@ -491,6 +559,14 @@ impl Coffer {
     /// The one path every mutation takes: authorize, apply, record.
     pub async fn apply(&self, who: &Principal, mutation: Mutation) -> Result<Applied, CoreError> {
         let actor = &who.actor();
+        // Mutations that remove keys clear the authentication cache when they end, however
+        // they end (a dropped request future included), so the next request with a removed
+        // key asks the catalog.
+        let _forget_keys = matches!(
+            mutation,
+            Mutation::RevokeApiKey { .. } | Mutation::DeleteEnvironment { .. }
+        )
+        .then(|| ClearOnDrop(&self.auth_cache));
         let applied = match mutation {
             Mutation::CreateEnvironment { name } => {
                 self.require_admin(who)?;

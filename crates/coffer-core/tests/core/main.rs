@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod auth;
 mod capabilities;
 mod lifecycle;
 mod runtime;
