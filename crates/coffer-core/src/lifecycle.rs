@@ -111,8 +111,12 @@ impl EncryptionCounter {
     }
 
     fn count(&self, version: KeyVersion) {
+        self.count_n(version, 1);
+    }
+
+    fn count_n(&self, version: KeyVersion, n: u64) {
         if let Some((pending, _)) = self.per_version.get(&version) {
-            pending.fetch_add(1, Ordering::Relaxed);
+            pending.fetch_add(n, Ordering::Relaxed);
         }
     }
 
@@ -282,7 +286,7 @@ impl Coffer {
         walk: Walk,
         actor: &Actor,
     ) -> Result<RewrapReport, CoreError> {
-        let ring = self.keyring().ok_or_else(|| {
+        let ring = self.shared_keyring().ok_or_else(|| {
             CoreError::Invalid("no encryption key is configured: nothing to rewrap to".into())
         })?;
         let records = self.secrets().scan(after, limit).await?;
@@ -295,41 +299,20 @@ impl Coffer {
         if records.len() < limit {
             report.next = None;
         }
+        // Opening and sealing a batch is CPU work: off the async workers, so requests
+        // on them keep being served during a rewrap.
         let current = ring.current();
-        let mut batch = Vec::new();
-        for SecretRecord { meta, value } in records {
-            let aad = secret_aad(&meta.environment, &meta.name);
-            let plain = match &value {
-                StoredValue::Plain(plain) => plain.expose_secret().as_bytes().to_vec().into(),
-                StoredValue::Sealed { key_version, blob } => {
-                    match ring.open(*key_version, blob, aad.as_bytes()) {
-                        Ok(plain) => plain,
-                        Err(_) => {
-                            self.mark_unreadable(&meta);
-                            report.unreadable += 1;
-                            continue;
-                        }
-                    }
-                }
-            };
-            let is_plain = matches!(value, StoredValue::Plain(_));
-            let stale = meta.key_version != current.get();
-            if !(is_plain || (walk == Walk::Rewrap && stale)) {
-                report.already_current += 1;
-                continue;
-            }
-            let sealed = self.seal(ring, aad.as_bytes(), &plain)?;
-            batch.push(Replacement {
-                environment: meta.environment,
-                name: meta.name,
-                revision: meta.revision,
-                previous: value,
-                value: StoredValue::Sealed {
-                    key_version: sealed.key_version,
-                    blob: sealed.blob,
-                },
-            });
+        let resealed = tokio::task::spawn_blocking(move || reseal(&ring, records, walk))
+            .await
+            .map_err(|_| CoreError::Crypto)??;
+        self.encryptions
+            .count_n(current, resealed.batch.len() as u64);
+        for meta in &resealed.unreadable {
+            self.mark_unreadable(meta);
         }
+        report.unreadable += resealed.unreadable.len() as u64;
+        report.already_current += resealed.already_current;
+        let batch = resealed.batch;
         if !batch.is_empty() {
             for applied in self.secrets().replace_values(batch, actor).await? {
                 if applied {
@@ -356,4 +339,58 @@ impl Coffer {
             tokio::task::yield_now().await;
         }
     }
+}
+
+/// What one batch of a walk decided: values to replace, values that did not open, values
+/// already under the current key.
+struct Resealed {
+    batch: Vec<Replacement>,
+    unreadable: Vec<SecretMeta>,
+    already_current: u64,
+}
+
+/// Opens every record and seals again, under the current key version, the plaintext ones
+/// and (for a rewrap) those under an older version. Pure CPU: runs on a blocking thread.
+fn reseal(ring: &Keyring, records: Vec<SecretRecord>, walk: Walk) -> Result<Resealed, CoreError> {
+    let current = ring.current();
+    let mut out = Resealed {
+        batch: Vec::new(),
+        unreadable: Vec::new(),
+        already_current: 0,
+    };
+    for SecretRecord { meta, value } in records {
+        let aad = secret_aad(&meta.environment, &meta.name);
+        let plain = match &value {
+            StoredValue::Plain(plain) => plain.expose_secret().as_bytes().to_vec().into(),
+            StoredValue::Sealed { key_version, blob } => {
+                match ring.open(*key_version, blob, aad.as_bytes()) {
+                    Ok(plain) => plain,
+                    Err(_) => {
+                        out.unreadable.push(meta);
+                        continue;
+                    }
+                }
+            }
+        };
+        let is_plain = matches!(value, StoredValue::Plain(_));
+        let stale = meta.key_version != current.get();
+        if !(is_plain || (walk == Walk::Rewrap && stale)) {
+            out.already_current += 1;
+            continue;
+        }
+        let sealed = ring
+            .seal(aad.as_bytes(), &plain)
+            .map_err(|_| CoreError::Crypto)?;
+        out.batch.push(Replacement {
+            environment: meta.environment,
+            name: meta.name,
+            revision: meta.revision,
+            previous: value,
+            value: StoredValue::Sealed {
+                key_version: sealed.key_version,
+                blob: sealed.blob,
+            },
+        });
+    }
+    Ok(out)
 }

@@ -39,7 +39,7 @@ const AUTH_CACHE_MAX: usize = 10_000;
 pub struct Coffer {
     catalog: Arc<dyn Catalog>,
     secrets: Arc<dyn SecretStore>,
-    keyring: Option<Keyring>,
+    keyring: Option<Arc<Keyring>>,
     pub(crate) unreadable: UnreadableSet,
     pub(crate) encryptions: EncryptionCounter,
     auth_cache: AuthCache,
@@ -307,7 +307,7 @@ impl Coffer {
         Coffer {
             catalog,
             secrets,
-            keyring,
+            keyring: keyring.map(Arc::new),
             unreadable: UnreadableSet::default(),
             encryptions,
             auth_cache: AuthCache::default(),
@@ -783,7 +783,12 @@ impl Coffer {
     }
 
     pub(crate) fn keyring(&self) -> Option<&Keyring> {
-        self.keyring.as_ref()
+        self.keyring.as_deref()
+    }
+
+    /// The keyring, to hand to a blocking task.
+    pub(crate) fn shared_keyring(&self) -> Option<Arc<Keyring>> {
+        self.keyring.clone()
     }
 }
 

@@ -28,7 +28,7 @@ pub const DB_FILE: &str = "coffer.db";
 
 /// The catalog and the `db` secret store on one SQLite file.
 pub struct SqliteStore {
-    readers: ReadPool,
+    readers: std::sync::Arc<ReadPool>,
     writer: Writer,
 }
 
@@ -41,13 +41,25 @@ impl SqliteStore {
         configure(&conn, false)?;
         migrate(&conn)?;
         Ok(SqliteStore {
-            readers: ReadPool::new(path),
+            readers: std::sync::Arc::new(ReadPool::new(path)),
             writer: Writer::start(conn)?,
         })
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
         self.readers.with(|conn| f(conn).map_err(unavailable))
+    }
+
+    /// Like `read`, on a blocking thread: for reads that walk many rows (scans, counts),
+    /// which would otherwise hold an async worker for milliseconds.
+    async fn read_off_thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || readers.with(|conn| f(conn).map_err(unavailable)))
+            .await
+            .map_err(|_| StoreError::Unavailable("a read task failed".into()))?
     }
 
     /// Whether both paths answer: a read, and an empty transaction on the writer thread.

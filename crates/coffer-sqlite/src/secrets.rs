@@ -173,24 +173,28 @@ impl SecretStore for SqliteStore {
         after: Option<&(EnvName, SecretName)>,
         limit: usize,
     ) -> StoreResult<Vec<SecretRecord>> {
-        let (after_env, after_name) = after.map_or(("", ""), |(e, n)| (e.as_str(), n.as_str()));
+        let (after_env, after_name) = after.map_or((String::new(), String::new()), |(e, n)| {
+            (e.as_str().to_owned(), n.as_str().to_owned())
+        });
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT key_version, revision, created_at, updated_at, environment, name, value
+        let rows = self
+            .read_off_thread(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT key_version, revision, created_at, updated_at, environment, name, value
                  FROM secrets WHERE (environment, name) > (?1, ?2)
                  ORDER BY environment, name LIMIT ?3",
-            )?;
-            let rows = stmt.query_map(params![after_env, after_name, limit], |r| {
-                Ok((
-                    meta_columns(r)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, String>(6)?,
-                ))
-            })?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-        })?;
+                )?;
+                let rows = stmt.query_map(params![after_env, after_name, limit], |r| {
+                    Ok((
+                        meta_columns(r)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, String>(6)?,
+                    ))
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await?;
         rows.into_iter()
             .map(|((v, rev, c, u), env, name, value)| {
                 let env = EnvName::new(&env).map_err(corrupt)?;
@@ -251,12 +255,13 @@ impl SecretStore for SqliteStore {
     }
 
     async fn count_by_key_version(&self) -> StoreResult<BTreeMap<u32, u64>> {
-        self.read(|c| {
+        self.read_off_thread(|c| {
             let mut stmt =
                 c.prepare_cached("SELECT key_version, COUNT(*) FROM secrets GROUP BY key_version")?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u64>(1)?)))?;
             rows.collect()
         })
+        .await
     }
 
     async fn ping(&self) -> StoreResult<()> {
