@@ -52,36 +52,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Command::Completions { shell } = cli.command {
-        // Into a buffer first: clap_complete panics on a closed pipe (`… | head`).
-        let mut script = Vec::new();
-        clap_complete::generate(shell, &mut Cli::command(), "coffer", &mut script);
-        return match std::io::stdout().lock().write_all(&script) {
-            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                eprintln!("error: cannot write to stdout: {e}");
-                ExitCode::FAILURE
-            }
-            _ => ExitCode::SUCCESS,
-        };
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+    let result = match Cli::parse().command {
+        Command::Completions { shell } => return completions(shell),
+        Command::Serve(args) => block_on(serve::run(args)),
+        Command::Client(cmd) => {
+            block_on(async { client::run(cmd).await.map(|()| ExitCode::SUCCESS) })
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Serve(args) => serve::run(args).await,
-            Command::Client(cmd) => client::run(cmd).await.map(|()| ExitCode::SUCCESS),
-            Command::Completions { .. } => Ok(ExitCode::SUCCESS),
-        }
-    });
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -89,5 +66,28 @@ fn main() -> ExitCode {
             // One table for every command (docs/CLI.md); serve's errors are all 1.
             client::exit_code(&e)
         }
+    }
+}
+
+/// Runs `task` on a multi-threaded tokio runtime.
+fn block_on(task: impl Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(task)
+}
+
+/// `coffer completions SHELL`: the script on stdout.
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    // Into a buffer first: clap_complete panics on a closed pipe (`… | head`).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "coffer", &mut script);
+    match std::io::stdout().lock().write_all(&script) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("error: cannot write to stdout: {e}");
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
     }
 }

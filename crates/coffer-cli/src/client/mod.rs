@@ -10,7 +10,7 @@
 
 mod confirm;
 mod dotenv;
-pub mod examples;
+mod examples;
 mod exit;
 mod http;
 mod input;
@@ -263,15 +263,20 @@ pub async fn run(command: ClientCommand) -> Result<()> {
         ClientCommand::Secret {
             command: SecretCommand::Get { .. },
             ..
-        } => Err(usage(
-            "secret values are write-only: the management plane (this CLI, the HTTP API) never returns one. Code receives values through the runtime plane: the secrets a function declares, or `coffer run`. For a secret's metadata: `coffer secret show NAME`",
-        )),
+        } => Err(write_only()),
         ClientCommand::Secret { global, command } => Session::open(global)?.secret(command).await,
         ClientCommand::ApiKey { global, command } => Session::open(global)?.api_key(command).await,
         ClientCommand::Keys { global, command } => Session::open(global)?.keys(command).await,
         ClientCommand::Login(args) => login::login(args).await,
         ClientCommand::Logout(args) => login::logout(args),
     }
+}
+
+/// The answer to `secret get|read|reveal`: no value is ever read back.
+fn write_only() -> anyhow::Error {
+    usage(
+        "secret values are write-only: the management plane (this CLI, the HTTP API) never returns one. Code receives values through the runtime plane: the secrets a function declares, or `coffer run`. For a secret's metadata: `coffer secret show NAME`",
+    )
 }
 
 /// The environment used when neither `--env` nor a scoped API key names one.
@@ -507,7 +512,8 @@ impl Session {
                 }
                 output::emit(&format!("imported {} into {env}\n", secrets(entries.len())))
             }
-            SecretCommand::Get { .. } => unreachable!("answered in run() without a session"),
+            // Answered in `run()` before a session is opened; kept here for completeness.
+            SecretCommand::Get { .. } => Err(write_only()),
         }
     }
 
