@@ -906,12 +906,28 @@ fn exit_codes_follow_one_table() {
 
 #[test]
 fn counts_of_one_are_singular() {
-    let server = Server::start();
+    let mut server = Server::start();
     let file = server.dir.path().join("one.env");
     std::fs::write(&file, "ONLY=1\n").unwrap();
     assert_eq!(
         server.ok(&["secret", "import", path(&file)]),
         "imported 1 secret into default\n"
+    );
+
+    // The one value, under key version 1, cannot be opened once the ring has only 2.
+    let v2 = format!(
+        r#"{{"currentKeyVersion": 2, "keys": {{"2": "{}"}}}}"#,
+        "ab".repeat(32)
+    );
+    server.restart_with(&[("COFFER_SECRET_KEYS", &v2)], &["--allow-unreadable"]);
+    let rewrap = server.run(&["keys", "rewrap"]);
+    assert!(rewrap.success, "{}", rewrap.stderr);
+    assert!(
+        rewrap
+            .stderr
+            .starts_with("warning: 1 value could not be opened and left as it was;"),
+        "{}",
+        rewrap.stderr
     );
 }
 
