@@ -108,8 +108,11 @@ pub enum ClientCommand {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
-    /// Store an API key for this user and server (read from stdin, never echoed), so later
-    /// commands need no COFFER_API_KEY.
+    /// Store an API key for a server, read from stdin (not echoed).
+    ///
+    /// The key is checked against the server, then kept for this user in
+    /// $XDG_CONFIG_HOME/coffer/credentials.json (else ~/.config/coffer/), mode 0600; later
+    /// commands to that address need no COFFER_API_KEY.
     #[command(after_help = examples::LOGIN)]
     Login(login::LoginArgs),
     /// Forget the API key `coffer login` stored for a server.
@@ -130,8 +133,9 @@ pub enum EnvCommand {
         #[arg(value_parser = EnvName::new)]
         name: EnvName,
     },
-    /// Delete an environment, with its secrets and the API keys scoped to it. Asks you to
-    /// type the name on a terminal; elsewhere needs --yes.
+    /// Delete an environment, with its secrets and the API keys scoped to it.
+    ///
+    /// Asks you to type the name on a terminal; elsewhere needs --yes.
     #[command(after_help = examples::ENV_DELETE)]
     Delete {
         #[arg(value_parser = EnvName::new)]
@@ -172,14 +176,15 @@ pub enum SecretCommand {
         #[arg(long, hide = true, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
         page_size: u32,
     },
-    /// Show one secret's metadata: revision, key version, status, timestamps (never its
-    /// value).
+    /// Show one secret's metadata (never its value).
     #[command(after_help = examples::SECRET_SHOW)]
     Show {
         #[arg(value_parser = SecretName::new)]
         name: SecretName,
     },
-    /// Delete a secret. Asks y/N on a terminal; elsewhere needs --yes.
+    /// Delete a secret.
+    ///
+    /// Asks y/N on a terminal; elsewhere needs --yes.
     #[command(after_help = examples::SECRET_DELETE)]
     Delete {
         #[arg(value_parser = SecretName::new)]
@@ -209,9 +214,11 @@ pub enum SecretCommand {
 /// `coffer apikey …`
 #[derive(clap::Subcommand)]
 pub enum ApiKeyCommand {
-    /// Create an API key; the key is shown this once. manage and runtime keys belong to
-    /// the environment named with --env (or COFFER_ENV); admin keys to none. When stdout is
-    /// not a terminal, stdout gets the key alone and the rest goes to stderr.
+    /// Create an API key; the key is shown this once.
+    ///
+    /// manage and runtime keys belong to the environment named with --env (or COFFER_ENV);
+    /// admin keys to none. When stdout is not a terminal, stdout gets the key alone and the
+    /// rest goes to stderr.
     #[command(after_help = examples::APIKEY_CREATE)]
     Create {
         /// A label saying who or what uses the key.
@@ -223,7 +230,9 @@ pub enum ApiKeyCommand {
     /// List API keys (never the keys themselves).
     #[command(after_help = examples::APIKEY_LIST)]
     List,
-    /// Revoke an API key by id (ak_…). Asks y/N on a terminal; elsewhere needs --yes.
+    /// Revoke an API key by id (ak_…).
+    ///
+    /// Asks y/N on a terminal; elsewhere needs --yes.
     #[command(after_help = examples::APIKEY_REVOKE)]
     Revoke {
         #[arg(value_parser = ApiKeyId::new)]
