@@ -23,6 +23,9 @@ const MASTER_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a
 /// port found free and released could be taken by another test's server meanwhile.)
 const CLOSED_ADDR: &str = "http://127.0.0.1:1";
 
+/// What the terminal tests' shell prints once `coffer login` has turned echo off.
+const ECHO_OFF: &str = "ECHO-IS-OFF";
+
 /// The name of the admin key a first start creates.
 const FIRST_ADMIN: &str = "admin (first start)";
 
@@ -1083,15 +1086,21 @@ fn on_a_terminal_apikey_create_shows_the_key_with_its_explanation() {
 }
 
 #[test]
-fn on_a_terminal_login_prompts_for_the_key() {
+fn on_a_terminal_login_prompts_for_the_key_without_echoing_it() {
     let server = Server::start();
-    let key = server.admin_key.clone();
-    let run = server.on_terminal_without_key(
-        &["login", "--addr", server.addr.as_str()],
-        Some(("API key for", key.as_str())),
-    );
+    let run = server.login_on_terminal(&server.admin_key);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("API key for"),
+        "the prompt: {}",
+        run.stdout
+    );
     assert!(run.stdout.contains("logged in to"), "{}", run.stdout);
+    assert!(
+        !run.stdout.contains(&server.admin_key),
+        "the key was echoed:\n{}",
+        run.stdout
+    );
     let empty = tempfile::tempdir().unwrap();
     let used = server.without_key(&["env", "list", "--data-dir", path(empty.path())]);
     assert!(used.success, "{}", used.stderr);
@@ -1170,9 +1179,15 @@ impl Server {
         self.terminal_run(args, true, type_after)
     }
 
-    /// [`Server::on_terminal`] without COFFER_API_KEY.
-    fn on_terminal_without_key(&self, args: &[&str], type_after: Option<(&str, &str)>) -> Run {
-        self.terminal_run(args, false, type_after)
+    /// `coffer login` on a terminal, without COFFER_API_KEY: `key` is typed only once the
+    /// terminal's echo is off (polled with `stty` on the same terminal), so the test sees
+    /// whether the key would have been shown.
+    fn login_on_terminal(&self, key: &str) -> Run {
+        self.terminal_run(
+            &["login", "--addr", &self.addr],
+            false,
+            Some((ECHO_OFF, key)),
+        )
     }
 
     fn terminal_run(&self, args: &[&str], with_key: bool, type_after: Option<(&str, &str)>) -> Run {
@@ -1184,12 +1199,21 @@ impl Server {
             .dir
             .path()
             .join(format!("tty-stderr-{}", self.canary()));
-        let line = format!(
-            "exec {} {} 2>{}",
+        let coffer = format!(
+            "{} {} 2>{}",
             quote(common::BIN),
             args.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" "),
             quote(path(&stderr_file))
         );
+        let line = if type_after.is_some_and(|(prompt, _)| prompt == ECHO_OFF) {
+            // In the background (stdin given back explicitly: sh would give it /dev/null),
+            // while the foreground waits for the echo flag to drop, then says so.
+            format!(
+                "{coffer} </dev/tty & until stty -a | tr ' ;' '\\n\\n' | grep -qx -- -echo; do sleep 0.02; done; echo {ECHO_OFF}; wait $!"
+            )
+        } else {
+            format!("exec {coffer}")
+        };
         let mut cmd = Command::new("script");
         cmd.args(["-qec", &line, "/dev/null"]);
         for (name, _) in std::env::vars_os() {
