@@ -6,9 +6,10 @@
 mod client;
 mod serve;
 
+use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 /// Coffer: secrets for functions and workflows.
 #[derive(Parser)]
@@ -16,7 +17,14 @@ use clap::Parser;
     name = "coffer",
     version,
     about = "Coffer: secrets for functions and workflows. Values are write-only here.",
-    propagate_version = true
+    propagate_version = true,
+    after_help = "Examples:
+  coffer serve                                   # the server, on 127.0.0.1:8720
+  coffer login                                   # store an API key for this user
+  coffer secret set STRIPE_KEY --env production < stripe-key.txt
+  coffer secret list --env production
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 no access, 5 conflict (docs/CLI.md)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -26,34 +34,60 @@ struct Cli {
 #[derive(clap::Subcommand)]
 enum Command {
     /// Run the server.
+    #[command(after_help = "Examples:
+  coffer serve
+  COFFER_MASTER_KEY=$(cat master.key) coffer serve --listen 0.0.0.0:8720 --data-dir /var/lib/coffer")]
     Serve(serve::ServeArgs),
     #[command(flatten)]
     Client(client::ClientCommand),
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:
+  coffer completions bash > ~/.local/share/bash-completion/completions/coffer
+  coffer completions zsh > \"${fpath[1]}/_coffer\"
+  coffer completions fish > ~/.config/fish/completions/coffer.fish")]
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+    let result = match Cli::parse().command {
+        Command::Completions { shell } => return completions(shell),
+        Command::Serve(args) => block_on(serve::run(args)),
+        Command::Client(cmd) => {
+            block_on(async { client::run(cmd).await.map(|()| ExitCode::SUCCESS) })
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Serve(args) => serve::run(args).await,
-            Command::Client(cmd) => client::run(cmd).await,
-        }
-    });
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
+            // One table for every command (docs/CLI.md); serve's errors are all 1.
+            client::exit_code(&e)
+        }
+    }
+}
+
+/// Runs `task` on a multi-threaded tokio runtime.
+fn block_on(task: impl Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(task)
+}
+
+/// `coffer completions SHELL`: the script on stdout.
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    // Into a buffer first: clap_complete panics on a closed pipe (`… | head`).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "coffer", &mut script);
+    match std::io::stdout().lock().write_all(&script) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("error: cannot write to stdout: {e}");
             ExitCode::FAILURE
         }
+        _ => ExitCode::SUCCESS,
     }
 }

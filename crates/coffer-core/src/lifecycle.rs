@@ -125,6 +125,11 @@ impl EncryptionCounter {
             p.load(Ordering::Relaxed) + r.load(Ordering::Relaxed)
         })
     }
+
+    /// Whether this server counts encryptions under `version` (it is in the keyring).
+    fn tracks(&self, version: KeyVersion) -> bool {
+        self.per_version.contains_key(&version)
+    }
 }
 
 /// Known-unreadable values, by the revision found unreadable (a newer write supersedes it).
@@ -211,6 +216,9 @@ impl Coffer {
     pub async fn key_status(&self, who: &crate::Principal) -> Result<KeyStatus, CoreError> {
         self.require_admin(who)?;
         let counts = self.secrets().count_by_key_version().await?;
+        // Versions outside the keyring are not counted in memory; their totals (from when a
+        // ring held them) are only in the catalog.
+        let recorded = self.catalog().encryption_counts().await?;
         let ring = self.keyring();
         let mut versions: BTreeMap<u32, KeyVersionStatus> = BTreeMap::new();
         let in_ring = ring
@@ -225,7 +233,13 @@ impl Coffer {
                 current: ring.is_some_and(|r| r.current().get() == version),
                 in_keyring: kv.is_some_and(|v| ring.is_some_and(|r| r.contains(v))),
                 values: counts.get(&version).copied().unwrap_or(0),
-                encryptions: kv.map_or(0, |v| self.encryptions.total(v)),
+                encryptions: kv.map_or(0, |v| {
+                    if self.encryptions.tracks(v) {
+                        self.encryptions.total(v)
+                    } else {
+                        recorded.get(&v).copied().unwrap_or(0)
+                    }
+                }),
             });
         }
         Ok(KeyStatus {

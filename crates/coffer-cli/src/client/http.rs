@@ -73,21 +73,17 @@ impl Api {
             builder = builder.no_proxy();
         }
         let http = builder.build().context("cannot set up the HTTP client")?;
-        // Messages name the address as given, but never with credentials embedded in it.
-        let addr = if base.username().is_empty() && base.password().is_none() {
-            addr.to_owned()
-        } else {
-            let mut shown = base.clone();
-            let _ = shown.set_username("");
-            let _ = shown.set_password(None);
-            shown.to_string()
-        };
         Ok(Api {
             http,
+            addr: shown_addr(&base, addr),
             base,
-            addr,
             key,
         })
+    }
+
+    /// The address as messages show it (see [`shown_addr`]).
+    pub fn addr(&self) -> &str {
+        &self.addr
     }
 
     /// `GET` a JSON document.
@@ -189,7 +185,7 @@ impl Api {
 }
 
 impl ApiError {
-    fn parse(status: StatusCode, bytes: &[u8]) -> Self {
+    pub(super) fn parse(status: StatusCode, bytes: &[u8]) -> Self {
         #[derive(serde::Deserialize)]
         struct Envelope {
             error: ErrorBody,
@@ -241,6 +237,19 @@ pub fn parse_addr(addr: &str) -> Result<Url> {
         bail!("the address {addr:?} is not an http:// or https:// URL with a host");
     }
     Ok(url)
+}
+
+/// The address for messages: as the user gave it, but never with credentials embedded
+/// in it.
+pub fn shown_addr(base: &Url, addr: &str) -> String {
+    if base.username().is_empty() && base.password().is_none() {
+        printable(addr)
+    } else {
+        let mut shown = base.clone();
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
+        shown.to_string()
+    }
 }
 
 /// Whether `url` names this machine (`localhost`, `127.0.0.0/8`, `::1`).

@@ -4,28 +4,58 @@
 use std::io::{ErrorKind, IsTerminal, Read};
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
+use coffer_core::MAX_VALUE_BYTES;
 use secrecy::SecretString;
 use zeroize::Zeroizing;
+
+use super::exit::usage;
 
 /// A secret value from stdin, all of it, minus one trailing `\n` or `\r\n` (the one
 /// `echo` or a final Enter adds). Nothing at all on stdin is refused: a forgotten value (a
 /// script with stdin at `/dev/null`) must not silently become an empty secret; an empty
-/// value is set with an explicit empty line (`echo "" | …`).
+/// value is set with an explicit empty line (`echo "" | …`). Reading stops just past
+/// [`MAX_VALUE_BYTES`] (plus the newline): a larger input is refused, never held whole.
 pub fn value_from_stdin(name: &str) -> Result<SecretString> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         eprintln!("Type the value of {name}, then press Ctrl-D on an empty line.");
     }
-    let bytes = read_all(stdin.lock()).context("cannot read the value from stdin")?;
+    let bytes = read_bounded(stdin.lock(), MAX_VALUE_BYTES + 2)
+        .context("cannot read the value from stdin")?
+        .ok_or_else(too_large)?;
     if bytes.is_empty() {
-        anyhow::bail!(
-            "no value: give it as an argument or pipe it on stdin (stdin was empty; for an empty value, pipe an empty line)"
-        );
+        return Err(usage(
+            "no value: give it as an argument or pipe it on stdin (stdin was empty; for an empty value, pipe an empty line)",
+        ));
     }
     let text = std::str::from_utf8(strip_one_newline(&bytes))
-        .map_err(|_| anyhow!("the value on stdin is not UTF-8 text"))?;
+        .map_err(|_| usage("the value on stdin is not UTF-8 text"))?;
+    check_value_size(text)?;
     Ok(SecretString::from(text))
+}
+
+/// Refuses a value over the server's limit before it is sent (the server would refuse it
+/// too, but a large one first meets the 1 MiB body limit, whose error misleads).
+pub fn check_value_size(value: &str) -> Result<()> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(too_large());
+    }
+    Ok(())
+}
+
+fn too_large() -> anyhow::Error {
+    usage(format!(
+        "the value is over the 64 KiB value limit ({MAX_VALUE_BYTES} bytes of UTF-8); nothing was sent"
+    ))
+}
+
+/// Reads `input` to its end, or `None` as soon as it holds more than `max` bytes (the rest
+/// is left unread).
+pub fn read_bounded(input: impl Read, max: usize) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
+    // `take` one byte past the bound tells "exactly max" from "more".
+    let bytes = read_all(input.take(max as u64 + 1))?;
+    Ok((bytes.len() <= max).then_some(bytes))
 }
 
 /// The whole content of `path` (`-`: stdin).
@@ -80,6 +110,25 @@ mod tests {
         assert_eq!(strip_one_newline(b"v"), b"v");
         assert_eq!(strip_one_newline(b"\n"), b"");
         assert_eq!(strip_one_newline(b""), b"");
+    }
+
+    #[test]
+    fn read_bounded_stops_past_the_bound() {
+        let data = vec![7u8; 20_000];
+        assert_eq!(
+            read_bounded(&data[..], 20_000).unwrap().unwrap().len(),
+            20_000
+        );
+        assert!(read_bounded(&data[..], 19_999).unwrap().is_none());
+        let mut endless = std::io::repeat(1);
+        assert!(read_bounded(&mut endless, 1000).unwrap().is_none());
+    }
+
+    #[test]
+    fn values_over_64_kib_are_refused_naming_the_limit() {
+        assert!(check_value_size(&"x".repeat(MAX_VALUE_BYTES)).is_ok());
+        let e = check_value_size(&"x".repeat(MAX_VALUE_BYTES + 1)).unwrap_err();
+        assert!(e.to_string().contains("64 KiB value limit"), "{e}");
     }
 
     #[test]

@@ -6,14 +6,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::http::JsonBody;
-use super::{Session, output, parse};
+use super::{Session, examples, output, parse};
 
 /// `coffer keys …`
 #[derive(clap::Subcommand)]
 pub enum KeysCommand {
     /// Key versions, which one is current, and how many stored values each holds.
+    #[command(after_help = examples::KEYS_STATUS)]
     Status,
     /// Re-encrypt every stored value to the current key version, online, in batches.
+    #[command(after_help = examples::KEYS_REWRAP)]
     Rewrap {
         /// Values per request (each batch is one transaction on the server).
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -24,6 +26,7 @@ pub enum KeysCommand {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct KeyStatus {
+    encryption: String,
     keys: Vec<KeyVersion>,
     plaintext_values: u64,
     unreadable_values: u64,
@@ -64,6 +67,15 @@ impl Session {
             return output::emit(&output::json(&answer)?);
         }
         let status: KeyStatus = parse(&answer)?;
+        if status.encryption == "disabled" {
+            return output::emit(&format!(
+                "encryption is disabled (dev mode): values are stored unencrypted ({} now).\n\
+                 To enable it, start `coffer serve` with a key, e.g.\n  \
+                 export COFFER_MASTER_KEY=$(openssl rand -hex 32)\n\
+                 (or a keyring in COFFER_SECRET_KEYS); the values stored so far are encrypted at that start.\n",
+                output::count(status.plaintext_values, "value", "values")
+            ));
+        }
         let yes = |b: bool| if b { "yes" } else { "no" }.to_owned();
         let rows: Vec<Vec<String>> = status
             .keys
@@ -95,7 +107,7 @@ impl Session {
         // indicatif draws only when stderr is a terminal.
         let bar = ProgressBar::new(total).with_style(
             ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} values, {elapsed} elapsed, eta {eta}",
+                "values {bar:40} {pos}/{len}, {elapsed} elapsed, eta {eta}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
@@ -125,8 +137,13 @@ impl Session {
         bar.finish_and_clear();
         if sum.unreadable > 0 {
             eprintln!(
-                "warning: {} values could not be opened and were left as they are; `coffer secret list` marks them unreadable (writing one again repairs it)",
-                sum.unreadable
+                "warning: {} could not be opened and left as {}; `coffer secret list` marks them unreadable (writing one again repairs it)",
+                output::count(sum.unreadable, "value", "values"),
+                if sum.unreadable == 1 {
+                    "it was"
+                } else {
+                    "they were"
+                }
             );
         }
         if self.json {

@@ -8,14 +8,21 @@
 //! and from there into a request body; never to stdout, stderr, an error message or another
 //! process's command line. The API never returns one.
 
+mod confirm;
 mod dotenv;
+mod examples;
+mod exit;
 mod http;
 mod input;
 mod keys;
+mod login;
 mod output;
 
+pub use exit::code as exit_code;
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 use coffer_core::{ApiKeyId, EnvName, SecretName};
@@ -26,6 +33,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
+use confirm::{Ask, confirm};
+use exit::usage;
 use http::{Api, JsonBody};
 
 /// Options shared by the client commands; global within each command group, so they may
@@ -40,8 +49,9 @@ pub struct GlobalArgs {
         global = true
     )]
     pub addr: String,
-    /// API key; prefer the variable, a flag shows in the process list. Without a key, a
-    /// server on this machine is called with <data-dir>/admin.key.
+    /// API key; prefer the variable, a flag shows in the process list. Without one: the
+    /// key `coffer login` stored for this address, then (for a server on this machine)
+    /// <data-dir>/admin.key.
     #[arg(long, env = "COFFER_API_KEY", hide_env_values = true, global = true)]
     pub api_key: Option<SecretString>,
     /// Data directory: where the server keeps its database and admin.key.
@@ -67,13 +77,15 @@ pub struct GlobalArgs {
 #[derive(clap::Subcommand)]
 pub enum ClientCommand {
     /// List, create and delete environments.
+    #[command(after_help = examples::ENV)]
     Env {
         #[command(flatten)]
         global: GlobalArgs,
         #[command(subcommand)]
         command: EnvCommand,
     },
-    /// Set, list, delete and import secrets. Values are write-only.
+    /// Set, list, show, delete and import secrets. Values are write-only.
+    #[command(after_help = examples::SECRET)]
     Secret {
         #[command(flatten)]
         global: GlobalArgs,
@@ -81,7 +93,7 @@ pub enum ClientCommand {
         command: SecretCommand,
     },
     /// Create, list and revoke API keys.
-    #[command(name = "apikey")]
+    #[command(name = "apikey", after_help = examples::APIKEY)]
     ApiKey {
         #[command(flatten)]
         global: GlobalArgs,
@@ -89,29 +101,48 @@ pub enum ClientCommand {
         command: ApiKeyCommand,
     },
     /// Encryption key versions: status, and re-encryption to the current one.
+    #[command(after_help = examples::KEYS)]
     Keys {
         #[command(flatten)]
         global: GlobalArgs,
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// Store an API key for a server, read from stdin (not echoed).
+    ///
+    /// The key is checked against the server, then kept for this user in
+    /// $XDG_CONFIG_HOME/coffer/credentials.json (else ~/.config/coffer/), mode 0600; later
+    /// commands to that address need no COFFER_API_KEY.
+    #[command(after_help = examples::LOGIN)]
+    Login(login::LoginArgs),
+    /// Forget the API key `coffer login` stored for a server.
+    #[command(after_help = examples::LOGOUT)]
+    Logout(login::LoginArgs),
 }
 
 /// `coffer env …`
 #[derive(clap::Subcommand)]
 pub enum EnvCommand {
     /// List the environments this key may see.
+    #[command(after_help = examples::ENV_LIST)]
     List,
     /// Create an environment.
+    #[command(after_help = examples::ENV_CREATE)]
     Create {
         /// 1-63 lowercase letters, digits and '-'.
         #[arg(value_parser = EnvName::new)]
         name: EnvName,
     },
     /// Delete an environment, with its secrets and the API keys scoped to it.
+    ///
+    /// Asks you to type the name on a terminal; elsewhere needs --yes.
+    #[command(after_help = examples::ENV_DELETE)]
     Delete {
         #[arg(value_parser = EnvName::new)]
         name: EnvName,
+        /// Do not ask: confirm now (needed when stdin is not a terminal).
+        #[arg(short, long)]
+        yes: bool,
     },
 }
 
@@ -119,13 +150,14 @@ pub enum EnvCommand {
 #[derive(clap::Subcommand)]
 pub enum SecretCommand {
     /// Set a secret: create it, or write its next revision.
+    #[command(after_help = examples::SECRET_SET)]
     Set {
         /// 1-128 letters, digits and '_', not starting with a digit.
         // Checked in `secret()`, not by clap, whose error would quote it: a value typed
         // into the NAME slot must not end up in a terminal log.
         name: String,
-        /// The value. Omit it to read the value from stdin, which keeps it out of shell
-        /// history and the process list; one trailing newline is dropped.
+        /// The value, at most 64 KiB. Omit it to read the value from stdin, which keeps it
+        /// out of shell history and the process list; one trailing newline is dropped.
         // A leading '-' is taken as part of the value, not left to clap, whose error
         // message would print it.
         #[arg(allow_hyphen_values = true)]
@@ -138,31 +170,56 @@ pub enum SecretCommand {
         expected_revision: Option<u64>,
     },
     /// List secrets: names, revisions and timestamps, never values.
+    #[command(after_help = examples::SECRET_LIST)]
     List {
         /// Secrets asked for per request (every page is fetched).
         #[arg(long, hide = true, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
         page_size: u32,
     },
+    /// Show one secret's metadata (never its value).
+    #[command(after_help = examples::SECRET_SHOW)]
+    Show {
+        #[arg(value_parser = SecretName::new)]
+        name: SecretName,
+    },
     /// Delete a secret.
+    ///
+    /// Asks y/N on a terminal; elsewhere needs --yes.
+    #[command(after_help = examples::SECRET_DELETE)]
     Delete {
         #[arg(value_parser = SecretName::new)]
         name: SecretName,
         /// Delete only if the secret is at this revision now.
         #[arg(long, value_name = "N")]
         expected_revision: Option<u64>,
+        /// Do not ask: confirm now (needed when stdin is not a terminal).
+        #[arg(short, long)]
+        yes: bool,
     },
     /// Set one secret per KEY=value entry of a dotenv file ('-' reads stdin).
+    #[command(after_help = examples::SECRET_IMPORT)]
     Import {
         #[arg(value_name = "FILE.env")]
         file: PathBuf,
+    },
+    /// Values cannot be read here: answers where they can be used instead.
+    #[command(hide = true, alias = "read", alias = "reveal")]
+    Get {
+        // Whatever follows is ignored and never echoed: it may be a value.
+        #[arg(num_args = 0.., trailing_var_arg = true, allow_hyphen_values = true)]
+        ignored: Vec<OsString>,
     },
 }
 
 /// `coffer apikey …`
 #[derive(clap::Subcommand)]
 pub enum ApiKeyCommand {
-    /// Create an API key; the key is shown this once. manage and runtime keys belong to
-    /// the environment chosen with --env (or the default one).
+    /// Create an API key; the key is shown this once.
+    ///
+    /// manage and runtime keys belong to the environment named with --env (or COFFER_ENV);
+    /// admin keys to none. When stdout is not a terminal, stdout gets the key alone and the
+    /// rest goes to stderr.
+    #[command(after_help = examples::APIKEY_CREATE)]
     Create {
         /// A label saying who or what uses the key.
         name: String,
@@ -171,11 +228,18 @@ pub enum ApiKeyCommand {
         role: RoleArg,
     },
     /// List API keys (never the keys themselves).
+    #[command(after_help = examples::APIKEY_LIST)]
     List,
     /// Revoke an API key by id (ak_…).
+    ///
+    /// Asks y/N on a terminal; elsewhere needs --yes.
+    #[command(after_help = examples::APIKEY_REVOKE)]
     Revoke {
         #[arg(value_parser = ApiKeyId::new)]
         id: ApiKeyId,
+        /// Do not ask: confirm now (needed when stdin is not a terminal).
+        #[arg(short, long)]
+        yes: bool,
     },
 }
 
@@ -190,17 +254,38 @@ pub enum RoleArg {
     Runtime,
 }
 
-/// Runs one client command against the server.
-pub async fn run(command: ClientCommand) -> Result<ExitCode> {
-    match command {
-        ClientCommand::Env { global, command } => Session::open(global)?.env(command).await?,
-        ClientCommand::Secret { global, command } => Session::open(global)?.secret(command).await?,
-        ClientCommand::ApiKey { global, command } => {
-            Session::open(global)?.api_key(command).await?
+impl RoleArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            RoleArg::Admin => "admin",
+            RoleArg::Manage => "manage",
+            RoleArg::Runtime => "runtime",
         }
-        ClientCommand::Keys { global, command } => Session::open(global)?.keys(command).await?,
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs one client command against the server. Map an error to its exit code with
+/// [`exit_code`].
+pub async fn run(command: ClientCommand) -> Result<()> {
+    match command {
+        ClientCommand::Env { global, command } => Session::open(global)?.env(command).await,
+        ClientCommand::Secret {
+            command: SecretCommand::Get { .. },
+            ..
+        } => Err(write_only()),
+        ClientCommand::Secret { global, command } => Session::open(global)?.secret(command).await,
+        ClientCommand::ApiKey { global, command } => Session::open(global)?.api_key(command).await,
+        ClientCommand::Keys { global, command } => Session::open(global)?.keys(command).await,
+        ClientCommand::Login(args) => login::login(args).await,
+        ClientCommand::Logout(args) => login::logout(args),
+    }
+}
+
+/// The answer to `secret get|read|reveal`: no value is ever read back.
+fn write_only() -> anyhow::Error {
+    usage(
+        "secret values are write-only: the management plane (this CLI, the HTTP API) never returns one. Code receives values through the runtime plane: the secrets a function declares, or `coffer run`. For a secret's metadata: `coffer secret show NAME`",
+    )
 }
 
 /// The environment used when neither `--env` nor a scoped API key names one.
@@ -210,12 +295,21 @@ const DEFAULT_ENV: &str = "default";
 struct Session {
     api: Api,
     env: EnvName,
+    /// Whether `--env`/`COFFER_ENV` named the environment (rather than the key or the
+    /// default).
+    env_given: bool,
     json: bool,
 }
 
 impl Session {
     fn open(global: GlobalArgs) -> Result<Self> {
-        let base = http::parse_addr(&global.addr)?;
+        let base = http::parse_addr(&global.addr).map_err(|e| usage(format!("{e:#}")))?;
+        let given_env = match global.env.as_deref().filter(|e| !e.is_empty()) {
+            Some(env) => {
+                Some(EnvName::new(env).map_err(|e| usage(format!("--env/COFFER_ENV: {e}")))?)
+            }
+            None => None,
+        };
         let given = global
             .api_key
             .as_ref()
@@ -223,10 +317,14 @@ impl Session {
             .filter(|k| !k.is_empty());
         let key = match given {
             Some(key) => SecretString::from(key),
-            None => local_admin_key(&base, &global.data_dir)?,
+            None => match login::stored_key(&base)? {
+                Some(key) => key,
+                None => local_admin_key(&base, &global.addr, &global.data_dir)?,
+            },
         };
-        let env = match global.env.as_deref().filter(|e| !e.is_empty()) {
-            Some(env) => EnvName::new(env)?,
+        let env_given = given_env.is_some();
+        let env = match given_env {
+            Some(env) => env,
             None => match key_environment(key.expose_secret()) {
                 Some(env) => env,
                 None => EnvName::new(DEFAULT_ENV)?,
@@ -235,6 +333,7 @@ impl Session {
         Ok(Session {
             api: Api::new(base, &global.addr, key)?,
             env,
+            env_given,
             json: global.json,
         })
     }
@@ -263,7 +362,15 @@ impl Session {
                 let answer = self.api.post(&["v1", "environments"], body).await?;
                 self.print_done(Some(&answer), || format!("created environment {name}"))
             }
-            EnvCommand::Delete { name } => {
+            EnvCommand::Delete { name, yes } => {
+                confirm(
+                    &format!("delete environment {name}"),
+                    &format!(
+                        "This deletes environment {name} with all its secrets and revokes the API keys scoped to it. It cannot be undone."
+                    ),
+                    Ask::TypeName(name.as_str()),
+                    yes,
+                )?;
                 self.api
                     .delete(&["v1", "environments", name.as_str()], &[])
                     .await?;
@@ -284,15 +391,20 @@ impl Session {
                 expected_revision,
             } => {
                 if !more_words.is_empty() {
-                    bail!("VALUE must be one argument: quote it, or better, pipe it on stdin");
+                    return Err(usage(
+                        "VALUE must be one argument: quote it, or better, pipe it on stdin",
+                    ));
                 }
                 let name = SecretName::new(&name).map_err(|_| {
-                    anyhow!(
-                        "NAME must be 1-128 letters, digits and '_', not starting with a digit (not shown here, in case a value was typed in its place)"
+                    usage(
+                        "NAME must be 1-128 letters, digits and '_', not starting with a digit (not shown here, in case a value was typed in its place)",
                     )
                 })?;
                 let value = match value {
-                    Some(value) => value,
+                    Some(value) => {
+                        input::check_value_size(value.expose_secret())?;
+                        value
+                    }
                     None => input::value_from_stdin(name.as_str())?,
                 };
                 let answer = self.put_secret(&name, &value, expected_revision).await?;
@@ -317,10 +429,50 @@ impl Session {
                     },
                 )
             }
+            SecretCommand::Show { name } => {
+                let answer = self
+                    .api
+                    .get(
+                        &["v1", "environments", env.as_str(), "secrets", name.as_str()],
+                        &[],
+                    )
+                    .await?;
+                if self.json {
+                    return output::emit(&output::json(&answer)?);
+                }
+                let s: views::Secret = parse(&answer)?;
+                output::emit(&output::table(
+                    &[
+                        "NAME",
+                        "ENVIRONMENT",
+                        "REVISION",
+                        "KEY-VERSION",
+                        "STATUS",
+                        "CREATED",
+                        "UPDATED",
+                    ],
+                    &[vec![
+                        s.name,
+                        s.environment,
+                        s.revision.to_string(),
+                        s.key_version.to_string(),
+                        s.status,
+                        s.created_at,
+                        s.updated_at,
+                    ]],
+                ))
+            }
             SecretCommand::Delete {
                 name,
                 expected_revision,
+                yes,
             } => {
+                confirm(
+                    &format!("delete secret {name} from {env}"),
+                    &format!("This deletes {name} and its value from {env}. It cannot be undone."),
+                    Ask::YesNo,
+                    yes,
+                )?;
                 let revision = expected_revision.map(|r| r.to_string());
                 let query: Vec<_> = revision
                     .iter()
@@ -340,6 +492,16 @@ impl Session {
                     .map_err(|_| anyhow!("{} is not UTF-8 text", file.display()))
                     .and_then(|text| dotenv::parse(text).map_err(anyhow::Error::from))
                     .with_context(|| format!("cannot import {}", file.display()))?;
+                // Checked for every entry before the first is sent.
+                for entry in &entries {
+                    input::check_value_size(entry.value.expose_secret()).with_context(|| {
+                        format!(
+                            "cannot import {}: the value of {}",
+                            file.display(),
+                            entry.name
+                        )
+                    })?;
+                }
                 let mut answers = Vec::with_capacity(entries.len());
                 for (done, entry) in entries.iter().enumerate() {
                     let answer = self
@@ -359,6 +521,8 @@ impl Session {
                 }
                 output::emit(&format!("imported {} into {env}\n", secrets(entries.len())))
             }
+            // Answered in `run()` before a session is opened; kept here for completeness.
+            SecretCommand::Get { .. } => Err(write_only()),
         }
     }
 
@@ -372,11 +536,22 @@ impl Session {
                     #[serde(skip_serializing_if = "Option::is_none")]
                     environment: Option<&'a str>,
                 }
-                let (role, environment) = match role {
-                    RoleArg::Admin => ("admin", None),
-                    RoleArg::Manage => ("manage", Some(self.env.as_str())),
-                    RoleArg::Runtime => ("runtime", Some(self.env.as_str())),
+                let environment = match (role, self.env_given) {
+                    (RoleArg::Admin, false) => None,
+                    (RoleArg::Admin, true) => {
+                        return Err(usage(
+                            "an admin key has no environment (it acts in all of them): drop --env and unset COFFER_ENV, or create a manage or runtime key for that environment",
+                        ));
+                    }
+                    (_, true) => Some(self.env.as_str()),
+                    (_, false) => {
+                        return Err(usage(format!(
+                            "a {} key belongs to one environment: name it with --env ENV (or COFFER_ENV)",
+                            role.as_str()
+                        )));
+                    }
                 };
+                let role = role.as_str();
                 let body = JsonBody::new(
                     &Body {
                         name: &name,
@@ -394,13 +569,26 @@ impl Session {
                     Some(env) => format!("{} in {env}", created.role),
                     None => format!("{}, all environments", created.role),
                 };
-                let text = Zeroizing::new(format!(
-                    "created API key {} ({}: {scope})\n{}\nThis key will not be shown again: store it now.\n",
+                let about = format!(
+                    "created API key {} ({}: {scope})",
                     output::printable(&created.id),
                     output::printable(&created.name),
-                    created.key.expose_secret(),
-                ));
-                output::emit(&text)
+                );
+                if std::io::stdout().is_terminal() {
+                    output::emit(&Zeroizing::new(format!(
+                        "{about}\n{}\nThis key will not be shown again: store it now.\n",
+                        created.key.expose_secret(),
+                    )))
+                } else {
+                    // `KEY=$(coffer apikey create …)` captures the key alone.
+                    eprintln!(
+                        "{about}\nThe key (on stdout) will not be shown again: store it now."
+                    );
+                    output::emit(&Zeroizing::new(format!(
+                        "{}\n",
+                        created.key.expose_secret()
+                    )))
+                }
             }
             ApiKeyCommand::List => {
                 let answer = self.api.get(&["v1", "api-keys"], &[]).await?;
@@ -413,7 +601,13 @@ impl Session {
                     },
                 )
             }
-            ApiKeyCommand::Revoke { id } => {
+            ApiKeyCommand::Revoke { id, yes } => {
+                confirm(
+                    &format!("revoke API key {id}"),
+                    "Whatever uses this key loses access at once. It cannot be undone.",
+                    Ask::YesNo,
+                    yes,
+                )?;
                 self.api
                     .delete(&["v1", "api-keys", id.as_str()], &[])
                     .await?;
@@ -514,23 +708,20 @@ impl Session {
     }
 }
 
-/// The admin key a local server wrote, used when no API key is given.
-fn local_admin_key(base: &Url, data_dir: &Path) -> Result<SecretString> {
+/// The admin key a local server wrote, used when no API key is given or stored.
+fn local_admin_key(base: &Url, addr: &str, data_dir: &Path) -> Result<SecretString> {
     let path = data_dir.join("admin.key");
-    let missing = || {
-        anyhow!(
-            "no API key: set COFFER_API_KEY (or run on the server's machine, where {} exists)",
-            path.display()
-        )
-    };
+    let shown = http::shown_addr(base, addr);
     if !http::is_local(base) {
-        return Err(missing());
+        return Err(login::no_key_error(&shown, None));
     }
     let bytes = match std::fs::File::open(&path) {
         Ok(file) => {
             input::read_all(file).with_context(|| format!("cannot read {}", path.display()))?
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(login::no_key_error(&shown, Some(&path)));
+        }
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
     let key = std::str::from_utf8(&bytes)
@@ -569,11 +760,7 @@ fn parse<T: DeserializeOwned>(value: &Value) -> Result<T> {
 
 /// "1 secret", "3 secrets".
 fn secrets(n: usize) -> String {
-    if n == 1 {
-        "1 secret".to_owned()
-    } else {
-        format!("{n} secrets")
-    }
+    output::count(n as u64, "secret", "secrets")
 }
 
 /// The parts of the server's answers that human output shows.
@@ -592,9 +779,11 @@ mod views {
     #[serde(rename_all = "camelCase")]
     pub struct Secret {
         pub name: String,
+        pub environment: String,
         pub revision: u64,
         pub key_version: u64,
         pub status: String,
+        pub created_at: String,
         pub updated_at: String,
     }
 
@@ -653,11 +842,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("admin.key"), "ck_admin_local\n").unwrap();
         let remote = http::parse_addr("https://coffer.example").unwrap();
-        let e = local_admin_key(&remote, dir.path()).err().unwrap();
+        let e = local_admin_key(&remote, "https://coffer.example", dir.path())
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("set COFFER_API_KEY"), "{e}");
+        assert!(e.to_string().contains("coffer login"), "{e}");
         let local = http::parse_addr("http://localhost:8720").unwrap();
         assert_eq!(
-            local_admin_key(&local, dir.path()).unwrap().expose_secret(),
+            local_admin_key(&local, "localhost:8720", dir.path())
+                .unwrap()
+                .expose_secret(),
             "ck_admin_local"
         );
     }
@@ -666,7 +860,7 @@ mod tests {
     fn a_missing_admin_key_file_says_how_to_give_a_key() {
         let dir = tempfile::tempdir().unwrap();
         let local = http::parse_addr("http://127.0.0.1:8720").unwrap();
-        let e = local_admin_key(&local, dir.path())
+        let e = local_admin_key(&local, "127.0.0.1:8720", dir.path())
             .err()
             .unwrap()
             .to_string();

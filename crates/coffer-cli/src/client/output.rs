@@ -18,6 +18,11 @@ pub fn emit(text: &str) -> Result<()> {
     }
 }
 
+/// A count with its noun: "1 value", "3 values", "0 values".
+pub fn count(n: u64, singular: &str, plural: &str) -> String {
+    format!("{n} {}", if n == 1 { singular } else { plural })
+}
+
 /// Pretty JSON with a final newline.
 pub fn json(value: &Value) -> Result<String> {
     let mut text = serde_json::to_string_pretty(value).context("cannot format JSON")?;
@@ -91,6 +96,13 @@ mod tests {
     fn table_width_counts_characters_not_bytes() {
         let text = table(&["N", "X"], &[row(&["é", "1"]), row(&["ab", "2"])]);
         assert_eq!(text, "N   X\né   1\nab  2\n");
+    }
+
+    #[test]
+    fn counts_take_the_singular_only_for_one() {
+        assert_eq!(count(0, "value", "values"), "0 values");
+        assert_eq!(count(1, "value", "values"), "1 value");
+        assert_eq!(count(2, "value", "values"), "2 values");
     }
 
     #[test]

@@ -1,0 +1,68 @@
+//! The "Examples:" section of each command's `--help`.
+
+pub const ENV: &str = "Examples:
+  coffer env list
+  coffer env create production
+  coffer env delete staging --yes";
+pub const ENV_LIST: &str = "Examples:
+  coffer env list
+  coffer env list --json";
+pub const ENV_CREATE: &str = "Examples:
+  coffer env create production";
+pub const ENV_DELETE: &str = "Examples:
+  coffer env delete staging          # asks you to type 'staging'
+  coffer env delete staging --yes    # in a script";
+
+pub const SECRET: &str = "Examples:
+  coffer secret set STRIPE_KEY --env production < stripe-key.txt
+  coffer secret list --env production
+  coffer secret show STRIPE_KEY --env production
+  coffer secret delete STRIPE_KEY --env production --yes";
+pub const SECRET_SET: &str = "Examples:
+  coffer secret set STRIPE_KEY --env production < stripe-key.txt   # no shell history
+  printf %s \"$TOKEN\" | coffer secret set API_TOKEN --env staging
+  coffer secret set FEATURE_FLAG on --expected-revision 0           # only if new";
+pub const SECRET_LIST: &str = "Examples:
+  coffer secret list --env production
+  coffer secret list --env production --json";
+pub const SECRET_SHOW: &str = "Examples:
+  coffer secret show STRIPE_KEY --env production
+  coffer secret show STRIPE_KEY --env production --json";
+pub const SECRET_DELETE: &str = "Examples:
+  coffer secret delete OLD_TOKEN --env staging                 # asks y/N
+  coffer secret delete OLD_TOKEN --env staging --yes --expected-revision 3";
+pub const SECRET_IMPORT: &str = "Examples:
+  coffer secret import app.env --env staging     # app.env: your KEY=value file
+  cat app.env | coffer secret import - --env staging";
+
+pub const APIKEY: &str = "Examples:
+  coffer apikey create ci-deploy --role manage --env production
+  coffer apikey list
+  coffer apikey revoke ak_0123456789abcdef --yes";
+pub const APIKEY_CREATE: &str = "Examples:
+  coffer apikey create ci-deploy --role manage --env production
+  KEY=$(coffer apikey create worker --role runtime --env production)   # the key alone
+  coffer apikey create ops --role admin                                 # no --env";
+pub const APIKEY_LIST: &str = "Examples:
+  coffer apikey list
+  coffer apikey list --json";
+pub const APIKEY_REVOKE: &str = "Examples:
+  coffer apikey revoke ak_0123456789abcdef          # asks y/N
+  coffer apikey revoke ak_0123456789abcdef --yes";
+
+pub const KEYS: &str = "Examples:
+  coffer keys status
+  coffer keys rewrap";
+pub const KEYS_STATUS: &str = "Examples:
+  coffer keys status
+  coffer keys status --json";
+pub const KEYS_REWRAP: &str = "Examples:
+  coffer keys rewrap
+  coffer keys rewrap --batch 100 --json";
+
+pub const LOGIN: &str = "Examples:
+  coffer login                                   # type the key; it is not echoed
+  coffer login --addr https://coffer.example < key-file";
+pub const LOGOUT: &str = "Examples:
+  coffer logout
+  coffer logout --addr https://coffer.example";
