@@ -275,7 +275,10 @@ fn secret_import_sets_every_dotenv_entry_at_revision_one() {
     std::fs::write(&file, dotenv).unwrap();
 
     let imported = server.ok(&["secret", "import", path(&file)]);
-    assert_eq!(imported, "imported 6 secrets into default\n");
+    assert_eq!(
+        imported,
+        "imported 6 secrets into default: 6 created, 0 updated, 0 unchanged\n"
+    );
 
     let list = json(&server.ok(&["secret", "list", "--json"]));
     assert_eq!(
@@ -315,7 +318,7 @@ fn secret_import_stores_the_values_a_dotenv_reader_gives() {
 
     assert_eq!(
         server.ok(&["secret", "import", path(&file)]),
-        "imported 11 secrets into default\n"
+        "imported 11 secrets into default: 11 created, 0 updated, 0 unchanged\n"
     );
     let from_stdin = server.run_with(
         &["secret", "import", "-"],
@@ -356,6 +359,38 @@ fn secret_import_of_a_broken_file_names_the_line_and_sets_nothing() {
     let run = server.run(&["secret", "import", path(&file)]);
     run.assert_failed_with("line 3");
     assert_eq!(server.ok(&["secret", "list", "--json"]).trim(), "[]");
+}
+
+/// Importing the same file again changes nothing (no new revisions); an edited file
+/// updates only what changed.
+#[test]
+fn secret_import_again_reports_unchanged_values_and_keeps_their_revisions() {
+    let server = Server::start();
+    let [a, b] = [(); 2].map(|()| server.canary());
+    let file = server.dir.path().join("app.env");
+    std::fs::write(&file, format!("A={a}\nB={b}\n")).unwrap();
+    server.ok(&["secret", "import", path(&file)]);
+    assert_eq!(
+        server.ok(&["secret", "import", path(&file)]),
+        "imported 2 secrets into default: 0 created, 0 updated, 2 unchanged\n"
+    );
+    let c = server.canary();
+    std::fs::write(&file, format!("A={a}\nB={c}\n")).unwrap();
+    let answer = json(&server.ok(&["secret", "import", path(&file), "--json"]));
+    let results: Vec<(&str, &str, u64)> = answer
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap(),
+                r["result"].as_str().unwrap(),
+                r["revision"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(results, [("A", "unchanged", 1), ("B", "updated", 2)]);
+    server.assert_log_free_of_canaries();
 }
 
 #[test]
@@ -914,7 +949,7 @@ fn counts_of_one_are_singular() {
     std::fs::write(&file, "ONLY=1\n").unwrap();
     assert_eq!(
         server.ok(&["secret", "import", path(&file)]),
-        "imported 1 secret into default\n"
+        "imported 1 secret into default: 1 created, 0 updated, 0 unchanged\n"
     );
 
     // The one value, under key version 1, cannot be opened once the ring has only 2.

@@ -35,6 +35,11 @@ impl JsonBody {
         serde_json::to_writer(&mut *buf, body).context("cannot encode the request")?;
         Ok(JsonBody(buf))
     }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
 }
 
 /// An error answer from the server.

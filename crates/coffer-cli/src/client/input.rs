@@ -60,12 +60,23 @@ pub fn read_bounded(input: impl Read, max: usize) -> std::io::Result<Option<Zero
 
 /// The whole content of `path` (`-`: stdin).
 pub fn read_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    // An import travels in one request of at most 1 MiB of JSON: a bigger file can never
+    // be sent, so reading stops just past that instead of taking whatever comes.
+    let limit = coffer_api::MAX_BODY_BYTES as u64 + 1;
     let bytes = if path == Path::new("-") {
-        read_all(std::io::stdin().lock())
+        read_all(std::io::stdin().lock().take(limit))
     } else {
-        std::fs::File::open(path).and_then(read_all)
+        std::fs::File::open(path).and_then(|f| read_all(f.take(limit)))
     };
-    bytes.with_context(|| format!("cannot read {}", path.display()))
+    let bytes = bytes.with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() as u64 >= limit {
+        anyhow::bail!(
+            "{} is larger than {} bytes, more than one import can carry: split it",
+            path.display(),
+            coffer_api::MAX_BODY_BYTES
+        );
+    }
+    Ok(bytes)
 }
 
 /// Reads `input` to its end. The buffer grows by copying into a fresh wiped-on-drop buffer,
@@ -101,6 +112,18 @@ fn strip_one_newline(bytes: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_larger_than_one_import_is_refused_without_reading_it_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.env");
+        std::fs::write(&big, vec![b'#'; 3 * coffer_api::MAX_BODY_BYTES]).unwrap();
+        let err = read_file(&big).unwrap_err().to_string();
+        assert!(err.contains("split it"), "{err}");
+        let fits = dir.path().join("fits.env");
+        std::fs::write(&fits, vec![b'#'; coffer_api::MAX_BODY_BYTES]).unwrap();
+        assert_eq!(read_file(&fits).unwrap().len(), coffer_api::MAX_BODY_BYTES);
+    }
 
     #[test]
     fn exactly_one_trailing_newline_is_stripped() {

@@ -502,24 +502,72 @@ impl Session {
                         )
                     })?;
                 }
-                let mut answers = Vec::with_capacity(entries.len());
-                for (done, entry) in entries.iter().enumerate() {
-                    let answer = self
-                        .put_secret(&entry.name, &entry.value, None)
-                        .await
-                        .with_context(|| {
-                            format!(
-                                "import into {env} stopped at {} ({} imported before it)",
-                                entry.name,
-                                secrets(done)
-                            )
-                        })?;
-                    answers.push(answer);
+                if entries.is_empty() {
+                    bail!("cannot import {}: it sets no variables", file.display());
                 }
+                if entries.len() > coffer_core::MAX_IMPORT {
+                    bail!(
+                        "cannot import {}: {} entries, and one import sets at most {} (split the file)",
+                        file.display(),
+                        entries.len(),
+                        coffer_core::MAX_IMPORT
+                    );
+                }
+                #[derive(Serialize)]
+                struct Entry<'a> {
+                    name: &'a str,
+                    value: &'a str,
+                }
+                #[derive(Serialize)]
+                struct Import<'a> {
+                    secrets: Vec<Entry<'a>>,
+                }
+                let body = Import {
+                    secrets: entries
+                        .iter()
+                        .map(|e| Entry {
+                            name: e.name.as_str(),
+                            value: e.value.expose_secret(),
+                        })
+                        .collect(),
+                };
+                // JSON spells one byte in at most 6; names and punctuation fit in 160 each.
+                let hint = entries
+                    .iter()
+                    .map(|e| e.value.expose_secret().len() * 6 + 160)
+                    .sum();
+                let body = JsonBody::new(&body, hint)?;
+                if body.len() > coffer_api::MAX_BODY_BYTES {
+                    bail!(
+                        "cannot import {}: the import is {} bytes of JSON and one request carries at most {} (split the file)",
+                        file.display(),
+                        body.len(),
+                        coffer_api::MAX_BODY_BYTES
+                    );
+                }
+                // One request, one transaction on the server: all of it or nothing.
+                let answer = self
+                    .api
+                    .post(&["v1", "environments", env.as_str(), "secrets"], body)
+                    .await
+                    .with_context(|| format!("nothing imported from {}", file.display()))?;
+                let results = items(answer, "secrets")?;
                 if self.json {
-                    return output::emit(&output::json(&Value::Array(answers))?);
+                    return output::emit(&output::json(&Value::Array(results))?);
                 }
-                output::emit(&format!("imported {} into {env}\n", secrets(entries.len())))
+                let count = |what: &str| {
+                    results
+                        .iter()
+                        .filter(|r| r["result"].as_str() == Some(what))
+                        .count()
+                };
+                output::emit(&format!(
+                    "imported {} into {env}: {} created, {} updated, {} unchanged\n",
+                    secrets(results.len()),
+                    count("created"),
+                    count("updated"),
+                    count("unchanged")
+                ))
             }
             // Answered in `run()` before a session is opened; kept here for completeness.
             SecretCommand::Get { .. } => Err(write_only()),
