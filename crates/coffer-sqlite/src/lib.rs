@@ -30,6 +30,9 @@ pub const DB_FILE: &str = "coffer.db";
 pub struct SqliteStore {
     readers: std::sync::Arc<ReadPool>,
     writer: Writer,
+    /// Transactions the writer has ended; see [`secrets::MetaCache`].
+    epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    meta_cache: secrets::MetaCache,
 }
 
 impl SqliteStore {
@@ -40,9 +43,12 @@ impl SqliteStore {
         let conn = Connection::open(&path).map_err(unavailable)?;
         configure(&conn, false)?;
         migrate(&conn)?;
+        let epoch = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         Ok(SqliteStore {
             readers: std::sync::Arc::new(ReadPool::new(path)),
-            writer: Writer::start(conn)?,
+            writer: Writer::start(conn, epoch.clone())?,
+            epoch,
+            meta_cache: secrets::MetaCache::default(),
         })
     }
 

@@ -1,6 +1,7 @@
 //! `SecretStore` on the `secrets` table.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
 use coffer_crypto::KeyVersion;
@@ -56,15 +57,13 @@ impl SecretStore for SqliteStore {
     }
 
     async fn meta(&self, env: &EnvName, name: &SecretName) -> StoreResult<Option<SecretMeta>> {
-        let row = self.read(|c| {
-            c.prepare_cached(
-                "SELECT key_version, revision, created_at, updated_at
-                 FROM secrets WHERE environment = ?1 AND name = ?2",
-            )?
-            .query_row(params![env.as_str(), name.as_str()], meta_columns)
-            .optional()
-        })?;
-        Ok(row.map(|(v, rev, c, u)| meta(env.clone(), name.clone(), v, rev, c, u)))
+        let epoch = self.epoch.load(Ordering::Acquire);
+        if let Some(hit) = self.meta_cache.get(env, name, epoch) {
+            return Ok(hit);
+        }
+        let found = self.meta_uncached(env, name)?;
+        self.meta_cache.insert(env, name, epoch, found.clone());
+        Ok(found)
     }
 
     async fn list(
@@ -270,6 +269,60 @@ impl SecretStore for SqliteStore {
     }
 }
 
+impl SqliteStore {
+    fn meta_uncached(&self, env: &EnvName, name: &SecretName) -> StoreResult<Option<SecretMeta>> {
+        let row = self.read(|c| {
+            c.prepare_cached(
+                "SELECT key_version, revision, created_at, updated_at
+                 FROM secrets WHERE environment = ?1 AND name = ?2",
+            )?
+            .query_row(params![env.as_str(), name.as_str()], meta_columns)
+            .optional()
+        })?;
+        Ok(row.map(|(v, rev, c, u)| meta(env.clone(), name.clone(), v, rev, c, u)))
+    }
+}
+
+/// Most metadata entries cached at once; past it the cache starts over.
+const META_CACHE_MAX: usize = 100_000;
+
+/// Secret metadata as last read, tagged with the writer's epoch at the time of the read.
+///
+/// An entry is used only while the epoch is unchanged, and the writer advances the epoch
+/// after every transaction, before acknowledging any write in it: so a read that starts
+/// after a write was acknowledged never sees metadata from before it. Between writes, point
+/// reads (the management plane's hot path) cost no SQLite transaction. This holds because
+/// this store's writer is the only writer of its file, which `coffer serve`'s data-dir lock
+/// guarantees; a catalog shared by several processes (PostgreSQL) has no such cache.
+#[derive(Default)]
+pub(crate) struct MetaCache {
+    entries: std::sync::RwLock<CachedEnvs>,
+}
+
+type CachedEnvs = HashMap<EnvName, HashMap<SecretName, (u64, Option<SecretMeta>)>>;
+
+impl MetaCache {
+    fn get(&self, env: &EnvName, name: &SecretName, epoch: u64) -> Option<Option<SecretMeta>> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        match entries.get(env)?.get(name) {
+            Some((tag, meta)) if *tag == epoch => Some(meta.clone()),
+            _ => None,
+        }
+    }
+
+    fn insert(&self, env: &EnvName, name: &SecretName, epoch: u64, meta: Option<SecretMeta>) {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let cached: usize = entries.values().map(HashMap::len).sum();
+        if cached >= META_CACHE_MAX {
+            entries.clear();
+        }
+        entries
+            .entry(env.clone())
+            .or_default()
+            .insert(name.clone(), (epoch, meta));
+    }
+}
+
 type MetaColumns = (u32, u64, i64, i64);
 
 fn meta_columns(r: &Row<'_>) -> rusqlite::Result<MetaColumns> {
@@ -439,5 +492,55 @@ mod tests {
         let del = store.delete(&env, &name, Precondition::None, &actor).await;
         assert!(matches!(del, Err(StoreError::ActorRevoked)), "{del:?}");
         assert!(store.meta(&env, &name).await.expect("meta").is_some());
+    }
+
+    /// The metadata cache never answers with metadata older than an acknowledged write,
+    /// while readers hammer the same secret from other tasks.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn metadata_reads_after_an_acknowledged_write_never_see_an_older_revision() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = std::sync::Arc::new(SqliteStore::open(dir.path()).expect("open"));
+        let env = EnvName::new("prod").expect("name");
+        let name = SecretName::new("A").expect("name");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (store, env, name, stop) =
+                    (store.clone(), env.clone(), name.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        store.meta(&env, &name).await.expect("meta");
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        for revision in 1..=200u64 {
+            let plain = StoredValue::Plain(SecretString::from("v"));
+            let at = Timestamp::from_millis(revision as i64);
+            let out = store
+                .put(&env, &name, plain, Precondition::None, at, &Actor::System)
+                .await
+                .expect("put");
+            assert_eq!(out.meta.revision, revision);
+            let seen = store
+                .meta(&env, &name)
+                .await
+                .expect("meta")
+                .expect("exists");
+            assert_eq!(
+                seen.revision, revision,
+                "a read after the ack saw an older write"
+            );
+        }
+        store
+            .delete(&env, &name, Precondition::None, &Actor::System)
+            .await
+            .expect("delete");
+        assert!(store.meta(&env, &name).await.expect("meta").is_none());
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            r.await.expect("reader");
+        }
     }
 }

@@ -1,5 +1,7 @@
 //! The single writer thread and its group commit.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
 use coffer_store::{StoreError, StoreResult};
@@ -27,16 +29,22 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Moves `conn` onto a new writer thread.
-    pub(crate) fn start(conn: Connection) -> StoreResult<Writer> {
-        Writer::with_capacity(conn, MAX_QUEUED)
+    /// After every transaction it ends, and before any of its writers hear back, it adds
+    /// one to `epoch`: a read cache tagged with an older epoch is stale.
+    pub(crate) fn start(conn: Connection, epoch: Arc<AtomicU64>) -> StoreResult<Writer> {
+        Writer::with_capacity(conn, MAX_QUEUED, epoch)
     }
 
     /// [`Writer::start`] with a queue of `capacity` writes.
-    pub(crate) fn with_capacity(conn: Connection, capacity: usize) -> StoreResult<Writer> {
+    pub(crate) fn with_capacity(
+        conn: Connection,
+        capacity: usize,
+        epoch: Arc<AtomicU64>,
+    ) -> StoreResult<Writer> {
         let (jobs, queue) = mpsc::sync_channel::<Job>(capacity);
         std::thread::Builder::new()
             .name("coffer-sqlite-writer".into())
-            .spawn(move || run(conn, queue))
+            .spawn(move || run(conn, queue, &epoch))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer { jobs })
     }
@@ -77,7 +85,7 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, queue: mpsc::Receiver<Job>) {
+fn run(conn: Connection, queue: mpsc::Receiver<Job>, epoch: &AtomicU64) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -86,11 +94,11 @@ fn run(conn: Connection, queue: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit_batch(&conn, batch);
+        commit_batch(&conn, batch, epoch);
     }
 }
 
-fn commit_batch(conn: &Connection, batch: Vec<Job>) {
+fn commit_batch(conn: &Connection, batch: Vec<Job>, epoch: &AtomicU64) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         // Dropping the jobs unblocks their callers with an error.
         tracing::error!(error = %e, "cannot begin a write transaction");
@@ -137,6 +145,9 @@ fn commit_batch(conn: &Connection, batch: Vec<Job>) {
             Some(e.to_string())
         }
     };
+    // Before anyone hears back: a read that starts after a write is acknowledged never
+    // trusts a cache entry from before it.
+    epoch.fetch_add(1, Ordering::AcqRel);
     for finish in finishes {
         finish(message.as_deref().map_or(Ok(()), Err));
     }
@@ -162,7 +173,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_queue_refuses_writes_with_overloaded() {
         let conn = Connection::open_in_memory().expect("db");
-        let writer = std::sync::Arc::new(Writer::with_capacity(conn, 2).expect("writer"));
+        let epoch = Arc::new(AtomicU64::new(0));
+        let writer = Arc::new(Writer::with_capacity(conn, 2, epoch).expect("writer"));
         // Hold the writer thread inside a job until released.
         let (entered_tx, entered) = std::sync::mpsc::channel();
         let (release, released) = std::sync::mpsc::channel::<()>();
