@@ -382,19 +382,20 @@ async fn a_keyring_file_other_users_can_read_is_warned_about() {
 #[test]
 fn a_key_variable_that_is_not_utf8_is_refused_by_name() {
     use std::os::unix::ffi::OsStrExt;
-    let out = clean_command(&["serve", "--listen", "127.0.0.1:0"])
-        .env("COFFER_MASTER_KEY", std::ffi::OsStr::from_bytes(b"\xffkey"))
-        .current_dir(tempfile::tempdir().unwrap().path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut cmd = clean_command(&["serve", "--listen", "127.0.0.1:0", "--data-dir"]);
+    cmd.arg(&data)
+        .env("COFFER_MASTER_KEY", std::ffi::OsStr::from_bytes(b"\xffkey"));
+    let mut s = ServerProcess::spawn_command(cmd, &data);
+    assert!(!s.wait_exit(), "must refuse:\n{}", s.log());
+    let log = s.log();
     assert!(
-        stderr.contains("COFFER_MASTER_KEY is not valid UTF-8"),
-        "{stderr}"
+        log.contains("COFFER_MASTER_KEY is not valid UTF-8"),
+        "{log}"
     );
     assert!(
-        !stderr.contains("DEV MODE"),
-        "never dev mode by accident: {stderr}"
+        !log.contains("DEV MODE"),
+        "never dev mode by accident: {log}"
     );
 }
