@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use coffer_core::keys::{KeySources, key_warnings, load_keyring};
-use coffer_core::{Coffer, Encryption, StartupOptions};
+use coffer_core::{Coffer, Encryption, StartupError, StartupOptions};
 use coffer_sqlite::SqliteStore;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
@@ -71,12 +71,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let sources = key_sources()?;
     let keyring = load_keyring(&sources).context("invalid key configuration")?;
+    if keyring.is_none() && args.require_encryption {
+        // Start-up refuses this too, but only after creating the data dir.
+        return Err(StartupError::EncryptionRequired.into());
+    }
     let listener = bind(&args.listen).await?;
     for warning in key_warnings(&sources) {
         tracing::warn!("{warning}");
     }
     if keyring.is_none() {
-        warn_dev_mode(args.require_encryption);
+        warn_dev_mode();
     }
     create_private_dir(&data_dir)?;
     check_private_dir(&data_dir, args.allow_shared_data_dir)?;
@@ -328,10 +332,7 @@ fn key_sources() -> anyhow::Result<KeySources> {
     })
 }
 
-fn warn_dev_mode(fatal: bool) {
-    if fatal {
-        return; // start-up refuses with its own message
-    }
+fn warn_dev_mode() {
     let bar = "!".repeat(78);
     tracing::warn!(
         "\n{bar}\n!! DEV MODE: no encryption key is set. Secret values are stored UNENCRYPTED.\n\

@@ -251,6 +251,7 @@ async fn require_encryption_without_a_key_refuses_to_start() {
     ] {
         assert!(log.contains("encryption is required"), "{log}");
     }
+    assert!(!data.exists(), "a refused start creates no data dir");
 }
 
 #[tokio::test]
