@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use coffer_core::keys::{KeySources, key_warnings, load_keyring};
-use coffer_core::{Coffer, Encryption, StartupError, StartupOptions};
+use coffer_core::{Coffer, Encryption, StartupError, StartupOptions, check_admin_seed};
 use coffer_sqlite::SqliteStore;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
@@ -72,8 +72,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let sources = key_sources()?;
     let keyring = load_keyring(&sources).context("invalid key configuration")?;
     if keyring.is_none() && args.require_encryption {
-        // Start-up refuses this too, but only after creating the data dir.
+        // Start-up refuses these too, but only after creating the data dir.
         return Err(StartupError::EncryptionRequired.into());
+    }
+    let admin_key_seed = admin_key_seed()?;
+    if let Some(seed) = &admin_key_seed {
+        check_admin_seed(seed)?;
     }
     let listener = bind(&args.listen).await?;
     for warning in key_warnings(&sources) {
@@ -91,9 +95,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         secrets: store.clone(),
         keyring,
         require_encryption: args.require_encryption,
-        admin_key_seed: std::env::var("COFFER_ADMIN_KEY")
-            .ok()
-            .map(SecretString::from),
+        admin_key_seed,
         allow_unreadable: args.allow_unreadable,
     };
     let (coffer, report) = options.start().await?;
@@ -330,6 +332,16 @@ fn key_sources() -> anyhow::Result<KeySources> {
         secret_keys_file: std::env::var_os("COFFER_SECRET_KEYS_FILE").map(PathBuf::from),
         master_key: text("COFFER_MASTER_KEY")?,
     })
+}
+
+/// `COFFER_ADMIN_KEY`; empty counts as unset, like the key variables.
+fn admin_key_seed() -> anyhow::Result<Option<SecretString>> {
+    match std::env::var_os("COFFER_ADMIN_KEY").map(std::ffi::OsString::into_string) {
+        None => Ok(None),
+        Some(Ok(seed)) if seed.is_empty() => Ok(None),
+        Some(Ok(seed)) => Ok(Some(SecretString::from(seed))),
+        Some(Err(_)) => Err(StartupError::BadAdminSeed.into()),
+    }
 }
 
 fn warn_dev_mode() {

@@ -255,6 +255,29 @@ async fn require_encryption_without_a_key_refuses_to_start() {
 }
 
 #[tokio::test]
+async fn an_admin_key_seed_is_checked_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = refused(&data, &[("COFFER_ADMIN_KEY", "too-short-seed")], &[]);
+    assert!(log.contains("COFFER_ADMIN_KEY must be 32-512"), "{log}");
+    assert!(!log.contains("too-short-seed"), "{log}");
+    assert!(!data.exists(), "a refused start creates no data dir");
+
+    let seed = "ck_admin_seeded_for_the_test_0123456789abcdef";
+    let s = start(&data, &[("COFFER_ADMIN_KEY", seed)]);
+    assert_eq!(s.admin_key(), seed);
+    assert!(
+        !s.log().contains(seed),
+        "a seed is never echoed: {}",
+        s.log()
+    );
+    drop(s);
+    let data = dir.path().join("empty-seed");
+    let s = start(&data, &[("COFFER_ADMIN_KEY", "")]);
+    assert!(s.admin_key().starts_with("ck_admin_"), "empty means unset");
+}
+
+#[tokio::test]
 async fn unusable_key_material_is_refused_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
