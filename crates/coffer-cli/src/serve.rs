@@ -89,6 +89,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     create_private_dir(&data_dir)?;
     check_private_dir(&data_dir, args.allow_shared_data_dir)?;
     let _lock = lock_data_dir(&data_dir)?;
+    restrict_existing_files(&data_dir)?;
     let store = Arc::new(SqliteStore::open(&data_dir).context("cannot open the embedded store")?);
     let options = StartupOptions {
         catalog: store.clone(),
@@ -443,6 +444,33 @@ fn check_private_dir(dir: &Path, allow_shared: bool) -> anyhow::Result<()> {
         dir.display(),
         dir.display()
     )
+}
+
+/// Files an older build (or a copy) left readable by others are made private; SQLite
+/// gives `coffer.db-wal` and `coffer.db-shm` the mode of `coffer.db`, so this covers them.
+/// Only regular files directly in the data dir; symbolic links are left alone.
+fn restrict_existing_files(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("cannot list {}", dir.display()))?
+            .path();
+        let meta = std::fs::symlink_metadata(&path)
+            .with_context(|| format!("cannot inspect {}", path.display()))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_file() && mode & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot restrict {}", path.display()))?;
+            tracing::info!(
+                file = %path.display(),
+                was = %format!("{mode:03o}"),
+                "made a file in the data dir private (0600)"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn write_private_file(path: &Path, contents: &str) -> anyhow::Result<()> {

@@ -775,6 +775,28 @@ async fn every_file_is_private_under_umask_000() {
 }
 
 #[tokio::test]
+async fn files_left_readable_by_an_older_build_are_made_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut s = start(&data, &[]);
+    put_a(&s).await;
+    assert!(s.terminate());
+    for name in ["coffer.db", "admin.key", "coffer.lock"] {
+        std::fs::set_permissions(data.join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let s = start(&data, &[]);
+    for (file, _) in all_file_bytes(&data) {
+        assert_eq!(mode_of(&file), 0o600, "{}", file.display());
+    }
+    assert!(
+        s.log().contains("made a file in the data dir private"),
+        "{}",
+        s.log()
+    );
+}
+
+#[tokio::test]
 async fn the_soft_open_file_limit_is_raised_to_the_hard_limit() {
     let limits = |pid: u32| -> (String, String) {
         let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
