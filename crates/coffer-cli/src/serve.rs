@@ -2,16 +2,16 @@
 //! serves the API until SIGTERM or SIGINT.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use coffer_core::keys::{KeySources, load_keyring};
-use coffer_core::{Coffer, StartupOptions};
+use coffer_core::keys::{KeySources, key_warnings, load_keyring};
+use coffer_core::{Coffer, Encryption, StartupError, StartupOptions, check_admin_seed};
 use coffer_sqlite::SqliteStore;
 use secrecy::{ExposeSecret, SecretString};
+use tokio::net::TcpListener;
 
 /// The file, in the data dir, that holds the first admin key.
 pub const ADMIN_KEY_FILE: &str = "admin.key";
@@ -19,12 +19,14 @@ pub const ADMIN_KEY_FILE: &str = "admin.key";
 /// Options of `coffer serve`.
 #[derive(clap::Args)]
 pub struct ServeArgs {
-    /// Data directory: the SQLite file, admin.key and the lock (created 0700).
+    /// Data directory: the SQLite file, admin.key and the lock (created 0700; refused if
+    /// other users can read or enter it).
     #[arg(long, env = "COFFER_DATA_DIR", default_value = "./.coffer")]
     data_dir: PathBuf,
-    /// Address to listen on.
-    #[arg(long, env = "COFFER_LISTEN", default_value = "127.0.0.1:8720")]
-    listen: SocketAddr,
+    /// Address to listen on: IP:PORT, [IPv6]:PORT or HOST:PORT (a name is resolved at
+    /// start-up and the first of its addresses that can be bound is used).
+    #[arg(long, env = "COFFER_LISTEN", default_value = "127.0.0.1:8720", value_parser = ListenAddr::parse)]
+    listen: ListenAddr,
     /// PostgreSQL catalog (not available yet: the embedded SQLite file is used).
     #[arg(long, env = "COFFER_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
@@ -35,15 +37,25 @@ pub struct ServeArgs {
     /// values stay listed but become unreadable until the key is back or they are rewritten.
     #[arg(long, env = "COFFER_ALLOW_UNREADABLE", value_parser = clap::builder::FalseyValueParser::new())]
     allow_unreadable: bool,
+    /// Start although other users can read or enter the data dir (a warning instead of a
+    /// refusal).
+    #[arg(long, env = "COFFER_ALLOW_SHARED_DATA_DIR", value_parser = clap::builder::FalseyValueParser::new())]
+    allow_shared_data_dir: bool,
     /// Refuse to start when the configured secrets backend cannot be used.
     #[arg(long, env = "COFFER_REQUIRE_BACKEND", value_parser = clap::builder::FalseyValueParser::new())]
     require_backend: bool,
 }
 
 /// Runs the server until a shutdown signal.
+///
+/// Order matters: everything that can refuse without side effects (settings, keys, the
+/// listen address) comes before the data dir is touched, so a start that fails leaves no
+/// half-bootstrapped data dir and shows no admin key that no server will ever accept.
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    restrict_umask();
     let data_dir = args.data_dir.clone();
     init_logging();
+    raise_open_file_limit();
     if args.database_url.is_some() {
         bail!(
             "COFFER_DATABASE_URL / --database-url: PostgreSQL is not supported by this build yet"
@@ -57,22 +69,34 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let _ = args.require_backend; // Only `db` exists; there is nothing to fall back from yet.
 
-    let keyring = load_keyring(&key_sources()).context("invalid key configuration")?;
+    let sources = key_sources()?;
+    let keyring = load_keyring(&sources).context("invalid key configuration")?;
+    if keyring.is_none() && args.require_encryption {
+        // Start-up refuses these too, but only after creating the data dir.
+        return Err(StartupError::EncryptionRequired.into());
+    }
+    let admin_key_seed = admin_key_seed()?;
+    if let Some(seed) = &admin_key_seed {
+        check_admin_seed(seed)?;
+    }
+    let listener = bind(&args.listen).await?;
+    for warning in key_warnings(&sources) {
+        tracing::warn!("{warning}");
+    }
     if keyring.is_none() {
-        warn_dev_mode(args.require_encryption);
+        warn_dev_mode();
     }
     create_private_dir(&data_dir)?;
-    warn_if_shared(&data_dir);
+    check_private_dir(&data_dir, args.allow_shared_data_dir)?;
     let _lock = lock_data_dir(&data_dir)?;
+    restrict_existing_files(&data_dir)?;
     let store = Arc::new(SqliteStore::open(&data_dir).context("cannot open the embedded store")?);
     let options = StartupOptions {
         catalog: store.clone(),
-        secrets: store,
+        secrets: store.clone(),
         keyring,
         require_encryption: args.require_encryption,
-        admin_key_seed: std::env::var("COFFER_ADMIN_KEY")
-            .ok()
-            .map(SecretString::from),
+        admin_key_seed,
         allow_unreadable: args.allow_unreadable,
     };
     let (coffer, report) = options.start().await?;
@@ -88,6 +112,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "encrypted values left unencrypted by dev mode"
         );
     }
+    // The plaintext just replaced is zeroed in coffer.db, but older page images still
+    // hold it in coffer.db-wal until a checkpoint truncates the log.
+    checkpoint(&store, "after start-up");
     if report.unreadable > 0 {
         tracing::warn!(
             values = report.unreadable,
@@ -114,21 +141,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         write_private_file(&path, first.key.expose_secret())?;
     }
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    if !args.listen.ip().is_loopback() {
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
         tracing::warn!(
-            addr = %args.listen,
+            %addr,
             "listening beyond loopback without TLS: API keys travel in clear text unless a TLS-terminating proxy is in front"
         );
     }
     let status = coffer.status();
+    let (encryption, current_key_version) = match status.encryption {
+        Encryption::Enabled {
+            current_key_version,
+        } => ("enabled", Some(current_key_version)),
+        Encryption::Disabled => ("disabled", None),
+    };
     tracing::info!(
-        addr = %listener.local_addr()?,
+        %addr,
         data_dir = %data_dir.display(),
-        backend = status.backend,
-        encryption = ?status.encryption,
+        backend = %status.backend,
+        encryption = %encryption,
+        current_key_version,
         "coffer is listening"
     );
     let coffer = Arc::new(coffer);
@@ -138,8 +170,134 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = coffer.flush_counters().await {
         tracing::error!(error = %e, "cannot record encryption counts");
     }
+    checkpoint(&store, "at shutdown");
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--listen`: a host (an IP address or a name to resolve) and a port.
+#[derive(Clone, Debug)]
+struct ListenAddr {
+    host: String,
+    port: u16,
+}
+
+impl ListenAddr {
+    fn parse(text: &str) -> Result<ListenAddr, String> {
+        const EXPECTED: &str =
+            "expected HOST:PORT, e.g. 127.0.0.1:8720, localhost:8720 or [::1]:8720";
+        let (host, port) = match text.strip_prefix('[') {
+            Some(rest) => rest.split_once("]:").ok_or(EXPECTED)?,
+            None => {
+                let (host, port) = text.rsplit_once(':').ok_or(EXPECTED)?;
+                if host.contains(':') {
+                    return Err(format!("an IPv6 address goes in brackets: {EXPECTED}"));
+                }
+                (host, port)
+            }
+        };
+        if host.is_empty() {
+            return Err(format!("the host is missing: {EXPECTED}"));
+        }
+        let port = port
+            .parse()
+            .map_err(|_| format!("the port must be a number from 0 to 65535: {EXPECTED}"))?;
+        Ok(ListenAddr {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Resolves `listen` and binds the first of its addresses that works.
+async fn bind(listen: &ListenAddr) -> anyhow::Result<TcpListener> {
+    let addrs: Vec<_> = tokio::net::lookup_host((listen.host.as_str(), listen.port))
+        .await
+        .with_context(|| format!("cannot resolve the listen address {listen}"))?
+        .collect();
+    let mut first_failure = None;
+    for addr in addrs {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "cannot listen here; trying the next address");
+                first_failure.get_or_insert((addr, e));
+            }
+        }
+    }
+    let Some((addr, error)) = first_failure else {
+        bail!("the listen address {listen} resolves to no address");
+    };
+    let named = if addr.to_string() == listen.to_string() {
+        String::new()
+    } else {
+        format!(" ({listen})")
+    };
+    if error.kind() == std::io::ErrorKind::AddrInUse {
+        bail!(
+            "cannot listen on {addr}{named}: the address is already in use (another coffer serve?); choose another with --listen or COFFER_LISTEN"
+        );
+    }
+    Err(error).with_context(|| format!("cannot listen on {addr}{named}"))
+}
+
+/// Files the server creates (the database and its log, the lock, admin.key) are for its
+/// own user only, whatever umask it was started with.
+fn restrict_umask() {
+    use rustix::fs::Mode;
+    rustix::process::umask(Mode::RWXG | Mode::RWXO);
+}
+
+/// Each connection holds a descriptor; the usual soft limit of 1024 is reached long before
+/// the machine's limits are. The hard limit is what the operator allowed.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let before = getrlimit(Resource::Nofile);
+    if before.current != before.maximum {
+        let raised = Rlimit {
+            current: before.maximum,
+            ..before
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(
+                error = %e,
+                soft = %limit_text(before.current),
+                hard = %limit_text(before.maximum),
+                "cannot raise the open-file limit to its hard limit"
+            );
+        }
+    }
+    let now = getrlimit(Resource::Nofile);
+    tracing::info!(
+        soft = %limit_text(now.current),
+        hard = %limit_text(now.maximum),
+        "open-file limit"
+    );
+}
+
+fn limit_text(limit: Option<u64>) -> String {
+    limit.map_or_else(|| "unlimited".to_owned(), |n| n.to_string())
+}
+
+/// Truncates the SQLite log; a failure leaves the server running but says what it means.
+fn checkpoint(store: &SqliteStore, when: &str) {
+    match store.checkpoint() {
+        Ok(()) => tracing::debug!("checkpointed and truncated coffer.db-wal {when}"),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot checkpoint coffer.db-wal {when}: contents that writes replaced or deleted can stay in it until the next checkpoint"
+        ),
+    }
 }
 
 /// Encryption counts reach the catalog every few seconds (and at shutdown): the nonce
@@ -160,19 +318,34 @@ async fn flush_counters_periodically(coffer: Arc<Coffer>) {
     }
 }
 
-fn key_sources() -> KeySources {
-    let var = |name| std::env::var(name).ok();
-    KeySources {
-        secret_keys: var("COFFER_SECRET_KEYS").map(SecretString::from),
-        secret_keys_file: var("COFFER_SECRET_KEYS_FILE").map(PathBuf::from),
-        master_key: var("COFFER_MASTER_KEY").map(SecretString::from),
+/// The key settings. A value that is not UTF-8 is refused, never silently taken as unset
+/// (that would start dev mode), and the message names the variable only.
+fn key_sources() -> anyhow::Result<KeySources> {
+    let text = |name: &str| -> anyhow::Result<Option<SecretString>> {
+        match std::env::var_os(name).map(std::ffi::OsString::into_string) {
+            None => Ok(None),
+            Some(Ok(value)) => Ok(Some(SecretString::from(value))),
+            Some(Err(_)) => bail!("{name} is not valid UTF-8"),
+        }
+    };
+    Ok(KeySources {
+        secret_keys: text("COFFER_SECRET_KEYS")?,
+        secret_keys_file: std::env::var_os("COFFER_SECRET_KEYS_FILE").map(PathBuf::from),
+        master_key: text("COFFER_MASTER_KEY")?,
+    })
+}
+
+/// `COFFER_ADMIN_KEY`; empty counts as unset, like the key variables.
+fn admin_key_seed() -> anyhow::Result<Option<SecretString>> {
+    match std::env::var_os("COFFER_ADMIN_KEY").map(std::ffi::OsString::into_string) {
+        None => Ok(None),
+        Some(Ok(seed)) if seed.is_empty() => Ok(None),
+        Some(Ok(seed)) => Ok(Some(SecretString::from(seed))),
+        Some(Err(_)) => Err(StartupError::BadAdminSeed.into()),
     }
 }
 
-fn warn_dev_mode(fatal: bool) {
-    if fatal {
-        return; // start-up refuses with its own message
-    }
+fn warn_dev_mode() {
     let bar = "!".repeat(78);
     tracing::warn!(
         "\n{bar}\n!! DEV MODE: no encryption key is set. Secret values are stored UNENCRYPTED.\n\
@@ -224,11 +397,13 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 /// One server per data dir: a second one would contend for SQLite's write lock and could
 /// write a different admin key. The lock lasts as long as the returned file is open.
 fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("coffer.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     match file.try_lock() {
@@ -245,18 +420,57 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
-/// The data dir holds ciphertext and key hashes; others should not even list it.
-fn warn_if_shared(dir: &Path) {
+/// The data dir holds the database (plaintext in dev mode), its log and admin.key; other
+/// users must not even enter it. Refused unless the operator said otherwise.
+fn check_private_dir(dir: &Path, allow_shared: bool) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(dir)
-        && meta.permissions().mode() & 0o077 != 0
-    {
+    let meta =
+        std::fs::metadata(dir).with_context(|| format!("cannot inspect {}", dir.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    if allow_shared {
         tracing::warn!(
             data_dir = %dir.display(),
-            mode = format!("{:o}", meta.permissions().mode() & 0o777),
-            "the data dir is accessible to other users; chmod 700 it"
+            mode = %format!("{mode:03o}"),
+            "the data dir is accessible to other users (allowed by --allow-shared-data-dir); chmod 700 it"
         );
+        return Ok(());
     }
+    bail!(
+        "the data dir {} is accessible to other users (mode {mode:03o}) and holds the database and admin.key: \
+         run `chmod 700 {}`, or start with --allow-shared-data-dir (COFFER_ALLOW_SHARED_DATA_DIR=1) to accept that",
+        dir.display(),
+        dir.display()
+    )
+}
+
+/// Files an older build (or a copy) left readable by others are made private; SQLite
+/// gives `coffer.db-wal` and `coffer.db-shm` the mode of `coffer.db`, so this covers them.
+/// Only regular files directly in the data dir; symbolic links are left alone.
+fn restrict_existing_files(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("cannot list {}", dir.display()))?
+            .path();
+        let meta = std::fs::symlink_metadata(&path)
+            .with_context(|| format!("cannot inspect {}", path.display()))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_file() && mode & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot restrict {}", path.display()))?;
+            tracing::info!(
+                file = %path.display(),
+                was = %format!("{mode:03o}"),
+                "made a file in the data dir private (0600)"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn write_private_file(path: &Path, contents: &str) -> anyhow::Result<()> {

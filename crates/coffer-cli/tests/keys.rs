@@ -288,3 +288,114 @@ async fn dev_mode_values_are_encrypted_at_the_first_start_with_a_key() {
         refused.log()
     );
 }
+
+/// Starts `coffer serve` with `envs` expecting a refusal; returns its stderr.
+fn refused(data: &Path, envs: &[(&str, &str)]) -> String {
+    let mut s = ServerProcess::spawn(data, envs, &[]);
+    assert!(!s.wait_exit(), "coffer serve must refuse:\n{}", s.log());
+    s.log()
+}
+
+#[tokio::test]
+async fn key_material_in_the_keyring_file_variable_is_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for value in [K1.to_owned(), format!("/nonexistent/{K2}")] {
+        let log = refused(&data, &[("COFFER_SECRET_KEYS_FILE", &value)]);
+        assert!(
+            log.contains("cannot read the keyring file that COFFER_SECRET_KEYS_FILE names"),
+            "{log}"
+        );
+        for key in [K1, K2] {
+            assert!(!log.contains(&key[..12]), "key material echoed: {log}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn empty_key_variables_count_as_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let empty = [
+        ("COFFER_SECRET_KEYS", ""),
+        ("COFFER_SECRET_KEYS_FILE", ""),
+        ("COFFER_MASTER_KEY", ""),
+    ];
+    let mut s = ServerProcess::start(&data, &empty, &[]);
+    assert!(s.log().contains("DEV MODE"), "{}", s.log());
+    assert!(!s.log().contains("several key settings"), "{}", s.log());
+    assert_eq!(get(&s, "/v1/status").await["encryption"], "disabled");
+    assert!(s.terminate());
+
+    let with_master = [("COFFER_SECRET_KEYS", ""), ("COFFER_MASTER_KEY", K1)];
+    let s = ServerProcess::start(&data, &with_master, &[]);
+    assert_eq!(get(&s, "/v1/status").await["currentKeyVersion"], 1);
+    assert!(!s.log().contains("several key settings"), "{}", s.log());
+}
+
+#[tokio::test]
+async fn several_key_variables_warn_which_one_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = ring_2(true);
+    let envs = [
+        ("COFFER_SECRET_KEYS", ring[0].1.as_str()),
+        ("COFFER_MASTER_KEY", K1),
+    ];
+    let s = ServerProcess::start(&dir.path().join("data"), &envs, &[]);
+    let log = s.log();
+    assert!(
+        log.contains(
+            "several key settings are set: COFFER_SECRET_KEYS is used, COFFER_MASTER_KEY ignored"
+        ),
+        "{log}"
+    );
+    assert_eq!(get(&s, "/v1/status").await["currentKeyVersion"], 2);
+    assert!(!log.contains(K1) && !log.contains(K2), "{log}");
+}
+
+#[tokio::test]
+async fn a_keyring_file_other_users_can_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.json");
+    std::fs::write(
+        &file,
+        format!(r#"{{"currentKeyVersion": 1, "keys": {{"1": "{K1}"}}}}"#),
+    )
+    .unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let envs = [("COFFER_SECRET_KEYS_FILE", file.to_str().unwrap())];
+    let mut s = ServerProcess::start(&dir.path().join("data"), &envs, &[]);
+    let log = s.log();
+    assert!(
+        log.contains("accessible to other users (mode 644); chmod 600 it"),
+        "{log}"
+    );
+    assert!(!log.contains(K1), "{log}");
+    assert!(s.terminate());
+
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let s = ServerProcess::start(&dir.path().join("data"), &envs, &[]);
+    assert!(!s.log().contains("chmod 600"), "{}", s.log());
+}
+
+#[test]
+fn a_key_variable_that_is_not_utf8_is_refused_by_name() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut cmd = clean_command(&["serve", "--listen", "127.0.0.1:0", "--data-dir"]);
+    cmd.arg(&data)
+        .env("COFFER_MASTER_KEY", std::ffi::OsStr::from_bytes(b"\xffkey"));
+    let mut s = ServerProcess::spawn_command(cmd, &data);
+    assert!(!s.wait_exit(), "must refuse:\n{}", s.log());
+    let log = s.log();
+    assert!(
+        log.contains("COFFER_MASTER_KEY is not valid UTF-8"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("DEV MODE"),
+        "never dev mode by accident: {log}"
+    );
+}

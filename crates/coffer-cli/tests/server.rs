@@ -75,6 +75,11 @@ async fn first_start_prints_the_admin_key_once_and_saves_it_private() {
         s.log().contains("DEV MODE"),
         "no key configured: a loud warning"
     );
+    assert!(
+        s.log().contains("encryption=disabled") && !s.log().contains("Disabled"),
+        "{}",
+        s.log()
+    );
     for (file, bytes) in all_file_bytes(&data) {
         if !file.ends_with("admin.key") {
             let leaked = contains(&bytes, key.as_bytes());
@@ -103,46 +108,58 @@ async fn first_start_prints_the_admin_key_once_and_saves_it_private() {
     assert_eq!(s.admin_key(), key);
 }
 
+/// `coffer serve` with no arguments, as the README runs it. 127.0.0.1:8720 may be taken (by
+/// the README's own server, say): then the start must fail naming the address and leave
+/// nothing behind; otherwise it serves there from ./.coffer.
 #[tokio::test]
-async fn serve_with_no_arguments_listens_on_8720_in_dot_coffer() {
-    assert!(
-        std::net::TcpStream::connect("127.0.0.1:8720").is_err(),
-        "127.0.0.1:8720 is taken by another process (a leftover `coffer serve`?); stop it, \
-         this test needs the default address"
-    );
+async fn serve_with_no_arguments_listens_on_8720_in_dot_coffer_or_says_it_is_taken() {
     let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("serve.log");
     let mut child = ChildGuard(
         coffer(&[("COFFER_MASTER_KEY", K1)])
             .arg("serve")
             .current_dir(dir.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
             .spawn()
             .unwrap(),
     );
-    let key_file = dir.path().join(".coffer/admin.key");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let data = dir.path().join(".coffer");
     let deadline = Instant::now() + Duration::from_secs(20);
-    let answer = loop {
+    loop {
         if let Some(status) = child.0.try_wait().unwrap() {
-            panic!("coffer serve exited early: {status}");
+            let log = log();
+            assert!(!status.success(), "{log}");
+            assert!(
+                log.contains("cannot listen on 127.0.0.1:8720") && log.contains("already in use"),
+                "the only acceptable failure is a taken address, named: {log}"
+            );
+            assert!(!log.contains("ck_admin_"), "no key was shown: {log}");
+            assert!(
+                !data.join("coffer.db").exists() && !data.join("admin.key").exists(),
+                "a failed start bootstraps nothing"
+            );
+            return;
         }
-        // Ours answers with the admin key it wrote into ./.coffer.
-        if let Ok(key) = std::fs::read_to_string(&key_file) {
-            let sent = http()
-                .get("http://127.0.0.1:8720/v1/environments")
-                .bearer_auth(key.trim())
-                .send()
-                .await;
-            if let Ok(r) = sent {
-                break r;
-            }
+        if log().contains("coffer is listening addr=127.0.0.1:8720 ") {
+            break;
         }
         assert!(
             Instant::now() < deadline,
-            "nothing answered on 127.0.0.1:8720"
+            "coffer serve neither listened nor failed: {}",
+            log()
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // Ours answers with the admin key it wrote into ./.coffer.
+    let key = std::fs::read_to_string(data.join("admin.key")).unwrap();
+    let answer = http()
+        .get("http://127.0.0.1:8720/v1/environments")
+        .bearer_auth(key.trim())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(answer.status(), StatusCode::OK, "our server answers there");
     let status: Value = http()
         .get("http://127.0.0.1:8720/v1/status")
@@ -153,12 +170,64 @@ async fn serve_with_no_arguments_listens_on_8720_in_dot_coffer() {
         .await
         .unwrap();
     assert_eq!(status["encryption"], "enabled");
-    assert!(dir.path().join(".coffer/coffer.db").is_file());
+    assert!(data.join("coffer.db").is_file());
     Command::new("kill")
         .args(["-INT", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(child.0.wait().unwrap().success(), "SIGINT is a clean exit");
+}
+
+#[tokio::test]
+async fn a_first_start_on_a_taken_port_fails_naming_it_and_bootstraps_nothing() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut cmd = clean_command(&["serve", "--listen", &addr, "--data-dir"]);
+    cmd.arg(&data);
+    let mut s = ServerProcess::spawn_command(cmd, &data);
+    assert!(!s.wait_exit(), "a taken port is a start-up error");
+    let log = s.log();
+    assert!(
+        log.contains(&format!("cannot listen on {addr}")) && log.contains("already in use"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("ck_admin_") && !log.contains("First start"),
+        "{log}"
+    );
+    assert!(!data.join("admin.key").exists() && !data.join("coffer.db").exists());
+
+    let s = start(&data, &[]);
+    let key = s.admin_key();
+    assert!(
+        s.log().contains(&key),
+        "the first start that succeeds shows the key"
+    );
+}
+
+#[tokio::test]
+async fn listen_accepts_a_host_name_and_refuses_a_bare_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut cmd = clean_command(&["serve", "--listen", "localhost:0", "--data-dir"]);
+    cmd.arg(&data);
+    let mut s = ServerProcess::spawn_command(cmd, &data);
+    s.wait_ready();
+    let addr = s.addr.unwrap();
+    assert!(addr.ip().is_loopback(), "{addr}");
+    assert!(!s.log().contains("without TLS"), "{}", s.log());
+    let (status, _) = call(&s, Method::GET, "/v1/environments", None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let out = coffer(&[])
+        .args(["serve", "--listen", "8720"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("expected HOST:PORT"), "{stderr}");
 }
 
 /// Starts `coffer serve` expecting it to refuse; returns its log.
@@ -182,6 +251,30 @@ async fn require_encryption_without_a_key_refuses_to_start() {
     ] {
         assert!(log.contains("encryption is required"), "{log}");
     }
+    assert!(!data.exists(), "a refused start creates no data dir");
+}
+
+#[tokio::test]
+async fn an_admin_key_seed_is_checked_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = refused(&data, &[("COFFER_ADMIN_KEY", "too-short-seed")], &[]);
+    assert!(log.contains("COFFER_ADMIN_KEY must be 32-512"), "{log}");
+    assert!(!log.contains("too-short-seed"), "{log}");
+    assert!(!data.exists(), "a refused start creates no data dir");
+
+    let seed = "ck_admin_seeded_for_the_test_0123456789abcdef";
+    let s = start(&data, &[("COFFER_ADMIN_KEY", seed)]);
+    assert_eq!(s.admin_key(), seed);
+    assert!(
+        !s.log().contains(seed),
+        "a seed is never echoed: {}",
+        s.log()
+    );
+    drop(s);
+    let data = dir.path().join("empty-seed");
+    let s = start(&data, &[("COFFER_ADMIN_KEY", "")]);
+    assert!(s.admin_key().starts_with("ck_admin_"), "empty means unset");
 }
 
 #[tokio::test]
@@ -237,6 +330,12 @@ async fn a_keyring_file_with_two_versions_is_used() {
     assert_eq!(json_of(&body)["currentKeyVersion"], 2);
     let (_, body) = put_a(&s).await;
     assert_eq!(json_of(&body)["keyVersion"], 2);
+    let log = s.log();
+    assert!(
+        log.contains("backend=db encryption=enabled current_key_version=2"),
+        "readable fields, not Rust Debug text: {log}"
+    );
+    assert!(!log.contains("Enabled {"), "{log}");
 }
 
 /// Every byte of every file under `dir`.
@@ -258,6 +357,84 @@ fn all_file_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Fails naming each file under `dir` (database, its log and shared memory, anything) that
+/// holds one of `values`.
+fn assert_no_file_holds(dir: &Path, values: &[&str], when: &str) {
+    let mut found = Vec::new();
+    for (file, bytes) in all_file_bytes(dir) {
+        let n = values
+            .iter()
+            .filter(|v| contains(&bytes, v.as_bytes()))
+            .count();
+        if n > 0 {
+            found.push(format!("{}: {n} of {}", file.display(), values.len()));
+        }
+    }
+    assert!(found.is_empty(), "{when}, values found in files: {found:?}");
+}
+
+/// Dev mode stores values as they are; the first start with a key encrypts them, and from
+/// then on no file may hold them: not the database's free space, not the write-ahead log.
+#[tokio::test]
+async fn dev_mode_values_leave_every_file_once_encrypted() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tag = random_hex();
+    // One long value spills into overflow pages.
+    let canaries: Vec<String> = (0..20)
+        .map(|i| match i {
+            0 => format!("canary-{tag}-00-").repeat(400),
+            _ => format!("canary-{tag}-{i:02}"),
+        })
+        .collect();
+    let needles: Vec<&str> = canaries.iter().map(|c| &c[..c.len().min(40)]).collect();
+    let secret = |i: usize| format!("/v1/environments/default/secrets/C{i:02}");
+
+    let mut s = start(&data, &[]);
+    for (i, canary) in canaries.iter().enumerate() {
+        let (status, _) = call(&s, Method::PUT, &secret(i), Some(json!({"value": canary}))).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    // Overwritten and deleted while still in dev mode: their old values must go too.
+    for i in 10..15 {
+        let body = Some(json!({"value": "replaced"}));
+        assert_eq!(
+            call(&s, Method::PUT, &secret(i), body).await.0,
+            StatusCode::OK
+        );
+    }
+    for i in 15..20 {
+        let deleted = call(&s, Method::DELETE, &secret(i), None).await.0;
+        assert_eq!(deleted, StatusCode::NO_CONTENT);
+    }
+    let in_dev_mode = all_file_bytes(&data)
+        .iter()
+        .any(|(_, bytes)| contains(bytes, needles[1].as_bytes()));
+    assert!(in_dev_mode, "the scan sees dev mode's plaintext");
+    assert!(s.terminate());
+
+    let mut s = start(&data, &[("COFFER_MASTER_KEY", K1)]);
+    assert!(
+        s.log()
+            .contains("encrypted values left unencrypted by dev mode values=15"),
+        "{}",
+        s.log()
+    );
+    assert_no_file_holds(&data, &needles, "right after the migration");
+    for i in 0..5 {
+        assert_eq!(
+            call(&s, Method::DELETE, &secret(i), None).await.0,
+            StatusCode::NO_CONTENT
+        );
+    }
+    let (status, body) = call(&s, Method::GET, "/v1/environments/default/secrets", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json_of(&body)["secrets"].as_array().map(Vec::len), Some(10));
+    assert_no_file_holds(&data, &needles, "after deletes");
+    assert!(s.terminate());
+    assert_no_file_holds(&data, &needles, "after a clean stop");
 }
 
 #[tokio::test]
@@ -328,14 +505,9 @@ async fn a_canary_value_never_appears_in_responses_files_or_logs() {
             "a response holds the value: {body}"
         );
     }
+    assert_no_file_holds(dir.path(), &[&canary], "while running");
     assert!(s.terminate());
-    for (file, bytes) in all_file_bytes(dir.path()) {
-        assert!(
-            !contains(&bytes, canary.as_bytes()),
-            "{} holds the value",
-            file.display()
-        );
-    }
+    assert_no_file_holds(dir.path(), &[&canary], "after a clean stop");
     let log = s.log();
     assert!(
         log.contains("mutation"),
@@ -521,4 +693,143 @@ async fn a_second_server_on_the_same_data_dir_is_refused() {
     );
     let (status, _) = call(&first, Method::GET, "/v1/environments", None).await;
     assert_eq!(status, StatusCode::OK, "the first one is unaffected");
+}
+
+/// Permission bits of `path`.
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test]
+async fn a_data_dir_other_users_can_enter_is_refused_unless_allowed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = refused(&data, &[], &[]);
+    assert!(
+        log.contains("is accessible to other users (mode 755)")
+            && log.contains("chmod 700")
+            && log.contains("--allow-shared-data-dir"),
+        "{log}"
+    );
+    assert!(!log.contains("ck_admin_"), "{log}");
+    assert!(
+        std::fs::read_dir(&data).unwrap().next().is_none(),
+        "nothing was created in it"
+    );
+
+    for (envs, extra) in [
+        (&[][..], &["--allow-shared-data-dir"][..]),
+        (&[("COFFER_ALLOW_SHARED_DATA_DIR", "1")][..], &[][..]),
+    ] {
+        let mut s = ServerProcess::start(&data, envs, extra);
+        assert!(
+            s.log()
+                .contains("the data dir is accessible to other users"),
+            "allowed, with a warning: {}",
+            s.log()
+        );
+        let (status, _) = put_a(&s).await;
+        assert!(status.is_success());
+        assert!(s.terminate());
+    }
+    assert_eq!(mode_of(&data), 0o755, "the operator's choice is left alone");
+}
+
+#[tokio::test]
+async fn every_file_is_private_under_umask_000() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let serve = |prelude: &str| {
+        let mut cmd = common::clean_shell_command(
+            prelude,
+            &["serve", "--listen", "127.0.0.1:0", "--data-dir"],
+        );
+        cmd.arg(&data);
+        let mut s = ServerProcess::spawn_command(cmd, &data);
+        s.wait_ready();
+        s
+    };
+    let check = |when: &str| {
+        assert_eq!(mode_of(&data), 0o700, "{when}: the data dir");
+        let files = all_file_bytes(&data);
+        assert!(files.len() >= 3, "{when}: db, lock, admin.key at least");
+        for (file, _) in files {
+            assert_eq!(mode_of(&file), 0o600, "{when}: {}", file.display());
+        }
+    };
+    let mut s = serve("umask 000");
+    let (status, _) = put_a(&s).await;
+    assert_eq!(status, StatusCode::CREATED);
+    check("while running");
+    assert!(s.terminate());
+    check("after a clean stop");
+    let mut s = serve("umask 000");
+    let (status, _) = put_a(&s).await;
+    assert_eq!(status, StatusCode::OK);
+    check("after a restart");
+    assert!(s.terminate());
+}
+
+#[tokio::test]
+async fn files_left_readable_by_an_older_build_are_made_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut s = start(&data, &[]);
+    put_a(&s).await;
+    assert!(s.terminate());
+    for name in ["coffer.db", "admin.key", "coffer.lock"] {
+        std::fs::set_permissions(data.join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let s = start(&data, &[]);
+    for (file, _) in all_file_bytes(&data) {
+        assert_eq!(mode_of(&file), 0o600, "{}", file.display());
+    }
+    assert!(
+        s.log().contains("made a file in the data dir private"),
+        "{}",
+        s.log()
+    );
+}
+
+#[tokio::test]
+async fn the_soft_open_file_limit_is_raised_to_the_hard_limit() {
+    let limits = |pid: u32| -> (String, String) {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap()
+            .to_owned();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields[3].to_owned(), fields[4].to_owned())
+    };
+    let (_, hard) = limits(std::process::id());
+    assert_ne!(hard, "256", "the test needs a hard limit above 256");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut cmd = common::clean_shell_command(
+        "ulimit -Sn 256",
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir"],
+    );
+    cmd.arg(&data);
+    let mut s = ServerProcess::spawn_command(cmd, &data);
+    s.wait_ready();
+    let (soft, server_hard) = limits(s.child.id());
+    assert_eq!(
+        soft,
+        server_hard,
+        "soft limit raised to the hard one:\n{}",
+        s.log()
+    );
+    assert_ne!(soft, "256");
+    assert!(
+        s.log().contains(&format!("open-file limit soft={soft}")),
+        "{}",
+        s.log()
+    );
 }

@@ -1,14 +1,21 @@
 //! Where the keyring comes from: `COFFER_SECRET_KEYS`, `COFFER_SECRET_KEYS_FILE`,
-//! `COFFER_MASTER_KEY`, first that is set wins; none set means dev mode.
+//! `COFFER_MASTER_KEY`, first that is set wins; none set means dev mode. An empty setting
+//! counts as unset.
+//!
+//! Nothing here ever formats a configured value: not the key material, and not the keyring
+//! file's path either, since a key pasted into `COFFER_SECRET_KEYS_FILE` by mistake would
+//! otherwise be printed as "the path".
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
 use coffer_crypto::{CryptoError, Key, KeyVersion, Keyring};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-/// The raw key settings, as the binary read them from its environment.
+/// The raw key settings, as the binary read them from its environment. An empty value (or
+/// one of whitespace only) counts as unset.
 #[derive(Default)]
 pub struct KeySources {
     /// `COFFER_SECRET_KEYS`: the keyring JSON itself.
@@ -33,12 +40,11 @@ pub enum KeyConfigError {
         /// Where parsing failed (position and category only).
         detail: String,
     },
-    /// The keyring file could not be read.
-    #[error("cannot read COFFER_SECRET_KEYS_FILE {path}: {error}")]
+    /// The keyring file could not be read. The path is not part of the error: it is a
+    /// configured value that may be key material set in the wrong variable.
+    #[error("cannot read the keyring file that COFFER_SECRET_KEYS_FILE names: {error}")]
     File {
-        /// The configured path.
-        path: PathBuf,
-        /// The I/O error.
+        /// The I/O error (its text never includes the path).
         error: std::io::Error,
     },
     /// A key version label that is not a positive integer. The label itself is not shown:
@@ -72,19 +78,110 @@ pub enum KeyConfigError {
     },
 }
 
+/// Something in the key settings the operator should fix, though start-up goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyWarning {
+    /// More than one key setting is set: only the first is used.
+    SeveralSources {
+        /// The setting that is used.
+        used: &'static str,
+        /// The settings that are ignored.
+        ignored: Vec<&'static str>,
+    },
+    /// Users other than the owner can access the keyring file.
+    SharedKeyringFile {
+        /// The file's permission bits.
+        mode: u32,
+    },
+}
+
+impl fmt::Display for KeyWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyWarning::SeveralSources { used, ignored } => write!(
+                f,
+                "several key settings are set: {used} is used, {} ignored; unset the others",
+                ignored.join(" and ")
+            ),
+            KeyWarning::SharedKeyringFile { mode } => write!(
+                f,
+                "the keyring file that COFFER_SECRET_KEYS_FILE names is accessible to other users (mode {mode:03o}); chmod 600 it"
+            ),
+        }
+    }
+}
+
+impl KeySources {
+    /// The names of the settings that are set, in order of precedence: the first is used.
+    pub fn set_names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.secret_keys().is_some() {
+            names.push("COFFER_SECRET_KEYS");
+        }
+        if self.secret_keys_file().is_some() {
+            names.push("COFFER_SECRET_KEYS_FILE");
+        }
+        if self.master_key().is_some() {
+            names.push("COFFER_MASTER_KEY");
+        }
+        names
+    }
+
+    fn secret_keys(&self) -> Option<&SecretString> {
+        non_blank(self.secret_keys.as_ref())
+    }
+
+    fn secret_keys_file(&self) -> Option<&Path> {
+        let path = self.secret_keys_file.as_deref()?;
+        (!path.as_os_str().is_empty()).then_some(path)
+    }
+
+    fn master_key(&self) -> Option<&SecretString> {
+        non_blank(self.master_key.as_ref())
+    }
+}
+
+fn non_blank(value: Option<&SecretString>) -> Option<&SecretString> {
+    value.filter(|v| !v.expose_secret().trim().is_empty())
+}
+
+/// What to tell the operator about the key settings: several set (which one wins), a
+/// keyring file that others can read. Never fails: a file that cannot be inspected here is
+/// reported by [`load_keyring`].
+pub fn key_warnings(sources: &KeySources) -> Vec<KeyWarning> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut warnings = Vec::new();
+    let names = sources.set_names();
+    if let [used, ignored @ ..] = names.as_slice()
+        && !ignored.is_empty()
+    {
+        warnings.push(KeyWarning::SeveralSources {
+            used,
+            ignored: ignored.to_vec(),
+        });
+    }
+    if names.first() == Some(&"COFFER_SECRET_KEYS_FILE")
+        && let Some(path) = sources.secret_keys_file()
+        && let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        warnings.push(KeyWarning::SharedKeyringFile {
+            mode: meta.permissions().mode() & 0o777,
+        });
+    }
+    warnings
+}
+
 /// Builds the keyring from the first source that is set; `Ok(None)` means dev mode.
 pub fn load_keyring(sources: &KeySources) -> Result<Option<Keyring>, KeyConfigError> {
-    if let Some(json) = &sources.secret_keys {
+    if let Some(json) = sources.secret_keys() {
         return parse_keyring_json("COFFER_SECRET_KEYS", json).map(Some);
     }
-    if let Some(path) = &sources.secret_keys_file {
-        let text = std::fs::read_to_string(path).map_err(|error| KeyConfigError::File {
-            path: path.clone(),
-            error,
-        })?;
+    if let Some(path) = sources.secret_keys_file() {
+        let text = std::fs::read_to_string(path).map_err(|error| KeyConfigError::File { error })?;
         return parse_keyring_json("COFFER_SECRET_KEYS_FILE", &SecretString::from(text)).map(Some);
     }
-    if let Some(material) = &sources.master_key {
+    if let Some(material) = sources.master_key() {
         let key = Key::from_material(material.expose_secret().trim()).map_err(|error| {
             KeyConfigError::BadKey {
                 source_name: "COFFER_MASTER_KEY",
@@ -110,12 +207,13 @@ fn parse_keyring_json(
 ) -> Result<Keyring, KeyConfigError> {
     let parsed: KeyringJson = serde_json::from_str(json.expose_secret()).map_err(|e| {
         // serde's messages can quote the input; report only where and what kind of error.
-        let detail = format!(
-            "{:?} error at line {} column {}",
-            e.classify(),
-            e.line(),
-            e.column()
-        );
+        let what = match e.classify() {
+            serde_json::error::Category::Io => "read error",
+            serde_json::error::Category::Syntax => "syntax error",
+            serde_json::error::Category::Data => "wrong type or unknown field",
+            serde_json::error::Category::Eof => "unexpected end",
+        };
+        let detail = format!("{what} at line {} column {}", e.line(), e.column());
         KeyConfigError::Malformed {
             source_name,
             detail,
@@ -258,5 +356,92 @@ mod tests {
             ..KeySources::default()
         };
         assert!(load_keyring(&src).unwrap().is_some());
+    }
+
+    #[test]
+    fn empty_settings_count_as_unset() {
+        let blank = KeySources {
+            secret_keys: Some("".into()),
+            secret_keys_file: Some(PathBuf::new()),
+            master_key: Some(" \n".into()),
+        };
+        assert!(load_keyring(&blank).unwrap().is_none(), "dev mode");
+        assert!(blank.set_names().is_empty());
+        let master_after_empty_json = KeySources {
+            secret_keys: Some("".into()),
+            master_key: Some(HEX.into()),
+            ..KeySources::default()
+        };
+        assert!(load_keyring(&master_after_empty_json).unwrap().is_some());
+        assert!(key_warnings(&master_after_empty_json).is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_keyring_file_is_named_by_its_variable_never_by_its_path() {
+        // Key material pasted into the _FILE variable by mistake.
+        let src = KeySources {
+            secret_keys_file: Some(PathBuf::from(HEX)),
+            ..KeySources::default()
+        };
+        let err = load_keyring(&src).unwrap_err();
+        for text in [err.to_string(), format!("{err:?}")] {
+            assert!(!text.contains(&HEX[..16]), "{text}");
+        }
+        assert!(err.to_string().contains("COFFER_SECRET_KEYS_FILE"), "{err}");
+    }
+
+    #[test]
+    fn malformed_json_says_what_went_wrong_in_words() {
+        let msg = load_keyring(&json("{")).unwrap_err().to_string();
+        assert!(msg.contains("unexpected end at line 1"), "{msg}");
+        assert!(!msg.contains("Eof"), "{msg}");
+    }
+
+    #[test]
+    fn several_settings_warn_naming_the_one_used() {
+        let src = KeySources {
+            secret_keys_file: Some(PathBuf::from("/nonexistent")),
+            master_key: Some(HEX.into()),
+            ..json("{}")
+        };
+        let warnings = key_warnings(&src);
+        assert_eq!(
+            warnings,
+            [KeyWarning::SeveralSources {
+                used: "COFFER_SECRET_KEYS",
+                ignored: vec!["COFFER_SECRET_KEYS_FILE", "COFFER_MASTER_KEY"],
+            }]
+        );
+        let text = warnings[0].to_string();
+        assert!(text.contains("COFFER_SECRET_KEYS is used"), "{text}");
+        assert!(!text.contains(HEX), "{text}");
+    }
+
+    #[test]
+    fn a_keyring_file_others_can_read_is_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        std::fs::write(
+            &path,
+            format!(r#"{{"currentKeyVersion": 1, "keys": {{"1": "{HEX}"}}}}"#),
+        )
+        .unwrap();
+        let src = KeySources {
+            secret_keys_file: Some(path.clone()),
+            ..KeySources::default()
+        };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(key_warnings(&src).is_empty());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(
+            key_warnings(&src),
+            [KeyWarning::SharedKeyringFile { mode: 0o644 }]
+        );
+        let text = key_warnings(&src)[0].to_string();
+        assert!(
+            text.contains("mode 644") && !text.contains("keys.json"),
+            "{text}"
+        );
     }
 }

@@ -22,7 +22,7 @@ pub use service::{
     AUTH_CACHE_TTL, Applied, Coffer, Encryption, ImportResult, Imported, MAX_IMPORT,
     MAX_VALUE_BYTES, Mutation, MutationRecord, NewApiKey, Page, Principal, Status,
 };
-pub use startup::{FirstAdminKey, StartupError, StartupOptions, StartupReport};
+pub use startup::{FirstAdminKey, StartupError, StartupOptions, StartupReport, check_admin_seed};
 
 pub use coffer_store::{
     ApiKeyId, ApiKeyMeta, EnvName, Environment, NameError, Revision, Role, SecretMeta, SecretName,

@@ -104,12 +104,7 @@ impl StartupOptions {
             return Err(StartupError::EncryptionRequired);
         }
         if let Some(seed) = &self.admin_key_seed {
-            let s = seed.expose_secret();
-            // Visible ASCII only: anything else cannot travel in an HTTP header, and a seed
-            // that can never authenticate would lock the installation out.
-            if !(32..=512).contains(&s.len()) || !s.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(StartupError::BadAdminSeed);
-            }
+            check_admin_seed(seed)?;
         }
         let coffer = Coffer::new(self.catalog, self.secrets, self.keyring);
         let new_canaries = check_keys(&coffer, self.allow_unreadable).await?;
@@ -133,6 +128,19 @@ impl StartupOptions {
             },
         ))
     }
+}
+
+/// Refuses a `COFFER_ADMIN_KEY` that could never authenticate: 32–512 visible ASCII
+/// characters. [`StartupOptions::start`] checks it too; a caller checks it early to refuse
+/// before it creates anything.
+pub fn check_admin_seed(seed: &SecretString) -> Result<(), StartupError> {
+    let s = seed.expose_secret();
+    // Visible ASCII only: anything else cannot travel in an HTTP header, and a seed that can
+    // never authenticate would lock the installation out.
+    if !(32..=512).contains(&s.len()) || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(StartupError::BadAdminSeed);
+    }
+    Ok(())
 }
 
 const CANARY_PLAINTEXT: &[u8] = b"coffer key canary";

@@ -6,6 +6,11 @@
 //! queue into a single transaction — one `SAVEPOINT` per write so a refused write changes
 //! nothing — and commits with `synchronous=FULL`: one fsync acknowledges the whole batch
 //! (group commit). A write is acknowledged only after its batch is durable.
+//!
+//! Removed contents: `secure_delete` zeroes what a write frees, and
+//! [`SqliteStore::checkpoint`] moves the write-ahead log into the database and truncates it
+//! (until then, old page images, such as plaintext that dev mode left, live on in
+//! `coffer.db-wal`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -50,6 +55,33 @@ impl SqliteStore {
             epoch,
             meta_cache: secrets::MetaCache::default(),
         })
+    }
+
+    /// Copies every committed page from `coffer.db-wal` into `coffer.db` and truncates the
+    /// log to zero bytes, so contents that writes overwrote or deleted (zeroed in the
+    /// database by `secure_delete`) no longer survive in older page images in the log.
+    /// Run it after encrypting what dev mode left and at shutdown.
+    ///
+    /// Blocking: it waits up to the busy timeout (5 s) for a reader or the writer to finish
+    /// a transaction, and fails if one is still open then. It runs on a short-lived
+    /// connection of its own: SQLite does not checkpoint on a connection inside a
+    /// transaction, and the writer thread is always inside one while it runs a job. A
+    /// checkpoint copies committed pages; it changes no row.
+    pub fn checkpoint(&self) -> StoreResult<()> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.readers.path, flags).map_err(unavailable)?;
+        conn.execute_batch(CHECKPOINTER_PRAGMAS)
+            .map_err(unavailable)?;
+        // One row: (busy, frames in the log, frames checkpointed).
+        let busy: i64 = conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+            .map_err(unavailable)?;
+        if busy != 0 {
+            return Err(StoreError::Unavailable(
+                "sqlite: a transaction stayed open, the write-ahead log was not truncated".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
@@ -111,11 +143,20 @@ impl ReadPool {
     }
 }
 
+/// `secure_delete`: a write that frees a value (an update, a delete, dev-mode plaintext
+/// replaced by its ciphertext) overwrites the freed bytes with zeros instead of leaving them
+/// in the file's free space.
+const WRITER_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+     PRAGMA busy_timeout = 5000; PRAGMA secure_delete = ON;";
+const READER_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA query_only = 1;";
+const CHECKPOINTER_PRAGMAS: &str =
+    "PRAGMA busy_timeout = 5000; PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;";
+
 fn configure(conn: &Connection, read_only: bool) -> StoreResult<()> {
     let pragmas = if read_only {
-        "PRAGMA busy_timeout = 5000; PRAGMA query_only = 1;"
+        READER_PRAGMAS
     } else {
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;"
+        WRITER_PRAGMAS
     };
     conn.execute_batch(pragmas).map_err(unavailable)?;
     conn.set_prepared_statement_cache_capacity(64);
@@ -264,6 +305,54 @@ mod tests {
             rolled_back, 0,
             "the panicking job's changes were rolled back"
         );
+    }
+
+    /// Plaintext that an update or a delete replaced must leave every file once the log is
+    /// checkpointed: zeroed in the database by `secure_delete`, gone from the truncated log.
+    #[tokio::test]
+    async fn a_checkpoint_leaves_no_overwritten_or_deleted_value_in_any_file() {
+        use coffer_store::{Catalog, EnvName, Environment, Precondition, SecretName, SecretStore};
+        let (store, dir) = fresh().await;
+        let env = EnvName::new("default").expect("name");
+        let at = Timestamp::from_millis(1);
+        let default = Environment {
+            name: env.clone(),
+            created_at: at,
+        };
+        let sys = &coffer_store::Actor::System;
+        store
+            .create_environment(&default, sys)
+            .await
+            .expect("create");
+        let plain = |v: String| coffer_store::StoredValue::Plain(secrecy::SecretString::from(v));
+        let old = |i: usize| format!("old-plaintext-{i:03}-{}", "x".repeat(i * 97));
+        for i in 0..40 {
+            let name = SecretName::new(&format!("S{i}")).expect("name");
+            let put = |v| store.put(&env, &name, plain(v), Precondition::None, at, sys);
+            put(old(i)).await.expect("put");
+            if i % 2 == 0 {
+                put(format!("new-{i}")).await.expect("update");
+            } else {
+                store
+                    .delete(&env, &name, Precondition::None, sys)
+                    .await
+                    .expect("delete");
+            }
+        }
+        store.checkpoint().expect("checkpoint");
+        let wal = std::fs::metadata(dir.path().join("coffer.db-wal")).expect("wal");
+        assert_eq!(wal.len(), 0, "the log is truncated");
+        for entry in std::fs::read_dir(dir.path()).expect("dir") {
+            let path = entry.expect("entry").path();
+            let bytes = std::fs::read(&path).expect("read");
+            assert!(
+                !bytes.windows(14).any(|w| w == b"old-plaintext-"),
+                "{} holds a replaced value",
+                path.display()
+            );
+        }
+        let rows = store.list(&env, None, 100).await.expect("list");
+        assert_eq!(rows.len(), 20, "the checkpoint changed no row");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,6 +16,21 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_coffer");
 pub fn clean_command(args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args);
+    without_coffer_variables(cmd)
+}
+
+/// `sh -c 'PRELUDE; exec coffer ARGS'`, cleaned like [`clean_command`]: for process
+/// settings only a shell makes (`umask`, `ulimit`). The child's pid is coffer's.
+pub fn clean_shell_command(prelude: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("{prelude}; exec \"$0\" \"$@\""))
+        .arg(BIN)
+        .args(args);
+    without_coffer_variables(cmd)
+}
+
+fn without_coffer_variables(mut cmd: Command) -> Command {
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("COFFER_") {
             cmd.env_remove(name);
@@ -47,8 +62,11 @@ pub struct ServerProcess {
     pub child: Child,
     /// The port it listens on, known once [`ServerProcess::wait_ready`] returned.
     pub port: u16,
-    /// `http://127.0.0.1:PORT`, known once [`ServerProcess::wait_ready`] returned.
+    /// `http://ADDR` (`http://127.0.0.1:PORT` unless told otherwise), known once
+    /// [`ServerProcess::wait_ready`] returned.
     pub base: String,
+    /// The address it logged, known once [`ServerProcess::wait_ready`] returned.
+    pub addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     log_path: PathBuf,
 }
@@ -58,13 +76,17 @@ impl ServerProcess {
     /// stderr goes to `DATA_DIR.log` beside the data dir. The server picks its own port and
     /// logs it, so parallel tests never race for a port guessed in advance.
     pub fn spawn(data_dir: &Path, envs: &[(&str, &str)], extra: &[&str]) -> ServerProcess {
+        let mut cmd = clean_command(&["serve", "--listen", "127.0.0.1:0", "--data-dir"]);
+        cmd.arg(data_dir).args(extra).envs(envs.iter().copied());
+        ServerProcess::spawn_command(cmd, data_dir)
+    }
+
+    /// Runs `cmd`, a complete `coffer serve …` command for `data_dir` (another listen
+    /// address, or through [`clean_shell_command`]), as [`ServerProcess::spawn`] does.
+    pub fn spawn_command(mut cmd: Command, data_dir: &Path) -> ServerProcess {
         let log_path = data_dir.with_extension("log");
         let log = std::fs::File::create(&log_path).unwrap();
-        let mut cmd = clean_command(&["serve", "--listen", "127.0.0.1:0", "--data-dir"]);
         let child = cmd
-            .arg(data_dir)
-            .args(extra)
-            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -74,6 +96,7 @@ impl ServerProcess {
             child,
             port: 0,
             base: String::new(),
+            addr: None,
             data_dir: data_dir.to_owned(),
             log_path,
         }
@@ -92,12 +115,15 @@ impl ServerProcess {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if self.port == 0
-                && let Some(port) = listening_port(&self.log())
+                && let Some(addr) = listening_addr(&self.log())
             {
-                self.port = port;
-                self.base = format!("http://127.0.0.1:{port}");
+                self.addr = Some(addr);
+                self.port = addr.port();
+                self.base = format!("http://{addr}");
             }
-            if self.port != 0 && healthz_answers(self.port) {
+            if let Some(addr) = self.addr
+                && healthz_answers(addr)
+            {
                 return;
             }
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -166,17 +192,17 @@ impl Drop for ServerProcess {
     }
 }
 
-/// The port in the server's `coffer is listening addr=127.0.0.1:PORT …` log line.
-fn listening_port(log: &str) -> Option<u16> {
+/// The address in the server's `coffer is listening addr=127.0.0.1:PORT …` log line.
+fn listening_addr(log: &str) -> Option<SocketAddr> {
     let line = log.lines().find(|l| l.contains("coffer is listening"))?;
     let addr = line
         .split_whitespace()
         .find_map(|w| w.strip_prefix("addr="))?;
-    addr.rsplit_once(':')?.1.parse().ok()
+    addr.parse().ok()
 }
 
-fn healthz_answers(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+fn healthz_answers(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect(addr) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
