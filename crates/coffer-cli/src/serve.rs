@@ -44,6 +44,43 @@ pub struct ServeArgs {
     /// Refuse to start when the configured secrets backend cannot be used.
     #[arg(long, env = "COFFER_REQUIRE_BACKEND", value_parser = clap::builder::FalseyValueParser::new())]
     require_backend: bool,
+    /// Open connections at most; one more is answered 503 `overloaded` and closed (lowered
+    /// to fit the open-file limit, with a warning).
+    #[arg(long, env = "COFFER_MAX_CONNECTIONS", default_value_t = coffer_api::ServeOptions::DEFAULT.max_connections as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
+    /// Seconds a request body may take to arrive once the server reads it (408 after).
+    #[arg(long, env = "COFFER_BODY_TIMEOUT_SECS", default_value_t = coffer_api::ServeOptions::DEFAULT.body_read_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    body_timeout_secs: u64,
+    /// MiB of request bodies held in memory at once across all requests (503 past it).
+    #[arg(long, env = "COFFER_BODY_MEMORY_MIB", default_value_t = (coffer_api::ServeOptions::DEFAULT.body_budget_bytes >> 20) as u64, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    body_memory_mib: u64,
+}
+
+impl ServeArgs {
+    /// The connection and body limits, the connection cap fitted to the open-file limit.
+    fn serve_options(&self, open_files: Option<u64>) -> coffer_api::ServeOptions {
+        // Descriptors the server needs besides client sockets: the database, its log and
+        // index, the listener, the runtime's own, a margin.
+        const RESERVED_FILES: u64 = 64;
+        let mut max_connections = self.max_connections as usize;
+        if let Some(limit) = open_files {
+            let fits = limit.saturating_sub(RESERVED_FILES).max(1) as usize;
+            if fits < max_connections {
+                tracing::warn!(
+                    requested = max_connections,
+                    allowed = fits,
+                    "the open-file limit is too low for --max-connections; lowering it (raise the hard limit: ulimit -Hn)"
+                );
+                max_connections = fits;
+            }
+        }
+        coffer_api::ServeOptions {
+            max_connections,
+            body_read_timeout: std::time::Duration::from_secs(self.body_timeout_secs),
+            body_budget_bytes: (self.body_memory_mib as usize) << 20,
+            ..coffer_api::ServeOptions::DEFAULT
+        }
+    }
 }
 
 /// Runs the server until a shutdown signal.
@@ -55,7 +92,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     restrict_umask();
     let data_dir = args.data_dir.clone();
     init_logging();
-    raise_open_file_limit();
+    let open_files = raise_open_file_limit();
     if args.database_url.is_some() {
         bail!(
             "COFFER_DATABASE_URL / --database-url: PostgreSQL is not supported by this build yet"
@@ -165,7 +202,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
     let coffer = Arc::new(coffer);
     let counters = tokio::spawn(flush_counters_periodically(coffer.clone()));
-    coffer_api::serve(listener, coffer.clone() as Arc<Coffer>, shutdown_signal()).await?;
+    let options = args.serve_options(open_files);
+    coffer_api::serve_with(
+        listener,
+        coffer.clone() as Arc<Coffer>,
+        shutdown_signal(),
+        options,
+    )
+    .await?;
     counters.abort();
     if let Err(e) = coffer.flush_counters().await {
         tracing::error!(error = %e, "cannot record encryption counts");
@@ -260,7 +304,8 @@ fn restrict_umask() {
 
 /// Each connection holds a descriptor; the usual soft limit of 1024 is reached long before
 /// the machine's limits are. The hard limit is what the operator allowed.
-fn raise_open_file_limit() {
+/// Returns the soft limit now in force (`None`: unlimited).
+fn raise_open_file_limit() -> Option<u64> {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let before = getrlimit(Resource::Nofile);
     if before.current != before.maximum {
@@ -283,6 +328,7 @@ fn raise_open_file_limit() {
         hard = %limit_text(now.maximum),
         "open-file limit"
     );
+    now.current
 }
 
 fn limit_text(limit: Option<u64>) -> String {

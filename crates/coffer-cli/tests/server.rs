@@ -833,3 +833,41 @@ async fn the_soft_open_file_limit_is_raised_to_the_hard_limit() {
         s.log()
     );
 }
+
+/// `--max-connections` caps open connections: one more gets a JSON 503 and is closed. A
+/// hard open-file limit below the cap lowers it, with a warning.
+#[tokio::test]
+async fn max_connections_caps_open_connections_and_fits_the_open_file_limit() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = ServerProcess::start(&data, &[], &["--max-connections", "3"]);
+    let addr = s.addr.expect("listening");
+    let idle: Vec<_> = (0..3)
+        .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+        .collect();
+    let mut over = std::net::TcpStream::connect(addr).expect("connect");
+    over.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    over.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = over.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains(r#""code":"overloaded""#), "{answer}");
+    drop(idle);
+
+    let data = dir.path().join("low");
+    let mut cmd = common::clean_shell_command(
+        "ulimit -n 100",
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir"],
+    );
+    cmd.arg(&data);
+    let mut low = ServerProcess::spawn_command(cmd, &data);
+    low.wait_ready();
+    assert!(
+        low.log().contains("lowering it") && low.log().contains("allowed=36"),
+        "{}",
+        low.log()
+    );
+}
