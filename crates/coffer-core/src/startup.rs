@@ -60,7 +60,8 @@ pub enum StartupError {
     EncryptionRequired,
     /// Dev mode on data that holds encrypted values.
     #[error(
-        "no key is configured, but {count} stored values are encrypted and could not be read: set the key they were written with"
+        "no key is configured, but {} encrypted and could not be read: set the key they were written with",
+        stored_values(*count, "is", "are")
     )]
     EncryptedValuesNeedKey {
         /// How many values are encrypted.
@@ -68,7 +69,8 @@ pub enum StartupError {
     },
     /// A key that does not open its version's canary.
     #[error(
-        "key version {version} is wrong: it does not open the canary sealed under version {version} ({values} stored values use that version); restore the original key for version {version}"
+        "key version {version} is wrong: it does not open the canary sealed under version {version} ({} that version); restore the original key for version {version}",
+        stored_values(*values, "uses", "use")
     )]
     WrongKey {
         /// The version whose key is wrong.
@@ -78,7 +80,8 @@ pub enum StartupError {
     },
     /// Values stored under a version the keyring no longer has.
     #[error(
-        "key version {version} is missing from the keyring but {values} stored values use it; add it back (then run `coffer keys rewrap` before removing it), or start with --allow-unreadable to leave those values unreadable"
+        "key version {version} is missing from the keyring but {} it; add it back (then run `coffer keys rewrap` before removing it), or start with --allow-unreadable to leave those values unreadable",
+        stored_values(*values, "uses", "use")
     )]
     MissingKeyVersion {
         /// The missing version.
@@ -224,4 +227,13 @@ async fn bootstrap(
     };
     let first = coffer.catalog().bootstrap(&env, &record).await?;
     Ok(first.then_some(FirstAdminKey { key, seeded }))
+}
+
+/// `1 stored value is` / `3 stored values are`: counts in messages read as English.
+fn stored_values(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 stored value {one}")
+    } else {
+        format!("{n} stored values {many}")
+    }
 }
