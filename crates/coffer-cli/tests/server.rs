@@ -309,7 +309,7 @@ async fn the_wrong_key_stops_start_up_before_anything_is_served() {
     assert!(!s.wait_exit(), "a wrong key is a start-up error");
     let log = s.log();
     assert!(log.contains("key version 1 is wrong"), "{log}");
-    assert!(log.contains("1 stored values"), "{log}");
+    assert!(log.contains("1 stored value uses that version"), "{log}");
     assert!(!log.contains("listening"), "nothing was served: {log}");
 }
 
