@@ -27,6 +27,8 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(serve::ServeArgs),
+    /// Print the OpenAPI 3.1 document of the HTTP API (generated here; no server needed).
+    Openapi,
     #[command(flatten)]
     Client(client::ClientCommand),
 }
@@ -46,6 +48,14 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Openapi => {
+                let document = coffer_api::openapi().to_pretty_json()?;
+                std::io::Write::write_all(
+                    &mut std::io::stdout(),
+                    format!("{document}\n").as_bytes(),
+                )?;
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Client(cmd) => client::run(cmd).await,
         }
     });
