@@ -45,7 +45,9 @@ pub fn app_with(coffer: Arc<Coffer>, options: &ServeOptions) -> Router {
 
 /// The OpenAPI 3.1 document of every route, as `GET /v1/openapi.json` serves it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    documented_routes().into_openapi()
+    let mut document = documented_routes().into_openapi();
+    openapi::optional_bodies_may_be_absent(&mut document);
+    document
 }
 
 /// Every route, each registered together with its handler's `#[utoipa::path]` operation:

@@ -58,6 +58,43 @@ impl Modify for BearerScheme {
     }
 }
 
+/// utoipa writes an optional body (`Option<T>`) as `oneOf: [null, T]`, which says a JSON
+/// `null` is a valid body; the server refuses one (400). Optional means the body may be left
+/// out (`required` stays unset), so its schema is `T` alone.
+pub fn optional_bodies_may_be_absent(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::schema::{Schema, SchemaType, Type};
+    use utoipa::openapi::{RefOr, Required};
+    let is_null = |s: &RefOr<Schema>| matches!(s, RefOr::T(Schema::Object(o)) if o.schema_type == SchemaType::Type(Type::Null));
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let Some(body) = &mut operation.request_body else {
+                continue;
+            };
+            if body.required == Some(Required::True) {
+                continue;
+            }
+            for content in body.content.values_mut() {
+                if let Some(RefOr::T(Schema::OneOf(one_of))) = &content.schema
+                    && let [only] = one_of
+                        .items
+                        .iter()
+                        .filter(|s| !is_null(s))
+                        .collect::<Vec<_>>()[..]
+                {
+                    content.schema = Some(only.clone());
+                }
+            }
+        }
+    }
+}
+
 /// `unauthorized`: no key, or a key that is unknown or revoked.
 #[derive(IntoResponses)]
 #[response(

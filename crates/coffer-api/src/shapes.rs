@@ -278,6 +278,8 @@ pub struct PutSecret {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportSecrets {
+    /// 1 to 1000 secrets, each name at most once.
+    #[schema(min_items = 1, max_items = 1000)]
     pub secrets: Vec<ImportEntry>,
 }
 

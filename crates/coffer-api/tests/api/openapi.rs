@@ -268,3 +268,16 @@ fn errors_share_one_body_and_secret_values_are_write_only() {
         assert!(!schema.contains("PutSecret") && !schema.contains("ImportEntry"));
     }
 }
+
+#[test]
+fn an_optional_body_may_be_absent_but_is_never_null() {
+    let doc = serde_json::to_value(coffer_api::openapi()).unwrap();
+    let body = &doc["paths"]["/v1/keys/rewrap"]["post"]["requestBody"];
+    assert!(body.get("required").is_none(), "{body}");
+    assert_eq!(
+        body["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/RewrapRequest"
+    );
+    let put = &doc["paths"]["/v1/environments/{env}/secrets/{name}"]["put"]["requestBody"];
+    assert_eq!(put["required"], true);
+}
