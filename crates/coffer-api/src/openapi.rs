@@ -32,7 +32,7 @@ pub fn base() -> utoipa::openapi::OpenApi {
     components(schemas(ErrorBody)),
     modifiers(&BearerScheme),
     tags(
-        (name = "health", description = "Liveness, readiness, status and metrics (no auth)"),
+        (name = "health", description = "Liveness, readiness, status, metrics and this document (no auth)"),
         (name = "environments", description = "Environments (admin; a manage key lists its own)"),
         (name = "api-keys", description = "API keys (admin)"),
         (name = "secrets", description = "Secret metadata and writes (admin, or manage of the environment)"),
