@@ -11,6 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 die() { echo "openapi-check: $*" >&2; exit 1; }
+# Every request here goes to 127.0.0.1; never through a proxy from the environment.
+unset http_proxy https_proxy all_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY
 
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/coffer-test/venv"
 requirements=scripts/openapi-check.requirements.txt
