@@ -11,8 +11,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 die() { echo "openapi-check: $*" >&2; exit 1; }
-# Every request here goes to 127.0.0.1; never through a proxy from the environment.
-unset http_proxy https_proxy all_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY
 
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/coffer-test/venv"
 requirements=scripts/openapi-check.requirements.txt
@@ -31,6 +29,10 @@ fi
 cargo build --quiet --locked --bin coffer
 coffer="${CARGO_TARGET_DIR:-target}/debug/coffer"
 [ -x "$coffer" ] || die "no binary at $coffer"
+
+# From here every request goes to 127.0.0.1: never through a proxy from the environment
+# (pip, above, may need one).
+unset http_proxy https_proxy all_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY
 
 work=$(mktemp -d)
 pid=
