@@ -24,3 +24,4 @@ scripts/check-schema.sh "$COFFER_TEST_DATABASE_URL"
 
 echo "== cargo test"
 cargo test --workspace --locked -- --test-threads="${COFFER_TEST_THREADS:-2}"
+scripts/openapi-check.sh  # the OpenAPI document: valid 3.1, and the real server answers as it says

@@ -6,7 +6,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use coffer_core::{CoreError, NameError};
 use coffer_store::StoreError;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// An error response: `{"error": {"code", "message", ...}}`.
 #[derive(Debug)]
@@ -168,13 +169,38 @@ impl From<CoreError> for ApiError {
     }
 }
 
+/// The body of every error response.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Error)]
+pub(crate) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+// Fields in alphabetical order: as `json!` (a sorted map) wrote them before this type existed.
+/// What went wrong.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ErrorDetail {
+    /// A stable code (`docs/API.md` lists them).
+    #[schema(example = "secret_not_found")]
+    code: &'static str,
+    /// With `revision_conflict` only: the secret's revision now (0: it does not exist).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current_revision: Option<u64>,
+    /// Human text; never contains a secret value.
+    message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({ "code": self.code, "message": self.message });
-        if let Some(rev) = self.current_revision {
-            error["currentRevision"] = json!(rev);
-        }
-        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                current_revision: self.current_revision,
+                message: self.message,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()
@@ -188,5 +214,31 @@ impl IntoResponse for ApiError {
                 .insert(axum::http::header::WWW_AUTHENTICATE, challenge);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_error_body_keeps_its_bytes() {
+        let mut conflict = ApiError::new(StatusCode::CONFLICT, "revision_conflict", "m");
+        conflict.current_revision = Some(3);
+        for (err, expected) in [
+            (
+                ApiError::route_not_found(),
+                r#"{"error":{"code":"route_not_found","message":"no such route"}}"#,
+            ),
+            (
+                conflict,
+                r#"{"error":{"code":"revision_conflict","currentRevision":3,"message":"m"}}"#,
+            ),
+        ] {
+            let body = axum::body::to_bytes(err.into_response().into_body(), 1024)
+                .await
+                .unwrap();
+            assert_eq!(std::str::from_utf8(&body).unwrap(), expected);
+        }
     }
 }

@@ -1,5 +1,9 @@
 //! Handlers. Each one: authenticate (extractor) → parse path names → authorize → parse the
 //! body → call the service.
+//!
+//! Each handler carries its OpenAPI operation (`#[utoipa::path]`): the router registers the
+//! two together, so a route cannot exist without its entry in `GET /v1/openapi.json`. The
+//! error responses name the types of `crate::openapi`, one per status.
 
 use std::sync::Arc;
 
@@ -13,10 +17,10 @@ use coffer_core::{
     ApiKeyId, Applied, Coffer, Encryption, EnvName, Mutation, REWRAP_BATCH, Role, SecretName,
     ValueStatus,
 };
-use serde_json::json;
 
 use crate::error::ApiError;
 use crate::extract::{Caller, JsonBody, NoQuery, PathParams, QueryParams};
+use crate::openapi::*;
 use crate::shapes::*;
 
 type State_ = State<Arc<Coffer>>;
@@ -25,43 +29,94 @@ type ApiResult = Result<Response, ApiError>;
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
-pub async fn healthz(_: QueryParams<NoQuery>) -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "Alive", body = HealthJson), InvalidQuery))]
+pub async fn healthz(_: QueryParams<NoQuery>) -> Json<HealthJson> {
+    Json(HealthJson {
+        status: HealthState::Ok,
+    })
 }
 
+/// Readiness: storage answers.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "Ready", body = HealthJson), InvalidQuery, Unavailable))]
 pub async fn readyz(State(coffer): State_, _: QueryParams<NoQuery>) -> ApiResult {
     coffer.ready().await?;
-    Ok(Json(json!({ "status": "ready" })).into_response())
+    Ok(Json(HealthJson {
+        status: HealthState::Ready,
+    })
+    .into_response())
 }
 
-pub async fn status(State(coffer): State_, _: QueryParams<NoQuery>) -> Json<serde_json::Value> {
+/// Version, backend and encryption state.
+#[utoipa::path(get, path = "/v1/status", tag = "health",
+    responses((status = 200, description = "Status", body = StatusJson), InvalidQuery))]
+pub async fn status(State(coffer): State_, _: QueryParams<NoQuery>) -> Json<StatusJson> {
     let s = coffer.status();
-    let (encryption, current) = match s.encryption {
+    let (encryption, current_key_version) = match s.encryption {
         Encryption::Enabled {
             current_key_version,
-        } => ("enabled", Some(current_key_version)),
-        Encryption::Disabled => ("disabled", None),
+        } => (EncryptionState::Enabled, Some(current_key_version)),
+        Encryption::Disabled => (EncryptionState::Disabled, None),
     };
-    Json(json!({
-        "version": s.version,
-        "backend": s.backend,
-        "encryption": encryption,
-        "currentKeyVersion": current,
-        "unreadableValues": s.unreadable_values,
-        "warnings": s.warnings,
-    }))
+    Json(StatusJson {
+        backend: s.backend,
+        current_key_version,
+        encryption,
+        unreadable_values: s.unreadable_values,
+        version: s.version,
+        warnings: s.warnings,
+    })
 }
 
+/// This document: the OpenAPI 3.1 description of every route.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "health",
+    responses(
+        (status = 200, description = "The OpenAPI document", body = Object, content_type = "application/json"),
+        InvalidQuery,
+    ))]
+pub async fn openapi_json(_: QueryParams<NoQuery>) -> Response {
+    static DOCUMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        serde_json::to_string(&crate::openapi()).unwrap_or_else(|e| {
+            // Serializing plain data cannot fail; answer an empty document if it ever does.
+            tracing::error!(error = %e, "cannot serialize the OpenAPI document");
+            "{}".to_owned()
+        })
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        DOCUMENT.as_str(),
+    )
+        .into_response()
+}
+
+/// Environments: all for an admin key, its own for a manage key.
+#[utoipa::path(get, path = "/v1/environments", tag = "environments",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The environments", body = EnvironmentsJson),
+        Unauthorized, InvalidQuery, Forbidden, Unavailable,
+    ))]
 pub async fn list_environments(
     State(coffer): State_,
     Caller(who): Caller,
     _: QueryParams<NoQuery>,
 ) -> ApiResult {
     let envs = coffer.list_environments(&who).await?;
-    let envs: Vec<EnvironmentJson> = envs.iter().map(Into::into).collect();
-    Ok(Json(json!({ "environments": envs })).into_response())
+    let environments = envs.iter().map(Into::into).collect();
+    Ok(Json(EnvironmentsJson { environments }).into_response())
 }
 
+/// Creates an environment.
+#[utoipa::path(post, path = "/v1/environments", tag = "environments",
+    security(("bearer" = [])),
+    request_body = CreateEnvironment,
+    responses(
+        (status = 201, description = "Created", body = EnvironmentJson),
+        Unauthorized, Forbidden, BadBody, BodyTimeout, BodyTooLarge, UnsupportedMediaType,
+        InvalidInput, EnvironmentExists, Unavailable,
+    ))]
 pub async fn create_environment(
     State(coffer): State_,
     Caller(who): Caller,
@@ -80,11 +135,19 @@ pub async fn create_environment(
     }
 }
 
+/// Deletes an environment, its secrets and the API keys scoped to it.
+#[utoipa::path(delete, path = "/v1/environments/{env}", tag = "environments",
+    security(("bearer" = [])),
+    params(EnvPath),
+    responses(
+        (status = 204, description = "Deleted"),
+        Unauthorized, InvalidQuery, InvalidName, Forbidden, EnvironmentNotFound, Unavailable,
+    ))]
 pub async fn delete_environment(
     State(coffer): State_,
     Caller(who): Caller,
     _: QueryParams<NoQuery>,
-    PathParams(env): PathParams<String>,
+    PathParams(EnvPath { env }): PathParams<EnvPath>,
 ) -> ApiResult {
     let name = EnvName::new(&env)?;
     coffer
@@ -93,16 +156,32 @@ pub async fn delete_environment(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// API keys, without the keys themselves.
+#[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The API keys", body = ApiKeysJson),
+        Unauthorized, InvalidQuery, Forbidden, Unavailable,
+    ))]
 pub async fn list_api_keys(
     State(coffer): State_,
     Caller(who): Caller,
     _: QueryParams<NoQuery>,
 ) -> ApiResult {
     let keys = coffer.list_api_keys(&who).await?;
-    let keys: Vec<ApiKeyJson> = keys.iter().map(Into::into).collect();
-    Ok(Json(json!({ "apiKeys": keys })).into_response())
+    let api_keys = keys.iter().map(Into::into).collect();
+    Ok(Json(ApiKeysJson { api_keys }).into_response())
 }
 
+/// Creates an API key; the response is the one place the key is shown.
+#[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys",
+    security(("bearer" = [])),
+    request_body = CreateApiKey,
+    responses(
+        (status = 201, description = "Created; `key` is shown this once", body = ApiKeyJson),
+        Unauthorized, Forbidden, BadBody, BodyTimeout, BodyTooLarge, UnsupportedMediaType,
+        InvalidInput, EnvironmentNotFound, Unavailable,
+    ))]
 pub async fn create_api_key(
     State(coffer): State_,
     Caller(who): Caller,
@@ -140,11 +219,20 @@ pub async fn create_api_key(
     }
 }
 
+/// Revokes (deletes) an API key; the next request with it gets 401.
+#[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "api-keys",
+    security(("bearer" = [])),
+    params(ApiKeyPath),
+    responses(
+        (status = 204, description = "Revoked"),
+        Unauthorized, InvalidQuery, InvalidName, Forbidden, ApiKeyNotFound, LastAdminKey,
+        Unavailable,
+    ))]
 pub async fn revoke_api_key(
     State(coffer): State_,
     Caller(who): Caller,
     _: QueryParams<NoQuery>,
-    PathParams(id): PathParams<String>,
+    PathParams(ApiKeyPath { id }): PathParams<ApiKeyPath>,
 ) -> ApiResult {
     let id = ApiKeyId::new(&id)?;
     coffer.require_admin(&who)?;
@@ -152,10 +240,18 @@ pub async fn revoke_api_key(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Secret metadata of one environment, a page at a time, in name order.
+#[utoipa::path(get, path = "/v1/environments/{env}/secrets", tag = "secrets",
+    security(("bearer" = [])),
+    params(EnvPath, ListQuery),
+    responses(
+        (status = 200, description = "One page", body = SecretPageJson),
+        Unauthorized, InvalidQuery, InvalidName, Forbidden, EnvironmentNotFound, Unavailable,
+    ))]
 pub async fn list_secrets(
     State(coffer): State_,
     Caller(who): Caller,
-    PathParams(env): PathParams<String>,
+    PathParams(EnvPath { env }): PathParams<EnvPath>,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult {
     let env = EnvName::new(&env)?;
@@ -170,22 +266,35 @@ pub async fn list_secrets(
     let page = coffer
         .list_secrets(&who, &env, after.as_ref(), limit)
         .await?;
-    let secrets: Vec<SecretMetaJson> = page
+    let secrets = page
         .items
         .iter()
         .map(|m| SecretMetaJson::new(m, coffer.value_status(m)))
         .collect();
-    let next = page.next.map(|n| URL_SAFE_NO_PAD.encode(n.as_str()));
-    Ok(Json(json!({ "secrets": secrets, "nextCursor": next })).into_response())
+    let next_cursor = page.next.map(|n| URL_SAFE_NO_PAD.encode(n.as_str()));
+    Ok(Json(SecretPageJson {
+        next_cursor,
+        secrets,
+    })
+    .into_response())
 }
 
 /// Sets several secrets at once, all or none; values equal to the stored ones are left
 /// alone and reported `unchanged`.
+#[utoipa::path(post, path = "/v1/environments/{env}/secrets", tag = "secrets",
+    security(("bearer" = [])),
+    params(EnvPath),
+    request_body = ImportSecrets,
+    responses(
+        (status = 200, description = "Imported, all of them", body = ImportedSecretsJson),
+        Unauthorized, Forbidden, BadBody, BodyTimeout, ValueTooLarge, UnsupportedMediaType,
+        InvalidInput, EnvironmentNotFound, RevisionConflict, Unavailable,
+    ))]
 pub async fn import_secrets(
     State(coffer): State_,
     Caller(who): Caller,
     _: QueryParams<NoQuery>,
-    PathParams(env): PathParams<String>,
+    PathParams(EnvPath { env }): PathParams<EnvPath>,
     body: JsonBody,
 ) -> ApiResult {
     let env = EnvName::new(&env)?;
@@ -201,28 +310,47 @@ pub async fn import_secrets(
         .await?
     {
         Applied::SecretsImported(all) => {
-            let secrets: Vec<ImportedJson> = all.iter().map(Into::into).collect();
-            Ok(Json(json!({ "secrets": secrets })).into_response())
+            let secrets = all.iter().map(Into::into).collect();
+            Ok(Json(ImportedSecretsJson { secrets }).into_response())
         }
         other => Err(unexpected(other)),
     }
 }
 
+/// One secret's metadata (never its value).
+#[utoipa::path(get, path = "/v1/environments/{env}/secrets/{name}", tag = "secrets",
+    security(("bearer" = [])),
+    params(SecretPath),
+    responses(
+        (status = 200, description = "The secret's metadata", body = SecretMetaJson),
+        Unauthorized, InvalidQuery, InvalidName, Forbidden, SecretNotFound, Unavailable,
+    ))]
 pub async fn get_secret(
     State(coffer): State_,
     Caller(who): Caller,
     _: QueryParams<NoQuery>,
-    PathParams((env, name)): PathParams<(String, String)>,
+    PathParams(SecretPath { env, name }): PathParams<SecretPath>,
 ) -> ApiResult {
     let (env, name) = (EnvName::new(&env)?, SecretName::new(&name)?);
     let meta = coffer.secret_meta(&who, &env, &name).await?;
     Ok(Json(SecretMetaJson::new(&meta, coffer.value_status(&meta))).into_response())
 }
 
+/// Sets a secret's value; with `expectedRevision`, only if the secret is at that revision.
+#[utoipa::path(put, path = "/v1/environments/{env}/secrets/{name}", tag = "secrets",
+    security(("bearer" = [])),
+    params(SecretPath, RevisionQuery),
+    request_body = PutSecret,
+    responses(
+        (status = 200, description = "Updated", body = SecretMetaJson),
+        (status = 201, description = "Created", body = SecretMetaJson),
+        Unauthorized, Forbidden, BadBody, BodyTimeout, ValueTooLarge, UnsupportedMediaType,
+        InvalidInput, EnvironmentNotFound, RevisionConflict, Unavailable,
+    ))]
 pub async fn put_secret(
     State(coffer): State_,
     Caller(who): Caller,
-    PathParams((env, name)): PathParams<(String, String)>,
+    PathParams(SecretPath { env, name }): PathParams<SecretPath>,
     QueryParams(q): QueryParams<RevisionQuery>,
     body: JsonBody,
 ) -> ApiResult {
@@ -262,10 +390,19 @@ pub async fn put_secret(
     }
 }
 
+/// Deletes a secret; with `expectedRevision`, only that revision.
+#[utoipa::path(delete, path = "/v1/environments/{env}/secrets/{name}", tag = "secrets",
+    security(("bearer" = [])),
+    params(SecretPath, RevisionQuery),
+    responses(
+        (status = 204, description = "Deleted"),
+        Unauthorized, InvalidQuery, InvalidInput, Forbidden, SecretNotFound, RevisionConflict,
+        Unavailable,
+    ))]
 pub async fn delete_secret(
     State(coffer): State_,
     Caller(who): Caller,
-    PathParams((env, name)): PathParams<(String, String)>,
+    PathParams(SecretPath { env, name }): PathParams<SecretPath>,
     QueryParams(q): QueryParams<RevisionQuery>,
 ) -> ApiResult {
     let (env, name) = (EnvName::new(&env)?, SecretName::new(&name)?);
@@ -283,6 +420,13 @@ pub async fn delete_secret(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Key versions and what uses them; never key material.
+#[utoipa::path(get, path = "/v1/keys", tag = "keys",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The key lifecycle", body = KeyStatusJson),
+        Unauthorized, InvalidQuery, Forbidden, Unavailable,
+    ))]
 pub async fn key_status(
     State(coffer): State_,
     Caller(who): Caller,
@@ -294,6 +438,14 @@ pub async fn key_status(
 
 /// Re-encrypts to the current key version: every value, or one batch from `cursor` when
 /// `limit` is given (the CLI pages to show progress; a crash resumes from any cursor).
+#[utoipa::path(post, path = "/v1/keys/rewrap", tag = "keys",
+    security(("bearer" = [])),
+    request_body(content = Option<RewrapRequest>, description = "Optional: no body rewraps everything"),
+    responses(
+        (status = 200, description = "What was rewrapped", body = RewrapJson),
+        Unauthorized, Forbidden, BadBody, BodyTimeout, BodyTooLarge, UnsupportedMediaType,
+        InvalidInput, Unavailable,
+    ))]
 pub async fn rewrap(
     State(coffer): State_,
     Caller(who): Caller,
@@ -336,6 +488,12 @@ pub async fn rewrap(
 }
 
 /// Prometheus text exposition; no auth, no names or values, counts only.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses(
+        (status = 200, description = "Prometheus text exposition", body = String,
+            content_type = "text/plain"),
+        InvalidQuery,
+    ))]
 pub async fn metrics(State(coffer): State_, _: QueryParams<NoQuery>) -> Response {
     let s = coffer.status();
     let mut out = String::new();

@@ -1,13 +1,14 @@
 //! JSON shapes of requests and responses (camelCase, RFC 3339 UTC timestamps).
 
 use coffer_core::{
-    ApiKeyMeta, Environment, ImportResult, Imported, KeyStatus, Revision, RewrapReport, SecretMeta,
-    Timestamp, ValueStatus,
+    ApiKeyMeta, Environment, ImportResult, Imported, KeyStatus, Revision, RewrapReport, Role,
+    SecretMeta, Timestamp, ValueStatus,
 };
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::macros::format_description;
+use utoipa::{IntoParams, ToSchema};
 
 /// `2026-11-23T04:35:25.123Z`.
 pub fn rfc3339(ts: Timestamp) -> String {
@@ -19,10 +20,14 @@ pub fn rfc3339(ts: Timestamp) -> String {
         .unwrap_or_default()
 }
 
-#[derive(Serialize)]
+/// An environment.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Environment)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentJson {
+    #[schema(example = "production")]
     name: String,
+    #[schema(format = DateTime, example = "2026-11-23T04:35:25.123Z")]
     created_at: String,
 }
 
@@ -35,16 +40,34 @@ impl From<&Environment> for EnvironmentJson {
     }
 }
 
-#[derive(Serialize)]
+/// A secret's metadata; its value is never shown.
+#[derive(Serialize, ToSchema)]
+#[schema(as = SecretMeta)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretMetaJson {
+    #[schema(example = "DATABASE_URL")]
     name: String,
+    #[schema(example = "production")]
     environment: String,
+    /// Starts at 1 and grows by 1 per update.
+    #[schema(value_type = u64, minimum = 1)]
     revision: Revision,
+    /// The key version the value is sealed under; 0 for a value stored unencrypted (dev mode).
     key_version: u32,
-    status: &'static str,
+    status: SecretStatus,
+    #[schema(format = DateTime, example = "2026-11-23T04:35:25.123Z")]
     created_at: String,
+    #[schema(format = DateTime, example = "2026-11-23T04:35:25.123Z")]
     updated_at: String,
+}
+
+/// `unreadable` when the value cannot be opened with the configured keys; writing the secret
+/// again repairs it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretStatus {
+    Ok,
+    Unreadable,
 }
 
 impl SecretMetaJson {
@@ -55,8 +78,8 @@ impl SecretMetaJson {
             revision: m.revision,
             key_version: m.key_version,
             status: match status {
-                ValueStatus::Ok => "ok",
-                ValueStatus::Unreadable => "unreadable",
+                ValueStatus::Ok => SecretStatus::Ok,
+                ValueStatus::Unreadable => SecretStatus::Unreadable,
             },
             created_at: rfc3339(m.created_at),
             updated_at: rfc3339(m.updated_at),
@@ -64,13 +87,21 @@ impl SecretMetaJson {
     }
 }
 
-#[derive(Serialize)]
+/// What one rewrap request did.
+#[derive(Serialize, ToSchema)]
+#[schema(as = RewrapReport)]
 #[serde(rename_all = "camelCase")]
 pub struct RewrapJson {
+    /// Values re-encrypted under the current key version.
     rewrapped: u64,
+    /// Values already under the current version (opened to verify, not rewritten).
     already_current: u64,
+    /// Values that could not be opened with the configured keys.
     unreadable: u64,
+    /// Values written by someone else while they were being rewrapped (left as written).
     updated_concurrently: u64,
+    /// Send it back as `cursor` to continue; `null` when the walk is done.
+    #[schema(required = true)]
     next_cursor: Option<String>,
 }
 
@@ -86,33 +117,53 @@ impl RewrapJson {
     }
 }
 
-#[derive(Serialize)]
+/// The key lifecycle: which versions exist and what uses them. Never key material.
+#[derive(Serialize, ToSchema)]
+#[schema(as = KeyStatus)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyStatusJson {
-    encryption: &'static str,
+    encryption: EncryptionState,
+    /// The version new writes use; `null` in dev mode.
+    #[schema(required = true)]
     current_key_version: Option<u32>,
     keys: Vec<KeyVersionJson>,
+    /// Values stored unencrypted (written in dev mode).
     plaintext_values: u64,
+    /// Values that cannot be opened with the configured keys.
     unreadable_values: u64,
 }
 
-#[derive(Serialize)]
+/// One key version.
+#[derive(Serialize, ToSchema)]
+#[schema(as = KeyVersion)]
 #[serde(rename_all = "camelCase")]
 struct KeyVersionJson {
     version: u32,
+    /// New writes use this version.
     current: bool,
+    /// The configured keyring holds this version.
     in_keyring: bool,
+    /// Values sealed under this version.
     values: u64,
+    /// Encryptions made under this version (for its nonce budget).
     encryptions: u64,
+}
+
+/// Whether values are encrypted at rest (`disabled`: dev mode).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EncryptionState {
+    Enabled,
+    Disabled,
 }
 
 impl From<&KeyStatus> for KeyStatusJson {
     fn from(k: &KeyStatus) -> Self {
         KeyStatusJson {
             encryption: if k.current.is_some() {
-                "enabled"
+                EncryptionState::Enabled
             } else {
-                "disabled"
+                EncryptionState::Disabled
             },
             current_key_version: k.current,
             keys: k
@@ -132,24 +183,44 @@ impl From<&KeyStatus> for KeyStatusJson {
     }
 }
 
-#[derive(Deserialize, Default)]
+/// Re-encrypt to the current key version: everything (no `limit`) or one batch.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RewrapRequest {
+    /// The `nextCursor` of the previous batch.
     pub cursor: Option<String>,
+    /// Values in this batch; without it, every value in one request.
+    #[schema(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
-#[derive(Serialize)]
+/// An API key's description; `key` only in the response that creates it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ApiKey)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeyJson {
+    #[schema(example = "ak_0123456789abcdef")]
     id: String,
+    #[schema(example = "deploy")]
     name: String,
-    role: &'static str,
+    role: RoleName,
+    /// The environment a `manage` or `runtime` key is scoped to; `null` for `admin`.
+    #[schema(required = true)]
     environment: Option<String>,
-    /// Only in the response that creates the key.
+    /// The key itself: only in the response that creates it, shown once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    #[schema(format = DateTime, example = "2026-11-23T04:35:25.123Z")]
     created_at: String,
+}
+
+/// An API key's role.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleName {
+    Admin,
+    Manage,
+    Runtime,
 }
 
 impl From<&ApiKeyMeta> for ApiKeyJson {
@@ -157,7 +228,11 @@ impl From<&ApiKeyMeta> for ApiKeyJson {
         ApiKeyJson {
             id: k.id.to_string(),
             name: k.name.clone(),
-            role: k.role.name(),
+            role: match k.role {
+                Role::Admin => RoleName::Admin,
+                Role::Manage(_) => RoleName::Manage,
+                Role::Runtime(_) => RoleName::Runtime,
+            },
             environment: k.role.environment().map(ToString::to_string),
             key: None,
             created_at: rfc3339(k.created_at),
@@ -165,46 +240,76 @@ impl From<&ApiKeyMeta> for ApiKeyJson {
     }
 }
 
-#[derive(Deserialize)]
+/// Create an environment.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEnvironment {
+    /// `^[a-z0-9][a-z0-9-]{0,62}$`, not `admin`.
+    #[schema(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "production")]
     pub name: String,
 }
 
-#[derive(Deserialize)]
+/// Create an API key.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
+    #[schema(example = "deploy")]
     pub name: String,
+    #[schema(value_type = RoleName)]
     pub role: String,
+    /// Required for `manage` and `runtime`, refused for `admin`; it must exist.
+    #[schema(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$")]
     pub environment: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// Set a secret's value.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PutSecret {
+    /// The value, a UTF-8 string of at most 65,536 bytes. Write-only: no response shows it.
+    #[schema(value_type = String, write_only)]
     pub value: SecretString,
+    /// Write only if the secret is at this revision (`0`: only if it does not exist).
+    #[schema(value_type = Option<u64>)]
     pub expected_revision: Option<Revision>,
 }
 
-#[derive(Deserialize)]
+/// Set several secrets of one environment, all or none.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportSecrets {
+    /// 1 to 1000 secrets, each name at most once.
+    #[schema(min_items = 1, max_items = 1000)]
     pub secrets: Vec<ImportEntry>,
 }
 
-#[derive(Deserialize)]
+/// One secret to import.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportEntry {
+    #[schema(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$", example = "DATABASE_URL")]
     pub name: String,
+    /// The value, a UTF-8 string of at most 65,536 bytes. Write-only: no response shows it.
+    #[schema(value_type = String, write_only)]
     pub value: SecretString,
 }
 
 /// One secret of an import's answer: its metadata and what happened to it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = ImportedSecret)]
 pub struct ImportedJson {
     #[serde(flatten)]
     meta: SecretMetaJson,
-    result: &'static str,
+    result: ImportOutcome,
+}
+
+/// What an import did to one secret; `unchanged` keeps its revision.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ImportOutcome {
+    Created,
+    Updated,
+    Unchanged,
 }
 
 impl From<&Imported> for ImportedJson {
@@ -212,23 +317,192 @@ impl From<&Imported> for ImportedJson {
         ImportedJson {
             meta: SecretMetaJson::new(&i.meta, ValueStatus::Ok),
             result: match i.result {
-                ImportResult::Created => "created",
-                ImportResult::Updated => "updated",
-                ImportResult::Unchanged => "unchanged",
+                ImportResult::Created => ImportOutcome::Created,
+                ImportResult::Updated => ImportOutcome::Updated,
+                ImportResult::Unchanged => ImportOutcome::Unchanged,
             },
         }
     }
 }
 
-#[derive(Deserialize)]
+/// A page of a listing.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ListQuery {
+    /// Items per page, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
+    /// The `nextCursor` of the previous page.
     pub cursor: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// Compare-and-set on a secret's revision.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RevisionQuery {
+    /// Act only if the secret is at this revision (`0`: only if it does not exist); on PUT it
+    /// may come in the body instead, and both must agree.
+    #[param(value_type = Option<u64>)]
     pub expected_revision: Option<Revision>,
+}
+
+/// The environment named in the path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct EnvPath {
+    /// An environment name, `^[a-z0-9][a-z0-9-]{0,62}$`.
+    #[param(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "production")]
+    pub env: String,
+}
+
+/// The secret named in the path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct SecretPath {
+    /// An environment name, `^[a-z0-9][a-z0-9-]{0,62}$`.
+    #[param(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "production")]
+    pub env: String,
+    /// A secret name, `^[A-Za-z_][A-Za-z0-9_]{0,127}$`.
+    #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$", example = "DATABASE_URL")]
+    pub name: String,
+}
+
+/// The API key named in the path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ApiKeyPath {
+    /// An API key id, `ak_<16 hex digits>`.
+    #[param(pattern = r"^ak_[0-9a-f]{16}$", example = "ak_0123456789abcdef")]
+    pub id: String,
+}
+
+// The answers that wrap a list or a few fields. Fields are declared in alphabetical order:
+// that is the order `serde_json::json!` (a sorted map) wrote them in before these types
+// existed, so the bytes on the wire did not change.
+
+/// `GET /healthz` and `GET /readyz`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Health)]
+pub struct HealthJson {
+    pub status: HealthState,
+}
+
+/// `ok` from `/healthz` (the process answers), `ready` from `/readyz` (storage answers too).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthState {
+    Ok,
+    Ready,
+}
+
+/// `GET /v1/status`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Status)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusJson {
+    /// The secret-value backend in use.
+    #[schema(example = "sqlite")]
+    pub backend: &'static str,
+    /// The version new writes use; `null` in dev mode.
+    #[schema(required = true)]
+    pub current_key_version: Option<u32>,
+    pub encryption: EncryptionState,
+    /// Values known to be unreadable with the configured keys.
+    pub unreadable_values: u64,
+    /// The Coffer version.
+    pub version: &'static str,
+    /// Things an operator should act on (e.g. a key past its nonce budget).
+    pub warnings: Vec<String>,
+}
+
+/// `GET /v1/environments`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = EnvironmentList)]
+pub struct EnvironmentsJson {
+    pub environments: Vec<EnvironmentJson>,
+}
+
+/// `GET /v1/api-keys`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ApiKeyList)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeysJson {
+    pub api_keys: Vec<ApiKeyJson>,
+}
+
+/// `GET /v1/environments/{env}/secrets`: one page, in name order.
+#[derive(Serialize, ToSchema)]
+#[schema(as = SecretPage)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretPageJson {
+    /// Send it back as `cursor` for the next page; `null` on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+    pub secrets: Vec<SecretMetaJson>,
+}
+
+/// `POST /v1/environments/{env}/secrets`: every imported secret, in request order.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ImportReport)]
+pub struct ImportedSecretsJson {
+    pub secrets: Vec<ImportedJson>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The typed answers write the bytes `json!` wrote before they existed.
+    #[test]
+    fn typed_answers_serialize_byte_for_byte_as_json_maps_did() {
+        let same = |typed: String, map: serde_json::Value| assert_eq!(typed, map.to_string());
+        same(
+            serde_json::to_string(&SecretPageJson {
+                next_cursor: Some("QQ".into()),
+                secrets: vec![],
+            })
+            .unwrap(),
+            json!({ "secrets": [], "nextCursor": "QQ" }),
+        );
+        same(
+            serde_json::to_string(&StatusJson {
+                backend: "sqlite",
+                current_key_version: None,
+                encryption: EncryptionState::Disabled,
+                unreadable_values: 2,
+                version: "0.1.0",
+                warnings: vec!["w".into()],
+            })
+            .unwrap(),
+            json!({
+                "version": "0.1.0",
+                "backend": "sqlite",
+                "encryption": "disabled",
+                "currentKeyVersion": null,
+                "unreadableValues": 2,
+                "warnings": ["w"],
+            }),
+        );
+        same(
+            serde_json::to_string(&HealthJson {
+                status: HealthState::Ready,
+            })
+            .unwrap(),
+            json!({ "status": "ready" }),
+        );
+        same(
+            serde_json::to_string(&ApiKeysJson { api_keys: vec![] }).unwrap(),
+            json!({ "apiKeys": [] }),
+        );
+        same(
+            serde_json::to_string(&EnvironmentsJson {
+                environments: vec![],
+            })
+            .unwrap(),
+            json!({ "environments": [] }),
+        );
+    }
 }

@@ -38,6 +38,11 @@ enum Command {
   coffer serve
   COFFER_MASTER_KEY=$(cat master.key) coffer serve --listen 0.0.0.0:8720 --data-dir /var/lib/coffer")]
     Serve(serve::ServeArgs),
+    /// Print the OpenAPI 3.1 document of the HTTP API (generated here; no server needed).
+    #[command(after_help = "Examples:
+  coffer openapi > openapi.json
+  coffer openapi | jq '.paths | keys'")]
+    Openapi,
     #[command(flatten)]
     Client(client::ClientCommand),
     /// Print a shell completion script.
@@ -55,6 +60,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Completions { shell } => return completions(shell),
         Command::Serve(args) => block_on(serve::run(args)),
+        Command::Openapi => openapi(),
         Command::Client(cmd) => {
             block_on(async { client::run(cmd).await.map(|()| ExitCode::SUCCESS) })
         }
@@ -76,6 +82,15 @@ fn block_on(task: impl Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Res
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
     runtime.block_on(task)
+}
+
+/// `coffer openapi`: the document, generated in-process, on stdout.
+fn openapi() -> anyhow::Result<ExitCode> {
+    let document = coffer_api::openapi().to_pretty_json()?;
+    std::io::stdout()
+        .lock()
+        .write_all(format!("{document}\n").as_bytes())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `coffer completions SHELL`: the script on stdout.

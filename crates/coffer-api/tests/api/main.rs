@@ -6,4 +6,5 @@ mod authz;
 mod connections;
 mod input;
 mod limits;
+mod openapi;
 mod secrets;
