@@ -77,7 +77,7 @@ echo "== schemathesis: generated requests against $base"
 # From the temp dir: hypothesis and schemathesis keep their databases in the working directory.
 (cd "$work" && "$venv/bin/schemathesis" run "$base/v1/openapi.json" \
     --header "Authorization: Bearer $admin_key" \
-    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection \
     --mode all \
     --phases examples,coverage,fuzzing \
     --max-examples "${COFFER_OPENAPI_EXAMPLES:-20}" \

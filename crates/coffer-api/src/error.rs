@@ -31,6 +31,12 @@ impl ApiError {
         }
     }
 
+    /// The stable code (tests).
+    #[cfg(test)]
+    pub(crate) fn code(&self) -> &'static str {
+        self.code
+    }
+
     /// 503 `overloaded`: a bounded queue or budget (`what`) is full; retry in a second.
     pub(crate) fn overloaded(what: &str) -> Self {
         let mut e = ApiError::new(

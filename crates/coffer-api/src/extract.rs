@@ -235,7 +235,19 @@ impl JsonBody {
     }
 }
 
+/// Every request body is a JSON object: serde would also fill a struct from an array of its
+/// fields in order (`["prod"]` for `{"name": "prod"}`), which the API does not accept.
 fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "the body must be a JSON object",
+        ));
+    }
     serde_json::from_slice(bytes).map_err(|e| ApiError::from_json(&e))
 }
 
@@ -250,6 +262,29 @@ fn unsupported_media_type() -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_must_be_a_json_object() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Named {
+            name: String,
+        }
+        for bad in [&b"[\"prod\"]"[..], b"  [null]", b"\"prod\"", b"7"] {
+            let err = from_json::<Named>(bad).unwrap_err();
+            assert_eq!(
+                err.code(),
+                "invalid_body",
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(
+            from_json::<Named>(b"{\"name\":").unwrap_err().code(),
+            "malformed_json"
+        );
+        assert!(from_json::<Named>(b" {\"name\": \"prod\"}").is_ok());
+    }
 
     #[test]
     fn query_errors_name_the_parameter_but_never_a_value() {

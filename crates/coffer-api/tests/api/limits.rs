@@ -280,7 +280,7 @@ async fn malformed_requests_get_json_errors_from_the_http_layer_too() {
             "a huge header",
             format!(
                 "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
-                "a".repeat(500_000)
+                "a".repeat(4_000_000)
             )
             .into_bytes(),
             431,
