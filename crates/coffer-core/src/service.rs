@@ -6,7 +6,7 @@ use coffer_crypto::{Keyring, constant_time_eq, random_hex, sha256_hex};
 use coffer_store::{
     Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, BatchPut, Catalog, EnvName, Environment,
     Precondition, PutOutcome, Revision, Role, SecretMeta, SecretName, SecretRecord, SecretStore,
-    StoreError, StoredValue, Timestamp,
+    StoreError, StoreResult, StoredValue, Timestamp,
 };
 use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
@@ -42,16 +42,7 @@ pub struct Coffer {
     keyring: Option<Arc<Keyring>>,
     pub(crate) unreadable: UnreadableSet,
     pub(crate) encryptions: EncryptionCounter,
-    auth_cache: AuthCache,
-}
-
-/// Clears the cache when dropped.
-struct ClearOnDrop<'a>(&'a AuthCache);
-
-impl Drop for ClearOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.clear();
-    }
+    auth_cache: Arc<AuthCache>,
 }
 
 /// Keys that authenticated lately, by SHA-256, with when they were looked up.
@@ -310,7 +301,7 @@ impl Coffer {
             keyring: keyring.map(Arc::new),
             unreadable: UnreadableSet::default(),
             encryptions,
-            auth_cache: AuthCache::default(),
+            auth_cache: Arc::default(),
         }
     }
 
@@ -528,10 +519,14 @@ impl Coffer {
             });
             current.push(stored.map(|r| r.meta));
         }
-        let outcomes = self
+        let outcomes = match self
             .secrets
             .put_many(env, batch, Timestamp::now(), actor)
-            .await?;
+            .await
+        {
+            Err(StoreError::NotFound) => return Err(CoreError::EnvironmentNotFound(env.clone())),
+            other => other?,
+        };
         outcomes
             .into_iter()
             .zip(current)
@@ -559,14 +554,6 @@ impl Coffer {
     /// The one path every mutation takes: authorize, apply, record.
     pub async fn apply(&self, who: &Principal, mutation: Mutation) -> Result<Applied, CoreError> {
         let actor = &who.actor();
-        // Mutations that remove keys clear the authentication cache when they end, however
-        // they end (a dropped request future included), so the next request with a removed
-        // key asks the catalog.
-        let _forget_keys = matches!(
-            mutation,
-            Mutation::RevokeApiKey { .. } | Mutation::DeleteEnvironment { .. }
-        )
-        .then(|| ClearOnDrop(&self.auth_cache));
         let applied = match mutation {
             Mutation::CreateEnvironment { name } => {
                 self.require_admin(who)?;
@@ -592,11 +579,26 @@ impl Coffer {
                 // The catalog deletes the environment and its keys in one transaction that
                 // re-checks the acting key; values kept elsewhere are swept after it (and
                 // a new environment of the same name clears any a racing write left).
-                let with_catalog = match self.catalog.delete_environment(&name, actor).await {
+                let deleted = self
+                    .removing_keys(
+                        |catalog, actor| {
+                            let name = name.clone();
+                            async move { catalog.delete_environment(&name, &actor).await }
+                        },
+                        actor,
+                    )
+                    .await;
+                let with_catalog = match deleted {
                     Err(StoreError::NotFound) => return Err(CoreError::EnvironmentNotFound(name)),
                     other => other?,
                 };
-                let secrets = with_catalog + self.secrets.purge_environment(&name).await?;
+                // A store in the catalog's database lost the values with the environment;
+                // purging again could remove values of a new environment of the same name.
+                let secrets = if self.secrets.capabilities().values_in_catalog {
+                    with_catalog
+                } else {
+                    with_catalog + self.secrets.purge_environment(&name).await?
+                };
                 self.forget_environment(&name);
                 Applied::EnvironmentDeleted { name, secrets }
             }
@@ -616,10 +618,15 @@ impl Coffer {
                 self.existing_environment(&env).await?;
                 let stored = self.seal_secret(&env, &name, value)?;
                 let pre = Precondition::from_expected(expected_revision);
-                let out = self
+                let out = match self
                     .secrets
                     .put(&env, &name, stored, pre, Timestamp::now(), actor)
-                    .await?;
+                    .await
+                {
+                    // The environment went between the check above and the write.
+                    Err(StoreError::NotFound) => return Err(CoreError::EnvironmentNotFound(env)),
+                    other => other?,
+                };
                 self.mark_written(&env, &name);
                 Applied::SecretWritten(out)
             }
@@ -689,7 +696,16 @@ impl Coffer {
             }
             Mutation::RevokeApiKey { id } => {
                 self.require_admin(who)?;
-                match self.catalog.delete_api_key(&id, actor).await {
+                let revoked = self
+                    .removing_keys(
+                        |catalog, actor| {
+                            let id = id.clone();
+                            async move { catalog.delete_api_key(&id, &actor).await }
+                        },
+                        actor,
+                    )
+                    .await;
+                match revoked {
                     Err(StoreError::NotFound) => return Err(CoreError::ApiKeyNotFound(id)),
                     other => other?,
                 }
@@ -745,6 +761,26 @@ impl Coffer {
             )));
         }
         Ok(())
+    }
+
+    /// Runs a catalog write that removes API keys on a task of its own, which clears the
+    /// authentication cache once the write has ended: a request that goes away mid-way
+    /// cannot leave a removed key cached on this node, since the write commits anyway.
+    async fn removing_keys<F, Fut, T>(&self, write: F, actor: &Actor) -> StoreResult<T>
+    where
+        F: FnOnce(Arc<dyn Catalog>, Actor) -> Fut,
+        Fut: std::future::Future<Output = StoreResult<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let cache = self.auth_cache.clone();
+        let write = write(self.catalog.clone(), actor.clone());
+        let task = tokio::spawn(async move {
+            let result = write.await;
+            cache.clear();
+            result
+        });
+        task.await
+            .map_err(|_| StoreError::Unavailable("a key removal task failed".into()))?
     }
 
     async fn existing_environment(&self, env: &EnvName) -> Result<Environment, CoreError> {

@@ -21,6 +21,7 @@ impl SecretStore for SqliteStore {
         Capabilities {
             compare_and_set: true,
             atomic_batches: true,
+            values_in_catalog: true,
         }
     }
 
@@ -105,6 +106,7 @@ impl SecretStore for SqliteStore {
         self.writer
             .write(move |c| {
                 check_actor(c, &actor)?;
+                check_environment(c, &actor, &env)?;
                 put(c, env, name, value, precondition, at)
             })
             .await
@@ -122,6 +124,7 @@ impl SecretStore for SqliteStore {
         self.writer
             .write(move |c| {
                 check_actor(c, &actor)?;
+                check_environment(c, &actor, &env)?;
                 batch
                     .into_iter()
                     .map(|entry| match entry.value {
@@ -366,6 +369,24 @@ fn stored_text(value: &StoredValue) -> &str {
     }
 }
 
+/// A key writes only into an environment that exists at the moment of the write, so no
+/// value lands in an environment deleted while the request was in flight. (Coffer's own
+/// writes only replace existing rows or run in tests of the bare store.)
+fn check_environment(c: &Connection, actor: &Actor, env: &EnvName) -> StoreResult<()> {
+    if matches!(actor, Actor::System) {
+        return Ok(());
+    }
+    let exists: bool = c
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM environments WHERE name = ?1)")
+        .and_then(|mut s| s.query_row([env.as_str()], |r| r.get(0)))
+        .map_err(unavailable)?;
+    if exists {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound)
+    }
+}
+
 fn current(c: &Connection, env: &EnvName, name: &SecretName) -> StoreResult<Option<MetaColumns>> {
     c.prepare_cached(
         "SELECT key_version, revision, created_at, updated_at
@@ -492,6 +513,48 @@ mod tests {
         let del = store.delete(&env, &name, Precondition::None, &actor).await;
         assert!(matches!(del, Err(StoreError::ActorRevoked)), "{del:?}");
         assert!(store.meta(&env, &name).await.expect("meta").is_some());
+    }
+
+    /// A key's write lands only in an environment that exists when it commits: an admin
+    /// PUT racing the deletion of its environment writes nothing (404), instead of leaving
+    /// a row that a new environment of the same name would inherit or silently drop.
+    #[tokio::test]
+    async fn a_key_writes_only_into_an_environment_that_exists() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let admin = ApiKeyRecord {
+            meta: ApiKeyMeta {
+                id: ApiKeyId::new("ak_01").expect("id"),
+                name: "admin".into(),
+                role: Role::Admin,
+                created_at: Timestamp::from_millis(1),
+            },
+            key_hash: "h".into(),
+        };
+        store
+            .insert_api_key(&admin, &Actor::System)
+            .await
+            .expect("key");
+        let actor = Actor::Key {
+            id: admin.meta.id.clone(),
+            environment: None,
+        };
+        let gone = EnvName::new("gone").expect("name");
+        let name = SecretName::new("A").expect("name");
+        let plain = || StoredValue::Plain(SecretString::from("v"));
+        let at = Timestamp::from_millis(2);
+        let put = store
+            .put(&gone, &name, plain(), Precondition::None, at, &actor)
+            .await;
+        assert!(matches!(put, Err(StoreError::NotFound)), "{put:?}");
+        let batch = vec![BatchPut {
+            name: name.clone(),
+            value: Some(plain()),
+            precondition: Precondition::None,
+        }];
+        let many = store.put_many(&gone, batch, at, &actor).await;
+        assert!(matches!(many, Err(StoreError::NotFound)), "{many:?}");
+        assert!(store.meta(&gone, &name).await.expect("meta").is_none());
     }
 
     /// The metadata cache never answers with metadata older than an acknowledged write,

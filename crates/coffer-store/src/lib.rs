@@ -72,6 +72,10 @@ pub struct Capabilities {
     pub compare_and_set: bool,
     /// [`SecretStore::put_many`] applies all entries or none.
     pub atomic_batches: bool,
+    /// Values live in the catalog's database: deleting an environment in the catalog
+    /// removes its values in the same transaction, and no separate purge is needed (one
+    /// would race with a new environment of the same name).
+    pub values_in_catalog: bool,
 }
 
 /// Secret values and their metadata, per environment.
@@ -102,7 +106,8 @@ pub trait SecretStore: Send + Sync + 'static {
     ) -> StoreResult<Vec<SecretMeta>>;
 
     /// Creates or replaces a value if `precondition` holds, atomically with the check.
-    /// Errors: [`StoreError::Conflict`] when it does not hold.
+    /// Errors: [`StoreError::Conflict`] when it does not hold; [`StoreError::NotFound`] when
+    /// a key actor writes to an environment that does not exist (a store that can check it).
     async fn put(
         &self,
         env: &EnvName,

@@ -69,3 +69,86 @@ async fn a_revoked_key_is_refused_at_once_here_and_within_the_cache_lifetime_els
     }
     drop(on_a);
 }
+
+async fn manage_key(n: &Node) -> (String, coffer_store::ApiKeyId) {
+    let created = n
+        .coffer
+        .apply(
+            &admin(),
+            Mutation::CreateApiKey {
+                name: "ci".into(),
+                role: coffer_core::Role::Manage(env()),
+            },
+        )
+        .await
+        .unwrap();
+    let Applied::ApiKeyCreated(new) = created else {
+        panic!("{created:?}")
+    };
+    (new.key.expose_secret().to_owned(), new.meta.id.clone())
+}
+
+/// A request that may not remove keys cannot empty the cache either (else any key could
+/// turn caching off for everyone by asking in a loop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forbidden_key_removal_leaves_the_auth_cache_alone() {
+    use coffer_store::{Actor, Catalog};
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
+    let (key, id) = manage_key(&n).await;
+    n.coffer.authenticate(&key).await.unwrap(); // cached
+    // The row goes behind the cache's back, as another node's revocation would.
+    n.store.delete_api_key(&id, &Actor::System).await.unwrap();
+    assert!(
+        n.coffer.authenticate(&key).await.is_ok(),
+        "served from the cache"
+    );
+    let runtime = coffer_core::Principal {
+        key_id: coffer_store::ApiKeyId::new("ak_ff").unwrap(),
+        role: coffer_core::Role::Runtime(env()),
+    };
+    let refused = n
+        .coffer
+        .apply(&runtime, Mutation::DeleteEnvironment { name: env() })
+        .await;
+    assert!(matches!(refused, Err(CoreError::Forbidden)), "{refused:?}");
+    assert!(
+        n.coffer.authenticate(&key).await.is_ok(),
+        "a forbidden request emptied the cache"
+    );
+}
+
+/// A revocation whose request goes away before the write commits (client gone, shutdown)
+/// still clears the cache once it commits: the node that revoked never accepts the key
+/// after that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_whose_request_is_dropped_still_clears_the_cache_when_it_commits() {
+    use coffer_store::Catalog;
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
+    let (key, id) = manage_key(&n).await;
+    // Hold SQLite's write lock so the revocation waits in the writer.
+    let blocker = rusqlite::Connection::open(dir.path().join("coffer.db")).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let who = admin();
+    let revoke = n.coffer.apply(&who, Mutation::RevokeApiKey { id });
+    let dropped = tokio::time::timeout(Duration::from_millis(100), revoke).await;
+    assert!(dropped.is_err(), "the revocation waits for the lock");
+    n.coffer.authenticate(&key).await.unwrap(); // not revoked yet: cached again
+    blocker.execute_batch("COMMIT").unwrap();
+    let hash = coffer_crypto::sha256_hex(key.as_bytes());
+    let began = Instant::now();
+    while n.store.find_api_key(&hash).await.unwrap().is_some() {
+        assert!(began.elapsed() < Duration::from_secs(10), "never committed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The clear runs right after the commit, on the revocation's own task.
+    let began = Instant::now();
+    while n.coffer.authenticate(&key).await.is_ok() {
+        assert!(
+            began.elapsed() < AUTH_CACHE_TTL / 2,
+            "the node that revoked still accepts the key"
+        );
+        tokio::task::yield_now().await;
+    }
+}

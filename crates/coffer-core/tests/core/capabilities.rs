@@ -15,16 +15,24 @@ use secrecy::SecretString;
 
 use crate::harness::*;
 
-/// The embedded store, declaring what Vault KV v1 declares: no compare-and-set.
-struct WithoutCas(Arc<SqliteStore>);
+/// The embedded store, declaring other capabilities (say, what Vault KV v1 declares: no
+/// compare-and-set), and counting the purges it is asked for.
+struct Declaring(
+    Arc<SqliteStore>,
+    Capabilities,
+    std::sync::atomic::AtomicUsize,
+);
+
+const KV_V1_LIKE: Capabilities = Capabilities {
+    compare_and_set: false,
+    atomic_batches: false,
+    values_in_catalog: false,
+};
 
 #[async_trait]
-impl SecretStore for WithoutCas {
+impl SecretStore for Declaring {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            compare_and_set: false,
-            atomic_batches: false,
-        }
+        self.1
     }
     fn backend_name(&self) -> &'static str {
         "kv-v1-like"
@@ -83,6 +91,7 @@ impl SecretStore for WithoutCas {
         self.0.delete(e, n, p, a).await
     }
     async fn purge_environment(&self, e: &EnvName) -> StoreResult<u64> {
+        self.2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.0.purge_environment(e).await
     }
     async fn count_by_key_version(&self) -> StoreResult<BTreeMap<u32, u64>> {
@@ -100,7 +109,7 @@ async fn expected_revision_is_refused_on_a_backend_without_compare_and_set() {
     ensure_test_admin(&store).await;
     let options = StartupOptions {
         catalog: store.clone(),
-        secrets: Arc::new(WithoutCas(store)),
+        secrets: Arc::new(Declaring(store, KV_V1_LIKE, 0.into())),
         keyring: ring(1, &[(1, K1)]),
         require_encryption: false,
         admin_key_seed: None,
@@ -133,4 +142,40 @@ async fn expected_revision_is_refused_on_a_backend_without_compare_and_set() {
         .await
         .unwrap();
     assert_eq!(meta.revision, 1, "nothing changed");
+}
+
+/// Deleting an environment purges a separate value store after the catalog's transaction,
+/// and never a store whose values went with the catalog's rows: a second purge there could
+/// remove the values of a new environment of the same name, written in between.
+#[tokio::test]
+async fn only_a_store_outside_the_catalog_is_purged_after_an_environment_is_deleted() {
+    for values_in_catalog in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        ensure_test_admin(&store).await;
+        let caps = Capabilities {
+            values_in_catalog,
+            ..store.capabilities()
+        };
+        let secrets = Arc::new(Declaring(store.clone(), caps, 0.into()));
+        let options = StartupOptions {
+            catalog: store.clone(),
+            secrets: secrets.clone(),
+            keyring: ring(1, &[(1, K1)]),
+            require_encryption: false,
+            admin_key_seed: None,
+            allow_unreadable: false,
+        };
+        let (coffer, _) = options.start().await.unwrap();
+        coffer
+            .apply(&admin(), Mutation::DeleteEnvironment { name: env() })
+            .await
+            .unwrap();
+        let purges = secrets.2.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            purges,
+            usize::from(!values_in_catalog),
+            "values_in_catalog={values_in_catalog}"
+        );
+    }
 }
