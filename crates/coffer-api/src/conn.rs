@@ -16,17 +16,90 @@ use tokio::net::TcpStream;
 /// It relies on two facts: the server's own responses never carry a 4xx/5xx status with
 /// `content-length: 0` (every error from the router has a JSON body), and hyper writes a
 /// response head in one write when the transport is not vectored (this type says it is not).
+///
+/// It also reports to a [`StallClock`] when its writes wait on the client, so the server can
+/// drop a connection whose client sends requests but never reads the answers (hyper's own
+/// timers only watch reading, and such a connection would hold its place under the
+/// connection cap forever).
 pub(crate) struct JsonErrors<T> {
     inner: T,
     /// A replacement response, and how much of it is written.
     pending: Option<(Vec<u8>, usize)>,
+    clock: std::sync::Arc<StallClock>,
 }
 
 impl<T> JsonErrors<T> {
-    pub(crate) fn new(inner: T) -> Self {
+    pub(crate) fn new(inner: T, clock: std::sync::Arc<StallClock>) -> Self {
         JsonErrors {
             inner,
             pending: None,
+            clock,
+        }
+    }
+
+    /// Passes `poll` through, telling the clock whether the write is waiting.
+    fn watch<R>(&self, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        self.clock.waiting(poll.is_pending());
+        poll
+    }
+}
+
+/// How long a connection's writes have waited on its client, in all.
+///
+/// The total, not the current wait, is what counts: a client that reads nothing still
+/// lets a trickle through (the kernel compacts its receive queue now and then), so a rule
+/// on the current wait alone never fires. A client that reads its answers has its writes
+/// wait for moments at most (answers are small and socket buffers absorb them).
+pub(crate) struct StallClock {
+    origin: std::time::Instant,
+    /// Milliseconds after `origin` (plus one, so 0 means "not waiting").
+    waiting_since: std::sync::atomic::AtomicU64,
+    /// Milliseconds waited in earlier waits.
+    waited: std::sync::atomic::AtomicU64,
+}
+
+impl StallClock {
+    pub(crate) fn new() -> Self {
+        StallClock {
+            origin: std::time::Instant::now(),
+            waiting_since: std::sync::atomic::AtomicU64::new(0),
+            waited: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64 + 1
+    }
+
+    fn waiting(&self, waiting: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let since = self.waiting_since.load(Relaxed);
+        match (waiting, since) {
+            (true, 0) => self.waiting_since.store(self.now(), Relaxed),
+            (false, since) if since != 0 => {
+                self.waited
+                    .fetch_add(self.now().saturating_sub(since), Relaxed);
+                self.waiting_since.store(0, Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    /// Resolves once the writes have waited on the client for longer than `limit` in all.
+    pub(crate) async fn stalled(&self, limit: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let limit_ms = limit.as_millis() as u64;
+        loop {
+            tokio::time::sleep(limit / 4).await;
+            let since = self.waiting_since.load(Relaxed);
+            let current = if since == 0 {
+                0
+            } else {
+                self.now().saturating_sub(since)
+            };
+            if self.waited.load(Relaxed) + current > limit_ms {
+                return;
+            }
         }
     }
 }
@@ -64,19 +137,22 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonErrors<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        ready!(self.poll_pending(cx))?;
+        let pending = self.poll_pending(cx);
+        ready!(self.watch(pending))?;
         if let Some(replacement) = bodiless_error(buf) {
             self.pending = Some((replacement, 0));
             // Best effort now; the rest goes out on the next write or flush.
             let _ = self.poll_pending(cx)?;
             return Poll::Ready(Ok(buf.len()));
         }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(poll)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_pending(cx))?;
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(poll)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

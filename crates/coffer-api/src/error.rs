@@ -78,17 +78,16 @@ impl ApiError {
                 let text = e.to_string();
                 // serde names fields in backticks; its messages for wrong *types* quote the
                 // input instead, which could be a value, so only field errors are echoed.
-                if text.starts_with("duplicate field") {
-                    let what = text.split(" at line").next().unwrap_or(&text).to_owned();
-                    ApiError::new(StatusCode::BAD_REQUEST, "duplicate_field", what)
-                } else if text.starts_with("unknown field") || text.starts_with("missing field") {
-                    let what = text.split(" at line").next().unwrap_or(&text).to_owned();
-                    let code = if text.starts_with("unknown") {
-                        "unknown_field"
-                    } else {
-                        "invalid_body"
+                let kind = ["duplicate field", "unknown field", "missing field"]
+                    .into_iter()
+                    .find(|k| text.starts_with(k));
+                if let Some(kind) = kind {
+                    let code = match kind {
+                        "duplicate field" => "duplicate_field",
+                        "unknown field" => "unknown_field",
+                        _ => "invalid_body",
                     };
-                    ApiError::new(StatusCode::BAD_REQUEST, code, what)
+                    ApiError::new(StatusCode::BAD_REQUEST, code, field_message(kind, &text))
                 } else {
                     ApiError::new(
                         StatusCode::BAD_REQUEST,
@@ -119,6 +118,19 @@ impl ApiError {
             "method_not_allowed",
             "method not allowed on this route",
         )
+    }
+}
+
+/// `unknown field `x``, naming the field only when it is short visible ASCII: the name comes
+/// from the client, and an error answer never echoes more than a bounded, printable label.
+fn field_message(kind: &str, serde: &str) -> String {
+    let field = serde
+        .split('`')
+        .nth(1)
+        .filter(|f| !f.is_empty() && f.len() <= 64 && f.chars().all(|c| c.is_ascii_graphic()));
+    match field {
+        Some(f) => format!("{kind} `{f}`"),
+        None => kind.to_owned(),
     }
 }
 
@@ -226,6 +238,26 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn body_field_errors_echo_only_a_short_printable_field_name() {
+        let msg = |json: &str| {
+            #[derive(serde::Deserialize, Debug)]
+            #[serde(deny_unknown_fields)]
+            #[allow(dead_code)]
+            struct One {
+                a: u8,
+            }
+            let e = serde_json::from_str::<One>(json).unwrap_err();
+            ApiError::from_json(&e).message
+        };
+        assert_eq!(msg(r#"{"bogus": 1}"#), "unknown field `bogus`");
+        let long = format!(r#"{{"{}": 1}}"#, "x".repeat(500));
+        assert_eq!(msg(&long), "unknown field");
+        assert_eq!(msg(r#"{"a\u0007b": 1}"#), "unknown field");
+        assert_eq!(msg(r#"{"a": 1, "a": 2}"#), "duplicate field `a`");
+        assert_eq!(msg("{}"), "missing field `a`");
+    }
 
     #[tokio::test]
     async fn the_error_body_keeps_its_bytes() {

@@ -164,25 +164,35 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     }
 }
 
+/// The share of the server's body budget a parsed request still holds. Keep it until the
+/// request is answered: the parsed values (and what the service makes of them, such as a
+/// queued write) are the body's bytes in another form.
+#[must_use = "hold it until the request is answered"]
+pub struct BodyHold(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+
 impl JsonBody {
     /// Reads the body and parses it as `T` (which should deny unknown fields).
-    pub async fn parse<T: DeserializeOwned>(self) -> Result<T, ApiError> {
-        let (bytes, _held) = self.read().await?;
-        from_json(&bytes)
+    pub async fn parse<T: DeserializeOwned>(self) -> Result<(T, BodyHold), ApiError> {
+        let (bytes, held) = self.read().await?;
+        Ok((from_json(&bytes)?, BodyHold(held)))
     }
 
     /// Like [`JsonBody::parse`], but an empty body means `T::default()`.
-    pub async fn parse_or_default<T: DeserializeOwned + Default>(self) -> Result<T, ApiError> {
-        let (bytes, _held) = self.read().await?;
+    pub async fn parse_or_default<T: DeserializeOwned + Default>(
+        self,
+    ) -> Result<(T, BodyHold), ApiError> {
+        let (bytes, held) = self.read().await?;
         if bytes.is_empty() {
-            return Ok(T::default());
+            return Ok((T::default(), BodyHold(held)));
         }
-        from_json(&bytes)
+        Ok((from_json(&bytes)?, BodyHold(held)))
     }
 
     /// The whole body, within the size limit, the time limit and the server's memory budget
-    /// (whose share is held until the returned permit drops). The buffer is wiped on drop:
-    /// it may hold a secret value.
+    /// (whose share is held until the returned permit drops). A declared length takes its
+    /// share before anything is read or allocated; a chunked body takes it as its buffer
+    /// grows (the whole capacity is counted, since the whole capacity is allocated).
+    /// The buffer is wiped on drop: it may hold a secret value.
     async fn read(self) -> Result<(Zeroizing<Vec<u8>>, Option<OwnedSemaphorePermit>), ApiError> {
         let too_large = || {
             ApiError::new(
@@ -198,10 +208,23 @@ impl JsonBody {
         if declared > 0 && !self.is_json {
             return Err(unsupported_media_type());
         }
+        let budget = &self.limits.budget;
+        let take = |n: usize| {
+            let n = u32::try_from(n).map_err(|_| too_large())?;
+            budget
+                .clone()
+                .try_acquire_many_owned(n)
+                .map_err(|_| ApiError::overloaded("request bodies"))
+        };
+        // `declared` is at most MAX_BODY_BYTES here.
+        let mut held = match declared as usize {
+            0 => None,
+            n => Some(take(n)?),
+        };
+        let mut allowed = declared as usize;
         let deadline = tokio::time::Instant::now() + self.limits.timeout;
         let mut body = self.body;
-        let mut buf = Zeroizing::new(Vec::with_capacity(declared as usize));
-        let mut held: Option<OwnedSemaphorePermit> = None;
+        let mut buf = Zeroizing::new(Vec::with_capacity(allowed));
         loop {
             let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
                 Err(_) => return Err(ApiError::body_timeout(self.limits.timeout)),
@@ -212,19 +235,23 @@ impl JsonBody {
             let Ok(data) = frame.into_data() else {
                 continue; // trailers carry nothing we read
             };
-            if buf.len() + data.len() > MAX_BODY_BYTES {
+            let len = buf.len() + data.len();
+            if len > MAX_BODY_BYTES {
                 return Err(too_large());
             }
-            let n = u32::try_from(data.len()).map_err(|_| too_large())?;
-            let permit = self
-                .limits
-                .budget
-                .clone()
-                .try_acquire_many_owned(n)
-                .map_err(|_| ApiError::overloaded("request bodies"))?;
-            match &mut held {
-                Some(all) => all.merge(permit),
-                None => held = Some(permit),
+            if len > allowed {
+                // A chunked body: the buffer grows by copying into a new one (so no unwiped
+                // copy is left behind), and each growth takes its share of the budget first.
+                let capacity = len.max(2 * allowed).min(MAX_BODY_BYTES);
+                let more = take(capacity - allowed)?;
+                match &mut held {
+                    Some(all) => all.merge(more),
+                    None => held = Some(more),
+                }
+                allowed = capacity;
+                let mut bigger = Zeroizing::new(Vec::with_capacity(capacity));
+                bigger.extend_from_slice(&buf);
+                buf = bigger;
             }
             buf.extend_from_slice(&data);
         }
@@ -235,8 +262,6 @@ impl JsonBody {
     }
 }
 
-/// Every request body is a JSON object: serde would also fill a struct from an array of its
-/// fields in order (`["prod"]` for `{"name": "prod"}`), which the API does not accept.
 fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first.is_some_and(|b| *b != b'{')

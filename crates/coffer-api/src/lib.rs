@@ -98,6 +98,10 @@ pub struct ServeOptions {
     /// so idle or trickling clients cannot pile up connections. It is also how long an idle
     /// kept-alive connection stays open between requests.
     pub header_read_timeout: Duration,
+    /// A connection whose answers have waited this long in all for the client to read them
+    /// is closed (a client that never reads would otherwise hold its place under
+    /// `max_connections` forever).
+    pub write_stall_timeout: Duration,
     /// After shutdown begins, in-flight requests get this long to finish.
     pub drain_timeout: Duration,
 }
@@ -109,6 +113,7 @@ impl ServeOptions {
         body_read_timeout: Duration::from_secs(10),
         body_budget_bytes: 64 * 1024 * 1024,
         header_read_timeout: Duration::from_secs(10),
+        write_stall_timeout: Duration::from_secs(10),
         drain_timeout: Duration::from_secs(30),
     };
 }
@@ -120,8 +125,9 @@ impl Default for ServeOptions {
 }
 
 /// Connections over the cap that are being answered at once; past this they are closed
-/// without an answer (each answer holds a socket for up to a second).
-const MAX_REFUSING: usize = 256;
+/// without an answer (each answer holds a socket for up to a second). A caller fitting
+/// `max_connections` to a file-descriptor limit must leave room for these.
+pub const MAX_REFUSING: usize = 256;
 
 /// Serves [`app`] on `listener` until `shutdown` resolves, then lets in-flight requests finish.
 pub async fn serve(
@@ -161,10 +167,11 @@ pub async fn serve_with(
                 Ok(conn) => conn,
                 Err(e) if is_connection_error(&e) => continue, // that client's problem only
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed; retrying in 1 s");
+                    // Out of file descriptors and the like: back off instead of spinning
+                    // (briefly: connections that end free descriptors within moments).
+                    tracing::warn!(error = %e, "accept failed; retrying in 100 ms");
                     tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        () = tokio::time::sleep(Duration::from_millis(100)) => continue,
                         () = &mut shutdown => break,
                     }
                 }
@@ -183,11 +190,19 @@ pub async fn serve_with(
             continue;
         };
         let service = TowerToHyperService::new(app.clone());
-        let io = TokioIo::new(conn::JsonErrors::new(tcp));
+        let clock = std::sync::Arc::new(conn::StallClock::new());
+        let io = TokioIo::new(conn::JsonErrors::new(tcp, clock.clone()));
         let connection = graceful.watch(http.serve_connection(io, service));
+        let stall = options.write_stall_timeout;
         connections.spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            tokio::select! {
+                done = connection => if let Err(e) = done {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                },
+                // Dropping the connection closes it.
+                () = clock.stalled(stall) => {
+                    tracing::debug!("closed a connection whose client stopped reading");
+                }
             }
             drop(slot);
         });

@@ -124,7 +124,7 @@ pub async fn create_environment(
     body: JsonBody,
 ) -> ApiResult {
     coffer.require_admin(&who)?;
-    let req: CreateEnvironment = body.parse().await?;
+    let (req, _held): (CreateEnvironment, _) = body.parse().await?;
     let name = EnvName::new(&req.name)?;
     match coffer
         .apply(&who, Mutation::CreateEnvironment { name })
@@ -189,7 +189,7 @@ pub async fn create_api_key(
     body: JsonBody,
 ) -> ApiResult {
     coffer.require_admin(&who)?;
-    let req: CreateApiKey = body.parse().await?;
+    let (req, _held): (CreateApiKey, _) = body.parse().await?;
     let env = req.environment.as_deref().map(EnvName::new).transpose()?;
     let role = Role::from_parts(&req.role, env).map_err(|e| {
         ApiError::new(
@@ -299,7 +299,7 @@ pub async fn import_secrets(
 ) -> ApiResult {
     let env = EnvName::new(&env)?;
     coffer.require_manage(&who, &env)?;
-    let req: ImportSecrets = body.parse().await?;
+    let (req, _held): (ImportSecrets, _) = body.parse().await?;
     let entries = req
         .secrets
         .into_iter()
@@ -356,7 +356,7 @@ pub async fn put_secret(
 ) -> ApiResult {
     let (env, name) = (EnvName::new(&env)?, SecretName::new(&name)?);
     coffer.require_manage(&who, &env)?;
-    let req: PutSecret = body.parse().await?;
+    let (req, _held): (PutSecret, _) = body.parse().await?;
     // `expectedRevision` may come in the body or, as on DELETE, in the query; both agree
     // or the request is refused rather than one silently winning.
     let expected_revision = match (req.expected_revision, q.expected_revision) {
@@ -453,7 +453,7 @@ pub async fn rewrap(
     body: JsonBody,
 ) -> ApiResult {
     coffer.require_admin(&who)?;
-    let req: RewrapRequest = body.parse_or_default().await?;
+    let (req, _held): (RewrapRequest, _) = body.parse_or_default().await?;
     let after = req
         .cursor
         .as_deref()

@@ -60,8 +60,9 @@ impl ServeArgs {
     /// The connection and body limits, the connection cap fitted to the open-file limit.
     fn serve_options(&self, open_files: Option<u64>) -> coffer_api::ServeOptions {
         // Descriptors the server needs besides client sockets: the database, its log and
-        // index, the listener, the runtime's own, a margin.
-        const RESERVED_FILES: u64 = 64;
+        // index and the read pool, the listener, the runtime's own, a margin (64), and the
+        // sockets of connections being refused over the cap.
+        const RESERVED_FILES: u64 = 64 + coffer_api::MAX_REFUSING as u64;
         let mut max_connections = self.max_connections as usize;
         if let Some(limit) = open_files {
             let fits = limit.saturating_sub(RESERVED_FILES).max(1) as usize;

@@ -873,14 +873,14 @@ async fn max_connections_caps_open_connections_and_fits_the_open_file_limit() {
 
     let data = dir.path().join("low");
     let mut cmd = common::clean_shell_command(
-        "ulimit -n 100",
+        "ulimit -n 1000",
         &["serve", "--listen", "127.0.0.1:0", "--data-dir"],
     );
     cmd.arg(&data);
     let mut low = ServerProcess::spawn_command(cmd, &data);
     low.wait_ready();
     assert!(
-        low.log().contains("lowering it") && low.log().contains("allowed=36"),
+        low.log().contains("lowering it") && low.log().contains("allowed=680"),
         "{}",
         low.log()
     );

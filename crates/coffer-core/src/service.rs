@@ -652,6 +652,17 @@ impl Coffer {
                 for (name, _) in &entries {
                     self.mark_written(&env, name);
                 }
+                // Not a change, so no event; but "unchanged" tells a write-only key that its
+                // guess was the stored value, so it is on the record (the audit log's seam).
+                for i in imported.iter().filter(|i| i.result == ImportResult::Unchanged) {
+                    tracing::info!(
+                        target: "coffer::mutation",
+                        environment = %env,
+                        name = %i.meta.name,
+                        actor = %who.key_id,
+                        "import left a secret unchanged (its value was the one sent)"
+                    );
+                }
                 Applied::SecretsImported(imported)
             }
             Mutation::DeleteSecret {

@@ -557,6 +557,28 @@ mod tests {
         assert!(store.meta(&gone, &name).await.expect("meta").is_none());
     }
 
+    /// A transaction that changed no row (a readiness probe) keeps the metadata cache; one
+    /// that changed a row invalidates it.
+    #[tokio::test]
+    async fn only_transactions_that_change_rows_invalidate_the_metadata_cache() {
+        use coffer_store::Catalog;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let epoch = || store.epoch.load(Ordering::Acquire);
+        let before = epoch();
+        Catalog::ping(&store).await.expect("ping");
+        assert_eq!(epoch(), before, "an empty write keeps the cache");
+        let env = EnvName::new("prod").expect("name");
+        let name = SecretName::new("A").expect("name");
+        let plain = StoredValue::Plain(SecretString::from("v"));
+        let at = Timestamp::from_millis(1);
+        store
+            .put(&env, &name, plain, Precondition::None, at, &Actor::System)
+            .await
+            .expect("put");
+        assert_ne!(epoch(), before, "a write invalidates it");
+    }
+
     /// The metadata cache never answers with metadata older than an acknowledged write,
     /// while readers hammer the same secret from other tasks.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

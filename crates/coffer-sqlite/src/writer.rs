@@ -99,6 +99,7 @@ fn run(conn: Connection, queue: mpsc::Receiver<Job>, epoch: &AtomicU64) {
 }
 
 fn commit_batch(conn: &Connection, batch: Vec<Job>, epoch: &AtomicU64) {
+    let changes_before = conn.total_changes();
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         // Dropping the jobs unblocks their callers with an error.
         tracing::error!(error = %e, "cannot begin a write transaction");
@@ -146,8 +147,11 @@ fn commit_batch(conn: &Connection, batch: Vec<Job>, epoch: &AtomicU64) {
         }
     };
     // Before anyone hears back: a read that starts after a write is acknowledged never
-    // trusts a cache entry from before it.
-    epoch.fetch_add(1, Ordering::AcqRel);
+    // trusts a cache entry from before it. A batch that changed no row (a readiness
+    // probe's empty write, a canary already there) leaves the cache alone.
+    if conn.total_changes() != changes_before {
+        epoch.fetch_add(1, Ordering::AcqRel);
+    }
     for finish in finishes {
         finish(message.as_deref().map_or(Ok(()), Err));
     }

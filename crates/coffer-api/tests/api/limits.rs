@@ -180,42 +180,57 @@ async fn a_body_that_does_not_arrive_in_time_gets_408() {
 async fn bodies_past_the_memory_budget_get_503_overloaded() {
     let s = start_with(ServeOptions {
         body_budget_bytes: 1024 * 1024,
+        body_read_timeout: Duration::from_secs(2),
         ..ServeOptions::DEFAULT
     })
     .await;
-    // One admin request holds 1,000,000 bytes of the 1 MiB budget, its last byte withheld.
-    let filler = vec![b' '; 999_999];
+    // One admin request announces 1,000,000 bytes: once authorized, its share of the
+    // 1 MiB budget is taken before a byte of it is read.
     let path = "/v1/environments/default/secrets/BIG";
-    let mut holder = begin(&s, "PUT", path, &s.admin, 1_000_000, &filler).await;
-    // Once the server has read it, a second body of 60 KB does not fit.
-    let value = "v".repeat(60_000);
+    let holder = begin(&s, "PUT", path, &s.admin, 1_000_000, b"").await;
+    // Another announcing 100,000 bytes no longer fits. (Until the holder's share is taken,
+    // an attempt waits for its body and times out: try again.)
     let refused = loop {
-        let (status, b) = s
-            .admin(
-                Method::PUT,
-                "/v1/environments/default/secrets/OTHER",
-                Some(json!({ "value": value })),
-            )
-            .await;
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        let mut other = begin(
+            &s,
+            "PUT",
+            "/v1/environments/default/secrets/O",
+            &s.admin,
+            100_000,
+            b"",
+        )
+        .await;
+        let (status, b, head) = response(&mut other).await;
+        if status == 503 {
+            assert!(
+                head.to_ascii_lowercase().contains("retry-after: 1"),
+                "{head}"
+            );
             break b;
         }
-        assert!(status.is_success(), "{status} {b}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(status, 408, "{b}");
     };
     assert_eq!(refused["error"]["code"], "overloaded");
     println!("healthz while the budget is full: {:?}", healthz(&s).await);
-    holder.write_all(b"x").await.expect("last byte");
-    let (status, _, _) = response(&mut holder).await;
-    assert_eq!(status, 400, "the held body was not JSON");
-    let (status, b) = s
-        .admin(
-            Method::PUT,
-            "/v1/environments/default/secrets/OTHER",
-            Some(json!({ "value": value })),
-        )
-        .await;
-    assert!(status.is_success(), "the budget is back: {status} {b}");
+    // The holder goes away: its share comes back, and a 100 kB body is read whole again
+    // (to be judged: its value is over the 64 KiB value limit).
+    drop(holder);
+    let body = json!({ "value": "v".repeat(100_000) }).to_string();
+    let began = Instant::now();
+    loop {
+        let path = "/v1/environments/default/secrets/OTHER";
+        let mut conn = begin(&s, "PUT", path, &s.admin, body.len(), body.as_bytes()).await;
+        let (status, b, _) = response(&mut conn).await;
+        if status == 413 {
+            assert_eq!(b["error"]["code"], "value_too_large");
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "the budget never came back: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,4 +436,37 @@ async fn query_strings_are_checked_on_every_route() {
         .await;
     assert_eq!(status, StatusCode::OK, "{b}");
     assert_eq!(b["revision"], 2);
+}
+
+/// A client that sends requests but never reads the answers cannot keep its connection,
+/// and so its place under the connection cap, once its answers stop moving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_loses_its_connection() {
+    let s = start_with(ServeOptions {
+        max_connections: 1,
+        write_stall_timeout: Duration::from_millis(300),
+        ..ServeOptions::DEFAULT
+    })
+    .await;
+    let mut hog = connect(&s).await;
+    // Enough pipelined requests that their answers fill both sockets' buffers.
+    let request = b"GET /v1/environments HTTP/1.1\r\nHost: x\r\n\r\n".repeat(200_000);
+    let writer = tokio::spawn(async move {
+        let _ = hog.write_all(&request).await;
+        hog // kept open, never read
+    });
+    let began = Instant::now();
+    loop {
+        let (status, _) = s.call(None, Method::GET, "/healthz", None).await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "the hog kept the only slot"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(writer);
 }
