@@ -654,7 +654,10 @@ impl Coffer {
                 }
                 // Not a change, so no event; but "unchanged" tells a write-only key that its
                 // guess was the stored value, so it is on the record (the audit log's seam).
-                for i in imported.iter().filter(|i| i.result == ImportResult::Unchanged) {
+                for i in imported
+                    .iter()
+                    .filter(|i| i.result == ImportResult::Unchanged)
+                {
                     tracing::info!(
                         target: "coffer::mutation",
                         environment = %env,
