@@ -208,9 +208,20 @@ mod tests {
         assert!(refused);
         release.send(()).expect("release");
         blocker.await.expect("join").expect("blocking job");
-        writer
-            .write(|_| Ok(()))
-            .await
-            .expect("served again once drained");
+        // The queued writes drain in the writer's own time: until then, still refused.
+        let began = std::time::Instant::now();
+        loop {
+            match writer.write(|_| Ok(())).await {
+                Ok(()) => break,
+                Err(StoreError::Overloaded) => {
+                    assert!(
+                        began.elapsed() < std::time::Duration::from_secs(10),
+                        "never drained"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 }

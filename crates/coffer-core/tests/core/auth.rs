@@ -14,31 +14,12 @@ async fn a_revoked_key_is_refused_at_once_here_and_within_the_cache_lifetime_els
     let a = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
     // A second node on the same catalog.
     let b = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
-    let created = a
-        .coffer
-        .apply(
-            &admin(),
-            Mutation::CreateApiKey {
-                name: "ci".into(),
-                role: coffer_core::Role::Manage(env()),
-            },
-        )
-        .await
-        .unwrap();
-    let Applied::ApiKeyCreated(new) = created else {
-        panic!("{created:?}")
-    };
-    let key = new.key.expose_secret().to_owned();
+    let (key, id) = manage_key(&a).await;
     // Both nodes authenticate (and cache) it.
     let on_a = a.coffer.authenticate(&key).await.unwrap();
     let on_b = b.coffer.authenticate(&key).await.unwrap();
     a.coffer
-        .apply(
-            &admin(),
-            Mutation::RevokeApiKey {
-                id: new.meta.id.clone(),
-            },
-        )
+        .apply(&admin(), Mutation::RevokeApiKey { id })
         .await
         .unwrap();
     assert!(
