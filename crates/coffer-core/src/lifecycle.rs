@@ -199,6 +199,11 @@ impl Coffer {
         self.unreadable.len() as u64
     }
 
+    /// Counts `n` encryptions made elsewhere (on a blocking thread) under `version`.
+    pub(crate) fn count_encryptions(&self, version: KeyVersion, n: u64) {
+        self.encryptions.count_n(version, n);
+    }
+
     pub(crate) fn mark_unreadable(&self, meta: &SecretMeta) {
         self.unreadable
             .insert(&meta.environment, &meta.name, meta.revision);

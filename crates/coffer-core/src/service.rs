@@ -462,28 +462,13 @@ impl Coffer {
 
     /// A stored value's plaintext bytes; a value that does not open is marked unreadable.
     fn open_record(&self, record: &SecretRecord) -> Result<Zeroizing<Vec<u8>>, CoreError> {
-        let meta = &record.meta;
-        let unreadable = || {
-            self.mark_unreadable(meta);
+        open_stored(self.keyring(), record).ok_or_else(|| {
+            self.mark_unreadable(&record.meta);
             CoreError::Unreadable {
-                env: meta.environment.clone(),
-                name: meta.name.clone(),
+                env: record.meta.environment.clone(),
+                name: record.meta.name.clone(),
             }
-        };
-        match &record.value {
-            StoredValue::Plain(value) => {
-                Ok(Zeroizing::new(value.expose_secret().as_bytes().to_vec()))
-            }
-            StoredValue::Sealed { key_version, blob } => {
-                let ring = self.keyring.as_ref().ok_or_else(unreadable)?;
-                ring.open(
-                    *key_version,
-                    blob,
-                    secret_aad(&meta.environment, &meta.name).as_bytes(),
-                )
-                .map_err(|_| unreadable())
-            }
-        }
+        })
     }
 
     /// One attempt at an import: reads what is stored, then writes every changed value in
@@ -494,30 +479,25 @@ impl Coffer {
         entries: &[(SecretName, SecretString)],
         actor: &Actor,
     ) -> Result<Vec<Imported>, CoreError> {
-        let mut batch = Vec::with_capacity(entries.len());
-        let mut current = Vec::with_capacity(entries.len());
-        for (name, value) in entries {
-            let stored = self.secrets.get(env, name).await?;
-            // A stored value that cannot be opened is replaced: writing it again repairs it.
-            let unchanged = stored.as_ref().is_some_and(|record| {
-                self.open_record(record)
-                    .is_ok_and(|plain| constant_time_eq(&plain, value.expose_secret().as_bytes()))
-            });
-            let precondition = match &stored {
-                Some(record) => Precondition::Revision(record.meta.revision),
-                None => Precondition::Absent,
-            };
-            let value = if unchanged {
-                None
-            } else {
-                Some(self.seal_secret(env, name, value.clone())?)
-            };
-            batch.push(BatchPut {
-                name: name.clone(),
-                value,
-                precondition,
-            });
-            current.push(stored.map(|r| r.meta));
+        let mut stored = Vec::with_capacity(entries.len());
+        for (name, _) in entries {
+            stored.push(self.secrets.get(env, name).await?);
+        }
+        let current: Vec<Option<SecretMeta>> = stored
+            .iter()
+            .map(|r| r.as_ref().map(|r| r.meta.clone()))
+            .collect();
+        // Opening, comparing and sealing up to MAX_IMPORT values is CPU work: off the async
+        // workers, like a rewrap batch.
+        let ring = self.shared_keyring();
+        let (env_owned, entries_owned) = (env.clone(), entries.to_vec());
+        let (batch, sealed) = tokio::task::spawn_blocking(move || {
+            import_batch(ring.as_deref(), &env_owned, entries_owned, stored)
+        })
+        .await
+        .map_err(|_| CoreError::Crypto)??;
+        if let (Some(ring), true) = (self.keyring(), sealed > 0) {
+            self.count_encryptions(ring.current(), sealed);
         }
         let outcomes = match self
             .secrets
@@ -959,6 +939,64 @@ pub(crate) fn new_api_key(
         key_hash: sha256_hex(key.expose_secret().as_bytes()),
     };
     Ok((record, key))
+}
+
+/// The batch of an import: for each entry, the value sealed for writing, or none when the
+/// stored value opens to exactly the one sent (compared in constant time); each pinned to
+/// the revision read. A stored value that does not open is replaced: writing repairs it.
+/// Returns the batch and how many values it sealed. Pure CPU: runs on a blocking thread.
+fn import_batch(
+    ring: Option<&Keyring>,
+    env: &EnvName,
+    entries: Vec<(SecretName, SecretString)>,
+    stored: Vec<Option<SecretRecord>>,
+) -> Result<(Vec<BatchPut>, u64), CoreError> {
+    let mut sealed = 0;
+    let mut batch = Vec::with_capacity(entries.len());
+    for ((name, value), stored) in entries.into_iter().zip(stored) {
+        let unchanged = stored.as_ref().is_some_and(|record| {
+            open_stored(ring, record)
+                .is_some_and(|plain| constant_time_eq(&plain, value.expose_secret().as_bytes()))
+        });
+        let precondition = match &stored {
+            Some(record) => Precondition::Revision(record.meta.revision),
+            None => Precondition::Absent,
+        };
+        let value = match (unchanged, ring) {
+            (true, _) => None,
+            (false, None) => Some(StoredValue::Plain(value)),
+            (false, Some(ring)) => {
+                let aad = secret_aad(env, &name);
+                let blob = ring
+                    .seal(aad.as_bytes(), value.expose_secret().as_bytes())
+                    .map_err(|_| CoreError::Crypto)?;
+                sealed += 1;
+                Some(StoredValue::Sealed {
+                    key_version: blob.key_version,
+                    blob: blob.blob,
+                })
+            }
+        };
+        batch.push(BatchPut {
+            name,
+            value,
+            precondition,
+        });
+    }
+    Ok((batch, sealed))
+}
+
+/// A stored value's plaintext, if it opens.
+fn open_stored(ring: Option<&Keyring>, record: &SecretRecord) -> Option<Zeroizing<Vec<u8>>> {
+    match &record.value {
+        StoredValue::Plain(value) => {
+            Some(Zeroizing::new(value.expose_secret().as_bytes().to_vec()))
+        }
+        StoredValue::Sealed { key_version, blob } => {
+            let aad = secret_aad(&record.meta.environment, &record.meta.name);
+            ring?.open(*key_version, blob, aad.as_bytes()).ok()
+        }
+    }
 }
 
 /// An import is checked whole before anything is read or written.
