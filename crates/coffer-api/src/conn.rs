@@ -1,8 +1,11 @@
 //! The connection layer under the router: errors hyper answers by itself get Coffer's JSON
 //! error body, and connections beyond the cap get a JSON 503.
 
+use std::collections::HashMap;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -220,6 +223,45 @@ pub(crate) fn json_response(
     out.push_str("\r\n");
     out.push_str(&body);
     out.into_bytes()
+}
+
+/// Open connections per client address, for `max_connections_per_ip`.
+#[derive(Default)]
+pub(crate) struct PeerCounts(std::sync::Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection's place in its address's count (none when there is no per-address limit);
+/// gives it back when dropped.
+pub(crate) struct PeerSlot(Option<(Arc<PeerCounts>, IpAddr)>);
+
+impl PeerCounts {
+    /// A place for one more connection from `ip`, unless it has `max` already.
+    pub(crate) fn try_take(self: &Arc<Self>, ip: IpAddr, max: Option<usize>) -> Option<PeerSlot> {
+        let Some(max) = max else {
+            return Some(PeerSlot(None));
+        };
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(ip).or_default();
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot(Some((self.clone(), ip))))
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let Some((counts, ip)) = self.0.take() else {
+            return;
+        };
+        let mut counts = counts.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&ip);
+            }
+        }
+    }
 }
 
 /// Answers a connection over the cap with a JSON 503 and closes it, without reading more

@@ -88,6 +88,10 @@ pub struct ServeOptions {
     /// Open connections at most. A connection beyond it is answered `503 overloaded` (JSON,
     /// `Retry-After: 1`) and closed; the ones already open are served as usual.
     pub max_connections: usize,
+    /// Open connections from one client address at most (`None`: only `max_connections`).
+    /// Past it, that address's next connection is refused like one over the cap, so one
+    /// client cannot take every place. Behind a proxy every client shares its address.
+    pub max_connections_per_ip: Option<usize>,
     /// A request body must arrive completely within this long once its handler reads it
     /// (after authentication and authorization), else `408 body_timeout`.
     pub body_read_timeout: Duration,
@@ -110,6 +114,7 @@ impl ServeOptions {
     /// What `coffer serve` uses unless told otherwise.
     pub const DEFAULT: ServeOptions = ServeOptions {
         max_connections: 4096,
+        max_connections_per_ip: None,
         body_read_timeout: Duration::from_secs(10),
         body_budget_bytes: 64 * 1024 * 1024,
         header_read_timeout: Duration::from_secs(10),
@@ -152,6 +157,7 @@ pub async fn serve_with(
     let app = app_with(coffer, &options);
     let slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections));
     let refusing = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSING));
+    let peers = Arc::new(conn::PeerCounts::default());
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout);
@@ -162,7 +168,7 @@ pub async fn serve_with(
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         while connections.try_join_next().is_some() {} // reap finished ones
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) if is_connection_error(&e) => continue, // that client's problem only
@@ -180,7 +186,11 @@ pub async fn serve_with(
         };
         // Small JSON responses on kept-alive connections: don't let Nagle hold them back.
         let _ = tcp.set_nodelay(true);
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let places = (
+            peers.try_take(peer.ip(), options.max_connections_per_ip),
+            slots.clone().try_acquire_owned(),
+        );
+        let (Some(peer_slot), Ok(slot)) = places else {
             if let Ok(refusal) = refusing.clone().try_acquire_owned() {
                 connections.spawn(async move {
                     conn::refuse_over_capacity(tcp).await;
@@ -204,7 +214,7 @@ pub async fn serve_with(
                     tracing::debug!("closed a connection whose client stopped reading");
                 }
             }
-            drop(slot);
+            drop((slot, peer_slot));
         });
     }
     drop(listener);

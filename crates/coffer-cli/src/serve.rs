@@ -48,6 +48,10 @@ pub struct ServeArgs {
     /// to fit the open-file limit, with a warning).
     #[arg(long, env = "COFFER_MAX_CONNECTIONS", default_value_t = coffer_api::ServeOptions::DEFAULT.max_connections as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_connections: u32,
+    /// Open connections from one client address at most (default: no limit besides
+    /// --max-connections); past it that address's next connection gets 503 `overloaded`.
+    #[arg(long, env = "COFFER_MAX_CONNECTIONS_PER_IP", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections_per_ip: Option<u32>,
     /// Seconds a request body may take to arrive once the server reads it (408 after).
     #[arg(long, env = "COFFER_BODY_TIMEOUT_SECS", default_value_t = coffer_api::ServeOptions::DEFAULT.body_read_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
     body_timeout_secs: u64,
@@ -77,6 +81,7 @@ impl ServeArgs {
         }
         coffer_api::ServeOptions {
             max_connections,
+            max_connections_per_ip: self.max_connections_per_ip.map(|n| n as usize),
             body_read_timeout: std::time::Duration::from_secs(self.body_timeout_secs),
             body_budget_bytes: (self.body_memory_mib as usize) << 20,
             ..coffer_api::ServeOptions::DEFAULT

@@ -871,6 +871,32 @@ async fn max_connections_caps_open_connections_and_fits_the_open_file_limit() {
         "{answer}"
     );
 
+    // And per client address.
+    let data = dir.path().join("per-ip");
+    let per_ip = ServerProcess::start(&data, &[], &["--max-connections-per-ip", "1"]);
+    let addr = per_ip.addr.expect("listening");
+    let mut refused = None;
+    for _ in 0..20 {
+        let idle = std::net::TcpStream::connect(addr).expect("connect");
+        let mut second = std::net::TcpStream::connect(addr).expect("connect");
+        second
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        second
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        let _ = second.read_to_string(&mut answer);
+        drop(idle);
+        if answer.starts_with("HTTP/1.1 503") {
+            refused = Some(answer);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let answer = refused.expect("a second connection from one address is refused");
+    assert!(answer.contains(r#""code":"overloaded""#), "{answer}");
+
     let data = dir.path().join("low");
     let mut cmd = common::clean_shell_command(
         "ulimit -n 1000",

@@ -478,3 +478,36 @@ async fn a_client_that_never_reads_loses_its_connection() {
     }
     drop(writer);
 }
+
+/// With a per-address cap, one client address cannot take every place: its next
+/// connection is refused while another address is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_connection_with_a_per_address_cap() {
+    let s = start_with(ServeOptions {
+        max_connections_per_ip: Some(2),
+        ..ServeOptions::DEFAULT
+    })
+    .await;
+    let addr: std::net::SocketAddr = s.base.trim_start_matches("http://").parse().unwrap();
+    let from = |ip: [u8; 4]| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::from((ip, 0)))
+            .expect("bind a loopback source address");
+        socket.connect(addr).await.expect("connect")
+    };
+    let _held = [from([127, 0, 0, 1]).await, from([127, 0, 0, 1]).await];
+    let get = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let mut third = from([127, 0, 0, 1]).await;
+    third.write_all(get).await.unwrap();
+    let (status, b, _) = response(&mut third).await;
+    assert_eq!(
+        (status, b["error"]["code"].as_str()),
+        (503, Some("overloaded")),
+        "{b}"
+    );
+    let mut other = from([127, 0, 0, 2]).await;
+    other.write_all(get).await.unwrap();
+    let (status, b, _) = response(&mut other).await;
+    assert_eq!(status, 200, "another address is served: {b}");
+}
