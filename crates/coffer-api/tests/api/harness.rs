@@ -39,7 +39,8 @@ pub async fn start_with(serve_options: ServeOptions) -> Server {
     let keyring = Keyring::single(Key::from_material(MASTER_KEY_HEX).expect("key"));
     let options = StartupOptions {
         catalog: store.clone(),
-        secrets: store,
+        secrets: store.clone(),
+        config: store,
         keyring: Some(keyring),
         require_encryption: true,
         admin_key_seed: None,
