@@ -161,6 +161,15 @@ impl Server {
         b
     }
 
+    pub async fn put_config(&self, env: &str, key: &str, value: Value) -> Value {
+        let path = format!("/v1/environments/{env}/config/{key}");
+        let (s, b) = self
+            .admin(Method::PUT, &path, Some(json!({ "value": value })))
+            .await;
+        assert!(s.is_success(), "{s} {b}");
+        b
+    }
+
     /// Everything the store holds, as one comparable snapshot (metadata only).
     pub async fn snapshot(&self) -> Value {
         let (_, envs) = self.admin(Method::GET, "/v1/environments", None).await;
