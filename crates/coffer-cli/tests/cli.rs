@@ -47,7 +47,7 @@ fn env_create_list_and_delete_in_human_and_json_output() {
 
     assert_eq!(
         server.ok(&["env", "delete", "staging", "--yes"]),
-        "deleted environment staging with its secrets and API keys\n"
+        "deleted environment staging with its secrets, config and API keys\n"
     );
     assert_eq!(server.ok(&["env", "delete", "qa", "--json", "-y"]), "");
     let names = names_in(&json(&server.ok(&["env", "list", "--json"])));

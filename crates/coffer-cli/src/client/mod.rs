@@ -142,7 +142,7 @@ pub enum EnvCommand {
         #[arg(value_parser = EnvName::new)]
         name: EnvName,
     },
-    /// Delete an environment, with its secrets and the API keys scoped to it.
+    /// Delete an environment, with its secrets, its config and the API keys scoped to it.
     ///
     /// Asks you to type the name on a terminal; elsewhere needs --yes.
     #[command(after_help = examples::ENV_DELETE)]
@@ -376,7 +376,7 @@ impl Session {
                 confirm(
                     &format!("delete environment {name}"),
                     &format!(
-                        "This deletes environment {name} with all its secrets and revokes the API keys scoped to it. It cannot be undone."
+                        "This deletes environment {name} with all its secrets and config and revokes the API keys scoped to it. It cannot be undone."
                     ),
                     Ask::TypeName(name.as_str()),
                     yes,
@@ -385,7 +385,7 @@ impl Session {
                     .delete(&["v1", "environments", name.as_str()], &[])
                     .await?;
                 self.print_done(None, || {
-                    format!("deleted environment {name} with its secrets and API keys")
+                    format!("deleted environment {name} with its secrets, config and API keys")
                 })
             }
         }
