@@ -995,6 +995,15 @@ fn config_set_get_list_and_delete_json_values_from_arguments_or_stdin() {
     let missing = server.run(&["config", "get", "region"]);
     missing.assert_failed_with("config_not_found");
     assert_eq!(missing.code, Some(3));
+    // Config is returned by design, but never logged.
+    server.ok(&["config", "set", "logged", r#"{"marker": "cfg-value-7f3a"}"#]);
+    server.ok(&["config", "delete", "logged", "--yes"]);
+    let log = server.process.log();
+    assert!(log.contains("system.config.logged.deleted"), "{log}");
+    assert!(
+        !log.contains("cfg-value-7f3a"),
+        "a config value is in the log:\n{log}"
+    );
 }
 
 #[test]

@@ -423,8 +423,9 @@ pub struct Canary {
     pub blob: String,
 }
 
-/// One config entry: plaintext JSON, by design (config is not secret).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One config entry: plaintext JSON, by design (config is not secret). Its `Debug` shows the
+/// value's length only: values are returned to callers, never logged.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ConfigEntry {
     /// The environment it belongs to.
     pub environment: EnvName,
@@ -438,6 +439,19 @@ pub struct ConfigEntry {
     pub created_at: Timestamp,
     /// When the current revision was written.
     pub updated_at: Timestamp,
+}
+
+impl fmt::Debug for ConfigEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigEntry")
+            .field("environment", &self.environment)
+            .field("key", &self.key)
+            .field("value_bytes", &self.value.len())
+            .field("revision", &self.revision)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
 }
 
 /// The result of a successful config put.
@@ -552,6 +566,19 @@ mod tests {
             Ok(Role::Runtime(env))
         );
         assert_eq!(Role::from_parts("root", None), Err(RoleError::UnknownRole));
+    }
+
+    #[test]
+    fn config_values_do_not_debug_print() {
+        let entry = ConfigEntry {
+            environment: EnvName::new("prod").unwrap(),
+            key: ConfigKey::new("A").unwrap(),
+            value: r#""hunter2""#.to_owned(),
+            revision: 1,
+            created_at: Timestamp::from_millis(1),
+            updated_at: Timestamp::from_millis(1),
+        };
+        assert!(!format!("{entry:?}").contains("hunter2"));
     }
 
     #[test]
