@@ -151,6 +151,7 @@ impl From<CoreError> for ApiError {
             CoreError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             CoreError::EnvironmentNotFound(_) => (StatusCode::NOT_FOUND, "environment_not_found"),
             CoreError::SecretNotFound { .. } => (StatusCode::NOT_FOUND, "secret_not_found"),
+            CoreError::ConfigNotFound { .. } => (StatusCode::NOT_FOUND, "config_not_found"),
             CoreError::ApiKeyNotFound(_) => (StatusCode::NOT_FOUND, "api_key_not_found"),
             CoreError::EnvironmentExists(_) => (StatusCode::CONFLICT, "environment_exists"),
             CoreError::RevisionConflict { current } => {

@@ -71,6 +71,8 @@ fn documented_routes() -> OpenApiRouter<Arc<Coffer>> {
         .routes(routes!(revoke_api_key))
         .routes(routes!(list_secrets, import_secrets))
         .routes(routes!(get_secret, put_secret, delete_secret))
+        .routes(routes!(list_config))
+        .routes(routes!(get_config, put_config, delete_config))
 }
 
 /// Accept errors that concern one connection, not the listener.

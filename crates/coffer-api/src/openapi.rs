@@ -36,6 +36,7 @@ pub fn base() -> utoipa::openapi::OpenApi {
         (name = "environments", description = "Environments (admin; a manage key lists its own)"),
         (name = "api-keys", description = "API keys (admin)"),
         (name = "secrets", description = "Secret metadata and writes (admin, or manage of the environment)"),
+        (name = "config", description = "Plaintext JSON config entries (admin, or manage of the environment)"),
         (name = "keys", description = "The encryption key lifecycle (admin)"),
     )
 )]
@@ -129,7 +130,8 @@ pub struct BodyTimeout(ErrorBody);
 #[response(status = 413)]
 pub struct BodyTooLarge(ErrorBody);
 
-/// `value_too_large` (a value over 65,536 bytes) or `body_too_large` (a body over 1 MiB).
+/// `value_too_large` (a secret value over 65,536 bytes, or a config value over 65,536 bytes
+/// of JSON) or `body_too_large` (a body over 1 MiB).
 #[derive(IntoResponses)]
 #[response(status = 413)]
 pub struct ValueTooLarge(ErrorBody);
@@ -159,6 +161,11 @@ pub struct EnvironmentNotFound(ErrorBody);
 #[derive(IntoResponses)]
 #[response(status = 404)]
 pub struct SecretNotFound(ErrorBody);
+
+/// `environment_not_found` or `config_not_found`.
+#[derive(IntoResponses)]
+#[response(status = 404)]
+pub struct ConfigNotFound(ErrorBody);
 
 /// `api_key_not_found`.
 #[derive(IntoResponses)]

@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use coffer_core::{
-    ApiKeyId, Applied, Coffer, Encryption, EnvName, Mutation, REWRAP_BATCH, Role, SecretName,
-    ValueStatus,
+    ApiKeyId, Applied, Coffer, ConfigEntry, ConfigKey, Encryption, EnvName, Mutation, REWRAP_BATCH,
+    Role, SecretName, ValueStatus,
 };
 
 use crate::error::ApiError;
@@ -256,13 +256,12 @@ pub async fn list_secrets(
 ) -> ApiResult {
     let env = EnvName::new(&env)?;
     coffer.require_manage(&who, &env)?;
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::invalid_query(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )));
-    }
-    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let limit = page_limit(q.limit)?;
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| decode_cursor(c, SecretName::new))
+        .transpose()?;
     let page = coffer
         .list_secrets(&who, &env, after.as_ref(), limit)
         .await?;
@@ -357,16 +356,7 @@ pub async fn put_secret(
     let (env, name) = (EnvName::new(&env)?, SecretName::new(&name)?);
     coffer.require_manage(&who, &env)?;
     let (req, _held): (PutSecret, _) = body.parse().await?;
-    // `expectedRevision` may come in the body or, as on DELETE, in the query; both agree
-    // or the request is refused rather than one silently winning.
-    let expected_revision = match (req.expected_revision, q.expected_revision) {
-        (Some(b), Some(q)) if b != q => {
-            return Err(ApiError::invalid_query(
-                "expectedRevision in the query and in the body differ",
-            ));
-        }
-        (b, q) => b.or(q),
-    };
+    let expected_revision = expected_revision(req.expected_revision, q.expected_revision)?;
     let mutation = Mutation::PutSecret {
         env,
         name,
@@ -413,6 +403,135 @@ pub async fn delete_secret(
             Mutation::DeleteSecret {
                 env,
                 name,
+                expected_revision: q.expected_revision,
+            },
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Config entries of one environment, a page at a time, in key order (bytes).
+#[utoipa::path(get, path = "/v1/environments/{env}/config", tag = "config",
+    security(("bearer" = [])),
+    params(EnvPath, ListQuery),
+    responses(
+        (status = 200, description = "One page", body = ConfigPageJson),
+        Unauthorized, InvalidQuery, InvalidName, Forbidden, EnvironmentNotFound, Unavailable,
+    ))]
+pub async fn list_config(
+    State(coffer): State_,
+    Caller(who): Caller,
+    PathParams(EnvPath { env }): PathParams<EnvPath>,
+    QueryParams(q): QueryParams<ListQuery>,
+) -> ApiResult {
+    let env = EnvName::new(&env)?;
+    coffer.require_manage(&who, &env)?;
+    let limit = page_limit(q.limit)?;
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| decode_cursor(c, ConfigKey::new))
+        .transpose()?;
+    let page = coffer
+        .list_config(&who, &env, after.as_ref(), limit)
+        .await?;
+    let config = page
+        .items
+        .iter()
+        .map(config_json)
+        .collect::<Result<_, _>>()?;
+    let next_cursor = page.next.map(|k| URL_SAFE_NO_PAD.encode(k.as_str()));
+    Ok(Json(ConfigPageJson {
+        config,
+        next_cursor,
+    })
+    .into_response())
+}
+
+/// One config entry, with its value.
+#[utoipa::path(get, path = "/v1/environments/{env}/config/{key}", tag = "config",
+    security(("bearer" = [])),
+    params(ConfigPath),
+    responses(
+        (status = 200, description = "The entry", body = ConfigEntryJson),
+        Unauthorized, InvalidQuery, InvalidName, Forbidden, ConfigNotFound, Unavailable,
+    ))]
+pub async fn get_config(
+    State(coffer): State_,
+    Caller(who): Caller,
+    _: QueryParams<NoQuery>,
+    PathParams(ConfigPath { env, key }): PathParams<ConfigPath>,
+) -> ApiResult {
+    let (env, key) = (EnvName::new(&env)?, ConfigKey::new(&key)?);
+    let entry = coffer.config_entry(&who, &env, &key).await?;
+    Ok(Json(config_json(&entry)?).into_response())
+}
+
+/// Sets a config entry to any JSON value; with `expectedRevision`, only if the entry is at
+/// that revision.
+#[utoipa::path(put, path = "/v1/environments/{env}/config/{key}", tag = "config",
+    security(("bearer" = [])),
+    params(ConfigPath, RevisionQuery),
+    request_body = PutConfig,
+    responses(
+        (status = 200, description = "Updated", body = ConfigEntryJson),
+        (status = 201, description = "Created", body = ConfigEntryJson),
+        Unauthorized, Forbidden, BadBody, BodyTimeout, ValueTooLarge, UnsupportedMediaType,
+        InvalidInput, EnvironmentNotFound, RevisionConflict, Unavailable,
+    ))]
+pub async fn put_config(
+    State(coffer): State_,
+    Caller(who): Caller,
+    PathParams(ConfigPath { env, key }): PathParams<ConfigPath>,
+    QueryParams(q): QueryParams<RevisionQuery>,
+    body: JsonBody,
+) -> ApiResult {
+    let (env, key) = (EnvName::new(&env)?, ConfigKey::new(&key)?);
+    coffer.require_manage(&who, &env)?;
+    let (req, _held): (PutConfig, _) = body.parse().await?;
+    let expected_revision = expected_revision(req.expected_revision, q.expected_revision)?;
+    let mutation = Mutation::PutConfig {
+        env,
+        key,
+        value: req.value,
+        expected_revision,
+    };
+    match coffer.apply(&who, mutation).await? {
+        Applied::ConfigWritten(out) => {
+            let status = if out.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok((status, Json(config_json(&out.entry)?)).into_response())
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Deletes a config entry; with `expectedRevision`, only that revision.
+#[utoipa::path(delete, path = "/v1/environments/{env}/config/{key}", tag = "config",
+    security(("bearer" = [])),
+    params(ConfigPath, RevisionQuery),
+    responses(
+        (status = 204, description = "Deleted"),
+        Unauthorized, InvalidQuery, InvalidInput, Forbidden, ConfigNotFound, RevisionConflict,
+        Unavailable,
+    ))]
+pub async fn delete_config(
+    State(coffer): State_,
+    Caller(who): Caller,
+    PathParams(ConfigPath { env, key }): PathParams<ConfigPath>,
+    QueryParams(q): QueryParams<RevisionQuery>,
+) -> ApiResult {
+    let (env, key) = (EnvName::new(&env)?, ConfigKey::new(&key)?);
+    coffer.require_manage(&who, &env)?;
+    coffer
+        .apply(
+            &who,
+            Mutation::DeleteConfig {
+                env,
+                key,
                 expected_revision: q.expected_revision,
             },
         )
@@ -546,11 +665,51 @@ fn created(body: impl serde::Serialize) -> Response {
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
-fn decode_cursor(cursor: &str) -> Result<SecretName, ApiError> {
+/// A listing cursor: the base64url of the last name (or key) of the previous page.
+fn decode_cursor<T, E>(cursor: &str, parse: impl Fn(&str) -> Result<T, E>) -> Result<T, ApiError> {
     let bad = || ApiError::invalid_query("cursor is not one this server issued");
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    SecretName::new(&text).map_err(|_| bad())
+    parse(&text).map_err(|_| bad())
+}
+
+/// A listing's `limit`: 1 to [`MAX_PAGE`], [`DEFAULT_PAGE`] when absent.
+fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if (1..=MAX_PAGE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::invalid_query(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )))
+    }
+}
+
+/// `expectedRevision` may come in the body or, as on DELETE, in the query; both agree or the
+/// request is refused rather than one silently winning.
+fn expected_revision(body: Option<u64>, query: Option<u64>) -> Result<Option<u64>, ApiError> {
+    match (body, query) {
+        (Some(b), Some(q)) if b != q => Err(ApiError::invalid_query(
+            "expectedRevision in the query and in the body differ",
+        )),
+        (b, q) => Ok(b.or(q)),
+    }
+}
+
+/// A config entry's JSON shape; a stored value that is not JSON is a corrupt store.
+fn config_json(entry: &ConfigEntry) -> Result<ConfigEntryJson, ApiError> {
+    ConfigEntryJson::new(entry).ok_or_else(|| {
+        tracing::error!(
+            environment = %entry.environment,
+            key = %entry.key,
+            "a stored config value is not JSON"
+        );
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    })
 }
 
 /// `apply` answers each mutation with its own variant; anything else is a bug.

@@ -1,8 +1,8 @@
 //! JSON shapes of requests and responses (camelCase, RFC 3339 UTC timestamps).
 
 use coffer_core::{
-    ApiKeyMeta, Environment, ImportResult, Imported, KeyStatus, Revision, RewrapReport, Role,
-    SecretMeta, Timestamp, ValueStatus,
+    ApiKeyMeta, ConfigEntry, Environment, ImportResult, Imported, KeyStatus, Revision,
+    RewrapReport, Role, SecretMeta, Timestamp, ValueStatus,
 };
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -84,6 +84,41 @@ impl SecretMetaJson {
             created_at: rfc3339(m.created_at),
             updated_at: rfc3339(m.updated_at),
         }
+    }
+}
+
+/// A config entry: plaintext JSON, readable by admin and manage keys of its environment.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ConfigEntry)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigEntryJson {
+    #[schema(example = "feature_flags")]
+    key: String,
+    #[schema(example = "production")]
+    environment: String,
+    /// Any JSON value, as it was written.
+    value: serde_json::Value,
+    /// Starts at 1 and grows by 1 per update.
+    #[schema(value_type = u64, minimum = 1)]
+    revision: Revision,
+    #[schema(format = DateTime, example = "2026-11-23T04:35:25.123Z")]
+    created_at: String,
+    #[schema(format = DateTime, example = "2026-11-23T04:35:25.123Z")]
+    updated_at: String,
+}
+
+impl ConfigEntryJson {
+    /// The entry's JSON shape; `None` when its stored text is not JSON (the store holds
+    /// something Coffer did not write).
+    pub fn new(c: &ConfigEntry) -> Option<Self> {
+        Some(ConfigEntryJson {
+            key: c.key.to_string(),
+            environment: c.environment.to_string(),
+            value: serde_json::from_str(&c.value).ok()?,
+            revision: c.revision,
+            created_at: rfc3339(c.created_at),
+            updated_at: rfc3339(c.updated_at),
+        })
     }
 }
 
@@ -274,6 +309,17 @@ pub struct PutSecret {
     pub expected_revision: Option<Revision>,
 }
 
+/// Set a config entry.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PutConfig {
+    /// Any JSON value; at most 65,536 bytes once serialized compactly.
+    pub value: serde_json::Value,
+    /// Write only if the entry is at this revision (`0`: only if it does not exist).
+    #[schema(value_type = Option<u64>)]
+    pub expected_revision: Option<Revision>,
+}
+
 /// Set several secrets of one environment, all or none.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -369,6 +415,18 @@ pub struct SecretPath {
     pub name: String,
 }
 
+/// The config entry named in the path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ConfigPath {
+    /// An environment name, `^[a-z0-9][a-z0-9-]{0,62}$`.
+    #[param(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "production")]
+    pub env: String,
+    /// A config key, the secret-name rule: `^[A-Za-z_][A-Za-z0-9_]{0,127}$`.
+    #[param(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$", example = "feature_flags")]
+    pub key: String,
+}
+
 /// The API key named in the path.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -441,6 +499,17 @@ pub struct SecretPageJson {
     #[schema(required = true)]
     pub next_cursor: Option<String>,
     pub secrets: Vec<SecretMetaJson>,
+}
+
+/// `GET /v1/environments/{env}/config`: one page, in key order (bytes).
+#[derive(Serialize, ToSchema)]
+#[schema(as = ConfigPage)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigPageJson {
+    pub config: Vec<ConfigEntryJson>,
+    /// Send it back as `cursor` for the next page; `null` on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
 }
 
 /// `POST /v1/environments/{env}/secrets`: every imported secret, in request order.

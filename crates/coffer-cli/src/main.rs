@@ -106,3 +106,15 @@ fn completions(shell: clap_complete::Shell) -> ExitCode {
         _ => ExitCode::SUCCESS,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks (e.g. a positional argument and a global flag that
+    /// share a name) fail here rather than at run time.
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

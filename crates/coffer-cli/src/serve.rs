@@ -137,6 +137,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let options = StartupOptions {
         catalog: store.clone(),
         secrets: store.clone(),
+        config: store.clone(),
         keyring,
         require_encryption: args.require_encryption,
         admin_key_seed,

@@ -47,7 +47,7 @@ fn env_create_list_and_delete_in_human_and_json_output() {
 
     assert_eq!(
         server.ok(&["env", "delete", "staging", "--yes"]),
-        "deleted environment staging with its secrets and API keys\n"
+        "deleted environment staging with its secrets, config and API keys\n"
     );
     assert_eq!(server.ok(&["env", "delete", "qa", "--json", "-y"]), "");
     let names = names_in(&json(&server.ok(&["env", "list", "--json"])));
@@ -878,6 +878,7 @@ fn destructive_commands_without_a_terminal_need_yes_and_delete_nothing_without_i
     let value = server.canary();
     server.ok(&["env", "create", "doomed"]);
     server.ok(&["secret", "set", "KEPT", &value]);
+    server.ok(&["config", "set", "KEPT", "1"]);
     let created = json(&server.ok(&[
         "apikey", "create", "bot", "--role", "manage", "--env", "default", "--json",
     ]));
@@ -886,6 +887,7 @@ fn destructive_commands_without_a_terminal_need_yes_and_delete_nothing_without_i
     for args in [
         vec!["env", "delete", "doomed"],
         vec!["secret", "delete", "KEPT"],
+        vec!["config", "delete", "KEPT"],
         vec!["apikey", "revoke", id],
     ] {
         // stdin a pipe (with a "y" that must not count) and stdin /dev/null.
@@ -905,7 +907,9 @@ fn destructive_commands_without_a_terminal_need_yes_and_delete_nothing_without_i
         ["KEPT"]
     );
     assert_eq!(server.api_key_names(), [FIRST_ADMIN, "bot"]);
+    assert_eq!(server.ok(&["config", "get", "KEPT"]), "1\n");
 
+    server.ok(&["config", "delete", "KEPT", "--yes"]);
     server.ok(&["env", "delete", "doomed", "-y"]);
     server.ok(&["secret", "delete", "KEPT", "--yes"]);
     server.ok(&["apikey", "revoke", id, "-y"]);
@@ -914,6 +918,138 @@ fn destructive_commands_without_a_terminal_need_yes_and_delete_nothing_without_i
         ["default"]
     );
     assert_eq!(server.api_key_names(), [FIRST_ADMIN]);
+}
+
+#[test]
+fn config_set_get_list_and_delete_json_values_from_arguments_or_stdin() {
+    let server = Server::start();
+    assert_eq!(
+        server.ok(&[
+            "config",
+            "set",
+            "limits",
+            r#"{"rps": 100, "burst": [1, 2]}"#
+        ]),
+        "set config limits in default (revision 1)\n"
+    );
+    assert_eq!(
+        server
+            .run_with(&["config", "set", "region"], None, Some("\"eu-west-1\"\n"))
+            .stdout,
+        "set config region in default (revision 1)\n"
+    );
+    let pretty = server.ok(&["config", "get", "limits"]);
+    assert_eq!(json(&pretty), json(r#"{"burst": [1, 2], "rps": 100}"#));
+    assert_eq!(server.ok(&["config", "get", "region"]), "\"eu-west-1\"\n");
+    let entry = json(&server.ok(&["config", "get", "region", "--json"]));
+    assert_eq!(entry["key"], "region");
+    assert_eq!(entry["environment"], "default");
+    assert_eq!(entry["revision"], 1);
+
+    let updated = server.ok(&[
+        "config",
+        "set",
+        "region",
+        "\"us-east-1\"",
+        "--expected-revision",
+        "1",
+    ]);
+    assert_eq!(updated, "set config region in default (revision 2)\n");
+    let stale = server.run(&[
+        "config",
+        "set",
+        "region",
+        "null",
+        "--expected-revision",
+        "1",
+    ]);
+    stale.assert_failed_with("revision_conflict");
+    assert_eq!(stale.code, Some(5));
+    assert!(names_current_revision(&stale.stderr, 2), "{}", stale.stderr);
+
+    let table = server.ok(&["config", "list"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("KEY"), "{table}");
+    assert!(
+        lines[1].starts_with("limits") && lines[1].contains(r#"{"burst":[1,2],"rps":100}"#),
+        "{table}"
+    );
+    assert!(
+        lines[2].starts_with("region") && lines[2].contains("\"us-east-1\""),
+        "{table}"
+    );
+    let listed = json(&server.ok(&["config", "list", "--json"]));
+    let keys: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["limits", "region"]);
+    assert_eq!(listed[0]["value"]["rps"], 100);
+
+    assert_eq!(
+        server.ok(&["config", "delete", "region", "--yes"]),
+        "deleted config region from default\n"
+    );
+    let missing = server.run(&["config", "get", "region"]);
+    missing.assert_failed_with("config_not_found");
+    assert_eq!(missing.code, Some(3));
+    // Config is returned by design, but never logged.
+    server.ok(&["config", "set", "logged", r#"{"marker": "cfg-value-7f3a"}"#]);
+    server.ok(&["config", "delete", "logged", "--yes"]);
+    let log = server.process.log();
+    assert!(log.contains("system.config.logged.deleted"), "{log}");
+    assert!(
+        !log.contains("cfg-value-7f3a"),
+        "a config value is in the log:\n{log}"
+    );
+}
+
+#[test]
+fn config_set_refuses_invalid_or_missing_json_with_exit_2_before_sending() {
+    let server = Server::start();
+    for (args, stdin) in [
+        (vec!["config", "set", "A", "eu-west-SECRETISH"], None),
+        (vec!["config", "set", "A"], Some("{\"a\": SECRETISH}")),
+        (vec!["config", "set", "A", "{\"a\": 1"], None),
+    ] {
+        let run = server.run_with(&args, None, stdin);
+        run.assert_failed_with("not valid JSON");
+        assert_eq!(run.code, Some(2), "{args:?}");
+        assert!(!run.stderr.contains("SECRETISH"), "{}", run.stderr);
+    }
+    let empty = server.run_with(&["config", "set", "A"], None, Some(""));
+    empty.assert_failed_with("no value");
+    assert_eq!(empty.code, Some(2));
+    let big = format!("\"{}\"", "x".repeat(64 * 1024));
+    let over = server.run_with(&["config", "set", "A"], None, Some(&big));
+    over.assert_failed_with("64 KiB");
+    assert_eq!(over.code, Some(2));
+    let bad_key = server.run(&["config", "set", "not-a-key", "1"]);
+    assert_eq!(bad_key.code, Some(2), "{}", bad_key.stderr);
+    assert_eq!(server.ok(&["config", "list", "--json"]).trim(), "[]");
+}
+
+#[test]
+fn config_follows_the_keys_environment_and_runtime_keys_are_refused() {
+    let server = Server::start();
+    server.ok(&["env", "create", "prod"]);
+    let manage = server.created_key(&["ops", "--role", "manage", "--env", "prod"]);
+    let runtime = server.created_key(&["run", "--role", "runtime", "--env", "prod"]);
+    let set = server.run_with(&["config", "set", "flag", "true"], Some(&manage), None);
+    assert_eq!(
+        set.stdout, "set config flag in prod (revision 1)\n",
+        "{}",
+        set.stderr
+    );
+    let got = server.run_with(&["config", "get", "flag"], Some(&manage), None);
+    assert_eq!(got.stdout, "true\n", "{}", got.stderr);
+    let elsewhere = server.run_with(&["config", "list", "--env", "default"], Some(&manage), None);
+    assert_eq!(elsewhere.code, Some(4), "{}", elsewhere.stderr);
+    let refused = server.run_with(&["config", "get", "flag"], Some(&runtime), None);
+    refused.assert_failed_with("forbidden");
+    assert_eq!(refused.code, Some(4));
 }
 
 #[test]
@@ -976,7 +1112,8 @@ fn completions_name_every_command_for_bash_zsh_and_fish() {
         let run = Run::of(&mut cmd, None);
         assert!(run.success, "{shell}: {}", run.stderr);
         for word in [
-            "env", "secret", "apikey", "keys", "login", "logout", "serve", "show", "revoke",
+            "env", "secret", "config", "apikey", "keys", "login", "logout", "serve", "show",
+            "revoke",
         ] {
             assert!(run.stdout.contains(word), "{shell} completion lacks {word}");
         }
@@ -1000,6 +1137,11 @@ fn every_command_help_shows_examples() {
         &["secret", "show"],
         &["secret", "delete"],
         &["secret", "import"],
+        &["config"],
+        &["config", "set"],
+        &["config", "get"],
+        &["config", "list"],
+        &["config", "delete"],
         &["apikey"],
         &["apikey", "create"],
         &["apikey", "list"],
@@ -1068,6 +1210,23 @@ fn on_a_terminal_env_delete_asks_for_the_name_and_deletes_only_when_it_is_typed(
         names_in(&json(&server.ok(&["env", "list", "--json"]))),
         ["default"]
     );
+}
+
+#[test]
+fn on_a_terminal_config_delete_asks_y_or_n() {
+    let server = Server::start();
+    server.ok(&["config", "set", "flag", "true"]);
+    let no = server.on_terminal(&["config", "delete", "flag"], Some(("[y/N]", "")));
+    assert_eq!(no.code, Some(1), "{}", no.stderr);
+    assert!(
+        no.stderr.contains("Delete config flag from default? [y/N]"),
+        "{}",
+        no.stderr
+    );
+    assert_eq!(server.ok(&["config", "get", "flag"]), "true\n");
+    let yes = server.on_terminal(&["config", "delete", "flag"], Some(("[y/N]", "y")));
+    assert_eq!(yes.code, Some(0), "{}", yes.stderr);
+    assert_eq!(server.ok(&["config", "list", "--json"]).trim(), "[]");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The one error type of the services; the API maps each variant to a status and a code.
 
-use coffer_store::{ApiKeyId, EnvName, Revision, SecretName, StoreError};
+use coffer_store::{ApiKeyId, ConfigKey, EnvName, Revision, SecretName, StoreError};
 
 /// Everything a service call can refuse or fail with. Messages never contain a value.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +22,14 @@ pub enum CoreError {
         /// Its name.
         name: SecretName,
     },
+    /// The config entry does not exist.
+    #[error("config key {key} does not exist in environment {env}")]
+    ConfigNotFound {
+        /// Its environment.
+        env: EnvName,
+        /// Its key.
+        key: ConfigKey,
+    },
     /// The API key does not exist.
     #[error("API key {0} does not exist")]
     ApiKeyNotFound(ApiKeyId),
@@ -37,9 +45,12 @@ pub enum CoreError {
     /// Revoking this key would leave no admin key.
     #[error("the last admin API key cannot be revoked; create another admin key first")]
     LastAdminKey,
-    /// A value over [`crate::MAX_VALUE_BYTES`].
-    #[error("secret values are limited to {limit} bytes")]
+    /// A value over its limit ([`crate::MAX_VALUE_BYTES`] for a secret,
+    /// [`crate::MAX_CONFIG_VALUE_BYTES`] of serialized JSON for a config entry).
+    #[error("{what} values are limited to {limit} bytes")]
     ValueTooLarge {
+        /// `secret` or `config`.
+        what: &'static str,
         /// The limit in bytes.
         limit: usize,
     },

@@ -1,6 +1,6 @@
 //! Coffer's services, independent of any transport.
 //!
-//! [`Coffer`] owns the keyring and the two stores. It authenticates API keys, authorizes
+//! [`Coffer`] owns the keyring and the stores (catalog, secrets, config). It authenticates API keys, authorizes
 //! every read and write against the caller's [`Role`], seals values before they reach a
 //! store, and sends every mutation through one path, [`Coffer::apply`], which is where
 //! events and audit records attach.
@@ -19,12 +19,12 @@ pub use lifecycle::{
     KeyStatus, KeyVersionStatus, NONCE_BUDGET_WARNING, REWRAP_BATCH, RewrapReport, ValueStatus,
 };
 pub use service::{
-    AUTH_CACHE_TTL, Applied, Coffer, Encryption, ImportResult, Imported, MAX_IMPORT,
-    MAX_VALUE_BYTES, Mutation, MutationRecord, NewApiKey, Page, Principal, Status,
+    AUTH_CACHE_TTL, Applied, Coffer, Encryption, ImportResult, Imported, MAX_CONFIG_VALUE_BYTES,
+    MAX_IMPORT, MAX_VALUE_BYTES, Mutation, MutationRecord, NewApiKey, Page, Principal, Status,
 };
 pub use startup::{FirstAdminKey, StartupError, StartupOptions, StartupReport, check_admin_seed};
 
 pub use coffer_store::{
-    ApiKeyId, ApiKeyMeta, EnvName, Environment, NameError, Revision, Role, SecretMeta, SecretName,
-    Timestamp,
+    ApiKeyId, ApiKeyMeta, ConfigEntry, ConfigKey, ConfigPutOutcome, EnvName, Environment,
+    NameError, Revision, Role, SecretMeta, SecretName, Timestamp,
 };

@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use coffer_crypto::{Keyring, constant_time_eq, random_hex, sha256_hex};
 use coffer_store::{
-    Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, BatchPut, Catalog, EnvName, Environment,
-    Precondition, PutOutcome, Revision, Role, SecretMeta, SecretName, SecretRecord, SecretStore,
-    StoreError, StoreResult, StoredValue, Timestamp,
+    Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, BatchPut, Catalog, ConfigEntry, ConfigKey,
+    ConfigPutOutcome, ConfigStore, EnvName, Environment, Precondition, PutOutcome, Revision, Role,
+    SecretMeta, SecretName, SecretRecord, SecretStore, StoreError, StoreResult, StoredValue,
+    Timestamp,
 };
 use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
@@ -16,6 +17,9 @@ use crate::lifecycle::{EncryptionCounter, REWRAP_BATCH, RewrapReport, Unreadable
 
 /// The largest secret value, in bytes of UTF-8.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// The largest config value: bytes of its compact JSON serialization.
+pub const MAX_CONFIG_VALUE_BYTES: usize = 64 * 1024;
 
 /// The most secrets one import may set.
 pub const MAX_IMPORT: usize = 1000;
@@ -39,6 +43,7 @@ const AUTH_CACHE_MAX: usize = 10_000;
 pub struct Coffer {
     catalog: Arc<dyn Catalog>,
     secrets: Arc<dyn SecretStore>,
+    config: Arc<dyn ConfigStore>,
     keyring: Option<Arc<Keyring>>,
     pub(crate) unreadable: UnreadableSet,
     pub(crate) encryptions: EncryptionCounter,
@@ -160,6 +165,26 @@ pub enum Mutation {
         /// Its id.
         id: ApiKeyId,
     },
+    /// Create or update a config entry (admin, manage of `env`).
+    PutConfig {
+        /// Its environment.
+        env: EnvName,
+        /// Its key.
+        key: ConfigKey,
+        /// Any JSON; at most [`MAX_CONFIG_VALUE_BYTES`] serialized.
+        value: serde_json::Value,
+        /// `Some(0)`: must not exist; `Some(n)`: must be at revision n.
+        expected_revision: Option<Revision>,
+    },
+    /// Delete a config entry (admin, manage of `env`).
+    DeleteConfig {
+        /// Its environment.
+        env: EnvName,
+        /// Its key.
+        key: ConfigKey,
+        /// `Some(n)`: must be at revision n.
+        expected_revision: Option<Revision>,
+    },
     /// Re-encrypt stored values to the current key version (admin), starting after
     /// `after`: one batch of `limit` values, or every remaining value when `limit` is `None`.
     Rewrap {
@@ -188,6 +213,10 @@ pub enum Applied {
     SecretsImported(Vec<Imported>),
     /// The secret's last metadata.
     SecretDeleted(SecretMeta),
+    /// The config entry after the write.
+    ConfigWritten(ConfigPutOutcome),
+    /// The config entry as it was before its deletion.
+    ConfigDeleted(ConfigEntry),
     /// The new key, shown this once.
     ApiKeyCreated(NewApiKey),
     /// The key is revoked.
@@ -250,13 +279,13 @@ pub struct MutationRecord {
     pub at: Timestamp,
 }
 
-/// One page of a listing.
+/// One page of a listing; `C` is what the next page starts after.
 #[derive(Debug)]
-pub struct Page<T> {
+pub struct Page<T, C = SecretName> {
     /// The items.
     pub items: Vec<T>,
     /// Where the next page starts, if there is one.
-    pub next: Option<SecretName>,
+    pub next: Option<C>,
 }
 
 /// Whether values are encrypted at rest.
@@ -292,12 +321,14 @@ impl Coffer {
     pub(crate) fn new(
         catalog: Arc<dyn Catalog>,
         secrets: Arc<dyn SecretStore>,
+        config: Arc<dyn ConfigStore>,
         keyring: Option<Keyring>,
     ) -> Self {
         let encryptions = EncryptionCounter::new(keyring.as_ref());
         Coffer {
             catalog,
             secrets,
+            config,
             keyring: keyring.map(Arc::new),
             unreadable: UnreadableSet::default(),
             encryptions,
@@ -435,6 +466,50 @@ impl Coffer {
                 })
             }
         }
+    }
+
+    /// One config entry (admin, manage of `env`; runtime keys read config only through the
+    /// runtime plane).
+    pub async fn config_entry(
+        &self,
+        who: &Principal,
+        env: &EnvName,
+        key: &ConfigKey,
+    ) -> Result<ConfigEntry, CoreError> {
+        self.require_manage(who, env)?;
+        match self.config.get_config(env, key).await? {
+            Some(entry) => Ok(entry),
+            None => {
+                self.existing_environment(env).await?;
+                Err(CoreError::ConfigNotFound {
+                    env: env.clone(),
+                    key: key.clone(),
+                })
+            }
+        }
+    }
+
+    /// One page of an environment's config entries, in key order (bytes).
+    pub async fn list_config(
+        &self,
+        who: &Principal,
+        env: &EnvName,
+        after: Option<&ConfigKey>,
+        limit: usize,
+    ) -> Result<Page<ConfigEntry, ConfigKey>, CoreError> {
+        self.require_manage(who, env)?;
+        self.existing_environment(env).await?;
+        let mut items = self
+            .config
+            .list_config(env, after, limit.saturating_add(1))
+            .await?;
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|c| c.key.clone())
+        } else {
+            None
+        };
+        Ok(Page { items, next })
     }
 
     /// The runtime plane: a secret's plaintext, for a runtime key of its environment.
@@ -592,6 +667,7 @@ impl Coffer {
                 self.require_compare_and_set(expected_revision)?;
                 if value.expose_secret().len() > MAX_VALUE_BYTES {
                     return Err(CoreError::ValueTooLarge {
+                        what: "secret",
                         limit: MAX_VALUE_BYTES,
                     });
                 }
@@ -666,6 +742,49 @@ impl Coffer {
                         self.mark_written(&env, &name);
                         Applied::SecretDeleted(gone)
                     }
+                }
+            }
+            Mutation::PutConfig {
+                env,
+                key,
+                value,
+                expected_revision,
+            } => {
+                self.require_manage(who, &env)?;
+                let text = serde_json::to_string(&value).map_err(|_| {
+                    CoreError::Invalid("the config value cannot be serialized as JSON".into())
+                })?;
+                if text.len() > MAX_CONFIG_VALUE_BYTES {
+                    return Err(CoreError::ValueTooLarge {
+                        what: "config",
+                        limit: MAX_CONFIG_VALUE_BYTES,
+                    });
+                }
+                self.existing_environment(&env).await?;
+                let pre = Precondition::from_expected(expected_revision);
+                match self
+                    .config
+                    .put_config(&env, &key, text, pre, Timestamp::now(), actor)
+                    .await
+                {
+                    // The environment went between the check above and the write.
+                    Err(StoreError::NotFound) => return Err(CoreError::EnvironmentNotFound(env)),
+                    other => Applied::ConfigWritten(other?),
+                }
+            }
+            Mutation::DeleteConfig {
+                env,
+                key,
+                expected_revision,
+            } => {
+                self.require_manage(who, &env)?;
+                let pre = Precondition::from_expected(expected_revision);
+                match self.config.delete_config(&env, &key, pre, actor).await {
+                    Err(StoreError::NotFound) => {
+                        self.existing_environment(&env).await?;
+                        return Err(CoreError::ConfigNotFound { env, key });
+                    }
+                    other => Applied::ConfigDeleted(other?),
                 }
             }
             Mutation::CreateApiKey { name, role } => {
@@ -883,6 +1002,22 @@ impl Applied {
                 m.name.to_string(),
                 Some(m.revision),
             ),
+            Applied::ConfigWritten(out) => {
+                let verb = if out.created { "created" } else { "updated" };
+                let c = &out.entry;
+                (
+                    format!("system.config.{}.{verb}", c.key),
+                    Some(c.environment.clone()),
+                    c.key.to_string(),
+                    Some(c.revision),
+                )
+            }
+            Applied::ConfigDeleted(c) => (
+                format!("system.config.{}.deleted", c.key),
+                Some(c.environment.clone()),
+                c.key.to_string(),
+                Some(c.revision),
+            ),
             Applied::ApiKeyCreated(k) => (
                 format!("system.apikey.{}.created", k.meta.id),
                 k.meta.role.environment().cloned(),
@@ -1015,6 +1150,7 @@ fn check_import(entries: &[(SecretName, SecretString)]) -> Result<(), CoreError>
         }
         if value.expose_secret().len() > MAX_VALUE_BYTES {
             return Err(CoreError::ValueTooLarge {
+                what: "secret",
                 limit: MAX_VALUE_BYTES,
             });
         }

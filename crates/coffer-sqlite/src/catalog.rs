@@ -1,4 +1,5 @@
 //! `Catalog` on the `environments`, `api_keys`, `key_canaries` and `settings` tables.
+//! (Deleting or creating an environment also clears its `secrets` and `config` rows.)
 
 use std::collections::BTreeMap;
 
@@ -98,12 +99,14 @@ impl Catalog for SqliteStore {
                     return Err(StoreError::NotFound);
                 }
                 // Same transaction: no key of the old environment outlives it, and in this
-                // backend its secret values go with it.
+                // backend its secret values and config entries go with it.
                 c.execute(
                     "DELETE FROM api_keys WHERE environment = ?1",
                     [name.as_str()],
                 )
                 .map_err(unavailable)?;
+                c.execute("DELETE FROM config WHERE environment = ?1", [name.as_str()])
+                    .map_err(unavailable)?;
                 c.execute(
                     "DELETE FROM secrets WHERE environment = ?1",
                     [name.as_str()],
@@ -271,6 +274,11 @@ fn insert_environment(c: &Connection, env: &Environment) -> StoreResult<()> {
     // old environment was deleted go now, in the same transaction.
     c.execute(
         "DELETE FROM secrets WHERE environment = ?1",
+        [env.name.as_str()],
+    )
+    .map_err(unavailable)?;
+    c.execute(
+        "DELETE FROM config WHERE environment = ?1",
         [env.name.as_str()],
     )
     .map_err(unavailable)?;

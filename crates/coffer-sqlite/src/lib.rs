@@ -1,4 +1,5 @@
-//! The embedded default backend: the catalog and the secret values in one SQLite file.
+//! The embedded default backend: the catalog, the secret values and the config in one
+//! SQLite file.
 //!
 //! Concurrency model: reads run inline on the caller's thread from a small pool of
 //! read-only connections (a WAL point read takes microseconds; handing it to another thread
@@ -16,6 +17,7 @@
 #![warn(missing_docs)]
 
 mod catalog;
+mod config;
 mod secrets;
 mod writer;
 
@@ -31,7 +33,7 @@ use writer::Writer;
 /// The SQLite file that holds a data dir's catalog and values.
 pub const DB_FILE: &str = "coffer.db";
 
-/// The catalog and the `db` secret store on one SQLite file.
+/// The catalog, the `db` secret store and the config store on one SQLite file.
 pub struct SqliteStore {
     readers: std::sync::Arc<ReadPool>,
     writer: Writer,
@@ -215,6 +217,7 @@ mod tests {
 
     coffer_store::secret_store_conformance!(fresh());
     coffer_store::catalog_conformance!(fresh());
+    coffer_store::config_store_conformance!(fresh());
 
     /// This backend keeps values beside the catalog, so an environment's lifetime bounds its
     /// values atomically: deleted with it, and a new environment never inherits rows.

@@ -372,7 +372,7 @@ fn stored_text(value: &StoredValue) -> &str {
 /// A key writes only into an environment that exists at the moment of the write, so no
 /// value lands in an environment deleted while the request was in flight. (Coffer's own
 /// writes only replace existing rows or run in tests of the bare store.)
-fn check_environment(c: &Connection, actor: &Actor, env: &EnvName) -> StoreResult<()> {
+pub(crate) fn check_environment(c: &Connection, actor: &Actor, env: &EnvName) -> StoreResult<()> {
     if matches!(actor, Actor::System) {
         return Ok(());
     }

@@ -1,7 +1,8 @@
 //! The conformance suite every backend must pass, against a real server.
 //!
-//! A backend's tests invoke [`secret_store_conformance!`](crate::secret_store_conformance)
-//! and/or [`catalog_conformance!`](crate::catalog_conformance) with an async expression that
+//! A backend's tests invoke [`secret_store_conformance!`](crate::secret_store_conformance),
+//! [`catalog_conformance!`](crate::catalog_conformance) and/or
+//! [`config_store_conformance!`](crate::config_store_conformance) with an async expression that
 //! yields `(Arc<Backend>, guard)`; the guard (a temp dir, a connection, …) lives as long as
 //! the test. Each case below becomes one `#[tokio::test]` named after it.
 
@@ -61,6 +62,36 @@ macro_rules! catalog_conformance {
                 async fn $case() {
                     let (catalog, _guard) = $make.await;
                     $crate::conformance::$case(catalog).await;
+                }
+            )*
+        }
+    };
+}
+
+/// Generates one test per config-store case. `$make` is an async expression yielding
+/// `(Arc<impl ConfigStore + Catalog>, impl Sized)`: the cases create environments and API
+/// keys to check that writes re-check their actor and land only in existing environments.
+#[macro_export]
+macro_rules! config_store_conformance {
+    ($make:expr) => {
+        $crate::config_store_conformance!(@cases $make;
+            config_put_creates_at_revision_one_and_updates_bump_it,
+            config_preconditions_are_checked_atomically_with_the_write,
+            config_delete_honours_preconditions,
+            config_list_is_sorted_by_bytes_scoped_and_paginated,
+            config_concurrent_compare_and_set_loses_no_update,
+            config_writes_recheck_the_actor_and_the_environment,
+            config_entries_go_with_their_environment);
+    };
+    (@cases $make:expr; $($case:ident),*) => {
+        mod config_store_conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (store, _guard) = $make.await;
+                    $crate::conformance::$case(store).await;
                 }
             )*
         }
@@ -850,5 +881,276 @@ pub async fn a_key_of_a_deleted_environment_changes_nothing_in_its_successor(
     assert!(
         matches!(refused, Err(StoreError::ActorRevoked)),
         "{refused:?}"
+    );
+}
+
+fn config_key(raw: &str) -> ConfigKey {
+    ConfigKey::new(raw).expect("test config key is valid")
+}
+
+/// An unconditional config put by the system that must succeed.
+async fn set_config(
+    store: &impl ConfigStore,
+    e: &EnvName,
+    key: &ConfigKey,
+    value: &str,
+    ms: i64,
+) -> ConfigPutOutcome {
+    store
+        .put_config(
+            e,
+            key,
+            value.to_owned(),
+            Precondition::None,
+            at(ms),
+            &Actor::System,
+        )
+        .await
+        .expect("put config")
+}
+
+/// A first put creates the entry at revision 1; each update adds one, keeps the creation
+/// time, and the value comes back verbatim.
+pub async fn config_put_creates_at_revision_one_and_updates_bump_it(
+    store: Arc<impl ConfigStore + Catalog>,
+) {
+    let (e, k) = (env("a"), config_key("feature_flags"));
+    assert_eq!(store.get_config(&e, &k).await.unwrap(), None);
+    let first = set_config(&*store, &e, &k, r#"{"beta":true}"#, 10).await;
+    assert!(first.created);
+    assert_eq!(first.entry.revision, 1);
+    assert_eq!(first.entry.created_at, at(10));
+    assert_eq!(first.entry.updated_at, at(10));
+    assert_eq!(store.get_config(&e, &k).await.unwrap(), Some(first.entry));
+    let second = set_config(&*store, &e, &k, r#"[1, "two", null]"#, 20).await;
+    assert!(!second.created);
+    assert_eq!(second.entry.revision, 2);
+    assert_eq!(second.entry.created_at, at(10));
+    assert_eq!(second.entry.updated_at, at(20));
+    let got = store.get_config(&e, &k).await.unwrap().unwrap();
+    assert_eq!(got.value, r#"[1, "two", null]"#);
+    assert_eq!(got, second.entry);
+    assert_eq!(store.get_config(&env("b"), &k).await.unwrap(), None);
+}
+
+/// `Absent` and `Revision(n)` are enforced; a conflict reports the current revision.
+pub async fn config_preconditions_are_checked_atomically_with_the_write(
+    store: Arc<impl ConfigStore + Catalog>,
+) {
+    let (e, k) = (env("a"), config_key("CAS"));
+    let put = |pre, ms| store.put_config(&e, &k, "1".to_owned(), pre, at(ms), &Actor::System);
+    let miss = put(Precondition::Revision(1), 1).await;
+    assert!(
+        matches!(miss, Err(StoreError::Conflict { current: None })),
+        "{miss:?}"
+    );
+    put(Precondition::Absent, 1).await.unwrap();
+    let again = put(Precondition::Absent, 2).await;
+    assert!(
+        matches!(again, Err(StoreError::Conflict { current: Some(1) })),
+        "{again:?}"
+    );
+    let stale = put(Precondition::Revision(7), 2).await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { current: Some(1) })),
+        "{stale:?}"
+    );
+    let ok = put(Precondition::Revision(1), 3).await.unwrap();
+    assert_eq!(ok.entry.revision, 2);
+    let stored = store.get_config(&e, &k).await.unwrap().unwrap();
+    assert_eq!((stored.revision, stored.updated_at), (2, at(3)));
+}
+
+/// Deleting needs the entry to exist and the precondition to hold; it returns the entry.
+pub async fn config_delete_honours_preconditions(store: Arc<impl ConfigStore + Catalog>) {
+    let (e, k) = (env("a"), config_key("GONE"));
+    let missing = store
+        .delete_config(&e, &k, Precondition::None, &Actor::System)
+        .await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+    set_config(&*store, &e, &k, "true", 1).await;
+    set_config(&*store, &e, &k, "false", 2).await;
+    let stale = store
+        .delete_config(&e, &k, Precondition::Revision(1), &Actor::System)
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { current: Some(2) })),
+        "{stale:?}"
+    );
+    assert!(store.get_config(&e, &k).await.unwrap().is_some());
+    let gone = store
+        .delete_config(&e, &k, Precondition::Revision(2), &Actor::System)
+        .await
+        .unwrap();
+    assert_eq!((gone.revision, gone.value.as_str()), (2, "false"));
+    assert_eq!(store.get_config(&e, &k).await.unwrap(), None);
+    // Created again, it starts over at revision 1.
+    assert_eq!(set_config(&*store, &e, &k, "1", 3).await.entry.revision, 1);
+}
+
+/// Listing is in byte order of keys (`B` < `_` < `a`), per environment, after a cursor.
+pub async fn config_list_is_sorted_by_bytes_scoped_and_paginated(
+    store: Arc<impl ConfigStore + Catalog>,
+) {
+    let e = env("a");
+    for k in ["b", "_x", "B", "a1", "A"] {
+        set_config(&*store, &e, &config_key(k), "0", 1).await;
+    }
+    set_config(&*store, &env("other"), &config_key("A0"), "0", 1).await;
+    let keys = |page: Vec<ConfigEntry>| {
+        page.into_iter()
+            .map(|c| c.key.as_str().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let all = store.list_config(&e, None, 100).await.unwrap();
+    assert!(all.iter().all(|c| c.environment == e));
+    assert_eq!(keys(all), ["A", "B", "_x", "a1", "b"]);
+    let first = store.list_config(&e, None, 2).await.unwrap();
+    assert_eq!(keys(first), ["A", "B"]);
+    let next = store
+        .list_config(&e, Some(&config_key("B")), 2)
+        .await
+        .unwrap();
+    assert_eq!(keys(next), ["_x", "a1"]);
+    let last = store
+        .list_config(&e, Some(&config_key("b")), 2)
+        .await
+        .unwrap();
+    assert!(last.is_empty());
+    assert!(
+        store
+            .list_config(&env("empty"), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Compare-and-set under contention: every successful write is one revision, none lost.
+pub async fn config_concurrent_compare_and_set_loses_no_update(
+    store: Arc<impl ConfigStore + Catalog>,
+) {
+    let (e, k) = (env("a"), config_key("COUNTER"));
+    set_config(&*store, &e, &k, "0", 1).await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (store, e, k) = (store.clone(), e.clone(), k.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut won = 0u64;
+            for _ in 0..20 {
+                let current = store.get_config(&e, &k).await.unwrap().unwrap().revision;
+                let pre = Precondition::Revision(current);
+                match store
+                    .put_config(&e, &k, "1".to_owned(), pre, at(2), &Actor::System)
+                    .await
+                {
+                    Ok(_) => won += 1,
+                    Err(StoreError::Conflict { .. }) => {}
+                    Err(other) => panic!("unexpected error: {other}"),
+                }
+            }
+            won
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        won += t.await.unwrap();
+    }
+    assert!(won > 0);
+    let stored = store.get_config(&e, &k).await.unwrap().unwrap();
+    assert_eq!(stored.revision, 1 + won);
+}
+
+/// A key revoked while its request was in flight, or scoped elsewhere, writes nothing; a
+/// key writes only into an environment that exists at the moment of the write.
+pub async fn config_writes_recheck_the_actor_and_the_environment(
+    store: Arc<impl ConfigStore + Catalog>,
+) {
+    let prod = Environment {
+        name: env("prod"),
+        created_at: at(1),
+    };
+    store
+        .create_environment(&prod, &Actor::System)
+        .await
+        .unwrap();
+    let admin = api_key("ak_0a", Role::Admin, "ha");
+    let manage = api_key("ak_0b", Role::Manage(env("prod")), "hb");
+    store.insert_api_key(&admin, &Actor::System).await.unwrap();
+    store.insert_api_key(&manage, &Actor::System).await.unwrap();
+    let k = config_key("LIMITS");
+    let put = |actor: Actor, e: EnvName| {
+        let (store, k) = (store.clone(), k.clone());
+        async move {
+            store
+                .put_config(&e, &k, "1".to_owned(), Precondition::None, at(2), &actor)
+                .await
+        }
+    };
+    put(key_actor(&manage), env("prod")).await.unwrap();
+    let missing = put(key_actor(&admin), env("nowhere")).await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+    assert_eq!(store.get_config(&env("nowhere"), &k).await.unwrap(), None);
+    let elsewhere = Actor::Key {
+        id: manage.meta.id.clone(),
+        environment: Some(env("staging")),
+    };
+    let refused = put(elsewhere, env("prod")).await;
+    assert!(
+        matches!(refused, Err(StoreError::ActorRevoked)),
+        "{refused:?}"
+    );
+    store
+        .delete_api_key(&manage.meta.id, &key_actor(&admin))
+        .await
+        .unwrap();
+    let refused = put(key_actor(&manage), env("prod")).await;
+    assert!(
+        matches!(refused, Err(StoreError::ActorRevoked)),
+        "{refused:?}"
+    );
+    let refused = store
+        .delete_config(&env("prod"), &k, Precondition::None, &key_actor(&manage))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::ActorRevoked)),
+        "{refused:?}"
+    );
+    let kept = store.get_config(&env("prod"), &k).await.unwrap().unwrap();
+    assert_eq!(kept.revision, 1, "the revoked key changed nothing");
+}
+
+/// Deleting an environment deletes its entries in the same transaction, and creating one
+/// clears entries a racing write left under its name: a new environment starts empty.
+pub async fn config_entries_go_with_their_environment(store: Arc<impl ConfigStore + Catalog>) {
+    let prod = Environment {
+        name: env("prod"),
+        created_at: at(1),
+    };
+    let k = config_key("A");
+    store
+        .create_environment(&prod, &Actor::System)
+        .await
+        .unwrap();
+    set_config(&*store, &env("prod"), &k, "1", 2).await;
+    set_config(&*store, &env("kept"), &k, "1", 2).await;
+    store
+        .delete_environment(&env("prod"), &Actor::System)
+        .await
+        .unwrap();
+    assert_eq!(store.get_config(&env("prod"), &k).await.unwrap(), None);
+    assert!(store.get_config(&env("kept"), &k).await.unwrap().is_some());
+    // A system write that raced the deletion and landed afterwards:
+    set_config(&*store, &env("prod"), &k, "1", 3).await;
+    store
+        .create_environment(&prod, &Actor::System)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .list_config(&env("prod"), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }

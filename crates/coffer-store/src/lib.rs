@@ -1,11 +1,13 @@
 //! Coffer's storage boundary.
 //!
-//! Two traits, one error type, one schema:
-//! - [`Catalog`] keeps everything but secret values: environments, API keys, key canaries.
+//! One trait per aggregate, one error type, one schema:
+//! - [`Catalog`] keeps environments, API keys, key canaries.
 //!   SQLite (embedded default) and PostgreSQL implement it from the same [`schema`].
 //! - [`SecretStore`] keeps secret values and their metadata, with revisions for
 //!   compare-and-set. The catalog's database implements it (`db`); a NATS JetStream KV bucket
 //!   or a Vault KV mount can implement it too.
+//! - [`ConfigStore`] keeps plaintext JSON config entries per environment, with revisions for
+//!   compare-and-set.
 //!
 //! Every backend must pass the [`conformance`] suite (feature `conformance`).
 //! Backends never see plaintext unless the service runs in dev mode: values arrive sealed.
@@ -187,11 +189,13 @@ pub trait Catalog: Send + Sync + 'static {
     async fn get_environment(&self, name: &EnvName) -> StoreResult<Option<Environment>>;
 
     /// Creates an environment. Errors: [`StoreError::AlreadyExists`]. A catalog that also
-    /// holds secret values (`db`) clears any left under this name in the same transaction.
+    /// holds secret values or config (`db`) clears any left under this name in the same
+    /// transaction.
     async fn create_environment(&self, env: &Environment, actor: &Actor) -> StoreResult<()>;
 
     /// Deletes an environment and the API keys scoped to it, atomically (and, in a catalog
-    /// that also holds secret values, those values: returns how many; else 0).
+    /// that also holds secret values and config, those values, returning how many, and its
+    /// config entries; else 0).
     /// Errors: [`StoreError::NotFound`].
     async fn delete_environment(&self, name: &EnvName, actor: &Actor) -> StoreResult<u64>;
 
@@ -219,4 +223,48 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// Adds `n` to the recorded encryptions of `version` (several nodes may add at once).
     async fn add_encryptions(&self, version: KeyVersion, n: u64) -> StoreResult<()>;
+}
+
+/// Config entries: plaintext JSON per environment, with revisions for compare-and-set.
+///
+/// Writes carry the [`Actor`] they are made for and re-check it in the writing transaction,
+/// like every other store; a key actor writes only into an environment that exists then.
+/// A store in the catalog's database removes an environment's entries with it (and clears
+/// leftovers when it is created again), in the same transaction.
+#[async_trait]
+pub trait ConfigStore: Send + Sync + 'static {
+    /// One entry, or `None`.
+    async fn get_config(&self, env: &EnvName, key: &ConfigKey) -> StoreResult<Option<ConfigEntry>>;
+
+    /// Up to `limit` entries of `env` in key order (bytes), starting after `after`.
+    async fn list_config(
+        &self,
+        env: &EnvName,
+        after: Option<&ConfigKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<ConfigEntry>>;
+
+    /// Creates or replaces an entry (`value`: serialized JSON) if `precondition` holds,
+    /// atomically with the check. Errors: [`StoreError::Conflict`] when it does not hold;
+    /// [`StoreError::NotFound`] when a key actor writes to an environment that does not
+    /// exist; [`StoreError::ActorRevoked`].
+    async fn put_config(
+        &self,
+        env: &EnvName,
+        key: &ConfigKey,
+        value: String,
+        precondition: Precondition,
+        at: Timestamp,
+        actor: &Actor,
+    ) -> StoreResult<ConfigPutOutcome>;
+
+    /// Deletes an entry if `precondition` holds, returning it as it was.
+    /// Errors: [`StoreError::NotFound`], [`StoreError::Conflict`], [`StoreError::ActorRevoked`].
+    async fn delete_config(
+        &self,
+        env: &EnvName,
+        key: &ConfigKey,
+        precondition: Precondition,
+        actor: &Actor,
+    ) -> StoreResult<ConfigEntry>;
 }

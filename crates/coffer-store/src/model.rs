@@ -58,28 +58,55 @@ impl EnvName {
     }
 }
 
-/// A secret (or config) name: `^[A-Za-z_][A-Za-z0-9_]{0,127}$`.
+/// The rule secret names and config keys share: `^[A-Za-z_][A-Za-z0-9_]{0,127}$`.
+const IDENTIFIER_RULE: &str =
+    "use 1-128 characters: letters, digits and '_', not starting with a digit";
+
+fn is_identifier(raw: &str) -> bool {
+    !raw.is_empty()
+        && raw.len() <= 128
+        && raw
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| b.is_ascii_alphabetic() || b == b'_' || (i > 0 && b.is_ascii_digit()))
+}
+
+/// A secret name: `^[A-Za-z_][A-Za-z0-9_]{0,127}$`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SecretName(String);
 
 impl SecretName {
     /// Checks `raw` against the secret-name rule.
     pub fn new(raw: &str) -> Result<Self, NameError> {
-        const RULE: &str =
-            "use 1-128 characters: letters, digits and '_', not starting with a digit";
-        let ok = !raw.is_empty()
-            && raw.len() <= 128
-            && raw.bytes().enumerate().all(|(i, b)| {
-                b.is_ascii_alphabetic() || b == b'_' || (i > 0 && b.is_ascii_digit())
-            });
-        if ok {
+        if is_identifier(raw) {
             Ok(SecretName(raw.to_owned()))
         } else {
-            Err(NameError::new("secret name", raw, RULE))
+            Err(NameError::new("secret name", raw, IDENTIFIER_RULE))
         }
     }
 
     /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A config key: the secret-name rule, `^[A-Za-z_][A-Za-z0-9_]{0,127}$`. A type of its own
+/// so a config key is never passed where a secret name is meant.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConfigKey(String);
+
+impl ConfigKey {
+    /// Checks `raw` against the secret-name rule.
+    pub fn new(raw: &str) -> Result<Self, NameError> {
+        if is_identifier(raw) {
+            Ok(ConfigKey(raw.to_owned()))
+        } else {
+            Err(NameError::new("config key", raw, IDENTIFIER_RULE))
+        }
+    }
+
+    /// The key as a string.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -94,7 +121,7 @@ macro_rules! display_as_str {
         }
     )*};
 }
-display_as_str!(EnvName, SecretName, ApiKeyId);
+display_as_str!(EnvName, SecretName, ConfigKey, ApiKeyId);
 
 /// A record's revision: 1 for the first write, +1 for each update.
 pub type Revision = u64;
@@ -396,6 +423,46 @@ pub struct Canary {
     pub blob: String,
 }
 
+/// One config entry: plaintext JSON, by design (config is not secret). Its `Debug` shows the
+/// value's length only: values are returned to callers, never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    /// The environment it belongs to.
+    pub environment: EnvName,
+    /// Its key.
+    pub key: ConfigKey,
+    /// The value as serialized JSON text; the service checks it is JSON before storing it.
+    pub value: String,
+    /// 1 for the first write, +1 for each update.
+    pub revision: Revision,
+    /// When revision 1 was written.
+    pub created_at: Timestamp,
+    /// When the current revision was written.
+    pub updated_at: Timestamp,
+}
+
+impl fmt::Debug for ConfigEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigEntry")
+            .field("environment", &self.environment)
+            .field("key", &self.key)
+            .field("value_bytes", &self.value.len())
+            .field("revision", &self.revision)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
+}
+
+/// The result of a successful config put.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigPutOutcome {
+    /// The entry after the write.
+    pub entry: ConfigEntry,
+    /// Whether the write created it (revision 1).
+    pub created: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,6 +514,23 @@ mod tests {
     }
 
     #[test]
+    fn config_keys_follow_the_secret_name_rule() {
+        for raw in ["A", "_", "feature_flags", "1A", "A-B", "", &"A".repeat(129)] {
+            assert_eq!(
+                ConfigKey::new(raw).is_ok(),
+                SecretName::new(raw).is_ok(),
+                "{raw}"
+            );
+        }
+        assert!(
+            ConfigKey::new("a.b")
+                .unwrap_err()
+                .to_string()
+                .starts_with("config key")
+        );
+    }
+
+    #[test]
     fn name_errors_show_a_bounded_prefix_only() {
         let long = "x".repeat(10_000) + "!";
         let msg = SecretName::new(&long).unwrap_err().to_string();
@@ -482,6 +566,19 @@ mod tests {
             Ok(Role::Runtime(env))
         );
         assert_eq!(Role::from_parts("root", None), Err(RoleError::UnknownRole));
+    }
+
+    #[test]
+    fn config_values_do_not_debug_print() {
+        let entry = ConfigEntry {
+            environment: EnvName::new("prod").unwrap(),
+            key: ConfigKey::new("A").unwrap(),
+            value: r#""hunter2""#.to_owned(),
+            revision: 1,
+            created_at: Timestamp::from_millis(1),
+            updated_at: Timestamp::from_millis(1),
+        };
+        assert!(!format!("{entry:?}").contains("hunter2"));
     }
 
     #[test]

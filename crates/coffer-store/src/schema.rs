@@ -35,4 +35,9 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "key_usage",
         sql: include_str!("../migrations/0002_key_usage.sql"),
     },
+    Migration {
+        version: 3,
+        name: "config",
+        sql: include_str!("../migrations/0003_config.sql"),
+    },
 ];

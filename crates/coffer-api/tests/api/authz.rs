@@ -32,6 +32,7 @@ enum Setup {
     FreshEnvironment,
     FreshApiKey,
     SecretInA,
+    ConfigInA,
 }
 
 struct Case {
@@ -121,6 +122,34 @@ fn cases() -> Vec<Case> {
             "/v1/environments/env-a/secrets/SHARED",
             None,
             SecretInA,
+            [401, 401, 204, 204, 403, 403],
+        ),
+        c(
+            Method::GET,
+            "/v1/environments/env-a/config",
+            None,
+            Nothing,
+            [401, 401, 200, 200, 403, 403],
+        ),
+        c(
+            Method::GET,
+            "/v1/environments/env-a/config/SHARED",
+            None,
+            ConfigInA,
+            [401, 401, 200, 200, 403, 403],
+        ),
+        c(
+            Method::PUT,
+            "/v1/environments/env-a/config/SHARED",
+            Some(|| json!({"value": {"on": true}})),
+            ConfigInA,
+            [401, 401, 200, 200, 403, 403],
+        ),
+        c(
+            Method::DELETE,
+            "/v1/environments/env-a/config/SHARED",
+            None,
+            ConfigInA,
             [401, 401, 204, 204, 403, 403],
         ),
         c(
@@ -223,6 +252,9 @@ async fn every_route_gives_each_caller_the_documented_status() {
                 }
                 Setup::SecretInA => {
                     s.put_secret("env-a", "SHARED", "v").await;
+                }
+                Setup::ConfigInA => {
+                    s.put_config("env-a", "SHARED", json!(1)).await;
                 }
             }
             let body = case.body.map(|b| b());

@@ -39,7 +39,8 @@ pub async fn start_with(serve_options: ServeOptions) -> Server {
     let keyring = Keyring::single(Key::from_material(MASTER_KEY_HEX).expect("key"));
     let options = StartupOptions {
         catalog: store.clone(),
-        secrets: store,
+        secrets: store.clone(),
+        config: store,
         keyring: Some(keyring),
         require_encryption: true,
         admin_key_seed: None,
@@ -153,6 +154,15 @@ impl Server {
 
     pub async fn put_secret(&self, env: &str, name: &str, value: &str) -> Value {
         let path = format!("/v1/environments/{env}/secrets/{name}");
+        let (s, b) = self
+            .admin(Method::PUT, &path, Some(json!({ "value": value })))
+            .await;
+        assert!(s.is_success(), "{s} {b}");
+        b
+    }
+
+    pub async fn put_config(&self, env: &str, key: &str, value: Value) -> Value {
+        let path = format!("/v1/environments/{env}/config/{key}");
         let (s, b) = self
             .admin(Method::PUT, &path, Some(json!({ "value": value })))
             .await;

@@ -404,6 +404,10 @@ async fn query_strings_are_checked_on_every_route() {
         (Method::GET, "/v1/environments/default/secrets/A"),
         (Method::PUT, "/v1/environments/default/secrets/A"),
         (Method::DELETE, "/v1/environments/default/secrets/A"),
+        (Method::GET, "/v1/environments/default/config"),
+        (Method::GET, "/v1/environments/default/config/A"),
+        (Method::PUT, "/v1/environments/default/config/A"),
+        (Method::DELETE, "/v1/environments/default/config/A"),
     ];
     for (method, path) in routes {
         let (status, b) = s

@@ -3,6 +3,7 @@
 mod harness;
 
 mod authz;
+mod config;
 mod connections;
 mod input;
 mod limits;

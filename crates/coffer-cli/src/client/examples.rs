@@ -35,6 +35,25 @@ pub const SECRET_IMPORT: &str = "Examples:
   coffer secret import app.env --env staging     # app.env: your KEY=value file
   cat app.env | coffer secret import - --env staging";
 
+pub const CONFIG: &str = "Examples:
+  coffer config set feature_flags '{\"beta\": true}' --env production
+  coffer config get feature_flags --env production
+  coffer config list --env production
+  coffer config delete feature_flags --env production --yes";
+pub const CONFIG_SET: &str = "Examples:
+  coffer config set region '\"eu-west-1\"' --env production      # a JSON string: quoted
+  coffer config set limits '{\"rps\": 100}' --expected-revision 0  # only if new
+  coffer config set flags --env staging < flags.json              # JSON from stdin";
+pub const CONFIG_GET: &str = "Examples:
+  coffer config get limits --env production          # the value, as JSON
+  coffer config get limits --env production --json   # the whole entry, with its revision";
+pub const CONFIG_LIST: &str = "Examples:
+  coffer config list --env production
+  coffer config list --env production --json";
+pub const CONFIG_DELETE: &str = "Examples:
+  coffer config delete old_flag --env staging                 # asks y/N
+  coffer config delete old_flag --env staging --yes --expected-revision 3";
+
 pub const APIKEY: &str = "Examples:
   coffer apikey create ci-deploy --role manage --env production
   coffer apikey list

@@ -5,7 +5,7 @@
 //! | 0 | done |
 //! | 1 | any other error: the server failed or is unreachable, I/O, declined at a prompt |
 //! | 2 | usage: bad arguments or input, refused before any request (clap's errors too) |
-//! | 3 | not found: the named environment, secret or API key does not exist |
+//! | 3 | not found: the named environment, secret, config entry or API key does not exist |
 //! | 4 | no access: no API key, or the server refused it (401) or its role (403) |
 //! | 5 | conflict: a revision conflict, an environment that exists, the last admin key |
 

@@ -1,4 +1,4 @@
-//! The command-line client: `coffer env|secret|apikey …` over the HTTP API (`docs/API.md`).
+//! The command-line client: `coffer env|secret|config|apikey …` over the HTTP API (`docs/API.md`).
 //!
 //! Arguments are parsed into checked names (the types the server uses, so both sides apply
 //! one rule), each command is one request or a short sequence of them, and the answer is
@@ -8,6 +8,7 @@
 //! and from there into a request body; never to stdout, stderr, an error message or another
 //! process's command line. The API never returns one.
 
+mod config;
 mod confirm;
 mod dotenv;
 mod examples;
@@ -92,6 +93,14 @@ pub enum ClientCommand {
         #[command(subcommand)]
         command: SecretCommand,
     },
+    /// Set, get, list and delete plaintext JSON config.
+    #[command(after_help = examples::CONFIG)]
+    Config {
+        #[command(flatten)]
+        global: GlobalArgs,
+        #[command(subcommand)]
+        command: config::ConfigCommand,
+    },
     /// Create, list and revoke API keys.
     #[command(name = "apikey", after_help = examples::APIKEY)]
     ApiKey {
@@ -133,7 +142,7 @@ pub enum EnvCommand {
         #[arg(value_parser = EnvName::new)]
         name: EnvName,
     },
-    /// Delete an environment, with its secrets and the API keys scoped to it.
+    /// Delete an environment, with its secrets, its config and the API keys scoped to it.
     ///
     /// Asks you to type the name on a terminal; elsewhere needs --yes.
     #[command(after_help = examples::ENV_DELETE)]
@@ -274,6 +283,7 @@ pub async fn run(command: ClientCommand) -> Result<()> {
             ..
         } => Err(write_only()),
         ClientCommand::Secret { global, command } => Session::open(global)?.secret(command).await,
+        ClientCommand::Config { global, command } => Session::open(global)?.config(command).await,
         ClientCommand::ApiKey { global, command } => Session::open(global)?.api_key(command).await,
         ClientCommand::Keys { global, command } => Session::open(global)?.keys(command).await,
         ClientCommand::Login(args) => login::login(args).await,
@@ -366,7 +376,7 @@ impl Session {
                 confirm(
                     &format!("delete environment {name}"),
                     &format!(
-                        "This deletes environment {name} with all its secrets and revokes the API keys scoped to it. It cannot be undone."
+                        "This deletes environment {name} with all its secrets and config and revokes the API keys scoped to it. It cannot be undone."
                     ),
                     Ask::TypeName(name.as_str()),
                     yes,
@@ -375,7 +385,7 @@ impl Session {
                     .delete(&["v1", "environments", name.as_str()], &[])
                     .await?;
                 self.print_done(None, || {
-                    format!("deleted environment {name} with its secrets and API keys")
+                    format!("deleted environment {name} with its secrets, config and API keys")
                 })
             }
         }
@@ -414,7 +424,7 @@ impl Session {
                 })
             }
             SecretCommand::List { page_size } => {
-                let secrets = self.all_secrets(page_size).await?;
+                let secrets = self.all_items("secrets", page_size).await?;
                 self.print_list(
                     secrets,
                     &["NAME", "REVISION", "KEY-VERSION", "STATUS", "UPDATED"],
@@ -700,15 +710,10 @@ impl Session {
             .await
     }
 
-    /// Every secret's metadata, following `nextCursor` to the last page.
-    async fn all_secrets(&self, page_size: u32) -> Result<Vec<Value>> {
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Page {
-            secrets: Vec<Value>,
-            next_cursor: Option<String>,
-        }
-        let path = ["v1", "environments", self.env.as_str(), "secrets"];
+    /// Every item of an environment's `collection` (`secrets`, `config`), following
+    /// `nextCursor` to the last page.
+    async fn all_items(&self, collection: &str, page_size: u32) -> Result<Vec<Value>> {
+        let path = ["v1", "environments", self.env.as_str(), collection];
         let limit = page_size.to_string();
         let mut all = Vec::new();
         let mut cursor: Option<String> = None;
@@ -717,9 +722,14 @@ impl Session {
             if let Some(cursor) = &cursor {
                 query.push(("cursor", cursor.as_str()));
             }
-            let page: Page = parse(&self.api.get(&path, &query).await?)?;
-            all.extend(page.secrets);
-            match page.next_cursor.filter(|next| !next.is_empty()) {
+            let mut page = self.api.get(&path, &query).await?;
+            let next = match page.get_mut("nextCursor").map(Value::take) {
+                None | Some(Value::Null) => None,
+                Some(Value::String(next)) => Some(next),
+                Some(_) => bail!("unexpected answer from the server: a bad nextCursor"),
+            };
+            all.extend(items(page, collection)?);
+            match next.filter(|next| !next.is_empty()) {
                 None => return Ok(all),
                 Some(next) if cursor.as_ref() == Some(&next) => {
                     bail!("the server sent the same page twice")

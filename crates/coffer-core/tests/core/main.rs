@@ -5,6 +5,7 @@ mod harness;
 
 mod auth;
 mod capabilities;
+mod config;
 mod lifecycle;
 mod runtime;
 mod startup;
