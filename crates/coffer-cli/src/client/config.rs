@@ -126,12 +126,9 @@ impl Session {
                     Ask::YesNo,
                     yes,
                 )?;
-                let revision = expected_revision.map(|r| r.to_string());
-                let query: Vec<_> = revision
-                    .iter()
-                    .map(|r| ("expectedRevision", r.as_str()))
-                    .collect();
-                self.api.delete(&self.config_path(&key), &query).await?;
+                self.api
+                    .delete_at(&self.config_path(&key), expected_revision)
+                    .await?;
                 self.print_done(None, || format!("deleted config {key} from {env}"))
             }
         }

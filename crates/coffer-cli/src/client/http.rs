@@ -117,6 +117,16 @@ impl Api {
         self.send(Method::DELETE, path, query, None).await.map(drop)
     }
 
+    /// `DELETE path`, only at `expected_revision` when one is given (`?expectedRevision=`).
+    pub async fn delete_at(&self, path: &[&str], expected_revision: Option<u64>) -> Result<()> {
+        let revision = expected_revision.map(|r| r.to_string());
+        let query: Vec<_> = revision
+            .iter()
+            .map(|r| ("expectedRevision", r.as_str()))
+            .collect();
+        self.delete(path, &query).await
+    }
+
     async fn send(
         &self,
         method: Method,

@@ -483,15 +483,10 @@ impl Session {
                     Ask::YesNo,
                     yes,
                 )?;
-                let revision = expected_revision.map(|r| r.to_string());
-                let query: Vec<_> = revision
-                    .iter()
-                    .map(|r| ("expectedRevision", r.as_str()))
-                    .collect();
                 self.api
-                    .delete(
+                    .delete_at(
                         &["v1", "environments", env.as_str(), "secrets", name.as_str()],
-                        &query,
+                        expected_revision,
                     )
                     .await?;
                 self.print_done(None, || format!("deleted {name} from {env}"))
