@@ -33,8 +33,27 @@ impl FromRequestParts<Arc<Coffer>> for Caller {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, key)| key.trim())
             .ok_or_else(|| ApiError::from(coffer_core::CoreError::Unauthenticated))?;
-        Ok(Caller(coffer.authenticate(presented).await?))
+        let principal = coffer.authenticate(presented).await?;
+        Ok(Caller(principal.with_origin(origin(parts))))
     }
+}
+
+/// The peer address of the connection a request came on, put on every request by
+/// [`crate::serve_with`].
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
+/// Where a request came from: its peer address and `User-Agent`, bounded.
+pub fn origin(parts: &Parts) -> coffer_core::Origin {
+    let remote = parts
+        .extensions
+        .get::<PeerAddr>()
+        .map(|PeerAddr(addr)| addr.to_string());
+    let agent = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    coffer_core::Origin::new(remote, agent)
 }
 
 /// Path parameters; a segment that is not UTF-8 is a name that breaks its rule (422).

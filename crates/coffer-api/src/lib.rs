@@ -201,7 +201,16 @@ pub async fn serve_with(
             }
             continue;
         };
-        let service = TowerToHyperService::new(app.clone());
+        let service = {
+            use tower::ServiceExt;
+            let app = app.clone();
+            TowerToHyperService::new(tower::service_fn(
+                move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(extract::PeerAddr(peer));
+                    app.clone().oneshot(request)
+                },
+            ))
+        };
         let clock = std::sync::Arc::new(conn::StallClock::new());
         let io = TokioIo::new(conn::JsonErrors::new(tcp, clock.clone()));
         let connection = graceful.watch(http.serve_connection(io, service));

@@ -26,5 +26,5 @@ pub use startup::{FirstAdminKey, StartupError, StartupOptions, StartupReport, ch
 
 pub use coffer_store::{
     ApiKeyId, ApiKeyMeta, ConfigEntry, ConfigKey, ConfigPutOutcome, EnvName, Environment,
-    NameError, Revision, Role, SecretMeta, SecretName, Timestamp,
+    NameError, Origin, Revision, Role, SecretMeta, SecretName, Timestamp,
 };

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use coffer_crypto::{Keyring, constant_time_eq, random_hex, sha256_hex};
 use coffer_store::{
     Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, BatchPut, Catalog, ConfigEntry, ConfigKey,
-    ConfigPutOutcome, ConfigStore, EnvName, Environment, Precondition, PutOutcome, Revision, Role,
-    SecretMeta, SecretName, SecretRecord, SecretStore, StoreError, StoreResult, StoredValue,
-    Timestamp,
+    ConfigPutOutcome, ConfigStore, EnvName, Environment, Origin, Precondition, PutOutcome,
+    Revision, Role, SecretMeta, SecretName, SecretRecord, SecretStore, StoreError, StoreResult,
+    StoredValue, Timestamp,
 };
 use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
@@ -101,6 +101,8 @@ pub struct Principal {
     pub key_id: ApiKeyId,
     /// What it may do.
     pub role: Role,
+    /// Where this request came from (what its audit rows record).
+    pub origin: Origin,
 }
 
 impl Principal {
@@ -109,7 +111,14 @@ impl Principal {
         Actor::Key {
             id: self.key_id.clone(),
             environment: self.role.environment().cloned(),
+            origin: self.origin.clone(),
         }
+    }
+
+    /// The same principal, for a request from `origin`.
+    pub fn with_origin(mut self, origin: Origin) -> Self {
+        self.origin = origin;
+        self
     }
 }
 
@@ -374,6 +383,7 @@ impl Coffer {
         let principal = Principal {
             key_id: meta.id,
             role: meta.role,
+            origin: Origin::default(),
         };
         self.auth_cache.insert(hash, principal.clone(), generation);
         Ok(principal)

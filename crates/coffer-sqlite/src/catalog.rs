@@ -1,23 +1,25 @@
-//! `Catalog` on the `environments`, `api_keys`, `key_canaries` and `settings` tables.
-//! (Deleting or creating an environment also clears its `secrets` and `config` rows.)
+//! `AccessStore` and `KeyStore` on the `environments`, `api_keys`, `key_canaries`,
+//! `key_usage` and `settings` tables. (Deleting or creating an environment also clears its
+//! `secrets` and `config` rows.) Every change appends its journal rows in its transaction.
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use coffer_crypto::KeyVersion;
 use coffer_store::{
-    Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Canary, Catalog, EnvName, Environment, Role,
-    StoreError, StoreResult, Timestamp,
+    AccessStore, Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Canary, Change, EnvName, Environment,
+    KeyStore, Role, StoreError, StoreResult, Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use crate::journal::{Author, append, check_actor};
 use crate::{SqliteStore, corrupt, unavailable};
 
 /// Set once the first start has created its environment and admin key.
 const BOOTSTRAPPED: &str = "bootstrapped_at";
 
 #[async_trait]
-impl Catalog for SqliteStore {
+impl AccessStore for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         SqliteStore::ping(self).await
     }
@@ -38,6 +40,14 @@ impl Catalog for SqliteStore {
                 }
                 insert_environment(c, &env)?;
                 insert_api_key(c, &admin)?;
+                append(
+                    c,
+                    &Author::system(),
+                    &[
+                        Change::environment_created(&env),
+                        Change::api_key_created(&admin.meta),
+                    ],
+                )?;
                 c.execute(
                     "INSERT INTO settings (name, value) VALUES (?1, ?2)",
                     params![BOOTSTRAPPED, Timestamp::now().millis().to_string()],
@@ -81,8 +91,9 @@ impl Catalog for SqliteStore {
         let (env, actor) = (env.clone(), actor.clone());
         self.writer
             .write(move |c| {
-                check_actor(c, &actor)?;
-                insert_environment(c, &env)
+                let author = check_actor(c, &actor)?;
+                insert_environment(c, &env)?;
+                append(c, &author, &[Change::environment_created(&env)])
             })
             .await
     }
@@ -91,7 +102,7 @@ impl Catalog for SqliteStore {
         let (name, actor) = (name.clone(), actor.clone());
         self.writer
             .write(move |c| {
-                check_actor(c, &actor)?;
+                let author = check_actor(c, &actor)?;
                 let n = c
                     .execute("DELETE FROM environments WHERE name = ?1", [name.as_str()])
                     .map_err(unavailable)?;
@@ -107,12 +118,15 @@ impl Catalog for SqliteStore {
                 .map_err(unavailable)?;
                 c.execute("DELETE FROM config WHERE environment = ?1", [name.as_str()])
                     .map_err(unavailable)?;
-                c.execute(
-                    "DELETE FROM secrets WHERE environment = ?1",
-                    [name.as_str()],
-                )
-                .map(|n| n as u64)
-                .map_err(unavailable)
+                let secrets = c
+                    .execute(
+                        "DELETE FROM secrets WHERE environment = ?1",
+                        [name.as_str()],
+                    )
+                    .map_err(unavailable)?;
+                let at = Timestamp::now();
+                append(c, &author, &[Change::environment_deleted(&name, at)])?;
+                Ok(secrets as u64)
             })
             .await
     }
@@ -121,8 +135,9 @@ impl Catalog for SqliteStore {
         let (key, actor) = (key.clone(), actor.clone());
         self.writer
             .write(move |c| {
-                check_actor(c, &actor)?;
-                insert_api_key(c, &key)
+                let author = check_actor(c, &actor)?;
+                insert_api_key(c, &key)?;
+                append(c, &author, &[Change::api_key_created(&key.meta)])
             })
             .await
     }
@@ -153,15 +168,21 @@ impl Catalog for SqliteStore {
         let (id, actor) = (id.clone(), actor.clone());
         self.writer
             .write(move |c| {
-                check_actor(c, &actor)?;
-                let role: Option<String> = c
+                let author = check_actor(c, &actor)?;
+                let row: Option<(String, Option<String>)> = c
                     .query_row(
-                        "SELECT role FROM api_keys WHERE id = ?1",
+                        "SELECT role, environment FROM api_keys WHERE id = ?1",
                         [id.as_str()],
-                        |r| r.get(0),
+                        |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .optional()
                     .map_err(unavailable)?;
+                let (role, scope) = row.unzip();
+                let scope = scope
+                    .flatten()
+                    .map(|e| EnvName::new(&e))
+                    .transpose()
+                    .map_err(corrupt)?;
                 match role.as_deref() {
                     None => return Err(StoreError::NotFound),
                     Some("admin") => {
@@ -180,11 +201,18 @@ impl Catalog for SqliteStore {
                 }
                 c.execute("DELETE FROM api_keys WHERE id = ?1", [id.as_str()])
                     .map_err(unavailable)?;
-                Ok(())
+                append(
+                    c,
+                    &author,
+                    &[Change::api_key_revoked(&id, scope, Timestamp::now())],
+                )
             })
             .await
     }
+}
 
+#[async_trait]
+impl KeyStore for SqliteStore {
     async fn canaries(&self) -> StoreResult<Vec<Canary>> {
         let rows = self.read(|c| {
             let mut stmt = c.prepare_cached(
@@ -207,12 +235,17 @@ impl Catalog for SqliteStore {
         let canary = canary.clone();
         self.writer
             .write(move |c| {
-                c.execute(
-                    "INSERT INTO key_canaries (key_version, blob) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                    params![canary.key_version.get(), canary.blob],
-                )
-                .map(drop)
-                .map_err(unavailable)
+                let added = c
+                    .execute(
+                        "INSERT INTO key_canaries (key_version, blob) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                        params![canary.key_version.get(), canary.blob],
+                    )
+                    .map_err(unavailable)?;
+                if added == 0 {
+                    return Ok(());
+                }
+                let change = Change::key_registered(canary.key_version.get(), Timestamp::now());
+                append(c, &Author::system(), &[change])
             })
             .await
     }
@@ -240,23 +273,6 @@ impl Catalog for SqliteStore {
                 .map_err(unavailable)
             })
             .await
-    }
-}
-
-/// Re-checks, in the writing transaction, that a key actor still exists and is still
-/// scoped as it was when its request was authorized. Keys go with their environment in one
-/// transaction, so a surviving scoped key still has the environment it was made for.
-pub(crate) fn check_actor(c: &Connection, actor: &Actor) -> StoreResult<()> {
-    let Actor::Key { id, environment } = actor else {
-        return Ok(());
-    };
-    let scope: Option<Option<String>> = c
-        .prepare_cached("SELECT environment FROM api_keys WHERE id = ?1")
-        .and_then(|mut s| s.query_row([id.as_str()], |r| r.get(0)).optional())
-        .map_err(unavailable)?;
-    match scope {
-        Some(scope) if scope.as_deref() == environment.as_ref().map(EnvName::as_str) => Ok(()),
-        _ => Err(StoreError::ActorRevoked),
     }
 }
 

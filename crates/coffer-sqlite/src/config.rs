@@ -2,12 +2,12 @@
 
 use async_trait::async_trait;
 use coffer_store::{
-    Actor, ConfigEntry, ConfigKey, ConfigPutOutcome, ConfigStore, EnvName, Precondition,
+    Actor, Change, ConfigEntry, ConfigKey, ConfigPutOutcome, ConfigStore, EnvName, Precondition,
     StoreError, StoreResult, Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::catalog::check_actor;
+use crate::journal::{append, check_actor};
 use crate::secrets::check_environment;
 use crate::{SqliteStore, corrupt, unavailable};
 
@@ -56,7 +56,7 @@ impl ConfigStore for SqliteStore {
         let (env, key, actor) = (env.clone(), key.clone(), actor.clone());
         self.writer
             .write(move |c| {
-                check_actor(c, &actor)?;
+                let author = check_actor(c, &actor)?;
                 check_environment(c, &actor, &env)?;
                 let existing = current(c, &env, &key).map_err(unavailable)?;
                 let revision = existing.as_ref().map(|(_, rev, _, _)| *rev);
@@ -94,10 +94,12 @@ impl ConfigStore for SqliteStore {
                         (1, at.millis())
                     }
                 };
-                Ok(ConfigPutOutcome {
+                let out = ConfigPutOutcome {
                     created: created_now,
                     entry: entry(env, key, (value, revision, created, at.millis())),
-                })
+                };
+                append(c, &author, &[Change::config_written(&out)])?;
+                Ok(out)
             })
             .await
     }
@@ -112,7 +114,7 @@ impl ConfigStore for SqliteStore {
         let (env, key, actor) = (env.clone(), key.clone(), actor.clone());
         self.writer
             .write(move |c| {
-                check_actor(c, &actor)?;
+                let author = check_actor(c, &actor)?;
                 let Some(cols) = current(c, &env, &key).map_err(unavailable)? else {
                     return Err(StoreError::NotFound);
                 };
@@ -124,7 +126,13 @@ impl ConfigStore for SqliteStore {
                 c.prepare_cached("DELETE FROM config WHERE environment = ?1 AND key = ?2")
                     .and_then(|mut s| s.execute(params![env.as_str(), key.as_str()]))
                     .map_err(unavailable)?;
-                Ok(entry(env, key, cols))
+                let gone = entry(env, key, cols);
+                append(
+                    c,
+                    &author,
+                    &[Change::config_deleted(&gone, Timestamp::now())],
+                )?;
+                Ok(gone)
             })
             .await
     }

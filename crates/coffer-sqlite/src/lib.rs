@@ -18,6 +18,7 @@
 
 mod catalog;
 mod config;
+mod journal;
 mod secrets;
 mod writer;
 
@@ -40,6 +41,8 @@ pub struct SqliteStore {
     /// Transactions the writer has ended; see [`secrets::MetaCache`].
     epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
     meta_cache: secrets::MetaCache,
+    /// The last event id committed, announced by the writer.
+    events: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl SqliteStore {
@@ -51,11 +54,14 @@ impl SqliteStore {
         configure(&conn, false)?;
         migrate(&conn)?;
         let epoch = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let last_event = journal::head_event_seq(&conn).map_err(unavailable)?;
+        let events = std::sync::Arc::new(tokio::sync::watch::channel(last_event).0);
         Ok(SqliteStore {
             readers: std::sync::Arc::new(ReadPool::new(path)),
-            writer: Writer::start(conn, epoch.clone())?,
+            writer: Writer::start(conn, epoch.clone(), events.clone())?,
             epoch,
             meta_cache: secrets::MetaCache::default(),
+            events,
         })
     }
 
@@ -223,7 +229,9 @@ mod tests {
     /// values atomically: deleted with it, and a new environment never inherits rows.
     #[tokio::test]
     async fn environments_bound_their_secret_rows_in_one_transaction() {
-        use coffer_store::{Catalog, EnvName, Environment, Precondition, SecretName, SecretStore};
+        use coffer_store::{
+            AccessStore, EnvName, Environment, Precondition, SecretName, SecretStore,
+        };
         let (store, _dir) = fresh().await;
         let env = EnvName::new("prod").expect("name");
         let name = SecretName::new("A").expect("name");
@@ -280,7 +288,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_write_fails_alone_and_the_writer_lives_on() {
-        use coffer_store::Catalog;
+        use coffer_store::AccessStore;
         let (store, _dir) = fresh().await;
         let panicked = store
             .writer
@@ -294,7 +302,7 @@ mod tests {
             matches!(&panicked, Err(StoreError::Unavailable(m)) if m.contains("internal error")),
             "{panicked:?}"
         );
-        Catalog::ping(&*store)
+        AccessStore::ping(&*store)
             .await
             .expect("the writer still answers");
         let rolled_back: i64 = store
@@ -314,7 +322,9 @@ mod tests {
     /// checkpointed: zeroed in the database by `secure_delete`, gone from the truncated log.
     #[tokio::test]
     async fn a_checkpoint_leaves_no_overwritten_or_deleted_value_in_any_file() {
-        use coffer_store::{Catalog, EnvName, Environment, Precondition, SecretName, SecretStore};
+        use coffer_store::{
+            AccessStore, EnvName, Environment, Precondition, SecretName, SecretStore,
+        };
         let (store, dir) = fresh().await;
         let env = EnvName::new("default").expect("name");
         let at = Timestamp::from_millis(1);

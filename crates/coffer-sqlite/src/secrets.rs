@@ -6,13 +6,14 @@ use std::sync::atomic::Ordering;
 use async_trait::async_trait;
 use coffer_crypto::KeyVersion;
 use coffer_store::{
-    Actor, BatchPut, Capabilities, EnvName, Precondition, PutOutcome, Replacement, SecretMeta,
-    SecretName, SecretRecord, SecretStore, StoreError, StoreResult, StoredValue, Timestamp,
+    Actor, BatchPut, Capabilities, Change, EnvName, Precondition, PutOutcome, Replacement,
+    SecretMeta, SecretName, SecretRecord, SecretStore, StoreError, StoreResult, StoredValue,
+    Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::catalog::check_actor;
+use crate::journal::{append, check_actor};
 use crate::{SqliteStore, corrupt, unavailable};
 
 #[async_trait]
@@ -105,9 +106,11 @@ impl SecretStore for SqliteStore {
         let (env, name, actor) = (env.clone(), name.clone(), actor.clone());
         self.writer
             .write(move |c| {
-                check_actor(c, &actor)?;
+                let author = check_actor(c, &actor)?;
                 check_environment(c, &actor, &env)?;
-                put(c, env, name, value, precondition, at)
+                let out = put(c, env, name, value, precondition, at)?;
+                append(c, &author, &[Change::secret_written(&out)])?;
+                Ok(out)
             })
             .await
     }
@@ -123,24 +126,36 @@ impl SecretStore for SqliteStore {
         // One writer job is one savepoint: the first refusal rolls back every entry.
         self.writer
             .write(move |c| {
-                check_actor(c, &actor)?;
+                let author = check_actor(c, &actor)?;
                 check_environment(c, &actor, &env)?;
-                batch
+                let mut changes = Vec::with_capacity(batch.len());
+                let outcomes = batch
                     .into_iter()
                     .map(|entry| match entry.value {
                         Some(value) => {
-                            put(c, env.clone(), entry.name, value, entry.precondition, at).map(Some)
+                            let out =
+                                put(c, env.clone(), entry.name, value, entry.precondition, at)?;
+                            changes.push(Change::secret_written(&out));
+                            Ok(Some(out))
                         }
                         None => {
-                            let current = current(c, &env, &entry.name)?.map(|(_, rev, _, _)| rev);
-                            if entry.precondition.admits(current) {
-                                Ok(None)
-                            } else {
-                                Err(StoreError::Conflict { current })
+                            let current = current(c, &env, &entry.name)?;
+                            let revision = current.map(|(_, rev, _, _)| rev);
+                            if !entry.precondition.admits(revision) {
+                                return Err(StoreError::Conflict { current: revision });
                             }
+                            // Not a change, but it tells the caller its guess was the stored
+                            // value: on the record (audit only).
+                            if let Some((v, rev, created, updated)) = current {
+                                let meta = meta(env.clone(), entry.name, v, rev, created, updated);
+                                changes.push(Change::secret_unchanged(&meta, at));
+                            }
+                            Ok(None)
                         }
                     })
-                    .collect()
+                    .collect::<StoreResult<Vec<_>>>()?;
+                append(c, &author, &changes)?;
+                Ok(outcomes)
             })
             .await
     }
@@ -155,7 +170,7 @@ impl SecretStore for SqliteStore {
         let (env, name, actor) = (env.clone(), name.clone(), actor.clone());
         self.writer
             .write(move |c| {
-                check_actor(c, &actor)?;
+                let author = check_actor(c, &actor)?;
                 let Some((v, rev, created, updated)) = current(c, &env, &name)? else {
                     return Err(StoreError::NotFound);
                 };
@@ -165,7 +180,13 @@ impl SecretStore for SqliteStore {
                 c.prepare_cached("DELETE FROM secrets WHERE environment = ?1 AND name = ?2")
                     .and_then(|mut s| s.execute(params![env.as_str(), name.as_str()]))
                     .map_err(unavailable)?;
-                Ok(meta(env, name, v, rev, created, updated))
+                let gone = meta(env, name, v, rev, created, updated);
+                append(
+                    c,
+                    &author,
+                    &[Change::secret_deleted(&gone, Timestamp::now())],
+                )?;
+                Ok(gone)
             })
             .await
     }
@@ -217,7 +238,7 @@ impl SecretStore for SqliteStore {
         let actor = actor.clone();
         self.writer
             .write(move |c| {
-                check_actor(c, &actor)?;
+                let author = check_actor(c, &actor)?;
                 let mut stmt = c
                     .prepare_cached(
                         "UPDATE secrets SET value = ?4, key_version = ?5
@@ -225,7 +246,7 @@ impl SecretStore for SqliteStore {
                            AND key_version = ?6 AND value = ?7",
                     )
                     .map_err(unavailable)?;
-                batch
+                let applied = batch
                     .iter()
                     .map(|r| {
                         stmt.execute(params![
@@ -240,7 +261,17 @@ impl SecretStore for SqliteStore {
                         .map(|n| n == 1)
                         .map_err(unavailable)
                     })
-                    .collect()
+                    .collect::<StoreResult<Vec<bool>>>()?;
+                drop(stmt);
+                let count = applied.iter().filter(|a| **a).count() as u64;
+                if count > 0 {
+                    append(
+                        c,
+                        &author,
+                        &[Change::keys_rewrapped(count, Timestamp::now())],
+                    )?;
+                }
+                Ok(applied)
             })
             .await
     }
@@ -453,7 +484,7 @@ fn put(
 
 #[cfg(test)]
 mod tests {
-    use coffer_store::{ApiKeyId, ApiKeyMeta, ApiKeyRecord, Catalog, Environment, Role};
+    use coffer_store::{AccessStore, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Environment, Role};
 
     use super::*;
 
@@ -484,6 +515,7 @@ mod tests {
         let actor = Actor::Key {
             id: key.meta.id.clone(),
             environment: Some(env.clone()),
+            origin: Default::default(),
         };
         let plain = || StoredValue::Plain(SecretString::from("v"));
         let at = Timestamp::from_millis(2);
@@ -538,6 +570,7 @@ mod tests {
         let actor = Actor::Key {
             id: admin.meta.id.clone(),
             environment: None,
+            origin: Default::default(),
         };
         let gone = EnvName::new("gone").expect("name");
         let name = SecretName::new("A").expect("name");
@@ -561,12 +594,12 @@ mod tests {
     /// that changed a row invalidates it.
     #[tokio::test]
     async fn only_transactions_that_change_rows_invalidate_the_metadata_cache() {
-        use coffer_store::Catalog;
+        use coffer_store::AccessStore;
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(dir.path()).expect("open");
         let epoch = || store.epoch.load(Ordering::Acquire);
         let before = epoch();
-        Catalog::ping(&store).await.expect("ping");
+        AccessStore::ping(&store).await.expect("ping");
         assert_eq!(epoch(), before, "an empty write keeps the cache");
         let env = EnvName::new("prod").expect("name");
         let name = SecretName::new("A").expect("name");

@@ -31,8 +31,14 @@ impl Writer {
     /// Moves `conn` onto a new writer thread.
     /// After every transaction it ends, and before any of its writers hear back, it adds
     /// one to `epoch`: a read cache tagged with an older epoch is stale.
-    pub(crate) fn start(conn: Connection, epoch: Arc<AtomicU64>) -> StoreResult<Writer> {
-        Writer::with_capacity(conn, MAX_QUEUED, epoch)
+    /// After a transaction that changed rows it announces the journal's last event id on
+    /// `events`.
+    pub(crate) fn start(
+        conn: Connection,
+        epoch: Arc<AtomicU64>,
+        events: Arc<tokio::sync::watch::Sender<u64>>,
+    ) -> StoreResult<Writer> {
+        Writer::with_capacity(conn, MAX_QUEUED, epoch, events)
     }
 
     /// [`Writer::start`] with a queue of `capacity` writes.
@@ -40,11 +46,12 @@ impl Writer {
         conn: Connection,
         capacity: usize,
         epoch: Arc<AtomicU64>,
+        events: Arc<tokio::sync::watch::Sender<u64>>,
     ) -> StoreResult<Writer> {
         let (jobs, queue) = mpsc::sync_channel::<Job>(capacity);
         std::thread::Builder::new()
             .name("coffer-sqlite-writer".into())
-            .spawn(move || run(conn, queue, &epoch))
+            .spawn(move || run(conn, queue, &epoch, &events))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer { jobs })
     }
@@ -85,7 +92,12 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, queue: mpsc::Receiver<Job>, epoch: &AtomicU64) {
+fn run(
+    conn: Connection,
+    queue: mpsc::Receiver<Job>,
+    epoch: &AtomicU64,
+    events: &tokio::sync::watch::Sender<u64>,
+) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -94,11 +106,16 @@ fn run(conn: Connection, queue: mpsc::Receiver<Job>, epoch: &AtomicU64) {
                 Err(_) => break,
             }
         }
-        commit_batch(&conn, batch, epoch);
+        commit_batch(&conn, batch, epoch, events);
     }
 }
 
-fn commit_batch(conn: &Connection, batch: Vec<Job>, epoch: &AtomicU64) {
+fn commit_batch(
+    conn: &Connection,
+    batch: Vec<Job>,
+    epoch: &AtomicU64,
+    events: &tokio::sync::watch::Sender<u64>,
+) {
     let changes_before = conn.total_changes();
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         // Dropping the jobs unblocks their callers with an error.
@@ -151,6 +168,18 @@ fn commit_batch(conn: &Connection, batch: Vec<Job>, epoch: &AtomicU64) {
     // probe's empty write, a canary already there) leaves the cache alone.
     if conn.total_changes() != changes_before {
         epoch.fetch_add(1, Ordering::AcqRel);
+        if message.is_none() {
+            // Outside any transaction now: the committed head.
+            if let Ok(last) = crate::journal::head_event_seq(conn) {
+                events.send_if_modified(|seen| {
+                    let newer = last > *seen;
+                    if newer {
+                        *seen = last;
+                    }
+                    newer
+                });
+            }
+        }
     }
     for finish in finishes {
         finish(message.as_deref().map_or(Ok(()), Err));
@@ -178,7 +207,8 @@ mod tests {
     async fn a_full_queue_refuses_writes_with_overloaded() {
         let conn = Connection::open_in_memory().expect("db");
         let epoch = Arc::new(AtomicU64::new(0));
-        let writer = Arc::new(Writer::with_capacity(conn, 2, epoch).expect("writer"));
+        let events = Arc::new(tokio::sync::watch::channel(0).0);
+        let writer = Arc::new(Writer::with_capacity(conn, 2, epoch, events).expect("writer"));
         // Hold the writer thread inside a job until released.
         let (entered_tx, entered) = std::sync::mpsc::channel();
         let (release, released) = std::sync::mpsc::channel::<()>();

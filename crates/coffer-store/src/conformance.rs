@@ -69,7 +69,7 @@ macro_rules! catalog_conformance {
 }
 
 /// Generates one test per config-store case. `$make` is an async expression yielding
-/// `(Arc<impl ConfigStore + Catalog>, impl Sized)`: the cases create environments and API
+/// `(Arc<impl Catalog>, impl Sized)`: the cases create environments and API
 /// keys to check that writes re-check their actor and land only in existing environments.
 #[macro_export]
 macro_rules! config_store_conformance {
@@ -789,6 +789,7 @@ fn key_actor(key: &ApiKeyRecord) -> Actor {
     Actor::Key {
         id: key.meta.id.clone(),
         environment: key.meta.role.environment().cloned(),
+        origin: Default::default(),
     }
 }
 
@@ -876,6 +877,7 @@ pub async fn a_key_of_a_deleted_environment_changes_nothing_in_its_successor(
     let elsewhere = Actor::Key {
         id: ApiKeyId::new("ak_01").unwrap(),
         environment: Some(env("prod")),
+        origin: Default::default(),
     };
     let refused = catalog.delete_environment(&env("prod"), &elsewhere).await;
     assert!(
@@ -912,7 +914,7 @@ async fn set_config(
 /// A first put creates the entry at revision 1; each update adds one, keeps the creation
 /// time, and the value comes back verbatim.
 pub async fn config_put_creates_at_revision_one_and_updates_bump_it(
-    store: Arc<impl ConfigStore + Catalog>,
+    store: Arc<impl Catalog>,
 ) {
     let (e, k) = (env("a"), config_key("feature_flags"));
     assert_eq!(store.get_config(&e, &k).await.unwrap(), None);
@@ -935,7 +937,7 @@ pub async fn config_put_creates_at_revision_one_and_updates_bump_it(
 
 /// `Absent` and `Revision(n)` are enforced; a conflict reports the current revision.
 pub async fn config_preconditions_are_checked_atomically_with_the_write(
-    store: Arc<impl ConfigStore + Catalog>,
+    store: Arc<impl Catalog>,
 ) {
     let (e, k) = (env("a"), config_key("CAS"));
     let put = |pre, ms| store.put_config(&e, &k, "1".to_owned(), pre, at(ms), &Actor::System);
@@ -962,7 +964,7 @@ pub async fn config_preconditions_are_checked_atomically_with_the_write(
 }
 
 /// Deleting needs the entry to exist and the precondition to hold; it returns the entry.
-pub async fn config_delete_honours_preconditions(store: Arc<impl ConfigStore + Catalog>) {
+pub async fn config_delete_honours_preconditions(store: Arc<impl Catalog>) {
     let (e, k) = (env("a"), config_key("GONE"));
     let missing = store
         .delete_config(&e, &k, Precondition::None, &Actor::System)
@@ -990,7 +992,7 @@ pub async fn config_delete_honours_preconditions(store: Arc<impl ConfigStore + C
 
 /// Listing is in byte order of keys (`B` < `_` < `a`), per environment, after a cursor.
 pub async fn config_list_is_sorted_by_bytes_scoped_and_paginated(
-    store: Arc<impl ConfigStore + Catalog>,
+    store: Arc<impl Catalog>,
 ) {
     let e = env("a");
     for k in ["b", "_x", "B", "a1", "A"] {
@@ -1028,7 +1030,7 @@ pub async fn config_list_is_sorted_by_bytes_scoped_and_paginated(
 
 /// Compare-and-set under contention: every successful write is one revision, none lost.
 pub async fn config_concurrent_compare_and_set_loses_no_update(
-    store: Arc<impl ConfigStore + Catalog>,
+    store: Arc<impl Catalog>,
 ) {
     let (e, k) = (env("a"), config_key("COUNTER"));
     set_config(&*store, &e, &k, "0", 1).await;
@@ -1064,7 +1066,7 @@ pub async fn config_concurrent_compare_and_set_loses_no_update(
 /// A key revoked while its request was in flight, or scoped elsewhere, writes nothing; a
 /// key writes only into an environment that exists at the moment of the write.
 pub async fn config_writes_recheck_the_actor_and_the_environment(
-    store: Arc<impl ConfigStore + Catalog>,
+    store: Arc<impl Catalog>,
 ) {
     let prod = Environment {
         name: env("prod"),
@@ -1094,6 +1096,7 @@ pub async fn config_writes_recheck_the_actor_and_the_environment(
     let elsewhere = Actor::Key {
         id: manage.meta.id.clone(),
         environment: Some(env("staging")),
+        origin: Default::default(),
     };
     let refused = put(elsewhere, env("prod")).await;
     assert!(
@@ -1122,7 +1125,7 @@ pub async fn config_writes_recheck_the_actor_and_the_environment(
 
 /// Deleting an environment deletes its entries in the same transaction, and creating one
 /// clears entries a racing write left under its name: a new environment starts empty.
-pub async fn config_entries_go_with_their_environment(store: Arc<impl ConfigStore + Catalog>) {
+pub async fn config_entries_go_with_their_environment(store: Arc<impl Catalog>) {
     let prod = Environment {
         name: env("prod"),
         created_at: at(1),

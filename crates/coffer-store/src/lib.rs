@@ -1,8 +1,13 @@
 //! Coffer's storage boundary.
 //!
 //! One trait per aggregate, one error type, one schema:
-//! - [`Catalog`] keeps environments, API keys, key canaries.
-//!   SQLite (embedded default) and PostgreSQL implement it from the same [`schema`].
+//! - [`AccessStore`] keeps environments and API keys, and bootstraps a new catalog.
+//! - [`KeyStore`] keeps key canaries and per-version encryption counts.
+//! - [`JournalStore`] reads the audit log and the event outbox, and audits denied attempts.
+//!   Every write of every store appends its audit row and event in its own transaction
+//!   (see [`journal`]).
+//! - [`Catalog`] is all of the above plus [`ConfigStore`]: what one database (SQLite, the
+//!   embedded default, or PostgreSQL, from the same [`schema`]) implements.
 //! - [`SecretStore`] keeps secret values and their metadata, with revisions for
 //!   compare-and-set. The catalog's database implements it (`db`); a NATS JetStream KV bucket
 //!   or a Vault KV mount can implement it too.
@@ -15,6 +20,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod journal;
 mod model;
 pub mod schema;
 
@@ -26,6 +32,10 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use coffer_crypto::KeyVersion;
 
+pub use journal::{
+    Action, ActorRef, AuditQuery, AuditRecord, AuditResult, Change, Denial, EventRecord, Origin,
+    SubjectPattern,
+};
 pub use model::*;
 
 /// The one error type every backend returns.
@@ -171,10 +181,10 @@ pub trait SecretStore: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
 }
 
-/// Everything but secret values. Writes carry the [`Actor`] they are made for, re-checked
-/// in the writing transaction.
+/// Environments and API keys. Writes carry the [`Actor`] they are made for, re-checked in
+/// the writing transaction, and append their audit row and event in it.
 #[async_trait]
-pub trait Catalog: Send + Sync + 'static {
+pub trait AccessStore: Send + Sync + 'static {
     /// Whether the catalog answers.
     async fn ping(&self) -> StoreResult<()>;
 
@@ -211,19 +221,67 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// Deletes an API key. Errors: [`StoreError::NotFound`], [`StoreError::LastAdminKey`].
     async fn delete_api_key(&self, id: &ApiKeyId, actor: &Actor) -> StoreResult<()>;
+}
 
+/// Key canaries and encryption counts: what start-up checks and nonce budgets rest on.
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
     /// Every key canary.
     async fn canaries(&self) -> StoreResult<Vec<Canary>>;
 
-    /// Stores the canary of a key version that has none yet (an existing one is kept).
+    /// Stores the canary of a key version that has none yet (an existing one is kept);
+    /// audited as `keys.registered` (actor `system`) when it is new.
     async fn put_canary(&self, canary: &Canary) -> StoreResult<()>;
 
     /// How many encryptions each key version has performed, as recorded so far.
     async fn encryption_counts(&self) -> StoreResult<BTreeMap<KeyVersion, u64>>;
 
     /// Adds `n` to the recorded encryptions of `version` (several nodes may add at once).
+    /// Bookkeeping, not a change to a resource: not audited.
     async fn add_encryptions(&self, version: KeyVersion, n: u64) -> StoreResult<()>;
 }
+
+/// The audit log and the event outbox, as written by every store's writes (see
+/// [`journal`]); plus the one write of its own, denied attempts.
+#[async_trait]
+pub trait JournalStore: Send + Sync + 'static {
+    /// Appends one audit row per coalesced run of denied attempts (no event).
+    async fn record_denials(&self, denials: Vec<Denial>) -> StoreResult<()>;
+
+    /// Up to `limit` audit rows matching `query`, in `seq` order, and the last `seq`
+    /// examined (the cursor to go on from when fewer rows matched than were read).
+    /// A store may stop after examining a bounded number of rows.
+    async fn audit(
+        &self,
+        query: &AuditQuery,
+        limit: usize,
+    ) -> StoreResult<(Vec<AuditRecord>, Option<u64>)>;
+
+    /// The last audit row's `seq` and `hash` as the store's head records them.
+    async fn audit_head(&self) -> StoreResult<(u64, String)>;
+
+    /// Up to `limit` events with an id greater than `after`, in id order.
+    async fn events_after(&self, after: u64, limit: usize) -> StoreResult<Vec<EventRecord>>;
+
+    /// The id of the last committed event (0 when there is none).
+    async fn last_event_id(&self) -> StoreResult<u64>;
+
+    /// A receiver that changes whenever events commit (its value: the last event id this
+    /// node has seen committed). Readers must still poll now and then: another node's
+    /// commits may not be announced.
+    fn watch_events(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// Where the relay `name` (e.g. `nats`) has got to: the last event id it delivered.
+    async fn relay_position(&self, name: &str) -> StoreResult<u64>;
+
+    /// Records that the relay `name` delivered every event up to `id`.
+    async fn set_relay_position(&self, name: &str, id: u64) -> StoreResult<()>;
+}
+
+/// Everything but secret values, in one database: what the service is built on.
+pub trait Catalog: AccessStore + KeyStore + ConfigStore + JournalStore {}
+
+impl<T: AccessStore + KeyStore + ConfigStore + JournalStore> Catalog for T {}
 
 /// Config entries: plaintext JSON per environment, with revisions for compare-and-set.
 ///

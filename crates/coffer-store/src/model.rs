@@ -149,6 +149,17 @@ impl Timestamp {
     pub fn millis(self) -> i64 {
         self.0
     }
+
+    /// `2026-11-23T04:35:25.123Z`.
+    pub fn rfc3339(self) -> String {
+        let format = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
+            .ok()
+            .and_then(|t| t.format(format).ok())
+            .unwrap_or_default()
+    }
 }
 
 /// A condition a write must meet, checked atomically with the write.
@@ -333,6 +344,8 @@ pub enum Actor {
         id: ApiKeyId,
         /// The environment it is scoped to; `None` for an admin key.
         environment: Option<EnvName>,
+        /// Where the request came from (for the audit row).
+        origin: crate::Origin,
     },
 }
 

@@ -40,4 +40,9 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "config",
         sql: include_str!("../migrations/0003_config.sql"),
     },
+    Migration {
+        version: 4,
+        name: "journal",
+        sql: include_str!("../migrations/0004_journal.sql"),
+    },
 ];

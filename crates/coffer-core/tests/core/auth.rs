@@ -73,7 +73,7 @@ async fn manage_key(n: &Node) -> (String, coffer_store::ApiKeyId) {
 /// turn caching off for everyone by asking in a loop).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forbidden_key_removal_leaves_the_auth_cache_alone() {
-    use coffer_store::{Actor, Catalog};
+    use coffer_store::{AccessStore, Actor};
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
     let (key, id) = manage_key(&n).await;
@@ -87,6 +87,7 @@ async fn a_forbidden_key_removal_leaves_the_auth_cache_alone() {
     let runtime = coffer_core::Principal {
         key_id: coffer_store::ApiKeyId::new("ak_ff").unwrap(),
         role: coffer_core::Role::Runtime(env()),
+        origin: Default::default(),
     };
     let refused = n
         .coffer
@@ -104,7 +105,7 @@ async fn a_forbidden_key_removal_leaves_the_auth_cache_alone() {
 /// after that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_whose_request_is_dropped_still_clears_the_cache_when_it_commits() {
-    use coffer_store::Catalog;
+    use coffer_store::AccessStore;
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
     let (key, id) = manage_key(&n).await;

@@ -25,6 +25,7 @@ fn scoped(role: Role) -> Principal {
     Principal {
         key_id: coffer_core::ApiKeyId::new("ak_00000000000000ff").unwrap(),
         role,
+        origin: Default::default(),
     }
 }
 

@@ -65,7 +65,7 @@ pub async fn start(
 
 /// Stores the key behind [`admin`]: writes re-check their actor, so it must exist.
 pub async fn ensure_test_admin(store: &SqliteStore) {
-    use coffer_store::{Actor, ApiKeyMeta, ApiKeyRecord, Catalog, StoreError, Timestamp};
+    use coffer_store::{AccessStore, Actor, ApiKeyMeta, ApiKeyRecord, StoreError, Timestamp};
     let record = ApiKeyRecord {
         meta: ApiKeyMeta {
             id: admin().key_id,
@@ -86,6 +86,7 @@ pub fn admin() -> Principal {
     Principal {
         key_id: coffer_store::ApiKeyId::new("ak_00").unwrap(),
         role: Role::Admin,
+        origin: Default::default(),
     }
 }
 

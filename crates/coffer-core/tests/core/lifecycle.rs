@@ -8,7 +8,7 @@ use coffer_core::{
 };
 use coffer_crypto::KeyVersion;
 use coffer_sqlite::SqliteStore;
-use coffer_store::{Catalog, Replacement, SecretStore, StoredValue};
+use coffer_store::{KeyStore, Replacement, SecretStore, StoredValue};
 
 use crate::harness::*;
 

@@ -66,6 +66,7 @@ async fn only_a_runtime_key_of_the_environment_resolves_values() {
     let as_role = |role| Principal {
         key_id: id.clone(),
         role,
+        origin: Default::default(),
     };
     let manage = as_role(Role::Manage(env()));
     let other = as_role(Role::Runtime(EnvName::new("other").unwrap()));

@@ -1,0 +1,424 @@
+//! The journal on SQLite: every write job appends its audit rows and events before it ends,
+//! inside the writer's savepoint, so they commit (or roll back) with the change.
+
+use async_trait::async_trait;
+use coffer_store::{
+    Actor, ActorRef, AuditQuery, AuditRecord, AuditResult, Change, Denial, EnvName, EventRecord,
+    JournalStore, Origin, StoreError, StoreResult,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::{SqliteStore, corrupt, unavailable};
+
+/// Rows one `GET /v1/audit` page examines at most (its subject filter runs in Rust).
+const MAX_EXAMINED: usize = 10_000;
+
+/// The actor of a write as its audit rows name it, read in the writing transaction.
+#[derive(Clone, Debug)]
+pub(crate) struct Author {
+    actor: ActorRef,
+    origin: Origin,
+}
+
+impl Author {
+    pub(crate) fn system() -> Self {
+        Author {
+            actor: ActorRef::system(),
+            origin: Origin::default(),
+        }
+    }
+}
+
+/// Re-checks, in the writing transaction, that a key actor still exists and is still
+/// scoped as it was when its request was authorized, and returns it as the journal names
+/// it. Keys go with their environment in one transaction, so a surviving scoped key still
+/// has the environment it was made for.
+pub(crate) fn check_actor(c: &Connection, actor: &Actor) -> StoreResult<Author> {
+    let Actor::Key {
+        id,
+        environment,
+        origin,
+    } = actor
+    else {
+        return Ok(Author::system());
+    };
+    let row: Option<(Option<String>, String)> = c
+        .prepare_cached("SELECT environment, name FROM api_keys WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(unavailable)?;
+    match row {
+        Some((scope, name)) if scope.as_deref() == environment.as_ref().map(EnvName::as_str) => {
+            Ok(Author {
+                actor: ActorRef {
+                    key_id: Some(id.to_string()),
+                    key_name: Some(name),
+                },
+                origin: origin.clone(),
+            })
+        }
+        _ => Err(StoreError::ActorRevoked),
+    }
+}
+
+/// The shared head, read and advanced inside the writing transaction.
+struct Head {
+    audit_seq: u64,
+    audit_hash: String,
+    event_seq: u64,
+}
+
+fn read_head(c: &Connection) -> StoreResult<Head> {
+    c.prepare_cached("SELECT audit_seq, audit_hash, event_seq FROM journal_head WHERE id = 1")
+        .and_then(|mut s| {
+            s.query_row([], |r| {
+                Ok(Head {
+                    audit_seq: r.get(0)?,
+                    audit_hash: r.get(1)?,
+                    event_seq: r.get(2)?,
+                })
+            })
+        })
+        .map_err(unavailable)
+}
+
+fn write_head(c: &Connection, head: &Head) -> StoreResult<()> {
+    c.prepare_cached(
+        "UPDATE journal_head SET audit_seq = ?1, audit_hash = ?2, event_seq = ?3 WHERE id = 1",
+    )
+    .and_then(|mut s| s.execute(params![head.audit_seq, head.audit_hash, head.event_seq]))
+    .map(drop)
+    .map_err(unavailable)
+}
+
+/// Appends one audit row per change, and one event per change that publishes one.
+pub(crate) fn append(c: &Connection, author: &Author, changes: &[Change]) -> StoreResult<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut head = read_head(c)?;
+    for change in changes {
+        let subject = change.subject();
+        let event = if change.action.publishes() {
+            head.event_seq += 1;
+            let record = EventRecord {
+                id: head.event_seq,
+                subject: subject.clone(),
+                environment: change.environment.as_ref().map(EnvName::to_string),
+                name: change.name.clone(),
+                revision: change.revision,
+                actor: author.actor.clone(),
+                at: change.at.rfc3339(),
+                count: change.count,
+            };
+            let payload = serde_json::to_string(&record).map_err(corrupt)?;
+            c.prepare_cached(
+                "INSERT INTO events (seq, subject, environment, payload, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    record.id,
+                    record.subject,
+                    record.environment,
+                    payload,
+                    change.at.millis()
+                ])
+            })
+            .map_err(unavailable)?;
+            Some(head.event_seq)
+        } else {
+            None
+        };
+        let row = AuditRecord {
+            seq: 0,
+            at: change.at.millis(),
+            actor: author.actor.clone(),
+            action: change.action.name(),
+            subject,
+            environment: change.environment.as_ref().map(EnvName::to_string),
+            name: change.name.clone(),
+            revision: change.revision,
+            result: AuditResult::Allowed,
+            status: None,
+            count: change.count.unwrap_or(1),
+            remote: author.origin.remote.clone(),
+            user_agent: author.origin.user_agent.clone(),
+            event,
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        insert_audit(c, &mut head, row)?;
+    }
+    write_head(c, &head)
+}
+
+/// Chains `row` onto the head and inserts it.
+fn insert_audit(c: &Connection, head: &mut Head, mut row: AuditRecord) -> StoreResult<()> {
+    head.audit_seq += 1;
+    row.seq = head.audit_seq;
+    row.prev_hash = std::mem::take(&mut head.audit_hash);
+    row.hash = row.expected_hash();
+    c.prepare_cached(
+        "INSERT INTO audit_log (seq, at, actor_id, actor_name, action, subject, environment,
+             name, revision, result, status, count, remote, user_agent, event_seq, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            row.seq,
+            row.at,
+            row.actor.key_id,
+            row.actor.key_name,
+            row.action,
+            row.subject,
+            row.environment,
+            row.name,
+            row.revision,
+            row.result.as_str(),
+            row.status,
+            row.count,
+            row.remote,
+            row.user_agent,
+            row.event,
+            row.prev_hash,
+            row.hash,
+        ])
+    })
+    .map_err(unavailable)?;
+    head.audit_hash = row.hash;
+    Ok(())
+}
+
+const AUDIT_COLUMNS: &str = "seq, at, actor_id, actor_name, action, subject, environment, name, \
+     revision, result, status, count, remote, user_agent, event_seq, prev_hash, hash";
+
+fn audit_row(r: &Row<'_>) -> rusqlite::Result<(AuditRecord, String)> {
+    let result: String = r.get(9)?;
+    Ok((
+        AuditRecord {
+            seq: r.get(0)?,
+            at: r.get(1)?,
+            actor: ActorRef {
+                key_id: r.get(2)?,
+                key_name: r.get(3)?,
+            },
+            action: r.get(4)?,
+            subject: r.get(5)?,
+            environment: r.get(6)?,
+            name: r.get(7)?,
+            revision: r.get(8)?,
+            result: AuditResult::Allowed,
+            status: r.get(10)?,
+            count: r.get(11)?,
+            remote: r.get(12)?,
+            user_agent: r.get(13)?,
+            event: r.get(14)?,
+            prev_hash: r.get(15)?,
+            hash: r.get(16)?,
+        },
+        result,
+    ))
+}
+
+/// A stored result that is neither `allowed` nor `denied` (someone edited the file) reads
+/// as `denied`, never as allowed, with an empty `hash`, so `verify` reports the row as edited.
+fn with_result((mut row, result): (AuditRecord, String)) -> AuditRecord {
+    match AuditResult::parse(&result) {
+        Some(parsed) => row.result = parsed,
+        None => {
+            row.result = AuditResult::Denied;
+            row.hash = String::new();
+        }
+    }
+    row
+}
+
+#[async_trait]
+impl JournalStore for SqliteStore {
+    async fn record_denials(&self, denials: Vec<Denial>) -> StoreResult<()> {
+        if denials.is_empty() {
+            return Ok(());
+        }
+        self.writer
+            .write(move |c| {
+                let mut head = read_head(c)?;
+                for d in denials {
+                    let key_name: Option<String> = match &d.key_id {
+                        Some(id) => c
+                            .prepare_cached("SELECT name FROM api_keys WHERE id = ?1")
+                            .and_then(|mut s| s.query_row([id.as_str()], |r| r.get(0)).optional())
+                            .map_err(unavailable)?,
+                        None => None,
+                    };
+                    let row = AuditRecord {
+                        seq: 0,
+                        at: d.at.millis(),
+                        actor: ActorRef {
+                            key_id: d.key_id.as_ref().map(ToString::to_string),
+                            key_name,
+                        },
+                        action: d.route.clone(),
+                        subject: d.route,
+                        environment: d.environment.as_ref().map(EnvName::to_string),
+                        name: None,
+                        revision: None,
+                        result: AuditResult::Denied,
+                        status: Some(d.status),
+                        count: d.count,
+                        remote: d.origin.remote,
+                        user_agent: d.origin.user_agent,
+                        event: None,
+                        prev_hash: String::new(),
+                        hash: String::new(),
+                    };
+                    insert_audit(c, &mut head, row)?;
+                }
+                write_head(c, &head)
+            })
+            .await
+    }
+
+    async fn audit(
+        &self,
+        query: &AuditQuery,
+        limit: usize,
+    ) -> StoreResult<(Vec<AuditRecord>, Option<u64>)> {
+        let query = query.clone();
+        let limit = limit.max(1);
+        self.read_off_thread(move |c| {
+            let mut sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > ?1");
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            let mut push = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
+                args.push(v);
+                sql.push_str(&format!(" AND {clause} ?{}", args.len() + 1));
+            };
+            use rusqlite::types::Value as V;
+            if let Some(env) = &query.environment {
+                push(&mut sql, "environment =", V::Text(env.to_string()));
+            }
+            if let Some(actor) = &query.actor {
+                push(&mut sql, "actor_id =", V::Text(actor.clone()));
+            }
+            if let Some(action) = &query.action {
+                push(&mut sql, "action =", V::Text(action.clone()));
+            }
+            if let Some(result) = query.result {
+                push(&mut sql, "result =", V::Text(result.as_str().into()));
+            }
+            if let Some(since) = query.since {
+                push(&mut sql, "at >=", V::Integer(since.millis()));
+            }
+            if let Some(until) = query.until {
+                push(&mut sql, "at <", V::Integer(until.millis()));
+            }
+            sql.push_str(&format!(" ORDER BY seq LIMIT ?{}", args.len() + 2));
+            let mut stmt = c.prepare(&sql)?;
+            let mut found = Vec::new();
+            let mut after = query.after.unwrap_or(0);
+            let mut examined = 0;
+            let chunk = 1000usize;
+            loop {
+                let mut all: Vec<V> = vec![V::Integer(i64::try_from(after).unwrap_or(i64::MAX))];
+                all.extend(args.iter().cloned());
+                all.push(V::Integer(chunk as i64));
+                let rows: Vec<AuditRecord> = stmt
+                    .query_map(rusqlite::params_from_iter(all), audit_row)?
+                    .map(|r| r.map(with_result))
+                    .collect::<rusqlite::Result<_>>()?;
+                let got = rows.len();
+                for row in rows {
+                    examined += 1;
+                    after = row.seq;
+                    let keep = query
+                        .subject
+                        .as_ref()
+                        .is_none_or(|p| p.matches(&row.subject));
+                    if keep {
+                        found.push(row);
+                        if found.len() == limit {
+                            return Ok((found, Some(after)));
+                        }
+                    }
+                }
+                if got < chunk || examined >= MAX_EXAMINED {
+                    // Fewer than asked for: the end of the log (no cursor), or the examining
+                    // bound (cursor = the last row examined).
+                    return Ok((found, (got == chunk).then_some(after)));
+                }
+            }
+        })
+        .await
+    }
+
+    async fn audit_head(&self) -> StoreResult<(u64, String)> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT audit_seq, audit_hash FROM journal_head WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
+    }
+
+    async fn events_after(&self, after: u64, limit: usize) -> StoreResult<Vec<EventRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let payloads = self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT payload FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit], |r| r.get::<_, String>(0))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        payloads
+            .iter()
+            .map(|p| serde_json::from_str(p).map_err(corrupt))
+            .collect()
+    }
+
+    async fn last_event_id(&self) -> StoreResult<u64> {
+        self.read(|c| {
+            c.query_row("SELECT event_seq FROM journal_head WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+        })
+    }
+
+    fn watch_events(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events.subscribe()
+    }
+
+    async fn relay_position(&self, name: &str) -> StoreResult<u64> {
+        let pos: Option<u64> = self.read(|c| {
+            c.query_row(
+                "SELECT event_seq FROM relay_positions WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        Ok(pos.unwrap_or(0))
+    }
+
+    async fn set_relay_position(&self, name: &str, id: u64) -> StoreResult<()> {
+        let name = name.to_owned();
+        self.writer
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO relay_positions (name, event_seq) VALUES (?1, ?2)
+                     ON CONFLICT (name) DO UPDATE SET event_seq = MAX(relay_positions.event_seq, ?2)",
+                    params![name, id],
+                )
+                .map(drop)
+                .map_err(unavailable)
+            })
+            .await
+    }
+}
+
+/// The last event id in the head (the writer announces it after each commit).
+pub(crate) fn head_event_seq(c: &Connection) -> rusqlite::Result<u64> {
+    c.prepare_cached("SELECT event_seq FROM journal_head WHERE id = 1")?
+        .query_row([], |r| r.get(0))
+}
