@@ -74,6 +74,9 @@ print(f"valid: {sum(len(v) for v in doc['paths'].values())} operations on {len(d
 PY
 
 echo "== schemathesis: generated requests against $base"
+# GET /v1/events/stream is left out: a stream never ends, so every generated request to it
+# would run into --request-timeout. Its answers (200 text/event-stream, the 400/401/403/503
+# error bodies) are checked by crates/coffer-api/tests/api/events.rs and openapi.rs.
 # From the temp dir: hypothesis and schemathesis keep their databases in the working directory.
 (cd "$work" && "$venv/bin/schemathesis" run "$base/v1/openapi.json" \
     --header "Authorization: Bearer $admin_key" \
@@ -86,5 +89,6 @@ echo "== schemathesis: generated requests against $base"
     --request-timeout 10 \
     --output-sanitize true \
     --report-dir "$work/report" \
+    --exclude-path /v1/events/stream \
     --warnings off) \
     || { echo "--- coffer serve log" >&2; tail -n 50 "$work/serve.log" >&2; die "schemathesis found failures"; }

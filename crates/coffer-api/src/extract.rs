@@ -25,17 +25,21 @@ impl FromRequestParts<Arc<Coffer>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, coffer: &Arc<Coffer>) -> Result<Self, ApiError> {
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, key)| key.trim())
+        let presented = bearer_key(&parts.headers)
             .ok_or_else(|| ApiError::from(coffer_core::CoreError::Unauthenticated))?;
         let principal = coffer.authenticate(presented).await?;
         Ok(Caller(principal.with_origin(origin(parts))))
     }
+}
+
+/// The API key of an `Authorization: Bearer <key>` header.
+pub fn bearer_key(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim())
 }
 
 /// The peer address of the connection a request came on, put on every request by

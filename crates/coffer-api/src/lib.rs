@@ -9,6 +9,7 @@
 
 mod conn;
 mod error;
+mod events;
 mod extract;
 mod openapi;
 mod routes;
@@ -25,6 +26,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::ApiError;
+pub use events::StreamOptions;
 pub use extract::MAX_BODY_BYTES;
 
 /// The whole HTTP surface, with the default body limits.
@@ -34,12 +36,19 @@ pub fn app(coffer: Arc<Coffer>) -> Router {
 
 /// The whole HTTP surface, reading bodies as `options` says.
 pub fn app_with(coffer: Arc<Coffer>, options: &ServeOptions) -> Router {
+    app_streaming(coffer, options, events::Streams::new(options.events))
+}
+
+/// [`app_with`], its event streams governed by `streams` (which [`serve_with`] closes at
+/// shutdown).
+fn app_streaming(coffer: Arc<Coffer>, options: &ServeOptions, streams: events::Streams) -> Router {
     let limits = extract::BodyLimits::new(options.body_read_timeout, options.body_budget_bytes);
     let (router, _document) = documented_routes().split_for_parts();
     router
         .fallback(|| async { ApiError::route_not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(axum::Extension(limits))
+        .layer(axum::Extension(streams))
         .with_state(coffer)
 }
 
@@ -73,6 +82,7 @@ fn documented_routes() -> OpenApiRouter<Arc<Coffer>> {
         .routes(routes!(get_secret, put_secret, delete_secret))
         .routes(routes!(list_config))
         .routes(routes!(get_config, put_config, delete_config))
+        .routes(routes!(events::event_stream))
 }
 
 /// Accept errors that concern one connection, not the listener.
@@ -108,8 +118,11 @@ pub struct ServeOptions {
     /// is closed (a client that never reads would otherwise hold its place under
     /// `max_connections` forever).
     pub write_stall_timeout: Duration,
-    /// After shutdown begins, in-flight requests get this long to finish.
+    /// After shutdown begins, in-flight requests get this long to finish (event streams
+    /// end as soon as it begins).
     pub drain_timeout: Duration,
+    /// Event streams (`GET /v1/events/stream`): their cap, heartbeat and polling.
+    pub events: StreamOptions,
 }
 
 impl ServeOptions {
@@ -122,6 +135,7 @@ impl ServeOptions {
         header_read_timeout: Duration::from_secs(10),
         write_stall_timeout: Duration::from_secs(10),
         drain_timeout: Duration::from_secs(30),
+        events: StreamOptions::DEFAULT,
     };
 }
 
@@ -156,7 +170,8 @@ pub async fn serve_with(
     use hyper_util::server::graceful::GracefulShutdown;
     use hyper_util::service::TowerToHyperService;
 
-    let app = app_with(coffer, &options);
+    let streams = events::Streams::new(options.events);
+    let app = app_streaming(coffer, &options, streams.clone());
     let slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections));
     let refusing = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSING));
     let peers = Arc::new(conn::PeerCounts::default());
@@ -229,6 +244,8 @@ pub async fn serve_with(
         });
     }
     drop(listener);
+    // A stream never finishes by itself: end them so the drain does not wait them out.
+    streams.close();
     if tokio::time::timeout(options.drain_timeout, graceful.shutdown())
         .await
         .is_err()

@@ -9,12 +9,14 @@
 #![warn(missing_docs)]
 
 mod error;
+mod events;
 pub mod keys;
 mod lifecycle;
 mod service;
 mod startup;
 
 pub use error::CoreError;
+pub use events::{EventPage, EventScope};
 pub use lifecycle::{
     KeyStatus, KeyVersionStatus, NONCE_BUDGET_WARNING, REWRAP_BATCH, RewrapReport, ValueStatus,
 };
@@ -28,3 +30,4 @@ pub use coffer_store::{
     ApiKeyId, ApiKeyMeta, ConfigEntry, ConfigKey, ConfigPutOutcome, EnvName, Environment,
     NameError, Origin, Revision, Role, SecretMeta, SecretName, Timestamp,
 };
+pub use coffer_store::{EventRecord, SubjectPattern};

@@ -5,6 +5,7 @@ mod harness;
 mod authz;
 mod config;
 mod connections;
+mod events;
 mod input;
 mod limits;
 mod openapi;

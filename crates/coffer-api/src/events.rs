@@ -1,0 +1,377 @@
+//! `GET /v1/events/stream`: the event outbox as server-sent events.
+//!
+//! The body is a stream hyper pulls: each pull yields one frame (an event, a keep-alive
+//! comment) and nothing is produced ahead of the client, so a slow reader holds at most one
+//! page of events ([`StreamOptions::page`]) plus the connection's write buffer; a reader that
+//! stops reading is closed by the connection's write-stall rule. A stream ends when the
+//! server begins shutting down, when its key is revoked, or when the store fails (the client
+//! resumes with `Last-Event-ID`).
+
+#![allow(dead_code)] // `BadStreamRequest` only describes a response in the document
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use coffer_core::{Coffer, EventScope, Principal};
+use coffer_store::{EventRecord, SubjectPattern};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
+use utoipa::{IntoParams, IntoResponses};
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{Caller, QueryParams, bearer_key};
+use crate::openapi::{Forbidden, Unauthorized, Unavailable};
+
+/// How event streams are served.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamOptions {
+    /// Streams open at once, server-wide; one more is answered `503 overloaded`.
+    pub max_streams: usize,
+    /// An idle stream sends a `: keepalive` comment this often (proxies and clients can
+    /// tell a quiet stream from a dead one).
+    pub heartbeat: Duration,
+    /// An idle stream reads the outbox this often even when this node announced nothing:
+    /// another node's commits are not announced.
+    pub poll: Duration,
+    /// Events read from the store at once (and held, at most, per stream).
+    pub page: usize,
+}
+
+impl StreamOptions {
+    /// What `coffer serve` uses.
+    pub const DEFAULT: StreamOptions = StreamOptions {
+        max_streams: 1024,
+        heartbeat: Duration::from_secs(15),
+        poll: Duration::from_secs(1),
+        page: 256,
+    };
+}
+
+/// The server-wide state of event streams: the cap and the shutdown signal.
+#[derive(Clone)]
+pub(crate) struct Streams {
+    options: StreamOptions,
+    permits: Arc<Semaphore>,
+    closing: Arc<watch::Sender<bool>>,
+}
+
+impl Streams {
+    pub(crate) fn new(options: StreamOptions) -> Streams {
+        Streams {
+            options,
+            permits: Arc::new(Semaphore::new(
+                options.max_streams.min(Semaphore::MAX_PERMITS),
+            )),
+            closing: Arc::new(watch::channel(false).0),
+        }
+    }
+
+    /// Ends every open stream after the frame it is sending; new ones end at once
+    /// (shutdown has begun).
+    pub(crate) fn close(&self) {
+        self.closing.send_replace(true);
+    }
+}
+
+/// The stream's query.
+#[derive(Deserialize, IntoParams, Default)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    /// A subject pattern with NATS wildcards (`*` one token, `>` the rest, last only);
+    /// default `system.>`.
+    #[param(example = "system.secret.*.updated")]
+    pub subject: Option<String>,
+    /// Start after this event id. The `Last-Event-ID` header, when present, wins (a
+    /// reconnecting EventSource sends it with the URL it first used). Without either the
+    /// stream starts at the current end: only new events.
+    pub after: Option<u64>,
+}
+
+/// `invalid_query` (an unknown parameter, a malformed `after`, an invalid subject
+/// pattern) or `invalid_header` (a `Last-Event-ID` that is not an event id).
+#[derive(IntoResponses)]
+#[response(status = 400)]
+pub struct BadStreamRequest(ErrorBody);
+
+/// Events as they commit, as server-sent events: `id: <event id>`, one `data:` line with the
+/// event's JSON, a blank line; `: keepalive` comments while idle. Admin keys see every
+/// event, manage keys their environment's; runtime keys are refused.
+#[utoipa::path(get, path = "/v1/events/stream", tag = "events",
+    security(("bearer" = [])),
+    params(
+        StreamQuery,
+        ("Last-Event-ID" = Option<u64>, Header,
+            description = "Resume after this event id (the `id:` of the last event received)"),
+    ),
+    responses(
+        (status = 200, description = "The stream; it ends at server shutdown or when the key is revoked",
+            content_type = "text/event-stream", body = String),
+        Unauthorized, BadStreamRequest, Forbidden, Unavailable,
+    ))]
+pub async fn event_stream(
+    State(coffer): State<Arc<Coffer>>,
+    Caller(who): Caller,
+    QueryParams(q): QueryParams<StreamQuery>,
+    Extension(streams): Extension<Streams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let pattern = match q.subject.as_deref() {
+        None => SubjectPattern::all(),
+        Some(raw) => SubjectPattern::new(raw).map_err(|_| {
+            // The pattern's own message quotes it; answer with the rule only.
+            ApiError::invalid_query(
+                "`subject` is not a valid pattern: tokens separated by '.', '*' for one token, '>' (last only) for the rest, at most 512 characters",
+            )
+        })?,
+    };
+    let resume = last_event_id(&headers)?;
+    let scope = coffer.event_scope(&who)?;
+    let key = bearer_key(&headers)
+        .map(SecretString::from)
+        .ok_or_else(|| ApiError::from(coffer_core::CoreError::Unauthenticated))?;
+    let permit = streams
+        .permits
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::overloaded("event streams"))?;
+    let position = match resume.or(q.after) {
+        Some(after) => after,
+        None => coffer.last_event_id().await?,
+    };
+    tracing::debug!(key = %who.key_id, after = position, "event stream opened");
+    let feed = Feed {
+        watch: coffer.watch_events(),
+        coffer,
+        key,
+        who,
+        scope,
+        pattern,
+        position,
+        pending: VecDeque::new(),
+        fetch: true,
+        greeted: false,
+        options: streams.options,
+        closing: streams.closing.subscribe(),
+        last_sent: Instant::now(),
+        watching: true,
+        _permit: permit,
+    };
+    let body = Body::from_stream(futures_util::stream::unfold(feed, |mut feed| async move {
+        let frame = feed.next_frame().await?;
+        Some((Ok::<_, Infallible>(frame), feed))
+    }));
+    let mut response = (StatusCode::OK, body).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Tells nginx-style proxies not to buffer the stream.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// The `Last-Event-ID` header: absent, or an event id.
+fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(raw) = headers.get("last-event-id") else {
+        return Ok(None);
+    };
+    let text = raw.to_str().unwrap_or("").trim();
+    if text.is_empty() {
+        return Ok(None); // EventSource sends an empty one before it has seen an id
+    }
+    text.parse().map(Some).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_header",
+            "Last-Event-ID must be an event id (a non-negative integer)",
+        )
+    })
+}
+
+/// One open stream: where it is in the outbox and what it may send.
+struct Feed {
+    coffer: Arc<Coffer>,
+    /// The key the stream was opened with, to re-check that it is still valid.
+    key: SecretString,
+    who: Principal,
+    scope: EventScope,
+    pattern: SubjectPattern,
+    /// The last event id examined (sent, or skipped as not visible).
+    position: u64,
+    /// Events read but not yet sent: at most one page.
+    pending: VecDeque<EventRecord>,
+    /// Whether to read the outbox before waiting again.
+    fetch: bool,
+    greeted: bool,
+    options: StreamOptions,
+    closing: watch::Receiver<bool>,
+    watch: watch::Receiver<u64>,
+    /// Whether `watch` still has a sender (a dropped one would wake at once forever).
+    watching: bool,
+    last_sent: Instant,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Feed {
+    /// The next frame to send, or `None` to end the stream.
+    async fn next_frame(&mut self) -> Option<String> {
+        if !self.greeted {
+            self.greeted = true;
+            // Sends the head at once and tells EventSource how soon to reconnect.
+            return Some("retry: 1000\n\n".to_owned());
+        }
+        loop {
+            if *self.closing.borrow() {
+                return None;
+            }
+            if let Some(event) = self.pending.pop_front() {
+                if !self.still_authorized().await {
+                    return None;
+                }
+                return Some(self.sent(frame(&event)?));
+            }
+            if self.fetch {
+                let page = match self
+                    .coffer
+                    .events_page(&self.scope, &self.pattern, self.position, self.options.page)
+                    .await
+                {
+                    Ok(page) => page,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read events; ending the stream");
+                        return None;
+                    }
+                };
+                self.position = page.last_examined.unwrap_or(self.position);
+                self.pending.extend(page.events);
+                self.fetch = page.full;
+                continue;
+            }
+            match self.wait().await {
+                Wake::Fetch => self.fetch = true,
+                Wake::Heartbeat => {
+                    if !self.still_authorized().await {
+                        return None;
+                    }
+                    return Some(self.sent(": keepalive\n\n".to_owned()));
+                }
+                Wake::Close => return None,
+            }
+        }
+    }
+
+    /// Waits until there may be new events (announced, or the poll interval passed), a
+    /// heartbeat is due, or the server shuts down.
+    async fn wait(&mut self) -> Wake {
+        let heartbeat_at = self.last_sent + self.options.heartbeat;
+        let watching = self.watching;
+        let watch = &mut self.watch;
+        let closing = &mut self.closing;
+        let woken = async {
+            if watching {
+                watch.changed().await.is_ok()
+            } else {
+                std::future::pending().await
+            }
+        };
+        tokio::select! {
+            ok = woken => {
+                self.watching = ok;
+                Wake::Fetch
+            }
+            () = tokio::time::sleep(self.options.poll) => Wake::Fetch,
+            () = tokio::time::sleep_until(heartbeat_at) => Wake::Heartbeat,
+            _ = closing.changed() => Wake::Close,
+        }
+    }
+
+    /// Whether the stream's key is still valid, asked before every event and keep-alive:
+    /// cheap (the service remembers keys for a second; this node's revocations clear
+    /// that at once), and a revoked key is sent nothing committed after its revocation.
+    async fn still_authorized(&self) -> bool {
+        let valid = self
+            .coffer
+            .still_authorized(self.key.expose_secret(), &self.who)
+            .await;
+        if !valid {
+            tracing::debug!(key = %self.who.key_id, "event stream ended: its key is no longer valid");
+        }
+        valid
+    }
+
+    fn sent(&mut self, frame: String) -> String {
+        self.last_sent = Instant::now();
+        frame
+    }
+}
+
+/// Why an idle stream woke.
+enum Wake {
+    Fetch,
+    Heartbeat,
+    Close,
+}
+
+/// `id: N`, `data: JSON`, a blank line. The JSON is compact, so it is one line.
+fn frame(event: &EventRecord) -> Option<String> {
+    match serde_json::to_string(event) {
+        Ok(json) => Some(format!("id: {}\ndata: {json}\n\n", event.id)),
+        Err(e) => {
+            tracing::error!(error = %e, id = event.id, "cannot serialize an event; ending the stream");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_event_id_is_absent_empty_or_a_number() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("last-event-id", HeaderValue::from_str(v).unwrap());
+            last_event_id(&h)
+        };
+        assert_eq!(last_event_id(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(with("").unwrap(), None);
+        assert_eq!(with(" 42 ").unwrap(), Some(42));
+        assert_eq!(with("-1").unwrap_err().code(), "invalid_header");
+        assert_eq!(with("4x").unwrap_err().code(), "invalid_header");
+    }
+
+    #[test]
+    fn a_frame_is_one_id_line_one_data_line_and_a_blank_line() {
+        let event = EventRecord {
+            id: 7,
+            subject: "system.secret.A.created".into(),
+            environment: Some("default".into()),
+            name: Some("A".into()),
+            revision: Some(1),
+            actor: coffer_store::ActorRef::system(),
+            at: "2026-01-01T00:00:00Z".into(),
+            count: None,
+        };
+        let f = frame(&event).unwrap();
+        let lines: Vec<&str> = f.split('\n').collect();
+        assert_eq!(lines.len(), 4, "{f}");
+        assert_eq!(lines[0], "id: 7");
+        let data: EventRecord =
+            serde_json::from_str(lines[1].strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(data, event);
+        assert_eq!((lines[2], lines[3]), ("", ""));
+    }
+}

@@ -1,0 +1,391 @@
+//! `GET /v1/events/stream`: server-sent events of the outbox, filtered, scoped, resumable,
+//! bounded, and never carrying a value.
+
+use std::time::{Duration, Instant};
+
+use coffer_api::{ServeOptions, StreamOptions};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::harness::{self, Server, start, start_with};
+
+/// Every wait in these tests ends by this deadline.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// One open stream, read frame by frame.
+struct Sse {
+    resp: reqwest::Response,
+    buf: String,
+    /// Every byte received, for scans.
+    raw: Vec<u8>,
+}
+
+/// What one frame said.
+#[derive(Debug)]
+enum Frame {
+    Event { id: u64, data: Value },
+    Comment(String),
+    Other,
+}
+
+impl Sse {
+    async fn open(server: &Server, key: &str, query: &str, last_id: Option<u64>) -> Sse {
+        let mut req = server
+            .http
+            .get(format!("{}/v1/events/stream{query}", server.base))
+            .bearer_auth(key);
+        if let Some(id) = last_id {
+            req = req.header("Last-Event-ID", id.to_string());
+        }
+        let resp = tokio::time::timeout(WAIT, req.send())
+            .await
+            .expect("the stream's head within the deadline")
+            .expect("request");
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(harness::is_event_stream(&resp), "{:?}", resp.headers());
+        Sse {
+            resp,
+            buf: String::new(),
+            raw: Vec::new(),
+        }
+    }
+
+    /// The next frame, or `None` when the stream ended; panics past the deadline.
+    async fn frame(&mut self) -> Option<Frame> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                return Some(parse(block.trim_end_matches('\n')));
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.resp.chunk())
+                .await
+                .expect("a frame within the deadline")
+                .expect("the stream reads");
+            let chunk = chunk?;
+            self.raw.extend_from_slice(&chunk);
+            self.buf
+                .push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+        }
+    }
+
+    /// The next event (skipping comments and `retry:`).
+    async fn event(&mut self) -> (u64, Value) {
+        loop {
+            match self.frame().await.expect("the stream goes on") {
+                Frame::Event { id, data } => return (id, data),
+                Frame::Comment(_) | Frame::Other => {}
+            }
+        }
+    }
+
+    /// Whether the stream ends (rather than sending another event) within the deadline.
+    async fn ends(&mut self) -> bool {
+        loop {
+            match self.frame().await {
+                None => return true,
+                Some(Frame::Event { .. }) => return false,
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+fn parse(block: &str) -> Frame {
+    let mut id = None;
+    let mut data = Vec::new();
+    for line in block.lines() {
+        if let Some(c) = line.strip_prefix(':') {
+            return Frame::Comment(c.trim().to_owned());
+        } else if let Some(v) = line.strip_prefix("id: ") {
+            id = Some(v.parse().expect("a numeric id"));
+        } else if let Some(v) = line.strip_prefix("data: ") {
+            data.push(v.to_owned());
+        } else {
+            assert!(line.starts_with("retry: "), "unexpected line {line:?}");
+        }
+    }
+    match id {
+        Some(id) => {
+            assert_eq!(data.len(), 1, "one data line per event: {block}");
+            let data: Value = serde_json::from_str(&data[0]).expect("data is JSON");
+            assert_eq!(data["id"], id, "id: matches the event's id");
+            Frame::Event { id, data }
+        }
+        None => Frame::Other,
+    }
+}
+
+#[tokio::test]
+async fn the_stream_sends_only_new_events_that_match_the_pattern() {
+    let s = start().await;
+    s.put_secret("default", "BEFORE", "v").await;
+    let mut sse = Sse::open(&s, &s.admin, "?subject=system.secret.*.created", None).await;
+    s.put_config("default", "LEVEL", json!(1)).await;
+    s.put_secret("default", "A", "v1").await;
+    s.put_secret("default", "A", "v2").await; // updated: not matched
+    s.put_secret("default", "B", "v").await;
+    let (a, first) = sse.event().await;
+    assert_eq!(first["subject"], "system.secret.A.created", "{first}");
+    assert_eq!(first["environment"], "default");
+    assert_eq!(first["name"], "A");
+    assert_eq!(first["revision"], 1);
+    assert!(first["actor"]["keyId"].as_str().unwrap().starts_with("ak_"));
+    assert!(first["at"].is_string());
+    let (b, second) = sse.event().await;
+    assert_eq!(second["subject"], "system.secret.B.created", "{second}");
+    assert!(b > a + 1, "the update between them had an id of its own");
+
+    // The default pattern is `system.>`: everything, config included.
+    let mut all = Sse::open(&s, &s.admin, "", None).await;
+    s.put_config("default", "LEVEL", json!(2)).await;
+    let (_, e) = all.event().await;
+    assert_eq!(e["subject"], "system.config.LEVEL.updated", "{e}");
+}
+
+#[tokio::test]
+async fn a_manage_key_sees_only_its_own_environments_events() {
+    let s = start().await;
+    s.create_env("prod").await;
+    let (_, manage) = s.create_key("manage", Some("prod")).await;
+    let mut sse = Sse::open(&s, &manage, "", None).await;
+    s.put_secret("default", "ELSEWHERE", "v").await;
+    s.put_secret("prod", "MINE", "v").await;
+    s.create_env("staging").await;
+    s.put_secret("default", "ELSEWHERE", "v2").await;
+    s.put_config("prod", "MINE_TOO", json!(true)).await;
+    let (_, e) = sse.event().await;
+    assert_eq!(e["subject"], "system.secret.MINE.created", "{e}");
+    assert_eq!(e["environment"], "prod");
+    let (_, e) = sse.event().await;
+    assert_eq!(e["subject"], "system.config.MINE_TOO.created", "{e}");
+    assert_eq!(e["environment"], "prod");
+}
+
+#[tokio::test]
+async fn runtime_keys_no_key_and_bad_requests_get_json_errors() {
+    let s = start().await;
+    let (_, runtime) = s.create_key("runtime", Some("default")).await;
+    let path = "/v1/events/stream";
+    let (st, b) = s.call(Some(&runtime), Method::GET, path, None).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{b}");
+    assert_eq!(b["error"]["code"], "forbidden");
+    let (st, b) = s.call(None, Method::GET, path, None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{b}");
+    assert_eq!(b["error"]["code"], "unauthorized");
+    for bad in ["a..b", "system.>.x", "sys%20tem", "x*"] {
+        let (st, b) = s
+            .admin(Method::GET, &format!("{path}?subject={bad}"), None)
+            .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {b}");
+        assert_eq!(b["error"]["code"], "invalid_query", "{bad}: {b}");
+    }
+    for bad in ["?after=-1", "?after=x", "?bogus=1"] {
+        let (st, b) = s.admin(Method::GET, &format!("{path}{bad}"), None).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {b}");
+        assert_eq!(b["error"]["code"], "invalid_query", "{bad}: {b}");
+    }
+    let resp = s
+        .http
+        .get(format!("{}{path}", s.base))
+        .bearer_auth(&s.admin)
+        .header("Last-Event-ID", "seven")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let b: Value = resp.json().await.unwrap();
+    assert_eq!(b["error"]["code"], "invalid_header", "{b}");
+}
+
+#[tokio::test]
+async fn a_reconnect_with_last_event_id_gets_exactly_the_missed_events_in_order() {
+    let s = start().await;
+    let mut sse = Sse::open(&s, &s.admin, "?subject=system.secret.>", None).await;
+    s.put_secret("default", "SEEN_1", "v").await;
+    s.put_secret("default", "SEEN_2", "v").await;
+    sse.event().await;
+    let (last, e) = sse.event().await;
+    assert_eq!(e["name"], "SEEN_2");
+    drop(sse);
+
+    let missed: Vec<String> = (1..=5).map(|i| format!("MISSED_{i}")).collect();
+    for name in &missed {
+        s.put_secret("default", name, "v").await;
+    }
+    let mut again = Sse::open(&s, &s.admin, "?subject=system.secret.>", Some(last)).await;
+    let mut got = Vec::new();
+    let mut previous = last;
+    for _ in 0..5 {
+        let (id, e) = again.event().await;
+        assert!(id > previous, "ids grow: {id} after {previous}");
+        previous = id;
+        got.push(e["name"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(got, missed);
+    // Nothing repeated or extra: the next event is the next change.
+    s.put_secret("default", "AFTER", "v").await;
+    assert_eq!(again.event().await.1["name"], "AFTER");
+
+    // `?after=` resumes the same way; the header wins when both are given.
+    let mut by_query = Sse::open(&s, &s.admin, &format!("?after={last}"), None).await;
+    assert_eq!(by_query.event().await.1["name"], "MISSED_1");
+    let both = "?after=0&subject=system.secret.>";
+    let mut header_wins = Sse::open(&s, &s.admin, both, Some(previous)).await;
+    assert_eq!(header_wins.event().await.1["name"], "AFTER");
+}
+
+#[tokio::test]
+async fn no_event_carries_a_secret_or_config_value() {
+    let s = start().await;
+    let canary = "canary-3f9a1c7e5b2d4086";
+    let mut sse = Sse::open(&s, &s.admin, "", None).await;
+    s.put_secret("default", "CANARY", canary).await;
+    s.put_secret("default", "CANARY", &format!("{canary}-2"))
+        .await;
+    let (st, b) = s
+        .admin(
+            Method::POST,
+            "/v1/environments/default/secrets",
+            Some(json!({ "secrets": [{ "name": "IMPORTED", "value": canary }] })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    s.put_config("default", "CFG", json!({ "v": canary })).await;
+    let (st, b) = s
+        .admin(
+            Method::DELETE,
+            "/v1/environments/default/secrets/CANARY",
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{b}");
+    let mut subjects = Vec::new();
+    for _ in 0..5 {
+        subjects.push(sse.event().await.1["subject"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        subjects,
+        [
+            "system.secret.CANARY.created",
+            "system.secret.CANARY.updated",
+            "system.secret.IMPORTED.created",
+            "system.config.CFG.created",
+            "system.secret.CANARY.deleted",
+        ]
+    );
+    let raw = String::from_utf8_lossy(&sse.raw);
+    assert!(raw.contains("CANARY"), "the scan sees the events");
+    assert!(
+        !raw.contains(canary),
+        "a value leaked into the stream: {raw}"
+    );
+}
+
+fn quick(events: StreamOptions) -> ServeOptions {
+    ServeOptions {
+        drain_timeout: Duration::from_secs(20),
+        events,
+        ..ServeOptions::DEFAULT
+    }
+}
+
+#[tokio::test]
+async fn past_the_stream_cap_a_stream_is_refused_503_until_one_closes() {
+    let s = start_with(quick(StreamOptions {
+        max_streams: 2,
+        heartbeat: Duration::from_millis(100),
+        ..StreamOptions::DEFAULT
+    }))
+    .await;
+    let one = Sse::open(&s, &s.admin, "", None).await;
+    let _two = Sse::open(&s, &s.admin, "", None).await;
+    let (st, b) = s.admin(Method::GET, "/v1/events/stream", None).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    assert_eq!(b["error"]["code"], "overloaded");
+    drop(one);
+    // The server notices the closed connection at its next keep-alive write.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let resp = s
+            .http
+            .get(format!("{}/v1/events/stream", s.base))
+            .bearer_auth(&s.admin)
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == StatusCode::OK {
+            break;
+        }
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            Instant::now() < deadline,
+            "the closed stream's place was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_idle_stream_sends_keepalive_comments() {
+    let s = start_with(quick(StreamOptions {
+        heartbeat: Duration::from_millis(200),
+        ..StreamOptions::DEFAULT
+    }))
+    .await;
+    let mut sse = Sse::open(&s, &s.admin, "", None).await;
+    let mut keepalives = 0;
+    while keepalives < 2 {
+        match sse.frame().await.expect("the stream goes on") {
+            Frame::Comment(c) => {
+                assert_eq!(c, "keepalive");
+                keepalives += 1;
+            }
+            Frame::Event { data, .. } => panic!("no change was made: {data}"),
+            Frame::Other => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stream_ends_when_its_key_is_revoked() {
+    let s = start_with(quick(StreamOptions {
+        heartbeat: Duration::from_millis(200),
+        ..StreamOptions::DEFAULT
+    }))
+    .await;
+    let (id, manage) = s.create_key("manage", Some("default")).await;
+    let mut sse = Sse::open(&s, &manage, "", None).await;
+    s.put_secret("default", "BEFORE", "v").await;
+    assert_eq!(sse.event().await.1["name"], "BEFORE");
+    let (st, b) = s
+        .admin(Method::DELETE, &format!("/v1/api-keys/{id}"), None)
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{b}");
+    s.put_secret("default", "AFTER_REVOKE", "v").await;
+    // The revocation's own event may still reach it (it commits with the revocation);
+    // nothing committed after the revocation does, and the stream ends.
+    loop {
+        match sse.frame().await {
+            None => break,
+            Some(Frame::Event { data, .. }) => assert_eq!(
+                data["subject"],
+                format!("system.apikey.{id}.revoked"),
+                "the stream went on after its key was revoked"
+            ),
+            Some(_) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_streams_instead_of_waiting_for_the_drain() {
+    let s = start_with(quick(StreamOptions::DEFAULT)).await;
+    let mut sse = Sse::open(&s, &s.admin, "", None).await;
+    let took = s.shut_down().await;
+    assert!(
+        took < Duration::from_secs(5),
+        "shutdown took {took:?} with a stream open (drain timeout 20 s)"
+    );
+    assert!(sse.ends().await);
+}
