@@ -85,3 +85,12 @@ pub const LOGIN: &str = "Examples:
 pub const LOGOUT: &str = "Examples:
   coffer logout
   coffer logout --addr https://coffer.example";
+
+pub const EVENTS: &str = "Examples:
+  coffer events tail
+  coffer events tail --subject 'system.secret.>' --env production
+  coffer events tail --json | jq .subject";
+pub const EVENTS_TAIL: &str = "Examples:
+  coffer events tail                                   # every event this key may see
+  coffer events tail --subject 'system.secret.*.updated'
+  coffer events tail --env production --json           # one JSON event per line";

@@ -127,6 +127,34 @@ impl Api {
         self.delete(path, &query).await
     }
 
+    /// `GET` a server-sent event stream: the response once its head arrived (its body is
+    /// read by the caller), or the error answer. No overall timeout: a stream stays open.
+    pub async fn open_stream(
+        &self,
+        path: &[&str],
+        query: &[(&str, &str)],
+        last_event_id: Option<u64>,
+    ) -> Result<reqwest::Response> {
+        let mut request = self
+            .http
+            .get(self.url(path, query)?)
+            .bearer_auth(self.key.expose_secret())
+            .header(ACCEPT, "text/event-stream")
+            // Overrides the client's 60 s limit (a stream that outlives this one reconnects);
+            // the caller notices a silent stream by its missing keep-alives.
+            .timeout(Duration::from_secs(365 * 24 * 3600));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.bytes().await.unwrap_or_default();
+            return Err(ApiError::parse(status, &bytes).into());
+        }
+        Ok(response)
+    }
+
     async fn send(
         &self,
         method: Method,

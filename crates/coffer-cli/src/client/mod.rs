@@ -11,6 +11,7 @@
 mod config;
 mod confirm;
 mod dotenv;
+mod events;
 mod examples;
 mod exit;
 mod http;
@@ -116,6 +117,14 @@ pub enum ClientCommand {
         global: GlobalArgs,
         #[command(subcommand)]
         command: keys::KeysCommand,
+    },
+    /// Follow events (changes) as they happen.
+    #[command(after_help = examples::EVENTS)]
+    Events {
+        #[command(flatten)]
+        global: GlobalArgs,
+        #[command(subcommand)]
+        command: events::EventsCommand,
     },
     /// Store an API key for a server, read from stdin (not echoed).
     ///
@@ -286,6 +295,7 @@ pub async fn run(command: ClientCommand) -> Result<()> {
         ClientCommand::Config { global, command } => Session::open(global)?.config(command).await,
         ClientCommand::ApiKey { global, command } => Session::open(global)?.api_key(command).await,
         ClientCommand::Keys { global, command } => Session::open(global)?.keys(command).await,
+        ClientCommand::Events { global, command } => Session::open(global)?.events(command).await,
         ClientCommand::Login(args) => login::login(args).await,
         ClientCommand::Logout(args) => login::logout(args),
     }
