@@ -22,6 +22,12 @@ eval "$pg_env"
 trap 'eval "${COFFER_PG_STOP:-}"' EXIT
 scripts/check-schema.sh "$COFFER_TEST_DATABASE_URL"
 
+echo "== nats-server is there (the event relay's test starts its own)"
+command -v nats-server >/dev/null || {
+    echo "nats-server is needed by crates/coffer-cli/tests/nats.rs: apt-get install nats-server" >&2
+    exit 1
+}
+
 echo "== cargo test"
 cargo test --workspace --locked -- --test-threads="${COFFER_TEST_THREADS:-2}"
 scripts/openapi-check.sh  # the OpenAPI document: valid 3.1, and the real server answers as it says

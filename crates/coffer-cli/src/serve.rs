@@ -58,6 +58,16 @@ pub struct ServeArgs {
     /// MiB of request bodies held in memory at once across all requests (503 past it).
     #[arg(long, env = "COFFER_BODY_MEMORY_MIB", default_value_t = (coffer_api::ServeOptions::DEFAULT.body_budget_bytes >> 20) as u64, value_parser = clap::value_parser!(u64).range(1..=65536))]
     body_memory_mib: u64,
+    /// Publish every event to this NATS server's JetStream (the outbox relay), e.g.
+    /// nats://127.0.0.1:4222. Writes never wait on NATS.
+    #[arg(long, env = "COFFER_NATS_URL", hide_env_values = true)]
+    nats_url: Option<String>,
+    /// Prefix for the NATS subjects: `coffer` publishes `coffer.system.secret.A.created`.
+    #[arg(long, env = "COFFER_NATS_SUBJECT_PREFIX")]
+    nats_subject_prefix: Option<String>,
+    /// The JetStream stream capturing `[prefix.]system.>`, created if missing.
+    #[arg(long, env = "COFFER_NATS_STREAM", default_value = coffer_nats::DEFAULT_STREAM)]
+    nats_stream: String,
 }
 
 impl ServeArgs {
@@ -111,6 +121,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let _ = args.require_backend; // Only `db` exists; there is nothing to fall back from yet.
+
+    let relay = match args.nats_url.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => Some(
+            coffer_nats::RelayOptions::new(
+                url,
+                args.nats_subject_prefix.as_deref(),
+                Some(&args.nats_stream),
+            )
+            .context("invalid NATS relay settings")?,
+        ),
+        None => None,
+    };
 
     let sources = key_sources()?;
     let keyring = load_keyring(&sources).context("invalid key configuration")?;
@@ -209,6 +231,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
     let coffer = Arc::new(coffer);
     let counters = tokio::spawn(flush_counters_periodically(coffer.clone()));
+    let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
+    let relay = relay.map(|options| {
+        tracing::info!(stream = %options.stream, "publishing events to NATS JetStream");
+        let stopped = async move {
+            let _ = relay_stopped.await;
+        };
+        tokio::spawn(coffer_nats::run(store.clone(), options, stopped))
+    });
     let options = args.serve_options(open_files);
     coffer_api::serve_with(
         listener,
@@ -218,6 +248,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     counters.abort();
+    let _ = stop_relay.send(());
+    if let Some(relay) = relay
+        && tokio::time::timeout(std::time::Duration::from_secs(5), relay)
+            .await
+            .is_err()
+    {
+        tracing::warn!("the NATS relay did not stop within 5 s");
+    }
     if let Err(e) = coffer.flush_counters().await {
         tracing::error!(error = %e, "cannot record encryption counts");
     }

@@ -1,0 +1,255 @@
+//! The NATS relay against a real `nats-server` (JetStream): events arrive in order, at least
+//! once and without duplicates, writes never wait on NATS, and an outage only delays them.
+//!
+//! Needs the `nats-server` binary (Debian: `apt-get install nats-server`); without it the
+//! test fails saying so. It starts its own server on a free port with a temp store dir.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use common::{ChildGuard, ServerProcess, http};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+const MASTER_KEY: &str = "2a1f0c9e6a2b8c7d5e3f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d";
+
+/// Every wait ends by this deadline.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A port nothing listens on now (the OS picks it; nats-server takes it right after).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `nats-server -js` on `port` with its store in `store`, accepting connections when this
+/// returns.
+fn start_nats(port: u16, store: &Path, log: &Path) -> ChildGuard {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let child = Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(store)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run nats-server ({e}): this test needs the NATS server binary on PATH \
+                 (Debian/Ubuntu: apt-get install nats-server; or a release from the NATS project)"
+            )
+        });
+    let guard = ChildGuard(child);
+    let deadline = Instant::now() + WAIT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nats-server did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    guard
+}
+
+fn stop_nats(mut nats: ChildGuard) {
+    let pid = nats.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = nats.0.wait();
+}
+
+async fn put(s: &ServerProcess, admin: &str, name: &str) -> Duration {
+    let began = Instant::now();
+    let resp = http()
+        .put(format!("{}/v1/environments/default/secrets/{name}", s.base))
+        .bearer_auth(admin)
+        .json(&json!({ "value": "relay-canary-5e1d" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    began.elapsed()
+}
+
+/// Every message on the stream: (subject, Nats-Msg-Id, event JSON), once `done` says the
+/// ones it waits for are there.
+async fn read_stream(
+    url: &str,
+    done: impl Fn(&[(String, String, Value)]) -> bool,
+) -> Vec<(String, String, Value)> {
+    let deadline = Instant::now() + WAIT;
+    let client = loop {
+        match async_nats::connect(url).await {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "cannot connect to NATS: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let js = jetstream::new(client);
+    let stream = loop {
+        match js.get_stream("COFFER_EVENTS").await {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no stream COFFER_EVENTS: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .expect("a consumer");
+    let mut got = Vec::new();
+    loop {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(100)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .expect("fetch");
+        while let Some(message) = batch.next().await {
+            let message = message.expect("a message");
+            let id = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default();
+            let event: Value = serde_json::from_slice(&message.payload).expect("JSON payload");
+            got.push((message.subject.to_string(), id, event));
+            message.ack().await.expect("ack");
+        }
+        if done(&got) {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream holds only {got:?} after {WAIT:?}"
+        );
+    }
+}
+
+fn names(got: &[(String, String, Value)]) -> Vec<String> {
+    got.iter()
+        .filter_map(|(_, _, e)| e["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_delivers_every_event_in_order_across_a_nats_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let store = dir.path().join("jetstream");
+    let nats_log = dir.path().join("nats.log");
+    let nats = start_nats(port, &store, &nats_log);
+    let s = ServerProcess::start(
+        &dir.path().join("data"),
+        &[
+            ("COFFER_MASTER_KEY", MASTER_KEY),
+            ("COFFER_NATS_URL", &url),
+            ("COFFER_NATS_SUBJECT_PREFIX", "coffer"),
+        ],
+        &[],
+    );
+    let admin = s.admin_key();
+    for name in ["UP_1", "UP_2", "UP_3"] {
+        put(&s, &admin, name).await;
+    }
+    let before = read_stream(&url, |got| names(got).contains(&"UP_3".to_owned())).await;
+    assert!(
+        before
+            .iter()
+            .all(|(subject, _, _)| subject.starts_with("coffer.system."))
+    );
+
+    stop_nats(nats);
+    let outage: Vec<String> = (1..=20).map(|i| format!("DOWN_{i:02}")).collect();
+    let began = Instant::now();
+    for name in &outage {
+        let took = put(&s, &admin, name).await;
+        assert!(
+            took < Duration::from_secs(2),
+            "a write waited {took:?} on NATS"
+        );
+    }
+    assert!(began.elapsed() < Duration::from_secs(10));
+    // Let the outage outlast an acknowledgement timeout, so the relay gives up its
+    // connection and has to start over (not just ride on the client's own reconnect).
+    let deadline = Instant::now() + WAIT;
+    while !s.log().contains("events are not being published") {
+        assert!(
+            Instant::now() < deadline,
+            "the relay never noticed the outage:\n{}",
+            s.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let _nats = start_nats(port, &store, &nats_log);
+    let last = outage.last().unwrap().clone();
+    let got = read_stream(&url, |got| names(got).contains(&last)).await;
+
+    // In order, no event twice, each with its subject and message id.
+    let ids: Vec<u64> = got
+        .iter()
+        .map(|(_, _, e)| e["id"].as_u64().unwrap())
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids in order, no duplicate: {ids:?}"
+    );
+    for (subject, msg_id, event) in &got {
+        assert_eq!(
+            subject,
+            &format!("coffer.{}", event["subject"].as_str().unwrap())
+        );
+        assert!(msg_id.starts_with("coffer-"), "{msg_id}");
+        assert!(
+            msg_id.ends_with(&format!("-{}", event["id"])),
+            "{msg_id} {event}"
+        );
+    }
+    let down: Vec<String> = names(&got)
+        .into_iter()
+        .filter(|n| n.starts_with("DOWN_"))
+        .collect();
+    assert_eq!(down, outage, "all 20, in order");
+    // Nothing between the writes is missing: the secret events' ids are consecutive
+    // with whatever else committed in between (nothing else did).
+    let secret_ids: Vec<u64> = got
+        .iter()
+        .filter(|(_, _, e)| e["subject"].as_str().unwrap().starts_with("system.secret."))
+        .map(|(_, _, e)| e["id"].as_u64().unwrap())
+        .collect();
+    assert!(
+        secret_ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "{secret_ids:?}"
+    );
+    let raw = format!("{got:?}");
+    assert!(!raw.contains("relay-canary-5e1d"), "a value reached NATS");
+    assert!(!s.log().contains("relay-canary-5e1d"));
+}
