@@ -249,6 +249,31 @@ async fn the_relay_delivers_every_event_in_order_across_a_nats_outage() {
         secret_ids.windows(2).all(|w| w[1] == w[0] + 1),
         "{secret_ids:?}"
     );
+    // The position advances once acknowledged: a restart would not start over.
+    let last_id = *ids.last().unwrap();
+    let db = rusqlite::Connection::open_with_flags(
+        dir.path().join("data/coffer.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let position: Option<u64> = db
+            .query_row(
+                "SELECT event_seq FROM relay_positions WHERE name = 'nats'",
+                [],
+                |r| r.get(0),
+            )
+            .ok();
+        if position == Some(last_id) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relay position {position:?}, last event {last_id}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let raw = format!("{got:?}");
     assert!(!raw.contains("relay-canary-5e1d"), "a value reached NATS");
     assert!(!s.log().contains("relay-canary-5e1d"));

@@ -389,3 +389,58 @@ async fn shutdown_ends_open_streams_instead_of_waiting_for_the_drain() {
     );
     assert!(sse.ends().await);
 }
+
+/// A reader that stops reading holds no more than the sockets buffer: the stream is
+/// produced only as it is read, its writes stall, and the connection is closed, freeing
+/// its place among the streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_reader_stops_reading_is_closed_and_its_place_freed() {
+    use tokio::io::AsyncWriteExt;
+    let s = start_with(ServeOptions {
+        write_stall_timeout: Duration::from_millis(300),
+        ..quick(StreamOptions {
+            max_streams: 1,
+            ..StreamOptions::DEFAULT
+        })
+    })
+    .await;
+    let addr: std::net::SocketAddr = s.base.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut hog = socket.connect(addr).await.unwrap();
+    let request = format!(
+        "GET /v1/events/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        s.admin
+    );
+    hog.write_all(request.as_bytes()).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while s.admin(Method::GET, "/v1/events/stream", None).await.0 != StatusCode::SERVICE_UNAVAILABLE
+    {
+        assert!(Instant::now() < deadline, "the hog's stream never opened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Thousands of events the hog never reads, until its place is free again.
+    for batch in 0.. {
+        assert!(
+            batch < 100,
+            "the stream kept its place with 100,000 events unread"
+        );
+        let secrets: Vec<Value> = (0..1000)
+            .map(|i| json!({ "name": format!("S{batch}_{i}"), "value": "v" }))
+            .collect();
+        let (st, b) = s
+            .admin(
+                Method::POST,
+                "/v1/environments/default/secrets",
+                Some(json!({ "secrets": secrets })),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{b}");
+        let (st, _) = s.admin(Method::GET, "/v1/events/stream", None).await;
+        if st == StatusCode::OK {
+            break;
+        }
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    drop(hog);
+}
