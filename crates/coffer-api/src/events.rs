@@ -255,8 +255,13 @@ impl Feed {
                     }
                 };
                 self.position = page.last_examined.unwrap_or(self.position);
-                self.pending.extend(page.events);
                 self.fetch = page.full;
+                if page.events.is_empty() && page.full {
+                    // A long run of events this stream may not see: let other tasks run
+                    // between pages (a point read of the store may not yield by itself).
+                    tokio::task::yield_now().await;
+                }
+                self.pending.extend(page.events);
                 continue;
             }
             match self.wait().await {

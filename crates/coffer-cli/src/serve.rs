@@ -250,11 +250,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     counters.abort();
     let _ = stop_relay.send(());
     if let Some(relay) = relay
-        && tokio::time::timeout(std::time::Duration::from_secs(5), relay)
+        && tokio::time::timeout(std::time::Duration::from_secs(10), relay)
             .await
             .is_err()
     {
-        tracing::warn!("the NATS relay did not stop within 5 s");
+        tracing::warn!("the NATS relay did not stop within 10 s");
     }
     if let Err(e) = coffer.flush_counters().await {
         tracing::error!(error = %e, "cannot record encryption counts");

@@ -166,7 +166,7 @@ async fn the_relay_delivers_every_event_in_order_across_a_nats_outage() {
     let store = dir.path().join("jetstream");
     let nats_log = dir.path().join("nats.log");
     let nats = start_nats(port, &store, &nats_log);
-    let s = ServerProcess::start(
+    let mut s = ServerProcess::start(
         &dir.path().join("data"),
         &[
             ("COFFER_MASTER_KEY", MASTER_KEY),
@@ -277,4 +277,14 @@ async fn the_relay_delivers_every_event_in_order_across_a_nats_outage() {
     let raw = format!("{got:?}");
     assert!(!raw.contains("relay-canary-5e1d"), "a value reached NATS");
     assert!(!s.log().contains("relay-canary-5e1d"));
+
+    // The relay stops with the server, promptly.
+    let began = Instant::now();
+    assert!(s.terminate(), "a clean exit:\n{}", s.log());
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(s.log().contains("NATS relay connected"));
 }

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use coffer_store::{AuditQuery, EventRecord, JournalStore};
+use tokio::sync::watch;
 
 /// The name the relay's position is recorded under.
 pub const RELAY_NAME: &str = "nats";
@@ -123,26 +124,54 @@ impl RelayOptions {
     }
 }
 
-/// Runs the relay until `shutdown` resolves. Never returns an error: every failure is
-/// logged and retried.
+/// Runs the relay until `shutdown` resolves, then lets it finish the event in flight and
+/// record its position (for at most [`RelayOptions::ack_timeout`]). Never returns an
+/// error: every failure is logged and retried.
 pub async fn run(
     journal: Arc<dyn JournalStore>,
     options: RelayOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) {
+    let (stop, stopping) = watch::channel(false);
+    let relay = relay_forever(&*journal, &options, stopping);
+    tokio::pin!(relay);
     tokio::select! {
-        () = relay_forever(&*journal, &options) => {}
-        () = shutdown => tracing::debug!("NATS relay stopped"),
+        () = &mut relay => return,
+        () = shutdown => {}
     }
+    stop.send_replace(true);
+    if tokio::time::timeout(options.ack_timeout, relay)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "NATS relay: stopped before recording its position; the events since are published again at the next start"
+        );
+    }
+    tracing::debug!("NATS relay stopped");
 }
 
-async fn relay_forever(journal: &dyn JournalStore, options: &RelayOptions) {
+async fn relay_forever(
+    journal: &dyn JournalStore,
+    options: &RelayOptions,
+    mut stopping: watch::Receiver<bool>,
+) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(250);
     let mut backoff = FIRST_BACKOFF;
     let mut installation = None;
     loop {
         let mut progressed = false;
-        let error = relay_session(journal, options, &mut installation, &mut progressed).await;
+        let error = relay_session(
+            journal,
+            options,
+            &mut installation,
+            &mut progressed,
+            &mut stopping,
+        )
+        .await;
+        if *stopping.borrow() {
+            return;
+        }
         if progressed {
             backoff = FIRST_BACKOFF;
         }
@@ -151,7 +180,10 @@ async fn relay_forever(journal: &dyn JournalStore, options: &RelayOptions) {
             retry_in_ms = backoff.as_millis() as u64,
             "NATS relay: events are not being published; retrying (writes are not affected)"
         );
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = stopping.changed() => return,
+        }
         backoff = (backoff * 2).min(options.max_backoff);
     }
 }
@@ -167,6 +199,8 @@ enum SessionError {
     Publish { id: u64, error: String },
     #[error("cannot read the outbox: {0}")]
     Store(#[from] coffer_store::StoreError),
+    #[error("the relay is stopping")]
+    Stopped,
 }
 
 /// One connection: connect, make sure the stream exists, then publish until something
@@ -177,6 +211,7 @@ async fn relay_session(
     options: &RelayOptions,
     installation: &mut Option<String>,
     progressed: &mut bool,
+    stopping: &mut watch::Receiver<bool>,
 ) -> SessionError {
     let client = match tokio::time::timeout(
         options.ack_timeout,
@@ -224,6 +259,7 @@ async fn relay_session(
             tokio::select! {
                 ok = woken => watching = ok,
                 () = tokio::time::sleep(options.poll) => {}
+                _ = stopping.changed() => return SessionError::Stopped,
             }
             continue;
         }
@@ -244,6 +280,10 @@ async fn relay_session(
             }
             position = event.id;
             *progressed = true;
+            if *stopping.borrow() {
+                record(journal, position).await;
+                return SessionError::Stopped;
+            }
         }
         record(journal, position).await;
     }
@@ -259,11 +299,12 @@ async fn publish(
     let payload = serde_json::to_vec(event).map_err(|e| e.to_string())?;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", message_id(installation, event.id).as_str());
-    let ack = js
-        .publish_with_headers(options.subject(event), headers, payload.into())
-        .await
-        .map_err(|e| e.to_string())?;
-    match tokio::time::timeout(options.ack_timeout, ack).await {
+    let published = async {
+        js.publish_with_headers(options.subject(event), headers, payload.into())
+            .await?
+            .await
+    };
+    match tokio::time::timeout(options.ack_timeout, published).await {
         Ok(Ok(ack)) => {
             if ack.duplicate {
                 tracing::debug!(id = event.id, "NATS relay: already published");
