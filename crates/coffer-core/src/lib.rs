@@ -8,12 +8,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod audit;
+mod denials;
 mod error;
 pub mod keys;
 mod lifecycle;
 mod service;
 mod startup;
 
+pub use audit::{BrokenRow, ChainProblem, ChainReport, ChainWalk, VERIFY_PAGE, verify_chain};
+pub use denials::{DENIAL_WINDOW, DeniedAttempt, MAX_DENIALS_PER_WINDOW, OVERFLOW_ROUTE};
 pub use error::CoreError;
 pub use lifecycle::{
     KeyStatus, KeyVersionStatus, NONCE_BUDGET_WARNING, REWRAP_BATCH, RewrapReport, ValueStatus,
@@ -25,6 +29,7 @@ pub use service::{
 pub use startup::{FirstAdminKey, StartupError, StartupOptions, StartupReport, check_admin_seed};
 
 pub use coffer_store::{
-    ApiKeyId, ApiKeyMeta, ConfigEntry, ConfigKey, ConfigPutOutcome, EnvName, Environment,
-    NameError, Origin, Revision, Role, SecretMeta, SecretName, Timestamp,
+    ApiKeyId, ApiKeyMeta, AuditQuery, AuditRecord, AuditResult, ConfigEntry, ConfigKey,
+    ConfigPutOutcome, EnvName, Environment, NameError, Origin, Revision, Role, SecretMeta,
+    SecretName, SubjectPattern, Timestamp,
 };
