@@ -913,9 +913,7 @@ async fn set_config(
 
 /// A first put creates the entry at revision 1; each update adds one, keeps the creation
 /// time, and the value comes back verbatim.
-pub async fn config_put_creates_at_revision_one_and_updates_bump_it(
-    store: Arc<impl Catalog>,
-) {
+pub async fn config_put_creates_at_revision_one_and_updates_bump_it(store: Arc<impl Catalog>) {
     let (e, k) = (env("a"), config_key("feature_flags"));
     assert_eq!(store.get_config(&e, &k).await.unwrap(), None);
     let first = set_config(&*store, &e, &k, r#"{"beta":true}"#, 10).await;
@@ -936,9 +934,7 @@ pub async fn config_put_creates_at_revision_one_and_updates_bump_it(
 }
 
 /// `Absent` and `Revision(n)` are enforced; a conflict reports the current revision.
-pub async fn config_preconditions_are_checked_atomically_with_the_write(
-    store: Arc<impl Catalog>,
-) {
+pub async fn config_preconditions_are_checked_atomically_with_the_write(store: Arc<impl Catalog>) {
     let (e, k) = (env("a"), config_key("CAS"));
     let put = |pre, ms| store.put_config(&e, &k, "1".to_owned(), pre, at(ms), &Actor::System);
     let miss = put(Precondition::Revision(1), 1).await;
@@ -991,9 +987,7 @@ pub async fn config_delete_honours_preconditions(store: Arc<impl Catalog>) {
 }
 
 /// Listing is in byte order of keys (`B` < `_` < `a`), per environment, after a cursor.
-pub async fn config_list_is_sorted_by_bytes_scoped_and_paginated(
-    store: Arc<impl Catalog>,
-) {
+pub async fn config_list_is_sorted_by_bytes_scoped_and_paginated(store: Arc<impl Catalog>) {
     let e = env("a");
     for k in ["b", "_x", "B", "a1", "A"] {
         set_config(&*store, &e, &config_key(k), "0", 1).await;
@@ -1029,9 +1023,7 @@ pub async fn config_list_is_sorted_by_bytes_scoped_and_paginated(
 }
 
 /// Compare-and-set under contention: every successful write is one revision, none lost.
-pub async fn config_concurrent_compare_and_set_loses_no_update(
-    store: Arc<impl Catalog>,
-) {
+pub async fn config_concurrent_compare_and_set_loses_no_update(store: Arc<impl Catalog>) {
     let (e, k) = (env("a"), config_key("COUNTER"));
     set_config(&*store, &e, &k, "0", 1).await;
     let mut tasks = Vec::new();
@@ -1065,9 +1057,7 @@ pub async fn config_concurrent_compare_and_set_loses_no_update(
 
 /// A key revoked while its request was in flight, or scoped elsewhere, writes nothing; a
 /// key writes only into an environment that exists at the moment of the write.
-pub async fn config_writes_recheck_the_actor_and_the_environment(
-    store: Arc<impl Catalog>,
-) {
+pub async fn config_writes_recheck_the_actor_and_the_environment(store: Arc<impl Catalog>) {
     let prod = Environment {
         name: env("prod"),
         created_at: at(1),
