@@ -1149,6 +1149,8 @@ fn every_command_help_shows_examples() {
         &["keys"],
         &["keys", "status"],
         &["keys", "rewrap"],
+        &["audit"],
+        &["audit", "verify"],
         &["login"],
         &["logout"],
         &["completions"],

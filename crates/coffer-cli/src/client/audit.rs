@@ -18,6 +18,10 @@ pub const AUDIT: &str = "Examples:
   coffer audit --actor ak_0123456789abcdef --json | jq .
   coffer audit verify                              # exit code 6 if the chain is broken";
 
+pub const AUDIT_VERIFY: &str = "Examples:
+  coffer audit verify
+  coffer audit verify --json || echo \"audit log broken (exit $?)\"";
+
 /// Filters of `coffer audit` (`--env` is the client's own option).
 #[derive(clap::Args)]
 pub struct AuditArgs {
@@ -69,6 +73,7 @@ pub enum ResultArg {
 #[derive(clap::Subcommand)]
 pub enum AuditCommand {
     /// Walk the whole hash chain; name the first broken row (exit code 6) or print ok.
+    #[command(after_help = AUDIT_VERIFY)]
     Verify,
 }
 
