@@ -34,6 +34,7 @@ impl FromRequestParts<Arc<Coffer>> for Caller {
             .map(|(_, key)| key.trim())
             .ok_or_else(|| ApiError::from(coffer_core::CoreError::Unauthenticated))?;
         let principal = coffer.authenticate(presented).await?;
+        crate::audit::AuthenticatedKey::note(parts, &principal.key_id);
         Ok(Caller(principal.with_origin(origin(parts))))
     }
 }

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod audit;
 mod conn;
 mod error;
 mod extract;
@@ -39,6 +40,10 @@ pub fn app_with(coffer: Arc<Coffer>, options: &ServeOptions) -> Router {
     router
         .fallback(|| async { ApiError::route_not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(axum::middleware::from_fn_with_state(
+            coffer.clone(),
+            audit::audit_denials,
+        ))
         .layer(axum::Extension(limits))
         .with_state(coffer)
 }
@@ -73,6 +78,8 @@ fn documented_routes() -> OpenApiRouter<Arc<Coffer>> {
         .routes(routes!(get_secret, put_secret, delete_secret))
         .routes(routes!(list_config))
         .routes(routes!(get_config, put_config, delete_config))
+        .routes(routes!(audit::list_audit))
+        .routes(routes!(audit::verify_audit))
 }
 
 /// Accept errors that concern one connection, not the listener.
@@ -156,7 +163,9 @@ pub async fn serve_with(
     use hyper_util::server::graceful::GracefulShutdown;
     use hyper_util::service::TowerToHyperService;
 
-    let app = app_with(coffer, &options);
+    let app = app_with(coffer.clone(), &options);
+    // Denied attempts reach the audit log once a second, and once more after the drain.
+    let denials = tokio::spawn(audit::flush_denials_periodically(coffer.clone()));
     let slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections));
     let refusing = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSING));
     let peers = Arc::new(conn::PeerCounts::default());
@@ -239,5 +248,7 @@ pub async fn serve_with(
         );
     }
     connections.shutdown().await;
+    denials.abort();
+    let _ = coffer.flush_denials().await;
     Ok(())
 }

@@ -38,6 +38,7 @@ pub fn base() -> utoipa::openapi::OpenApi {
         (name = "secrets", description = "Secret metadata and writes (admin, or manage of the environment)"),
         (name = "config", description = "Plaintext JSON config entries (admin, or manage of the environment)"),
         (name = "keys", description = "The encryption key lifecycle (admin)"),
+        (name = "audit", description = "The hash-chained audit log (admin; a manage key reads its environment's rows)"),
     )
 )]
 struct Base;

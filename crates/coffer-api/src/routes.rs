@@ -632,7 +632,10 @@ fn created(body: impl serde::Serialize) -> Response {
 }
 
 /// A listing cursor: the base64url of the last name (or key) of the previous page.
-fn decode_cursor<T, E>(cursor: &str, parse: impl Fn(&str) -> Result<T, E>) -> Result<T, ApiError> {
+pub(crate) fn decode_cursor<T, E>(
+    cursor: &str,
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> Result<T, ApiError> {
     let bad = || ApiError::invalid_query("cursor is not one this server issued");
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
@@ -640,7 +643,7 @@ fn decode_cursor<T, E>(cursor: &str, parse: impl Fn(&str) -> Result<T, E>) -> Re
 }
 
 /// A listing's `limit`: 1 to [`MAX_PAGE`], [`DEFAULT_PAGE`] when absent.
-fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+pub(crate) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     let limit = limit.unwrap_or(DEFAULT_PAGE);
     if (1..=MAX_PAGE).contains(&limit) {
         Ok(limit)

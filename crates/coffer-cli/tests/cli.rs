@@ -1148,6 +1148,8 @@ fn every_command_help_shows_examples() {
         &["keys"],
         &["keys", "status"],
         &["keys", "rewrap"],
+        &["audit"],
+        &["audit", "verify"],
         &["login"],
         &["logout"],
         &["completions"],

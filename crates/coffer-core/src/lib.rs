@@ -8,14 +8,18 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod audit;
 pub mod commands;
+mod denials;
 mod error;
 pub mod keys;
 mod lifecycle;
 mod service;
 mod startup;
 
+pub use audit::{BrokenRow, ChainProblem, ChainReport, ChainWalk, VERIFY_PAGE, verify_chain};
 pub use commands::Command;
+pub use denials::{DENIAL_WINDOW, DeniedAttempt, MAX_DENIALS_PER_WINDOW, OVERFLOW_ROUTE};
 pub use error::CoreError;
 pub use lifecycle::{
     KeyStatus, KeyVersionStatus, NONCE_BUDGET_WARNING, REWRAP_BATCH, RewrapReport, ValueStatus,
@@ -27,6 +31,7 @@ pub use service::{
 pub use startup::{FirstAdminKey, StartupError, StartupOptions, StartupReport, check_admin_seed};
 
 pub use coffer_store::{
-    ApiKeyId, ApiKeyMeta, ConfigEntry, ConfigKey, ConfigPutOutcome, EnvName, Environment,
-    NameError, Origin, Revision, Role, SecretMeta, SecretName, Timestamp,
+    ApiKeyId, ApiKeyMeta, AuditQuery, AuditRecord, AuditResult, ConfigEntry, ConfigKey,
+    ConfigPutOutcome, EnvName, Environment, NameError, Origin, Revision, Role, SecretMeta,
+    SecretName, SubjectPattern, Timestamp,
 };

@@ -44,6 +44,7 @@ pub struct Coffer {
     pub(crate) unreadable: UnreadableSet,
     pub(crate) encryptions: EncryptionCounter,
     auth_cache: Arc<AuthCache>,
+    pub(crate) denials: crate::denials::DenialCoalescer,
 }
 
 /// Keys that authenticated lately, by SHA-256, with when they were looked up.
@@ -208,6 +209,7 @@ impl Coffer {
             unreadable: UnreadableSet::default(),
             encryptions,
             auth_cache: Arc::default(),
+            denials: Default::default(),
         }
     }
 
