@@ -379,15 +379,17 @@ pub async fn audit_denials(
     };
     let slot = AuthenticatedKey::default();
     request.extensions_mut().insert(slot.clone());
+    // Kept aside cheaply (reference-counted); turned into text only for a denial.
     let method = request.method().clone();
     let uri = request.uri().clone();
-    let (parts, body) = request.into_parts();
-    let origin = crate::extract::origin(&parts);
-    let response = next.run(Request::from_parts(parts, body)).await;
+    let peer = request.extensions().get::<crate::extract::PeerAddr>().copied();
+    let agent = request.headers().get(axum::http::header::USER_AGENT).cloned();
+    let response = next.run(request).await;
     let status = response.status();
     if status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN {
         return response;
     }
+    let origin = crate::extract::origin_of(peer, agent.as_ref());
     let key_id = if status == StatusCode::FORBIDDEN {
         slot.0.get().cloned()
     } else {
