@@ -28,6 +28,7 @@ impl FromRequestParts<Arc<Coffer>> for Caller {
         let presented = bearer_key(&parts.headers)
             .ok_or_else(|| ApiError::from(coffer_core::CoreError::Unauthenticated))?;
         let principal = coffer.authenticate(presented).await?;
+        crate::audit::AuthenticatedKey::note(parts, &principal.key_id);
         Ok(Caller(principal.with_origin(origin(parts))))
     }
 }
@@ -49,15 +50,19 @@ pub struct PeerAddr(pub std::net::SocketAddr);
 
 /// Where a request came from: its peer address and `User-Agent`, bounded.
 pub fn origin(parts: &Parts) -> coffer_core::Origin {
-    let remote = parts
-        .extensions
-        .get::<PeerAddr>()
-        .map(|PeerAddr(addr)| addr.to_string());
-    let agent = parts
-        .headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok());
-    coffer_core::Origin::new(remote, agent)
+    origin_of(
+        parts.extensions.get::<PeerAddr>().copied(),
+        parts.headers.get(header::USER_AGENT),
+    )
+}
+
+/// [`origin`] from its two parts, kept aside while a request is handled.
+pub fn origin_of(
+    peer: Option<PeerAddr>,
+    agent: Option<&axum::http::HeaderValue>,
+) -> coffer_core::Origin {
+    let remote = peer.map(|PeerAddr(addr)| addr.to_string());
+    coffer_core::Origin::new(remote, agent.and_then(|v| v.to_str().ok()))
 }
 
 /// Path parameters; a segment that is not UTF-8 is a name that breaks its rule (422).

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod audit;
 mod conn;
 mod error;
 mod events;
@@ -47,6 +48,10 @@ fn app_streaming(coffer: Arc<Coffer>, options: &ServeOptions, streams: events::S
     router
         .fallback(|| async { ApiError::route_not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(axum::middleware::from_fn_with_state(
+            coffer.clone(),
+            audit::audit_denials,
+        ))
         .layer(axum::Extension(limits))
         .layer(axum::Extension(streams))
         .with_state(coffer)
@@ -83,6 +88,8 @@ fn documented_routes() -> OpenApiRouter<Arc<Coffer>> {
         .routes(routes!(list_config))
         .routes(routes!(get_config, put_config, delete_config))
         .routes(routes!(events::event_stream))
+        .routes(routes!(audit::list_audit))
+        .routes(routes!(audit::verify_audit))
 }
 
 /// Accept errors that concern one connection, not the listener.
@@ -171,7 +178,9 @@ pub async fn serve_with(
     use hyper_util::service::TowerToHyperService;
 
     let streams = events::Streams::new(options.events);
-    let app = app_streaming(coffer, &options, streams.clone());
+    let app = app_streaming(coffer.clone(), &options, streams.clone());
+    // Denied attempts reach the audit log once a second, and once more after the drain.
+    let denials = tokio::spawn(audit::flush_denials_periodically(coffer.clone()));
     let slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections));
     let refusing = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSING));
     let peers = Arc::new(conn::PeerCounts::default());
@@ -256,5 +265,7 @@ pub async fn serve_with(
         );
     }
     connections.shutdown().await;
+    denials.abort();
+    let _ = coffer.flush_denials().await;
     Ok(())
 }

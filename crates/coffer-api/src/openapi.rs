@@ -39,6 +39,7 @@ pub fn base() -> utoipa::openapi::OpenApi {
         (name = "config", description = "Plaintext JSON config entries (admin, or manage of the environment)"),
         (name = "keys", description = "The encryption key lifecycle (admin)"),
         (name = "events", description = "The live event stream (admin, or manage of the environment)"),
+        (name = "audit", description = "The hash-chained audit log (admin; a manage key reads its environment's rows)"),
     )
 )]
 struct Base;

@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use coffer_core::{
-    ApiKeyId, Applied, Coffer, ConfigEntry, ConfigKey, Encryption, EnvName, Mutation, REWRAP_BATCH,
-    Role, SecretName, ValueStatus,
+    ApiKeyId, Coffer, ConfigEntry, ConfigKey, Encryption, EnvName, REWRAP_BATCH, Role, SecretName,
+    ValueStatus, commands,
 };
 
 use crate::error::ApiError;
@@ -126,13 +126,10 @@ pub async fn create_environment(
     coffer.require_admin(&who)?;
     let (req, _held): (CreateEnvironment, _) = body.parse().await?;
     let name = EnvName::new(&req.name)?;
-    match coffer
-        .apply(&who, Mutation::CreateEnvironment { name })
-        .await?
-    {
-        Applied::EnvironmentCreated(env) => Ok(created(EnvironmentJson::from(&env))),
-        other => Err(unexpected(other)),
-    }
+    let env = coffer
+        .apply(&who, commands::CreateEnvironment { name })
+        .await?;
+    Ok(created(EnvironmentJson::from(&env)))
 }
 
 /// Deletes an environment, its secrets and the API keys scoped to it.
@@ -151,7 +148,7 @@ pub async fn delete_environment(
 ) -> ApiResult {
     let name = EnvName::new(&env)?;
     coffer
-        .apply(&who, Mutation::DeleteEnvironment { name })
+        .apply(&who, commands::DeleteEnvironment { name })
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -198,25 +195,16 @@ pub async fn create_api_key(
             e.to_string(),
         )
     })?;
-    match coffer
-        .apply(
-            &who,
-            Mutation::CreateApiKey {
-                name: req.name,
-                role,
-            },
-        )
-        .await?
-    {
-        Applied::ApiKeyCreated(new) => {
-            use secrecy::ExposeSecret;
-            let mut shown = ApiKeyJson::from(&new.meta);
-            // The one place a key leaves the server: the response that creates it.
-            shown.key = Some(new.key.expose_secret().to_owned());
-            Ok(created(shown))
-        }
-        other => Err(unexpected(other)),
-    }
+    let command = commands::CreateApiKey {
+        name: req.name,
+        role,
+    };
+    let new = coffer.apply(&who, command).await?;
+    use secrecy::ExposeSecret;
+    let mut shown = ApiKeyJson::from(&new.meta);
+    // The one place a key leaves the server: the response that creates it.
+    shown.key = Some(new.key.expose_secret().to_owned());
+    Ok(created(shown))
 }
 
 /// Revokes (deletes) an API key; the next request with it gets 401.
@@ -236,7 +224,7 @@ pub async fn revoke_api_key(
 ) -> ApiResult {
     let id = ApiKeyId::new(&id)?;
     coffer.require_admin(&who)?;
-    coffer.apply(&who, Mutation::RevokeApiKey { id }).await?;
+    coffer.apply(&who, commands::RevokeApiKey { id }).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -304,16 +292,11 @@ pub async fn import_secrets(
         .into_iter()
         .map(|e| Ok((SecretName::new(&e.name)?, e.value)))
         .collect::<Result<Vec<_>, ApiError>>()?;
-    match coffer
-        .apply(&who, Mutation::ImportSecrets { env, entries })
-        .await?
-    {
-        Applied::SecretsImported(all) => {
-            let secrets = all.iter().map(Into::into).collect();
-            Ok(Json(ImportedSecretsJson { secrets }).into_response())
-        }
-        other => Err(unexpected(other)),
-    }
+    let all = coffer
+        .apply(&who, commands::ImportSecrets { env, entries })
+        .await?;
+    let secrets = all.iter().map(Into::into).collect();
+    Ok(Json(ImportedSecretsJson { secrets }).into_response())
 }
 
 /// One secret's metadata (never its value).
@@ -357,27 +340,23 @@ pub async fn put_secret(
     coffer.require_manage(&who, &env)?;
     let (req, _held): (PutSecret, _) = body.parse().await?;
     let expected_revision = expected_revision(req.expected_revision, q.expected_revision)?;
-    let mutation = Mutation::PutSecret {
+    let command = commands::PutSecret {
         env,
         name,
         value: req.value,
         expected_revision,
     };
-    match coffer.apply(&who, mutation).await? {
-        Applied::SecretWritten(out) => {
-            let status = if out.created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            Ok((
-                status,
-                Json(SecretMetaJson::new(&out.meta, ValueStatus::Ok)),
-            )
-                .into_response())
-        }
-        other => Err(unexpected(other)),
-    }
+    let out = coffer.apply(&who, command).await?;
+    let status = if out.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(SecretMetaJson::new(&out.meta, ValueStatus::Ok)),
+    )
+        .into_response())
 }
 
 /// Deletes a secret; with `expectedRevision`, only that revision.
@@ -400,7 +379,7 @@ pub async fn delete_secret(
     coffer
         .apply(
             &who,
-            Mutation::DeleteSecret {
+            commands::DeleteSecret {
                 env,
                 name,
                 expected_revision: q.expected_revision,
@@ -490,23 +469,19 @@ pub async fn put_config(
     coffer.require_manage(&who, &env)?;
     let (req, _held): (PutConfig, _) = body.parse().await?;
     let expected_revision = expected_revision(req.expected_revision, q.expected_revision)?;
-    let mutation = Mutation::PutConfig {
+    let command = commands::PutConfig {
         env,
         key,
         value: req.value,
         expected_revision,
     };
-    match coffer.apply(&who, mutation).await? {
-        Applied::ConfigWritten(out) => {
-            let status = if out.created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            Ok((status, Json(config_json(&out.entry)?)).into_response())
-        }
-        other => Err(unexpected(other)),
-    }
+    let out = coffer.apply(&who, command).await?;
+    let status = if out.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(config_json(&out.entry)?)).into_response())
 }
 
 /// Deletes a config entry; with `expectedRevision`, only that revision.
@@ -529,7 +504,7 @@ pub async fn delete_config(
     coffer
         .apply(
             &who,
-            Mutation::DeleteConfig {
+            commands::DeleteConfig {
                 env,
                 key,
                 expected_revision: q.expected_revision,
@@ -585,25 +560,16 @@ pub async fn rewrap(
             format!("limit must be between 1 and {REWRAP_BATCH}"),
         ));
     }
-    match coffer
-        .apply(
-            &who,
-            Mutation::Rewrap {
-                after,
-                limit: req.limit,
-            },
-        )
-        .await?
-    {
-        Applied::Rewrapped(report) => {
-            let next = report
-                .next
-                .as_ref()
-                .map(|(e, n)| URL_SAFE_NO_PAD.encode(format!("{e}/{n}")));
-            Ok(Json(RewrapJson::new(&report, next)).into_response())
-        }
-        other => Err(unexpected(other)),
-    }
+    let command = commands::Rewrap {
+        after,
+        limit: req.limit,
+    };
+    let report = coffer.apply(&who, command).await?;
+    let next = report
+        .next
+        .as_ref()
+        .map(|(e, n)| URL_SAFE_NO_PAD.encode(format!("{e}/{n}")));
+    Ok(Json(RewrapJson::new(&report, next)).into_response())
 }
 
 /// Prometheus text exposition; no auth, no names or values, counts only.
@@ -666,7 +632,10 @@ fn created(body: impl serde::Serialize) -> Response {
 }
 
 /// A listing cursor: the base64url of the last name (or key) of the previous page.
-fn decode_cursor<T, E>(cursor: &str, parse: impl Fn(&str) -> Result<T, E>) -> Result<T, ApiError> {
+pub(crate) fn decode_cursor<T, E>(
+    cursor: &str,
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> Result<T, ApiError> {
     let bad = || ApiError::invalid_query("cursor is not one this server issued");
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
@@ -674,7 +643,7 @@ fn decode_cursor<T, E>(cursor: &str, parse: impl Fn(&str) -> Result<T, E>) -> Re
 }
 
 /// A listing's `limit`: 1 to [`MAX_PAGE`], [`DEFAULT_PAGE`] when absent.
-fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+pub(crate) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     let limit = limit.unwrap_or(DEFAULT_PAGE);
     if (1..=MAX_PAGE).contains(&limit) {
         Ok(limit)
@@ -710,14 +679,4 @@ fn config_json(entry: &ConfigEntry) -> Result<ConfigEntryJson, ApiError> {
             "internal error",
         )
     })
-}
-
-/// `apply` answers each mutation with its own variant; anything else is a bug.
-fn unexpected(applied: Applied) -> ApiError {
-    tracing::error!(?applied, "mutation answered with the wrong outcome");
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "internal error",
-    )
 }

@@ -24,7 +24,8 @@ use clap::{CommandFactory, Parser};
   coffer secret set STRIPE_KEY --env production < stripe-key.txt
   coffer secret list --env production
 
-Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 no access, 5 conflict (docs/CLI.md)."
+Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 no access, 5 conflict,
+6 audit log broken (docs/CLI.md)."
 )]
 struct Cli {
     #[command(subcommand)]

@@ -2,12 +2,15 @@
 //!
 //! [`Coffer`] owns the keyring and the stores (catalog, secrets, config). It authenticates API keys, authorizes
 //! every read and write against the caller's [`Role`], seals values before they reach a
-//! store, and sends every mutation through one path, [`Coffer::apply`], which is where
-//! events and audit records attach.
+//! store, and sends every change through one path, [`Coffer::apply`], which runs a typed
+//! [`Command`]: the stores write each change's audit row and event in its transaction.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod audit;
+pub mod commands;
+mod denials;
 mod error;
 mod events;
 pub mod keys;
@@ -15,19 +18,23 @@ mod lifecycle;
 mod service;
 mod startup;
 
+pub use audit::{BrokenRow, ChainProblem, ChainReport, ChainWalk, VERIFY_PAGE, verify_chain};
+pub use commands::Command;
+pub use denials::{DENIAL_WINDOW, DeniedAttempt, MAX_DENIALS_PER_WINDOW, OVERFLOW_ROUTE};
 pub use error::CoreError;
 pub use events::{EventPage, EventScope};
 pub use lifecycle::{
     KeyStatus, KeyVersionStatus, NONCE_BUDGET_WARNING, REWRAP_BATCH, RewrapReport, ValueStatus,
 };
 pub use service::{
-    AUTH_CACHE_TTL, Applied, Coffer, Encryption, ImportResult, Imported, MAX_CONFIG_VALUE_BYTES,
-    MAX_IMPORT, MAX_VALUE_BYTES, Mutation, MutationRecord, NewApiKey, Page, Principal, Status,
+    AUTH_CACHE_TTL, Coffer, Encryption, ImportResult, Imported, MAX_CONFIG_VALUE_BYTES, MAX_IMPORT,
+    MAX_VALUE_BYTES, NewApiKey, Page, Principal, Status,
 };
 pub use startup::{FirstAdminKey, StartupError, StartupOptions, StartupReport, check_admin_seed};
 
 pub use coffer_store::{
-    ApiKeyId, ApiKeyMeta, ConfigEntry, ConfigKey, ConfigPutOutcome, EnvName, Environment,
-    NameError, Origin, Revision, Role, SecretMeta, SecretName, Timestamp,
+    ApiKeyId, ApiKeyMeta, AuditQuery, AuditRecord, AuditResult, ConfigEntry, ConfigKey,
+    ConfigPutOutcome, EnvName, Environment, NameError, Origin, Revision, Role, SecretMeta,
+    SecretName, SubjectPattern, Timestamp,
 };
-pub use coffer_store::{EventRecord, SubjectPattern};
+pub use coffer_store::EventRecord;

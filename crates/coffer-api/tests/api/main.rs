@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod audit;
 mod authz;
 mod config;
 mod connections;

@@ -8,6 +8,7 @@
 //! | 3 | not found: the named environment, secret, config entry or API key does not exist |
 //! | 4 | no access: no API key, or the server refused it (401) or its role (403) |
 //! | 5 | conflict: a revision conflict, an environment that exists, the last admin key |
+//! | 6 | broken: `coffer audit verify` found the audit log's hash chain broken |
 
 use std::fmt;
 use std::process::ExitCode;
@@ -26,6 +27,8 @@ pub const NOT_FOUND: u8 = 3;
 pub const NO_ACCESS: u8 = 4;
 /// Exit code for a conflict with what the server holds.
 pub const CONFLICT: u8 = 5;
+/// Exit code when `coffer audit verify` finds the audit log's chain broken.
+pub const BROKEN: u8 = 6;
 
 /// An error in what the user typed or piped, found before any request: exit code 2.
 #[derive(Debug)]
@@ -51,6 +54,18 @@ impl fmt::Display for NoKeyError {
 
 impl std::error::Error for NoKeyError {}
 
+/// `coffer audit verify` found a broken chain (the message names the row): exit code 6.
+#[derive(Debug)]
+pub struct BrokenChainError(pub String);
+
+impl fmt::Display for BrokenChainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BrokenChainError {}
+
 /// A usage error with this message.
 pub fn usage(message: impl Into<String>) -> anyhow::Error {
     UsageError(message.into()).into()
@@ -68,6 +83,9 @@ fn code_number(error: &anyhow::Error) -> u8 {
         }
         if cause.is::<NoKeyError>() {
             return NO_ACCESS;
+        }
+        if cause.is::<BrokenChainError>() {
+            return BROKEN;
         }
         if let Some(api) = cause.downcast_ref::<ApiError>() {
             return api_code(api);
@@ -115,5 +133,9 @@ mod tests {
         assert_eq!(code_number(&api(503, "unavailable")), FAILURE);
         assert_eq!(code_number(&anyhow::anyhow!("io")), FAILURE);
         assert_eq!(code_number(&NoKeyError("no key".into()).into()), NO_ACCESS);
+        assert_eq!(
+            code_number(&BrokenChainError("row 3".into()).into()),
+            BROKEN
+        );
     }
 }

@@ -8,6 +8,7 @@
 //! and from there into a request body; never to stdout, stderr, an error message or another
 //! process's command line. The API never returns one.
 
+mod audit;
 mod config;
 mod confirm;
 mod dotenv;
@@ -125,6 +126,17 @@ pub enum ClientCommand {
         global: GlobalArgs,
         #[command(subcommand)]
         command: events::EventsCommand,
+    },
+    /// The audit log: who changed what and which requests were refused, filtered and
+    /// paged; `coffer audit verify` checks its hash chain.
+    #[command(after_help = audit::AUDIT)]
+    Audit {
+        #[command(flatten)]
+        global: GlobalArgs,
+        #[command(flatten)]
+        args: audit::AuditArgs,
+        #[command(subcommand)]
+        command: Option<audit::AuditCommand>,
     },
     /// Store an API key for a server, read from stdin (not echoed).
     ///
@@ -296,6 +308,11 @@ pub async fn run(command: ClientCommand) -> Result<()> {
         ClientCommand::ApiKey { global, command } => Session::open(global)?.api_key(command).await,
         ClientCommand::Keys { global, command } => Session::open(global)?.keys(command).await,
         ClientCommand::Events { global, command } => Session::open(global)?.events(command).await,
+        ClientCommand::Audit {
+            global,
+            args,
+            command,
+        } => Session::open(global)?.audit(args, command).await,
         ClientCommand::Login(args) => login::login(args).await,
         ClientCommand::Logout(args) => login::logout(args),
     }

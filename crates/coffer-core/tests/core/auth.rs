@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use coffer_core::{AUTH_CACHE_TTL, Applied, CoreError, Mutation};
+use coffer_core::{AUTH_CACHE_TTL, CoreError, commands};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::harness::*;
@@ -19,7 +19,7 @@ async fn a_revoked_key_is_refused_at_once_here_and_within_the_cache_lifetime_els
     let on_a = a.coffer.authenticate(&key).await.unwrap();
     let on_b = b.coffer.authenticate(&key).await.unwrap();
     a.coffer
-        .apply(&admin(), Mutation::RevokeApiKey { id })
+        .apply(&admin(), commands::RevokeApiKey { id })
         .await
         .unwrap();
     assert!(
@@ -30,7 +30,7 @@ async fn a_revoked_key_is_refused_at_once_here_and_within_the_cache_lifetime_els
         "the revoking node refuses it at once"
     );
     // The other node may still accept it for reads for a moment, never for writes.
-    let write = Mutation::PutSecret {
+    let write = commands::PutSecret {
         env: env(),
         name: name("X"),
         value: SecretString::from("v"),
@@ -56,16 +56,14 @@ async fn manage_key(n: &Node) -> (String, coffer_store::ApiKeyId) {
         .coffer
         .apply(
             &admin(),
-            Mutation::CreateApiKey {
+            commands::CreateApiKey {
                 name: "ci".into(),
                 role: coffer_core::Role::Manage(env()),
             },
         )
         .await
         .unwrap();
-    let Applied::ApiKeyCreated(new) = created else {
-        panic!("{created:?}")
-    };
+    let new = created;
     (new.key.expose_secret().to_owned(), new.meta.id.clone())
 }
 
@@ -91,7 +89,7 @@ async fn a_forbidden_key_removal_leaves_the_auth_cache_alone() {
     };
     let refused = n
         .coffer
-        .apply(&runtime, Mutation::DeleteEnvironment { name: env() })
+        .apply(&runtime, commands::DeleteEnvironment { name: env() })
         .await;
     assert!(matches!(refused, Err(CoreError::Forbidden)), "{refused:?}");
     assert!(
@@ -113,7 +111,7 @@ async fn a_revocation_whose_request_is_dropped_still_clears_the_cache_when_it_co
     let blocker = rusqlite::Connection::open(dir.path().join("coffer.db")).unwrap();
     blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
     let who = admin();
-    let revoke = n.coffer.apply(&who, Mutation::RevokeApiKey { id });
+    let revoke = n.coffer.apply(&who, commands::RevokeApiKey { id });
     let dropped = tokio::time::timeout(Duration::from_millis(100), revoke).await;
     assert!(dropped.is_err(), "the revocation waits for the lock");
     n.coffer.authenticate(&key).await.unwrap(); // not revoked yet: cached again

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use coffer_core::{CoreError, Mutation, StartupOptions};
+use coffer_core::{CoreError, StartupOptions, commands};
 use coffer_sqlite::SqliteStore;
 use coffer_store::{
     Actor, BatchPut, Capabilities, EnvName, Precondition, PutOutcome, Replacement, SecretMeta,
@@ -117,7 +117,7 @@ async fn expected_revision_is_refused_on_a_backend_without_compare_and_set() {
         allow_unreadable: false,
     };
     let (coffer, _) = options.start().await.unwrap();
-    let put = |expected| Mutation::PutSecret {
+    let put = |expected| commands::PutSecret {
         env: env(),
         name: name("A"),
         value: SecretString::from("v"),
@@ -129,7 +129,7 @@ async fn expected_revision_is_refused_on_a_backend_without_compare_and_set() {
         matches!(&refused, Err(CoreError::Invalid(m)) if m.contains("expectedRevision")),
         "{refused:?}"
     );
-    let delete = Mutation::DeleteSecret {
+    let delete = commands::DeleteSecret {
         env: env(),
         name: name("A"),
         expected_revision: Some(1),
@@ -170,7 +170,7 @@ async fn only_a_store_outside_the_catalog_is_purged_after_an_environment_is_dele
         };
         let (coffer, _) = options.start().await.unwrap();
         coffer
-            .apply(&admin(), Mutation::DeleteEnvironment { name: env() })
+            .apply(&admin(), commands::DeleteEnvironment { name: env() })
             .await
             .unwrap();
         let purges = secrets.2.load(std::sync::atomic::Ordering::Relaxed);

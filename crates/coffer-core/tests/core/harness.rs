@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use coffer_core::{
-    Applied, Coffer, CoreError, EnvName, Mutation, Principal, RewrapReport, SecretName,
-    StartupError, StartupOptions, StartupReport, ValueStatus,
+    Coffer, CoreError, EnvName, Principal, RewrapReport, SecretName, StartupError, StartupOptions,
+    StartupReport, ValueStatus, commands,
 };
 use coffer_crypto::{Key, KeyVersion, Keyring};
 use coffer_sqlite::SqliteStore;
@@ -98,8 +98,8 @@ pub fn name(n: &str) -> SecretName {
     SecretName::new(n).unwrap()
 }
 
-pub async fn put(c: &Coffer, n: &str, value: &str) -> Result<Applied, CoreError> {
-    let m = Mutation::PutSecret {
+pub async fn put(c: &Coffer, n: &str, value: &str) -> Result<coffer_store::PutOutcome, CoreError> {
+    let m = commands::PutSecret {
         env: env(),
         name: name(n),
         value: SecretString::from(value),
@@ -119,20 +119,9 @@ pub async fn resolve(c: &Coffer, n: &str) -> Result<Option<String>, CoreError> {
 }
 
 pub async fn rewrap(c: &Coffer) -> RewrapReport {
-    match c
-        .apply(
-            &admin(),
-            Mutation::Rewrap {
-                after: None,
-                limit: None,
-            },
-        )
+    c.apply(&admin(), commands::Rewrap::default())
         .await
         .unwrap()
-    {
-        Applied::Rewrapped(r) => r,
-        other => panic!("{other:?}"),
-    }
 }
 
 /// Stored values per key version (`0` = plaintext).

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use coffer_core::{
-    Applied, CoreError, Mutation, NONCE_BUDGET_WARNING, RewrapReport, StartupError, ValueStatus,
+    CoreError, NONCE_BUDGET_WARNING, RewrapReport, StartupError, ValueStatus, commands,
 };
 use coffer_crypto::KeyVersion;
 use coffer_sqlite::SqliteStore;
@@ -136,21 +136,17 @@ async fn a_rewrap_resumes_from_any_cursor_and_a_second_run_completes() {
     let n = start(dir.path(), ring(2, &[(1, K1), (2, K2)]), false)
         .await
         .unwrap();
-    let first = match n
+    let first = n
         .coffer
         .apply(
             &admin(),
-            Mutation::Rewrap {
+            commands::Rewrap {
                 after: None,
                 limit: Some(100),
             },
         )
         .await
-        .unwrap()
-    {
-        Applied::Rewrapped(r) => r,
-        other => panic!("{other:?}"),
-    };
+        .unwrap();
     assert_eq!(first.rewrapped, 100);
     assert!(first.next.is_some());
     drop(n); // as if the process died here
@@ -250,7 +246,7 @@ async fn one_tampered_value_is_unreadable_and_breaks_nothing_else() {
     tamper(&n.store, "C").await;
     assert!(resolve(&n.coffer, "C").await.is_err());
     assert_eq!(n.coffer.status().unreadable_values, 1);
-    let gone = Mutation::DeleteEnvironment { name: env() };
+    let gone = commands::DeleteEnvironment { name: env() };
     n.coffer.apply(&admin(), gone).await.unwrap();
     assert_eq!(
         n.coffer.status().unreadable_values,

@@ -6,6 +6,7 @@ mod harness;
 mod auth;
 mod capabilities;
 mod config;
+mod journal;
 mod lifecycle;
 mod runtime;
 mod startup;

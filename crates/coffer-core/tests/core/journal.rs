@@ -1,0 +1,241 @@
+//! Every kind of change leaves exactly one audit row and (except `secret.unchanged`) exactly
+//! one event, written by the store in the change's own transaction.
+
+use coffer_core::{ConfigKey, EnvName, Role, SecretName, commands};
+use coffer_store::{Action, AuditQuery, AuditRecord, EventRecord, JournalStore};
+use secrecy::SecretString;
+use serde_json::json;
+
+use crate::harness::*;
+
+fn other_env() -> EnvName {
+    EnvName::new("staging").unwrap()
+}
+
+/// Enumerates [`Action::ALL`]: a new kind of change must be added to the `match` below
+/// (it has no wildcard arm), and then this test proves it publishes its event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_change_leaves_one_audit_row_and_publishes_its_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
+    let who = admin();
+    let secret = |name: &str, value: &str| commands::PutSecret {
+        env: env(),
+        name: SecretName::new(name).unwrap(),
+        value: SecretString::from(value.to_owned()),
+        expected_revision: None,
+    };
+    let config = |value| commands::PutConfig {
+        env: env(),
+        key: ConfigKey::new("flags").unwrap(),
+        value,
+        expected_revision: None,
+    };
+    for action in Action::ALL {
+        let before = n.store.last_event_id().await.unwrap();
+        let (audit_before, _) = n.store.audit_head().await.unwrap();
+        // Each arm makes exactly one change of its kind and says what it names.
+        let (subject, name): (String, Option<String>) = match action {
+            Action::EnvironmentCreated => {
+                n.coffer
+                    .apply(&who, commands::CreateEnvironment { name: other_env() })
+                    .await
+                    .unwrap();
+                (
+                    "system.environment.staging.created".into(),
+                    Some("staging".into()),
+                )
+            }
+            Action::EnvironmentDeleted => {
+                n.coffer
+                    .apply(&who, commands::DeleteEnvironment { name: other_env() })
+                    .await
+                    .unwrap();
+                (
+                    "system.environment.staging.deleted".into(),
+                    Some("staging".into()),
+                )
+            }
+            Action::SecretCreated => {
+                n.coffer.apply(&who, secret("A", "one")).await.unwrap();
+                ("system.secret.A.created".into(), Some("A".into()))
+            }
+            Action::SecretUpdated => {
+                n.coffer.apply(&who, secret("A", "two")).await.unwrap();
+                ("system.secret.A.updated".into(), Some("A".into()))
+            }
+            Action::SecretDeleted => {
+                let delete = commands::DeleteSecret {
+                    env: env(),
+                    name: SecretName::new("A").unwrap(),
+                    expected_revision: None,
+                };
+                n.coffer.apply(&who, delete).await.unwrap();
+                ("system.secret.A.deleted".into(), Some("A".into()))
+            }
+            Action::SecretUnchanged => {
+                n.coffer.apply(&who, secret("B", "same")).await.unwrap();
+                let before = n.store.last_event_id().await.unwrap();
+                let (audit_before, _) = n.store.audit_head().await.unwrap();
+                let import = commands::ImportSecrets {
+                    env: env(),
+                    entries: vec![(SecretName::new("B").unwrap(), SecretString::from("same"))],
+                };
+                n.coffer.apply(&who, import).await.unwrap();
+                assert_eq!(
+                    n.store.last_event_id().await.unwrap(),
+                    before,
+                    "an unchanged value publishes nothing"
+                );
+                let rows = audit_since(&n, audit_before).await;
+                assert_eq!(rows.len(), 1, "{rows:?}");
+                assert_eq!(rows[0].action, "secret.unchanged");
+                assert_eq!(rows[0].event, None);
+                continue;
+            }
+            Action::ConfigCreated => {
+                n.coffer.apply(&who, config(json!(1))).await.unwrap();
+                ("system.config.flags.created".into(), Some("flags".into()))
+            }
+            Action::ConfigUpdated => {
+                n.coffer.apply(&who, config(json!(2))).await.unwrap();
+                ("system.config.flags.updated".into(), Some("flags".into()))
+            }
+            Action::ConfigDeleted => {
+                let delete = commands::DeleteConfig {
+                    env: env(),
+                    key: ConfigKey::new("flags").unwrap(),
+                    expected_revision: None,
+                };
+                n.coffer.apply(&who, delete).await.unwrap();
+                ("system.config.flags.deleted".into(), Some("flags".into()))
+            }
+            Action::ApiKeyCreated => {
+                let key = commands::CreateApiKey {
+                    name: "ci".into(),
+                    role: Role::Manage(env()),
+                };
+                let new = n.coffer.apply(&who, key).await.unwrap();
+                let id = new.meta.id.to_string();
+                (format!("system.apikey.{id}.created"), Some(id))
+            }
+            Action::ApiKeyRevoked => {
+                let keys = n.coffer.list_api_keys(&who).await.unwrap();
+                let ci = keys.iter().find(|k| k.name == "ci").unwrap().id.clone();
+                n.coffer
+                    .apply(&who, commands::RevokeApiKey { id: ci.clone() })
+                    .await
+                    .unwrap();
+                (format!("system.apikey.{ci}.revoked"), Some(ci.to_string()))
+            }
+            Action::KeysRewrapped => {
+                // A value under key 1, then key 2 becomes current: a rewrap replaces it.
+                n.coffer.apply(&who, secret("C", "old")).await.unwrap();
+                let n2 = start(dir.path(), ring(2, &[(1, K1), (2, K2)]), false)
+                    .await
+                    .unwrap();
+                let before = n2.store.last_event_id().await.unwrap();
+                let report = n2
+                    .coffer
+                    .apply(&who, commands::Rewrap::default())
+                    .await
+                    .unwrap();
+                assert!(report.rewrapped >= 1);
+                let events = n2.store.events_after(before, 10).await.unwrap();
+                assert_eq!(events.len(), 1, "{events:?}");
+                assert_eq!(events[0].subject, "system.keys.rewrapped");
+                assert_eq!(events[0].count, Some(report.rewrapped));
+                assert_eq!(events[0].actor.key_id.as_deref(), Some("ak_00"));
+                continue;
+            }
+            Action::KeyRegistered => {
+                // Key 2's canary was stored when a node first started with it (above).
+                let events = n.store.events_after(0, 1000).await.unwrap();
+                let registered: Vec<&EventRecord> = events
+                    .iter()
+                    .filter(|e| e.subject == "system.keys.v2.registered")
+                    .collect();
+                assert_eq!(registered.len(), 1, "{events:?}");
+                assert_eq!(registered[0].actor.key_id.as_deref(), Some("system"));
+                continue;
+            }
+        };
+        let events = n.store.events_after(before, 10).await.unwrap();
+        assert_eq!(events.len(), 1, "{action:?}: {events:?}");
+        let event = &events[0];
+        assert_eq!(event.subject, subject, "{action:?}");
+        assert_eq!(event.name, name, "{action:?}");
+        assert_eq!(event.actor.key_id.as_deref(), Some("ak_00"), "{action:?}");
+        assert_eq!(event.actor.key_name.as_deref(), Some("test admin"));
+        let rows = audit_since(&n, audit_before).await;
+        assert_eq!(rows.len(), 1, "{action:?}: {rows:?}");
+        assert_eq!(rows[0].action, action.name());
+        assert_eq!(
+            rows[0].event,
+            Some(event.id),
+            "the audit row names its event"
+        );
+    }
+}
+
+/// System writes are on the record too: the bootstrap's environment and admin key.
+#[tokio::test]
+async fn the_bootstrap_is_audited_as_the_system() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
+    let events = n.store.events_after(0, 10).await.unwrap();
+    let subjects: Vec<&str> = events.iter().map(|e| e.subject.as_str()).collect();
+    assert!(
+        subjects.contains(&"system.environment.default.created"),
+        "{subjects:?}"
+    );
+    assert!(
+        subjects.contains(&"system.keys.v1.registered"),
+        "{subjects:?}"
+    );
+    let bootstrap = events
+        .iter()
+        .find(|e| e.subject.starts_with("system.apikey."))
+        .expect("the admin key's event");
+    assert_eq!(bootstrap.actor.key_id.as_deref(), Some("system"));
+}
+
+/// The event's time is the stored `updatedAt`, not a second clock reading.
+#[tokio::test]
+async fn an_events_time_is_the_stored_updated_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
+    let out = put(&n.coffer, "T", "v").await.unwrap();
+    let last = n.store.last_event_id().await.unwrap();
+    let events = n.store.events_after(last - 1, 1).await.unwrap();
+    assert_eq!(events[0].at, out.meta.updated_at.rfc3339());
+    assert_eq!(events[0].revision, Some(1));
+    assert_eq!(events[0].environment.as_deref(), Some("default"));
+}
+
+/// A write refused in its transaction (stale revision) leaves no audit row and no event.
+#[tokio::test]
+async fn a_refused_write_leaves_nothing_on_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
+    put(&n.coffer, "R", "v").await.unwrap();
+    let before = n.store.last_event_id().await.unwrap();
+    let (audit_before, _) = n.store.audit_head().await.unwrap();
+    let stale = commands::PutSecret {
+        env: env(),
+        name: SecretName::new("R").unwrap(),
+        value: SecretString::from("w"),
+        expected_revision: Some(7),
+    };
+    assert!(n.coffer.apply(&admin(), stale).await.is_err());
+    assert_eq!(n.store.last_event_id().await.unwrap(), before);
+    assert_eq!(n.store.audit_head().await.unwrap().0, audit_before);
+}
+
+async fn audit_since(n: &Node, after: u64) -> Vec<AuditRecord> {
+    let query = AuditQuery {
+        after: Some(after),
+        ..AuditQuery::default()
+    };
+    n.store.audit(&query, 100).await.unwrap().0
+}

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# What the journal (audit row + event in every write's transaction) costs, and what live
+# event-stream subscribers cost, measured in one run on this machine:
+#   scripts/bench-journal.sh BASELINE_COFFER [COFFER]
+# BASELINE_COFFER is a build without the journal (e.g. the commit before it, built with
+# `cargo build --release`); COFFER defaults to target/release/coffer. Both serve the same
+# data shape (1,000 secrets of 64 bytes, encryption on); wrk (one thread, 16 connections,
+# 6 s) sends durable PUTs to each in turn, three interleaved rounds, best of each. Then, on
+# COFFER alone: write throughput and p99 with 0 and with 100 subscribers on
+# GET /v1/events/stream, interleaved. Loopback only; stops what it starts.
+set -euo pipefail
+baseline=${1:?usage: scripts/bench-journal.sh BASELINE_COFFER [COFFER]}
+coffer=${2:-target/release/coffer}
+for b in "$baseline" "$coffer"; do
+  [[ -x $b ]] || { echo "no coffer binary at $b (cargo build --release first)" >&2; exit 1; }
+done
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+work=$(mktemp -d -t coffer-journal-XXXXXX)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+admin="ck_admin_$(openssl rand -hex 20)"
+
+start() { # $1 name, $2 binary → sets url_$1
+  local port; port=$(free_port)
+  env -u COFFER_SECRET_KEYS -u COFFER_SECRET_KEYS_FILE -u COFFER_NATS_URL \
+    COFFER_MASTER_KEY="$(openssl rand -hex 32)" COFFER_ADMIN_KEY="$admin" \
+    "$2" serve --listen "127.0.0.1:$port" --data-dir "$work/$1" >"$work/$1.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+  printf -v "url_$1" '%s' "http://127.0.0.1:$port"
+  python3 - "http://127.0.0.1:$port" "$admin" <<'PY'
+import concurrent.futures, json, sys, urllib.request
+c, admin = sys.argv[1:]
+def put(i):
+    r = urllib.request.Request(f"{c}/v1/environments/default/secrets/K{i}", json.dumps({"value": "v" * 64}).encode(),
+                               method="PUT", headers={"Content-Type": "application/json", "Authorization": "Bearer " + admin})
+    urllib.request.urlopen(r).read()
+with concurrent.futures.ThreadPoolExecutor(8) as ex:
+    list(ex.map(put, range(1000)))
+PY
+}
+
+cat >"$work/w.lua" <<LUA
+wrk.headers["Authorization"] = "Bearer $admin"
+wrk.headers["Content-Type"] = "application/json"
+request = function() return wrk.format("PUT", "/v1/environments/default/secrets/K" .. math.random(0,999), nil, '{"value": "$(printf 'w%.0s' {1..64})"}') end
+done = function(s, l, r) io.write(string.format("RESULT %.0f %.2f %d\n", s.requests/(s.duration/1e6), l:percentile(99)/1000, s.errors.status)) end
+LUA
+run() { wrk -t1 -c16 -d6s -s "$work/w.lua" "$1" | awk '/^RESULT/ {print $2, $3, $4}'; }
+best() { # $1 current best "rps p99 errs", $2 new → the one with more rps
+  if [[ -z $1 || ${2%% *} -gt ${1%% *} ]]; then echo "$2"; else echo "$1"; fi
+}
+
+start base "$baseline"
+start journal "$coffer"
+b=""; j=""
+for _ in 1 2 3; do
+  b=$(best "$b" "$(run "$url_base")")
+  j=$(best "$j" "$(run "$url_journal")")
+done
+kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
+printf '%-24s %8s/s  p99 %6s ms  non-2xx %s\n' "writes, no journal" $b
+printf '%-24s %8s/s  p99 %6s ms  non-2xx %s\n' "writes, journal" $j
+echo "journal: $(python3 -c "print(round(100*${j%% *}/max(${b%% *},1)))")% of the writes/s without it"
+
+# Live subscribers: 100 streams held open by one Python process (threads), reading every
+# event the writes publish.
+subscribers() {
+  python3 - "$url_journal" "$admin" "$1" <<'PY' &
+import http.client, sys, threading, urllib.parse
+url, admin, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+u = urllib.parse.urlparse(url)
+def follow():
+    c = http.client.HTTPConnection(u.hostname, u.port)
+    c.request("GET", "/v1/events/stream", headers={"Authorization": "Bearer " + admin})
+    r = c.getresponse()
+    assert r.status == 200, r.status
+    while r.read1(65536):
+        pass
+for _ in range(n):
+    threading.Thread(target=follow, daemon=True).start()
+threading.Event().wait()
+PY
+  echo $!
+}
+s0=""; s100=""
+for _ in 1 2 3; do
+  s0=$(best "$s0" "$(run "$url_journal")")
+  sub=$(subscribers 100); sleep 1
+  s100=$(best "$s100" "$(run "$url_journal")")
+  kill "$sub"; wait "$sub" 2>/dev/null || true
+done
+printf '%-24s %8s/s  p99 %6s ms  non-2xx %s\n' "writes, 0 subscribers" $s0
+printf '%-24s %8s/s  p99 %6s ms  non-2xx %s\n' "writes, 100 subscribers" $s100
+read -r _ p0 _ <<<"$s0"; read -r _ p100 _ <<<"$s100"
+echo "100 subscribers: write p99 $(python3 -c "print(f'{100*($p100-$p0)/max($p0,0.001):+.0f}')")%"
