@@ -382,8 +382,14 @@ pub async fn audit_denials(
     // Kept aside cheaply (reference-counted); turned into text only for a denial.
     let method = request.method().clone();
     let uri = request.uri().clone();
-    let peer = request.extensions().get::<crate::extract::PeerAddr>().copied();
-    let agent = request.headers().get(axum::http::header::USER_AGENT).cloned();
+    let peer = request
+        .extensions()
+        .get::<crate::extract::PeerAddr>()
+        .copied();
+    let agent = request
+        .headers()
+        .get(axum::http::header::USER_AGENT)
+        .cloned();
     let response = next.run(request).await;
     let status = response.status();
     if status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN {

@@ -32,9 +32,9 @@ pub use service::{
 };
 pub use startup::{FirstAdminKey, StartupError, StartupOptions, StartupReport, check_admin_seed};
 
+pub use coffer_store::EventRecord;
 pub use coffer_store::{
     ApiKeyId, ApiKeyMeta, AuditQuery, AuditRecord, AuditResult, ConfigEntry, ConfigKey,
     ConfigPutOutcome, EnvName, Environment, NameError, Origin, Revision, Role, SecretMeta,
     SecretName, SubjectPattern, Timestamp,
 };
-pub use coffer_store::EventRecord;
