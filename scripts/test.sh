@@ -23,6 +23,9 @@ trap 'eval "${COFFER_PG_STOP:-}"' EXIT
 scripts/check-schema.sh "$COFFER_TEST_DATABASE_URL"
 
 echo "== nats-server is there (the event relay's test starts its own)"
+if ! command -v nats-server >/dev/null && command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server) >&2 || true
+fi
 command -v nats-server >/dev/null || {
     echo "nats-server is needed by crates/coffer-cli/tests/nats.rs: apt-get install nats-server" >&2
     exit 1
