@@ -288,3 +288,193 @@ async fn the_relay_delivers_every_event_in_order_across_a_nats_outage() {
     );
     assert!(s.log().contains("NATS relay connected"));
 }
+
+/// A secret value reaches none of the places the journal feeds or the server keeps: no
+/// management response (reads, audit, verify, status, metrics), no byte of the live event
+/// stream, no NATS message, no line of the log, no file under the data dir. Every kind of
+/// secret change is made with the canary: create, update, import (changed and unchanged),
+/// a denied write, delete, an environment's deletion with its secrets, and a rewrap walk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_value_reaches_no_response_stream_nats_message_audit_row_log_or_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats_port = free_port();
+    let nats = start_nats(
+        nats_port,
+        &dir.path().join("nats"),
+        &dir.path().join("nats.log"),
+    );
+    let url = format!("nats://127.0.0.1:{nats_port}");
+    let data = dir.path().join("data");
+    let mut s = ServerProcess::start(
+        &data,
+        &[("COFFER_MASTER_KEY", MASTER_KEY), ("COFFER_NATS_URL", &url)],
+        &[],
+    );
+    let admin = s.admin_key();
+    let canary = format!("canary-{:x}", std::process::id() as u64 * 7919 + 0xc0ffee);
+    let c = http();
+    let base = s.base.clone();
+
+    // The live stream, read in the background for the whole test.
+    let stream = c
+        .get(format!("{base}/v1/events/stream"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let streamed = tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        let mut stream = stream;
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_millis(500), stream.chunk()).await {
+                Ok(Ok(Some(chunk))) => {
+                    bytes.extend_from_slice(&chunk);
+                    if String::from_utf8_lossy(&bytes).contains("system.environment.doomed.deleted")
+                    {
+                        break;
+                    }
+                }
+                Ok(_) => break,
+                Err(_) => {}
+            }
+        }
+        bytes
+    });
+
+    let mut responses: Vec<String> = Vec::new();
+    let mut call = async |method: reqwest::Method, path: &str, key: &str, body: Option<Value>| {
+        let mut request = c.request(method, format!("{base}{path}")).bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        responses.push(text.clone());
+        (status, text)
+    };
+    use reqwest::Method;
+    let secret = "/v1/environments/default/secrets/CANARY";
+    let value = |suffix: &str| Some(json!({ "value": format!("{canary}-{suffix}") }));
+    assert_eq!(call(Method::PUT, secret, &admin, value("1")).await.0, 201);
+    assert_eq!(call(Method::PUT, secret, &admin, value("2")).await.0, 200);
+    let import = json!({"secrets": [
+        {"name": "CANARY", "value": format!("{canary}-2")},
+        {"name": "IMPORTED", "value": format!("{canary}-3")},
+    ]});
+    let imports = "/v1/environments/default/secrets";
+    assert_eq!(
+        call(Method::POST, imports, &admin, Some(import)).await.0,
+        200
+    );
+    // A runtime key may not write: a denial, audited.
+    let (_, created) = call(
+        Method::POST,
+        "/v1/api-keys",
+        &admin,
+        Some(json!({"name": "rt", "role": "runtime", "environment": "default"})),
+    )
+    .await;
+    let runtime: Value = serde_json::from_str(&created).unwrap();
+    let runtime = runtime["key"].as_str().unwrap().to_owned();
+    assert_eq!(call(Method::PUT, secret, &runtime, value("4")).await.0, 403);
+    let doomed = "/v1/environments/doomed";
+    assert_eq!(
+        call(
+            Method::POST,
+            "/v1/environments",
+            &admin,
+            Some(json!({"name": "doomed"}))
+        )
+        .await
+        .0,
+        201
+    );
+    let doomed_secret = "/v1/environments/doomed/secrets/GONE";
+    assert_eq!(
+        call(Method::PUT, doomed_secret, &admin, value("5")).await.0,
+        201
+    );
+    assert_eq!(
+        call(Method::POST, "/v1/keys/rewrap", &admin, Some(json!({})))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(call(Method::DELETE, secret, &admin, None).await.0, 204);
+    assert_eq!(call(Method::DELETE, doomed, &admin, None).await.0, 204);
+    for path in [
+        "/v1/environments",
+        "/v1/environments/default/secrets",
+        "/v1/environments/default/secrets/IMPORTED",
+        "/v1/api-keys",
+        "/v1/keys",
+        "/v1/audit?limit=1000",
+        "/v1/audit/verify",
+        "/v1/status",
+        "/metrics",
+    ] {
+        let (status, _) = call(Method::GET, path, &admin, None).await;
+        assert_eq!(status, 200, "{path}");
+    }
+    let audit: Value = serde_json::from_str(&responses[responses.len() - 4]).unwrap();
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "secret.created",
+        "secret.updated",
+        "secret.unchanged",
+        "secret.deleted",
+        "environment.deleted",
+    ] {
+        assert!(actions.contains(&expected), "{expected} not in {actions:?}");
+    }
+    for body in &responses {
+        assert!(
+            !body.contains(&canary),
+            "a response holds the value: {body}"
+        );
+    }
+
+    let streamed = String::from_utf8(streamed.await.unwrap()).unwrap();
+    assert!(
+        streamed.contains("system.secret.CANARY.deleted"),
+        "{streamed}"
+    );
+    assert!(!streamed.contains(&canary), "the stream holds the value");
+
+    let messages = read_stream(&url, |got| {
+        got.iter()
+            .any(|(subject, _, _)| subject == "system.environment.doomed.deleted")
+    })
+    .await;
+    for (subject, _, event) in &messages {
+        assert!(
+            !event.to_string().contains(&canary),
+            "a NATS message holds the value: {subject}"
+        );
+    }
+
+    assert!(s.terminate());
+    stop_nats(nats);
+    assert!(!s.log().contains(&canary), "the log holds the value");
+    let mut files = vec![data.clone()];
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
+                "{} holds the value",
+                path.display()
+            );
+        }
+    }
+}
