@@ -9,6 +9,8 @@ psql "$url" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE $db" >/dev/null
 trap 'psql "$url" -qc "DROP DATABASE IF EXISTS $db" >/dev/null' EXIT
 target="${url%/*}/$db"
 for migration in crates/coffer-store/migrations/*.sql; do
-  psql "$target" -v ON_ERROR_STOP=1 -q -1 -f "$migration" >/dev/null
+  # SEQUENCE_KEY: a 64-bit primary key, spelled per backend (coffer_store::schema).
+  sed 's/SEQUENCE_KEY/BIGINT PRIMARY KEY/g' "$migration" |
+    psql "$target" -v ON_ERROR_STOP=1 -q -1 -f - >/dev/null
   echo "PostgreSQL accepts $(basename "$migration")"
 done

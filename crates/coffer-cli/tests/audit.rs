@@ -248,3 +248,32 @@ fn rows_removed_at_the_end_are_named_truncated() {
     });
     assert_broken(&it.run(&["audit", "verify"]), rows - 1, "truncated");
 }
+
+/// A row inserted past the head (a well-formed copy of the last row, renumbered) is
+/// reported, and no listing serves it.
+#[test]
+fn a_row_inserted_past_the_head_is_reported_and_never_listed() {
+    let mut it = Installation::with_changes();
+    let rows = it.rows();
+    it.tamper(|db| {
+        db.execute(
+            "INSERT INTO audit_log SELECT seq + 1000, at, actor_id, actor_name, 'secret.deleted',
+                 subject, environment, name, revision, result, status, count, remote,
+                 user_agent, NULL, prev_hash, hash
+             FROM audit_log WHERE seq = ?1",
+            [rows],
+        )
+        .unwrap();
+    });
+    assert_broken(&it.run(&["audit", "verify"]), rows + 1, "truncated");
+    let listed = it.ok(&["audit", "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let seqs: Vec<u64> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs.len() as u64, rows, "{seqs:?}");
+    assert!(seqs.iter().all(|s| *s <= rows), "{seqs:?}");
+}

@@ -234,11 +234,23 @@ impl Coffer {
             let (rows, next) = self.catalog().audit(&query, VERIFY_PAGE).await?;
             let going = rows.iter().all(|row| walk.feed(row));
             match next {
-                Some(after) if going && !rows.is_empty() => query.after = Some(after),
+                Some(after) if going => query.after = Some(after),
                 _ => break,
             }
         }
-        Ok(walk.finish())
+        let mut report = walk.finish();
+        let past_head = self.catalog().audit_rows_past_head().await?;
+        if report.first_broken.is_none() && past_head > 0 {
+            report.first_broken = Some(BrokenRow {
+                seq: report.head_seq + 1,
+                problem: ChainProblem::Truncated,
+                message: format!(
+                    "{past_head} rows are stored past the head (row {}): Coffer did not write them, or the head was moved back",
+                    report.head_seq
+                ),
+            });
+        }
+        Ok(report)
     }
 }
 

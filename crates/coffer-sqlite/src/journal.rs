@@ -10,8 +10,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::{SqliteStore, corrupt, unavailable};
 
-/// Rows one `GET /v1/audit` page examines at most (its subject filter runs in Rust).
-const MAX_EXAMINED: usize = 10_000;
+/// Sequence numbers one `GET /v1/audit` page examines at most: a range of the rowid, so a
+/// page costs the same whatever its filters (which run on those rows only).
+const MAX_EXAMINED: u64 = 10_000;
 
 /// The actor of a write as its audit rows name it, read in the writing transaction.
 #[derive(Clone, Debug)]
@@ -287,69 +288,18 @@ impl JournalStore for SqliteStore {
     ) -> StoreResult<(Vec<AuditRecord>, Option<u64>)> {
         let query = query.clone();
         let limit = limit.max(1);
-        self.read_off_thread(move |c| {
-            let mut sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > ?1");
-            let mut args: Vec<rusqlite::types::Value> = Vec::new();
-            let mut push = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
-                args.push(v);
-                sql.push_str(&format!(" AND {clause} ?{}", args.len() + 1));
-            };
-            use rusqlite::types::Value as V;
-            if let Some(env) = &query.environment {
-                push(&mut sql, "environment =", V::Text(env.to_string()));
-            }
-            if let Some(actor) = &query.actor {
-                push(&mut sql, "actor_id =", V::Text(actor.clone()));
-            }
-            if let Some(action) = &query.action {
-                push(&mut sql, "action =", V::Text(action.clone()));
-            }
-            if let Some(result) = query.result {
-                push(&mut sql, "result =", V::Text(result.as_str().into()));
-            }
-            if let Some(since) = query.since {
-                push(&mut sql, "at >=", V::Integer(since.millis()));
-            }
-            if let Some(until) = query.until {
-                push(&mut sql, "at <", V::Integer(until.millis()));
-            }
-            sql.push_str(&format!(" ORDER BY seq LIMIT ?{}", args.len() + 2));
-            let mut stmt = c.prepare(&sql)?;
-            let mut found = Vec::new();
-            let mut after = query.after.unwrap_or(0);
-            let mut examined = 0;
-            let chunk = 1000usize;
-            loop {
-                let mut all: Vec<V> = vec![V::Integer(i64::try_from(after).unwrap_or(i64::MAX))];
-                all.extend(args.iter().cloned());
-                all.push(V::Integer(chunk as i64));
-                let rows: Vec<AuditRecord> = stmt
-                    .query_map(rusqlite::params_from_iter(all), audit_row)?
-                    .map(|r| r.map(with_result))
-                    .collect::<rusqlite::Result<_>>()?;
-                let got = rows.len();
-                for row in rows {
-                    examined += 1;
-                    after = row.seq;
-                    let keep = query
-                        .subject
-                        .as_ref()
-                        .is_none_or(|p| p.matches(&row.subject));
-                    if keep {
-                        found.push(row);
-                        if found.len() == limit {
-                            return Ok((found, Some(after)));
-                        }
-                    }
-                }
-                if got < chunk || examined >= MAX_EXAMINED {
-                    // Fewer than asked for: the end of the log (no cursor), or the examining
-                    // bound (cursor = the last row examined).
-                    return Ok((found, (got == chunk).then_some(after)));
-                }
-            }
+        self.read_off_thread(move |c| audit_window(c, &query, limit))
+            .await
+    }
+
+    async fn audit_rows_past_head(&self) -> StoreResult<u64> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM audit_log WHERE seq > (SELECT audit_seq FROM journal_head WHERE id = 1)",
+                [],
+                |r| r.get(0),
+            )
         })
-        .await
     }
 
     async fn audit_head(&self) -> StoreResult<(u64, String)> {
@@ -366,7 +316,9 @@ impl JournalStore for SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let payloads = self.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT payload FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                "SELECT payload FROM events
+                 WHERE seq > ?1 AND seq <= (SELECT event_seq FROM journal_head WHERE id = 1)
+                 ORDER BY seq LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![after, limit], |r| r.get::<_, String>(0))?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
@@ -415,6 +367,99 @@ impl JournalStore for SqliteStore {
             })
             .await
     }
+}
+
+/// One page of [`JournalStore::audit`]: the rows matching `query` among the sequence numbers
+/// `after+1 ..= min(after + MAX_EXAMINED, head)` (never past the head: a row there was not
+/// written by Coffer), stopping at `limit` matches. The cursor is the last seq examined
+/// when more rows follow.
+fn audit_window(
+    c: &Connection,
+    query: &AuditQuery,
+    limit: usize,
+) -> rusqlite::Result<(Vec<AuditRecord>, Option<u64>)> {
+    use rusqlite::types::Value as V;
+    let head: u64 = c.query_row("SELECT audit_seq FROM journal_head WHERE id = 1", [], |r| {
+        r.get(0)
+    })?;
+    let after = match (query.after, query.since) {
+        (Some(after), _) => after,
+        (None, Some(since)) => first_seq_near(c, head, since)?,
+        (None, None) => 0,
+    };
+    if after >= head {
+        return Ok((Vec::new(), None));
+    }
+    let upper = head.min(after.saturating_add(MAX_EXAMINED));
+    let as_int = |n: u64| V::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+    let mut sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > ?1 AND seq <= ?2");
+    let mut args: Vec<V> = vec![as_int(after), as_int(upper)];
+    let mut push = |sql: &mut String, clause: &str, v: V| {
+        args.push(v);
+        sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+    };
+    if let Some(env) = &query.environment {
+        push(&mut sql, "environment =", V::Text(env.to_string()));
+    }
+    if let Some(actor) = &query.actor {
+        push(&mut sql, "actor_id =", V::Text(actor.clone()));
+    }
+    if let Some(action) = &query.action {
+        push(&mut sql, "action =", V::Text(action.clone()));
+    }
+    if let Some(result) = query.result {
+        push(&mut sql, "result =", V::Text(result.as_str().into()));
+    }
+    if let Some(since) = query.since {
+        push(&mut sql, "at >=", V::Integer(since.millis()));
+    }
+    if let Some(until) = query.until {
+        push(&mut sql, "at <", V::Integer(until.millis()));
+    }
+    sql.push_str(" ORDER BY seq");
+    let mut stmt = c.prepare(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+    let mut found = Vec::new();
+    while let Some(row) = rows.next()? {
+        let row = with_result(audit_row(row)?);
+        let keep = query
+            .subject
+            .as_ref()
+            .is_none_or(|p| p.matches(&row.subject));
+        if keep {
+            let seq = row.seq;
+            found.push(row);
+            if found.len() == limit {
+                return Ok((found, (seq < head).then_some(seq)));
+            }
+        }
+    }
+    Ok((found, (upper < head).then_some(upper)))
+}
+
+/// Where a walk for rows at or after `since` may start: just before the first row written
+/// a minute before `since` (a row's time is taken before its write is queued, so times
+/// follow sequence numbers to within far less than that). A binary search over the rowid:
+/// a few point reads.
+fn first_seq_near(
+    c: &Connection,
+    head: u64,
+    since: coffer_store::Timestamp,
+) -> rusqlite::Result<u64> {
+    let target = since.millis().saturating_sub(60_000);
+    let mut stmt =
+        c.prepare_cached("SELECT at FROM audit_log WHERE seq >= ?1 ORDER BY seq LIMIT 1")?;
+    // The first seq whose time is at or after `target` lies in [lo, hi].
+    let (mut lo, mut hi) = (1u64, head + 1);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let at: Option<i64> = stmt.query_row([mid], |r| r.get(0)).optional()?;
+        match at {
+            Some(at) if at < target => lo = mid + 1,
+            _ => hi = mid,
+        }
+    }
+    Ok(lo.saturating_sub(1))
 }
 
 /// The last event id in the head (the writer announces it after each commit).

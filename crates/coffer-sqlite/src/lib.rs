@@ -185,7 +185,8 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
             continue;
         }
         let tx = conn.unchecked_transaction().map_err(unavailable)?;
-        tx.execute_batch(m.sql).map_err(unavailable)?;
+        tx.execute_batch(&m.sql_for(coffer_store::schema::SEQUENCE_KEY_SQLITE))
+            .map_err(unavailable)?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
             params![m.version, m.name, Timestamp::now().millis()],

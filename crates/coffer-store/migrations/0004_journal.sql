@@ -1,7 +1,11 @@
 -- The journal: the hash-chained audit log and the event outbox, appended by every write in
 -- its own transaction. `journal_head` is their one shared head: every journaled write
 -- updates it, which serialises journaling writers (on PostgreSQL, by its row lock), so
--- sequence numbers are assigned in commit order with no gaps. Portable SQL.
+-- sequence numbers are assigned in commit order with no gaps. Portable SQL, but for
+-- `SEQUENCE_KEY`: a 64-bit integer primary key, which each backend spells its own way
+-- (SQLite: `INTEGER PRIMARY KEY`, the table's rowid, so an append costs one b-tree and no
+-- separate index; PostgreSQL: `BIGINT PRIMARY KEY`). No secondary index: every read is a
+-- range of sequence numbers.
 CREATE TABLE journal_head (
     id BIGINT PRIMARY KEY CHECK (id = 1),
     audit_seq BIGINT NOT NULL,
@@ -12,7 +16,7 @@ INSERT INTO journal_head (id, audit_seq, audit_hash, event_seq)
 VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000', 0);
 
 CREATE TABLE audit_log (
-    seq BIGINT PRIMARY KEY,
+    seq SEQUENCE_KEY,
     at BIGINT NOT NULL,
     actor_id TEXT,
     actor_name TEXT,
@@ -30,10 +34,9 @@ CREATE TABLE audit_log (
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
 );
-CREATE INDEX audit_log_environment ON audit_log (environment, seq);
 
 CREATE TABLE events (
-    seq BIGINT PRIMARY KEY,
+    seq SEQUENCE_KEY,
     subject TEXT NOT NULL,
     environment TEXT,
     payload TEXT NOT NULL,

@@ -248,9 +248,10 @@ pub trait JournalStore: Send + Sync + 'static {
     /// Appends one audit row per coalesced run of denied attempts (no event).
     async fn record_denials(&self, denials: Vec<Denial>) -> StoreResult<()>;
 
-    /// Up to `limit` audit rows matching `query`, in `seq` order, and the last `seq`
-    /// examined (the cursor to go on from when fewer rows matched than were read).
-    /// A store may stop after examining a bounded number of rows.
+    /// Up to `limit` audit rows matching `query`, in `seq` order, and the `seq` to go on
+    /// after when more rows follow (`None` at the head). A store examines a bounded range
+    /// of sequence numbers per call, so a page may hold fewer rows than `limit` (even none)
+    /// and still have a cursor. Rows past the head are never returned.
     async fn audit(
         &self,
         query: &AuditQuery,
@@ -260,7 +261,12 @@ pub trait JournalStore: Send + Sync + 'static {
     /// The last audit row's `seq` and `hash` as the store's head records them.
     async fn audit_head(&self) -> StoreResult<(u64, String)>;
 
-    /// Up to `limit` events with an id greater than `after`, in id order.
+    /// How many audit rows are stored past the head: none, unless someone inserted rows
+    /// into the database by hand.
+    async fn audit_rows_past_head(&self) -> StoreResult<u64>;
+
+    /// Up to `limit` events with an id greater than `after` and at most the head's, in id
+    /// order.
     async fn events_after(&self, after: u64, limit: usize) -> StoreResult<Vec<EventRecord>>;
 
     /// The id of the last committed event (0 when there is none).

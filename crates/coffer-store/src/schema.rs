@@ -1,7 +1,8 @@
 //! The catalog schema, shared by every SQL backend.
 //!
-//! Plain, portable SQL (SQLite and PostgreSQL both run it unchanged): `TEXT`, `BIGINT`,
-//! `INTEGER`, composite primary keys, no backend-specific types. Timestamps are milliseconds
+//! Plain, portable SQL (SQLite and PostgreSQL both run it): `TEXT`, `BIGINT`, `INTEGER`,
+//! composite primary keys, no backend-specific types — except [`SEQUENCE_KEY`], which each
+//! backend spells its own way. Timestamps are milliseconds
 //! since the epoch (`BIGINT`). A backend applies, in order, every migration whose version is
 //! not yet in `schema_migrations`, each in its own transaction.
 
@@ -14,6 +15,24 @@ pub struct Migration {
     pub name: &'static str,
     /// One or more `;`-separated statements.
     pub sql: &'static str,
+}
+
+/// Stands, in a migration, for a 64-bit integer primary key that the backend spells its own
+/// way: [`SEQUENCE_KEY_SQLITE`] (the rowid: appends cost one b-tree) or
+/// [`SEQUENCE_KEY_POSTGRES`]. [`Migration::sql_for`] substitutes it.
+pub const SEQUENCE_KEY: &str = "SEQUENCE_KEY";
+
+/// SQLite's spelling of [`SEQUENCE_KEY`]: a rowid alias (64-bit).
+pub const SEQUENCE_KEY_SQLITE: &str = "INTEGER PRIMARY KEY";
+
+/// PostgreSQL's spelling of [`SEQUENCE_KEY`] (`INTEGER` there is 32-bit).
+pub const SEQUENCE_KEY_POSTGRES: &str = "BIGINT PRIMARY KEY";
+
+impl Migration {
+    /// The migration's SQL with [`SEQUENCE_KEY`] spelled as `sequence_key`.
+    pub fn sql_for(&self, sequence_key: &str) -> String {
+        self.sql.replace(SEQUENCE_KEY, sequence_key)
+    }
 }
 
 /// Creates the bookkeeping table; run before looking at [`MIGRATIONS`].
