@@ -68,7 +68,8 @@ echo "journal: $(python3 -c "print(round(100*${j%% *}/max(${b%% *},1)))")% of th
 # Live subscribers: 100 streams held open by one Python process (threads), reading every
 # event the writes publish.
 subscribers() {
-  python3 - "$url_journal" "$admin" "$1" <<'PY' &
+  # Its output goes nowhere: `$(subscribers N)` must not wait for it.
+  python3 - "$url_journal" "$admin" "$1" >/dev/null 2>&1 <<'PY' &
 import http.client, sys, threading, urllib.parse
 url, admin, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 u = urllib.parse.urlparse(url)

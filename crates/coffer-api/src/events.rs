@@ -229,8 +229,10 @@ impl Feed {
     async fn next_frame(&mut self) -> Option<String> {
         if !self.greeted {
             self.greeted = true;
-            // Sends the head at once and tells EventSource how soon to reconnect.
-            return Some("retry: 1000\n\n".to_owned());
+            // Sends the head at once, tells EventSource how soon to reconnect, and gives a
+            // client that receives no event before its connection drops a position to
+            // resume from (an `id:` without data sets the last event id, dispatches nothing).
+            return Some(format!("retry: 1000\nid: {}\n\n", self.position));
         }
         loop {
             if *self.closing.borrow() {

@@ -106,6 +106,11 @@ fn parse(block: &str) -> Frame {
         }
     }
     match id {
+        // The greeting: a position to resume from, no event.
+        Some(_) if data.is_empty() => {
+            assert!(block.starts_with("retry: "), "an id without data: {block}");
+            Frame::Other
+        }
         Some(id) => {
             assert_eq!(data.len(), 1, "one data line per event: {block}");
             let data: Value = serde_json::from_str(&data[0]).expect("data is JSON");
@@ -443,4 +448,37 @@ async fn a_stream_whose_reader_stops_reading_is_closed_and_its_place_freed() {
         assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
     }
     drop(hog);
+}
+
+/// The greeting names the position the stream starts after, so a client whose connection
+/// drops before its first event resumes from there and misses nothing.
+#[tokio::test]
+async fn a_client_dropped_before_its_first_event_resumes_from_the_greeting() {
+    let s = start().await;
+    let mut sse = Sse::open(&s, &s.admin, "?subject=system.secret.>", None).await;
+    let greeting = loop {
+        if let Some(end) = sse.buf.find("\n\n") {
+            break sse.buf[..end].to_owned();
+        }
+        let chunk = tokio::time::timeout(WAIT, sse.resp.chunk())
+            .await
+            .expect("the greeting")
+            .expect("reads")
+            .expect("a chunk");
+        sse.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+    };
+    let start_id: u64 = greeting
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap_or_else(|| panic!("no id in the greeting {greeting:?}"))
+        .parse()
+        .unwrap();
+    drop(sse);
+    for i in 1..=3 {
+        s.put_secret("default", &format!("EARLY_{i}"), "v").await;
+    }
+    let mut again = Sse::open(&s, &s.admin, "?subject=system.secret.>", Some(start_id)).await;
+    for i in 1..=3 {
+        assert_eq!(again.event().await.1["name"], format!("EARLY_{i}"));
+    }
 }

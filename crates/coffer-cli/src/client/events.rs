@@ -98,8 +98,12 @@ impl Session {
         loop {
             while let Some(end) = frame_end(&buf) {
                 let frame: Vec<u8> = buf.drain(..end).collect();
-                if let Some((id, event)) = parse_frame(&frame)? {
-                    *last = Some(id);
+                let (id, event) = parse_frame(&frame)?;
+                // An `id:` alone (the greeting) is a position to resume from too.
+                if id.is_some() {
+                    *last = id;
+                }
+                if let (Some(_), Some(event)) = (id, event) {
                     let shown = only_env.is_none_or(|env| event["environment"] == env);
                     if shown {
                         output::emit(&self.event_line(&event)?)?;
@@ -149,7 +153,7 @@ fn frame_end(buf: &[u8]) -> Option<usize> {
 }
 
 /// An event frame's id and JSON; `None` for comments and other fields.
-fn parse_frame(frame: &[u8]) -> Result<Option<(u64, Value)>> {
+fn parse_frame(frame: &[u8]) -> Result<(Option<u64>, Option<Value>)> {
     let text = std::str::from_utf8(frame).map_err(|_| anyhow!("the event stream is not UTF-8"))?;
     let mut id = None;
     let mut data = None;
@@ -160,14 +164,14 @@ fn parse_frame(frame: &[u8]) -> Result<Option<(u64, Value)>> {
             data = Some(v.trim_start());
         }
     }
-    match (id, data) {
-        (Some(id), Some(data)) => {
-            let event = serde_json::from_str(data)
-                .map_err(|_| anyhow!("the server sent an event that is not JSON"))?;
-            Ok(Some((id, event)))
-        }
-        _ => Ok(None),
-    }
+    let event = match data {
+        Some(data) => Some(
+            serde_json::from_str(data)
+                .map_err(|_| anyhow!("the server sent an event that is not JSON"))?,
+        ),
+        None => None,
+    };
+    Ok((id, event))
 }
 
 #[cfg(test)]
@@ -176,16 +180,16 @@ mod tests {
 
     #[test]
     fn frames_are_split_at_blank_lines_and_comments_carry_no_event() {
-        let buf = b"retry: 1000\n\n: keepalive\n\nid: 3\ndata: {\"id\":3}\n\nid: 4";
+        let buf = b"retry: 1000\nid: 2\n\n: keepalive\n\nid: 3\ndata: {\"id\":3}\n\nid: 4";
         let first = frame_end(buf).unwrap();
-        assert_eq!(parse_frame(&buf[..first]).unwrap(), None);
+        assert_eq!(parse_frame(&buf[..first]).unwrap(), (Some(2), None));
         let rest = &buf[first..];
         let second = frame_end(rest).unwrap();
-        assert_eq!(parse_frame(&rest[..second]).unwrap(), None);
+        assert_eq!(parse_frame(&rest[..second]).unwrap(), (None, None));
         let rest = &rest[second..];
         let third = frame_end(rest).unwrap();
-        let (id, event) = parse_frame(&rest[..third]).unwrap().unwrap();
-        assert_eq!((id, event["id"].as_u64()), (3, Some(3)));
+        let (id, event) = parse_frame(&rest[..third]).unwrap();
+        assert_eq!((id, event.unwrap()["id"].as_u64()), (Some(3), Some(3)));
         assert_eq!(frame_end(&rest[third..]), None, "an incomplete frame waits");
     }
 }
