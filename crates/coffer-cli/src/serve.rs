@@ -447,6 +447,13 @@ fn warn_dev_mode() {
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("COFFER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // async-nats logs server addresses (with any credentials in the URL) at debug level:
+    // never below info, whatever COFFER_LOG asks.
+    let filter = filter.add_directive(
+        "async_nats=info"
+            .parse()
+            .expect("a constant, valid directive"),
+    );
     // Colour only for a person at a terminal; log files and collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();

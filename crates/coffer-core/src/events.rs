@@ -6,7 +6,9 @@
 //! cursor over it, and a reader resumes after the last id it received with nothing missed and
 //! nothing repeated.
 
-use coffer_store::{EventRecord, Role, StoreError, SubjectPattern};
+use std::collections::VecDeque;
+
+use coffer_store::{Catalog, EventRecord, Role, StoreError, StoreResult, SubjectPattern};
 
 use crate::{Coffer, CoreError, EnvName, Principal};
 
@@ -61,7 +63,10 @@ impl Coffer {
         after: u64,
         limit: usize,
     ) -> Result<EventPage, CoreError> {
-        let read = self.catalog().events_after(after, limit).await?;
+        let read = self
+            .recent_events
+            .after(self.catalog(), after, limit)
+            .await?;
         let full = read.len() >= limit;
         let last_examined = read.last().map(|e| e.id);
         if let Some(pair) = read.windows(2).find(|w| w[1].id <= w[0].id) {
@@ -102,5 +107,151 @@ impl Coffer {
             Ok(now) => now.key_id == who.key_id && now.role == who.role,
             Err(_) => false,
         }
+    }
+}
+
+/// Events kept in memory after they were read, the latest first to go: what every stream
+/// that is caught up asks for, so a commit costs one outbox read however many streams
+/// follow it, not one per stream.
+const RECENT_EVENTS: usize = 4096;
+
+/// The last [`RECENT_EVENTS`] events read from the outbox, gapless: every id in
+/// `(base, top]`. One stream refreshes it from the store when it has caught up with it
+/// (single flight: the others wait, then read what it read).
+#[derive(Default)]
+pub(crate) struct RecentEvents {
+    ring: std::sync::RwLock<Ring>,
+    refresh: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Ring {
+    /// Holds every event with `base < id <= top`, in order.
+    events: VecDeque<EventRecord>,
+    base: u64,
+    top: u64,
+    /// Whether `base`/`top` were set from a read (an empty ring at 0 knows nothing yet).
+    primed: bool,
+}
+
+impl Ring {
+    /// Up to `limit` events after `after`, if the ring covers `after` and holds some after it.
+    fn after(&self, after: u64, limit: usize) -> Option<Vec<EventRecord>> {
+        if !self.primed || after < self.base || after >= self.top {
+            return None;
+        }
+        let skip = usize::try_from(after - self.base).ok()?;
+        Some(self.events.iter().skip(skip).take(limit).cloned().collect())
+    }
+
+    /// Appends events read after `top` (or starts over when they do not follow on).
+    fn extend(&mut self, after: u64, read: &[EventRecord]) {
+        let follows = self.primed && after == self.top;
+        let gapless = read.iter().zip(after + 1..).all(|(e, id)| e.id == id);
+        if !gapless {
+            return;
+        }
+        if !follows {
+            self.events.clear();
+            self.base = after;
+            self.primed = true;
+        }
+        self.events.extend(read.iter().cloned());
+        self.top = after + read.len() as u64;
+        while self.events.len() > RECENT_EVENTS {
+            self.events.pop_front();
+            self.base += 1;
+        }
+    }
+}
+
+impl RecentEvents {
+    /// Up to `limit` events after `after`: from memory when the ring covers them, else one
+    /// store read that also refreshes the ring when it continues it.
+    pub(crate) async fn after(
+        &self,
+        store: &dyn Catalog,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<EventRecord>> {
+        if let Some(events) = self.read().after(after, limit) {
+            return Ok(events);
+        }
+        let caught_up = {
+            let ring = self.read();
+            !ring.primed || after == ring.top
+        };
+        if !caught_up {
+            // Behind the ring (a resume from long ago) or past it: read on its own.
+            return store.events_after(after, limit).await;
+        }
+        let _single = self.refresh.lock().await;
+        // Someone may have refreshed while this one waited.
+        if let Some(events) = self.read().after(after, limit) {
+            return Ok(events);
+        }
+        let read = store.events_after(after, limit.max(256)).await?;
+        self.ring
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(after, &read);
+        Ok(read.into_iter().take(limit).collect())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Ring> {
+        self.ring.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod ring_tests {
+    use super::*;
+    use coffer_store::ActorRef;
+
+    fn event(id: u64) -> EventRecord {
+        EventRecord {
+            id,
+            subject: format!("system.secret.S{id}.created"),
+            environment: Some("default".into()),
+            name: Some(format!("S{id}")),
+            revision: Some(1),
+            actor: ActorRef::system(),
+            at: String::new(),
+            count: None,
+        }
+    }
+
+    fn ids(events: &[EventRecord]) -> Vec<u64> {
+        events.iter().map(|e| e.id).collect()
+    }
+
+    #[test]
+    fn the_ring_serves_what_it_covers_and_nothing_else() {
+        let mut ring = Ring::default();
+        assert!(ring.after(0, 10).is_none(), "an empty ring knows nothing");
+        ring.extend(5, &(6..=9).map(event).collect::<Vec<_>>());
+        assert_eq!(ids(&ring.after(5, 10).unwrap()), [6, 7, 8, 9]);
+        assert_eq!(ids(&ring.after(7, 1).unwrap()), [8]);
+        assert!(ring.after(9, 10).is_none(), "caught up: the store decides");
+        assert!(ring.after(4, 10).is_none(), "behind the ring");
+        ring.extend(9, &[event(10)]);
+        assert_eq!(ids(&ring.after(8, 10).unwrap()), [9, 10]);
+        // A read that does not follow on starts the ring over; a gap is never kept.
+        ring.extend(20, &[event(21)]);
+        assert!(ring.after(9, 10).is_none());
+        assert_eq!(ids(&ring.after(20, 10).unwrap()), [21]);
+        ring.extend(21, &[event(23)]);
+        assert_eq!(ring.top, 21, "a read with a gap is not kept");
+    }
+
+    #[test]
+    fn the_ring_keeps_the_latest_events_only() {
+        let mut ring = Ring::default();
+        let many: Vec<EventRecord> = (1..=(RECENT_EVENTS as u64 + 10)).map(event).collect();
+        ring.extend(0, &many);
+        assert_eq!(ring.events.len(), RECENT_EVENTS);
+        assert_eq!(ring.base, 10);
+        assert!(ring.after(9, 1).is_none());
+        assert_eq!(ids(&ring.after(10, 1).unwrap()), [11]);
     }
 }

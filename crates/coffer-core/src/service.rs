@@ -45,6 +45,7 @@ pub struct Coffer {
     pub(crate) encryptions: EncryptionCounter,
     auth_cache: Arc<AuthCache>,
     pub(crate) denials: crate::denials::DenialCoalescer,
+    pub(crate) recent_events: crate::events::RecentEvents,
 }
 
 /// Keys that authenticated lately, by SHA-256, with when they were looked up.
@@ -210,6 +211,7 @@ impl Coffer {
             encryptions,
             auth_cache: Arc::default(),
             denials: Default::default(),
+            recent_events: Default::default(),
         }
     }
 

@@ -218,6 +218,9 @@ async fn relay_session(
         async_nats::ConnectOptions::new()
             .name("coffer-relay")
             .connection_timeout(options.ack_timeout)
+            // The relay reconnects by itself, from its recorded position; a client left to
+            // reconnect on its own could publish a stale queued message after a drop.
+            .max_reconnects(Some(0))
             .connect(options.url.as_str()),
     )
     .await
