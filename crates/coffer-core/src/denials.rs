@@ -24,6 +24,10 @@ pub const DENIAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(1)
 /// Distinct denial entries one window keeps; attempts past it fold into one overflow row.
 pub const MAX_DENIALS_PER_WINDOW: usize = 256;
 
+/// Distinct entries one source (a key, or an address without a key) has per window; its
+/// further distinct attempts fold into one row of its own (route `*`).
+pub const MAX_DENIALS_PER_SOURCE: usize = 8;
+
 /// The route an overflow row names: many routes, folded.
 pub const OVERFLOW_ROUTE: &str = "*";
 
@@ -74,12 +78,15 @@ impl Who {
     }
 }
 
-/// The current window: distinct entries, in arrival order, and the overflow.
+/// The current window: distinct entries, in arrival order, per-source counts, and the
+/// overflow rows (one per status).
 #[derive(Default)]
 struct Window {
     entries: HashMap<Identity, usize>,
+    /// Per source: how many distinct entries it has, and its own overflow row, if any.
+    sources: HashMap<Who, (usize, Option<usize>)>,
     rows: Vec<Denial>,
-    overflow: Option<Denial>,
+    overflow: Vec<Denial>,
 }
 
 /// Coalesces denied attempts between flushes; bounded whatever is reported.
@@ -102,37 +109,68 @@ impl DenialCoalescer {
             window.rows[i].count = window.rows[i].count.saturating_add(1);
             return;
         }
+        let (distinct, own_overflow) = window
+            .sources
+            .get(&identity.who)
+            .copied()
+            .unwrap_or((0, None));
+        // One source varying routes or environments folds into a row of its own (route
+        // `*`, its key or address kept) instead of crowding out everyone else's.
+        if distinct >= MAX_DENIALS_PER_SOURCE {
+            if let Some(i) = own_overflow {
+                window.rows[i].count = window.rows[i].count.saturating_add(1);
+                return;
+            }
+        }
         if window.rows.len() >= MAX_DENIALS_PER_WINDOW {
-            match &mut window.overflow {
+            match window
+                .overflow
+                .iter_mut()
+                .find(|r| r.status == identity.status)
+            {
                 Some(row) => row.count = row.count.saturating_add(1),
-                None => {
-                    window.overflow = Some(Denial {
-                        at,
-                        key_id: None,
-                        route: OVERFLOW_ROUTE.to_owned(),
-                        environment: None,
-                        status: identity.status,
-                        origin: Origin::default(),
-                        count: 1,
-                    })
-                }
+                None => window.overflow.push(Denial {
+                    at,
+                    key_id: None,
+                    route: OVERFLOW_ROUTE.to_owned(),
+                    environment: None,
+                    status: identity.status,
+                    origin: Origin::default(),
+                    count: 1,
+                }),
             }
             return;
         }
         let i = window.rows.len();
+        let folded = distinct >= MAX_DENIALS_PER_SOURCE;
         window.rows.push(Denial {
             at,
             key_id: match &identity.who {
                 Who::Key(id) => Some(id.clone()),
                 _ => None,
             },
-            route: identity.route.clone(),
-            environment: identity.environment.clone(),
+            route: if folded {
+                OVERFLOW_ROUTE.to_owned()
+            } else {
+                identity.route.clone()
+            },
+            environment: if folded {
+                None
+            } else {
+                identity.environment.clone()
+            },
             status: identity.status,
             origin: attempt.origin,
             count: 1,
         });
-        window.entries.insert(identity, i);
+        if folded {
+            window.sources.insert(identity.who, (distinct, Some(i)));
+        } else {
+            window
+                .sources
+                .insert(identity.who.clone(), (distinct + 1, own_overflow));
+            window.entries.insert(identity, i);
+        }
     }
 
     /// Ends the window: its rows (overflow last), leaving an empty one.
@@ -246,5 +284,38 @@ mod tests {
         assert_eq!(overflow.route, OVERFLOW_ROUTE);
         assert_eq!(overflow.count as usize, sent - MAX_DENIALS_PER_WINDOW);
         assert_eq!(rows.iter().map(|r| r.count as usize).sum::<usize>(), sent);
+    }
+
+    /// One address varying routes and environments cannot crowd out the others: past
+    /// [`MAX_DENIALS_PER_SOURCE`] distinct entries its attempts fold into one row that
+    /// still names it, and another caller's denial keeps its own row.
+    #[test]
+    fn one_source_folds_into_its_own_row_and_leaves_room_for_others() {
+        let c = DenialCoalescer::default();
+        let at = Timestamp::from_millis(1);
+        let sent = 1000;
+        for i in 0..sent {
+            let mut a = attempt(None, "10.9.9.9:1", &format!("GET /v1/r{i}"), 401);
+            a.environment = Some(EnvName::new(&format!("e{i}")).unwrap());
+            c.record(a, at);
+        }
+        let probe = attempt(Some("ak_00000000000000aa"), "10.0.0.7:1", "PUT /v1/p", 403);
+        c.record(probe, at);
+        let rows = c.take();
+        assert_eq!(rows.len(), MAX_DENIALS_PER_SOURCE + 2, "{rows:?}");
+        let folded = &rows[MAX_DENIALS_PER_SOURCE];
+        assert_eq!(folded.route, OVERFLOW_ROUTE);
+        assert_eq!(folded.origin.remote.as_deref(), Some("10.9.9.9:1"));
+        assert_eq!(folded.count as usize, sent - MAX_DENIALS_PER_SOURCE);
+        let probe = rows.last().unwrap();
+        assert_eq!(
+            probe.key_id.as_ref().unwrap().as_str(),
+            "ak_00000000000000aa"
+        );
+        assert_eq!(probe.route, "PUT /v1/p");
+        assert_eq!(
+            rows.iter().map(|r| r.count as usize).sum::<usize>(),
+            sent + 1
+        );
     }
 }
