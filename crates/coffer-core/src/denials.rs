@@ -116,11 +116,11 @@ impl DenialCoalescer {
             .unwrap_or((0, None));
         // One source varying routes or environments folds into a row of its own (route
         // `*`, its key or address kept) instead of crowding out everyone else's.
-        if distinct >= MAX_DENIALS_PER_SOURCE {
-            if let Some(i) = own_overflow {
-                window.rows[i].count = window.rows[i].count.saturating_add(1);
-                return;
-            }
+        if distinct >= MAX_DENIALS_PER_SOURCE
+            && let Some(i) = own_overflow
+        {
+            window.rows[i].count = window.rows[i].count.saturating_add(1);
+            return;
         }
         if window.rows.len() >= MAX_DENIALS_PER_WINDOW {
             match window
