@@ -150,8 +150,8 @@ fn check_database(db: &Path, acked: &BTreeMap<String, u64>, round: usize) {
         let published = revisions(
             &c,
             &format!(
-                "SELECT json_extract(payload, '$.name'), json_extract(payload, '$.revision') FROM events
-                 WHERE subject LIKE 'system.{kind}.%.created' OR subject LIKE 'system.{kind}.%.updated'"
+                "SELECT a.name, a.revision FROM events e JOIN audit_log a ON a.seq = e.audit_seq
+                 WHERE a.subject LIKE 'system.{kind}.%.created' OR a.subject LIKE 'system.{kind}.%.updated'"
             ),
         );
         for (name, revision) in &current {
@@ -186,6 +186,15 @@ fn check_database(db: &Path, acked: &BTreeMap<String, u64>, round: usize) {
         "SELECT event_seq FROM audit_log WHERE event_seq IS NOT NULL ORDER BY event_seq",
     );
     assert_eq!(events, linked, "round {round}: events and their audit rows");
+    let pointing: Vec<i64> = column(
+        &c,
+        "SELECT e.seq FROM events e JOIN audit_log a ON a.seq = e.audit_seq AND a.event_seq = e.seq
+         ORDER BY e.seq",
+    );
+    assert_eq!(
+        events, pointing,
+        "round {round}: each event names its audit row"
+    );
     assert!(
         events.iter().zip(1..).all(|(seq, n)| *seq == n),
         "round {round}: event ids have a gap"

@@ -3,12 +3,12 @@
 
 use async_trait::async_trait;
 use coffer_store::{
-    Actor, ActorRef, AuditQuery, AuditRecord, AuditResult, Change, Denial, EnvName, EventRecord,
-    JournalStore, Origin, StoreError, StoreResult,
+    Action, Actor, ActorRef, AuditQuery, AuditRecord, AuditResult, Change, Denial, EnvName,
+    EventRecord, JournalStore, Origin, StoreError, StoreResult,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::{SqliteStore, corrupt, unavailable};
+use crate::{SqliteStore, unavailable};
 
 /// Sequence numbers one `GET /v1/audit` page examines at most: a range of the rowid, so a
 /// page costs the same whatever its filters (which run on those rows only).
@@ -102,36 +102,10 @@ pub(crate) fn append(c: &Connection, author: &Author, changes: &[Change]) -> Sto
     let mut head = read_head(c)?;
     for change in changes {
         let subject = change.subject();
-        let event = if change.action.publishes() {
+        let event = change.action.publishes().then(|| {
             head.event_seq += 1;
-            let record = EventRecord {
-                id: head.event_seq,
-                subject: subject.clone(),
-                environment: change.environment.as_ref().map(EnvName::to_string),
-                name: change.name.clone(),
-                revision: change.revision,
-                actor: author.actor.clone(),
-                at: change.at.rfc3339(),
-                count: change.count,
-            };
-            let payload = serde_json::to_string(&record).map_err(corrupt)?;
-            c.prepare_cached(
-                "INSERT INTO events (seq, subject, environment, payload, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    record.id,
-                    record.subject,
-                    record.environment,
-                    payload,
-                    change.at.millis()
-                ])
-            })
-            .map_err(unavailable)?;
-            Some(head.event_seq)
-        } else {
-            None
-        };
+            head.event_seq
+        });
         let row = AuditRecord {
             seq: 0,
             at: change.at.millis(),
@@ -151,6 +125,11 @@ pub(crate) fn append(c: &Connection, author: &Author, changes: &[Change]) -> Sto
             hash: String::new(),
         };
         insert_audit(c, &mut head, row)?;
+        if let Some(id) = event {
+            c.prepare_cached("INSERT INTO events (seq, audit_seq) VALUES (?1, ?2)")
+                .and_then(|mut s| s.execute(params![id, head.audit_seq]))
+                .map_err(unavailable)?;
+        }
     }
     write_head(c, &head)
 }
@@ -314,19 +293,34 @@ impl JournalStore for SqliteStore {
 
     async fn events_after(&self, after: u64, limit: usize) -> StoreResult<Vec<EventRecord>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let payloads = self.read(|c| {
+        let rows = self.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT payload FROM events
-                 WHERE seq > ?1 AND seq <= (SELECT event_seq FROM journal_head WHERE id = 1)
-                 ORDER BY seq LIMIT ?2",
+                "SELECT e.seq, a.subject, a.environment, a.name, a.revision, a.actor_id,
+                        a.actor_name, a.at, a.count, a.action
+                 FROM events e JOIN audit_log a ON a.seq = e.audit_seq
+                 WHERE e.seq > ?1 AND e.seq <= (SELECT event_seq FROM journal_head WHERE id = 1)
+                 ORDER BY e.seq LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![after, limit], |r| r.get::<_, String>(0))?;
+            let rows = stmt.query_map(params![after, limit], |r| {
+                let action: String = r.get(9)?;
+                let count: u64 = r.get(8)?;
+                Ok(EventRecord {
+                    id: r.get(0)?,
+                    subject: r.get(1)?,
+                    environment: r.get(2)?,
+                    name: r.get(3)?,
+                    revision: r.get(4)?,
+                    actor: ActorRef {
+                        key_id: r.get(5)?,
+                        key_name: r.get(6)?,
+                    },
+                    at: coffer_store::Timestamp::from_millis(r.get(7)?).rfc3339(),
+                    count: (action == Action::KeysRewrapped.name()).then_some(count),
+                })
+            })?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
-        payloads
-            .iter()
-            .map(|p| serde_json::from_str(p).map_err(corrupt))
-            .collect()
+        Ok(rows)
     }
 
     async fn last_event_id(&self) -> StoreResult<u64> {

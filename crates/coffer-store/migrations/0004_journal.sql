@@ -35,12 +35,12 @@ CREATE TABLE audit_log (
     hash TEXT NOT NULL
 );
 
+-- The outbox: one row per event, naming the audit row that records its change. An event's
+-- content is read from that row, so the hash chain covers what the stream and NATS carry,
+-- and an outbox row costs a few bytes.
 CREATE TABLE events (
     seq SEQUENCE_KEY,
-    subject TEXT NOT NULL,
-    environment TEXT,
-    payload TEXT NOT NULL,
-    at BIGINT NOT NULL
+    audit_seq BIGINT NOT NULL
 );
 
 -- How far each outbox relay (NATS) has delivered.
