@@ -93,6 +93,9 @@ struct Window {
 #[derive(Default)]
 pub struct DenialCoalescer {
     window: Mutex<Window>,
+    /// The rows of the last window whose write failed (a full writer queue): written with
+    /// the next one. At most one window's rows, so it stays bounded.
+    carried: Mutex<Vec<Denial>>,
 }
 
 impl DenialCoalescer {
@@ -176,9 +179,32 @@ impl DenialCoalescer {
     /// Ends the window: its rows (overflow last), leaving an empty one.
     pub fn take(&self) -> Vec<Denial> {
         let window = std::mem::take(&mut *self.window.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut rows = window.rows;
+        let mut rows = std::mem::take(&mut *self.carried.lock().unwrap_or_else(|p| p.into_inner()));
+        rows.extend(window.rows);
         rows.extend(window.overflow);
         rows
+    }
+
+    /// Keeps `rows`, whose write failed, for the next flush. Only the latest failed batch is
+    /// kept, folded to one window's size: older rows fold into one row per status.
+    fn carry(&self, mut rows: Vec<Denial>) {
+        let keep = MAX_DENIALS_PER_WINDOW + 2;
+        if rows.len() > keep {
+            let folded = rows.split_off(keep - 2);
+            for row in folded {
+                match rows[keep - 2..].iter_mut().find(|r| r.status == row.status) {
+                    Some(into) => into.count = into.count.saturating_add(row.count),
+                    None => rows.push(Denial {
+                        key_id: None,
+                        route: OVERFLOW_ROUTE.to_owned(),
+                        environment: None,
+                        origin: Origin::default(),
+                        ..row
+                    }),
+                }
+            }
+        }
+        *self.carried.lock().unwrap_or_else(|p| p.into_inner()) = rows;
     }
 }
 
@@ -191,7 +217,8 @@ impl Coffer {
 
     /// Writes the denials counted since the last flush, in one store transaction; returns
     /// how many rows that was. Call it every [`DENIAL_WINDOW`] and at shutdown. Rows whose
-    /// write fails are dropped (and logged), never kept to grow without bound.
+    /// write fails (a full writer queue) go with the next flush, folded so they stay within
+    /// one window's size.
     pub async fn flush_denials(&self) -> Result<usize, CoreError> {
         let rows = self.denials.take();
         if rows.is_empty() {
@@ -199,8 +226,9 @@ impl Coffer {
         }
         let n = rows.len();
         let attempts: u64 = rows.iter().map(|r| r.count).sum();
-        if let Err(e) = self.catalog().record_denials(rows).await {
-            tracing::warn!(error = %e, rows = n, attempts, "could not audit denied attempts");
+        if let Err(e) = self.catalog().record_denials(rows.clone()).await {
+            tracing::warn!(error = %e, rows = n, attempts, "could not audit denied attempts yet; they go with the next flush");
+            self.denials.carry(rows);
             return Err(e.into());
         }
         Ok(n)
@@ -317,5 +345,29 @@ mod tests {
             rows.iter().map(|r| r.count as usize).sum::<usize>(),
             sent + 1
         );
+    }
+
+    /// Rows whose write failed go with the next window, folded to one window's size.
+    #[test]
+    fn a_failed_window_is_carried_to_the_next_and_stays_bounded() {
+        let c = DenialCoalescer::default();
+        let at = Timestamp::from_millis(1);
+        let failed: Vec<Denial> = (0..1000)
+            .map(|i| Denial {
+                at,
+                key_id: None,
+                route: format!("GET /v1/r{i}"),
+                environment: None,
+                status: if i % 2 == 0 { 401 } else { 403 },
+                origin: Origin::default(),
+                count: 2,
+            })
+            .collect();
+        c.carry(failed);
+        c.record(attempt(None, "10.0.0.1:1", "GET /v1/x", 401), at);
+        let rows = c.take();
+        assert!(rows.len() <= MAX_DENIALS_PER_WINDOW + 3, "{}", rows.len());
+        assert_eq!(rows.iter().map(|r| r.count).sum::<u64>(), 2001);
+        assert!(c.take().is_empty(), "carried once");
     }
 }
