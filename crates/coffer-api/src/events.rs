@@ -238,11 +238,20 @@ impl Feed {
             if *self.closing.borrow() {
                 return None;
             }
-            if let Some(event) = self.pending.pop_front() {
+            if !self.pending.is_empty() {
                 if !self.still_authorized().await {
                     return None;
                 }
-                return Some(self.sent(frame(&event)?));
+                // Every event at hand in one chunk (one write for the connection, not one
+                // per event), up to a bound so a chunk stays small.
+                let mut chunk = String::new();
+                while let Some(event) = self.pending.pop_front() {
+                    chunk.push_str(&frame(&event)?);
+                    if chunk.len() >= MAX_CHUNK {
+                        break;
+                    }
+                }
+                return Some(self.sent(chunk));
             }
             if self.fetch {
                 let page = match self
@@ -323,6 +332,9 @@ impl Feed {
         frame
     }
 }
+
+/// A chunk of frames grows to about this many bytes at most before it is sent.
+const MAX_CHUNK: usize = 64 * 1024;
 
 /// Why an idle stream woke.
 enum Wake {
