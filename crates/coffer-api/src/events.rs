@@ -19,7 +19,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use coffer_core::{Coffer, EventScope, Principal};
+use coffer_core::{ApiKeyId, Coffer, EventScope, Principal};
 use coffer_store::{EventRecord, SubjectPattern};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -62,12 +62,34 @@ impl StreamOptions {
     };
 }
 
-/// The server-wide state of event streams: the cap and the shutdown signal.
+/// Streams one API key may have open at once: one key cannot take every place.
+pub const MAX_STREAMS_PER_KEY: usize = 8;
+
+/// The server-wide state of event streams: the caps and the shutdown signal.
 #[derive(Clone)]
 pub(crate) struct Streams {
     options: StreamOptions,
     permits: Arc<Semaphore>,
+    per_key: Arc<std::sync::Mutex<std::collections::HashMap<ApiKeyId, usize>>>,
     closing: Arc<watch::Sender<bool>>,
+}
+
+/// One key's place among its [`MAX_STREAMS_PER_KEY`]; given back when dropped.
+struct KeyPlace {
+    key: ApiKeyId,
+    per_key: Arc<std::sync::Mutex<std::collections::HashMap<ApiKeyId, usize>>>,
+}
+
+impl Drop for KeyPlace {
+    fn drop(&mut self) {
+        let mut open = self.per_key.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
 }
 
 impl Streams {
@@ -77,8 +99,23 @@ impl Streams {
             permits: Arc::new(Semaphore::new(
                 options.max_streams.min(Semaphore::MAX_PERMITS),
             )),
+            per_key: Arc::default(),
             closing: Arc::new(watch::channel(false).0),
         }
+    }
+
+    /// A place for one more stream of `key`, unless it has [`MAX_STREAMS_PER_KEY`] open.
+    fn take_key_place(&self, key: &ApiKeyId) -> Option<KeyPlace> {
+        let mut open = self.per_key.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(key.clone()).or_insert(0);
+        if *n >= MAX_STREAMS_PER_KEY {
+            return None;
+        }
+        *n += 1;
+        Some(KeyPlace {
+            key: key.clone(),
+            per_key: self.per_key.clone(),
+        })
     }
 
     /// Ends every open stream after the frame it is sending; new ones end at once
@@ -150,6 +187,9 @@ pub async fn event_stream(
         .clone()
         .try_acquire_owned()
         .map_err(|_| ApiError::overloaded("event streams"))?;
+    let key_place = streams
+        .take_key_place(&who.key_id)
+        .ok_or_else(|| ApiError::overloaded("event streams of this API key"))?;
     let position = match resume.or(q.after) {
         Some(after) => after,
         None => coffer.last_event_id().await?,
@@ -172,6 +212,7 @@ pub async fn event_stream(
         last_events: Instant::now(),
         watching: true,
         _permit: permit,
+        _key_place: key_place,
     };
     let body = Body::from_stream(futures_util::stream::unfold(feed, |mut feed| async move {
         let frame = feed.next_frame().await?;
@@ -231,6 +272,7 @@ struct Feed {
     /// When the stream last sent events (not keep-alives): see [`StreamOptions::coalesce`].
     last_events: Instant,
     _permit: OwnedSemaphorePermit,
+    _key_place: KeyPlace,
 }
 
 impl Feed {

@@ -27,7 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::ApiError;
-pub use events::StreamOptions;
+pub use events::{MAX_STREAMS_PER_KEY, StreamOptions};
 pub use extract::MAX_BODY_BYTES;
 
 /// The whole HTTP surface, with the default body limits.

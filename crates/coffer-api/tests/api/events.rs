@@ -482,3 +482,26 @@ async fn a_client_dropped_before_its_first_event_resumes_from_the_greeting() {
         assert_eq!(again.event().await.1["name"], format!("EARLY_{i}"));
     }
 }
+
+/// One key cannot take every stream: past its own cap it is refused while another key
+/// still gets one.
+#[tokio::test]
+async fn one_key_holds_at_most_its_share_of_streams() {
+    let s = start().await;
+    let (_, manage) = s.create_key("manage", Some("default")).await;
+    let mut open = Vec::new();
+    for _ in 0..coffer_api::MAX_STREAMS_PER_KEY {
+        open.push(Sse::open(&s, &manage, "", None).await);
+    }
+    let refused = s
+        .http
+        .get(format!("{}/v1/events/stream", s.base))
+        .bearer_auth(&manage)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "overloaded");
+    let _admin = Sse::open(&s, &s.admin, "", None).await;
+}
