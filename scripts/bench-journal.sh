@@ -7,7 +7,9 @@
 # data shape (1,000 secrets of 64 bytes, encryption on); wrk (one thread, 16 connections,
 # 6 s) sends durable PUTs to each in turn, three interleaved rounds, best of each. Then, on
 # COFFER alone: write p99 at a steady ~1,000 writes/s with 0 and with 100 subscribers on
-# GET /v1/events/stream, interleaved. Loopback only; stops what it starts.
+# GET /v1/events/stream, interleaved. PIN_SERVER=0 PIN_CLIENTS=1 runs the servers and the
+# clients (wrk, curl) on separate cores (taskset), so the subscribers' own CPU does not
+# count as the server's. Loopback only; stops what it starts.
 set -euo pipefail
 baseline=${1:?usage: scripts/bench-journal.sh BASELINE_COFFER [COFFER]}
 coffer=${2:-target/release/coffer}
@@ -26,7 +28,7 @@ start() { # $1 name, $2 binary → sets url_$1
   local port; port=$(free_port)
   env -u COFFER_SECRET_KEYS -u COFFER_SECRET_KEYS_FILE -u COFFER_NATS_URL \
     COFFER_MASTER_KEY="$(openssl rand -hex 32)" COFFER_ADMIN_KEY="$admin" \
-    "$2" serve --listen "127.0.0.1:$port" --data-dir "$work/$1" >"$work/$1.log" 2>&1 &
+    ${PIN_SERVER:+taskset -c "$PIN_SERVER"} "$2" serve --listen "127.0.0.1:$port" --data-dir "$work/$1" >"$work/$1.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
   printf -v "url_$1" '%s' "http://127.0.0.1:$port"
@@ -76,7 +78,7 @@ request = function() return wrk.format("PUT", "/v1/environments/default/secrets/
 delay = function() return 16 end
 done = function(s, l, r) io.write(string.format("RESULT %.0f %.2f %d\n", s.requests/(s.duration/1e6), l:percentile(99)/1000, s.errors.status)) end
 LUA
-paced() { wrk -t1 -c16 -d6s -s "$work/paced.lua" "$url_journal" | awk '/^RESULT/ {print $2, $3, $4}'; }
+paced() { ${PIN_CLIENTS:+taskset -c "$PIN_CLIENTS"} wrk -t1 -c16 -d6s -s "$work/paced.lua" "$url_journal" | awk '/^RESULT/ {print $2, $3, $4}'; }
 low() { # the lower p99 of two "rps p99 errs" results
   if [[ -z $1 ]] || python3 -c "import sys; sys.exit(0 if float('${2#* }'.split()[0]) < float('${1#* }'.split()[0]) else 1)"; then echo "$2"; else echo "$1"; fi
 }
@@ -94,7 +96,7 @@ for _ in 1 2 3; do
   s0=$(low "$s0" "$(paced)")
   subs=()
   while read -r key; do
-    curl -sN -H "Authorization: Bearer $key" "$url_journal/v1/events/stream" >/dev/null 2>&1 &
+    ${PIN_CLIENTS:+taskset -c "$PIN_CLIENTS"} curl -sN -H "Authorization: Bearer $key" "$url_journal/v1/events/stream" >/dev/null 2>&1 &
     subs+=($!)
   done <"$work/follower-keys"
   sleep 1

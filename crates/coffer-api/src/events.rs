@@ -19,8 +19,8 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use coffer_core::{ApiKeyId, Coffer, EventScope, Principal};
-use coffer_store::{EventRecord, SubjectPattern};
+use coffer_core::{ApiKeyId, Coffer, EventScope, Principal, SharedEvent};
+use coffer_store::SubjectPattern;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -259,7 +259,7 @@ struct Feed {
     /// The last event id examined (sent, or skipped as not visible).
     position: u64,
     /// Events read but not yet sent: at most one page.
-    pending: VecDeque<EventRecord>,
+    pending: VecDeque<Arc<SharedEvent>>,
     /// Whether to read the outbox before waiting again.
     fetch: bool,
     greeted: bool,
@@ -401,14 +401,8 @@ enum Wake {
 }
 
 /// `id: N`, `data: JSON`, a blank line. The JSON is compact, so it is one line.
-fn frame(event: &EventRecord) -> Option<String> {
-    match serde_json::to_string(event) {
-        Ok(json) => Some(format!("id: {}\ndata: {json}\n\n", event.id)),
-        Err(e) => {
-            tracing::error!(error = %e, id = event.id, "cannot serialize an event; ending the stream");
-            None
-        }
-    }
+fn frame(event: &SharedEvent) -> Option<String> {
+    Some(format!("id: {}\ndata: {}\n\n", event.record.id, event.json))
 }
 
 #[cfg(test)]
@@ -431,6 +425,7 @@ mod tests {
 
     #[test]
     fn a_frame_is_one_id_line_one_data_line_and_a_blank_line() {
+        use coffer_store::EventRecord;
         let event = EventRecord {
             id: 7,
             subject: "system.secret.A.created".into(),
@@ -441,7 +436,11 @@ mod tests {
             at: "2026-01-01T00:00:00Z".into(),
             count: None,
         };
-        let f = frame(&event).unwrap();
+        let shared = SharedEvent {
+            json: serde_json::to_string(&event).unwrap(),
+            record: event.clone(),
+        };
+        let f = frame(&shared).unwrap();
         let lines: Vec<&str> = f.split('\n').collect();
         assert_eq!(lines.len(), 4, "{f}");
         assert_eq!(lines[0], "id: 7");

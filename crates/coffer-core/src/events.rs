@@ -7,6 +7,7 @@
 //! nothing repeated.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use coffer_store::{Catalog, EventRecord, Role, StoreError, StoreResult, SubjectPattern};
 
@@ -31,11 +32,29 @@ impl EventScope {
     }
 }
 
+/// An event as the stream sends it: the record and its compact JSON, made once and shared
+/// by every stream that sends it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SharedEvent {
+    /// The event.
+    pub record: EventRecord,
+    /// Its compact JSON (one line).
+    pub json: String,
+}
+
+impl SharedEvent {
+    fn new(record: EventRecord) -> StoreResult<Arc<SharedEvent>> {
+        let json = serde_json::to_string(&record)
+            .map_err(|e| StoreError::Corrupt(format!("event {}: {e}", record.id)))?;
+        Ok(Arc::new(SharedEvent { record, json }))
+    }
+}
+
 /// One page of the outbox as a caller sees it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EventPage {
     /// The events of the page the caller may see and that match the pattern, in id order.
-    pub events: Vec<EventRecord>,
+    pub events: Vec<Arc<SharedEvent>>,
     /// The last id examined: where the next page starts (the reader's position even when
     /// nothing in the page matched).
     pub last_examined: Option<u64>,
@@ -68,18 +87,18 @@ impl Coffer {
             .after(self.catalog(), after, limit)
             .await?;
         let full = read.len() >= limit;
-        let last_examined = read.last().map(|e| e.id);
-        if let Some(pair) = read.windows(2).find(|w| w[1].id <= w[0].id) {
+        let last_examined = read.last().map(|e| e.record.id);
+        if let Some(pair) = read.windows(2).find(|w| w[1].record.id <= w[0].record.id) {
             // The outbox hands out ids in commit order; anything else would break resumption.
             return Err(StoreError::Corrupt(format!(
                 "event ids out of order: {} after {}",
-                pair[1].id, pair[0].id
+                pair[1].record.id, pair[0].record.id
             ))
             .into());
         }
         let events = read
             .into_iter()
-            .filter(|e| scope.admits(e) && pattern.matches(&e.subject))
+            .filter(|e| scope.admits(&e.record) && pattern.matches(&e.record.subject))
             .collect();
         Ok(EventPage {
             events,
@@ -127,7 +146,7 @@ pub(crate) struct RecentEvents {
 #[derive(Default)]
 struct Ring {
     /// Holds every event with `base < id <= top`, in order.
-    events: VecDeque<EventRecord>,
+    events: VecDeque<Arc<SharedEvent>>,
     base: u64,
     top: u64,
     /// Whether `base`/`top` were set from a read (an empty ring at 0 knows nothing yet).
@@ -136,7 +155,7 @@ struct Ring {
 
 impl Ring {
     /// Up to `limit` events after `after`, if the ring covers `after` and holds some after it.
-    fn after(&self, after: u64, limit: usize) -> Option<Vec<EventRecord>> {
+    fn after(&self, after: u64, limit: usize) -> Option<Vec<Arc<SharedEvent>>> {
         if !self.primed || after < self.base || after >= self.top {
             return None;
         }
@@ -145,9 +164,12 @@ impl Ring {
     }
 
     /// Appends events read after `top` (or starts over when they do not follow on).
-    fn extend(&mut self, after: u64, read: &[EventRecord]) {
+    fn extend(&mut self, after: u64, read: &[Arc<SharedEvent>]) {
         let follows = self.primed && after == self.top;
-        let gapless = read.iter().zip(after + 1..).all(|(e, id)| e.id == id);
+        let gapless = read
+            .iter()
+            .zip(after + 1..)
+            .all(|(e, id)| e.record.id == id);
         if !gapless {
             return;
         }
@@ -173,7 +195,7 @@ impl RecentEvents {
         store: &dyn Catalog,
         after: u64,
         limit: usize,
-    ) -> StoreResult<Vec<EventRecord>> {
+    ) -> StoreResult<Vec<Arc<SharedEvent>>> {
         if let Some(events) = self.read().after(after, limit) {
             return Ok(events);
         }
@@ -183,14 +205,20 @@ impl RecentEvents {
         };
         if !caught_up {
             // Behind the ring (a resume from long ago) or past it: read on its own.
-            return store.events_after(after, limit).await;
+            let read = store.events_after(after, limit).await?;
+            return read.into_iter().map(SharedEvent::new).collect();
         }
         let _single = self.refresh.lock().await;
         // Someone may have refreshed while this one waited.
         if let Some(events) = self.read().after(after, limit) {
             return Ok(events);
         }
-        let read = store.events_after(after, limit.max(256)).await?;
+        let read = store
+            .events_after(after, limit.max(256))
+            .await?
+            .into_iter()
+            .map(SharedEvent::new)
+            .collect::<StoreResult<Vec<_>>>()?;
         self.ring
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -208,8 +236,8 @@ mod ring_tests {
     use super::*;
     use coffer_store::ActorRef;
 
-    fn event(id: u64) -> EventRecord {
-        EventRecord {
+    fn event(id: u64) -> Arc<SharedEvent> {
+        SharedEvent::new(EventRecord {
             id,
             subject: format!("system.secret.S{id}.created"),
             environment: Some("default".into()),
@@ -218,11 +246,12 @@ mod ring_tests {
             actor: ActorRef::system(),
             at: String::new(),
             count: None,
-        }
+        })
+        .unwrap()
     }
 
-    fn ids(events: &[EventRecord]) -> Vec<u64> {
-        events.iter().map(|e| e.id).collect()
+    fn ids(events: &[Arc<SharedEvent>]) -> Vec<u64> {
+        events.iter().map(|e| e.record.id).collect()
     }
 
     #[test]
@@ -247,7 +276,7 @@ mod ring_tests {
     #[test]
     fn the_ring_keeps_the_latest_events_only() {
         let mut ring = Ring::default();
-        let many: Vec<EventRecord> = (1..=(RECENT_EVENTS as u64 + 10)).map(event).collect();
+        let many: Vec<Arc<SharedEvent>> = (1..=(RECENT_EVENTS as u64 + 10)).map(event).collect();
         ring.extend(0, &many);
         assert_eq!(ring.events.len(), RECENT_EVENTS);
         assert_eq!(ring.base, 10);

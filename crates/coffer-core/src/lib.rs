@@ -22,7 +22,7 @@ pub use audit::{BrokenRow, ChainProblem, ChainReport, ChainWalk, VERIFY_PAGE, ve
 pub use commands::Command;
 pub use denials::{DENIAL_WINDOW, DeniedAttempt, MAX_DENIALS_PER_WINDOW, OVERFLOW_ROUTE};
 pub use error::CoreError;
-pub use events::{EventPage, EventScope};
+pub use events::{EventPage, EventScope, SharedEvent};
 pub use lifecycle::{
     KeyStatus, KeyVersionStatus, NONCE_BUDGET_WARNING, REWRAP_BATCH, RewrapReport, ValueStatus,
 };
