@@ -246,6 +246,18 @@ async fn relay_session(
         Ok(p) => p,
         Err(e) => return e.into(),
     };
+    match journal.last_event_id().await {
+        // A restored or replaced database: the relay would wait, silently, for ids it
+        // already published. Say so; an operator resets the position or the stream.
+        Ok(last) if last < position => tracing::warn!(
+            position,
+            last_event = last,
+            "the NATS relay's position is past the last event in the outbox (a restored \
+             database?); events will not be published until the outbox reaches it"
+        ),
+        Ok(_) => {}
+        Err(e) => return e.into(),
+    }
     loop {
         let page = match journal.events_after(position, options.page).await {
             Ok(page) => page,
