@@ -277,3 +277,17 @@ fn a_row_inserted_past_the_head_is_reported_and_never_listed() {
     assert_eq!(seqs.len() as u64, rows, "{seqs:?}");
     assert!(seqs.iter().all(|s| *s <= rows), "{seqs:?}");
 }
+
+/// A cell edited to a value of another type does not break the listing or verify: the row
+/// is named, as edited.
+#[test]
+fn a_cell_of_the_wrong_type_is_named_edited() {
+    let mut it = Installation::with_changes();
+    it.tamper(|db| {
+        db.execute("UPDATE audit_log SET at = 'yesterday' WHERE seq = 3", [])
+            .unwrap();
+    });
+    assert_broken(&it.run(&["audit", "verify"]), 3, "edited");
+    let listed = it.ok(&["audit", "--json"]);
+    assert!(listed.contains("\"unreadable\""), "{listed}");
+}

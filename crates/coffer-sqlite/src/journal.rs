@@ -202,6 +202,33 @@ fn audit_row(r: &Row<'_>) -> rusqlite::Result<(AuditRecord, String)> {
     ))
 }
 
+/// An audit row whose cells do not read as Coffer wrote them: its seq (the rowid, always
+/// an integer) and, if it reads, its `prev_hash`; everything else blank and `hash` empty,
+/// which `verify` reports as edited.
+fn unreadable_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        seq: r.get(0)?,
+        at: 0,
+        actor: ActorRef {
+            key_id: None,
+            key_name: None,
+        },
+        action: "unreadable".into(),
+        subject: "unreadable".into(),
+        environment: None,
+        name: None,
+        revision: None,
+        result: AuditResult::Denied,
+        status: None,
+        count: 0,
+        remote: None,
+        user_agent: None,
+        event: None,
+        prev_hash: r.get::<_, String>(15).unwrap_or_default(),
+        hash: String::new(),
+    })
+}
+
 /// A stored result that is neither `allowed` nor `denied` (someone edited the file) reads
 /// as `denied`, never as allowed, with an empty `hash`, so `verify` reports the row as edited.
 fn with_result((mut row, result): (AuditRecord, String)) -> AuditRecord {
@@ -415,7 +442,12 @@ fn audit_window(
     let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
     let mut found = Vec::new();
     while let Some(row) = rows.next()? {
-        let row = with_result(audit_row(row)?);
+        let row = match audit_row(row) {
+            Ok(parsed) => with_result(parsed),
+            // A cell of the wrong type (someone edited the file): the row still appears, as
+            // unreadable and with no hash, so `verify` names it instead of the page failing.
+            Err(_) => unreadable_row(row)?,
+        };
         let keep = query
             .subject
             .as_ref()
