@@ -291,3 +291,24 @@ fn a_cell_of_the_wrong_type_is_named_edited() {
     let listed = it.ok(&["audit", "--json"]);
     assert!(listed.contains("\"unreadable\""), "{listed}");
 }
+
+/// A log longer than one page prints as one table (one header), a page at a time.
+#[test]
+fn a_long_log_prints_every_row_under_one_header() {
+    let it = Installation::with_changes();
+    // Imports take at most 1,000 secrets: two files' worth.
+    for (n, range) in [(0, 0..600), (1, 600..1200)] {
+        let path = it._dir.path().join(format!("part{n}.env"));
+        let lines: String = range.map(|i| format!("MANY_{i}=v{i}\n")).collect();
+        std::fs::write(&path, lines).unwrap();
+        it.ok(&["secret", "import", path.to_str().unwrap(), "--env", "prod"]);
+    }
+    let table = it.ok(&["audit", "--action", "secret.created", "--env", "prod"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.iter().filter(|l| l.starts_with("TIME")).count(), 1);
+    let many = lines
+        .iter()
+        .filter(|l| l.contains("system.secret.MANY_"))
+        .count();
+    assert_eq!(many, 1200, "{}", lines.len());
+}

@@ -117,6 +117,16 @@ struct Broken {
     message: String,
 }
 
+/// The columns of `coffer audit`'s table.
+const HEADERS: [&str; 6] = [
+    "TIME",
+    "ACTOR",
+    "ACTION",
+    "SUBJECT",
+    "ENVIRONMENT",
+    "RESULT",
+];
+
 impl Session {
     pub(super) async fn audit(&self, args: AuditArgs, command: Option<AuditCommand>) -> Result<()> {
         match command {
@@ -168,6 +178,7 @@ impl Session {
         let mut left = args.limit.unwrap_or(u64::MAX);
         let mut cursor: Option<String> = None;
         let mut rows = Vec::new();
+        let mut printed_header = false;
         let mut first = true;
         if self.json {
             write_out("[")?;
@@ -203,6 +214,20 @@ impl Session {
                 }
                 first = false;
             }
+            // A table a page at a time (a long log never sits in memory whole); the header
+            // once, each page's columns as wide as that page needs.
+            if !self.json && !rows.is_empty() {
+                let page = output::table(&HEADERS, &std::mem::take(&mut rows));
+                let shown = if printed_header {
+                    page.split_once('\n')
+                        .map_or("", |(_, rest)| rest)
+                        .to_owned()
+                } else {
+                    page
+                };
+                printed_header = true;
+                output::emit(&shown)?;
+            }
             match next {
                 None => break,
                 Some(next) if cursor.as_ref() == Some(&next) => {
@@ -214,17 +239,10 @@ impl Session {
         if self.json {
             return write_out(if first { "]\n" } else { "\n]\n" });
         }
-        output::emit(&output::table(
-            &[
-                "TIME",
-                "ACTOR",
-                "ACTION",
-                "SUBJECT",
-                "ENVIRONMENT",
-                "RESULT",
-            ],
-            &rows,
-        ))
+        if !printed_header {
+            output::emit(&output::table(&HEADERS, &[]))?;
+        }
+        Ok(())
     }
 
     async fn verify_audit(&self) -> Result<()> {
