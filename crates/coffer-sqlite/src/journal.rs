@@ -329,21 +329,29 @@ impl JournalStore for SqliteStore {
                  ORDER BY e.seq LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![after, limit], |r| {
-                let action: String = r.get(9)?;
-                let count: u64 = r.get(8)?;
-                Ok(EventRecord {
-                    id: r.get(0)?,
-                    subject: r.get(1)?,
-                    environment: r.get(2)?,
-                    name: r.get(3)?,
-                    revision: r.get(4)?,
-                    actor: ActorRef {
-                        key_id: r.get(5)?,
-                        key_name: r.get(6)?,
-                    },
-                    at: coffer_store::Timestamp::from_millis(r.get(7)?).rfc3339(),
-                    count: (action == Action::KeysRewrapped.name()).then_some(count),
-                })
+                let id: u64 = r.get(0)?;
+                // An audit row edited to cells of the wrong type: the stream and the relay
+                // go on past it with a marker (`verify` names the row) instead of stopping
+                // at it for good.
+                Ok(event_of(r).unwrap_or_else(|_| {
+                    tracing::warn!(
+                        id,
+                        "event {id}'s audit row does not read as written; sending a marker"
+                    );
+                    EventRecord {
+                        id,
+                        subject: UNREADABLE_EVENT.into(),
+                        environment: None,
+                        name: None,
+                        revision: None,
+                        actor: ActorRef {
+                            key_id: None,
+                            key_name: None,
+                        },
+                        at: String::new(),
+                        count: None,
+                    }
+                }))
             })?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
@@ -488,8 +496,79 @@ fn first_seq_near(
     Ok(lo.saturating_sub(1))
 }
 
+/// The subject of an event whose audit row no longer reads as it was written.
+pub const UNREADABLE_EVENT: &str = "system.journal.unreadable";
+
+/// An event from its outbox row joined to its audit row.
+fn event_of(r: &Row<'_>) -> rusqlite::Result<EventRecord> {
+    let action: String = r.get(9)?;
+    let count: u64 = r.get(8)?;
+    Ok(EventRecord {
+        id: r.get(0)?,
+        subject: r.get(1)?,
+        environment: r.get(2)?,
+        name: r.get(3)?,
+        revision: r.get(4)?,
+        actor: ActorRef {
+            key_id: r.get(5)?,
+            key_name: r.get(6)?,
+        },
+        at: coffer_store::Timestamp::from_millis(r.get(7)?).rfc3339(),
+        count: (action == Action::KeysRewrapped.name()).then_some(count),
+    })
+}
+
 /// The last event id in the head (the writer announces it after each commit).
 pub(crate) fn head_event_seq(c: &Connection) -> rusqlite::Result<u64> {
     c.prepare_cached("SELECT event_seq FROM journal_head WHERE id = 1")?
         .query_row([], |r| r.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use coffer_store::{AccessStore, Actor, Environment, Timestamp};
+
+    use super::*;
+
+    /// An audit row edited to a cell of the wrong type does not stop every reader of the
+    /// outbox at its event: the event is read as a marker, the ones after it as written.
+    #[tokio::test]
+    async fn an_unreadable_audit_row_becomes_a_marker_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        for name in ["a", "b", "c"] {
+            let env = Environment {
+                name: EnvName::new(name).unwrap(),
+                created_at: Timestamp::from_millis(1),
+            };
+            store
+                .create_environment(&env, &Actor::System)
+                .await
+                .unwrap();
+        }
+        store
+            .writer
+            .write(|c| {
+                c.execute(
+                    "UPDATE audit_log SET at = 'yesterday'
+                     WHERE seq = (SELECT audit_seq FROM events WHERE seq = 2)",
+                    [],
+                )
+                .map(drop)
+                .map_err(unavailable)
+            })
+            .await
+            .unwrap();
+        let events = store.events_after(0, 10).await.unwrap();
+        let subjects: Vec<(u64, &str)> =
+            events.iter().map(|e| (e.id, e.subject.as_str())).collect();
+        assert_eq!(
+            subjects,
+            [
+                (1, "system.environment.a.created"),
+                (2, UNREADABLE_EVENT),
+                (3, "system.environment.c.created"),
+            ]
+        );
+    }
 }
