@@ -22,7 +22,6 @@ use crate::error::ApiError;
 use crate::extract::{Caller, NoQuery, QueryParams};
 use crate::openapi::*;
 use crate::routes::{decode_cursor, page_limit};
-use crate::shapes::rfc3339;
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -266,7 +265,7 @@ impl From<&AuditRecord> for AuditEntryJson {
     fn from(r: &AuditRecord) -> Self {
         AuditEntryJson {
             seq: r.seq,
-            at: rfc3339(Timestamp::from_millis(r.at)),
+            at: Timestamp::from_millis(r.at).rfc3339(),
             actor: AuditActorJson {
                 key_id: r.actor.key_id.clone(),
                 key_name: r.actor.key_name.clone(),

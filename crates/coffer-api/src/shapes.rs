@@ -2,23 +2,11 @@
 
 use coffer_core::{
     ApiKeyMeta, ConfigEntry, Environment, ImportResult, Imported, KeyStatus, Revision,
-    RewrapReport, Role, SecretMeta, Timestamp, ValueStatus,
+    RewrapReport, Role, SecretMeta, ValueStatus,
 };
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
-use time::macros::format_description;
 use utoipa::{IntoParams, ToSchema};
-
-/// `2026-11-23T04:35:25.123Z`.
-pub fn rfc3339(ts: Timestamp) -> String {
-    let format =
-        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts.millis()) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(format).ok())
-        .unwrap_or_default()
-}
 
 /// An environment.
 #[derive(Serialize, ToSchema)]
@@ -35,7 +23,7 @@ impl From<&Environment> for EnvironmentJson {
     fn from(e: &Environment) -> Self {
         EnvironmentJson {
             name: e.name.to_string(),
-            created_at: rfc3339(e.created_at),
+            created_at: e.created_at.rfc3339(),
         }
     }
 }
@@ -81,8 +69,8 @@ impl SecretMetaJson {
                 ValueStatus::Ok => SecretStatus::Ok,
                 ValueStatus::Unreadable => SecretStatus::Unreadable,
             },
-            created_at: rfc3339(m.created_at),
-            updated_at: rfc3339(m.updated_at),
+            created_at: m.created_at.rfc3339(),
+            updated_at: m.updated_at.rfc3339(),
         }
     }
 }
@@ -116,8 +104,8 @@ impl ConfigEntryJson {
             environment: c.environment.to_string(),
             value: serde_json::from_str(&c.value).ok()?,
             revision: c.revision,
-            created_at: rfc3339(c.created_at),
-            updated_at: rfc3339(c.updated_at),
+            created_at: c.created_at.rfc3339(),
+            updated_at: c.updated_at.rfc3339(),
         })
     }
 }
@@ -270,7 +258,7 @@ impl From<&ApiKeyMeta> for ApiKeyJson {
             },
             environment: k.role.environment().map(ToString::to_string),
             key: None,
-            created_at: rfc3339(k.created_at),
+            created_at: k.created_at.rfc3339(),
         }
     }
 }
