@@ -297,7 +297,7 @@ impl Feed {
                 // per event), up to a bound so a chunk stays small.
                 let mut chunk = String::new();
                 while let Some(event) = self.pending.pop_front() {
-                    chunk.push_str(&frame(&event)?);
+                    chunk.push_str(&frame(&event));
                     if chunk.len() >= MAX_CHUNK {
                         break;
                     }
@@ -401,8 +401,8 @@ enum Wake {
 }
 
 /// `id: N`, `data: JSON`, a blank line. The JSON is compact, so it is one line.
-fn frame(event: &SharedEvent) -> Option<String> {
-    Some(format!("id: {}\ndata: {}\n\n", event.record.id, event.json))
+fn frame(event: &SharedEvent) -> String {
+    format!("id: {}\ndata: {}\n\n", event.record.id, event.json)
 }
 
 #[cfg(test)]
@@ -440,7 +440,7 @@ mod tests {
             json: serde_json::to_string(&event).unwrap(),
             record: event.clone(),
         };
-        let f = frame(&shared).unwrap();
+        let f = frame(&shared);
         let lines: Vec<&str> = f.split('\n').collect();
         assert_eq!(lines.len(), 4, "{f}");
         assert_eq!(lines[0], "id: 7");

@@ -347,16 +347,10 @@ pub async fn put_secret(
         expected_revision,
     };
     let out = coffer.apply(&who, command).await?;
-    let status = if out.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((
-        status,
-        Json(SecretMetaJson::new(&out.meta, ValueStatus::Ok)),
-    )
-        .into_response())
+    Ok(written(
+        out.created,
+        SecretMetaJson::new(&out.meta, ValueStatus::Ok),
+    ))
 }
 
 /// Deletes a secret; with `expectedRevision`, only that revision.
@@ -476,12 +470,7 @@ pub async fn put_config(
         expected_revision,
     };
     let out = coffer.apply(&who, command).await?;
-    let status = if out.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(config_json(&out.entry)?)).into_response())
+    Ok(written(out.created, config_json(&out.entry)?))
 }
 
 /// Deletes a config entry; with `expectedRevision`, only that revision.
@@ -629,6 +618,15 @@ fn decode_rewrap_cursor(cursor: &str) -> Result<(EnvName, SecretName), ApiError>
 
 fn created(body: impl serde::Serialize) -> Response {
     (StatusCode::CREATED, Json(body)).into_response()
+}
+
+/// 201 when a PUT created the record, 200 when it updated it.
+fn written(created_now: bool, body: impl serde::Serialize) -> Response {
+    if created_now {
+        created(body)
+    } else {
+        Json(body).into_response()
+    }
 }
 
 /// A listing cursor: the base64url of the last name (or key) of the previous page.
