@@ -159,7 +159,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let options = StartupOptions {
         catalog: store.clone(),
         secrets: store.clone(),
-        config: store.clone(),
         keyring,
         require_encryption: args.require_encryption,
         admin_key_seed,

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use coffer_crypto::{Keyring, random_hex, sha256_hex};
 use coffer_store::{
-    Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Catalog, ConfigEntry, ConfigKey, ConfigStore,
-    EnvName, Environment, Origin, Role, SecretMeta, SecretName, SecretRecord, SecretStore,
-    StoreError, StoreResult, StoredValue, Timestamp,
+    Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Catalog, ConfigEntry, ConfigKey, EnvName,
+    Environment, Origin, Role, SecretMeta, SecretName, SecretRecord, SecretStore, StoreError,
+    StoreResult, StoredValue, Timestamp,
 };
 use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
@@ -39,7 +39,6 @@ const AUTH_CACHE_MAX: usize = 10_000;
 pub struct Coffer {
     pub(crate) catalog: Arc<dyn Catalog>,
     pub(crate) secrets: Arc<dyn SecretStore>,
-    pub(crate) config: Arc<dyn ConfigStore>,
     keyring: Option<Arc<Keyring>>,
     pub(crate) unreadable: UnreadableSet,
     pub(crate) encryptions: EncryptionCounter,
@@ -198,14 +197,12 @@ impl Coffer {
     pub(crate) fn new(
         catalog: Arc<dyn Catalog>,
         secrets: Arc<dyn SecretStore>,
-        config: Arc<dyn ConfigStore>,
         keyring: Option<Keyring>,
     ) -> Self {
         let encryptions = EncryptionCounter::new(keyring.as_ref());
         Coffer {
             catalog,
             secrets,
-            config,
             keyring: keyring.map(Arc::new),
             unreadable: UnreadableSet::default(),
             encryptions,
@@ -357,7 +354,7 @@ impl Coffer {
         key: &ConfigKey,
     ) -> Result<ConfigEntry, CoreError> {
         self.require_manage(who, env)?;
-        match self.config.get_config(env, key).await? {
+        match self.catalog.get_config(env, key).await? {
             Some(entry) => Ok(entry),
             None => {
                 self.existing_environment(env).await?;
@@ -380,7 +377,7 @@ impl Coffer {
         self.require_manage(who, env)?;
         self.existing_environment(env).await?;
         let mut items = self
-            .config
+            .catalog
             .list_config(env, after, limit.saturating_add(1))
             .await?;
         let next = if items.len() > limit {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use coffer_crypto::{KeyVersion, Keyring};
 use coffer_store::{
-    Canary, Catalog, ConfigStore, EnvName, Environment, Role, SecretStore, StoreError, Timestamp,
+    Canary, Catalog, EnvName, Environment, Role, SecretStore, StoreError, Timestamp,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -19,8 +19,6 @@ pub struct StartupOptions {
     pub catalog: Arc<dyn Catalog>,
     /// The secret-value backend.
     pub secrets: Arc<dyn SecretStore>,
-    /// The config backend (plaintext JSON per environment).
-    pub config: Arc<dyn ConfigStore>,
     /// The keyring; `None` is dev mode.
     pub keyring: Option<Keyring>,
     /// Refuse to start in dev mode (`--require-encryption`).
@@ -111,7 +109,7 @@ impl StartupOptions {
         if let Some(seed) = &self.admin_key_seed {
             check_admin_seed(seed)?;
         }
-        let coffer = Coffer::new(self.catalog, self.secrets, self.config, self.keyring);
+        let coffer = Coffer::new(self.catalog, self.secrets, self.keyring);
         let new_canaries = check_keys(&coffer, self.allow_unreadable).await?;
         let (mut migrated_plaintext, mut unreadable) = (0, 0);
         if coffer.keyring().is_some() {

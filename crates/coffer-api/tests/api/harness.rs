@@ -40,7 +40,6 @@ pub async fn start_with(serve_options: ServeOptions) -> Server {
     let options = StartupOptions {
         catalog: store.clone(),
         secrets: store.clone(),
-        config: store,
         keyring: Some(keyring),
         require_encryption: true,
         admin_key_seed: None,

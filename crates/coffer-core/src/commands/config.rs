@@ -46,7 +46,7 @@ impl Command for PutConfig {
         coffer.existing_environment(&self.env).await?;
         let pre = Precondition::from_expected(self.expected_revision);
         match coffer
-            .config
+            .catalog
             .put_config(
                 &self.env,
                 &self.key,
@@ -85,7 +85,7 @@ impl Command for DeleteConfig {
     async fn execute(self, coffer: &Coffer, who: &Principal) -> Result<ConfigEntry, CoreError> {
         let pre = Precondition::from_expected(self.expected_revision);
         match coffer
-            .config
+            .catalog
             .delete_config(&self.env, &self.key, pre, &who.actor())
             .await
         {

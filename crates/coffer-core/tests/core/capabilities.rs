@@ -110,7 +110,6 @@ async fn expected_revision_is_refused_on_a_backend_without_compare_and_set() {
     let options = StartupOptions {
         catalog: store.clone(),
         secrets: Arc::new(Declaring(store.clone(), KV_V1_LIKE, 0.into())),
-        config: store,
         keyring: ring(1, &[(1, K1)]),
         require_encryption: false,
         admin_key_seed: None,
@@ -162,7 +161,6 @@ async fn only_a_store_outside_the_catalog_is_purged_after_an_environment_is_dele
         let options = StartupOptions {
             catalog: store.clone(),
             secrets: secrets.clone(),
-            config: store.clone(),
             keyring: ring(1, &[(1, K1)]),
             require_encryption: false,
             admin_key_seed: None,

@@ -38,7 +38,6 @@ pub fn options(dir: &Path, keyring: Option<Keyring>) -> (StartupOptions, Arc<Sql
     let options = StartupOptions {
         catalog: store.clone(),
         secrets: store.clone(),
-        config: store.clone(),
         keyring,
         require_encryption: false,
         admin_key_seed: None,
