@@ -378,7 +378,7 @@ fn reseal(ring: &Keyring, records: Vec<SecretRecord>, walk: Walk) -> Result<Rese
         already_current: 0,
     };
     for SecretRecord { meta, value } in records {
-        let aad = secret_aad(&meta.environment, &meta.name);
+        let aad = secret_aad(&meta.environment, &meta.environment_id, &meta.name);
         let plain = match &value {
             StoredValue::Plain(plain) => plain.expose_secret().as_bytes().to_vec().into(),
             StoredValue::Sealed { key_version, blob } => {
@@ -402,6 +402,7 @@ fn reseal(ring: &Keyring, records: Vec<SecretRecord>, walk: Walk) -> Result<Rese
             .map_err(|_| CoreError::Crypto)?;
         out.batch.push(Replacement {
             environment: meta.environment,
+            environment_id: meta.environment_id,
             name: meta.name,
             revision: meta.revision,
             previous: value,

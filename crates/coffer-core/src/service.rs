@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use coffer_crypto::{Keyring, random_hex, sha256_hex};
 use coffer_store::{
-    Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Catalog, ConfigEntry, ConfigKey, EnvName,
+    Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Catalog, ConfigEntry, ConfigKey, EnvId, EnvName,
     Environment, Origin, Role, SecretMeta, SecretName, SecretRecord, SecretStore, StoreError,
     StoreResult, StoredValue, Timestamp,
 };
@@ -311,10 +311,10 @@ impl Coffer {
         limit: usize,
     ) -> Result<Page<SecretMeta>, CoreError> {
         self.require_manage(who, env)?;
-        self.existing_environment(env).await?;
+        let env = self.existing_environment(env).await?;
         let mut items = self
             .secrets
-            .list(env, after, limit.saturating_add(1))
+            .list(&env, after, limit.saturating_add(1))
             .await?;
         let next = if items.len() > limit {
             items.truncate(limit);
@@ -333,15 +333,13 @@ impl Coffer {
         name: &SecretName,
     ) -> Result<SecretMeta, CoreError> {
         self.require_manage(who, env)?;
-        match self.secrets.meta(env, name).await? {
+        let incarnation = self.existing_environment(env).await?;
+        match self.secrets.meta(&incarnation, name).await? {
             Some(meta) => Ok(meta),
-            None => {
-                self.existing_environment(env).await?;
-                Err(CoreError::SecretNotFound {
-                    env: env.clone(),
-                    name: name.clone(),
-                })
-            }
+            None => Err(CoreError::SecretNotFound {
+                env: env.clone(),
+                name: name.clone(),
+            }),
         }
     }
 
@@ -398,7 +396,8 @@ impl Coffer {
         name: &SecretName,
     ) -> Result<Option<SecretString>, CoreError> {
         self.require_runtime(who, env)?;
-        let Some(record) = self.secrets.get(env, name).await? else {
+        let incarnation = self.existing_environment(env).await?;
+        let Some(record) = self.secrets.get(&incarnation, name).await? else {
             return Ok(None);
         };
         let plain = self.open_record(&record)?;
@@ -455,7 +454,7 @@ impl Coffer {
 
     pub(crate) fn seal_secret(
         &self,
-        env: &EnvName,
+        env: &Environment,
         name: &SecretName,
         value: SecretString,
     ) -> Result<StoredValue, CoreError> {
@@ -464,7 +463,7 @@ impl Coffer {
         };
         let sealed = self.seal(
             ring,
-            secret_aad(env, name).as_bytes(),
+            secret_aad(&env.name, &env.id, name).as_bytes(),
             value.expose_secret().as_bytes(),
         )?;
         Ok(StoredValue::Sealed {
@@ -491,10 +490,23 @@ impl Coffer {
     }
 }
 
-/// The associated data that binds a secret's ciphertext to its place: environment and name.
-/// Neither can contain `:`, so the string is unambiguous.
-pub(crate) fn secret_aad(env: &EnvName, name: &SecretName) -> String {
-    format!("coffer:secret:{env}:{name}")
+/// The associated data that binds a secret's ciphertext to its place: the environment's
+/// incarnation and the secret's name, `coffer:secret:<env id>:<name>`. An environment that
+/// existed before incarnations ([`EnvId::names_environment_only`]) keeps the form its values
+/// were sealed with, `coffer:secret:<env name>:<name>`. No part can contain `:`, and an
+/// environment name cannot contain the `_` every id has, so no two places share a string.
+pub(crate) fn secret_aad(env: &EnvName, id: &EnvId, name: &SecretName) -> String {
+    if id.names_environment_only() {
+        format!("coffer:secret:{env}:{name}")
+    } else {
+        format!("coffer:secret:{id}:{name}")
+    }
+}
+
+/// A new environment incarnation id, `env_<16 hex>`.
+pub(crate) fn new_environment_id() -> Result<EnvId, CoreError> {
+    let hex = random_hex::<8>().map_err(|_| CoreError::Crypto)?;
+    EnvId::new(&format!("env_{hex}")).map_err(|e| CoreError::Invalid(e.to_string()))
 }
 
 /// Builds a new key for `role`: `ck_<env or admin>_<48 hex>` (or the operator's `seed`).
@@ -535,7 +547,8 @@ pub(crate) fn open_stored(
             Some(Zeroizing::new(value.expose_secret().as_bytes().to_vec()))
         }
         StoredValue::Sealed { key_version, blob } => {
-            let aad = secret_aad(&record.meta.environment, &record.meta.name);
+            let meta = &record.meta;
+            let aad = secret_aad(&meta.environment, &meta.environment_id, &meta.name);
             ring?.open(*key_version, blob, aad.as_bytes()).ok()
         }
     }

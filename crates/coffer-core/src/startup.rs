@@ -223,6 +223,7 @@ async fn bootstrap(
     let default = EnvName::new("default").map_err(|e| CoreError::Invalid(e.to_string()))?;
     let env = Environment {
         name: default,
+        id: crate::service::new_environment_id()?,
         created_at: Timestamp::now(),
     };
     let first = coffer.catalog().bootstrap(&env, &record).await?;

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use coffer_crypto::KeyVersion;
 use coffer_store::{
-    AccessStore, Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Canary, Change, EnvName, Environment,
-    KeyStore, Role, StoreError, StoreResult, Timestamp,
+    AccessStore, Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Canary, Change, EnvId, EnvName,
+    Environment, KeyStore, Role, StoreError, StoreResult, Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -61,14 +61,21 @@ impl AccessStore for SqliteStore {
     async fn list_environments(&self) -> StoreResult<Vec<Environment>> {
         let rows = self.read(|c| {
             let mut stmt =
-                c.prepare_cached("SELECT name, created_at FROM environments ORDER BY name")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+                c.prepare_cached("SELECT name, created_at, id FROM environments ORDER BY name")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
         rows.into_iter()
-            .map(|(name, created)| {
+            .map(|(name, created, id)| {
                 Ok(Environment {
                     name: EnvName::new(&name).map_err(corrupt)?,
+                    id: EnvId::new(&id).map_err(corrupt)?,
                     created_at: Timestamp::from_millis(created),
                 })
             })
@@ -76,15 +83,21 @@ impl AccessStore for SqliteStore {
     }
 
     async fn get_environment(&self, name: &EnvName) -> StoreResult<Option<Environment>> {
-        let created = self.read(|c| {
-            c.prepare_cached("SELECT created_at FROM environments WHERE name = ?1")?
-                .query_row([name.as_str()], |r| r.get::<_, i64>(0))
+        let row = self.read(|c| {
+            c.prepare_cached("SELECT created_at, id FROM environments WHERE name = ?1")?
+                .query_row([name.as_str()], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })
                 .optional()
         })?;
-        Ok(created.map(|ms| Environment {
-            name: name.clone(),
-            created_at: Timestamp::from_millis(ms),
-        }))
+        row.map(|(ms, id)| {
+            Ok(Environment {
+                name: name.clone(),
+                id: EnvId::new(&id).map_err(corrupt)?,
+                created_at: Timestamp::from_millis(ms),
+            })
+        })
+        .transpose()
     }
 
     async fn create_environment(&self, env: &Environment, actor: &Actor) -> StoreResult<()> {
@@ -279,8 +292,8 @@ impl KeyStore for SqliteStore {
 fn insert_environment(c: &Connection, env: &Environment) -> StoreResult<()> {
     let n = c
         .execute(
-            "INSERT INTO environments (name, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-            params![env.name.as_str(), env.created_at.millis()],
+            "INSERT INTO environments (name, created_at, id) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            params![env.name.as_str(), env.created_at.millis(), env.id.as_str()],
         )
         .map_err(unavailable)?;
     if n == 0 {

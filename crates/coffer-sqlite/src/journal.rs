@@ -526,7 +526,7 @@ pub(crate) fn head_event_seq(c: &Connection) -> rusqlite::Result<u64> {
 
 #[cfg(test)]
 mod tests {
-    use coffer_store::{AccessStore, Actor, Environment, Timestamp};
+    use coffer_store::{AccessStore, Actor};
 
     use super::*;
 
@@ -537,10 +537,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         for name in ["a", "b", "c"] {
-            let env = Environment {
-                name: EnvName::new(name).unwrap(),
-                created_at: Timestamp::from_millis(1),
-            };
+            let env = crate::test_env(name);
             store
                 .create_environment(&env, &Actor::System)
                 .await

@@ -51,7 +51,8 @@ macro_rules! catalog_conformance {
             deleting_an_environment_removes_its_keys, the_last_admin_key_cannot_be_deleted,
             bootstrap_happens_once, canaries_are_kept_per_version,
             encryption_counts_accumulate_per_version, a_revoked_actor_changes_nothing,
-            a_key_of_a_deleted_environment_changes_nothing_in_its_successor);
+            a_key_of_a_deleted_environment_changes_nothing_in_its_successor,
+            a_deleted_incarnation_takes_no_values_and_shows_none);
     };
     (@cases $make:expr; $($case:ident),*) => {
         mod catalog_conformance {
@@ -102,6 +103,44 @@ fn env(name: &str) -> EnvName {
     EnvName::new(name).expect("test environment name is valid")
 }
 
+/// A fresh incarnation id: unique in this process, which is all one test database sees.
+fn test_env_id() -> EnvId {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    EnvId::new(&format!("env_{n:016x}")).expect("test environment id is valid")
+}
+
+/// How the secret-store cases get an environment to write into. A store in the catalog's
+/// database writes only into an incarnation the catalog holds, so for every [`AccessStore`]
+/// the suite creates it there (once per name); a store elsewhere implements this by minting
+/// an [`Environment`].
+#[async_trait::async_trait]
+pub trait Environments: Send + Sync {
+    /// The environment `name`, as the catalog holds it.
+    async fn environment(&self, name: &str) -> Environment;
+}
+
+#[async_trait::async_trait]
+impl<T: AccessStore> Environments for T {
+    async fn environment(&self, name: &str) -> Environment {
+        if let Some(existing) = self.get_environment(&env(name)).await.unwrap() {
+            return existing;
+        }
+        let new = Environment {
+            name: env(name),
+            id: test_env_id(),
+            created_at: at(0),
+        };
+        self.create_environment(&new, &Actor::System).await.unwrap();
+        new
+    }
+}
+
+/// The environment `name` as [`Environments::environment`] gives it.
+async fn environment(store: &impl Environments, name: &str) -> Environment {
+    store.environment(name).await
+}
+
 fn name(raw: &str) -> SecretName {
     SecretName::new(raw).expect("test secret name is valid")
 }
@@ -120,7 +159,7 @@ fn at(ms: i64) -> Timestamp {
 /// An unconditional put that must succeed.
 async fn set(
     store: &impl SecretStore,
-    env: &EnvName,
+    env: &Environment,
     name: &SecretName,
     value: StoredValue,
     at: Timestamp,
@@ -132,8 +171,8 @@ async fn set(
 }
 
 /// A first put creates the secret at revision 1 with the value's key version.
-pub async fn put_creates_at_revision_one(store: Arc<impl SecretStore>) {
-    let (e, n) = (env("a"), name("API_KEY"));
+pub async fn put_creates_at_revision_one(store: Arc<impl SecretStore + Environments>) {
+    let (e, n) = (environment(&*store, "a").await, name("API_KEY"));
     let out = set(&*store, &e, &n, sealed(3, "x:y:z"), at(1000)).await;
     assert!(out.created);
     assert_eq!(out.meta.revision, 1);
@@ -145,8 +184,10 @@ pub async fn put_creates_at_revision_one(store: Arc<impl SecretStore>) {
 }
 
 /// Each update adds one to the revision and keeps the creation time.
-pub async fn updates_bump_revision_and_keep_created_at(store: Arc<impl SecretStore>) {
-    let (e, n) = (env("a"), name("TOKEN"));
+pub async fn updates_bump_revision_and_keep_created_at(
+    store: Arc<impl SecretStore + Environments>,
+) {
+    let (e, n) = (environment(&*store, "a").await, name("TOKEN"));
     set(&*store, &e, &n, sealed(1, "a::b"), at(1)).await;
     let second = set(&*store, &e, &n, sealed(2, "c::d"), at(2)).await;
     assert!(!second.created);
@@ -157,8 +198,10 @@ pub async fn updates_bump_revision_and_keep_created_at(store: Arc<impl SecretSto
 }
 
 /// `Absent` and `Revision(n)` are enforced; a conflict reports the current revision.
-pub async fn preconditions_are_checked_atomically_with_the_write(store: Arc<impl SecretStore>) {
-    let (e, n) = (env("a"), name("CAS"));
+pub async fn preconditions_are_checked_atomically_with_the_write(
+    store: Arc<impl SecretStore + Environments>,
+) {
+    let (e, n) = (environment(&*store, "a").await, name("CAS"));
     let miss = store
         .put(
             &e,
@@ -231,8 +274,8 @@ pub async fn preconditions_are_checked_atomically_with_the_write(store: Arc<impl
 }
 
 /// Delete removes the secret, reports a missing one, and honours `Revision(n)`.
-pub async fn delete_honours_preconditions(store: Arc<impl SecretStore>) {
-    let (e, n) = (env("a"), name("GONE"));
+pub async fn delete_honours_preconditions(store: Arc<impl SecretStore + Environments>) {
+    let (e, n) = (environment(&*store, "a").await, name("GONE"));
     assert!(matches!(
         store
             .delete(&e, &n, Precondition::None, &Actor::System)
@@ -259,8 +302,8 @@ pub async fn delete_honours_preconditions(store: Arc<impl SecretStore>) {
 }
 
 /// `get` returns exactly what was stored, sealed or plain.
-pub async fn get_returns_the_stored_value_verbatim(store: Arc<impl SecretStore>) {
-    let e = env("a");
+pub async fn get_returns_the_stored_value_verbatim(store: Arc<impl SecretStore + Environments>) {
+    let e = environment(&*store, "a").await;
     set(&*store, &e, &name("S"), sealed(4, "iv:ct:tag"), at(1)).await;
     let plain = StoredValue::Plain(SecretString::from("dev value ✓"));
     store
@@ -288,8 +331,11 @@ pub async fn get_returns_the_stored_value_verbatim(store: Arc<impl SecretStore>)
 }
 
 /// Listing is in name order, scoped to one environment, and pages with `after`.
-pub async fn list_is_sorted_scoped_and_paginated(store: Arc<impl SecretStore>) {
-    let (a, b) = (env("a"), env("b"));
+pub async fn list_is_sorted_scoped_and_paginated(store: Arc<impl SecretStore + Environments>) {
+    let (a, b) = (
+        environment(&*store, "a").await,
+        environment(&*store, "b").await,
+    );
     for n in ["C", "A", "E", "B", "D"] {
         set(&*store, &a, &name(n), sealed(1, "x::y"), at(1)).await;
     }
@@ -313,12 +359,21 @@ pub async fn list_is_sorted_scoped_and_paginated(store: Arc<impl SecretStore>) {
         Vec::<String>::new()
     );
     assert_eq!(names(store.list(&b, None, 100).await.unwrap()), ["Z"]);
-    assert!(store.list(&env("c"), None, 100).await.unwrap().is_empty());
+    assert!(
+        store
+            .list(&environment(&*store, "c").await, None, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// Purging an environment leaves the others alone.
-pub async fn purge_removes_only_that_environment(store: Arc<impl SecretStore>) {
-    let (a, b) = (env("a"), env("b"));
+pub async fn purge_removes_only_that_environment(store: Arc<impl SecretStore + Environments>) {
+    let (a, b) = (
+        environment(&*store, "a").await,
+        environment(&*store, "b").await,
+    );
     for n in ["X", "Y"] {
         set(&*store, &a, &name(n), sealed(1, "x::y"), at(1)).await;
         set(&*store, &b, &name(n), sealed(1, "x::y"), at(1)).await;
@@ -329,13 +384,20 @@ pub async fn purge_removes_only_that_environment(store: Arc<impl SecretStore>) {
 }
 
 /// Values are counted per key version, plaintext as version 0.
-pub async fn counts_values_per_key_version(store: Arc<impl SecretStore>) {
-    let e = env("a");
+pub async fn counts_values_per_key_version(store: Arc<impl SecretStore + Environments>) {
+    let e = environment(&*store, "a").await;
     let plain = || StoredValue::Plain(SecretString::from("p"));
     set(&*store, &e, &name("A"), sealed(1, "x::y"), at(1)).await;
     set(&*store, &e, &name("B"), sealed(2, "x::y"), at(1)).await;
     set(&*store, &e, &name("C"), sealed(2, "x::y"), at(1)).await;
-    set(&*store, &env("b"), &name("D"), plain(), at(1)).await;
+    set(
+        &*store,
+        &environment(&*store, "b").await,
+        &name("D"),
+        plain(),
+        at(1),
+    )
+    .await;
     let counts = store.count_by_key_version().await.unwrap();
     assert_eq!(
         counts.into_iter().collect::<Vec<_>>(),
@@ -345,8 +407,10 @@ pub async fn counts_values_per_key_version(store: Arc<impl SecretStore>) {
 
 /// 16 tasks × 25 read-then-compare-and-set updates: the final revision is one plus the
 /// number of updates that succeeded, so no acknowledged update was lost.
-pub async fn concurrent_compare_and_set_loses_no_update(store: Arc<impl SecretStore>) {
-    let (e, n) = (env("a"), name("COUNTER"));
+pub async fn concurrent_compare_and_set_loses_no_update(
+    store: Arc<impl SecretStore + Environments>,
+) {
+    let (e, n) = (environment(&*store, "a").await, name("COUNTER"));
     set(&*store, &e, &n, sealed(1, "x::y"), at(1)).await;
     let mut tasks = Vec::new();
     for _ in 0..16 {
@@ -382,11 +446,11 @@ pub async fn concurrent_compare_and_set_loses_no_update(store: Arc<impl SecretSt
 }
 
 /// A batch applies every entry or none; a check-only entry writes nothing but must hold.
-pub async fn batches_apply_all_or_nothing(store: Arc<impl SecretStore>) {
+pub async fn batches_apply_all_or_nothing(store: Arc<impl SecretStore + Environments>) {
     if !store.capabilities().atomic_batches {
         return; // declared: the service refuses batches on this backend
     }
-    let e = env("a");
+    let e = environment(&*store, "a").await;
     set(&*store, &e, &name("KEEP"), sealed(1, "k::k"), at(1)).await;
     let entry = |n: &str, value: Option<StoredValue>, precondition| BatchPut {
         name: name(n),
@@ -461,6 +525,7 @@ pub async fn environments_are_created_listed_and_deleted(catalog: Arc<impl Catal
             .create_environment(
                 &Environment {
                     name: env(n),
+                    id: test_env_id(),
                     created_at: at(5),
                 },
                 &Actor::System,
@@ -472,6 +537,7 @@ pub async fn environments_are_created_listed_and_deleted(catalog: Arc<impl Catal
         .create_environment(
             &Environment {
                 name: env("default"),
+                id: test_env_id(),
                 created_at: at(6),
             },
             &Actor::System,
@@ -524,6 +590,7 @@ pub async fn api_keys_are_found_by_hash_only(catalog: Arc<impl Catalog>) {
     );
     let prod = Environment {
         name: env("prod"),
+        id: test_env_id(),
         created_at: at(1),
     };
     catalog
@@ -566,6 +633,7 @@ pub async fn deleting_an_environment_removes_its_keys(catalog: Arc<impl Catalog>
         .create_environment(
             &Environment {
                 name: env("prod"),
+                id: test_env_id(),
                 created_at: at(1),
             },
             &Actor::System,
@@ -612,6 +680,7 @@ pub async fn the_last_admin_key_cannot_be_deleted(catalog: Arc<impl Catalog>) {
 pub async fn bootstrap_happens_once(catalog: Arc<impl Catalog>) {
     let first = Environment {
         name: env("default"),
+        id: test_env_id(),
         created_at: at(1),
     };
     assert!(
@@ -680,11 +749,11 @@ pub async fn canaries_are_kept_per_version(catalog: Arc<impl Catalog>) {
 
 /// `scan` visits every record of every environment once, in (environment, name) order,
 /// with its value, and resumes after any position.
-pub async fn scan_walks_every_environment_in_order(store: Arc<impl SecretStore>) {
+pub async fn scan_walks_every_environment_in_order(store: Arc<impl SecretStore + Environments>) {
     for (e, n) in [("b", "Y"), ("a", "Z"), ("b", "X"), ("a", "A"), ("c", "M")] {
         store
             .put(
-                &env(e),
+                &environment(&*store, e).await,
                 &name(n),
                 sealed(1, &format!("{e}:{n}:t")),
                 Precondition::None,
@@ -714,8 +783,10 @@ pub async fn scan_walks_every_environment_in_order(store: Arc<impl SecretStore>)
 /// A replacement applies only while the secret is exactly as it was read (revision and stored
 /// form), and keeps revision and timestamps; one that lost a race changes nothing — even
 /// against a secret deleted and created again, which restarts at revision 1.
-pub async fn replacements_apply_only_at_the_read_revision(store: Arc<impl SecretStore>) {
-    let e = env("a");
+pub async fn replacements_apply_only_at_the_read_revision(
+    store: Arc<impl SecretStore + Environments>,
+) {
+    let e = environment(&*store, "a").await;
     set(&*store, &e, &name("STILL"), sealed(1, "old::1"), at(1)).await;
     set(&*store, &e, &name("MOVED"), sealed(1, "old::2"), at(1)).await;
     set(&*store, &e, &name("MOVED"), sealed(2, "new::2"), at(2)).await;
@@ -726,7 +797,8 @@ pub async fn replacements_apply_only_at_the_read_revision(store: Arc<impl Secret
         .unwrap();
     set(&*store, &e, &name("AGAIN"), sealed(1, "new::3"), at(3)).await;
     let replace = |n: &str, revision, previous: &str| Replacement {
-        environment: e.clone(),
+        environment: e.name.clone(),
+        environment_id: e.id.clone(),
         name: name(n),
         revision,
         previous: sealed(1, previous),
@@ -771,6 +843,70 @@ pub async fn replacements_apply_only_at_the_read_revision(store: Arc<impl Secret
     assert!(store.get(&e, &name("GONE")).await.unwrap().is_none());
 }
 
+/// An environment's values live and die with its incarnation, in the catalog's
+/// transactions: deleted with it; a write sealed for it after it was deleted (a request in
+/// flight) is refused, even once an environment of the same name exists again; and the new
+/// one starts empty.
+pub async fn a_deleted_incarnation_takes_no_values_and_shows_none(
+    store: Arc<impl Catalog + SecretStore>,
+) {
+    let first = environment(&*store, "prod").await;
+    let n = name("A");
+    set(&*store, &first, &n, sealed(1, "a::1"), at(1)).await;
+    store
+        .delete_environment(&first.name, &Actor::System)
+        .await
+        .unwrap();
+    let put = |env: Environment| {
+        let (store, n) = (store.clone(), n.clone());
+        async move {
+            store
+                .put(
+                    &env,
+                    &n,
+                    sealed(1, "late::1"),
+                    Precondition::None,
+                    at(2),
+                    &Actor::System,
+                )
+                .await
+        }
+    };
+    let late = put(first.clone()).await;
+    assert!(matches!(late, Err(StoreError::NotFound)), "{late:?}");
+    let second = environment(&*store, "prod").await;
+    assert_ne!(first.id, second.id, "a new incarnation");
+    let again = put(first.clone()).await;
+    assert!(matches!(again, Err(StoreError::NotFound)), "{again:?}");
+    assert!(
+        store.list(&second, None, 10).await.unwrap().is_empty(),
+        "starts empty"
+    );
+    assert!(store.get(&second, &n).await.unwrap().is_none());
+    assert!(store.list(&first, None, 10).await.unwrap().is_empty());
+    let batch = vec![BatchPut {
+        name: n.clone(),
+        value: Some(sealed(1, "late::2")),
+        precondition: Precondition::None,
+    }];
+    let many = store.put_many(&first, batch, at(3), &Actor::System).await;
+    assert!(matches!(many, Err(StoreError::NotFound)), "{many:?}");
+    let mut seen = 0;
+    let mut after = None;
+    loop {
+        let page = store.scan(after.as_ref(), 100).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some((last.meta.environment.clone(), last.meta.name.clone()));
+        seen += page.len();
+    }
+    assert_eq!(seen, 0, "no value of the old incarnation is walked");
+    let fresh = put(second.clone()).await.unwrap();
+    assert_eq!(
+        (fresh.meta.revision, &fresh.meta.environment_id),
+        (1, &second.id)
+    );
+}
+
 /// Encryption counts start empty and add up per version.
 pub async fn encryption_counts_accumulate_per_version(catalog: Arc<impl Catalog>) {
     let v = |n| KeyVersion::new(n).expect("positive");
@@ -809,6 +945,7 @@ pub async fn a_revoked_actor_changes_nothing(catalog: Arc<impl Catalog>) {
         .unwrap();
     let prod = Environment {
         name: env("prod"),
+        id: test_env_id(),
         created_at: at(1),
     };
     let refused = catalog.create_environment(&prod, &leaked).await;
@@ -840,6 +977,7 @@ pub async fn a_key_of_a_deleted_environment_changes_nothing_in_its_successor(
 ) {
     let prod = Environment {
         name: env("prod"),
+        id: test_env_id(),
         created_at: at(1),
     };
     catalog
@@ -1060,6 +1198,7 @@ pub async fn config_concurrent_compare_and_set_loses_no_update(store: Arc<impl C
 pub async fn config_writes_recheck_the_actor_and_the_environment(store: Arc<impl Catalog>) {
     let prod = Environment {
         name: env("prod"),
+        id: test_env_id(),
         created_at: at(1),
     };
     store
@@ -1118,6 +1257,7 @@ pub async fn config_writes_recheck_the_actor_and_the_environment(store: Arc<impl
 pub async fn config_entries_go_with_their_environment(store: Arc<impl Catalog>) {
     let prod = Environment {
         name: env("prod"),
+        id: test_env_id(),
         created_at: at(1),
     };
     let k = config_key("A");

@@ -90,7 +90,14 @@ pub struct Capabilities {
     pub values_in_catalog: bool,
 }
 
-/// Secret values and their metadata, per environment.
+/// Secret values and their metadata, per environment incarnation.
+///
+/// Every method takes the [`Environment`] as the catalog holds it: a store reads and writes
+/// only rows of that incarnation ([`Environment::id`]). A write into an incarnation that no
+/// longer exists (its environment was deleted, perhaps created again) is refused with
+/// [`StoreError::NotFound`] when the store can tell, atomically with the write (a store in
+/// the catalog's database always can); a store elsewhere keys its values by incarnation, so
+/// such a write is never seen by the new environment.
 ///
 /// Writes carry the [`Actor`] they are made for. A store in the catalog's database checks
 /// it in the writing transaction; a store elsewhere (NATS, Vault) must check it through the
@@ -104,15 +111,15 @@ pub trait SecretStore: Send + Sync + 'static {
     fn backend_name(&self) -> &'static str;
 
     /// The record with its stored value, or `None`.
-    async fn get(&self, env: &EnvName, name: &SecretName) -> StoreResult<Option<SecretRecord>>;
+    async fn get(&self, env: &Environment, name: &SecretName) -> StoreResult<Option<SecretRecord>>;
 
     /// The metadata alone, or `None`.
-    async fn meta(&self, env: &EnvName, name: &SecretName) -> StoreResult<Option<SecretMeta>>;
+    async fn meta(&self, env: &Environment, name: &SecretName) -> StoreResult<Option<SecretMeta>>;
 
     /// Up to `limit` secrets of `env` in name order, starting after `after`.
     async fn list(
         &self,
-        env: &EnvName,
+        env: &Environment,
         after: Option<&SecretName>,
         limit: usize,
     ) -> StoreResult<Vec<SecretMeta>>;
@@ -122,7 +129,7 @@ pub trait SecretStore: Send + Sync + 'static {
     /// a key actor writes to an environment that does not exist (a store that can check it).
     async fn put(
         &self,
-        env: &EnvName,
+        env: &Environment,
         name: &SecretName,
         value: StoredValue,
         precondition: Precondition,
@@ -137,7 +144,7 @@ pub trait SecretStore: Send + Sync + 'static {
     /// does not hold ([`Capabilities::atomic_batches`] says whether a backend can do this).
     async fn put_many(
         &self,
-        env: &EnvName,
+        env: &Environment,
         batch: Vec<BatchPut>,
         at: Timestamp,
         actor: &Actor,
@@ -147,7 +154,7 @@ pub trait SecretStore: Send + Sync + 'static {
     /// Errors: [`StoreError::NotFound`], [`StoreError::Conflict`].
     async fn delete(
         &self,
-        env: &EnvName,
+        env: &Environment,
         name: &SecretName,
         precondition: Precondition,
         actor: &Actor,
@@ -172,7 +179,7 @@ pub trait SecretStore: Send + Sync + 'static {
     ) -> StoreResult<Vec<bool>>;
 
     /// Deletes every secret of `env`; returns how many there were.
-    async fn purge_environment(&self, env: &EnvName) -> StoreResult<u64>;
+    async fn purge_environment(&self, env: &Environment) -> StoreResult<u64>;
 
     /// How many stored values use each key version (`0` = plaintext).
     async fn count_by_key_version(&self) -> StoreResult<BTreeMap<u32, u64>>;

@@ -64,4 +64,9 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "journal",
         sql: include_str!("../migrations/0004_journal.sql"),
     },
+    Migration {
+        version: 5,
+        name: "incarnations",
+        sql: include_str!("../migrations/0005_incarnations.sql"),
+    },
 ];

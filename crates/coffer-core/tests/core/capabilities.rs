@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use coffer_core::{CoreError, StartupOptions, commands};
 use coffer_sqlite::SqliteStore;
 use coffer_store::{
-    Actor, BatchPut, Capabilities, EnvName, Precondition, PutOutcome, Replacement, SecretMeta,
-    SecretName, SecretRecord, SecretStore, StoreResult, StoredValue, Timestamp,
+    Actor, BatchPut, Capabilities, EnvName, Environment, Precondition, PutOutcome, Replacement,
+    SecretMeta, SecretName, SecretRecord, SecretStore, StoreResult, StoredValue, Timestamp,
 };
 use secrecy::SecretString;
 
@@ -37,15 +37,15 @@ impl SecretStore for Declaring {
     fn backend_name(&self) -> &'static str {
         "kv-v1-like"
     }
-    async fn get(&self, e: &EnvName, n: &SecretName) -> StoreResult<Option<SecretRecord>> {
+    async fn get(&self, e: &Environment, n: &SecretName) -> StoreResult<Option<SecretRecord>> {
         self.0.get(e, n).await
     }
-    async fn meta(&self, e: &EnvName, n: &SecretName) -> StoreResult<Option<SecretMeta>> {
+    async fn meta(&self, e: &Environment, n: &SecretName) -> StoreResult<Option<SecretMeta>> {
         self.0.meta(e, n).await
     }
     async fn list(
         &self,
-        e: &EnvName,
+        e: &Environment,
         after: Option<&SecretName>,
         limit: usize,
     ) -> StoreResult<Vec<SecretMeta>> {
@@ -63,7 +63,7 @@ impl SecretStore for Declaring {
     }
     async fn put(
         &self,
-        e: &EnvName,
+        e: &Environment,
         n: &SecretName,
         v: StoredValue,
         p: Precondition,
@@ -74,7 +74,7 @@ impl SecretStore for Declaring {
     }
     async fn put_many(
         &self,
-        e: &EnvName,
+        e: &Environment,
         batch: Vec<BatchPut>,
         at: Timestamp,
         a: &Actor,
@@ -83,14 +83,14 @@ impl SecretStore for Declaring {
     }
     async fn delete(
         &self,
-        e: &EnvName,
+        e: &Environment,
         n: &SecretName,
         p: Precondition,
         a: &Actor,
     ) -> StoreResult<SecretMeta> {
         self.0.delete(e, n, p, a).await
     }
-    async fn purge_environment(&self, e: &EnvName) -> StoreResult<u64> {
+    async fn purge_environment(&self, e: &Environment) -> StoreResult<u64> {
         self.2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.0.purge_environment(e).await
     }

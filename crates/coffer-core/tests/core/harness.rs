@@ -93,6 +93,13 @@ pub fn env() -> EnvName {
     EnvName::new("default").unwrap()
 }
 
+/// The `default` environment as the catalog holds it (its incarnation), for reading and
+/// writing the store directly.
+pub async fn incarnation(store: &SqliteStore) -> coffer_store::Environment {
+    use coffer_store::AccessStore;
+    store.get_environment(&env()).await.unwrap().unwrap()
+}
+
 pub fn name(n: &str) -> SecretName {
     SecretName::new(n).unwrap()
 }

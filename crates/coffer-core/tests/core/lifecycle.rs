@@ -160,7 +160,11 @@ async fn a_rewrap_resumes_from_any_cursor_and_a_second_run_completes() {
 
 /// Flips one bit of a stored blob's ciphertext part, as disk rot or a hand edit would.
 async fn tamper(store: &SqliteStore, n: &str) {
-    let record = store.get(&env(), &name(n)).await.unwrap().unwrap();
+    let record = store
+        .get(&incarnation(store).await, &name(n))
+        .await
+        .unwrap()
+        .unwrap();
     let StoredValue::Sealed { key_version, blob } = record.value else {
         panic!("sealed")
     };
@@ -174,6 +178,7 @@ async fn tamper(store: &SqliteStore, n: &str) {
     };
     let r = Replacement {
         environment: env(),
+        environment_id: record.meta.environment_id.clone(),
         name: name(n),
         revision: record.meta.revision,
         previous: StoredValue::Sealed { key_version, blob },
