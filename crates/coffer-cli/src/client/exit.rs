@@ -130,7 +130,7 @@ mod tests {
         assert_eq!(code_number(&api(403, "forbidden")), NO_ACCESS);
         assert_eq!(code_number(&api(409, "revision_conflict")), CONFLICT);
         assert_eq!(code_number(&api(422, "invalid_value")), USAGE);
-        assert_eq!(code_number(&api(503, "unavailable")), FAILURE);
+        assert_eq!(code_number(&api(503, "backend_unavailable")), FAILURE);
         assert_eq!(code_number(&anyhow::anyhow!("io")), FAILURE);
         assert_eq!(code_number(&NoKeyError("no key".into()).into()), NO_ACCESS);
         assert_eq!(
