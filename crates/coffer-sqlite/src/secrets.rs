@@ -180,6 +180,7 @@ impl SecretStore for SqliteStore {
                 c.prepare_cached("DELETE FROM secrets WHERE environment = ?1 AND name = ?2")
                     .and_then(|mut s| s.execute(params![env.as_str(), name.as_str()]))
                     .map_err(unavailable)?;
+                forget_mark(c, &env, &name)?;
                 let gone = meta(env, name, v, rev, created, updated);
                 append(
                     c,
@@ -280,9 +281,11 @@ impl SecretStore for SqliteStore {
         let env = env.clone();
         self.writer
             .write(move |c| {
-                c.execute("DELETE FROM secrets WHERE environment = ?1", [env.as_str()])
-                    .map(|n| n as u64)
-                    .map_err(unavailable)
+                let n = c
+                    .execute("DELETE FROM secrets WHERE environment = ?1", [env.as_str()])
+                    .map_err(unavailable)?;
+                forget_environment_marks(c, &env)?;
+                Ok(n as u64)
             })
             .await
     }
@@ -418,6 +421,22 @@ pub(crate) fn check_environment(c: &Connection, actor: &Actor, env: &EnvName) ->
     }
 }
 
+/// Removes the secret's unreadable mark, if any: it was written or deleted.
+fn forget_mark(c: &Connection, env: &EnvName, name: &SecretName) -> StoreResult<()> {
+    c.prepare_cached("DELETE FROM unreadable_values WHERE environment = ?1 AND name = ?2")
+        .and_then(|mut s| s.execute(params![env.as_str(), name.as_str()]))
+        .map(drop)
+        .map_err(unavailable)
+}
+
+/// Removes every unreadable mark of `env`: its secrets went (or a new one starts empty).
+pub(crate) fn forget_environment_marks(c: &Connection, env: &EnvName) -> StoreResult<()> {
+    c.prepare_cached("DELETE FROM unreadable_values WHERE environment = ?1")
+        .and_then(|mut s| s.execute([env.as_str()]))
+        .map(drop)
+        .map_err(unavailable)
+}
+
 fn current(c: &Connection, env: &EnvName, name: &SecretName) -> StoreResult<Option<MetaColumns>> {
     c.prepare_cached(
         "SELECT key_version, revision, created_at, updated_at
@@ -475,6 +494,8 @@ fn put(
             (1, at.millis())
         }
     };
+    // A new revision supersedes a mark of the old one, in this transaction.
+    forget_mark(c, &env, &name)?;
     let created_now = existing.is_none();
     Ok(PutOutcome {
         meta: meta(env, name, key_version, revision, created, at.millis()),

@@ -64,4 +64,9 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "journal",
         sql: include_str!("../migrations/0004_journal.sql"),
     },
+    Migration {
+        version: 6,
+        name: "unreadable",
+        sql: include_str!("../migrations/0006_unreadable.sql"),
+    },
 ];

@@ -90,7 +90,6 @@ impl Command for DeleteEnvironment {
         } else {
             with_catalog + coffer.secrets.purge_environment(&name).await?
         };
-        coffer.forget_environment(&name);
         Ok(EnvironmentDeleted { name, secrets })
     }
 }

@@ -62,7 +62,6 @@ impl Command for PutSecret {
             Err(StoreError::NotFound) => return Err(CoreError::EnvironmentNotFound(env)),
             other => other?,
         };
-        coffer.mark_written(&env, &name);
         Ok(out)
     }
 }
@@ -103,9 +102,6 @@ impl Command for ImportSecrets {
                 other => break other?,
             }
         };
-        for (name, _) in &entries {
-            coffer.mark_written(&env, name);
-        }
         Ok(imported)
     }
 }
@@ -141,11 +137,7 @@ impl Command for DeleteSecret {
                 coffer.existing_environment(&env).await?;
                 Err(CoreError::SecretNotFound { env, name })
             }
-            other => {
-                let gone = other?;
-                coffer.mark_written(&env, &name);
-                Ok(gone)
-            }
+            other => Ok(other?),
         }
     }
 }
