@@ -113,8 +113,8 @@ impl StartupOptions {
             check_admin_seed(seed)?;
         }
         let coffer = Coffer::new(self.catalog, self.secrets, self.keyring);
-        // The canaries and the per-version counts: no value is opened here, so a start
-        // costs the same however many values there are (every node of a cluster starts so).
+        // The canaries and the per-version counts: no value is read or opened here, so
+        // every node of a cluster can start (and restart) without a walk over all values.
         let (new_canaries, counts) = check_keys(&coffer, self.allow_unreadable).await?;
         coffer.note_missing_versions(&counts);
         let mut migrated_plaintext = 0;

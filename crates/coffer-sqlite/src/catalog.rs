@@ -307,9 +307,18 @@ impl KeyStore for SqliteStore {
                          WHERE environment = ?1 AND name = ?2 AND revision <= ?3",
                     )
                     .map_err(unavailable)?;
+                // A rewrap or verify batch is mostly values that open; with no mark to
+                // clear (the common case) it costs one query, not one delete per value.
+                let any_marks: bool = c
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM unreadable_values)")
+                    .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                    .map_err(unavailable)?;
                 for check in &checks {
                     let (env, name) = (check.environment.as_str(), check.name.as_str());
                     if check.opened {
+                        if !any_marks {
+                            continue;
+                        }
                         clear.execute(params![env, name, check.revision])
                     } else {
                         mark.execute(params![
