@@ -380,6 +380,12 @@ async fn dev_mode_values_are_encrypted_at_the_first_start_with_a_key() {
         put(&n.coffer, s, &format!("plain {s}")).await.unwrap();
     }
     assert_eq!(versions(&n.store).await, [(0, 2)]);
+    let found = verify(&n.coffer).await;
+    assert_eq!(
+        (found.checked, found.unreadable.len()),
+        (2, 0),
+        "dev mode verifies too"
+    );
     drop(n);
     let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
     assert_eq!(n.report.migrated_plaintext, 2);
@@ -396,6 +402,44 @@ async fn dev_mode_values_are_encrypted_at_the_first_start_with_a_key() {
         start(dir.path(), None, false).await.err(),
         Some(StartupError::EncryptedValuesNeedKey { count: 2 })
     ));
+}
+
+/// The one start that walks every value, the one that encrypts what dev mode left, verifies
+/// the sealed values on the way and records what does not open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_that_encrypts_plaintext_also_records_values_that_do_not_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
+    put(&n.coffer, "SEALED", "x").await.unwrap();
+    tamper(&n.store, "SEALED").await;
+    // Plaintext as dev mode leaves it (a keyed server never writes it).
+    let plain = StoredValue::Plain(secrecy::SecretString::from("left by dev mode"));
+    n.store
+        .put(
+            &env(),
+            &name("PLAIN"),
+            plain,
+            coffer_store::Precondition::None,
+            coffer_store::Timestamp::now(),
+            &coffer_store::Actor::System,
+        )
+        .await
+        .unwrap();
+    drop(n);
+    let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
+    assert_eq!(n.report.migrated_plaintext, 1);
+    assert_eq!(
+        n.report.unreadable, 1,
+        "the migration walk verified the rest"
+    );
+    assert_eq!(
+        status_of(&n.coffer, "SEALED").await,
+        ValueStatus::Unreadable
+    );
+    assert_eq!(
+        resolve(&n.coffer, "PLAIN").await.unwrap().as_deref(),
+        Some("left by dev mode")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
