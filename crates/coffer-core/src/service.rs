@@ -12,7 +12,7 @@ use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::CoreError;
-use crate::lifecycle::{EncryptionCounter, UnreadableSet};
+use crate::lifecycle::EncryptionCounter;
 
 /// The largest secret value, in bytes of UTF-8.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
@@ -40,7 +40,9 @@ pub struct Coffer {
     pub(crate) catalog: Arc<dyn Catalog>,
     pub(crate) secrets: Arc<dyn SecretStore>,
     keyring: Option<Arc<Keyring>>,
-    pub(crate) unreadable: UnreadableSet,
+    /// Start-up found values under a key version the keyring lacks (see
+    /// `Coffer::unreadable_count`).
+    pub(crate) missing_versions: std::sync::atomic::AtomicBool,
     pub(crate) encryptions: EncryptionCounter,
     auth_cache: Arc<AuthCache>,
     pub(crate) denials: crate::denials::DenialCoalescer,
@@ -204,7 +206,7 @@ impl Coffer {
             catalog,
             secrets,
             keyring: keyring.map(Arc::new),
-            unreadable: UnreadableSet::default(),
+            missing_versions: Default::default(),
             encryptions,
             auth_cache: Arc::default(),
             denials: Default::default(),
@@ -212,9 +214,10 @@ impl Coffer {
         }
     }
 
-    /// Version, backend and encryption state.
-    pub fn status(&self) -> Status {
-        Status {
+    /// Version, backend, encryption state, and the unreadable values as the catalog knows
+    /// them (so every node on one catalog says the same).
+    pub async fn status(&self) -> Result<Status, CoreError> {
+        Ok(Status {
             version: env!("CARGO_PKG_VERSION"),
             backend: self.secrets.backend_name(),
             encryption: match &self.keyring {
@@ -223,9 +226,9 @@ impl Coffer {
                 },
                 None => Encryption::Disabled,
             },
-            unreadable_values: self.unreadable_count(),
+            unreadable_values: self.unreadable_count(None).await?,
             warnings: self.nonce_warnings(),
-        }
+        })
     }
 
     /// Whether both stores answer.
@@ -400,26 +403,19 @@ impl Coffer {
         let Some(record) = self.secrets.get(&incarnation, name).await? else {
             return Ok(None);
         };
-        let plain = self.open_record(&record)?;
-        let text = String::from_utf8(plain.to_vec()).map_err(|_| {
-            self.mark_unreadable(&record.meta);
-            CoreError::Unreadable {
-                env: env.clone(),
-                name: name.clone(),
+        let text = open_stored(self.keyring(), &record)
+            .and_then(|plain| String::from_utf8(plain.to_vec()).ok());
+        match text {
+            Some(text) => Ok(Some(SecretString::from(text))),
+            None => {
+                // Every node learns it through the catalog.
+                self.mark_unreadable(&record.meta).await;
+                Err(CoreError::Unreadable {
+                    env: env.clone(),
+                    name: name.clone(),
+                })
             }
-        })?;
-        Ok(Some(SecretString::from(text)))
-    }
-
-    /// A stored value's plaintext bytes; a value that does not open is marked unreadable.
-    fn open_record(&self, record: &SecretRecord) -> Result<Zeroizing<Vec<u8>>, CoreError> {
-        open_stored(self.keyring(), record).ok_or_else(|| {
-            self.mark_unreadable(&record.meta);
-            CoreError::Unreadable {
-                env: record.meta.environment.clone(),
-                name: record.meta.name.clone(),
-            }
-        })
+        }
     }
 
     /// Runs a catalog write that removes API keys on a task of its own, which clears the

@@ -514,7 +514,10 @@ fn event_of(r: &Row<'_>) -> rusqlite::Result<EventRecord> {
             key_name: r.get(6)?,
         },
         at: coffer_store::Timestamp::from_millis(r.get(7)?).rfc3339(),
-        count: (action == Action::KeysRewrapped.name()).then_some(count),
+        count: Action::ALL
+            .iter()
+            .any(|a| a.counts_values() && a.name() == action)
+            .then_some(count),
     })
 }
 

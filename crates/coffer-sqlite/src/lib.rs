@@ -41,6 +41,10 @@ pub struct SqliteStore {
     /// Transactions the writer has ended; see [`secrets::MetaCache`].
     epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
     meta_cache: secrets::MetaCache,
+    /// `epoch + 1` when the `unreadable_values` table was last seen empty at that epoch
+    /// (0: not known). Like the metadata cache, valid only while the epoch is unchanged:
+    /// secret reads then learn that no value is marked unreadable without a query.
+    no_marks_at: std::sync::atomic::AtomicU64,
     /// The last event id committed, announced by the writer.
     events: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
@@ -61,6 +65,7 @@ impl SqliteStore {
             writer: Writer::start(conn, epoch.clone(), events.clone())?,
             epoch,
             meta_cache: secrets::MetaCache::default(),
+            no_marks_at: std::sync::atomic::AtomicU64::new(0),
             events,
         })
     }
@@ -242,6 +247,7 @@ mod tests {
     coffer_store::secret_store_conformance!(fresh());
     coffer_store::catalog_conformance!(fresh());
     coffer_store::config_store_conformance!(fresh());
+    coffer_store::unreadable_marks_conformance!(fresh());
 
     #[tokio::test]
     async fn a_panicking_write_fails_alone_and_the_writer_lives_on() {

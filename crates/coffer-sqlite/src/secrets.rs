@@ -177,6 +177,7 @@ impl SecretStore for SqliteStore {
                 )
                 .and_then(|mut s| s.execute(params![env.name.as_str(), name.as_str(), env.id.as_str()]))
                 .map_err(unavailable)?;
+                forget_mark(c, &env.name, &name)?;
                 let gone = meta(&env, name, v, rev, created, updated);
                 append(
                     c,
@@ -284,12 +285,14 @@ impl SecretStore for SqliteStore {
         let env = env.clone();
         self.writer
             .write(move |c| {
-                c.execute(
-                    "DELETE FROM secrets WHERE environment = ?1 AND environment_id = ?2",
-                    [env.name.as_str(), env.id.as_str()],
-                )
-                .map(|n| n as u64)
-                .map_err(unavailable)
+                let n = c
+                    .execute(
+                        "DELETE FROM secrets WHERE environment = ?1 AND environment_id = ?2",
+                        [env.name.as_str(), env.id.as_str()],
+                    )
+                    .map_err(unavailable)?;
+                forget_environment_marks(c, &env.name)?;
+                Ok(n as u64)
             })
             .await
     }
@@ -443,6 +446,22 @@ pub(crate) fn check_environment_named(
     }
 }
 
+/// Removes the secret's unreadable mark, if any: it was written or deleted.
+fn forget_mark(c: &Connection, env: &EnvName, name: &SecretName) -> StoreResult<()> {
+    c.prepare_cached("DELETE FROM unreadable_values WHERE environment = ?1 AND name = ?2")
+        .and_then(|mut s| s.execute(params![env.as_str(), name.as_str()]))
+        .map(drop)
+        .map_err(unavailable)
+}
+
+/// Removes every unreadable mark of `env`: its secrets went (or a new one starts empty).
+pub(crate) fn forget_environment_marks(c: &Connection, env: &EnvName) -> StoreResult<()> {
+    c.prepare_cached("DELETE FROM unreadable_values WHERE environment = ?1")
+        .and_then(|mut s| s.execute([env.as_str()]))
+        .map(drop)
+        .map_err(unavailable)
+}
+
 fn current(
     c: &Connection,
     env: &Environment,
@@ -504,6 +523,8 @@ fn put(
             (1, at.millis())
         }
     };
+    // A new revision supersedes a mark of the old one, in this transaction.
+    forget_mark(c, &env.name, &name)?;
     let created_now = existing.is_none();
     Ok(PutOutcome {
         meta: meta(env, name, key_version, revision, created, at.millis()),

@@ -99,6 +99,35 @@ macro_rules! config_store_conformance {
     };
 }
 
+/// Generates one test per case of the unreadable marks, for a catalog that also holds the
+/// values (`Capabilities::values_in_catalog`): marks are pinned to revisions and go with
+/// writes in the database. `$make` is an async expression yielding
+/// `(Arc<impl Catalog + SecretStore>, impl Sized)`.
+#[macro_export]
+macro_rules! unreadable_marks_conformance {
+    ($make:expr) => {
+        $crate::unreadable_marks_conformance!(@cases $make;
+            unreadable_marks_are_recorded_counted_and_cleared,
+            a_write_or_delete_supersedes_an_unreadable_mark,
+            a_mark_of_a_revision_already_replaced_is_not_recorded,
+            unreadable_marks_go_with_their_environment,
+            a_verification_is_audited_and_rechecks_its_actor);
+    };
+    (@cases $make:expr; $($case:ident),*) => {
+        mod unreadable_marks_conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (store, _guard) = $make.await;
+                    $crate::conformance::$case(store).await;
+                }
+            )*
+        }
+    };
+}
+
 fn env(name: &str) -> EnvName {
     EnvName::new(name).expect("test environment name is valid")
 }
@@ -1285,5 +1314,283 @@ pub async fn config_entries_go_with_their_environment(store: Arc<impl Catalog>) 
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+fn check(out: &PutOutcome, opened: bool) -> ValueCheck {
+    ValueCheck {
+        environment: out.meta.environment.clone(),
+        name: out.meta.name.clone(),
+        revision: out.meta.revision,
+        key_version: out.meta.key_version,
+        opened,
+    }
+}
+
+fn mark_of(out: &PutOutcome) -> UnreadableMark {
+    UnreadableMark {
+        environment: out.meta.environment.clone(),
+        name: out.meta.name.clone(),
+        revision: out.meta.revision,
+        key_version: out.meta.key_version,
+    }
+}
+
+async fn marks_of(
+    store: &(impl KeyStore + ?Sized),
+    e: &str,
+    names: &[&str],
+) -> Vec<UnreadableMark> {
+    let names: Vec<SecretName> = names.iter().map(|n| name(n)).collect();
+    let mut marks = store.unreadable_marks(&env(e), &names).await.unwrap();
+    marks.sort_by(|a, b| a.name.cmp(&b.name));
+    marks
+}
+
+async fn prod_with(store: &(impl Catalog + SecretStore), names: &[&str]) -> Vec<PutOutcome> {
+    let prod = environment(store, "prod").await;
+    let mut outs = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let version = if i % 2 == 0 { 1 } else { 2 };
+        outs.push(set(store, &prod, &name(n), sealed(version, "blob"), at(2)).await);
+    }
+    outs
+}
+
+/// Checks that did not open mark their secret at that revision, counted per key version;
+/// checks that opened clear the marks; marks are read back for the names asked only.
+pub async fn unreadable_marks_are_recorded_counted_and_cleared(
+    store: Arc<impl Catalog + SecretStore>,
+) {
+    assert!(store.unreadable_counts().await.unwrap().is_empty());
+    let outs = prod_with(&*store, &["A", "B", "C"]).await;
+    assert!(marks_of(&*store, "prod", &["A", "B", "C"]).await.is_empty());
+    let checks = [
+        check(&outs[0], false),
+        check(&outs[1], false),
+        check(&outs[2], true),
+    ];
+    store.record_checks(&checks, None).await.unwrap();
+    assert_eq!(
+        store
+            .unreadable_counts()
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [(1, 1), (2, 1)]
+    );
+    assert_eq!(
+        marks_of(&*store, "prod", &["A", "B", "C"]).await,
+        [mark_of(&outs[0]), mark_of(&outs[1])]
+    );
+    assert_eq!(marks_of(&*store, "prod", &["B"]).await, [mark_of(&outs[1])]);
+    assert!(marks_of(&*store, "other", &["A"]).await.is_empty());
+    // Recording the same finding again changes nothing; a value that now opens is cleared.
+    store.record_checks(&checks[..1], None).await.unwrap();
+    store
+        .record_checks(&[check(&outs[1], true)], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        marks_of(&*store, "prod", &["A", "B", "C"]).await,
+        [mark_of(&outs[0])]
+    );
+    assert_eq!(
+        store
+            .unreadable_counts()
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [(1, 1)]
+    );
+}
+
+/// A new revision (put, batch put) or a deletion removes the secret's mark with it.
+pub async fn a_write_or_delete_supersedes_an_unreadable_mark(
+    store: Arc<impl Catalog + SecretStore>,
+) {
+    let outs = prod_with(&*store, &["A", "B", "C", "D"]).await;
+    let all: Vec<ValueCheck> = outs.iter().map(|o| check(o, false)).collect();
+    store.record_checks(&all, None).await.unwrap();
+    assert_eq!(
+        marks_of(&*store, "prod", &["A", "B", "C", "D"]).await.len(),
+        4
+    );
+    set(
+        &*store,
+        &environment(&*store, "prod").await,
+        &name("A"),
+        sealed(1, "new"),
+        at(3),
+    )
+    .await;
+    store
+        .delete(
+            &environment(&*store, "prod").await,
+            &name("B"),
+            Precondition::None,
+            &Actor::System,
+        )
+        .await
+        .unwrap();
+    let batch = vec![
+        BatchPut {
+            name: name("C"),
+            value: Some(sealed(1, "new")),
+            precondition: Precondition::Revision(1),
+        },
+        BatchPut {
+            name: name("D"),
+            value: None,
+            precondition: Precondition::Revision(1),
+        },
+    ];
+    store
+        .put_many(
+            &environment(&*store, "prod").await,
+            batch,
+            at(4),
+            &Actor::System,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        marks_of(&*store, "prod", &["A", "B", "C", "D"]).await,
+        [mark_of(&outs[3])],
+        "only D, left unchanged by the batch, keeps its mark"
+    );
+    assert_eq!(
+        store
+            .unreadable_counts()
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [(2, 1)]
+    );
+}
+
+/// A walk that read revision 1 reports it unreadable after a write made revision 2: the
+/// finding concerns a value that is gone, so no mark is recorded (nor for a deleted secret).
+pub async fn a_mark_of_a_revision_already_replaced_is_not_recorded(
+    store: Arc<impl Catalog + SecretStore>,
+) {
+    let outs = prod_with(&*store, &["A", "B"]).await;
+    set(
+        &*store,
+        &environment(&*store, "prod").await,
+        &name("A"),
+        sealed(1, "new"),
+        at(3),
+    )
+    .await;
+    store
+        .delete(
+            &environment(&*store, "prod").await,
+            &name("B"),
+            Precondition::None,
+            &Actor::System,
+        )
+        .await
+        .unwrap();
+    store
+        .record_checks(&[check(&outs[0], false), check(&outs[1], false)], None)
+        .await
+        .unwrap();
+    assert!(marks_of(&*store, "prod", &["A", "B"]).await.is_empty());
+    assert!(store.unreadable_counts().await.unwrap().is_empty());
+}
+
+/// Deleting an environment removes its marks in the same transaction; creating one of the
+/// same name starts without any.
+pub async fn unreadable_marks_go_with_their_environment(store: Arc<impl Catalog + SecretStore>) {
+    let outs = prod_with(&*store, &["A"]).await;
+    let staging = environment(&*store, "staging").await;
+    let kept = set(&*store, &staging, &name("A"), sealed(1, "b"), at(2)).await;
+    store
+        .record_checks(&[check(&outs[0], false), check(&kept, false)], None)
+        .await
+        .unwrap();
+    store
+        .delete_environment(&env("prod"), &Actor::System)
+        .await
+        .unwrap();
+    assert!(marks_of(&*store, "prod", &["A"]).await.is_empty());
+    assert_eq!(marks_of(&*store, "staging", &["A"]).await, [mark_of(&kept)]);
+    assert_eq!(
+        store
+            .unreadable_counts()
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [(1, 1)]
+    );
+}
+
+/// A verification batch appends one `keys.verified` audit row and event with the number of
+/// values checked, even when it checked none; a revoked actor records nothing; bookkeeping
+/// (no actor) is not audited.
+pub async fn a_verification_is_audited_and_rechecks_its_actor(
+    store: Arc<impl Catalog + SecretStore>,
+) {
+    let outs = prod_with(&*store, &["A", "B"]).await;
+    let (admin, other) = (
+        api_key("ak_0a", Role::Admin, "ha"),
+        api_key("ak_0b", Role::Admin, "hb"),
+    );
+    store.insert_api_key(&admin, &Actor::System).await.unwrap();
+    store.insert_api_key(&other, &Actor::System).await.unwrap();
+    let before = store.last_event_id().await.unwrap();
+    store
+        .record_checks(&[check(&outs[0], false)], None)
+        .await
+        .unwrap();
+    assert_eq!(store.last_event_id().await.unwrap(), before, "bookkeeping");
+    let checks = [check(&outs[0], false), check(&outs[1], true)];
+    store
+        .record_checks(&checks, Some(&key_actor(&admin)))
+        .await
+        .unwrap();
+    store
+        .record_checks(&[], Some(&Actor::System))
+        .await
+        .unwrap();
+    let events = store.events_after(before, 10).await.unwrap();
+    let seen: Vec<_> = events
+        .iter()
+        .map(|e| (e.subject.as_str(), e.count, e.actor.key_id.as_deref()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("system.keys.verified", Some(2), Some("ak_0a")),
+            ("system.keys.verified", Some(0), Some("system")),
+        ]
+    );
+    let (rows, _) = store.audit(&AuditQuery::default(), 1000).await.unwrap();
+    let verified: Vec<_> = rows
+        .iter()
+        .filter(|r| r.action == "keys.verified")
+        .map(|r| r.count)
+        .collect();
+    assert_eq!(verified, [2, 0]);
+    store
+        .delete_api_key(&admin.meta.id, &key_actor(&other))
+        .await
+        .unwrap();
+    let refused = store
+        .record_checks(&[check(&outs[1], false)], Some(&key_actor(&admin)))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::ActorRevoked)),
+        "{refused:?}"
+    );
+    assert_eq!(
+        marks_of(&*store, "prod", &["B"]).await,
+        [],
+        "nothing recorded"
     );
 }

@@ -487,6 +487,36 @@ pub struct ApiKeyRecord {
     pub key_hash: String,
 }
 
+/// What opening one stored value found: which secret, at which revision, under which key
+/// version, and whether it opened. A walk (`coffer keys verify`, a rewrap, the start-up
+/// migration) or a failed resolve hands these to [`crate::KeyStore::record_checks`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValueCheck {
+    /// The secret's environment.
+    pub environment: EnvName,
+    /// The secret's name.
+    pub name: SecretName,
+    /// The revision that was opened (or failed to).
+    pub revision: Revision,
+    /// The key version the value is stored under (`0` = plaintext).
+    pub key_version: u32,
+    /// Whether it opened.
+    pub opened: bool,
+}
+
+/// A value recorded in the catalog as unreadable: metadata only, never the value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnreadableMark {
+    /// The secret's environment.
+    pub environment: EnvName,
+    /// The secret's name.
+    pub name: SecretName,
+    /// The revision that did not open; a newer revision is not concerned.
+    pub revision: Revision,
+    /// The key version that revision is stored under.
+    pub key_version: u32,
+}
+
 /// A canary sealed under one key version, proving at startup that the key still opens it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Canary {

@@ -69,4 +69,9 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "incarnations",
         sql: include_str!("../migrations/0005_incarnations.sql"),
     },
+    Migration {
+        version: 6,
+        name: "unreadable",
+        sql: include_str!("../migrations/0006_unreadable.sql"),
+    },
 ];

@@ -93,7 +93,6 @@ impl Command for DeleteEnvironment {
         } else {
             with_catalog + coffer.secrets.purge_environment(&incarnation).await?
         };
-        coffer.forget_environment(&name);
         Ok(EnvironmentDeleted { name, secrets })
     }
 }

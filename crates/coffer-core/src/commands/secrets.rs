@@ -70,7 +70,6 @@ impl Command for PutSecret {
             Err(StoreError::NotFound) => return Err(CoreError::EnvironmentNotFound(env)),
             other => other?,
         };
-        coffer.mark_written(&env, &name);
         Ok(out)
     }
 }
@@ -111,9 +110,6 @@ impl Command for ImportSecrets {
                 other => break other?,
             }
         };
-        for (name, _) in &entries {
-            coffer.mark_written(&env, name);
-        }
         Ok(imported)
     }
 }
@@ -154,11 +150,7 @@ impl Command for DeleteSecret {
                 coffer.existing_environment(&env).await?;
                 Err(CoreError::SecretNotFound { env, name })
             }
-            other => {
-                let gone = other?;
-                coffer.mark_written(&env, &name);
-                Ok(gone)
-            }
+            other => Ok(other?),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use coffer_core::{
     Coffer, CoreError, EnvName, Principal, RewrapReport, SecretName, StartupError, StartupOptions,
-    StartupReport, ValueStatus, commands,
+    StartupReport, ValueStatus, VerifyReport, commands,
 };
 use coffer_crypto::{Key, KeyVersion, Keyring};
 use coffer_sqlite::SqliteStore;
@@ -141,5 +141,18 @@ pub async fn versions(store: &SqliteStore) -> Vec<(u32, u64)> {
 }
 
 pub async fn status_of(c: &Coffer, n: &str) -> ValueStatus {
-    c.value_status(&c.secret_meta(&admin(), &env(), &name(n)).await.unwrap())
+    let meta = c.secret_meta(&admin(), &env(), &name(n)).await.unwrap();
+    c.value_status(&meta).await.unwrap()
+}
+
+/// `coffer keys verify`: every value opened, findings recorded in the catalog.
+pub async fn verify(c: &Coffer) -> VerifyReport {
+    c.apply(&admin(), commands::Verify::default())
+        .await
+        .unwrap()
+}
+
+/// The unreadable values `/v1/status` reports.
+pub async fn unreadable_count(c: &Coffer) -> u64 {
+    c.status().await.unwrap().unreadable_values
 }

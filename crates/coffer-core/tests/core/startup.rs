@@ -41,7 +41,10 @@ async fn dev_mode_stores_plaintext_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path(), None, false).await.unwrap();
     put(&n.coffer, "A", "plain").await.unwrap();
-    assert_eq!(n.coffer.status().encryption, Encryption::Disabled);
+    assert_eq!(
+        n.coffer.status().await.unwrap().encryption,
+        Encryption::Disabled
+    );
     assert_eq!(
         resolve(&n.coffer, "A").await.unwrap().as_deref(),
         Some("plain")
