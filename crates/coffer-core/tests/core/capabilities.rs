@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use coffer_core::{CoreError, StartupOptions, commands};
-use coffer_sqlite::SqliteStore;
 use coffer_store::{
     Actor, BatchPut, Capabilities, EnvName, Environment, Precondition, PutOutcome, Replacement,
     SecretMeta, SecretName, SecretRecord, SecretStore, StoreResult, StoredValue, Timestamp,
@@ -18,7 +17,7 @@ use crate::harness::*;
 /// The embedded store, declaring other capabilities (say, what Vault KV v1 declares: no
 /// compare-and-set), and counting the purges it is asked for.
 struct Declaring(
-    Arc<SqliteStore>,
+    Arc<dyn TestStore>,
     Capabilities,
     std::sync::atomic::AtomicUsize,
 );
@@ -98,15 +97,15 @@ impl SecretStore for Declaring {
         self.0.count_by_key_version().await
     }
     async fn ping(&self) -> StoreResult<()> {
-        self.0.ping().await
+        SecretStore::ping(&*self.0).await
     }
 }
 
 #[tokio::test]
 async fn expected_revision_is_refused_on_a_backend_without_compare_and_set() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
-    ensure_test_admin(&store).await;
+    let store = open_store(dir.path()).await;
+    ensure_test_admin(&*store).await;
     let options = StartupOptions {
         catalog: store.clone(),
         secrets: Arc::new(Declaring(store.clone(), KV_V1_LIKE, 0.into())),
@@ -151,8 +150,8 @@ async fn expected_revision_is_refused_on_a_backend_without_compare_and_set() {
 async fn only_a_store_outside_the_catalog_is_purged_after_an_environment_is_deleted() {
     for values_in_catalog in [true, false] {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
-        ensure_test_admin(&store).await;
+        let store = open_store(dir.path()).await;
+        ensure_test_admin(&*store).await;
         let caps = Capabilities {
             values_in_catalog,
             ..store.capabilities()

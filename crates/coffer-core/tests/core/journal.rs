@@ -2,7 +2,7 @@
 //! one event, written by the store in the change's own transaction.
 
 use coffer_core::{ConfigKey, EnvName, Role, SecretName, commands};
-use coffer_store::{Action, AuditQuery, AuditRecord, EventRecord, JournalStore};
+use coffer_store::{Action, AuditQuery, AuditRecord, EventRecord};
 use secrecy::SecretString;
 use serde_json::json;
 

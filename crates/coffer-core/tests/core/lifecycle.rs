@@ -8,8 +8,7 @@ use coffer_core::{
     CoreError, NONCE_BUDGET_WARNING, RewrapReport, StartupError, ValueStatus, commands,
 };
 use coffer_crypto::KeyVersion;
-use coffer_sqlite::SqliteStore;
-use coffer_store::{KeyStore, Replacement, SecretStore, StoredValue};
+use coffer_store::{Replacement, StoredValue};
 
 use crate::harness::*;
 
@@ -41,7 +40,7 @@ async fn rotation_then_rewrap_moves_every_value_to_the_current_version() {
         (report.rewrapped, report.already_current, report.unreadable),
         (2500, 0, 0)
     );
-    assert_eq!(versions(&n.store).await, [(2, 2500)]);
+    assert_eq!(versions(&*n.store).await, [(2, 2500)]);
     assert_eq!(
         resolve(&n.coffer, "S1234").await.unwrap().as_deref(),
         Some("value 1234")
@@ -109,7 +108,7 @@ async fn rewrap_under_a_stream_of_writes_loses_no_update() {
     report.absorb(rewrap(&n.coffer).await);
     assert_eq!(report.unreadable, 0);
     assert_eq!(
-        versions(&n.store).await,
+        versions(&*n.store).await,
         [(2, 3000)],
         "every value on the current version"
     );
@@ -156,11 +155,11 @@ async fn a_rewrap_resumes_from_any_cursor_and_a_second_run_completes() {
         .unwrap();
     let rest = rewrap(&n.coffer).await;
     assert_eq!((rest.rewrapped, rest.already_current), (150, 100));
-    assert_eq!(versions(&n.store).await, [(2, 250)]);
+    assert_eq!(versions(&*n.store).await, [(2, 250)]);
 }
 
 /// Flips one bit of a stored blob's ciphertext part, as disk rot or a hand edit would.
-async fn tamper(store: &SqliteStore, n: &str) {
+async fn tamper(store: &dyn TestStore, n: &str) {
     let record = store
         .get(&incarnation(store).await, &name(n))
         .await
@@ -205,7 +204,7 @@ async fn one_tampered_value_is_found_by_verify_not_by_start_up_and_breaks_nothin
     for s in ["A", "B", "C"] {
         put(&n.coffer, s, &format!("value of {s}")).await.unwrap();
     }
-    tamper(&n.store, "B").await;
+    tamper(&*n.store, "B").await;
     drop(n);
     let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
     assert_eq!(n.report.unreadable, 0, "start-up opens no value");
@@ -286,7 +285,7 @@ async fn one_tampered_value_is_found_by_verify_not_by_start_up_and_breaks_nothin
         Some("repaired")
     );
     assert_eq!(unreadable_count(&n.coffer).await, 0);
-    tamper(&n.store, "C").await;
+    tamper(&*n.store, "C").await;
     assert!(resolve(&n.coffer, "C").await.is_err());
     assert_eq!(
         unreadable_count(&n.coffer).await,
@@ -367,7 +366,7 @@ async fn a_value_found_unreadable_at_runtime_is_marked() {
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
     put(&n.coffer, "A", "x").await.unwrap();
-    tamper(&n.store, "A").await;
+    tamper(&*n.store, "A").await;
     assert_eq!(
         status_of(&n.coffer, "A").await,
         ValueStatus::Ok,
@@ -384,7 +383,7 @@ async fn dev_mode_values_are_encrypted_at_the_first_start_with_a_key() {
     for s in ["A", "B"] {
         put(&n.coffer, s, &format!("plain {s}")).await.unwrap();
     }
-    assert_eq!(versions(&n.store).await, [(0, 2)]);
+    assert_eq!(versions(&*n.store).await, [(0, 2)]);
     let found = verify(&n.coffer).await;
     assert_eq!(
         (found.checked, found.unreadable.len()),
@@ -394,7 +393,7 @@ async fn dev_mode_values_are_encrypted_at_the_first_start_with_a_key() {
     drop(n);
     let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
     assert_eq!(n.report.migrated_plaintext, 2);
-    assert_eq!(versions(&n.store).await, [(1, 2)]);
+    assert_eq!(versions(&*n.store).await, [(1, 2)]);
     assert_eq!(
         resolve(&n.coffer, "B").await.unwrap().as_deref(),
         Some("plain B")
@@ -416,12 +415,12 @@ async fn the_start_that_encrypts_plaintext_also_records_values_that_do_not_open(
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
     put(&n.coffer, "SEALED", "x").await.unwrap();
-    tamper(&n.store, "SEALED").await;
+    tamper(&*n.store, "SEALED").await;
     // Plaintext as dev mode leaves it (a keyed server never writes it).
     let plain = StoredValue::Plain(secrecy::SecretString::from("left by dev mode"));
     n.store
         .put(
-            &incarnation(&n.store).await,
+            &incarnation(&*n.store).await,
             &name("PLAIN"),
             plain,
             coffer_store::Precondition::None,

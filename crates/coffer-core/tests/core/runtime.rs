@@ -1,7 +1,7 @@
 //! The runtime read path: who may resolve, and associated data binding values to their place.
 
 use coffer_core::{CoreError, EnvName, Principal};
-use coffer_store::{Precondition, Role, SecretStore, StoredValue, Timestamp};
+use coffer_store::{Precondition, Role, StoredValue, Timestamp};
 
 use crate::harness::*;
 
@@ -23,7 +23,7 @@ async fn a_value_sealed_under_v1_still_resolves_after_v2_becomes_current() {
         resolve(&n.coffer, "NEW").await.unwrap().as_deref(),
         Some("sealed under two")
     );
-    assert_eq!(versions(&n.store).await, [(1, 1), (2, 1)]);
+    assert_eq!(versions(&*n.store).await, [(1, 1), (2, 1)]);
 }
 
 #[tokio::test]
@@ -31,7 +31,7 @@ async fn a_ciphertext_copied_onto_another_secret_does_not_open() {
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
     put(&n.coffer, "SOURCE", "belongs to SOURCE").await.unwrap();
-    let default = incarnation(&n.store).await;
+    let default = incarnation(&*n.store).await;
     let record = n
         .store
         .get(&default, &name("SOURCE"))
@@ -67,13 +67,12 @@ async fn a_ciphertext_copied_onto_another_secret_does_not_open() {
 /// same name, even copied there byte for byte.
 #[tokio::test]
 async fn a_ciphertext_of_a_deleted_environment_does_not_open_in_its_successor() {
-    use coffer_store::AccessStore;
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
     put(&n.coffer, "TOKEN", "of the first default")
         .await
         .unwrap();
-    let first = incarnation(&n.store).await;
+    let first = incarnation(&*n.store).await;
     let record = n.store.get(&first, &name("TOKEN")).await.unwrap().unwrap();
     let StoredValue::Sealed { key_version, blob } = record.value else {
         panic!("sealed")
@@ -97,7 +96,7 @@ async fn a_ciphertext_of_a_deleted_environment_does_not_open_in_its_successor() 
         )
         .await
         .unwrap();
-    let second = incarnation(&n.store).await;
+    let second = incarnation(&*n.store).await;
     assert_ne!(first.id, second.id, "a new incarnation");
     assert!(
         n.store.list(&second, None, 10).await.unwrap().is_empty(),
@@ -177,7 +176,7 @@ async fn only_a_runtime_key_of_the_environment_resolves_values() {
 /// keeps opening the values sealed naming it only, and a rewrap keeps them so.
 #[tokio::test]
 async fn a_value_sealed_before_incarnations_still_opens() {
-    use coffer_store::{AccessStore, EnvId, EnvName, Environment};
+    use coffer_store::{EnvId, EnvName, Environment};
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path(), ring(2, &[(1, K1), (2, K2)]), false)
         .await
@@ -227,7 +226,7 @@ async fn a_value_sealed_before_incarnations_still_opens() {
 /// earlier one is left anywhere (the walk that rewrap and start-up take sees none).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_streaming_into_a_recreated_environment_leaves_nothing_of_the_old_one() {
-    use coffer_store::{AccessStore, EnvName};
+    use coffer_store::EnvName;
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
     let prod = EnvName::new("prod").unwrap();
