@@ -4,7 +4,9 @@
 //! [`catalog_conformance!`](crate::catalog_conformance) and/or
 //! [`config_store_conformance!`](crate::config_store_conformance) with an async expression that
 //! yields `(Arc<Backend>, guard)`; the guard (a temp dir, a connection, …) lives as long as
-//! the test. Each case below becomes one `#[tokio::test]` named after it.
+//! the test. Each case below becomes one `#[tokio::test]` named after it, on a
+//! multi-thread runtime: the `racing_…` cases spawn writers that run truly in parallel, many
+//! rounds over, to show that an invariant is held by the store and not by luck.
 
 use std::sync::Arc;
 
@@ -24,7 +26,8 @@ macro_rules! secret_store_conformance {
             get_returns_the_stored_value_verbatim, list_is_sorted_scoped_and_paginated,
             purge_removes_only_that_environment, counts_values_per_key_version,
             concurrent_compare_and_set_loses_no_update, scan_walks_every_environment_in_order,
-            replacements_apply_only_at_the_read_revision, batches_apply_all_or_nothing);
+            replacements_apply_only_at_the_read_revision, batches_apply_all_or_nothing,
+            racing_unconditional_puts_get_distinct_revisions);
     };
     (@cases $make:expr; $($case:ident),*) => {
         mod secret_store_conformance {
@@ -51,7 +54,10 @@ macro_rules! catalog_conformance {
             deleting_an_environment_removes_its_keys, the_last_admin_key_cannot_be_deleted,
             bootstrap_happens_once, canaries_are_kept_per_version,
             encryption_counts_accumulate_per_version, a_revoked_actor_changes_nothing,
-            a_key_of_a_deleted_environment_changes_nothing_in_its_successor);
+            a_key_of_a_deleted_environment_changes_nothing_in_its_successor,
+            racing_revocations_of_the_last_two_admin_keys_leave_one,
+            a_scoped_key_racing_its_environments_deletion_lands_with_it_or_not_at_all,
+            racing_bootstraps_bootstrap_once);
     };
     (@cases $make:expr; $($case:ident),*) => {
         mod catalog_conformance {
@@ -81,7 +87,8 @@ macro_rules! config_store_conformance {
             config_list_is_sorted_by_bytes_scoped_and_paginated,
             config_concurrent_compare_and_set_loses_no_update,
             config_writes_recheck_the_actor_and_the_environment,
-            config_entries_go_with_their_environment);
+            config_entries_go_with_their_environment,
+            racing_unconditional_config_puts_get_distinct_revisions);
     };
     (@cases $make:expr; $($case:ident),*) => {
         mod config_store_conformance {
@@ -1146,4 +1153,173 @@ pub async fn config_entries_go_with_their_environment(store: Arc<impl Catalog>) 
             .unwrap()
             .is_empty()
     );
+}
+
+/// Rounds each racing case runs: enough for a check-then-act to lose at least once.
+const ROUNDS: usize = 50;
+
+/// Writers racing in one round of the revision cases.
+const RACERS: u64 = 6;
+
+/// `RACERS` unconditional puts to one secret at once, round after round: each gets a
+/// revision of its own, 1..=RACERS, and the last one stored is the highest.
+pub async fn racing_unconditional_puts_get_distinct_revisions(store: Arc<impl SecretStore>) {
+    let e = env("race");
+    for round in 0..ROUNDS {
+        let n = name(&format!("S{round}"));
+        let tasks: Vec<_> = (0..RACERS)
+            .map(|_| {
+                let (store, e, n) = (store.clone(), e.clone(), n.clone());
+                tokio::spawn(async move {
+                    let out = store
+                        .put(&e, &n, sealed(1, "x::y"), Precondition::None, at(1), &Actor::System)
+                        .await
+                        .expect("an unconditional put succeeds");
+                    (out.meta.revision, out.created)
+                })
+            })
+            .collect();
+        let mut got = Vec::new();
+        for t in tasks {
+            got.push(t.await.expect("writer"));
+        }
+        got.sort_unstable();
+        let revisions: Vec<u64> = got.iter().map(|(r, _)| *r).collect();
+        assert_eq!(revisions, (1..=RACERS).collect::<Vec<_>>(), "round {round}");
+        assert_eq!(got.iter().filter(|(_, created)| *created).count(), 1);
+        let stored = store.meta(&e, &n).await.unwrap().unwrap().revision;
+        assert_eq!(stored, RACERS);
+    }
+}
+
+/// The same for config entries.
+pub async fn racing_unconditional_config_puts_get_distinct_revisions(store: Arc<impl Catalog>) {
+    let e = env("race");
+    for round in 0..ROUNDS {
+        let k = config_key(&format!("K{round}"));
+        let tasks: Vec<_> = (0..RACERS)
+            .map(|_| {
+                let (store, e, k) = (store.clone(), e.clone(), k.clone());
+                tokio::spawn(async move {
+                    let out = store
+                        .put_config(&e, &k, "1".into(), Precondition::None, at(1), &Actor::System)
+                        .await
+                        .expect("an unconditional put succeeds");
+                    (out.entry.revision, out.created)
+                })
+            })
+            .collect();
+        let mut got = Vec::new();
+        for t in tasks {
+            got.push(t.await.expect("writer"));
+        }
+        got.sort_unstable();
+        let revisions: Vec<u64> = got.iter().map(|(r, _)| *r).collect();
+        assert_eq!(revisions, (1..=RACERS).collect::<Vec<_>>(), "round {round}");
+        assert_eq!(got.iter().filter(|(_, created)| *created).count(), 1);
+        let stored = store.get_config(&e, &k).await.unwrap().unwrap().revision;
+        assert_eq!(stored, RACERS);
+    }
+}
+
+fn admin_ids(keys: &[ApiKeyMeta]) -> Vec<String> {
+    keys.iter()
+        .filter(|k| k.role == Role::Admin)
+        .map(|k| k.id.to_string())
+        .collect()
+}
+
+/// Two revocations of the only two admin keys at once, round after round: exactly one
+/// succeeds, the other is refused as the last admin key, and one admin key remains.
+pub async fn racing_revocations_of_the_last_two_admin_keys_leave_one(catalog: Arc<impl Catalog>) {
+    let key = |round: usize| api_key(&format!("ak_{round:04x}"), Role::Admin, &format!("h{round}"));
+    catalog.insert_api_key(&key(ROUNDS), &Actor::System).await.unwrap();
+    for round in 0..ROUNDS {
+        catalog.insert_api_key(&key(round), &Actor::System).await.unwrap();
+        let admins = admin_ids(&catalog.list_api_keys().await.unwrap());
+        assert_eq!(admins.len(), 2, "round {round}");
+        let tasks: Vec<_> = admins
+            .iter()
+            .map(|id| {
+                let (catalog, id) = (catalog.clone(), ApiKeyId::new(id).unwrap());
+                tokio::spawn(async move { catalog.delete_api_key(&id, &Actor::System).await })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.expect("revoker"));
+        }
+        let done = results.iter().filter(|r| r.is_ok()).count();
+        let refused = results
+            .iter()
+            .filter(|r| matches!(r, Err(StoreError::LastAdminKey)))
+            .count();
+        assert_eq!((done, refused), (1, 1), "round {round}: {results:?}");
+        let left = admin_ids(&catalog.list_api_keys().await.unwrap());
+        assert_eq!(left.len(), 1, "round {round}");
+    }
+}
+
+/// A scoped key created while its environment is deleted, round after round: afterwards
+/// either both exist or neither (the key never outlives its environment).
+pub async fn a_scoped_key_racing_its_environments_deletion_lands_with_it_or_not_at_all(
+    catalog: Arc<impl Catalog>,
+) {
+    let e = env("race");
+    let environment = Environment {
+        name: e.clone(),
+        created_at: at(1),
+    };
+    for round in 0..ROUNDS {
+        catalog.create_environment(&environment, &Actor::System).await.unwrap();
+        let hash = format!("race{round}");
+        let key = api_key(&format!("ak_{round:04x}"), Role::Runtime(e.clone()), &hash);
+        let insert = {
+            let catalog = catalog.clone();
+            tokio::spawn(async move { catalog.insert_api_key(&key, &Actor::System).await })
+        };
+        let delete = {
+            let (catalog, e) = (catalog.clone(), e.clone());
+            tokio::spawn(async move { catalog.delete_environment(&e, &Actor::System).await })
+        };
+        let inserted = insert.await.expect("inserter");
+        assert!(
+            matches!(inserted, Ok(()) | Err(StoreError::NotFound)),
+            "round {round}: {inserted:?}"
+        );
+        delete.await.expect("deleter").expect("the environment existed");
+        let key_exists = catalog.find_api_key(&hash).await.unwrap().is_some();
+        let env_exists = catalog.get_environment(&e).await.unwrap().is_some();
+        assert_eq!(key_exists, env_exists, "round {round}");
+        assert!(!key_exists, "round {round}: the key outlived its environment");
+    }
+}
+
+/// Many first starts at once on one new catalog: exactly one bootstraps, and its admin key
+/// is the only one. (One catalog bootstraps once, so this races many starters in one round
+/// rather than two in many.)
+pub async fn racing_bootstraps_bootstrap_once(catalog: Arc<impl Catalog>) {
+    let starters = 16;
+    let tasks: Vec<_> = (0..starters)
+        .map(|i| {
+            let catalog = catalog.clone();
+            tokio::spawn(async move {
+                let first = Environment {
+                    name: env("default"),
+                    created_at: at(1),
+                };
+                let admin = api_key(&format!("ak_{i:04x}"), Role::Admin, &format!("h{i}"));
+                catalog.bootstrap(&first, &admin).await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        if t.await.expect("starter").expect("bootstrap answers") {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(admin_ids(&catalog.list_api_keys().await.unwrap()).len(), 1);
+    assert_eq!(catalog.list_environments().await.unwrap().len(), 1);
 }

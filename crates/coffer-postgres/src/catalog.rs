@@ -1,0 +1,347 @@
+//! `AccessStore` and `KeyStore` on the `environments`, `api_keys`, `key_canaries`,
+//! `key_usage` and `settings` tables. (Deleting or creating an environment also clears its
+//! `secrets` and `config` rows.) Every change appends its journal rows in its transaction.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use coffer_crypto::KeyVersion;
+use coffer_store::{
+    AccessStore, Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Canary, Change, EnvName, Environment,
+    KeyStore, Role, StoreError, StoreResult, Timestamp,
+};
+use sqlx::PgConnection;
+
+use crate::journal::{Author, append, check_actor, lock_environment};
+use crate::{PgStore, corrupt, db, signed, unsigned};
+
+/// The settings row whose insertion is the bootstrap: a unique row, so of any number of
+/// nodes starting on a new catalog exactly one inserts it.
+const BOOTSTRAPPED: &str = "bootstrapped_at";
+
+#[async_trait]
+impl AccessStore for PgStore {
+    async fn ping(&self) -> StoreResult<()> {
+        PgStore::ping(self).await
+    }
+
+    async fn bootstrap(&self, env: &Environment, admin: &ApiKeyRecord) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        // The gate: a concurrent bootstrap waits here on the unique row until this one
+        // commits (then inserts nothing) or rolls back (then goes ahead).
+        let won: Option<String> = sqlx::query_scalar(
+            "INSERT INTO settings (name, value) VALUES ($1, $2)
+             ON CONFLICT (name) DO NOTHING RETURNING name",
+        )
+        .bind(BOOTSTRAPPED)
+        .bind(Timestamp::now().millis().to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        if won.is_none() {
+            return Ok(false);
+        }
+        insert_environment(&mut tx, env).await?;
+        insert_api_key(&mut tx, admin).await?;
+        let changes = [
+            Change::environment_created(env),
+            Change::api_key_created(&admin.meta),
+        ];
+        let last = append(&mut tx, &Author::system(), &changes).await?;
+        self.commit(tx, last).await?;
+        Ok(true)
+    }
+
+    async fn list_environments(&self) -> StoreResult<Vec<Environment>> {
+        let mut c = self.acquire().await?;
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT name, created_at FROM environments ORDER BY name")
+                .fetch_all(&mut *c)
+                .await
+                .map_err(db)?;
+        rows.into_iter()
+            .map(|(name, created)| {
+                Ok(Environment {
+                    name: EnvName::new(&name).map_err(corrupt)?,
+                    created_at: Timestamp::from_millis(created),
+                })
+            })
+            .collect()
+    }
+
+    async fn get_environment(&self, name: &EnvName) -> StoreResult<Option<Environment>> {
+        let mut c = self.acquire().await?;
+        let created: Option<i64> =
+            sqlx::query_scalar("SELECT created_at FROM environments WHERE name = $1")
+                .bind(name.as_str())
+                .fetch_optional(&mut *c)
+                .await
+                .map_err(db)?;
+        Ok(created.map(|ms| Environment {
+            name: name.clone(),
+            created_at: Timestamp::from_millis(ms),
+        }))
+    }
+
+    async fn create_environment(&self, env: &Environment, actor: &Actor) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let author = check_actor(&mut tx, actor).await?;
+        insert_environment(&mut tx, env).await?;
+        let last = append(&mut tx, &author, &[Change::environment_created(env)]).await?;
+        self.commit(tx, last).await
+    }
+
+    async fn delete_environment(&self, name: &EnvName, actor: &Actor) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+        let author = check_actor(&mut tx, actor).await?;
+        // Its scoped keys go with it (ON DELETE CASCADE), in this transaction; a write of
+        // theirs in flight holds the environment's row, and this waits for it.
+        let deleted = sqlx::query("DELETE FROM environments WHERE name = $1")
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let secrets = clear_environment_rows(&mut tx, name).await?;
+        let at = Timestamp::now();
+        let last = append(&mut tx, &author, &[Change::environment_deleted(name, at)]).await?;
+        self.commit(tx, last).await?;
+        Ok(secrets)
+    }
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord, actor: &Actor) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        // Lock order: the environment first (see `journal`). The foreign key would refuse
+        // a key of a missing environment anyway; the lock makes the answer NotFound.
+        let scope_exists = match key.meta.role.environment() {
+            Some(env) => lock_environment(&mut tx, env).await?,
+            None => true,
+        };
+        let author = check_actor(&mut tx, actor).await?;
+        if !scope_exists {
+            return Err(StoreError::NotFound);
+        }
+        insert_api_key(&mut tx, key).await?;
+        let last = append(&mut tx, &author, &[Change::api_key_created(&key.meta)]).await?;
+        self.commit(tx, last).await
+    }
+
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyMeta>> {
+        let mut c = self.acquire().await?;
+        let rows: Vec<ApiKeyColumns> = sqlx::query_as(
+            "SELECT id, name, role, environment, created_at FROM api_keys ORDER BY created_at, id",
+        )
+        .fetch_all(&mut *c)
+        .await
+        .map_err(db)?;
+        rows.into_iter().map(api_key_meta).collect()
+    }
+
+    async fn find_api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKeyMeta>> {
+        let mut c = self.acquire().await?;
+        let row: Option<ApiKeyColumns> = sqlx::query_as(
+            "SELECT id, name, role, environment, created_at FROM api_keys WHERE key_hash = $1",
+        )
+        .bind(key_hash)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(db)?;
+        row.map(api_key_meta).transpose()
+    }
+
+    async fn delete_api_key(&self, id: &ApiKeyId, actor: &Actor) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        // A key's role and scope never change: read them unlocked to know which locks to take.
+        let target: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT role, environment FROM api_keys WHERE id = $1")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+        let Some((role, scope)) = target else {
+            check_actor(&mut tx, actor).await?;
+            return Err(StoreError::NotFound);
+        };
+        let scope = scope
+            .map(|e| EnvName::new(&e))
+            .transpose()
+            .map_err(corrupt)?;
+        if let Some(env) = &scope {
+            lock_environment(&mut tx, env).await?;
+        }
+        let author = if role == "admin" {
+            // Every admin key row, locked in id order: two revocations of two admin keys
+            // take these locks one after the other, and the second counts what the first
+            // left. (Under READ COMMITTED a bare count would let both see two keys.)
+            let admins: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM api_keys WHERE role = 'admin' ORDER BY id FOR UPDATE",
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+            let author = check_actor(&mut tx, actor).await?;
+            if !admins.iter().any(|a| a == id.as_str()) {
+                return Err(StoreError::NotFound);
+            }
+            if admins.len() <= 1 {
+                return Err(StoreError::LastAdminKey);
+            }
+            author
+        } else {
+            check_actor(&mut tx, actor).await?
+        };
+        let deleted = sqlx::query("DELETE FROM api_keys WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let change = Change::api_key_revoked(id, scope, Timestamp::now());
+        let last = append(&mut tx, &author, &[change]).await?;
+        self.commit(tx, last).await
+    }
+}
+
+#[async_trait]
+impl KeyStore for PgStore {
+    async fn canaries(&self) -> StoreResult<Vec<Canary>> {
+        let mut c = self.acquire().await?;
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT key_version, blob FROM key_canaries ORDER BY key_version")
+                .fetch_all(&mut *c)
+                .await
+                .map_err(db)?;
+        rows.into_iter()
+            .map(|(v, blob)| {
+                Ok(Canary {
+                    key_version: key_version(v)?,
+                    blob,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_canary(&self, canary: &Canary) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let added = sqlx::query(
+            "INSERT INTO key_canaries (key_version, blob) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(i64::from(canary.key_version.get()))
+        .bind(&canary.blob)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if added.rows_affected() == 0 {
+            return Ok(());
+        }
+        let change = Change::key_registered(canary.key_version.get(), Timestamp::now());
+        let last = append(&mut tx, &Author::system(), &[change]).await?;
+        self.commit(tx, last).await
+    }
+
+    async fn encryption_counts(&self) -> StoreResult<BTreeMap<KeyVersion, u64>> {
+        let mut c = self.acquire().await?;
+        let rows: Vec<(i64, i64)> = sqlx::query_as("SELECT key_version, encryptions FROM key_usage")
+            .fetch_all(&mut *c)
+            .await
+            .map_err(db)?;
+        rows.into_iter()
+            .map(|(v, n)| Ok((key_version(v)?, unsigned(n)?)))
+            .collect()
+    }
+
+    async fn add_encryptions(&self, version: KeyVersion, n: u64) -> StoreResult<()> {
+        let mut c = self.acquire().await?;
+        // One statement: nodes adding at once each add their share.
+        sqlx::query(
+            "INSERT INTO key_usage (key_version, encryptions) VALUES ($1, $2)
+             ON CONFLICT (key_version) DO UPDATE SET encryptions = key_usage.encryptions + EXCLUDED.encryptions",
+        )
+        .bind(i64::from(version.get()))
+        .bind(signed(n)?)
+        .execute(&mut *c)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+}
+
+fn key_version(v: i64) -> StoreResult<KeyVersion> {
+    let v = u32::try_from(v).map_err(|_| corrupt("a key version out of range"))?;
+    KeyVersion::new(v).map_err(corrupt)
+}
+
+async fn insert_environment(c: &mut PgConnection, env: &Environment) -> StoreResult<()> {
+    let added = sqlx::query(
+        "INSERT INTO environments (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(env.name.as_str())
+    .bind(env.created_at.millis())
+    .execute(&mut *c)
+    .await
+    .map_err(db)?;
+    if added.rows_affected() == 0 {
+        return Err(StoreError::AlreadyExists);
+    }
+    // A new environment starts empty: rows a write of Coffer's own left under this name
+    // after the old environment was deleted go now, in the same transaction.
+    clear_environment_rows(c, &env.name).await?;
+    Ok(())
+}
+
+/// Deletes `env`'s secret values and config entries; returns how many values there were.
+async fn clear_environment_rows(c: &mut PgConnection, env: &EnvName) -> StoreResult<u64> {
+    sqlx::query("DELETE FROM config WHERE environment = $1")
+        .bind(env.as_str())
+        .execute(&mut *c)
+        .await
+        .map_err(db)?;
+    let secrets = sqlx::query("DELETE FROM secrets WHERE environment = $1")
+        .bind(env.as_str())
+        .execute(&mut *c)
+        .await
+        .map_err(db)?;
+    Ok(secrets.rows_affected())
+}
+
+async fn insert_api_key(c: &mut PgConnection, key: &ApiKeyRecord) -> StoreResult<()> {
+    let m = &key.meta;
+    let added = sqlx::query(
+        "INSERT INTO api_keys (id, name, role, environment, key_hash, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+    )
+    .bind(m.id.as_str())
+    .bind(&m.name)
+    .bind(m.role.name())
+    .bind(m.role.environment().map(EnvName::as_str))
+    .bind(&key.key_hash)
+    .bind(m.created_at.millis())
+    .execute(&mut *c)
+    .await
+    .map_err(db)?;
+    if added.rows_affected() == 0 {
+        Err(StoreError::AlreadyExists)
+    } else {
+        Ok(())
+    }
+}
+
+type ApiKeyColumns = (String, String, String, Option<String>, i64);
+
+fn api_key_meta((id, name, role, env, created): ApiKeyColumns) -> StoreResult<ApiKeyMeta> {
+    let env = env
+        .as_deref()
+        .map(EnvName::new)
+        .transpose()
+        .map_err(corrupt)?;
+    Ok(ApiKeyMeta {
+        id: ApiKeyId::new(&id).map_err(corrupt)?,
+        name,
+        role: Role::from_parts(&role, env).map_err(corrupt)?,
+        created_at: Timestamp::from_millis(created),
+    })
+}
