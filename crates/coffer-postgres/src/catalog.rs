@@ -245,10 +245,11 @@ impl KeyStore for PgStore {
 
     async fn encryption_counts(&self) -> StoreResult<BTreeMap<KeyVersion, u64>> {
         let mut c = self.acquire().await?;
-        let rows: Vec<(i64, i64)> = sqlx::query_as("SELECT key_version, encryptions FROM key_usage")
-            .fetch_all(&mut *c)
-            .await
-            .map_err(db)?;
+        let rows: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT key_version, encryptions FROM key_usage")
+                .fetch_all(&mut *c)
+                .await
+                .map_err(db)?;
         rows.into_iter()
             .map(|(v, n)| Ok((key_version(v)?, unsigned(n)?)))
             .collect()

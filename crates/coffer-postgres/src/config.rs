@@ -75,7 +75,14 @@ impl ConfigStore for PgStore {
         let author = key_scope(&mut tx, actor, env).await?;
         let cells = [Cell::Text(&value)];
         let written = CONFIG
-            .put(&mut tx, env.as_str(), key.as_str(), &cells, precondition, at.millis())
+            .put(
+                &mut tx,
+                env.as_str(),
+                key.as_str(),
+                &cells,
+                precondition,
+                at.millis(),
+            )
             .await?;
         let out = ConfigPutOutcome {
             created: written.created(),

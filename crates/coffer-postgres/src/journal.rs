@@ -457,7 +457,10 @@ impl JournalStore for PgStore {
                 // An audit row edited to cells that do not read (a negative revision): the
                 // stream and the relay go on past it with a marker (`verify` names the row).
                 Ok(event_of(id, r).unwrap_or_else(|()| {
-                    tracing::warn!(id, "event {id}'s audit row does not read as written; sending a marker");
+                    tracing::warn!(
+                        id,
+                        "event {id}'s audit row does not read as written; sending a marker"
+                    );
                     EventRecord {
                         id,
                         subject: UNREADABLE_EVENT.into(),
@@ -557,7 +560,9 @@ async fn audit_window(
         return Ok((Vec::new(), None));
     }
     let upper = head.min(after.saturating_add(MAX_EXAMINED));
-    let mut sql = QueryBuilder::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > "));
+    let mut sql = QueryBuilder::<sqlx::Postgres>::new(format!(
+        "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > "
+    ));
     sql.push_bind(signed(after)?);
     sql.push(" AND seq <= ").push_bind(signed(upper)?);
     if let Some(env) = &query.environment {

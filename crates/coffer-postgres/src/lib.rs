@@ -85,7 +85,9 @@ impl PgStore {
     /// may hold a password).
     pub async fn connect(url: &str, options: PgOptions) -> StoreResult<PgStore> {
         let connect = PgConnectOptions::from_str(url)
-            .map_err(|_| StoreError::Unavailable("postgres: the database URL does not parse".into()))?
+            .map_err(|_| {
+                StoreError::Unavailable("postgres: the database URL does not parse".into())
+            })?
             .application_name("coffer")
             .options([(
                 "statement_timeout",
@@ -96,11 +98,12 @@ impl PgStore {
             .acquire_timeout(options.acquire_timeout)
             .connect_lazy_with(connect.clone());
         let ready = async {
-            let mut conn = pool.acquire().await.map_err(|e| match e {
+            let first = |e| match e {
                 sqlx::Error::PoolTimedOut => unreachable(),
                 other => db(other),
-            })?;
-            schema::migrate(&mut conn).await?;
+            };
+            schema::migrate(pool.begin().await.map_err(first)?).await?;
+            let mut conn = pool.acquire().await.map_err(first)?;
             journal::head_event_seq(&mut conn).await
         };
         let last_event = match tokio::time::timeout(options.connect_timeout, ready).await {
@@ -118,7 +121,8 @@ impl PgStore {
             .max_connections(1)
             .acquire_timeout(options.connect_timeout)
             .connect_lazy_with(connect);
-        let listener = tokio::spawn(listen(listen_pool, pool.clone(), events.clone())).abort_handle();
+        let listener =
+            tokio::spawn(listen(listen_pool, pool.clone(), events.clone())).abort_handle();
         Ok(PgStore {
             pool,
             max_connections: options.max_connections.max(1),
@@ -153,7 +157,11 @@ impl PgStore {
 
     /// Commits `tx` and announces `last_event` (the last event id it appended, if any) to
     /// this node's watchers; other nodes hear it from the notification the transaction sent.
-    async fn commit(&self, tx: Transaction<'static, Postgres>, last_event: Option<u64>) -> StoreResult<()> {
+    async fn commit(
+        &self,
+        tx: Transaction<'static, Postgres>,
+        last_event: Option<u64>,
+    ) -> StoreResult<()> {
         tx.commit().await.map_err(db)?;
         if let Some(id) = last_event {
             announce(&self.events, id);
@@ -209,13 +217,12 @@ async fn listen(listen_pool: PgPool, pool: PgPool, events: Arc<tokio::sync::watc
         backoff = Duration::from_millis(100);
         let mut caught_up = false;
         loop {
-            if !caught_up {
-                if let Ok(mut c) = pool.acquire().await
-                    && let Ok(id) = journal::head_event_seq(&mut c).await
-                {
-                    announce(&events, id);
-                    caught_up = true;
-                }
+            if !caught_up
+                && let Ok(mut c) = pool.acquire().await
+                && let Ok(id) = journal::head_event_seq(&mut c).await
+            {
+                announce(&events, id);
+                caught_up = true;
             }
             match listener.try_recv().await {
                 Ok(Some(n)) => {
@@ -268,7 +275,9 @@ pub(crate) fn db(e: sqlx::Error) -> StoreError {
             }
         }
         E::PoolTimedOut => StoreError::Overloaded,
-        E::Io(io) => StoreError::Unavailable(format!("postgres: connection failed ({})", io.kind())),
+        E::Io(io) => {
+            StoreError::Unavailable(format!("postgres: connection failed ({})", io.kind()))
+        }
         E::Tls(_) => StoreError::Unavailable("postgres: TLS failed".into()),
         E::PoolClosed => StoreError::Unavailable("postgres: the pool is closed".into()),
         E::Protocol(_) => StoreError::Unavailable("postgres: protocol error".into()),
@@ -305,7 +314,8 @@ fn unsigned(n: i64) -> StoreResult<u64> {
 
 /// A count or sequence number as PostgreSQL's BIGINT.
 fn signed(n: u64) -> StoreResult<i64> {
-    i64::try_from(n).map_err(|_| StoreError::Unavailable("a number past 2^63 does not fit a BIGINT".into()))
+    i64::try_from(n)
+        .map_err(|_| StoreError::Unavailable("a number past 2^63 does not fit a BIGINT".into()))
 }
 
 #[cfg(test)]

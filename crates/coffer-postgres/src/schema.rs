@@ -7,7 +7,7 @@
 
 use coffer_store::schema::Migration;
 use coffer_store::{StoreResult, Timestamp};
-use sqlx::PgConnection;
+use sqlx::{Executor, Postgres, Transaction};
 
 use crate::db;
 
@@ -36,18 +36,19 @@ const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
 /// Applies every pending migration in one transaction that first takes the migration lock
 /// (`pg_advisory_xact_lock`, released by the commit or the rollback, so a node that dies
 /// half-way leaves neither the lock nor half a schema).
-pub(crate) async fn migrate(c: &mut PgConnection) -> StoreResult<()> {
-    let mut tx = sqlx::Connection::begin(&mut *c).await.map_err(db)?;
-    sqlx::query(&format!("SET LOCAL statement_timeout = '{MIGRATION_TIMEOUT}'"))
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+pub(crate) async fn migrate(mut tx: Transaction<'static, Postgres>) -> StoreResult<()> {
+    sqlx::query(&format!(
+        "SET LOCAL statement_timeout = '{MIGRATION_TIMEOUT}'"
+    ))
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(MIGRATION_LOCK)
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-    sqlx::raw_sql(BOOKKEEPING)
+    sqlx::query(BOOKKEEPING)
         .execute(&mut *tx)
         .await
         .map_err(db)?;
@@ -59,15 +60,22 @@ pub(crate) async fn migrate(c: &mut PgConnection) -> StoreResult<()> {
         if applied.contains(&i64::from(m.version)) {
             continue;
         }
-        sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(db)?;
-        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
-            .bind(i64::from(m.version))
-            .bind(m.name)
-            .bind(Timestamp::now().millis())
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        tracing::info!(version = m.version, name = m.name, "applied catalog migration");
+        // Several statements: the simple-query protocol (a bare `&str`, no arguments).
+        Executor::execute(&mut *tx, m.sql).await.map_err(db)?;
+        sqlx::query(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+        )
+        .bind(i64::from(m.version))
+        .bind(m.name)
+        .bind(Timestamp::now().millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "applied catalog migration"
+        );
     }
     tx.commit().await.map_err(db)
 }

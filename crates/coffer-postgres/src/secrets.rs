@@ -130,7 +130,8 @@ impl SecretStore for PgStore {
         for entry in batch {
             match entry.value {
                 Some(value) => {
-                    let out = put(&mut tx, env, &entry.name, &value, entry.precondition, at).await?;
+                    let out =
+                        put(&mut tx, env, &entry.name, &value, entry.precondition, at).await?;
                     changes.push(Change::secret_written(&out));
                     outcomes.push(Some(out));
                 }
@@ -221,7 +222,8 @@ impl SecretStore for PgStore {
             cols.name.push(r.name.as_str());
             cols.revision.push(signed(r.revision)?);
             cols.value.push(stored_text(&r.value));
-            cols.key_version.push(i64::from(r.value.key_version_number()));
+            cols.key_version
+                .push(i64::from(r.value.key_version_number()));
             cols.previous.push(stored_text(&r.previous));
             cols.previous_version
                 .push(i64::from(r.previous.key_version_number()));
@@ -232,12 +234,12 @@ impl SecretStore for PgStore {
             "UPDATE secrets s SET value = r.value, key_version = r.key_version
              FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[],
                          $6::bigint[], $7::text[], $8::bigint[])
-                  AS r(index, environment, name, revision, value, key_version, previous,
+                  AS r(idx, environment, name, revision, value, key_version, previous,
                        previous_version)
              WHERE s.environment = r.environment AND s.name = r.name
                AND s.revision = r.revision AND s.key_version = r.previous_version
                AND s.value = r.previous
-             RETURNING r.index",
+             RETURNING r.idx",
         )
         .bind(&cols.index)
         .bind(&cols.environment)
@@ -319,9 +321,19 @@ async fn put(
     at: Timestamp,
 ) -> StoreResult<PutOutcome> {
     let key_version = value.key_version_number();
-    let cells = [Cell::Text(stored_text(value)), Cell::Int(i64::from(key_version))];
+    let cells = [
+        Cell::Text(stored_text(value)),
+        Cell::Int(i64::from(key_version)),
+    ];
     let written = SECRETS
-        .put(c, env.as_str(), name.as_str(), &cells, precondition, at.millis())
+        .put(
+            c,
+            env.as_str(),
+            name.as_str(),
+            &cells,
+            precondition,
+            at.millis(),
+        )
         .await?;
     Ok(PutOutcome {
         created: written.created(),

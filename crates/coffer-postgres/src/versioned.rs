@@ -88,7 +88,9 @@ impl Versioned {
                 (sql, None)
             }
             Precondition::Absent => (
-                format!("{insert} ON CONFLICT ({s}, {k}) DO NOTHING RETURNING revision, created_at"),
+                format!(
+                    "{insert} ON CONFLICT ({s}, {k}) DO NOTHING RETURNING revision, created_at"
+                ),
                 None,
             ),
             Precondition::Revision(n) => {
@@ -186,7 +188,12 @@ impl Versioned {
     }
 
     /// The row's current revision, if it exists.
-    async fn revision(&self, c: &mut PgConnection, scope: &str, key: &str) -> StoreResult<Option<u64>> {
+    async fn revision(
+        &self,
+        c: &mut PgConnection,
+        scope: &str,
+        key: &str,
+    ) -> StoreResult<Option<u64>> {
         let (t, s, k) = (self.table, self.scope, self.key);
         let sql = format!("SELECT revision FROM {t} WHERE {s} = $1 AND {k} = $2");
         let rev: Option<i64> = sqlx::query_scalar(&sql)

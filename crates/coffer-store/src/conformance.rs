@@ -1172,7 +1172,14 @@ pub async fn racing_unconditional_puts_get_distinct_revisions(store: Arc<impl Se
                 let (store, e, n) = (store.clone(), e.clone(), n.clone());
                 tokio::spawn(async move {
                     let out = store
-                        .put(&e, &n, sealed(1, "x::y"), Precondition::None, at(1), &Actor::System)
+                        .put(
+                            &e,
+                            &n,
+                            sealed(1, "x::y"),
+                            Precondition::None,
+                            at(1),
+                            &Actor::System,
+                        )
                         .await
                         .expect("an unconditional put succeeds");
                     (out.meta.revision, out.created)
@@ -1202,7 +1209,14 @@ pub async fn racing_unconditional_config_puts_get_distinct_revisions(store: Arc<
                 let (store, e, k) = (store.clone(), e.clone(), k.clone());
                 tokio::spawn(async move {
                     let out = store
-                        .put_config(&e, &k, "1".into(), Precondition::None, at(1), &Actor::System)
+                        .put_config(
+                            &e,
+                            &k,
+                            "1".into(),
+                            Precondition::None,
+                            at(1),
+                            &Actor::System,
+                        )
                         .await
                         .expect("an unconditional put succeeds");
                     (out.entry.revision, out.created)
@@ -1232,10 +1246,22 @@ fn admin_ids(keys: &[ApiKeyMeta]) -> Vec<String> {
 /// Two revocations of the only two admin keys at once, round after round: exactly one
 /// succeeds, the other is refused as the last admin key, and one admin key remains.
 pub async fn racing_revocations_of_the_last_two_admin_keys_leave_one(catalog: Arc<impl Catalog>) {
-    let key = |round: usize| api_key(&format!("ak_{round:04x}"), Role::Admin, &format!("h{round}"));
-    catalog.insert_api_key(&key(ROUNDS), &Actor::System).await.unwrap();
+    let key = |round: usize| {
+        api_key(
+            &format!("ak_{round:04x}"),
+            Role::Admin,
+            &format!("h{round}"),
+        )
+    };
+    catalog
+        .insert_api_key(&key(ROUNDS), &Actor::System)
+        .await
+        .unwrap();
     for round in 0..ROUNDS {
-        catalog.insert_api_key(&key(round), &Actor::System).await.unwrap();
+        catalog
+            .insert_api_key(&key(round), &Actor::System)
+            .await
+            .unwrap();
         let admins = admin_ids(&catalog.list_api_keys().await.unwrap());
         assert_eq!(admins.len(), 2, "round {round}");
         let tasks: Vec<_> = admins
@@ -1271,7 +1297,10 @@ pub async fn a_scoped_key_racing_its_environments_deletion_lands_with_it_or_not_
         created_at: at(1),
     };
     for round in 0..ROUNDS {
-        catalog.create_environment(&environment, &Actor::System).await.unwrap();
+        catalog
+            .create_environment(&environment, &Actor::System)
+            .await
+            .unwrap();
         let hash = format!("race{round}");
         let key = api_key(&format!("ak_{round:04x}"), Role::Runtime(e.clone()), &hash);
         let insert = {
@@ -1287,11 +1316,17 @@ pub async fn a_scoped_key_racing_its_environments_deletion_lands_with_it_or_not_
             matches!(inserted, Ok(()) | Err(StoreError::NotFound)),
             "round {round}: {inserted:?}"
         );
-        delete.await.expect("deleter").expect("the environment existed");
+        delete
+            .await
+            .expect("deleter")
+            .expect("the environment existed");
         let key_exists = catalog.find_api_key(&hash).await.unwrap().is_some();
         let env_exists = catalog.get_environment(&e).await.unwrap().is_some();
         assert_eq!(key_exists, env_exists, "round {round}");
-        assert!(!key_exists, "round {round}: the key outlived its environment");
+        assert!(
+            !key_exists,
+            "round {round}: the key outlived its environment"
+        );
     }
 }
 
