@@ -152,24 +152,12 @@ pub(crate) async fn append(
             head.event_seq += 1;
             head.event_seq
         });
-        rows.push(AuditRecord {
-            seq: 0,
-            at: change.at.millis(),
-            actor: author.actor.clone(),
-            action: change.action.name(),
-            subject: change.subject(),
-            environment: change.environment.as_ref().map(EnvName::to_string),
-            name: change.name.clone(),
-            revision: change.revision,
-            result: AuditResult::Allowed,
-            status: None,
-            count: change.count.unwrap_or(1),
-            remote: author.origin.remote.clone(),
-            user_agent: author.origin.user_agent.clone(),
+        rows.push(AuditRecord::of_change(
+            change,
+            &author.actor,
+            &author.origin,
             event,
-            prev_hash: String::new(),
-            hash: String::new(),
-        });
+        ));
     }
     write_rows(c, &mut head, rows).await
 }
@@ -182,11 +170,8 @@ async fn write_rows(
     mut rows: Vec<AuditRecord>,
 ) -> StoreResult<Option<u64>> {
     for row in &mut rows {
-        head.audit_seq += 1;
-        row.seq = head.audit_seq;
-        row.prev_hash = std::mem::take(&mut head.audit_hash);
-        row.hash = row.expected_hash();
-        head.audit_hash = row.hash.clone();
+        (head.audit_seq, head.audit_hash) =
+            row.chain_after(head.audit_seq, std::mem::take(&mut head.audit_hash));
     }
     let opt = |v: Option<u64>| v.map(signed).transpose();
     let mut cols = AuditColumns::default();
@@ -380,26 +365,9 @@ impl JournalStore for PgStore {
         };
         let rows = denials
             .into_iter()
-            .map(|d| AuditRecord {
-                seq: 0,
-                at: d.at.millis(),
-                actor: ActorRef {
-                    key_id: d.key_id.as_ref().map(ToString::to_string),
-                    key_name: d.key_id.as_ref().and_then(|id| name_of(id.as_str())),
-                },
-                action: d.route.clone(),
-                subject: d.route,
-                environment: d.environment.as_ref().map(EnvName::to_string),
-                name: None,
-                revision: None,
-                result: AuditResult::Denied,
-                status: Some(d.status),
-                count: d.count,
-                remote: d.origin.remote,
-                user_agent: d.origin.user_agent,
-                event: None,
-                prev_hash: String::new(),
-                hash: String::new(),
+            .map(|d| {
+                let key_name = d.key_id.as_ref().and_then(|id| name_of(id.as_str()));
+                AuditRecord::of_denial(d, key_name)
             })
             .collect();
         let mut head = lock_head(&mut tx).await?;
