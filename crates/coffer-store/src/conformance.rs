@@ -88,7 +88,9 @@ macro_rules! config_store_conformance {
             config_concurrent_compare_and_set_loses_no_update,
             config_writes_recheck_the_actor_and_the_environment,
             config_entries_go_with_their_environment,
-            racing_unconditional_config_puts_get_distinct_revisions);
+            racing_unconditional_config_puts_get_distinct_revisions,
+            a_write_racing_its_environments_deletion_leaves_nothing_behind,
+            a_write_racing_its_keys_revocation_is_journaled_before_it_or_refused);
     };
     (@cases $make:expr; $($case:ident),*) => {
         mod config_store_conformance {
@@ -1357,4 +1359,124 @@ pub async fn racing_bootstraps_bootstrap_once(catalog: Arc<impl Catalog>) {
     assert_eq!(won, 1);
     assert_eq!(admin_ids(&catalog.list_api_keys().await.unwrap()).len(), 1);
     assert_eq!(catalog.list_environments().await.unwrap().len(), 1);
+}
+
+/// A scoped key's config write racing the deletion of its environment, round after round:
+/// the write is refused, or it lands before the deletion and goes with the environment;
+/// nothing is left behind either way.
+pub async fn a_write_racing_its_environments_deletion_leaves_nothing_behind(
+    store: Arc<impl Catalog>,
+) {
+    let e = env("race");
+    let k = config_key("LIMITS");
+    let environment = Environment {
+        name: e.clone(),
+        created_at: at(1),
+    };
+    for round in 0..ROUNDS {
+        store
+            .create_environment(&environment, &Actor::System)
+            .await
+            .unwrap();
+        let key = api_key(
+            &format!("ak_{round:04x}"),
+            Role::Manage(e.clone()),
+            &format!("h{round}"),
+        );
+        store.insert_api_key(&key, &Actor::System).await.unwrap();
+        let write = {
+            let (store, e, k, actor) = (store.clone(), e.clone(), k.clone(), key_actor(&key));
+            tokio::spawn(async move {
+                store
+                    .put_config(&e, &k, "1".into(), Precondition::None, at(2), &actor)
+                    .await
+            })
+        };
+        let delete = {
+            let (store, e) = (store.clone(), e.clone());
+            tokio::spawn(async move { store.delete_environment(&e, &Actor::System).await })
+        };
+        let written = write.await.expect("writer");
+        assert!(
+            matches!(
+                written,
+                Ok(_) | Err(StoreError::NotFound) | Err(StoreError::ActorRevoked)
+            ),
+            "round {round}: {written:?}"
+        );
+        delete
+            .await
+            .expect("deleter")
+            .expect("the environment existed");
+        assert_eq!(
+            store.get_config(&e, &k).await.unwrap(),
+            None,
+            "round {round}"
+        );
+    }
+}
+
+/// A key's write racing its revocation, round after round: the write is refused, or the
+/// journal records it before the revocation (never a change by a key already revoked).
+pub async fn a_write_racing_its_keys_revocation_is_journaled_before_it_or_refused(
+    store: Arc<impl Catalog>,
+) {
+    let e = env("race");
+    let environment = Environment {
+        name: e.clone(),
+        created_at: at(1),
+    };
+    store
+        .create_environment(&environment, &Actor::System)
+        .await
+        .unwrap();
+    let revoker = api_key("ak_ffff", Role::Admin, "revoker");
+    store
+        .insert_api_key(&revoker, &Actor::System)
+        .await
+        .unwrap();
+    for round in 0..ROUNDS {
+        let key = api_key(
+            &format!("ak_{round:04x}"),
+            Role::Admin,
+            &format!("h{round}"),
+        );
+        store.insert_api_key(&key, &Actor::System).await.unwrap();
+        let (before, _) = store.audit_head().await.unwrap();
+        let write = {
+            let (store, e, actor) = (store.clone(), e.clone(), key_actor(&key));
+            tokio::spawn(async move {
+                let k = config_key(&format!("K{round}"));
+                store
+                    .put_config(&e, &k, "1".into(), Precondition::None, at(2), &actor)
+                    .await
+            })
+        };
+        let revoke = {
+            let (store, id, actor) = (store.clone(), key.meta.id.clone(), key_actor(&revoker));
+            tokio::spawn(async move { store.delete_api_key(&id, &actor).await })
+        };
+        let written = write.await.expect("writer");
+        revoke.await.expect("revoker").expect("the key existed");
+        let query = AuditQuery {
+            after: Some(before),
+            ..AuditQuery::default()
+        };
+        let (rows, _) = store.audit(&query, 100).await.unwrap();
+        let position = |action: &str| rows.iter().position(|r| r.action == action);
+        let revoked = position("apikey.revoked").expect("the revocation is journaled");
+        match written {
+            Ok(_) => {
+                let put = position("config.created").expect("the write is journaled");
+                assert!(
+                    put < revoked,
+                    "round {round}: written after its key was revoked"
+                );
+            }
+            Err(StoreError::ActorRevoked) => {
+                assert_eq!(position("config.created"), None, "round {round}");
+            }
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
 }
