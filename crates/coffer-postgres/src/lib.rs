@@ -4,7 +4,7 @@
 //! Concurrency model: there is no in-process lock. Every write is one transaction that
 //! re-checks its actor, makes its change and appends its journal rows; every invariant is
 //! held by the database (foreign keys, unique rows, single conditional statements, row
-//! locks taken in one fixed order — see [`journal`](crate::journal) for the order). Reads
+//! locks taken in one fixed order, written down in the `journal` module). Reads
 //! and writes take a connection from a bounded pool ([`PgOptions`]) for their database work
 //! only; a pool that stays exhausted for `acquire_timeout` answers
 //! [`StoreError::Overloaded`].

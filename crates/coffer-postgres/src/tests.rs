@@ -78,9 +78,8 @@ pub(crate) async fn fresh_db() -> TestDb {
             .await
         {
             Ok(_) => break,
-            Err(e) if tries < 20 => {
+            Err(_) if tries < 20 => {
                 tries += 1;
-                let _ = e;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => panic!("cannot create a test database: {e}"),
@@ -251,15 +250,11 @@ async fn statements_past_the_timeout_are_cut_off() {
     let slow = sqlx::query("SELECT pg_sleep(2)")
         .execute(&mut *c)
         .await
-        .map_err(db_error);
+        .map_err(crate::db);
     assert!(
         matches!(&slow, Err(StoreError::Unavailable(m)) if m.contains("statement timeout")),
         "{slow:?}"
     );
-}
-
-fn db_error(e: sqlx::Error) -> StoreError {
-    db(e)
 }
 
 /// Two nodes on one database: a commit on one wakes the other's watch (LISTEN/NOTIFY), and
