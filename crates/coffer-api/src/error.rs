@@ -171,7 +171,7 @@ impl From<CoreError> for ApiError {
                 tracing::error!(error = %e, "storage unavailable");
                 return ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
+                    "backend_unavailable",
                     "storage is unavailable",
                 );
             }

@@ -79,6 +79,7 @@ fn documented_routes() -> OpenApiRouter<Arc<Coffer>> {
         .routes(routes!(openapi_json))
         .routes(routes!(key_status))
         .routes(routes!(rewrap))
+        .routes(routes!(verify))
         .routes(routes!(list_environments, create_environment))
         .routes(routes!(delete_environment))
         .routes(routes!(list_api_keys, create_api_key))

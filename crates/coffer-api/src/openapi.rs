@@ -189,7 +189,7 @@ pub struct EnvironmentExists(ErrorBody);
 #[response(status = 409)]
 pub struct LastAdminKey(ErrorBody);
 
-/// `unavailable` (storage does not answer) or `overloaded` (a queue or the body budget is
+/// `backend_unavailable` (storage does not answer) or `overloaded` (a queue or the body budget is
 /// full; retry after `Retry-After` seconds).
 #[derive(IntoResponses)]
 #[response(

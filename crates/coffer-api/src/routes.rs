@@ -49,18 +49,18 @@ pub async fn readyz(State(coffer): State_, _: QueryParams<NoQuery>) -> ApiResult
     .into_response())
 }
 
-/// Version, backend and encryption state.
+/// Version, backend, encryption state, and the unreadable values the catalog knows of.
 #[utoipa::path(get, path = "/v1/status", tag = "health",
-    responses((status = 200, description = "Status", body = StatusJson), InvalidQuery))]
-pub async fn status(State(coffer): State_, _: QueryParams<NoQuery>) -> Json<StatusJson> {
-    let s = coffer.status();
+    responses((status = 200, description = "Status", body = StatusJson), InvalidQuery, Unavailable))]
+pub async fn status(State(coffer): State_, _: QueryParams<NoQuery>) -> ApiResult {
+    let s = coffer.status().await?;
     let (encryption, current_key_version) = match s.encryption {
         Encryption::Enabled {
             current_key_version,
         } => (EncryptionState::Enabled, Some(current_key_version)),
         Encryption::Disabled => (EncryptionState::Disabled, None),
     };
-    Json(StatusJson {
+    Ok(Json(StatusJson {
         backend: s.backend,
         current_key_version,
         encryption,
@@ -68,6 +68,7 @@ pub async fn status(State(coffer): State_, _: QueryParams<NoQuery>) -> Json<Stat
         version: s.version,
         warnings: s.warnings,
     })
+    .into_response())
 }
 
 /// This document: the OpenAPI 3.1 description of every route.
@@ -253,10 +254,12 @@ pub async fn list_secrets(
     let page = coffer
         .list_secrets(&who, &env, after.as_ref(), limit)
         .await?;
+    let statuses = coffer.value_statuses(&page.items).await?;
     let secrets = page
         .items
         .iter()
-        .map(|m| SecretMetaJson::new(m, coffer.value_status(m)))
+        .zip(statuses)
+        .map(|(m, status)| SecretMetaJson::new(m, status))
         .collect();
     let next_cursor = page.next.map(|n| URL_SAFE_NO_PAD.encode(n.as_str()));
     Ok(Json(SecretPageJson {
@@ -315,7 +318,8 @@ pub async fn get_secret(
 ) -> ApiResult {
     let (env, name) = (EnvName::new(&env)?, SecretName::new(&name)?);
     let meta = coffer.secret_meta(&who, &env, &name).await?;
-    Ok(Json(SecretMetaJson::new(&meta, coffer.value_status(&meta))).into_response())
+    let status = coffer.value_status(&meta).await?;
+    Ok(Json(SecretMetaJson::new(&meta, status)).into_response())
 }
 
 /// Sets a secret's value; with `expectedRevision`, only if the secret is at that revision.
@@ -554,11 +558,50 @@ pub async fn rewrap(
         limit: req.limit,
     };
     let report = coffer.apply(&who, command).await?;
-    let next = report
-        .next
-        .as_ref()
-        .map(|(e, n)| URL_SAFE_NO_PAD.encode(format!("{e}/{n}")));
+    let next = report.next.as_ref().map(encode_walk_cursor);
     Ok(Json(RewrapJson::new(&report, next)).into_response())
+}
+
+/// Opens one batch of stored values (from `cursor`; `limit`, default and at most 1,000)
+/// and reports those that do not open, by name and key version (never a value). Records
+/// the findings in the catalog, which `GET /v1/status` and each secret's `status` read on
+/// every node; audited as `keys.verified`.
+#[utoipa::path(post, path = "/v1/keys/verify", tag = "keys",
+    security(("bearer" = [])),
+    request_body(content = Option<VerifyRequest>, description = "Optional: no body verifies the first batch"),
+    responses(
+        (status = 200, description = "What this batch found", body = VerifyJson),
+        Unauthorized, Forbidden, BadBody, BodyTimeout, BodyTooLarge, UnsupportedMediaType,
+        InvalidInput, Unavailable,
+    ))]
+pub async fn verify(
+    State(coffer): State_,
+    Caller(who): Caller,
+    _: QueryParams<NoQuery>,
+    body: JsonBody,
+) -> ApiResult {
+    coffer.require_admin(&who)?;
+    let (req, _held): (VerifyRequest, _) = body.parse_or_default().await?;
+    let after = req
+        .cursor
+        .as_deref()
+        .map(decode_rewrap_cursor)
+        .transpose()?;
+    let limit = req.limit.unwrap_or(REWRAP_BATCH);
+    if !(1..=REWRAP_BATCH).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_value",
+            format!("limit must be between 1 and {REWRAP_BATCH}"),
+        ));
+    }
+    let command = commands::Verify {
+        after,
+        limit: Some(limit),
+    };
+    let report = coffer.apply(&who, command).await?;
+    let next = report.next.as_ref().map(encode_walk_cursor);
+    Ok(Json(VerifyJson::new(&report, next)).into_response())
 }
 
 /// Prometheus text exposition; no auth, no names or values, counts only.
@@ -566,10 +609,10 @@ pub async fn rewrap(
     responses(
         (status = 200, description = "Prometheus text exposition", body = String,
             content_type = "text/plain"),
-        InvalidQuery,
+        InvalidQuery, Unavailable,
     ))]
-pub async fn metrics(State(coffer): State_, _: QueryParams<NoQuery>) -> Response {
-    let s = coffer.status();
+pub async fn metrics(State(coffer): State_, _: QueryParams<NoQuery>) -> ApiResult {
+    let s = coffer.status().await?;
     let mut out = String::new();
     out.push_str("# HELP coffer_unreadable_values Stored values that cannot be opened with the configured keys.\n");
     out.push_str("# TYPE coffer_unreadable_values gauge\n");
@@ -589,14 +632,19 @@ pub async fn metrics(State(coffer): State_, _: QueryParams<NoQuery>) -> Response
     out.push_str("# HELP coffer_key_warnings Key versions past their nonce budget.\n");
     out.push_str("# TYPE coffer_key_warnings gauge\n");
     out.push_str(&format!("coffer_key_warnings {}\n", s.warnings.len()));
-    (
+    Ok((
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
         out,
     )
-        .into_response()
+        .into_response())
+}
+
+/// The cursor of a walk over every value (rewrap, verify): the base64url of `env/name`.
+fn encode_walk_cursor((env, name): &(EnvName, SecretName)) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{env}/{name}"))
 }
 
 fn decode_rewrap_cursor(cursor: &str) -> Result<(EnvName, SecretName), ApiError> {

@@ -2,7 +2,7 @@
 
 use coffer_core::{
     ApiKeyMeta, ConfigEntry, Environment, ImportResult, Imported, KeyStatus, Revision,
-    RewrapReport, Role, SecretMeta, ValueStatus,
+    RewrapReport, Role, SecretMeta, UnreadableMark, ValueStatus, VerifyReport,
 };
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -140,6 +140,57 @@ impl RewrapJson {
     }
 }
 
+/// What one verify batch found.
+#[derive(Serialize, ToSchema)]
+#[schema(as = VerifyReport)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyJson {
+    /// Values this batch opened (or found under a key version the keyring lacks).
+    checked: u64,
+    /// The values that did not open; metadata only.
+    unreadable: Vec<UnreadableValueJson>,
+    /// Send it back as `cursor` to continue; `null` when the walk is done.
+    #[schema(required = true)]
+    next_cursor: Option<String>,
+}
+
+/// A value that does not open with the configured keys: which secret, which revision,
+/// which key version. Writing the secret again repairs it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = UnreadableValue)]
+#[serde(rename_all = "camelCase")]
+pub struct UnreadableValueJson {
+    #[schema(example = "production")]
+    environment: String,
+    #[schema(example = "DATABASE_URL")]
+    name: String,
+    #[schema(value_type = u64, minimum = 1)]
+    revision: Revision,
+    /// The key version the value is sealed under (0: stored unencrypted).
+    key_version: u32,
+}
+
+impl VerifyJson {
+    pub fn new(r: &VerifyReport, next_cursor: Option<String>) -> Self {
+        VerifyJson {
+            checked: r.checked,
+            unreadable: r.unreadable.iter().map(UnreadableValueJson::from).collect(),
+            next_cursor,
+        }
+    }
+}
+
+impl From<&UnreadableMark> for UnreadableValueJson {
+    fn from(m: &UnreadableMark) -> Self {
+        UnreadableValueJson {
+            environment: m.environment.to_string(),
+            name: m.name.to_string(),
+            revision: m.revision,
+            key_version: m.key_version,
+        }
+    }
+}
+
 /// The key lifecycle: which versions exist and what uses them. Never key material.
 #[derive(Serialize, ToSchema)]
 #[schema(as = KeyStatus)]
@@ -213,6 +264,17 @@ pub struct RewrapRequest {
     /// The `nextCursor` of the previous batch.
     pub cursor: Option<String>,
     /// Values in this batch; without it, every value in one request.
+    #[schema(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+}
+
+/// Verify one batch of stored values.
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// The `nextCursor` of the previous batch.
+    pub cursor: Option<String>,
+    /// Values in this batch (default 1,000).
     #[schema(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }

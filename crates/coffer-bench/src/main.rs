@@ -165,7 +165,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Seeds `n` secrets under key version 1, restarts with version 2 current, then times the
-/// start-up (which opens every value once) and a full `POST /v1/keys/rewrap`.
+/// start-up (canaries and per-version counts; it no longer opens every value) and a full
+/// `POST /v1/keys/rewrap`.
 async fn rewrap(bin: &Path, n: u32) -> anyhow::Result<ExitCode> {
     const KEY_2: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0ff0e1d2c3b4a5968778695a4b3c2d1e0f";
     let dir = Arc::new(tempfile::tempdir().context("cannot create a temp dir")?);

@@ -25,7 +25,7 @@ use clap::{CommandFactory, Parser};
   coffer secret list --env production
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 no access, 5 conflict,
-6 audit log broken (docs/CLI.md)."
+6 broken: audit log chain or unreadable values (docs/CLI.md)."
 )]
 struct Cli {
     #[command(subcommand)]

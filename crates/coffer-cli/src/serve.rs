@@ -183,7 +183,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if report.unreadable > 0 {
         tracing::warn!(
             values = report.unreadable,
-            "stored values cannot be opened with the configured keys; they are listed as unreadable (writing one again repairs it)"
+            "stored values are known to be unreadable with the configured keys; they are listed as unreadable (writing one again repairs it; `coffer keys verify` names them)"
         );
     }
     for warning in coffer.nonce_warnings() {
@@ -213,21 +213,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "listening beyond loopback without TLS: API keys travel in clear text unless a TLS-terminating proxy is in front"
         );
     }
-    let status = coffer.status();
-    let (encryption, current_key_version) = match status.encryption {
-        Encryption::Enabled {
-            current_key_version,
-        } => ("enabled", Some(current_key_version)),
-        Encryption::Disabled => ("disabled", None),
-    };
-    tracing::info!(
-        %addr,
-        data_dir = %data_dir.display(),
-        backend = %status.backend,
-        encryption = %encryption,
-        current_key_version,
-        "coffer is listening"
-    );
+    // Read-only, but a start that bootstrapped must not fail now: a catalog read that
+    // fails here only costs the log line its details.
+    match coffer.status().await {
+        Ok(status) => {
+            let (encryption, current_key_version) = match status.encryption {
+                Encryption::Enabled {
+                    current_key_version,
+                } => ("enabled", Some(current_key_version)),
+                Encryption::Disabled => ("disabled", None),
+            };
+            tracing::info!(
+                %addr,
+                data_dir = %data_dir.display(),
+                backend = %status.backend,
+                encryption = %encryption,
+                current_key_version,
+                "coffer is listening"
+            );
+        }
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "coffer is listening; its status cannot be read")
+        }
+    }
     let coffer = Arc::new(coffer);
     let counters = tokio::spawn(flush_counters_periodically(coffer.clone()));
     let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -1,5 +1,6 @@
-//! Key lifecycle through the real binary: `coffer keys status|rewrap`, a rewrap cut by
-//! `kill -9`, the removed-version guard and `--allow-unreadable`, dev-mode migration.
+//! Key lifecycle through the real binary: `coffer keys status|rewrap|verify`, a rewrap cut
+//! by `kill -9`, a value tampered on disk (found by verify, not by a restart), the
+//! removed-version guard and `--allow-unreadable`, dev-mode migration.
 
 mod common;
 
@@ -193,6 +194,118 @@ async fn a_rewrap_cut_by_kill_9_completes_when_run_again() {
             .iter()
             .all(|m| m["revision"] == 1 && m["status"] == "ok")
     );
+}
+
+/// Flips one character of the ciphertext part of `name`'s stored blob in the SQLite file,
+/// as disk rot or a hand edit would (the server is not running).
+fn tamper_on_disk(data: &Path, name: &str) {
+    let db = rusqlite::Connection::open(data.join("coffer.db")).unwrap();
+    let blob: String = db
+        .query_row(
+            "SELECT value FROM secrets WHERE environment = 'default' AND name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let mut parts: Vec<String> = blob.split(':').map(str::to_owned).collect();
+    let flipped = if parts[1].starts_with('A') { "B" } else { "A" };
+    parts[1].replace_range(..1, flipped);
+    let changed = db
+        .execute(
+            "UPDATE secrets SET value = ?2 WHERE environment = 'default' AND name = ?1",
+            rusqlite::params![name, parts.join(":")],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+}
+
+/// Start-up opens no value: a value tampered in the file while the server was down goes
+/// unnoticed by the restart. `coffer keys verify` finds it (exit 6, the JSON names it,
+/// never a value), records it in the catalog so every status counts it (a later start too,
+/// without walking), and writing the secret again clears it.
+#[tokio::test]
+async fn keys_verify_finds_a_value_tampered_on_disk_that_a_restart_does_not_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = start(&data, &ring_1(), &[]);
+    seed(&s, 30).await;
+    drop(s);
+    tamper_on_disk(&data, "S0007");
+
+    let s = start(&data, &ring_1(), &[]);
+    assert_eq!(
+        get(&s, "/v1/status").await["unreadableValues"],
+        0,
+        "a restart opens no value"
+    );
+    let out = coffer(&s, &["keys", "verify", "--json", "--batch", "7"]);
+    let (stdout, stderr) = (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert_eq!(out.status.code(), Some(6), "{stdout}{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        report,
+        json!({
+            "checked": 30,
+            "unreadable": [
+                {"environment": "default", "name": "S0007", "revision": 1, "keyVersion": 1}
+            ]
+        })
+    );
+    assert!(
+        stderr.contains("1 value cannot be opened"),
+        "the error says why it exits 6: {stderr}"
+    );
+    assert!(!stdout.contains("value 7") && !stderr.contains("value 7"));
+
+    let out = coffer(&s, &["keys", "verify"]);
+    assert_eq!(out.status.code(), Some(6));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("checked 30 values: 1 unreadable\n"),
+        "{text}"
+    );
+    let row: Vec<&str> = text.lines().last().unwrap().split_whitespace().collect();
+    assert_eq!(row, ["default", "S0007", "1", "1"], "{text}");
+
+    assert_eq!(get(&s, "/v1/status").await["unreadableValues"], 1);
+    assert!(
+        ok(&s, &["keys", "status"]).contains("unreadable values: 1"),
+        "keys status counts it"
+    );
+    let list = ok(&s, &["secret", "list"]);
+    let line = list.lines().find(|l| l.starts_with("S0007")).unwrap();
+    assert!(line.contains("unreadable"), "{list}");
+    let audit = get(&s, "/v1/audit?action=keys.verified").await;
+    let rows = audit["entries"].as_array().unwrap();
+    assert!(!rows.is_empty(), "{audit}");
+    assert!(
+        rows.iter().all(|r| r["actor"]["keyId"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("ak_"))),
+        "the key that verified is on the record: {audit}"
+    );
+    assert_eq!(
+        rows.iter()
+            .take(5)
+            .map(|r| r["count"].as_u64().unwrap())
+            .sum::<u64>(),
+        30,
+        "the first run's batches checked every value"
+    );
+    drop(s);
+
+    // The finding is in the catalog: the next start (another node, as far as it knows)
+    // reports it without opening anything.
+    let s = start(&data, &ring_1(), &[]);
+    assert_eq!(get(&s, "/v1/status").await["unreadableValues"], 1);
+    assert!(s.log().contains("values=1"), "{}", s.log());
+    ok(&s, &["secret", "set", "S0007", "written again"]);
+    assert_eq!(get(&s, "/v1/status").await["unreadableValues"], 0);
+    let clean = ok(&s, &["keys", "verify"]);
+    assert_eq!(clean, "checked 30 values: 0 unreadable\n");
 }
 
 #[tokio::test]

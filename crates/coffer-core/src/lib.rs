@@ -25,6 +25,7 @@ pub use error::CoreError;
 pub use events::{EventPage, EventScope, SharedEvent};
 pub use lifecycle::{
     KeyStatus, KeyVersionStatus, NONCE_BUDGET_WARNING, REWRAP_BATCH, RewrapReport, ValueStatus,
+    VerifyReport,
 };
 pub use service::{
     AUTH_CACHE_TTL, Coffer, Encryption, ImportResult, Imported, MAX_CONFIG_VALUE_BYTES, MAX_IMPORT,
@@ -36,5 +37,5 @@ pub use coffer_store::EventRecord;
 pub use coffer_store::{
     ApiKeyId, ApiKeyMeta, AuditQuery, AuditRecord, AuditResult, ConfigEntry, ConfigKey,
     ConfigPutOutcome, EnvName, Environment, NameError, Origin, Revision, Role, SecretMeta,
-    SecretName, SubjectPattern, Timestamp,
+    SecretName, SubjectPattern, Timestamp, UnreadableMark,
 };

@@ -1,14 +1,19 @@
 //! Key lifecycle: which values each key version holds, re-encryption to the current
-//! version (rewrap), values that cannot be opened, and the nonce budget of each key.
+//! version (rewrap), verification of every value (`coffer keys verify`), values that cannot
+//! be opened, and the nonce budget of each key.
+//!
+//! Values found unreadable are marked in the catalog (`KeyStore::record_checks`), so every
+//! node reports the same: a walk or a failed resolve records what it found, and a write of
+//! the secret supersedes the mark. A value under a key version the keyring lacks is
+//! unreadable without being opened: that follows from its key version.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use coffer_crypto::{KeyVersion, Keyring, Sealed};
 use coffer_store::{
     Actor, Catalog, EnvName, Replacement, Revision, SecretMeta, SecretName, SecretRecord,
-    StoredValue,
+    StoredValue, UnreadableMark, ValueCheck,
 };
 use secrecy::ExposeSecret;
 
@@ -59,6 +64,26 @@ pub struct KeyStatus {
     pub unreadable_values: u64,
 }
 
+/// What a verification (`coffer keys verify`) found: one batch, or every batch of a walk.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Values opened (or found under a key version the keyring lacks).
+    pub checked: u64,
+    /// The values that did not open, by name and revision; metadata only.
+    pub unreadable: Vec<UnreadableMark>,
+    /// Where the next batch starts; `None` when the walk is complete.
+    pub next: Option<(EnvName, SecretName)>,
+}
+
+impl VerifyReport {
+    /// Adds another batch's findings (and takes its position).
+    pub fn absorb(&mut self, other: VerifyReport) {
+        self.checked += other.checked;
+        self.unreadable.extend(other.unreadable);
+        self.next = other.next;
+    }
+}
+
 /// What one rewrap batch did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RewrapReport {
@@ -85,13 +110,32 @@ impl RewrapReport {
     }
 }
 
-/// What a walk does to values that are not under the current key version.
+/// What a walk does with the values it opens. Every walk opens every value and records in
+/// the catalog which did not open (and clears the marks of those that did).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Walk {
     /// Re-encrypt every value to the current version.
     Rewrap,
     /// Start-up: encrypt plaintext left from dev mode; only verify the rest.
     MigratePlaintext,
+    /// `coffer keys verify`: open every value, change none.
+    Verify,
+}
+
+impl Walk {
+    /// Whether its batches are audited as verifications (`keys.verified`); a rewrap is
+    /// audited by its replacements instead (`keys.rewrapped`).
+    fn verifies(self) -> bool {
+        self != Walk::Rewrap
+    }
+}
+
+/// What one batch of a walk did.
+#[derive(Default)]
+pub(crate) struct WalkBatch {
+    pub(crate) rewrap: RewrapReport,
+    pub(crate) checked: u64,
+    pub(crate) unreadable: Vec<UnreadableMark>,
 }
 
 /// Encryptions per key version: counted in memory, added to the catalog by
@@ -132,42 +176,6 @@ impl EncryptionCounter {
     }
 }
 
-/// Known-unreadable values, by the revision found unreadable (a newer write supersedes it).
-#[derive(Default)]
-pub(crate) struct UnreadableSet(RwLock<HashMap<(EnvName, SecretName), Revision>>);
-
-impl UnreadableSet {
-    fn insert(&self, env: &EnvName, name: &SecretName, revision: Revision) {
-        let mut set = self.0.write().unwrap_or_else(|p| p.into_inner());
-        set.insert((env.clone(), name.clone()), revision);
-    }
-
-    /// Called on every write: the common case (nothing is unreadable) takes only a shared
-    /// lock, so writers do not serialize on it.
-    fn remove(&self, env: &EnvName, name: &SecretName) {
-        if self.0.read().unwrap_or_else(|p| p.into_inner()).is_empty() {
-            return;
-        }
-        let mut set = self.0.write().unwrap_or_else(|p| p.into_inner());
-        set.remove(&(env.clone(), name.clone()));
-    }
-
-    fn remove_environment(&self, env: &EnvName) {
-        let mut set = self.0.write().unwrap_or_else(|p| p.into_inner());
-        set.retain(|(e, _), _| e != env);
-    }
-
-    fn contains(&self, meta: &SecretMeta) -> bool {
-        let set = self.0.read().unwrap_or_else(|p| p.into_inner());
-        !set.is_empty()
-            && set.get(&(meta.environment.clone(), meta.name.clone())) == Some(&meta.revision)
-    }
-
-    fn len(&self) -> usize {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).len()
-    }
-}
-
 impl Coffer {
     /// Seals `plaintext` under the current key version and counts the encryption.
     pub(crate) fn seal(
@@ -181,22 +189,98 @@ impl Coffer {
         Ok(sealed)
     }
 
-    /// Whether a value can be opened, as far as this server knows: its key version must be
-    /// in the keyring, and no open of this revision has failed.
-    pub fn value_status(&self, meta: &SecretMeta) -> ValueStatus {
-        let missing_key = meta.key_version != 0
-            && !KeyVersion::new(meta.key_version)
-                .is_ok_and(|v| self.keyring().is_some_and(|r| r.contains(v)));
-        if missing_key || self.unreadable.contains(meta) {
-            ValueStatus::Unreadable
-        } else {
-            ValueStatus::Ok
+    /// Whether each value can be opened, as far as any node knows: its key version must be
+    /// in the keyring, and its revision must not be marked unreadable in the catalog. One
+    /// catalog read per environment among `metas` (a list page is one).
+    pub async fn value_statuses(
+        &self,
+        metas: &[SecretMeta],
+    ) -> Result<Vec<ValueStatus>, CoreError> {
+        let mut by_env: BTreeMap<&EnvName, Vec<SecretName>> = BTreeMap::new();
+        for meta in metas {
+            by_env
+                .entry(&meta.environment)
+                .or_default()
+                .push(meta.name.clone());
         }
+        let mut marked: HashMap<(EnvName, SecretName), Revision> = HashMap::new();
+        for (env, names) in by_env {
+            for mark in self.catalog().unreadable_marks(env, &names).await? {
+                marked.insert((mark.environment, mark.name), mark.revision);
+            }
+        }
+        Ok(metas
+            .iter()
+            .map(|meta| {
+                let key = (meta.environment.clone(), meta.name.clone());
+                if self.lacks_key(meta.key_version) || marked.get(&key) == Some(&meta.revision) {
+                    ValueStatus::Unreadable
+                } else {
+                    ValueStatus::Ok
+                }
+            })
+            .collect())
     }
 
-    /// How many values are known to be unreadable.
-    pub fn unreadable_count(&self) -> u64 {
-        self.unreadable.len() as u64
+    /// [`Coffer::value_statuses`] of one value.
+    pub async fn value_status(&self, meta: &SecretMeta) -> Result<ValueStatus, CoreError> {
+        let statuses = self.value_statuses(std::slice::from_ref(meta)).await?;
+        Ok(statuses.first().copied().unwrap_or(ValueStatus::Ok))
+    }
+
+    /// How many values are known to be unreadable: those marked in the catalog (by any
+    /// node), plus those under a key version the keyring lacks (counted from the stored
+    /// per-version counts, never by opening them; `counts` when the caller has them).
+    pub(crate) async fn unreadable_count(
+        &self,
+        counts: Option<&BTreeMap<u32, u64>>,
+    ) -> Result<u64, CoreError> {
+        let marks = self.catalog().unreadable_counts().await?;
+        // A marked value under a missing version is counted once, below.
+        let marked: u64 = marks
+            .iter()
+            .filter(|(v, _)| !self.lacks_key(**v))
+            .map(|(_, n)| n)
+            .sum();
+        let missing = match counts {
+            Some(counts) => self.values_without_key(counts),
+            // Only a start with --allow-unreadable leaves values whose version is missing;
+            // otherwise status never walks the per-version counts.
+            None if self.missing_versions.load(Ordering::Relaxed) => {
+                let counts = self.secrets().count_by_key_version().await?;
+                let n = self.values_without_key(&counts);
+                if n == 0 {
+                    self.missing_versions.store(false, Ordering::Relaxed);
+                }
+                n
+            }
+            None => 0,
+        };
+        Ok(marked + missing)
+    }
+
+    /// Values (per the stored counts) under a key version the keyring lacks.
+    pub(crate) fn values_without_key(&self, counts: &BTreeMap<u32, u64>) -> u64 {
+        counts
+            .iter()
+            .filter(|(v, _)| self.lacks_key(**v))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Start-up found values under a key version the keyring lacks (`--allow-unreadable`):
+    /// status counts them from the per-version counts until none are left.
+    pub(crate) fn note_missing_versions(&self, counts: &BTreeMap<u32, u64>) {
+        let missing = self.values_without_key(counts) > 0;
+        self.missing_versions.store(missing, Ordering::Relaxed);
+    }
+
+    /// Whether values under `key_version` cannot be opened here: sealed under a version
+    /// this keyring lacks (`0`, plaintext, always opens).
+    fn lacks_key(&self, key_version: u32) -> bool {
+        key_version != 0
+            && !KeyVersion::new(key_version)
+                .is_ok_and(|v| self.keyring().is_some_and(|r| r.contains(v)))
     }
 
     /// Counts `n` encryptions made elsewhere (on a blocking thread) under `version`.
@@ -204,17 +288,19 @@ impl Coffer {
         self.encryptions.count_n(version, n);
     }
 
-    pub(crate) fn mark_unreadable(&self, meta: &SecretMeta) {
-        self.unreadable
-            .insert(&meta.environment, &meta.name, meta.revision);
-    }
-
-    pub(crate) fn mark_written(&self, env: &EnvName, name: &SecretName) {
-        self.unreadable.remove(env, name);
-    }
-
-    pub(crate) fn forget_environment(&self, env: &EnvName) {
-        self.unreadable.remove_environment(env);
+    /// Records in the catalog that this revision of a value did not open (a failed
+    /// resolve). The caller reports the failure whatever happens here.
+    pub(crate) async fn mark_unreadable(&self, meta: &SecretMeta) {
+        let check = ValueCheck {
+            environment: meta.environment.clone(),
+            name: meta.name.clone(),
+            revision: meta.revision,
+            key_version: meta.key_version,
+            opened: false,
+        };
+        if let Err(e) = self.catalog().record_checks(&[check], None).await {
+            tracing::warn!(error = %e, "cannot record an unreadable value in the catalog");
+        }
     }
 
     /// Key versions, which is current, how many values each holds (admin).
@@ -251,7 +337,7 @@ impl Coffer {
             current: ring.map(|r| r.current().get()),
             versions: versions.into_values().collect(),
             plaintext_values: counts.get(&0).copied().unwrap_or(0),
-            unreadable_values: self.unreadable_count(),
+            unreadable_values: self.unreadable_count(Some(&counts)).await?,
         })
     }
 
@@ -297,39 +383,58 @@ impl Coffer {
         Ok(())
     }
 
-    /// One batch of a walk over every stored value, starting after `after`.
+    /// One batch of a walk over every stored value, starting after `after`: opens each,
+    /// records in the catalog what did not open (a verifying walk's batch is audited as
+    /// `keys.verified` by `actor`), and replaces what the walk re-encrypts.
     pub(crate) async fn walk_batch(
         &self,
         after: Option<&(EnvName, SecretName)>,
         limit: usize,
         walk: Walk,
         actor: &Actor,
-    ) -> Result<RewrapReport, CoreError> {
-        let ring = self.shared_keyring().ok_or_else(|| {
-            CoreError::Invalid("no encryption key is configured: nothing to rewrap to".into())
-        })?;
+    ) -> Result<WalkBatch, CoreError> {
+        let ring = self.shared_keyring();
+        if ring.is_none() && walk != Walk::Verify {
+            return Err(CoreError::Invalid(
+                "no encryption key is configured: nothing to rewrap to".into(),
+            ));
+        }
         let records = self.secrets().scan(after, limit).await?;
-        let mut report = RewrapReport {
-            next: records
-                .last()
-                .map(|r| (r.meta.environment.clone(), r.meta.name.clone())),
-            ..RewrapReport::default()
+        let mut out = WalkBatch {
+            checked: records.len() as u64,
+            ..WalkBatch::default()
         };
-        if records.len() < limit {
-            report.next = None;
+        let report = &mut out.rewrap;
+        if records.len() == limit {
+            report.next = records
+                .last()
+                .map(|r| (r.meta.environment.clone(), r.meta.name.clone()));
         }
         // Opening and sealing a batch is CPU work: off the async workers, so requests
-        // on them keep being served during a rewrap.
-        let current = ring.current();
-        let resealed = tokio::task::spawn_blocking(move || reseal(&ring, records, walk))
+        // on them keep being served during a walk.
+        let resealed = tokio::task::spawn_blocking(move || reseal(ring.as_deref(), records, walk))
             .await
             .map_err(|_| CoreError::Crypto)??;
-        self.encryptions
-            .count_n(current, resealed.batch.len() as u64);
-        for meta in &resealed.unreadable {
-            self.mark_unreadable(meta);
+        if let Some(ring) = self.keyring() {
+            self.encryptions
+                .count_n(ring.current(), resealed.batch.len() as u64);
         }
-        report.unreadable += resealed.unreadable.len() as u64;
+        let verified_by = walk.verifies().then_some(actor);
+        self.catalog()
+            .record_checks(&resealed.checks, verified_by)
+            .await?;
+        out.unreadable = resealed
+            .checks
+            .iter()
+            .filter(|c| !c.opened)
+            .map(|c| UnreadableMark {
+                environment: c.environment.clone(),
+                name: c.name.clone(),
+                revision: c.revision,
+                key_version: c.key_version,
+            })
+            .collect();
+        report.unreadable += out.unreadable.len() as u64;
         report.already_current += resealed.already_current;
         let batch = resealed.batch;
         if !batch.is_empty() {
@@ -341,17 +446,17 @@ impl Coffer {
                 }
             }
         }
-        Ok(report)
+        Ok(out)
     }
 
-    /// Walks every value once; used at start-up.
+    /// Walks every value once, as Coffer itself; used at start-up.
     pub(crate) async fn walk_all(&self, walk: Walk) -> Result<RewrapReport, CoreError> {
         let mut total = RewrapReport::default();
         loop {
             let batch = self
                 .walk_batch(total.next.as_ref(), REWRAP_BATCH, walk, &Actor::System)
                 .await?;
-            total.absorb(batch);
+            total.absorb(batch.rewrap);
             if total.next.is_none() {
                 return Ok(total);
             }
@@ -360,40 +465,54 @@ impl Coffer {
     }
 }
 
-/// What one batch of a walk decided: values to replace, values that did not open, values
-/// already under the current key.
+/// What one batch of a walk decided: values to replace, what opening each value found,
+/// values already under the current key.
 struct Resealed {
     batch: Vec<Replacement>,
-    unreadable: Vec<SecretMeta>,
+    checks: Vec<ValueCheck>,
     already_current: u64,
 }
 
 /// Opens every record and seals again, under the current key version, the plaintext ones
-/// and (for a rewrap) those under an older version. Pure CPU: runs on a blocking thread.
-fn reseal(ring: &Keyring, records: Vec<SecretRecord>, walk: Walk) -> Result<Resealed, CoreError> {
-    let current = ring.current();
+/// and (for a rewrap) those under an older version; a verification seals nothing. Pure CPU:
+/// runs on a blocking thread. Without a keyring (dev mode, verify only) a sealed value does
+/// not open.
+fn reseal(
+    ring: Option<&Keyring>,
+    records: Vec<SecretRecord>,
+    walk: Walk,
+) -> Result<Resealed, CoreError> {
     let mut out = Resealed {
         batch: Vec::new(),
-        unreadable: Vec::new(),
+        checks: Vec::with_capacity(records.len()),
         already_current: 0,
     };
     for SecretRecord { meta, value } in records {
-        let aad = secret_aad(&meta.environment, &meta.name);
+        let aad = secret_aad(&meta.environment, &meta.environment_id, &meta.name);
         let plain = match &value {
-            StoredValue::Plain(plain) => plain.expose_secret().as_bytes().to_vec().into(),
+            StoredValue::Plain(plain) => Some(plain.expose_secret().as_bytes().to_vec().into()),
             StoredValue::Sealed { key_version, blob } => {
-                match ring.open(*key_version, blob, aad.as_bytes()) {
-                    Ok(plain) => plain,
-                    Err(_) => {
-                        out.unreadable.push(meta);
-                        continue;
-                    }
-                }
+                ring.and_then(|r| r.open(*key_version, blob, aad.as_bytes()).ok())
             }
         };
+        out.checks.push(ValueCheck {
+            environment: meta.environment.clone(),
+            name: meta.name.clone(),
+            revision: meta.revision,
+            key_version: meta.key_version,
+            opened: plain.is_some(),
+        });
+        let (Some(plain), Some(ring)) = (plain, ring) else {
+            continue;
+        };
         let is_plain = matches!(value, StoredValue::Plain(_));
-        let stale = meta.key_version != current.get();
-        if !(is_plain || (walk == Walk::Rewrap && stale)) {
+        let stale = meta.key_version != ring.current().get();
+        let reseal = match walk {
+            Walk::Rewrap => is_plain || stale,
+            Walk::MigratePlaintext => is_plain,
+            Walk::Verify => false,
+        };
+        if !reseal {
             out.already_current += 1;
             continue;
         }
@@ -402,6 +521,7 @@ fn reseal(ring: &Keyring, records: Vec<SecretRecord>, walk: Walk) -> Result<Rese
             .map_err(|_| CoreError::Crypto)?;
         out.batch.push(Replacement {
             environment: meta.environment,
+            environment_id: meta.environment_id,
             name: meta.name,
             revision: meta.revision,
             previous: value,

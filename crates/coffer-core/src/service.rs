@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use coffer_crypto::{Keyring, random_hex, sha256_hex};
 use coffer_store::{
-    Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Catalog, ConfigEntry, ConfigKey, EnvName,
+    Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Catalog, ConfigEntry, ConfigKey, EnvId, EnvName,
     Environment, Origin, Role, SecretMeta, SecretName, SecretRecord, SecretStore, StoreError,
     StoreResult, StoredValue, Timestamp,
 };
@@ -12,7 +12,7 @@ use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::CoreError;
-use crate::lifecycle::{EncryptionCounter, UnreadableSet};
+use crate::lifecycle::EncryptionCounter;
 
 /// The largest secret value, in bytes of UTF-8.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
@@ -40,7 +40,9 @@ pub struct Coffer {
     pub(crate) catalog: Arc<dyn Catalog>,
     pub(crate) secrets: Arc<dyn SecretStore>,
     keyring: Option<Arc<Keyring>>,
-    pub(crate) unreadable: UnreadableSet,
+    /// Start-up found values under a key version the keyring lacks (see
+    /// `Coffer::unreadable_count`).
+    pub(crate) missing_versions: std::sync::atomic::AtomicBool,
     pub(crate) encryptions: EncryptionCounter,
     auth_cache: Arc<AuthCache>,
     pub(crate) denials: crate::denials::DenialCoalescer,
@@ -204,7 +206,7 @@ impl Coffer {
             catalog,
             secrets,
             keyring: keyring.map(Arc::new),
-            unreadable: UnreadableSet::default(),
+            missing_versions: Default::default(),
             encryptions,
             auth_cache: Arc::default(),
             denials: Default::default(),
@@ -212,9 +214,10 @@ impl Coffer {
         }
     }
 
-    /// Version, backend and encryption state.
-    pub fn status(&self) -> Status {
-        Status {
+    /// Version, backend, encryption state, and the unreadable values as the catalog knows
+    /// them (so every node on one catalog says the same).
+    pub async fn status(&self) -> Result<Status, CoreError> {
+        Ok(Status {
             version: env!("CARGO_PKG_VERSION"),
             backend: self.secrets.backend_name(),
             encryption: match &self.keyring {
@@ -223,9 +226,9 @@ impl Coffer {
                 },
                 None => Encryption::Disabled,
             },
-            unreadable_values: self.unreadable_count(),
+            unreadable_values: self.unreadable_count(None).await?,
             warnings: self.nonce_warnings(),
-        }
+        })
     }
 
     /// Whether both stores answer.
@@ -311,10 +314,10 @@ impl Coffer {
         limit: usize,
     ) -> Result<Page<SecretMeta>, CoreError> {
         self.require_manage(who, env)?;
-        self.existing_environment(env).await?;
+        let env = self.existing_environment(env).await?;
         let mut items = self
             .secrets
-            .list(env, after, limit.saturating_add(1))
+            .list(&env, after, limit.saturating_add(1))
             .await?;
         let next = if items.len() > limit {
             items.truncate(limit);
@@ -333,15 +336,13 @@ impl Coffer {
         name: &SecretName,
     ) -> Result<SecretMeta, CoreError> {
         self.require_manage(who, env)?;
-        match self.secrets.meta(env, name).await? {
+        let incarnation = self.existing_environment(env).await?;
+        match self.secrets.meta(&incarnation, name).await? {
             Some(meta) => Ok(meta),
-            None => {
-                self.existing_environment(env).await?;
-                Err(CoreError::SecretNotFound {
-                    env: env.clone(),
-                    name: name.clone(),
-                })
-            }
+            None => Err(CoreError::SecretNotFound {
+                env: env.clone(),
+                name: name.clone(),
+            }),
         }
     }
 
@@ -398,29 +399,23 @@ impl Coffer {
         name: &SecretName,
     ) -> Result<Option<SecretString>, CoreError> {
         self.require_runtime(who, env)?;
-        let Some(record) = self.secrets.get(env, name).await? else {
+        let incarnation = self.existing_environment(env).await?;
+        let Some(record) = self.secrets.get(&incarnation, name).await? else {
             return Ok(None);
         };
-        let plain = self.open_record(&record)?;
-        let text = String::from_utf8(plain.to_vec()).map_err(|_| {
-            self.mark_unreadable(&record.meta);
-            CoreError::Unreadable {
-                env: env.clone(),
-                name: name.clone(),
+        let text = open_stored(self.keyring(), &record)
+            .and_then(|plain| String::from_utf8(plain.to_vec()).ok());
+        match text {
+            Some(text) => Ok(Some(SecretString::from(text))),
+            None => {
+                // Every node learns it through the catalog.
+                self.mark_unreadable(&record.meta).await;
+                Err(CoreError::Unreadable {
+                    env: env.clone(),
+                    name: name.clone(),
+                })
             }
-        })?;
-        Ok(Some(SecretString::from(text)))
-    }
-
-    /// A stored value's plaintext bytes; a value that does not open is marked unreadable.
-    fn open_record(&self, record: &SecretRecord) -> Result<Zeroizing<Vec<u8>>, CoreError> {
-        open_stored(self.keyring(), record).ok_or_else(|| {
-            self.mark_unreadable(&record.meta);
-            CoreError::Unreadable {
-                env: record.meta.environment.clone(),
-                name: record.meta.name.clone(),
-            }
-        })
+        }
     }
 
     /// Runs a catalog write that removes API keys on a task of its own, which clears the
@@ -455,7 +450,7 @@ impl Coffer {
 
     pub(crate) fn seal_secret(
         &self,
-        env: &EnvName,
+        env: &Environment,
         name: &SecretName,
         value: SecretString,
     ) -> Result<StoredValue, CoreError> {
@@ -464,7 +459,7 @@ impl Coffer {
         };
         let sealed = self.seal(
             ring,
-            secret_aad(env, name).as_bytes(),
+            secret_aad(&env.name, &env.id, name).as_bytes(),
             value.expose_secret().as_bytes(),
         )?;
         Ok(StoredValue::Sealed {
@@ -491,10 +486,23 @@ impl Coffer {
     }
 }
 
-/// The associated data that binds a secret's ciphertext to its place: environment and name.
-/// Neither can contain `:`, so the string is unambiguous.
-pub(crate) fn secret_aad(env: &EnvName, name: &SecretName) -> String {
-    format!("coffer:secret:{env}:{name}")
+/// The associated data that binds a secret's ciphertext to its place: the environment's
+/// incarnation and the secret's name, `coffer:secret:<env id>:<name>`. An environment that
+/// existed before incarnations ([`EnvId::names_environment_only`]) keeps the form its values
+/// were sealed with, `coffer:secret:<env name>:<name>`. No part can contain `:`, and an
+/// environment name cannot contain the `_` every id has, so no two places share a string.
+pub(crate) fn secret_aad(env: &EnvName, id: &EnvId, name: &SecretName) -> String {
+    if id.names_environment_only() {
+        format!("coffer:secret:{env}:{name}")
+    } else {
+        format!("coffer:secret:{id}:{name}")
+    }
+}
+
+/// A new environment incarnation id, `env_<16 hex>`.
+pub(crate) fn new_environment_id() -> Result<EnvId, CoreError> {
+    let hex = random_hex::<8>().map_err(|_| CoreError::Crypto)?;
+    EnvId::new(&format!("env_{hex}")).map_err(|e| CoreError::Invalid(e.to_string()))
 }
 
 /// Builds a new key for `role`: `ck_<env or admin>_<48 hex>` (or the operator's `seed`).
@@ -535,7 +543,8 @@ pub(crate) fn open_stored(
             Some(Zeroizing::new(value.expose_secret().as_bytes().to_vec()))
         }
         StoredValue::Sealed { key_version, blob } => {
-            let aad = secret_aad(&record.meta.environment, &record.meta.name);
+            let meta = &record.meta;
+            let aad = secret_aad(&meta.environment, &meta.environment_id, &meta.name);
             ring?.open(*key_version, blob, aad.as_bytes()).ok()
         }
     }

@@ -1,6 +1,7 @@
 //! Start-up: the key check that runs before anything is served, and the first-start
 //! bootstrap (environment `default` and an admin key).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use coffer_crypto::{KeyVersion, Keyring};
@@ -38,7 +39,9 @@ pub struct StartupReport {
     pub new_canaries: Vec<KeyVersion>,
     /// Values left unencrypted by dev mode that this start encrypted.
     pub migrated_plaintext: u64,
-    /// Values that could not be opened (they stay listable, marked `unreadable`).
+    /// Values known to be unreadable: under a key version the keyring lacks (from the
+    /// per-version counts), or marked in the catalog by an earlier verify, walk or resolve.
+    /// A start opens no value to find more (`coffer keys verify` does).
     pub unreadable: u64,
 }
 
@@ -110,16 +113,22 @@ impl StartupOptions {
             check_admin_seed(seed)?;
         }
         let coffer = Coffer::new(self.catalog, self.secrets, self.keyring);
-        let new_canaries = check_keys(&coffer, self.allow_unreadable).await?;
-        let (mut migrated_plaintext, mut unreadable) = (0, 0);
+        // The canaries and the per-version counts: no value is read or opened here, so
+        // every node of a cluster can start (and restart) without a walk over all values.
+        let (new_canaries, counts) = check_keys(&coffer, self.allow_unreadable).await?;
+        coffer.note_missing_versions(&counts);
+        let mut migrated_plaintext = 0;
         if coffer.keyring().is_some() {
             coffer.load_counters(coffer.catalog()).await?;
-            // Verify every value opens, and encrypt what dev mode left in plaintext.
-            let walk = coffer.walk_all(Walk::MigratePlaintext).await?;
-            migrated_plaintext = walk.rewrapped;
-            unreadable = walk.unreadable;
-            coffer.flush_counters().await?;
+            // The one walk a start takes: dev mode left plaintext that a key must now
+            // encrypt. It verifies every value on the way (as `coffer keys verify` does).
+            if counts.get(&0).is_some_and(|n| *n > 0) {
+                let walk = coffer.walk_all(Walk::MigratePlaintext).await?;
+                migrated_plaintext = walk.rewrapped;
+                coffer.flush_counters().await?;
+            }
         }
+        let unreadable = coffer.unreadable_count(Some(&counts)).await?;
         let admin_key = bootstrap(&coffer, self.admin_key_seed).await?;
         Ok((
             coffer,
@@ -153,11 +162,12 @@ fn canary_aad(version: KeyVersion) -> String {
 }
 
 /// Every stored value's key version must be in the ring, and every key in the ring must
-/// open its canary. Versions without a canary get one.
+/// open its canary. Versions without a canary get one. Returns them, and the stored values
+/// per key version.
 async fn check_keys(
     coffer: &Coffer,
     allow_unreadable: bool,
-) -> Result<Vec<KeyVersion>, StartupError> {
+) -> Result<(Vec<KeyVersion>, BTreeMap<u32, u64>), StartupError> {
     let counts = coffer.secrets().count_by_key_version().await?;
     let Some(ring) = coffer.keyring() else {
         let count = counts
@@ -168,7 +178,7 @@ async fn check_keys(
         return if count > 0 {
             Err(StartupError::EncryptedValuesNeedKey { count })
         } else {
-            Ok(Vec::new())
+            Ok((Vec::new(), counts))
         };
     };
     let uses = |v: KeyVersion| counts.get(&v.get()).copied().unwrap_or(0);
@@ -211,7 +221,7 @@ async fn check_keys(
             .await?;
         created.push(version);
     }
-    Ok(created)
+    Ok((created, counts))
 }
 
 async fn bootstrap(
@@ -223,6 +233,7 @@ async fn bootstrap(
     let default = EnvName::new("default").map_err(|e| CoreError::Invalid(e.to_string()))?;
     let env = Environment {
         name: default,
+        id: crate::service::new_environment_id()?,
         created_at: Timestamp::now(),
     };
     let first = coffer.catalog().bootstrap(&env, &record).await?;

@@ -10,9 +10,12 @@ CREATE TABLE settings (
     value TEXT NOT NULL
 );
 
+-- An environment's `id` is its incarnation: immutable, never reused by another environment.
 CREATE TABLE environments (
     name TEXT COLLATE "C" PRIMARY KEY,
-    created_at BIGINT NOT NULL
+    id TEXT COLLATE "C" NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    UNIQUE (name, id)
 );
 
 -- A scoped key goes with its environment (ON DELETE CASCADE) and cannot be inserted for an
@@ -41,26 +44,30 @@ CREATE TABLE key_usage (
     encryptions BIGINT NOT NULL
 );
 
--- Secret values for the `db` backend; key_version 0 = stored unencrypted (dev mode).
--- Not (yet) a foreign key to environments: Coffer's own writes (`Actor::System`) may write
--- under a name no environment has, as on SQLite. A key's write locks its environment's row
--- instead (see the crate's journal module), and deleting or creating an environment clears
--- its rows in the same transaction.
+-- Secret values for the `db` backend; key_version 0 = stored unencrypted (dev mode). A row
+-- belongs to one incarnation of its environment (`environment_id`, with the environment's
+-- name beside it for byte-ordered walks): it cannot be written into an incarnation that does
+-- not exist, and goes with it (ON DELETE CASCADE), whatever races.
 CREATE TABLE secrets (
     environment TEXT COLLATE "C" NOT NULL,
     name TEXT COLLATE "C" NOT NULL,
+    environment_id TEXT COLLATE "C" NOT NULL,
     value TEXT NOT NULL,
     key_version BIGINT NOT NULL,
     revision BIGINT NOT NULL,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL,
-    PRIMARY KEY (environment, name)
+    PRIMARY KEY (environment, name),
+    FOREIGN KEY (environment, environment_id) REFERENCES environments (name, id)
+        ON DELETE CASCADE
 );
 
 CREATE INDEX secrets_key_version ON secrets (key_version);
 
--- Config entries: plaintext JSON per environment (config is not secret). Same rules as
--- `secrets`.
+-- Config entries: plaintext JSON per environment (config is not secret), by environment
+-- name, not incarnation. Not a foreign key: Coffer's own writes (`Actor::System`) may write
+-- under a name no environment has. A key's write locks its environment's row instead, and
+-- deleting or creating an environment clears its entries in the same transaction.
 CREATE TABLE config (
     environment TEXT COLLATE "C" NOT NULL,
     key TEXT COLLATE "C" NOT NULL,
@@ -69,6 +76,18 @@ CREATE TABLE config (
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL,
     PRIMARY KEY (environment, key)
+);
+
+-- Values found unreadable, shared by every node: a mark names the revision that did not
+-- open. It is recorded only while the secret is at that revision (the row locked), and a
+-- write or delete of the secret, or of its environment, removes it in its transaction.
+CREATE TABLE unreadable_values (
+    environment TEXT COLLATE "C" NOT NULL,
+    name TEXT COLLATE "C" NOT NULL,
+    revision BIGINT NOT NULL,
+    key_version BIGINT NOT NULL,
+    found_at BIGINT NOT NULL,
+    PRIMARY KEY (environment, name)
 );
 
 -- The journal's one head. Every journaled write locks this row last in its transaction

@@ -7,12 +7,14 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use coffer_crypto::KeyVersion;
 use coffer_store::{
-    AccessStore, Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Canary, Change, EnvName, Environment,
-    KeyStore, Role, StoreError, StoreResult, Timestamp,
+    AccessStore, Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Canary, Change, EnvId, EnvName,
+    Environment, KeyStore, Role, SecretName, StoreError, StoreResult, Timestamp, UnreadableMark,
+    ValueCheck,
 };
 use sqlx::PgConnection;
 
 use crate::journal::{Author, append, check_actor, lock_environment};
+use crate::secrets::forget_environment_marks;
 use crate::{PgStore, corrupt, db, signed, unsigned};
 
 /// The settings row whose insertion is the bootstrap: a unique row, so of any number of
@@ -54,15 +56,16 @@ impl AccessStore for PgStore {
 
     async fn list_environments(&self) -> StoreResult<Vec<Environment>> {
         let mut c = self.acquire().await?;
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT name, created_at FROM environments ORDER BY name")
+        let rows: Vec<(String, i64, String)> =
+            sqlx::query_as("SELECT name, created_at, id FROM environments ORDER BY name")
                 .fetch_all(&mut *c)
                 .await
                 .map_err(db)?;
         rows.into_iter()
-            .map(|(name, created)| {
+            .map(|(name, created, id)| {
                 Ok(Environment {
                     name: EnvName::new(&name).map_err(corrupt)?,
+                    id: EnvId::new(&id).map_err(corrupt)?,
                     created_at: Timestamp::from_millis(created),
                 })
             })
@@ -71,16 +74,20 @@ impl AccessStore for PgStore {
 
     async fn get_environment(&self, name: &EnvName) -> StoreResult<Option<Environment>> {
         let mut c = self.acquire().await?;
-        let created: Option<i64> =
-            sqlx::query_scalar("SELECT created_at FROM environments WHERE name = $1")
+        let row: Option<(i64, String)> =
+            sqlx::query_as("SELECT created_at, id FROM environments WHERE name = $1")
                 .bind(name.as_str())
                 .fetch_optional(&mut *c)
                 .await
                 .map_err(db)?;
-        Ok(created.map(|ms| Environment {
-            name: name.clone(),
-            created_at: Timestamp::from_millis(ms),
-        }))
+        row.map(|(ms, id)| {
+            Ok(Environment {
+                name: name.clone(),
+                id: EnvId::new(&id).map_err(corrupt)?,
+                created_at: Timestamp::from_millis(ms),
+            })
+        })
+        .transpose()
     }
 
     async fn create_environment(&self, env: &Environment, actor: &Actor) -> StoreResult<()> {
@@ -94,17 +101,24 @@ impl AccessStore for PgStore {
     async fn delete_environment(&self, name: &EnvName, actor: &Actor) -> StoreResult<u64> {
         let mut tx = self.begin().await?;
         let author = check_actor(&mut tx, actor).await?;
-        // Its scoped keys go with it (ON DELETE CASCADE), in this transaction; a write of
-        // theirs in flight holds the environment's row, and this waits for it.
-        let deleted = sqlx::query("DELETE FROM environments WHERE name = $1")
+        // The environment's row first (the lock order, see `journal`): a write in flight
+        // holds it and this waits for that write, then removes what it wrote.
+        let found: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM environments WHERE name = $1 FOR UPDATE")
+                .bind(name.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+        if found.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let secrets = clear_environment_rows(&mut tx, name).await?;
+        // Its scoped keys go with it (ON DELETE CASCADE), in this transaction.
+        sqlx::query("DELETE FROM environments WHERE name = $1")
             .bind(name.as_str())
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        if deleted.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        let secrets = clear_environment_rows(&mut tx, name).await?;
         let at = Timestamp::now();
         let last = append(&mut tx, &author, &[Change::environment_deleted(name, at)]).await?;
         self.commit(tx, last).await?;
@@ -269,6 +283,157 @@ impl KeyStore for PgStore {
         .map_err(db)?;
         Ok(())
     }
+
+    async fn record_checks(
+        &self,
+        checks: &[ValueCheck],
+        verified_by: Option<&Actor>,
+    ) -> StoreResult<()> {
+        if checks.is_empty() && verified_by.is_none() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        let author = match verified_by {
+            Some(actor) => Some(check_actor(&mut tx, actor).await?),
+            None => None,
+        };
+        let (mut opened, mut failed) = (MarkColumns::default(), MarkColumns::default());
+        for check in last_checks(checks) {
+            let cols = if check.opened {
+                &mut opened
+            } else {
+                &mut failed
+            };
+            cols.environment.push(check.environment.as_str());
+            cols.name.push(check.name.as_str());
+            cols.revision.push(signed(check.revision)?);
+            cols.key_version.push(i64::from(check.key_version));
+        }
+        let now = Timestamp::now();
+        if !opened.name.is_empty() {
+            // A value that opens clears a mark of its revision or an older one.
+            sqlx::query(
+                "DELETE FROM unreadable_values u
+                 USING UNNEST($1::text[], $2::text[], $3::bigint[]) AS c(environment, name, revision)
+                 WHERE u.environment = c.environment AND u.name = c.name
+                   AND u.revision <= c.revision",
+            )
+            .bind(&opened.environment)
+            .bind(&opened.name)
+            .bind(&opened.revision)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        if !failed.name.is_empty() {
+            // A mark lands only while its secret is still at the revision that failed to
+            // open, and the secret's row stays locked (FOR SHARE) until this commits: a
+            // write of it waits, then removes the mark; a write that committed first has
+            // superseded the finding already.
+            sqlx::query(
+                "INSERT INTO unreadable_values (environment, name, revision, key_version, found_at)
+                 SELECT c.environment, c.name, c.revision, c.key_version, $5
+                 FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[])
+                      AS c(environment, name, revision, key_version)
+                 WHERE EXISTS (
+                     SELECT 1 FROM secrets s
+                     WHERE s.environment = c.environment AND s.name = c.name
+                       AND s.revision = c.revision
+                     FOR SHARE)
+                 ON CONFLICT (environment, name) DO UPDATE SET revision = EXCLUDED.revision,
+                     key_version = EXCLUDED.key_version, found_at = EXCLUDED.found_at",
+            )
+            .bind(&failed.environment)
+            .bind(&failed.name)
+            .bind(&failed.revision)
+            .bind(&failed.key_version)
+            .bind(now.millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        let last = match author {
+            Some(author) => {
+                let change = Change::keys_verified(checks.len() as u64, now);
+                append(&mut tx, &author, &[change]).await?
+            }
+            None => None,
+        };
+        self.commit(tx, last).await
+    }
+
+    async fn unreadable_counts(&self) -> StoreResult<BTreeMap<u32, u64>> {
+        let mut c = self.acquire().await?;
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT key_version, COUNT(*) FROM unreadable_values GROUP BY key_version",
+        )
+        .fetch_all(&mut *c)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(v, n)| {
+                let v = u32::try_from(v).map_err(|_| corrupt("a key version out of range"))?;
+                Ok((v, unsigned(n)?))
+            })
+            .collect()
+    }
+
+    async fn unreadable_marks(
+        &self,
+        env: &EnvName,
+        names: &[SecretName],
+    ) -> StoreResult<Vec<UnreadableMark>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<&str> = names.iter().map(SecretName::as_str).collect();
+        let mut c = self.acquire().await?;
+        // One indexed query whatever the page size (an empty table answers at once).
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT name, revision, key_version FROM unreadable_values
+             WHERE environment = $1 AND name = ANY($2)",
+        )
+        .bind(env.as_str())
+        .bind(&names)
+        .fetch_all(&mut *c)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(name, revision, key_version)| {
+                Ok(UnreadableMark {
+                    environment: env.clone(),
+                    name: SecretName::new(&name).map_err(corrupt)?,
+                    revision: unsigned(revision)?,
+                    key_version: u32::try_from(key_version)
+                        .map_err(|_| corrupt("a key version out of range"))?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A batch of checks, column by column (for `UNNEST`).
+#[derive(Default)]
+struct MarkColumns<'a> {
+    environment: Vec<&'a str>,
+    name: Vec<&'a str>,
+    revision: Vec<i64>,
+    key_version: Vec<i64>,
+}
+
+/// Of several checks of one secret in a batch, the one that counts: the highest revision,
+/// and of checks of the same revision the last (as if applied one after the other).
+fn last_checks(checks: &[ValueCheck]) -> Vec<&ValueCheck> {
+    let mut by_secret: BTreeMap<(&str, &str), &ValueCheck> = BTreeMap::new();
+    for check in checks {
+        let slot = by_secret
+            .entry((check.environment.as_str(), check.name.as_str()))
+            .or_insert(check);
+        if check.revision >= slot.revision {
+            *slot = check;
+        }
+    }
+    by_secret.into_values().collect()
 }
 
 fn key_version(v: i64) -> StoreResult<KeyVersion> {
@@ -278,9 +443,11 @@ fn key_version(v: i64) -> StoreResult<KeyVersion> {
 
 async fn insert_environment(c: &mut PgConnection, env: &Environment) -> StoreResult<()> {
     let added = sqlx::query(
-        "INSERT INTO environments (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        "INSERT INTO environments (name, id, created_at) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING",
     )
     .bind(env.name.as_str())
+    .bind(env.id.as_str())
     .bind(env.created_at.millis())
     .execute(&mut *c)
     .await
@@ -288,14 +455,17 @@ async fn insert_environment(c: &mut PgConnection, env: &Environment) -> StoreRes
     if added.rows_affected() == 0 {
         return Err(StoreError::AlreadyExists);
     }
-    // A new environment starts empty: rows a write of Coffer's own left under this name
-    // after the old environment was deleted go now, in the same transaction.
+    // A new environment starts empty: config entries a write of Coffer's own left under this
+    // name after the old environment was deleted, and its marks, go now, in the same
+    // transaction (secret rows cannot be left: they went with their incarnation).
     clear_environment_rows(c, &env.name).await?;
     Ok(())
 }
 
-/// Deletes `env`'s secret values and config entries; returns how many values there were.
+/// Deletes `env`'s secret values, config entries and unreadable marks; returns how many
+/// values there were.
 async fn clear_environment_rows(c: &mut PgConnection, env: &EnvName) -> StoreResult<u64> {
+    forget_environment_marks(c, env).await?;
     sqlx::query("DELETE FROM config WHERE environment = $1")
         .bind(env.as_str())
         .execute(&mut *c)

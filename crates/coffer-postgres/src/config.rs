@@ -15,8 +15,9 @@ use crate::{PgStore, corrupt, db, unsigned};
 /// The `config` table.
 const CONFIG: Versioned = Versioned {
     table: "config",
-    scope: "environment",
+    scope: &["environment"],
     key: "key",
+    conflict: "environment, key",
     values: &["value"],
 };
 
@@ -77,7 +78,7 @@ impl ConfigStore for PgStore {
         let written = CONFIG
             .put(
                 &mut tx,
-                env.as_str(),
+                &[env.as_str()],
                 key.as_str(),
                 &cells,
                 precondition,
@@ -110,7 +111,7 @@ impl ConfigStore for PgStore {
         let mut tx = self.begin().await?;
         let author = check_actor(&mut tx, actor).await?;
         let row = CONFIG
-            .delete(&mut tx, env.as_str(), key.as_str(), precondition)
+            .delete(&mut tx, &[env.as_str()], key.as_str(), precondition)
             .await?;
         let gone = entry(env.clone(), key.clone(), &row)?;
         let change = Change::config_deleted(&gone, Timestamp::now());

@@ -499,7 +499,9 @@ fn event_of(id: u64, r: &PgRow) -> Result<EventRecord, ()> {
             key_name: r.try_get(6).map_err(drop)?,
         },
         at: coffer_store::Timestamp::from_millis(r.try_get(7).map_err(drop)?).rfc3339(),
-        count: (action == Action::KeysRewrapped.name())
+        count: Action::ALL
+            .iter()
+            .any(|a| a.counts_values() && a.name() == action)
             .then(|| u64::try_from(count))
             .transpose()
             .map_err(drop)?,

@@ -1,4 +1,8 @@
-//! `SecretStore` on the `secrets` table (versioned rows, see [`crate::versioned`]).
+//! `SecretStore` on the `secrets` table (versioned rows, see [`crate::versioned`]), per
+//! environment incarnation: every read and write matches the environment's name and id, and
+//! a write locks the incarnation's row first, so a value never lands in an incarnation that
+//! is gone (the foreign key says the same). A write or delete removes the secret's
+//! unreadable mark in its transaction.
 //!
 //! No metadata cache (unlike SQLite's): other nodes write to the same rows, so every read
 //! asks the database.
@@ -8,23 +12,24 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use coffer_crypto::KeyVersion;
 use coffer_store::{
-    Actor, BatchPut, Capabilities, Change, EnvName, Precondition, PutOutcome, Replacement,
-    SecretMeta, SecretName, SecretRecord, SecretStore, StoreError, StoreResult, StoredValue,
-    Timestamp,
+    Actor, BatchPut, Capabilities, Change, EnvId, EnvName, Environment, Precondition, PutOutcome,
+    Replacement, SecretMeta, SecretName, SecretRecord, SecretStore, StoreError, StoreResult,
+    StoredValue, Timestamp,
 };
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use crate::journal::{append, check_actor, key_scope};
+use crate::journal::{Author, append, check_actor};
 use crate::versioned::{Cell, Versioned};
 use crate::{PgStore, corrupt, db, signed, unsigned};
 
 /// The `secrets` table.
 const SECRETS: Versioned = Versioned {
     table: "secrets",
-    scope: "environment",
+    scope: &["environment", "environment_id"],
     key: "name",
+    conflict: "environment, name",
     values: &["value", "key_version"],
 };
 
@@ -42,47 +47,50 @@ impl SecretStore for PgStore {
         "db"
     }
 
-    async fn get(&self, env: &EnvName, name: &SecretName) -> StoreResult<Option<SecretRecord>> {
+    async fn get(&self, env: &Environment, name: &SecretName) -> StoreResult<Option<SecretRecord>> {
         let mut c = self.acquire().await?;
         let row = sqlx::query(
             "SELECT value, key_version, revision, created_at, updated_at FROM secrets
-             WHERE environment = $1 AND name = $2",
+             WHERE environment = $1 AND environment_id = $2 AND name = $3",
         )
-        .bind(env.as_str())
+        .bind(env.name.as_str())
+        .bind(env.id.as_str())
         .bind(name.as_str())
         .fetch_optional(&mut *c)
         .await
         .map_err(db)?;
-        row.map(|r| record(env.clone(), name.clone(), &r))
-            .transpose()
+        row.map(|r| record(env, name.clone(), &r)).transpose()
     }
 
-    async fn meta(&self, env: &EnvName, name: &SecretName) -> StoreResult<Option<SecretMeta>> {
+    async fn meta(&self, env: &Environment, name: &SecretName) -> StoreResult<Option<SecretMeta>> {
         let mut c = self.acquire().await?;
         let row = sqlx::query(
             "SELECT NULL::text, key_version, revision, created_at, updated_at FROM secrets
-             WHERE environment = $1 AND name = $2",
+             WHERE environment = $1 AND environment_id = $2 AND name = $3",
         )
-        .bind(env.as_str())
+        .bind(env.name.as_str())
+        .bind(env.id.as_str())
         .bind(name.as_str())
         .fetch_optional(&mut *c)
         .await
         .map_err(db)?;
-        row.map(|r| meta(env.clone(), name.clone(), &r)).transpose()
+        row.map(|r| meta(env, name.clone(), &r)).transpose()
     }
 
     async fn list(
         &self,
-        env: &EnvName,
+        env: &Environment,
         after: Option<&SecretName>,
         limit: usize,
     ) -> StoreResult<Vec<SecretMeta>> {
         let mut c = self.acquire().await?;
         let rows = sqlx::query(
             "SELECT NULL::text, key_version, revision, created_at, updated_at, name FROM secrets
-             WHERE environment = $1 AND name > $2 ORDER BY name LIMIT $3",
+             WHERE environment = $1 AND environment_id = $2 AND name > $3
+             ORDER BY name LIMIT $4",
         )
-        .bind(env.as_str())
+        .bind(env.name.as_str())
+        .bind(env.id.as_str())
         .bind(after.map_or("", SecretName::as_str))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&mut *c)
@@ -92,14 +100,14 @@ impl SecretStore for PgStore {
             .map(|r| {
                 let name: String = r.try_get(5).map_err(db)?;
                 let name = SecretName::new(&name).map_err(corrupt)?;
-                meta(env.clone(), name, r)
+                meta(env, name, r)
             })
             .collect()
     }
 
     async fn put(
         &self,
-        env: &EnvName,
+        env: &Environment,
         name: &SecretName,
         value: StoredValue,
         precondition: Precondition,
@@ -107,7 +115,7 @@ impl SecretStore for PgStore {
         actor: &Actor,
     ) -> StoreResult<PutOutcome> {
         let mut tx = self.begin().await?;
-        let author = key_scope(&mut tx, actor, env).await?;
+        let author = incarnation_scope(&mut tx, actor, env).await?;
         let out = put(&mut tx, env, name, &value, precondition, at).await?;
         let last = append(&mut tx, &author, &[Change::secret_written(&out)]).await?;
         self.commit(tx, last).await?;
@@ -116,7 +124,7 @@ impl SecretStore for PgStore {
 
     async fn put_many(
         &self,
-        env: &EnvName,
+        env: &Environment,
         batch: Vec<BatchPut>,
         at: Timestamp,
         actor: &Actor,
@@ -124,7 +132,7 @@ impl SecretStore for PgStore {
         // One transaction: the first refusal returns early and the dropped transaction
         // rolls back every entry.
         let mut tx = self.begin().await?;
-        let author = key_scope(&mut tx, actor, env).await?;
+        let author = incarnation_scope(&mut tx, actor, env).await?;
         let mut changes = Vec::with_capacity(batch.len());
         let mut outcomes = Vec::with_capacity(batch.len());
         for entry in batch {
@@ -138,9 +146,9 @@ impl SecretStore for PgStore {
                 None => {
                     // Locked, so the check still holds when the batch commits.
                     let current = SECRETS
-                        .current_locked(&mut tx, env.as_str(), entry.name.as_str())
+                        .current_locked(&mut tx, &scope_of(env), entry.name.as_str())
                         .await?
-                        .map(|r| meta(env.clone(), entry.name.clone(), &r))
+                        .map(|r| meta(env, entry.name.clone(), &r))
                         .transpose()?;
                     let revision = current.as_ref().map(|m| m.revision);
                     if !entry.precondition.admits(revision) {
@@ -162,7 +170,7 @@ impl SecretStore for PgStore {
 
     async fn delete(
         &self,
-        env: &EnvName,
+        env: &Environment,
         name: &SecretName,
         precondition: Precondition,
         actor: &Actor,
@@ -170,9 +178,10 @@ impl SecretStore for PgStore {
         let mut tx = self.begin().await?;
         let author = check_actor(&mut tx, actor).await?;
         let row = SECRETS
-            .delete(&mut tx, env.as_str(), name.as_str(), precondition)
+            .delete(&mut tx, &scope_of(env), name.as_str(), precondition)
             .await?;
-        let gone = meta(env.clone(), name.clone(), &row)?;
+        forget_mark(&mut tx, &env.name, name).await?;
+        let gone = meta(env, name.clone(), &row)?;
         let change = Change::secret_deleted(&gone, Timestamp::now());
         let last = append(&mut tx, &author, &[change]).await?;
         self.commit(tx, last).await?;
@@ -187,7 +196,8 @@ impl SecretStore for PgStore {
         let (after_env, after_name) = after.map_or(("", ""), |(e, n)| (e.as_str(), n.as_str()));
         let mut c = self.acquire().await?;
         let rows = sqlx::query(
-            "SELECT value, key_version, revision, created_at, updated_at, environment, name
+            "SELECT value, key_version, revision, created_at, updated_at, environment, name,
+                    environment_id
              FROM secrets WHERE (environment, name) > ($1, $2)
              ORDER BY environment, name LIMIT $3",
         )
@@ -201,9 +211,15 @@ impl SecretStore for PgStore {
             .map(|r| {
                 let env: String = r.try_get(5).map_err(db)?;
                 let name: String = r.try_get(6).map_err(db)?;
-                let env = EnvName::new(&env).map_err(corrupt)?;
+                let id: String = r.try_get(7).map_err(db)?;
+                // The walk needs the incarnation, not the environment's creation time.
+                let env = Environment {
+                    name: EnvName::new(&env).map_err(corrupt)?,
+                    id: EnvId::new(&id).map_err(corrupt)?,
+                    created_at: Timestamp::from_millis(0),
+                };
                 let name = SecretName::new(&name).map_err(corrupt)?;
-                record(env, name, r)
+                record(&env, name, r)
             })
             .collect()
     }
@@ -219,6 +235,7 @@ impl SecretStore for PgStore {
         for (i, r) in batch.iter().enumerate() {
             cols.index.push(i64::try_from(i).unwrap_or(i64::MAX));
             cols.environment.push(r.environment.as_str());
+            cols.environment_id.push(r.environment_id.as_str());
             cols.name.push(r.name.as_str());
             cols.revision.push(signed(r.revision)?);
             cols.value.push(stored_text(&r.value));
@@ -229,20 +246,22 @@ impl SecretStore for PgStore {
                 .push(i64::from(r.previous.key_version_number()));
         }
         // One statement for the batch: each replacement applies only to the exact row it
-        // was read from (revision and stored form), and keeps revision and timestamps.
+        // was read from (incarnation, revision and stored form), and keeps revision and
+        // timestamps.
         let applied_at: Vec<i64> = sqlx::query_scalar(
             "UPDATE secrets s SET value = r.value, key_version = r.key_version
-             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[],
-                         $6::bigint[], $7::text[], $8::bigint[])
-                  AS r(idx, environment, name, revision, value, key_version, previous,
-                       previous_version)
-             WHERE s.environment = r.environment AND s.name = r.name
-               AND s.revision = r.revision AND s.key_version = r.previous_version
-               AND s.value = r.previous
+             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                         $6::text[], $7::bigint[], $8::text[], $9::bigint[])
+                  AS r(idx, environment, environment_id, name, revision, value, key_version,
+                       previous, previous_version)
+             WHERE s.environment = r.environment AND s.environment_id = r.environment_id
+               AND s.name = r.name AND s.revision = r.revision
+               AND s.key_version = r.previous_version AND s.value = r.previous
              RETURNING r.idx",
         )
         .bind(&cols.index)
         .bind(&cols.environment)
+        .bind(&cols.environment_id)
         .bind(&cols.name)
         .bind(&cols.revision)
         .bind(&cols.value)
@@ -269,13 +288,17 @@ impl SecretStore for PgStore {
         Ok(applied)
     }
 
-    async fn purge_environment(&self, env: &EnvName) -> StoreResult<u64> {
-        let mut c = self.acquire().await?;
-        let purged = sqlx::query("DELETE FROM secrets WHERE environment = $1")
-            .bind(env.as_str())
-            .execute(&mut *c)
-            .await
-            .map_err(db)?;
+    async fn purge_environment(&self, env: &Environment) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+        let purged =
+            sqlx::query("DELETE FROM secrets WHERE environment = $1 AND environment_id = $2")
+                .bind(env.name.as_str())
+                .bind(env.id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        forget_environment_marks(&mut tx, &env.name).await?;
+        self.commit(tx, None).await?;
         Ok(purged.rows_affected())
     }
 
@@ -304,6 +327,7 @@ impl SecretStore for PgStore {
 struct ReplaceColumns<'a> {
     index: Vec<i64>,
     environment: Vec<&'a str>,
+    environment_id: Vec<&'a str>,
     name: Vec<&'a str>,
     revision: Vec<i64>,
     value: Vec<&'a str>,
@@ -312,9 +336,31 @@ struct ReplaceColumns<'a> {
     previous_version: Vec<i64>,
 }
 
+/// Steps 1 and 3 of a value write (see `journal`): the incarnation must exist, for every
+/// actor, and stays locked until the commit; then the actor is re-checked. A key that is
+/// gone as well is reported as [`StoreError::ActorRevoked`], as the SQLite store does.
+async fn incarnation_scope(
+    c: &mut PgConnection,
+    actor: &Actor,
+    env: &Environment,
+) -> StoreResult<Author> {
+    let found: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM environments WHERE name = $1 AND id = $2 FOR KEY SHARE")
+            .bind(env.name.as_str())
+            .bind(env.id.as_str())
+            .fetch_optional(&mut *c)
+            .await
+            .map_err(db)?;
+    let author = check_actor(c, actor).await?;
+    match found {
+        Some(_) => Ok(author),
+        None => Err(StoreError::NotFound),
+    }
+}
+
 async fn put(
     c: &mut PgConnection,
-    env: &EnvName,
+    env: &Environment,
     name: &SecretName,
     value: &StoredValue,
     precondition: Precondition,
@@ -328,17 +374,20 @@ async fn put(
     let written = SECRETS
         .put(
             c,
-            env.as_str(),
+            &scope_of(env),
             name.as_str(),
             &cells,
             precondition,
             at.millis(),
         )
         .await?;
+    // A new revision supersedes a mark of the old one, in this transaction.
+    forget_mark(c, &env.name, name).await?;
     Ok(PutOutcome {
         created: written.created(),
         meta: SecretMeta {
-            environment: env.clone(),
+            environment: env.name.clone(),
+            environment_id: env.id.clone(),
             name: name.clone(),
             revision: written.revision,
             key_version,
@@ -348,11 +397,41 @@ async fn put(
     })
 }
 
+/// The scope columns' values of `env`'s rows: its name and incarnation.
+fn scope_of(env: &Environment) -> [&str; 2] {
+    [env.name.as_str(), env.id.as_str()]
+}
+
+/// Removes the secret's unreadable mark, if any: it was written or deleted.
+async fn forget_mark(c: &mut PgConnection, env: &EnvName, name: &SecretName) -> StoreResult<()> {
+    sqlx::query("DELETE FROM unreadable_values WHERE environment = $1 AND name = $2")
+        .bind(env.as_str())
+        .bind(name.as_str())
+        .execute(&mut *c)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// Removes every unreadable mark of `env`: its secrets went (or a new one starts empty).
+pub(crate) async fn forget_environment_marks(
+    c: &mut PgConnection,
+    env: &EnvName,
+) -> StoreResult<()> {
+    sqlx::query("DELETE FROM unreadable_values WHERE environment = $1")
+        .bind(env.as_str())
+        .execute(&mut *c)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
 /// Metadata from `value, key_version, revision, created_at, updated_at` (the value unread).
-fn meta(environment: EnvName, name: SecretName, r: &PgRow) -> StoreResult<SecretMeta> {
+fn meta(environment: &Environment, name: SecretName, r: &PgRow) -> StoreResult<SecretMeta> {
     let key_version: i64 = r.try_get(1).map_err(db)?;
     Ok(SecretMeta {
-        environment,
+        environment: environment.name.clone(),
+        environment_id: environment.id.clone(),
         name,
         revision: unsigned(r.try_get(2).map_err(db)?)?,
         key_version: u32::try_from(key_version)
@@ -363,7 +442,7 @@ fn meta(environment: EnvName, name: SecretName, r: &PgRow) -> StoreResult<Secret
 }
 
 /// A record from `value, key_version, revision, created_at, updated_at`.
-fn record(environment: EnvName, name: SecretName, r: &PgRow) -> StoreResult<SecretRecord> {
+fn record(environment: &Environment, name: SecretName, r: &PgRow) -> StoreResult<SecretRecord> {
     let meta = meta(environment, name, r)?;
     let value: String = r.try_get(0).map_err(db)?;
     let value = match meta.key_version {

@@ -109,6 +109,18 @@ pub(crate) async fn fresh() -> (Arc<PgStore>, TestDb) {
 coffer_store::secret_store_conformance!(fresh());
 coffer_store::catalog_conformance!(fresh());
 coffer_store::config_store_conformance!(fresh());
+coffer_store::unreadable_marks_conformance!(fresh());
+
+/// An environment with a fresh incarnation id (unique in this process).
+fn incarnation(name: &str) -> Environment {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    Environment {
+        name: env(name),
+        id: coffer_store::EnvId::new(&format!("env_{n:016x}")).expect("valid"),
+        created_at: Timestamp::from_millis(1),
+    }
+}
 
 fn env(name: &str) -> EnvName {
     EnvName::new(name).expect("valid")
@@ -273,10 +285,7 @@ async fn another_nodes_commit_wakes_the_watch() {
     // The listener may still be subscribing: write until b hears one (bounded).
     let mut heard = false;
     for i in 0..20 {
-        let prod = Environment {
-            name: env(&format!("e{i}")),
-            created_at: Timestamp::from_millis(1),
-        };
+        let prod = incarnation(&format!("e{i}"));
         a.create_environment(&prod, &Actor::System)
             .await
             .expect("create");
@@ -313,12 +322,16 @@ async fn two_nodes_journal_one_gapless_chain() {
                 .expect("b"),
         ),
     ];
+    let default = incarnation("default");
+    nodes[0]
+        .create_environment(&default, &Actor::System)
+        .await
+        .expect("create");
     let mut tasks = Vec::new();
     for (n, node) in nodes.iter().enumerate() {
         for t in 0..2 {
-            let node = node.clone();
+            let (node, e) = (node.clone(), default.clone());
             tasks.push(tokio::spawn(async move {
-                let e = env("default");
                 for i in 0..40 {
                     let name = SecretName::new(&format!("S{n}_{t}_{}", i % 5)).expect("valid");
                     let value = StoredValue::Sealed {
@@ -341,16 +354,22 @@ async fn two_nodes_journal_one_gapless_chain() {
         .await
         .expect("audit");
     assert!(more.is_none());
+    let rows = &rows[1..]; // after the environment's creation
     assert_eq!(rows.len(), 160);
-    let mut prev = coffer_store::journal::GENESIS_HASH.to_owned();
+    let (first, _) = nodes[1]
+        .audit(&AuditQuery::default(), 1)
+        .await
+        .expect("audit");
+    let mut prev = first[0].hash.clone();
     for (i, row) in rows.iter().enumerate() {
-        assert_eq!(row.seq, i as u64 + 1, "no gap");
+        assert_eq!(row.seq, i as u64 + 2, "no gap");
         assert_eq!(row.prev_hash, prev, "chained at {}", row.seq);
         assert_eq!(row.hash, row.expected_hash(), "hash of {}", row.seq);
         assert_eq!(row.event, Some(row.seq), "one event per write, in order");
+        assert!(row.action.starts_with("secret."));
         prev = row.hash.clone();
     }
-    assert_eq!(nodes[0].audit_head().await.expect("head"), (160, prev));
+    assert_eq!(nodes[0].audit_head().await.expect("head"), (161, prev));
     assert_eq!(nodes[0].audit_rows_past_head().await.expect("past"), 0);
     let ids: Vec<u64> = nodes[0]
         .events_after(0, 1_000)
@@ -359,7 +378,7 @@ async fn two_nodes_journal_one_gapless_chain() {
         .iter()
         .map(|e| e.id)
         .collect();
-    assert_eq!(ids, (1..=160).collect::<Vec<_>>());
+    assert_eq!(ids, (1..=161).collect::<Vec<_>>());
 }
 
 /// The audit log reads back as written, through its filters and pages; denials are
@@ -370,13 +389,7 @@ async fn audit_pages_filter_and_denials_read_back() {
     let admin = admin_key("ak_01", "h1");
     assert!(
         store
-            .bootstrap(
-                &Environment {
-                    name: env("default"),
-                    created_at: Timestamp::from_millis(1),
-                },
-                &admin,
-            )
+            .bootstrap(&incarnation("default"), &admin)
             .await
             .expect("bootstrap")
     );

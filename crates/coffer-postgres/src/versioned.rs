@@ -22,10 +22,13 @@ use crate::{db, signed, unsigned};
 pub(crate) struct Versioned {
     /// The table.
     pub(crate) table: &'static str,
-    /// The column naming the environment a row belongs to.
-    pub(crate) scope: &'static str,
+    /// The columns naming the environment a row belongs to (its name, and for secrets its
+    /// incarnation); every read and write matches all of them.
+    pub(crate) scope: &'static [&'static str],
     /// The column naming the row within its environment.
     pub(crate) key: &'static str,
+    /// The unique key an insert conflicts on (the primary key).
+    pub(crate) conflict: &'static str,
     /// The columns a write sets, in the order [`Versioned::put`] takes their cells.
     pub(crate) values: &'static [&'static str],
 }
@@ -55,23 +58,29 @@ impl Versioned {
     pub(crate) async fn put(
         &self,
         c: &mut PgConnection,
-        scope: &str,
+        scope: &[&str],
         key: &str,
         cells: &[Cell<'_>],
         precondition: Precondition,
         at: i64,
     ) -> StoreResult<Written> {
-        let (t, s, k) = (self.table, self.scope, self.key);
-        let cols = self.values.join(", ");
-        let placeholders = |from: usize| {
-            (0..self.values.len())
-                .map(|i| format!("${}", from + i))
+        let (t, k, target) = (self.table, self.key, self.conflict);
+        let n = self.scope.len();
+        // $1..$n the scope, $n+1 the key, $n+2 the time, then (an update's) expected
+        // revision, then the cells.
+        let (key_at, time_at) = (n + 1, n + 2);
+        let placeholders = |from: usize, count: usize| {
+            (from..from + count)
+                .map(|i| format!("${i}"))
                 .collect::<Vec<_>>()
         };
+        let cols = self.values.join(", ");
         let insert = format!(
-            "INSERT INTO {t} ({s}, {k}, {cols}, revision, created_at, updated_at)
-             VALUES ($1, $2, {}, 1, $3, $3)",
-            placeholders(4).join(", ")
+            "INSERT INTO {t} ({}, {k}, {cols}, revision, created_at, updated_at)
+             VALUES ({}, ${key_at}, {}, 1, ${time_at}, ${time_at})",
+            self.scope.join(", "),
+            placeholders(1, n).join(", "),
+            placeholders(n + 3, self.values.len()).join(", ")
         );
         let (sql, expected) = match precondition {
             Precondition::None => {
@@ -81,7 +90,7 @@ impl Versioned {
                     .map(|v| format!("{v} = EXCLUDED.{v}"))
                     .collect();
                 let sql = format!(
-                    "{insert} ON CONFLICT ({s}, {k}) DO UPDATE SET {}, revision = {t}.revision + 1,
+                    "{insert} ON CONFLICT ({target}) DO UPDATE SET {}, revision = {t}.revision + 1,
                      updated_at = EXCLUDED.updated_at RETURNING revision, created_at",
                     set.join(", ")
                 );
@@ -89,26 +98,33 @@ impl Versioned {
             }
             Precondition::Absent => (
                 format!(
-                    "{insert} ON CONFLICT ({s}, {k}) DO NOTHING RETURNING revision, created_at"
+                    "{insert} ON CONFLICT ({target}) DO NOTHING RETURNING revision, created_at"
                 ),
                 None,
             ),
-            Precondition::Revision(n) => {
+            Precondition::Revision(expected) => {
                 let set: Vec<String> = self
                     .values
                     .iter()
-                    .zip(placeholders(5))
+                    .zip(placeholders(n + 4, self.values.len()))
                     .map(|(v, p)| format!("{v} = {p}"))
                     .collect();
                 let sql = format!(
-                    "UPDATE {t} SET {}, revision = revision + 1, updated_at = $3
-                     WHERE {s} = $1 AND {k} = $2 AND revision = $4 RETURNING revision, created_at",
-                    set.join(", ")
+                    "UPDATE {t} SET {}, revision = revision + 1, updated_at = ${time_at}
+                     WHERE {} AND {k} = ${key_at} AND revision = ${}
+                     RETURNING revision, created_at",
+                    set.join(", "),
+                    self.scope_matches(),
+                    n + 3
                 );
-                (sql, Some(signed(n)?))
+                (sql, Some(signed(expected)?))
             }
         };
-        let mut q = sqlx::query(&sql).bind(scope).bind(key).bind(at);
+        let mut q = sqlx::query(&sql);
+        for s in scope {
+            q = q.bind(*s);
+        }
+        q = q.bind(key).bind(at);
         if let Some(n) = expected {
             q = q.bind(n);
         }
@@ -127,17 +143,36 @@ impl Versioned {
         }
     }
 
+    /// `scope_1 = $1 AND … AND scope_n = $n`.
+    fn scope_matches(&self) -> String {
+        self.scope
+            .iter()
+            .enumerate()
+            .map(|(i, col)| format!("{col} = ${}", i + 1))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+
+    /// Binds the scope, then the key.
+    fn bind_row<'q>(
+        q: Query<'q, Postgres, PgArguments>,
+        scope: &[&'q str],
+        key: &'q str,
+    ) -> Query<'q, Postgres, PgArguments> {
+        scope.iter().fold(q, |q, s| q.bind(*s)).bind(key)
+    }
+
     /// Deletes the row if `precondition` holds, in one statement, returning it as it was:
     /// the value columns, then `revision`, `created_at`, `updated_at`.
     /// Errors: [`StoreError::NotFound`], [`StoreError::Conflict`].
     pub(crate) async fn delete(
         &self,
         c: &mut PgConnection,
-        scope: &str,
+        scope: &[&str],
         key: &str,
         precondition: Precondition,
     ) -> StoreResult<PgRow> {
-        let (t, s, k) = (self.table, self.scope, self.key);
+        let (t, k, n) = (self.table, self.key, self.scope.len());
         let expected = match precondition {
             Precondition::None => None,
             // Revisions start at 1: an existing row never matches, as `Absent` requires.
@@ -145,13 +180,15 @@ impl Versioned {
             Precondition::Revision(n) => Some(signed(n)?),
         };
         let sql = format!(
-            "DELETE FROM {t} WHERE {s} = $1 AND {k} = $2 AND ($3::bigint IS NULL OR revision = $3)
+            "DELETE FROM {t} WHERE {} AND {k} = ${} AND (${}::bigint IS NULL OR revision = ${})
              RETURNING {}, revision, created_at, updated_at",
+            self.scope_matches(),
+            n + 1,
+            n + 2,
+            n + 2,
             self.values.join(", ")
         );
-        let row = sqlx::query(&sql)
-            .bind(scope)
-            .bind(key)
+        let row = Self::bind_row(sqlx::query(&sql), scope, key)
             .bind(expected)
             .fetch_optional(&mut *c)
             .await
@@ -170,18 +207,18 @@ impl Versioned {
     pub(crate) async fn current_locked(
         &self,
         c: &mut PgConnection,
-        scope: &str,
+        scope: &[&str],
         key: &str,
     ) -> StoreResult<Option<PgRow>> {
-        let (t, s, k) = (self.table, self.scope, self.key);
+        let (t, k) = (self.table, self.key);
         let sql = format!(
             "SELECT {}, revision, created_at, updated_at FROM {t}
-             WHERE {s} = $1 AND {k} = $2 FOR SHARE",
-            self.values.join(", ")
+             WHERE {} AND {k} = ${} FOR SHARE",
+            self.values.join(", "),
+            self.scope_matches(),
+            self.scope.len() + 1
         );
-        sqlx::query(&sql)
-            .bind(scope)
-            .bind(key)
+        Self::bind_row(sqlx::query(&sql), scope, key)
             .fetch_optional(&mut *c)
             .await
             .map_err(db)
@@ -191,13 +228,18 @@ impl Versioned {
     async fn revision(
         &self,
         c: &mut PgConnection,
-        scope: &str,
+        scope: &[&str],
         key: &str,
     ) -> StoreResult<Option<u64>> {
-        let (t, s, k) = (self.table, self.scope, self.key);
-        let sql = format!("SELECT revision FROM {t} WHERE {s} = $1 AND {k} = $2");
-        let rev: Option<i64> = sqlx::query_scalar(&sql)
-            .bind(scope)
+        let (t, k) = (self.table, self.key);
+        let sql = format!(
+            "SELECT revision FROM {t} WHERE {} AND {k} = ${}",
+            self.scope_matches(),
+            self.scope.len() + 1
+        );
+        let rev: Option<i64> = scope
+            .iter()
+            .fold(sqlx::query_scalar(&sql), |q, s| q.bind(*s))
             .bind(key)
             .fetch_optional(&mut *c)
             .await

@@ -1,14 +1,16 @@
 //! `AccessStore` and `KeyStore` on the `environments`, `api_keys`, `key_canaries`,
-//! `key_usage` and `settings` tables. (Deleting or creating an environment also clears its
-//! `secrets` and `config` rows.) Every change appends its journal rows in its transaction.
+//! `key_usage`, `unreadable_values` and `settings` tables. (Deleting or creating an
+//! environment also clears its `secrets`, `config` and `unreadable_values` rows.) Every
+//! change appends its journal rows in its transaction.
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use coffer_crypto::KeyVersion;
 use coffer_store::{
-    AccessStore, Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Canary, Change, EnvName, Environment,
-    KeyStore, Role, StoreError, StoreResult, Timestamp,
+    AccessStore, Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Canary, Change, EnvId, EnvName,
+    Environment, KeyStore, Role, SecretName, StoreError, StoreResult, Timestamp, UnreadableMark,
+    ValueCheck,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -61,14 +63,21 @@ impl AccessStore for SqliteStore {
     async fn list_environments(&self) -> StoreResult<Vec<Environment>> {
         let rows = self.read(|c| {
             let mut stmt =
-                c.prepare_cached("SELECT name, created_at FROM environments ORDER BY name")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+                c.prepare_cached("SELECT name, created_at, id FROM environments ORDER BY name")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
         rows.into_iter()
-            .map(|(name, created)| {
+            .map(|(name, created, id)| {
                 Ok(Environment {
                     name: EnvName::new(&name).map_err(corrupt)?,
+                    id: EnvId::new(&id).map_err(corrupt)?,
                     created_at: Timestamp::from_millis(created),
                 })
             })
@@ -76,15 +85,21 @@ impl AccessStore for SqliteStore {
     }
 
     async fn get_environment(&self, name: &EnvName) -> StoreResult<Option<Environment>> {
-        let created = self.read(|c| {
-            c.prepare_cached("SELECT created_at FROM environments WHERE name = ?1")?
-                .query_row([name.as_str()], |r| r.get::<_, i64>(0))
+        let row = self.read(|c| {
+            c.prepare_cached("SELECT created_at, id FROM environments WHERE name = ?1")?
+                .query_row([name.as_str()], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })
                 .optional()
         })?;
-        Ok(created.map(|ms| Environment {
-            name: name.clone(),
-            created_at: Timestamp::from_millis(ms),
-        }))
+        row.map(|(ms, id)| {
+            Ok(Environment {
+                name: name.clone(),
+                id: EnvId::new(&id).map_err(corrupt)?,
+                created_at: Timestamp::from_millis(ms),
+            })
+        })
+        .transpose()
     }
 
     async fn create_environment(&self, env: &Environment, actor: &Actor) -> StoreResult<()> {
@@ -124,6 +139,7 @@ impl AccessStore for SqliteStore {
                         [name.as_str()],
                     )
                     .map_err(unavailable)?;
+                crate::secrets::forget_environment_marks(c, &name)?;
                 let at = Timestamp::now();
                 append(c, &author, &[Change::environment_deleted(&name, at)])?;
                 Ok(secrets as u64)
@@ -274,13 +290,138 @@ impl KeyStore for SqliteStore {
             })
             .await
     }
+
+    async fn record_checks(
+        &self,
+        checks: &[ValueCheck],
+        verified_by: Option<&Actor>,
+    ) -> StoreResult<()> {
+        if checks.is_empty() && verified_by.is_none() {
+            return Ok(());
+        }
+        let (checks, actor) = (checks.to_vec(), verified_by.cloned());
+        self.writer
+            .write(move |c| {
+                let author = actor.as_ref().map(|a| check_actor(c, a)).transpose()?;
+                let now = Timestamp::now();
+                // A mark lands only while its secret is still at the revision that failed
+                // to open: a write that committed in between has superseded it already.
+                let mut mark = c
+                    .prepare_cached(
+                        "INSERT INTO unreadable_values (environment, name, revision, key_version, found_at)
+                         SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (
+                             SELECT 1 FROM secrets WHERE environment = ?1 AND name = ?2 AND revision = ?3)
+                         ON CONFLICT (environment, name) DO UPDATE SET revision = excluded.revision,
+                             key_version = excluded.key_version, found_at = excluded.found_at",
+                    )
+                    .map_err(unavailable)?;
+                let mut clear = c
+                    .prepare_cached(
+                        "DELETE FROM unreadable_values
+                         WHERE environment = ?1 AND name = ?2 AND revision <= ?3",
+                    )
+                    .map_err(unavailable)?;
+                // A rewrap or verify batch is mostly values that open; with no mark to
+                // clear (the common case) it costs one query, not one delete per value.
+                let any_marks: bool = c
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM unreadable_values)")
+                    .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                    .map_err(unavailable)?;
+                for check in &checks {
+                    let (env, name) = (check.environment.as_str(), check.name.as_str());
+                    if check.opened {
+                        if !any_marks {
+                            continue;
+                        }
+                        clear.execute(params![env, name, check.revision])
+                    } else {
+                        mark.execute(params![
+                            env,
+                            name,
+                            check.revision,
+                            check.key_version,
+                            now.millis()
+                        ])
+                    }
+                    .map_err(unavailable)?;
+                }
+                if let Some(author) = author {
+                    let change = Change::keys_verified(checks.len() as u64, now);
+                    append(c, &author, &[change])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn unreadable_counts(&self) -> StoreResult<BTreeMap<u32, u64>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT key_version, COUNT(*) FROM unreadable_values GROUP BY key_version",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u64>(1)?)))?;
+            rows.collect()
+        })
+    }
+
+    async fn unreadable_marks(
+        &self,
+        env: &EnvName,
+        names: &[SecretName],
+    ) -> StoreResult<Vec<UnreadableMark>> {
+        // The common case, no marks at all, costs no query between writes (see
+        // `SqliteStore::no_marks_at`).
+        let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
+        if names.is_empty()
+            || self.no_marks_at.load(std::sync::atomic::Ordering::Acquire) == epoch + 1
+        {
+            return Ok(Vec::new());
+        }
+        let rows = self.read(|c| {
+            let any: bool = c
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM unreadable_values)")?
+                .query_row([], |r| r.get(0))?;
+            if !any {
+                return Ok(None);
+            }
+            let mut stmt = c.prepare_cached(
+                "SELECT revision, key_version FROM unreadable_values
+                 WHERE environment = ?1 AND name = ?2",
+            )?;
+            let mut found = Vec::new();
+            for name in names {
+                let row = stmt
+                    .query_row(params![env.as_str(), name.as_str()], |r| {
+                        Ok((r.get::<_, u64>(0)?, r.get::<_, u32>(1)?))
+                    })
+                    .optional()?;
+                if let Some((revision, key_version)) = row {
+                    found.push(UnreadableMark {
+                        environment: env.clone(),
+                        name: name.clone(),
+                        revision,
+                        key_version,
+                    });
+                }
+            }
+            Ok(Some(found))
+        })?;
+        match rows {
+            Some(found) => Ok(found),
+            None => {
+                self.no_marks_at
+                    .store(epoch + 1, std::sync::atomic::Ordering::Release);
+                Ok(Vec::new())
+            }
+        }
+    }
 }
 
 fn insert_environment(c: &Connection, env: &Environment) -> StoreResult<()> {
     let n = c
         .execute(
-            "INSERT INTO environments (name, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-            params![env.name.as_str(), env.created_at.millis()],
+            "INSERT INTO environments (name, created_at, id) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            params![env.name.as_str(), env.created_at.millis(), env.id.as_str()],
         )
         .map_err(unavailable)?;
     if n == 0 {
@@ -298,7 +439,7 @@ fn insert_environment(c: &Connection, env: &Environment) -> StoreResult<()> {
         [env.name.as_str()],
     )
     .map_err(unavailable)?;
-    Ok(())
+    crate::secrets::forget_environment_marks(c, &env.name)
 }
 
 fn insert_api_key(c: &Connection, key: &ApiKeyRecord) -> StoreResult<()> {

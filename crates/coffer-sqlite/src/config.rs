@@ -8,7 +8,7 @@ use coffer_store::{
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::journal::{append, check_actor};
-use crate::secrets::check_environment;
+use crate::secrets::check_environment_named;
 use crate::{SqliteStore, corrupt, unavailable};
 
 #[async_trait]
@@ -57,7 +57,7 @@ impl ConfigStore for SqliteStore {
         self.writer
             .write(move |c| {
                 let author = check_actor(c, &actor)?;
-                check_environment(c, &actor, &env)?;
+                check_environment_named(c, &actor, &env)?;
                 let existing = current(c, &env, &key).map_err(unavailable)?;
                 let revision = existing.as_ref().map(|(_, rev, _, _)| *rev);
                 if !precondition.admits(revision) {

@@ -473,7 +473,10 @@ fn event_of(r: &Row<'_>) -> rusqlite::Result<EventRecord> {
             key_name: r.get(6)?,
         },
         at: coffer_store::Timestamp::from_millis(r.get(7)?).rfc3339(),
-        count: (action == Action::KeysRewrapped.name()).then_some(count),
+        count: Action::ALL
+            .iter()
+            .any(|a| a.counts_values() && a.name() == action)
+            .then_some(count),
     })
 }
 
@@ -485,7 +488,7 @@ pub(crate) fn head_event_seq(c: &Connection) -> rusqlite::Result<u64> {
 
 #[cfg(test)]
 mod tests {
-    use coffer_store::{AccessStore, Actor, Environment, Timestamp};
+    use coffer_store::{AccessStore, Actor};
 
     use super::*;
 
@@ -496,10 +499,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         for name in ["a", "b", "c"] {
-            let env = Environment {
-                name: EnvName::new(name).unwrap(),
-                created_at: Timestamp::from_millis(1),
-            };
+            let env = crate::test_env(name);
             store
                 .create_environment(&env, &Actor::System)
                 .await

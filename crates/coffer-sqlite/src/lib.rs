@@ -25,7 +25,7 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use coffer_store::schema::{BOOKKEEPING, MIGRATIONS};
+use coffer_store::schema::{BOOKKEEPING, MIGRATIONS, Migration};
 use coffer_store::{StoreError, StoreResult, Timestamp};
 use rusqlite::{Connection, OpenFlags, params};
 
@@ -41,6 +41,10 @@ pub struct SqliteStore {
     /// Transactions the writer has ended; see [`secrets::MetaCache`].
     epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
     meta_cache: secrets::MetaCache,
+    /// `epoch + 1` when the `unreadable_values` table was last seen empty at that epoch
+    /// (0: not known). Like the metadata cache, valid only while the epoch is unchanged:
+    /// secret reads then learn that no value is marked unreadable without a query.
+    no_marks_at: std::sync::atomic::AtomicU64,
     /// The last event id committed, announced by the writer.
     events: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
@@ -61,6 +65,7 @@ impl SqliteStore {
             writer: Writer::start(conn, epoch.clone(), events.clone())?,
             epoch,
             meta_cache: secrets::MetaCache::default(),
+            no_marks_at: std::sync::atomic::AtomicU64::new(0),
             events,
         })
     }
@@ -172,8 +177,13 @@ fn configure(conn: &Connection, read_only: bool) -> StoreResult<()> {
 }
 
 fn migrate(conn: &Connection) -> StoreResult<()> {
+    apply_migrations(conn, MIGRATIONS)
+}
+
+/// Applies, in order, each of `migrations` not applied yet.
+fn apply_migrations(conn: &Connection, migrations: &[Migration]) -> StoreResult<()> {
     conn.execute_batch(BOOKKEEPING).map_err(unavailable)?;
-    for m in MIGRATIONS {
+    for m in migrations {
         let applied: bool = conn
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)",
@@ -202,6 +212,18 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
     Ok(())
 }
 
+/// A new incarnation of the environment `name`, for this crate's tests.
+#[cfg(test)]
+pub(crate) fn test_env(name: &str) -> coffer_store::Environment {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    coffer_store::Environment {
+        name: coffer_store::EnvName::new(name).expect("valid name"),
+        id: coffer_store::EnvId::new(&format!("env_{n:016x}")).expect("valid id"),
+        created_at: Timestamp::from_millis(1),
+    }
+}
+
 fn unavailable(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(format!("sqlite: {e}"))
 }
@@ -225,67 +247,7 @@ mod tests {
     coffer_store::secret_store_conformance!(fresh());
     coffer_store::catalog_conformance!(fresh());
     coffer_store::config_store_conformance!(fresh());
-
-    /// This backend keeps values beside the catalog, so an environment's lifetime bounds its
-    /// values atomically: deleted with it, and a new environment never inherits rows.
-    #[tokio::test]
-    async fn environments_bound_their_secret_rows_in_one_transaction() {
-        use coffer_store::{
-            AccessStore, EnvName, Environment, Precondition, SecretName, SecretStore,
-        };
-        let (store, _dir) = fresh().await;
-        let env = EnvName::new("prod").expect("name");
-        let name = SecretName::new("A").expect("name");
-        let prod = Environment {
-            name: env.clone(),
-            created_at: Timestamp::from_millis(1),
-        };
-        let plain = || coffer_store::StoredValue::Plain(secrecy::SecretString::from("v"));
-        let at = Timestamp::from_millis(2);
-        store
-            .create_environment(&prod, &coffer_store::Actor::System)
-            .await
-            .expect("create");
-        store
-            .put(
-                &env,
-                &name,
-                plain(),
-                Precondition::None,
-                at,
-                &coffer_store::Actor::System,
-            )
-            .await
-            .expect("put");
-        store
-            .delete_environment(&env, &coffer_store::Actor::System)
-            .await
-            .expect("delete");
-        assert!(
-            store.meta(&env, &name).await.expect("meta").is_none(),
-            "deleted with it"
-        );
-        // A write that raced the deletion and landed afterwards:
-        store
-            .put(
-                &env,
-                &name,
-                plain(),
-                Precondition::None,
-                at,
-                &coffer_store::Actor::System,
-            )
-            .await
-            .expect("put");
-        store
-            .create_environment(&prod, &coffer_store::Actor::System)
-            .await
-            .expect("create again");
-        assert!(
-            store.list(&env, None, 10).await.expect("list").is_empty(),
-            "starts empty"
-        );
-    }
+    coffer_store::unreadable_marks_conformance!(fresh());
 
     #[tokio::test]
     async fn a_panicking_write_fails_alone_and_the_writer_lives_on() {
@@ -323,16 +285,11 @@ mod tests {
     /// checkpointed: zeroed in the database by `secure_delete`, gone from the truncated log.
     #[tokio::test]
     async fn a_checkpoint_leaves_no_overwritten_or_deleted_value_in_any_file() {
-        use coffer_store::{
-            AccessStore, EnvName, Environment, Precondition, SecretName, SecretStore,
-        };
+        use coffer_store::{AccessStore, Precondition, SecretName, SecretStore};
         let (store, dir) = fresh().await;
-        let env = EnvName::new("default").expect("name");
         let at = Timestamp::from_millis(1);
-        let default = Environment {
-            name: env.clone(),
-            created_at: at,
-        };
+        let default = crate::test_env("default");
+        let env = default.clone();
         let sys = &coffer_store::Actor::System;
         store
             .create_environment(&default, sys)
@@ -367,6 +324,45 @@ mod tests {
         }
         let rows = store.list(&env, None, 100).await.expect("list");
         assert_eq!(rows.len(), 20, "the checkpoint changed no row");
+    }
+
+    /// A catalog from before incarnations: its environments get `env0_<name>` ids (their
+    /// values were sealed naming the environment only), their rows stay theirs, and a row no
+    /// environment owns stays invisible.
+    #[tokio::test]
+    async fn environments_from_before_incarnations_keep_their_values() {
+        use coffer_store::{AccessStore, EnvName, SecretName, SecretStore};
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
+            configure(&conn, false).expect("configure");
+            let before = MIGRATIONS.iter().position(|m| m.version == 5).expect("5");
+            apply_migrations(&conn, &MIGRATIONS[..before]).expect("migrate to 4");
+            conn.execute_batch(
+                "INSERT INTO environments (name, created_at) VALUES ('prod', 1);
+                 INSERT INTO secrets (environment, name, value, key_version, revision,
+                                      created_at, updated_at)
+                 VALUES ('prod', 'A', 'iv:ct:tag', 1, 3, 1, 2),
+                        ('gone', 'B', 'iv:ct:tag', 1, 1, 1, 1);",
+            )
+            .expect("old rows");
+        }
+        let store = SqliteStore::open(dir.path()).expect("open and migrate");
+        let prod = store
+            .get_environment(&EnvName::new("prod").expect("name"))
+            .await
+            .expect("read")
+            .expect("kept");
+        assert_eq!(prod.id.as_str(), "env0_prod");
+        assert!(prod.id.names_environment_only());
+        let a = store
+            .meta(&prod, &SecretName::new("A").expect("name"))
+            .await
+            .expect("meta")
+            .expect("kept with its environment");
+        assert_eq!((a.revision, &a.environment_id), (3, &prod.id));
+        let walked = store.scan(None, 10).await.expect("scan");
+        assert_eq!(walked.len(), 1, "the orphan row is not walked");
     }
 
     #[test]

@@ -6,9 +6,9 @@ use std::sync::atomic::Ordering;
 use async_trait::async_trait;
 use coffer_crypto::KeyVersion;
 use coffer_store::{
-    Actor, BatchPut, Capabilities, Change, EnvName, Precondition, PutOutcome, Replacement,
-    SecretMeta, SecretName, SecretRecord, SecretStore, StoreError, StoreResult, StoredValue,
-    Timestamp,
+    Actor, BatchPut, Capabilities, Change, EnvId, EnvName, Environment, Precondition, PutOutcome,
+    Replacement, SecretMeta, SecretName, SecretRecord, SecretStore, StoreError, StoreResult,
+    StoredValue, Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use secrecy::{ExposeSecret, SecretString};
@@ -30,47 +30,41 @@ impl SecretStore for SqliteStore {
         "db"
     }
 
-    async fn get(&self, env: &EnvName, name: &SecretName) -> StoreResult<Option<SecretRecord>> {
+    async fn get(&self, env: &Environment, name: &SecretName) -> StoreResult<Option<SecretRecord>> {
         let row = self.read(|c| {
             c.prepare_cached(
                 "SELECT key_version, revision, created_at, updated_at, value
-                 FROM secrets WHERE environment = ?1 AND name = ?2",
+                 FROM secrets WHERE environment = ?1 AND name = ?2 AND environment_id = ?3",
             )?
-            .query_row(params![env.as_str(), name.as_str()], |r| {
-                Ok((meta_columns(r)?, r.get::<_, String>(4)?))
-            })
+            .query_row(
+                params![env.name.as_str(), name.as_str(), env.id.as_str()],
+                |r| Ok((meta_columns(r)?, r.get::<_, String>(4)?)),
+            )
             .optional()
         })?;
         let Some(((key_version, revision, created, updated), value)) = row else {
             return Ok(None);
         };
-        let meta = meta(
-            env.clone(),
-            name.clone(),
-            key_version,
-            revision,
-            created,
-            updated,
-        );
+        let meta = meta(env, name.clone(), key_version, revision, created, updated);
         Ok(Some(SecretRecord {
             meta,
             value: stored(key_version, value)?,
         }))
     }
 
-    async fn meta(&self, env: &EnvName, name: &SecretName) -> StoreResult<Option<SecretMeta>> {
+    async fn meta(&self, env: &Environment, name: &SecretName) -> StoreResult<Option<SecretMeta>> {
         let epoch = self.epoch.load(Ordering::Acquire);
-        if let Some(hit) = self.meta_cache.get(env, name, epoch) {
+        if let Some(hit) = self.meta_cache.get(&env.id, name, epoch) {
             return Ok(hit);
         }
         let found = self.meta_uncached(env, name)?;
-        self.meta_cache.insert(env, name, epoch, found.clone());
+        self.meta_cache.insert(&env.id, name, epoch, found.clone());
         Ok(found)
     }
 
     async fn list(
         &self,
-        env: &EnvName,
+        env: &Environment,
         after: Option<&SecretName>,
         limit: usize,
     ) -> StoreResult<Vec<SecretMeta>> {
@@ -79,24 +73,26 @@ impl SecretStore for SqliteStore {
         let rows = self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT key_version, revision, created_at, updated_at, name
-                 FROM secrets WHERE environment = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
+                 FROM secrets WHERE environment = ?1 AND environment_id = ?4 AND name > ?2
+                 ORDER BY name LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![env.as_str(), after, limit], |r| {
-                Ok((meta_columns(r)?, r.get::<_, String>(4)?))
-            })?;
+            let rows = stmt.query_map(
+                params![env.name.as_str(), after, limit, env.id.as_str()],
+                |r| Ok((meta_columns(r)?, r.get::<_, String>(4)?)),
+            )?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
         rows.into_iter()
             .map(|((v, rev, c, u), name)| {
                 let name = SecretName::new(&name).map_err(corrupt)?;
-                Ok(meta(env.clone(), name, v, rev, c, u))
+                Ok(meta(env, name, v, rev, c, u))
             })
             .collect()
     }
 
     async fn put(
         &self,
-        env: &EnvName,
+        env: &Environment,
         name: &SecretName,
         value: StoredValue,
         precondition: Precondition,
@@ -107,8 +103,8 @@ impl SecretStore for SqliteStore {
         self.writer
             .write(move |c| {
                 let author = check_actor(c, &actor)?;
-                check_environment(c, &actor, &env)?;
-                let out = put(c, env, name, value, precondition, at)?;
+                check_environment(c, &env)?;
+                let out = put(c, &env, name, value, precondition, at)?;
                 append(c, &author, &[Change::secret_written(&out)])?;
                 Ok(out)
             })
@@ -117,7 +113,7 @@ impl SecretStore for SqliteStore {
 
     async fn put_many(
         &self,
-        env: &EnvName,
+        env: &Environment,
         batch: Vec<BatchPut>,
         at: Timestamp,
         actor: &Actor,
@@ -127,19 +123,18 @@ impl SecretStore for SqliteStore {
         self.writer
             .write(move |c| {
                 let author = check_actor(c, &actor)?;
-                check_environment(c, &actor, &env)?;
+                check_environment(c, &env)?;
                 let mut changes = Vec::with_capacity(batch.len());
                 let outcomes = batch
                     .into_iter()
                     .map(|entry| match entry.value {
                         Some(value) => {
-                            let out =
-                                put(c, env.clone(), entry.name, value, entry.precondition, at)?;
+                            let out = put(c, &env, entry.name, value, entry.precondition, at)?;
                             changes.push(Change::secret_written(&out));
                             Ok(Some(out))
                         }
                         None => {
-                            let current = current(c, &env, &entry.name)?;
+                            let current = current(c, &env, &entry.name).map_err(unavailable)?;
                             let revision = current.map(|(_, rev, _, _)| rev);
                             if !entry.precondition.admits(revision) {
                                 return Err(StoreError::Conflict { current: revision });
@@ -147,7 +142,7 @@ impl SecretStore for SqliteStore {
                             // Not a change, but it tells the caller its guess was the stored
                             // value: on the record (audit only).
                             if let Some((v, rev, created, updated)) = current {
-                                let meta = meta(env.clone(), entry.name, v, rev, created, updated);
+                                let meta = meta(&env, entry.name, v, rev, created, updated);
                                 changes.push(Change::secret_unchanged(&meta, at));
                             }
                             Ok(None)
@@ -162,7 +157,7 @@ impl SecretStore for SqliteStore {
 
     async fn delete(
         &self,
-        env: &EnvName,
+        env: &Environment,
         name: &SecretName,
         precondition: Precondition,
         actor: &Actor,
@@ -171,16 +166,19 @@ impl SecretStore for SqliteStore {
         self.writer
             .write(move |c| {
                 let author = check_actor(c, &actor)?;
-                let Some((v, rev, created, updated)) = current(c, &env, &name)? else {
+                let Some((v, rev, created, updated)) = current(c, &env, &name).map_err(unavailable)? else {
                     return Err(StoreError::NotFound);
                 };
                 if !precondition.admits(Some(rev)) {
                     return Err(StoreError::Conflict { current: Some(rev) });
                 }
-                c.prepare_cached("DELETE FROM secrets WHERE environment = ?1 AND name = ?2")
-                    .and_then(|mut s| s.execute(params![env.as_str(), name.as_str()]))
-                    .map_err(unavailable)?;
-                let gone = meta(env, name, v, rev, created, updated);
+                c.prepare_cached(
+                    "DELETE FROM secrets WHERE environment = ?1 AND name = ?2 AND environment_id = ?3",
+                )
+                .and_then(|mut s| s.execute(params![env.name.as_str(), name.as_str(), env.id.as_str()]))
+                .map_err(unavailable)?;
+                forget_mark(c, &env.name, &name)?;
+                let gone = meta(&env, name, v, rev, created, updated);
                 append(
                     c,
                     &author,
@@ -203,8 +201,9 @@ impl SecretStore for SqliteStore {
         let rows = self
             .read_off_thread(move |c| {
                 let mut stmt = c.prepare_cached(
-                    "SELECT key_version, revision, created_at, updated_at, environment, name, value
-                 FROM secrets WHERE (environment, name) > (?1, ?2)
+                    "SELECT key_version, revision, created_at, updated_at, environment, name, value,
+                        environment_id
+                 FROM secrets WHERE (environment, name) > (?1, ?2) AND environment_id <> ''
                  ORDER BY environment, name LIMIT ?3",
                 )?;
                 let rows = stmt.query_map(params![after_env, after_name, limit], |r| {
@@ -213,17 +212,22 @@ impl SecretStore for SqliteStore {
                         r.get::<_, String>(4)?,
                         r.get::<_, String>(5)?,
                         r.get::<_, String>(6)?,
+                        r.get::<_, String>(7)?,
                     ))
                 })?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()
             })
             .await?;
         rows.into_iter()
-            .map(|((v, rev, c, u), env, name, value)| {
-                let env = EnvName::new(&env).map_err(corrupt)?;
+            .map(|((v, rev, c, u), env, name, value, id)| {
+                let env = Environment {
+                    name: EnvName::new(&env).map_err(corrupt)?,
+                    id: EnvId::new(&id).map_err(corrupt)?,
+                    created_at: Timestamp::from_millis(0),
+                };
                 let name = SecretName::new(&name).map_err(corrupt)?;
                 Ok(SecretRecord {
-                    meta: meta(env, name, v, rev, c, u),
+                    meta: meta(&env, name, v, rev, c, u),
                     value: stored(v, value)?,
                 })
             })
@@ -243,7 +247,7 @@ impl SecretStore for SqliteStore {
                     .prepare_cached(
                         "UPDATE secrets SET value = ?4, key_version = ?5
                          WHERE environment = ?1 AND name = ?2 AND revision = ?3
-                           AND key_version = ?6 AND value = ?7",
+                           AND key_version = ?6 AND value = ?7 AND environment_id = ?8",
                     )
                     .map_err(unavailable)?;
                 let applied = batch
@@ -257,6 +261,7 @@ impl SecretStore for SqliteStore {
                             r.value.key_version_number(),
                             r.previous.key_version_number(),
                             stored_text(&r.previous),
+                            r.environment_id.as_str(),
                         ])
                         .map(|n| n == 1)
                         .map_err(unavailable)
@@ -276,13 +281,18 @@ impl SecretStore for SqliteStore {
             .await
     }
 
-    async fn purge_environment(&self, env: &EnvName) -> StoreResult<u64> {
+    async fn purge_environment(&self, env: &Environment) -> StoreResult<u64> {
         let env = env.clone();
         self.writer
             .write(move |c| {
-                c.execute("DELETE FROM secrets WHERE environment = ?1", [env.as_str()])
-                    .map(|n| n as u64)
-                    .map_err(unavailable)
+                let n = c
+                    .execute(
+                        "DELETE FROM secrets WHERE environment = ?1 AND environment_id = ?2",
+                        [env.name.as_str(), env.id.as_str()],
+                    )
+                    .map_err(unavailable)?;
+                forget_environment_marks(c, &env.name)?;
+                Ok(n as u64)
             })
             .await
     }
@@ -304,16 +314,13 @@ impl SecretStore for SqliteStore {
 }
 
 impl SqliteStore {
-    fn meta_uncached(&self, env: &EnvName, name: &SecretName) -> StoreResult<Option<SecretMeta>> {
-        let row = self.read(|c| {
-            c.prepare_cached(
-                "SELECT key_version, revision, created_at, updated_at
-                 FROM secrets WHERE environment = ?1 AND name = ?2",
-            )?
-            .query_row(params![env.as_str(), name.as_str()], meta_columns)
-            .optional()
-        })?;
-        Ok(row.map(|(v, rev, c, u)| meta(env.clone(), name.clone(), v, rev, c, u)))
+    fn meta_uncached(
+        &self,
+        env: &Environment,
+        name: &SecretName,
+    ) -> StoreResult<Option<SecretMeta>> {
+        let row = self.read(|c| current(c, env, name))?;
+        Ok(row.map(|(v, rev, c, u)| meta(env, name.clone(), v, rev, c, u)))
     }
 }
 
@@ -333,10 +340,11 @@ pub(crate) struct MetaCache {
     entries: std::sync::RwLock<CachedEnvs>,
 }
 
-type CachedEnvs = HashMap<EnvName, HashMap<SecretName, (u64, Option<SecretMeta>)>>;
+/// Keyed by incarnation: a new environment of the same name never sees an old entry.
+type CachedEnvs = HashMap<EnvId, HashMap<SecretName, (u64, Option<SecretMeta>)>>;
 
 impl MetaCache {
-    fn get(&self, env: &EnvName, name: &SecretName, epoch: u64) -> Option<Option<SecretMeta>> {
+    fn get(&self, env: &EnvId, name: &SecretName, epoch: u64) -> Option<Option<SecretMeta>> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         match entries.get(env)?.get(name) {
             Some((tag, meta)) if *tag == epoch => Some(meta.clone()),
@@ -344,7 +352,7 @@ impl MetaCache {
         }
     }
 
-    fn insert(&self, env: &EnvName, name: &SecretName, epoch: u64, meta: Option<SecretMeta>) {
+    fn insert(&self, env: &EnvId, name: &SecretName, epoch: u64, meta: Option<SecretMeta>) {
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         let cached: usize = entries.values().map(HashMap::len).sum();
         if cached >= META_CACHE_MAX {
@@ -364,7 +372,7 @@ fn meta_columns(r: &Row<'_>) -> rusqlite::Result<MetaColumns> {
 }
 
 fn meta(
-    environment: EnvName,
+    environment: &Environment,
     name: SecretName,
     key_version: u32,
     revision: u64,
@@ -372,7 +380,8 @@ fn meta(
     updated: i64,
 ) -> SecretMeta {
     SecretMeta {
-        environment,
+        environment: environment.name.clone(),
+        environment_id: environment.id.clone(),
         name,
         revision,
         key_version,
@@ -400,10 +409,29 @@ fn stored_text(value: &StoredValue) -> &str {
     }
 }
 
-/// A key writes only into an environment that exists at the moment of the write, so no
-/// value lands in an environment deleted while the request was in flight. (Coffer's own
-/// writes only replace existing rows or run in tests of the bare store.)
-pub(crate) fn check_environment(c: &Connection, actor: &Actor, env: &EnvName) -> StoreResult<()> {
+/// A value is written only into the incarnation it was sealed for, and only while that
+/// incarnation exists, in the writing transaction: nothing lands in an environment deleted
+/// (or deleted and created again) while the request was in flight.
+pub(crate) fn check_environment(c: &Connection, env: &Environment) -> StoreResult<()> {
+    let exists: bool = c
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM environments WHERE name = ?1 AND id = ?2)")
+        .and_then(|mut s| s.query_row([env.name.as_str(), env.id.as_str()], |r| r.get(0)))
+        .map_err(unavailable)?;
+    if exists {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound)
+    }
+}
+
+/// A key writes config only into an environment that exists at the moment of the write.
+/// (Config is not bound to an incarnation: an entry written by name lands in the
+/// environment of that name as it is when the write commits.)
+pub(crate) fn check_environment_named(
+    c: &Connection,
+    actor: &Actor,
+    env: &EnvName,
+) -> StoreResult<()> {
     if matches!(actor, Actor::System) {
         return Ok(());
     }
@@ -418,27 +446,47 @@ pub(crate) fn check_environment(c: &Connection, actor: &Actor, env: &EnvName) ->
     }
 }
 
-fn current(c: &Connection, env: &EnvName, name: &SecretName) -> StoreResult<Option<MetaColumns>> {
+/// Removes the secret's unreadable mark, if any: it was written or deleted.
+fn forget_mark(c: &Connection, env: &EnvName, name: &SecretName) -> StoreResult<()> {
+    c.prepare_cached("DELETE FROM unreadable_values WHERE environment = ?1 AND name = ?2")
+        .and_then(|mut s| s.execute(params![env.as_str(), name.as_str()]))
+        .map(drop)
+        .map_err(unavailable)
+}
+
+/// Removes every unreadable mark of `env`: its secrets went (or a new one starts empty).
+pub(crate) fn forget_environment_marks(c: &Connection, env: &EnvName) -> StoreResult<()> {
+    c.prepare_cached("DELETE FROM unreadable_values WHERE environment = ?1")
+        .and_then(|mut s| s.execute([env.as_str()]))
+        .map(drop)
+        .map_err(unavailable)
+}
+
+fn current(
+    c: &Connection,
+    env: &Environment,
+    name: &SecretName,
+) -> rusqlite::Result<Option<MetaColumns>> {
     c.prepare_cached(
         "SELECT key_version, revision, created_at, updated_at
-         FROM secrets WHERE environment = ?1 AND name = ?2",
+         FROM secrets WHERE environment = ?1 AND name = ?2 AND environment_id = ?3",
+    )?
+    .query_row(
+        params![env.name.as_str(), name.as_str(), env.id.as_str()],
+        meta_columns,
     )
-    .and_then(|mut s| {
-        s.query_row(params![env.as_str(), name.as_str()], meta_columns)
-            .optional()
-    })
-    .map_err(unavailable)
+    .optional()
 }
 
 fn put(
     c: &Connection,
-    env: EnvName,
+    env: &Environment,
     name: SecretName,
     value: StoredValue,
     precondition: Precondition,
     at: Timestamp,
 ) -> StoreResult<PutOutcome> {
-    let existing = current(c, &env, &name)?;
+    let existing = current(c, env, &name).map_err(unavailable)?;
     if !precondition.admits(existing.map(|(_, rev, _, _)| rev)) {
         return Err(StoreError::Conflict {
             current: existing.map(|(_, rev, _, _)| rev),
@@ -454,7 +502,7 @@ fn put(
             )
             .and_then(|mut s| {
                 s.execute(params![
-                    env.as_str(),
+                    env.name.as_str(),
                     name.as_str(),
                     stored,
                     key_version,
@@ -467,14 +515,16 @@ fn put(
         }
         None => {
             c.prepare_cached(
-                "INSERT INTO secrets (environment, name, value, key_version, revision, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5)",
+                "INSERT INTO secrets (environment, name, value, key_version, revision, created_at, updated_at, environment_id)
+                 VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5, ?6)",
             )
-            .and_then(|mut s| s.execute(params![env.as_str(), name.as_str(), stored, key_version, at.millis()]))
+            .and_then(|mut s| s.execute(params![env.name.as_str(), name.as_str(), stored, key_version, at.millis(), env.id.as_str()]))
             .map_err(unavailable)?;
             (1, at.millis())
         }
     };
+    // A new revision supersedes a mark of the old one, in this transaction.
+    forget_mark(c, &env.name, &name)?;
     let created_now = existing.is_none();
     Ok(PutOutcome {
         meta: meta(env, name, key_version, revision, created, at.millis()),
@@ -484,7 +534,9 @@ fn put(
 
 #[cfg(test)]
 mod tests {
-    use coffer_store::{AccessStore, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Environment, Role};
+    use coffer_store::{AccessStore, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Role};
+
+    use crate::test_env;
 
     use super::*;
 
@@ -494,13 +546,10 @@ mod tests {
     async fn secret_writes_by_a_revoked_key_change_nothing() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(dir.path()).expect("open");
-        let env = EnvName::new("prod").expect("name");
+        let prod = test_env("prod");
+        let env = prod.name.clone();
         let name = SecretName::new("A").expect("name");
         let sys = Actor::System;
-        let prod = Environment {
-            name: env.clone(),
-            created_at: Timestamp::from_millis(1),
-        };
         store.create_environment(&prod, &sys).await.expect("env");
         let key = ApiKeyRecord {
             meta: ApiKeyMeta {
@@ -520,14 +569,15 @@ mod tests {
         let plain = || StoredValue::Plain(SecretString::from("v"));
         let at = Timestamp::from_millis(2);
         store
-            .put(&env, &name, plain(), Precondition::None, at, &actor)
+            .put(&prod, &name, plain(), Precondition::None, at, &actor)
             .await
             .expect("allowed while the key exists");
         // Revoke it the way an environment deletion does: drop and re-create the environment.
         store.delete_environment(&env, &sys).await.expect("delete");
+        let prod = test_env("prod");
         store.create_environment(&prod, &sys).await.expect("again");
         let put = store
-            .put(&env, &name, plain(), Precondition::None, at, &actor)
+            .put(&prod, &name, plain(), Precondition::None, at, &actor)
             .await;
         assert!(matches!(put, Err(StoreError::ActorRevoked)), "{put:?}");
         let batch = vec![BatchPut {
@@ -535,16 +585,16 @@ mod tests {
             value: Some(plain()),
             precondition: Precondition::None,
         }];
-        let many = store.put_many(&env, batch, at, &actor).await;
+        let many = store.put_many(&prod, batch, at, &actor).await;
         assert!(matches!(many, Err(StoreError::ActorRevoked)), "{many:?}");
-        assert!(store.meta(&env, &name).await.expect("meta").is_none());
+        assert!(store.meta(&prod, &name).await.expect("meta").is_none());
         store
-            .put(&env, &name, plain(), Precondition::None, at, &sys)
+            .put(&prod, &name, plain(), Precondition::None, at, &sys)
             .await
             .expect("system write");
-        let del = store.delete(&env, &name, Precondition::None, &actor).await;
+        let del = store.delete(&prod, &name, Precondition::None, &actor).await;
         assert!(matches!(del, Err(StoreError::ActorRevoked)), "{del:?}");
-        assert!(store.meta(&env, &name).await.expect("meta").is_some());
+        assert!(store.meta(&prod, &name).await.expect("meta").is_some());
     }
 
     /// A key's write lands only in an environment that exists when it commits: an admin
@@ -572,7 +622,7 @@ mod tests {
             environment: None,
             origin: Default::default(),
         };
-        let gone = EnvName::new("gone").expect("name");
+        let gone = test_env("gone");
         let name = SecretName::new("A").expect("name");
         let plain = || StoredValue::Plain(SecretString::from("v"));
         let at = Timestamp::from_millis(2);
@@ -601,7 +651,12 @@ mod tests {
         let before = epoch();
         AccessStore::ping(&store).await.expect("ping");
         assert_eq!(epoch(), before, "an empty write keeps the cache");
-        let env = EnvName::new("prod").expect("name");
+        let env = test_env("prod");
+        store
+            .create_environment(&env, &Actor::System)
+            .await
+            .expect("env");
+        let before = epoch();
         let name = SecretName::new("A").expect("name");
         let plain = StoredValue::Plain(SecretString::from("v"));
         let at = Timestamp::from_millis(1);
@@ -618,7 +673,11 @@ mod tests {
     async fn metadata_reads_after_an_acknowledged_write_never_see_an_older_revision() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = std::sync::Arc::new(SqliteStore::open(dir.path()).expect("open"));
-        let env = EnvName::new("prod").expect("name");
+        let env = test_env("prod");
+        store
+            .create_environment(&env, &Actor::System)
+            .await
+            .expect("env");
         let name = SecretName::new("A").expect("name");
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let readers: Vec<_> = (0..2)

@@ -55,6 +55,7 @@ macro_rules! catalog_conformance {
             bootstrap_happens_once, canaries_are_kept_per_version,
             encryption_counts_accumulate_per_version, a_revoked_actor_changes_nothing,
             a_key_of_a_deleted_environment_changes_nothing_in_its_successor,
+            a_deleted_incarnation_takes_no_values_and_shows_none,
             racing_revocations_of_the_last_two_admin_keys_leave_one,
             a_scoped_key_racing_its_environments_deletion_lands_with_it_or_not_at_all,
             racing_bootstraps_bootstrap_once);
@@ -107,8 +108,75 @@ macro_rules! config_store_conformance {
     };
 }
 
+/// Generates one test per case of the unreadable marks, for a catalog that also holds the
+/// values (`Capabilities::values_in_catalog`): marks are pinned to revisions and go with
+/// writes in the database. `$make` is an async expression yielding
+/// `(Arc<impl Catalog + SecretStore>, impl Sized)`.
+#[macro_export]
+macro_rules! unreadable_marks_conformance {
+    ($make:expr) => {
+        $crate::unreadable_marks_conformance!(@cases $make;
+            unreadable_marks_are_recorded_counted_and_cleared,
+            a_write_or_delete_supersedes_an_unreadable_mark,
+            a_mark_of_a_revision_already_replaced_is_not_recorded,
+            unreadable_marks_go_with_their_environment,
+            a_verification_is_audited_and_rechecks_its_actor);
+    };
+    (@cases $make:expr; $($case:ident),*) => {
+        mod unreadable_marks_conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (store, _guard) = $make.await;
+                    $crate::conformance::$case(store).await;
+                }
+            )*
+        }
+    };
+}
+
 fn env(name: &str) -> EnvName {
     EnvName::new(name).expect("test environment name is valid")
+}
+
+/// A fresh incarnation id: unique in this process, which is all one test database sees.
+fn test_env_id() -> EnvId {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    EnvId::new(&format!("env_{n:016x}")).expect("test environment id is valid")
+}
+
+/// How the secret-store cases get an environment to write into. A store in the catalog's
+/// database writes only into an incarnation the catalog holds, so for every [`AccessStore`]
+/// the suite creates it there (once per name); a store elsewhere implements this by minting
+/// an [`Environment`].
+#[async_trait::async_trait]
+pub trait Environments: Send + Sync {
+    /// The environment `name`, as the catalog holds it.
+    async fn environment(&self, name: &str) -> Environment;
+}
+
+#[async_trait::async_trait]
+impl<T: AccessStore> Environments for T {
+    async fn environment(&self, name: &str) -> Environment {
+        if let Some(existing) = self.get_environment(&env(name)).await.unwrap() {
+            return existing;
+        }
+        let new = Environment {
+            name: env(name),
+            id: test_env_id(),
+            created_at: at(0),
+        };
+        self.create_environment(&new, &Actor::System).await.unwrap();
+        new
+    }
+}
+
+/// The environment `name` as [`Environments::environment`] gives it.
+async fn environment(store: &impl Environments, name: &str) -> Environment {
+    store.environment(name).await
 }
 
 fn name(raw: &str) -> SecretName {
@@ -129,7 +197,7 @@ fn at(ms: i64) -> Timestamp {
 /// An unconditional put that must succeed.
 async fn set(
     store: &impl SecretStore,
-    env: &EnvName,
+    env: &Environment,
     name: &SecretName,
     value: StoredValue,
     at: Timestamp,
@@ -141,8 +209,8 @@ async fn set(
 }
 
 /// A first put creates the secret at revision 1 with the value's key version.
-pub async fn put_creates_at_revision_one(store: Arc<impl SecretStore>) {
-    let (e, n) = (env("a"), name("API_KEY"));
+pub async fn put_creates_at_revision_one(store: Arc<impl SecretStore + Environments>) {
+    let (e, n) = (environment(&*store, "a").await, name("API_KEY"));
     let out = set(&*store, &e, &n, sealed(3, "x:y:z"), at(1000)).await;
     assert!(out.created);
     assert_eq!(out.meta.revision, 1);
@@ -154,8 +222,10 @@ pub async fn put_creates_at_revision_one(store: Arc<impl SecretStore>) {
 }
 
 /// Each update adds one to the revision and keeps the creation time.
-pub async fn updates_bump_revision_and_keep_created_at(store: Arc<impl SecretStore>) {
-    let (e, n) = (env("a"), name("TOKEN"));
+pub async fn updates_bump_revision_and_keep_created_at(
+    store: Arc<impl SecretStore + Environments>,
+) {
+    let (e, n) = (environment(&*store, "a").await, name("TOKEN"));
     set(&*store, &e, &n, sealed(1, "a::b"), at(1)).await;
     let second = set(&*store, &e, &n, sealed(2, "c::d"), at(2)).await;
     assert!(!second.created);
@@ -166,8 +236,10 @@ pub async fn updates_bump_revision_and_keep_created_at(store: Arc<impl SecretSto
 }
 
 /// `Absent` and `Revision(n)` are enforced; a conflict reports the current revision.
-pub async fn preconditions_are_checked_atomically_with_the_write(store: Arc<impl SecretStore>) {
-    let (e, n) = (env("a"), name("CAS"));
+pub async fn preconditions_are_checked_atomically_with_the_write(
+    store: Arc<impl SecretStore + Environments>,
+) {
+    let (e, n) = (environment(&*store, "a").await, name("CAS"));
     let miss = store
         .put(
             &e,
@@ -240,8 +312,8 @@ pub async fn preconditions_are_checked_atomically_with_the_write(store: Arc<impl
 }
 
 /// Delete removes the secret, reports a missing one, and honours `Revision(n)`.
-pub async fn delete_honours_preconditions(store: Arc<impl SecretStore>) {
-    let (e, n) = (env("a"), name("GONE"));
+pub async fn delete_honours_preconditions(store: Arc<impl SecretStore + Environments>) {
+    let (e, n) = (environment(&*store, "a").await, name("GONE"));
     assert!(matches!(
         store
             .delete(&e, &n, Precondition::None, &Actor::System)
@@ -268,8 +340,8 @@ pub async fn delete_honours_preconditions(store: Arc<impl SecretStore>) {
 }
 
 /// `get` returns exactly what was stored, sealed or plain.
-pub async fn get_returns_the_stored_value_verbatim(store: Arc<impl SecretStore>) {
-    let e = env("a");
+pub async fn get_returns_the_stored_value_verbatim(store: Arc<impl SecretStore + Environments>) {
+    let e = environment(&*store, "a").await;
     set(&*store, &e, &name("S"), sealed(4, "iv:ct:tag"), at(1)).await;
     let plain = StoredValue::Plain(SecretString::from("dev value ✓"));
     store
@@ -297,8 +369,11 @@ pub async fn get_returns_the_stored_value_verbatim(store: Arc<impl SecretStore>)
 }
 
 /// Listing is in name order, scoped to one environment, and pages with `after`.
-pub async fn list_is_sorted_scoped_and_paginated(store: Arc<impl SecretStore>) {
-    let (a, b) = (env("a"), env("b"));
+pub async fn list_is_sorted_scoped_and_paginated(store: Arc<impl SecretStore + Environments>) {
+    let (a, b) = (
+        environment(&*store, "a").await,
+        environment(&*store, "b").await,
+    );
     for n in ["C", "A", "E", "B", "D"] {
         set(&*store, &a, &name(n), sealed(1, "x::y"), at(1)).await;
     }
@@ -322,12 +397,21 @@ pub async fn list_is_sorted_scoped_and_paginated(store: Arc<impl SecretStore>) {
         Vec::<String>::new()
     );
     assert_eq!(names(store.list(&b, None, 100).await.unwrap()), ["Z"]);
-    assert!(store.list(&env("c"), None, 100).await.unwrap().is_empty());
+    assert!(
+        store
+            .list(&environment(&*store, "c").await, None, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// Purging an environment leaves the others alone.
-pub async fn purge_removes_only_that_environment(store: Arc<impl SecretStore>) {
-    let (a, b) = (env("a"), env("b"));
+pub async fn purge_removes_only_that_environment(store: Arc<impl SecretStore + Environments>) {
+    let (a, b) = (
+        environment(&*store, "a").await,
+        environment(&*store, "b").await,
+    );
     for n in ["X", "Y"] {
         set(&*store, &a, &name(n), sealed(1, "x::y"), at(1)).await;
         set(&*store, &b, &name(n), sealed(1, "x::y"), at(1)).await;
@@ -338,13 +422,20 @@ pub async fn purge_removes_only_that_environment(store: Arc<impl SecretStore>) {
 }
 
 /// Values are counted per key version, plaintext as version 0.
-pub async fn counts_values_per_key_version(store: Arc<impl SecretStore>) {
-    let e = env("a");
+pub async fn counts_values_per_key_version(store: Arc<impl SecretStore + Environments>) {
+    let e = environment(&*store, "a").await;
     let plain = || StoredValue::Plain(SecretString::from("p"));
     set(&*store, &e, &name("A"), sealed(1, "x::y"), at(1)).await;
     set(&*store, &e, &name("B"), sealed(2, "x::y"), at(1)).await;
     set(&*store, &e, &name("C"), sealed(2, "x::y"), at(1)).await;
-    set(&*store, &env("b"), &name("D"), plain(), at(1)).await;
+    set(
+        &*store,
+        &environment(&*store, "b").await,
+        &name("D"),
+        plain(),
+        at(1),
+    )
+    .await;
     let counts = store.count_by_key_version().await.unwrap();
     assert_eq!(
         counts.into_iter().collect::<Vec<_>>(),
@@ -354,8 +445,10 @@ pub async fn counts_values_per_key_version(store: Arc<impl SecretStore>) {
 
 /// 16 tasks × 25 read-then-compare-and-set updates: the final revision is one plus the
 /// number of updates that succeeded, so no acknowledged update was lost.
-pub async fn concurrent_compare_and_set_loses_no_update(store: Arc<impl SecretStore>) {
-    let (e, n) = (env("a"), name("COUNTER"));
+pub async fn concurrent_compare_and_set_loses_no_update(
+    store: Arc<impl SecretStore + Environments>,
+) {
+    let (e, n) = (environment(&*store, "a").await, name("COUNTER"));
     set(&*store, &e, &n, sealed(1, "x::y"), at(1)).await;
     let mut tasks = Vec::new();
     for _ in 0..16 {
@@ -391,11 +484,11 @@ pub async fn concurrent_compare_and_set_loses_no_update(store: Arc<impl SecretSt
 }
 
 /// A batch applies every entry or none; a check-only entry writes nothing but must hold.
-pub async fn batches_apply_all_or_nothing(store: Arc<impl SecretStore>) {
+pub async fn batches_apply_all_or_nothing(store: Arc<impl SecretStore + Environments>) {
     if !store.capabilities().atomic_batches {
         return; // declared: the service refuses batches on this backend
     }
-    let e = env("a");
+    let e = environment(&*store, "a").await;
     set(&*store, &e, &name("KEEP"), sealed(1, "k::k"), at(1)).await;
     let entry = |n: &str, value: Option<StoredValue>, precondition| BatchPut {
         name: name(n),
@@ -470,6 +563,7 @@ pub async fn environments_are_created_listed_and_deleted(catalog: Arc<impl Catal
             .create_environment(
                 &Environment {
                     name: env(n),
+                    id: test_env_id(),
                     created_at: at(5),
                 },
                 &Actor::System,
@@ -481,6 +575,7 @@ pub async fn environments_are_created_listed_and_deleted(catalog: Arc<impl Catal
         .create_environment(
             &Environment {
                 name: env("default"),
+                id: test_env_id(),
                 created_at: at(6),
             },
             &Actor::System,
@@ -533,6 +628,7 @@ pub async fn api_keys_are_found_by_hash_only(catalog: Arc<impl Catalog>) {
     );
     let prod = Environment {
         name: env("prod"),
+        id: test_env_id(),
         created_at: at(1),
     };
     catalog
@@ -575,6 +671,7 @@ pub async fn deleting_an_environment_removes_its_keys(catalog: Arc<impl Catalog>
         .create_environment(
             &Environment {
                 name: env("prod"),
+                id: test_env_id(),
                 created_at: at(1),
             },
             &Actor::System,
@@ -621,6 +718,7 @@ pub async fn the_last_admin_key_cannot_be_deleted(catalog: Arc<impl Catalog>) {
 pub async fn bootstrap_happens_once(catalog: Arc<impl Catalog>) {
     let first = Environment {
         name: env("default"),
+        id: test_env_id(),
         created_at: at(1),
     };
     assert!(
@@ -689,11 +787,11 @@ pub async fn canaries_are_kept_per_version(catalog: Arc<impl Catalog>) {
 
 /// `scan` visits every record of every environment once, in (environment, name) order,
 /// with its value, and resumes after any position.
-pub async fn scan_walks_every_environment_in_order(store: Arc<impl SecretStore>) {
+pub async fn scan_walks_every_environment_in_order(store: Arc<impl SecretStore + Environments>) {
     for (e, n) in [("b", "Y"), ("a", "Z"), ("b", "X"), ("a", "A"), ("c", "M")] {
         store
             .put(
-                &env(e),
+                &environment(&*store, e).await,
                 &name(n),
                 sealed(1, &format!("{e}:{n}:t")),
                 Precondition::None,
@@ -723,8 +821,10 @@ pub async fn scan_walks_every_environment_in_order(store: Arc<impl SecretStore>)
 /// A replacement applies only while the secret is exactly as it was read (revision and stored
 /// form), and keeps revision and timestamps; one that lost a race changes nothing — even
 /// against a secret deleted and created again, which restarts at revision 1.
-pub async fn replacements_apply_only_at_the_read_revision(store: Arc<impl SecretStore>) {
-    let e = env("a");
+pub async fn replacements_apply_only_at_the_read_revision(
+    store: Arc<impl SecretStore + Environments>,
+) {
+    let e = environment(&*store, "a").await;
     set(&*store, &e, &name("STILL"), sealed(1, "old::1"), at(1)).await;
     set(&*store, &e, &name("MOVED"), sealed(1, "old::2"), at(1)).await;
     set(&*store, &e, &name("MOVED"), sealed(2, "new::2"), at(2)).await;
@@ -735,7 +835,8 @@ pub async fn replacements_apply_only_at_the_read_revision(store: Arc<impl Secret
         .unwrap();
     set(&*store, &e, &name("AGAIN"), sealed(1, "new::3"), at(3)).await;
     let replace = |n: &str, revision, previous: &str| Replacement {
-        environment: e.clone(),
+        environment: e.name.clone(),
+        environment_id: e.id.clone(),
         name: name(n),
         revision,
         previous: sealed(1, previous),
@@ -780,6 +881,70 @@ pub async fn replacements_apply_only_at_the_read_revision(store: Arc<impl Secret
     assert!(store.get(&e, &name("GONE")).await.unwrap().is_none());
 }
 
+/// An environment's values live and die with its incarnation, in the catalog's
+/// transactions: deleted with it; a write sealed for it after it was deleted (a request in
+/// flight) is refused, even once an environment of the same name exists again; and the new
+/// one starts empty.
+pub async fn a_deleted_incarnation_takes_no_values_and_shows_none(
+    store: Arc<impl Catalog + SecretStore>,
+) {
+    let first = environment(&*store, "prod").await;
+    let n = name("A");
+    set(&*store, &first, &n, sealed(1, "a::1"), at(1)).await;
+    store
+        .delete_environment(&first.name, &Actor::System)
+        .await
+        .unwrap();
+    let put = |env: Environment| {
+        let (store, n) = (store.clone(), n.clone());
+        async move {
+            store
+                .put(
+                    &env,
+                    &n,
+                    sealed(1, "late::1"),
+                    Precondition::None,
+                    at(2),
+                    &Actor::System,
+                )
+                .await
+        }
+    };
+    let late = put(first.clone()).await;
+    assert!(matches!(late, Err(StoreError::NotFound)), "{late:?}");
+    let second = environment(&*store, "prod").await;
+    assert_ne!(first.id, second.id, "a new incarnation");
+    let again = put(first.clone()).await;
+    assert!(matches!(again, Err(StoreError::NotFound)), "{again:?}");
+    assert!(
+        store.list(&second, None, 10).await.unwrap().is_empty(),
+        "starts empty"
+    );
+    assert!(store.get(&second, &n).await.unwrap().is_none());
+    assert!(store.list(&first, None, 10).await.unwrap().is_empty());
+    let batch = vec![BatchPut {
+        name: n.clone(),
+        value: Some(sealed(1, "late::2")),
+        precondition: Precondition::None,
+    }];
+    let many = store.put_many(&first, batch, at(3), &Actor::System).await;
+    assert!(matches!(many, Err(StoreError::NotFound)), "{many:?}");
+    let mut seen = 0;
+    let mut after = None;
+    loop {
+        let page = store.scan(after.as_ref(), 100).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some((last.meta.environment.clone(), last.meta.name.clone()));
+        seen += page.len();
+    }
+    assert_eq!(seen, 0, "no value of the old incarnation is walked");
+    let fresh = put(second.clone()).await.unwrap();
+    assert_eq!(
+        (fresh.meta.revision, &fresh.meta.environment_id),
+        (1, &second.id)
+    );
+}
+
 /// Encryption counts start empty and add up per version.
 pub async fn encryption_counts_accumulate_per_version(catalog: Arc<impl Catalog>) {
     let v = |n| KeyVersion::new(n).expect("positive");
@@ -818,6 +983,7 @@ pub async fn a_revoked_actor_changes_nothing(catalog: Arc<impl Catalog>) {
         .unwrap();
     let prod = Environment {
         name: env("prod"),
+        id: test_env_id(),
         created_at: at(1),
     };
     let refused = catalog.create_environment(&prod, &leaked).await;
@@ -849,6 +1015,7 @@ pub async fn a_key_of_a_deleted_environment_changes_nothing_in_its_successor(
 ) {
     let prod = Environment {
         name: env("prod"),
+        id: test_env_id(),
         created_at: at(1),
     };
     catalog
@@ -1069,6 +1236,7 @@ pub async fn config_concurrent_compare_and_set_loses_no_update(store: Arc<impl C
 pub async fn config_writes_recheck_the_actor_and_the_environment(store: Arc<impl Catalog>) {
     let prod = Environment {
         name: env("prod"),
+        id: test_env_id(),
         created_at: at(1),
     };
     store
@@ -1127,6 +1295,7 @@ pub async fn config_writes_recheck_the_actor_and_the_environment(store: Arc<impl
 pub async fn config_entries_go_with_their_environment(store: Arc<impl Catalog>) {
     let prod = Environment {
         name: env("prod"),
+        id: test_env_id(),
         created_at: at(1),
     };
     let k = config_key("A");
@@ -1165,8 +1334,10 @@ const RACERS: u64 = 6;
 
 /// `RACERS` unconditional puts to one secret at once, round after round: each gets a
 /// revision of its own, 1..=RACERS, and the last one stored is the highest.
-pub async fn racing_unconditional_puts_get_distinct_revisions(store: Arc<impl SecretStore>) {
-    let e = env("race");
+pub async fn racing_unconditional_puts_get_distinct_revisions(
+    store: Arc<impl SecretStore + Environments>,
+) {
+    let e = environment(&*store, "race").await;
     for round in 0..ROUNDS {
         let n = name(&format!("S{round}"));
         let tasks: Vec<_> = (0..RACERS)
@@ -1294,13 +1465,14 @@ pub async fn a_scoped_key_racing_its_environments_deletion_lands_with_it_or_not_
     catalog: Arc<impl Catalog>,
 ) {
     let e = env("race");
-    let environment = Environment {
-        name: e.clone(),
-        created_at: at(1),
-    };
     for round in 0..ROUNDS {
+        let incarnation = Environment {
+            name: e.clone(),
+            id: test_env_id(),
+            created_at: at(1),
+        };
         catalog
-            .create_environment(&environment, &Actor::System)
+            .create_environment(&incarnation, &Actor::System)
             .await
             .unwrap();
         let hash = format!("race{round}");
@@ -1343,6 +1515,7 @@ pub async fn racing_bootstraps_bootstrap_once(catalog: Arc<impl Catalog>) {
             tokio::spawn(async move {
                 let first = Environment {
                     name: env("default"),
+                    id: test_env_id(),
                     created_at: at(1),
                 };
                 let admin = api_key(&format!("ak_{i:04x}"), Role::Admin, &format!("h{i}"));
@@ -1369,13 +1542,14 @@ pub async fn a_write_racing_its_environments_deletion_leaves_nothing_behind(
 ) {
     let e = env("race");
     let k = config_key("LIMITS");
-    let environment = Environment {
-        name: e.clone(),
-        created_at: at(1),
-    };
     for round in 0..ROUNDS {
+        let incarnation = Environment {
+            name: e.clone(),
+            id: test_env_id(),
+            created_at: at(1),
+        };
         store
-            .create_environment(&environment, &Actor::System)
+            .create_environment(&incarnation, &Actor::System)
             .await
             .unwrap();
         let key = api_key(
@@ -1422,12 +1596,13 @@ pub async fn a_write_racing_its_keys_revocation_is_journaled_before_it_or_refuse
     store: Arc<impl Catalog>,
 ) {
     let e = env("race");
-    let environment = Environment {
+    let incarnation = Environment {
         name: e.clone(),
+        id: test_env_id(),
         created_at: at(1),
     };
     store
-        .create_environment(&environment, &Actor::System)
+        .create_environment(&incarnation, &Actor::System)
         .await
         .unwrap();
     let revoker = api_key("ak_ffff", Role::Admin, "revoker");
@@ -1479,4 +1654,282 @@ pub async fn a_write_racing_its_keys_revocation_is_journaled_before_it_or_refuse
             other => panic!("round {round}: {other:?}"),
         }
     }
+}
+
+fn check(out: &PutOutcome, opened: bool) -> ValueCheck {
+    ValueCheck {
+        environment: out.meta.environment.clone(),
+        name: out.meta.name.clone(),
+        revision: out.meta.revision,
+        key_version: out.meta.key_version,
+        opened,
+    }
+}
+
+fn mark_of(out: &PutOutcome) -> UnreadableMark {
+    UnreadableMark {
+        environment: out.meta.environment.clone(),
+        name: out.meta.name.clone(),
+        revision: out.meta.revision,
+        key_version: out.meta.key_version,
+    }
+}
+
+async fn marks_of(
+    store: &(impl KeyStore + ?Sized),
+    e: &str,
+    names: &[&str],
+) -> Vec<UnreadableMark> {
+    let names: Vec<SecretName> = names.iter().map(|n| name(n)).collect();
+    let mut marks = store.unreadable_marks(&env(e), &names).await.unwrap();
+    marks.sort_by(|a, b| a.name.cmp(&b.name));
+    marks
+}
+
+async fn prod_with(store: &(impl Catalog + SecretStore), names: &[&str]) -> Vec<PutOutcome> {
+    let prod = environment(store, "prod").await;
+    let mut outs = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let version = if i % 2 == 0 { 1 } else { 2 };
+        outs.push(set(store, &prod, &name(n), sealed(version, "blob"), at(2)).await);
+    }
+    outs
+}
+
+/// Checks that did not open mark their secret at that revision, counted per key version;
+/// checks that opened clear the marks; marks are read back for the names asked only.
+pub async fn unreadable_marks_are_recorded_counted_and_cleared(
+    store: Arc<impl Catalog + SecretStore>,
+) {
+    assert!(store.unreadable_counts().await.unwrap().is_empty());
+    let outs = prod_with(&*store, &["A", "B", "C"]).await;
+    assert!(marks_of(&*store, "prod", &["A", "B", "C"]).await.is_empty());
+    let checks = [
+        check(&outs[0], false),
+        check(&outs[1], false),
+        check(&outs[2], true),
+    ];
+    store.record_checks(&checks, None).await.unwrap();
+    assert_eq!(
+        store
+            .unreadable_counts()
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [(1, 1), (2, 1)]
+    );
+    assert_eq!(
+        marks_of(&*store, "prod", &["A", "B", "C"]).await,
+        [mark_of(&outs[0]), mark_of(&outs[1])]
+    );
+    assert_eq!(marks_of(&*store, "prod", &["B"]).await, [mark_of(&outs[1])]);
+    assert!(marks_of(&*store, "other", &["A"]).await.is_empty());
+    // Recording the same finding again changes nothing; a value that now opens is cleared.
+    store.record_checks(&checks[..1], None).await.unwrap();
+    store
+        .record_checks(&[check(&outs[1], true)], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        marks_of(&*store, "prod", &["A", "B", "C"]).await,
+        [mark_of(&outs[0])]
+    );
+    assert_eq!(
+        store
+            .unreadable_counts()
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [(1, 1)]
+    );
+}
+
+/// A new revision (put, batch put) or a deletion removes the secret's mark with it.
+pub async fn a_write_or_delete_supersedes_an_unreadable_mark(
+    store: Arc<impl Catalog + SecretStore>,
+) {
+    let outs = prod_with(&*store, &["A", "B", "C", "D"]).await;
+    let all: Vec<ValueCheck> = outs.iter().map(|o| check(o, false)).collect();
+    store.record_checks(&all, None).await.unwrap();
+    assert_eq!(
+        marks_of(&*store, "prod", &["A", "B", "C", "D"]).await.len(),
+        4
+    );
+    set(
+        &*store,
+        &environment(&*store, "prod").await,
+        &name("A"),
+        sealed(1, "new"),
+        at(3),
+    )
+    .await;
+    store
+        .delete(
+            &environment(&*store, "prod").await,
+            &name("B"),
+            Precondition::None,
+            &Actor::System,
+        )
+        .await
+        .unwrap();
+    let batch = vec![
+        BatchPut {
+            name: name("C"),
+            value: Some(sealed(1, "new")),
+            precondition: Precondition::Revision(1),
+        },
+        BatchPut {
+            name: name("D"),
+            value: None,
+            precondition: Precondition::Revision(1),
+        },
+    ];
+    store
+        .put_many(
+            &environment(&*store, "prod").await,
+            batch,
+            at(4),
+            &Actor::System,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        marks_of(&*store, "prod", &["A", "B", "C", "D"]).await,
+        [mark_of(&outs[3])],
+        "only D, left unchanged by the batch, keeps its mark"
+    );
+    assert_eq!(
+        store
+            .unreadable_counts()
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [(2, 1)]
+    );
+}
+
+/// A walk that read revision 1 reports it unreadable after a write made revision 2: the
+/// finding concerns a value that is gone, so no mark is recorded (nor for a deleted secret).
+pub async fn a_mark_of_a_revision_already_replaced_is_not_recorded(
+    store: Arc<impl Catalog + SecretStore>,
+) {
+    let outs = prod_with(&*store, &["A", "B"]).await;
+    set(
+        &*store,
+        &environment(&*store, "prod").await,
+        &name("A"),
+        sealed(1, "new"),
+        at(3),
+    )
+    .await;
+    store
+        .delete(
+            &environment(&*store, "prod").await,
+            &name("B"),
+            Precondition::None,
+            &Actor::System,
+        )
+        .await
+        .unwrap();
+    store
+        .record_checks(&[check(&outs[0], false), check(&outs[1], false)], None)
+        .await
+        .unwrap();
+    assert!(marks_of(&*store, "prod", &["A", "B"]).await.is_empty());
+    assert!(store.unreadable_counts().await.unwrap().is_empty());
+}
+
+/// Deleting an environment removes its marks in the same transaction; creating one of the
+/// same name starts without any.
+pub async fn unreadable_marks_go_with_their_environment(store: Arc<impl Catalog + SecretStore>) {
+    let outs = prod_with(&*store, &["A"]).await;
+    let staging = environment(&*store, "staging").await;
+    let kept = set(&*store, &staging, &name("A"), sealed(1, "b"), at(2)).await;
+    store
+        .record_checks(&[check(&outs[0], false), check(&kept, false)], None)
+        .await
+        .unwrap();
+    store
+        .delete_environment(&env("prod"), &Actor::System)
+        .await
+        .unwrap();
+    assert!(marks_of(&*store, "prod", &["A"]).await.is_empty());
+    assert_eq!(marks_of(&*store, "staging", &["A"]).await, [mark_of(&kept)]);
+    assert_eq!(
+        store
+            .unreadable_counts()
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [(1, 1)]
+    );
+}
+
+/// A verification batch appends one `keys.verified` audit row and event with the number of
+/// values checked, even when it checked none; a revoked actor records nothing; bookkeeping
+/// (no actor) is not audited.
+pub async fn a_verification_is_audited_and_rechecks_its_actor(
+    store: Arc<impl Catalog + SecretStore>,
+) {
+    let outs = prod_with(&*store, &["A", "B"]).await;
+    let (admin, other) = (
+        api_key("ak_0a", Role::Admin, "ha"),
+        api_key("ak_0b", Role::Admin, "hb"),
+    );
+    store.insert_api_key(&admin, &Actor::System).await.unwrap();
+    store.insert_api_key(&other, &Actor::System).await.unwrap();
+    let before = store.last_event_id().await.unwrap();
+    store
+        .record_checks(&[check(&outs[0], false)], None)
+        .await
+        .unwrap();
+    assert_eq!(store.last_event_id().await.unwrap(), before, "bookkeeping");
+    let checks = [check(&outs[0], false), check(&outs[1], true)];
+    store
+        .record_checks(&checks, Some(&key_actor(&admin)))
+        .await
+        .unwrap();
+    store
+        .record_checks(&[], Some(&Actor::System))
+        .await
+        .unwrap();
+    let events = store.events_after(before, 10).await.unwrap();
+    let seen: Vec<_> = events
+        .iter()
+        .map(|e| (e.subject.as_str(), e.count, e.actor.key_id.as_deref()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("system.keys.verified", Some(2), Some("ak_0a")),
+            ("system.keys.verified", Some(0), Some("system")),
+        ]
+    );
+    let (rows, _) = store.audit(&AuditQuery::default(), 1000).await.unwrap();
+    let verified: Vec<_> = rows
+        .iter()
+        .filter(|r| r.action == "keys.verified")
+        .map(|r| r.count)
+        .collect();
+    assert_eq!(verified, [2, 0]);
+    store
+        .delete_api_key(&admin.meta.id, &key_actor(&other))
+        .await
+        .unwrap();
+    let refused = store
+        .record_checks(&[check(&outs[1], false)], Some(&key_actor(&admin)))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::ActorRevoked)),
+        "{refused:?}"
+    );
+    assert_eq!(
+        marks_of(&*store, "prod", &["B"]).await,
+        [],
+        "nothing recorded"
+    );
 }

@@ -81,6 +81,9 @@ pub enum Action {
     KeysRewrapped,
     /// `system.keys.{vN}.registered`: a key version's canary stored on its first use.
     KeyRegistered,
+    /// `system.keys.verified`: a batch of values opened to check they still can be
+    /// (`coffer keys verify`, the start-up migration walk); `count` values checked.
+    KeysVerified,
 }
 
 impl Action {
@@ -99,6 +102,7 @@ impl Action {
         Action::ApiKeyRevoked,
         Action::KeysRewrapped,
         Action::KeyRegistered,
+        Action::KeysVerified,
     ];
 
     /// The resource kind and the verb: `("secret", "created")`.
@@ -117,6 +121,7 @@ impl Action {
             Action::ApiKeyRevoked => ("apikey", "revoked"),
             Action::KeysRewrapped => ("keys", "rewrapped"),
             Action::KeyRegistered => ("keys", "registered"),
+            Action::KeysVerified => ("keys", "verified"),
         }
     }
 
@@ -129,6 +134,12 @@ impl Action {
     /// Whether this action publishes an event.
     pub fn publishes(self) -> bool {
         self != Action::SecretUnchanged
+    }
+
+    /// Whether its rows carry a count of values (the batches of a rewrap or a verify);
+    /// an event of another action has no `count`.
+    pub fn counts_values(self) -> bool {
+        matches!(self, Action::KeysRewrapped | Action::KeysVerified)
     }
 }
 
@@ -145,7 +156,7 @@ pub struct Change {
     pub revision: Option<Revision>,
     /// When: the stored `updatedAt` where the resource has one.
     pub at: Timestamp,
-    /// How many values a rewrap batch replaced.
+    /// How many values a rewrap batch replaced or a verify batch checked.
     pub count: Option<u64>,
 }
 
@@ -274,6 +285,14 @@ impl Change {
         Change {
             count: Some(count),
             ..Change::new(Action::KeysRewrapped, None, None, at)
+        }
+    }
+
+    /// A batch of `count` values was opened to verify them at `at`.
+    pub fn keys_verified(count: u64, at: Timestamp) -> Self {
+        Change {
+            count: Some(count),
+            ..Change::new(Action::KeysVerified, None, None, at)
         }
     }
 
@@ -518,7 +537,8 @@ pub struct EventRecord {
     pub actor: ActorRef,
     /// When (RFC 3339, UTC): the stored `updatedAt` where the resource has one.
     pub at: String,
-    /// How many values a `system.keys.rewrapped` batch replaced.
+    /// How many values a `system.keys.rewrapped` batch replaced, or a
+    /// `system.keys.verified` batch checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
 }

@@ -2,7 +2,8 @@
 //!
 //! One trait per aggregate, one error type, one schema:
 //! - [`AccessStore`] keeps environments and API keys, and bootstraps a new catalog.
-//! - [`KeyStore`] keeps key canaries and per-version encryption counts.
+//! - [`KeyStore`] keeps key canaries, per-version encryption counts and the values found
+//!   unreadable.
 //! - [`JournalStore`] reads the audit log and the event outbox, and audits denied attempts.
 //!   Every write of every store appends its audit row and event in its own transaction
 //!   (see [`journal`]).
@@ -90,7 +91,14 @@ pub struct Capabilities {
     pub values_in_catalog: bool,
 }
 
-/// Secret values and their metadata, per environment.
+/// Secret values and their metadata, per environment incarnation.
+///
+/// Every method takes the [`Environment`] as the catalog holds it: a store reads and writes
+/// only rows of that incarnation ([`Environment::id`]). A write into an incarnation that no
+/// longer exists (its environment was deleted, perhaps created again) is refused with
+/// [`StoreError::NotFound`] when the store can tell, atomically with the write (a store in
+/// the catalog's database always can); a store elsewhere keys its values by incarnation, so
+/// such a write is never seen by the new environment.
 ///
 /// Writes carry the [`Actor`] they are made for. A store in the catalog's database checks
 /// it in the writing transaction; a store elsewhere (NATS, Vault) must check it through the
@@ -104,15 +112,15 @@ pub trait SecretStore: Send + Sync + 'static {
     fn backend_name(&self) -> &'static str;
 
     /// The record with its stored value, or `None`.
-    async fn get(&self, env: &EnvName, name: &SecretName) -> StoreResult<Option<SecretRecord>>;
+    async fn get(&self, env: &Environment, name: &SecretName) -> StoreResult<Option<SecretRecord>>;
 
     /// The metadata alone, or `None`.
-    async fn meta(&self, env: &EnvName, name: &SecretName) -> StoreResult<Option<SecretMeta>>;
+    async fn meta(&self, env: &Environment, name: &SecretName) -> StoreResult<Option<SecretMeta>>;
 
     /// Up to `limit` secrets of `env` in name order, starting after `after`.
     async fn list(
         &self,
-        env: &EnvName,
+        env: &Environment,
         after: Option<&SecretName>,
         limit: usize,
     ) -> StoreResult<Vec<SecretMeta>>;
@@ -122,7 +130,7 @@ pub trait SecretStore: Send + Sync + 'static {
     /// a key actor writes to an environment that does not exist (a store that can check it).
     async fn put(
         &self,
-        env: &EnvName,
+        env: &Environment,
         name: &SecretName,
         value: StoredValue,
         precondition: Precondition,
@@ -137,7 +145,7 @@ pub trait SecretStore: Send + Sync + 'static {
     /// does not hold ([`Capabilities::atomic_batches`] says whether a backend can do this).
     async fn put_many(
         &self,
-        env: &EnvName,
+        env: &Environment,
         batch: Vec<BatchPut>,
         at: Timestamp,
         actor: &Actor,
@@ -147,7 +155,7 @@ pub trait SecretStore: Send + Sync + 'static {
     /// Errors: [`StoreError::NotFound`], [`StoreError::Conflict`].
     async fn delete(
         &self,
-        env: &EnvName,
+        env: &Environment,
         name: &SecretName,
         precondition: Precondition,
         actor: &Actor,
@@ -172,7 +180,7 @@ pub trait SecretStore: Send + Sync + 'static {
     ) -> StoreResult<Vec<bool>>;
 
     /// Deletes every secret of `env`; returns how many there were.
-    async fn purge_environment(&self, env: &EnvName) -> StoreResult<u64>;
+    async fn purge_environment(&self, env: &Environment) -> StoreResult<u64>;
 
     /// How many stored values use each key version (`0` = plaintext).
     async fn count_by_key_version(&self) -> StoreResult<BTreeMap<u32, u64>>;
@@ -223,7 +231,8 @@ pub trait AccessStore: Send + Sync + 'static {
     async fn delete_api_key(&self, id: &ApiKeyId, actor: &Actor) -> StoreResult<()>;
 }
 
-/// Key canaries and encryption counts: what start-up checks and nonce budgets rest on.
+/// Key canaries, encryption counts and unreadable marks: what start-up checks, nonce budgets
+/// and `/v1/status` rest on.
 #[async_trait]
 pub trait KeyStore: Send + Sync + 'static {
     /// Every key canary.
@@ -239,6 +248,44 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Adds `n` to the recorded encryptions of `version` (several nodes may add at once).
     /// Bookkeeping, not a change to a resource: not audited.
     async fn add_encryptions(&self, version: KeyVersion, n: u64) -> StoreResult<()>;
+
+    /// Records what opening values found, in one transaction: a check that did not open
+    /// marks its secret unreadable at that revision (replacing an older mark of the same
+    /// secret); a check that opened removes the secret's mark if it is at or below that
+    /// revision. Marks are shared by every node: they are what `/v1/status` counts and what
+    /// a secret's `status` reads.
+    ///
+    /// A write supersedes a mark. A catalog that also holds the values
+    /// ([`Capabilities::values_in_catalog`]) guarantees it in the database: it records a
+    /// mark only while the secret is still at the checked revision, and removes a secret's
+    /// mark in the same transaction as any write or delete of that secret, and an
+    /// environment's marks with the environment (deleted or created again). Readers compare
+    /// revisions too ([`KeyStore::unreadable_marks`]), so a value store elsewhere can only
+    /// leave the count high until the next verify, never a wrong `status`.
+    ///
+    /// With `verified_by`, the batch is a verification: the actor is re-checked
+    /// ([`StoreError::ActorRevoked`]: nothing recorded) and one `keys.verified` audit row and
+    /// event is appended with the number of checks as its count (also for an empty batch,
+    /// so every verify run is on the record). Without it (a failed resolve, a rewrap batch)
+    /// it is bookkeeping and not audited.
+    async fn record_checks(
+        &self,
+        checks: &[ValueCheck],
+        verified_by: Option<&Actor>,
+    ) -> StoreResult<()>;
+
+    /// How many unreadable marks there are, per key version of the marked revision. Cheap:
+    /// `/v1/status` calls it (no authentication).
+    async fn unreadable_counts(&self) -> StoreResult<BTreeMap<u32, u64>>;
+
+    /// The marks of those of `names` in `env` that have one, in no particular order. A
+    /// caller applies a mark only to the revision it names. Cheap when there are none:
+    /// every secret list page and metadata read calls it.
+    async fn unreadable_marks(
+        &self,
+        env: &EnvName,
+        names: &[SecretName],
+    ) -> StoreResult<Vec<UnreadableMark>>;
 }
 
 /// The audit log and the event outbox, as written by every store's writes (see

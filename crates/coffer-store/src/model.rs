@@ -58,6 +58,60 @@ impl EnvName {
     }
 }
 
+/// An environment's incarnation: the immutable id it gets when created. Values are bound to
+/// it (in their associated data, and in an external store's key path), so a value written
+/// into an environment that was deleted and created again under the same name never
+/// reappears or opens in the new one.
+///
+/// Two forms: `env_` and 16 lowercase hex digits, minted at creation; and `env0_<name>`,
+/// given by the catalog migration that introduced incarnations to environments that
+/// existed before it. Values of such an environment were sealed naming the environment
+/// only (see [`EnvId::names_environment_only`]); no environment created since can get such
+/// an id, so those values cannot open anywhere else.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EnvId(String);
+
+impl EnvId {
+    /// Checks `raw` is an incarnation id in one of its two forms.
+    pub fn new(raw: &str) -> Result<Self, NameError> {
+        const RULE: &str = "use env_ and 16 lowercase hex digits";
+        let minted = raw.strip_prefix("env_").is_some_and(|hex| {
+            hex.len() == 16
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+        let migrated = raw
+            .strip_prefix(LEGACY_ENV_ID_PREFIX)
+            .is_some_and(|name| EnvName::new(name).is_ok());
+        if minted || migrated {
+            Ok(EnvId(raw.to_owned()))
+        } else {
+            Err(NameError::new("environment id", raw, RULE))
+        }
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this environment existed before incarnations (`env0_…`): its values are
+    /// bound to the environment's name, as they were sealed.
+    pub fn names_environment_only(&self) -> bool {
+        self.0.starts_with(LEGACY_ENV_ID_PREFIX)
+    }
+}
+
+impl fmt::Display for EnvId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The id prefix of environments that existed before incarnations (migration 5).
+const LEGACY_ENV_ID_PREFIX: &str = "env0_";
+
 /// The rule secret names and config keys share: `^[A-Za-z_][A-Za-z0-9_]{0,127}$`.
 const IDENTIFIER_RULE: &str =
     "use 1-128 characters: letters, digits and '_', not starting with a digit";
@@ -232,6 +286,8 @@ impl fmt::Debug for StoredValue {
 pub struct SecretMeta {
     /// The environment it belongs to.
     pub environment: EnvName,
+    /// The incarnation of that environment it was written into.
+    pub environment_id: EnvId,
     /// Its name.
     pub name: SecretName,
     /// Its current revision.
@@ -258,6 +314,8 @@ pub struct SecretRecord {
 pub struct Replacement {
     /// Its environment.
     pub environment: EnvName,
+    /// The incarnation it was read from.
+    pub environment_id: EnvId,
     /// Its name.
     pub name: SecretName,
     /// The revision the value was read at.
@@ -284,6 +342,8 @@ pub struct PutOutcome {
 pub struct Environment {
     /// Its name.
     pub name: EnvName,
+    /// Its incarnation, given when it was created and never changed.
+    pub id: EnvId,
     /// When it was created.
     pub created_at: Timestamp,
 }
@@ -425,6 +485,36 @@ pub struct ApiKeyRecord {
     pub meta: ApiKeyMeta,
     /// Lowercase hex SHA-256 of the full key string.
     pub key_hash: String,
+}
+
+/// What opening one stored value found: which secret, at which revision, under which key
+/// version, and whether it opened. A walk (`coffer keys verify`, a rewrap, the start-up
+/// migration) or a failed resolve hands these to [`crate::KeyStore::record_checks`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValueCheck {
+    /// The secret's environment.
+    pub environment: EnvName,
+    /// The secret's name.
+    pub name: SecretName,
+    /// The revision that was opened (or failed to).
+    pub revision: Revision,
+    /// The key version the value is stored under (`0` = plaintext).
+    pub key_version: u32,
+    /// Whether it opened.
+    pub opened: bool,
+}
+
+/// A value recorded in the catalog as unreadable: metadata only, never the value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnreadableMark {
+    /// The secret's environment.
+    pub environment: EnvName,
+    /// The secret's name.
+    pub name: SecretName,
+    /// The revision that did not open; a newer revision is not concerned.
+    pub revision: Revision,
+    /// The key version that revision is stored under.
+    pub key_version: u32,
 }
 
 /// A canary sealed under one key version, proving at startup that the key still opens it.

@@ -61,4 +61,14 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "journal",
         sql: include_str!("../migrations/0004_journal.sql"),
     },
+    Migration {
+        version: 5,
+        name: "incarnations",
+        sql: include_str!("../migrations/0005_incarnations.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "unreadable",
+        sql: include_str!("../migrations/0006_unreadable.sql"),
+    },
 ];

@@ -194,6 +194,13 @@ fn cases() -> Vec<Case> {
             Nothing,
             [401, 401, 200, 403, 403, 403],
         ),
+        c(
+            Method::POST,
+            "/v1/keys/verify",
+            Some(|| json!({"limit": 10})),
+            Nothing,
+            [401, 401, 200, 403, 403, 403],
+        ),
     ]
 }
 

@@ -1,11 +1,12 @@
-//! Starts a server in-process on 127.0.0.1:0 with a temp data dir and a fixed key.
+//! Starts a server in-process on 127.0.0.1:0 with a temp data dir and a fixed key, on the
+//! backend `COFFER_TEST_BACKEND` names: `sqlite` (default) or `postgres` (a database of its
+//! own on `COFFER_TEST_DATABASE_URL`). `scripts/test.sh` runs this suite on both.
 
 use std::sync::Arc;
 
 use coffer_api::ServeOptions;
 use coffer_core::{Coffer, StartupOptions};
 use coffer_crypto::{Key, Keyring};
-use coffer_sqlite::SqliteStore;
 use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -35,11 +36,11 @@ pub async fn start() -> Server {
 
 pub async fn start_with(serve_options: ServeOptions) -> Server {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Arc::new(SqliteStore::open(dir.path()).expect("open store"));
+    let (catalog, secrets) = crate::backend::open(dir.path()).await;
     let keyring = Keyring::single(Key::from_material(MASTER_KEY_HEX).expect("key"));
     let options = StartupOptions {
-        catalog: store.clone(),
-        secrets: store.clone(),
+        catalog,
+        secrets,
         keyring: Some(keyring),
         require_encryption: true,
         admin_key_seed: None,

@@ -347,6 +347,22 @@ async fn bad_input_gets_the_documented_error_and_changes_nothing() {
             "invalid_body",
         ),
         bad(
+            "verify batch over the limit",
+            Method::POST,
+            "/v1/keys/verify",
+            r#"{"limit":1001}"#,
+            422,
+            "invalid_value",
+        ),
+        bad(
+            "forged verify cursor",
+            Method::POST,
+            "/v1/keys/verify",
+            r#"{"cursor":"not-ours"}"#,
+            400,
+            "invalid_body",
+        ),
+        bad(
             "existing environment",
             Method::POST,
             "/v1/environments",

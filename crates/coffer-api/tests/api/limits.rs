@@ -393,6 +393,7 @@ async fn query_strings_are_checked_on_every_route() {
         (Method::GET, "/v1/status"),
         (Method::GET, "/v1/keys"),
         (Method::POST, "/v1/keys/rewrap"),
+        (Method::POST, "/v1/keys/verify"),
         (Method::GET, "/v1/environments"),
         (Method::POST, "/v1/environments"),
         (Method::DELETE, "/v1/environments/default"),

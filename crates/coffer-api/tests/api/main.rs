@@ -1,5 +1,7 @@
-//! The HTTP API end to end: a real server on 127.0.0.1, the embedded store, a real client.
+//! The HTTP API end to end: a real server on 127.0.0.1, a real store (SQLite or PostgreSQL,
+//! see `harness`), a real client.
 
+mod backend;
 mod harness;
 
 mod audit;

@@ -78,6 +78,9 @@ pub const KEYS_STATUS: &str = "Examples:
 pub const KEYS_REWRAP: &str = "Examples:
   coffer keys rewrap
   coffer keys rewrap --batch 100 --json";
+pub const KEYS_VERIFY: &str = "Examples:
+  coffer keys verify                             # exit code 6 when a value does not open
+  coffer keys verify --json | jq '.unreadable[]'";
 
 pub const LOGIN: &str = "Examples:
   coffer login                                   # type the key; it is not echoed

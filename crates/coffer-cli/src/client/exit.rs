@@ -8,7 +8,7 @@
 //! | 3 | not found: the named environment, secret, config entry or API key does not exist |
 //! | 4 | no access: no API key, or the server refused it (401) or its role (403) |
 //! | 5 | conflict: a revision conflict, an environment that exists, the last admin key |
-//! | 6 | broken: `coffer audit verify` found the audit log's hash chain broken |
+//! | 6 | broken: `coffer audit verify` found the audit log's hash chain broken, or `coffer keys verify` found values that do not open |
 
 use std::fmt;
 use std::process::ExitCode;
@@ -27,7 +27,8 @@ pub const NOT_FOUND: u8 = 3;
 pub const NO_ACCESS: u8 = 4;
 /// Exit code for a conflict with what the server holds.
 pub const CONFLICT: u8 = 5;
-/// Exit code when `coffer audit verify` finds the audit log's chain broken.
+/// Exit code when a verification finds stored data broken: `coffer audit verify` (the audit
+/// log's chain) or `coffer keys verify` (values that do not open).
 pub const BROKEN: u8 = 6;
 
 /// An error in what the user typed or piped, found before any request: exit code 2.
@@ -66,6 +67,18 @@ impl fmt::Display for BrokenChainError {
 
 impl std::error::Error for BrokenChainError {}
 
+/// `coffer keys verify` found values that do not open (the report is printed): exit code 6.
+#[derive(Debug)]
+pub struct UnreadableValuesError(pub String);
+
+impl fmt::Display for UnreadableValuesError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UnreadableValuesError {}
+
 /// A usage error with this message.
 pub fn usage(message: impl Into<String>) -> anyhow::Error {
     UsageError(message.into()).into()
@@ -84,7 +97,7 @@ fn code_number(error: &anyhow::Error) -> u8 {
         if cause.is::<NoKeyError>() {
             return NO_ACCESS;
         }
-        if cause.is::<BrokenChainError>() {
+        if cause.is::<BrokenChainError>() || cause.is::<UnreadableValuesError>() {
             return BROKEN;
         }
         if let Some(api) = cause.downcast_ref::<ApiError>() {
@@ -130,11 +143,15 @@ mod tests {
         assert_eq!(code_number(&api(403, "forbidden")), NO_ACCESS);
         assert_eq!(code_number(&api(409, "revision_conflict")), CONFLICT);
         assert_eq!(code_number(&api(422, "invalid_value")), USAGE);
-        assert_eq!(code_number(&api(503, "unavailable")), FAILURE);
+        assert_eq!(code_number(&api(503, "backend_unavailable")), FAILURE);
         assert_eq!(code_number(&anyhow::anyhow!("io")), FAILURE);
         assert_eq!(code_number(&NoKeyError("no key".into()).into()), NO_ACCESS);
         assert_eq!(
             code_number(&BrokenChainError("row 3".into()).into()),
+            BROKEN
+        );
+        assert_eq!(
+            code_number(&UnreadableValuesError("2 values".into()).into()),
             BROKEN
         );
     }

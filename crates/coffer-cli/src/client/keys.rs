@@ -1,10 +1,12 @@
-//! `coffer keys status | rewrap`: key versions in use, and re-encryption to the current one.
+//! `coffer keys status | rewrap | verify`: key versions in use, re-encryption to the current
+//! one, and a walk that opens every value to find those that no longer open.
 
 use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::exit::UnreadableValuesError;
 use super::http::JsonBody;
 use super::{Session, examples, output, parse};
 
@@ -18,6 +20,14 @@ pub enum KeysCommand {
     #[command(after_help = examples::KEYS_REWRAP)]
     Rewrap {
         /// Values per request (each batch is one transaction on the server).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        batch: u32,
+    },
+    /// Open every stored value and report those that do not open (names and key versions,
+    /// never values); exits 6 when there are any.
+    #[command(after_help = examples::KEYS_VERIFY)]
+    Verify {
+        /// Values per request.
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
         batch: u32,
     },
@@ -53,12 +63,114 @@ struct Rewrap {
     next_cursor: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct VerifyStep {
+    checked: u64,
+    unreadable: Vec<Unreadable>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Unreadable {
+    environment: String,
+    name: String,
+    revision: u64,
+    key_version: u32,
+}
+
+/// What `coffer keys verify --json` prints.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Verified {
+    checked: u64,
+    unreadable: Vec<Unreadable>,
+}
+
 impl Session {
     pub(super) async fn keys(&self, command: KeysCommand) -> Result<()> {
         match command {
             KeysCommand::Status => self.key_status().await,
             KeysCommand::Rewrap { batch } => self.rewrap(batch).await,
+            KeysCommand::Verify { batch } => self.verify(batch).await,
         }
+    }
+
+    /// A bar over every stored value (drawn only when stderr is a terminal).
+    async fn values_bar(&self) -> Result<ProgressBar> {
+        let status: KeyStatus = parse(&self.api.get(&["v1", "keys"], &[]).await?)?;
+        let total = status.plaintext_values + status.keys.iter().map(|k| k.values).sum::<u64>();
+        Ok(ProgressBar::new(total).with_style(
+            ProgressStyle::with_template(
+                "values {bar:40} {pos}/{len}, {elapsed} elapsed, eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ))
+    }
+
+    async fn verify(&self, batch: u32) -> Result<()> {
+        let bar = self.values_bar().await?;
+        let mut found = Verified::default();
+        let mut cursor: Option<String> = None;
+        loop {
+            let body = json!({ "cursor": cursor, "limit": batch });
+            let answer = self
+                .api
+                .post(&["v1", "keys", "verify"], JsonBody::new(&body, 0)?)
+                .await?;
+            let step: VerifyStep = parse(&answer)?;
+            bar.inc(step.checked);
+            found.checked += step.checked;
+            found.unreadable.extend(step.unreadable);
+            match step.next_cursor {
+                Some(next) if Some(&next) == cursor.as_ref() => {
+                    bail!("the server did not advance the verification")
+                }
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        bar.finish_and_clear();
+        if self.json {
+            output::emit(&output::json(
+                &serde_json::to_value(&found).unwrap_or(Value::Null),
+            )?)?;
+        } else {
+            let mut text = format!(
+                "checked {}: {} unreadable\n",
+                output::count(found.checked, "value", "values"),
+                found.unreadable.len()
+            );
+            if !found.unreadable.is_empty() {
+                let rows: Vec<Vec<String>> = found
+                    .unreadable
+                    .iter()
+                    .map(|u| {
+                        vec![
+                            output::printable(&u.environment),
+                            output::printable(&u.name),
+                            u.revision.to_string(),
+                            u.key_version.to_string(),
+                        ]
+                    })
+                    .collect();
+                text.push_str(&output::table(
+                    &["ENVIRONMENT", "NAME", "REVISION", "KEY-VERSION"],
+                    &rows,
+                ));
+            }
+            output::emit(&text)?;
+        }
+        if found.unreadable.is_empty() {
+            return Ok(());
+        }
+        let n = found.unreadable.len() as u64;
+        Err(UnreadableValuesError(format!(
+            "{} cannot be opened with the server's keys; writing a secret again repairs it (or restore the key its version needs)",
+            output::count(n, "value", "values")
+        ))
+        .into())
     }
 
     async fn key_status(&self) -> Result<()> {
@@ -102,15 +214,7 @@ impl Session {
     }
 
     async fn rewrap(&self, batch: u32) -> Result<()> {
-        let status: KeyStatus = parse(&self.api.get(&["v1", "keys"], &[]).await?)?;
-        let total = status.plaintext_values + status.keys.iter().map(|k| k.values).sum::<u64>();
-        // indicatif draws only when stderr is a terminal.
-        let bar = ProgressBar::new(total).with_style(
-            ProgressStyle::with_template(
-                "values {bar:40} {pos}/{len}, {elapsed} elapsed, eta {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
+        let bar = self.values_bar().await?;
         let mut sum = Rewrap::default();
         loop {
             let body = json!({ "cursor": sum.next_cursor, "limit": batch });
@@ -137,7 +241,7 @@ impl Session {
         bar.finish_and_clear();
         if sum.unreadable > 0 {
             eprintln!(
-                "warning: {} could not be opened and left as {}; `coffer secret list` marks them unreadable (writing one again repairs it)",
+                "warning: {} could not be opened and left as {}; `coffer secret list` marks them unreadable and `coffer keys verify` names them (writing one again repairs it)",
                 output::count(sum.unreadable, "value", "values"),
                 if sum.unreadable == 1 {
                     "it was"

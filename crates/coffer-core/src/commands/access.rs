@@ -29,6 +29,7 @@ impl Command for CreateEnvironment {
         }
         let env = Environment {
             name: self.name,
+            id: crate::service::new_environment_id()?,
             created_at: Timestamp::now(),
         };
         match coffer.catalog.create_environment(&env, &who.actor()).await {
@@ -67,6 +68,8 @@ impl Command for DeleteEnvironment {
         who: &Principal,
     ) -> Result<EnvironmentDeleted, CoreError> {
         let name = self.name;
+        // The incarnation whose values a store outside the catalog must purge.
+        let incarnation = coffer.existing_environment(&name).await?;
         // The catalog deletes the environment and its keys in one transaction that
         // re-checks the acting key; values kept elsewhere are swept after it (and a new
         // environment of the same name clears any a racing write left).
@@ -88,9 +91,8 @@ impl Command for DeleteEnvironment {
         let secrets = if coffer.secrets.capabilities().values_in_catalog {
             with_catalog
         } else {
-            with_catalog + coffer.secrets.purge_environment(&name).await?
+            with_catalog + coffer.secrets.purge_environment(&incarnation).await?
         };
-        coffer.forget_environment(&name);
         Ok(EnvironmentDeleted { name, secrets })
     }
 }

@@ -1,9 +1,9 @@
-//! Key rotation (admin).
+//! Key rotation and verification (admin).
 
 use coffer_store::{EnvName, SecretName};
 
 use super::Command;
-use crate::lifecycle::{REWRAP_BATCH, RewrapReport, Walk};
+use crate::lifecycle::{REWRAP_BATCH, RewrapReport, VerifyReport, Walk};
 use crate::{Coffer, CoreError, Principal};
 
 /// Re-encrypt stored values to the current key version, starting after `after`: one batch
@@ -35,13 +35,59 @@ impl Command for Rewrap {
             report.absorb(
                 coffer
                     .walk_batch(report.next.as_ref(), batch, Walk::Rewrap, &actor)
-                    .await?,
+                    .await?
+                    .rewrap,
             );
             if self.limit.is_some() || report.next.is_none() {
                 break;
             }
             // A batch of already-current values never waits on I/O: let other requests on
             // this worker run between batches.
+            tokio::task::yield_now().await;
+        }
+        Ok(report)
+    }
+}
+
+/// Open stored values to find those that no longer open (`coffer keys verify`), starting
+/// after `after`: one batch of `limit` values, or every remaining value when `limit` is
+/// `None`. Changes no value. Each batch records its findings in the catalog (a value that
+/// does not open is marked unreadable there, one that opens loses its mark), which every
+/// node's status reads, and is one `keys.verified` audit row and event naming the key.
+#[derive(Debug, Default)]
+pub struct Verify {
+    /// Where to resume; `None` starts at the beginning.
+    pub after: Option<(EnvName, SecretName)>,
+    /// Batch size; `None` walks to the end.
+    pub limit: Option<usize>,
+}
+
+impl Command for Verify {
+    type Output = VerifyReport;
+
+    fn authorize(&self, coffer: &Coffer, who: &Principal) -> Result<(), CoreError> {
+        coffer.require_admin(who)
+    }
+
+    async fn execute(self, coffer: &Coffer, who: &Principal) -> Result<VerifyReport, CoreError> {
+        let actor = who.actor();
+        let mut report = VerifyReport {
+            next: self.after,
+            ..VerifyReport::default()
+        };
+        loop {
+            let batch = self.limit.unwrap_or(REWRAP_BATCH).clamp(1, REWRAP_BATCH);
+            let found = coffer
+                .walk_batch(report.next.as_ref(), batch, Walk::Verify, &actor)
+                .await?;
+            report.absorb(VerifyReport {
+                checked: found.checked,
+                unreadable: found.unreadable,
+                next: found.rewrap.next,
+            });
+            if self.limit.is_some() || report.next.is_none() {
+                break;
+            }
             tokio::task::yield_now().await;
         }
         Ok(report)

@@ -19,7 +19,7 @@ pub use access::{
     CreateApiKey, CreateEnvironment, DeleteEnvironment, EnvironmentDeleted, RevokeApiKey,
 };
 pub use config::{DeleteConfig, PutConfig};
-pub use keys::Rewrap;
+pub use keys::{Rewrap, Verify};
 pub use secrets::{DeleteSecret, ImportSecrets, PutSecret};
 
 use crate::{Coffer, CoreError, Principal};

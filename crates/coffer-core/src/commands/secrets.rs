@@ -3,8 +3,8 @@
 
 use coffer_crypto::{Keyring, constant_time_eq};
 use coffer_store::{
-    Actor, BatchPut, EnvName, Precondition, PutOutcome, Revision, SecretMeta, SecretName,
-    SecretRecord, StoreError, StoredValue, Timestamp,
+    Actor, BatchPut, EnvName, Environment, Precondition, PutOutcome, Revision, SecretMeta,
+    SecretName, SecretRecord, StoreError, StoredValue, Timestamp,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -50,19 +50,26 @@ impl Command for PutSecret {
                 limit: MAX_VALUE_BYTES,
             });
         }
-        coffer.existing_environment(&env).await?;
-        let stored = coffer.seal_secret(&env, &name, value)?;
+        let incarnation = coffer.existing_environment(&env).await?;
+        let stored = coffer.seal_secret(&incarnation, &name, value)?;
         let pre = Precondition::from_expected(expected_revision);
         let out = match coffer
             .secrets
-            .put(&env, &name, stored, pre, Timestamp::now(), &who.actor())
+            .put(
+                &incarnation,
+                &name,
+                stored,
+                pre,
+                Timestamp::now(),
+                &who.actor(),
+            )
             .await
         {
-            // The environment went between the check above and the write.
+            // The environment went (or was created again) between the check above and the
+            // write: the value was sealed for an incarnation that no longer exists.
             Err(StoreError::NotFound) => return Err(CoreError::EnvironmentNotFound(env)),
             other => other?,
         };
-        coffer.mark_written(&env, &name);
         Ok(out)
     }
 }
@@ -92,20 +99,17 @@ impl Command for ImportSecrets {
             )));
         }
         check_import(&entries)?;
-        coffer.existing_environment(&env).await?;
+        let incarnation = coffer.existing_environment(&env).await?;
         let actor = who.actor();
         let mut attempt = 1;
         let imported = loop {
-            match import_once(coffer, &env, &entries, &actor).await {
+            match import_once(coffer, &incarnation, &entries, &actor).await {
                 Err(CoreError::RevisionConflict { .. }) if attempt < IMPORT_ATTEMPTS => {
                     attempt += 1;
                 }
                 other => break other?,
             }
         };
-        for (name, _) in &entries {
-            coffer.mark_written(&env, name);
-        }
         Ok(imported)
     }
 }
@@ -136,16 +140,17 @@ impl Command for DeleteSecret {
         } = self;
         require_compare_and_set(coffer, expected_revision)?;
         let pre = Precondition::from_expected(expected_revision);
-        match coffer.secrets.delete(&env, &name, pre, &who.actor()).await {
+        let incarnation = coffer.existing_environment(&env).await?;
+        match coffer
+            .secrets
+            .delete(&incarnation, &name, pre, &who.actor())
+            .await
+        {
             Err(StoreError::NotFound) => {
                 coffer.existing_environment(&env).await?;
                 Err(CoreError::SecretNotFound { env, name })
             }
-            other => {
-                let gone = other?;
-                coffer.mark_written(&env, &name);
-                Ok(gone)
-            }
+            other => Ok(other?),
         }
     }
 }
@@ -166,7 +171,7 @@ fn require_compare_and_set(coffer: &Coffer, expected: Option<Revision>) -> Resul
 /// batch pinned to the revisions read (a concurrent write makes it a conflict).
 async fn import_once(
     coffer: &Coffer,
-    env: &EnvName,
+    env: &Environment,
     entries: &[(SecretName, SecretString)],
     actor: &Actor,
 ) -> Result<Vec<Imported>, CoreError> {
@@ -195,7 +200,9 @@ async fn import_once(
         .put_many(env, batch, Timestamp::now(), actor)
         .await
     {
-        Err(StoreError::NotFound) => return Err(CoreError::EnvironmentNotFound(env.clone())),
+        Err(StoreError::NotFound) => {
+            return Err(CoreError::EnvironmentNotFound(env.name.clone()));
+        }
         other => other?,
     };
     outcomes
@@ -228,7 +235,7 @@ async fn import_once(
 /// Returns the batch and how many values it sealed. Pure CPU: runs on a blocking thread.
 fn import_batch(
     ring: Option<&Keyring>,
-    env: &EnvName,
+    env: &Environment,
     entries: Vec<(SecretName, SecretString)>,
     stored: Vec<Option<SecretRecord>>,
 ) -> Result<(Vec<BatchPut>, u64), CoreError> {
@@ -247,7 +254,7 @@ fn import_batch(
             (true, _) => None,
             (false, None) => Some(StoredValue::Plain(value)),
             (false, Some(ring)) => {
-                let aad = secret_aad(env, &name);
+                let aad = secret_aad(&env.name, &env.id, &name);
                 let blob = ring
                     .seal(aad.as_bytes(), value.expose_secret().as_bytes())
                     .map_err(|_| CoreError::Crypto)?;

@@ -71,7 +71,7 @@ async fn manage_key(n: &Node) -> (String, coffer_store::ApiKeyId) {
 /// turn caching off for everyone by asking in a loop).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forbidden_key_removal_leaves_the_auth_cache_alone() {
-    use coffer_store::{AccessStore, Actor};
+    use coffer_store::Actor;
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
     let (key, id) = manage_key(&n).await;
@@ -103,7 +103,6 @@ async fn a_forbidden_key_removal_leaves_the_auth_cache_alone() {
 /// after that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_whose_request_is_dropped_still_clears_the_cache_when_it_commits() {
-    use coffer_store::AccessStore;
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
     let (key, id) = manage_key(&n).await;

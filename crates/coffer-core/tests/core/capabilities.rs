@@ -6,10 +6,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use coffer_core::{CoreError, StartupOptions, commands};
-use coffer_sqlite::SqliteStore;
 use coffer_store::{
-    Actor, BatchPut, Capabilities, EnvName, Precondition, PutOutcome, Replacement, SecretMeta,
-    SecretName, SecretRecord, SecretStore, StoreResult, StoredValue, Timestamp,
+    Actor, BatchPut, Capabilities, EnvName, Environment, Precondition, PutOutcome, Replacement,
+    SecretMeta, SecretName, SecretRecord, SecretStore, StoreResult, StoredValue, Timestamp,
 };
 use secrecy::SecretString;
 
@@ -18,7 +17,7 @@ use crate::harness::*;
 /// The embedded store, declaring other capabilities (say, what Vault KV v1 declares: no
 /// compare-and-set), and counting the purges it is asked for.
 struct Declaring(
-    Arc<SqliteStore>,
+    Arc<dyn TestStore>,
     Capabilities,
     std::sync::atomic::AtomicUsize,
 );
@@ -37,15 +36,15 @@ impl SecretStore for Declaring {
     fn backend_name(&self) -> &'static str {
         "kv-v1-like"
     }
-    async fn get(&self, e: &EnvName, n: &SecretName) -> StoreResult<Option<SecretRecord>> {
+    async fn get(&self, e: &Environment, n: &SecretName) -> StoreResult<Option<SecretRecord>> {
         self.0.get(e, n).await
     }
-    async fn meta(&self, e: &EnvName, n: &SecretName) -> StoreResult<Option<SecretMeta>> {
+    async fn meta(&self, e: &Environment, n: &SecretName) -> StoreResult<Option<SecretMeta>> {
         self.0.meta(e, n).await
     }
     async fn list(
         &self,
-        e: &EnvName,
+        e: &Environment,
         after: Option<&SecretName>,
         limit: usize,
     ) -> StoreResult<Vec<SecretMeta>> {
@@ -63,7 +62,7 @@ impl SecretStore for Declaring {
     }
     async fn put(
         &self,
-        e: &EnvName,
+        e: &Environment,
         n: &SecretName,
         v: StoredValue,
         p: Precondition,
@@ -74,7 +73,7 @@ impl SecretStore for Declaring {
     }
     async fn put_many(
         &self,
-        e: &EnvName,
+        e: &Environment,
         batch: Vec<BatchPut>,
         at: Timestamp,
         a: &Actor,
@@ -83,14 +82,14 @@ impl SecretStore for Declaring {
     }
     async fn delete(
         &self,
-        e: &EnvName,
+        e: &Environment,
         n: &SecretName,
         p: Precondition,
         a: &Actor,
     ) -> StoreResult<SecretMeta> {
         self.0.delete(e, n, p, a).await
     }
-    async fn purge_environment(&self, e: &EnvName) -> StoreResult<u64> {
+    async fn purge_environment(&self, e: &Environment) -> StoreResult<u64> {
         self.2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.0.purge_environment(e).await
     }
@@ -98,15 +97,15 @@ impl SecretStore for Declaring {
         self.0.count_by_key_version().await
     }
     async fn ping(&self) -> StoreResult<()> {
-        self.0.ping().await
+        SecretStore::ping(&*self.0).await
     }
 }
 
 #[tokio::test]
 async fn expected_revision_is_refused_on_a_backend_without_compare_and_set() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
-    ensure_test_admin(&store).await;
+    let store = open_store(dir.path()).await;
+    ensure_test_admin(&*store).await;
     let options = StartupOptions {
         catalog: store.clone(),
         secrets: Arc::new(Declaring(store.clone(), KV_V1_LIKE, 0.into())),
@@ -151,8 +150,8 @@ async fn expected_revision_is_refused_on_a_backend_without_compare_and_set() {
 async fn only_a_store_outside_the_catalog_is_purged_after_an_environment_is_deleted() {
     for values_in_catalog in [true, false] {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
-        ensure_test_admin(&store).await;
+        let store = open_store(dir.path()).await;
+        ensure_test_admin(&*store).await;
         let caps = Capabilities {
             values_in_catalog,
             ..store.capabilities()

@@ -34,7 +34,6 @@ async fn config_mutations_publish_created_updated_and_deleted_events() {
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
     let who = admin();
-    use coffer_store::JournalStore;
     let before = n.store.last_event_id().await.unwrap();
     n.coffer
         .apply(&who, put("flags", json!({"a": 1}), Some(0)))

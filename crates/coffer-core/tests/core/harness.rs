@@ -1,4 +1,9 @@
 //! Starting a service on a temp data dir, and the few calls every test makes.
+//!
+//! Every test runs on the backend `COFFER_TEST_BACKEND` names: `sqlite` (the default: the
+//! store lives in the test's temp dir) or `postgres` (the temp dir stands for a database of
+//! its own on `COFFER_TEST_DATABASE_URL`, created on first use; opening the same dir again,
+//! as a restart does, opens the same database). `scripts/test.sh` runs this suite on both.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -6,11 +11,10 @@ use std::sync::Arc;
 
 use coffer_core::{
     Coffer, CoreError, EnvName, Principal, RewrapReport, SecretName, StartupError, StartupOptions,
-    StartupReport, ValueStatus, commands,
+    StartupReport, ValueStatus, VerifyReport, commands,
 };
 use coffer_crypto::{Key, KeyVersion, Keyring};
-use coffer_sqlite::SqliteStore;
-use coffer_store::{Role, SecretStore};
+use coffer_store::{Catalog, Role, SecretStore};
 use secrecy::{ExposeSecret, SecretString};
 
 pub const K1: &str = "1111111111111111111111111111111111111111111111111111111111111111";
@@ -25,16 +29,27 @@ pub fn ring(current: u32, keys: &[(u32, &str)]) -> Option<Keyring> {
     Some(Keyring::new(KeyVersion::new(current).unwrap(), keys).unwrap())
 }
 
+/// What a test reaches through the store directly: the catalog and the secret values of one
+/// database (SQLite or PostgreSQL).
+pub trait TestStore: Catalog + SecretStore {}
+
+impl<T: Catalog + SecretStore> TestStore for T {}
+
 /// A started service and its store.
 pub struct Node {
     pub coffer: Arc<Coffer>,
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<dyn TestStore>,
     pub report: StartupReport,
 }
 
+/// A fresh store handle on the database `dir` stands for.
+pub async fn open_store(dir: &Path) -> Arc<dyn TestStore> {
+    crate::backend::open(dir).await
+}
+
 /// Start-up options on a fresh store handle for `dir`.
-pub fn options(dir: &Path, keyring: Option<Keyring>) -> (StartupOptions, Arc<SqliteStore>) {
-    let store = Arc::new(SqliteStore::open(dir).unwrap());
+pub async fn options(dir: &Path, keyring: Option<Keyring>) -> (StartupOptions, Arc<dyn TestStore>) {
+    let store = open_store(dir).await;
     let options = StartupOptions {
         catalog: store.clone(),
         secrets: store.clone(),
@@ -51,10 +66,10 @@ pub async fn start(
     keyring: Option<Keyring>,
     allow_unreadable: bool,
 ) -> Result<Node, StartupError> {
-    let (mut options, store) = options(dir, keyring);
+    let (mut options, store) = options(dir, keyring).await;
     options.allow_unreadable = allow_unreadable;
     let (coffer, report) = options.start().await?;
-    ensure_test_admin(&store).await;
+    ensure_test_admin(&*store).await;
     Ok(Node {
         coffer: Arc::new(coffer),
         store,
@@ -63,8 +78,8 @@ pub async fn start(
 }
 
 /// Stores the key behind [`admin`]: writes re-check their actor, so it must exist.
-pub async fn ensure_test_admin(store: &SqliteStore) {
-    use coffer_store::{AccessStore, Actor, ApiKeyMeta, ApiKeyRecord, StoreError, Timestamp};
+pub async fn ensure_test_admin(store: &dyn TestStore) {
+    use coffer_store::{Actor, ApiKeyMeta, ApiKeyRecord, StoreError, Timestamp};
     let record = ApiKeyRecord {
         meta: ApiKeyMeta {
             id: admin().key_id,
@@ -91,6 +106,12 @@ pub fn admin() -> Principal {
 
 pub fn env() -> EnvName {
     EnvName::new("default").unwrap()
+}
+
+/// The `default` environment as the catalog holds it (its incarnation), for reading and
+/// writing the store directly.
+pub async fn incarnation(store: &dyn TestStore) -> coffer_store::Environment {
+    store.get_environment(&env()).await.unwrap().unwrap()
 }
 
 pub fn name(n: &str) -> SecretName {
@@ -124,7 +145,7 @@ pub async fn rewrap(c: &Coffer) -> RewrapReport {
 }
 
 /// Stored values per key version (`0` = plaintext).
-pub async fn versions(store: &SqliteStore) -> Vec<(u32, u64)> {
+pub async fn versions(store: &dyn TestStore) -> Vec<(u32, u64)> {
     store
         .count_by_key_version()
         .await
@@ -134,5 +155,18 @@ pub async fn versions(store: &SqliteStore) -> Vec<(u32, u64)> {
 }
 
 pub async fn status_of(c: &Coffer, n: &str) -> ValueStatus {
-    c.value_status(&c.secret_meta(&admin(), &env(), &name(n)).await.unwrap())
+    let meta = c.secret_meta(&admin(), &env(), &name(n)).await.unwrap();
+    c.value_status(&meta).await.unwrap()
+}
+
+/// `coffer keys verify`: every value opened, findings recorded in the catalog.
+pub async fn verify(c: &Coffer) -> VerifyReport {
+    c.apply(&admin(), commands::Verify::default())
+        .await
+        .unwrap()
+}
+
+/// The unreadable values `/v1/status` reports.
+pub async fn unreadable_count(c: &Coffer) -> u64 {
+    c.status().await.unwrap().unreadable_values
 }

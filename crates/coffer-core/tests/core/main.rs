@@ -1,6 +1,7 @@
-//! The services on the embedded store: start-up, the runtime read path, key lifecycle,
-//! declared backend capabilities.
+//! The services on a real store (SQLite or PostgreSQL, see `harness`): start-up, the
+//! runtime read path, key lifecycle, declared backend capabilities.
 
+mod backend;
 mod harness;
 
 mod auth;
