@@ -101,29 +101,11 @@ pub(crate) fn append(c: &Connection, author: &Author, changes: &[Change]) -> Sto
     }
     let mut head = read_head(c)?;
     for change in changes {
-        let subject = change.subject();
         let event = change.action.publishes().then(|| {
             head.event_seq += 1;
             head.event_seq
         });
-        let row = AuditRecord {
-            seq: 0,
-            at: change.at.millis(),
-            actor: author.actor.clone(),
-            action: change.action.name(),
-            subject,
-            environment: change.environment.as_ref().map(EnvName::to_string),
-            name: change.name.clone(),
-            revision: change.revision,
-            result: AuditResult::Allowed,
-            status: None,
-            count: change.count.unwrap_or(1),
-            remote: author.origin.remote.clone(),
-            user_agent: author.origin.user_agent.clone(),
-            event,
-            prev_hash: String::new(),
-            hash: String::new(),
-        };
+        let row = AuditRecord::of_change(change, &author.actor, &author.origin, event);
         insert_audit(c, &mut head, row)?;
         if let Some(id) = event {
             c.prepare_cached("INSERT INTO events (seq, audit_seq) VALUES (?1, ?2)")
@@ -136,10 +118,8 @@ pub(crate) fn append(c: &Connection, author: &Author, changes: &[Change]) -> Sto
 
 /// Chains `row` onto the head and inserts it.
 fn insert_audit(c: &Connection, head: &mut Head, mut row: AuditRecord) -> StoreResult<()> {
-    head.audit_seq += 1;
-    row.seq = head.audit_seq;
-    row.prev_hash = std::mem::take(&mut head.audit_hash);
-    row.hash = row.expected_hash();
+    (head.audit_seq, head.audit_hash) =
+        row.chain_after(head.audit_seq, std::mem::take(&mut head.audit_hash));
     c.prepare_cached(
         "INSERT INTO audit_log (seq, at, actor_id, actor_name, action, subject, environment,
              name, revision, result, status, count, remote, user_agent, event_seq, prev_hash, hash)
@@ -167,7 +147,6 @@ fn insert_audit(c: &Connection, head: &mut Head, mut row: AuditRecord) -> StoreR
         ])
     })
     .map_err(unavailable)?;
-    head.audit_hash = row.hash;
     Ok(())
 }
 
@@ -259,27 +238,7 @@ impl JournalStore for SqliteStore {
                             .map_err(unavailable)?,
                         None => None,
                     };
-                    let row = AuditRecord {
-                        seq: 0,
-                        at: d.at.millis(),
-                        actor: ActorRef {
-                            key_id: d.key_id.as_ref().map(ToString::to_string),
-                            key_name,
-                        },
-                        action: d.route.clone(),
-                        subject: d.route,
-                        environment: d.environment.as_ref().map(EnvName::to_string),
-                        name: None,
-                        revision: None,
-                        result: AuditResult::Denied,
-                        status: Some(d.status),
-                        count: d.count,
-                        remote: d.origin.remote,
-                        user_agent: d.origin.user_agent,
-                        event: None,
-                        prev_hash: String::new(),
-                        hash: String::new(),
-                    };
+                    let row = AuditRecord::of_denial(d, key_name);
                     insert_audit(c, &mut head, row)?;
                 }
                 write_head(c, &head)

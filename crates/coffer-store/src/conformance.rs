@@ -4,7 +4,9 @@
 //! [`catalog_conformance!`](crate::catalog_conformance) and/or
 //! [`config_store_conformance!`](crate::config_store_conformance) with an async expression that
 //! yields `(Arc<Backend>, guard)`; the guard (a temp dir, a connection, …) lives as long as
-//! the test. Each case below becomes one `#[tokio::test]` named after it.
+//! the test. Each case below becomes one `#[tokio::test]` named after it, on a
+//! multi-thread runtime: the `racing_…` cases spawn writers that run truly in parallel, many
+//! rounds over, to show that an invariant is held by the store and not by luck.
 
 use std::sync::Arc;
 
@@ -24,7 +26,8 @@ macro_rules! secret_store_conformance {
             get_returns_the_stored_value_verbatim, list_is_sorted_scoped_and_paginated,
             purge_removes_only_that_environment, counts_values_per_key_version,
             concurrent_compare_and_set_loses_no_update, scan_walks_every_environment_in_order,
-            replacements_apply_only_at_the_read_revision, batches_apply_all_or_nothing);
+            replacements_apply_only_at_the_read_revision, batches_apply_all_or_nothing,
+            racing_unconditional_puts_get_distinct_revisions);
     };
     (@cases $make:expr; $($case:ident),*) => {
         mod secret_store_conformance {
@@ -52,7 +55,10 @@ macro_rules! catalog_conformance {
             bootstrap_happens_once, canaries_are_kept_per_version,
             encryption_counts_accumulate_per_version, a_revoked_actor_changes_nothing,
             a_key_of_a_deleted_environment_changes_nothing_in_its_successor,
-            a_deleted_incarnation_takes_no_values_and_shows_none);
+            a_deleted_incarnation_takes_no_values_and_shows_none,
+            racing_revocations_of_the_last_two_admin_keys_leave_one,
+            a_scoped_key_racing_its_environments_deletion_lands_with_it_or_not_at_all,
+            racing_bootstraps_bootstrap_once);
     };
     (@cases $make:expr; $($case:ident),*) => {
         mod catalog_conformance {
@@ -82,7 +88,10 @@ macro_rules! config_store_conformance {
             config_list_is_sorted_by_bytes_scoped_and_paginated,
             config_concurrent_compare_and_set_loses_no_update,
             config_writes_recheck_the_actor_and_the_environment,
-            config_entries_go_with_their_environment);
+            config_entries_go_with_their_environment,
+            racing_unconditional_config_puts_get_distinct_revisions,
+            a_write_racing_its_environments_deletion_leaves_nothing_behind,
+            a_write_racing_its_keys_revocation_is_journaled_before_it_or_refused);
     };
     (@cases $make:expr; $($case:ident),*) => {
         mod config_store_conformance {
@@ -1315,6 +1324,336 @@ pub async fn config_entries_go_with_their_environment(store: Arc<impl Catalog>) 
             .unwrap()
             .is_empty()
     );
+}
+
+/// Rounds each racing case runs: enough for a check-then-act to lose at least once.
+const ROUNDS: usize = 50;
+
+/// Writers racing in one round of the revision cases.
+const RACERS: u64 = 6;
+
+/// `RACERS` unconditional puts to one secret at once, round after round: each gets a
+/// revision of its own, 1..=RACERS, and the last one stored is the highest.
+pub async fn racing_unconditional_puts_get_distinct_revisions(
+    store: Arc<impl SecretStore + Environments>,
+) {
+    let e = environment(&*store, "race").await;
+    for round in 0..ROUNDS {
+        let n = name(&format!("S{round}"));
+        let tasks: Vec<_> = (0..RACERS)
+            .map(|_| {
+                let (store, e, n) = (store.clone(), e.clone(), n.clone());
+                tokio::spawn(async move {
+                    let out = store
+                        .put(
+                            &e,
+                            &n,
+                            sealed(1, "x::y"),
+                            Precondition::None,
+                            at(1),
+                            &Actor::System,
+                        )
+                        .await
+                        .expect("an unconditional put succeeds");
+                    (out.meta.revision, out.created)
+                })
+            })
+            .collect();
+        let mut got = Vec::new();
+        for t in tasks {
+            got.push(t.await.expect("writer"));
+        }
+        got.sort_unstable();
+        let revisions: Vec<u64> = got.iter().map(|(r, _)| *r).collect();
+        assert_eq!(revisions, (1..=RACERS).collect::<Vec<_>>(), "round {round}");
+        assert_eq!(got.iter().filter(|(_, created)| *created).count(), 1);
+        let stored = store.meta(&e, &n).await.unwrap().unwrap().revision;
+        assert_eq!(stored, RACERS);
+    }
+}
+
+/// The same for config entries.
+pub async fn racing_unconditional_config_puts_get_distinct_revisions(store: Arc<impl Catalog>) {
+    let e = env("race");
+    for round in 0..ROUNDS {
+        let k = config_key(&format!("K{round}"));
+        let tasks: Vec<_> = (0..RACERS)
+            .map(|_| {
+                let (store, e, k) = (store.clone(), e.clone(), k.clone());
+                tokio::spawn(async move {
+                    let out = store
+                        .put_config(
+                            &e,
+                            &k,
+                            "1".into(),
+                            Precondition::None,
+                            at(1),
+                            &Actor::System,
+                        )
+                        .await
+                        .expect("an unconditional put succeeds");
+                    (out.entry.revision, out.created)
+                })
+            })
+            .collect();
+        let mut got = Vec::new();
+        for t in tasks {
+            got.push(t.await.expect("writer"));
+        }
+        got.sort_unstable();
+        let revisions: Vec<u64> = got.iter().map(|(r, _)| *r).collect();
+        assert_eq!(revisions, (1..=RACERS).collect::<Vec<_>>(), "round {round}");
+        assert_eq!(got.iter().filter(|(_, created)| *created).count(), 1);
+        let stored = store.get_config(&e, &k).await.unwrap().unwrap().revision;
+        assert_eq!(stored, RACERS);
+    }
+}
+
+fn admin_ids(keys: &[ApiKeyMeta]) -> Vec<String> {
+    keys.iter()
+        .filter(|k| k.role == Role::Admin)
+        .map(|k| k.id.to_string())
+        .collect()
+}
+
+/// Two revocations of the only two admin keys at once, round after round: exactly one
+/// succeeds, the other is refused as the last admin key, and one admin key remains.
+pub async fn racing_revocations_of_the_last_two_admin_keys_leave_one(catalog: Arc<impl Catalog>) {
+    let key = |round: usize| {
+        api_key(
+            &format!("ak_{round:04x}"),
+            Role::Admin,
+            &format!("h{round}"),
+        )
+    };
+    catalog
+        .insert_api_key(&key(ROUNDS), &Actor::System)
+        .await
+        .unwrap();
+    for round in 0..ROUNDS {
+        catalog
+            .insert_api_key(&key(round), &Actor::System)
+            .await
+            .unwrap();
+        let admins = admin_ids(&catalog.list_api_keys().await.unwrap());
+        assert_eq!(admins.len(), 2, "round {round}");
+        let tasks: Vec<_> = admins
+            .iter()
+            .map(|id| {
+                let (catalog, id) = (catalog.clone(), ApiKeyId::new(id).unwrap());
+                tokio::spawn(async move { catalog.delete_api_key(&id, &Actor::System).await })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.expect("revoker"));
+        }
+        let done = results.iter().filter(|r| r.is_ok()).count();
+        let refused = results
+            .iter()
+            .filter(|r| matches!(r, Err(StoreError::LastAdminKey)))
+            .count();
+        assert_eq!((done, refused), (1, 1), "round {round}: {results:?}");
+        let left = admin_ids(&catalog.list_api_keys().await.unwrap());
+        assert_eq!(left.len(), 1, "round {round}");
+    }
+}
+
+/// A scoped key created while its environment is deleted, round after round: afterwards
+/// either both exist or neither (the key never outlives its environment).
+pub async fn a_scoped_key_racing_its_environments_deletion_lands_with_it_or_not_at_all(
+    catalog: Arc<impl Catalog>,
+) {
+    let e = env("race");
+    for round in 0..ROUNDS {
+        let incarnation = Environment {
+            name: e.clone(),
+            id: test_env_id(),
+            created_at: at(1),
+        };
+        catalog
+            .create_environment(&incarnation, &Actor::System)
+            .await
+            .unwrap();
+        let hash = format!("race{round}");
+        let key = api_key(&format!("ak_{round:04x}"), Role::Runtime(e.clone()), &hash);
+        let insert = {
+            let catalog = catalog.clone();
+            tokio::spawn(async move { catalog.insert_api_key(&key, &Actor::System).await })
+        };
+        let delete = {
+            let (catalog, e) = (catalog.clone(), e.clone());
+            tokio::spawn(async move { catalog.delete_environment(&e, &Actor::System).await })
+        };
+        let inserted = insert.await.expect("inserter");
+        assert!(
+            matches!(inserted, Ok(()) | Err(StoreError::NotFound)),
+            "round {round}: {inserted:?}"
+        );
+        delete
+            .await
+            .expect("deleter")
+            .expect("the environment existed");
+        let key_exists = catalog.find_api_key(&hash).await.unwrap().is_some();
+        let env_exists = catalog.get_environment(&e).await.unwrap().is_some();
+        assert_eq!(key_exists, env_exists, "round {round}");
+        assert!(
+            !key_exists,
+            "round {round}: the key outlived its environment"
+        );
+    }
+}
+
+/// Many first starts at once on one new catalog: exactly one bootstraps, and its admin key
+/// is the only one. (One catalog bootstraps once, so this races many starters in one round
+/// rather than two in many.)
+pub async fn racing_bootstraps_bootstrap_once(catalog: Arc<impl Catalog>) {
+    let starters = 16;
+    let tasks: Vec<_> = (0..starters)
+        .map(|i| {
+            let catalog = catalog.clone();
+            tokio::spawn(async move {
+                let first = Environment {
+                    name: env("default"),
+                    id: test_env_id(),
+                    created_at: at(1),
+                };
+                let admin = api_key(&format!("ak_{i:04x}"), Role::Admin, &format!("h{i}"));
+                catalog.bootstrap(&first, &admin).await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        if t.await.expect("starter").expect("bootstrap answers") {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(admin_ids(&catalog.list_api_keys().await.unwrap()).len(), 1);
+    assert_eq!(catalog.list_environments().await.unwrap().len(), 1);
+}
+
+/// A scoped key's config write racing the deletion of its environment, round after round:
+/// the write is refused, or it lands before the deletion and goes with the environment;
+/// nothing is left behind either way.
+pub async fn a_write_racing_its_environments_deletion_leaves_nothing_behind(
+    store: Arc<impl Catalog>,
+) {
+    let e = env("race");
+    let k = config_key("LIMITS");
+    for round in 0..ROUNDS {
+        let incarnation = Environment {
+            name: e.clone(),
+            id: test_env_id(),
+            created_at: at(1),
+        };
+        store
+            .create_environment(&incarnation, &Actor::System)
+            .await
+            .unwrap();
+        let key = api_key(
+            &format!("ak_{round:04x}"),
+            Role::Manage(e.clone()),
+            &format!("h{round}"),
+        );
+        store.insert_api_key(&key, &Actor::System).await.unwrap();
+        let write = {
+            let (store, e, k, actor) = (store.clone(), e.clone(), k.clone(), key_actor(&key));
+            tokio::spawn(async move {
+                store
+                    .put_config(&e, &k, "1".into(), Precondition::None, at(2), &actor)
+                    .await
+            })
+        };
+        let delete = {
+            let (store, e) = (store.clone(), e.clone());
+            tokio::spawn(async move { store.delete_environment(&e, &Actor::System).await })
+        };
+        let written = write.await.expect("writer");
+        assert!(
+            matches!(
+                written,
+                Ok(_) | Err(StoreError::NotFound) | Err(StoreError::ActorRevoked)
+            ),
+            "round {round}: {written:?}"
+        );
+        delete
+            .await
+            .expect("deleter")
+            .expect("the environment existed");
+        assert_eq!(
+            store.get_config(&e, &k).await.unwrap(),
+            None,
+            "round {round}"
+        );
+    }
+}
+
+/// A key's write racing its revocation, round after round: the write is refused, or the
+/// journal records it before the revocation (never a change by a key already revoked).
+pub async fn a_write_racing_its_keys_revocation_is_journaled_before_it_or_refused(
+    store: Arc<impl Catalog>,
+) {
+    let e = env("race");
+    let incarnation = Environment {
+        name: e.clone(),
+        id: test_env_id(),
+        created_at: at(1),
+    };
+    store
+        .create_environment(&incarnation, &Actor::System)
+        .await
+        .unwrap();
+    let revoker = api_key("ak_ffff", Role::Admin, "revoker");
+    store
+        .insert_api_key(&revoker, &Actor::System)
+        .await
+        .unwrap();
+    for round in 0..ROUNDS {
+        let key = api_key(
+            &format!("ak_{round:04x}"),
+            Role::Admin,
+            &format!("h{round}"),
+        );
+        store.insert_api_key(&key, &Actor::System).await.unwrap();
+        let (before, _) = store.audit_head().await.unwrap();
+        let write = {
+            let (store, e, actor) = (store.clone(), e.clone(), key_actor(&key));
+            tokio::spawn(async move {
+                let k = config_key(&format!("K{round}"));
+                store
+                    .put_config(&e, &k, "1".into(), Precondition::None, at(2), &actor)
+                    .await
+            })
+        };
+        let revoke = {
+            let (store, id, actor) = (store.clone(), key.meta.id.clone(), key_actor(&revoker));
+            tokio::spawn(async move { store.delete_api_key(&id, &actor).await })
+        };
+        let written = write.await.expect("writer");
+        revoke.await.expect("revoker").expect("the key existed");
+        let query = AuditQuery {
+            after: Some(before),
+            ..AuditQuery::default()
+        };
+        let (rows, _) = store.audit(&query, 100).await.unwrap();
+        let position = |action: &str| rows.iter().position(|r| r.action == action);
+        let revoked = position("apikey.revoked").expect("the revocation is journaled");
+        match written {
+            Ok(_) => {
+                let put = position("config.created").expect("the write is journaled");
+                assert!(
+                    put < revoked,
+                    "round {round}: written after its key was revoked"
+                );
+            }
+            Err(StoreError::ActorRevoked) => {
+                assert_eq!(position("config.created"), None, "round {round}");
+            }
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
 }
 
 fn check(out: &PutOutcome, opened: bool) -> ValueCheck {

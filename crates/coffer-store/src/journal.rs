@@ -397,6 +397,70 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
+    /// The audit row of `change`, made by `actor` from `origin`, publishing event `event`
+    /// (if any); not yet chained ([`AuditRecord::chain_after`] numbers and hashes it). Every
+    /// backend builds its rows here, so they all write the same records and hashes.
+    pub fn of_change(
+        change: &Change,
+        actor: &ActorRef,
+        origin: &Origin,
+        event: Option<u64>,
+    ) -> Self {
+        AuditRecord {
+            seq: 0,
+            at: change.at.millis(),
+            actor: actor.clone(),
+            action: change.action.name(),
+            subject: change.subject(),
+            environment: change.environment.as_ref().map(EnvName::to_string),
+            name: change.name.clone(),
+            revision: change.revision,
+            result: AuditResult::Allowed,
+            status: None,
+            count: change.count.unwrap_or(1),
+            remote: origin.remote.clone(),
+            user_agent: origin.user_agent.clone(),
+            event,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    /// The audit row of a coalesced run of denied attempts (no event); `key_name` is the
+    /// presented key's name when it still exists. Not yet chained.
+    pub fn of_denial(denial: Denial, key_name: Option<String>) -> Self {
+        AuditRecord {
+            seq: 0,
+            at: denial.at.millis(),
+            actor: ActorRef {
+                key_id: denial.key_id.as_ref().map(ToString::to_string),
+                key_name,
+            },
+            action: denial.route.clone(),
+            subject: denial.route,
+            environment: denial.environment.as_ref().map(EnvName::to_string),
+            name: None,
+            revision: None,
+            result: AuditResult::Denied,
+            status: Some(denial.status),
+            count: denial.count,
+            remote: denial.origin.remote,
+            user_agent: denial.origin.user_agent,
+            event: None,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    /// Chains this row after the row `(seq, hash)` (the journal's head): it becomes row
+    /// `seq + 1` with `prev_hash = hash`, and gets its own hash. Returns the new head.
+    pub fn chain_after(&mut self, seq: u64, hash: String) -> (u64, String) {
+        self.seq = seq + 1;
+        self.prev_hash = hash;
+        self.hash = self.expected_hash();
+        (self.seq, self.hash.clone())
+    }
+
     /// Compact JSON of every field but `hash`, in declaration order.
     pub fn canonical(&self) -> String {
         canonical_json(self)
@@ -605,6 +669,22 @@ mod tests {
         assert_eq!(c.subject(), "system.keys.rewrapped");
         let c = Change::key_registered(2, Timestamp::from_millis(1));
         assert_eq!(c.subject(), "system.keys.v2.registered");
+    }
+
+    #[test]
+    fn a_change_chains_after_the_head_it_is_given() {
+        let change = Change::keys_rewrapped(4, Timestamp::from_millis(9));
+        let origin = Origin::new(Some("127.0.0.1:1".into()), Some("ua"));
+        let mut row = AuditRecord::of_change(&change, &ActorRef::system(), &origin, Some(3));
+        let head = row.chain_after(6, GENESIS_HASH.into());
+        assert_eq!((row.seq, row.prev_hash.as_str()), (7, GENESIS_HASH));
+        assert_eq!(head, (7, row.expected_hash()));
+        assert_eq!(row.hash, head.1);
+        assert_eq!(
+            (row.count, row.event, row.action.as_str()),
+            (4, Some(3), "keys.rewrapped")
+        );
+        assert_eq!(row.remote.as_deref(), Some("127.0.0.1:1"));
     }
 
     #[test]

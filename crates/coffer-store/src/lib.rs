@@ -8,7 +8,7 @@
 //!   Every write of every store appends its audit row and event in its own transaction
 //!   (see [`journal`]).
 //! - [`Catalog`] is all of the above plus [`ConfigStore`]: what one database (SQLite, the
-//!   embedded default, or PostgreSQL, from the same [`schema`]) implements.
+//!   embedded default, or PostgreSQL, each with its migrations) implements.
 //! - [`SecretStore`] keeps secret values and their metadata, with revisions for
 //!   compare-and-set. The catalog's database implements it (`db`); a NATS JetStream KV bucket
 //!   or a Vault KV mount can implement it too.

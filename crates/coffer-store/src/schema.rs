@@ -1,10 +1,11 @@
-//! The catalog schema, shared by every SQL backend.
+//! The embedded catalog's schema ([`MIGRATIONS`], run by `coffer-sqlite`), and the
+//! [`Migration`] type every SQL backend lists its own migrations with.
 //!
-//! Plain, portable SQL (SQLite and PostgreSQL both run it): `TEXT`, `BIGINT`, `INTEGER`,
-//! composite primary keys, no backend-specific types — except [`SEQUENCE_KEY`], which each
-//! backend spells its own way. Timestamps are milliseconds
-//! since the epoch (`BIGINT`). A backend applies, in order, every migration whose version is
-//! not yet in `schema_migrations`, each in its own transaction.
+//! PostgreSQL runs a list of its own (`coffer_postgres::schema::MIGRATIONS`), written for it
+//! (collations, foreign keys); both describe the same tables and columns, so the stores
+//! built on them read and write the same records. Timestamps are milliseconds since the
+//! epoch (`BIGINT`). A backend applies, in order, every migration whose version is not yet
+//! in `schema_migrations`.
 
 /// One step of the schema.
 #[derive(Clone, Copy, Debug)]
@@ -17,16 +18,12 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-/// Stands, in a migration, for a 64-bit integer primary key that the backend spells its own
-/// way: [`SEQUENCE_KEY_SQLITE`] (the rowid: appends cost one b-tree) or
-/// [`SEQUENCE_KEY_POSTGRES`]. [`Migration::sql_for`] substitutes it.
+/// Stands, in a migration, for a 64-bit integer primary key: [`SEQUENCE_KEY_SQLITE`] (the
+/// rowid: appends cost one b-tree). [`Migration::sql_for`] substitutes it.
 pub const SEQUENCE_KEY: &str = "SEQUENCE_KEY";
 
 /// SQLite's spelling of [`SEQUENCE_KEY`]: a rowid alias (64-bit).
 pub const SEQUENCE_KEY_SQLITE: &str = "INTEGER PRIMARY KEY";
-
-/// PostgreSQL's spelling of [`SEQUENCE_KEY`] (`INTEGER` there is 32-bit).
-pub const SEQUENCE_KEY_POSTGRES: &str = "BIGINT PRIMARY KEY";
 
 impl Migration {
     /// The migration's SQL with [`SEQUENCE_KEY`] spelled as `sequence_key`.

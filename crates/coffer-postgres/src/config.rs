@@ -1,0 +1,134 @@
+//! `ConfigStore` on the `config` table (versioned rows, see [`crate::versioned`]).
+
+use async_trait::async_trait;
+use coffer_store::{
+    Actor, Change, ConfigEntry, ConfigKey, ConfigPutOutcome, ConfigStore, EnvName, Precondition,
+    StoreResult, Timestamp,
+};
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+use crate::journal::{append, check_actor, key_scope};
+use crate::versioned::{Cell, Versioned};
+use crate::{PgStore, corrupt, db, unsigned};
+
+/// The `config` table.
+const CONFIG: Versioned = Versioned {
+    table: "config",
+    scope: &["environment"],
+    key: "key",
+    conflict: "environment, key",
+    values: &["value"],
+};
+
+#[async_trait]
+impl ConfigStore for PgStore {
+    async fn get_config(&self, env: &EnvName, key: &ConfigKey) -> StoreResult<Option<ConfigEntry>> {
+        let mut c = self.acquire().await?;
+        let row = sqlx::query(
+            "SELECT value, revision, created_at, updated_at FROM config
+             WHERE environment = $1 AND key = $2",
+        )
+        .bind(env.as_str())
+        .bind(key.as_str())
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(db)?;
+        row.map(|r| entry(env.clone(), key.clone(), &r)).transpose()
+    }
+
+    async fn list_config(
+        &self,
+        env: &EnvName,
+        after: Option<&ConfigKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<ConfigEntry>> {
+        let mut c = self.acquire().await?;
+        let rows = sqlx::query(
+            "SELECT value, revision, created_at, updated_at, key FROM config
+             WHERE environment = $1 AND key > $2 ORDER BY key LIMIT $3",
+        )
+        .bind(env.as_str())
+        .bind(after.map_or("", ConfigKey::as_str))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *c)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let key: String = r.try_get(4).map_err(db)?;
+                let key = ConfigKey::new(&key).map_err(corrupt)?;
+                entry(env.clone(), key, r)
+            })
+            .collect()
+    }
+
+    async fn put_config(
+        &self,
+        env: &EnvName,
+        key: &ConfigKey,
+        value: String,
+        precondition: Precondition,
+        at: Timestamp,
+        actor: &Actor,
+    ) -> StoreResult<ConfigPutOutcome> {
+        let mut tx = self.begin().await?;
+        let author = key_scope(&mut tx, actor, env).await?;
+        let cells = [Cell::Text(&value)];
+        let written = CONFIG
+            .put(
+                &mut tx,
+                &[env.as_str()],
+                key.as_str(),
+                &cells,
+                precondition,
+                at.millis(),
+            )
+            .await?;
+        let out = ConfigPutOutcome {
+            created: written.created(),
+            entry: ConfigEntry {
+                environment: env.clone(),
+                key: key.clone(),
+                value,
+                revision: written.revision,
+                created_at: Timestamp::from_millis(written.created_at),
+                updated_at: at,
+            },
+        };
+        let last = append(&mut tx, &author, &[Change::config_written(&out)]).await?;
+        self.commit(tx, last).await?;
+        Ok(out)
+    }
+
+    async fn delete_config(
+        &self,
+        env: &EnvName,
+        key: &ConfigKey,
+        precondition: Precondition,
+        actor: &Actor,
+    ) -> StoreResult<ConfigEntry> {
+        let mut tx = self.begin().await?;
+        let author = check_actor(&mut tx, actor).await?;
+        let row = CONFIG
+            .delete(&mut tx, &[env.as_str()], key.as_str(), precondition)
+            .await?;
+        let gone = entry(env.clone(), key.clone(), &row)?;
+        let change = Change::config_deleted(&gone, Timestamp::now());
+        let last = append(&mut tx, &author, &[change]).await?;
+        self.commit(tx, last).await?;
+        Ok(gone)
+    }
+}
+
+/// An entry from `value, revision, created_at, updated_at`.
+fn entry(environment: EnvName, key: ConfigKey, r: &PgRow) -> StoreResult<ConfigEntry> {
+    Ok(ConfigEntry {
+        environment,
+        key,
+        value: r.try_get(0).map_err(db)?,
+        revision: unsigned(r.try_get(1).map_err(db)?)?,
+        created_at: Timestamp::from_millis(r.try_get(2).map_err(db)?),
+        updated_at: Timestamp::from_millis(r.try_get(3).map_err(db)?),
+    })
+}

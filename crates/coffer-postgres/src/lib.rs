@@ -1,0 +1,322 @@
+//! The PostgreSQL catalog: the catalog, the `db` secret store and the config store on one
+//! PostgreSQL database that any number of `coffer serve` nodes share.
+//!
+//! Concurrency model: there is no in-process lock. Every write is one transaction that
+//! re-checks its actor, makes its change and appends its journal rows; every invariant is
+//! held by the database (foreign keys, unique rows, single conditional statements, row
+//! locks taken in one fixed order, written down in the `journal` module). Reads
+//! and writes take a connection from a bounded pool ([`PgOptions`]) for their database work
+//! only; a pool that stays exhausted for `acquire_timeout` answers
+//! [`StoreError::Overloaded`].
+//!
+//! Events: a journaled write issues `pg_notify('coffer_events', <last event id>)` inside its
+//! transaction (PostgreSQL delivers it on commit). Each node listens on a dedicated
+//! connection and announces what it hears, and its own commits, on
+//! [`JournalStore::watch_events`](coffer_store::JournalStore::watch_events).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod catalog;
+mod config;
+mod journal;
+pub mod schema;
+mod secrets;
+mod versioned;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coffer_store::{StoreError, StoreResult};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
+
+/// The channel journaled writes notify on commit, with the last event id as payload.
+pub const EVENTS_CHANNEL: &str = "coffer_events";
+
+/// How a [`PgStore`] talks to its database.
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    /// Most connections the pool opens (default 16). A node never holds more.
+    pub max_connections: u32,
+    /// How long a request waits for a free connection (default 2 s); past it the request
+    /// is refused with [`StoreError::Overloaded`] (the API answers 503 `overloaded`).
+    pub acquire_timeout: Duration,
+    /// How long one statement may run (default 5 s), set as the session's
+    /// `statement_timeout`; a statement cut off there fails with
+    /// [`StoreError::Unavailable`] and its transaction changes nothing.
+    pub statement_timeout: Duration,
+    /// How long [`PgStore::connect`] waits for the first connection and the migrations
+    /// (default 10 s); past it the server counts as unreachable.
+    pub connect_timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The catalog, the `db` secret store and the config store on one PostgreSQL database.
+pub struct PgStore {
+    pool: PgPool,
+    max_connections: u32,
+    /// The last event id this node has seen committed (its own commits, and other nodes'
+    /// as their notifications arrive).
+    events: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The task that listens for other nodes' commits; stopped when the store goes.
+    listener: tokio::task::AbortHandle,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://…`; TLS as the URL's `sslmode` says), applies pending
+    /// migrations under an advisory lock (so nodes starting together migrate once), and
+    /// starts listening for other nodes' events. Must run inside a Tokio runtime.
+    ///
+    /// Errors: [`StoreError::Unavailable`] when the server cannot be reached within
+    /// `connect_timeout` or refuses the migrations. The URL never appears in an error (it
+    /// may hold a password).
+    pub async fn connect(url: &str, options: PgOptions) -> StoreResult<PgStore> {
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(|_| {
+                StoreError::Unavailable("postgres: the database URL does not parse".into())
+            })?
+            .application_name("coffer")
+            .options([(
+                "statement_timeout",
+                options.statement_timeout.as_millis().to_string(),
+            )]);
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(connect.clone());
+        let ready = async {
+            let first = |e| match e {
+                sqlx::Error::PoolTimedOut => unreachable(),
+                other => db(other),
+            };
+            schema::migrate(pool.begin().await.map_err(first)?).await?;
+            let mut conn = pool.acquire().await.map_err(first)?;
+            journal::head_event_seq(&mut conn).await
+        };
+        let last_event = match tokio::time::timeout(options.connect_timeout, ready).await {
+            Ok(Ok(last)) => last,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(StoreError::Unavailable(
+                    "postgres: the server did not answer within the connect timeout".into(),
+                ));
+            }
+        };
+        let events = Arc::new(tokio::sync::watch::channel(last_event).0);
+        // A pool of its own: the listening connection never takes a request's place.
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(options.connect_timeout)
+            .connect_lazy_with(connect);
+        let listener =
+            tokio::spawn(listen(listen_pool, pool.clone(), events.clone())).abort_handle();
+        Ok(PgStore {
+            pool,
+            max_connections: options.max_connections.max(1),
+            events,
+            listener,
+        })
+    }
+
+    /// A connection for one piece of database work.
+    async fn acquire(&self) -> StoreResult<PoolConnection<Postgres>> {
+        self.pool.acquire().await.map_err(|e| self.pool_error(e))
+    }
+
+    /// A transaction for one write.
+    async fn begin(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        self.pool.begin().await.map_err(|e| self.pool_error(e))
+    }
+
+    /// A timed-out acquire means overload when every connection is busy, and an unreachable
+    /// server when the pool could not even open its connections.
+    fn pool_error(&self, e: sqlx::Error) -> StoreError {
+        match e {
+            sqlx::Error::PoolTimedOut
+                if self.pool.size() >= self.max_connections && self.pool.num_idle() == 0 =>
+            {
+                StoreError::Overloaded
+            }
+            sqlx::Error::PoolTimedOut => unreachable(),
+            other => db(other),
+        }
+    }
+
+    /// Commits `tx` and announces `last_event` (the last event id it appended, if any) to
+    /// this node's watchers; other nodes hear it from the notification the transaction sent.
+    async fn commit(
+        &self,
+        tx: Transaction<'static, Postgres>,
+        last_event: Option<u64>,
+    ) -> StoreResult<()> {
+        tx.commit().await.map_err(db)?;
+        if let Some(id) = last_event {
+            announce(&self.events, id);
+        }
+        Ok(())
+    }
+
+    /// Whether the database answers a query.
+    async fn ping(&self) -> StoreResult<()> {
+        let mut c = self.acquire().await?;
+        sqlx::query("SELECT 1").execute(&mut *c).await.map_err(db)?;
+        Ok(())
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// Moves the watch forward to `id` (never back: notifications may arrive out of order).
+fn announce(events: &tokio::sync::watch::Sender<u64>, id: u64) {
+    events.send_if_modified(|last| {
+        let newer = id > *last;
+        if newer {
+            *last = id;
+        }
+        newer
+    });
+}
+
+/// Listens for other nodes' commits on a dedicated connection and announces them. On every
+/// (re)connection it also reads the head, so events committed while it was away are
+/// announced too. Runs until the store is dropped.
+async fn listen(listen_pool: PgPool, pool: PgPool, events: Arc<tokio::sync::watch::Sender<u64>>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let mut listener = match PgListener::connect_with(&listen_pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %db(e), "cannot listen for events; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(EVENTS_CHANNEL).await {
+            tracing::warn!(error = %db(e), "cannot listen for events; retrying");
+            tokio::time::sleep(backoff).await;
+            continue;
+        }
+        backoff = Duration::from_millis(100);
+        let mut caught_up = false;
+        loop {
+            if !caught_up
+                && let Ok(mut c) = pool.acquire().await
+                && let Ok(id) = journal::head_event_seq(&mut c).await
+            {
+                announce(&events, id);
+                caught_up = true;
+            }
+            match listener.try_recv().await {
+                Ok(Some(n)) => {
+                    if let Ok(id) = n.payload().parse::<u64>() {
+                        announce(&events, id);
+                    }
+                }
+                // The connection was lost; the next call reconnects. Catch up after it.
+                Ok(None) => caught_up = false,
+                Err(e) => {
+                    tracing::warn!(error = %db(e), "the event listener failed; reconnecting");
+                    tokio::time::sleep(backoff).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// No connection could be opened in time: the server is down, unreachable or refusing us.
+fn unreachable() -> StoreError {
+    StoreError::Unavailable(
+        "postgres: no connection could be opened within the acquire timeout".into(),
+    )
+}
+
+/// Maps a driver error to the store's error, naming what failed but never a value: for a
+/// database error only its SQLSTATE code and the constraint it names (a message may quote
+/// the offending value).
+pub(crate) fn db(e: sqlx::Error) -> StoreError {
+    use sqlx::Error as E;
+    match e {
+        E::Database(d) => {
+            let code = d.code().map(|c| c.into_owned()).unwrap_or_default();
+            match code.as_str() {
+                // unique_violation: only reached where no ON CONFLICT settles it.
+                "23505" => StoreError::AlreadyExists,
+                // foreign_key_violation: the row it refers to (an environment) is gone.
+                "23503" => StoreError::NotFound,
+                // deadlock_detected, serialization_failure, lock_not_available,
+                // too_many_connections: nothing was written, a retry may pass.
+                "40P01" | "40001" | "55P03" | "53300" => StoreError::Overloaded,
+                "57014" => StoreError::Unavailable("postgres: statement timeout".into()),
+                _ => StoreError::Unavailable(format!(
+                    "postgres: database error {code}{}",
+                    d.constraint()
+                        .map(|c| format!(" (constraint {c})"))
+                        .unwrap_or_default()
+                )),
+            }
+        }
+        E::PoolTimedOut => StoreError::Overloaded,
+        E::Io(io) => {
+            StoreError::Unavailable(format!("postgres: connection failed ({})", io.kind()))
+        }
+        E::Tls(_) => StoreError::Unavailable("postgres: TLS failed".into()),
+        E::PoolClosed => StoreError::Unavailable("postgres: the pool is closed".into()),
+        E::Protocol(_) => StoreError::Unavailable("postgres: protocol error".into()),
+        E::ColumnDecode { index, .. } => {
+            StoreError::Corrupt(format!("postgres: column {index} does not decode"))
+        }
+        E::ColumnNotFound(c) => StoreError::Corrupt(format!("postgres: no column {c}")),
+        other => StoreError::Unavailable(format!("postgres: {}", kind_of(&other))),
+    }
+}
+
+/// A short name for the remaining driver errors (their text is not shown: it may quote
+/// input).
+fn kind_of(e: &sqlx::Error) -> &'static str {
+    match e {
+        sqlx::Error::Configuration(_) => "configuration error",
+        sqlx::Error::RowNotFound => "row not found",
+        sqlx::Error::TypeNotFound { .. } => "type not found",
+        sqlx::Error::ColumnIndexOutOfBounds { .. } => "column index out of bounds",
+        sqlx::Error::Decode(_) => "decode error",
+        sqlx::Error::WorkerCrashed => "driver worker crashed",
+        _ => "driver error",
+    }
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+/// A stored integer that must not be negative (revisions, sequence numbers, counts).
+fn unsigned(n: i64) -> StoreResult<u64> {
+    u64::try_from(n).map_err(|_| corrupt("a negative number where a count was stored"))
+}
+
+/// A count or sequence number as PostgreSQL's BIGINT.
+fn signed(n: u64) -> StoreResult<i64> {
+    i64::try_from(n)
+        .map_err(|_| StoreError::Unavailable("a number past 2^63 does not fit a BIGINT".into()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,464 @@
+//! `SecretStore` on the `secrets` table (versioned rows, see [`crate::versioned`]), per
+//! environment incarnation: every read and write matches the environment's name and id, and
+//! a write locks the incarnation's row first, so a value never lands in an incarnation that
+//! is gone (the foreign key says the same). A write or delete removes the secret's
+//! unreadable mark in its transaction.
+//!
+//! No metadata cache (unlike SQLite's): other nodes write to the same rows, so every read
+//! asks the database.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use coffer_crypto::KeyVersion;
+use coffer_store::{
+    Actor, BatchPut, Capabilities, Change, EnvId, EnvName, Environment, Precondition, PutOutcome,
+    Replacement, SecretMeta, SecretName, SecretRecord, SecretStore, StoreError, StoreResult,
+    StoredValue, Timestamp,
+};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+
+use crate::journal::{Author, append, check_actor};
+use crate::versioned::{Cell, Versioned};
+use crate::{PgStore, corrupt, db, signed, unsigned};
+
+/// The `secrets` table.
+const SECRETS: Versioned = Versioned {
+    table: "secrets",
+    scope: &["environment", "environment_id"],
+    key: "name",
+    conflict: "environment, name",
+    values: &["value", "key_version"],
+};
+
+#[async_trait]
+impl SecretStore for PgStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            compare_and_set: true,
+            atomic_batches: true,
+            values_in_catalog: true,
+        }
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "db"
+    }
+
+    async fn get(&self, env: &Environment, name: &SecretName) -> StoreResult<Option<SecretRecord>> {
+        let mut c = self.acquire().await?;
+        let row = sqlx::query(
+            "SELECT value, key_version, revision, created_at, updated_at FROM secrets
+             WHERE environment = $1 AND environment_id = $2 AND name = $3",
+        )
+        .bind(env.name.as_str())
+        .bind(env.id.as_str())
+        .bind(name.as_str())
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(db)?;
+        row.map(|r| record(env, name.clone(), &r)).transpose()
+    }
+
+    async fn meta(&self, env: &Environment, name: &SecretName) -> StoreResult<Option<SecretMeta>> {
+        let mut c = self.acquire().await?;
+        let row = sqlx::query(
+            "SELECT NULL::text, key_version, revision, created_at, updated_at FROM secrets
+             WHERE environment = $1 AND environment_id = $2 AND name = $3",
+        )
+        .bind(env.name.as_str())
+        .bind(env.id.as_str())
+        .bind(name.as_str())
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(db)?;
+        row.map(|r| meta(env, name.clone(), &r)).transpose()
+    }
+
+    async fn list(
+        &self,
+        env: &Environment,
+        after: Option<&SecretName>,
+        limit: usize,
+    ) -> StoreResult<Vec<SecretMeta>> {
+        let mut c = self.acquire().await?;
+        let rows = sqlx::query(
+            "SELECT NULL::text, key_version, revision, created_at, updated_at, name FROM secrets
+             WHERE environment = $1 AND environment_id = $2 AND name > $3
+             ORDER BY name LIMIT $4",
+        )
+        .bind(env.name.as_str())
+        .bind(env.id.as_str())
+        .bind(after.map_or("", SecretName::as_str))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *c)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let name: String = r.try_get(5).map_err(db)?;
+                let name = SecretName::new(&name).map_err(corrupt)?;
+                meta(env, name, r)
+            })
+            .collect()
+    }
+
+    async fn put(
+        &self,
+        env: &Environment,
+        name: &SecretName,
+        value: StoredValue,
+        precondition: Precondition,
+        at: Timestamp,
+        actor: &Actor,
+    ) -> StoreResult<PutOutcome> {
+        let mut tx = self.begin().await?;
+        let author = incarnation_scope(&mut tx, actor, env).await?;
+        let out = put(&mut tx, env, name, &value, precondition, at).await?;
+        let last = append(&mut tx, &author, &[Change::secret_written(&out)]).await?;
+        self.commit(tx, last).await?;
+        Ok(out)
+    }
+
+    async fn put_many(
+        &self,
+        env: &Environment,
+        batch: Vec<BatchPut>,
+        at: Timestamp,
+        actor: &Actor,
+    ) -> StoreResult<Vec<Option<PutOutcome>>> {
+        // One transaction: the first refusal returns early and the dropped transaction
+        // rolls back every entry.
+        let mut tx = self.begin().await?;
+        let author = incarnation_scope(&mut tx, actor, env).await?;
+        let mut changes = Vec::with_capacity(batch.len());
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for entry in batch {
+            match entry.value {
+                Some(value) => {
+                    let out =
+                        put(&mut tx, env, &entry.name, &value, entry.precondition, at).await?;
+                    changes.push(Change::secret_written(&out));
+                    outcomes.push(Some(out));
+                }
+                None => {
+                    // Locked, so the check still holds when the batch commits.
+                    let current = SECRETS
+                        .current_locked(&mut tx, &scope_of(env), entry.name.as_str())
+                        .await?
+                        .map(|r| meta(env, entry.name.clone(), &r))
+                        .transpose()?;
+                    let revision = current.as_ref().map(|m| m.revision);
+                    if !entry.precondition.admits(revision) {
+                        return Err(StoreError::Conflict { current: revision });
+                    }
+                    // Not a change, but it tells the caller its guess was the stored
+                    // value: on the record (audit only).
+                    if let Some(meta) = current {
+                        changes.push(Change::secret_unchanged(&meta, at));
+                    }
+                    outcomes.push(None);
+                }
+            }
+        }
+        let last = append(&mut tx, &author, &changes).await?;
+        self.commit(tx, last).await?;
+        Ok(outcomes)
+    }
+
+    async fn delete(
+        &self,
+        env: &Environment,
+        name: &SecretName,
+        precondition: Precondition,
+        actor: &Actor,
+    ) -> StoreResult<SecretMeta> {
+        let mut tx = self.begin().await?;
+        let author = check_actor(&mut tx, actor).await?;
+        let row = SECRETS
+            .delete(&mut tx, &scope_of(env), name.as_str(), precondition)
+            .await?;
+        forget_mark(&mut tx, &env.name, name).await?;
+        let gone = meta(env, name.clone(), &row)?;
+        let change = Change::secret_deleted(&gone, Timestamp::now());
+        let last = append(&mut tx, &author, &[change]).await?;
+        self.commit(tx, last).await?;
+        Ok(gone)
+    }
+
+    async fn scan(
+        &self,
+        after: Option<&(EnvName, SecretName)>,
+        limit: usize,
+    ) -> StoreResult<Vec<SecretRecord>> {
+        let (after_env, after_name) = after.map_or(("", ""), |(e, n)| (e.as_str(), n.as_str()));
+        let mut c = self.acquire().await?;
+        let rows = sqlx::query(
+            "SELECT value, key_version, revision, created_at, updated_at, environment, name,
+                    environment_id
+             FROM secrets WHERE (environment, name) > ($1, $2)
+             ORDER BY environment, name LIMIT $3",
+        )
+        .bind(after_env)
+        .bind(after_name)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *c)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let env: String = r.try_get(5).map_err(db)?;
+                let name: String = r.try_get(6).map_err(db)?;
+                let id: String = r.try_get(7).map_err(db)?;
+                // The walk needs the incarnation, not the environment's creation time.
+                let env = Environment {
+                    name: EnvName::new(&env).map_err(corrupt)?,
+                    id: EnvId::new(&id).map_err(corrupt)?,
+                    created_at: Timestamp::from_millis(0),
+                };
+                let name = SecretName::new(&name).map_err(corrupt)?;
+                record(&env, name, r)
+            })
+            .collect()
+    }
+
+    async fn replace_values(
+        &self,
+        batch: Vec<Replacement>,
+        actor: &Actor,
+    ) -> StoreResult<Vec<bool>> {
+        let mut tx = self.begin().await?;
+        let author = check_actor(&mut tx, actor).await?;
+        let mut cols = ReplaceColumns::default();
+        for (i, r) in batch.iter().enumerate() {
+            cols.index.push(i64::try_from(i).unwrap_or(i64::MAX));
+            cols.environment.push(r.environment.as_str());
+            cols.environment_id.push(r.environment_id.as_str());
+            cols.name.push(r.name.as_str());
+            cols.revision.push(signed(r.revision)?);
+            cols.value.push(stored_text(&r.value));
+            cols.key_version
+                .push(i64::from(r.value.key_version_number()));
+            cols.previous.push(stored_text(&r.previous));
+            cols.previous_version
+                .push(i64::from(r.previous.key_version_number()));
+        }
+        // One statement for the batch: each replacement applies only to the exact row it
+        // was read from (incarnation, revision and stored form), and keeps revision and
+        // timestamps.
+        let applied_at: Vec<i64> = sqlx::query_scalar(
+            "UPDATE secrets s SET value = r.value, key_version = r.key_version
+             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                         $6::text[], $7::bigint[], $8::text[], $9::bigint[])
+                  AS r(idx, environment, environment_id, name, revision, value, key_version,
+                       previous, previous_version)
+             WHERE s.environment = r.environment AND s.environment_id = r.environment_id
+               AND s.name = r.name AND s.revision = r.revision
+               AND s.key_version = r.previous_version AND s.value = r.previous
+             RETURNING r.idx",
+        )
+        .bind(&cols.index)
+        .bind(&cols.environment)
+        .bind(&cols.environment_id)
+        .bind(&cols.name)
+        .bind(&cols.revision)
+        .bind(&cols.value)
+        .bind(&cols.key_version)
+        .bind(&cols.previous)
+        .bind(&cols.previous_version)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let mut applied = vec![false; batch.len()];
+        for i in applied_at {
+            if let Some(slot) = usize::try_from(i).ok().and_then(|i| applied.get_mut(i)) {
+                *slot = true;
+            }
+        }
+        let count = applied.iter().filter(|a| **a).count() as u64;
+        let last = if count > 0 {
+            let change = Change::keys_rewrapped(count, Timestamp::now());
+            append(&mut tx, &author, &[change]).await?
+        } else {
+            None
+        };
+        self.commit(tx, last).await?;
+        Ok(applied)
+    }
+
+    async fn purge_environment(&self, env: &Environment) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+        let purged =
+            sqlx::query("DELETE FROM secrets WHERE environment = $1 AND environment_id = $2")
+                .bind(env.name.as_str())
+                .bind(env.id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        forget_environment_marks(&mut tx, &env.name).await?;
+        self.commit(tx, None).await?;
+        Ok(purged.rows_affected())
+    }
+
+    async fn count_by_key_version(&self) -> StoreResult<BTreeMap<u32, u64>> {
+        let mut c = self.acquire().await?;
+        let rows: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT key_version, COUNT(*) FROM secrets GROUP BY key_version")
+                .fetch_all(&mut *c)
+                .await
+                .map_err(db)?;
+        rows.into_iter()
+            .map(|(v, n)| {
+                let v = u32::try_from(v).map_err(|_| corrupt("a key version out of range"))?;
+                Ok((v, unsigned(n)?))
+            })
+            .collect()
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        PgStore::ping(self).await
+    }
+}
+
+/// One replacement batch, column by column (for `UNNEST`).
+#[derive(Default)]
+struct ReplaceColumns<'a> {
+    index: Vec<i64>,
+    environment: Vec<&'a str>,
+    environment_id: Vec<&'a str>,
+    name: Vec<&'a str>,
+    revision: Vec<i64>,
+    value: Vec<&'a str>,
+    key_version: Vec<i64>,
+    previous: Vec<&'a str>,
+    previous_version: Vec<i64>,
+}
+
+/// Steps 1 and 3 of a value write (see `journal`): the incarnation must exist, for every
+/// actor, and stays locked until the commit; then the actor is re-checked. A key that is
+/// gone as well is reported as [`StoreError::ActorRevoked`], as the SQLite store does.
+async fn incarnation_scope(
+    c: &mut PgConnection,
+    actor: &Actor,
+    env: &Environment,
+) -> StoreResult<Author> {
+    let found: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM environments WHERE name = $1 AND id = $2 FOR KEY SHARE")
+            .bind(env.name.as_str())
+            .bind(env.id.as_str())
+            .fetch_optional(&mut *c)
+            .await
+            .map_err(db)?;
+    let author = check_actor(c, actor).await?;
+    match found {
+        Some(_) => Ok(author),
+        None => Err(StoreError::NotFound),
+    }
+}
+
+async fn put(
+    c: &mut PgConnection,
+    env: &Environment,
+    name: &SecretName,
+    value: &StoredValue,
+    precondition: Precondition,
+    at: Timestamp,
+) -> StoreResult<PutOutcome> {
+    let key_version = value.key_version_number();
+    let cells = [
+        Cell::Text(stored_text(value)),
+        Cell::Int(i64::from(key_version)),
+    ];
+    let written = SECRETS
+        .put(
+            c,
+            &scope_of(env),
+            name.as_str(),
+            &cells,
+            precondition,
+            at.millis(),
+        )
+        .await?;
+    // A new revision supersedes a mark of the old one, in this transaction.
+    forget_mark(c, &env.name, name).await?;
+    Ok(PutOutcome {
+        created: written.created(),
+        meta: SecretMeta {
+            environment: env.name.clone(),
+            environment_id: env.id.clone(),
+            name: name.clone(),
+            revision: written.revision,
+            key_version,
+            created_at: Timestamp::from_millis(written.created_at),
+            updated_at: at,
+        },
+    })
+}
+
+/// The scope columns' values of `env`'s rows: its name and incarnation.
+fn scope_of(env: &Environment) -> [&str; 2] {
+    [env.name.as_str(), env.id.as_str()]
+}
+
+/// Removes the secret's unreadable mark, if any: it was written or deleted.
+async fn forget_mark(c: &mut PgConnection, env: &EnvName, name: &SecretName) -> StoreResult<()> {
+    sqlx::query("DELETE FROM unreadable_values WHERE environment = $1 AND name = $2")
+        .bind(env.as_str())
+        .bind(name.as_str())
+        .execute(&mut *c)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// Removes every unreadable mark of `env`: its secrets went (or a new one starts empty).
+pub(crate) async fn forget_environment_marks(
+    c: &mut PgConnection,
+    env: &EnvName,
+) -> StoreResult<()> {
+    sqlx::query("DELETE FROM unreadable_values WHERE environment = $1")
+        .bind(env.as_str())
+        .execute(&mut *c)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// Metadata from `value, key_version, revision, created_at, updated_at` (the value unread).
+fn meta(environment: &Environment, name: SecretName, r: &PgRow) -> StoreResult<SecretMeta> {
+    let key_version: i64 = r.try_get(1).map_err(db)?;
+    Ok(SecretMeta {
+        environment: environment.name.clone(),
+        environment_id: environment.id.clone(),
+        name,
+        revision: unsigned(r.try_get(2).map_err(db)?)?,
+        key_version: u32::try_from(key_version)
+            .map_err(|_| corrupt("a key version out of range"))?,
+        created_at: Timestamp::from_millis(r.try_get(3).map_err(db)?),
+        updated_at: Timestamp::from_millis(r.try_get(4).map_err(db)?),
+    })
+}
+
+/// A record from `value, key_version, revision, created_at, updated_at`.
+fn record(environment: &Environment, name: SecretName, r: &PgRow) -> StoreResult<SecretRecord> {
+    let meta = meta(environment, name, r)?;
+    let value: String = r.try_get(0).map_err(db)?;
+    let value = match meta.key_version {
+        0 => StoredValue::Plain(SecretString::from(value)),
+        v => StoredValue::Sealed {
+            key_version: KeyVersion::new(v).map_err(corrupt)?,
+            blob: value,
+        },
+    };
+    Ok(SecretRecord { meta, value })
+}
+
+/// The text that goes into the `value` column.
+fn stored_text(value: &StoredValue) -> &str {
+    match value {
+        StoredValue::Plain(plain) => plain.expose_secret(),
+        StoredValue::Sealed { blob, .. } => blob,
+    }
+}

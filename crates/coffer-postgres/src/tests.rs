@@ -1,0 +1,439 @@
+//! Tests against a real PostgreSQL: `COFFER_TEST_DATABASE_URL` (`scripts/postgres.sh` prints
+//! it). Each test makes a database of its own, so tests run in parallel.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use coffer_store::{
+    AccessStore, Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, AuditQuery, EnvName, Environment,
+    JournalStore, Precondition, Role, SecretName, SecretStore, StoredValue, Timestamp,
+};
+use sqlx::Connection;
+
+use super::*;
+
+/// A database of one test's own; dropped (best effort) with the guard.
+pub(crate) struct TestDb {
+    admin_url: String,
+    name: String,
+    pub(crate) url: String,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime: do the async work on a thread of its own.
+        let dropper = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(mut c) = sqlx::PgConnection::connect(&admin_url).await {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::query(&sql).execute(&mut c).await;
+                }
+            });
+        });
+        let _ = dropper.join();
+    }
+}
+
+/// The server the tests run against; fails (never skips) without one.
+fn admin_url() -> String {
+    std::env::var("COFFER_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        panic!(
+            "COFFER_TEST_DATABASE_URL is not set: the PostgreSQL tests need a server. \
+             Run `eval \"$(scripts/postgres.sh)\"` (it finds or starts one and prints the URL), \
+             then run the tests again."
+        )
+    })
+}
+
+/// A fresh, empty database on the test server.
+pub(crate) async fn fresh_db() -> TestDb {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let admin_url = admin_url();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let name = format!(
+        "coffer_t_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos
+    );
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("connect to COFFER_TEST_DATABASE_URL");
+    // Concurrent CREATE DATABASE can trip over the template being copied: retry a little.
+    let mut tries = 0;
+    loop {
+        match sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+        {
+            Ok(_) => break,
+            Err(_) if tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot create a test database: {e}"),
+        }
+    }
+    let (base, query) = match admin_url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (admin_url.as_str(), String::new()),
+    };
+    let server = base.rsplit_once('/').map_or(base, |(s, _)| s);
+    let url = format!("{server}/{name}{query}");
+    TestDb {
+        admin_url,
+        name,
+        url,
+    }
+}
+
+pub(crate) async fn fresh() -> (Arc<PgStore>, TestDb) {
+    let db = fresh_db().await;
+    let store = PgStore::connect(&db.url, PgOptions::default())
+        .await
+        .expect("connect to the test database");
+    (Arc::new(store), db)
+}
+
+coffer_store::secret_store_conformance!(fresh());
+coffer_store::catalog_conformance!(fresh());
+coffer_store::config_store_conformance!(fresh());
+coffer_store::unreadable_marks_conformance!(fresh());
+
+/// An environment with a fresh incarnation id (unique in this process).
+fn incarnation(name: &str) -> Environment {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    Environment {
+        name: env(name),
+        id: coffer_store::EnvId::new(&format!("env_{n:016x}")).expect("valid"),
+        created_at: Timestamp::from_millis(1),
+    }
+}
+
+fn env(name: &str) -> EnvName {
+    EnvName::new(name).expect("valid")
+}
+
+fn admin_key(id: &str, hash: &str) -> ApiKeyRecord {
+    ApiKeyRecord {
+        meta: ApiKeyMeta {
+            id: ApiKeyId::new(id).expect("valid"),
+            name: format!("key {id}"),
+            role: Role::Admin,
+            created_at: Timestamp::from_millis(1),
+        },
+        key_hash: hash.into(),
+    }
+}
+
+/// Ten nodes starting at once on a new database: all start, and each migration is applied
+/// (recorded) exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_nodes_starting_at_once_migrate_once() {
+    let db = fresh_db().await;
+    let starts: Vec<_> = (0..10)
+        .map(|_| {
+            let url = db.url.clone();
+            tokio::spawn(async move { PgStore::connect(&url, PgOptions::default()).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for s in starts {
+        stores.push(s.await.expect("task").expect("every node starts"));
+    }
+    let mut c = stores[0].acquire().await.expect("connection");
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT version, COUNT(*) FROM schema_migrations GROUP BY version ORDER BY version",
+    )
+    .fetch_all(&mut *c)
+    .await
+    .expect("read");
+    let expected: Vec<(i64, i64)> = schema::MIGRATIONS
+        .iter()
+        .map(|m| (i64::from(m.version), 1))
+        .collect();
+    assert_eq!(rows, expected);
+    let head: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM journal_head")
+        .fetch_one(&mut *c)
+        .await
+        .expect("read");
+    assert_eq!(head, 1, "the head row was inserted once");
+}
+
+/// Names list and compare in byte order whatever the database's collation: every name, key
+/// and id column says `C`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_ordered_name_column_compares_bytes() {
+    let (store, _db) = fresh().await;
+    let mut c = store.acquire().await.expect("connection");
+    let not_c: Vec<(String, String)> = sqlx::query_as(
+        "SELECT table_name::text, column_name::text FROM information_schema.columns
+         WHERE table_schema = 'public' AND data_type = 'text'
+           AND column_name IN ('name', 'key', 'environment', 'id', 'key_hash')
+           AND table_name NOT IN ('schema_migrations', 'audit_log')
+           AND (table_name, column_name) <> ('api_keys', 'name') -- a label, never compared
+           AND collation_name IS DISTINCT FROM 'C'",
+    )
+    .fetch_all(&mut *c)
+    .await
+    .expect("read");
+    assert!(not_c.is_empty(), "{not_c:?}");
+}
+
+/// Every request connection in use: the next request waits `acquire_timeout`, then is
+/// refused as overloaded (503), not queued without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_pool_answers_overloaded() {
+    let db = fresh_db().await;
+    let options = PgOptions {
+        max_connections: 2,
+        acquire_timeout: Duration::from_millis(300),
+        ..PgOptions::default()
+    };
+    let store = PgStore::connect(&db.url, options).await.expect("connect");
+    let held = (
+        store.acquire().await.expect("first"),
+        store.acquire().await.expect("second"),
+    );
+    let refused = store.get_environment(&env("default")).await;
+    assert!(
+        matches!(refused, Err(StoreError::Overloaded)),
+        "{refused:?}"
+    );
+    drop(held);
+    store
+        .get_environment(&env("default"))
+        .await
+        .expect("served again once connections are free");
+}
+
+/// No server at the address: `connect` fails as unavailable within its timeout, and the
+/// error does not show the URL (it may hold a password).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_unavailable() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("postgres://coffer:hunter2@127.0.0.1:{port}/coffer");
+    let options = PgOptions {
+        acquire_timeout: Duration::from_millis(300),
+        connect_timeout: Duration::from_secs(2),
+        ..PgOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let refused = PgStore::connect(&url, options).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    match refused {
+        Err(StoreError::Unavailable(msg)) => assert!(!msg.contains("hunter2"), "{msg}"),
+        Err(other) => panic!("expected unavailable, got {other:?}"),
+        Ok(_) => panic!("expected unavailable, got a store"),
+    }
+}
+
+/// Each connection runs with the configured `statement_timeout`; a statement past it is
+/// cut off and reported as unavailable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_past_the_timeout_are_cut_off() {
+    let db = fresh_db().await;
+    let options = PgOptions {
+        statement_timeout: Duration::from_millis(250),
+        ..PgOptions::default()
+    };
+    let store = PgStore::connect(&db.url, options).await.expect("connect");
+    let mut c = store.acquire().await.expect("connection");
+    let shown: String = sqlx::query_scalar("SHOW statement_timeout")
+        .fetch_one(&mut *c)
+        .await
+        .expect("show");
+    assert_eq!(shown, "250ms");
+    let slow = sqlx::query("SELECT pg_sleep(2)")
+        .execute(&mut *c)
+        .await
+        .map_err(crate::db);
+    assert!(
+        matches!(&slow, Err(StoreError::Unavailable(m)) if m.contains("statement timeout")),
+        "{slow:?}"
+    );
+}
+
+/// Two nodes on one database: a commit on one wakes the other's watch (LISTEN/NOTIFY), and
+/// both read the same outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_nodes_commit_wakes_the_watch() {
+    let db = fresh_db().await;
+    let a = PgStore::connect(&db.url, PgOptions::default())
+        .await
+        .expect("a");
+    let b = PgStore::connect(&db.url, PgOptions::default())
+        .await
+        .expect("b");
+    let mut watch = b.watch_events();
+    assert_eq!(*watch.borrow_and_update(), 0);
+    // The listener may still be subscribing: write until b hears one (bounded).
+    let mut heard = false;
+    for i in 0..20 {
+        let prod = incarnation(&format!("e{i}"));
+        a.create_environment(&prod, &Actor::System)
+            .await
+            .expect("create");
+        if tokio::time::timeout(Duration::from_millis(500), watch.changed())
+            .await
+            .is_ok()
+        {
+            heard = true;
+            break;
+        }
+    }
+    assert!(heard, "b never heard a's commits");
+    let seen = *watch.borrow();
+    assert!(seen >= 1);
+    let events = b.events_after(0, 100).await.expect("events");
+    assert_eq!(events.first().map(|e| e.id), Some(1));
+    assert!(events.iter().any(|e| e.id == seen));
+}
+
+/// Two nodes journaling at once: sequence numbers follow commit order with no gaps, the
+/// hash chain holds row after row, and every event id appears once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_journal_one_gapless_chain() {
+    let db = fresh_db().await;
+    let nodes = [
+        Arc::new(
+            PgStore::connect(&db.url, PgOptions::default())
+                .await
+                .expect("a"),
+        ),
+        Arc::new(
+            PgStore::connect(&db.url, PgOptions::default())
+                .await
+                .expect("b"),
+        ),
+    ];
+    let default = incarnation("default");
+    nodes[0]
+        .create_environment(&default, &Actor::System)
+        .await
+        .expect("create");
+    let mut tasks = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for t in 0..2 {
+            let (node, e) = (node.clone(), default.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..40 {
+                    let name = SecretName::new(&format!("S{n}_{t}_{}", i % 5)).expect("valid");
+                    let value = StoredValue::Sealed {
+                        key_version: coffer_crypto::KeyVersion::new(1).expect("positive"),
+                        blob: "iv:ct:tag".into(),
+                    };
+                    let at = Timestamp::from_millis(i);
+                    node.put(&e, &name, value, Precondition::None, at, &Actor::System)
+                        .await
+                        .expect("put");
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    let (rows, more) = nodes[1]
+        .audit(&AuditQuery::default(), 1_000)
+        .await
+        .expect("audit");
+    assert!(more.is_none());
+    let rows = &rows[1..]; // after the environment's creation
+    assert_eq!(rows.len(), 160);
+    let (first, _) = nodes[1]
+        .audit(&AuditQuery::default(), 1)
+        .await
+        .expect("audit");
+    let mut prev = first[0].hash.clone();
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row.seq, i as u64 + 2, "no gap");
+        assert_eq!(row.prev_hash, prev, "chained at {}", row.seq);
+        assert_eq!(row.hash, row.expected_hash(), "hash of {}", row.seq);
+        assert_eq!(row.event, Some(row.seq), "one event per write, in order");
+        assert!(row.action.starts_with("secret."));
+        prev = row.hash.clone();
+    }
+    assert_eq!(nodes[0].audit_head().await.expect("head"), (161, prev));
+    assert_eq!(nodes[0].audit_rows_past_head().await.expect("past"), 0);
+    let ids: Vec<u64> = nodes[0]
+        .events_after(0, 1_000)
+        .await
+        .expect("events")
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, (1..=161).collect::<Vec<_>>());
+}
+
+/// The audit log reads back as written, through its filters and pages; denials are
+/// audited (not published) with the key's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_pages_filter_and_denials_read_back() {
+    let (store, _db) = fresh().await;
+    let admin = admin_key("ak_01", "h1");
+    assert!(
+        store
+            .bootstrap(&incarnation("default"), &admin)
+            .await
+            .expect("bootstrap")
+    );
+    store
+        .record_denials(vec![coffer_store::Denial {
+            at: Timestamp::from_millis(5),
+            key_id: Some(admin.meta.id.clone()),
+            route: "GET /v1/audit".into(),
+            environment: None,
+            status: 403,
+            origin: coffer_store::Origin::new(Some("127.0.0.1:1".into()), Some("ua")),
+            count: 3,
+        }])
+        .await
+        .expect("denials");
+    let (all, more) = store
+        .audit(&AuditQuery::default(), 10)
+        .await
+        .expect("audit");
+    assert!(more.is_none());
+    assert_eq!(all.len(), 3);
+    let denial = &all[2];
+    assert_eq!(denial.result, coffer_store::AuditResult::Denied);
+    assert_eq!(denial.actor.key_name.as_deref(), Some("key ak_01"));
+    assert_eq!(
+        (denial.count, denial.status, denial.event),
+        (3, Some(403), None)
+    );
+    assert_eq!(denial.hash, denial.expected_hash());
+    let (first, cursor) = store.audit(&AuditQuery::default(), 1).await.expect("page");
+    assert_eq!((first.len(), cursor), (1, Some(1)));
+    let query = AuditQuery {
+        result: Some(coffer_store::AuditResult::Allowed),
+        ..AuditQuery::default()
+    };
+    let (allowed, _) = store.audit(&query, 10).await.expect("filtered");
+    assert_eq!(allowed.len(), 2);
+    assert_eq!(store.last_event_id().await.expect("last"), 2);
+    store.set_relay_position("nats", 2).await.expect("set");
+    store.set_relay_position("nats", 1).await.expect("set");
+    assert_eq!(
+        store.relay_position("nats").await.expect("get"),
+        2,
+        "never back"
+    );
+    assert_eq!(store.relay_position("other").await.expect("get"), 0);
+}
