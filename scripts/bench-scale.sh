@@ -2,12 +2,15 @@
 # Issue 8 at scale: N secrets (default 1,000,000) in one environment, on either backend.
 #   scripts/bench-scale.sh [COFFER_BIN] [--backend sqlite|postgres] [--secrets N]
 #                          [--database-url postgres://…]   (the server to create the db on)
+#                          [--no-analyze]
 # COFFER_BIN defaults to target/release/coffer. In one run:
 #   1. starts a node (sqlite: a fresh data dir; postgres: a fresh database coffer_bench_<random>
 #      on --database-url, default $COFFER_BENCH_PG_URL or postgres://postgres@127.0.0.1:5432/postgres,
 #      dropped at the end) and creates environment `scale`;
 #   2. seeds N secrets of 64 bytes (S0000000, S0000001, …) through the import route
-#      (POST …/secrets, 1,000 per request) over SEED_CONNS connections (default 4);
+#      (POST …/secrets, 1,000 per request) over SEED_CONNS connections (default 4); on
+#      postgres it then runs ANALYZE, as autovacuum would sooner or later (a server with
+#      autovacuum off never gathers statistics; --no-analyze measures that case);
 #   3. list pages: GET …/secrets?limit=100 with the cursor of a random depth, LIST_REQUESTS
 #      requests (default 300) one after another on one keep-alive connection: p50/p99/max;
 #   4. metadata reads: wrk -t1 -c16, random names, two runs of READ_SECONDS (default 6);
@@ -20,6 +23,7 @@ coffer=target/release/coffer
 backend=sqlite
 secrets=1000000
 pg_base=${COFFER_BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+analyze=1
 usage() { sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 first=1
 while (($#)); do
@@ -30,6 +34,7 @@ while (($#)); do
     --secrets=*) secrets=${1#*=}; shift ;;
     --database-url) pg_base=${2:?}; shift 2 ;;
     --database-url=*) pg_base=${1#*=}; shift ;;
+    --no-analyze) analyze=0; shift ;;
     -h | --help) usage ;;
     -*) echo "unknown option $1" >&2; usage ;;
     *) [[ $first == 1 ]] || usage; coffer=$1; shift ;;
@@ -137,6 +142,16 @@ for t in ts: t.join()
 if errors: raise SystemExit(f"seeding failed: {errors[0]}")
 PY
 seed_s=$(since "$t0")
+analyzed="-"
+if [[ $backend == postgres ]]; then
+  autovacuum=$(psql -X -tA "$pg_url" -c "SHOW autovacuum")
+  if [[ $analyze == 1 ]]; then
+    t0=$(now); psql -q -X "$pg_url" -c "ANALYZE" >/dev/null; analyzed="ANALYZE after seeding: $(since "$t0") s"
+  else
+    analyzed="no ANALYZE (--no-analyze)"
+  fi
+  analyzed="$analyzed; server autovacuum=$autovacuum"
+fi
 rss_seeded=$(rss)
 
 echo "list pages…" >&2
@@ -197,6 +212,7 @@ echo
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), backend $backend, $secrets secrets, $("$coffer" --version 2>/dev/null || echo coffer)"
 printf '%-34s %s\n' "first start, to /readyz" "$first_ready s"
 printf '%-34s %s\n' "seed ($seed_conns conns, 1,000 per import)" "$seed_s s, $(python3 -c "print(f'{$secrets/$seed_s:,.0f}')")/s"
+[[ $backend == postgres ]] && printf '%-34s %s\n' "statistics" "$analyzed"
 printf '%-34s %s\n' "RSS after seeding" "$rss_seeded"
 printf '%-34s %s\n' "list page (limit=100, random cursor)" "p50 $list_p50 ms  p99 $list_p99 ms  max $list_max ms  ($list_requests requests; first page $list_first ms)"
 for i in "${!reads[@]}"; do
@@ -208,5 +224,15 @@ printf '%-34s %s\n' "stop (SIGTERM to exit)" "$stop_s s"
 printf '%-34s %s\n' "start-up, exec to /readyz 200" "$ready_s s"
 printf '%-34s %s\n' "RSS after the restart" "$rss_restart"
 echo "targets (issue 8): list page < 10 ms, metadata read p99 < 2 ms, RSS < 300 MB, start-up < 5 s"
-echo "start-up log:"
+startup_span=$(python3 - "$work/serve2.log" <<'PY'
+import datetime, re, sys
+lines = open(sys.argv[1]).read().splitlines()
+stamp = lambda l: re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6})", l)
+ts = [stamp(l).group(1) for l in lines if stamp(l)]
+lis = [stamp(l).group(1) for l in lines if stamp(l) and "is listening" in l]
+p = datetime.datetime.fromisoformat
+print(f"{(p(lis[0]) - p(ts[0])).total_seconds():.3f} s" if ts and lis else "no timestamps found")
+PY
+)
+echo "start-up log (first line to 'listening': $startup_span):"
 sed 's/^/  /' "$work/serve2.log" | head -n 20
