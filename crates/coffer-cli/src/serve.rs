@@ -1,5 +1,6 @@
-//! `coffer serve`: reads settings, opens the embedded store, runs the start-up checks and
-//! serves the API until SIGTERM or SIGINT.
+//! `coffer serve`: reads settings, opens the catalog (the embedded SQLite file, or
+//! PostgreSQL with `--database-url`), runs the start-up checks and serves the API until
+//! SIGTERM or SIGINT.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use coffer_core::keys::{KeySources, key_warnings, load_keyring};
 use coffer_core::{Coffer, Encryption, StartupError, StartupOptions, check_admin_seed};
+use coffer_postgres::{PgOptions, PgStore};
 use coffer_sqlite::SqliteStore;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
@@ -27,9 +29,21 @@ pub struct ServeArgs {
     /// start-up and the first of its addresses that can be bound is used).
     #[arg(long, env = "COFFER_LISTEN", default_value = "127.0.0.1:8720", value_parser = ListenAddr::parse)]
     listen: ListenAddr,
-    /// PostgreSQL catalog (not available yet: the embedded SQLite file is used).
+    /// PostgreSQL catalog, `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=…]`:
+    /// any number of nodes may share it. Unset: the embedded SQLite file in --data-dir.
     #[arg(long, env = "COFFER_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// PostgreSQL connections this node opens at most; a request that waits longer than
+    /// --database-wait-ms for one is answered 503 `overloaded`.
+    #[arg(long, env = "COFFER_DATABASE_MAX_CONNECTIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    database_max_connections: u32,
+    /// Milliseconds a request waits for a free PostgreSQL connection.
+    #[arg(long, env = "COFFER_DATABASE_WAIT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    database_wait_ms: u64,
+    /// Milliseconds one PostgreSQL statement may run (its `statement_timeout`); past it the
+    /// request is answered 503 `backend_unavailable` and changes nothing.
+    #[arg(long, env = "COFFER_DATABASE_STATEMENT_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    database_statement_timeout_ms: u64,
     /// Refuse to start without an encryption key (no dev mode).
     #[arg(long, env = "COFFER_REQUIRE_ENCRYPTION", value_parser = clap::builder::FalseyValueParser::new())]
     require_encryption: bool,
@@ -109,11 +123,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let data_dir = args.data_dir.clone();
     init_logging();
     let open_files = raise_open_file_limit();
-    if args.database_url.is_some() {
-        bail!(
-            "COFFER_DATABASE_URL / --database-url: PostgreSQL is not supported by this build yet"
-        );
-    }
     match std::env::var("COFFER_SECRETS_BACKEND").ok().as_deref() {
         None | Some("" | "db") => {}
         Some(other) => {
@@ -155,10 +164,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     check_private_dir(&data_dir, args.allow_shared_data_dir)?;
     let _lock = lock_data_dir(&data_dir)?;
     restrict_existing_files(&data_dir)?;
-    let store = Arc::new(SqliteStore::open(&data_dir).context("cannot open the embedded store")?);
+    let store = Store::open(&args, &data_dir).await?;
     let options = StartupOptions {
-        catalog: store.clone(),
-        secrets: store.clone(),
+        catalog: store.catalog(),
+        secrets: store.secrets(),
         keyring,
         require_encryption: args.require_encryption,
         admin_key_seed,
@@ -179,7 +188,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     // The plaintext just replaced is zeroed in coffer.db, but older page images still
     // hold it in coffer.db-wal until a checkpoint truncates the log.
-    checkpoint(&store, "after start-up");
+    store.checkpoint("after start-up");
     if report.unreadable > 0 {
         tracing::warn!(
             values = report.unreadable,
@@ -244,7 +253,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let stopped = async move {
             let _ = relay_stopped.await;
         };
-        tokio::spawn(coffer_nats::run(store.clone(), options, stopped))
+        tokio::spawn(coffer_nats::run(store.journal(), options, stopped))
     });
     let options = args.serve_options(open_files);
     coffer_api::serve_with(
@@ -266,7 +275,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = coffer.flush_counters().await {
         tracing::error!(error = %e, "cannot record encryption counts");
     }
-    checkpoint(&store, "at shutdown");
+    store.checkpoint("at shutdown");
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -388,13 +397,69 @@ fn limit_text(limit: Option<u64>) -> String {
 }
 
 /// Truncates the SQLite log; a failure leaves the server running but says what it means.
-fn checkpoint(store: &SqliteStore, when: &str) {
-    match store.checkpoint() {
-        Ok(()) => tracing::debug!("checkpointed and truncated coffer.db-wal {when}"),
-        Err(e) => tracing::warn!(
-            error = %e,
-            "cannot checkpoint coffer.db-wal {when}: contents that writes replaced or deleted can stay in it until the next checkpoint"
-        ),
+/// The catalog this node runs on: the embedded SQLite file, or a PostgreSQL database that
+/// other nodes may share. Both hold the secret values too (the `db` backend).
+enum Store {
+    Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PgStore>),
+}
+
+impl Store {
+    async fn open(args: &ServeArgs, data_dir: &Path) -> anyhow::Result<Store> {
+        let Some(url) = args.database_url.as_deref().filter(|u| !u.is_empty()) else {
+            let store = SqliteStore::open(data_dir).context("cannot open the embedded store")?;
+            return Ok(Store::Sqlite(Arc::new(store)));
+        };
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            bail!(
+                "COFFER_DATABASE_URL / --database-url must start with postgres:// or postgresql://"
+            );
+        }
+        let options = PgOptions {
+            max_connections: args.database_max_connections,
+            acquire_timeout: std::time::Duration::from_millis(args.database_wait_ms),
+            statement_timeout: std::time::Duration::from_millis(args.database_statement_timeout_ms),
+            ..PgOptions::default()
+        };
+        // The URL may hold a password: never in a message.
+        let store = PgStore::connect(url, options)
+            .await
+            .context("cannot open the PostgreSQL catalog (COFFER_DATABASE_URL)")?;
+        Ok(Store::Postgres(Arc::new(store)))
+    }
+
+    fn catalog(&self) -> Arc<dyn coffer_store::Catalog> {
+        match self {
+            Store::Sqlite(s) => s.clone(),
+            Store::Postgres(s) => s.clone(),
+        }
+    }
+
+    fn secrets(&self) -> Arc<dyn coffer_store::SecretStore> {
+        match self {
+            Store::Sqlite(s) => s.clone(),
+            Store::Postgres(s) => s.clone(),
+        }
+    }
+
+    fn journal(&self) -> Arc<dyn coffer_store::JournalStore> {
+        match self {
+            Store::Sqlite(s) => s.clone(),
+            Store::Postgres(s) => s.clone(),
+        }
+    }
+
+    /// SQLite only: moves the write-ahead log into the database and truncates it (see
+    /// `SqliteStore::checkpoint`). PostgreSQL keeps its own log.
+    fn checkpoint(&self, when: &str) {
+        let Store::Sqlite(store) = self else { return };
+        match store.checkpoint() {
+            Ok(()) => tracing::debug!("checkpointed and truncated coffer.db-wal {when}"),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot checkpoint coffer.db-wal {when}: contents that writes replaced or deleted can stay in it until the next checkpoint"
+            ),
+        }
     }
 }
 
