@@ -46,3 +46,39 @@ pub async fn open(dir: &Path) -> Arc<dyn TestStore> {
         Err(e) => panic!("COFFER_TEST_BACKEND: {e}"),
     }
 }
+
+/// Another connection holding the write lock the revocation of an API key needs, as a
+/// slow transaction of another process would: SQLite's write lock, or on PostgreSQL an
+/// `EXCLUSIVE` lock on `api_keys` (reads go on; writes of keys wait).
+pub enum KeyWriteLock {
+    Sqlite(rusqlite::Connection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl KeyWriteLock {
+    pub async fn hold(dir: &Path) -> KeyWriteLock {
+        use sqlx::Connection;
+        if std::env::var("COFFER_TEST_BACKEND").as_deref() == Ok("postgres") {
+            let url = database_for(dir).await;
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::raw_sql("BEGIN; LOCK TABLE api_keys IN EXCLUSIVE MODE")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            KeyWriteLock::Postgres(c)
+        } else {
+            let c = rusqlite::Connection::open(dir.join(coffer_sqlite::DB_FILE)).unwrap();
+            c.execute_batch("BEGIN IMMEDIATE").unwrap();
+            KeyWriteLock::Sqlite(c)
+        }
+    }
+
+    pub async fn release(self) {
+        match self {
+            KeyWriteLock::Sqlite(c) => c.execute_batch("COMMIT").unwrap(),
+            KeyWriteLock::Postgres(mut c) => {
+                sqlx::raw_sql("COMMIT").execute(&mut c).await.unwrap();
+            }
+        }
+    }
+}
