@@ -21,8 +21,18 @@ echo "== PostgreSQL for the tests"
 pg_env=$(scripts/postgres.sh)  # a failure here stops the run (set -e), unlike inside eval "$(…)"
 eval "$pg_env"
 export COFFER_TEST_DATABASE_URL  # the PostgreSQL tests read it; without it they fail
-trap 'eval "${COFFER_PG_STOP:-}"' EXIT
+# Test databases (coffer_t_*, coffer_nodes_*) a killed earlier run left behind go first, and
+# whatever this run leaves goes at the end.
+drop_test_databases() {
+    psql "$COFFER_TEST_DATABASE_URL" -qAt -c \
+        "SELECT datname FROM pg_database WHERE datname LIKE 'coffer\_t\_%' OR datname LIKE 'coffer\_nodes\_%'" |
+        while read -r db; do
+            psql "$COFFER_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null || true
+        done
+}
+trap 'drop_test_databases || true; eval "${COFFER_PG_STOP:-}"' EXIT
 psql "$COFFER_TEST_DATABASE_URL" -v ON_ERROR_STOP=1 -qc 'SELECT 1' >/dev/null
+drop_test_databases
 
 echo "== nats-server is there (the event relay's test starts its own)"
 if ! command -v nats-server >/dev/null && command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
@@ -35,4 +45,7 @@ command -v nats-server >/dev/null || {
 
 echo "== cargo test"
 cargo test --workspace --locked -- --test-threads="${COFFER_TEST_THREADS:-2}"
+echo "== the core and API suites again, on PostgreSQL (the same harness, COFFER_TEST_BACKEND)"
+COFFER_TEST_BACKEND=postgres cargo test --locked -p coffer-core --test core -p coffer-api --test api \
+    -- --test-threads="${COFFER_TEST_THREADS:-2}"
 scripts/openapi-check.sh  # the OpenAPI document: valid 3.1, and the real server answers as it says

@@ -191,7 +191,8 @@ pub async fn event_stream(
         .take_key_place(&who.key_id)
         .ok_or_else(|| ApiError::overloaded("event streams of this API key"))?;
     let position = match resume.or(q.after) {
-        Some(after) => after,
+        // No event can have a larger id: every store keeps them in signed 64-bit columns.
+        Some(after) => after.min(coffer_store::MAX_STORED_NUMBER),
         None => coffer.last_event_id().await?,
     };
     tracing::debug!(key = %who.key_id, after = position, "event stream opened");

@@ -22,6 +22,8 @@ mod config;
 mod journal;
 pub mod schema;
 mod secrets;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod versioned;
 
 use std::str::FromStr;

@@ -9,98 +9,19 @@ use coffer_store::{
     AccessStore, Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, AuditQuery, EnvName, Environment,
     JournalStore, Precondition, Role, SecretName, SecretStore, StoredValue, Timestamp,
 };
-use sqlx::Connection;
 
 use super::*;
 
-/// A database of one test's own; dropped (best effort) with the guard.
-pub(crate) struct TestDb {
-    admin_url: String,
-    name: String,
-    pub(crate) url: String,
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        // Drop runs inside the test's runtime: do the async work on a thread of its own.
-        let dropper = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                if let Ok(mut c) = sqlx::PgConnection::connect(&admin_url).await {
-                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let _ = sqlx::query(&sql).execute(&mut c).await;
-                }
-            });
-        });
-        let _ = dropper.join();
-    }
-}
-
-/// The server the tests run against; fails (never skips) without one.
-fn admin_url() -> String {
-    std::env::var("COFFER_TEST_DATABASE_URL").unwrap_or_else(|_| {
-        panic!(
-            "COFFER_TEST_DATABASE_URL is not set: the PostgreSQL tests need a server. \
-             Run `eval \"$(scripts/postgres.sh)\"` (it finds or starts one and prints the URL), \
-             then run the tests again."
-        )
-    })
-}
+use crate::testing::TestDatabase;
 
 /// A fresh, empty database on the test server.
-pub(crate) async fn fresh_db() -> TestDb {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let admin_url = admin_url();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let name = format!(
-        "coffer_t_{}_{}_{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed),
-        nanos
-    );
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .expect("connect to COFFER_TEST_DATABASE_URL");
-    // Concurrent CREATE DATABASE can trip over the template being copied: retry a little.
-    let mut tries = 0;
-    loop {
-        match sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-        {
-            Ok(_) => break,
-            Err(_) if tries < 20 => {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("cannot create a test database: {e}"),
-        }
-    }
-    let (base, query) = match admin_url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (admin_url.as_str(), String::new()),
-    };
-    let server = base.rsplit_once('/').map_or(base, |(s, _)| s);
-    let url = format!("{server}/{name}{query}");
-    TestDb {
-        admin_url,
-        name,
-        url,
-    }
+async fn fresh_db() -> TestDatabase {
+    TestDatabase::create().await
 }
 
-pub(crate) async fn fresh() -> (Arc<PgStore>, TestDb) {
+pub(crate) async fn fresh() -> (Arc<PgStore>, TestDatabase) {
     let db = fresh_db().await;
-    let store = PgStore::connect(&db.url, PgOptions::default())
+    let store = PgStore::connect(db.url(), PgOptions::default())
         .await
         .expect("connect to the test database");
     (Arc::new(store), db)
@@ -145,7 +66,7 @@ async fn ten_nodes_starting_at_once_migrate_once() {
     let db = fresh_db().await;
     let starts: Vec<_> = (0..10)
         .map(|_| {
-            let url = db.url.clone();
+            let url = db.url().to_owned();
             tokio::spawn(async move { PgStore::connect(&url, PgOptions::default()).await })
         })
         .collect();
@@ -202,7 +123,7 @@ async fn an_exhausted_pool_answers_overloaded() {
         acquire_timeout: Duration::from_millis(300),
         ..PgOptions::default()
     };
-    let store = PgStore::connect(&db.url, options).await.expect("connect");
+    let store = PgStore::connect(db.url(), options).await.expect("connect");
     let held = (
         store.acquire().await.expect("first"),
         store.acquire().await.expect("second"),
@@ -252,7 +173,7 @@ async fn statements_past_the_timeout_are_cut_off() {
         statement_timeout: Duration::from_millis(250),
         ..PgOptions::default()
     };
-    let store = PgStore::connect(&db.url, options).await.expect("connect");
+    let store = PgStore::connect(db.url(), options).await.expect("connect");
     let mut c = store.acquire().await.expect("connection");
     let shown: String = sqlx::query_scalar("SHOW statement_timeout")
         .fetch_one(&mut *c)
@@ -274,10 +195,10 @@ async fn statements_past_the_timeout_are_cut_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_nodes_commit_wakes_the_watch() {
     let db = fresh_db().await;
-    let a = PgStore::connect(&db.url, PgOptions::default())
+    let a = PgStore::connect(db.url(), PgOptions::default())
         .await
         .expect("a");
-    let b = PgStore::connect(&db.url, PgOptions::default())
+    let b = PgStore::connect(db.url(), PgOptions::default())
         .await
         .expect("b");
     let mut watch = b.watch_events();
@@ -312,12 +233,12 @@ async fn two_nodes_journal_one_gapless_chain() {
     let db = fresh_db().await;
     let nodes = [
         Arc::new(
-            PgStore::connect(&db.url, PgOptions::default())
+            PgStore::connect(db.url(), PgOptions::default())
                 .await
                 .expect("a"),
         ),
         Arc::new(
-            PgStore::connect(&db.url, PgOptions::default())
+            PgStore::connect(db.url(), PgOptions::default())
                 .await
                 .expect("b"),
         ),

@@ -120,7 +120,8 @@ macro_rules! unreadable_marks_conformance {
             a_write_or_delete_supersedes_an_unreadable_mark,
             a_mark_of_a_revision_already_replaced_is_not_recorded,
             unreadable_marks_go_with_their_environment,
-            a_verification_is_audited_and_rechecks_its_actor);
+            a_verification_is_audited_and_rechecks_its_actor,
+            a_mark_racing_a_write_of_its_secret_never_outlives_it);
     };
     (@cases $make:expr; $($case:ident),*) => {
         mod unreadable_marks_conformance {
@@ -1932,4 +1933,42 @@ pub async fn a_verification_is_audited_and_rechecks_its_actor(
         [],
         "nothing recorded"
     );
+}
+
+/// A finding that a value does not open, recorded while a write replaces that value, round
+/// after round: whichever commits first, no mark is left afterwards (a mark names a
+/// revision that no longer stands only if a write forgot to remove it).
+pub async fn a_mark_racing_a_write_of_its_secret_never_outlives_it(
+    store: Arc<impl Catalog + SecretStore>,
+) {
+    let prod = environment(&*store, "prod").await;
+    for round in 0..ROUNDS {
+        let n = name(&format!("S{round}"));
+        let first = set(&*store, &prod, &n, sealed(1, "old"), at(1)).await;
+        let record = {
+            let (store, checks) = (store.clone(), [check(&first, false)]);
+            tokio::spawn(async move { store.record_checks(&checks, None).await })
+        };
+        let write = {
+            let (store, prod, n) = (store.clone(), prod.clone(), n.clone());
+            tokio::spawn(async move {
+                store
+                    .put(
+                        &prod,
+                        &n,
+                        sealed(1, "new"),
+                        Precondition::None,
+                        at(2),
+                        &Actor::System,
+                    )
+                    .await
+            })
+        };
+        record.await.expect("recorder").expect("recorded");
+        let written = write.await.expect("writer").expect("written");
+        assert_eq!(written.meta.revision, 2);
+        let left = marks_of(&*store, "prod", &[n.as_str()]).await;
+        assert!(left.is_empty(), "round {round}: {left:?}");
+    }
+    assert!(store.unreadable_counts().await.unwrap().is_empty());
 }

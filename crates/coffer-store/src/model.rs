@@ -180,6 +180,11 @@ display_as_str!(EnvName, SecretName, ConfigKey, ApiKeyId);
 /// A record's revision: 1 for the first write, +1 for each update.
 pub type Revision = u64;
 
+/// The largest revision, event id or audit sequence number a store keeps: every backend
+/// stores them in signed 64-bit columns. A caller's number past it (an `expectedRevision`,
+/// a `Last-Event-ID`) names nothing that can exist and is refused before it reaches a store.
+pub const MAX_STORED_NUMBER: u64 = i64::MAX as u64;
+
 /// Milliseconds since the Unix epoch, UTC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);

@@ -18,6 +18,7 @@ pub struct Server {
     pub admin: String,
     pub http: reqwest::Client,
     _dir: tempfile::TempDir,
+    _database: Option<coffer_postgres::testing::TestDatabase>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -36,7 +37,7 @@ pub async fn start() -> Server {
 
 pub async fn start_with(serve_options: ServeOptions) -> Server {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (catalog, secrets) = crate::backend::open(dir.path()).await;
+    let (catalog, secrets, database) = crate::backend::open(dir.path()).await;
     let keyring = Keyring::single(Key::from_material(MASTER_KEY_HEX).expect("key"));
     let options = StartupOptions {
         catalog,
@@ -74,6 +75,7 @@ pub async fn start_with(serve_options: ServeOptions) -> Server {
             .build()
             .expect("client"),
         _dir: dir,
+        _database: database,
         stop: Some(stop),
         task: Some(task),
     }

@@ -211,3 +211,58 @@ async fn an_import_is_all_or_nothing_and_skips_unchanged_values() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+/// Input no store can keep is refused with a 4xx before it reaches one, on every backend:
+/// a value with NUL (no process could receive it as an environment variable; PostgreSQL
+/// text cannot hold it), an `expectedRevision` past the stores' 64-bit columns, and an
+/// event id past them (no event can have it: the stream just waits).
+#[tokio::test]
+async fn numbers_and_values_no_store_can_keep_get_a_4xx_and_change_nothing() {
+    let s = start().await;
+    let path = "/v1/environments/default/secrets/EDGE";
+    let (status, body) = s
+        .admin(Method::PUT, path, Some(json!({"value": "a\u{0}b"})))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_value");
+    let import = json!({"secrets": [{"name": "EDGE", "value": "x\u{0}"}]});
+    let (status, _) = s
+        .admin(
+            Method::POST,
+            "/v1/environments/default/secrets",
+            Some(import),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let huge = json!({"value": "v", "expectedRevision": 9_223_372_036_854_775_808u64});
+    let (status, body) = s.admin(Method::PUT, path, Some(huge)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, _) = s
+        .admin(
+            Method::DELETE,
+            &format!("{path}?expectedRevision=18446744073709551615"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let config = json!({"value": 1, "expectedRevision": 9_223_372_036_854_775_808u64});
+    let (status, _) = s
+        .admin(
+            Method::PUT,
+            "/v1/environments/default/config/EDGE",
+            Some(config),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = s.admin(Method::GET, path, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was written");
+    let stream = s
+        .http
+        .get(format!("{}/v1/events/stream", s.base))
+        .bearer_auth(&s.admin)
+        .header("Last-Event-ID", "18446744073709551615")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+}

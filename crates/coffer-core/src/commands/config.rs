@@ -44,6 +44,7 @@ impl Command for PutConfig {
             });
         }
         coffer.existing_environment(&self.env).await?;
+        super::check_expected_revision(self.expected_revision)?;
         let pre = Precondition::from_expected(self.expected_revision);
         match coffer
             .catalog
@@ -83,6 +84,7 @@ impl Command for DeleteConfig {
     }
 
     async fn execute(self, coffer: &Coffer, who: &Principal) -> Result<ConfigEntry, CoreError> {
+        super::check_expected_revision(self.expected_revision)?;
         let pre = Precondition::from_expected(self.expected_revision);
         match coffer
             .catalog

@@ -24,6 +24,17 @@ pub use secrets::{DeleteSecret, ImportSecrets, PutSecret};
 
 use crate::{Coffer, CoreError, Principal};
 
+/// An `expectedRevision` beyond what any store keeps is refused (422), never sent on.
+fn check_expected_revision(expected: Option<coffer_store::Revision>) -> Result<(), CoreError> {
+    match expected {
+        Some(n) if n > coffer_store::MAX_STORED_NUMBER => Err(CoreError::Invalid(format!(
+            "expectedRevision is at most {}",
+            coffer_store::MAX_STORED_NUMBER
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A change made on a caller's behalf.
 pub trait Command: Send {
     /// What the caller gets back.

@@ -44,12 +44,7 @@ impl Command for PutSecret {
             expected_revision,
         } = self;
         require_compare_and_set(coffer, expected_revision)?;
-        if value.expose_secret().len() > MAX_VALUE_BYTES {
-            return Err(CoreError::ValueTooLarge {
-                what: "secret",
-                limit: MAX_VALUE_BYTES,
-            });
-        }
+        check_value(&value)?;
         let incarnation = coffer.existing_environment(&env).await?;
         let stored = coffer.seal_secret(&incarnation, &name, value)?;
         let pre = Precondition::from_expected(expected_revision);
@@ -158,6 +153,7 @@ impl Command for DeleteSecret {
 /// `expectedRevision` needs a backend that checks it atomically (Vault KV v1 cannot):
 /// refuse rather than pretend.
 fn require_compare_and_set(coffer: &Coffer, expected: Option<Revision>) -> Result<(), CoreError> {
+    super::check_expected_revision(expected)?;
     if expected.is_some() && !coffer.secrets.capabilities().compare_and_set {
         let backend = coffer.secrets.backend_name();
         return Err(CoreError::Invalid(format!(
@@ -288,12 +284,26 @@ fn check_import(entries: &[(SecretName, SecretString)]) -> Result<(), CoreError>
                 "secret {name} appears twice in the import"
             )));
         }
-        if value.expose_secret().len() > MAX_VALUE_BYTES {
-            return Err(CoreError::ValueTooLarge {
-                what: "secret",
-                limit: MAX_VALUE_BYTES,
-            });
-        }
+        check_value(value)?;
+    }
+    Ok(())
+}
+
+/// A value Coffer can keep and hand out: at most [`MAX_VALUE_BYTES`], and without NUL
+/// (U+0000), which no process can receive in an environment variable (`coffer run`) and no
+/// PostgreSQL text column can hold (dev mode stores values as text).
+fn check_value(value: &SecretString) -> Result<(), CoreError> {
+    let value = value.expose_secret();
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(CoreError::ValueTooLarge {
+            what: "secret",
+            limit: MAX_VALUE_BYTES,
+        });
+    }
+    if value.contains('\0') {
+        return Err(CoreError::Invalid(
+            "secret values cannot contain NUL (U+0000): no process could receive it in an environment variable".into(),
+        ));
     }
     Ok(())
 }

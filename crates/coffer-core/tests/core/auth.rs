@@ -106,15 +106,14 @@ async fn a_revocation_whose_request_is_dropped_still_clears_the_cache_when_it_co
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
     let (key, id) = manage_key(&n).await;
-    // Hold SQLite's write lock so the revocation waits in the writer.
-    let blocker = rusqlite::Connection::open(dir.path().join("coffer.db")).unwrap();
-    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    // Hold the backend's write lock so the revocation waits in its transaction.
+    let blocker = crate::backend::KeyWriteLock::hold(dir.path()).await;
     let who = admin();
     let revoke = n.coffer.apply(&who, commands::RevokeApiKey { id });
     let dropped = tokio::time::timeout(Duration::from_millis(100), revoke).await;
     assert!(dropped.is_err(), "the revocation waits for the lock");
     n.coffer.authenticate(&key).await.unwrap(); // not revoked yet: cached again
-    blocker.execute_batch("COMMIT").unwrap();
+    blocker.release().await;
     let hash = coffer_crypto::sha256_hex(key.as_bytes());
     let began = Instant::now();
     while n.store.find_api_key(&hash).await.unwrap().is_some() {
