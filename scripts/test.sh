@@ -21,12 +21,16 @@ echo "== PostgreSQL for the tests"
 pg_env=$(scripts/postgres.sh)  # a failure here stops the run (set -e), unlike inside eval "$(…)"
 eval "$pg_env"
 export COFFER_TEST_DATABASE_URL  # the PostgreSQL tests read it; without it they fail
-# Test databases (coffer_t_*, coffer_nodes_*) a killed earlier run left behind go first, and
-# whatever this run leaves goes at the end.
+# Test databases are named coffer_t_<pid of the test process>_…: the ones whose process is
+# gone (a killed earlier run) are dropped first, and this run's leftovers at the end. A test
+# database of a process still running (another suite on this machine) is left alone.
 drop_test_databases() {
     psql "$COFFER_TEST_DATABASE_URL" -qAt -c \
-        "SELECT datname FROM pg_database WHERE datname LIKE 'coffer\_t\_%' OR datname LIKE 'coffer\_nodes\_%'" |
+        "SELECT datname FROM pg_database WHERE datname LIKE 'coffer\_t\_%'" |
         while read -r db; do
+            pid=${db#coffer_t_}
+            pid=${pid%%_*}
+            if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then continue; fi
             psql "$COFFER_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null || true
         done
 }

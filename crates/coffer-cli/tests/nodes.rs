@@ -34,7 +34,7 @@ impl TestDb {
             "COFFER_TEST_DATABASE_URL is not set: run the tests through scripts/test.sh, \
              or eval \"$(scripts/postgres.sh)\" first (it needs PostgreSQL)",
         );
-        let name = format!("coffer_nodes_{}", random_suffix());
+        let name = format!("coffer_t_{}_nodes_{}", std::process::id(), random_suffix());
         psql(&server, &format!("CREATE DATABASE {name}"));
         let url = format!("{}/{name}", server.rsplit_once('/').expect("a URL").0);
         TestDb { server, name, url }
