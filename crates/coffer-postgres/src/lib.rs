@@ -51,8 +51,14 @@ pub struct PgOptions {
     /// [`StoreError::Unavailable`] and its transaction changes nothing.
     pub statement_timeout: Duration,
     /// How long [`PgStore::connect`] waits for the first connection and the migrations
-    /// (default 10 s); past it the server counts as unreachable.
+    /// (default 10 s); past it the server counts as unreachable. It also bounds the wait for
+    /// the migration lock while another node migrates.
     pub connect_timeout: Duration,
+    /// How long a session may sit idle inside an open transaction (default 5 s, as the
+    /// statement timeout), set as the session's `idle_in_transaction_session_timeout`: the
+    /// server ends a session whose node stalled mid-write (paused, stopped, cut off), so
+    /// the row locks it held, the journal head's among them, are released.
+    pub idle_in_transaction_timeout: Duration,
 }
 
 impl Default for PgOptions {
@@ -62,6 +68,7 @@ impl Default for PgOptions {
             acquire_timeout: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
+            idle_in_transaction_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -91,10 +98,7 @@ impl PgStore {
                 StoreError::Unavailable("postgres: the database URL does not parse".into())
             })?
             .application_name("coffer")
-            .options([(
-                "statement_timeout",
-                options.statement_timeout.as_millis().to_string(),
-            )]);
+            .options(session_options(&options));
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
@@ -183,6 +187,33 @@ impl Drop for PgStore {
     fn drop(&mut self) {
         self.listener.abort();
     }
+}
+
+/// TCP keepalive settings of every session (seconds idle, seconds between probes, probes):
+/// the server notices a peer that vanished without closing (a VM paused, a network cut)
+/// within about 25 s rather than the operating system's two hours.
+const TCP_KEEPALIVES: (u32, u32, u32) = (10, 5, 3);
+
+/// The settings every session starts with (PostgreSQL's `-c name=value` startup options).
+fn session_options(options: &PgOptions) -> Vec<(&'static str, String)> {
+    let (idle, interval, count) = TCP_KEEPALIVES;
+    vec![
+        (
+            "statement_timeout",
+            options.statement_timeout.as_millis().to_string(),
+        ),
+        (
+            "idle_in_transaction_session_timeout",
+            options
+                .idle_in_transaction_timeout
+                .as_millis()
+                .max(1)
+                .to_string(),
+        ),
+        ("tcp_keepalives_idle", idle.to_string()),
+        ("tcp_keepalives_interval", interval.to_string()),
+        ("tcp_keepalives_count", count.to_string()),
+    ]
 }
 
 /// Moves the watch forward to `id` (never back: notifications may arrive out of order).

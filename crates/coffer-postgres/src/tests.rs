@@ -358,3 +358,45 @@ async fn audit_pages_filter_and_denials_read_back() {
     );
     assert_eq!(store.relay_position("other").await.expect("get"), 0);
 }
+
+/// A node that stalls inside a write, holding the journal head's lock (as a paused process
+/// would): the server ends its session after `idle_in_transaction_timeout`, and another
+/// node's write goes through well before its own statement timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_node_holding_the_head_is_cut_off() {
+    let db = fresh_db().await;
+    let options = PgOptions {
+        idle_in_transaction_timeout: Duration::from_millis(500),
+        statement_timeout: Duration::from_secs(5),
+        ..PgOptions::default()
+    };
+    let stalled = PgStore::connect(db.url(), options.clone())
+        .await
+        .expect("stalled node");
+    let writer = PgStore::connect(db.url(), options).await.expect("writer");
+    let mut tx = stalled.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM journal_head WHERE id = 1 FOR UPDATE")
+        .execute(&mut *tx)
+        .await
+        .expect("lock the head");
+    // The stalled node now does nothing, its transaction open.
+    let started = std::time::Instant::now();
+    writer
+        .create_environment(&incarnation("after-stall"), &Actor::System)
+        .await
+        .expect("the write goes through once the stalled session is ended");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    // The stalled session is gone: its transaction can no longer commit.
+    assert!(tx.commit().await.is_err());
+    let mut c = writer.acquire().await.expect("connection");
+    let keepalive: String = sqlx::query_scalar("SHOW tcp_keepalives_idle")
+        .fetch_one(&mut *c)
+        .await
+        .expect("show");
+    // 0 means the setting does not apply (a Unix socket); over TCP it is ours.
+    assert!(keepalive == "10" || keepalive == "0", "{keepalive}");
+}
