@@ -100,15 +100,16 @@ impl AccessStore for PgStore {
 
     async fn delete_environment(&self, name: &EnvName, actor: &Actor) -> StoreResult<u64> {
         let mut tx = self.begin().await?;
-        let author = check_actor(&mut tx, actor).await?;
-        // The environment's row first (the lock order, see `journal`): a write in flight
-        // holds it and this waits for that write, then removes what it wrote.
+        // The environment's row first (step 1 of the lock order, see `journal`), then the
+        // actor's (step 3): a write in flight holds the environment's row and this waits for
+        // that write, then removes what it wrote.
         let found: Option<i32> =
             sqlx::query_scalar("SELECT 1 FROM environments WHERE name = $1 FOR UPDATE")
                 .bind(name.as_str())
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db)?;
+        let author = check_actor(&mut tx, actor).await?;
         if found.is_none() {
             return Err(StoreError::NotFound);
         }

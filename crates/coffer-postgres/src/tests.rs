@@ -400,3 +400,72 @@ async fn a_stalled_node_holding_the_head_is_cut_off() {
     // 0 means the setting does not apply (a Unix socket); over TCP it is ours.
     assert!(keepalive == "10" || keepalive == "0", "{keepalive}");
 }
+
+/// An admin key actor for `key`.
+fn admin_actor(key: &ApiKeyRecord) -> Actor {
+    Actor::Key {
+        id: key.meta.id.clone(),
+        environment: None,
+        origin: coffer_store::Origin::default(),
+    }
+}
+
+/// Whether another session holds a lock on `env`'s row that conflicts with `FOR UPDATE`.
+async fn environment_row_is_locked(url: &str, env: &str) -> bool {
+    use sqlx::Connection;
+    let mut probe = sqlx::PgConnection::connect(url).await.expect("probe");
+    let tried = sqlx::query("SELECT 1 FROM environments WHERE name = $1 FOR UPDATE NOWAIT")
+        .bind(env)
+        .execute(&mut probe)
+        .await;
+    match tried {
+        Ok(_) => false,
+        Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("55P03") => true,
+        Err(e) => panic!("probe failed: {e}"),
+    }
+}
+
+/// Holds `key`'s row `FOR UPDATE` on a connection of its own (as a revocation would), so a
+/// write by that key stops at its actor check (step 3) with whatever it locked before.
+async fn hold_key_row(url: &str, key: &ApiKeyRecord) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let mut holder = sqlx::PgConnection::connect(url).await.expect("holder");
+    sqlx::query("BEGIN").execute(&mut holder).await.expect("begin");
+    sqlx::query("SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE")
+        .bind(key.meta.id.as_str())
+        .execute(&mut holder)
+        .await
+        .expect("lock the key");
+    holder
+}
+
+/// A deletion of an environment locks the environment's row (step 1) before its actor's
+/// (step 3), as every other write does; the other way round, three sessions could deadlock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_environment_locks_it_before_the_actor() {
+    let (store, db) = fresh().await;
+    let admin = admin_key("ak_01", "h1");
+    store
+        .bootstrap(&incarnation("default"), &admin)
+        .await
+        .expect("bootstrap");
+    store
+        .create_environment(&incarnation("doomed"), &Actor::System)
+        .await
+        .expect("create");
+    let mut holder = hold_key_row(db.url(), &admin).await;
+    let deleting = {
+        let (store, actor) = (store.clone(), admin_actor(&admin));
+        tokio::spawn(async move { store.delete_environment(&env("doomed"), &actor).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        environment_row_is_locked(db.url(), "doomed").await,
+        "the environment is locked while the deletion waits for its actor"
+    );
+    sqlx::query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("release");
+    deleting.await.expect("task").expect("deleted");
+}
