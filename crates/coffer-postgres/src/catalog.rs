@@ -311,6 +311,28 @@ impl KeyStore for PgStore {
             cols.key_version.push(i64::from(check.key_version));
         }
         let now = Timestamp::now();
+        // Step 4 in the order every write takes it: each checked secret's row (`FOR SHARE`,
+        // in (environment, name) order) before any mark. A write of one of them waits for
+        // this, then removes the mark in its own transaction.
+        let mut all = MarkColumns::default();
+        for cols in [&opened, &failed] {
+            all.environment.extend(&cols.environment);
+            all.name.extend(&cols.name);
+        }
+        if !all.name.is_empty() {
+            sqlx::query(
+                "SELECT 1 FROM secrets s
+                 JOIN UNNEST($1::text[], $2::text[]) AS c(environment, name)
+                   ON s.environment = c.environment AND s.name = c.name
+                 ORDER BY s.environment, s.name
+                 FOR SHARE OF s",
+            )
+            .bind(&all.environment)
+            .bind(&all.name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
         if !opened.name.is_empty() {
             // A value that opens clears a mark of its revision or an older one.
             sqlx::query(
@@ -463,16 +485,17 @@ async fn insert_environment(c: &mut PgConnection, env: &Environment) -> StoreRes
     Ok(())
 }
 
-/// Deletes `env`'s secret values, config entries and unreadable marks; returns how many
-/// values there were.
+/// Deletes `env`'s secret values, unreadable marks and config entries, in that order (a
+/// secret's row before its mark, as every write takes them); returns how many values there
+/// were.
 async fn clear_environment_rows(c: &mut PgConnection, env: &EnvName) -> StoreResult<u64> {
-    forget_environment_marks(c, env).await?;
-    sqlx::query("DELETE FROM config WHERE environment = $1")
+    let secrets = sqlx::query("DELETE FROM secrets WHERE environment = $1")
         .bind(env.as_str())
         .execute(&mut *c)
         .await
         .map_err(db)?;
-    let secrets = sqlx::query("DELETE FROM secrets WHERE environment = $1")
+    forget_environment_marks(c, env).await?;
+    sqlx::query("DELETE FROM config WHERE environment = $1")
         .bind(env.as_str())
         .execute(&mut *c)
         .await

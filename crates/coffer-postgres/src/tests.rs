@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use coffer_store::{
     AccessStore, Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, AuditQuery, EnvName, Environment,
-    JournalStore, Precondition, Role, SecretName, SecretStore, StoredValue, Timestamp,
+    JournalStore, KeyStore, Precondition, Role, SecretName, SecretStore, StoredValue, Timestamp,
 };
 
 use super::*;
@@ -430,7 +430,10 @@ async fn environment_row_is_locked(url: &str, env: &str) -> bool {
 async fn hold_key_row(url: &str, key: &ApiKeyRecord) -> sqlx::PgConnection {
     use sqlx::Connection;
     let mut holder = sqlx::PgConnection::connect(url).await.expect("holder");
-    sqlx::query("BEGIN").execute(&mut holder).await.expect("begin");
+    sqlx::query("BEGIN")
+        .execute(&mut holder)
+        .await
+        .expect("begin");
     sqlx::query("SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE")
         .bind(key.meta.id.as_str())
         .execute(&mut holder)
@@ -468,4 +471,101 @@ async fn deleting_an_environment_locks_it_before_the_actor() {
         .await
         .expect("release");
     deleting.await.expect("task").expect("deleted");
+}
+
+/// A secret's deletion takes the incarnation's row (step 1) first, as a put does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_secret_locks_its_environment_first() {
+    let (store, db) = fresh().await;
+    let admin = admin_key("ak_01", "h1");
+    let home = incarnation("home");
+    store.bootstrap(&home, &admin).await.expect("bootstrap");
+    let name = SecretName::new("s").expect("valid");
+    store
+        .put(
+            &home,
+            &name,
+            StoredValue::Plain("v".to_owned().into()),
+            Precondition::None,
+            Timestamp::now(),
+            &Actor::System,
+        )
+        .await
+        .expect("put");
+    let mut holder = hold_key_row(db.url(), &admin).await;
+    let deleting = {
+        let (store, actor, home, name) = (store.clone(), admin_actor(&admin), home.clone(), name);
+        tokio::spawn(async move { store.delete(&home, &name, Precondition::None, &actor).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(environment_row_is_locked(db.url(), "home").await);
+    sqlx::query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("release");
+    deleting.await.expect("task").expect("deleted");
+}
+
+/// A secret with an unreadable mark, deleted while its environment is deleted and while a
+/// check of it is recorded, many times over: every write takes the secret's row before its
+/// mark, so none deadlocks (a deadlock would answer `Overloaded`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_and_environment_deletions_with_marks_do_not_deadlock() {
+    let (store, _db) = fresh().await;
+    let names: Vec<SecretName> = (0..4)
+        .map(|i| SecretName::new(&format!("s{i}")).expect("valid"))
+        .collect();
+    for round in 0..40 {
+        let home = incarnation("race");
+        store
+            .create_environment(&home, &Actor::System)
+            .await
+            .expect("create");
+        let mut checks = Vec::new();
+        for name in &names {
+            let out = store
+                .put(
+                    &home,
+                    name,
+                    StoredValue::Plain("v".to_owned().into()),
+                    Precondition::None,
+                    Timestamp::now(),
+                    &Actor::System,
+                )
+                .await
+                .expect("put");
+            checks.push(coffer_store::ValueCheck {
+                environment: home.name.clone(),
+                name: name.clone(),
+                revision: out.meta.revision,
+                key_version: 0,
+                opened: false,
+            });
+        }
+        store.record_checks(&checks, None).await.expect("marks");
+        let deletes = names.iter().rev().map(|name| {
+            let (store, home, name) = (store.clone(), home.clone(), name.clone());
+            tokio::spawn(async move {
+                store
+                    .delete(&home, &name, Precondition::None, &Actor::System)
+                    .await
+            })
+        });
+        let deletes: Vec<_> = deletes.collect();
+        let checking = {
+            let (store, checks) = (store.clone(), checks.clone());
+            tokio::spawn(async move { store.record_checks(&checks, None).await })
+        };
+        let dropped = store.delete_environment(&home.name, &Actor::System).await;
+        assert!(dropped.is_ok(), "round {round}: {dropped:?}");
+        for d in deletes {
+            let d = d.await.expect("task");
+            assert!(
+                matches!(d, Ok(_) | Err(StoreError::NotFound)),
+                "round {round}: {d:?}"
+            );
+        }
+        let c = checking.await.expect("task");
+        assert!(c.is_ok(), "round {round}: {c:?}");
+    }
 }
