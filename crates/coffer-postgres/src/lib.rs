@@ -213,6 +213,13 @@ fn session_options(options: &PgOptions) -> Vec<(&'static str, String)> {
         ("tcp_keepalives_idle", idle.to_string()),
         ("tcp_keepalives_interval", interval.to_string()),
         ("tcp_keepalives_count", count.to_string()),
+        // Every invariant is argued for READ COMMITTED (a blocked write re-reads the row it
+        // waited for); a database or role default of a stricter level would turn concurrent
+        // writes into serialization failures. (A space in an option is escaped.)
+        (
+            "default_transaction_isolation",
+            r"read\ committed".to_owned(),
+        ),
     ]
 }
 

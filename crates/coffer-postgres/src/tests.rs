@@ -569,3 +569,68 @@ async fn secret_and_environment_deletions_with_marks_do_not_deadlock() {
         assert!(c.is_ok(), "round {round}: {c:?}");
     }
 }
+
+/// A database whose default isolation is `repeatable read`: the store's sessions still run
+/// READ COMMITTED, so concurrent unconditional puts of one secret all succeed, each with a
+/// revision of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stricter_database_default_isolation_is_overridden() {
+    use sqlx::Connection;
+    let db = fresh_db().await;
+    let name = db.url().rsplit('/').next().expect("a database name");
+    let name = name.split('?').next().expect("a database name").to_owned();
+    let mut admin = sqlx::PgConnection::connect(db.url()).await.expect("admin");
+    sqlx::query(&format!(
+        "ALTER DATABASE {name} SET default_transaction_isolation = 'repeatable read'"
+    ))
+    .execute(&mut admin)
+    .await
+    .expect("alter");
+    let store = Arc::new(
+        PgStore::connect(db.url(), PgOptions::default())
+            .await
+            .expect("connect"),
+    );
+    let mut c = store.acquire().await.expect("connection");
+    let level: String = sqlx::query_scalar("SHOW transaction_isolation")
+        .fetch_one(&mut *c)
+        .await
+        .expect("show");
+    assert_eq!(level, "read committed");
+    drop(c);
+    let home = incarnation("home");
+    store
+        .create_environment(&home, &Actor::System)
+        .await
+        .expect("create");
+    let secret = SecretName::new("s").expect("valid");
+    let puts: Vec<_> = (0..12)
+        .map(|_| {
+            let (store, home, secret) = (store.clone(), home.clone(), secret.clone());
+            tokio::spawn(async move {
+                store
+                    .put(
+                        &home,
+                        &secret,
+                        StoredValue::Plain("v".to_owned().into()),
+                        Precondition::None,
+                        Timestamp::now(),
+                        &Actor::System,
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut revisions = Vec::new();
+    for p in puts {
+        revisions.push(
+            p.await
+                .expect("task")
+                .expect("every put succeeds")
+                .meta
+                .revision,
+        );
+    }
+    revisions.sort_unstable();
+    assert_eq!(revisions, (1..=12).collect::<Vec<_>>());
+}
