@@ -28,6 +28,7 @@ mod versioned;
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use coffer_store::{StoreError, StoreResult};
@@ -76,7 +77,9 @@ impl Default for PgOptions {
 /// The catalog, the `db` secret store and the config store on one PostgreSQL database.
 pub struct PgStore {
     pool: PgPool,
-    max_connections: u32,
+    /// Set when opening a connection failed, cleared when one opens: whether a timed-out
+    /// acquire means an unreachable server rather than a busy pool.
+    connect_failed: Arc<AtomicBool>,
     /// The last event id this node has seen committed (its own commits, and other nodes'
     /// as their notifications arrive).
     events: Arc<tokio::sync::watch::Sender<u64>>,
@@ -99,9 +102,15 @@ impl PgStore {
             })?
             .application_name("coffer")
             .options(session_options(&options));
+        let connect_failed = Arc::new(AtomicBool::new(false));
+        let opened = connect_failed.clone();
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
+            .after_connect(move |_, _| {
+                opened.store(false, Ordering::Relaxed);
+                Box::pin(async { Ok(()) })
+            })
             .connect_lazy_with(connect.clone());
         let ready = async {
             let first = |e| match e {
@@ -127,11 +136,16 @@ impl PgStore {
             .max_connections(1)
             .acquire_timeout(options.connect_timeout)
             .connect_lazy_with(connect);
-        let listener =
-            tokio::spawn(listen(listen_pool, pool.clone(), events.clone())).abort_handle();
+        let listener = tokio::spawn(listen(
+            listen_pool,
+            pool.clone(),
+            events.clone(),
+            connect_failed.clone(),
+        ))
+        .abort_handle();
         Ok(PgStore {
             pool,
-            max_connections: options.max_connections.max(1),
+            connect_failed,
             events,
             listener,
         })
@@ -147,17 +161,22 @@ impl PgStore {
         self.pool.begin().await.map_err(|e| self.pool_error(e))
     }
 
-    /// A timed-out acquire means overload when every connection is busy, and an unreachable
-    /// server when the pool could not even open its connections.
+    /// A timed-out acquire means an unreachable server when the pool holds no connection at
+    /// all or opening one failed since the last that opened, and overload otherwise. (The
+    /// pool's size and idle count read after the timeout race with connections coming back,
+    /// so they are not evidence of a busy pool.) Any other error opening a connection
+    /// counts as a failed connect.
     fn pool_error(&self, e: sqlx::Error) -> StoreError {
         match e {
-            sqlx::Error::PoolTimedOut
-                if self.pool.size() >= self.max_connections && self.pool.num_idle() == 0 =>
-            {
-                StoreError::Overloaded
+            sqlx::Error::PoolTimedOut => {
+                let failed = self.connect_failed.load(Ordering::Relaxed);
+                timed_out(self.pool.size(), failed)
             }
-            sqlx::Error::PoolTimedOut => unreachable(),
-            other => db(other),
+            sqlx::Error::PoolClosed => db(e),
+            other => {
+                self.connect_failed.store(true, Ordering::Relaxed);
+                db(other)
+            }
         }
     }
 
@@ -237,12 +256,20 @@ fn announce(events: &tokio::sync::watch::Sender<u64>, id: u64) {
 /// Listens for other nodes' commits on a dedicated connection and announces them. On every
 /// (re)connection it also reads the head, so events committed while it was away are
 /// announced too. Runs until the store is dropped.
-async fn listen(listen_pool: PgPool, pool: PgPool, events: Arc<tokio::sync::watch::Sender<u64>>) {
+async fn listen(
+    listen_pool: PgPool,
+    pool: PgPool,
+    events: Arc<tokio::sync::watch::Sender<u64>>,
+    connect_failed: Arc<AtomicBool>,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let mut listener = match PgListener::connect_with(&listen_pool).await {
             Ok(l) => l,
             Err(e) => {
+                // The server did not take a connection: requests that time out waiting
+                // for one now count it unreachable (until a connection opens).
+                connect_failed.store(true, Ordering::Relaxed);
                 tracing::warn!(error = %db(e), "cannot listen for events; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -279,6 +306,16 @@ async fn listen(listen_pool: PgPool, pool: PgPool, events: Arc<tokio::sync::watc
                 }
             }
         }
+    }
+}
+
+/// What a timed-out acquire means: no connection at all (`size == 0`) or a recent failed
+/// connect is an unreachable server; otherwise every connection was busy.
+fn timed_out(size: u32, connect_failed: bool) -> StoreError {
+    if size == 0 || connect_failed {
+        unreachable()
+    } else {
+        StoreError::Overloaded
     }
 }
 

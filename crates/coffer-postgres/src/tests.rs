@@ -634,3 +634,24 @@ async fn a_stricter_database_default_isolation_is_overridden() {
     revisions.sort_unstable();
     assert_eq!(revisions, (1..=12).collect::<Vec<_>>());
 }
+
+/// A timed-out acquire is an unreachable server only with evidence of one (no connection
+/// at all, or a failed connect since the last that opened); a pool with connections that
+/// were all busy is overloaded, however many are idle by the time the timeout is read.
+#[test]
+fn a_timed_out_acquire_is_unavailable_only_on_evidence() {
+    assert!(matches!(
+        super::timed_out(0, false),
+        StoreError::Unavailable(_)
+    ));
+    assert!(matches!(
+        super::timed_out(3, true),
+        StoreError::Unavailable(_)
+    ));
+    // Fewer connections than the maximum, or some idle again: still a busy pool.
+    assert!(matches!(super::timed_out(3, false), StoreError::Overloaded));
+    assert!(matches!(
+        super::timed_out(16, false),
+        StoreError::Overloaded
+    ));
+}
