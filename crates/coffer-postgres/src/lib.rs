@@ -253,56 +253,98 @@ fn announce(events: &tokio::sync::watch::Sender<u64>, id: u64) {
     });
 }
 
+/// The listener's first wait before reconnecting, and its longest.
+const LISTEN_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+/// How long a listening connection must stay up for the backoff to start over.
+const LISTEN_STABLE: Duration = Duration::from_secs(10);
+/// How long the listener waits for a notification before checking its connection with
+/// `SELECT 1` (a connection cut off without a close would otherwise wait for ever).
+const LISTEN_PING: Duration = Duration::from_secs(30);
+
 /// Listens for other nodes' commits on a dedicated connection and announces them. On every
 /// (re)connection it also reads the head, so events committed while it was away are
-/// announced too. Runs until the store is dropped.
+/// announced too. Every way the connection can fail — it cannot be opened, `LISTEN`
+/// fails, it is lost, a ping goes unanswered — waits with a backoff that doubles up to
+/// 5 s and starts over only once a connection stayed up for 10 s. Runs until the store is
+/// dropped.
 async fn listen(
     listen_pool: PgPool,
     pool: PgPool,
     events: Arc<tokio::sync::watch::Sender<u64>>,
     connect_failed: Arc<AtomicBool>,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let (first, longest) = LISTEN_BACKOFF;
+    let mut backoff = first;
     loop {
-        let mut listener = match PgListener::connect_with(&listen_pool).await {
-            Ok(l) => l,
-            Err(e) => {
-                // The server did not take a connection: requests that time out waiting
-                // for one now count it unreachable (until a connection opens).
-                connect_failed.store(true, Ordering::Relaxed);
-                tracing::warn!(error = %db(e), "cannot listen for events; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        if let Err(e) = listener.listen(EVENTS_CHANNEL).await {
-            tracing::warn!(error = %db(e), "cannot listen for events; retrying");
-            tokio::time::sleep(backoff).await;
-            continue;
+        let up_since = tokio::time::Instant::now();
+        listen_once(&listen_pool, &pool, &events, &connect_failed).await;
+        if up_since.elapsed() >= LISTEN_STABLE {
+            backoff = first;
         }
-        backoff = Duration::from_millis(100);
-        let mut caught_up = false;
-        loop {
-            if !caught_up
-                && let Ok(mut c) = pool.acquire().await
-                && let Ok(id) = journal::head_event_seq(&mut c).await
-            {
-                announce(&events, id);
-                caught_up = true;
-            }
-            match listener.try_recv().await {
-                Ok(Some(n)) => {
-                    if let Ok(id) = n.payload().parse::<u64>() {
-                        announce(&events, id);
-                    }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(longest);
+    }
+}
+
+/// One listening connection, from its opening to its loss.
+async fn listen_once(
+    listen_pool: &PgPool,
+    pool: &PgPool,
+    events: &tokio::sync::watch::Sender<u64>,
+    connect_failed: &AtomicBool,
+) {
+    let mut listener = match PgListener::connect_with(listen_pool).await {
+        Ok(l) => l,
+        Err(e) => {
+            // The server did not take a connection: requests that time out waiting for
+            // one now count it unreachable (until a connection opens).
+            connect_failed.store(true, Ordering::Relaxed);
+            tracing::warn!(error = %db(e), "cannot listen for events; retrying");
+            return;
+        }
+    };
+    // A lost connection ends this one; the caller opens the next after its backoff.
+    listener.eager_reconnect(false);
+    if let Err(e) = listener.listen(EVENTS_CHANNEL).await {
+        tracing::warn!(error = %db(e), "cannot listen for events; retrying");
+        return;
+    }
+    let mut caught_up = false;
+    loop {
+        if !caught_up
+            && let Ok(mut c) = pool.acquire().await
+            && let Ok(id) = journal::head_event_seq(&mut c).await
+        {
+            announce(events, id);
+            caught_up = true;
+        }
+        match tokio::time::timeout(LISTEN_PING, listener.try_recv()).await {
+            Ok(Ok(Some(n))) => {
+                if let Ok(id) = n.payload().parse::<u64>() {
+                    announce(events, id);
                 }
-                // The connection was lost; the next call reconnects. Catch up after it.
-                Ok(None) => caught_up = false,
-                Err(e) => {
-                    tracing::warn!(error = %db(e), "the event listener failed; reconnecting");
-                    tokio::time::sleep(backoff).await;
-                    break;
+            }
+            Ok(Ok(None)) => {
+                tracing::warn!("the event listener lost its connection; reconnecting");
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %db(e), "the event listener failed; reconnecting");
+                return;
+            }
+            Err(_) => {
+                // Quiet for a while: make sure the connection still answers.
+                let ping = sqlx::query("SELECT 1").execute(&mut listener);
+                match tokio::time::timeout(LISTEN_PING, ping).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %db(e), "the event listener's ping failed; reconnecting");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::warn!("the event listener's ping went unanswered; reconnecting");
+                        return;
+                    }
                 }
             }
         }

@@ -655,3 +655,57 @@ fn a_timed_out_acquire_is_unavailable_only_on_evidence() {
         StoreError::Overloaded
     ));
 }
+
+/// The server ends a node's listening connection: the node listens again (after its
+/// backoff) and hears the other node's commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_cut_off_by_the_server_listens_again() {
+    use sqlx::Connection;
+    let db = fresh_db().await;
+    let a = PgStore::connect(db.url(), PgOptions::default())
+        .await
+        .expect("a");
+    let b = PgStore::connect(db.url(), PgOptions::default())
+        .await
+        .expect("b");
+    let name = db.url().rsplit('/').next().expect("name");
+    let name = name.split('?').next().expect("name").to_owned();
+    let mut admin = sqlx::PgConnection::connect(db.url()).await.expect("admin");
+    // Both nodes' listeners (the only sessions that ran LISTEN) are ended, until none is left.
+    let mut ended = 0;
+    for _ in 0..50 {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = $1 AND query LIKE 'LISTEN%'",
+        )
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await
+        .expect("terminate");
+        ended += n;
+        if ended >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ended >= 2, "found {ended} listeners");
+    let mut watch = b.watch_events();
+    watch.borrow_and_update();
+    let mut heard = false;
+    for i in 0..20 {
+        a.create_environment(&incarnation(&format!("e{i}")), &Actor::System)
+            .await
+            .expect("create");
+        if tokio::time::timeout(Duration::from_millis(500), watch.changed())
+            .await
+            .is_ok()
+        {
+            heard = true;
+            break;
+        }
+    }
+    assert!(
+        heard,
+        "b never heard a's commits after its listener was cut off"
+    );
+}
