@@ -536,6 +536,7 @@ async fn secret_and_environment_deletions_with_marks_do_not_deadlock() {
                 .expect("put");
             checks.push(coffer_store::ValueCheck {
                 environment: home.name.clone(),
+                environment_id: home.id.clone(),
                 name: name.clone(),
                 revision: out.meta.revision,
                 key_version: 0,
