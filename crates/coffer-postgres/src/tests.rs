@@ -710,3 +710,36 @@ async fn a_listener_cut_off_by_the_server_listens_again() {
         "b never heard a's commits after its listener was cut off"
     );
 }
+
+/// A database a newer binary migrated (a version this one does not know) is refused at
+/// start-up, and left as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_newer_than_the_binary_is_refused() {
+    let (store, db) = fresh().await;
+    let newer = schema::MIGRATIONS
+        .iter()
+        .map(|m| i64::from(m.version))
+        .max()
+        .expect("a migration")
+        + 1;
+    let mut c = store.acquire().await.expect("connection");
+    sqlx::query(
+        "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, 'future', 0)",
+    )
+    .bind(newer)
+    .execute(&mut *c)
+    .await
+    .expect("insert");
+    drop(c);
+    match PgStore::connect(db.url(), PgOptions::default()).await {
+        Err(StoreError::Unavailable(msg)) => assert!(msg.contains("newer"), "{msg}"),
+        Err(other) => panic!("expected a refusal, got {other:?}"),
+        Ok(_) => panic!("a newer schema was accepted"),
+    }
+    let mut c = store.acquire().await.expect("connection");
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
+        .fetch_one(&mut *c)
+        .await
+        .expect("count");
+    assert_eq!(rows as usize, schema::MIGRATIONS.len() + 1);
+}
