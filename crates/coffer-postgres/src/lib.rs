@@ -377,6 +377,15 @@ pub(crate) fn db(e: sqlx::Error) -> StoreError {
         E::Database(d) => {
             let code = d.code().map(|c| c.into_owned()).unwrap_or_default();
             match code.as_str() {
+                // unique_violation on the journal's own keys: rows past the head (the head
+                // says seq n, yet row n + 1 exists). The journal is damaged; no retry or
+                // other name will pass, so it is not a conflict of the caller's.
+                "23505" if matches!(d.constraint(), Some("audit_log_pkey" | "events_pkey")) => {
+                    StoreError::Corrupt(format!(
+                        "postgres: the journal holds rows past its head (constraint {})",
+                        d.constraint().unwrap_or_default()
+                    ))
+                }
                 // unique_violation: only reached where no ON CONFLICT settles it.
                 "23505" => StoreError::AlreadyExists,
                 // foreign_key_violation: the row it refers to (an environment) is gone.

@@ -743,3 +743,34 @@ async fn a_schema_newer_than_the_binary_is_refused() {
         .expect("count");
     assert_eq!(rows as usize, schema::MIGRATIONS.len() + 1);
 }
+
+/// An audit row past the head (the journal damaged): a write fails as corrupt, not as an
+/// `AlreadyExists` the API would answer with a misleading 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_rows_past_the_head_are_corrupt_not_a_conflict() {
+    let (store, _db) = fresh().await;
+    store
+        .create_environment(&incarnation("first"), &Actor::System)
+        .await
+        .expect("create");
+    let mut c = store.acquire().await.expect("connection");
+    // A copy of the last row, one past the head.
+    // Several statements: the simple-query protocol.
+    sqlx::Executor::execute(
+        &mut *c,
+        "CREATE TEMP TABLE stray AS SELECT * FROM audit_log ORDER BY seq DESC LIMIT 1;
+         UPDATE stray SET seq = seq + 1;
+         INSERT INTO audit_log SELECT * FROM stray",
+    )
+    .await
+    .expect("a stray row");
+    drop(c);
+    assert_eq!(store.audit_rows_past_head().await.expect("count"), 1);
+    let refused = store
+        .create_environment(&incarnation("second"), &Actor::System)
+        .await;
+    assert!(
+        matches!(&refused, Err(StoreError::Corrupt(m)) if m.contains("audit_log_pkey")),
+        "{refused:?}"
+    );
+}
