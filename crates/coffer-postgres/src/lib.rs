@@ -294,7 +294,11 @@ async fn listen_once(
     connect_failed: &AtomicBool,
 ) {
     let mut listener = match PgListener::connect_with(listen_pool).await {
-        Ok(l) => l,
+        Ok(l) => {
+            // The server takes connections again.
+            connect_failed.store(false, Ordering::Relaxed);
+            l
+        }
         Err(e) => {
             // The server did not take a connection: requests that time out waiting for
             // one now count it unreachable (until a connection opens).
