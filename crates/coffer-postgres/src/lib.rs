@@ -80,6 +80,10 @@ pub struct PgStore {
     /// Set when opening a connection failed, cleared when one opens: whether a timed-out
     /// acquire means an unreachable server rather than a busy pool.
     connect_failed: Arc<AtomicBool>,
+    /// How the pool connects, for a probe when an acquire timed out (see `pool_error`).
+    connect: PgConnectOptions,
+    /// The pool's most connections.
+    max_connections: u32,
     /// The last event id this node has seen committed (its own commits, and other nodes'
     /// as their notifications arrive).
     events: Arc<tokio::sync::watch::Sender<u64>>,
@@ -135,7 +139,7 @@ impl PgStore {
         let listen_pool = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(options.connect_timeout)
-            .connect_lazy_with(connect);
+            .connect_lazy_with(connect.clone());
         let listener = tokio::spawn(listen(
             listen_pool,
             pool.clone(),
@@ -146,6 +150,8 @@ impl PgStore {
         Ok(PgStore {
             pool,
             connect_failed,
+            connect,
+            max_connections: options.max_connections.max(1),
             events,
             listener,
         })
@@ -153,22 +159,36 @@ impl PgStore {
 
     /// A connection for one piece of database work.
     async fn acquire(&self) -> StoreResult<PoolConnection<Postgres>> {
-        self.pool.acquire().await.map_err(|e| self.pool_error(e))
+        match self.pool.acquire().await {
+            Ok(c) => Ok(c),
+            Err(e) => Err(self.pool_error(e).await),
+        }
     }
 
     /// A transaction for one write.
     async fn begin(&self) -> StoreResult<Transaction<'static, Postgres>> {
-        self.pool.begin().await.map_err(|e| self.pool_error(e))
+        match self.pool.begin().await {
+            Ok(tx) => Ok(tx),
+            Err(e) => Err(self.pool_error(e).await),
+        }
     }
 
     /// A timed-out acquire means an unreachable server when the pool holds no connection at
     /// all or opening one failed since the last that opened, and overload otherwise. (The
     /// pool's size and idle count read after the timeout race with connections coming back,
-    /// so they are not evidence of a busy pool.) Any other error opening a connection
-    /// counts as a failed connect.
-    fn pool_error(&self, e: sqlx::Error) -> StoreError {
+    /// so they are not evidence of a busy pool.) The pool hides a refused or unanswered
+    /// connect behind its timeout, so when it had room for another connection and no
+    /// failure is known, one connect is tried (bounded by a second): if it fails, that is
+    /// the failed connect. Any other error opening a connection counts as one too.
+    async fn pool_error(&self, e: sqlx::Error) -> StoreError {
         match e {
             sqlx::Error::PoolTimedOut => {
+                if !self.connect_failed.load(Ordering::Relaxed)
+                    && self.pool.size() < self.max_connections
+                    && !self.server_takes_connections().await
+                {
+                    self.connect_failed.store(true, Ordering::Relaxed);
+                }
                 let failed = self.connect_failed.load(Ordering::Relaxed);
                 timed_out(self.pool.size(), failed)
             }
@@ -177,6 +197,19 @@ impl PgStore {
                 self.connect_failed.store(true, Ordering::Relaxed);
                 db(other)
             }
+        }
+    }
+
+    /// Whether a new connection opens within a second (closed again at once).
+    async fn server_takes_connections(&self) -> bool {
+        use sqlx::{ConnectOptions, Connection};
+        let probe = tokio::time::timeout(Duration::from_secs(1), self.connect.connect()).await;
+        match probe {
+            Ok(Ok(c)) => {
+                let _ = c.close().await;
+                true
+            }
+            _ => false,
         }
     }
 
