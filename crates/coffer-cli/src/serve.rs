@@ -419,6 +419,10 @@ impl Store {
             max_connections: args.database_max_connections,
             acquire_timeout: std::time::Duration::from_millis(args.database_wait_ms),
             statement_timeout: std::time::Duration::from_millis(args.database_statement_timeout_ms),
+            // A stalled node's open transaction is ended as soon as a statement would be.
+            idle_in_transaction_timeout: std::time::Duration::from_millis(
+                args.database_statement_timeout_ms,
+            ),
             ..PgOptions::default()
         };
         // The URL may hold a password: never in a message.

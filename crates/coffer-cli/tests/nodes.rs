@@ -2,6 +2,7 @@
 //! on one is read on the other at once, compare-and-set across nodes loses no update, a
 //! revoked key stops working everywhere, events and the audit chain span both nodes, a
 //! rewrap cut on one node completes on the other, `kill -9` loses no acknowledged write, a
+//! node stopped mid-writes (SIGSTOP) holds up the other for seconds only, a
 //! PostgreSQL outage is answered fast with 503 and recovered from by itself, and the
 //! database holds no plaintext.
 //!
@@ -395,6 +396,64 @@ async fn kill_9_of_a_node_mid_writes_loses_no_acknowledged_write() {
         "{}",
         String::from_utf8_lossy(&verify.stdout)
     );
+}
+
+/// A node stopped (SIGSTOP, as a paused VM) while 8 writers run on it, likely inside a
+/// transaction that holds the journal head: the server ends its idle transaction after the
+/// idle timeout (the statement timeout, 5 s by default), and the other node's writes go
+/// through again well within that plus a margin, not after hours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_mid_writes_does_not_stop_the_other() {
+    let db = TestDb::create();
+    let dir = tempfile::tempdir().unwrap();
+    let a = node(&dir.path().join("a"), &db.url, &ring_1());
+    let b = node(&dir.path().join("b"), &db.url, &ring_1());
+    let base = a.base.clone();
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let base = base.clone();
+            tokio::spawn(async move {
+                let http = http();
+                for i in 0.. {
+                    let url = format!("{base}/v1/environments/default/secrets/S{w}_{i:05}");
+                    let sent = http
+                        .put(url)
+                        .bearer_auth(ADMIN)
+                        .json(&json!({"value": "v"}))
+                        .timeout(Duration::from_secs(3))
+                        .send()
+                        .await;
+                    if !matches!(sent, Ok(r) if r.status().is_success()) {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let pid = a.child.id().to_string();
+    let stopped = Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    assert!(stopped.success());
+    let started = Instant::now();
+    let mut done = None;
+    for i in 0.. {
+        let (status, _) = put(&b, &format!("B{i}"), json!({"value": "v"})).await;
+        if status == 201 {
+            done = Some(started.elapsed());
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let resumed = Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    assert!(resumed.success());
+    for w in writers {
+        w.await.unwrap();
+    }
+    let took = done.expect("B could not write within 20 s of A stopping");
+    assert!(took < Duration::from_secs(12), "took {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -293,6 +293,7 @@ impl Coffer {
     pub(crate) async fn mark_unreadable(&self, meta: &SecretMeta) {
         let check = ValueCheck {
             environment: meta.environment.clone(),
+            environment_id: meta.environment_id.clone(),
             name: meta.name.clone(),
             revision: meta.revision,
             key_version: meta.key_version,
@@ -497,6 +498,7 @@ fn reseal(
         };
         out.checks.push(ValueCheck {
             environment: meta.environment.clone(),
+            environment_id: meta.environment_id.clone(),
             name: meta.name.clone(),
             revision: meta.revision,
             key_version: meta.key_version,

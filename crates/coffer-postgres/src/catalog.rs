@@ -100,15 +100,16 @@ impl AccessStore for PgStore {
 
     async fn delete_environment(&self, name: &EnvName, actor: &Actor) -> StoreResult<u64> {
         let mut tx = self.begin().await?;
-        let author = check_actor(&mut tx, actor).await?;
-        // The environment's row first (the lock order, see `journal`): a write in flight
-        // holds it and this waits for that write, then removes what it wrote.
+        // The environment's row first (step 1 of the lock order, see `journal`), then the
+        // actor's (step 3): a write in flight holds the environment's row and this waits for
+        // that write, then removes what it wrote.
         let found: Option<i32> =
             sqlx::query_scalar("SELECT 1 FROM environments WHERE name = $1 FOR UPDATE")
                 .bind(name.as_str())
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db)?;
+        let author = check_actor(&mut tx, actor).await?;
         if found.is_none() {
             return Err(StoreError::NotFound);
         }
@@ -305,22 +306,55 @@ impl KeyStore for PgStore {
                 &mut failed
             };
             cols.environment.push(check.environment.as_str());
+            cols.environment_id.push(check.environment_id.as_str());
             cols.name.push(check.name.as_str());
             cols.revision.push(signed(check.revision)?);
             cols.key_version.push(i64::from(check.key_version));
         }
         let now = Timestamp::now();
+        // Step 4 in the order every write takes it: each checked secret's row (`FOR SHARE`,
+        // in (environment, name) order) before any mark. A write of one of them waits for
+        // this, then removes the mark in its own transaction.
+        let mut all = MarkColumns::default();
+        for cols in [&opened, &failed] {
+            all.environment.extend(&cols.environment);
+            all.environment_id.extend(&cols.environment_id);
+            all.name.extend(&cols.name);
+        }
+        if !all.name.is_empty() {
+            sqlx::query(
+                "SELECT 1 FROM secrets s
+                 JOIN UNNEST($1::text[], $2::text[], $3::text[]) AS c(environment, environment_id, name)
+                   ON s.environment = c.environment AND s.environment_id = c.environment_id
+                  AND s.name = c.name
+                 ORDER BY s.environment, s.name
+                 FOR SHARE OF s",
+            )
+            .bind(&all.environment)
+            .bind(&all.environment_id)
+            .bind(&all.name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
         if !opened.name.is_empty() {
-            // A value that opens clears a mark of its revision or an older one.
+            // A value that opens clears a mark of its revision or an older one, of its
+            // incarnation (a mark belongs to the secret that stands, hence to the live one).
             sqlx::query(
                 "DELETE FROM unreadable_values u
-                 USING UNNEST($1::text[], $2::text[], $3::bigint[]) AS c(environment, name, revision)
+                 USING UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[])
+                       AS c(environment, name, revision, environment_id)
                  WHERE u.environment = c.environment AND u.name = c.name
-                   AND u.revision <= c.revision",
+                   AND u.revision <= c.revision
+                   AND EXISTS (
+                       SELECT 1 FROM secrets s
+                       WHERE s.environment = c.environment AND s.name = c.name
+                         AND s.environment_id = c.environment_id)",
             )
             .bind(&opened.environment)
             .bind(&opened.name)
             .bind(&opened.revision)
+            .bind(&opened.environment_id)
             .execute(&mut *tx)
             .await
             .map_err(db)?;
@@ -333,12 +367,12 @@ impl KeyStore for PgStore {
             sqlx::query(
                 "INSERT INTO unreadable_values (environment, name, revision, key_version, found_at)
                  SELECT c.environment, c.name, c.revision, c.key_version, $5
-                 FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[])
-                      AS c(environment, name, revision, key_version)
+                 FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $6::text[])
+                      AS c(environment, name, revision, key_version, environment_id)
                  WHERE EXISTS (
                      SELECT 1 FROM secrets s
                      WHERE s.environment = c.environment AND s.name = c.name
-                       AND s.revision = c.revision
+                       AND s.environment_id = c.environment_id AND s.revision = c.revision
                      FOR SHARE)
                  ON CONFLICT (environment, name) DO UPDATE SET revision = EXCLUDED.revision,
                      key_version = EXCLUDED.key_version, found_at = EXCLUDED.found_at",
@@ -348,6 +382,7 @@ impl KeyStore for PgStore {
             .bind(&failed.revision)
             .bind(&failed.key_version)
             .bind(now.millis())
+            .bind(&failed.environment_id)
             .execute(&mut *tx)
             .await
             .map_err(db)?;
@@ -416,6 +451,7 @@ impl KeyStore for PgStore {
 #[derive(Default)]
 struct MarkColumns<'a> {
     environment: Vec<&'a str>,
+    environment_id: Vec<&'a str>,
     name: Vec<&'a str>,
     revision: Vec<i64>,
     key_version: Vec<i64>,
@@ -462,16 +498,17 @@ async fn insert_environment(c: &mut PgConnection, env: &Environment) -> StoreRes
     Ok(())
 }
 
-/// Deletes `env`'s secret values, config entries and unreadable marks; returns how many
-/// values there were.
+/// Deletes `env`'s secret values, unreadable marks and config entries, in that order (a
+/// secret's row before its mark, as every write takes them); returns how many values there
+/// were.
 async fn clear_environment_rows(c: &mut PgConnection, env: &EnvName) -> StoreResult<u64> {
-    forget_environment_marks(c, env).await?;
-    sqlx::query("DELETE FROM config WHERE environment = $1")
+    let secrets = sqlx::query("DELETE FROM secrets WHERE environment = $1")
         .bind(env.as_str())
         .execute(&mut *c)
         .await
         .map_err(db)?;
-    let secrets = sqlx::query("DELETE FROM secrets WHERE environment = $1")
+    forget_environment_marks(c, env).await?;
+    sqlx::query("DELETE FROM config WHERE environment = $1")
         .bind(env.as_str())
         .execute(&mut *c)
         .await

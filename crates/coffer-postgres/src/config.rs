@@ -8,7 +8,7 @@ use coffer_store::{
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use crate::journal::{append, check_actor, key_scope};
+use crate::journal::{append, check_actor, key_scope, lock_environment};
 use crate::versioned::{Cell, Versioned};
 use crate::{PgStore, corrupt, db, unsigned};
 
@@ -109,6 +109,9 @@ impl ConfigStore for PgStore {
         actor: &Actor,
     ) -> StoreResult<ConfigEntry> {
         let mut tx = self.begin().await?;
+        // Step 1 (whether or not the environment exists: Coffer's own entries may outlive
+        // it), then step 3: a deletion of the environment waits for this one.
+        lock_environment(&mut tx, env).await?;
         let author = check_actor(&mut tx, actor).await?;
         let row = CONFIG
             .delete(&mut tx, &[env.as_str()], key.as_str(), precondition)

@@ -2,12 +2,14 @@
 //!
 //! Every write is one transaction (READ COMMITTED) that takes its row locks in this order,
 //! and no other, so two writes never wait on each other in a cycle:
-//! 1. the environment row it writes in (`FOR KEY SHARE`: a deletion of the environment
-//!    waits for the write, or the write finds the environment gone) — [`key_scope`];
+//! 1. the environment row it writes in (`FOR KEY SHARE`; `FOR UPDATE` to delete it): a
+//!    deletion of the environment waits for the write, or the write finds it gone —
+//!    [`key_scope`];
 //! 2. for a revocation of an admin key, every admin key row (`FOR UPDATE`, in id order);
 //! 3. the acting key's row (`FOR KEY SHARE`: a revocation waits for the write, or the write
 //!    finds the key gone) — [`check_actor`];
-//! 4. the rows it changes;
+//! 4. the rows it changes, a secret's row before its unreadable mark (recording checks locks
+//!    every checked secret row `FOR SHARE`, in (environment, name) order, before any mark);
 //! 5. last, the journal head (`FOR UPDATE`) — [`append`]: from there to the commit,
 //!    journaling writers run one at a time, so sequence numbers follow commit order with
 //!    no gaps; taking it last keeps that serialised section to two statements.

@@ -28,6 +28,7 @@ mod versioned;
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use coffer_store::{StoreError, StoreResult};
@@ -51,8 +52,14 @@ pub struct PgOptions {
     /// [`StoreError::Unavailable`] and its transaction changes nothing.
     pub statement_timeout: Duration,
     /// How long [`PgStore::connect`] waits for the first connection and the migrations
-    /// (default 10 s); past it the server counts as unreachable.
+    /// (default 10 s); past it the server counts as unreachable. It also bounds the wait for
+    /// the migration lock while another node migrates.
     pub connect_timeout: Duration,
+    /// How long a session may sit idle inside an open transaction (default 5 s, as the
+    /// statement timeout), set as the session's `idle_in_transaction_session_timeout`: the
+    /// server ends a session whose node stalled mid-write (paused, stopped, cut off), so
+    /// the row locks it held, the journal head's among them, are released.
+    pub idle_in_transaction_timeout: Duration,
 }
 
 impl Default for PgOptions {
@@ -62,6 +69,7 @@ impl Default for PgOptions {
             acquire_timeout: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
+            idle_in_transaction_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -69,6 +77,12 @@ impl Default for PgOptions {
 /// The catalog, the `db` secret store and the config store on one PostgreSQL database.
 pub struct PgStore {
     pool: PgPool,
+    /// Set when opening a connection failed, cleared when one opens: whether a timed-out
+    /// acquire means an unreachable server rather than a busy pool.
+    connect_failed: Arc<AtomicBool>,
+    /// How the pool connects, for a probe when an acquire timed out (see `pool_error`).
+    connect: PgConnectOptions,
+    /// The pool's most connections.
     max_connections: u32,
     /// The last event id this node has seen committed (its own commits, and other nodes'
     /// as their notifications arrive).
@@ -91,13 +105,16 @@ impl PgStore {
                 StoreError::Unavailable("postgres: the database URL does not parse".into())
             })?
             .application_name("coffer")
-            .options([(
-                "statement_timeout",
-                options.statement_timeout.as_millis().to_string(),
-            )]);
+            .options(session_options(&options));
+        let connect_failed = Arc::new(AtomicBool::new(false));
+        let opened = connect_failed.clone();
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
+            .after_connect(move |_, _| {
+                opened.store(false, Ordering::Relaxed);
+                Box::pin(async { Ok(()) })
+            })
             .connect_lazy_with(connect.clone());
         let ready = async {
             let first = |e| match e {
@@ -122,11 +139,18 @@ impl PgStore {
         let listen_pool = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(options.connect_timeout)
-            .connect_lazy_with(connect);
-        let listener =
-            tokio::spawn(listen(listen_pool, pool.clone(), events.clone())).abort_handle();
+            .connect_lazy_with(connect.clone());
+        let listener = tokio::spawn(listen(
+            listen_pool,
+            pool.clone(),
+            events.clone(),
+            connect_failed.clone(),
+        ))
+        .abort_handle();
         Ok(PgStore {
             pool,
+            connect_failed,
+            connect,
             max_connections: options.max_connections.max(1),
             events,
             listener,
@@ -135,25 +159,57 @@ impl PgStore {
 
     /// A connection for one piece of database work.
     async fn acquire(&self) -> StoreResult<PoolConnection<Postgres>> {
-        self.pool.acquire().await.map_err(|e| self.pool_error(e))
+        match self.pool.acquire().await {
+            Ok(c) => Ok(c),
+            Err(e) => Err(self.pool_error(e).await),
+        }
     }
 
     /// A transaction for one write.
     async fn begin(&self) -> StoreResult<Transaction<'static, Postgres>> {
-        self.pool.begin().await.map_err(|e| self.pool_error(e))
+        match self.pool.begin().await {
+            Ok(tx) => Ok(tx),
+            Err(e) => Err(self.pool_error(e).await),
+        }
     }
 
-    /// A timed-out acquire means overload when every connection is busy, and an unreachable
-    /// server when the pool could not even open its connections.
-    fn pool_error(&self, e: sqlx::Error) -> StoreError {
+    /// A timed-out acquire means an unreachable server when the pool holds no connection at
+    /// all or opening one failed since the last that opened, and overload otherwise. (The
+    /// pool's size and idle count read after the timeout race with connections coming back,
+    /// so they are not evidence of a busy pool.) The pool hides a refused or unanswered
+    /// connect behind its timeout, so when it had room for another connection and no
+    /// failure is known, one connect is tried (bounded by a second): if it fails, that is
+    /// the failed connect. Any other error opening a connection counts as one too.
+    async fn pool_error(&self, e: sqlx::Error) -> StoreError {
         match e {
-            sqlx::Error::PoolTimedOut
-                if self.pool.size() >= self.max_connections && self.pool.num_idle() == 0 =>
-            {
-                StoreError::Overloaded
+            sqlx::Error::PoolTimedOut => {
+                if !self.connect_failed.load(Ordering::Relaxed)
+                    && self.pool.size() < self.max_connections
+                    && !self.server_takes_connections().await
+                {
+                    self.connect_failed.store(true, Ordering::Relaxed);
+                }
+                let failed = self.connect_failed.load(Ordering::Relaxed);
+                timed_out(self.pool.size(), failed)
             }
-            sqlx::Error::PoolTimedOut => unreachable(),
-            other => db(other),
+            sqlx::Error::PoolClosed => db(e),
+            other => {
+                self.connect_failed.store(true, Ordering::Relaxed);
+                db(other)
+            }
+        }
+    }
+
+    /// Whether a new connection opens within a second (closed again at once).
+    async fn server_takes_connections(&self) -> bool {
+        use sqlx::{ConnectOptions, Connection};
+        let probe = tokio::time::timeout(Duration::from_secs(1), self.connect.connect()).await;
+        match probe {
+            Ok(Ok(c)) => {
+                let _ = c.close().await;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -185,6 +241,40 @@ impl Drop for PgStore {
     }
 }
 
+/// TCP keepalive settings of every session (seconds idle, seconds between probes, probes):
+/// the server notices a peer that vanished without closing (a VM paused, a network cut)
+/// within about 25 s rather than the operating system's two hours.
+const TCP_KEEPALIVES: (u32, u32, u32) = (10, 5, 3);
+
+/// The settings every session starts with (PostgreSQL's `-c name=value` startup options).
+fn session_options(options: &PgOptions) -> Vec<(&'static str, String)> {
+    let (idle, interval, count) = TCP_KEEPALIVES;
+    vec![
+        (
+            "statement_timeout",
+            options.statement_timeout.as_millis().to_string(),
+        ),
+        (
+            "idle_in_transaction_session_timeout",
+            options
+                .idle_in_transaction_timeout
+                .as_millis()
+                .max(1)
+                .to_string(),
+        ),
+        ("tcp_keepalives_idle", idle.to_string()),
+        ("tcp_keepalives_interval", interval.to_string()),
+        ("tcp_keepalives_count", count.to_string()),
+        // Every invariant is argued for READ COMMITTED (a blocked write re-reads the row it
+        // waited for); a database or role default of a stricter level would turn concurrent
+        // writes into serialization failures. (A space in an option is escaped.)
+        (
+            "default_transaction_isolation",
+            r"read\ committed".to_owned(),
+        ),
+    ]
+}
+
 /// Moves the watch forward to `id` (never back: notifications may arrive out of order).
 fn announce(events: &tokio::sync::watch::Sender<u64>, id: u64) {
     events.send_if_modified(|last| {
@@ -196,51 +286,115 @@ fn announce(events: &tokio::sync::watch::Sender<u64>, id: u64) {
     });
 }
 
+/// The listener's first wait before reconnecting, and its longest.
+const LISTEN_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+/// How long a listening connection must stay up for the backoff to start over.
+const LISTEN_STABLE: Duration = Duration::from_secs(10);
+/// How long the listener waits for a notification before checking its connection with
+/// `SELECT 1` (a connection cut off without a close would otherwise wait for ever).
+const LISTEN_PING: Duration = Duration::from_secs(30);
+
 /// Listens for other nodes' commits on a dedicated connection and announces them. On every
 /// (re)connection it also reads the head, so events committed while it was away are
-/// announced too. Runs until the store is dropped.
-async fn listen(listen_pool: PgPool, pool: PgPool, events: Arc<tokio::sync::watch::Sender<u64>>) {
-    let mut backoff = Duration::from_millis(100);
+/// announced too. Every way the connection can fail — it cannot be opened, `LISTEN`
+/// fails, it is lost, a ping goes unanswered — waits with a backoff that doubles up to
+/// 5 s and starts over only once a connection stayed up for 10 s. Runs until the store is
+/// dropped.
+async fn listen(
+    listen_pool: PgPool,
+    pool: PgPool,
+    events: Arc<tokio::sync::watch::Sender<u64>>,
+    connect_failed: Arc<AtomicBool>,
+) {
+    let (first, longest) = LISTEN_BACKOFF;
+    let mut backoff = first;
     loop {
-        let mut listener = match PgListener::connect_with(&listen_pool).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %db(e), "cannot listen for events; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        if let Err(e) = listener.listen(EVENTS_CHANNEL).await {
-            tracing::warn!(error = %db(e), "cannot listen for events; retrying");
-            tokio::time::sleep(backoff).await;
-            continue;
+        let up_since = tokio::time::Instant::now();
+        listen_once(&listen_pool, &pool, &events, &connect_failed).await;
+        if up_since.elapsed() >= LISTEN_STABLE {
+            backoff = first;
         }
-        backoff = Duration::from_millis(100);
-        let mut caught_up = false;
-        loop {
-            if !caught_up
-                && let Ok(mut c) = pool.acquire().await
-                && let Ok(id) = journal::head_event_seq(&mut c).await
-            {
-                announce(&events, id);
-                caught_up = true;
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(longest);
+    }
+}
+
+/// One listening connection, from its opening to its loss.
+async fn listen_once(
+    listen_pool: &PgPool,
+    pool: &PgPool,
+    events: &tokio::sync::watch::Sender<u64>,
+    connect_failed: &AtomicBool,
+) {
+    let mut listener = match PgListener::connect_with(listen_pool).await {
+        Ok(l) => {
+            // The server takes connections again.
+            connect_failed.store(false, Ordering::Relaxed);
+            l
+        }
+        Err(e) => {
+            // The server did not take a connection: requests that time out waiting for
+            // one now count it unreachable (until a connection opens).
+            connect_failed.store(true, Ordering::Relaxed);
+            tracing::warn!(error = %db(e), "cannot listen for events; retrying");
+            return;
+        }
+    };
+    // A lost connection ends this one; the caller opens the next after its backoff.
+    listener.eager_reconnect(false);
+    if let Err(e) = listener.listen(EVENTS_CHANNEL).await {
+        tracing::warn!(error = %db(e), "cannot listen for events; retrying");
+        return;
+    }
+    let mut caught_up = false;
+    loop {
+        if !caught_up
+            && let Ok(mut c) = pool.acquire().await
+            && let Ok(id) = journal::head_event_seq(&mut c).await
+        {
+            announce(events, id);
+            caught_up = true;
+        }
+        match tokio::time::timeout(LISTEN_PING, listener.try_recv()).await {
+            Ok(Ok(Some(n))) => {
+                if let Ok(id) = n.payload().parse::<u64>() {
+                    announce(events, id);
+                }
             }
-            match listener.try_recv().await {
-                Ok(Some(n)) => {
-                    if let Ok(id) = n.payload().parse::<u64>() {
-                        announce(&events, id);
+            Ok(Ok(None)) => {
+                tracing::warn!("the event listener lost its connection; reconnecting");
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %db(e), "the event listener failed; reconnecting");
+                return;
+            }
+            Err(_) => {
+                // Quiet for a while: make sure the connection still answers.
+                let ping = sqlx::query("SELECT 1").execute(&mut listener);
+                match tokio::time::timeout(LISTEN_PING, ping).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %db(e), "the event listener's ping failed; reconnecting");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::warn!("the event listener's ping went unanswered; reconnecting");
+                        return;
                     }
                 }
-                // The connection was lost; the next call reconnects. Catch up after it.
-                Ok(None) => caught_up = false,
-                Err(e) => {
-                    tracing::warn!(error = %db(e), "the event listener failed; reconnecting");
-                    tokio::time::sleep(backoff).await;
-                    break;
-                }
             }
         }
+    }
+}
+
+/// What a timed-out acquire means: no connection at all (`size == 0`) or a recent failed
+/// connect is an unreachable server; otherwise every connection was busy.
+fn timed_out(size: u32, connect_failed: bool) -> StoreError {
+    if size == 0 || connect_failed {
+        unreachable()
+    } else {
+        StoreError::Overloaded
     }
 }
 
@@ -260,6 +414,15 @@ pub(crate) fn db(e: sqlx::Error) -> StoreError {
         E::Database(d) => {
             let code = d.code().map(|c| c.into_owned()).unwrap_or_default();
             match code.as_str() {
+                // unique_violation on the journal's own keys: rows past the head (the head
+                // says seq n, yet row n + 1 exists). The journal is damaged; no retry or
+                // other name will pass, so it is not a conflict of the caller's.
+                "23505" if matches!(d.constraint(), Some("audit_log_pkey" | "events_pkey")) => {
+                    StoreError::Corrupt(format!(
+                        "postgres: the journal holds rows past its head (constraint {})",
+                        d.constraint().unwrap_or_default()
+                    ))
+                }
                 // unique_violation: only reached where no ON CONFLICT settles it.
                 "23505" => StoreError::AlreadyExists,
                 // foreign_key_violation: the row it refers to (an environment) is gone.

@@ -6,7 +6,7 @@
 //! Applied migrations are recorded in `schema_migrations` and never edited afterwards.
 
 use coffer_store::schema::Migration;
-use coffer_store::{StoreResult, Timestamp};
+use coffer_store::{StoreError, StoreResult, Timestamp};
 use sqlx::{Executor, Postgres, Transaction};
 
 use crate::db;
@@ -33,9 +33,28 @@ const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at BIGINT NOT NULL
 )";
 
+/// The newest migration this binary knows.
+fn newest_known() -> u32 {
+    MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// Refuses a database migrated by a newer binary (a version this one does not know): its
+/// schema may mean something this code would misread or damage.
+fn refuse_newer(applied: &[i64]) -> StoreResult<()> {
+    let newest = i64::from(newest_known());
+    match applied.iter().copied().max() {
+        Some(found) if found > newest => Err(StoreError::Unavailable(format!(
+            "postgres: the database schema is at version {found}, newer than this binary \
+             knows (version {newest}); run a Coffer release that knows it"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Applies every pending migration in one transaction that first takes the migration lock
 /// (`pg_advisory_xact_lock`, released by the commit or the rollback, so a node that dies
-/// half-way leaves neither the lock nor half a schema).
+/// half-way leaves neither the lock nor half a schema). Refuses, changing nothing, a
+/// database whose newest applied migration is newer than any this binary knows.
 pub(crate) async fn migrate(mut tx: Transaction<'static, Postgres>) -> StoreResult<()> {
     sqlx::query(&format!(
         "SET LOCAL statement_timeout = '{MIGRATION_TIMEOUT}'"
@@ -56,6 +75,7 @@ pub(crate) async fn migrate(mut tx: Transaction<'static, Postgres>) -> StoreResu
         .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
+    refuse_newer(&applied)?;
     for m in MIGRATIONS {
         if applied.contains(&i64::from(m.version)) {
             continue;

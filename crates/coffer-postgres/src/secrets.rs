@@ -176,7 +176,10 @@ impl SecretStore for PgStore {
         actor: &Actor,
     ) -> StoreResult<SecretMeta> {
         let mut tx = self.begin().await?;
-        let author = check_actor(&mut tx, actor).await?;
+        // Steps 1 and 3, as a put: a deletion of the environment waits for this one (or
+        // this finds the incarnation gone), and the secret's row and then its mark are
+        // locked in the order every other write takes them.
+        let author = incarnation_scope(&mut tx, actor, env).await?;
         let row = SECRETS
             .delete(&mut tx, &scope_of(env), name.as_str(), precondition)
             .await?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use coffer_store::{
     AccessStore, Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, AuditQuery, EnvName, Environment,
-    JournalStore, Precondition, Role, SecretName, SecretStore, StoredValue, Timestamp,
+    JournalStore, KeyStore, Precondition, Role, SecretName, SecretStore, StoredValue, Timestamp,
 };
 
 use super::*;
@@ -357,4 +357,420 @@ async fn audit_pages_filter_and_denials_read_back() {
         "never back"
     );
     assert_eq!(store.relay_position("other").await.expect("get"), 0);
+}
+
+/// A node that stalls inside a write, holding the journal head's lock (as a paused process
+/// would): the server ends its session after `idle_in_transaction_timeout`, and another
+/// node's write goes through well before its own statement timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_node_holding_the_head_is_cut_off() {
+    let db = fresh_db().await;
+    let options = PgOptions {
+        idle_in_transaction_timeout: Duration::from_millis(500),
+        statement_timeout: Duration::from_secs(5),
+        ..PgOptions::default()
+    };
+    let stalled = PgStore::connect(db.url(), options.clone())
+        .await
+        .expect("stalled node");
+    let writer = PgStore::connect(db.url(), options).await.expect("writer");
+    let mut tx = stalled.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM journal_head WHERE id = 1 FOR UPDATE")
+        .execute(&mut *tx)
+        .await
+        .expect("lock the head");
+    // The stalled node now does nothing, its transaction open.
+    let started = std::time::Instant::now();
+    writer
+        .create_environment(&incarnation("after-stall"), &Actor::System)
+        .await
+        .expect("the write goes through once the stalled session is ended");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    // The stalled session is gone: its transaction can no longer commit.
+    assert!(tx.commit().await.is_err());
+    let mut c = writer.acquire().await.expect("connection");
+    let keepalive: String = sqlx::query_scalar("SHOW tcp_keepalives_idle")
+        .fetch_one(&mut *c)
+        .await
+        .expect("show");
+    // 0 means the setting does not apply (a Unix socket); over TCP it is ours.
+    assert!(keepalive == "10" || keepalive == "0", "{keepalive}");
+}
+
+/// An admin key actor for `key`.
+fn admin_actor(key: &ApiKeyRecord) -> Actor {
+    Actor::Key {
+        id: key.meta.id.clone(),
+        environment: None,
+        origin: coffer_store::Origin::default(),
+    }
+}
+
+/// Whether another session holds a lock on `env`'s row that conflicts with `FOR UPDATE`.
+async fn environment_row_is_locked(url: &str, env: &str) -> bool {
+    use sqlx::Connection;
+    let mut probe = sqlx::PgConnection::connect(url).await.expect("probe");
+    let tried = sqlx::query("SELECT 1 FROM environments WHERE name = $1 FOR UPDATE NOWAIT")
+        .bind(env)
+        .execute(&mut probe)
+        .await;
+    match tried {
+        Ok(_) => false,
+        Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("55P03") => true,
+        Err(e) => panic!("probe failed: {e}"),
+    }
+}
+
+/// Holds `key`'s row `FOR UPDATE` on a connection of its own (as a revocation would), so a
+/// write by that key stops at its actor check (step 3) with whatever it locked before.
+async fn hold_key_row(url: &str, key: &ApiKeyRecord) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let mut holder = sqlx::PgConnection::connect(url).await.expect("holder");
+    sqlx::query("BEGIN")
+        .execute(&mut holder)
+        .await
+        .expect("begin");
+    sqlx::query("SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE")
+        .bind(key.meta.id.as_str())
+        .execute(&mut holder)
+        .await
+        .expect("lock the key");
+    holder
+}
+
+/// A deletion of an environment locks the environment's row (step 1) before its actor's
+/// (step 3), as every other write does; the other way round, three sessions could deadlock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_environment_locks_it_before_the_actor() {
+    let (store, db) = fresh().await;
+    let admin = admin_key("ak_01", "h1");
+    store
+        .bootstrap(&incarnation("default"), &admin)
+        .await
+        .expect("bootstrap");
+    store
+        .create_environment(&incarnation("doomed"), &Actor::System)
+        .await
+        .expect("create");
+    let mut holder = hold_key_row(db.url(), &admin).await;
+    let deleting = {
+        let (store, actor) = (store.clone(), admin_actor(&admin));
+        tokio::spawn(async move { store.delete_environment(&env("doomed"), &actor).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        environment_row_is_locked(db.url(), "doomed").await,
+        "the environment is locked while the deletion waits for its actor"
+    );
+    sqlx::query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("release");
+    deleting.await.expect("task").expect("deleted");
+}
+
+/// A secret's deletion takes the incarnation's row (step 1) first, as a put does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_secret_locks_its_environment_first() {
+    let (store, db) = fresh().await;
+    let admin = admin_key("ak_01", "h1");
+    let home = incarnation("home");
+    store.bootstrap(&home, &admin).await.expect("bootstrap");
+    let name = SecretName::new("s").expect("valid");
+    store
+        .put(
+            &home,
+            &name,
+            StoredValue::Plain("v".to_owned().into()),
+            Precondition::None,
+            Timestamp::now(),
+            &Actor::System,
+        )
+        .await
+        .expect("put");
+    let mut holder = hold_key_row(db.url(), &admin).await;
+    let deleting = {
+        let (store, actor, home, name) = (store.clone(), admin_actor(&admin), home.clone(), name);
+        tokio::spawn(async move { store.delete(&home, &name, Precondition::None, &actor).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(environment_row_is_locked(db.url(), "home").await);
+    sqlx::query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("release");
+    deleting.await.expect("task").expect("deleted");
+}
+
+/// A secret with an unreadable mark, deleted while its environment is deleted and while a
+/// check of it is recorded, many times over: every write takes the secret's row before its
+/// mark, so none deadlocks (a deadlock would answer `Overloaded`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_and_environment_deletions_with_marks_do_not_deadlock() {
+    let (store, _db) = fresh().await;
+    let names: Vec<SecretName> = (0..4)
+        .map(|i| SecretName::new(&format!("s{i}")).expect("valid"))
+        .collect();
+    for round in 0..40 {
+        let home = incarnation("race");
+        store
+            .create_environment(&home, &Actor::System)
+            .await
+            .expect("create");
+        let mut checks = Vec::new();
+        for name in &names {
+            let out = store
+                .put(
+                    &home,
+                    name,
+                    StoredValue::Plain("v".to_owned().into()),
+                    Precondition::None,
+                    Timestamp::now(),
+                    &Actor::System,
+                )
+                .await
+                .expect("put");
+            checks.push(coffer_store::ValueCheck {
+                environment: home.name.clone(),
+                environment_id: home.id.clone(),
+                name: name.clone(),
+                revision: out.meta.revision,
+                key_version: 0,
+                opened: false,
+            });
+        }
+        store.record_checks(&checks, None).await.expect("marks");
+        let deletes = names.iter().rev().map(|name| {
+            let (store, home, name) = (store.clone(), home.clone(), name.clone());
+            tokio::spawn(async move {
+                store
+                    .delete(&home, &name, Precondition::None, &Actor::System)
+                    .await
+            })
+        });
+        let deletes: Vec<_> = deletes.collect();
+        let checking = {
+            let (store, checks) = (store.clone(), checks.clone());
+            tokio::spawn(async move { store.record_checks(&checks, None).await })
+        };
+        let dropped = store.delete_environment(&home.name, &Actor::System).await;
+        assert!(dropped.is_ok(), "round {round}: {dropped:?}");
+        for d in deletes {
+            let d = d.await.expect("task");
+            assert!(
+                matches!(d, Ok(_) | Err(StoreError::NotFound)),
+                "round {round}: {d:?}"
+            );
+        }
+        let c = checking.await.expect("task");
+        assert!(c.is_ok(), "round {round}: {c:?}");
+    }
+}
+
+/// A database whose default isolation is `repeatable read`: the store's sessions still run
+/// READ COMMITTED, so concurrent unconditional puts of one secret all succeed, each with a
+/// revision of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stricter_database_default_isolation_is_overridden() {
+    use sqlx::Connection;
+    let db = fresh_db().await;
+    let name = db.url().rsplit('/').next().expect("a database name");
+    let name = name.split('?').next().expect("a database name").to_owned();
+    let mut admin = sqlx::PgConnection::connect(db.url()).await.expect("admin");
+    sqlx::query(&format!(
+        "ALTER DATABASE {name} SET default_transaction_isolation = 'repeatable read'"
+    ))
+    .execute(&mut admin)
+    .await
+    .expect("alter");
+    let store = Arc::new(
+        PgStore::connect(db.url(), PgOptions::default())
+            .await
+            .expect("connect"),
+    );
+    let mut c = store.acquire().await.expect("connection");
+    let level: String = sqlx::query_scalar("SHOW transaction_isolation")
+        .fetch_one(&mut *c)
+        .await
+        .expect("show");
+    assert_eq!(level, "read committed");
+    drop(c);
+    let home = incarnation("home");
+    store
+        .create_environment(&home, &Actor::System)
+        .await
+        .expect("create");
+    let secret = SecretName::new("s").expect("valid");
+    let puts: Vec<_> = (0..12)
+        .map(|_| {
+            let (store, home, secret) = (store.clone(), home.clone(), secret.clone());
+            tokio::spawn(async move {
+                store
+                    .put(
+                        &home,
+                        &secret,
+                        StoredValue::Plain("v".to_owned().into()),
+                        Precondition::None,
+                        Timestamp::now(),
+                        &Actor::System,
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut revisions = Vec::new();
+    for p in puts {
+        revisions.push(
+            p.await
+                .expect("task")
+                .expect("every put succeeds")
+                .meta
+                .revision,
+        );
+    }
+    revisions.sort_unstable();
+    assert_eq!(revisions, (1..=12).collect::<Vec<_>>());
+}
+
+/// A timed-out acquire is an unreachable server only with evidence of one (no connection
+/// at all, or a failed connect since the last that opened); a pool with connections that
+/// were all busy is overloaded, however many are idle by the time the timeout is read.
+#[test]
+fn a_timed_out_acquire_is_unavailable_only_on_evidence() {
+    assert!(matches!(
+        super::timed_out(0, false),
+        StoreError::Unavailable(_)
+    ));
+    assert!(matches!(
+        super::timed_out(3, true),
+        StoreError::Unavailable(_)
+    ));
+    // Fewer connections than the maximum, or some idle again: still a busy pool.
+    assert!(matches!(super::timed_out(3, false), StoreError::Overloaded));
+    assert!(matches!(
+        super::timed_out(16, false),
+        StoreError::Overloaded
+    ));
+}
+
+/// The server ends a node's listening connection: the node listens again (after its
+/// backoff) and hears the other node's commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_cut_off_by_the_server_listens_again() {
+    use sqlx::Connection;
+    let db = fresh_db().await;
+    let a = PgStore::connect(db.url(), PgOptions::default())
+        .await
+        .expect("a");
+    let b = PgStore::connect(db.url(), PgOptions::default())
+        .await
+        .expect("b");
+    let name = db.url().rsplit('/').next().expect("name");
+    let name = name.split('?').next().expect("name").to_owned();
+    let mut admin = sqlx::PgConnection::connect(db.url()).await.expect("admin");
+    // Both nodes' listeners (the only sessions that ran LISTEN) are ended, until none is left.
+    let mut ended = 0;
+    for _ in 0..50 {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = $1 AND query LIKE 'LISTEN%'",
+        )
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await
+        .expect("terminate");
+        ended += n;
+        if ended >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ended >= 2, "found {ended} listeners");
+    let mut watch = b.watch_events();
+    watch.borrow_and_update();
+    let mut heard = false;
+    for i in 0..20 {
+        a.create_environment(&incarnation(&format!("e{i}")), &Actor::System)
+            .await
+            .expect("create");
+        if tokio::time::timeout(Duration::from_millis(500), watch.changed())
+            .await
+            .is_ok()
+        {
+            heard = true;
+            break;
+        }
+    }
+    assert!(
+        heard,
+        "b never heard a's commits after its listener was cut off"
+    );
+}
+
+/// A database a newer binary migrated (a version this one does not know) is refused at
+/// start-up, and left as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_newer_than_the_binary_is_refused() {
+    let (store, db) = fresh().await;
+    let newer = schema::MIGRATIONS
+        .iter()
+        .map(|m| i64::from(m.version))
+        .max()
+        .expect("a migration")
+        + 1;
+    let mut c = store.acquire().await.expect("connection");
+    sqlx::query(
+        "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, 'future', 0)",
+    )
+    .bind(newer)
+    .execute(&mut *c)
+    .await
+    .expect("insert");
+    drop(c);
+    match PgStore::connect(db.url(), PgOptions::default()).await {
+        Err(StoreError::Unavailable(msg)) => assert!(msg.contains("newer"), "{msg}"),
+        Err(other) => panic!("expected a refusal, got {other:?}"),
+        Ok(_) => panic!("a newer schema was accepted"),
+    }
+    let mut c = store.acquire().await.expect("connection");
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
+        .fetch_one(&mut *c)
+        .await
+        .expect("count");
+    assert_eq!(rows as usize, schema::MIGRATIONS.len() + 1);
+}
+
+/// An audit row past the head (the journal damaged): a write fails as corrupt, not as an
+/// `AlreadyExists` the API would answer with a misleading 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_rows_past_the_head_are_corrupt_not_a_conflict() {
+    let (store, _db) = fresh().await;
+    store
+        .create_environment(&incarnation("first"), &Actor::System)
+        .await
+        .expect("create");
+    let mut c = store.acquire().await.expect("connection");
+    // A copy of the last row, one past the head.
+    // Several statements: the simple-query protocol.
+    sqlx::Executor::execute(
+        &mut *c,
+        "CREATE TEMP TABLE stray AS SELECT * FROM audit_log ORDER BY seq DESC LIMIT 1;
+         UPDATE stray SET seq = seq + 1;
+         INSERT INTO audit_log SELECT * FROM stray",
+    )
+    .await
+    .expect("a stray row");
+    drop(c);
+    assert_eq!(store.audit_rows_past_head().await.expect("count"), 1);
+    let refused = store
+        .create_environment(&incarnation("second"), &Actor::System)
+        .await;
+    assert!(
+        matches!(&refused, Err(StoreError::Corrupt(m)) if m.contains("audit_log_pkey")),
+        "{refused:?}"
+    );
 }

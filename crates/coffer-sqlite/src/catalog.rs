@@ -310,7 +310,8 @@ impl KeyStore for SqliteStore {
                     .prepare_cached(
                         "INSERT INTO unreadable_values (environment, name, revision, key_version, found_at)
                          SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (
-                             SELECT 1 FROM secrets WHERE environment = ?1 AND name = ?2 AND revision = ?3)
+                             SELECT 1 FROM secrets WHERE environment = ?1 AND name = ?2 AND revision = ?3
+                               AND environment_id = ?6)
                          ON CONFLICT (environment, name) DO UPDATE SET revision = excluded.revision,
                              key_version = excluded.key_version, found_at = excluded.found_at",
                     )
@@ -318,7 +319,9 @@ impl KeyStore for SqliteStore {
                 let mut clear = c
                     .prepare_cached(
                         "DELETE FROM unreadable_values
-                         WHERE environment = ?1 AND name = ?2 AND revision <= ?3",
+                         WHERE environment = ?1 AND name = ?2 AND revision <= ?3
+                           AND EXISTS (SELECT 1 FROM secrets WHERE environment = ?1
+                               AND name = ?2 AND environment_id = ?4)",
                     )
                     .map_err(unavailable)?;
                 // A rewrap or verify batch is mostly values that open; with no mark to
@@ -329,18 +332,20 @@ impl KeyStore for SqliteStore {
                     .map_err(unavailable)?;
                 for check in &checks {
                     let (env, name) = (check.environment.as_str(), check.name.as_str());
+                    let id = check.environment_id.as_str();
                     if check.opened {
                         if !any_marks {
                             continue;
                         }
-                        clear.execute(params![env, name, check.revision])
+                        clear.execute(params![env, name, check.revision, id])
                     } else {
                         mark.execute(params![
                             env,
                             name,
                             check.revision,
                             check.key_version,
-                            now.millis()
+                            now.millis(),
+                            id
                         ])
                     }
                     .map_err(unavailable)?;

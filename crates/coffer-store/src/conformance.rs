@@ -120,6 +120,7 @@ macro_rules! unreadable_marks_conformance {
             a_write_or_delete_supersedes_an_unreadable_mark,
             a_mark_of_a_revision_already_replaced_is_not_recorded,
             unreadable_marks_go_with_their_environment,
+            a_late_check_of_a_deleted_incarnation_changes_no_mark,
             a_verification_is_audited_and_rechecks_its_actor,
             a_mark_racing_a_write_of_its_secret_never_outlives_it);
     };
@@ -1660,6 +1661,7 @@ pub async fn a_write_racing_its_keys_revocation_is_journaled_before_it_or_refuse
 fn check(out: &PutOutcome, opened: bool) -> ValueCheck {
     ValueCheck {
         environment: out.meta.environment.clone(),
+        environment_id: out.meta.environment_id.clone(),
         name: out.meta.name.clone(),
         revision: out.meta.revision,
         key_version: out.meta.key_version,
@@ -1841,6 +1843,42 @@ pub async fn a_mark_of_a_revision_already_replaced_is_not_recorded(
         .unwrap();
     assert!(marks_of(&*store, "prod", &["A", "B"]).await.is_empty());
     assert!(store.unreadable_counts().await.unwrap().is_empty());
+}
+
+/// A check read from an incarnation since deleted, recorded after the environment was
+/// re-created with a secret of the same name and revision, neither marks that secret nor
+/// clears its mark.
+pub async fn a_late_check_of_a_deleted_incarnation_changes_no_mark(
+    store: Arc<impl Catalog + SecretStore>,
+) {
+    let old = prod_with(&*store, &["A"]).await;
+    store
+        .delete_environment(&env("prod"), &Actor::System)
+        .await
+        .unwrap();
+    // Re-created: the same name, a new incarnation, a secret of the same name and revision.
+    let new = prod_with(&*store, &["A"]).await;
+    assert_eq!(
+        (&new[0].meta.name, new[0].meta.revision),
+        (&old[0].meta.name, old[0].meta.revision)
+    );
+    assert_ne!(new[0].meta.environment_id, old[0].meta.environment_id);
+    // A check of the old incarnation that failed lands late: it marks nothing.
+    store
+        .record_checks(&[check(&old[0], false)], None)
+        .await
+        .unwrap();
+    assert!(marks_of(&*store, "prod", &["A"]).await.is_empty());
+    // Nor does one that opened clear the new incarnation's mark.
+    store
+        .record_checks(&[check(&new[0], false)], None)
+        .await
+        .unwrap();
+    store
+        .record_checks(&[check(&old[0], true)], None)
+        .await
+        .unwrap();
+    assert_eq!(marks_of(&*store, "prod", &["A"]).await, [mark_of(&new[0])]);
 }
 
 /// Deleting an environment removes its marks in the same transaction; creating one of the

@@ -499,6 +499,10 @@ pub struct ApiKeyRecord {
 pub struct ValueCheck {
     /// The secret's environment.
     pub environment: EnvName,
+    /// The environment's incarnation the value was read from: a check of a deleted
+    /// incarnation never marks (or clears a mark of) a secret of the same name and revision
+    /// in a re-created one.
+    pub environment_id: EnvId,
     /// The secret's name.
     pub name: SecretName,
     /// The revision that was opened (or failed to).
