@@ -541,22 +541,8 @@ pub async fn rewrap(
 ) -> ApiResult {
     coffer.require_admin(&who)?;
     let (req, _held): (RewrapRequest, _) = body.parse_or_default().await?;
-    let after = req
-        .cursor
-        .as_deref()
-        .map(decode_rewrap_cursor)
-        .transpose()?;
-    if req.limit.is_some_and(|l| !(1..=REWRAP_BATCH).contains(&l)) {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_value",
-            format!("limit must be between 1 and {REWRAP_BATCH}"),
-        ));
-    }
-    let command = commands::Rewrap {
-        after,
-        limit: req.limit,
-    };
+    let (after, limit) = walk_batch(req.cursor.as_deref(), req.limit)?;
+    let command = commands::Rewrap { after, limit };
     let report = coffer.apply(&who, command).await?;
     let next = report.next.as_ref().map(encode_walk_cursor);
     Ok(Json(RewrapJson::new(&report, next)).into_response())
@@ -582,26 +568,34 @@ pub async fn verify(
 ) -> ApiResult {
     coffer.require_admin(&who)?;
     let (req, _held): (VerifyRequest, _) = body.parse_or_default().await?;
-    let after = req
-        .cursor
-        .as_deref()
-        .map(decode_rewrap_cursor)
-        .transpose()?;
-    let limit = req.limit.unwrap_or(REWRAP_BATCH);
-    if !(1..=REWRAP_BATCH).contains(&limit) {
+    let (after, limit) = walk_batch(req.cursor.as_deref(), req.limit)?;
+    let command = commands::Verify {
+        after,
+        limit: Some(limit.unwrap_or(REWRAP_BATCH)),
+    };
+    let report = coffer.apply(&who, command).await?;
+    let next = report.next.as_ref().map(encode_walk_cursor);
+    Ok(Json(VerifyJson::new(&report, next)).into_response())
+}
+
+/// Where a walk (rewrap, verify) goes on: after this secret.
+type WalkPosition = (EnvName, SecretName);
+
+/// A walk batch's position and size, as rewrap and verify take them: the cursor decoded,
+/// the limit (if any) between 1 and [`REWRAP_BATCH`].
+fn walk_batch(
+    cursor: Option<&str>,
+    limit: Option<usize>,
+) -> Result<(Option<WalkPosition>, Option<usize>), ApiError> {
+    let after = cursor.map(decode_rewrap_cursor).transpose()?;
+    if limit.is_some_and(|l| !(1..=REWRAP_BATCH).contains(&l)) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_value",
             format!("limit must be between 1 and {REWRAP_BATCH}"),
         ));
     }
-    let command = commands::Verify {
-        after,
-        limit: Some(limit),
-    };
-    let report = coffer.apply(&who, command).await?;
-    let next = report.next.as_ref().map(encode_walk_cursor);
-    Ok(Json(VerifyJson::new(&report, next)).into_response())
+    Ok((after, limit))
 }
 
 /// Prometheus text exposition; no auth, no names or values, counts only.

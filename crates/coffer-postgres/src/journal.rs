@@ -30,9 +30,6 @@ use crate::{EVENTS_CHANNEL, PgStore, db, signed, unsigned};
 /// Sequence numbers one `GET /v1/audit` page examines at most (as on SQLite).
 const MAX_EXAMINED: u64 = 10_000;
 
-/// The subject of an event whose audit row no longer reads as it was written.
-pub const UNREADABLE_EVENT: &str = "system.journal.unreadable";
-
 /// The actor of a write as its audit rows name it, read in the writing transaction.
 #[derive(Clone, Debug)]
 pub(crate) struct Author {
@@ -431,19 +428,7 @@ impl JournalStore for PgStore {
                         id,
                         "event {id}'s audit row does not read as written; sending a marker"
                     );
-                    EventRecord {
-                        id,
-                        subject: UNREADABLE_EVENT.into(),
-                        environment: None,
-                        name: None,
-                        revision: None,
-                        actor: ActorRef {
-                            key_id: None,
-                            key_name: None,
-                        },
-                        at: String::new(),
-                        count: None,
-                    }
+                    EventRecord::unreadable(id)
                 }))
             })
             .collect()

@@ -477,6 +477,16 @@ fn unsigned(n: i64) -> StoreResult<u64> {
     u64::try_from(n).map_err(|_| corrupt("a negative number where a count was stored"))
 }
 
+/// `(key_version, count)` rows as counts per key version.
+fn per_key_version(rows: Vec<(i64, i64)>) -> StoreResult<std::collections::BTreeMap<u32, u64>> {
+    rows.into_iter()
+        .map(|(v, n)| {
+            let v = u32::try_from(v).map_err(|_| corrupt("a key version out of range"))?;
+            Ok((v, unsigned(n)?))
+        })
+        .collect()
+}
+
 /// A count or sequence number as PostgreSQL's BIGINT.
 fn signed(n: u64) -> StoreResult<i64> {
     i64::try_from(n)

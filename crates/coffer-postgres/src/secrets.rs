@@ -312,12 +312,7 @@ impl SecretStore for PgStore {
                 .fetch_all(&mut *c)
                 .await
                 .map_err(db)?;
-        rows.into_iter()
-            .map(|(v, n)| {
-                let v = u32::try_from(v).map_err(|_| corrupt("a key version out of range"))?;
-                Ok((v, unsigned(n)?))
-            })
-            .collect()
+        crate::per_key_version(rows)
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -297,19 +297,7 @@ impl JournalStore for SqliteStore {
                         id,
                         "event {id}'s audit row does not read as written; sending a marker"
                     );
-                    EventRecord {
-                        id,
-                        subject: UNREADABLE_EVENT.into(),
-                        environment: None,
-                        name: None,
-                        revision: None,
-                        actor: ActorRef {
-                            key_id: None,
-                            key_name: None,
-                        },
-                        at: String::new(),
-                        count: None,
-                    }
+                    EventRecord::unreadable(id)
                 }))
             })?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
@@ -455,9 +443,6 @@ fn first_seq_near(
     Ok(lo.saturating_sub(1))
 }
 
-/// The subject of an event whose audit row no longer reads as it was written.
-pub const UNREADABLE_EVENT: &str = "system.journal.unreadable";
-
 /// An event from its outbox row joined to its audit row.
 fn event_of(r: &Row<'_>) -> rusqlite::Result<EventRecord> {
     let action: String = r.get(9)?;
@@ -488,6 +473,7 @@ pub(crate) fn head_event_seq(c: &Connection) -> rusqlite::Result<u64> {
 
 #[cfg(test)]
 mod tests {
+    use coffer_store::journal::UNREADABLE_EVENT;
     use coffer_store::{AccessStore, Actor};
 
     use super::*;

@@ -543,6 +543,30 @@ pub struct EventRecord {
     pub count: Option<u64>,
 }
 
+/// The subject of an event whose audit row no longer reads as it was written.
+pub const UNREADABLE_EVENT: &str = "system.journal.unreadable";
+
+impl EventRecord {
+    /// The marker sent in place of event `id` when its audit row no longer reads as it was
+    /// written (a hand-edited cell): the stream and the relay go on past it, and `coffer
+    /// audit verify` names the row.
+    pub fn unreadable(id: u64) -> EventRecord {
+        EventRecord {
+            id,
+            subject: UNREADABLE_EVENT.into(),
+            environment: None,
+            name: None,
+            revision: None,
+            actor: ActorRef {
+                key_id: None,
+                key_name: None,
+            },
+            at: String::new(),
+            count: None,
+        }
+    }
+}
+
 /// A run of identical denied attempts, coalesced by the service before it is audited.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Denial {
