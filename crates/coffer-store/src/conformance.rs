@@ -15,6 +15,9 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::*;
 
+mod runtime;
+pub use runtime::*;
+
 /// Generates one test per secret-store case. `$make` is an async expression yielding
 /// `(Arc<impl SecretStore>, impl Sized)`.
 #[macro_export]

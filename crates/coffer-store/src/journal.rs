@@ -14,8 +14,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ApiKeyId, ApiKeyMeta, ConfigEntry, ConfigPutOutcome, EnvName, Environment, PutOutcome,
-    Revision, SecretMeta, Timestamp,
+    ApiKeyId, ApiKeyMeta, ConfigEntry, ConfigPutOutcome, EnvName, Environment, FunctionPutOutcome,
+    FunctionRecord, PutOutcome, Resolution, Revision, RunRecord, RunStatus, SecretMeta, Timestamp,
 };
 
 /// The hash the first audit row chains from.
@@ -84,6 +84,27 @@ pub enum Action {
     /// `system.keys.verified`: a batch of values opened to check they still can be
     /// (`coffer keys verify`, the start-up migration walk); `count` values checked.
     KeysVerified,
+    /// `system.function.{id}.created`
+    FunctionCreated,
+    /// `system.function.{id}.updated`
+    FunctionUpdated,
+    /// `system.function.{id}.deleted`
+    FunctionDeleted,
+    /// `system.function.{id}.rotated`: its signing secret was replaced.
+    FunctionRotated,
+    /// Audit only: a function's declared secrets were resolved for a run or a process
+    /// (names in the row's detail, never values).
+    FunctionResolved,
+    /// Audit only: an event was accepted (`count`: the runs it started).
+    EventReceived,
+    /// `system.run.{id}.queued`: started, or queued again for a retry.
+    RunQueued,
+    /// `system.run.{id}.running`: an attempt was leased.
+    RunRunning,
+    /// `system.run.{id}.succeeded`
+    RunSucceeded,
+    /// `system.run.{id}.failed`
+    RunFailed,
 }
 
 impl Action {
@@ -103,6 +124,16 @@ impl Action {
         Action::KeysRewrapped,
         Action::KeyRegistered,
         Action::KeysVerified,
+        Action::FunctionCreated,
+        Action::FunctionUpdated,
+        Action::FunctionDeleted,
+        Action::FunctionRotated,
+        Action::FunctionResolved,
+        Action::EventReceived,
+        Action::RunQueued,
+        Action::RunRunning,
+        Action::RunSucceeded,
+        Action::RunFailed,
     ];
 
     /// The resource kind and the verb: `("secret", "created")`.
@@ -122,6 +153,16 @@ impl Action {
             Action::KeysRewrapped => ("keys", "rewrapped"),
             Action::KeyRegistered => ("keys", "registered"),
             Action::KeysVerified => ("keys", "verified"),
+            Action::FunctionCreated => ("function", "created"),
+            Action::FunctionUpdated => ("function", "updated"),
+            Action::FunctionDeleted => ("function", "deleted"),
+            Action::FunctionRotated => ("function", "rotated"),
+            Action::FunctionResolved => ("function", "resolved"),
+            Action::EventReceived => ("event", "received"),
+            Action::RunQueued => ("run", "queued"),
+            Action::RunRunning => ("run", "running"),
+            Action::RunSucceeded => ("run", "succeeded"),
+            Action::RunFailed => ("run", "failed"),
         }
     }
 
@@ -133,13 +174,19 @@ impl Action {
 
     /// Whether this action publishes an event.
     pub fn publishes(self) -> bool {
-        self != Action::SecretUnchanged
+        !matches!(
+            self,
+            Action::SecretUnchanged | Action::FunctionResolved | Action::EventReceived
+        )
     }
 
-    /// Whether its rows carry a count of values (the batches of a rewrap or a verify);
-    /// an event of another action has no `count`.
+    /// Whether its rows carry a count (values of a rewrap or verify batch, runs an event
+    /// started); an event of another action has no `count`.
     pub fn counts_values(self) -> bool {
-        matches!(self, Action::KeysRewrapped | Action::KeysVerified)
+        matches!(
+            self,
+            Action::KeysRewrapped | Action::KeysVerified | Action::EventReceived
+        )
     }
 }
 
@@ -156,8 +203,11 @@ pub struct Change {
     pub revision: Option<Revision>,
     /// When: the stored `updatedAt` where the resource has one.
     pub at: Timestamp,
-    /// How many values a rewrap batch replaced or a verify batch checked.
+    /// How many values a rewrap batch replaced or a verify batch checked, or runs an
+    /// event started.
     pub count: Option<u64>,
+    /// Audit only, compact JSON: what a resolution handed over (names, never values).
+    pub detail: Option<String>,
 }
 
 impl Change {
@@ -174,6 +224,7 @@ impl Change {
             revision: None,
             at,
             count: None,
+            detail: None,
         }
     }
 
@@ -300,6 +351,96 @@ impl Change {
     pub fn key_registered(version: u32, at: Timestamp) -> Self {
         Change::new(Action::KeyRegistered, None, Some(format!("v{version}")), at)
     }
+
+    /// A function was registered or updated.
+    pub fn function_written(out: &FunctionPutOutcome) -> Self {
+        let action = if out.created {
+            Action::FunctionCreated
+        } else {
+            Action::FunctionUpdated
+        };
+        Change::function(action, &out.record, out.record.updated_at)
+    }
+
+    /// A function's signing secret was rotated.
+    pub fn function_rotated(record: &FunctionRecord) -> Self {
+        Change::function(Action::FunctionRotated, record, record.updated_at)
+    }
+
+    /// A function was deleted at `at`; `record` is what it was.
+    pub fn function_deleted(record: &FunctionRecord, at: Timestamp) -> Self {
+        Change::function(Action::FunctionDeleted, record, at)
+    }
+
+    fn function(action: Action, record: &FunctionRecord, at: Timestamp) -> Self {
+        Change {
+            revision: Some(record.revision),
+            ..Change::new(
+                action,
+                Some(record.environment.clone()),
+                Some(record.id.to_string()),
+                at,
+            )
+        }
+    }
+
+    /// A function's declared secrets were resolved (audit only).
+    pub fn function_resolved(resolution: &Resolution) -> Self {
+        #[derive(Serialize)]
+        struct Detail<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            run: Option<&'a str>,
+            resolved: Vec<&'a str>,
+            missing: Vec<&'a str>,
+        }
+        let detail = Detail {
+            run: resolution.run_id.as_ref().map(|r| r.as_str()),
+            resolved: resolution.resolved.iter().map(|n| n.as_str()).collect(),
+            missing: resolution.missing.iter().map(|n| n.as_str()).collect(),
+        };
+        Change {
+            detail: serde_json::to_string(&detail).ok(),
+            ..Change::new(
+                Action::FunctionResolved,
+                Some(resolution.environment.clone()),
+                Some(resolution.function_id.to_string()),
+                resolution.at,
+            )
+        }
+    }
+
+    /// An event named `name` was accepted in `env` and started `runs` runs (audit only).
+    pub fn event_received(env: &EnvName, name: &str, runs: u64, at: Timestamp) -> Self {
+        Change {
+            count: Some(runs),
+            ..Change::new(
+                Action::EventReceived,
+                Some(env.clone()),
+                Some(name.to_owned()),
+                at,
+            )
+        }
+    }
+
+    /// A run changed status: the change is named after the status it has now, its
+    /// revision is its number of attempts.
+    pub fn run_changed(run: &RunRecord) -> Self {
+        let action = match run.status {
+            RunStatus::Queued => Action::RunQueued,
+            RunStatus::Running => Action::RunRunning,
+            RunStatus::Succeeded => Action::RunSucceeded,
+            RunStatus::Failed => Action::RunFailed,
+        };
+        Change {
+            revision: Some(u64::from(run.attempts)),
+            ..Change::new(
+                action,
+                Some(run.environment.clone()),
+                Some(run.id.to_string()),
+                run.updated_at,
+            )
+        }
+    }
 }
 
 /// Who an audit row or event names: an API key (its id and, when it still existed at the
@@ -389,6 +530,11 @@ pub struct AuditRecord {
     pub user_agent: Option<String>,
     /// The sequence number of the event this change published, if any.
     pub event: Option<u64>,
+    /// What an audit-only row records beyond the above (a resolution's names, never a
+    /// value), compact JSON. Absent from rows that have none, canonical form included, so
+    /// rows written before it existed keep their hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     /// The previous row's `hash` ([`GENESIS_HASH`] for the first row).
     pub prev_hash: String,
     /// SHA-256 (hex) of `prev_hash` and the canonical form.
@@ -421,6 +567,7 @@ impl AuditRecord {
             remote: origin.remote.clone(),
             user_agent: origin.user_agent.clone(),
             event,
+            detail: change.detail.clone(),
             prev_hash: String::new(),
             hash: String::new(),
         }
@@ -447,6 +594,7 @@ impl AuditRecord {
             remote: denial.origin.remote,
             user_agent: denial.origin.user_agent,
             event: None,
+            detail: None,
             prev_hash: String::new(),
             hash: String::new(),
         }
@@ -496,6 +644,8 @@ fn canonical_json(record: &AuditRecord) -> String {
         remote: &'a Option<String>,
         user_agent: &'a Option<String>,
         event: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        detail: Option<&'a str>,
         prev_hash: &'a str,
     }
     let c = Canonical {
@@ -513,6 +663,7 @@ fn canonical_json(record: &AuditRecord) -> String {
         remote: &record.remote,
         user_agent: &record.user_agent,
         event: record.event,
+        detail: record.detail.as_deref(),
         prev_hash: &record.prev_hash,
     };
     serde_json::to_string(&c).unwrap_or_default()
@@ -685,9 +836,14 @@ mod tests {
     }
 
     #[test]
-    fn every_action_but_unchanged_publishes_and_subjects_read_as_documented() {
+    fn every_action_but_the_audit_only_ones_publishes_and_subjects_read_as_documented() {
+        let audit_only = [
+            Action::SecretUnchanged,
+            Action::FunctionResolved,
+            Action::EventReceived,
+        ];
         for a in Action::ALL {
-            assert_eq!(a.publishes(), *a != Action::SecretUnchanged);
+            assert_eq!(a.publishes(), !audit_only.contains(a), "{a:?}");
         }
         let c = Change::keys_rewrapped(3, Timestamp::from_millis(1));
         assert_eq!(c.subject(), "system.keys.rewrapped");
@@ -728,12 +884,22 @@ mod tests {
             remote: None,
             user_agent: None,
             event: Some(1),
+            detail: None,
             prev_hash: GENESIS_HASH.into(),
             hash: String::new(),
         };
         let h = row.expected_hash();
         assert_eq!(h.len(), 64);
         assert!(!row.canonical().contains("\"hash\""));
+        assert!(
+            !row.canonical().contains("detail"),
+            "rows without a detail hash as they did before it existed"
+        );
+        let detailed = AuditRecord {
+            detail: Some("{}".into()),
+            ..row.clone()
+        };
+        assert_ne!(detailed.expected_hash(), h);
         let edited = AuditRecord {
             revision: Some(2),
             ..row.clone()

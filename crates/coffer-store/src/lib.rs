@@ -23,6 +23,7 @@
 
 pub mod journal;
 mod model;
+mod runtime;
 pub mod schema;
 
 #[cfg(feature = "conformance")]
@@ -38,6 +39,7 @@ pub use journal::{
     SubjectPattern,
 };
 pub use model::*;
+pub use runtime::*;
 
 /// The one error type every backend returns.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,10 @@ pub enum StoreError {
     /// The record does not exist.
     #[error("not found")]
     NotFound,
+    /// A run's attempt no longer holds its lease (it expired, the run was leased again or
+    /// finished): nothing was written.
+    #[error("the run's lease is no longer held")]
+    LeaseLost,
     /// The record already exists.
     #[error("already exists")]
     AlreadyExists,
@@ -332,9 +338,15 @@ pub trait JournalStore: Send + Sync + 'static {
 }
 
 /// Everything but secret values, in one database: what the service is built on.
-pub trait Catalog: AccessStore + KeyStore + ConfigStore + JournalStore {}
+pub trait Catalog:
+    AccessStore + KeyStore + ConfigStore + JournalStore + FunctionStore + RunStore
+{
+}
 
-impl<T: AccessStore + KeyStore + ConfigStore + JournalStore> Catalog for T {}
+impl<T: AccessStore + KeyStore + ConfigStore + JournalStore + FunctionStore + RunStore> Catalog
+    for T
+{
+}
 
 /// Config entries: plaintext JSON per environment, with revisions for compare-and-set.
 ///

@@ -16,7 +16,7 @@ pub struct NameError {
 }
 
 impl NameError {
-    fn new(kind: &'static str, raw: &str, rule: &'static str) -> Self {
+    pub(crate) fn new(kind: &'static str, raw: &str, rule: &'static str) -> Self {
         // Names are not secret, but a caller may paste anything into a path: show a bounded prefix.
         let shown: String = raw.chars().take(64).collect();
         NameError { kind, shown, rule }
