@@ -153,6 +153,9 @@ impl From<CoreError> for ApiError {
             CoreError::SecretNotFound { .. } => (StatusCode::NOT_FOUND, "secret_not_found"),
             CoreError::ConfigNotFound { .. } => (StatusCode::NOT_FOUND, "config_not_found"),
             CoreError::ApiKeyNotFound(_) => (StatusCode::NOT_FOUND, "api_key_not_found"),
+            CoreError::FunctionNotFound { .. } => (StatusCode::NOT_FOUND, "function_not_found"),
+            CoreError::RunNotFound { .. } => (StatusCode::NOT_FOUND, "run_not_found"),
+            CoreError::LeaseLost => (StatusCode::CONFLICT, "lease_lost"),
             CoreError::EnvironmentExists(_) => (StatusCode::CONFLICT, "environment_exists"),
             CoreError::RevisionConflict { current } => {
                 let mut err =

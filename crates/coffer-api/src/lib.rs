@@ -14,6 +14,7 @@ mod events;
 mod extract;
 mod openapi;
 mod routes;
+mod runtime;
 mod shapes;
 
 use std::future::Future;
@@ -88,6 +89,20 @@ fn documented_routes() -> OpenApiRouter<Arc<Coffer>> {
         .routes(routes!(get_secret, put_secret, delete_secret))
         .routes(routes!(list_config))
         .routes(routes!(get_config, put_config, delete_config))
+        .routes(routes!(runtime::list_functions))
+        .routes(routes!(
+            runtime::get_function,
+            runtime::put_function,
+            runtime::delete_function
+        ))
+        .routes(routes!(runtime::rotate_signing_secret))
+        .routes(routes!(runtime::resolve))
+        .routes(routes!(runtime::send_event))
+        .routes(routes!(runtime::list_runs))
+        .routes(routes!(runtime::get_run))
+        .routes(routes!(runtime::complete_run))
+        .routes(routes!(runtime::heartbeat_run))
+        .routes(routes!(runtime::poll))
         .routes(routes!(events::event_stream))
         .routes(routes!(audit::list_audit))
         .routes(routes!(audit::verify_audit))

@@ -40,6 +40,9 @@ pub fn base() -> utoipa::openapi::OpenApi {
         (name = "keys", description = "The encryption key lifecycle (admin)"),
         (name = "events", description = "The live event stream (admin, or manage of the environment)"),
         (name = "audit", description = "The hash-chained audit log (admin; a manage key reads its environment's rows)"),
+        (name = "functions", description = "Functions: the secrets and config keys they declare, how their runs reach them (admin, or manage of the environment)"),
+        (name = "runs", description = "Events and the runs they start (send: admin or manage; read: also runtime keys of the environment)"),
+        (name = "runtime", description = "Where values are handed over: poll, resolve, heartbeat, complete (runtime keys of the environment only; admin and manage keys get 403)"),
     )
 )]
 struct Base;
@@ -168,6 +171,22 @@ pub struct SecretNotFound(ErrorBody);
 #[derive(IntoResponses)]
 #[response(status = 404)]
 pub struct ConfigNotFound(ErrorBody);
+
+/// `environment_not_found` or `function_not_found`.
+#[derive(IntoResponses)]
+#[response(status = 404)]
+pub struct FunctionNotFound(ErrorBody);
+
+/// `environment_not_found` or `run_not_found`.
+#[derive(IntoResponses)]
+#[response(status = 404)]
+pub struct RunNotFound(ErrorBody);
+
+/// `lease_lost`: the run is not running, or this attempt's lease expired and the run went
+/// to another worker.
+#[derive(IntoResponses)]
+#[response(status = 409)]
+pub struct LeaseLost(ErrorBody);
 
 /// `api_key_not_found`.
 #[derive(IntoResponses)]

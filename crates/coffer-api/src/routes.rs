@@ -696,7 +696,10 @@ pub(crate) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
 
 /// `expectedRevision` may come in the body or, as on DELETE, in the query; both agree or the
 /// request is refused rather than one silently winning.
-fn expected_revision(body: Option<u64>, query: Option<u64>) -> Result<Option<u64>, ApiError> {
+pub(crate) fn expected_revision(
+    body: Option<u64>,
+    query: Option<u64>,
+) -> Result<Option<u64>, ApiError> {
     match (body, query) {
         (Some(b), Some(q)) if b != q => Err(ApiError::invalid_query(
             "expectedRevision in the query and in the body differ",

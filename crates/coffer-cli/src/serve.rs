@@ -82,6 +82,13 @@ pub struct ServeArgs {
     /// The JetStream stream capturing `[prefix.]system.>`, created if missing.
     #[arg(long, env = "COFFER_NATS_STREAM", default_value = coffer_nats::DEFAULT_STREAM)]
     nats_stream: String,
+    /// Accept `http://` push URLs to any host. By default a push function's URL is
+    /// `https://…` or `http://` to 127.0.0.1, [::1] or localhost.
+    #[arg(long, env = "COFFER_ALLOW_HTTP_TARGETS", value_parser = clap::builder::FalseyValueParser::new())]
+    allow_http_targets: bool,
+    /// Push deliveries in flight at once on this node (all functions together).
+    #[arg(long, env = "COFFER_PUSH_CONCURRENCY", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    push_concurrency: u32,
 }
 
 impl ServeArgs {
@@ -173,7 +180,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         admin_key_seed,
         allow_unreadable: args.allow_unreadable,
     };
-    let (coffer, report) = options.start().await?;
+    let (mut coffer, report) = options.start().await?;
+    coffer.set_runtime_options(coffer_core::runtime::RuntimeOptions {
+        allow_http_targets: args.allow_http_targets,
+        push_concurrency: args.push_concurrency as usize,
+    });
     for version in &report.new_canaries {
         tracing::info!(
             key_version = version.get(),
@@ -255,6 +266,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         tokio::spawn(coffer_nats::run(store.journal(), options, stopped))
     });
+    let (stop_push, push_stopped) = tokio::sync::oneshot::channel::<()>();
+    let dispatcher = tokio::spawn(coffer_core::runtime::push::run(
+        coffer.clone(),
+        async move {
+            let _ = push_stopped.await;
+        },
+    ));
     let options = args.serve_options(open_files);
     coffer_api::serve_with(
         listener,
@@ -264,6 +282,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     counters.abort();
+    let _ = stop_push.send(());
+    let _ = dispatcher.await;
     let _ = stop_relay.send(());
     if let Some(relay) = relay
         && tokio::time::timeout(std::time::Duration::from_secs(10), relay)

@@ -1,6 +1,8 @@
 //! The one error type of the services; the API maps each variant to a status and a code.
 
-use coffer_store::{ApiKeyId, ConfigKey, EnvName, Revision, SecretName, StoreError};
+use coffer_store::{
+    ApiKeyId, ConfigKey, EnvName, FunctionId, Revision, RunId, SecretName, StoreError,
+};
 
 /// Everything a service call can refuse or fail with. Messages never contain a value.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,26 @@ pub enum CoreError {
         /// Its key.
         key: ConfigKey,
     },
+    /// The function does not exist.
+    #[error("function {id} does not exist in environment {env}")]
+    FunctionNotFound {
+        /// Its environment.
+        env: EnvName,
+        /// Its id.
+        id: FunctionId,
+    },
+    /// The run does not exist.
+    #[error("run {id} does not exist in environment {env}")]
+    RunNotFound {
+        /// Its environment.
+        env: EnvName,
+        /// Its id.
+        id: RunId,
+    },
+    /// The run's attempt no longer holds its lease (it expired and the run went to another
+    /// worker, or the run has ended).
+    #[error("this attempt no longer holds the run's lease")]
+    LeaseLost,
     /// The API key does not exist.
     #[error("API key {0} does not exist")]
     ApiKeyNotFound(ApiKeyId),
@@ -80,6 +102,7 @@ impl From<StoreError> for CoreError {
                 current: current.unwrap_or(0),
             },
             StoreError::LastAdminKey => CoreError::LastAdminKey,
+            StoreError::LeaseLost => CoreError::LeaseLost,
             // The key was revoked while its request was in flight: as if it never was valid.
             StoreError::ActorRevoked => CoreError::Unauthenticated,
             other => CoreError::Store(other),

@@ -15,6 +15,8 @@ mod error;
 mod events;
 pub mod keys;
 mod lifecycle;
+pub mod redact;
+pub mod runtime;
 mod service;
 mod startup;
 

@@ -47,6 +47,7 @@ pub struct Coffer {
     auth_cache: Arc<AuthCache>,
     pub(crate) denials: crate::denials::DenialCoalescer,
     pub(crate) recent_events: crate::events::RecentEvents,
+    pub(crate) runtime: crate::runtime::Runtime,
 }
 
 /// Keys that authenticated lately, by SHA-256, with when they were looked up.
@@ -211,6 +212,7 @@ impl Coffer {
             auth_cache: Arc::default(),
             denials: Default::default(),
             recent_events: Default::default(),
+            runtime: Default::default(),
         }
     }
 

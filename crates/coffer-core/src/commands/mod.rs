@@ -10,7 +10,9 @@
 
 mod access;
 mod config;
+mod functions;
 mod keys;
+mod runs;
 mod secrets;
 
 use std::future::Future;
@@ -19,7 +21,12 @@ pub use access::{
     CreateApiKey, CreateEnvironment, DeleteEnvironment, EnvironmentDeleted, RevokeApiKey,
 };
 pub use config::{DeleteConfig, PutConfig};
+pub use functions::{
+    DEFAULT_SIGNING_GRACE_MS, DeleteFunction, FunctionWritten, MAX_SIGNING_GRACE_MS, PutFunction,
+    RotateSigningSecret,
+};
 pub use keys::{Rewrap, Verify};
+pub use runs::{CompleteRun, HeartbeatRun, PollRun, ResolveFunction, SendEvent};
 pub use secrets::{DeleteSecret, ImportSecrets, PutSecret};
 
 use crate::{Coffer, CoreError, Principal};

@@ -1,0 +1,391 @@
+//! Events and runs: sending an event starts runs (admin, manage of the environment); the
+//! runtime plane's own commands — poll, heartbeat, complete, resolve — take a runtime key
+//! of the environment and nothing else: admin and manage keys never obtain a value.
+
+use std::time::Duration;
+
+use coffer_store::{
+    Enqueued, EnvName, EventSend, FunctionId, LeaseQuery, NewRun, RunId, RunMode, RunOutcome,
+    RunRecord, RunStatus, SecretName, StoreError, Timestamp,
+};
+use coffer_wire::{FunctionMode, Job};
+
+use super::Command;
+use crate::runtime::{
+    MAX_EVENT_DATA_BYTES, check_event_name, stored_error, stored_output, triggered_by,
+};
+use crate::{Coffer, CoreError, Principal};
+
+/// How often a waiting poll looks for runs queued by other nodes.
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Send an event: one run per function of the environment with a matching trigger.
+#[derive(Debug)]
+pub struct SendEvent {
+    /// The environment.
+    pub env: EnvName,
+    /// The event.
+    pub event: coffer_wire::SendEvent,
+    /// The `Idempotency-Key` header: a second send with it starts no run.
+    pub idempotency_key: Option<String>,
+}
+
+impl Command for SendEvent {
+    type Output = Enqueued;
+
+    fn authorize(&self, coffer: &Coffer, who: &Principal) -> Result<(), CoreError> {
+        coffer.require_manage(who, &self.env)
+    }
+
+    async fn execute(self, coffer: &Coffer, who: &Principal) -> Result<Enqueued, CoreError> {
+        check_event_name(&self.event.name)?;
+        if let Some(key) = &self.idempotency_key {
+            let ok = !key.is_empty()
+                && key.chars().count() <= coffer_store::MAX_IDEMPOTENCY_KEY_CHARS
+                && key.chars().all(|c| c.is_ascii_graphic());
+            if !ok {
+                return Err(CoreError::Invalid(format!(
+                    "an Idempotency-Key is 1-{} visible ASCII characters",
+                    coffer_store::MAX_IDEMPOTENCY_KEY_CHARS
+                )));
+            }
+        }
+        let data = self.event.data.unwrap_or(serde_json::Value::Null);
+        let data = serde_json::to_string(&data)
+            .map_err(|_| CoreError::Invalid("event data cannot be serialized".into()))?;
+        if data.len() > MAX_EVENT_DATA_BYTES {
+            return Err(CoreError::ValueTooLarge {
+                what: "event data",
+                limit: MAX_EVENT_DATA_BYTES,
+            });
+        }
+        let incarnation = coffer.existing_environment(&self.env).await?;
+        let now = Timestamp::now();
+        let mut runs = Vec::new();
+        for f in coffer.all_functions(&self.env).await? {
+            if triggered_by(&f.spec, &self.event.name) {
+                runs.push(NewRun {
+                    id: RunId::generate(now).map_err(|_| CoreError::Crypto)?,
+                    function_id: f.record.id.clone(),
+                    mode: match f.spec.mode {
+                        FunctionMode::Push => RunMode::Push,
+                        FunctionMode::Pull => RunMode::Pull,
+                    },
+                    trigger_params: "{}".into(),
+                });
+            }
+        }
+        let (push, pull) = (
+            runs.iter().any(|r| r.mode == RunMode::Push),
+            runs.iter().any(|r| r.mode == RunMode::Pull),
+        );
+        let send = EventSend {
+            name: self.event.name,
+            data,
+            idempotency_key: self.idempotency_key,
+        };
+        let done = match coffer
+            .catalog
+            .enqueue(&incarnation, &send, runs, now, &who.actor())
+            .await
+        {
+            Err(StoreError::NotFound) => return Err(CoreError::EnvironmentNotFound(self.env)),
+            other => other?,
+        };
+        if !done.replayed {
+            if push {
+                coffer.runtime.push_wake.notify_one();
+            }
+            if pull {
+                coffer.runtime.pull_wake.notify_waiters();
+            }
+        }
+        Ok(done)
+    }
+}
+
+/// A pull worker asks for a run of its functions, waiting up to `waitMs` for one.
+#[derive(Debug)]
+pub struct PollRun {
+    /// The environment.
+    pub env: EnvName,
+    /// What the worker asks for.
+    pub poll: coffer_wire::Poll,
+}
+
+impl Command for PollRun {
+    /// The job, or `None` when no run came within the wait.
+    type Output = Option<Job>;
+
+    fn authorize(&self, coffer: &Coffer, who: &Principal) -> Result<(), CoreError> {
+        coffer.require_runtime_key(who, &self.env)
+    }
+
+    async fn execute(self, coffer: &Coffer, who: &Principal) -> Result<Option<Job>, CoreError> {
+        let poll = self.poll;
+        if poll.functions.is_empty() || poll.functions.len() > coffer_wire::MAX_DECLARED {
+            return Err(CoreError::Invalid(format!(
+                "functions names 1 to {} function ids",
+                coffer_wire::MAX_DECLARED
+            )));
+        }
+        let functions = poll
+            .functions
+            .iter()
+            .map(|f| FunctionId::new(f).map_err(|e| CoreError::Invalid(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let wait = poll.wait_ms.unwrap_or(0);
+        if wait > coffer_wire::MAX_WAIT_MS {
+            return Err(CoreError::Invalid(format!(
+                "waitMs is at most {}",
+                coffer_wire::MAX_WAIT_MS
+            )));
+        }
+        let lease = poll.lease_ms.unwrap_or(coffer_wire::DEFAULT_LEASE_MS);
+        if !(1_000..=coffer_wire::MAX_LEASE_MS).contains(&lease) {
+            return Err(CoreError::Invalid(format!(
+                "leaseMs is 1000 to {}",
+                coffer_wire::MAX_LEASE_MS
+            )));
+        }
+        let incarnation = coffer.existing_environment(&self.env).await?;
+        let _place = coffer
+            .runtime
+            .polls
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| CoreError::Store(StoreError::Overloaded))?;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
+        loop {
+            // Registered before the lease, so a run queued right after it wakes this poll.
+            let woken = coffer.runtime.pull_wake.notified();
+            let now = Timestamp::now();
+            let query = LeaseQuery {
+                environment: Some(self.env.clone()),
+                functions: Some(functions.clone()),
+                mode: RunMode::Pull,
+                limit: 1,
+                lease_until: Timestamp::from_millis(now.millis().saturating_add(lease as i64)),
+            };
+            let leased = coffer.catalog.lease(&query, now, &who.actor()).await?;
+            if let Some(run) = leased.into_iter().next() {
+                match job_for(coffer, &incarnation, &run, who).await? {
+                    Some(job) => return Ok(Some(job)),
+                    None => continue,
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let nap = (deadline - now).min(POLL_INTERVAL);
+            let _ = tokio::time::timeout(nap, woken).await;
+        }
+    }
+}
+
+/// The job of a leased run, audited; `None` (and the run failed) when its function is gone.
+async fn job_for(
+    coffer: &Coffer,
+    env: &coffer_store::Environment,
+    run: &RunRecord,
+    who: &Principal,
+) -> Result<Option<Job>, CoreError> {
+    let function = match coffer.find_function(&env.name, &run.function_id).await {
+        Ok(f) => f,
+        Err(CoreError::FunctionNotFound { .. }) => {
+            let outcome = RunOutcome::Failed {
+                error: format!("function {} was deleted", run.function_id),
+            };
+            let _ = coffer
+                .catalog
+                .finish(
+                    &env.name,
+                    &run.id,
+                    Some(run.attempts),
+                    outcome,
+                    Timestamp::now(),
+                    &who.actor(),
+                )
+                .await;
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let (job, resolution) = coffer.build_job(env, &function, Some(run), None).await?;
+    coffer
+        .catalog
+        .record_resolutions(std::slice::from_ref(&resolution), &who.actor())
+        .await?;
+    Ok(Some(job))
+}
+
+/// A worker extends its lease on a run.
+#[derive(Debug)]
+pub struct HeartbeatRun {
+    /// The environment.
+    pub env: EnvName,
+    /// The run.
+    pub id: RunId,
+    /// Which attempt, and for how long.
+    pub body: coffer_wire::Heartbeat,
+}
+
+impl Command for HeartbeatRun {
+    type Output = ();
+
+    fn authorize(&self, coffer: &Coffer, who: &Principal) -> Result<(), CoreError> {
+        coffer.require_runtime_key(who, &self.env)
+    }
+
+    async fn execute(self, coffer: &Coffer, _who: &Principal) -> Result<(), CoreError> {
+        let lease = self.body.lease_ms.unwrap_or(coffer_wire::DEFAULT_LEASE_MS);
+        if !(1_000..=coffer_wire::MAX_LEASE_MS).contains(&lease) {
+            return Err(CoreError::Invalid(format!(
+                "leaseMs is 1000 to {}",
+                coffer_wire::MAX_LEASE_MS
+            )));
+        }
+        let now = Timestamp::now();
+        let until = Timestamp::from_millis(now.millis().saturating_add(lease as i64));
+        match coffer
+            .catalog
+            .extend_lease(&self.env, &self.id, self.body.attempt, until, now)
+            .await
+        {
+            Err(StoreError::NotFound) => Err(run_not_found(coffer, self.env, self.id).await),
+            Err(StoreError::LeaseLost) => Err(CoreError::LeaseLost),
+            other => Ok(other?),
+        }
+    }
+}
+
+/// A worker reports how a run ended: its output, or its error. Both are redacted before
+/// they are stored.
+#[derive(Debug)]
+pub struct CompleteRun {
+    /// The environment.
+    pub env: EnvName,
+    /// The run.
+    pub id: RunId,
+    /// `output` or `error`, and the attempt.
+    pub body: coffer_wire::Complete,
+}
+
+impl Command for CompleteRun {
+    type Output = RunRecord;
+
+    fn authorize(&self, coffer: &Coffer, who: &Principal) -> Result<(), CoreError> {
+        coffer.require_runtime_key(who, &self.env)
+    }
+
+    async fn execute(self, coffer: &Coffer, who: &Principal) -> Result<RunRecord, CoreError> {
+        let body = self.body;
+        let result = match (body.output, body.error) {
+            (Some(output), None) => Ok(output),
+            (None, Some(error)) => Err(error),
+            _ => {
+                return Err(CoreError::Invalid(
+                    "send either output or error, not both and not neither".into(),
+                ));
+            }
+        };
+        let incarnation = coffer.existing_environment(&self.env).await?;
+        let Some(run) = coffer.catalog.get_run(&self.env, &self.id).await? else {
+            return Err(CoreError::RunNotFound {
+                env: self.env,
+                id: self.id,
+            });
+        };
+        if run.status != RunStatus::Running {
+            return Err(CoreError::LeaseLost);
+        }
+        // The values to redact: those the function declares, as they are now.
+        let redactor = match coffer.find_function(&self.env, &run.function_id).await {
+            Ok(f) => coffer.redactor_for(&incarnation, &f).await?,
+            Err(CoreError::FunctionNotFound { .. }) => crate::redact::Redactor::new([]),
+            Err(e) => return Err(e),
+        };
+        let outcome = match result {
+            Ok(output) => RunOutcome::Succeeded {
+                output: stored_output(&redactor, output),
+            },
+            Err(error) => RunOutcome::Failed {
+                error: stored_error(&redactor, &error),
+            },
+        };
+        match coffer
+            .catalog
+            .finish(
+                &self.env,
+                &self.id,
+                body.attempt,
+                outcome,
+                Timestamp::now(),
+                &who.actor(),
+            )
+            .await
+        {
+            Err(StoreError::NotFound) => Err(run_not_found(coffer, self.env, self.id).await),
+            Err(StoreError::LeaseLost) => Err(CoreError::LeaseLost),
+            other => Ok(other?),
+        }
+    }
+}
+
+async fn run_not_found(coffer: &Coffer, env: EnvName, id: RunId) -> CoreError {
+    match coffer.existing_environment(&env).await {
+        Err(e) => e,
+        Ok(_) => CoreError::RunNotFound { env, id },
+    }
+}
+
+/// `coffer run`: the declared secrets (and config keys) of a function, for a process.
+#[derive(Debug)]
+pub struct ResolveFunction {
+    /// The environment.
+    pub env: EnvName,
+    /// The function whose declaration is resolved.
+    pub id: FunctionId,
+    /// Only these of its declared secrets.
+    pub only: Option<Vec<String>>,
+}
+
+impl Command for ResolveFunction {
+    type Output = Job;
+
+    fn authorize(&self, coffer: &Coffer, who: &Principal) -> Result<(), CoreError> {
+        coffer.require_runtime_key(who, &self.env)
+    }
+
+    async fn execute(self, coffer: &Coffer, who: &Principal) -> Result<Job, CoreError> {
+        let incarnation = coffer.existing_environment(&self.env).await?;
+        let function = coffer.find_function(&self.env, &self.id).await?;
+        let only = match &self.only {
+            None => None,
+            Some(names) => {
+                let mut checked = Vec::new();
+                for raw in names {
+                    let name =
+                        SecretName::new(raw).map_err(|e| CoreError::Invalid(e.to_string()))?;
+                    if !function.spec.secrets.iter().any(|s| s == raw) {
+                        return Err(CoreError::Invalid(format!(
+                            "secret {name} is not declared by function {}",
+                            self.id
+                        )));
+                    }
+                    checked.push(name);
+                }
+                Some(checked)
+            }
+        };
+        let (job, resolution) = coffer
+            .build_job(&incarnation, &function, None, only.as_deref())
+            .await?;
+        coffer
+            .catalog
+            .record_resolutions(std::slice::from_ref(&resolution), &who.actor())
+            .await?;
+        Ok(job)
+    }
+}

@@ -1,0 +1,613 @@
+//! The runtime plane: functions declare the secrets they need; a run (pushed to the
+//! function's URL, or leased by a pull worker) and `coffer run` receive exactly those.
+//!
+//! Values are resolved when a job is handed over (a rotation between an event and its
+//! delivery delivers the new value), each resolution is audited before anything is handed
+//! over, and whatever a run returns is redacted before it is stored.
+//!
+//! Changes go through commands (`crate::commands::{PutFunction, SendEvent, PollRun, …}`);
+//! this module holds what they share: checking a definition, matching triggers, building
+//! a job, and the reads. The push dispatcher is [`push`].
+
+pub mod push;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use coffer_crypto::Keyring;
+use coffer_store::{
+    ConfigKey, EnvId, EnvName, Environment, FunctionId, FunctionRecord, Resolution, RunFilter,
+    RunId, RunRecord, SecretName, StoredValue, SubjectPattern, Timestamp,
+};
+use coffer_wire::{FunctionMode, FunctionSpec, Job, JobEvent, PutFunction, Secrets};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::service::{Page, open_stored};
+use crate::{Coffer, CoreError, Principal};
+
+/// How the runtime plane behaves on this node.
+#[derive(Clone, Debug)]
+pub struct RuntimeOptions {
+    /// Accept `http://` push URLs to any host (`COFFER_ALLOW_HTTP_TARGETS`); by default
+    /// only `https://` and `http://` to 127.0.0.1, `[::1]` or localhost.
+    pub allow_http_targets: bool,
+    /// Push deliveries in flight at once on this node, all functions together.
+    pub push_concurrency: usize,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            allow_http_targets: false,
+            push_concurrency: 256,
+        }
+    }
+}
+
+/// Polls waiting for a job at once on one node; past it a poll is refused with 503
+/// `overloaded` rather than held.
+pub const MAX_WAITING_POLLS: usize = 1024;
+
+/// Most functions one environment may have (an event is matched against all of them).
+pub const MAX_FUNCTIONS_PER_ENVIRONMENT: usize = 1000;
+
+/// Largest event data, bytes of compact JSON.
+pub const MAX_EVENT_DATA_BYTES: usize = 64 * 1024;
+
+/// Largest stored run output (bytes of JSON) or error (bytes of text); longer ones are cut.
+pub const MAX_RUN_RESULT_BYTES: usize = 256 * 1024;
+
+/// The runtime plane's state on this node.
+pub(crate) struct Runtime {
+    pub(crate) options: RuntimeOptions,
+    /// Woken when this node queues push runs.
+    pub(crate) push_wake: tokio::sync::Notify,
+    /// Woken when this node queues pull runs.
+    pub(crate) pull_wake: tokio::sync::Notify,
+    /// Places for waiting polls.
+    pub(crate) polls: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime {
+            options: RuntimeOptions::default(),
+            push_wake: tokio::sync::Notify::new(),
+            pull_wake: tokio::sync::Notify::new(),
+            polls: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_POLLS)),
+        }
+    }
+}
+
+/// A function with its parsed definition.
+#[derive(Debug)]
+pub struct FunctionView {
+    /// As stored.
+    pub record: FunctionRecord,
+    /// Its definition.
+    pub spec: FunctionSpec,
+}
+
+impl FunctionView {
+    pub(crate) fn new(record: FunctionRecord) -> Result<Self, CoreError> {
+        let spec = serde_json::from_str(&record.spec).map_err(|_| {
+            CoreError::Store(coffer_store::StoreError::Corrupt(format!(
+                "function {} has a definition Coffer did not write",
+                record.id
+            )))
+        })?;
+        Ok(FunctionView { record, spec })
+    }
+}
+
+/// An event name: 1-255 characters, dot-separated tokens of letters, digits, `_` and `-`.
+pub fn check_event_name(name: &str) -> Result<(), CoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && name.split('.').all(|t| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(CoreError::Invalid(format!(
+            "event name {:?} is invalid: use 1-255 characters, dot-separated tokens of letters, digits, '_' and '-'",
+            name.chars().take(64).collect::<String>()
+        )))
+    }
+}
+
+/// A trigger: an event name, or a pattern where a token is `*` (one token) or a last `>`
+/// (one or more).
+fn check_trigger(pattern: &str) -> Result<SubjectPattern, CoreError> {
+    let tokens_ok = pattern.split('.').enumerate().all(|(i, t)| {
+        let last = i + 1 == pattern.split('.').count();
+        t == "*"
+            || (t == ">" && last)
+            || (!t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+    });
+    if pattern.is_empty() || pattern.len() > 255 || !tokens_ok {
+        return Err(CoreError::Invalid(format!(
+            "trigger {:?} is invalid: dot-separated tokens of letters, digits, '_' and '-', where '*' stands for one token and a last '>' for the rest",
+            pattern.chars().take(64).collect::<String>()
+        )));
+    }
+    SubjectPattern::new(pattern).map_err(CoreError::Invalid)
+}
+
+/// Checks a definition and fills in its defaults.
+pub(crate) fn check_function(
+    body: &PutFunction,
+    options: &RuntimeOptions,
+) -> Result<FunctionSpec, CoreError> {
+    let spec = body.spec();
+    let invalid = |m: String| Err(CoreError::Invalid(m));
+    let max = coffer_wire::MAX_DECLARED;
+    if spec.triggers.len() > max || spec.secrets.len() > max || spec.config.len() > max {
+        return invalid(format!(
+            "a function declares at most {max} triggers, {max} secrets and {max} config keys"
+        ));
+    }
+    for t in &spec.triggers {
+        check_trigger(&t.event)?;
+    }
+    let mut seen = HashSet::new();
+    for s in &spec.secrets {
+        SecretName::new(s).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        if !seen.insert(s.as_str()) {
+            return invalid(format!("secret {s} is declared twice"));
+        }
+    }
+    let mut seen = HashSet::new();
+    for k in &spec.config {
+        ConfigKey::new(k).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        if !seen.insert(k.as_str()) {
+            return invalid(format!("config key {k} is declared twice"));
+        }
+    }
+    if !(1..=coffer_wire::MAX_TIMEOUT_MS).contains(&spec.timeout_ms) {
+        return invalid(format!("timeoutMs is 1 to {}", coffer_wire::MAX_TIMEOUT_MS));
+    }
+    if spec.retries > coffer_wire::MAX_RETRIES {
+        return invalid(format!("retries is at most {}", coffer_wire::MAX_RETRIES));
+    }
+    if !(1..=coffer_wire::MAX_CONCURRENCY).contains(&spec.concurrency) {
+        return invalid(format!(
+            "concurrency is 1 to {}",
+            coffer_wire::MAX_CONCURRENCY
+        ));
+    }
+    match (spec.mode, &spec.url) {
+        (FunctionMode::Push, Some(url)) => check_target(url, options.allow_http_targets)?,
+        (FunctionMode::Push, None) => return invalid("a push function needs a url".into()),
+        (FunctionMode::Pull, Some(_)) => {
+            return invalid("a pull function has no url: its workers poll".into());
+        }
+        (FunctionMode::Pull, None) => {}
+    }
+    Ok(spec)
+}
+
+/// A push URL: `https://…`, or `http://` to this machine (127.0.0.1, `[::1]`, localhost)
+/// unless `allow_http` says any host will do. No credentials in it (a URL is shown on
+/// every read).
+fn check_target(raw: &str, allow_http: bool) -> Result<(), CoreError> {
+    let invalid = |why: &str| Err(CoreError::Invalid(format!("url is invalid: {why}")));
+    if raw.len() > 2048 {
+        return invalid("at most 2048 characters");
+    }
+    let Ok(url) = reqwest::Url::parse(raw) else {
+        return invalid("not an absolute URL");
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return invalid("credentials do not belong in a URL that every read shows");
+    }
+    let local = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    match url.scheme() {
+        "https" if url.host_str().is_some() => Ok(()),
+        "http" if local || allow_http => Ok(()),
+        "http" => invalid(
+            "http:// is accepted only for 127.0.0.1 or localhost (COFFER_ALLOW_HTTP_TARGETS=1 allows any host)",
+        ),
+        _ => invalid("use https:// (or http:// to this machine)"),
+    }
+}
+
+/// The associated data that binds a function's signing secret to its place.
+pub(crate) fn signing_aad(env: &EnvId, id: &FunctionId) -> String {
+    format!("coffer:function-signing:{env}:{id}")
+}
+
+/// A new signing secret, `cs_` and 43 base64url characters (256 random bits).
+pub(crate) fn new_signing_secret() -> Result<SecretString, CoreError> {
+    use base64::Engine as _;
+    let bytes = coffer_crypto::random_bytes::<32>().map_err(|_| CoreError::Crypto)?;
+    let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    Ok(SecretString::from(format!("cs_{text}")))
+}
+
+/// Opens a stored signing secret.
+pub(crate) fn open_signing(
+    ring: Option<&Keyring>,
+    env: &EnvId,
+    id: &FunctionId,
+    stored: &StoredValue,
+) -> Option<SecretString> {
+    match stored {
+        StoredValue::Plain(v) => Some(v.clone()),
+        StoredValue::Sealed { key_version, blob } => {
+            let plain = ring?
+                .open(*key_version, blob, signing_aad(env, id).as_bytes())
+                .ok()?;
+            String::from_utf8(plain.to_vec())
+                .ok()
+                .map(SecretString::from)
+        }
+    }
+}
+
+impl Coffer {
+    /// Sets how the runtime plane behaves (before the service is shared).
+    pub fn set_runtime_options(&mut self, options: RuntimeOptions) {
+        self.runtime.options = options;
+    }
+
+    /// Runtime keys of `env` only: admin and manage keys never obtain a value.
+    pub fn require_runtime_key(&self, who: &Principal, env: &EnvName) -> Result<(), CoreError> {
+        match &who.role {
+            coffer_store::Role::Runtime(own) if own == env => Ok(()),
+            _ => Err(CoreError::Forbidden),
+        }
+    }
+
+    /// One function (admin, manage of its environment).
+    pub async fn function(
+        &self,
+        who: &Principal,
+        env: &EnvName,
+        id: &FunctionId,
+    ) -> Result<FunctionView, CoreError> {
+        self.require_manage(who, env)?;
+        self.existing_environment(env).await?;
+        self.find_function(env, id).await
+    }
+
+    pub(crate) async fn find_function(
+        &self,
+        env: &EnvName,
+        id: &FunctionId,
+    ) -> Result<FunctionView, CoreError> {
+        let record = self.catalog.get_function(env, id).await?;
+        let record = record.ok_or_else(|| CoreError::FunctionNotFound {
+            env: env.clone(),
+            id: id.clone(),
+        })?;
+        FunctionView::new(record)
+    }
+
+    /// A page of functions in id order (admin, manage of the environment).
+    pub async fn list_functions(
+        &self,
+        who: &Principal,
+        env: &EnvName,
+        after: Option<&FunctionId>,
+        limit: usize,
+    ) -> Result<Page<FunctionView, FunctionId>, CoreError> {
+        self.require_manage(who, env)?;
+        self.existing_environment(env).await?;
+        let mut items = self
+            .catalog
+            .list_functions(env, after, limit.saturating_add(1))
+            .await?;
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|f| f.id.clone())
+        } else {
+            None
+        };
+        let items = items
+            .into_iter()
+            .map(FunctionView::new)
+            .collect::<Result<_, _>>()?;
+        Ok(Page { items, next })
+    }
+
+    /// One run (admin, manage or runtime key of its environment).
+    pub async fn run(
+        &self,
+        who: &Principal,
+        env: &EnvName,
+        id: &RunId,
+    ) -> Result<RunRecord, CoreError> {
+        self.require_run_reader(who, env)?;
+        self.existing_environment(env).await?;
+        self.catalog
+            .get_run(env, id)
+            .await?
+            .ok_or_else(|| CoreError::RunNotFound {
+                env: env.clone(),
+                id: id.clone(),
+            })
+    }
+
+    /// A page of runs, newest first (admin, manage or runtime key of the environment).
+    pub async fn list_runs(
+        &self,
+        who: &Principal,
+        env: &EnvName,
+        filter: &RunFilter,
+        after: Option<&RunId>,
+        limit: usize,
+    ) -> Result<Page<RunRecord, RunId>, CoreError> {
+        self.require_run_reader(who, env)?;
+        self.existing_environment(env).await?;
+        let mut items = self
+            .catalog
+            .list_runs(env, filter, after, limit.saturating_add(1))
+            .await?;
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|r| r.id.clone())
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    fn require_run_reader(&self, who: &Principal, env: &EnvName) -> Result<(), CoreError> {
+        self.require_manage(who, env)
+            .or_else(|_| self.require_runtime_key(who, env))
+    }
+
+    /// Every function of `env` (bounded by [`MAX_FUNCTIONS_PER_ENVIRONMENT`]).
+    pub(crate) async fn all_functions(
+        &self,
+        env: &EnvName,
+    ) -> Result<Vec<FunctionView>, CoreError> {
+        let mut all = Vec::new();
+        let mut after: Option<FunctionId> = None;
+        loop {
+            let page = self
+                .catalog
+                .list_functions(env, after.as_ref(), 200)
+                .await?;
+            let done = page.len() < 200;
+            after = page.last().map(|f| f.id.clone());
+            for record in page {
+                all.push(FunctionView::new(record)?);
+            }
+            if done || all.len() >= MAX_FUNCTIONS_PER_ENVIRONMENT {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// The job for `function` in `env` (for `run`, if any), with the declared secrets that
+    /// are set (only `only`, when given) and the declared config keys that are set, and
+    /// the resolution to audit. Values are read now. An unreadable value is left out (as
+    /// if unset) and marked in the catalog.
+    pub(crate) async fn build_job(
+        &self,
+        env: &Environment,
+        function: &FunctionView,
+        run: Option<&RunRecord>,
+        only: Option<&[SecretName]>,
+    ) -> Result<(Job, Resolution), CoreError> {
+        let mut secrets = Secrets::new();
+        let (mut resolved, mut missing) = (Vec::new(), Vec::new());
+        for raw in &function.spec.secrets {
+            let name = SecretName::new(raw).map_err(|e| CoreError::Invalid(e.to_string()))?;
+            if only.is_some_and(|only| !only.contains(&name)) {
+                continue;
+            }
+            match self.open_secret(env, &name).await? {
+                Some(value) => {
+                    secrets.insert(name.to_string(), value);
+                    resolved.push(name);
+                }
+                None => missing.push(name),
+            }
+        }
+        let mut config = BTreeMap::new();
+        for raw in &function.spec.config {
+            let key = ConfigKey::new(raw).map_err(|e| CoreError::Invalid(e.to_string()))?;
+            if let Some(entry) = self.catalog.get_config(&env.name, &key).await? {
+                let value = serde_json::from_str(&entry.value).map_err(|_| {
+                    CoreError::Store(coffer_store::StoreError::Corrupt(format!(
+                        "config key {key} holds text that is not JSON"
+                    )))
+                })?;
+                config.insert(key.to_string(), value);
+            }
+        }
+        let job = Job {
+            run_id: run.map(|r| r.id.to_string()),
+            function_id: function.record.id.to_string(),
+            environment: env.name.to_string(),
+            attempt: run.map(|r| r.attempts),
+            event: match run {
+                Some(r) => Some(JobEvent {
+                    name: r.event_name.clone(),
+                    data: serde_json::from_str(&r.event_data).unwrap_or(serde_json::Value::Null),
+                }),
+                None => None,
+            },
+            secrets,
+            config,
+            trigger_params: match run {
+                Some(r) => serde_json::from_str(&r.trigger_params)
+                    .unwrap_or_else(|_| serde_json::Value::Object(Default::default())),
+                None => serde_json::Value::Object(Default::default()),
+            },
+        };
+        let resolution = Resolution {
+            environment: env.name.clone(),
+            function_id: function.record.id.clone(),
+            run_id: run.map(|r| r.id.clone()),
+            resolved,
+            missing,
+            at: Timestamp::now(),
+        };
+        Ok((job, resolution))
+    }
+
+    /// A secret's plaintext in `env`, `None` when it is not set or cannot be opened (then
+    /// it is marked unreadable for every node).
+    async fn open_secret(
+        &self,
+        env: &Environment,
+        name: &SecretName,
+    ) -> Result<Option<SecretString>, CoreError> {
+        let Some(record) = self.secrets.get(env, name).await? else {
+            return Ok(None);
+        };
+        let text = open_stored(self.keyring(), &record)
+            .and_then(|plain| String::from_utf8(plain.to_vec()).ok());
+        match text {
+            Some(text) => Ok(Some(SecretString::from(text))),
+            None => {
+                self.mark_unreadable(&record.meta).await;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The current values of `function`'s declared secrets in `env`, to redact a result
+    /// that a worker reports with (no audit row: nothing is handed over).
+    pub(crate) async fn redactor_for(
+        &self,
+        env: &Environment,
+        function: &FunctionView,
+    ) -> Result<crate::redact::Redactor, CoreError> {
+        let mut values = Vec::new();
+        for raw in &function.spec.secrets {
+            let name = SecretName::new(raw).map_err(|e| CoreError::Invalid(e.to_string()))?;
+            if let Some(v) = self.open_secret(env, &name).await? {
+                values.push(v);
+            }
+        }
+        Ok(crate::redact::Redactor::new(
+            values.iter().map(|v| v.expose_secret()),
+        ))
+    }
+}
+
+/// A run's output as stored: redacted, compact JSON, at most [`MAX_RUN_RESULT_BYTES`]
+/// (a longer one is replaced by a note saying so).
+pub(crate) fn stored_output(
+    redactor: &crate::redact::Redactor,
+    output: serde_json::Value,
+) -> String {
+    let text = serde_json::to_string(&redactor.redact_json(output)).unwrap_or_default();
+    if text.len() > MAX_RUN_RESULT_BYTES {
+        serde_json::json!({"truncated": true, "bytes": text.len()}).to_string()
+    } else {
+        text
+    }
+}
+
+/// A run's error as stored: redacted, at most [`MAX_RUN_RESULT_BYTES`].
+pub(crate) fn stored_error(redactor: &crate::redact::Redactor, error: &str) -> String {
+    let mut cut = error.len().min(MAX_RUN_RESULT_BYTES);
+    while !error.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    redactor.redact(&error[..cut])
+}
+
+/// Whether a trigger of `function` matches the event `name`.
+pub(crate) fn triggered_by(function: &FunctionSpec, name: &str) -> bool {
+    function.triggers.iter().any(|t| {
+        SubjectPattern::new(&t.event)
+            .map(|p| p.matches(name))
+            .unwrap_or(false)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(mode: FunctionMode, url: Option<&str>) -> PutFunction {
+        PutFunction {
+            triggers: vec![coffer_wire::Trigger {
+                event: "order.*".into(),
+            }],
+            secrets: vec!["STRIPE_KEY".into()],
+            config: vec![],
+            mode,
+            url: url.map(str::to_owned),
+            timeout_ms: None,
+            retries: None,
+            concurrency: None,
+            expected_revision: None,
+        }
+    }
+
+    #[test]
+    fn push_urls_are_https_or_this_machine_unless_allowed() {
+        let strict = RuntimeOptions::default();
+        for ok in [
+            "https://fn.example.com/hook",
+            "http://127.0.0.1:8080/x",
+            "http://localhost/x",
+            "http://[::1]:9/x",
+        ] {
+            assert!(
+                check_function(&put(FunctionMode::Push, Some(ok)), &strict).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "http://10.0.0.1/x",
+            "http://example.com/x",
+            "ftp://127.0.0.1/x",
+            "https://user:pw@example.com/x",
+            "/relative",
+            "file:///etc/passwd",
+        ] {
+            assert!(
+                check_function(&put(FunctionMode::Push, Some(bad)), &strict).is_err(),
+                "{bad}"
+            );
+        }
+        let open = RuntimeOptions {
+            allow_http_targets: true,
+            ..RuntimeOptions::default()
+        };
+        assert!(
+            check_function(
+                &put(FunctionMode::Push, Some("http://example.com/x")),
+                &open
+            )
+            .is_ok()
+        );
+        assert!(check_function(&put(FunctionMode::Push, None), &strict).is_err());
+        assert!(check_function(&put(FunctionMode::Pull, Some("https://a.b/")), &strict).is_err());
+    }
+
+    #[test]
+    fn triggers_match_exact_names_and_nats_wildcards() {
+        let spec = |t: &str| FunctionSpec {
+            triggers: vec![coffer_wire::Trigger { event: t.into() }],
+            ..put(FunctionMode::Pull, None).spec()
+        };
+        assert!(triggered_by(&spec("order.created"), "order.created"));
+        assert!(!triggered_by(&spec("order.created"), "order.deleted"));
+        assert!(triggered_by(&spec("order.*"), "order.deleted"));
+        assert!(!triggered_by(&spec("order.*"), "order.a.b"));
+        assert!(triggered_by(&spec("order.>"), "order.a.b"));
+        assert!(!triggered_by(&spec("order.>"), "order"));
+        for bad in ["", "a..b", "a.>.b", "a b", "a.*x"] {
+            assert!(check_trigger(bad).is_err(), "{bad:?}");
+        }
+        for bad in ["", "a..b", "a.*", "a b", ".a"] {
+            assert!(check_event_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_event_name("order.created_v2-x").is_ok());
+    }
+}

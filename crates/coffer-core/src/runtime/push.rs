@@ -1,0 +1,368 @@
+//! The push dispatcher: leases push runs (from every environment, cluster-wide through the
+//! catalog) and POSTs each job to its function's URL, signed.
+//!
+//! - A run is leased before it is delivered, so any number of nodes can dispatch: each run
+//!   goes to one of them at a time. A node that dies mid-delivery leaves the lease to
+//!   expire, and the run is delivered again (at least once; `runId` and `attempt` let the
+//!   function de-duplicate).
+//! - Bounded: at most `push_concurrency` deliveries in flight on a node, and at most the
+//!   function's `concurrency` per function; a response body is read up to
+//!   [`MAX_RESPONSE_BYTES`].
+//! - 2xx: succeeded, the (JSON) body is the output. 5xx, a timeout or a connection error:
+//!   retried with exponential backoff and full jitter while retries remain. Any other
+//!   status (4xx, a redirect — redirects are not followed): failed, no retry.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use coffer_store::{
+    Actor, Environment, LeaseQuery, RunMode, RunOutcome, RunRecord, StoreError, Timestamp,
+};
+use secrecy::ExposeSecret;
+use secrecy::zeroize::Zeroizing;
+
+use super::{FunctionView, open_signing, stored_error, stored_output};
+use crate::Coffer;
+use crate::redact::Redactor;
+
+/// How long a push run is leased before its delivery starts; a function whose timeout is
+/// longer gets its lease extended before the POST.
+const PUSH_LEASE_MS: i64 = 60_000;
+
+/// Most runs leased by one query.
+const LEASE_BATCH: usize = 64;
+
+/// How often the dispatcher looks for due runs when nothing woke it (retries whose backoff
+/// ended, runs queued on other nodes, expired leases).
+const IDLE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Most bytes of a function's response that are read.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// The first retry's backoff; each next one doubles, up to [`MAX_BACKOFF_MS`].
+const BASE_BACKOFF_MS: u64 = 1_000;
+const MAX_BACKOFF_MS: u64 = 300_000;
+
+/// Runs the dispatcher until `stop` resolves. Deliveries in flight then are left to finish
+/// on their own tasks; a run whose delivery is cut by the process ending is delivered
+/// again after its lease expires.
+pub async fn run(coffer: Arc<Coffer>, stop: impl std::future::Future<Output = ()>) {
+    let client = match reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("coffer/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "the push dispatcher could not build its HTTP client");
+            return;
+        }
+    };
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        coffer.runtime.options.push_concurrency.max(1),
+    ));
+    let per_function: Arc<Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>> = Arc::default();
+    tokio::pin!(stop);
+    loop {
+        let woken = coffer.runtime.push_wake.notified();
+        let free = slots.available_permits().min(LEASE_BATCH);
+        let mut leased_full = false;
+        if free > 0 {
+            let now = Timestamp::now();
+            let query = LeaseQuery {
+                environment: None,
+                functions: None,
+                mode: RunMode::Push,
+                limit: free,
+                lease_until: Timestamp::from_millis(now.millis() + PUSH_LEASE_MS),
+            };
+            match coffer.catalog.lease(&query, now, &Actor::System).await {
+                Ok(runs) => {
+                    leased_full = runs.len() == free;
+                    for run in runs {
+                        let Ok(slot) = slots.clone().acquire_owned().await else {
+                            return;
+                        };
+                        let (coffer, client, per_function) =
+                            (coffer.clone(), client.clone(), per_function.clone());
+                        tokio::spawn(async move {
+                            deliver(&coffer, &client, &per_function, run).await;
+                            drop(slot);
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "the push dispatcher could not lease runs"),
+            }
+        }
+        if leased_full {
+            continue;
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = woken => {}
+            _ = tokio::time::sleep(IDLE_INTERVAL) => {}
+        }
+    }
+}
+
+/// Delivers one leased run and records how it ended.
+async fn deliver(
+    coffer: &Coffer,
+    client: &reqwest::Client,
+    per_function: &Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    run: RunRecord,
+) {
+    let outcome = match attempt(coffer, client, per_function, &run).await {
+        Ok(outcome) => outcome,
+        // Coffer could not get the job ready (its storage failed): try again later,
+        // without counting against the function's retries.
+        Err(why) => RunOutcome::Retry {
+            error: why,
+            not_before: later(BASE_BACKOFF_MS),
+        },
+    };
+    let finished = coffer
+        .catalog
+        .finish(
+            &run.environment,
+            &run.id,
+            Some(run.attempts),
+            outcome,
+            Timestamp::now(),
+            &Actor::System,
+        )
+        .await;
+    match finished {
+        Ok(_) | Err(StoreError::NotFound) => {}
+        Err(StoreError::LeaseLost) => {
+            tracing::warn!(run = %run.id, "a push delivery outlived its lease; the run was taken over")
+        }
+        Err(e) => {
+            tracing::warn!(run = %run.id, error = %e, "a push run's end could not be recorded")
+        }
+    }
+}
+
+/// One attempt: `Err` when Coffer itself could not get the job ready.
+async fn attempt(
+    coffer: &Coffer,
+    client: &reqwest::Client,
+    per_function: &Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    run: &RunRecord,
+) -> Result<RunOutcome, String> {
+    let failed = |error: String| Ok(RunOutcome::Failed { error });
+    let env = match coffer.catalog.get_environment(&run.environment).await {
+        Ok(Some(env)) if env.id == run.environment_id => env,
+        Ok(_) => return failed("its environment was deleted".into()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let function = match coffer.find_function(&env.name, &run.function_id).await {
+        Ok(f) => f,
+        Err(crate::CoreError::FunctionNotFound { .. }) => {
+            return failed(format!("function {} was deleted", run.function_id));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let Some(url) = function.spec.url.clone() else {
+        return failed(format!("function {} has no url", run.function_id));
+    };
+    let key = format!("{}/{}", env.id, function.record.id);
+    let limit = function.spec.concurrency.max(1) as usize;
+    let gate = {
+        let mut map = per_function.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(key)
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(limit)))
+            .clone()
+    };
+    let Ok(_turn) = gate.acquire().await else {
+        return Err("the dispatcher is shutting down".into());
+    };
+    let timeout = Duration::from_millis(function.spec.timeout_ms);
+    let needed = i64::try_from(function.spec.timeout_ms).unwrap_or(i64::MAX) + 30_000;
+    let now = Timestamp::now();
+    if run
+        .lease_expires_at
+        .is_none_or(|t| t.millis() - now.millis() < needed)
+    {
+        let until = Timestamp::from_millis(now.millis().saturating_add(needed));
+        coffer
+            .catalog
+            .extend_lease(&env.name, &run.id, run.attempts, until, now)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let signing = signing_secrets(coffer, &env, &function);
+    if signing.is_empty() {
+        return failed(
+            "the function's signing secret cannot be opened with the configured keys".into(),
+        );
+    }
+    let (job, resolution) = coffer
+        .build_job(&env, &function, Some(run), None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let redactor = Redactor::new(job.secrets.iter().map(|(_, v)| v));
+    coffer
+        .catalog
+        .record_resolutions(std::slice::from_ref(&resolution), &Actor::System)
+        .await
+        .map_err(|e| e.to_string())?;
+    let body = Zeroizing::new(serde_json::to_vec(&job).map_err(|e| e.to_string())?);
+    drop(job);
+    let keys: Vec<&[u8]> = signing
+        .iter()
+        .map(|s| s.expose_secret().as_bytes())
+        .collect();
+    let t = Timestamp::now().millis() / 1000;
+    let header = coffer_wire::signature::sign(&keys, t, &body);
+    let sent = client
+        .post(url)
+        .timeout(timeout)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(coffer_wire::signature::HEADER, header)
+        .body(body.to_vec())
+        .send()
+        .await;
+    let retry_or_fail = |error: String| {
+        if run.attempts <= function.spec.retries {
+            RunOutcome::Retry {
+                error: stored_error(&redactor, &error),
+                not_before: later(backoff_ms(run.attempts)),
+            }
+        } else {
+            RunOutcome::Failed {
+                error: stored_error(&redactor, &error),
+            }
+        }
+    };
+    let response = match sent {
+        Ok(r) => r,
+        Err(e) if e.is_timeout() => {
+            return Ok(retry_or_fail(format!(
+                "no answer within {} ms",
+                function.spec.timeout_ms
+            )));
+        }
+        Err(e) => return Ok(retry_or_fail(format!("the request failed: {}", plain(&e)))),
+    };
+    let status = response.status();
+    let text = match read_bounded(response, timeout).await {
+        Ok(t) => t,
+        Err(why) => return Ok(retry_or_fail(why)),
+    };
+    if status.is_success() {
+        let output = if text.trim().is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+        };
+        return Ok(RunOutcome::Succeeded {
+            output: stored_output(&redactor, output),
+        });
+    }
+    let snippet: String = text.chars().take(1024).collect();
+    let error = format!("HTTP {}: {snippet}", status.as_u16());
+    if status.is_server_error() {
+        Ok(retry_or_fail(error))
+    } else {
+        let error = if status.is_redirection() {
+            format!("{error} (redirects are not followed)")
+        } else {
+            error
+        };
+        Ok(RunOutcome::Failed {
+            error: stored_error(&redactor, &error),
+        })
+    }
+}
+
+/// The current signing secret, and the previous one while its grace period lasts.
+fn signing_secrets(
+    coffer: &Coffer,
+    env: &Environment,
+    function: &FunctionView,
+) -> Vec<secrecy::SecretString> {
+    let ring = coffer.keyring();
+    let record = &function.record;
+    let mut out: Vec<_> = open_signing(ring, &env.id, &record.id, &record.signing)
+        .into_iter()
+        .collect();
+    if let Some((previous, until)) = &record.previous_signing
+        && *until > Timestamp::now()
+        && let Some(old) = open_signing(ring, &env.id, &record.id, previous)
+    {
+        out.push(old);
+    }
+    out
+}
+
+/// Reads at most [`MAX_RESPONSE_BYTES`] of a response within `timeout`.
+async fn read_bounded(
+    mut response: reqwest::Response,
+    timeout: Duration,
+) -> Result<String, String> {
+    let read = async {
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| plain(&e))? {
+            let room = MAX_RESPONSE_BYTES - body.len();
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if body.len() >= MAX_RESPONSE_BYTES {
+                break;
+            }
+        }
+        Ok::<_, String>(String::from_utf8_lossy(&body).into_owned())
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| "the response did not arrive in time".to_string())?
+}
+
+/// A request error without its URL (a URL is shown elsewhere; keep errors short).
+fn plain(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(url.as_str(), "the function's url");
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The backoff before attempt `attempts + 1`: `BASE · 2^(attempts-1)` capped, with full
+/// jitter over its upper half so retries of many runs spread out.
+fn backoff_ms(attempts: u32) -> u64 {
+    let exp = BASE_BACKOFF_MS
+        .saturating_mul(1u64 << attempts.saturating_sub(1).min(20))
+        .min(MAX_BACKOFF_MS);
+    let random = coffer_crypto::random_bytes::<4>()
+        .map(u32::from_le_bytes)
+        .unwrap_or(0);
+    exp / 2 + u64::from(random) % (exp / 2 + 1)
+}
+
+fn later(ms: u64) -> Timestamp {
+    let now = Timestamp::now().millis();
+    Timestamp::from_millis(now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_its_jitter_and_is_capped() {
+        for attempts in 1..=12u32 {
+            let exp = (BASE_BACKOFF_MS << (attempts - 1)).min(MAX_BACKOFF_MS);
+            for _ in 0..50 {
+                let b = backoff_ms(attempts);
+                assert!((exp / 2..=exp).contains(&b), "{attempts}: {b}");
+            }
+        }
+        assert!(backoff_ms(u32::MAX) <= MAX_BACKOFF_MS);
+    }
+}
