@@ -62,9 +62,7 @@ fn main() -> ExitCode {
         Command::Completions { shell } => return completions(shell),
         Command::Serve(args) => block_on(serve::run(args)),
         Command::Openapi => openapi(),
-        Command::Client(cmd) => {
-            block_on(async { client::run(cmd).await.map(|()| ExitCode::SUCCESS) })
-        }
+        Command::Client(cmd) => block_on(client::run(cmd)),
     };
     match result {
         Ok(code) => code,
