@@ -61,8 +61,15 @@ pub struct RunArgs {
     /// Seconds CMD has to exit after SIGTERM when --watch restarts it, before SIGKILL.
     #[arg(long, value_name = "SECONDS", default_value = "10", requires = "watch", value_parser = grace_period)]
     grace_period: Duration,
-    /// The command to run and its arguments, after `--`.
-    #[arg(last = true, required = true, value_name = "CMD")]
+    /// The command to run and its arguments, best after `--`: everything from CMD on is
+    /// CMD's, flags included.
+    #[arg(
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
     command: Vec<OsString>,
 }
 
@@ -480,11 +487,16 @@ mod tests {
     }
 
     #[test]
-    fn cmd_goes_after_a_double_dash_and_watch_options_need_watch() {
+    fn cmd_is_everything_from_its_first_word_on_and_watch_options_need_watch() {
         let parsed = Cli::try_parse_from(["run", "--function", "f", "--", "env", "-0"]).unwrap();
         assert_eq!(parsed.args.command, ["env", "-0"]);
         assert_eq!(parsed.args.watch_interval, Duration::from_secs(5));
-        assert!(Cli::try_parse_from(["run", "--function", "f", "env"]).is_err());
+        let bare = Cli::try_parse_from(["run", "--function", "f", "env", "--json"]).unwrap();
+        assert_eq!(
+            bare.args.command,
+            ["env", "--json"],
+            "CMD's flags are CMD's"
+        );
         assert!(Cli::try_parse_from(["run", "--function", "f"]).is_err());
         assert!(
             Cli::try_parse_from(["run", "--function", "f", "--watch-interval", "1", "--", "x"])
