@@ -1,7 +1,8 @@
 //! `AccessStore` and `KeyStore` on the `environments`, `api_keys`, `key_canaries`,
 //! `key_usage`, `unreadable_values` and `settings` tables. (Deleting or creating an
-//! environment also clears its `secrets`, `config` and `unreadable_values` rows.) Every
-//! change appends its journal rows in its transaction.
+//! environment also clears its `secrets`, `config` and `unreadable_values` rows; its
+//! `functions`, `runs` and `event_receipts` go with its row by foreign key.) Every change
+//! appends its journal rows in its transaction.
 
 use std::collections::BTreeMap;
 
@@ -125,7 +126,8 @@ impl AccessStore for SqliteStore {
                     return Err(StoreError::NotFound);
                 }
                 // Same transaction: no key of the old environment outlives it, and in this
-                // backend its secret values and config entries go with it.
+                // backend its secret values and config entries go with it (its functions,
+                // runs and idempotency receipts went with its row: ON DELETE CASCADE).
                 c.execute(
                     "DELETE FROM api_keys WHERE environment = ?1",
                     [name.as_str()],
@@ -433,7 +435,9 @@ fn insert_environment(c: &Connection, env: &Environment) -> StoreResult<()> {
         return Err(StoreError::AlreadyExists);
     }
     // A new environment starts empty: rows a racing write left under this name after the
-    // old environment was deleted go now, in the same transaction.
+    // old environment was deleted go now, in the same transaction. (The runtime plane's
+    // tables need no such sweep: their foreign key refuses a row for an incarnation that
+    // does not exist.)
     c.execute(
         "DELETE FROM secrets WHERE environment = ?1",
         [env.name.as_str()],

@@ -122,8 +122,9 @@ fn insert_audit(c: &Connection, head: &mut Head, mut row: AuditRecord) -> StoreR
         row.chain_after(head.audit_seq, std::mem::take(&mut head.audit_hash));
     c.prepare_cached(
         "INSERT INTO audit_log (seq, at, actor_id, actor_name, action, subject, environment,
-             name, revision, result, status, count, remote, user_agent, event_seq, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+             name, revision, result, status, count, remote, user_agent, event_seq, prev_hash, hash,
+             detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -144,6 +145,7 @@ fn insert_audit(c: &Connection, head: &mut Head, mut row: AuditRecord) -> StoreR
             row.event,
             row.prev_hash,
             row.hash,
+            row.detail,
         ])
     })
     .map_err(unavailable)?;
@@ -151,7 +153,7 @@ fn insert_audit(c: &Connection, head: &mut Head, mut row: AuditRecord) -> StoreR
 }
 
 const AUDIT_COLUMNS: &str = "seq, at, actor_id, actor_name, action, subject, environment, name, \
-     revision, result, status, count, remote, user_agent, event_seq, prev_hash, hash";
+     revision, result, status, count, remote, user_agent, event_seq, prev_hash, hash, detail";
 
 fn audit_row(r: &Row<'_>) -> rusqlite::Result<(AuditRecord, String)> {
     let result: String = r.get(9)?;
@@ -174,6 +176,7 @@ fn audit_row(r: &Row<'_>) -> rusqlite::Result<(AuditRecord, String)> {
             remote: r.get(12)?,
             user_agent: r.get(13)?,
             event: r.get(14)?,
+            detail: r.get(17)?,
             prev_hash: r.get(15)?,
             hash: r.get(16)?,
         },
@@ -203,6 +206,7 @@ fn unreadable_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
         remote: None,
         user_agent: None,
         event: None,
+        detail: None,
         prev_hash: r.get::<_, String>(15).unwrap_or_default(),
         hash: String::new(),
     })

@@ -18,7 +18,9 @@
 
 mod catalog;
 mod config;
+mod functions;
 mod journal;
+mod runs;
 mod secrets;
 mod writer;
 
@@ -159,8 +161,12 @@ impl ReadPool {
 /// `secure_delete`: a write that frees a value (an update, a delete, dev-mode plaintext
 /// replaced by its ciphertext) overwrites the freed bytes with zeros instead of leaving them
 /// in the file's free space.
+///
+/// `foreign_keys`: the runtime plane's rows (functions, runs, idempotency receipts) go with
+/// their environment incarnation by `ON DELETE CASCADE`, and cannot be written into one that
+/// does not exist. Only the writer needs it: readers change no row.
 const WRITER_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-     PRAGMA busy_timeout = 5000; PRAGMA secure_delete = ON;";
+     PRAGMA busy_timeout = 5000; PRAGMA secure_delete = ON; PRAGMA foreign_keys = ON;";
 const READER_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA query_only = 1;";
 const CHECKPOINTER_PRAGMAS: &str =
     "PRAGMA busy_timeout = 5000; PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;";
@@ -172,6 +178,18 @@ fn configure(conn: &Connection, read_only: bool) -> StoreResult<()> {
         WRITER_PRAGMAS
     };
     conn.execute_batch(pragmas).map_err(unavailable)?;
+    if !read_only {
+        // A build of SQLite without foreign keys ignores the pragma; the runtime plane's
+        // rows would then outlive their environment.
+        let enforced: bool = conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .map_err(unavailable)?;
+        if !enforced {
+            return Err(StoreError::Unavailable(
+                "sqlite: this build does not enforce foreign keys".into(),
+            ));
+        }
+    }
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
@@ -248,6 +266,7 @@ mod tests {
     coffer_store::catalog_conformance!(fresh());
     coffer_store::config_store_conformance!(fresh());
     coffer_store::unreadable_marks_conformance!(fresh());
+    coffer_store::runtime_conformance!(fresh());
 
     #[tokio::test]
     async fn a_panicking_write_fails_alone_and_the_writer_lives_on() {
@@ -363,6 +382,109 @@ mod tests {
         assert_eq!((a.revision, &a.environment_id), (3, &prod.id));
         let walked = store.scan(None, 10).await.expect("scan");
         assert_eq!(walked.len(), 1, "the orphan row is not walked");
+    }
+
+    /// The writer's connection enforces foreign keys: the runtime plane's rows cannot name
+    /// an environment incarnation that does not exist, whatever the code that writes them.
+    #[tokio::test]
+    async fn the_writer_refuses_runtime_rows_of_a_missing_incarnation() {
+        use coffer_store::AccessStore;
+        let (store, _dir) = fresh().await;
+        let prod = crate::test_env("prod");
+        store
+            .create_environment(&prod, &coffer_store::Actor::System)
+            .await
+            .expect("env");
+        let stale = crate::test_env("prod");
+        let refused = store
+            .writer
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO functions (environment, environment_id, id, spec,
+                         signing_key_version, signing_value, revision, created_at, updated_at)
+                     VALUES ('prod', ?1, 'f', '{}', 0, 's', 1, 1, 1)",
+                    [stale.id.as_str()],
+                )
+                .map(drop)
+                .map_err(unavailable)
+            })
+            .await;
+        assert!(
+            matches!(&refused, Err(StoreError::Unavailable(m)) if m.contains("FOREIGN KEY")),
+            "{refused:?}"
+        );
+    }
+
+    /// Audit rows written before the `detail` column existed read back without one and keep
+    /// their hashes; rows after them chain on.
+    #[tokio::test]
+    async fn audit_rows_from_before_the_detail_column_still_verify() {
+        use coffer_store::journal::GENESIS_HASH;
+        use coffer_store::{
+            Actor, ActorRef, AuditQuery, AuditRecord, Change, FunctionId, JournalStore, Origin,
+            Resolution, RunStore,
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let prod = crate::test_env("prod");
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
+            configure(&conn, false).expect("configure");
+            let before = MIGRATIONS.iter().position(|m| m.version == 7).expect("7");
+            apply_migrations(&conn, &MIGRATIONS[..before]).expect("migrate to 6");
+            let change = Change::environment_created(&prod);
+            let mut row =
+                AuditRecord::of_change(&change, &ActorRef::system(), &Origin::default(), None);
+            row.chain_after(0, GENESIS_HASH.into());
+            conn.execute(
+                "INSERT INTO audit_log (seq, at, actor_id, actor_name, action, subject,
+                     environment, name, revision, result, status, count, remote, user_agent,
+                     event_seq, prev_hash, hash)
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, 'allowed', NULL, ?8, NULL, NULL,
+                         NULL, ?9, ?10)",
+                params![
+                    row.at,
+                    row.actor.key_id,
+                    row.actor.key_name,
+                    row.action,
+                    row.subject,
+                    row.environment,
+                    row.name,
+                    row.count,
+                    row.prev_hash,
+                    row.hash
+                ],
+            )
+            .expect("an audit row as version 6 wrote it");
+            conn.execute(
+                "UPDATE journal_head SET audit_seq = 1, audit_hash = ?1",
+                [&row.hash],
+            )
+            .expect("head");
+        }
+        let store = SqliteStore::open(dir.path()).expect("open and migrate");
+        let resolution = Resolution {
+            environment: prod.name.clone(),
+            function_id: FunctionId::new("f").expect("id"),
+            run_id: None,
+            resolved: vec![],
+            missing: vec![],
+            at: Timestamp::from_millis(2),
+        };
+        store
+            .record_resolutions(&[resolution], &Actor::System)
+            .await
+            .expect("record");
+        let (rows, _) = store
+            .audit(&AuditQuery::default(), 10)
+            .await
+            .expect("audit");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].detail, None);
+        assert!(rows[1].detail.is_some());
+        assert_eq!(rows[1].prev_hash, rows[0].hash);
+        for row in &rows {
+            assert_eq!(row.hash, row.expected_hash(), "row {}", row.seq);
+        }
     }
 
     #[test]

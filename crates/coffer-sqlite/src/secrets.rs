@@ -390,8 +390,9 @@ fn meta(
     }
 }
 
-/// Rebuilds a stored value from its columns (`key_version` 0 = plaintext).
-fn stored(key_version: u32, value: String) -> StoreResult<StoredValue> {
+/// Rebuilds a stored value from its columns (`key_version` 0 = plaintext). Also a
+/// function's signing secrets (`functions`), stored the same way.
+pub(crate) fn stored(key_version: u32, value: String) -> StoreResult<StoredValue> {
     Ok(match key_version {
         0 => StoredValue::Plain(SecretString::from(value)),
         v => StoredValue::Sealed {
@@ -401,8 +402,8 @@ fn stored(key_version: u32, value: String) -> StoreResult<StoredValue> {
     })
 }
 
-/// The text that goes into the `value` column.
-fn stored_text(value: &StoredValue) -> &str {
+/// The text that goes into the `value` column (and a function's `signing_value`).
+pub(crate) fn stored_text(value: &StoredValue) -> &str {
     match value {
         StoredValue::Plain(plain) => plain.expose_secret(),
         StoredValue::Sealed { blob, .. } => blob,

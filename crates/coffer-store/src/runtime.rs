@@ -151,6 +151,7 @@ pub trait FunctionStore: Send + Sync + 'static {
     /// `signing` is stored only when the write registers the function; an update keeps the
     /// stored one. Errors: [`crate::StoreError::Conflict`]; [`crate::StoreError::NotFound`]
     /// when the incarnation `env` no longer exists; [`crate::StoreError::ActorRevoked`].
+    #[allow(clippy::too_many_arguments)] // `SecretStore::put`'s arguments, and the spec.
     async fn put_function(
         &self,
         env: &Environment,

@@ -71,4 +71,9 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "unreadable",
         sql: include_str!("../migrations/0006_unreadable.sql"),
     },
+    Migration {
+        version: 7,
+        name: "runtime",
+        sql: include_str!("../migrations/0007_runtime.sql"),
+    },
 ];

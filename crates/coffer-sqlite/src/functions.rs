@@ -1,0 +1,272 @@
+//! `FunctionStore` on the `functions` table. A function's rows go with its environment
+//! incarnation by foreign key (see migration 7); its signing secrets are stored like secret
+//! values (`key_version` 0 = plaintext).
+
+use async_trait::async_trait;
+use coffer_store::{
+    Actor, Change, EnvId, EnvName, Environment, FunctionId, FunctionPutOutcome, FunctionRecord,
+    FunctionStore, Precondition, Revision, StoreError, StoreResult, StoredValue, Timestamp,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::journal::{append, check_actor};
+use crate::secrets::{check_environment, stored, stored_text};
+use crate::{SqliteStore, corrupt, unavailable};
+
+#[async_trait]
+impl FunctionStore for SqliteStore {
+    async fn get_function(
+        &self,
+        env: &EnvName,
+        id: &FunctionId,
+    ) -> StoreResult<Option<FunctionRecord>> {
+        let row = self.read(|c| current(c, env, id))?;
+        row.map(|cols| cols.parse(env)).transpose()
+    }
+
+    async fn list_functions(
+        &self,
+        env: &EnvName,
+        after: Option<&FunctionId>,
+        limit: usize,
+    ) -> StoreResult<Vec<FunctionRecord>> {
+        let after = after.map_or("", FunctionId::as_str);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.read(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM functions WHERE environment = ?1 AND id > ?2
+                 ORDER BY id LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(params![env.as_str(), after, limit], columns)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter().map(|cols| cols.parse(env)).collect()
+    }
+
+    async fn put_function(
+        &self,
+        env: &Environment,
+        id: &FunctionId,
+        spec: String,
+        signing: StoredValue,
+        precondition: Precondition,
+        at: Timestamp,
+        actor: &Actor,
+    ) -> StoreResult<FunctionPutOutcome> {
+        let (env, id, actor) = (env.clone(), id.clone(), actor.clone());
+        self.writer
+            .write(move |c| {
+                let author = check_actor(c, &actor)?;
+                check_environment(c, &env)?;
+                let revision = revision_in(c, &env, &id)?;
+                if !precondition.admits(revision) {
+                    return Err(StoreError::Conflict { current: revision });
+                }
+                let (name, env_id, fid) = (env.name.as_str(), env.id.as_str(), id.as_str());
+                let cols = match revision {
+                    // An update keeps the stored signing secret: only a rotation replaces it.
+                    Some(_) => c
+                        .prepare_cached(&format!(
+                            "UPDATE functions SET spec = ?4, revision = revision + 1, updated_at = ?5
+                             WHERE environment = ?1 AND environment_id = ?2 AND id = ?3
+                             RETURNING {COLUMNS}"
+                        ))
+                        .and_then(|mut s| {
+                            s.query_row(params![name, env_id, fid, spec, at.millis()], columns)
+                        }),
+                    None => c
+                        .prepare_cached(&format!(
+                            "INSERT INTO functions (environment, environment_id, id, spec,
+                                 signing_key_version, signing_value, revision, created_at, updated_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7)
+                             RETURNING {COLUMNS}"
+                        ))
+                        .and_then(|mut s| {
+                            s.query_row(
+                                params![
+                                    name,
+                                    env_id,
+                                    fid,
+                                    spec,
+                                    signing.key_version_number(),
+                                    stored_text(&signing),
+                                    at.millis()
+                                ],
+                                columns,
+                            )
+                        }),
+                }
+                .map_err(unavailable)?;
+                let out = FunctionPutOutcome {
+                    record: cols.parse(&env.name)?,
+                    created: revision.is_none(),
+                };
+                append(c, &author, &[Change::function_written(&out)])?;
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn rotate_signing_secret(
+        &self,
+        env: &Environment,
+        id: &FunctionId,
+        signing: StoredValue,
+        grace_until: Timestamp,
+        at: Timestamp,
+        actor: &Actor,
+    ) -> StoreResult<FunctionRecord> {
+        let (env, id, actor) = (env.clone(), id.clone(), actor.clone());
+        self.writer
+            .write(move |c| {
+                let author = check_actor(c, &actor)?;
+                // The right-hand sides read the row as it was: the current secret becomes
+                // the previous one, replacing an older previous one.
+                let cols = c
+                    .prepare_cached(&format!(
+                        "UPDATE functions SET previous_key_version = signing_key_version,
+                             previous_value = signing_value, previous_until = ?4,
+                             signing_key_version = ?5, signing_value = ?6,
+                             revision = revision + 1, updated_at = ?7
+                         WHERE environment = ?1 AND environment_id = ?2 AND id = ?3
+                         RETURNING {COLUMNS}"
+                    ))
+                    .and_then(|mut s| {
+                        s.query_row(
+                            params![
+                                env.name.as_str(),
+                                env.id.as_str(),
+                                id.as_str(),
+                                grace_until.millis(),
+                                signing.key_version_number(),
+                                stored_text(&signing),
+                                at.millis()
+                            ],
+                            columns,
+                        )
+                        .optional()
+                    })
+                    .map_err(unavailable)?
+                    .ok_or(StoreError::NotFound)?;
+                let record = cols.parse(&env.name)?;
+                append(c, &author, &[Change::function_rotated(&record)])?;
+                Ok(record)
+            })
+            .await
+    }
+
+    async fn delete_function(
+        &self,
+        env: &EnvName,
+        id: &FunctionId,
+        precondition: Precondition,
+        actor: &Actor,
+    ) -> StoreResult<FunctionRecord> {
+        let (env, id, actor) = (env.clone(), id.clone(), actor.clone());
+        self.writer
+            .write(move |c| {
+                let author = check_actor(c, &actor)?;
+                let cols = current(c, &env, &id)
+                    .map_err(unavailable)?
+                    .ok_or(StoreError::NotFound)?;
+                if !precondition.admits(Some(cols.revision)) {
+                    return Err(StoreError::Conflict {
+                        current: Some(cols.revision),
+                    });
+                }
+                c.prepare_cached("DELETE FROM functions WHERE environment = ?1 AND id = ?2")
+                    .and_then(|mut s| s.execute(params![env.as_str(), id.as_str()]))
+                    .map_err(unavailable)?;
+                let gone = cols.parse(&env)?;
+                append(
+                    c,
+                    &author,
+                    &[Change::function_deleted(&gone, Timestamp::now())],
+                )?;
+                Ok(gone)
+            })
+            .await
+    }
+}
+
+const COLUMNS: &str = "environment_id, id, spec, signing_key_version, signing_value, \
+     previous_key_version, previous_value, previous_until, revision, created_at, updated_at";
+
+/// A `functions` row as read ([`COLUMNS`]), before its names and values are parsed.
+struct Columns {
+    environment_id: String,
+    id: String,
+    spec: String,
+    signing: (u32, String),
+    previous: (Option<u32>, Option<String>, Option<i64>),
+    revision: Revision,
+    created_at: i64,
+    updated_at: i64,
+}
+
+fn columns(r: &Row<'_>) -> rusqlite::Result<Columns> {
+    Ok(Columns {
+        environment_id: r.get(0)?,
+        id: r.get(1)?,
+        spec: r.get(2)?,
+        signing: (r.get(3)?, r.get(4)?),
+        previous: (r.get(5)?, r.get(6)?, r.get(7)?),
+        revision: r.get(8)?,
+        created_at: r.get(9)?,
+        updated_at: r.get(10)?,
+    })
+}
+
+impl Columns {
+    fn parse(self, environment: &EnvName) -> StoreResult<FunctionRecord> {
+        let (version, value) = self.signing;
+        let previous_signing = match self.previous {
+            (Some(version), Some(value), Some(until)) => {
+                Some((stored(version, value)?, Timestamp::from_millis(until)))
+            }
+            (None, None, None) => None,
+            _ => return Err(corrupt("a function's previous signing secret is partial")),
+        };
+        Ok(FunctionRecord {
+            environment: environment.clone(),
+            environment_id: EnvId::new(&self.environment_id).map_err(corrupt)?,
+            id: FunctionId::new(&self.id).map_err(corrupt)?,
+            spec: self.spec,
+            signing: stored(version, value)?,
+            previous_signing,
+            revision: self.revision,
+            created_at: Timestamp::from_millis(self.created_at),
+            updated_at: Timestamp::from_millis(self.updated_at),
+        })
+    }
+}
+
+/// The function `id` of the environment `env` (whichever incarnation holds the name: rows
+/// of a deleted one went with it).
+fn current(c: &Connection, env: &EnvName, id: &FunctionId) -> rusqlite::Result<Option<Columns>> {
+    c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM functions WHERE environment = ?1 AND id = ?2"
+    ))?
+    .query_row(params![env.as_str(), id.as_str()], columns)
+    .optional()
+}
+
+/// The revision of the function `id` of the incarnation `env`, if it exists.
+fn revision_in(
+    c: &Connection,
+    env: &Environment,
+    id: &FunctionId,
+) -> StoreResult<Option<Revision>> {
+    c.prepare_cached(
+        "SELECT revision FROM functions
+         WHERE environment = ?1 AND environment_id = ?2 AND id = ?3",
+    )
+    .and_then(|mut s| {
+        s.query_row(
+            params![env.name.as_str(), env.id.as_str(), id.as_str()],
+            |r| r.get(0),
+        )
+        .optional()
+    })
+    .map_err(unavailable)
+}

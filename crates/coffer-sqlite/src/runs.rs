@@ -1,0 +1,716 @@
+//! `RunStore` on the `runs` and `event_receipts` tables.
+//!
+//! The writer thread is the file's only writer, so a job that reads and then writes is
+//! atomic: a lease selects the due runs and marks them running in one job, and an
+//! idempotent send checks its receipt and starts its runs in one job. No run is handed to
+//! two holders, no key starts runs twice, without any lock of our own.
+
+use async_trait::async_trait;
+use coffer_store::{
+    Actor, Change, Enqueued, EnvId, EnvName, Environment, EventSend, FunctionId,
+    IDEMPOTENCY_WINDOW_MS, LeaseQuery, NewRun, Resolution, RunFilter, RunId, RunMode, RunOutcome,
+    RunRecord, RunStatus, RunStore, StoreError, StoreResult, Timestamp,
+};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+
+use crate::journal::{append, check_actor};
+use crate::secrets::check_environment;
+use crate::{SqliteStore, corrupt, unavailable};
+
+/// Most runs one lease takes, whatever the query asks: a lease is one job of the writer,
+/// which every other write waits behind.
+const MAX_LEASE: usize = 1_000;
+
+/// Most expired idempotency receipts one send deletes: enough to outpace the sends that
+/// add them, small enough to cost a send nothing noticeable.
+const PRUNE_RECEIPTS: i64 = 100;
+
+#[async_trait]
+impl RunStore for SqliteStore {
+    async fn enqueue(
+        &self,
+        env: &Environment,
+        event: &EventSend,
+        runs: Vec<NewRun>,
+        at: Timestamp,
+        actor: &Actor,
+    ) -> StoreResult<Enqueued> {
+        let (env, event, actor) = (env.clone(), event.clone(), actor.clone());
+        self.writer
+            .write(move |c| {
+                let author = check_actor(c, &actor)?;
+                check_environment(c, &env)?;
+                if let Some(key) = &event.idempotency_key {
+                    if let Some(first) = remembered(c, &env.id, key, at)? {
+                        let runs = runs_of_send(c, &env.id, key, first)?;
+                        return Ok(Enqueued {
+                            runs,
+                            replayed: true,
+                        });
+                    }
+                    remember(c, &env.id, key, at)?;
+                }
+                let mut changes = Vec::with_capacity(runs.len() + 1);
+                changes.push(Change::event_received(
+                    &env.name,
+                    &event.name,
+                    runs.len() as u64,
+                    at,
+                ));
+                let mut insert = c
+                    .prepare_cached(&format!(
+                        "INSERT INTO runs (id, environment, environment_id, function_id, mode,
+                             event_name, event_data, trigger_params, status, attempts,
+                             next_attempt_at, idempotency_key, created_at, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', 0, ?9, ?10, ?9, ?9)
+                         ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
+                    ))
+                    .map_err(unavailable)?;
+                let mut started = Vec::with_capacity(runs.len());
+                for run in runs {
+                    let row = insert
+                        .query_row(
+                            params![
+                                run.id.as_str(),
+                                env.name.as_str(),
+                                env.id.as_str(),
+                                run.function_id.as_str(),
+                                run.mode.as_str(),
+                                event.name,
+                                event.data,
+                                run.trigger_params,
+                                at.millis(),
+                                event.idempotency_key,
+                            ],
+                            columns,
+                        )
+                        .optional()
+                        .map_err(unavailable)?;
+                    // A run id is 64 random bits past its millisecond: taken, it is a bug.
+                    let run = row.ok_or(StoreError::AlreadyExists)?.parse()?;
+                    changes.push(Change::run_changed(&run));
+                    started.push((run.id, run.function_id));
+                }
+                drop(insert);
+                append(c, &author, &changes)?;
+                Ok(Enqueued {
+                    runs: started,
+                    replayed: false,
+                })
+            })
+            .await
+    }
+
+    async fn get_run(&self, env: &EnvName, id: &RunId) -> StoreResult<Option<RunRecord>> {
+        let row = self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM runs WHERE id = ?1 AND environment = ?2"
+            ))?
+            .query_row(params![id.as_str(), env.as_str()], columns)
+            .optional()
+        })?;
+        row.map(Columns::parse).transpose()
+    }
+
+    async fn list_runs(
+        &self,
+        env: &EnvName,
+        filter: &RunFilter,
+        after: Option<&RunId>,
+        limit: usize,
+    ) -> StoreResult<Vec<RunRecord>> {
+        let listing = list_statement(env, filter, after, limit);
+        let rows = self.read(|c| {
+            let mut stmt = c.prepare_cached(&listing.sql)?;
+            let rows = stmt.query_map(params_from_iter(listing.args), columns)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter().map(Columns::parse).collect()
+    }
+
+    async fn lease(
+        &self,
+        query: &LeaseQuery,
+        at: Timestamp,
+        actor: &Actor,
+    ) -> StoreResult<Vec<RunRecord>> {
+        let (query, actor) = (query.clone(), actor.clone());
+        self.writer
+            .write(move |c| {
+                let author = check_actor(c, &actor)?;
+                let limit = query.limit.min(MAX_LEASE);
+                let mut due = due_runs(c, &query, RunStatus::Queued, limit, at)?;
+                due.extend(due_runs(c, &query, RunStatus::Running, limit, at)?);
+                // Oldest due first across both; a stable sort keeps each list's order.
+                due.sort_by_key(|(_, due_at)| *due_at);
+                due.truncate(limit);
+                let mut take = c
+                    .prepare_cached(&format!(
+                        "UPDATE runs SET status = 'running', attempts = attempts + 1,
+                             lease_expires_at = ?2, updated_at = ?3
+                         WHERE id = ?1 RETURNING {COLUMNS}"
+                    ))
+                    .map_err(unavailable)?;
+                let leased = due
+                    .into_iter()
+                    .map(|(id, _)| {
+                        take.query_row(
+                            params![id, query.lease_until.millis(), at.millis()],
+                            columns,
+                        )
+                        .map_err(unavailable)?
+                        .parse()
+                    })
+                    .collect::<StoreResult<Vec<_>>>()?;
+                drop(take);
+                let changes: Vec<Change> = leased.iter().map(Change::run_changed).collect();
+                append(c, &author, &changes)?;
+                Ok(leased)
+            })
+            .await
+    }
+
+    async fn extend_lease(
+        &self,
+        env: &EnvName,
+        id: &RunId,
+        attempt: u32,
+        until: Timestamp,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let (env, id) = (env.clone(), id.clone());
+        self.writer
+            .write(move |c| {
+                let extended = c
+                    .prepare_cached(
+                        "UPDATE runs SET lease_expires_at = ?5
+                         WHERE id = ?1 AND environment = ?2 AND status = 'running'
+                           AND attempts = ?3 AND lease_expires_at > ?4",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            id.as_str(),
+                            env.as_str(),
+                            attempt,
+                            at.millis(),
+                            until.millis()
+                        ])
+                    })
+                    .map_err(unavailable)?;
+                if extended == 1 {
+                    Ok(())
+                } else {
+                    Err(lease_refusal(c, &env, &id))
+                }
+            })
+            .await
+    }
+
+    async fn finish(
+        &self,
+        env: &EnvName,
+        id: &RunId,
+        attempt: Option<u32>,
+        outcome: RunOutcome,
+        at: Timestamp,
+        actor: &Actor,
+    ) -> StoreResult<RunRecord> {
+        let (env, id, actor) = (env.clone(), id.clone(), actor.clone());
+        self.writer
+            .write(move |c| {
+                let author = check_actor(c, &actor)?;
+                // status, output, error, next attempt (unchanged when NULL).
+                let (status, output, error, retry_at) = match outcome {
+                    RunOutcome::Succeeded { output } => {
+                        (RunStatus::Succeeded, Some(output), None, None)
+                    }
+                    RunOutcome::Failed { error } => (RunStatus::Failed, None, Some(error), None),
+                    RunOutcome::Retry { error, not_before } => (
+                        RunStatus::Queued,
+                        None,
+                        Some(error),
+                        Some(not_before.millis()),
+                    ),
+                };
+                let row = c
+                    .prepare_cached(&format!(
+                        "UPDATE runs SET status = ?5, output = ?6, error = ?7,
+                             next_attempt_at = COALESCE(?8, next_attempt_at),
+                             lease_expires_at = NULL, updated_at = ?4
+                         WHERE id = ?1 AND environment = ?2 AND status = 'running'
+                           AND (?3 IS NULL OR attempts = ?3) AND lease_expires_at > ?4
+                         RETURNING {COLUMNS}"
+                    ))
+                    .and_then(|mut s| {
+                        s.query_row(
+                            params![
+                                id.as_str(),
+                                env.as_str(),
+                                attempt,
+                                at.millis(),
+                                status.as_str(),
+                                output,
+                                error,
+                                retry_at
+                            ],
+                            columns,
+                        )
+                        .optional()
+                    })
+                    .map_err(unavailable)?;
+                let Some(row) = row else {
+                    return Err(lease_refusal(c, &env, &id));
+                };
+                let run = row.parse()?;
+                append(c, &author, &[Change::run_changed(&run)])?;
+                Ok(run)
+            })
+            .await
+    }
+
+    async fn record_resolutions(&self, batch: &[Resolution], actor: &Actor) -> StoreResult<()> {
+        // Even an empty batch goes through the writer: the caller hands values over only
+        // once this has re-checked its actor.
+        let changes: Vec<Change> = batch.iter().map(Change::function_resolved).collect();
+        let actor = actor.clone();
+        self.writer
+            .write(move |c| {
+                let author = check_actor(c, &actor)?;
+                append(c, &author, &changes)
+            })
+            .await
+    }
+}
+
+const COLUMNS: &str = "id, environment, environment_id, function_id, mode, event_name, \
+     event_data, trigger_params, status, attempts, output, error, lease_expires_at, \
+     next_attempt_at, created_at, updated_at";
+
+/// A `runs` row as read ([`COLUMNS`]), before its names are parsed.
+struct Columns {
+    id: String,
+    environment: String,
+    environment_id: String,
+    function_id: String,
+    mode: String,
+    event_name: String,
+    event_data: String,
+    trigger_params: String,
+    status: String,
+    attempts: u32,
+    output: Option<String>,
+    error: Option<String>,
+    lease_expires_at: Option<i64>,
+    next_attempt_at: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+fn columns(r: &Row<'_>) -> rusqlite::Result<Columns> {
+    Ok(Columns {
+        id: r.get(0)?,
+        environment: r.get(1)?,
+        environment_id: r.get(2)?,
+        function_id: r.get(3)?,
+        mode: r.get(4)?,
+        event_name: r.get(5)?,
+        event_data: r.get(6)?,
+        trigger_params: r.get(7)?,
+        status: r.get(8)?,
+        attempts: r.get(9)?,
+        output: r.get(10)?,
+        error: r.get(11)?,
+        lease_expires_at: r.get(12)?,
+        next_attempt_at: r.get(13)?,
+        created_at: r.get(14)?,
+        updated_at: r.get(15)?,
+    })
+}
+
+impl Columns {
+    fn parse(self) -> StoreResult<RunRecord> {
+        Ok(RunRecord {
+            id: RunId::new(&self.id).map_err(corrupt)?,
+            environment: EnvName::new(&self.environment).map_err(corrupt)?,
+            environment_id: EnvId::new(&self.environment_id).map_err(corrupt)?,
+            function_id: FunctionId::new(&self.function_id).map_err(corrupt)?,
+            mode: RunMode::parse(&self.mode)
+                .ok_or_else(|| corrupt(format!("a run's mode reads {:?}", self.mode)))?,
+            event_name: self.event_name,
+            event_data: self.event_data,
+            trigger_params: self.trigger_params,
+            status: RunStatus::parse(&self.status)
+                .ok_or_else(|| corrupt(format!("a run's status reads {:?}", self.status)))?,
+            attempts: self.attempts,
+            output: self.output,
+            error: self.error,
+            lease_expires_at: self.lease_expires_at.map(Timestamp::from_millis),
+            next_attempt_at: Timestamp::from_millis(self.next_attempt_at),
+            created_at: Timestamp::from_millis(self.created_at),
+            updated_at: Timestamp::from_millis(self.updated_at),
+        })
+    }
+}
+
+/// When the send that `key` names in `env` was accepted, if that was within the window
+/// before `at`.
+fn remembered(c: &Connection, env: &EnvId, key: &str, at: Timestamp) -> StoreResult<Option<i64>> {
+    let seen: Option<i64> = c
+        .prepare_cached(
+            "SELECT created_at FROM event_receipts
+             WHERE environment_id = ?1 AND idempotency_key = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![env.as_str(), key], |r| r.get(0))
+                .optional()
+        })
+        .map_err(unavailable)?;
+    Ok(seen.filter(|first| at.millis().saturating_sub(*first) < IDEMPOTENCY_WINDOW_MS))
+}
+
+/// The runs the send accepted at `first` with `key` started, in the order it started them.
+/// (An older send with the same key, from a window that has passed, started its runs at
+/// another time.)
+fn runs_of_send(
+    c: &Connection,
+    env: &EnvId,
+    key: &str,
+    first: i64,
+) -> StoreResult<Vec<(RunId, FunctionId)>> {
+    let rows = c
+        .prepare_cached(
+            "SELECT id, function_id FROM runs
+             WHERE environment_id = ?1 AND idempotency_key = ?2 AND created_at = ?3
+             ORDER BY rowid",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![env.as_str(), key, first], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(unavailable)?;
+    rows.into_iter()
+        .map(|(id, f)| {
+            Ok((
+                RunId::new(&id).map_err(corrupt)?,
+                FunctionId::new(&f).map_err(corrupt)?,
+            ))
+        })
+        .collect()
+}
+
+/// Records that `key` was accepted in `env` at `at` (over an expired receipt of it), and
+/// deletes a bounded number of receipts that have expired, oldest first.
+fn remember(c: &Connection, env: &EnvId, key: &str, at: Timestamp) -> StoreResult<()> {
+    c.prepare_cached(
+        "INSERT INTO event_receipts (environment_id, idempotency_key, created_at)
+         VALUES (?1, ?2, ?3)
+         ON CONFLICT (environment_id, idempotency_key) DO UPDATE SET created_at = excluded.created_at",
+    )
+    .and_then(|mut s| s.execute(params![env.as_str(), key, at.millis()]))
+    .map_err(unavailable)?;
+    c.prepare_cached(
+        "DELETE FROM event_receipts WHERE rowid IN (
+             SELECT rowid FROM event_receipts WHERE created_at <= ?1
+             ORDER BY created_at LIMIT ?2)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            at.millis().saturating_sub(IDEMPOTENCY_WINDOW_MS),
+            PRUNE_RECEIPTS
+        ])
+    })
+    .map(drop)
+    .map_err(unavailable)
+}
+
+/// Up to `limit` runs `query` may take with `status` that are due at `at`, oldest due
+/// first, with the time each fell due.
+fn due_runs(
+    c: &Connection,
+    query: &LeaseQuery,
+    status: RunStatus,
+    limit: usize,
+    at: Timestamp,
+) -> StoreResult<Vec<(String, i64)>> {
+    let due = due_statement(query, status, limit, at);
+    c.prepare_cached(&due.sql)
+        .and_then(|mut s| {
+            s.query_map(params_from_iter(due.args), |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
+        .map_err(unavailable)
+}
+
+/// A statement with only the conditions it needs, numbering its parameters as they come:
+/// SQLite plans each shape once (the statement cache), each on the index that fits it.
+struct Statement {
+    sql: String,
+    args: Vec<Value>,
+}
+
+impl Statement {
+    /// Adds ` AND condition`, whose one `?` stands for `value`.
+    fn and(&mut self, condition: &str, value: Value) {
+        self.args.push(value);
+        let n = self.args.len();
+        self.sql.push_str(" AND ");
+        self.sql
+            .push_str(&condition.replacen('?', &format!("?{n}"), 1));
+    }
+
+    fn order_and_limit(mut self, order: &str, limit: usize) -> Self {
+        self.args
+            .push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+        self.sql
+            .push_str(&format!(" ORDER BY {order} LIMIT ?{}", self.args.len()));
+        self
+    }
+}
+
+/// [`RunStore::list_runs`]: walks `runs_environment`, `runs_function` or `runs_status`
+/// (whichever leads with its equalities) in id order, so a page costs its own rows however
+/// deep it is.
+fn list_statement(
+    env: &EnvName,
+    filter: &RunFilter,
+    after: Option<&RunId>,
+    limit: usize,
+) -> Statement {
+    let mut s = Statement {
+        sql: format!("SELECT {COLUMNS} FROM runs WHERE environment = ?1"),
+        args: vec![Value::Text(env.as_str().to_owned())],
+    };
+    let text = |v: &str| Value::Text(v.to_owned());
+    if let Some(f) = &filter.function {
+        s.and("function_id = ?", text(f.as_str()));
+    }
+    if let Some(status) = filter.status {
+        s.and("status = ?", text(status.as_str()));
+    }
+    if let Some(after) = after {
+        s.and("id < ?", text(after.as_str()));
+    }
+    s.order_and_limit("id DESC", limit)
+}
+
+/// The runs with `status` that `query` may take at `at`, from the partial index of that
+/// status (`runs_queued`, `runs_leased`, or their `…_by_environment` twins for a pull
+/// worker's query), oldest due first.
+fn due_statement(query: &LeaseQuery, status: RunStatus, limit: usize, at: Timestamp) -> Statement {
+    let due = match status {
+        RunStatus::Queued => "next_attempt_at",
+        _ => "lease_expires_at",
+    };
+    // The status is a literal so that SQLite matches the partial index's condition.
+    let mut s = Statement {
+        sql: format!(
+            "SELECT id, {due} FROM runs WHERE status = '{}' AND mode = ?1 AND {due} <= ?2",
+            status.as_str()
+        ),
+        args: vec![
+            Value::Text(query.mode.as_str().to_owned()),
+            Value::Integer(at.millis()),
+        ],
+    };
+    if let Some(env) = &query.environment {
+        s.and("environment = ?", Value::Text(env.as_str().to_owned()));
+    }
+    if let Some(functions) = &query.functions {
+        // A JSON array, so one statement serves any number of functions. Function ids are
+        // `[a-z0-9_-]`: nothing in them needs escaping.
+        let ids: Vec<String> = functions.iter().map(|f| format!("\"{f}\"")).collect();
+        s.and(
+            "function_id IN (SELECT value FROM json_each(?))",
+            Value::Text(format!("[{}]", ids.join(","))),
+        );
+    }
+    s.order_and_limit(due, limit)
+}
+
+/// Why a conditional write on a run's lease changed nothing: the run is not in `env`
+/// ([`StoreError::NotFound`]), or the attempt no longer holds it ([`StoreError::LeaseLost`]).
+fn lease_refusal(c: &Connection, env: &EnvName, id: &RunId) -> StoreError {
+    let exists = c
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1 AND environment = ?2)")
+        .and_then(|mut s| s.query_row(params![id.as_str(), env.as_str()], |r| r.get(0)));
+    match exists {
+        Ok(true) => StoreError::LeaseLost,
+        Ok(false) => StoreError::NotFound,
+        Err(e) => unavailable(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use coffer_store::AccessStore;
+
+    use super::*;
+    use crate::test_env;
+
+    fn open() -> (SqliteStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        (store, dir)
+    }
+
+    fn send(key: &str) -> EventSend {
+        EventSend {
+            name: "order.created".into(),
+            data: "{}".into(),
+            idempotency_key: Some(key.into()),
+        }
+    }
+
+    fn receipts(store: &SqliteStore) -> Vec<String> {
+        store
+            .read(|c| {
+                c.prepare("SELECT idempotency_key FROM event_receipts ORDER BY created_at")?
+                    .query_map([], |r| r.get(0))?
+                    .collect()
+            })
+            .expect("receipts")
+    }
+
+    /// Every shape of lease and of listing walks an index that fits it, in the order it
+    /// returns rows: no scan of the table, no sort, so its cost is the rows it returns.
+    #[test]
+    fn leases_and_listings_walk_an_index_in_their_order() {
+        let (store, _dir) = open();
+        let env = EnvName::new("prod").expect("name");
+        let f = FunctionId::new("f").expect("id");
+        let run = RunId::generate(Timestamp::from_millis(1)).expect("id");
+        let mut cases = Vec::new();
+        for (environment, functions) in [
+            (None, None),
+            (Some(env.clone()), None),
+            (Some(env.clone()), Some(vec![f.clone()])),
+        ] {
+            let query = LeaseQuery {
+                environment,
+                functions,
+                mode: RunMode::Pull,
+                limit: 10,
+                lease_until: Timestamp::from_millis(2),
+            };
+            for (status, index) in [
+                (RunStatus::Queued, "runs_queued"),
+                (RunStatus::Running, "runs_leased"),
+            ] {
+                let index = match query.environment {
+                    Some(_) => format!("{index}_by_environment"),
+                    None => index.to_owned(),
+                };
+                let at = Timestamp::from_millis(1);
+                cases.push((due_statement(&query, status, 10, at), index));
+            }
+        }
+        let by_function = RunFilter {
+            function: Some(f),
+            status: None,
+        };
+        let by_status = RunFilter {
+            function: None,
+            status: Some(RunStatus::Failed),
+        };
+        for (filter, after, index) in [
+            (RunFilter::default(), None, "runs_environment"),
+            (RunFilter::default(), Some(&run), "runs_environment"),
+            (by_function, Some(&run), "runs_function"),
+            (by_status, None, "runs_status"),
+        ] {
+            cases.push((list_statement(&env, &filter, after, 10), index.to_owned()));
+        }
+        for (statement, index) in cases {
+            let plan: Vec<String> = store
+                .read(|c| {
+                    c.prepare(&format!("EXPLAIN QUERY PLAN {}", statement.sql))?
+                        .query_map(params_from_iter(&statement.args), |r| r.get(3))?
+                        .collect()
+                })
+                .expect("plan");
+            let plan = plan.join("\n");
+            assert!(
+                plan.contains(&format!("SEARCH runs USING INDEX {index} (")),
+                "{}\n{plan}",
+                statement.sql
+            );
+            assert!(!plan.contains("TEMP B-TREE"), "{}\n{plan}", statement.sql);
+        }
+    }
+
+    /// Expired idempotency keys are pruned by later sends, oldest first and at most
+    /// [`PRUNE_RECEIPTS`] per send, so the table holds about one window of keys.
+    #[tokio::test]
+    async fn sends_prune_a_bounded_number_of_expired_receipts_oldest_first() {
+        let (store, _dir) = open();
+        let prod = test_env("prod");
+        store
+            .create_environment(&prod, &Actor::System)
+            .await
+            .expect("env");
+        let id = prod.id.clone();
+        store
+            .writer
+            .write(move |c| {
+                for i in 0..250i64 {
+                    c.execute(
+                        "INSERT INTO event_receipts (environment_id, idempotency_key, created_at)
+                         VALUES (?1, ?2, ?3)",
+                        params![id.as_str(), format!("old-{i:03}"), 1 + i],
+                    )
+                    .map_err(unavailable)?;
+                }
+                Ok(())
+            })
+            .await
+            .expect("old receipts");
+        let later = Timestamp::from_millis(251 + IDEMPOTENCY_WINDOW_MS);
+        let mut left = Vec::new();
+        for key in ["new-1", "new-2", "new-3"] {
+            let done = store
+                .enqueue(&prod, &send(key), vec![], later, &Actor::System)
+                .await
+                .expect("send");
+            assert!(!done.replayed);
+            left.push(receipts(&store));
+        }
+        assert_eq!(left[0].len(), 150 + 1);
+        assert_eq!(left[0][0], "old-100", "the oldest went first");
+        assert_eq!(left[1].len(), 50 + 2);
+        assert_eq!(left[2], ["new-1", "new-2", "new-3"]);
+    }
+
+    /// An environment's idempotency receipts go with it (as its functions and runs do),
+    /// by foreign key, in the deleting transaction.
+    #[tokio::test]
+    async fn an_environment_takes_its_receipts_with_it() {
+        let (store, _dir) = open();
+        let (prod, staging) = (test_env("prod"), test_env("staging"));
+        for e in [&prod, &staging] {
+            store
+                .create_environment(e, &Actor::System)
+                .await
+                .expect("env");
+            let at = Timestamp::from_millis(5);
+            store
+                .enqueue(e, &send("k"), vec![], at, &Actor::System)
+                .await
+                .expect("send");
+        }
+        store
+            .delete_environment(&prod.name, &Actor::System)
+            .await
+            .expect("delete");
+        let left: Vec<String> = store
+            .read(|c| {
+                c.prepare("SELECT environment_id FROM event_receipts")?
+                    .query_map([], |r| r.get(0))?
+                    .collect()
+            })
+            .expect("receipts");
+        assert_eq!(left, [staging.id.as_str()]);
+    }
+}
