@@ -480,7 +480,7 @@ pub trait RunStore: Send + Sync + 'static {
         actor: &Actor,
     ) -> StoreResult<RunRecord>;
 
-    /// Audits resolutions (`secrets.resolved`, one row each: the function as its name, the
+    /// Audits resolutions (`function.resolved`, one row each: the function as its name, the
     /// names and the run in its detail; no event), in one transaction, after re-checking
     /// `actor`. Called before any value is handed over: if it fails, nothing is.
     async fn record_resolutions(&self, batch: &[Resolution], actor: &Actor) -> StoreResult<()>;
