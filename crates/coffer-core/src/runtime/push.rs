@@ -28,7 +28,7 @@ use crate::redact::Redactor;
 
 /// How long a push run is leased before its delivery starts; a function whose timeout is
 /// longer gets its lease extended before the POST.
-const PUSH_LEASE_MS: i64 = 60_000;
+const PUSH_LEASE_MS: i64 = 30_000;
 
 /// Most runs leased by one query.
 const LEASE_BATCH: usize = 64;
@@ -179,7 +179,7 @@ async fn attempt(
         return Err("the dispatcher is shutting down".into());
     };
     let timeout = Duration::from_millis(function.spec.timeout_ms);
-    let needed = i64::try_from(function.spec.timeout_ms).unwrap_or(i64::MAX) + 30_000;
+    let needed = i64::try_from(function.spec.timeout_ms).unwrap_or(i64::MAX) + 10_000;
     let now = Timestamp::now();
     if run
         .lease_expires_at
