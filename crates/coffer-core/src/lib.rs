@@ -15,6 +15,7 @@ mod error;
 mod events;
 pub mod keys;
 mod lifecycle;
+pub mod redact;
 mod service;
 mod startup;
 
