@@ -19,6 +19,8 @@ const CONFIG: Versioned = Versioned {
     key: "key",
     conflict: "environment, key",
     values: &["value"],
+    keep: &[],
+    returns: &[],
 };
 
 #[async_trait]

@@ -4,12 +4,14 @@
 //! and no other, so two writes never wait on each other in a cycle:
 //! 1. the environment row it writes in (`FOR KEY SHARE`; `FOR UPDATE` to delete it): a
 //!    deletion of the environment waits for the write, or the write finds it gone —
-//!    [`key_scope`];
+//!    [`key_scope`], [`incarnation_scope`];
 //! 2. for a revocation of an admin key, every admin key row (`FOR UPDATE`, in id order);
 //! 3. the acting key's row (`FOR KEY SHARE`: a revocation waits for the write, or the write
 //!    finds the key gone) — [`check_actor`];
 //! 4. the rows it changes, a secret's row before its unreadable mark (recording checks locks
-//!    every checked secret row `FOR SHARE`, in (environment, name) order, before any mark);
+//!    every checked secret row `FOR SHARE`, in (environment, name) order, before any mark),
+//!    a send's receipt before its runs (a lease locks its runs `SKIP LOCKED`: it never
+//!    waits for one, so it takes no environment row);
 //! 5. last, the journal head (`FOR UPDATE`) — [`append`]: from there to the commit,
 //!    journaling writers run one at a time, so sequence numbers follow commit order with
 //!    no gaps; taking it last keeps that serialised section to two statements.
@@ -20,7 +22,7 @@
 use async_trait::async_trait;
 use coffer_store::{
     Action, Actor, ActorRef, AuditQuery, AuditRecord, AuditResult, Change, Denial, EnvName,
-    EventRecord, JournalStore, Origin, StoreError, StoreResult,
+    Environment, EventRecord, JournalStore, Origin, StoreError, StoreResult,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, QueryBuilder, Row};
@@ -111,6 +113,29 @@ pub(crate) async fn key_scope(
     }
 }
 
+/// Steps 1 and 3 of a write into an incarnation (a secret value, a function, a send): the
+/// incarnation must exist, for every actor, and stays locked until the commit; then the
+/// actor is re-checked. A key that is gone as well is reported as
+/// [`StoreError::ActorRevoked`], as the SQLite store does.
+pub(crate) async fn incarnation_scope(
+    c: &mut PgConnection,
+    actor: &Actor,
+    env: &Environment,
+) -> StoreResult<Author> {
+    let found: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM environments WHERE name = $1 AND id = $2 FOR KEY SHARE")
+            .bind(env.name.as_str())
+            .bind(env.id.as_str())
+            .fetch_optional(&mut *c)
+            .await
+            .map_err(db)?;
+    let author = check_actor(c, actor).await?;
+    match found {
+        Some(_) => Ok(author),
+        None => Err(StoreError::NotFound),
+    }
+}
+
 /// The journal head.
 struct Head {
     audit_seq: u64,
@@ -198,17 +223,18 @@ async fn write_rows(
         cols.event.push(opt(r.event)?);
         cols.prev_hash.push(r.prev_hash);
         cols.hash.push(r.hash);
+        cols.detail.push(r.detail);
     }
     let last_event = events.0.last().copied();
     sqlx::query(
         "WITH audit AS (
              INSERT INTO audit_log (seq, at, actor_id, actor_name, action, subject, environment,
                  name, revision, result, status, count, remote, user_agent, event_seq,
-                 prev_hash, hash)
+                 prev_hash, hash, detail)
              SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[],
                  $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[],
                  $11::bigint[], $12::bigint[], $13::text[], $14::text[], $15::bigint[],
-                 $16::text[], $17::text[])
+                 $16::text[], $17::text[], $25::text[])
          ), outbox AS (
              INSERT INTO events (seq, audit_seq) SELECT * FROM UNNEST($18::bigint[], $19::bigint[])
          ), head AS (
@@ -241,6 +267,7 @@ async fn write_rows(
     .bind(signed(head.event_seq)?)
     .bind(EVENTS_CHANNEL)
     .bind(last_event.map(|id| id.to_string()))
+    .bind(cols.detail)
     .execute(&mut *c)
     .await
     .map_err(db)?;
@@ -267,6 +294,7 @@ struct AuditColumns {
     event: Vec<Option<i64>>,
     prev_hash: Vec<String>,
     hash: Vec<String>,
+    detail: Vec<Option<String>>,
 }
 
 /// The last event id in the head.
@@ -279,7 +307,7 @@ pub(crate) async fn head_event_seq(c: &mut PgConnection) -> StoreResult<u64> {
 }
 
 const AUDIT_COLUMNS: &str = "seq, at, actor_id, actor_name, action, subject, environment, name, \
-     revision, result, status, count, remote, user_agent, event_seq, prev_hash, hash";
+     revision, result, status, count, remote, user_agent, event_seq, prev_hash, hash, detail";
 
 /// An audit row as stored. A row whose cells do not read as Coffer wrote them (a negative
 /// number, a status out of range, a result that is neither `allowed` nor `denied`: someone
@@ -312,6 +340,7 @@ fn audit_row(r: &PgRow) -> StoreResult<AuditRecord> {
             remote: r.try_get(12).map_err(drop)?,
             user_agent: r.try_get(13).map_err(drop)?,
             event: num(14)?,
+            detail: r.try_get(17).map_err(drop)?,
             prev_hash: r.try_get(15).map_err(drop)?,
             hash: r.try_get(16).map_err(drop)?,
         })
@@ -334,6 +363,7 @@ fn audit_row(r: &PgRow) -> StoreResult<AuditRecord> {
         remote: None,
         user_agent: None,
         event: None,
+        detail: None,
         prev_hash: r.try_get(15).unwrap_or_default(),
         hash: String::new(),
     }))

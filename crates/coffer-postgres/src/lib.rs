@@ -1,5 +1,6 @@
-//! The PostgreSQL catalog: the catalog, the `db` secret store and the config store on one
-//! PostgreSQL database that any number of `coffer serve` nodes share.
+//! The PostgreSQL catalog: the catalog, the `db` secret store, the config store and the
+//! runtime plane's functions and run queue on one PostgreSQL database that any number of
+//! `coffer serve` nodes share.
 //!
 //! Concurrency model: there is no in-process lock. Every write is one transaction that
 //! re-checks its actor, makes its change and appends its journal rows; every invariant is
@@ -19,7 +20,9 @@
 
 mod catalog;
 mod config;
+mod functions;
 mod journal;
+mod runs;
 pub mod schema;
 mod secrets;
 #[cfg(any(test, feature = "testing"))]

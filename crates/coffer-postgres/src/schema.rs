@@ -12,11 +12,18 @@ use sqlx::{Executor, Postgres, Transaction};
 use crate::db;
 
 /// Every migration, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "catalog",
-    sql: include_str!("../migrations/0001_catalog.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "catalog",
+        sql: include_str!("../migrations/0001_catalog.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "runtime",
+        sql: include_str!("../migrations/0002_runtime.sql"),
+    },
+];
 
 /// The advisory lock key the migrations run under (`coffer` as ASCII digits): one fixed key,
 /// so of several nodes starting at once one migrates and the others wait, then find

@@ -20,7 +20,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use crate::journal::{Author, append, check_actor};
+use crate::journal::{append, check_actor, incarnation_scope};
 use crate::versioned::{Cell, Versioned};
 use crate::{PgStore, corrupt, db, signed, unsigned};
 
@@ -31,6 +31,8 @@ const SECRETS: Versioned = Versioned {
     key: "name",
     conflict: "environment, name",
     values: &["value", "key_version"],
+    keep: &[],
+    returns: &[],
 };
 
 #[async_trait]
@@ -334,28 +336,6 @@ struct ReplaceColumns<'a> {
     previous_version: Vec<i64>,
 }
 
-/// Steps 1 and 3 of a value write (see `journal`): the incarnation must exist, for every
-/// actor, and stays locked until the commit; then the actor is re-checked. A key that is
-/// gone as well is reported as [`StoreError::ActorRevoked`], as the SQLite store does.
-async fn incarnation_scope(
-    c: &mut PgConnection,
-    actor: &Actor,
-    env: &Environment,
-) -> StoreResult<Author> {
-    let found: Option<i32> =
-        sqlx::query_scalar("SELECT 1 FROM environments WHERE name = $1 AND id = $2 FOR KEY SHARE")
-            .bind(env.name.as_str())
-            .bind(env.id.as_str())
-            .fetch_optional(&mut *c)
-            .await
-            .map_err(db)?;
-    let author = check_actor(c, actor).await?;
-    match found {
-        Some(_) => Ok(author),
-        None => Err(StoreError::NotFound),
-    }
-}
-
 async fn put(
     c: &mut PgConnection,
     env: &Environment,
@@ -442,19 +422,25 @@ fn meta(environment: &Environment, name: SecretName, r: &PgRow) -> StoreResult<S
 /// A record from `value, key_version, revision, created_at, updated_at`.
 fn record(environment: &Environment, name: SecretName, r: &PgRow) -> StoreResult<SecretRecord> {
     let meta = meta(environment, name, r)?;
-    let value: String = r.try_get(0).map_err(db)?;
-    let value = match meta.key_version {
-        0 => StoredValue::Plain(SecretString::from(value)),
-        v => StoredValue::Sealed {
-            key_version: KeyVersion::new(v).map_err(corrupt)?,
-            blob: value,
-        },
-    };
+    let value = stored_value(i64::from(meta.key_version), r.try_get(0).map_err(db)?)?;
     Ok(SecretRecord { meta, value })
 }
 
-/// The text that goes into the `value` column.
-fn stored_text(value: &StoredValue) -> &str {
+/// A value from its stored text and key version (0: stored unencrypted, dev mode), as the
+/// `secrets` table and a function's signing secrets keep it.
+pub(crate) fn stored_value(key_version: i64, text: String) -> StoreResult<StoredValue> {
+    let v = u32::try_from(key_version).map_err(|_| corrupt("a key version out of range"))?;
+    Ok(match v {
+        0 => StoredValue::Plain(SecretString::from(text)),
+        v => StoredValue::Sealed {
+            key_version: KeyVersion::new(v).map_err(corrupt)?,
+            blob: text,
+        },
+    })
+}
+
+/// The text that goes into a value column (`value`, `signing_value`, `previous_value`).
+pub(crate) fn stored_text(value: &StoredValue) -> &str {
     match value {
         StoredValue::Plain(plain) => plain.expose_secret(),
         StoredValue::Sealed { blob, .. } => blob,

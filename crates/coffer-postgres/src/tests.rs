@@ -14,6 +14,8 @@ use super::*;
 
 use crate::testing::TestDatabase;
 
+mod runtime;
+
 /// A fresh, empty database on the test server.
 async fn fresh_db() -> TestDatabase {
     TestDatabase::create().await
@@ -31,6 +33,7 @@ coffer_store::secret_store_conformance!(fresh());
 coffer_store::catalog_conformance!(fresh());
 coffer_store::config_store_conformance!(fresh());
 coffer_store::unreadable_marks_conformance!(fresh());
+coffer_store::runtime_conformance!(fresh());
 
 /// An environment with a fresh incarnation id (unique in this process).
 fn incarnation(name: &str) -> Environment {

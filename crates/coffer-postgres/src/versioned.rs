@@ -10,6 +10,10 @@
 //!   then re-check the new row, which no longer matches).
 //!
 //! Only a refusal reads again, to report the current revision.
+//!
+//! A table may also have columns an insert sets and an update keeps (`keep`: a function's
+//! incarnation and signing secret), and columns a deletion returns beyond its value
+//! columns (`returns`).
 
 use coffer_store::{Precondition, StoreError, StoreResult};
 use sqlx::postgres::{PgArguments, PgRow};
@@ -31,6 +35,12 @@ pub(crate) struct Versioned {
     pub(crate) conflict: &'static str,
     /// The columns a write sets, in the order [`Versioned::put`] takes their cells.
     pub(crate) values: &'static [&'static str],
+    /// The columns only an insert sets (an update keeps them), in the order
+    /// [`Versioned::put`] takes their cells, after the `values` cells.
+    pub(crate) keep: &'static [&'static str],
+    /// More columns [`Versioned::delete`] and [`Versioned::current_locked`] return, after
+    /// `updated_at`.
+    pub(crate) returns: &'static [&'static str],
 }
 
 /// One value column's content for a write.
@@ -53,8 +63,10 @@ impl Written {
 }
 
 impl Versioned {
-    /// Writes `cells` into the row `(scope, key)` if `precondition` holds, in one statement.
-    /// Errors: [`StoreError::Conflict`] with the current revision when it does not.
+    /// Writes `cells` (one per `values` column, then one per `keep` column) into the row
+    /// `(scope, key)` if `precondition` holds, in one statement; an update writes the
+    /// `values` cells only. Errors: [`StoreError::Conflict`] with the current revision when
+    /// it does not hold.
     pub(crate) async fn put(
         &self,
         c: &mut PgConnection,
@@ -74,15 +86,17 @@ impl Versioned {
                 .map(|i| format!("${i}"))
                 .collect::<Vec<_>>()
         };
-        let cols = self.values.join(", ");
+        debug_assert_eq!(cells.len(), self.values.len() + self.keep.len());
+        let cols = self.values.iter().chain(self.keep).copied();
         let insert = format!(
-            "INSERT INTO {t} ({}, {k}, {cols}, revision, created_at, updated_at)
+            "INSERT INTO {t} ({}, {k}, {}, revision, created_at, updated_at)
              VALUES ({}, ${key_at}, {}, 1, ${time_at}, ${time_at})",
             self.scope.join(", "),
+            cols.collect::<Vec<_>>().join(", "),
             placeholders(1, n).join(", "),
-            placeholders(n + 3, self.values.len()).join(", ")
+            placeholders(n + 3, cells.len()).join(", ")
         );
-        let (sql, expected) = match precondition {
+        let (sql, expected, cells) = match precondition {
             Precondition::None => {
                 let set: Vec<String> = self
                     .values
@@ -94,13 +108,14 @@ impl Versioned {
                      updated_at = EXCLUDED.updated_at RETURNING revision, created_at",
                     set.join(", ")
                 );
-                (sql, None)
+                (sql, None, cells)
             }
             Precondition::Absent => (
                 format!(
                     "{insert} ON CONFLICT ({target}) DO NOTHING RETURNING revision, created_at"
                 ),
                 None,
+                cells,
             ),
             Precondition::Revision(expected) => {
                 let set: Vec<String> = self
@@ -117,7 +132,8 @@ impl Versioned {
                     self.scope_matches(),
                     n + 3
                 );
-                (sql, Some(signed(expected)?))
+                let values = &cells[..self.values.len().min(cells.len())];
+                (sql, Some(signed(expected)?), values)
             }
         };
         let mut q = sqlx::query(&sql);
@@ -163,7 +179,7 @@ impl Versioned {
     }
 
     /// Deletes the row if `precondition` holds, in one statement, returning it as it was:
-    /// the value columns, then `revision`, `created_at`, `updated_at`.
+    /// the value columns, then `revision`, `created_at`, `updated_at`, then `returns`.
     /// Errors: [`StoreError::NotFound`], [`StoreError::Conflict`].
     pub(crate) async fn delete(
         &self,
@@ -181,12 +197,12 @@ impl Versioned {
         };
         let sql = format!(
             "DELETE FROM {t} WHERE {} AND {k} = ${} AND (${}::bigint IS NULL OR revision = ${})
-             RETURNING {}, revision, created_at, updated_at",
+             RETURNING {}",
             self.scope_matches(),
             n + 1,
             n + 2,
             n + 2,
-            self.values.join(", ")
+            self.row_columns()
         );
         let row = Self::bind_row(sqlx::query(&sql), scope, key)
             .bind(expected)
@@ -202,8 +218,9 @@ impl Versioned {
         }
     }
 
-    /// The row as it is (value columns, then `revision`, `created_at`, `updated_at`), locked
-    /// until the transaction ends so a check made on it still holds at the commit.
+    /// The row as it is (value columns, then `revision`, `created_at`, `updated_at`, then
+    /// `returns`), locked until the transaction ends so a check made on it still holds at
+    /// the commit.
     pub(crate) async fn current_locked(
         &self,
         c: &mut PgConnection,
@@ -212,9 +229,8 @@ impl Versioned {
     ) -> StoreResult<Option<PgRow>> {
         let (t, k) = (self.table, self.key);
         let sql = format!(
-            "SELECT {}, revision, created_at, updated_at FROM {t}
-             WHERE {} AND {k} = ${} FOR SHARE",
-            self.values.join(", "),
+            "SELECT {} FROM {t} WHERE {} AND {k} = ${} FOR SHARE",
+            self.row_columns(),
             self.scope_matches(),
             self.scope.len() + 1
         );
@@ -222,6 +238,20 @@ impl Versioned {
             .fetch_optional(&mut *c)
             .await
             .map_err(db)
+    }
+
+    /// What a deletion or a locked read returns: the value columns, `revision`,
+    /// `created_at`, `updated_at`, then `returns` (a table's other reads may select the same).
+    pub(crate) fn row_columns(&self) -> String {
+        let fixed = ["revision", "created_at", "updated_at"];
+        let all: Vec<&str> = self
+            .values
+            .iter()
+            .copied()
+            .chain(fixed)
+            .chain(self.returns.iter().copied())
+            .collect();
+        all.join(", ")
     }
 
     /// The row's current revision, if it exists.

@@ -151,7 +151,9 @@ pub trait FunctionStore: Send + Sync + 'static {
     /// `signing` is stored only when the write registers the function; an update keeps the
     /// stored one. Errors: [`crate::StoreError::Conflict`]; [`crate::StoreError::NotFound`]
     /// when the incarnation `env` no longer exists; [`crate::StoreError::ActorRevoked`].
-    #[allow(clippy::too_many_arguments)] // `SecretStore::put`'s arguments, and the spec.
+    // `SecretStore::put`'s arguments and the spec: a struct for two of them would only
+    // move the count.
+    #[allow(clippy::too_many_arguments)]
     async fn put_function(
         &self,
         env: &Environment,
@@ -480,7 +482,7 @@ pub trait RunStore: Send + Sync + 'static {
         actor: &Actor,
     ) -> StoreResult<RunRecord>;
 
-    /// Audits resolutions (`secrets.resolved`, one row each: the function as its name, the
+    /// Audits resolutions (`function.resolved`, one row each: the function as its name, the
     /// names and the run in its detail; no event), in one transaction, after re-checking
     /// `actor`. Called before any value is handed over: if it fails, nothing is.
     async fn record_resolutions(&self, batch: &[Resolution], actor: &Actor) -> StoreResult<()>;

@@ -170,3 +170,131 @@ pub async fn verify(c: &Coffer) -> VerifyReport {
 pub async fn unreadable_count(c: &Coffer) -> u64 {
     c.status().await.unwrap().unreadable_values
 }
+
+/// A runtime key of [`env`], stored in the catalog (writes re-check their actor).
+pub async fn runtime_key(store: &dyn TestStore, id: &str) -> Principal {
+    use coffer_store::{Actor, ApiKeyMeta, ApiKeyRecord, StoreError, Timestamp};
+    let principal = Principal {
+        key_id: coffer_store::ApiKeyId::new(id).unwrap(),
+        role: Role::Runtime(env()),
+        origin: Default::default(),
+    };
+    let record = ApiKeyRecord {
+        meta: ApiKeyMeta {
+            id: principal.key_id.clone(),
+            name: format!("runtime {id}"),
+            role: principal.role.clone(),
+            created_at: Timestamp::now(),
+        },
+        key_hash: format!("{:0>64}", id.trim_start_matches("ak_")),
+    };
+    match store.insert_api_key(&record, &Actor::System).await {
+        Ok(()) | Err(StoreError::AlreadyExists) => {}
+        Err(e) => panic!("cannot store a runtime key: {e}"),
+    }
+    principal
+}
+
+/// A manage key of [`env`], stored in the catalog.
+pub async fn manage_key(store: &dyn TestStore, id: &str) -> Principal {
+    use coffer_store::{Actor, ApiKeyMeta, ApiKeyRecord, StoreError, Timestamp};
+    let principal = Principal {
+        key_id: coffer_store::ApiKeyId::new(id).unwrap(),
+        role: Role::Manage(env()),
+        origin: Default::default(),
+    };
+    let record = ApiKeyRecord {
+        meta: ApiKeyMeta {
+            id: principal.key_id.clone(),
+            name: format!("manage {id}"),
+            role: principal.role.clone(),
+            created_at: Timestamp::now(),
+        },
+        key_hash: format!("{:1>64}", id.trim_start_matches("ak_")),
+    };
+    match store.insert_api_key(&record, &Actor::System).await {
+        Ok(()) | Err(StoreError::AlreadyExists) => {}
+        Err(e) => panic!("cannot store a manage key: {e}"),
+    }
+    principal
+}
+
+/// Registers a pull function `id` in [`env`] declaring `secrets` and `config`, triggered
+/// by `order.*`.
+pub async fn register_pull(c: &Coffer, id: &str, secrets: &[&str], config: &[&str]) {
+    let body = coffer_wire::PutFunction {
+        triggers: vec![coffer_wire::Trigger {
+            event: "order.*".into(),
+        }],
+        secrets: secrets.iter().map(|s| s.to_string()).collect(),
+        config: config.iter().map(|s| s.to_string()).collect(),
+        mode: coffer_wire::FunctionMode::Pull,
+        url: None,
+        timeout_ms: None,
+        retries: None,
+        concurrency: None,
+        expected_revision: None,
+    };
+    let command = commands::PutFunction {
+        env: env(),
+        id: coffer_store::FunctionId::new(id).unwrap(),
+        body,
+    };
+    c.apply(&admin(), command).await.unwrap();
+}
+
+/// Sends the event `name` in [`env`] as the admin; returns the runs it started.
+pub async fn send_event(c: &Coffer, name: &str) -> Vec<coffer_store::RunId> {
+    let command = commands::SendEvent {
+        env: env(),
+        event: coffer_wire::SendEvent {
+            name: name.into(),
+            data: Some(serde_json::json!({"order": 42})),
+        },
+        idempotency_key: None,
+    };
+    let done = c.apply(&admin(), command).await.unwrap();
+    done.runs.into_iter().map(|(id, _)| id).collect()
+}
+
+/// Polls once (no wait) as `who` for runs of `functions`, with a lease of `lease_ms`.
+pub async fn poll(
+    c: &Coffer,
+    who: &Principal,
+    functions: &[&str],
+    lease_ms: u64,
+) -> Result<Option<coffer_wire::Job>, CoreError> {
+    let command = commands::PollRun {
+        env: env(),
+        poll: coffer_wire::Poll {
+            functions: functions.iter().map(|s| s.to_string()).collect(),
+            wait_ms: None,
+            lease_ms: Some(lease_ms),
+        },
+    };
+    c.apply(who, command).await
+}
+
+/// Completes a run as `who`.
+pub async fn complete(
+    c: &Coffer,
+    who: &Principal,
+    run: &str,
+    attempt: Option<u32>,
+    result: Result<serde_json::Value, &str>,
+) -> Result<coffer_store::RunRecord, CoreError> {
+    let (output, error) = match result {
+        Ok(v) => (Some(v), None),
+        Err(e) => (None, Some(e.to_owned())),
+    };
+    let command = commands::CompleteRun {
+        env: env(),
+        id: coffer_store::RunId::new(run).unwrap(),
+        body: coffer_wire::Complete {
+            output,
+            error,
+            attempt,
+        },
+    };
+    c.apply(who, command).await
+}

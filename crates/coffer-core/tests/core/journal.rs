@@ -2,7 +2,7 @@
 //! one event, written by the store in the change's own transaction.
 
 use coffer_core::{ConfigKey, EnvName, Role, SecretName, commands};
-use coffer_store::{Action, AuditQuery, AuditRecord, EventRecord};
+use coffer_store::{Action, AuditQuery, AuditRecord, EventRecord, FunctionId};
 use secrecy::SecretString;
 use serde_json::json;
 
@@ -31,9 +31,12 @@ async fn every_kind_of_change_leaves_one_audit_row_and_publishes_its_event() {
         value,
         expected_revision: None,
     };
+    let runtime = runtime_key(&*n.store, "ak_0e").await;
+    // Run ids, as the run arms learn them.
+    let mut runs: Vec<String> = Vec::new();
     for action in Action::ALL {
-        let before = n.store.last_event_id().await.unwrap();
-        let (audit_before, _) = n.store.audit_head().await.unwrap();
+        let mut before = n.store.last_event_id().await.unwrap();
+        let (mut audit_before, _) = n.store.audit_head().await.unwrap();
         // Each arm makes exactly one change of its kind and says what it names.
         let (subject, name): (String, Option<String>) = match action {
             Action::EnvironmentCreated => {
@@ -173,6 +176,135 @@ async fn every_kind_of_change_leaves_one_audit_row_and_publishes_its_event() {
                 assert_eq!(events.last().and_then(|e| e.count), Some(report.checked));
                 ("system.keys.verified".into(), None)
             }
+            Action::FunctionCreated => {
+                register_pull(&n.coffer, "f", &["A"], &[]).await;
+                ("system.function.f.created".into(), Some("f".into()))
+            }
+            Action::FunctionUpdated => {
+                register_pull(&n.coffer, "f", &["A", "B"], &[]).await;
+                ("system.function.f.updated".into(), Some("f".into()))
+            }
+            Action::FunctionDeleted => {
+                let delete = commands::DeleteFunction {
+                    env: env(),
+                    id: FunctionId::new("f").unwrap(),
+                    expected_revision: None,
+                };
+                n.coffer.apply(&who, delete).await.unwrap();
+                ("system.function.f.deleted".into(), Some("f".into()))
+            }
+            Action::FunctionRotated => {
+                register_pull(&n.coffer, "g", &["A"], &[]).await;
+                before = n.store.last_event_id().await.unwrap();
+                audit_before = n.store.audit_head().await.unwrap().0;
+                let rotate = commands::RotateSigningSecret {
+                    env: env(),
+                    id: FunctionId::new("g").unwrap(),
+                    grace_ms: None,
+                };
+                let out = n.coffer.apply(&who, rotate).await.unwrap();
+                assert!(
+                    out.signing_secret.is_some(),
+                    "a rotation shows the new secret"
+                );
+                ("system.function.g.rotated".into(), Some("g".into()))
+            }
+            Action::FunctionResolved => {
+                let resolve = commands::ResolveFunction {
+                    env: env(),
+                    id: FunctionId::new("g").unwrap(),
+                    only: None,
+                };
+                n.coffer.apply(&runtime, resolve).await.unwrap();
+                assert_eq!(n.store.last_event_id().await.unwrap(), before, "audit only");
+                let rows = audit_since(&n, audit_before).await;
+                assert_eq!(rows.len(), 1, "{rows:?}");
+                assert_eq!(rows[0].action, "function.resolved");
+                assert_eq!(rows[0].name.as_deref(), Some("g"));
+                assert_eq!(rows[0].actor.key_id.as_deref(), Some("ak_0e"));
+                assert!(rows[0].detail.is_some());
+                continue;
+            }
+            Action::EventReceived => {
+                assert!(send_event(&n.coffer, "nobody.listens").await.is_empty());
+                assert_eq!(n.store.last_event_id().await.unwrap(), before, "audit only");
+                let rows = audit_since(&n, audit_before).await;
+                assert_eq!(rows.len(), 1, "{rows:?}");
+                assert_eq!(rows[0].action, "event.received");
+                assert_eq!(rows[0].name.as_deref(), Some("nobody.listens"));
+                assert_eq!(rows[0].count, 0);
+                continue;
+            }
+            Action::RunQueued => {
+                let started = send_event(&n.coffer, "order.created").await;
+                assert_eq!(started.len(), 1, "g is triggered by order.*");
+                runs.push(started[0].to_string());
+                let rows = audit_since(&n, audit_before).await;
+                let mut actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
+                actions.sort();
+                assert_eq!(actions, ["event.received", "run.queued"]);
+                run_event(
+                    &n,
+                    before,
+                    &format!("system.run.{}.queued", runs[0]),
+                    "ak_00",
+                )
+                .await;
+                continue;
+            }
+            Action::RunRunning => {
+                let job = poll(&n.coffer, &runtime, &["g"], 30_000).await.unwrap();
+                assert_eq!(job.unwrap().run_id.as_deref(), Some(runs[0].as_str()));
+                let rows = audit_since(&n, audit_before).await;
+                let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
+                assert_eq!(actions, ["run.running", "function.resolved"]);
+                run_event(
+                    &n,
+                    before,
+                    &format!("system.run.{}.running", runs[0]),
+                    "ak_0e",
+                )
+                .await;
+                continue;
+            }
+            Action::RunSucceeded => {
+                complete(
+                    &n.coffer,
+                    &runtime,
+                    &runs[0],
+                    Some(1),
+                    Ok(json!({"ok": true})),
+                )
+                .await
+                .unwrap();
+                let rows = audit_since(&n, audit_before).await;
+                assert_eq!(rows.len(), 1, "{rows:?}");
+                run_event(
+                    &n,
+                    before,
+                    &format!("system.run.{}.succeeded", runs[0]),
+                    "ak_0e",
+                )
+                .await;
+                continue;
+            }
+            Action::RunFailed => {
+                let started = send_event(&n.coffer, "order.paid").await;
+                poll(&n.coffer, &runtime, &["g"], 30_000)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                before = n.store.last_event_id().await.unwrap();
+                audit_before = n.store.audit_head().await.unwrap().0;
+                let run = started[0].to_string();
+                complete(&n.coffer, &runtime, &run, Some(1), Err("boom"))
+                    .await
+                    .unwrap();
+                let rows = audit_since(&n, audit_before).await;
+                assert_eq!(rows.len(), 1, "{rows:?}");
+                run_event(&n, before, &format!("system.run.{run}.failed"), "ak_0e").await;
+                continue;
+            }
         };
         let events = n.store.events_after(before, 10).await.unwrap();
         assert_eq!(events.len(), 1, "{action:?}: {events:?}");
@@ -244,6 +376,29 @@ async fn a_refused_write_leaves_nothing_on_the_record() {
     assert!(n.coffer.apply(&admin(), stale).await.is_err());
     assert_eq!(n.store.last_event_id().await.unwrap(), before);
     assert_eq!(n.store.audit_head().await.unwrap().0, audit_before);
+}
+
+/// The one event after `before` is `subject`, by `actor`, and its audit row names it.
+async fn run_event(n: &Node, before: u64, subject: &str, actor: &str) {
+    let events = n.store.events_after(before, 10).await.unwrap();
+    assert_eq!(events.len(), 1, "{subject}: {events:?}");
+    assert_eq!(events[0].subject, subject);
+    assert_eq!(events[0].actor.key_id.as_deref(), Some(actor), "{subject}");
+    let query = AuditQuery {
+        action: Some(
+            subject
+                .rsplit('.')
+                .next()
+                .map(|v| format!("run.{v}"))
+                .unwrap(),
+        ),
+        ..AuditQuery::default()
+    };
+    let rows = n.store.audit(&query, 1000).await.unwrap().0;
+    assert!(
+        rows.iter().any(|r| r.event == Some(events[0].id)),
+        "{subject}: the audit row names its event"
+    );
 }
 
 async fn audit_since(n: &Node, after: u64) -> Vec<AuditRecord> {

@@ -7,6 +7,7 @@ mod harness;
 mod auth;
 mod capabilities;
 mod config;
+mod functions;
 mod journal;
 mod lifecycle;
 mod runtime;

@@ -1,0 +1,469 @@
+//! `RunStore` on the `runs` and `event_receipts` tables.
+//!
+//! The database holds the queue's invariants, on any number of nodes:
+//! - a run's attempt is leased once: one statement picks the due runs
+//!   `FOR UPDATE SKIP LOCKED` (rows another lease holds are skipped, rows one committed
+//!   meanwhile are re-checked and no longer due) and updates them;
+//! - only the attempt that holds a lease extends or finishes it: one conditional `UPDATE`
+//!   (`status = 'running' AND attempts = n AND lease_expires_at > now`);
+//! - an `Idempotency-Key` starts runs once per incarnation and window: the receipt's
+//!   primary key. A racing send's insert waits for the first one's transaction, then
+//!   conflicts and replays its runs.
+//!
+//! Lock order (see `journal`): the environment row, the acting key, the receipt and the
+//! runs, the journal head last. A lease takes no environment row: it never waits for a run
+//! (`SKIP LOCKED`), only for the acting key's row, before it holds anything, and the head.
+
+use async_trait::async_trait;
+use coffer_store::{
+    Actor, Change, Enqueued, EnvId, EnvName, Environment, EventSend, FunctionId,
+    IDEMPOTENCY_WINDOW_MS, LeaseQuery, NewRun, Resolution, RunFilter, RunId, RunMode, RunOutcome,
+    RunRecord, RunStatus, RunStore, StoreError, StoreResult, Timestamp,
+};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, QueryBuilder, Row};
+
+use crate::journal::{append, check_actor, incarnation_scope, lock_environment};
+use crate::{PgStore, corrupt, db};
+
+/// A run's columns in the order [`run`] reads them.
+const COLUMNS: &str = "id, environment, environment_id, function_id, mode, event_name, \
+     event_data, trigger_params, status, attempts, output, error, lease_expires_at, \
+     next_attempt_at, created_at, updated_at";
+
+/// When an unfinished run is due: a queued one at its next attempt, a running one when its
+/// lease expires (the expression the `runs_due` index is built on).
+const DUE: &str = "CASE WHEN status = 'running' THEN lease_expires_at ELSE next_attempt_at END";
+
+/// Most expired receipts one send deletes: the table stays bounded by one window's keys
+/// (each receipt recorded removes up to this many expired ones) at a bounded cost per send.
+pub(crate) const PRUNED_PER_SEND: i64 = 100;
+
+#[async_trait]
+impl RunStore for PgStore {
+    async fn enqueue(
+        &self,
+        env: &Environment,
+        event: &EventSend,
+        runs: Vec<NewRun>,
+        at: Timestamp,
+        actor: &Actor,
+    ) -> StoreResult<Enqueued> {
+        let mut tx = self.begin().await?;
+        let author = incarnation_scope(&mut tx, actor, env).await?;
+        if let Some(key) = &event.idempotency_key
+            && let Some(first) = receive(&mut tx, &env.id, key, at).await?
+        {
+            // Seen within the window: the first send's runs; the dropped transaction
+            // writes nothing.
+            return Ok(Enqueued {
+                runs: first,
+                replayed: true,
+            });
+        }
+        let records: Vec<RunRecord> = runs
+            .into_iter()
+            .map(|r| RunRecord {
+                id: r.id,
+                environment: env.name.clone(),
+                environment_id: env.id.clone(),
+                function_id: r.function_id,
+                mode: r.mode,
+                event_name: event.name.clone(),
+                event_data: event.data.clone(),
+                trigger_params: r.trigger_params,
+                status: RunStatus::Queued,
+                attempts: 0,
+                output: None,
+                error: None,
+                lease_expires_at: None,
+                next_attempt_at: at,
+                created_at: at,
+                updated_at: at,
+            })
+            .collect();
+        insert_runs(&mut tx, env, event, &records, at).await?;
+        let count = records.len() as u64;
+        let changes: Vec<Change> =
+            std::iter::once(Change::event_received(&env.name, &event.name, count, at))
+                .chain(records.iter().map(Change::run_changed))
+                .collect();
+        let last = append(&mut tx, &author, &changes).await?;
+        self.commit(tx, last).await?;
+        Ok(Enqueued {
+            runs: records.into_iter().map(|r| (r.id, r.function_id)).collect(),
+            replayed: false,
+        })
+    }
+
+    async fn get_run(&self, env: &EnvName, id: &RunId) -> StoreResult<Option<RunRecord>> {
+        let mut c = self.acquire().await?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM runs WHERE environment = $1 AND id = $2"
+        ))
+        .bind(env.as_str())
+        .bind(id.as_str())
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(run).transpose()
+    }
+
+    async fn list_runs(
+        &self,
+        env: &EnvName,
+        filter: &RunFilter,
+        after: Option<&RunId>,
+        limit: usize,
+    ) -> StoreResult<Vec<RunRecord>> {
+        let mut sql = QueryBuilder::<sqlx::Postgres>::new(format!(
+            "SELECT {COLUMNS} FROM runs WHERE environment = "
+        ));
+        sql.push_bind(env.as_str());
+        if let Some(function) = &filter.function {
+            sql.push(" AND function_id = ").push_bind(function.as_str());
+        }
+        if let Some(status) = filter.status {
+            sql.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(after) = after {
+            sql.push(" AND id < ").push_bind(after.as_str());
+        }
+        sql.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        let mut c = self.acquire().await?;
+        let rows = sql.build().fetch_all(&mut *c).await.map_err(db)?;
+        rows.iter().map(run).collect()
+    }
+
+    async fn lease(
+        &self,
+        query: &LeaseQuery,
+        at: Timestamp,
+        actor: &Actor,
+    ) -> StoreResult<Vec<RunRecord>> {
+        let mut tx = self.begin().await?;
+        // Step 3 only. A lease needs no environment row: it creates nothing in one, and it
+        // never waits for a run (a deletion's cascade holding one makes it skip it), so a
+        // deletion of the environment cannot wait on it in a cycle. Polls are frequent and
+        // mostly find nothing: they lock no row they need not.
+        let author = check_actor(&mut tx, actor).await?;
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        if limit == 0 || query.functions.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(Vec::new());
+        }
+        let mut sql = QueryBuilder::new("");
+        push_lease(&mut sql, query, limit, at);
+        let rows = sql.build().fetch_all(&mut *tx).await.map_err(db)?;
+        let mut leased = rows
+            .iter()
+            .map(|r| {
+                let due: i64 = r.try_get(16).map_err(db)?;
+                Ok((due, run(r)?))
+            })
+            .collect::<StoreResult<Vec<(i64, RunRecord)>>>()?;
+        // RETURNING keeps no order: oldest due first, as they were picked.
+        leased.sort_by(|(a, x), (b, y)| (a, &x.id).cmp(&(b, &y.id)));
+        let leased: Vec<RunRecord> = leased.into_iter().map(|(_, r)| r).collect();
+        let changes: Vec<Change> = leased.iter().map(Change::run_changed).collect();
+        let last = append(&mut tx, &author, &changes).await?;
+        self.commit(tx, last).await?;
+        Ok(leased)
+    }
+
+    async fn extend_lease(
+        &self,
+        env: &EnvName,
+        id: &RunId,
+        attempt: u32,
+        until: Timestamp,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let mut c = self.acquire().await?;
+        let extended = sqlx::query(
+            "UPDATE runs SET lease_expires_at = $4
+             WHERE environment = $1 AND id = $2 AND status = 'running' AND attempts = $3
+               AND lease_expires_at > $5",
+        )
+        .bind(env.as_str())
+        .bind(id.as_str())
+        .bind(i64::from(attempt))
+        .bind(until.millis())
+        .bind(at.millis())
+        .execute(&mut *c)
+        .await
+        .map_err(db)?;
+        if extended.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(refusal(&mut c, env, id).await?)
+        }
+    }
+
+    async fn finish(
+        &self,
+        env: &EnvName,
+        id: &RunId,
+        attempt: Option<u32>,
+        outcome: RunOutcome,
+        at: Timestamp,
+        actor: &Actor,
+    ) -> StoreResult<RunRecord> {
+        let mut tx = self.begin().await?;
+        // Steps 1 and 3, as every write into an environment (a run of a deleted
+        // environment went with it: NotFound below).
+        lock_environment(&mut tx, env).await?;
+        let author = check_actor(&mut tx, actor).await?;
+        let (status, output, error, not_before) = match outcome {
+            RunOutcome::Succeeded { output } => (RunStatus::Succeeded, Some(output), None, None),
+            RunOutcome::Failed { error } => (RunStatus::Failed, None, Some(error), None),
+            RunOutcome::Retry { error, not_before } => {
+                (RunStatus::Queued, None, Some(error), Some(not_before))
+            }
+        };
+        // One conditional statement: only the attempt that holds an unexpired lease ends
+        // it. A lease of the same run (its lease expired by the leaser's clock) either
+        // committed first, and this re-checks the new row (another attempt), or skips the
+        // row this holds.
+        let row = sqlx::query(&format!(
+            "UPDATE runs SET status = $4, output = $5, error = $6, lease_expires_at = NULL,
+                 next_attempt_at = COALESCE($7, next_attempt_at), updated_at = $8
+             WHERE environment = $1 AND id = $2 AND status = 'running'
+               AND ($3::bigint IS NULL OR attempts = $3) AND lease_expires_at > $8
+             RETURNING {COLUMNS}"
+        ))
+        .bind(env.as_str())
+        .bind(id.as_str())
+        .bind(attempt.map(i64::from))
+        .bind(status.as_str())
+        .bind(output)
+        .bind(error)
+        .bind(not_before.map(Timestamp::millis))
+        .bind(at.millis())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else {
+            return Err(refusal(&mut tx, env, id).await?);
+        };
+        let record = run(&row)?;
+        let last = append(&mut tx, &author, &[Change::run_changed(&record)]).await?;
+        self.commit(tx, last).await?;
+        Ok(record)
+    }
+
+    async fn record_resolutions(&self, batch: &[Resolution], actor: &Actor) -> StoreResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        let author = check_actor(&mut tx, actor).await?;
+        // Audit only: `function.resolved` publishes no event.
+        let changes: Vec<Change> = batch.iter().map(Change::function_resolved).collect();
+        let last = append(&mut tx, &author, &changes).await?;
+        self.commit(tx, last).await
+    }
+}
+
+/// Pushes the lease statement onto `sql`: the due runs, oldest due first, locked as they
+/// are picked, and their update, in one statement. A run another transaction holds is
+/// skipped; one it leased and committed meanwhile is re-checked against its new row (no
+/// longer due) and dropped. The `WHERE` repeats the `runs_due` index's predicate and
+/// expression so the index serves it. Returns the leased runs' [`COLUMNS`], then when each
+/// was due.
+pub(crate) fn push_lease<'a>(
+    sql: &mut QueryBuilder<'a, sqlx::Postgres>,
+    query: &'a LeaseQuery,
+    limit: i64,
+    at: Timestamp,
+) {
+    sql.push(format!(
+        "WITH due AS (
+             SELECT id AS run_id, {DUE} AS due_at FROM runs
+             WHERE status IN ('queued', 'running') AND mode = "
+    ));
+    sql.push_bind(query.mode.as_str());
+    sql.push(format!(" AND {DUE} <= ")).push_bind(at.millis());
+    if let Some(env) = &query.environment {
+        sql.push(" AND environment = ").push_bind(env.as_str());
+    }
+    if let Some(functions) = &query.functions {
+        let ids: Vec<&str> = functions.iter().map(FunctionId::as_str).collect();
+        sql.push(" AND function_id = ANY(").push_bind(ids).push(")");
+    }
+    sql.push(format!(" ORDER BY {DUE}, id LIMIT "))
+        .push_bind(limit)
+        .push(
+            " FOR UPDATE SKIP LOCKED)
+             UPDATE runs SET status = 'running', attempts = attempts + 1, lease_expires_at = ",
+        )
+        .push_bind(query.lease_until.millis())
+        .push(", updated_at = ")
+        .push_bind(at.millis())
+        .push(format!(
+            " FROM due WHERE runs.id = due.run_id RETURNING {COLUMNS}, due.due_at"
+        ));
+}
+
+/// Records the receipt of `key` in the incarnation `env_id` at `at`, or finds it: `None`
+/// when this send is the first within the window (the receipt is recorded, or an expired
+/// one replaced, and up to [`PRUNED_PER_SEND`] expired receipts are deleted); otherwise the
+/// runs the first send started.
+///
+/// One statement decides: a key recorded by a transaction still in flight makes this insert
+/// wait for it, then conflict with the committed receipt (or insert, if it rolled back).
+/// A conflict updates the receipt only if it expired, and locks it either way.
+async fn receive(
+    c: &mut PgConnection,
+    env_id: &EnvId,
+    key: &str,
+    at: Timestamp,
+) -> StoreResult<Option<Vec<(RunId, FunctionId)>>> {
+    let expired_by = at.millis().saturating_sub(IDEMPOTENCY_WINDOW_MS);
+    let recorded: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO event_receipts (environment_id, idempotency_key, created_at)
+         VALUES ($1, $2, $3)
+         ON CONFLICT (environment_id, idempotency_key) DO UPDATE
+             SET created_at = EXCLUDED.created_at
+             WHERE event_receipts.created_at <= $4
+         RETURNING created_at",
+    )
+    .bind(env_id.as_str())
+    .bind(key)
+    .bind(at.millis())
+    .bind(expired_by)
+    .fetch_optional(&mut *c)
+    .await
+    .map_err(db)?;
+    if recorded.is_some() {
+        // Opportunistic and bounded: receipts another send holds are skipped, never
+        // waited for.
+        sqlx::query(
+            "DELETE FROM event_receipts WHERE (environment_id, idempotency_key) IN (
+                 SELECT environment_id, idempotency_key FROM event_receipts
+                 WHERE created_at <= $1 ORDER BY created_at LIMIT $2
+                 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(expired_by)
+        .bind(PRUNED_PER_SEND)
+        .execute(&mut *c)
+        .await
+        .map_err(db)?;
+        return Ok(None);
+    }
+    // The first send committed before this statement began (the insert waited for it):
+    // its runs are visible. Runs of an older, expired use of the key predate the receipt.
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT r.id, r.function_id FROM runs r
+         JOIN event_receipts e
+           ON e.environment_id = r.environment_id AND e.idempotency_key = r.idempotency_key
+         WHERE e.environment_id = $1 AND e.idempotency_key = $2
+           AND r.created_at >= e.created_at
+         ORDER BY r.id",
+    )
+    .bind(env_id.as_str())
+    .bind(key)
+    .fetch_all(&mut *c)
+    .await
+    .map_err(db)?;
+    rows.into_iter()
+        .map(|(run, function)| {
+            Ok((
+                RunId::new(&run).map_err(corrupt)?,
+                FunctionId::new(&function).map_err(corrupt)?,
+            ))
+        })
+        .collect::<StoreResult<_>>()
+        .map(Some)
+}
+
+/// Inserts `runs` (all queued, as [`RunStore::enqueue`] built them) in one statement.
+async fn insert_runs(
+    c: &mut PgConnection,
+    env: &Environment,
+    event: &EventSend,
+    runs: &[RunRecord],
+    at: Timestamp,
+) -> StoreResult<()> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let mut cols: (Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
+    for r in runs {
+        cols.0.push(r.id.as_str());
+        cols.1.push(r.function_id.as_str());
+        cols.2.push(r.mode.as_str());
+        cols.3.push(&r.trigger_params);
+    }
+    sqlx::query(
+        "INSERT INTO runs (id, environment, environment_id, function_id, mode, event_name,
+             event_data, trigger_params, status, attempts, next_attempt_at, idempotency_key,
+             created_at, updated_at)
+         SELECT r.id, $5, $6, r.function_id, r.mode, $7, $8, r.trigger_params, 'queued', 0,
+             $9, $10, $9, $9
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[])
+              AS r(id, function_id, mode, trigger_params)",
+    )
+    .bind(cols.0)
+    .bind(cols.1)
+    .bind(cols.2)
+    .bind(cols.3)
+    .bind(env.name.as_str())
+    .bind(env.id.as_str())
+    .bind(&event.name)
+    .bind(&event.data)
+    .bind(at.millis())
+    .bind(event.idempotency_key.as_deref())
+    .execute(&mut *c)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Why a conditional write of a run changed nothing: the run is not in `env`
+/// ([`StoreError::NotFound`]), or its attempt no longer holds the lease
+/// ([`StoreError::LeaseLost`]).
+async fn refusal(c: &mut PgConnection, env: &EnvName, id: &RunId) -> StoreResult<StoreError> {
+    let found: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM runs WHERE environment = $1 AND id = $2")
+            .bind(env.as_str())
+            .bind(id.as_str())
+            .fetch_optional(&mut *c)
+            .await
+            .map_err(db)?;
+    Ok(match found {
+        Some(_) => StoreError::LeaseLost,
+        None => StoreError::NotFound,
+    })
+}
+
+/// A run from [`COLUMNS`].
+fn run(r: &PgRow) -> StoreResult<RunRecord> {
+    let text = |i: usize| -> StoreResult<String> { r.try_get(i).map_err(db) };
+    let millis = |i: usize| -> StoreResult<Timestamp> {
+        Ok(Timestamp::from_millis(r.try_get(i).map_err(db)?))
+    };
+    let attempts: i64 = r.try_get(9).map_err(db)?;
+    let lease: Option<i64> = r.try_get(12).map_err(db)?;
+    Ok(RunRecord {
+        id: RunId::new(&text(0)?).map_err(corrupt)?,
+        environment: EnvName::new(&text(1)?).map_err(corrupt)?,
+        environment_id: EnvId::new(&text(2)?).map_err(corrupt)?,
+        function_id: FunctionId::new(&text(3)?).map_err(corrupt)?,
+        mode: RunMode::parse(&text(4)?)
+            .ok_or_else(|| corrupt("postgres: a run's mode is neither push nor pull"))?,
+        event_name: text(5)?,
+        event_data: text(6)?,
+        trigger_params: text(7)?,
+        status: RunStatus::parse(&text(8)?)
+            .ok_or_else(|| corrupt("postgres: a run's status is unknown"))?,
+        attempts: u32::try_from(attempts)
+            .map_err(|_| corrupt("postgres: a run's attempts are out of range"))?,
+        output: r.try_get(10).map_err(db)?,
+        error: r.try_get(11).map_err(db)?,
+        lease_expires_at: lease.map(Timestamp::from_millis),
+        next_attempt_at: millis(13)?,
+        created_at: millis(14)?,
+        updated_at: millis(15)?,
+    })
+}
