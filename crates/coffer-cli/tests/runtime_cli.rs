@@ -2,6 +2,10 @@
 //! `coffer runs …` and `coffer run` against a real `coffer serve` on a port of its own,
 //! checked by what a user sees (stdout, stderr, exit codes) and, for `coffer run`, by what
 //! the child process sees and does.
+//!
+//! The server keeps its catalog in SQLite; with `COFFER_TEST_BACKEND=postgres` (and
+//! `COFFER_TEST_DATABASE_URL`, see `scripts/postgres.sh`) in a PostgreSQL database of each
+//! test's own, so the same suite runs on both backends.
 
 mod common;
 
@@ -9,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ChildGuard, ServerProcess, clean_command};
+use common::{ChildGuard, ServerProcess, TestDb, clean_command};
 use serde_json::Value;
 
 const MASTER_KEY: &str = "4f1d0c9e6a2b8c7d5e3f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d";
@@ -24,6 +28,8 @@ const CHILD_LOOP: &str = "i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); d
 struct Server {
     _dir: tempfile::TempDir,
     process: ServerProcess,
+    /// The PostgreSQL database, dropped after the server stopped (fields drop in order).
+    _db: Option<TestDb>,
     admin: String,
     /// A scratch directory for the tests' files.
     scratch: PathBuf,
@@ -39,17 +45,23 @@ struct Ran {
 impl Server {
     fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let process = ServerProcess::start(
-            &dir.path().join("data"),
-            &[("COFFER_MASTER_KEY", MASTER_KEY)],
-            &[],
-        );
+        let db = match std::env::var("COFFER_TEST_BACKEND").as_deref() {
+            Ok("postgres") => Some(TestDb::create("runtime_cli")),
+            Ok("sqlite") | Err(_) => None,
+            Ok(other) => panic!("COFFER_TEST_BACKEND={other}: sqlite or postgres"),
+        };
+        let mut envs = vec![("COFFER_MASTER_KEY", MASTER_KEY)];
+        if let Some(db) = &db {
+            envs.push(("COFFER_DATABASE_URL", db.url.as_str()));
+        }
+        let process = ServerProcess::start(&dir.path().join("data"), &envs, &[]);
         let admin = process.admin_key();
         let scratch = dir.path().join("scratch");
         std::fs::create_dir(&scratch).unwrap();
         Server {
             _dir: dir,
             process,
+            _db: db,
             admin,
             scratch,
         }
