@@ -141,7 +141,7 @@ pub const RUNS_SHOW: &str = "Examples:
   coffer runs show run_019ad0c1e2f30123456789abcdef --json | jq .output";
 
 pub const RUN: &str = "Examples:
-  COFFER_API_KEY=$RUNTIME_KEY coffer run --function api -- ./server --port 8080
+  coffer run --function api -- ./server --port 8080    # COFFER_API_KEY: a runtime key
   coffer run --env production --function api --only DB_URL -- python manage.py migrate
   coffer run --function api --watch -- node server.js    # restarted when a value changes
 
