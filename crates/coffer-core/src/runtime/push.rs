@@ -38,6 +38,9 @@ const LEASE_BATCH: usize = 64;
 /// journal, which every node watches.
 const IDLE_INTERVAL: Duration = Duration::from_millis(500);
 
+/// Per-function gates kept before the idle ones are forgotten.
+const MAX_GATES: usize = 4096;
+
 /// Most bytes of a function's response that are read.
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
@@ -171,10 +174,16 @@ async fn attempt(
     let Some(url) = function.spec.url.clone() else {
         return failed(format!("function {} has no url", run.function_id));
     };
-    let key = format!("{}/{}", env.id, function.record.id);
     let limit = function.spec.concurrency.max(1) as usize;
+    // The limit is part of the key: a changed `concurrency` takes effect at once.
+    let key = format!("{}/{}/{limit}", env.id, function.record.id);
     let gate = {
         let mut map = per_function.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_GATES {
+            // Forget the gates no delivery holds: the map stays bounded however many
+            // functions come and go.
+            map.retain(|_, gate| Arc::strong_count(gate) > 1);
+        }
         map.entry(key)
             .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(limit)))
             .clone()
