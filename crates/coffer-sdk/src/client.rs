@@ -50,8 +50,8 @@ struct Inner {
     key: SecretString,
 }
 
-/// An answer: its status, `Retry-After`, and its body (wiped when dropped, since a job's
-/// body holds values).
+/// An answer: its status and its body (wiped when dropped, since a job's body holds
+/// values).
 struct Answer {
     status: StatusCode,
     body: Zeroizing<Vec<u8>>,
@@ -526,18 +526,11 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let mut body = Zeroizing::new(Vec::new());
+        let mut body = WipedBuf::default();
         while let Some(chunk) = response.chunk().await.map_err(Error::Transport)? {
-            // Grown by hand so no reallocation leaves an unwiped copy of a value behind.
-            if body.len() + chunk.len() > body.capacity() {
-                let mut bigger = Zeroizing::new(Vec::with_capacity(
-                    (body.len() + chunk.len()).next_power_of_two(),
-                ));
-                bigger.extend_from_slice(&body);
-                body = bigger;
-            }
-            body.extend_from_slice(&chunk);
+            body.append(&chunk);
         }
+        let body = body.0;
         if !status.is_success() {
             return Err(from_answer(status, &body, retry_after));
         }
@@ -560,12 +553,41 @@ fn with_json(
     request: reqwest::RequestBuilder,
     body: &impl Serialize,
 ) -> Result<reqwest::RequestBuilder, Error> {
-    let mut buf = Zeroizing::new(Vec::with_capacity(256));
-    serde_json::to_writer(&mut *buf, body)
+    let mut buf = WipedBuf::default();
+    serde_json::to_writer(&mut buf, body)
         .map_err(|_| Error::Usage("the request body could not be encoded".into()))?;
     Ok(request
         .header(CONTENT_TYPE, "application/json")
-        .body(std::mem::take(&mut *buf)))
+        .body(std::mem::take(&mut *buf.0)))
+}
+
+/// A byte buffer wiped when dropped that grows by hand, wiping the smaller buffer it
+/// leaves, so no reallocation leaves a copy of a value behind.
+#[derive(Default)]
+struct WipedBuf(Zeroizing<Vec<u8>>);
+
+impl WipedBuf {
+    fn append(&mut self, bytes: &[u8]) {
+        let needed = self.0.len() + bytes.len();
+        if needed > self.0.capacity() {
+            let mut bigger =
+                Zeroizing::new(Vec::with_capacity(needed.next_power_of_two().max(256)));
+            bigger.extend_from_slice(&self.0);
+            self.0 = bigger;
+        }
+        self.0.extend_from_slice(bytes);
+    }
+}
+
+impl std::io::Write for WipedBuf {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.append(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn decode<T: DeserializeOwned>(answer: &Answer) -> Result<T, Error> {
@@ -655,6 +677,18 @@ mod tests {
             assert!(matches!(e, Error::Usage(_)), "{bad}");
             assert!(!e.to_string().contains("pw"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_wiped_buffer_keeps_every_byte_across_its_growth() {
+        let mut buf = WipedBuf::default();
+        let mut expected = Vec::new();
+        for i in 0..2_000u32 {
+            let piece = i.to_string();
+            buf.append(piece.as_bytes());
+            expected.extend_from_slice(piece.as_bytes());
+        }
+        assert_eq!(*buf.0, expected);
     }
 
     #[test]

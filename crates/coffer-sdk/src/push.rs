@@ -112,7 +112,8 @@ impl PushHandler {
     }
 
     /// The answer to a POST whose `Coffer-Signature` header is `signature` and whose body
-    /// is `body`: steps 3 to 5 above, for frameworks that hand over the body themselves.
+    /// is `body`: steps 3 to 5 above, for frameworks that hand over the body themselves
+    /// (bound its size there: this method reads what it is given).
     pub async fn respond(&self, signature: Option<&str>, body: &[u8]) -> Response<Full<Bytes>> {
         self.respond_at(signature, body, unix_now()).await
     }
