@@ -95,12 +95,13 @@ async fn heartbeats_keep_a_run_longer_than_its_lease_with_its_worker() {
     let server = Server::start();
     let admin = server.admin();
     register(&admin, "slow", &[]).await;
-    // The lease is 1 s and the handler takes 3: without heartbeats the run would go back
-    // to the queue, come again as attempt 2, and attempt 1's completion would be refused.
+    // The lease is 2 s and the handler takes 5: without heartbeats the run would go back
+    // to the queue, come again as attempt 2 (this worker keeps polling), and attempt 1's
+    // completion would be refused.
     let worker = Worker::new(server.runtime("default").await, "default")
-        .lease(Duration::from_secs(1))
+        .lease(Duration::from_secs(2))
         .function(function("slow"), |ctx| async move {
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
             Ok(json!({"attempt": ctx.attempt}))
         });
     let (stop, task) = spawn(worker);
