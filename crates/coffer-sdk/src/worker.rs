@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coffer_wire::{Complete, Heartbeat, Job, Poll};
-use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -206,10 +205,7 @@ impl Shared {
         };
         let complete = match result {
             Ok(output) => Complete {
-                // The complete route reads `"output": null` as no output at all and refuses
-                // the body (coffer-wire's `Complete::output` is an `Option<Value>`), so a
-                // `null` output is recorded as `{}`.
-                output: Some(if output.is_null() { json!({}) } else { output }),
+                output: Some(output),
                 error: None,
                 attempt: Some(attempt),
             },
