@@ -120,7 +120,14 @@ async fn keys_status_and_rewrap_move_every_value_to_the_current_version() {
         .collect();
     assert_eq!(
         rows[0],
-        ["VERSION", "CURRENT", "IN-KEYRING", "VALUES", "ENCRYPTIONS"],
+        [
+            "VERSION",
+            "CURRENT",
+            "IN-KEYRING",
+            "VALUES",
+            "SIGNING-SECRETS",
+            "ENCRYPTIONS"
+        ],
         "{status}"
     );
     assert_eq!(&rows[1][..4], ["1", "no", "yes", "40"], "{status}");
@@ -251,7 +258,9 @@ async fn keys_verify_finds_a_value_tampered_on_disk_that_a_restart_does_not_open
             "checked": 30,
             "unreadable": [
                 {"environment": "default", "name": "S0007", "revision": 1, "keyVersion": 1}
-            ]
+            ],
+            "signingSecretsChecked": 0,
+            "unreadableSigningSecrets": []
         })
     );
     assert!(
