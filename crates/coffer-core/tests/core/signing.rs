@@ -388,3 +388,78 @@ async fn a_rewrap_pages_from_the_values_into_the_functions_and_resumes_there() {
     assert_eq!((rest.checked, rest.signing_checked), (0, 2));
     assert!(rest.next.is_none());
 }
+
+/// Rotations stream in while rewraps run: a rewrap never writes an old secret back over a
+/// rotation (each function's stored secret opens, under the associated data the service
+/// seals it with, to the last secret its rotation showed), and a last rewrap leaves every
+/// signing secret under the current key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewrap_under_a_stream_of_rotations_loses_no_rotation() {
+    use std::collections::BTreeMap;
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
+    let ids: Vec<String> = (0..30).map(|i| format!("f{i:02}")).collect();
+    for id in &ids {
+        register_pull(&n.coffer, id, &[], &[]).await;
+    }
+    drop(n);
+    let n = start(dir.path(), ring(2, &[(1, K1), (2, K2)]), false)
+        .await
+        .unwrap();
+    let writer = {
+        let (c, ids) = (n.coffer.clone(), ids.clone());
+        tokio::spawn(async move {
+            let mut last = BTreeMap::new();
+            for _ in 0..4 {
+                for id in ids.iter().step_by(3) {
+                    last.insert(id.clone(), rotate(&c, id).await);
+                }
+            }
+            last
+        })
+    };
+    let mut rounds = 0;
+    while !writer.is_finished() {
+        rewrap(&n.coffer).await;
+        rounds += 1;
+    }
+    assert!(rounds > 0, "the rewrap ran while rotations streamed in");
+    let last = writer.await.unwrap();
+    let report = rewrap(&n.coffer).await;
+    assert_eq!(report.signing_secrets.unreadable, 0);
+    let counts = signing_versions(&*n.store).await;
+    assert_eq!(
+        counts.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
+        [2],
+        "every signing secret under the current key: {counts:?}"
+    );
+    let keys = ring(2, &[(2, K2)]).unwrap();
+    let incarnation = incarnation(&*n.store).await;
+    for (id, secret) in last {
+        let f = n
+            .store
+            .get_function(&env(), &FunctionId::new(&id).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let coffer_store::StoredValue::Sealed { key_version, blob } = &f.signing else {
+            panic!("{id} is sealed");
+        };
+        // The associated data `coffer_core::runtime::signing_aad` seals it with.
+        let aad = format!("coffer:function-signing:{}:{id}", incarnation.id);
+        let opened = keys.open(*key_version, blob, aad.as_bytes()).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&opened).unwrap(),
+            secret,
+            "{id} kept its last rotation"
+        );
+        assert_eq!(f.revision, 5, "{id}: registered, then rotated four times");
+    }
+    let found = verify(&n.coffer).await;
+    assert!(found.unreadable_signing.is_empty());
+    assert_eq!(
+        found.signing_checked,
+        30 + 10,
+        "ten rotated functions keep a previous one"
+    );
+}
