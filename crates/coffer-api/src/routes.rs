@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use coffer_core::{
-    ApiKeyId, Coffer, ConfigEntry, ConfigKey, Encryption, EnvName, REWRAP_BATCH, Role, SecretName,
-    ValueStatus, commands,
+    ApiKeyId, Coffer, ConfigEntry, ConfigKey, Encryption, EnvName, FunctionId, REWRAP_BATCH, Role,
+    SecretName, ValueStatus, WalkPosition, commands,
 };
 
 use crate::error::ApiError;
@@ -523,8 +523,9 @@ pub async fn key_status(
     Ok(Json(KeyStatusJson::from(&status)).into_response())
 }
 
-/// Re-encrypts to the current key version: every value, or one batch from `cursor` when
-/// `limit` is given (the CLI pages to show progress; a crash resumes from any cursor).
+/// Re-encrypts to the current key version: every value, then every function's signing
+/// secrets, or one batch from `cursor` when `limit` is given (the CLI pages to show
+/// progress; a crash resumes from any cursor).
 #[utoipa::path(post, path = "/v1/keys/rewrap", tag = "keys",
     security(("bearer" = [])),
     request_body(content = Option<RewrapRequest>, description = "Optional: no body rewraps everything"),
@@ -548,10 +549,11 @@ pub async fn rewrap(
     Ok(Json(RewrapJson::new(&report, next)).into_response())
 }
 
-/// Opens one batch of stored values (from `cursor`; `limit`, default and at most 1,000)
-/// and reports those that do not open, by name and key version (never a value). Records
-/// the findings in the catalog, which `GET /v1/status` and each secret's `status` read on
-/// every node; audited as `keys.verified`.
+/// Opens one batch of stored values, then functions' signing secrets (from `cursor`;
+/// `limit`, default and at most 1,000) and reports those that do not open, by name and key
+/// version (never a value). Records the findings on values in the catalog, which
+/// `GET /v1/status` and each secret's `status` read on every node; audited as
+/// `keys.verified`.
 #[utoipa::path(post, path = "/v1/keys/verify", tag = "keys",
     security(("bearer" = [])),
     request_body(content = Option<VerifyRequest>, description = "Optional: no body verifies the first batch"),
@@ -578,16 +580,13 @@ pub async fn verify(
     Ok(Json(VerifyJson::new(&report, next)).into_response())
 }
 
-/// Where a walk (rewrap, verify) goes on: after this secret.
-type WalkPosition = (EnvName, SecretName);
-
 /// A walk batch's position and size, as rewrap and verify take them: the cursor decoded,
 /// the limit (if any) between 1 and [`REWRAP_BATCH`].
 fn walk_batch(
     cursor: Option<&str>,
     limit: Option<usize>,
 ) -> Result<(Option<WalkPosition>, Option<usize>), ApiError> {
-    let after = cursor.map(decode_rewrap_cursor).transpose()?;
+    let after = cursor.map(decode_walk_cursor).transpose()?;
     if limit.is_some_and(|l| !(1..=REWRAP_BATCH).contains(&l)) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -636,12 +635,21 @@ pub async fn metrics(State(coffer): State_, _: QueryParams<NoQuery>) -> ApiResul
         .into_response())
 }
 
-/// The cursor of a walk over every value (rewrap, verify): the base64url of `env/name`.
-fn encode_walk_cursor((env, name): &(EnvName, SecretName)) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{env}/{name}"))
+/// The cursor of a walk over every stored secret (rewrap, verify): the base64url of
+/// `env/name` while it walks secret values, of `fn:env/id` once it walks functions' signing
+/// secrets (no environment name contains `:`, so the two never meet).
+fn encode_walk_cursor(position: &WalkPosition) -> String {
+    let text = match position {
+        WalkPosition::Value(env, name) => format!("{env}/{name}"),
+        WalkPosition::Function(env, id) => format!("{FUNCTION_CURSOR}{env}/{id}"),
+    };
+    URL_SAFE_NO_PAD.encode(text)
 }
 
-fn decode_rewrap_cursor(cursor: &str) -> Result<(EnvName, SecretName), ApiError> {
+/// What starts the text of a walk cursor in the functions' phase.
+const FUNCTION_CURSOR: &str = "fn:";
+
+fn decode_walk_cursor(cursor: &str) -> Result<WalkPosition, ApiError> {
     let bad = || {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -651,11 +659,17 @@ fn decode_rewrap_cursor(cursor: &str) -> Result<(EnvName, SecretName), ApiError>
     };
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (in_functions, text) = match text.strip_prefix(FUNCTION_CURSOR) {
+        Some(rest) => (true, rest),
+        None => (false, text.as_str()),
+    };
     let (env, name) = text.split_once('/').ok_or_else(bad)?;
-    Ok((
-        EnvName::new(env).map_err(|_| bad())?,
-        SecretName::new(name).map_err(|_| bad())?,
-    ))
+    let env = EnvName::new(env).map_err(|_| bad())?;
+    Ok(if in_functions {
+        WalkPosition::Function(env, FunctionId::new(name).map_err(|_| bad())?)
+    } else {
+        WalkPosition::Value(env, SecretName::new(name).map_err(|_| bad())?)
+    })
 }
 
 fn created(body: impl serde::Serialize) -> Response {
@@ -722,4 +736,36 @@ fn config_json(entry: &ConfigEntry) -> Result<ConfigEntryJson, ApiError> {
             "internal error",
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walk_cursors_round_trip_and_say_whether_the_walk_is_in_the_functions() {
+        let env = EnvName::new("prod").unwrap();
+        let value = WalkPosition::Value(env.clone(), SecretName::new("DB_URL").unwrap());
+        let function = WalkPosition::Function(env, FunctionId::new("fn").unwrap());
+        // A values cursor is what it was before functions were walked: one issued by an
+        // older server still resumes.
+        assert_eq!(
+            encode_walk_cursor(&value),
+            URL_SAFE_NO_PAD.encode("prod/DB_URL")
+        );
+        for position in [value, function] {
+            let cursor = encode_walk_cursor(&position);
+            assert_eq!(decode_walk_cursor(&cursor).unwrap(), position);
+        }
+        for forged in [
+            "fn:prod",
+            "fn:prod/NOT_AN_ID",
+            "fn:/f",
+            "fn/x/y",
+            "prod/not-a-name!",
+        ] {
+            let cursor = URL_SAFE_NO_PAD.encode(forged);
+            assert!(decode_walk_cursor(&cursor).is_err(), "{forged}");
+        }
+    }
 }

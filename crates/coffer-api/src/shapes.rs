@@ -2,7 +2,8 @@
 
 use coffer_core::{
     ApiKeyMeta, ConfigEntry, Environment, ImportResult, Imported, KeyStatus, Revision,
-    RewrapReport, Role, SecretMeta, UnreadableMark, ValueStatus, VerifyReport,
+    RewrapCounts, RewrapReport, Role, SecretMeta, UnreadableMark, UnreadableSigning, ValueStatus,
+    VerifyReport,
 };
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -123,18 +124,49 @@ pub struct RewrapJson {
     unreadable: u64,
     /// Values written by someone else while they were being rewrapped (left as written).
     updated_concurrently: u64,
+    /// The functions' signing secrets (current and previous ones), walked after the values.
+    signing_secrets: SigningRewrapJson,
     /// Send it back as `cursor` to continue; `null` when the walk is done.
     #[schema(required = true)]
     next_cursor: Option<String>,
 }
 
+/// What a rewrap did with functions' signing secrets.
+#[derive(Serialize, ToSchema)]
+#[schema(as = SigningSecretsRewrapped)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningRewrapJson {
+    /// Signing secrets re-encrypted under the current key version.
+    rewrapped: u64,
+    /// Signing secrets already under the current version (opened to verify, not rewritten).
+    already_current: u64,
+    /// Signing secrets that could not be opened with the configured keys (push deliveries
+    /// of their functions cannot be signed with them; rotating the secret repairs it).
+    unreadable: u64,
+    /// Signing secrets of functions changed while they were being rewrapped (left as
+    /// written).
+    updated_concurrently: u64,
+}
+
 impl RewrapJson {
     pub fn new(r: &RewrapReport, next_cursor: Option<String>) -> Self {
+        let RewrapCounts {
+            rewrapped,
+            already_current,
+            unreadable,
+            updated_concurrently,
+        } = r.signing_secrets;
         RewrapJson {
             rewrapped: r.rewrapped,
             already_current: r.already_current,
             unreadable: r.unreadable,
             updated_concurrently: r.updated_concurrently,
+            signing_secrets: SigningRewrapJson {
+                rewrapped,
+                already_current,
+                unreadable,
+                updated_concurrently,
+            },
             next_cursor,
         }
     }
@@ -149,9 +181,45 @@ pub struct VerifyJson {
     checked: u64,
     /// The values that did not open; metadata only.
     unreadable: Vec<UnreadableValueJson>,
+    /// Functions' signing secrets (current and previous ones) this batch opened, after the
+    /// values.
+    signing_secrets_checked: u64,
+    /// The signing secrets that did not open; metadata only.
+    unreadable_signing_secrets: Vec<UnreadableSigningJson>,
     /// Send it back as `cursor` to continue; `null` when the walk is done.
     #[schema(required = true)]
     next_cursor: Option<String>,
+}
+
+/// A function's signing secret that does not open with the configured keys: push
+/// deliveries cannot be signed with it. Rotating the function's signing secret repairs it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = UnreadableSigningSecret)]
+#[serde(rename_all = "camelCase")]
+pub struct UnreadableSigningJson {
+    #[schema(example = "production")]
+    environment: String,
+    #[schema(example = "send-invoice")]
+    function: String,
+    /// The function's revision.
+    #[schema(value_type = u64, minimum = 1)]
+    revision: Revision,
+    /// The key version the secret is sealed under (0: stored unencrypted).
+    key_version: u32,
+    /// Whether it is the previous secret, kept for a rotation's grace period.
+    previous: bool,
+}
+
+impl From<&UnreadableSigning> for UnreadableSigningJson {
+    fn from(u: &UnreadableSigning) -> Self {
+        UnreadableSigningJson {
+            environment: u.environment.to_string(),
+            function: u.function.to_string(),
+            revision: u.revision,
+            key_version: u.key_version,
+            previous: u.previous,
+        }
+    }
 }
 
 /// A value that does not open with the configured keys: which secret, which revision,
@@ -175,6 +243,12 @@ impl VerifyJson {
         VerifyJson {
             checked: r.checked,
             unreadable: r.unreadable.iter().map(UnreadableValueJson::from).collect(),
+            signing_secrets_checked: r.signing_checked,
+            unreadable_signing_secrets: r
+                .unreadable_signing
+                .iter()
+                .map(UnreadableSigningJson::from)
+                .collect(),
             next_cursor,
         }
     }
@@ -203,6 +277,8 @@ pub struct KeyStatusJson {
     keys: Vec<KeyVersionJson>,
     /// Values stored unencrypted (written in dev mode).
     plaintext_values: u64,
+    /// Functions' signing secrets stored unencrypted (written in dev mode).
+    plaintext_signing_secrets: u64,
     /// Values that cannot be opened with the configured keys.
     unreadable_values: u64,
 }
@@ -219,6 +295,8 @@ struct KeyVersionJson {
     in_keyring: bool,
     /// Values sealed under this version.
     values: u64,
+    /// Functions' signing secrets (current and previous ones) sealed under this version.
+    signing_secrets: u64,
     /// Encryptions made under this version (for its nonce budget).
     encryptions: u64,
 }
@@ -248,10 +326,12 @@ impl From<&KeyStatus> for KeyStatusJson {
                     current: v.current,
                     in_keyring: v.in_keyring,
                     values: v.values,
+                    signing_secrets: v.signing_secrets,
                     encryptions: v.encryptions,
                 })
                 .collect(),
             plaintext_values: k.plaintext_values,
+            plaintext_signing_secrets: k.plaintext_signing_secrets,
             unreadable_values: k.unreadable_values,
         }
     }
@@ -263,7 +343,7 @@ impl From<&KeyStatus> for KeyStatusJson {
 pub struct RewrapRequest {
     /// The `nextCursor` of the previous batch.
     pub cursor: Option<String>,
-    /// Values in this batch; without it, every value in one request.
+    /// Values (then functions) in this batch; without it, everything in one request.
     #[schema(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
@@ -274,7 +354,7 @@ pub struct RewrapRequest {
 pub struct VerifyRequest {
     /// The `nextCursor` of the previous batch.
     pub cursor: Option<String>,
-    /// Values in this batch (default 1,000).
+    /// Values (then functions) in this batch (default 1,000).
     #[schema(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }

@@ -197,6 +197,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "encrypted values left unencrypted by dev mode"
         );
     }
+    if report.migrated_signing_secrets > 0 {
+        tracing::info!(
+            signing_secrets = report.migrated_signing_secrets,
+            "encrypted function signing secrets left unencrypted by dev mode"
+        );
+    }
     // The plaintext just replaced is zeroed in coffer.db, but older page images still
     // hold it in coffer.db-wal until a checkpoint truncates the log.
     store.checkpoint("after start-up");
@@ -204,6 +210,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!(
             values = report.unreadable,
             "stored values are known to be unreadable with the configured keys; they are listed as unreadable (writing one again repairs it; `coffer keys verify` names them)"
+        );
+    }
+    if report.unreadable_signing_secrets > 0 {
+        tracing::warn!(
+            signing_secrets = report.unreadable_signing_secrets,
+            "function signing secrets are sealed under a key version the keyring lacks: push deliveries of their functions fail until their signing secret is rotated (`coffer keys verify` names them)"
         );
     }
     for warning in coffer.nonce_warnings() {

@@ -1,6 +1,7 @@
 //! Key lifecycle through the real binary: `coffer keys status|rewrap|verify`, a rewrap cut
 //! by `kill -9`, a value tampered on disk (found by verify, not by a restart), the
-//! removed-version guard and `--allow-unreadable`, dev-mode migration.
+//! removed-version guard and `--allow-unreadable`, dev-mode migration, and functions'
+//! signing secrets through all of it.
 
 mod common;
 
@@ -120,7 +121,14 @@ async fn keys_status_and_rewrap_move_every_value_to_the_current_version() {
         .collect();
     assert_eq!(
         rows[0],
-        ["VERSION", "CURRENT", "IN-KEYRING", "VALUES", "ENCRYPTIONS"],
+        [
+            "VERSION",
+            "CURRENT",
+            "IN-KEYRING",
+            "VALUES",
+            "SIGNING-SECRETS",
+            "ENCRYPTIONS"
+        ],
         "{status}"
     );
     assert_eq!(&rows[1][..4], ["1", "no", "yes", "40"], "{status}");
@@ -251,7 +259,9 @@ async fn keys_verify_finds_a_value_tampered_on_disk_that_a_restart_does_not_open
             "checked": 30,
             "unreadable": [
                 {"environment": "default", "name": "S0007", "revision": 1, "keyVersion": 1}
-            ]
+            ],
+            "signingSecretsChecked": 0,
+            "unreadableSigningSecrets": []
         })
     );
     assert!(
@@ -400,6 +410,78 @@ async fn dev_mode_values_are_encrypted_at_the_first_start_with_a_key() {
         "{}",
         refused.log()
     );
+}
+
+/// Registers a pull function `id` in `default` over HTTP (the CLI has no function command).
+async fn register_function(s: &ServerProcess, id: &str) {
+    let resp = http()
+        .put(format!("{}/v1/environments/default/functions/{id}", s.base))
+        .bearer_auth(s.admin_key())
+        .json(&json!({"triggers": [{"event": "order.*"}], "secrets": [], "mode": "pull"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+}
+
+/// A function's signing secret through the binary: dev mode stores it in plaintext and the
+/// first start with a key encrypts it (and logs it); `keys status` counts it per version;
+/// removing its key before the rewrap is refused naming it; `keys rewrap` and `keys verify`
+/// report it on a line of their own, and the old key can then go.
+#[tokio::test]
+async fn keys_commands_cover_function_signing_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = start(&data, &[], &[]);
+    register_function(&s, "billing").await;
+    seed(&s, 2).await;
+    assert_eq!(get(&s, "/v1/keys").await["plaintextSigningSecrets"], 1);
+    drop(s);
+    let s = start(&data, &ring_1(), &[]);
+    assert!(
+        s.log().contains(
+            "encrypted function signing secrets left unencrypted by dev mode signing_secrets=1"
+        ),
+        "{}",
+        s.log()
+    );
+    drop(s);
+    let s = start(&data, &ring_2(true), &[]);
+    let status = ok(&s, &["keys", "status"]);
+    let rows: Vec<Vec<&str>> = status
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[1][..5], ["1", "no", "yes", "2", "1"], "{status}");
+    assert!(status.contains("plaintext signing secrets: 0"), "{status}");
+    drop(s);
+    let envs = ring_2(false);
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let log = refused(&data, &envs);
+    assert!(
+        log.contains(
+            "key version 1 is missing from the keyring but 2 stored values and 1 function signing secret use it"
+        ),
+        "{log}"
+    );
+
+    let s = start(&data, &ring_2(true), &[]);
+    let summary = ok(&s, &["keys", "rewrap", "--batch", "2"]);
+    assert_eq!(
+        summary,
+        "rewrapped 2, already current 0, unreadable 0, updated concurrently 0\n\
+         function signing secrets: rewrapped 1, already current 0, unreadable 0, updated concurrently 0\n"
+    );
+    let verified = ok(&s, &["keys", "verify"]);
+    assert_eq!(
+        verified,
+        "checked 2 values: 0 unreadable\nchecked 1 function signing secret: 0 unreadable\n"
+    );
+    drop(s);
+    let s = start(&data, &ring_2(false), &[]);
+    let keys = get(&s, "/v1/keys").await;
+    assert_eq!(keys["keys"][0]["signingSecrets"], 1, "{keys}");
+    assert_eq!(keys["keys"][0]["version"], 2, "{keys}");
 }
 
 /// Starts `coffer serve` with `envs` expecting a refusal; returns its stderr.

@@ -26,8 +26,8 @@ pub use denials::{DENIAL_WINDOW, DeniedAttempt, MAX_DENIALS_PER_WINDOW, OVERFLOW
 pub use error::CoreError;
 pub use events::{EventPage, EventScope, SharedEvent};
 pub use lifecycle::{
-    KeyStatus, KeyVersionStatus, NONCE_BUDGET_WARNING, REWRAP_BATCH, RewrapReport, ValueStatus,
-    VerifyReport,
+    KeyStatus, KeyVersionStatus, NONCE_BUDGET_WARNING, REWRAP_BATCH, RewrapCounts, RewrapReport,
+    UnreadableSigning, ValueStatus, VerifyReport, WalkPosition,
 };
 pub use service::{
     AUTH_CACHE_TTL, Coffer, Encryption, ImportResult, Imported, MAX_CONFIG_VALUE_BYTES, MAX_IMPORT,
@@ -38,6 +38,6 @@ pub use startup::{FirstAdminKey, StartupError, StartupOptions, StartupReport, ch
 pub use coffer_store::EventRecord;
 pub use coffer_store::{
     ApiKeyId, ApiKeyMeta, AuditQuery, AuditRecord, AuditResult, ConfigEntry, ConfigKey,
-    ConfigPutOutcome, EnvName, Environment, NameError, Origin, Revision, Role, SecretMeta,
-    SecretName, SubjectPattern, Timestamp, UnreadableMark,
+    ConfigPutOutcome, EnvName, Environment, FunctionId, NameError, Origin, Revision, Role,
+    SecretMeta, SecretName, SubjectPattern, Timestamp, UnreadableMark,
 };

@@ -1,6 +1,9 @@
-//! Key lifecycle: which values each key version holds, re-encryption to the current
-//! version (rewrap), verification of every value (`coffer keys verify`), values that cannot
-//! be opened, and the nonce budget of each key.
+//! Key lifecycle: which values and functions' signing secrets each key version holds,
+//! re-encryption to the current version (rewrap), verification of every stored secret
+//! (`coffer keys verify`), values that cannot be opened, and the nonce budget of each key.
+//!
+//! A walk (rewrap, verify, the dev-mode migration) takes the secret values first, then the
+//! functions' signing secrets (current and previous ones): [`WalkPosition`] says where it is.
 //!
 //! Values found unreadable are marked in the catalog (`KeyStore::record_checks`), so every
 //! node reports the same: a walk or a failed resolve records what it found, and a write of
@@ -12,11 +15,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use coffer_crypto::{KeyVersion, Keyring, Sealed};
 use coffer_store::{
-    Actor, Catalog, EnvName, Replacement, Revision, SecretMeta, SecretName, SecretRecord,
-    StoredValue, UnreadableMark, ValueCheck,
+    Actor, Catalog, EnvName, FunctionId, FunctionRecord, Replacement, Reseal, Revision, SecretMeta,
+    SecretName, SecretRecord, SigningReplacement, StoredValue, UnreadableMark, ValueCheck,
+    Verification,
 };
 use secrecy::ExposeSecret;
+use zeroize::Zeroizing;
 
+use crate::runtime::signing_aad;
 use crate::service::secret_aad;
 use crate::{Coffer, CoreError};
 
@@ -24,8 +30,19 @@ use crate::{Coffer, CoreError};
 /// Coffer recommends rotating to a new key version.
 pub const NONCE_BUDGET_WARNING: u64 = 1 << 31;
 
-/// Values per batch of a rewrap: one scan, one transaction.
+/// Values (or functions) per batch of a walk: one scan, one transaction (two for the batch
+/// where the secret values end and the functions begin).
 pub const REWRAP_BATCH: usize = 1000;
+
+/// Where a walk over every stored secret goes on: the secret values in (environment, name)
+/// order, then the functions' signing secrets in (environment, id) order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WalkPosition {
+    /// After this secret value.
+    Value(EnvName, SecretName),
+    /// Past every secret value, after this function's signing secrets.
+    Function(EnvName, FunctionId),
+}
 
 /// Whether a stored value can be opened with the keys this server has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +64,8 @@ pub struct KeyVersionStatus {
     pub in_keyring: bool,
     /// How many stored values are sealed under it.
     pub values: u64,
+    /// How many functions' signing secrets (current and previous ones) are sealed under it.
+    pub signing_secrets: u64,
     /// How many encryptions it has performed (for the nonce budget).
     pub encryptions: u64,
 }
@@ -60,6 +79,8 @@ pub struct KeyStatus {
     pub versions: Vec<KeyVersionStatus>,
     /// Values stored unencrypted (dev mode).
     pub plaintext_values: u64,
+    /// Functions' signing secrets stored unencrypted (dev mode).
+    pub plaintext_signing_secrets: u64,
     /// Values known to be unreadable.
     pub unreadable_values: u64,
 }
@@ -71,8 +92,12 @@ pub struct VerifyReport {
     pub checked: u64,
     /// The values that did not open, by name and revision; metadata only.
     pub unreadable: Vec<UnreadableMark>,
+    /// Functions' signing secrets opened (current and previous ones).
+    pub signing_checked: u64,
+    /// The signing secrets that did not open; metadata only.
+    pub unreadable_signing: Vec<UnreadableSigning>,
     /// Where the next batch starts; `None` when the walk is complete.
-    pub next: Option<(EnvName, SecretName)>,
+    pub next: Option<WalkPosition>,
 }
 
 impl VerifyReport {
@@ -80,13 +105,33 @@ impl VerifyReport {
     pub fn absorb(&mut self, other: VerifyReport) {
         self.checked += other.checked;
         self.unreadable.extend(other.unreadable);
+        self.signing_checked += other.signing_checked;
+        self.unreadable_signing.extend(other.unreadable_signing);
         self.next = other.next;
     }
 }
 
-/// What one rewrap batch did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RewrapReport {
+/// A function's signing secret that does not open with the configured keys: push
+/// deliveries of the function cannot be signed with it. Rotating the signing secret
+/// repairs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnreadableSigning {
+    /// The function's environment.
+    pub environment: EnvName,
+    /// The function.
+    pub function: FunctionId,
+    /// The function's revision when it was read.
+    pub revision: Revision,
+    /// The key version the secret is stored under (`0`: plaintext).
+    pub key_version: u32,
+    /// Whether it is the previous secret (kept for a rotation's grace period) rather than
+    /// the current one.
+    pub previous: bool,
+}
+
+/// What one rewrap batch did with one kind of stored secret.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RewrapCounts {
     /// Re-encrypted to the current version.
     pub rewrapped: u64,
     /// Already under the current version (and verified to open).
@@ -95,8 +140,35 @@ pub struct RewrapReport {
     pub unreadable: u64,
     /// Changed by a write while being rewrapped; the write stands and used the current key.
     pub updated_concurrently: u64,
+}
+
+impl RewrapCounts {
+    /// Adds other counts.
+    pub fn absorb(&mut self, other: RewrapCounts) {
+        self.rewrapped += other.rewrapped;
+        self.already_current += other.already_current;
+        self.unreadable += other.unreadable;
+        self.updated_concurrently += other.updated_concurrently;
+    }
+}
+
+/// What one rewrap batch did. The secret values' counts are its own fields (as they were
+/// before functions had signing secrets); the signing secrets' are beside them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RewrapReport {
+    /// Values re-encrypted to the current version.
+    pub rewrapped: u64,
+    /// Values already under the current version (and verified to open).
+    pub already_current: u64,
+    /// Values that could not be opened; left as they are.
+    pub unreadable: u64,
+    /// Values changed by a write while being rewrapped; the write stands and used the
+    /// current key.
+    pub updated_concurrently: u64,
+    /// The functions' signing secrets (current and previous ones), counted the same way.
+    pub signing_secrets: RewrapCounts,
     /// Where the next batch starts; `None` when the walk is complete.
-    pub next: Option<(EnvName, SecretName)>,
+    pub next: Option<WalkPosition>,
 }
 
 impl RewrapReport {
@@ -106,6 +178,7 @@ impl RewrapReport {
         self.already_current += other.already_current;
         self.unreadable += other.unreadable;
         self.updated_concurrently += other.updated_concurrently;
+        self.signing_secrets.absorb(other.signing_secrets);
         self.next = other.next;
     }
 }
@@ -136,6 +209,8 @@ pub(crate) struct WalkBatch {
     pub(crate) rewrap: RewrapReport,
     pub(crate) checked: u64,
     pub(crate) unreadable: Vec<UnreadableMark>,
+    pub(crate) signing_checked: u64,
+    pub(crate) unreadable_signing: Vec<UnreadableSigning>,
 }
 
 /// Encryptions per key version: counted in memory, added to the catalog by
@@ -304,10 +379,12 @@ impl Coffer {
         }
     }
 
-    /// Key versions, which is current, how many values each holds (admin).
+    /// Key versions, which is current, how many values and signing secrets each holds
+    /// (admin).
     pub async fn key_status(&self, who: &crate::Principal) -> Result<KeyStatus, CoreError> {
         self.require_admin(who)?;
         let counts = self.secrets().count_by_key_version().await?;
+        let signing = self.catalog().count_signing_by_key_version().await?;
         // Versions outside the keyring are not counted in memory; their totals (from when a
         // ring held them) are only in the catalog.
         let recorded = self.catalog().encryption_counts().await?;
@@ -317,14 +394,15 @@ impl Coffer {
             .into_iter()
             .flat_map(Keyring::versions)
             .map(KeyVersion::get);
-        let stored = counts.keys().copied().filter(|v| *v != 0);
-        for version in in_ring.chain(stored) {
+        let stored = counts.keys().chain(signing.keys()).copied();
+        for version in in_ring.chain(stored.filter(|v| *v != 0)) {
             let kv = KeyVersion::new(version).ok();
             versions.entry(version).or_insert(KeyVersionStatus {
                 version,
                 current: ring.is_some_and(|r| r.current().get() == version),
                 in_keyring: kv.is_some_and(|v| ring.is_some_and(|r| r.contains(v))),
                 values: counts.get(&version).copied().unwrap_or(0),
+                signing_secrets: signing.get(&version).copied().unwrap_or(0),
                 encryptions: kv.map_or(0, |v| {
                     if self.encryptions.tracks(v) {
                         self.encryptions.total(v)
@@ -338,6 +416,7 @@ impl Coffer {
             current: ring.map(|r| r.current().get()),
             versions: versions.into_values().collect(),
             plaintext_values: counts.get(&0).copied().unwrap_or(0),
+            plaintext_signing_secrets: signing.get(&0).copied().unwrap_or(0),
             unreadable_values: self.unreadable_count(Some(&counts)).await?,
         })
     }
@@ -384,12 +463,14 @@ impl Coffer {
         Ok(())
     }
 
-    /// One batch of a walk over every stored value, starting after `after`: opens each,
-    /// records in the catalog what did not open (a verifying walk's batch is audited as
-    /// `keys.verified` by `actor`), and replaces what the walk re-encrypts.
+    /// One batch of a walk over every stored secret, starting after `after`: up to `limit`
+    /// secret values, and once they are all walked, functions (each with its signing
+    /// secrets) in the room left. Opens each, records in the catalog which values did not
+    /// open (a verifying walk's batch is audited as `keys.verified` by `actor`, counting the
+    /// values and signing secrets it opened), and replaces what the walk re-encrypts.
     pub(crate) async fn walk_batch(
         &self,
-        after: Option<&(EnvName, SecretName)>,
+        after: Option<&WalkPosition>,
         limit: usize,
         walk: Walk,
         actor: &Actor,
@@ -400,31 +481,67 @@ impl Coffer {
                 "no encryption key is configured: nothing to rewrap to".into(),
             ));
         }
-        let records = self.secrets().scan(after, limit).await?;
-        let mut out = WalkBatch {
-            checked: records.len() as u64,
-            ..WalkBatch::default()
+        let mut out = WalkBatch::default();
+        let mut room = limit.max(1);
+        let mut values = Resealed::default();
+        let functions_after = match after {
+            Some(WalkPosition::Function(env, id)) => Some((env.clone(), id.clone())),
+            value_after => {
+                let value_after = match value_after {
+                    Some(WalkPosition::Value(env, name)) => Some((env.clone(), name.clone())),
+                    _ => None,
+                };
+                let records = self.secrets().scan(value_after.as_ref(), room).await?;
+                room -= records.len();
+                if room == 0 {
+                    out.rewrap.next = records.last().map(|r| {
+                        WalkPosition::Value(r.meta.environment.clone(), r.meta.name.clone())
+                    });
+                }
+                out.checked = records.len() as u64;
+                // Opening and sealing a batch is CPU work: off the async workers, so
+                // requests on them keep being served during a walk.
+                let ring = ring.clone();
+                values = tokio::task::spawn_blocking(move || {
+                    reseal_values(ring.as_deref(), records, walk)
+                })
+                .await
+                .map_err(|_| CoreError::Crypto)??;
+                None
+            }
         };
-        let report = &mut out.rewrap;
-        if records.len() == limit {
-            report.next = records
-                .last()
-                .map(|r| (r.meta.environment.clone(), r.meta.name.clone()));
-        }
-        // Opening and sealing a batch is CPU work: off the async workers, so requests
-        // on them keep being served during a walk.
-        let resealed = tokio::task::spawn_blocking(move || reseal(ring.as_deref(), records, walk))
+        let mut signing = ResealedSigning::default();
+        if room > 0 {
+            let functions = self
+                .catalog()
+                .scan_functions(functions_after.as_ref(), room)
+                .await?;
+            if functions.len() == room {
+                out.rewrap.next = functions
+                    .last()
+                    .map(|f| WalkPosition::Function(f.environment.clone(), f.id.clone()));
+            }
+            let ring = ring.clone();
+            signing = tokio::task::spawn_blocking(move || {
+                reseal_signing(ring.as_deref(), functions, walk)
+            })
             .await
             .map_err(|_| CoreError::Crypto)??;
-        if let Some(ring) = self.keyring() {
-            self.encryptions
-                .count_n(ring.current(), resealed.batch.len() as u64);
         }
-        let verified_by = walk.verifies().then_some(actor);
+        if let Some(ring) = self.keyring() {
+            let sealed = values.batch.len() as u64
+                + signing.batch.iter().map(|r| r.stored_anew()).sum::<u64>();
+            self.encryptions.count_n(ring.current(), sealed);
+        }
+        out.signing_checked = signing.checked;
+        let verified = walk.verifies().then_some(Verification {
+            by: actor,
+            checked: out.checked + out.signing_checked,
+        });
         self.catalog()
-            .record_checks(&resealed.checks, verified_by)
+            .record_checks(&values.checks, verified)
             .await?;
-        out.unreadable = resealed
+        out.unreadable = values
             .checks
             .iter()
             .filter(|c| !c.opened)
@@ -435,11 +552,11 @@ impl Coffer {
                 key_version: c.key_version,
             })
             .collect();
+        let report = &mut out.rewrap;
         report.unreadable += out.unreadable.len() as u64;
-        report.already_current += resealed.already_current;
-        let batch = resealed.batch;
-        if !batch.is_empty() {
-            for applied in self.secrets().replace_values(batch, actor).await? {
+        report.already_current += values.already_current;
+        if !values.batch.is_empty() {
+            for applied in self.secrets().replace_values(values.batch, actor).await? {
                 if applied {
                     report.rewrapped += 1;
                 } else {
@@ -447,6 +564,21 @@ impl Coffer {
                 }
             }
         }
+        let counts = &mut report.signing_secrets;
+        counts.unreadable += signing.unreadable.len() as u64;
+        counts.already_current += signing.already_current;
+        if !signing.batch.is_empty() {
+            let stored_anew: Vec<u64> = signing.batch.iter().map(|r| r.stored_anew()).collect();
+            let applied = self.catalog().replace_signing(signing.batch, actor).await?;
+            for (applied, n) in applied.into_iter().zip(stored_anew) {
+                if applied {
+                    counts.rewrapped += n;
+                } else {
+                    counts.updated_concurrently += n;
+                }
+            }
+        }
+        out.unreadable_signing = signing.unreadable;
         Ok(out)
     }
 
@@ -466,19 +598,76 @@ impl Coffer {
     }
 }
 
-/// What one batch of a walk decided: values to replace, what opening each value found,
-/// values already under the current key.
+/// What one batch of a walk decided about secret values: values to replace, what opening
+/// each value found, values already under the current key.
+#[derive(Default)]
 struct Resealed {
     batch: Vec<Replacement>,
     checks: Vec<ValueCheck>,
     already_current: u64,
 }
 
-/// Opens every record and seals again, under the current key version, the plaintext ones
-/// and (for a rewrap) those under an older version; a verification seals nothing. Pure CPU:
-/// runs on a blocking thread. Without a keyring (dev mode, verify only) a sealed value does
-/// not open.
-fn reseal(
+/// What one batch of a walk decided about functions' signing secrets: functions whose
+/// secrets to replace, how many secrets it opened, which did not open, how many are already
+/// under the current key.
+#[derive(Default)]
+struct ResealedSigning {
+    batch: Vec<SigningReplacement>,
+    checked: u64,
+    unreadable: Vec<UnreadableSigning>,
+    already_current: u64,
+}
+
+/// What a walk found opening one stored secret.
+enum Visit {
+    /// It did not open.
+    Unreadable,
+    /// It opened and stays as stored (already current, or the walk changes nothing).
+    Kept,
+    /// It opened, and this is its new stored form under the current key version.
+    Resealed(StoredValue),
+}
+
+/// Opens `value` (sealed with associated data `aad`) and, if the walk stores it anew —
+/// plaintext for the dev-mode migration and a rewrap, an older key version for a rewrap;
+/// never for a verification — seals it under the current key version. Without a keyring
+/// (dev mode, verify only) a sealed value does not open.
+fn visit(
+    ring: Option<&Keyring>,
+    walk: Walk,
+    value: &StoredValue,
+    aad: &[u8],
+) -> Result<Visit, CoreError> {
+    let plain: Option<Zeroizing<Vec<u8>>> = match value {
+        StoredValue::Plain(plain) => Some(plain.expose_secret().as_bytes().to_vec().into()),
+        StoredValue::Sealed { key_version, blob } => {
+            ring.and_then(|r| r.open(*key_version, blob, aad).ok())
+        }
+    };
+    let Some(plain) = plain else {
+        return Ok(Visit::Unreadable);
+    };
+    let Some(ring) = ring else {
+        return Ok(Visit::Kept);
+    };
+    let reseal = match walk {
+        // Plaintext (version 0) is never the current version.
+        Walk::Rewrap => value.key_version_number() != ring.current().get(),
+        Walk::MigratePlaintext => matches!(value, StoredValue::Plain(_)),
+        Walk::Verify => false,
+    };
+    if !reseal {
+        return Ok(Visit::Kept);
+    }
+    let sealed = ring.seal(aad, &plain).map_err(|_| CoreError::Crypto)?;
+    Ok(Visit::Resealed(StoredValue::Sealed {
+        key_version: sealed.key_version,
+        blob: sealed.blob,
+    }))
+}
+
+/// [`visit`]s every record's value. Pure CPU: runs on a blocking thread.
+fn reseal_values(
     ring: Option<&Keyring>,
     records: Vec<SecretRecord>,
     walk: Walk,
@@ -490,48 +679,80 @@ fn reseal(
     };
     for SecretRecord { meta, value } in records {
         let aad = secret_aad(&meta.environment, &meta.environment_id, &meta.name);
-        let plain = match &value {
-            StoredValue::Plain(plain) => Some(plain.expose_secret().as_bytes().to_vec().into()),
-            StoredValue::Sealed { key_version, blob } => {
-                ring.and_then(|r| r.open(*key_version, blob, aad.as_bytes()).ok())
-            }
-        };
+        let visited = visit(ring, walk, &value, aad.as_bytes())?;
         out.checks.push(ValueCheck {
             environment: meta.environment.clone(),
             environment_id: meta.environment_id.clone(),
             name: meta.name.clone(),
             revision: meta.revision,
             key_version: meta.key_version,
-            opened: plain.is_some(),
+            opened: !matches!(visited, Visit::Unreadable),
         });
-        let (Some(plain), Some(ring)) = (plain, ring) else {
-            continue;
-        };
-        let is_plain = matches!(value, StoredValue::Plain(_));
-        let stale = meta.key_version != ring.current().get();
-        let reseal = match walk {
-            Walk::Rewrap => is_plain || stale,
-            Walk::MigratePlaintext => is_plain,
-            Walk::Verify => false,
-        };
-        if !reseal {
-            out.already_current += 1;
-            continue;
+        match visited {
+            Visit::Unreadable => {}
+            Visit::Kept => out.already_current += 1,
+            Visit::Resealed(new) => out.batch.push(Replacement {
+                environment: meta.environment,
+                environment_id: meta.environment_id,
+                name: meta.name,
+                revision: meta.revision,
+                previous: value,
+                value: new,
+            }),
         }
-        let sealed = ring
-            .seal(aad.as_bytes(), &plain)
-            .map_err(|_| CoreError::Crypto)?;
-        out.batch.push(Replacement {
-            environment: meta.environment,
-            environment_id: meta.environment_id,
-            name: meta.name,
-            revision: meta.revision,
-            previous: value,
-            value: StoredValue::Sealed {
-                key_version: sealed.key_version,
-                blob: sealed.blob,
-            },
-        });
+    }
+    Ok(out)
+}
+
+/// [`visit`]s every function's signing secrets, the current one and the previous one (kept
+/// for a rotation's grace period, expired or not: it is stored all the same). A function
+/// with a secret to store anew becomes one replacement pinned to both stored forms. Pure
+/// CPU: runs on a blocking thread.
+fn reseal_signing(
+    ring: Option<&Keyring>,
+    functions: Vec<FunctionRecord>,
+    walk: Walk,
+) -> Result<ResealedSigning, CoreError> {
+    let mut out = ResealedSigning::default();
+    for f in functions {
+        let aad = signing_aad(&f.environment_id, &f.id);
+        let mut reseal = |value: StoredValue, previous: bool| -> Result<Reseal, CoreError> {
+            out.checked += 1;
+            let new = match visit(ring, walk, &value, aad.as_bytes())? {
+                Visit::Unreadable => {
+                    out.unreadable.push(UnreadableSigning {
+                        environment: f.environment.clone(),
+                        function: f.id.clone(),
+                        revision: f.revision,
+                        key_version: value.key_version_number(),
+                        previous,
+                    });
+                    None
+                }
+                Visit::Kept => {
+                    out.already_current += 1;
+                    None
+                }
+                Visit::Resealed(new) => Some(new),
+            };
+            Ok(Reseal { read: value, new })
+        };
+        let signing = reseal(f.signing, false)?;
+        let previous_signing = f
+            .previous_signing
+            .map(|(value, _)| reseal(value, true))
+            .transpose()?;
+        let replacement = SigningReplacement {
+            environment: f.environment,
+            environment_id: f.environment_id,
+            id: f.id,
+            revision: f.revision,
+            signing,
+            previous_signing,
+        };
+        if replacement.stored_anew() > 0 {
+            out.batch.push(replacement);
+        }
     }
     Ok(out)
 }

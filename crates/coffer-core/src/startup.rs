@@ -39,10 +39,16 @@ pub struct StartupReport {
     pub new_canaries: Vec<KeyVersion>,
     /// Values left unencrypted by dev mode that this start encrypted.
     pub migrated_plaintext: u64,
+    /// Functions' signing secrets left unencrypted by dev mode that this start encrypted.
+    pub migrated_signing_secrets: u64,
     /// Values known to be unreadable: under a key version the keyring lacks (from the
     /// per-version counts), or marked in the catalog by an earlier verify, walk or resolve.
     /// A start opens no value to find more (`coffer keys verify` does).
     pub unreadable: u64,
+    /// Functions' signing secrets under a key version the keyring lacks (started with
+    /// `--allow-unreadable`): push deliveries of those functions fail until their signing
+    /// secret is rotated.
+    pub unreadable_signing_secrets: u64,
 }
 
 /// The admin key created by the first start.
@@ -61,36 +67,44 @@ pub enum StartupError {
         "encryption is required but no key is configured: set COFFER_MASTER_KEY (64 hex chars, `openssl rand -hex 32`) or COFFER_SECRET_KEYS"
     )]
     EncryptionRequired,
-    /// Dev mode on data that holds encrypted values.
+    /// Dev mode on data that holds encrypted values or signing secrets.
     #[error(
         "no key is configured, but {} encrypted and could not be read: set the key they were written with",
-        stored_values(*count, "is", "are")
+        stored_secrets(*count, *signing_secrets, "is", "are")
     )]
     EncryptedValuesNeedKey {
         /// How many values are encrypted.
         count: u64,
+        /// How many functions' signing secrets are encrypted.
+        signing_secrets: u64,
     },
     /// A key that does not open its version's canary.
     #[error(
         "key version {version} is wrong: it does not open the canary sealed under version {version} ({} that version); restore the original key for version {version}",
-        stored_values(*values, "uses", "use")
+        stored_secrets(*values, *signing_secrets, "uses", "use")
     )]
     WrongKey {
         /// The version whose key is wrong.
         version: KeyVersion,
         /// How many values depend on it.
         values: u64,
+        /// How many functions' signing secrets depend on it.
+        signing_secrets: u64,
     },
-    /// Values stored under a version the keyring no longer has.
+    /// Values or signing secrets stored under a version the keyring no longer has.
     #[error(
-        "key version {version} is missing from the keyring but {} it; add it back (then run `coffer keys rewrap` before removing it), or start with --allow-unreadable to leave those values unreadable",
-        stored_values(*values, "uses", "use")
+        "key version {version} is missing from the keyring but {} it; add it back (then run `coffer keys rewrap` before removing it), or start with --allow-unreadable to leave {} unreadable",
+        stored_secrets(*values, *signing_secrets, "uses", "use"),
+        if *signing_secrets > 0 { "them" } else { "those values" }
     )]
     MissingKeyVersion {
         /// The missing version.
         version: u32,
         /// How many values depend on it.
         values: u64,
+        /// How many functions' signing secrets depend on it: push deliveries of those
+        /// functions cannot be signed without it.
+        signing_secrets: u64,
     },
     /// `COFFER_ADMIN_KEY` does not look like a key.
     #[error("COFFER_ADMIN_KEY must be 32-512 visible ASCII characters (no spaces)")]
@@ -116,19 +130,23 @@ impl StartupOptions {
         // The canaries and the per-version counts: no value is read or opened here, so
         // every node of a cluster can start (and restart) without a walk over all values.
         let (new_canaries, counts) = check_keys(&coffer, self.allow_unreadable).await?;
-        coffer.note_missing_versions(&counts);
-        let mut migrated_plaintext = 0;
+        coffer.note_missing_versions(&counts.values);
+        let (mut migrated_plaintext, mut migrated_signing_secrets) = (0, 0);
         if coffer.keyring().is_some() {
             coffer.load_counters(coffer.catalog()).await?;
-            // The one walk a start takes: dev mode left plaintext that a key must now
-            // encrypt. It verifies every value on the way (as `coffer keys verify` does).
-            if counts.get(&0).is_some_and(|n| *n > 0) {
+            // The one walk a start takes: dev mode left plaintext (values or functions'
+            // signing secrets) that a key must now encrypt. It verifies everything on the
+            // way (as `coffer keys verify` does).
+            let plaintext = |c: &BTreeMap<u32, u64>| c.get(&0).is_some_and(|n| *n > 0);
+            if plaintext(&counts.values) || plaintext(&counts.signing) {
                 let walk = coffer.walk_all(Walk::MigratePlaintext).await?;
                 migrated_plaintext = walk.rewrapped;
+                migrated_signing_secrets = walk.signing_secrets.rewrapped;
                 coffer.flush_counters().await?;
             }
         }
-        let unreadable = coffer.unreadable_count(Some(&counts)).await?;
+        let unreadable = coffer.unreadable_count(Some(&counts.values)).await?;
+        let unreadable_signing_secrets = coffer.values_without_key(&counts.signing);
         let admin_key = bootstrap(&coffer, self.admin_key_seed).await?;
         Ok((
             coffer,
@@ -136,7 +154,9 @@ impl StartupOptions {
                 admin_key,
                 new_canaries,
                 migrated_plaintext,
+                migrated_signing_secrets,
                 unreadable,
+                unreadable_signing_secrets,
             },
         ))
     }
@@ -161,31 +181,65 @@ fn canary_aad(version: KeyVersion) -> String {
     format!("coffer:canary:{version}")
 }
 
-/// Every stored value's key version must be in the ring, and every key in the ring must
-/// open its canary. Versions without a canary get one. Returns them, and the stored values
-/// per key version.
+/// What the stores hold per key version (`0` = plaintext), read at start-up.
+struct StoredCounts {
+    /// Secret values.
+    values: BTreeMap<u32, u64>,
+    /// Functions' signing secrets, current and previous ones.
+    signing: BTreeMap<u32, u64>,
+}
+
+impl StoredCounts {
+    /// The values and signing secrets stored under `version`.
+    fn of(&self, version: u32) -> (u64, u64) {
+        let get = |c: &BTreeMap<u32, u64>| c.get(&version).copied().unwrap_or(0);
+        (get(&self.values), get(&self.signing))
+    }
+
+    /// Every key version something is stored under, plaintext (`0`) included.
+    fn versions(&self) -> std::collections::BTreeSet<u32> {
+        self.values
+            .keys()
+            .chain(self.signing.keys())
+            .copied()
+            .collect()
+    }
+}
+
+/// Every stored value's and signing secret's key version must be in the ring, and every key
+/// in the ring must open its canary. Versions without a canary get one. Returns them, and
+/// what is stored per key version.
 async fn check_keys(
     coffer: &Coffer,
     allow_unreadable: bool,
-) -> Result<(Vec<KeyVersion>, BTreeMap<u32, u64>), StartupError> {
-    let counts = coffer.secrets().count_by_key_version().await?;
+) -> Result<(Vec<KeyVersion>, StoredCounts), StartupError> {
+    let counts = StoredCounts {
+        values: coffer.secrets().count_by_key_version().await?,
+        signing: coffer.catalog().count_signing_by_key_version().await?,
+    };
     let Some(ring) = coffer.keyring() else {
-        let count = counts
-            .iter()
-            .filter(|(v, _)| **v != 0)
-            .map(|(_, n)| n)
-            .sum();
-        return if count > 0 {
-            Err(StartupError::EncryptedValuesNeedKey { count })
+        let sealed = |c: &BTreeMap<u32, u64>| -> u64 {
+            c.iter().filter(|(v, _)| **v != 0).map(|(_, n)| n).sum()
+        };
+        let (count, signing_secrets) = (sealed(&counts.values), sealed(&counts.signing));
+        return if count + signing_secrets > 0 {
+            Err(StartupError::EncryptedValuesNeedKey {
+                count,
+                signing_secrets,
+            })
         } else {
             Ok((Vec::new(), counts))
         };
     };
-    let uses = |v: KeyVersion| counts.get(&v.get()).copied().unwrap_or(0);
-    for (&version, &values) in &counts {
+    for version in counts.versions() {
         let known = KeyVersion::new(version).is_ok_and(|v| ring.contains(v));
         if version != 0 && !known && !allow_unreadable {
-            return Err(StartupError::MissingKeyVersion { version, values });
+            let (values, signing_secrets) = counts.of(version);
+            return Err(StartupError::MissingKeyVersion {
+                version,
+                values,
+                signing_secrets,
+            });
         }
     }
     let canaries = coffer.catalog().canaries().await?;
@@ -197,9 +251,11 @@ async fn check_keys(
                 .is_err()
             {
                 let version = canary.key_version;
+                let (values, signing_secrets) = counts.of(version.get());
                 return Err(StartupError::WrongKey {
                     version,
-                    values: uses(version),
+                    values,
+                    signing_secrets,
                 });
             }
         }
@@ -240,11 +296,21 @@ async fn bootstrap(
     Ok(first.then_some(FirstAdminKey { key, seeded }))
 }
 
-/// `1 stored value is` / `3 stored values are`: counts in messages read as English.
-fn stored_values(n: u64, one: &str, many: &str) -> String {
-    if n == 1 {
-        format!("1 stored value {one}")
-    } else {
-        format!("{n} stored values {many}")
+/// `1 stored value is` / `3 stored values are` / `3 stored values and 1 function signing
+/// secret are`: counts in messages read as English. Signing secrets are named only when
+/// there are some.
+fn stored_secrets(values: u64, signing: u64, one: &str, many: &str) -> String {
+    let count = |n: u64, what: &str| {
+        let s = if n == 1 { "" } else { "s" };
+        format!("{n} {what}{s}")
+    };
+    let mut parts = Vec::new();
+    if values > 0 || signing == 0 {
+        parts.push(count(values, "stored value"));
     }
+    if signing > 0 {
+        parts.push(count(signing, "function signing secret"));
+    }
+    let verb = if values + signing == 1 { one } else { many };
+    format!("{} {verb}", parts.join(" and "))
 }

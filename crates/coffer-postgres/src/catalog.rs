@@ -9,7 +9,7 @@ use coffer_crypto::KeyVersion;
 use coffer_store::{
     AccessStore, Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Canary, Change, EnvId, EnvName,
     Environment, KeyStore, Role, SecretName, StoreError, StoreResult, Timestamp, UnreadableMark,
-    ValueCheck,
+    ValueCheck, Verification,
 };
 use sqlx::PgConnection;
 
@@ -288,14 +288,14 @@ impl KeyStore for PgStore {
     async fn record_checks(
         &self,
         checks: &[ValueCheck],
-        verified_by: Option<&Actor>,
+        verified: Option<Verification<'_>>,
     ) -> StoreResult<()> {
-        if checks.is_empty() && verified_by.is_none() {
+        if checks.is_empty() && verified.is_none() {
             return Ok(());
         }
         let mut tx = self.begin().await?;
-        let author = match verified_by {
-            Some(actor) => Some(check_actor(&mut tx, actor).await?),
+        let author = match verified {
+            Some(v) => Some((check_actor(&mut tx, v.by).await?, v.checked)),
             None => None,
         };
         let (mut opened, mut failed) = (MarkColumns::default(), MarkColumns::default());
@@ -388,8 +388,8 @@ impl KeyStore for PgStore {
             .map_err(db)?;
         }
         let last = match author {
-            Some(author) => {
-                let change = Change::keys_verified(checks.len() as u64, now);
+            Some((author, checked)) => {
+                let change = Change::keys_verified(checked, now);
                 append(&mut tx, &author, &[change]).await?
             }
             None => None,

@@ -6,10 +6,13 @@
 //! incarnation. An update keeps the stored signing secret: the incarnation and the signing
 //! columns are set by the insert only.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use coffer_store::{
     Actor, Change, EnvId, EnvName, Environment, FunctionId, FunctionPutOutcome, FunctionRecord,
-    FunctionStore, Precondition, StoreError, StoreResult, StoredValue, Timestamp,
+    FunctionStore, Precondition, SigningReplacement, StoreError, StoreResult, StoredValue,
+    Timestamp,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
@@ -17,7 +20,7 @@ use sqlx::{PgConnection, Row};
 use crate::journal::{append, check_actor, incarnation_scope, lock_environment};
 use crate::secrets::{stored_text, stored_value};
 use crate::versioned::{Cell, Versioned};
-use crate::{PgStore, corrupt, db, unsigned};
+use crate::{PgStore, corrupt, db, signed, unsigned};
 
 /// The `functions` table. The signing secret a registration brings is stored by the insert
 /// only; a rotation replaces it with a statement of its own. Every read selects
@@ -162,6 +165,146 @@ impl FunctionStore for PgStore {
         Ok(record)
     }
 
+    async fn scan_functions(
+        &self,
+        after: Option<&(EnvName, FunctionId)>,
+        limit: usize,
+    ) -> StoreResult<Vec<FunctionRecord>> {
+        let (after_env, after_id) = after.map_or(("", ""), |(e, id)| (e.as_str(), id.as_str()));
+        let mut c = self.acquire().await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {}, id, environment FROM functions WHERE (environment, id) > ($1, $2)
+             ORDER BY environment, id LIMIT $3",
+            FUNCTIONS.row_columns()
+        ))
+        .bind(after_env)
+        .bind(after_id)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *c)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get(10).map_err(db)?;
+                let env: String = r.try_get(11).map_err(db)?;
+                let id = FunctionId::new(&id).map_err(corrupt)?;
+                function(EnvName::new(&env).map_err(corrupt)?, id, r)
+            })
+            .collect()
+    }
+
+    async fn count_signing_by_key_version(&self) -> StoreResult<BTreeMap<u32, u64>> {
+        let mut c = self.acquire().await?;
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT version, COUNT(*) FROM (
+                 SELECT signing_key_version AS version FROM functions
+                 UNION ALL
+                 SELECT previous_key_version FROM functions WHERE previous_key_version IS NOT NULL
+             ) AS stored GROUP BY version",
+        )
+        .fetch_all(&mut *c)
+        .await
+        .map_err(db)?;
+        crate::per_key_version(rows)
+    }
+
+    async fn replace_signing(
+        &self,
+        batch: Vec<SigningReplacement>,
+        actor: &Actor,
+    ) -> StoreResult<Vec<bool>> {
+        let mut cols = SigningColumns::default();
+        for (i, r) in batch.iter().enumerate() {
+            cols.push(i, r)?;
+        }
+        let mut tx = self.begin().await?;
+        // Step 1: the environments' rows, in name order, so a deletion of one waits for this
+        // batch (or this batch for it) before either holds a function row the other needs.
+        let mut names = cols.environment.clone();
+        names.sort_unstable();
+        names.dedup();
+        sqlx::query("SELECT 1 FROM environments WHERE name = ANY($1) ORDER BY name FOR KEY SHARE")
+            .bind(&names)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        // Step 3.
+        let author = check_actor(&mut tx, actor).await?;
+        // Step 4: the functions' rows, in (environment, id) order, so two batches over the
+        // same functions (rewraps on two nodes) never hold them in a cycle.
+        sqlx::query(
+            "SELECT 1 FROM functions
+             WHERE (environment, id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))
+             ORDER BY environment, id FOR NO KEY UPDATE",
+        )
+        .bind(&cols.environment)
+        .bind(&cols.id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        // One statement for the batch: each replacement applies only to the exact row it
+        // was read from (incarnation, revision, and both stored forms: `IS NOT DISTINCT
+        // FROM` pins a previous secret's absence too); a secret kept as read is written back
+        // as it is (`COALESCE`); revision, timestamps and the grace period stay.
+        let applied_at: Vec<i64> = sqlx::query_scalar(
+            "UPDATE functions f SET
+                 signing_key_version = COALESCE(r.new_version, f.signing_key_version),
+                 signing_value = COALESCE(r.new_value, f.signing_value),
+                 previous_key_version = COALESCE(r.new_previous_version, f.previous_key_version),
+                 previous_value = COALESCE(r.new_previous_value, f.previous_value)
+             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                         $6::bigint[], $7::text[], $8::bigint[], $9::text[],
+                         $10::bigint[], $11::text[], $12::bigint[], $13::text[])
+                  AS r(idx, environment, environment_id, id, revision,
+                       read_version, read_value, new_version, new_value,
+                       read_previous_version, read_previous_value,
+                       new_previous_version, new_previous_value)
+             WHERE f.environment = r.environment AND f.environment_id = r.environment_id
+               AND f.id = r.id AND f.revision = r.revision
+               AND f.signing_key_version = r.read_version AND f.signing_value = r.read_value
+               AND f.previous_key_version IS NOT DISTINCT FROM r.read_previous_version
+               AND f.previous_value IS NOT DISTINCT FROM r.read_previous_value
+             RETURNING r.idx",
+        )
+        .bind(&cols.index)
+        .bind(&cols.environment)
+        .bind(&cols.environment_id)
+        .bind(&cols.id)
+        .bind(&cols.revision)
+        .bind(&cols.read_version)
+        .bind(&cols.read_value)
+        .bind(&cols.new_version)
+        .bind(&cols.new_value)
+        .bind(&cols.read_previous_version)
+        .bind(&cols.read_previous_value)
+        .bind(&cols.new_previous_version)
+        .bind(&cols.new_previous_value)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let mut applied = vec![false; batch.len()];
+        for i in applied_at {
+            if let Some(slot) = usize::try_from(i).ok().and_then(|i| applied.get_mut(i)) {
+                *slot = true;
+            }
+        }
+        let stored_anew: u64 = batch
+            .iter()
+            .zip(&applied)
+            .filter(|(_, applied)| **applied)
+            .map(|(r, _)| r.stored_anew())
+            .sum();
+        // Step 5, only when something changed.
+        let last = if stored_anew > 0 {
+            let change = Change::keys_rewrapped(stored_anew, Timestamp::now());
+            append(&mut tx, &author, &[change]).await?
+        } else {
+            None
+        };
+        self.commit(tx, last).await?;
+        Ok(applied)
+    }
+
     async fn delete_function(
         &self,
         env: &EnvName,
@@ -182,6 +325,48 @@ impl FunctionStore for PgStore {
         let last = append(&mut tx, &author, &[change]).await?;
         self.commit(tx, last).await?;
         Ok(gone)
+    }
+}
+
+/// One batch of [`FunctionStore::replace_signing`], column by column (for `UNNEST`).
+#[derive(Default)]
+struct SigningColumns<'a> {
+    index: Vec<i64>,
+    environment: Vec<&'a str>,
+    environment_id: Vec<&'a str>,
+    id: Vec<&'a str>,
+    revision: Vec<i64>,
+    read_version: Vec<i64>,
+    read_value: Vec<&'a str>,
+    new_version: Vec<Option<i64>>,
+    new_value: Vec<Option<&'a str>>,
+    read_previous_version: Vec<Option<i64>>,
+    read_previous_value: Vec<Option<&'a str>>,
+    new_previous_version: Vec<Option<i64>>,
+    new_previous_value: Vec<Option<&'a str>>,
+}
+
+impl<'a> SigningColumns<'a> {
+    fn push(&mut self, i: usize, r: &'a SigningReplacement) -> StoreResult<()> {
+        let version = |v: &StoredValue| i64::from(v.key_version_number());
+        let previous = r.previous_signing.as_ref();
+        let new_previous = previous.and_then(|p| p.new.as_ref());
+        self.index.push(i64::try_from(i).unwrap_or(i64::MAX));
+        self.environment.push(r.environment.as_str());
+        self.environment_id.push(r.environment_id.as_str());
+        self.id.push(r.id.as_str());
+        self.revision.push(signed(r.revision)?);
+        self.read_version.push(version(&r.signing.read));
+        self.read_value.push(stored_text(&r.signing.read));
+        self.new_version.push(r.signing.new.as_ref().map(version));
+        self.new_value.push(r.signing.new.as_ref().map(stored_text));
+        self.read_previous_version
+            .push(previous.map(|p| version(&p.read)));
+        self.read_previous_value
+            .push(previous.map(|p| stored_text(&p.read)));
+        self.new_previous_version.push(new_previous.map(version));
+        self.new_previous_value.push(new_previous.map(stored_text));
+        Ok(())
     }
 }
 

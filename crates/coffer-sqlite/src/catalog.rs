@@ -11,7 +11,7 @@ use coffer_crypto::KeyVersion;
 use coffer_store::{
     AccessStore, Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Canary, Change, EnvId, EnvName,
     Environment, KeyStore, Role, SecretName, StoreError, StoreResult, Timestamp, UnreadableMark,
-    ValueCheck,
+    ValueCheck, Verification,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -296,15 +296,19 @@ impl KeyStore for SqliteStore {
     async fn record_checks(
         &self,
         checks: &[ValueCheck],
-        verified_by: Option<&Actor>,
+        verified: Option<Verification<'_>>,
     ) -> StoreResult<()> {
-        if checks.is_empty() && verified_by.is_none() {
+        if checks.is_empty() && verified.is_none() {
             return Ok(());
         }
-        let (checks, actor) = (checks.to_vec(), verified_by.cloned());
+        let checks = checks.to_vec();
+        let verified = verified.map(|v| (v.by.clone(), v.checked));
         self.writer
             .write(move |c| {
-                let author = actor.as_ref().map(|a| check_actor(c, a)).transpose()?;
+                let author = verified
+                    .as_ref()
+                    .map(|(a, checked)| Ok::<_, StoreError>((check_actor(c, a)?, *checked)))
+                    .transpose()?;
                 let now = Timestamp::now();
                 // A mark lands only while its secret is still at the revision that failed
                 // to open: a write that committed in between has superseded it already.
@@ -352,8 +356,8 @@ impl KeyStore for SqliteStore {
                     }
                     .map_err(unavailable)?;
                 }
-                if let Some(author) = author {
-                    let change = Change::keys_verified(checks.len() as u64, now);
+                if let Some((author, checked)) = author {
+                    let change = Change::keys_verified(checked, now);
                     append(c, &author, &[change])?;
                 }
                 Ok(())

@@ -2,10 +2,13 @@
 //! incarnation by foreign key (see migration 7); its signing secrets are stored like secret
 //! values (`key_version` 0 = plaintext).
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use coffer_store::{
     Actor, Change, EnvId, EnvName, Environment, FunctionId, FunctionPutOutcome, FunctionRecord,
-    FunctionStore, Precondition, Revision, StoreError, StoreResult, StoredValue, Timestamp,
+    FunctionStore, Precondition, Revision, SigningReplacement, StoreError, StoreResult,
+    StoredValue, Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -151,6 +154,114 @@ impl FunctionStore for SqliteStore {
                 let record = cols.parse(&env.name)?;
                 append(c, &author, &[Change::function_rotated(&record)])?;
                 Ok(record)
+            })
+            .await
+    }
+
+    async fn scan_functions(
+        &self,
+        after: Option<&(EnvName, FunctionId)>,
+        limit: usize,
+    ) -> StoreResult<Vec<FunctionRecord>> {
+        let (after_env, after_id) = after.map_or((String::new(), String::new()), |(e, id)| {
+            (e.as_str().to_owned(), id.as_str().to_owned())
+        });
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .read_off_thread(move |c| {
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT {COLUMNS}, environment FROM functions
+                     WHERE (environment, id) > (?1, ?2)
+                     ORDER BY environment, id LIMIT ?3"
+                ))?;
+                let rows = stmt.query_map(params![after_env, after_id, limit], |r| {
+                    Ok((columns(r)?, r.get::<_, String>(11)?))
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(cols, env)| cols.parse(&EnvName::new(&env).map_err(corrupt)?))
+            .collect()
+    }
+
+    async fn count_signing_by_key_version(&self) -> StoreResult<BTreeMap<u32, u64>> {
+        self.read_off_thread(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT version, COUNT(*) FROM (
+                     SELECT signing_key_version AS version FROM functions
+                     UNION ALL
+                     SELECT previous_key_version FROM functions
+                     WHERE previous_key_version IS NOT NULL
+                 ) GROUP BY version",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u64>(1)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn replace_signing(
+        &self,
+        batch: Vec<SigningReplacement>,
+        actor: &Actor,
+    ) -> StoreResult<Vec<bool>> {
+        let actor = actor.clone();
+        self.writer
+            .write(move |c| {
+                let author = check_actor(c, &actor)?;
+                // `IS` compares NULL as a value: a function read without a previous secret
+                // is replaced only while it still has none. A secret kept as read is
+                // written back as it is (`COALESCE`). Revision and timestamps stay.
+                let mut stmt = c
+                    .prepare_cached(
+                        "UPDATE functions SET
+                             signing_key_version = COALESCE(?7, signing_key_version),
+                             signing_value = COALESCE(?8, signing_value),
+                             previous_key_version = COALESCE(?11, previous_key_version),
+                             previous_value = COALESCE(?12, previous_value)
+                         WHERE environment = ?1 AND environment_id = ?2 AND id = ?3
+                           AND revision = ?4 AND signing_key_version = ?5 AND signing_value = ?6
+                           AND previous_key_version IS ?9 AND previous_value IS ?10",
+                    )
+                    .map_err(unavailable)?;
+                let mut stored_anew = 0u64;
+                let applied = batch
+                    .iter()
+                    .map(|r| {
+                        let previous = r.previous_signing.as_ref();
+                        let new_previous = previous.and_then(|p| p.new.as_ref());
+                        let n = stmt
+                            .execute(params![
+                                r.environment.as_str(),
+                                r.environment_id.as_str(),
+                                r.id.as_str(),
+                                r.revision,
+                                r.signing.read.key_version_number(),
+                                stored_text(&r.signing.read),
+                                r.signing.new.as_ref().map(StoredValue::key_version_number),
+                                r.signing.new.as_ref().map(stored_text),
+                                previous.map(|p| p.read.key_version_number()),
+                                previous.map(|p| stored_text(&p.read)),
+                                new_previous.map(StoredValue::key_version_number),
+                                new_previous.map(stored_text),
+                            ])
+                            .map_err(unavailable)?;
+                        if n == 1 {
+                            stored_anew += r.stored_anew();
+                        }
+                        Ok(n == 1)
+                    })
+                    .collect::<StoreResult<Vec<bool>>>()?;
+                drop(stmt);
+                if stored_anew > 0 {
+                    append(
+                        c,
+                        &author,
+                        &[Change::keys_rewrapped(stored_anew, Timestamp::now())],
+                    )?;
+                }
+                Ok(applied)
             })
             .await
     }

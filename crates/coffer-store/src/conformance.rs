@@ -1932,11 +1932,23 @@ pub async fn a_verification_is_audited_and_rechecks_its_actor(
     assert_eq!(store.last_event_id().await.unwrap(), before, "bookkeeping");
     let checks = [check(&outs[0], false), check(&outs[1], true)];
     store
-        .record_checks(&checks, Some(&key_actor(&admin)))
+        .record_checks(
+            &checks,
+            Some(Verification {
+                by: &key_actor(&admin),
+                checked: 2,
+            }),
+        )
         .await
         .unwrap();
     store
-        .record_checks(&[], Some(&Actor::System))
+        .record_checks(
+            &[],
+            Some(Verification {
+                by: &Actor::System,
+                checked: 0,
+            }),
+        )
         .await
         .unwrap();
     let events = store.events_after(before, 10).await.unwrap();
@@ -1963,7 +1975,13 @@ pub async fn a_verification_is_audited_and_rechecks_its_actor(
         .await
         .unwrap();
     let refused = store
-        .record_checks(&[check(&outs[1], false)], Some(&key_actor(&admin)))
+        .record_checks(
+            &[check(&outs[1], false)],
+            Some(Verification {
+                by: &key_actor(&admin),
+                checked: 1,
+            }),
+        )
         .await;
     assert!(
         matches!(refused, Err(StoreError::ActorRevoked)),

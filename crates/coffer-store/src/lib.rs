@@ -269,15 +269,15 @@ pub trait KeyStore: Send + Sync + 'static {
     /// revisions too ([`KeyStore::unreadable_marks`]), so a value store elsewhere can only
     /// leave the count high until the next verify, never a wrong `status`.
     ///
-    /// With `verified_by`, the batch is a verification: the actor is re-checked
+    /// With `verified`, the batch is a verification: its actor is re-checked
     /// ([`StoreError::ActorRevoked`]: nothing recorded) and one `keys.verified` audit row and
-    /// event is appended with the number of checks as its count (also for an empty batch,
-    /// so every verify run is on the record). Without it (a failed resolve, a rewrap batch)
-    /// it is bookkeeping and not audited.
+    /// event is appended with [`Verification::checked`] as its count (also for an empty
+    /// batch, so every verify run is on the record). Without it (a failed resolve, a rewrap
+    /// batch) it is bookkeeping and not audited.
     async fn record_checks(
         &self,
         checks: &[ValueCheck],
-        verified_by: Option<&Actor>,
+        verified: Option<Verification<'_>>,
     ) -> StoreResult<()>;
 
     /// How many unreadable marks there are, per key version of the marked revision. Cheap:

@@ -492,6 +492,17 @@ pub struct ApiKeyRecord {
     pub key_hash: String,
 }
 
+/// A verification batch as [`crate::KeyStore::record_checks`] audits it: who ran it and
+/// what it checked.
+#[derive(Clone, Copy, Debug)]
+pub struct Verification<'a> {
+    /// The actor that ran it (re-checked in the writing transaction).
+    pub by: &'a Actor,
+    /// How many stored secrets the batch opened: its checks, and the functions' signing
+    /// secrets it opened beside them (which have no marks). The `keys.verified` row's count.
+    pub checked: u64,
+}
+
 /// What opening one stored value found: which secret, at which revision, under which key
 /// version, and whether it opened. A walk (`coffer keys verify`, a rewrap, the start-up
 /// migration) or a failed resolve hands these to [`crate::KeyStore::record_checks`].

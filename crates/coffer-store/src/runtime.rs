@@ -6,6 +6,7 @@
 //! several nodes lease from at once: a lease is one conditional write, held by the
 //! database, so a run is leased to one holder cluster-wide.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use async_trait::async_trait;
@@ -102,7 +103,7 @@ pub struct FunctionRecord {
     /// Its definition, the JSON text the service stored (triggers, secrets, mode, …).
     pub spec: String,
     /// The signing secret, sealed like a secret value (associated data: see
-    /// `coffer_core::service::signing_aad`).
+    /// `coffer_core::runtime::signing_aad`).
     pub signing: StoredValue,
     /// The signing secret it replaced, kept until `previous_until` so that deliveries are
     /// signed with both during a rotation's grace period.
@@ -123,6 +124,44 @@ pub struct FunctionPutOutcome {
     /// Whether the write registered it (revision 1): only then was the signing secret
     /// given with the write stored.
     pub created: bool,
+}
+
+/// A stored secret as a walk read it, and what replaces it: see
+/// [`FunctionStore::replace_signing`].
+#[derive(Debug)]
+pub struct Reseal {
+    /// The stored form that was read. It pins the exact secret: a blob's random nonce
+    /// makes every sealing distinct, so a secret stored since is never overwritten.
+    pub read: StoredValue,
+    /// The new stored form of the same secret; `None` keeps it as read (it is only pinned).
+    pub new: Option<StoredValue>,
+}
+
+/// A function's signing secrets stored anew without changing what they are (re-encryption),
+/// for [`FunctionStore::replace_signing`].
+#[derive(Debug)]
+pub struct SigningReplacement {
+    /// Its environment.
+    pub environment: EnvName,
+    /// The incarnation it was read from.
+    pub environment_id: EnvId,
+    /// The function.
+    pub id: FunctionId,
+    /// The revision it was read at.
+    pub revision: Revision,
+    /// The current signing secret.
+    pub signing: Reseal,
+    /// The previous signing secret (`None`: the function had none when it was read, and
+    /// must still have none).
+    pub previous_signing: Option<Reseal>,
+}
+
+impl SigningReplacement {
+    /// How many of its secrets it stores anew (what a `keys.rewrapped` row counts).
+    pub fn stored_anew(&self) -> u64 {
+        let previous = self.previous_signing.as_ref();
+        u64::from(self.signing.new.is_some()) + u64::from(previous.is_some_and(|p| p.new.is_some()))
+    }
 }
 
 /// Functions: what a run executes, the secrets and config keys it declares.
@@ -177,6 +216,33 @@ pub trait FunctionStore: Send + Sync + 'static {
         at: Timestamp,
         actor: &Actor,
     ) -> StoreResult<FunctionRecord>;
+
+    /// Up to `limit` functions across all environments, in (environment, id) order (bytes),
+    /// starting after `after`: the walk key rotation and the dev-mode migration take over
+    /// the signing secrets.
+    async fn scan_functions(
+        &self,
+        after: Option<&(EnvName, FunctionId)>,
+        limit: usize,
+    ) -> StoreResult<Vec<FunctionRecord>>;
+
+    /// How many stored signing secrets — current and previous ones, expired or not — use
+    /// each key version (`0` = plaintext).
+    async fn count_signing_by_key_version(&self) -> StoreResult<BTreeMap<u32, u64>>;
+
+    /// Stores functions' signing secrets anew without changing what they are
+    /// (re-encryption), in one transaction: each replacement applies only if its function
+    /// is still at `revision` of that incarnation with exactly the stored forms read (the
+    /// current secret, and the previous one or its absence), and keeps the revision, the
+    /// timestamps and the previous secret's grace period. Returns, per replacement, whether
+    /// it applied. When any did, appends one `keys.rewrapped` audit row and event whose
+    /// count is the number of secrets stored anew. Errors:
+    /// [`crate::StoreError::ActorRevoked`] (nothing replaced).
+    async fn replace_signing(
+        &self,
+        batch: Vec<SigningReplacement>,
+        actor: &Actor,
+    ) -> StoreResult<Vec<bool>>;
 
     /// Deletes a function if `precondition` holds, returning it as it was. Its runs stay
     /// (their history); one still queued fails when it is leased.

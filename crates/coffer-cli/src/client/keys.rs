@@ -39,6 +39,9 @@ struct KeyStatus {
     encryption: String,
     keys: Vec<KeyVersion>,
     plaintext_values: u64,
+    // A server from before functions' signing secrets were counted sends none.
+    #[serde(default)]
+    plaintext_signing_secrets: u64,
     unreadable_values: u64,
 }
 
@@ -49,16 +52,48 @@ struct KeyVersion {
     current: bool,
     in_keyring: bool,
     values: u64,
+    #[serde(default)]
+    signing_secrets: u64,
     encryptions: u64,
+}
+
+/// What a rewrap did with one kind of stored secret.
+#[derive(Deserialize, Serialize, Default, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+struct RewrapCounts {
+    rewrapped: u64,
+    already_current: u64,
+    unreadable: u64,
+    updated_concurrently: u64,
+}
+
+impl RewrapCounts {
+    fn add(&mut self, other: RewrapCounts) {
+        self.rewrapped += other.rewrapped;
+        self.already_current += other.already_current;
+        self.unreadable += other.unreadable;
+        self.updated_concurrently += other.updated_concurrently;
+    }
+
+    fn total(&self) -> u64 {
+        self.rewrapped + self.already_current + self.unreadable + self.updated_concurrently
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "rewrapped {}, already current {}, unreadable {}, updated concurrently {}",
+            self.rewrapped, self.already_current, self.unreadable, self.updated_concurrently
+        )
+    }
 }
 
 #[derive(Deserialize, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct Rewrap {
-    rewrapped: u64,
-    already_current: u64,
-    unreadable: u64,
-    updated_concurrently: u64,
+    #[serde(flatten)]
+    values: RewrapCounts,
+    #[serde(default)]
+    signing_secrets: RewrapCounts,
     #[serde(skip_serializing)]
     next_cursor: Option<String>,
 }
@@ -68,7 +103,21 @@ struct Rewrap {
 struct VerifyStep {
     checked: u64,
     unreadable: Vec<Unreadable>,
+    #[serde(default)]
+    signing_secrets_checked: u64,
+    #[serde(default)]
+    unreadable_signing_secrets: Vec<UnreadableSigning>,
     next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UnreadableSigning {
+    environment: String,
+    function: String,
+    revision: u64,
+    key_version: u32,
+    previous: bool,
 }
 
 #[derive(Deserialize, Serialize)]
@@ -86,6 +135,8 @@ struct Unreadable {
 struct Verified {
     checked: u64,
     unreadable: Vec<Unreadable>,
+    signing_secrets_checked: u64,
+    unreadable_signing_secrets: Vec<UnreadableSigning>,
 }
 
 impl Session {
@@ -97,10 +148,17 @@ impl Session {
         }
     }
 
-    /// A bar over every stored value (drawn only when stderr is a terminal).
+    /// A bar over every stored value and signing secret (drawn only when stderr is a
+    /// terminal).
     async fn values_bar(&self) -> Result<ProgressBar> {
         let status: KeyStatus = parse(&self.api.get(&["v1", "keys"], &[]).await?)?;
-        let total = status.plaintext_values + status.keys.iter().map(|k| k.values).sum::<u64>();
+        let total = status.plaintext_values
+            + status.plaintext_signing_secrets
+            + status
+                .keys
+                .iter()
+                .map(|k| k.values + k.signing_secrets)
+                .sum::<u64>();
         Ok(ProgressBar::new(total).with_style(
             ProgressStyle::with_template(
                 "values {bar:40} {pos}/{len}, {elapsed} elapsed, eta {eta}",
@@ -120,9 +178,13 @@ impl Session {
                 .post(&["v1", "keys", "verify"], JsonBody::new(&body, 0)?)
                 .await?;
             let step: VerifyStep = parse(&answer)?;
-            bar.inc(step.checked);
+            bar.inc(step.checked + step.signing_secrets_checked);
             found.checked += step.checked;
             found.unreadable.extend(step.unreadable);
+            found.signing_secrets_checked += step.signing_secrets_checked;
+            found
+                .unreadable_signing_secrets
+                .extend(step.unreadable_signing_secrets);
             match step.next_cursor {
                 Some(next) if Some(&next) == cursor.as_ref() => {
                     bail!("the server did not advance the verification")
@@ -160,17 +222,64 @@ impl Session {
                     &rows,
                 ));
             }
+            // Only installations with functions have signing secrets to speak of.
+            if found.signing_secrets_checked > 0 {
+                text.push_str(&format!(
+                    "checked {}: {} unreadable\n",
+                    output::count(
+                        found.signing_secrets_checked,
+                        "function signing secret",
+                        "function signing secrets"
+                    ),
+                    found.unreadable_signing_secrets.len()
+                ));
+            }
+            if !found.unreadable_signing_secrets.is_empty() {
+                let rows: Vec<Vec<String>> = found
+                    .unreadable_signing_secrets
+                    .iter()
+                    .map(|u| {
+                        vec![
+                            output::printable(&u.environment),
+                            output::printable(&u.function),
+                            u.revision.to_string(),
+                            u.key_version.to_string(),
+                            if u.previous { "previous" } else { "current" }.to_owned(),
+                        ]
+                    })
+                    .collect();
+                text.push_str(&output::table(
+                    &[
+                        "ENVIRONMENT",
+                        "FUNCTION",
+                        "REVISION",
+                        "KEY-VERSION",
+                        "SECRET",
+                    ],
+                    &rows,
+                ));
+            }
             output::emit(&text)?;
         }
-        if found.unreadable.is_empty() {
+        let mut problems = Vec::new();
+        if !found.unreadable.is_empty() {
+            let n = found.unreadable.len() as u64;
+            problems.push(format!(
+                "{} cannot be opened with the server's keys; writing a secret again repairs it (or restore the key its version needs)",
+                output::count(n, "value", "values")
+            ));
+        }
+        if !found.unreadable_signing_secrets.is_empty() {
+            let n = found.unreadable_signing_secrets.len() as u64;
+            problems.push(format!(
+                "{} cannot be opened with the server's keys, so push deliveries cannot be signed with them; rotating a function's signing secret (POST /v1/environments/{{env}}/functions/{{id}}/signing-secret) repairs it (or restore the key its version needs)",
+                output::count(n, "function signing secret", "function signing secrets")
+            ));
+        }
+        if problems.is_empty() {
             return Ok(());
         }
-        let n = found.unreadable.len() as u64;
-        Err(UnreadableValuesError(format!(
-            "{} cannot be opened with the server's keys; writing a secret again repairs it (or restore the key its version needs)",
-            output::count(n, "value", "values")
-        ))
-        .into())
+        Err(UnreadableValuesError(problems.join("; ")).into())
     }
 
     async fn key_status(&self) -> Result<()> {
@@ -198,17 +307,25 @@ impl Session {
                     yes(k.current),
                     yes(k.in_keyring),
                     k.values.to_string(),
+                    k.signing_secrets.to_string(),
                     k.encryptions.to_string(),
                 ]
             })
             .collect();
         let mut text = output::table(
-            &["VERSION", "CURRENT", "IN-KEYRING", "VALUES", "ENCRYPTIONS"],
+            &[
+                "VERSION",
+                "CURRENT",
+                "IN-KEYRING",
+                "VALUES",
+                "SIGNING-SECRETS",
+                "ENCRYPTIONS",
+            ],
             &rows,
         );
         text.push_str(&format!(
-            "plaintext values: {}, unreadable values: {}\n",
-            status.plaintext_values, status.unreadable_values
+            "plaintext values: {}, plaintext signing secrets: {}, unreadable values: {}\n",
+            status.plaintext_values, status.plaintext_signing_secrets, status.unreadable_values
         ));
         output::emit(&text)
     }
@@ -223,13 +340,9 @@ impl Session {
                 .post(&["v1", "keys", "rewrap"], JsonBody::new(&body, 0)?)
                 .await?;
             let step: Rewrap = parse(&answer)?;
-            bar.inc(
-                step.rewrapped + step.already_current + step.unreadable + step.updated_concurrently,
-            );
-            sum.rewrapped += step.rewrapped;
-            sum.already_current += step.already_current;
-            sum.unreadable += step.unreadable;
-            sum.updated_concurrently += step.updated_concurrently;
+            bar.inc(step.values.total() + step.signing_secrets.total());
+            sum.values.add(step.values);
+            sum.signing_secrets.add(step.signing_secrets);
             match step.next_cursor {
                 Some(next) if Some(&next) == sum.next_cursor.as_ref() => {
                     bail!("the server did not advance the rewrap")
@@ -239,11 +352,28 @@ impl Session {
             }
         }
         bar.finish_and_clear();
-        if sum.unreadable > 0 {
+        let unreadable = sum.values.unreadable;
+        if unreadable > 0 {
             eprintln!(
                 "warning: {} could not be opened and left as {}; `coffer secret list` marks them unreadable and `coffer keys verify` names them (writing one again repairs it)",
-                output::count(sum.unreadable, "value", "values"),
-                if sum.unreadable == 1 {
+                output::count(unreadable, "value", "values"),
+                if unreadable == 1 {
+                    "it was"
+                } else {
+                    "they were"
+                }
+            );
+        }
+        let unreadable = sum.signing_secrets.unreadable;
+        if unreadable > 0 {
+            eprintln!(
+                "warning: {} could not be opened and left as {}; `coffer keys verify` names them (rotating a function's signing secret repairs it)",
+                output::count(
+                    unreadable,
+                    "function signing secret",
+                    "function signing secrets"
+                ),
+                if unreadable == 1 {
                     "it was"
                 } else {
                     "they were"
@@ -255,9 +385,14 @@ impl Session {
                 &serde_json::to_value(&sum).unwrap_or(Value::Null),
             )?);
         }
-        output::emit(&format!(
-            "rewrapped {}, already current {}, unreadable {}, updated concurrently {}\n",
-            sum.rewrapped, sum.already_current, sum.unreadable, sum.updated_concurrently
-        ))
+        let mut text = format!("{}\n", sum.values.summary());
+        // Only installations with functions have signing secrets to speak of.
+        if sum.signing_secrets.total() > 0 {
+            text.push_str(&format!(
+                "function signing secrets: {}\n",
+                sum.signing_secrets.summary()
+            ));
+        }
+        output::emit(&text)
     }
 }

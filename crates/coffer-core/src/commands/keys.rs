@@ -1,18 +1,17 @@
 //! Key rotation and verification (admin).
 
-use coffer_store::{EnvName, SecretName};
-
 use super::Command;
-use crate::lifecycle::{REWRAP_BATCH, RewrapReport, VerifyReport, Walk};
+use crate::lifecycle::{REWRAP_BATCH, RewrapReport, VerifyReport, Walk, WalkPosition};
 use crate::{Coffer, CoreError, Principal};
 
-/// Re-encrypt stored values to the current key version, starting after `after`: one batch
-/// of `limit` values, or every remaining value when `limit` is `None`. Each batch that
-/// replaced values is one `system.keys.rewrapped` event.
+/// Re-encrypt stored values, then functions' signing secrets, to the current key version,
+/// starting after `after`: one batch of `limit` values (or functions), or everything left
+/// when `limit` is `None`. Each batch that replaced values is one `system.keys.rewrapped`
+/// event, and one more when it replaced signing secrets.
 #[derive(Debug, Default)]
 pub struct Rewrap {
     /// Where to resume; `None` starts at the beginning.
-    pub after: Option<(EnvName, SecretName)>,
+    pub after: Option<WalkPosition>,
     /// Batch size; `None` walks to the end.
     pub limit: Option<usize>,
 }
@@ -49,15 +48,18 @@ impl Command for Rewrap {
     }
 }
 
-/// Open stored values to find those that no longer open (`coffer keys verify`), starting
-/// after `after`: one batch of `limit` values, or every remaining value when `limit` is
-/// `None`. Changes no value. Each batch records its findings in the catalog (a value that
-/// does not open is marked unreadable there, one that opens loses its mark), which every
-/// node's status reads, and is one `keys.verified` audit row and event naming the key.
+/// Open stored values, then functions' signing secrets, to find those that no longer open
+/// (`coffer keys verify`), starting after `after`: one batch of `limit` values (or
+/// functions), or everything left when `limit` is `None`. Changes nothing it opens. Each
+/// batch records its findings on values in the catalog (a value that does not open is
+/// marked unreadable there, one that opens loses its mark), which every node's status
+/// reads, and is one `keys.verified` audit row and event naming the key, counting the
+/// values and signing secrets it opened. A signing secret that does not open is reported,
+/// not marked.
 #[derive(Debug, Default)]
 pub struct Verify {
     /// Where to resume; `None` starts at the beginning.
-    pub after: Option<(EnvName, SecretName)>,
+    pub after: Option<WalkPosition>,
     /// Batch size; `None` walks to the end.
     pub limit: Option<usize>,
 }
@@ -83,6 +85,8 @@ impl Command for Verify {
             report.absorb(VerifyReport {
                 checked: found.checked,
                 unreadable: found.unreadable,
+                signing_checked: found.signing_checked,
+                unreadable_signing: found.unreadable_signing,
                 next: found.rewrap.next,
             });
             if self.limit.is_some() || report.next.is_none() {

@@ -491,8 +491,8 @@ async fn definitions_are_checked_and_the_signing_secret_is_shown_once() {
 
 /// What a local endpoint received: the signature check's result and the job.
 #[derive(Default)]
-struct Received {
-    bodies: Vec<(bool, serde_json::Value)>,
+pub(crate) struct Received {
+    pub(crate) bodies: Vec<(bool, serde_json::Value)>,
 }
 
 /// The endpoint's state: what it received, what it answers next, the signing secret.
@@ -504,7 +504,7 @@ type EndpointState = (
 
 /// A local HTTP endpoint answering the statuses in `answers` in turn (then 200), checking
 /// each delivery's `Coffer-Signature` against the secret in `signing`.
-async fn endpoint(
+pub(crate) async fn endpoint(
     answers: Vec<u16>,
     signing: Arc<Mutex<Option<String>>>,
 ) -> (String, Arc<Mutex<Received>>) {
@@ -560,7 +560,12 @@ async fn endpoint(
     (format!("http://{addr}/hook"), received)
 }
 
-async fn register_push(c: &coffer_core::Coffer, id: &str, url: &str, retries: u32) -> String {
+pub(crate) async fn register_push(
+    c: &coffer_core::Coffer,
+    id: &str,
+    url: &str,
+    retries: u32,
+) -> String {
     let body = coffer_wire::PutFunction {
         triggers: vec![coffer_wire::Trigger {
             event: "order.*".into(),
@@ -585,7 +590,7 @@ async fn register_push(c: &coffer_core::Coffer, id: &str, url: &str, retries: u3
 }
 
 /// Waits (bounded) until `run` has ended.
-async fn ended(n: &Node, run: &RunId) -> coffer_store::RunRecord {
+pub(crate) async fn ended(n: &Node, run: &RunId) -> coffer_store::RunRecord {
     for _ in 0..200 {
         let r = n.store.get_run(&env(), run).await.unwrap().unwrap();
         if r.status.is_final() {

@@ -11,4 +11,5 @@ mod functions;
 mod journal;
 mod lifecycle;
 mod runtime;
+mod signing;
 mod startup;

@@ -15,6 +15,9 @@ macro_rules! runtime_conformance {
             functions_are_registered_updated_listed_and_deleted,
             function_writes_check_preconditions_actor_and_incarnation,
             a_rotation_keeps_the_previous_signing_secret_until_its_grace_ends,
+            signing_secrets_are_counted_per_key_version_and_walked_across_environments,
+            signing_replacements_apply_only_at_the_read_revision_and_form,
+            a_signing_replacement_never_lands_on_a_newer_function,
             functions_and_runs_go_with_their_environment,
             an_event_starts_its_runs_and_journals_them,
             runs_are_listed_newest_first_filtered_and_paginated,
@@ -408,6 +411,390 @@ pub async fn a_rotation_keeps_the_previous_signing_secret_until_its_grace_ends(
         subjects_after(&*store, head).await,
         ["system.function.f.rotated", "system.function.f.rotated"]
     );
+}
+
+fn plain(value: &str) -> StoredValue {
+    StoredValue::Plain(secrecy::SecretString::from(value))
+}
+
+/// A replacement of `f`'s signing secrets as read at `revision`: the current one (`read`,
+/// stored anew as `new` unless `None`) and the previous one (absent, or read and stored
+/// anew).
+fn reseal(
+    e: &Environment,
+    f: &str,
+    revision: Revision,
+    signing: (StoredValue, Option<StoredValue>),
+    previous: Option<(StoredValue, Option<StoredValue>)>,
+) -> SigningReplacement {
+    SigningReplacement {
+        environment: e.name.clone(),
+        environment_id: e.id.clone(),
+        id: function_id(f),
+        revision,
+        signing: Reseal {
+            read: signing.0,
+            new: signing.1,
+        },
+        previous_signing: previous.map(|(read, new)| Reseal { read, new }),
+    }
+}
+
+/// Every function of every environment, walked in pages of `page`.
+async fn walk_functions(store: &impl Catalog, page: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut after: Option<(EnvName, FunctionId)> = None;
+    loop {
+        let batch = store.scan_functions(after.as_ref(), page).await.unwrap();
+        assert!(batch.len() <= page);
+        let Some(last) = batch.last() else {
+            return seen;
+        };
+        after = Some((last.environment.clone(), last.id.clone()));
+        seen.extend(batch.iter().map(|f| format!("{}/{}", f.environment, f.id)));
+    }
+}
+
+/// Signing secrets are counted per key version, current and previous ones alike (`0`:
+/// stored unencrypted), and walked across environments in (environment, id) order with
+/// their environment, incarnation and stored forms.
+pub async fn signing_secrets_are_counted_per_key_version_and_walked_across_environments(
+    store: Arc<impl Catalog>,
+) {
+    assert!(
+        store
+            .count_signing_by_key_version()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(walk_functions(&*store, 10).await.is_empty());
+    let b = new_environment(&*store, "b", 1).await;
+    let a = new_environment(&*store, "a", 1).await;
+    let a2 = new_environment(&*store, "a-2", 1).await;
+    register(&*store, &b, "f", "b-f-1").await;
+    register(&*store, &a, "g", "a-g-1").await;
+    register(&*store, &a, "f", "a-f-1").await;
+    register(&*store, &a2, "a", "a2-a-1").await;
+    store
+        .rotate_signing_secret(
+            &a,
+            &function_id("g"),
+            sealed(2, "a-g-2"),
+            at(1_000),
+            at(20),
+            &Actor::System,
+        )
+        .await
+        .unwrap();
+    store
+        .put_function(
+            &b,
+            &function_id("dev"),
+            "{}".into(),
+            plain("cs_plain"),
+            Precondition::None,
+            at(10),
+            &Actor::System,
+        )
+        .await
+        .unwrap();
+    let counts = store.count_signing_by_key_version().await.unwrap();
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        [(0, 1), (1, 4), (2, 1)],
+        "a rotated function counts its current and its previous secret"
+    );
+    assert_eq!(
+        walk_functions(&*store, 2).await,
+        ["a/f", "a/g", "a-2/a", "b/dev", "b/f"],
+        "(environment, id) order, bytes"
+    );
+    let all = store.scan_functions(None, 10).await.unwrap();
+    let g = all.iter().find(|f| f.id.as_str() == "g").unwrap();
+    assert_eq!((&g.environment, &g.environment_id), (&a.name, &a.id));
+    assert_eq!(blob(&g.signing), "a-g-2");
+    let (previous, until) = g.previous_signing.as_ref().unwrap();
+    assert_eq!((blob(previous), *until), ("a-g-1", at(1_000)));
+    let dev = all.iter().find(|f| f.id.as_str() == "dev").unwrap();
+    assert_eq!(dev.signing.key_version_number(), 0);
+    let after_a = (env("a"), function_id("zzz"));
+    let rest = store.scan_functions(Some(&after_a), 10).await.unwrap();
+    assert_eq!(rest.first().map(|f| f.environment.as_str()), Some("a-2"));
+    store
+        .delete_environment(&a.name, &Actor::System)
+        .await
+        .unwrap();
+    assert_eq!(walk_functions(&*store, 10).await, ["a-2/a", "b/dev", "b/f"]);
+    assert_eq!(
+        store
+            .count_signing_by_key_version()
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [(0, 1), (1, 2)],
+        "an environment's functions go with it"
+    );
+}
+
+/// A signing replacement applies only while the function is exactly as it was read —
+/// revision, current secret, previous secret or its absence — stores anew only the secrets
+/// it gives a new form, and keeps revision, timestamps and the grace period. The applied
+/// ones are one `keys.rewrapped` row and event counting the secrets stored anew; a batch
+/// that applies nothing journals nothing; a revoked key replaces nothing.
+pub async fn signing_replacements_apply_only_at_the_read_revision_and_form(
+    store: Arc<impl Catalog>,
+) {
+    let e = new_environment(&*store, "prod", 1).await;
+    for (id, blob) in [("f", "f-1"), ("g", "g-1"), ("h", "h-1"), ("k", "k-1")] {
+        register(&*store, &e, id, blob).await;
+    }
+    store
+        .rotate_signing_secret(
+            &e,
+            &function_id("g"),
+            sealed(1, "g-2"),
+            at(5_000),
+            at(30),
+            &Actor::System,
+        )
+        .await
+        .unwrap();
+    let head = store.last_event_id().await.unwrap();
+    let batch = vec![
+        // Both forms as read: the current one stored anew.
+        reseal(&e, "f", 1, (sealed(1, "f-1"), Some(sealed(3, "f-3"))), None),
+        // Only the previous one stored anew; the current one is pinned.
+        reseal(
+            &e,
+            "g",
+            2,
+            (sealed(1, "g-2"), None),
+            Some((sealed(1, "g-1"), Some(sealed(3, "g-1-3")))),
+        ),
+        // Read at another form.
+        reseal(&e, "h", 1, (sealed(1, "h-x"), Some(sealed(3, "h-3"))), None),
+        // Read with a previous secret it does not have.
+        reseal(
+            &e,
+            "k",
+            1,
+            (sealed(1, "k-1"), Some(sealed(3, "k-3"))),
+            Some((sealed(1, "k-0"), Some(sealed(3, "k-0-3")))),
+        ),
+        // Read at another revision.
+        reseal(&e, "g", 1, (sealed(1, "g-2"), Some(sealed(3, "g-3"))), None),
+        // Not there.
+        reseal(&e, "nope", 1, (sealed(1, "n"), Some(sealed(3, "n"))), None),
+    ];
+    assert_eq!(
+        store.replace_signing(batch, &Actor::System).await.unwrap(),
+        [true, true, false, false, false, false]
+    );
+    let get = |id: &str| {
+        let store = store.clone();
+        let id = function_id(id);
+        async move {
+            store
+                .get_function(&env("prod"), &id)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let f = get("f").await;
+    assert_eq!(
+        (blob(&f.signing), f.signing.key_version_number()),
+        ("f-3", 3)
+    );
+    assert_eq!(
+        (f.revision, f.updated_at, f.created_at),
+        (1, at(10), at(10))
+    );
+    assert!(f.previous_signing.is_none());
+    let g = get("g").await;
+    assert_eq!(
+        (blob(&g.signing), g.signing.key_version_number()),
+        ("g-2", 1)
+    );
+    let (previous, until) = g.previous_signing.as_ref().unwrap();
+    assert_eq!(
+        (blob(previous), previous.key_version_number(), *until),
+        ("g-1-3", 3, at(5_000))
+    );
+    assert_eq!((g.revision, g.updated_at), (2, at(30)));
+    assert_eq!(blob(&get("h").await.signing), "h-1");
+    let k = get("k").await;
+    assert_eq!(blob(&k.signing), "k-1");
+    assert!(k.previous_signing.is_none());
+    assert_eq!(
+        subjects_after(&*store, head).await,
+        ["system.keys.rewrapped"]
+    );
+    let events = store.events_after(head, 10).await.unwrap();
+    assert_eq!(events[0].count, Some(2), "two secrets stored anew");
+    let rows = audit_rows(&*store, "keys.rewrapped").await;
+    assert_eq!(rows.last().map(|r| r.count), Some(2));
+
+    let head = store.last_event_id().await.unwrap();
+    let stale = vec![reseal(
+        &e,
+        "f",
+        1,
+        (sealed(1, "f-1"), Some(sealed(4, "f-4"))),
+        None,
+    )];
+    assert_eq!(
+        store.replace_signing(stale, &Actor::System).await.unwrap(),
+        [false]
+    );
+    assert!(
+        store
+            .replace_signing(Vec::new(), &Actor::System)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        subjects_after(&*store, head).await.is_empty(),
+        "nothing applied, nothing journaled"
+    );
+
+    let admin = api_key("ak_0a", Role::Admin, "ha");
+    let other = api_key("ak_0c", Role::Admin, "hc");
+    store.insert_api_key(&admin, &Actor::System).await.unwrap();
+    store.insert_api_key(&other, &Actor::System).await.unwrap();
+    store
+        .delete_api_key(&admin.meta.id, &key_actor(&other))
+        .await
+        .unwrap();
+    let by_revoked = vec![reseal(
+        &e,
+        "h",
+        1,
+        (sealed(1, "h-1"), Some(sealed(3, "h-3"))),
+        None,
+    )];
+    let refused = store.replace_signing(by_revoked, &key_actor(&admin)).await;
+    assert!(
+        matches!(refused, Err(StoreError::ActorRevoked)),
+        "{refused:?}"
+    );
+    assert_eq!(blob(&get("h").await.signing), "h-1");
+    let by_key = vec![reseal(
+        &e,
+        "h",
+        1,
+        (sealed(1, "h-1"), Some(sealed(3, "h-3"))),
+        None,
+    )];
+    assert_eq!(
+        store
+            .replace_signing(by_key, &key_actor(&other))
+            .await
+            .unwrap(),
+        [true]
+    );
+    let rows = audit_rows(&*store, "keys.rewrapped").await;
+    assert_eq!(
+        rows.last().and_then(|r| r.actor.key_id.as_deref()),
+        Some("ak_0c"),
+        "audited with the key that ran it"
+    );
+}
+
+/// A replacement read before a function was rotated, deleted and registered again, or
+/// before its environment was deleted and created again, never writes an old form back:
+/// the revision, the stored form (its random nonce) and the incarnation pin the row.
+pub async fn a_signing_replacement_never_lands_on_a_newer_function(store: Arc<impl Catalog>) {
+    let first = new_environment(&*store, "prod", 1).await;
+    register(&*store, &first, "f", "same").await;
+    register(&*store, &first, "g", "g-1").await;
+    // Rotated since the read: another revision.
+    store
+        .rotate_signing_secret(
+            &first,
+            &function_id("g"),
+            sealed(1, "g-2"),
+            at(1_000),
+            at(20),
+            &Actor::System,
+        )
+        .await
+        .unwrap();
+    let rotated = vec![reseal(
+        &first,
+        "g",
+        1,
+        (sealed(1, "g-1"), Some(sealed(3, "g-3"))),
+        None,
+    )];
+    assert_eq!(
+        store
+            .replace_signing(rotated, &Actor::System)
+            .await
+            .unwrap(),
+        [false]
+    );
+    // Deleted and registered again: revision 1 again, another blob.
+    store
+        .delete_function(
+            &first.name,
+            &function_id("g"),
+            Precondition::None,
+            &Actor::System,
+        )
+        .await
+        .unwrap();
+    register(&*store, &first, "g", "g-new").await;
+    let again = vec![reseal(
+        &first,
+        "g",
+        1,
+        (sealed(1, "g-1"), Some(sealed(3, "g-3"))),
+        None,
+    )];
+    assert_eq!(
+        store.replace_signing(again, &Actor::System).await.unwrap(),
+        [false]
+    );
+    assert_eq!(
+        blob(
+            &store
+                .get_function(&first.name, &function_id("g"))
+                .await
+                .unwrap()
+                .unwrap()
+                .signing
+        ),
+        "g-new"
+    );
+    // The environment deleted and created again, the function registered with the very
+    // same stored form: the old incarnation's replacement lands nowhere.
+    store
+        .delete_environment(&first.name, &Actor::System)
+        .await
+        .unwrap();
+    let second = new_environment(&*store, "prod", 30).await;
+    register(&*store, &second, "f", "same").await;
+    let old = vec![reseal(
+        &first,
+        "f",
+        1,
+        (sealed(1, "same"), Some(sealed(3, "old"))),
+        None,
+    )];
+    assert_eq!(
+        store.replace_signing(old, &Actor::System).await.unwrap(),
+        [false]
+    );
+    let f = store
+        .get_function(&second.name, &function_id("f"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((blob(&f.signing), &f.environment_id), ("same", &second.id));
 }
 
 /// Deleting an environment deletes its functions and runs with it; a new environment of
