@@ -7,6 +7,8 @@
 
 #![forbid(unsafe_code)]
 
+mod runtime;
+
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -69,6 +71,10 @@ struct Args {
     /// version 2 current, and time the start-up check and `POST /v1/keys/rewrap`.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     rewrap: Option<u32>,
+    /// Instead of the HTTP phases: the runtime plane's figures (resolve, pull, push), each
+    /// beside the same run's metadata reads/s, at the largest of --connections.
+    #[arg(long)]
+    runtime: bool,
 }
 
 fn main() -> ExitCode {
@@ -101,6 +107,17 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(n) = args.rewrap {
         return rewrap(&args.coffer_bin, n).await;
+    }
+    if args.runtime {
+        let conns = args.connections.iter().copied().max().unwrap_or(16).into();
+        return runtime::bench(
+            &args.coffer_bin,
+            args.secrets,
+            conns,
+            Duration::from_secs(args.warmup),
+            Duration::from_secs(args.duration),
+        )
+        .await;
     }
     let (_server, addr, key) = match args.addr {
         Some(addr) => {

@@ -206,7 +206,7 @@ fn check_chain(c: &Connection, round: usize) {
     let mut stmt = c
         .prepare(
             "SELECT seq, at, actor_id, actor_name, action, subject, environment, name, revision,
-                    result, status, count, remote, user_agent, event_seq, prev_hash, hash
+                    result, status, count, remote, user_agent, event_seq, prev_hash, hash, detail
              FROM audit_log ORDER BY seq",
         )
         .unwrap();
@@ -230,6 +230,7 @@ fn check_chain(c: &Connection, round: usize) {
                 remote: r.get(12)?,
                 user_agent: r.get(13)?,
                 event: r.get(14)?,
+                detail: r.get(17)?,
                 prev_hash: r.get(15)?,
                 hash: r.get(16)?,
             })

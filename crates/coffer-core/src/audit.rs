@@ -279,6 +279,7 @@ mod tests {
                 remote: None,
                 user_agent: None,
                 event: Some(seq),
+                detail: None,
                 prev_hash: prev.clone(),
                 hash: String::new(),
             };

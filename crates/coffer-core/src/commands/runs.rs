@@ -16,8 +16,10 @@ use crate::runtime::{
 };
 use crate::{Coffer, CoreError, Principal};
 
-/// How often a waiting poll looks for runs queued by other nodes.
-const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// How often a waiting poll looks for due runs when nothing woke it (a retry whose backoff
+/// ended, an expired lease). Runs queued on any node wake it at once: their events commit
+/// to the journal, which every node watches.
+const POLL_INTERVAL: Duration = Duration::from_millis(1000);
 
 /// Send an event: one run per function of the environment with a matching trigger.
 #[derive(Debug)]
@@ -156,9 +158,11 @@ impl Command for PollRun {
             .try_acquire_owned()
             .map_err(|_| CoreError::Store(StoreError::Overloaded))?;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
+        let mut journal = coffer.catalog.watch_events();
         loop {
             // Registered before the lease, so a run queued right after it wakes this poll.
             let woken = coffer.runtime.pull_wake.notified();
+            journal.borrow_and_update();
             let now = Timestamp::now();
             let query = LeaseQuery {
                 environment: Some(self.env.clone()),
@@ -179,7 +183,11 @@ impl Command for PollRun {
                 return Ok(None);
             }
             let nap = (deadline - now).min(POLL_INTERVAL);
-            let _ = tokio::time::timeout(nap, woken).await;
+            tokio::select! {
+                _ = woken => {}
+                Ok(()) = journal.changed() => {}
+                _ = tokio::time::sleep(nap) => {}
+            }
         }
     }
 }

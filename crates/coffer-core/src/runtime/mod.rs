@@ -429,13 +429,10 @@ impl Coffer {
             function_id: function.record.id.to_string(),
             environment: env.name.to_string(),
             attempt: run.map(|r| r.attempts),
-            event: match run {
-                Some(r) => Some(JobEvent {
-                    name: r.event_name.clone(),
-                    data: serde_json::from_str(&r.event_data).unwrap_or(serde_json::Value::Null),
-                }),
-                None => None,
-            },
+            event: run.map(|r| JobEvent {
+                name: r.event_name.clone(),
+                data: serde_json::from_str(&r.event_data).unwrap_or(serde_json::Value::Null),
+            }),
             secrets,
             config,
             trigger_params: match run {

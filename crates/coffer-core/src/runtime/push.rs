@@ -28,14 +28,18 @@ use crate::redact::Redactor;
 
 /// How long a push run is leased before its delivery starts; a function whose timeout is
 /// longer gets its lease extended before the POST.
-const PUSH_LEASE_MS: i64 = 60_000;
+const PUSH_LEASE_MS: i64 = 30_000;
 
 /// Most runs leased by one query.
 const LEASE_BATCH: usize = 64;
 
 /// How often the dispatcher looks for due runs when nothing woke it (retries whose backoff
-/// ended, runs queued on other nodes, expired leases).
+/// ended, expired leases). Runs queued on any node wake it: their events commit to the
+/// journal, which every node watches.
 const IDLE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Per-function gates kept before the idle ones are forgotten.
+const MAX_GATES: usize = 4096;
 
 /// Most bytes of a function's response that are read.
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -64,8 +68,10 @@ pub async fn run(coffer: Arc<Coffer>, stop: impl std::future::Future<Output = ()
     ));
     let per_function: Arc<Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>> = Arc::default();
     tokio::pin!(stop);
+    let mut journal = coffer.catalog.watch_events();
     loop {
         let woken = coffer.runtime.push_wake.notified();
+        journal.borrow_and_update();
         let free = slots.available_permits().min(LEASE_BATCH);
         let mut leased_full = false;
         if free > 0 {
@@ -101,6 +107,7 @@ pub async fn run(coffer: Arc<Coffer>, stop: impl std::future::Future<Output = ()
         tokio::select! {
             _ = &mut stop => return,
             _ = woken => {}
+            Ok(()) = journal.changed() => {}
             _ = tokio::time::sleep(IDLE_INTERVAL) => {}
         }
     }
@@ -167,10 +174,16 @@ async fn attempt(
     let Some(url) = function.spec.url.clone() else {
         return failed(format!("function {} has no url", run.function_id));
     };
-    let key = format!("{}/{}", env.id, function.record.id);
     let limit = function.spec.concurrency.max(1) as usize;
+    // The limit is part of the key: a changed `concurrency` takes effect at once.
+    let key = format!("{}/{}/{limit}", env.id, function.record.id);
     let gate = {
         let mut map = per_function.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_GATES {
+            // Forget the gates no delivery holds: the map stays bounded however many
+            // functions come and go.
+            map.retain(|_, gate| Arc::strong_count(gate) > 1);
+        }
         map.entry(key)
             .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(limit)))
             .clone()
@@ -179,7 +192,7 @@ async fn attempt(
         return Err("the dispatcher is shutting down".into());
     };
     let timeout = Duration::from_millis(function.spec.timeout_ms);
-    let needed = i64::try_from(function.spec.timeout_ms).unwrap_or(i64::MAX) + 30_000;
+    let needed = i64::try_from(function.spec.timeout_ms).unwrap_or(i64::MAX) + 10_000;
     let now = Timestamp::now();
     if run
         .lease_expires_at

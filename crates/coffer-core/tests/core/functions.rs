@@ -495,6 +495,13 @@ struct Received {
     bodies: Vec<(bool, serde_json::Value)>,
 }
 
+/// The endpoint's state: what it received, what it answers next, the signing secret.
+type EndpointState = (
+    Arc<Mutex<Received>>,
+    Arc<Mutex<Vec<u16>>>,
+    Arc<Mutex<Option<String>>>,
+);
+
 /// A local HTTP endpoint answering the statuses in `answers` in turn (then 200), checking
 /// each delivery's `Coffer-Signature` against the secret in `signing`.
 async fn endpoint(
@@ -509,11 +516,9 @@ async fn endpoint(
     let app = axum::Router::new().route(
         "/hook",
         axum::routing::post(
-            |axum::extract::State((received, answers, signing)): axum::extract::State<(
-                Arc<Mutex<Received>>,
-                Arc<Mutex<Vec<u16>>>,
-                Arc<Mutex<Option<String>>>,
-            )>,
+            |axum::extract::State((received, answers, signing)): axum::extract::State<
+                EndpointState,
+            >,
              headers: HeaderMap,
              body: Bytes| async move {
                 let header = headers
@@ -615,16 +620,15 @@ async fn a_push_delivery_is_signed_retried_after_a_500_and_redacted() {
     assert_eq!(run.attempts, 2, "one retry after the 500");
     let output: serde_json::Value = serde_json::from_str(run.output.as_deref().unwrap()).unwrap();
     assert_eq!(output, json!({"charged": true, "echo": "********"}));
-    let got = received.lock().unwrap();
-    assert_eq!(got.bodies.len(), 2);
-    for (i, (signed, job)) in got.bodies.iter().enumerate() {
+    let got = std::mem::take(&mut received.lock().unwrap().bodies);
+    assert_eq!(got.len(), 2);
+    for (i, (signed, job)) in got.iter().enumerate() {
         assert!(signed, "attempt {i}: the signature verifies");
         assert_eq!(job["runId"], runs[0].as_str());
         assert_eq!(job["attempt"], i + 1);
         assert_eq!(job["secrets"], json!({"STRIPE_KEY": "sk-live-0123456789"}));
         assert_eq!(job["event"]["name"], "order.created");
     }
-    drop(got);
     let _ = stop.send(());
     dispatcher.await.unwrap();
 }

@@ -1,0 +1,435 @@
+//! `--runtime`: the runtime plane's figures (issue 9), each beside the same run's metadata
+//! reads/s (this machine's speed drifts from day to day; the targets are for a day when
+//! that figure is about 25,000/s):
+//! - `resolve`: `POST …/functions/{id}/resolve` of a function declaring 3 secrets, with a
+//!   runtime key, at `--connections`' largest count;
+//! - `pull`: 8 workers polling and completing runs while 4 connections send events;
+//! - `push`: events sent by 8 connections, each delivered (3 secrets resolved and
+//!   decrypted, signed) to an endpoint in this process that checks the signature; the
+//!   event-to-delivery latency is measured from a timestamp in the event's data.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::header::HeaderValue;
+use hyper::{Method, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, timeout_at};
+
+use crate::{Conn, MASTER_KEY, Phase, Server, Target, percentile, run_phase, seed, stdout_of};
+
+/// Pull workers, as the issue's target says.
+const WORKERS: usize = 8;
+/// Connections sending events during the pull and push phases.
+const PULL_SENDERS: usize = 4;
+const PUSH_SENDERS: usize = 8;
+
+/// Runs the runtime phases against a fresh server and prints one table.
+pub async fn bench(
+    bin: &Path,
+    secrets: u32,
+    connections: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<ExitCode> {
+    let dir = Arc::new(tempfile::tempdir().context("cannot create a temp dir")?);
+    let server = Server::start(bin, dir, ("COFFER_MASTER_KEY", MASTER_KEY)).await?;
+    let admin = bearer(&server.api_key)?;
+    let paths = (0..secrets.max(3))
+        .map(|i| format!("/v1/environments/default/secrets/BENCH_{i:04}"))
+        .collect();
+    let target = Arc::new(Target {
+        addr: server.addr,
+        auth: admin.clone(),
+        paths,
+    });
+    seed(&target).await?;
+    let reads = run_phase(&target, Phase::Read, connections, warmup, duration).await;
+
+    // A runtime key, and one function of each mode declaring three of the seeded secrets.
+    let mut conn = Conn::open(&target).await?;
+    let body = r#"{"name":"bench","role":"runtime","environment":"default"}"#;
+    let (status, answer) = conn
+        .send_as(Method::POST, "/v1/api-keys", Some(body.into()))
+        .await?;
+    if status != StatusCode::CREATED {
+        bail!("creating a runtime key answered {status}");
+    }
+    let answer: serde_json::Value = serde_json::from_slice(&answer)?;
+    let runtime = bearer(answer["key"].as_str().context("no key in the answer")?)?;
+    let declared = r#"["BENCH_0000","BENCH_0001","BENCH_0002"]"#;
+    let pull =
+        format!(r#"{{"triggers":[{{"event":"bench.pull"}}],"secrets":{declared},"mode":"pull"}}"#);
+    put_function(&mut conn, "bench-pull", pull).await?;
+
+    let signing = Arc::new(Mutex::new(String::new()));
+    let endpoint = Endpoint::start(signing.clone()).await?;
+    let push = format!(
+        r#"{{"triggers":[{{"event":"bench.push"}}],"secrets":{declared},"mode":"push","url":"http://{}/hook","retries":0,"concurrency":256}}"#,
+        endpoint.addr
+    );
+    let answer = put_function(&mut conn, "bench-push", push).await?;
+    *signing.lock().unwrap_or_else(|p| p.into_inner()) = answer["signingSecret"]
+        .as_str()
+        .context("no signing secret")?
+        .to_owned();
+
+    let as_runtime = Arc::new(Target {
+        addr: server.addr,
+        auth: runtime,
+        paths: vec![],
+    });
+    let resolve = resolve_phase(&as_runtime, connections, warmup, duration).await;
+    let pulled = pull_phase(&target, &as_runtime, warmup, duration).await;
+    let pushed = push_phase(&target, &endpoint, warmup, duration).await;
+
+    println!(
+        "# {}  nproc {}  commit {}",
+        stdout_of(&["date", "-u", "+%Y-%m-%d %H:%M:%S UTC"]),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        stdout_of(&["git", "rev-parse", "--short", "HEAD"])
+    );
+    println!("phase                       conns      count        /s       p50       p99  errors");
+    let ms = |v: Option<u64>| v.map_or("-".to_owned(), |us| format!("{:.3}", us as f64 / 1000.0));
+    let secs = duration.as_secs_f64();
+    let mut failed = false;
+    let rows = [
+        (
+            "metadata read",
+            connections,
+            reads.tally.latencies_us.clone(),
+            reads.errors(),
+        ),
+        ("resolve (3 secrets)", connections, resolve.0, resolve.1),
+        ("pull (8 workers) completed", WORKERS, pulled.0, pulled.1),
+        (
+            "push delivered (event→hook)",
+            PUSH_SENDERS,
+            pushed.0,
+            pushed.1,
+        ),
+    ];
+    for (name, conns, mut latencies, errors) in rows {
+        latencies.sort_unstable();
+        failed |= errors > 0;
+        println!(
+            "{name:<27} {conns:>5} {:>10} {:>9.1} {:>9} {:>9} {errors:>7}",
+            latencies.len(),
+            latencies.len() as f64 / secs,
+            ms(percentile(&latencies, 50.0)),
+            ms(percentile(&latencies, 99.0)),
+        );
+    }
+    println!(
+        "(pull: events sent {}/s; push: events sent {}/s, bad signatures {})",
+        pulled.2 / duration.as_secs().max(1),
+        pushed.2 / duration.as_secs().max(1),
+        endpoint.bad.load(Ordering::Relaxed)
+    );
+    failed |= endpoint.bad.load(Ordering::Relaxed) > 0;
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn bearer(key: &str) -> anyhow::Result<HeaderValue> {
+    let mut v = HeaderValue::from_str(&format!("Bearer {key}")).context("bad API key")?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+async fn put_function(
+    conn: &mut Conn,
+    id: &str,
+    body: String,
+) -> anyhow::Result<serde_json::Value> {
+    let path = format!("/v1/environments/default/functions/{id}");
+    let (status, answer) = conn.send_as(Method::PUT, &path, Some(body)).await?;
+    if !status.is_success() {
+        bail!(
+            "registering {id} answered {status}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    Ok(serde_json::from_slice(&answer)?)
+}
+
+/// `conns` connections resolving for `warmup + duration`: latencies of the measured part
+/// and the errors.
+async fn resolve_phase(
+    target: &Arc<Target>,
+    conns: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> (Vec<u64>, u64) {
+    let from = Instant::now() + warmup;
+    let end = from + duration;
+    let mut tasks = JoinSet::new();
+    for _ in 0..conns {
+        let target = target.clone();
+        tasks.spawn(async move {
+            let (mut latencies, mut errors) = (Vec::new(), 0u64);
+            let Ok(mut conn) = Conn::open(&target).await else {
+                return (latencies, 1);
+            };
+            let path = "/v1/environments/default/functions/bench-pull/resolve";
+            while Instant::now() < end {
+                let started = Instant::now();
+                match timeout_at(end, conn.send_as(Method::POST, path, None)).await {
+                    Ok(Ok((StatusCode::OK, _))) if started >= from => {
+                        latencies.push(started.elapsed().as_micros() as u64)
+                    }
+                    Ok(Ok((StatusCode::OK, _))) => {}
+                    Ok(_) if started >= from => errors += 1,
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            (latencies, errors)
+        });
+    }
+    let (mut latencies, mut errors) = (Vec::new(), 0);
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok((l, e)) => {
+                latencies.extend(l);
+                errors += e;
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    (latencies, errors)
+}
+
+/// Senders of `event` on `n` connections until `end`; returns how many were accepted.
+fn senders(
+    tasks: &mut JoinSet<(Vec<u64>, u64, u64)>,
+    target: &Arc<Target>,
+    n: usize,
+    event: &'static str,
+    end: Instant,
+) {
+    for _ in 0..n {
+        let target = target.clone();
+        tasks.spawn(async move {
+            let (mut sent, mut errors) = (0u64, 0u64);
+            let Ok(mut conn) = Conn::open(&target).await else {
+                return (vec![], 1, 0);
+            };
+            while Instant::now() < end {
+                let body = format!(r#"{{"name":"{event}","data":{{"sentUs":{}}}}}"#, now_us());
+                match timeout_at(
+                    end,
+                    conn.send_as(Method::POST, "/v1/environments/default/events", Some(body)),
+                )
+                .await
+                {
+                    Ok(Ok((StatusCode::ACCEPTED, _))) => sent += 1,
+                    Ok(_) => errors += 1,
+                    Err(_) => break,
+                }
+            }
+            (vec![], errors, sent)
+        });
+    }
+}
+
+/// Workers poll and complete while senders keep the queue fed: latencies of completions
+/// (poll + complete) in the measured part, errors, events sent in it.
+async fn pull_phase(
+    admin: &Arc<Target>,
+    runtime: &Arc<Target>,
+    warmup: Duration,
+    duration: Duration,
+) -> (Vec<u64>, u64, u64) {
+    let from = Instant::now() + warmup;
+    let end = from + duration;
+    let mut tasks = JoinSet::new();
+    senders(&mut tasks, admin, PULL_SENDERS, "bench.pull", end);
+    for _ in 0..WORKERS {
+        let target = runtime.clone();
+        tasks.spawn(async move {
+            let (mut latencies, mut errors) = (Vec::new(), 0u64);
+            let Ok(mut conn) = Conn::open(&target).await else {
+                return (latencies, 1, 0);
+            };
+            let poll = r#"{"functions":["bench-pull"],"waitMs":1000}"#;
+            while Instant::now() < end {
+                let started = Instant::now();
+                let path = "/v1/environments/default/workers/poll";
+                let job = match timeout_at(end, conn.send_as(Method::POST, path, Some(poll.into())))
+                    .await
+                {
+                    Ok(Ok((StatusCode::OK, body))) => body,
+                    Ok(Ok((StatusCode::NO_CONTENT, _))) => continue,
+                    Ok(_) => {
+                        errors += 1;
+                        continue;
+                    }
+                    Err(_) => break,
+                };
+                let job: serde_json::Value = serde_json::from_slice(&job).unwrap_or_default();
+                let (Some(run), Some(attempt)) = (job["runId"].as_str(), job["attempt"].as_u64())
+                else {
+                    errors += 1;
+                    continue;
+                };
+                let path = format!("/v1/environments/default/runs/{run}/complete");
+                let body = format!(r#"{{"output":{{"ok":true}},"attempt":{attempt}}}"#);
+                match timeout_at(end, conn.send_as(Method::POST, &path, Some(body))).await {
+                    Ok(Ok((StatusCode::OK, _))) if started >= from => {
+                        latencies.push(started.elapsed().as_micros() as u64)
+                    }
+                    Ok(Ok((StatusCode::OK, _))) => {}
+                    Ok(_) => errors += 1,
+                    Err(_) => break,
+                }
+            }
+            (latencies, errors, 0)
+        });
+    }
+    collect(tasks, duration, warmup).await
+}
+
+async fn collect(
+    mut tasks: JoinSet<(Vec<u64>, u64, u64)>,
+    duration: Duration,
+    warmup: Duration,
+) -> (Vec<u64>, u64, u64) {
+    let (mut latencies, mut errors, mut sent) = (Vec::new(), 0, 0);
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok((l, e, s)) => {
+                latencies.extend(l);
+                errors += e;
+                sent += s;
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    // Senders count over warm-up and measurement: scale to the measured part.
+    let total = (warmup + duration).as_secs_f64();
+    let sent = (sent as f64 * duration.as_secs_f64() / total) as u64;
+    (latencies, errors, sent)
+}
+
+/// Senders send push events; the endpoint records each delivery's latency from the
+/// event's `sentUs`. Returns the latencies of deliveries in the measured part.
+async fn push_phase(
+    admin: &Arc<Target>,
+    endpoint: &Endpoint,
+    warmup: Duration,
+    duration: Duration,
+) -> (Vec<u64>, u64, u64) {
+    let from = Instant::now() + warmup;
+    let end = from + duration;
+    let mut tasks = JoinSet::new();
+    senders(&mut tasks, admin, PUSH_SENDERS, "bench.push", end);
+    tokio::time::sleep_until(from).await;
+    endpoint
+        .latencies
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
+    tokio::time::sleep_until(end).await;
+    let latencies =
+        std::mem::take(&mut *endpoint.latencies.lock().unwrap_or_else(|p| p.into_inner()));
+    let (_, errors, sent) = collect(tasks, duration, warmup).await;
+    (latencies, errors, sent)
+}
+
+/// Microseconds since the Unix epoch.
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A push endpoint on 127.0.0.1 that checks `Coffer-Signature` and records event-to-
+/// delivery latencies.
+struct Endpoint {
+    addr: SocketAddr,
+    latencies: Arc<Mutex<Vec<u64>>>,
+    bad: Arc<AtomicU64>,
+}
+
+impl Endpoint {
+    async fn start(signing: Arc<Mutex<String>>) -> anyhow::Result<Endpoint> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let latencies = Arc::new(Mutex::new(Vec::new()));
+        let bad = Arc::new(AtomicU64::new(0));
+        let (l, b) = (latencies.clone(), bad.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (l, b, signing) = (l.clone(), b.clone(), signing.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let (l, b, signing) = (l.clone(), b.clone(), signing.clone());
+                        async move { Ok::<_, hyper::Error>(hook(req, &l, &b, &signing).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Endpoint {
+            addr,
+            latencies,
+            bad,
+        })
+    }
+}
+
+async fn hook(
+    req: hyper::Request<hyper::body::Incoming>,
+    latencies: &Mutex<Vec<u64>>,
+    bad: &AtomicU64,
+    signing: &Mutex<String>,
+) -> hyper::Response<Full<Bytes>> {
+    let header = req
+        .headers()
+        .get(coffer_wire::signature::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let secret = signing.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let now = (now_us() / 1_000_000) as i64;
+    let verified = coffer_wire::signature::verify(
+        &header,
+        &[secret.as_bytes()],
+        &body,
+        now,
+        coffer_wire::signature::DEFAULT_TOLERANCE_SECS,
+    );
+    let job: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let three = job["secrets"].as_object().is_some_and(|s| s.len() == 3);
+    if verified.is_err() || !three {
+        bad.fetch_add(1, Ordering::Relaxed);
+        let mut r = hyper::Response::new(Full::new(Bytes::from_static(b"{}")));
+        *r.status_mut() = StatusCode::UNAUTHORIZED;
+        return r;
+    }
+    if let Some(sent) = job["event"]["data"]["sentUs"].as_u64() {
+        latencies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(now_us().saturating_sub(sent));
+    }
+    hyper::Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")))
+}
