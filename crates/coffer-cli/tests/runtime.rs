@@ -220,7 +220,8 @@ struct EndpointState {
 }
 
 /// A local HTTP endpoint for push deliveries: it checks each delivery's signature, keeps
-/// the job, and answers `{"charged": true, "runId", "attempt"}` with the next status.
+/// the job, and answers `{"charged": true, "runId", "attempt", "seen": secrets}` with the
+/// next status.
 #[derive(Clone)]
 struct Endpoint {
     url: String,
@@ -298,7 +299,13 @@ async fn receive(
         )
         .is_ok();
     let job: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let answer = json!({"charged": true, "runId": job["runId"], "attempt": job["attempt"]});
+    // The answer echoes the secrets it got: what the run's output shows must be redacted.
+    let answer = json!({
+        "charged": true,
+        "runId": job["runId"],
+        "attempt": job["attempt"],
+        "seen": job["secrets"],
+    });
     state
         .deliveries
         .lock()
@@ -330,8 +337,8 @@ async fn a_push_is_signed_and_carries_only_the_declared_secrets_that_are_set() {
     assert_eq!(run["attempts"], 1);
     assert_eq!(
         run["output"],
-        json!({"charged": true, "runId": id, "attempt": 1}),
-        "the endpoint's answer is the run's output"
+        json!({"charged": true, "runId": id, "attempt": 1, "seen": {"STRIPE_KEY": "********"}}),
+        "the endpoint's answer is the run's output, the value in it redacted"
     );
 
     let got = endpoint.deliveries();
@@ -386,8 +393,11 @@ async fn a_push_answered_500_is_retried_and_then_succeeds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_answered_400_fails_without_a_retry() {
     let c = Coffer::start();
+    c.put_secret("STRIPE_KEY", "sk-live-4a7f0e2b9c").await;
     let endpoint = Endpoint::start(&[400, 400]).await;
-    let signing = c.register_push("charge", &endpoint.url, &[], 3).await;
+    let signing = c
+        .register_push("charge", &endpoint.url, &["STRIPE_KEY"], 3)
+        .await;
     endpoint.trust(&signing);
     let id = c.send_one(json!({"order": 1})).await;
     let run = c.ended(&id, Duration::from_secs(10)).await;
@@ -395,6 +405,10 @@ async fn a_push_answered_400_fails_without_a_retry() {
     assert_eq!(run["attempts"], 1);
     let error = run["error"].as_str().unwrap();
     assert!(error.starts_with("HTTP 400"), "{error}");
+    assert!(
+        error.contains("********") && !error.contains("sk-live-4a7f0e2b9c"),
+        "the answer's body is in the error, redacted: {error}"
+    );
     // A retry would come within 1 s of the first attempt (its backoff is 0.5-1 s).
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(endpoint.of(&id).len(), 1, "no retry after a 4xx");
