@@ -23,9 +23,11 @@ use clap::{CommandFactory, Parser};
   coffer login                                   # store an API key for this user
   coffer secret set STRIPE_KEY --env production < stripe-key.txt
   coffer secret list --env production
+  coffer run --env production --function api -- ./server   # with a runtime key
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 no access, 5 conflict,
-6 broken: audit log chain or unreadable values (docs/CLI.md)."
+6 broken: audit log chain or unreadable values; coffer run: CMD's code once it
+started, 126/127 when it could not (docs/CLI.md)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -62,9 +64,7 @@ fn main() -> ExitCode {
         Command::Completions { shell } => return completions(shell),
         Command::Serve(args) => block_on(serve::run(args)),
         Command::Openapi => openapi(),
-        Command::Client(cmd) => {
-            block_on(async { client::run(cmd).await.map(|()| ExitCode::SUCCESS) })
-        }
+        Command::Client(cmd) => block_on(client::run(cmd)),
     };
     match result {
         Ok(code) => code,

@@ -259,7 +259,7 @@ fn a_row_inserted_past_the_head_is_reported_and_never_listed() {
         db.execute(
             "INSERT INTO audit_log SELECT seq + 1000, at, actor_id, actor_name, 'secret.deleted',
                  subject, environment, name, revision, result, status, count, remote,
-                 user_agent, NULL, prev_hash, hash
+                 user_agent, NULL, prev_hash, hash, detail
              FROM audit_log WHERE seq = ?1",
             [rows],
         )

@@ -15,71 +15,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ServerProcess, clean_command, http};
+use common::{ServerProcess, TestDb, clean_command, http, psql, random_suffix};
 use serde_json::{Value, json};
 
 const K1: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
 const K2: &str = "a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5";
 const ADMIN: &str = "ck_admin_pg_nodes_test_seed_0123456789abcdef";
-
-/// A database of its own on the test server, dropped at the end.
-struct TestDb {
-    server: String,
-    name: String,
-    url: String,
-}
-
-impl TestDb {
-    fn create() -> TestDb {
-        let server = std::env::var("COFFER_TEST_DATABASE_URL").expect(
-            "COFFER_TEST_DATABASE_URL is not set: run the tests through scripts/test.sh, \
-             or eval \"$(scripts/postgres.sh)\" first (it needs PostgreSQL)",
-        );
-        let name = format!("coffer_t_{}_nodes_{}", std::process::id(), random_suffix());
-        psql(&server, &format!("CREATE DATABASE {name}"));
-        let url = format!("{}/{name}", server.rsplit_once('/').expect("a URL").0);
-        TestDb { server, name, url }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .arg(&self.server)
-            .args([
-                "-qc",
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-            ])
-            .output();
-    }
-}
-
-fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .arg(url)
-        .args(["-v", "ON_ERROR_STOP=1", "-qAtc", sql])
-        .output()
-        .expect("psql (install postgresql-client)");
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
-fn random_suffix() -> String {
-    let mut bytes = [0u8; 6];
-    getrandom_fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn getrandom_fill(buf: &mut [u8]) {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(buf))
-        .expect("random bytes");
-}
 
 fn ring_1() -> Vec<(&'static str, String)> {
     vec![("COFFER_MASTER_KEY", K1.to_owned())]
@@ -155,7 +96,7 @@ async fn values_per_version(s: &ServerProcess) -> Vec<(u64, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_on_one_database_behave_as_one_server() {
-    let db = TestDb::create();
+    let db = TestDb::create("nodes");
     let dir = tempfile::tempdir().unwrap();
     let a = node(&dir.path().join("a"), &db.url, &ring_1());
     let b = node(&dir.path().join("b"), &db.url, &ring_1());
@@ -308,7 +249,7 @@ async fn two_nodes_on_one_database_behave_as_one_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rewrap_cut_on_one_node_completes_on_another() {
-    let db = TestDb::create();
+    let db = TestDb::create("nodes");
     let dir = tempfile::tempdir().unwrap();
     let a = node(&dir.path().join("a"), &db.url, &ring_1());
     for i in 0..600 {
@@ -346,7 +287,7 @@ async fn a_rewrap_cut_on_one_node_completes_on_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_a_node_mid_writes_loses_no_acknowledged_write() {
-    let db = TestDb::create();
+    let db = TestDb::create("nodes");
     let dir = tempfile::tempdir().unwrap();
     let mut a = node(&dir.path().join("a"), &db.url, &ring_1());
     let b = node(&dir.path().join("b"), &db.url, &ring_1());
@@ -404,7 +345,7 @@ async fn kill_9_of_a_node_mid_writes_loses_no_acknowledged_write() {
 /// through again well within that plus a margin, not after hours.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_node_mid_writes_does_not_stop_the_other() {
-    let db = TestDb::create();
+    let db = TestDb::create("nodes");
     let dir = tempfile::tempdir().unwrap();
     let a = node(&dir.path().join("a"), &db.url, &ring_1());
     let b = node(&dir.path().join("b"), &db.url, &ring_1());
@@ -458,7 +399,7 @@ async fn a_stopped_node_mid_writes_does_not_stop_the_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_holds_no_plaintext() {
-    let db = TestDb::create();
+    let db = TestDb::create("nodes");
     let dir = tempfile::tempdir().unwrap();
     let a = node(&dir.path().join("a"), &db.url, &ring_1());
     let canary = format!("pg-canary-{}", random_suffix());

@@ -168,8 +168,12 @@ pub struct Poll {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Complete {
-    /// The run's output (it succeeded).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The run's output (it succeeded); `null` is an output like any other.
+    #[serde(
+        default,
+        deserialize_with = "crate::present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub output: Option<serde_json::Value>,
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

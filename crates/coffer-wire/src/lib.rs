@@ -24,6 +24,12 @@ pub use runs::*;
 
 use serde::{Deserialize, Serialize};
 
+/// For an optional JSON field where `null` is a value: absent is `None`, present (even
+/// `null`) is `Some` (with `#[serde(default)]`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
+}
+
 /// A value shown once (a function's signing secret at registration or rotation): it
 /// serializes as the plain string; `Debug` never shows it.
 #[derive(Clone, Deserialize)]
@@ -64,3 +70,21 @@ impl utoipa::PartialSchema for ShownOnce {
 
 #[cfg(feature = "openapi")]
 impl utoipa::ToSchema for ShownOnce {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_null_output_is_an_output_and_an_absent_one_is_none() {
+        let null: Complete = serde_json::from_str(r#"{"output": null}"#).unwrap();
+        assert_eq!(null.output, Some(serde_json::Value::Null));
+        let absent: Complete = serde_json::from_str(r#"{"error": "x"}"#).unwrap();
+        assert_eq!(absent.output, None);
+        assert_eq!(
+            serde_json::to_string(&null).unwrap(),
+            r#"{"output":null}"#,
+            "it goes back out as null"
+        );
+    }
+}

@@ -69,8 +69,12 @@ pub struct Run {
     pub attempts: u32,
     /// The name of the event that started it.
     pub event: String,
-    /// A successful run's output.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A successful run's output (`null` is an output like any other).
+    #[serde(
+        default,
+        deserialize_with = "crate::present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub output: Option<serde_json::Value>,
     /// The last attempt's error.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -190,13 +190,7 @@ fn value_from_stdin(key: &str) -> Result<Value> {
 /// Parses a JSON value and checks the server's limit before anything is sent. The error
 /// says where the JSON breaks, never what it holds.
 fn parse_value(text: &str) -> Result<Value> {
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        usage(format!(
-            "the value is not valid JSON (line {}, column {}); quote strings: '\"text\"'",
-            e.line(),
-            e.column()
-        ))
-    })?;
+    let value = input::parse_json(text, "the value")?;
     let compact = serde_json::to_string(&value).context("cannot encode the value")?;
     if compact.len() > MAX_CONFIG_VALUE_BYTES {
         return Err(too_large());

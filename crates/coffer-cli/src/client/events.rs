@@ -1,3 +1,5 @@
+//! `coffer events send`: an event that starts runs of the functions it triggers.
+//!
 //! `coffer events tail`: follows `GET /v1/events/stream` and prints one line per event,
 //! reconnecting with `Last-Event-ID` when the connection drops, so no event is missed or
 //! printed twice.
@@ -6,14 +8,30 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use coffer_core::SubjectPattern;
+use coffer_wire::{EventAccepted, SendEvent};
 use serde_json::Value;
 
-use super::http::ApiError;
-use super::{Session, examples, output};
+use super::exit::usage;
+use super::http::{ApiError, JsonBody};
+use super::{Session, examples, input, output, parse};
 
-/// `coffer events …`
+/// `coffer events …` (or `coffer event …`)
 #[derive(clap::Subcommand)]
 pub enum EventsCommand {
+    /// Send an event: starts a run of every function whose trigger matches its name, and
+    /// prints those runs.
+    #[command(after_help = examples::EVENTS_SEND)]
+    Send {
+        /// The event's name: dot-separated tokens (order.created).
+        name: String,
+        /// The event's data, any JSON (quote strings: '"text"'); handed to each run.
+        #[arg(long, value_name = "JSON", allow_hyphen_values = true)]
+        data: Option<String>,
+        /// Sent as the Idempotency-Key header: a second send with the same key (within 24
+        /// hours) starts no run and answers with the first send's runs.
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
+    },
     /// Print events as they happen, one line each (with --json: the event's JSON), until
     /// interrupted. Reconnects after a dropped connection without missing an event.
     ///
@@ -40,8 +58,61 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 impl Session {
     pub(super) async fn events(&self, command: EventsCommand) -> Result<()> {
         match command {
+            EventsCommand::Send {
+                name,
+                data,
+                idempotency_key,
+            } => self.send_event(name, data, idempotency_key).await,
             EventsCommand::Tail { subject } => self.tail(&subject.as_string()).await,
         }
+    }
+
+    async fn send_event(
+        &self,
+        name: String,
+        data: Option<String>,
+        idempotency_key: Option<String>,
+    ) -> Result<()> {
+        let data = data
+            .map(|text| input::parse_json(&text, "--data"))
+            .transpose()?;
+        if let Some(key) = &idempotency_key {
+            check_idempotency_key(key)?;
+        }
+        let headers: Vec<(&str, &str)> = idempotency_key
+            .iter()
+            .map(|key| ("Idempotency-Key", key.as_str()))
+            .collect();
+        let body = JsonBody::new(&SendEvent { name, data }, 0)?;
+        let env = &self.env;
+        let answer = self
+            .api
+            .post_with_headers(
+                &["v1", "environments", env.as_str(), "events"],
+                body,
+                &headers,
+            )
+            .await?;
+        if self.json {
+            return output::emit(&output::json(&answer)?);
+        }
+        let accepted: EventAccepted = parse(&answer)?;
+        if accepted.runs.is_empty() {
+            return output::emit(&format!(
+                "sent the event to {env}: no function's trigger matches it, no run started\n"
+            ));
+        }
+        let rows: Vec<Vec<String>> = accepted
+            .runs
+            .into_iter()
+            .map(|r| vec![r.id, r.function_id])
+            .collect();
+        let mut text = format!(
+            "sent the event to {env}: {} started\n",
+            output::count(rows.len() as u64, "run", "runs")
+        );
+        text.push_str(&output::table(&["RUN", "FUNCTION"], &rows));
+        output::emit(&text)
     }
 
     async fn tail(&self, subject: &str) -> Result<()> {
@@ -141,6 +212,18 @@ impl Session {
     }
 }
 
+/// The server's rule for an `Idempotency-Key`, checked before anything is sent.
+fn check_idempotency_key(key: &str) -> Result<()> {
+    let visible = key.bytes().all(|b| b.is_ascii_graphic());
+    if (1..=255).contains(&key.len()) && visible {
+        Ok(())
+    } else {
+        Err(usage(
+            "--idempotency-key must be 1-255 visible ASCII characters (no spaces)",
+        ))
+    }
+}
+
 /// Whether the server refused the request itself (4xx): retrying would not help.
 fn is_refusal(e: &anyhow::Error) -> bool {
     e.downcast_ref::<ApiError>()
@@ -177,6 +260,15 @@ fn parse_frame(frame: &[u8]) -> Result<(Option<u64>, Option<Value>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idempotency_keys_are_visible_ascii_of_1_to_255_characters() {
+        assert!(check_idempotency_key("order-42").is_ok());
+        assert!(check_idempotency_key(&"k".repeat(255)).is_ok());
+        for bad in ["", "has space", "é", &"k".repeat(256)] {
+            assert!(check_idempotency_key(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn frames_are_split_at_blank_lines_and_comments_carry_no_event() {

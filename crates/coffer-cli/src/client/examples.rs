@@ -90,10 +90,61 @@ pub const LOGOUT: &str = "Examples:
   coffer logout --addr https://coffer.example";
 
 pub const EVENTS: &str = "Examples:
+  coffer event send order.created --data '{\"orderId\": 42}' --env production
   coffer events tail
   coffer events tail --subject 'system.secret.>' --env production
   coffer events tail --json | jq .subject";
+pub const EVENTS_SEND: &str = "Examples:
+  coffer event send order.created --env production                  # prints the runs it started
+  coffer event send order.created --data '{\"orderId\": 42}' --idempotency-key order-42
+  coffer event send nightly.report --json | jq -r '.runs[].id'";
 pub const EVENTS_TAIL: &str = "Examples:
   coffer events tail                                   # every event this key may see
   coffer events tail --subject 'system.secret.*.updated'
   coffer events tail --env production --json           # one JSON event per line";
+
+pub const FUNCTION: &str = "Examples:
+  coffer function register send-invoice --mode push --url https://fn.example/invoice \\
+      --trigger order.created --secret STRIPE_KEY --env production
+  coffer function register worker --file worker.yaml --env production
+  coffer function list --env production
+  coffer function delete send-invoice --env production --yes";
+pub const FUNCTION_REGISTER: &str = "Examples:
+  coffer function register send-invoice --mode push --url https://fn.example/invoice \\
+      --trigger order.created --secret STRIPE_KEY --config region --env production
+  coffer function register reports --mode pull --trigger 'report.*' --secret DB_URL
+  SIGNING=$(coffer function register hook --file hook.yaml)   # the signing secret alone
+  coffer function register reports --file reports.json --expected-revision 2   # an update";
+pub const FUNCTION_LIST: &str = "Examples:
+  coffer function list --env production
+  coffer function list --env production --json";
+pub const FUNCTION_SHOW: &str = "Examples:
+  coffer function show send-invoice --env production
+  coffer function show send-invoice --env production --json";
+pub const FUNCTION_DELETE: &str = "Examples:
+  coffer function delete send-invoice --env staging          # asks y/N
+  coffer function delete send-invoice --env staging --yes --expected-revision 3";
+pub const FUNCTION_ROTATE_SECRET: &str = "Examples:
+  coffer function rotate-secret send-invoice --env production               # old one signs a day more
+  coffer function rotate-secret send-invoice --grace-ms 0 --env production  # drop the old one now";
+
+pub const RUNS: &str = "Examples:
+  coffer runs list --env production
+  coffer runs list --function send-invoice --status failed --limit 20
+  coffer runs show run_019ad0c1e2f30123456789abcdef --env production";
+pub const RUNS_LIST: &str = "Examples:
+  coffer runs list --env production                      # every run, newest first
+  coffer runs list --function send-invoice --status failed --limit 20
+  coffer runs list --status queued --json | jq length";
+pub const RUNS_SHOW: &str = "Examples:
+  coffer runs show run_019ad0c1e2f30123456789abcdef --env production
+  coffer runs show run_019ad0c1e2f30123456789abcdef --json | jq .output";
+
+pub const RUN: &str = "Examples:
+  coffer run --function api -- ./server --port 8080    # COFFER_API_KEY: a runtime key
+  coffer run --env production --function api --only DB_URL -- python manage.py migrate
+  coffer run --function api --watch -- node server.js    # restarted when a value changes
+
+Exit code: CMD's (128+N when signal N ended it); before CMD starts, coffer's own:
+4 without a runtime key of the environment, 3 for an unknown function, 127 when CMD
+is not found.";

@@ -9,6 +9,9 @@
 //! | 4 | no access: no API key, or the server refused it (401) or its role (403) |
 //! | 5 | conflict: a revision conflict, an environment that exists, the last admin key |
 //! | 6 | broken: `coffer audit verify` found the audit log's hash chain broken, or `coffer keys verify` found values that do not open |
+//! | 126, 127 | `coffer run` could not execute CMD (127: not found), as `env` and shells say it |
+//!
+//! Once `coffer run` started CMD, it exits with CMD's code instead.
 
 use std::fmt;
 use std::process::ExitCode;
@@ -79,6 +82,31 @@ impl fmt::Display for UnreadableValuesError {
 
 impl std::error::Error for UnreadableValuesError {}
 
+/// `coffer run` could not start CMD: exit code 127 when it does not exist, 126 when it
+/// cannot be executed, as `env`, `nohup` and shells report it.
+#[derive(Debug)]
+pub struct CommandNotStarted {
+    /// What went wrong, naming CMD.
+    pub message: String,
+    /// [`CommandNotStarted::NOT_FOUND`] or [`CommandNotStarted::NOT_EXECUTABLE`].
+    pub code: u8,
+}
+
+impl CommandNotStarted {
+    /// CMD was not found.
+    pub const NOT_FOUND: u8 = 127;
+    /// CMD was found but could not be executed.
+    pub const NOT_EXECUTABLE: u8 = 126;
+}
+
+impl fmt::Display for CommandNotStarted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CommandNotStarted {}
+
 /// A usage error with this message.
 pub fn usage(message: impl Into<String>) -> anyhow::Error {
     UsageError(message.into()).into()
@@ -102,6 +130,9 @@ fn code_number(error: &anyhow::Error) -> u8 {
         }
         if let Some(api) = cause.downcast_ref::<ApiError>() {
             return api_code(api);
+        }
+        if let Some(not_started) = cause.downcast_ref::<CommandNotStarted>() {
+            return not_started.code;
         }
     }
     FAILURE
@@ -154,5 +185,10 @@ mod tests {
             code_number(&UnreadableValuesError("2 values".into()).into()),
             BROKEN
         );
+        let not_found = CommandNotStarted {
+            message: "cannot start x".into(),
+            code: CommandNotStarted::NOT_FOUND,
+        };
+        assert_eq!(code_number(&not_found.into()), 127);
     }
 }

@@ -10,6 +10,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
@@ -93,28 +94,63 @@ impl Api {
 
     /// `GET` a JSON document.
     pub async fn get(&self, path: &[&str], query: &[(&str, &str)]) -> Result<Value> {
-        self.send(Method::GET, path, query, None)
+        self.send(Method::GET, path, query, None, &[])
             .await?
             .context("the server sent an empty answer")
     }
 
     /// `POST` a JSON body, expecting a JSON answer.
     pub async fn post(&self, path: &[&str], body: JsonBody) -> Result<Value> {
-        self.send(Method::POST, path, &[], Some(body))
+        self.post_with_headers(path, body, &[]).await
+    }
+
+    /// `POST` a JSON body with extra request headers (`Idempotency-Key`), expecting a JSON
+    /// answer.
+    pub async fn post_with_headers(
+        &self,
+        path: &[&str],
+        body: JsonBody,
+        headers: &[(&str, &str)],
+    ) -> Result<Value> {
+        self.send(Method::POST, path, &[], Some(body), headers)
             .await?
             .context("the server sent an empty answer")
     }
 
+    /// `POST` a JSON body whose answer carries secret values (a resolved job): read straight
+    /// into `T` (whose secret fields are `SecretString`s), never into a `serde_json::Value`,
+    /// and the answer's buffer is wiped once read.
+    pub async fn post_receiving_values<T: DeserializeOwned>(
+        &self,
+        path: &[&str],
+        body: JsonBody,
+    ) -> Result<T> {
+        let bytes = self
+            .send_raw(Method::POST, path, &[], Some(body), &[])
+            .await?;
+        // The parse error is not shown: it could quote part of a value.
+        let parsed = serde_json::from_slice(&bytes).map_err(|_| {
+            anyhow!(
+                "unexpected answer from {}: not the JSON document expected",
+                self.addr
+            )
+        });
+        // `bytes` is wiped as it drops.
+        parsed
+    }
+
     /// `PUT` a JSON body, expecting a JSON answer.
     pub async fn put(&self, path: &[&str], body: JsonBody) -> Result<Value> {
-        self.send(Method::PUT, path, &[], Some(body))
+        self.send(Method::PUT, path, &[], Some(body), &[])
             .await?
             .context("the server sent an empty answer")
     }
 
     /// `DELETE`, expecting no content.
     pub async fn delete(&self, path: &[&str], query: &[(&str, &str)]) -> Result<()> {
-        self.send(Method::DELETE, path, query, None).await.map(drop)
+        self.send(Method::DELETE, path, query, None, &[])
+            .await
+            .map(drop)
     }
 
     /// `DELETE path`, only at `expected_revision` when one is given (`?expectedRevision=`).
@@ -161,13 +197,40 @@ impl Api {
         path: &[&str],
         query: &[(&str, &str)],
         body: Option<JsonBody>,
+        headers: &[(&str, &str)],
     ) -> Result<Option<Value>> {
+        let bytes = self.send_raw(method, path, query, body, headers).await?;
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        let value = serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "the answer from {} is not JSON: is it a Coffer server?",
+                self.addr
+            )
+        })?;
+        Ok(Some(value))
+    }
+
+    /// The body of a successful answer, in a buffer wiped when dropped, or the error answer
+    /// as an [`ApiError`].
+    async fn send_raw(
+        &self,
+        method: Method,
+        path: &[&str],
+        query: &[(&str, &str)],
+        body: Option<JsonBody>,
+        headers: &[(&str, &str)],
+    ) -> Result<Zeroizing<Vec<u8>>> {
         let url = self.url(path, query)?;
         let mut request = self
             .http
             .request(method, url)
             .bearer_auth(self.key.expose_secret())
             .header(ACCEPT, "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(JsonBody(mut buf)) = body {
             // reqwest takes the bytes by value and does not wipe them after sending; moving
             // (not copying) them at least leaves no second copy here.
@@ -184,16 +247,8 @@ impl Api {
         if !status.is_success() {
             return Err(ApiError::parse(status, &bytes).into());
         }
-        if bytes.is_empty() {
-            return Ok(None);
-        }
-        let value = serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "the answer from {} is not JSON: is it a Coffer server?",
-                self.addr
-            )
-        })?;
-        Ok(Some(value))
+        // Moved, not copied, when reqwest holds the only reference (the usual case).
+        Ok(Zeroizing::new(Vec::from(bytes)))
     }
 
     fn url(&self, path: &[&str], query: &[(&str, &str)]) -> Result<Url> {

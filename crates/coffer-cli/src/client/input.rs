@@ -44,6 +44,18 @@ pub fn check_value_size(value: &str) -> Result<()> {
     Ok(())
 }
 
+/// JSON typed on the command line or piped in (`what`: "the value", "--data"). A usage
+/// error says where the JSON breaks, never what it holds.
+pub fn parse_json(text: &str, what: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| {
+        usage(format!(
+            "{what} is not valid JSON (line {}, column {}); quote strings: '\"text\"'",
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
 fn too_large() -> anyhow::Error {
     usage(format!(
         "the value is over the 64 KiB value limit ({MAX_VALUE_BYTES} bytes of UTF-8); nothing was sent"

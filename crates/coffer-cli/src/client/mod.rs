@@ -15,17 +15,21 @@ mod dotenv;
 mod events;
 mod examples;
 mod exit;
+mod functions;
 mod http;
 mod input;
 mod keys;
 mod login;
 mod output;
+mod run;
+mod runs;
 
 pub use exit::code as exit_code;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 use coffer_core::{ApiKeyId, EnvName, SecretName};
@@ -119,8 +123,39 @@ pub enum ClientCommand {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
-    /// Follow events (changes) as they happen.
-    #[command(after_help = examples::EVENTS)]
+    /// Register, list, show and delete functions: what declares secrets, and how its runs
+    /// reach it.
+    #[command(after_help = examples::FUNCTION)]
+    Function {
+        #[command(flatten)]
+        global: GlobalArgs,
+        #[command(subcommand)]
+        command: functions::FunctionCommand,
+    },
+    /// Run CMD with a function's declared secrets and config keys added to its environment.
+    ///
+    /// Needs a runtime key of the environment (COFFER_API_KEY, or `coffer login`): admin
+    /// and manage keys never receive values. The values go into CMD's environment only:
+    /// never its arguments, never a file. Signals coffer receives are passed on to CMD, and
+    /// coffer exits with CMD's exit code (128+N when a signal N ended it).
+    #[command(after_help = examples::RUN)]
+    Run {
+        #[command(flatten)]
+        global: GlobalArgs,
+        #[command(flatten)]
+        args: run::RunArgs,
+    },
+    /// Runs: what events started, their status and output.
+    #[command(after_help = examples::RUNS)]
+    Runs {
+        #[command(flatten)]
+        global: GlobalArgs,
+        #[command(subcommand)]
+        command: runs::RunsCommand,
+    },
+    /// Send events (which start runs of the functions they trigger) and follow events
+    /// (changes) as they happen.
+    #[command(visible_alias = "event", after_help = examples::EVENTS)]
     Events {
         #[command(flatten)]
         global: GlobalArgs,
@@ -294,10 +329,11 @@ impl RoleArg {
     }
 }
 
-/// Runs one client command against the server. Map an error to its exit code with
-/// [`exit_code`].
-pub async fn run(command: ClientCommand) -> Result<()> {
-    match command {
+/// Runs one client command against the server; the exit code is 0, or for `coffer run`
+/// its CMD's. Map an error to its exit code with [`exit_code`].
+pub async fn run(command: ClientCommand) -> Result<ExitCode> {
+    let done = match command {
+        ClientCommand::Run { global, args } => return run::run(global, args).await,
         ClientCommand::Env { global, command } => Session::open(global)?.env(command).await,
         ClientCommand::Secret {
             command: SecretCommand::Get { .. },
@@ -307,6 +343,10 @@ pub async fn run(command: ClientCommand) -> Result<()> {
         ClientCommand::Config { global, command } => Session::open(global)?.config(command).await,
         ClientCommand::ApiKey { global, command } => Session::open(global)?.api_key(command).await,
         ClientCommand::Keys { global, command } => Session::open(global)?.keys(command).await,
+        ClientCommand::Function { global, command } => {
+            Session::open(global)?.function(command).await
+        }
+        ClientCommand::Runs { global, command } => Session::open(global)?.runs(command).await,
         ClientCommand::Events { global, command } => Session::open(global)?.events(command).await,
         ClientCommand::Audit {
             global,
@@ -315,7 +355,8 @@ pub async fn run(command: ClientCommand) -> Result<()> {
         } => Session::open(global)?.audit(args, command).await,
         ClientCommand::Login(args) => login::login(args).await,
         ClientCommand::Logout(args) => login::logout(args),
-    }
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }
 
 /// The answer to `secret get|read|reveal`: no value is ever read back.
@@ -340,6 +381,17 @@ struct Session {
 
 impl Session {
     fn open(global: GlobalArgs) -> Result<Self> {
+        Session::open_with(global, true)
+    }
+
+    /// A session whose key comes from `--api-key`/`COFFER_API_KEY` or `coffer login` only:
+    /// for `coffer run`, which needs a runtime key, so a local admin.key (which can never
+    /// resolve a value) is no fallback.
+    fn open_for_runtime(global: GlobalArgs) -> Result<Self> {
+        Session::open_with(global, false)
+    }
+
+    fn open_with(global: GlobalArgs, admin_key_fallback: bool) -> Result<Self> {
         let base = http::parse_addr(&global.addr).map_err(|e| usage(format!("{e:#}")))?;
         let given_env = match global.env.as_deref().filter(|e| !e.is_empty()) {
             Some(env) => {
@@ -356,7 +408,15 @@ impl Session {
             Some(key) => SecretString::from(key),
             None => match login::stored_key(&base)? {
                 Some(key) => key,
-                None => local_admin_key(&base, &global.addr, &global.data_dir)?,
+                None if admin_key_fallback => {
+                    local_admin_key(&base, &global.addr, &global.data_dir)?
+                }
+                None => {
+                    return Err(login::no_key_error(
+                        &http::shown_addr(&base, &global.addr),
+                        None,
+                    ));
+                }
             },
         };
         let env_given = given_env.is_some();
@@ -732,15 +792,29 @@ impl Session {
             .await
     }
 
-    /// Every item of an environment's `collection` (`secrets`, `config`), following
-    /// `nextCursor` to the last page.
+    /// Every item of an environment's `collection` (`secrets`, `config`, `functions`),
+    /// following `nextCursor` to the last page.
     async fn all_items(&self, collection: &str, page_size: u32) -> Result<Vec<Value>> {
+        self.items_where(collection, &[], page_size, None).await
+    }
+
+    /// The items of an environment's `collection` that match `filters` (query
+    /// parameters), following `nextCursor` to the last page or until there are `max`.
+    async fn items_where(
+        &self,
+        collection: &str,
+        filters: &[(&str, &str)],
+        page_size: u32,
+        max: Option<u64>,
+    ) -> Result<Vec<Value>> {
         let path = ["v1", "environments", self.env.as_str(), collection];
-        let limit = page_size.to_string();
         let mut all = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let mut query = vec![("limit", limit.as_str())];
+            let left = max.map_or(u64::MAX, |max| max.saturating_sub(all.len() as u64));
+            let limit = left.min(u64::from(page_size)).to_string();
+            let mut query = filters.to_vec();
+            query.push(("limit", limit.as_str()));
             if let Some(cursor) = &cursor {
                 query.push(("cursor", cursor.as_str()));
             }
@@ -750,7 +824,12 @@ impl Session {
                 Some(Value::String(next)) => Some(next),
                 Some(_) => bail!("unexpected answer from the server: a bad nextCursor"),
             };
-            all.extend(items(page, collection)?);
+            let mut page = items(page, collection)?;
+            page.truncate(usize::try_from(left).unwrap_or(usize::MAX));
+            all.extend(page);
+            if max.is_some_and(|max| all.len() as u64 >= max) {
+                return Ok(all);
+            }
             match next.filter(|next| !next.is_empty()) {
                 None => return Ok(all),
                 Some(next) if cursor.as_ref() == Some(&next) => {

@@ -55,6 +55,32 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     text
 }
 
+/// One record as `label  value` lines, the values aligned (`function show`, `runs show`);
+/// a value that spans lines continues under its first line.
+pub fn fields(rows: &[(&str, String)]) -> String {
+    let width = rows
+        .iter()
+        .map(|(l, _)| l.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut text = String::new();
+    for (label, value) in rows {
+        let pad = width - label.chars().count() + 2;
+        text.push_str(label);
+        let mut lines = value.split('\n');
+        let first = lines.next().unwrap_or_default();
+        text.extend(std::iter::repeat_n(' ', pad));
+        text.push_str(&printable(first));
+        for line in lines {
+            text.push('\n');
+            text.extend(std::iter::repeat_n(' ', width + 2));
+            text.push_str(&printable(line));
+        }
+        text.push('\n');
+    }
+    text
+}
+
 /// Server text shown in a terminal: control characters (escape sequences) become `?`.
 pub fn printable(text: &str) -> String {
     text.chars()
@@ -96,6 +122,18 @@ mod tests {
     fn table_width_counts_characters_not_bytes() {
         let text = table(&["N", "X"], &[row(&["é", "1"]), row(&["ab", "2"])]);
         assert_eq!(text, "N   X\né   1\nab  2\n");
+    }
+
+    #[test]
+    fn fields_align_values_and_indent_continuation_lines() {
+        let text = fields(&[
+            ("id", "send-invoice".into()),
+            ("output", "{\n  \"ok\": true\n}".into()),
+        ]);
+        assert_eq!(
+            text,
+            "id      send-invoice\noutput  {\n          \"ok\": true\n        }\n"
+        );
     }
 
     #[test]

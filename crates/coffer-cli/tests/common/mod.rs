@@ -212,3 +212,71 @@ fn healthz_answers(addr: SocketAddr) -> bool {
         && stream.read_to_string(&mut answer).is_ok()
         && answer.starts_with("HTTP/1.1 200")
 }
+
+/// A database of its own on the test server, dropped at the end.
+pub struct TestDb {
+    server: String,
+    name: String,
+    /// `postgres://…/NAME`: the database's URL.
+    pub url: String,
+}
+
+impl TestDb {
+    /// A new database on `COFFER_TEST_DATABASE_URL`'s server, its name made of `label`,
+    /// this process and random digits.
+    pub fn create(label: &str) -> TestDb {
+        let server = std::env::var("COFFER_TEST_DATABASE_URL").expect(
+            "COFFER_TEST_DATABASE_URL is not set: run the tests through scripts/test.sh, \
+             or eval \"$(scripts/postgres.sh)\" first (it needs PostgreSQL)",
+        );
+        let name = format!(
+            "coffer_t_{}_{label}_{}",
+            std::process::id(),
+            random_suffix()
+        );
+        psql(&server, &format!("CREATE DATABASE {name}"));
+        let url = format!("{}/{name}", server.rsplit_once('/').expect("a URL").0);
+        TestDb { server, name, url }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .arg(&self.server)
+            .args([
+                "-qc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .output();
+    }
+}
+
+/// Runs `sql` with psql on `url`; must succeed; its unaligned output.
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .arg(url)
+        .args(["-v", "ON_ERROR_STOP=1", "-qAtc", sql])
+        .output()
+        .expect("psql (install postgresql-client)");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// 12 random hex digits.
+pub fn random_suffix() -> String {
+    let mut bytes = [0u8; 6];
+    getrandom_fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn getrandom_fill(buf: &mut [u8]) {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .expect("random bytes");
+}
