@@ -3,6 +3,10 @@
 //! registration), retries after a 5xx and not after a 4xx, delivers runs queued across a
 //! restart; pull workers over HTTP get each run once and lose an expired lease; every
 //! resolution is audited without a value; values are read at delivery.
+//!
+//! The server keeps its catalog in SQLite; with `COFFER_TEST_BACKEND=postgres` (and
+//! `COFFER_TEST_DATABASE_URL`, see `scripts/postgres.sh`) in a PostgreSQL database of each
+//! test's own, so the same suite runs on both backends.
 
 mod common;
 
@@ -15,18 +19,17 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode as EndpointStatus};
-use common::{ServerProcess, http};
+use common::{ServerProcess, TestDb, http};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const MASTER_KEY: &str = "7a1c9e0b2d4f6a8c1e3b5d7f9a0c2e4b6d8f1a3c5e7b9d0f2a4c6e8b1d3f5a7c";
 
-/// The server's environment: a fixed key, so a restart opens what the first start sealed.
-const ENVS: &[(&str, &str)] = &[("COFFER_MASTER_KEY", MASTER_KEY)];
-
 /// A `coffer serve` in a temp dir, with an HTTP client for its API.
 struct Coffer {
     process: ServerProcess,
+    /// The PostgreSQL database, dropped after the server stopped (fields drop in order).
+    _db: Option<TestDb>,
     admin: String,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
@@ -35,10 +38,16 @@ struct Coffer {
 impl Coffer {
     fn start() -> Coffer {
         let dir = tempfile::tempdir().unwrap();
-        let process = ServerProcess::start(&dir.path().join("data"), ENVS, &[]);
+        let db = match std::env::var("COFFER_TEST_BACKEND").as_deref() {
+            Ok("postgres") => Some(TestDb::create("runtime")),
+            Ok("sqlite") | Err(_) => None,
+            Ok(other) => panic!("COFFER_TEST_BACKEND={other}: sqlite or postgres"),
+        };
+        let process = ServerProcess::start(&dir.path().join("data"), &envs(&db), &[]);
         Coffer {
             admin: process.admin_key(),
             process,
+            _db: db,
             http: http(),
             _dir: dir,
         }
@@ -48,10 +57,10 @@ impl Coffer {
         self.process.data_dir.clone()
     }
 
-    /// SIGTERM, a clean exit, then a new `coffer serve` on the same data dir.
+    /// SIGTERM, a clean exit, then a new `coffer serve` on the same data dir (and database).
     fn restart(&mut self) {
         assert!(self.process.terminate(), "{}", self.process.log());
-        self.process = ServerProcess::start(&self.data_dir(), ENVS, &[]);
+        self.process = ServerProcess::start(&self.data_dir(), &envs(&self._db), &[]);
     }
 
     async fn call(
@@ -184,6 +193,16 @@ impl Coffer {
             }
         }
     }
+}
+
+/// The server's environment: a fixed key, so a restart opens what the first start sealed,
+/// and the database when the catalog is PostgreSQL.
+fn envs(db: &Option<TestDb>) -> Vec<(&'static str, &str)> {
+    let mut envs = vec![("COFFER_MASTER_KEY", MASTER_KEY)];
+    if let Some(db) = db {
+        envs.push(("COFFER_DATABASE_URL", db.url.as_str()));
+    }
+    envs
 }
 
 /// Polls `check` every 50 ms until it answers `Some`, for at most `within`.
