@@ -14,15 +14,17 @@ enum Caller {
     ManageA,
     ManageB,
     RuntimeA,
+    RuntimeB,
 }
 
-const CALLERS: [Caller; 6] = [
+const CALLERS: [Caller; 7] = [
     Caller::NoKey,
     Caller::BadKey,
     Caller::Admin,
     Caller::ManageA,
     Caller::ManageB,
     Caller::RuntimeA,
+    Caller::RuntimeB,
 ];
 
 /// What a case needs to exist before each call; `{x}` in the path is replaced.
@@ -33,6 +35,11 @@ enum Setup {
     FreshApiKey,
     SecretInA,
     ConfigInA,
+    /// Pull function `fn-a` of env-a (re-registered if a case deleted it).
+    FunctionInA,
+    /// A fresh run of `fn-run` in env-a, leased by env-a's runtime key (attempt 1): `{x}`
+    /// is its id.
+    LeasedRunInA,
 }
 
 struct Case {
@@ -40,8 +47,8 @@ struct Case {
     path: &'static str,
     body: Option<fn() -> Value>,
     setup: Setup,
-    /// Expected status for NoKey, BadKey, Admin, ManageA, ManageB, RuntimeA.
-    expect: [u16; 6],
+    /// Expected status for NoKey, BadKey, Admin, ManageA, ManageB, RuntimeA, RuntimeB.
+    expect: [u16; 7],
 }
 
 fn cases() -> Vec<Case> {
@@ -59,147 +66,237 @@ fn cases() -> Vec<Case> {
             "/v1/environments",
             None,
             Nothing,
-            [401, 401, 200, 200, 200, 403],
+            [401, 401, 200, 200, 200, 403, 403],
         ),
         c(
             Method::POST,
             "/v1/environments",
             Some(|| json!({"name": unique("env")})),
             Nothing,
-            [401, 401, 201, 403, 403, 403],
+            [401, 401, 201, 403, 403, 403, 403],
         ),
         c(
             Method::DELETE,
             "/v1/environments/{x}",
             None,
             FreshEnvironment,
-            [401, 401, 204, 403, 403, 403],
+            [401, 401, 204, 403, 403, 403, 403],
         ),
         c(
             Method::GET,
             "/v1/api-keys",
             None,
             Nothing,
-            [401, 401, 200, 403, 403, 403],
+            [401, 401, 200, 403, 403, 403, 403],
         ),
         c(
             Method::POST,
             "/v1/api-keys",
             Some(|| json!({"name": "k", "role": "runtime", "environment": "env-a"})),
             Nothing,
-            [401, 401, 201, 403, 403, 403],
+            [401, 401, 201, 403, 403, 403, 403],
         ),
         c(
             Method::DELETE,
             "/v1/api-keys/{x}",
             None,
             FreshApiKey,
-            [401, 401, 204, 403, 403, 403],
+            [401, 401, 204, 403, 403, 403, 403],
         ),
         c(
             Method::GET,
             "/v1/environments/env-a/secrets",
             None,
             Nothing,
-            [401, 401, 200, 200, 403, 403],
+            [401, 401, 200, 200, 403, 403, 403],
         ),
         c(
             Method::GET,
             "/v1/environments/env-a/secrets/SHARED",
             None,
             SecretInA,
-            [401, 401, 200, 200, 403, 403],
+            [401, 401, 200, 200, 403, 403, 403],
         ),
         c(
             Method::PUT,
             "/v1/environments/env-a/secrets/SHARED",
             Some(|| json!({"value": "v"})),
             SecretInA,
-            [401, 401, 200, 200, 403, 403],
+            [401, 401, 200, 200, 403, 403, 403],
         ),
         c(
             Method::DELETE,
             "/v1/environments/env-a/secrets/SHARED",
             None,
             SecretInA,
-            [401, 401, 204, 204, 403, 403],
+            [401, 401, 204, 204, 403, 403, 403],
         ),
         c(
             Method::GET,
             "/v1/environments/env-a/config",
             None,
             Nothing,
-            [401, 401, 200, 200, 403, 403],
+            [401, 401, 200, 200, 403, 403, 403],
         ),
         c(
             Method::GET,
             "/v1/environments/env-a/config/SHARED",
             None,
             ConfigInA,
-            [401, 401, 200, 200, 403, 403],
+            [401, 401, 200, 200, 403, 403, 403],
         ),
         c(
             Method::PUT,
             "/v1/environments/env-a/config/SHARED",
             Some(|| json!({"value": {"on": true}})),
             ConfigInA,
-            [401, 401, 200, 200, 403, 403],
+            [401, 401, 200, 200, 403, 403, 403],
         ),
         c(
             Method::DELETE,
             "/v1/environments/env-a/config/SHARED",
             None,
             ConfigInA,
-            [401, 401, 204, 204, 403, 403],
+            [401, 401, 204, 204, 403, 403, 403],
         ),
         c(
             Method::GET,
             "/v1/status",
             None,
             Nothing,
-            [200, 200, 200, 200, 200, 200],
+            [200, 200, 200, 200, 200, 200, 200],
         ),
         c(
             Method::GET,
             "/healthz",
             None,
             Nothing,
-            [200, 200, 200, 200, 200, 200],
+            [200, 200, 200, 200, 200, 200, 200],
         ),
         c(
             Method::GET,
             "/readyz",
             None,
             Nothing,
-            [200, 200, 200, 200, 200, 200],
+            [200, 200, 200, 200, 200, 200, 200],
         ),
         c(
             Method::GET,
             "/metrics",
             None,
             Nothing,
-            [200, 200, 200, 200, 200, 200],
+            [200, 200, 200, 200, 200, 200, 200],
         ),
         c(
             Method::GET,
             "/v1/keys",
             None,
             Nothing,
-            [401, 401, 200, 403, 403, 403],
+            [401, 401, 200, 403, 403, 403, 403],
         ),
         c(
             Method::POST,
             "/v1/keys/rewrap",
             Some(|| json!({"limit": 10})),
             Nothing,
-            [401, 401, 200, 403, 403, 403],
+            [401, 401, 200, 403, 403, 403, 403],
         ),
         c(
             Method::POST,
             "/v1/keys/verify",
             Some(|| json!({"limit": 10})),
             Nothing,
-            [401, 401, 200, 403, 403, 403],
+            [401, 401, 200, 403, 403, 403, 403],
+        ),
+        // The runtime plane: functions and events belong to the management plane; poll,
+        // resolve, heartbeat and complete hand values over or act for a run, so only a
+        // runtime key of the environment may call them (admin and manage: 403); runs are
+        // readable by all three roles of the environment.
+        c(
+            Method::GET,
+            "/v1/environments/env-a/functions",
+            None,
+            FunctionInA,
+            [401, 401, 200, 200, 403, 403, 403],
+        ),
+        c(
+            Method::GET,
+            "/v1/environments/env-a/functions/fn-a",
+            None,
+            FunctionInA,
+            [401, 401, 200, 200, 403, 403, 403],
+        ),
+        c(
+            Method::PUT,
+            "/v1/environments/env-a/functions/fn-a",
+            Some(
+                || json!({"triggers": [{"event": "authz.fn"}], "secrets": ["SHARED"], "mode": "pull"}),
+            ),
+            FunctionInA,
+            [401, 401, 200, 200, 403, 403, 403],
+        ),
+        c(
+            Method::DELETE,
+            "/v1/environments/env-a/functions/fn-a",
+            None,
+            FunctionInA,
+            [401, 401, 204, 204, 403, 403, 403],
+        ),
+        c(
+            Method::POST,
+            "/v1/environments/env-a/functions/fn-a/signing-secret",
+            None,
+            FunctionInA,
+            [401, 401, 200, 200, 403, 403, 403],
+        ),
+        c(
+            Method::POST,
+            "/v1/environments/env-a/functions/fn-a/resolve",
+            None,
+            FunctionInA,
+            [401, 401, 403, 403, 403, 200, 403],
+        ),
+        c(
+            Method::POST,
+            "/v1/environments/env-a/events",
+            Some(|| json!({"name": "authz.nothing", "data": {"n": 1}})),
+            Nothing,
+            [401, 401, 202, 202, 403, 403, 403],
+        ),
+        c(
+            Method::POST,
+            "/v1/environments/env-a/workers/poll",
+            Some(|| json!({"functions": ["fn-idle"], "waitMs": 0})),
+            Nothing,
+            [401, 401, 403, 403, 403, 204, 403],
+        ),
+        c(
+            Method::GET,
+            "/v1/environments/env-a/runs",
+            None,
+            Nothing,
+            [401, 401, 200, 200, 403, 200, 403],
+        ),
+        c(
+            Method::GET,
+            "/v1/environments/env-a/runs/{x}",
+            None,
+            LeasedRunInA,
+            [401, 401, 200, 200, 403, 200, 403],
+        ),
+        c(
+            Method::POST,
+            "/v1/environments/env-a/runs/{x}/heartbeat",
+            Some(|| json!({"attempt": 1, "leaseMs": 600000})),
+            LeasedRunInA,
+            [401, 401, 403, 403, 403, 204, 403],
+        ),
+        c(
+            Method::POST,
+            "/v1/environments/env-a/runs/{x}/complete",
+            Some(|| json!({"output": {"ok": true}, "attempt": 1})),
+            LeasedRunInA,
+            [401, 401, 403, 403, 403, 200, 403],
         ),
     ]
 }
@@ -214,6 +311,7 @@ struct Keys {
     manage_a: String,
     manage_b: String,
     runtime_a: String,
+    runtime_b: String,
 }
 
 async fn world() -> (Server, Keys) {
@@ -224,8 +322,61 @@ async fn world() -> (Server, Keys) {
         manage_a: s.create_key("manage", Some("env-a")).await.1,
         manage_b: s.create_key("manage", Some("env-b")).await.1,
         runtime_a: s.create_key("runtime", Some("env-a")).await.1,
+        runtime_b: s.create_key("runtime", Some("env-b")).await.1,
     };
+    let run_fn = json!({"triggers": [{"event": "authz.run"}], "mode": "pull"});
+    let (status, body) = s
+        .admin(
+            Method::PUT,
+            "/v1/environments/env-a/functions/fn-run",
+            Some(run_fn),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
     (s, keys)
+}
+
+/// Registers (or re-registers) the pull function `fn-a` in env-a.
+async fn function_in_a(s: &Server) {
+    let body = json!({"triggers": [{"event": "authz.fn"}], "secrets": ["SHARED"], "mode": "pull"});
+    let (status, resp) = s
+        .admin(
+            Method::PUT,
+            "/v1/environments/env-a/functions/fn-a",
+            Some(body),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {resp}");
+}
+
+/// Starts a run of `fn-run` and leases it with env-a's runtime key; returns its id.
+async fn leased_run_in_a(s: &Server, keys: &Keys) -> String {
+    let (status, sent) = s
+        .admin(
+            Method::POST,
+            "/v1/environments/env-a/events",
+            Some(json!({"name": "authz.run"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{sent}");
+    let id = sent["runs"][0]["id"].as_str().unwrap().to_owned();
+    let poll = json!({"functions": ["fn-run"], "waitMs": 5000, "leaseMs": 600000});
+    let (status, job) = s
+        .call(
+            Some(&keys.runtime_a),
+            Method::POST,
+            "/v1/environments/env-a/workers/poll",
+            Some(poll),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{job}");
+    assert_eq!(
+        job["runId"],
+        id.as_str(),
+        "the only queued run is the new one"
+    );
+    assert_eq!(job["attempt"], 1);
+    id
 }
 
 fn key_of<'a>(s: &'a Server, keys: &'a Keys, who: Caller) -> Option<&'a str> {
@@ -236,6 +387,7 @@ fn key_of<'a>(s: &'a Server, keys: &'a Keys, who: Caller) -> Option<&'a str> {
         Caller::ManageA => Some(&keys.manage_a),
         Caller::ManageB => Some(&keys.manage_b),
         Caller::RuntimeA => Some(&keys.runtime_a),
+        Caller::RuntimeB => Some(&keys.runtime_b),
     }
 }
 
@@ -262,6 +414,11 @@ async fn every_route_gives_each_caller_the_documented_status() {
                 }
                 Setup::ConfigInA => {
                     s.put_config("env-a", "SHARED", json!(1)).await;
+                }
+                Setup::FunctionInA => function_in_a(&s).await,
+                Setup::LeasedRunInA => {
+                    let id = leased_run_in_a(&s, &keys).await;
+                    path = path.replace("{x}", &id);
                 }
             }
             let body = case.body.map(|b| b());

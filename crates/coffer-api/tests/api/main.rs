@@ -12,4 +12,5 @@ mod events;
 mod input;
 mod limits;
 mod openapi;
+mod runtime;
 mod secrets;
