@@ -90,5 +90,14 @@ echo "== schemathesis: generated requests against $base"
     --output-sanitize true \
     --report-dir "$work/report" \
     --exclude-path /v1/events/stream \
+    --exclude-name "DELETE /v1/api-keys/{id}" \
     --warnings off) \
     || { echo "--- coffer serve log" >&2; tail -n 50 "$work/serve.log" >&2; die "schemathesis found failures"; }
+# Revoking keys is left out above (a generated request can revoke the very key the run uses,
+# and every later request would only see 401); crates/coffer-api/tests/api/authz.rs covers it.
+curl -sf -H "Authorization: Bearer $admin_key" "$base/v1/api-keys" -o /dev/null \
+    || die "the admin key stopped working during the run: the fuzzing after that saw only 401"
+
+# The runtime routes (poll, resolve, heartbeat, complete) answer the admin key 403 here; their
+# accepted inputs are covered by crates/coffer-api/tests/api/runtime.rs and authz.rs (a run
+# with a runtime key would wait up to 30 s on each generated poll).

@@ -242,6 +242,14 @@ pub struct AuditEntryJson {
     /// The id of the event this change published.
     #[schema(required = true)]
     event: Option<u64>,
+    /// Audit-only rows' details, as the compact JSON text the hash covers: a
+    /// `function.resolved` row's `{"run"?, "resolved": [names], "missing": [names]}` (names,
+    /// never values). Absent from other rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(
+        example = r#"{"run":"run_019ad0c1e2f30123456789abcdef","resolved":["STRIPE_KEY"],"missing":[]}"#
+    )]
+    detail: Option<String>,
     /// The previous row's `hash`.
     prev_hash: String,
     /// SHA-256 (hex) of `prevHash` and the row's canonical form.
@@ -284,6 +292,7 @@ impl From<&AuditRecord> for AuditEntryJson {
             remote: r.remote.clone(),
             user_agent: r.user_agent.clone(),
             event: r.event,
+            detail: r.detail.clone(),
             prev_hash: r.prev_hash.clone(),
             hash: r.hash.clone(),
         }

@@ -153,6 +153,7 @@ impl fmt::Debug for Job {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Poll {
     /// The pull functions this worker runs (at least one).
+    #[cfg_attr(feature = "openapi", schema(example = json!(["send-invoice"])))]
     pub functions: Vec<String>,
     /// How long to wait for a job before answering 204 (default 0, at most 30,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]

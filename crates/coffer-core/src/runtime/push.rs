@@ -48,9 +48,13 @@ pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 const BASE_BACKOFF_MS: u64 = 1_000;
 const MAX_BACKOFF_MS: u64 = 300_000;
 
-/// Runs the dispatcher until `stop` resolves. Deliveries in flight then are left to finish
-/// on their own tasks; a run whose delivery is cut by the process ending is delivered
-/// again after its lease expires.
+/// How long a stopping dispatcher waits for the deliveries in flight to end and be
+/// recorded; one still running then is cut, and its run delivered again once its lease
+/// expires.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs the dispatcher until `stop` resolves, then stops leasing and waits up to
+/// [`SHUTDOWN_GRACE`] for the deliveries in flight.
 pub async fn run(coffer: Arc<Coffer>, stop: impl std::future::Future<Output = ()>) {
     let client = match reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -69,6 +73,7 @@ pub async fn run(coffer: Arc<Coffer>, stop: impl std::future::Future<Output = ()
     let per_function: Arc<Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>> = Arc::default();
     tokio::pin!(stop);
     let mut journal = coffer.catalog.watch_events();
+    let mut in_flight = tokio::task::JoinSet::new();
     loop {
         let woken = coffer.runtime.push_wake.notified();
         journal.borrow_and_update();
@@ -92,7 +97,7 @@ pub async fn run(coffer: Arc<Coffer>, stop: impl std::future::Future<Output = ()
                         };
                         let (coffer, client, per_function) =
                             (coffer.clone(), client.clone(), per_function.clone());
-                        tokio::spawn(async move {
+                        in_flight.spawn(async move {
                             deliver(&coffer, &client, &per_function, run).await;
                             drop(slot);
                         });
@@ -101,11 +106,22 @@ pub async fn run(coffer: Arc<Coffer>, stop: impl std::future::Future<Output = ()
                 Err(e) => tracing::warn!(error = %e, "the push dispatcher could not lease runs"),
             }
         }
+        // Ended deliveries leave the set (it holds only what is in flight).
+        while in_flight.try_join_next().is_some() {}
         if leased_full {
             continue;
         }
         tokio::select! {
-            _ = &mut stop => return,
+            _ = &mut stop => {
+                let drained = async { while in_flight.join_next().await.is_some() {} };
+                if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+                    tracing::warn!(
+                        deliveries = in_flight.len(),
+                        "push deliveries still in flight at shutdown are cut; their runs are delivered again once their leases expire"
+                    );
+                }
+                return;
+            }
             _ = woken => {}
             Ok(()) = journal.changed() => {}
             _ = tokio::time::sleep(IDLE_INTERVAL) => {}
