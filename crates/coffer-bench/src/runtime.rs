@@ -3,8 +3,9 @@
 //! that figure is about 25,000/s):
 //! - `resolve`: `POST …/functions/{id}/resolve` of a function declaring 3 secrets, with a
 //!   runtime key, at `--connections`' largest count;
-//! - `pull`: 8 workers polling and completing runs while 4 connections send events;
-//! - `push`: events sent by 8 connections, each delivered (3 secrets resolved and
+//! - `pull`: 8 workers polling and completing runs one at a time, then 8 workers with 4
+//!   jobs each in flight (the Rust SDK's default), while 4 connections send events;
+//! - `push`: events sent by 8, then 32 connections, each delivered (3 secrets resolved and
 //!   decrypted, signed) to an endpoint in this process that checks the signature; the
 //!   event-to-delivery latency is measured from a timestamp in the event's data.
 
@@ -28,6 +29,8 @@ use crate::{Conn, MASTER_KEY, Phase, Server, Target, percentile, run_phase, seed
 
 /// Pull workers, as the target says.
 const WORKERS: usize = 8;
+/// Jobs one worker keeps in flight in the second pull row (the Rust SDK's default).
+const SDK_IN_FLIGHT: usize = 4;
 /// Connections sending events during the pull and push phases.
 const PULL_SENDERS: usize = 4;
 const PUSH_SENDERS: usize = 8;
@@ -88,8 +91,17 @@ pub async fn bench(
         paths: vec![],
     });
     let resolve = resolve_phase(&as_runtime, connections, warmup, duration).await;
-    let pulled = pull_phase(&target, &as_runtime, warmup, duration).await;
-    let pushed = push_phase(&target, &endpoint, warmup, duration).await;
+    let pulled = pull_phase(&target, &as_runtime, WORKERS, warmup, duration).await;
+    let pulled_sdk = pull_phase(
+        &target,
+        &as_runtime,
+        WORKERS * SDK_IN_FLIGHT,
+        warmup,
+        duration,
+    )
+    .await;
+    let pushed = push_phase(&target, &endpoint, PUSH_SENDERS, warmup, duration).await;
+    let pushed_wide = push_phase(&target, &endpoint, PUSH_SENDERS * 4, warmup, duration).await;
 
     println!(
         "# {}  nproc {}  commit {}",
@@ -111,10 +123,22 @@ pub async fn bench(
         ("resolve (3 secrets)", connections, resolve.0, resolve.1),
         ("pull (8 workers) completed", WORKERS, pulled.0, pulled.1),
         (
+            "pull (8 workers × 4 jobs)",
+            WORKERS * SDK_IN_FLIGHT,
+            pulled_sdk.0,
+            pulled_sdk.1,
+        ),
+        (
             "push delivered (event→hook)",
             PUSH_SENDERS,
             pushed.0,
             pushed.1,
+        ),
+        (
+            "push delivered, 32 senders",
+            PUSH_SENDERS * 4,
+            pushed_wide.0,
+            pushed_wide.1,
         ),
     ];
     for (name, conns, mut latencies, errors) in rows {
@@ -128,10 +152,13 @@ pub async fn bench(
             ms(percentile(&latencies, 99.0)),
         );
     }
+    let per_s = |n: u64| n / duration.as_secs().max(1);
     println!(
-        "(pull: events sent {}/s; push: events sent {}/s, bad signatures {})",
-        pulled.2 / duration.as_secs().max(1),
-        pushed.2 / duration.as_secs().max(1),
+        "(events sent/s — pull: {}, {}; push: {}, {}; bad signatures {})",
+        per_s(pulled.2),
+        per_s(pulled_sdk.2),
+        per_s(pushed.2),
+        per_s(pushed_wide.2),
         endpoint.bad.load(Ordering::Relaxed)
     );
     failed |= endpoint.bad.load(Ordering::Relaxed) > 0;
@@ -249,6 +276,7 @@ fn senders(
 async fn pull_phase(
     admin: &Arc<Target>,
     runtime: &Arc<Target>,
+    pollers: usize,
     warmup: Duration,
     duration: Duration,
 ) -> (Vec<u64>, u64, u64) {
@@ -256,7 +284,7 @@ async fn pull_phase(
     let end = from + duration;
     let mut tasks = JoinSet::new();
     senders(&mut tasks, admin, PULL_SENDERS, "bench.pull", end);
-    for _ in 0..WORKERS {
+    for _ in 0..pollers {
         let target = runtime.clone();
         tasks.spawn(async move {
             let (mut latencies, mut errors) = (Vec::new(), 0u64);
@@ -328,13 +356,14 @@ async fn collect(
 async fn push_phase(
     admin: &Arc<Target>,
     endpoint: &Endpoint,
+    sending: usize,
     warmup: Duration,
     duration: Duration,
 ) -> (Vec<u64>, u64, u64) {
     let from = Instant::now() + warmup;
     let end = from + duration;
     let mut tasks = JoinSet::new();
-    senders(&mut tasks, admin, PUSH_SENDERS, "bench.push", end);
+    senders(&mut tasks, admin, sending, "bench.push", end);
     tokio::time::sleep_until(from).await;
     endpoint
         .latencies
