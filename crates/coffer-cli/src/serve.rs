@@ -86,6 +86,10 @@ pub struct ServeArgs {
     /// `https://…` or `http://` to 127.0.0.1, [::1] or localhost.
     #[arg(long, env = "COFFER_ALLOW_HTTP_TARGETS", value_parser = clap::builder::FalseyValueParser::new())]
     allow_http_targets: bool,
+    /// Days a run is kept after it ended (succeeded or failed); older ones are deleted
+    /// hourly (the audit log keeps their history). 0 keeps them forever.
+    #[arg(long, env = "COFFER_RUN_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=36_500))]
+    run_retention_days: u32,
     /// Push deliveries in flight at once on this node (all functions together).
     #[arg(long, env = "COFFER_PUSH_CONCURRENCY", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     push_concurrency: u32,
@@ -270,6 +274,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let coffer = Arc::new(coffer);
     let counters = tokio::spawn(flush_counters_periodically(coffer.clone()));
+    let pruner = (args.run_retention_days > 0).then(|| {
+        let retention = std::time::Duration::from_secs(u64::from(args.run_retention_days) * 86_400);
+        tokio::spawn(prune_runs_periodically(coffer.clone(), retention))
+    });
     let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
     let relay = relay.map(|options| {
         tracing::info!(stream = %options.stream, "publishing events to NATS JetStream");
@@ -294,6 +302,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     counters.abort();
+    if let Some(pruner) = pruner {
+        pruner.abort();
+    }
     let _ = stop_push.send(());
     let _ = dispatcher.await;
     let _ = stop_relay.send(());
@@ -501,6 +512,23 @@ impl Store {
 
 /// Encryption counts reach the catalog every few seconds (and at shutdown): the nonce
 /// budget is a lifetime figure, and a few seconds lost to a crash do not matter against 2^31.
+/// Deletes runs past their retention once an hour (first a minute after start). With
+/// several nodes each prunes; a pruning skips rows another one holds.
+async fn prune_runs_periodically(coffer: Arc<Coffer>, retention: std::time::Duration) {
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + std::time::Duration::from_secs(60),
+        std::time::Duration::from_secs(3600),
+    );
+    loop {
+        tick.tick().await;
+        match coffer.prune_runs(retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(runs = n, "deleted runs past their retention"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune runs past their retention"),
+        }
+    }
+}
+
 async fn flush_counters_periodically(coffer: Arc<Coffer>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
     let mut warned = coffer.nonce_warnings().len();

@@ -265,6 +265,33 @@ impl RunStore for PgStore {
         let last = append(&mut tx, &author, &changes).await?;
         self.commit(tx, last).await
     }
+
+    async fn prune_runs(&self, ended_before: Timestamp, limit: usize) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+        // Ended runs are written by nobody: a run another transaction still holds (a
+        // deletion's cascade) is skipped. The journal head is locked last, by `append`.
+        let deleted = sqlx::query(
+            "DELETE FROM runs WHERE id IN (
+                 SELECT id FROM runs
+                 WHERE status IN ('succeeded', 'failed') AND updated_at < $1
+                 ORDER BY updated_at, id LIMIT $2
+                 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(ended_before.millis())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if deleted == 0 {
+            tx.rollback().await.map_err(db)?;
+            return Ok(0);
+        }
+        let change = Change::runs_pruned(deleted, Timestamp::now());
+        let last = append(&mut tx, &crate::journal::Author::system(), &[change]).await?;
+        self.commit(tx, last).await?;
+        Ok(deleted)
+    }
 }
 
 /// Pushes the lease statement onto `sql`: the due runs, oldest due first, locked as they

@@ -23,6 +23,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "runtime",
         sql: include_str!("../migrations/0002_runtime.sql"),
     },
+    Migration {
+        version: 3,
+        name: "runs_ended",
+        sql: include_str!("../migrations/0003_runs_ended.sql"),
+    },
 ];
 
 /// The advisory lock key the migrations run under (`coffer` as ASCII digits): one fixed key,

@@ -286,6 +286,28 @@ impl RunStore for SqliteStore {
             })
             .await
     }
+
+    async fn prune_runs(&self, ended_before: Timestamp, limit: usize) -> StoreResult<u64> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.writer
+            .write(move |c| {
+                let deleted = c
+                    .prepare_cached(
+                        "DELETE FROM runs WHERE id IN (
+                             SELECT id FROM runs
+                             WHERE status IN ('succeeded', 'failed') AND updated_at < ?1
+                             ORDER BY updated_at, id LIMIT ?2)",
+                    )
+                    .and_then(|mut s| s.execute(params![ended_before.millis(), limit]))
+                    .map_err(unavailable)?;
+                if deleted > 0 {
+                    let change = Change::runs_pruned(deleted as u64, Timestamp::now());
+                    append(c, &crate::journal::Author::system(), &[change])?;
+                }
+                Ok(deleted as u64)
+            })
+            .await
+    }
 }
 
 const COLUMNS: &str = "id, environment, environment_id, function_id, mode, event_name, \

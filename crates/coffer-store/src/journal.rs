@@ -105,6 +105,8 @@ pub enum Action {
     RunSucceeded,
     /// `system.run.{id}.failed`
     RunFailed,
+    /// Audit only: ended runs older than the retention were deleted (`count` of them).
+    RunsPruned,
 }
 
 impl Action {
@@ -134,6 +136,7 @@ impl Action {
         Action::RunRunning,
         Action::RunSucceeded,
         Action::RunFailed,
+        Action::RunsPruned,
     ];
 
     /// The resource kind and the verb: `("secret", "created")`.
@@ -163,6 +166,7 @@ impl Action {
             Action::RunRunning => ("run", "running"),
             Action::RunSucceeded => ("run", "succeeded"),
             Action::RunFailed => ("run", "failed"),
+            Action::RunsPruned => ("runs", "pruned"),
         }
     }
 
@@ -176,7 +180,10 @@ impl Action {
     pub fn publishes(self) -> bool {
         !matches!(
             self,
-            Action::SecretUnchanged | Action::FunctionResolved | Action::EventReceived
+            Action::SecretUnchanged
+                | Action::FunctionResolved
+                | Action::EventReceived
+                | Action::RunsPruned
         )
     }
 
@@ -185,7 +192,10 @@ impl Action {
     pub fn counts_values(self) -> bool {
         matches!(
             self,
-            Action::KeysRewrapped | Action::KeysVerified | Action::EventReceived
+            Action::KeysRewrapped
+                | Action::KeysVerified
+                | Action::EventReceived
+                | Action::RunsPruned
         )
     }
 }
@@ -419,6 +429,14 @@ impl Change {
                 Some(name.to_owned()),
                 at,
             )
+        }
+    }
+
+    /// `count` ended runs were deleted for retention at `at` (audit only).
+    pub fn runs_pruned(count: u64, at: Timestamp) -> Self {
+        Change {
+            count: Some(count),
+            ..Change::new(Action::RunsPruned, None, None, at)
         }
     }
 
@@ -841,6 +859,7 @@ mod tests {
             Action::SecretUnchanged,
             Action::FunctionResolved,
             Action::EventReceived,
+            Action::RunsPruned,
         ];
         for a in Action::ALL {
             assert_eq!(a.publishes(), !audit_only.contains(a), "{a:?}");

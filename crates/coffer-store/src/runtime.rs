@@ -548,6 +548,12 @@ pub trait RunStore: Send + Sync + 'static {
         actor: &Actor,
     ) -> StoreResult<RunRecord>;
 
+    /// Deletes up to `limit` ended runs (succeeded or failed) last changed before
+    /// `ended_before`, oldest first, in one transaction, and returns how many. Retention:
+    /// the audit log keeps their history; a deletion of at least one run is audited as one
+    /// `runs.pruned` row (actor `system`, the count; no event).
+    async fn prune_runs(&self, ended_before: Timestamp, limit: usize) -> StoreResult<u64>;
+
     /// Audits resolutions (`function.resolved`, one row each: the function as its name, the
     /// names and the run in its detail; no event), in one transaction, after re-checking
     /// `actor`. Called before any value is handed over: if it fails, nothing is.

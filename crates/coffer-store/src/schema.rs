@@ -76,4 +76,9 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "runtime",
         sql: include_str!("../migrations/0007_runtime.sql"),
     },
+    Migration {
+        version: 8,
+        name: "runs_ended",
+        sql: include_str!("../migrations/0008_runs_ended.sql"),
+    },
 ];

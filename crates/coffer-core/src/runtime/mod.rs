@@ -493,6 +493,27 @@ impl Coffer {
     }
 }
 
+/// Most ended runs one pruning transaction deletes.
+const PRUNE_BATCH: usize = 1000;
+
+impl Coffer {
+    /// Deletes the runs that ended (succeeded or failed) longer than `retention` ago, in
+    /// batches (each one transaction, audited as `runs.pruned` with its count); returns
+    /// how many. `coffer serve` calls it hourly (`--run-retention-days`).
+    pub async fn prune_runs(&self, retention: std::time::Duration) -> Result<u64, CoreError> {
+        let keep = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = Timestamp::from_millis(Timestamp::now().millis().saturating_sub(keep));
+        let mut total = 0;
+        loop {
+            let n = self.catalog.prune_runs(cutoff, PRUNE_BATCH).await?;
+            total += n;
+            if n < PRUNE_BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+}
+
 /// A run's output as stored: redacted, compact JSON, at most [`MAX_RUN_RESULT_BYTES`]
 /// (a longer one is replaced by a note saying so).
 pub(crate) fn stored_output(

@@ -305,6 +305,23 @@ async fn every_kind_of_change_leaves_one_audit_row_and_publishes_its_event() {
                 run_event(&n, before, &format!("system.run.{run}.failed"), "ak_0e").await;
                 continue;
             }
+            Action::RunsPruned => {
+                // The two runs above ended; a retention of zero deletes both, in one row.
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                let pruned = n
+                    .coffer
+                    .prune_runs(std::time::Duration::ZERO)
+                    .await
+                    .unwrap();
+                assert_eq!(pruned, 2);
+                assert_eq!(n.store.last_event_id().await.unwrap(), before, "audit only");
+                let rows = audit_since(&n, audit_before).await;
+                assert_eq!(rows.len(), 1, "{rows:?}");
+                assert_eq!(rows[0].action, "runs.pruned");
+                assert_eq!(rows[0].count, 2);
+                assert_eq!(rows[0].actor.key_id.as_deref(), Some("system"));
+                continue;
+            }
         };
         let events = n.store.events_after(before, 10).await.unwrap();
         assert_eq!(events.len(), 1, "{action:?}: {events:?}");

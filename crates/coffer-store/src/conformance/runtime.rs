@@ -28,7 +28,8 @@ macro_rules! runtime_conformance {
             a_retry_queues_the_run_again_from_its_backoff,
             racing_leases_hand_each_run_to_one_holder,
             resolutions_are_audited_with_names_and_recheck_the_actor,
-            run_writes_recheck_the_actor_and_the_incarnation);
+            run_writes_recheck_the_actor_and_the_incarnation,
+            ended_runs_are_pruned_oldest_first_and_audited);
     };
     (@cases $make:expr; $($case:ident),*) => {
         mod runtime_conformance {
@@ -1577,4 +1578,114 @@ pub async fn run_writes_recheck_the_actor_and_the_incarnation(store: Arc<impl Ca
             .unwrap()
             .is_empty()
     );
+}
+
+/// Pruning deletes ended runs last changed before the cutoff, oldest first, up to the
+/// limit; queued and running runs stay; each pruning that deletes is one audit row.
+pub async fn ended_runs_are_pruned_oldest_first_and_audited(store: Arc<impl Catalog>) {
+    let prod = new_environment(&*store, "prod", 1).await;
+    let ids = enqueue(
+        &*store,
+        &prod,
+        (0..5)
+            .map(|i| new_run("a", RunMode::Pull, 10 + i))
+            .collect(),
+        10,
+    )
+    .await;
+    let leased = store
+        .lease(&pull_query(&prod.name, 4, 10_000), at(20), &Actor::System)
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 4);
+    let end = |id: &RunId, outcome: RunOutcome, ms: i64| {
+        let (store, env, id) = (store.clone(), prod.name.clone(), id.clone());
+        async move {
+            store
+                .finish(&env, &id, None, outcome, at(ms), &Actor::System)
+                .await
+                .unwrap()
+        }
+    };
+    let by_id = |id: &RunId| leased.iter().find(|r| &r.id == id).is_some();
+    let leased_ids: Vec<RunId> = ids.iter().filter(|id| by_id(id)).cloned().collect();
+    end(
+        &leased_ids[0],
+        RunOutcome::Succeeded { output: "1".into() },
+        100,
+    )
+    .await;
+    end(
+        &leased_ids[1],
+        RunOutcome::Failed { error: "x".into() },
+        200,
+    )
+    .await;
+    end(
+        &leased_ids[2],
+        RunOutcome::Succeeded { output: "2".into() },
+        300,
+    )
+    .await;
+    end(
+        &leased_ids[3],
+        RunOutcome::Retry {
+            error: "again".into(),
+            not_before: at(50_000),
+        },
+        50,
+    )
+    .await;
+    let head = store.last_event_id().await.unwrap();
+    assert_eq!(store.prune_runs(at(150), 10).await.unwrap(), 1);
+    assert!(
+        store
+            .get_run(&prod.name, &leased_ids[0])
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .get_run(&prod.name, &leased_ids[1])
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store.prune_runs(at(10_000), 1).await.unwrap(),
+        1,
+        "the limit holds"
+    );
+    assert!(
+        store
+            .get_run(&prod.name, &leased_ids[1])
+            .await
+            .unwrap()
+            .is_none(),
+        "oldest first"
+    );
+    assert!(
+        store
+            .get_run(&prod.name, &leased_ids[2])
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(store.prune_runs(at(10_000), 10).await.unwrap(), 1);
+    assert_eq!(store.prune_runs(at(10_000), 10).await.unwrap(), 0);
+    let left = store
+        .list_runs(&prod.name, &RunFilter::default(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 2, "the queued runs stay: {left:?}");
+    assert!(left.iter().all(|r| r.status == RunStatus::Queued));
+    let rows = audit_rows(&*store, "runs.pruned").await;
+    let counts: Vec<u64> = rows.iter().map(|r| r.count).collect();
+    assert_eq!(counts, [1, 1, 1], "one row per pruning that deleted");
+    assert!(
+        rows.iter()
+            .all(|r| r.event.is_none() && r.actor == ActorRef::system())
+    );
+    assert_eq!(store.last_event_id().await.unwrap(), head, "audit only");
 }
