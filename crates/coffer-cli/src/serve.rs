@@ -82,8 +82,13 @@ pub struct ServeArgs {
     /// The JetStream stream capturing `[prefix.]system.>`, created if missing.
     #[arg(long, env = "COFFER_NATS_STREAM", default_value = coffer_nats::DEFAULT_STREAM)]
     nats_stream: String,
-    /// Accept `http://` push URLs to any host. By default a push function's URL is
-    /// `https://…` or `http://` to 127.0.0.1, [::1] or localhost.
+    /// Hosts push functions may deliver to besides this machine, comma-separated: exact
+    /// names or addresses, or `*.example.com`. A push function hands its declared secrets
+    /// to its URL: this list, not the API, decides where they may go.
+    #[arg(long, env = "COFFER_PUSH_ALLOWED_HOSTS", value_delimiter = ',')]
+    push_allowed_hosts: Vec<String>,
+    /// Accept `http://` push URLs to allowed hosts (by default `https://` only; `http://`
+    /// to 127.0.0.1, [::1] or localhost is always accepted).
     #[arg(long, env = "COFFER_ALLOW_HTTP_TARGETS", value_parser = clap::builder::FalseyValueParser::new())]
     allow_http_targets: bool,
     /// Days a run is kept after it ended (succeeded or failed); older ones are deleted
@@ -186,6 +191,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let (mut coffer, report) = options.start().await?;
     coffer.set_runtime_options(coffer_core::runtime::RuntimeOptions {
+        push_allowed_hosts: args
+            .push_allowed_hosts
+            .iter()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .collect(),
         allow_http_targets: args.allow_http_targets,
         push_concurrency: args.push_concurrency as usize,
     });

@@ -143,7 +143,6 @@ impl RunStore for PgStore {
         actor: &Actor,
     ) -> StoreResult<Vec<RunRecord>> {
         let mut tx = self.begin().await?;
-        committed_only(&mut tx).await?;
         // Step 3 only. A lease needs no environment row: it creates nothing in one, and it
         // never waits for a run (a deletion's cascade holding one makes it skip it), so a
         // deletion of the environment cannot wait on it in a cycle. Polls are frequent and
@@ -258,7 +257,6 @@ impl RunStore for PgStore {
             return Ok(());
         }
         let mut tx = self.begin().await?;
-        committed_only(&mut tx).await?;
         let author = check_actor(&mut tx, actor).await?;
         // Audit only: `function.resolved` publishes no event.
         let changes: Vec<Change> = batch.iter().map(Change::function_resolved).collect();
@@ -495,16 +493,4 @@ fn run(r: &PgRow) -> StoreResult<RunRecord> {
         created_at: millis(14)?,
         updated_at: millis(15)?,
     })
-}
-
-/// This transaction is acknowledged once committed, before its WAL is flushed
-/// (`synchronous_commit = off`): a database crash may lose it, never half of it, and any
-/// later synchronous commit flushes it first. Only for a run's lease (lost, it hands the
-/// run out again) and a resolution's audit row (docs/RUNTIME.md says what that leaves).
-async fn committed_only(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>) -> StoreResult<()> {
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?;
-    Ok(())
 }

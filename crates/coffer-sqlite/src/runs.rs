@@ -136,11 +136,8 @@ impl RunStore for SqliteStore {
         actor: &Actor,
     ) -> StoreResult<Vec<RunRecord>> {
         let (query, actor) = (query.clone(), actor.clone());
-        // Committed, not synced: a lease lost to a power cut only hands the run out again
-        // (delivery is at least once), and any later durable commit — the run's finish —
-        // carries it to disk first.
         self.writer
-            .write_committed(move |c| {
+            .write(move |c| {
                 let author = check_actor(c, &actor)?;
                 let limit = query.limit.min(MAX_LEASE);
                 let mut due = due_runs(c, &query, RunStatus::Queued, limit, at)?;
@@ -277,10 +274,8 @@ impl RunStore for SqliteStore {
         // once this has re-checked its actor.
         let changes: Vec<Change> = batch.iter().map(Change::function_resolved).collect();
         let actor = actor.clone();
-        // Committed before any value is handed over (so the process dying cannot lose it),
-        // on disk with the next durable commit: docs/RUNTIME.md says what that leaves.
         self.writer
-            .write_committed(move |c| {
+            .write(move |c| {
                 let author = check_actor(c, &actor)?;
                 append(c, &author, &changes)
             })

@@ -18,17 +18,7 @@ const MAX_BATCH: usize = 512;
 pub(crate) const MAX_QUEUED: usize = 4 * MAX_BATCH;
 
 /// Runs in the writer's transaction; says whether to keep its changes and how to report.
-type Work = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
-
-/// A write and how durable its acknowledgement must be.
-struct Job {
-    work: Work,
-    /// `true`: acknowledged only once on disk (`synchronous=FULL`). `false`: once
-    /// committed (safe against the process dying; on disk with the next durable commit or
-    /// checkpoint, so an OS crash or power cut may lose it) — for bookkeeping whose loss
-    /// only repeats work: a run's lease, a resolution's audit row.
-    durable: bool,
-}
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
 /// Called once the batch's fate is known: `Err(message)` if the commit failed.
 type Finish = Box<dyn FnOnce(Result<(), &str>) + Send>;
 
@@ -72,28 +62,8 @@ impl Writer {
         &self,
         f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        self.submit(f, true).await
-    }
-
-    /// [`Writer::write`], acknowledged once committed rather than once on disk: the
-    /// change survives the process dying at once, and reaches the disk with the next
-    /// durable commit (any [`Writer::write`]) or checkpoint. Only for writes whose loss in
-    /// an OS crash or power cut repeats work and hides nothing that happened afterwards:
-    /// a later durable commit carries it to disk first.
-    pub(crate) async fn write_committed<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
-    ) -> StoreResult<T> {
-        self.submit(f, false).await
-    }
-
-    async fn submit<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
-        durable: bool,
-    ) -> StoreResult<T> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let work: Work = Box::new(move |conn| {
+        let job: Job = Box::new(move |conn| {
             // A panicking job answers its caller with an error of its own; the writer
             // (see `commit_batch`) rolls its changes back and lives on.
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
@@ -113,7 +83,6 @@ impl Writer {
             });
             (keep, finish)
         });
-        let job = Job { work, durable };
         let stopped = || StoreError::Unavailable("the SQLite writer has stopped".into());
         self.jobs.try_send(job).map_err(|e| match e {
             mpsc::TrySendError::Full(_) => StoreError::Overloaded,
@@ -129,33 +98,12 @@ fn run(
     epoch: &AtomicU64,
     events: &tokio::sync::watch::Sender<u64>,
 ) {
-    // The connection opens with `synchronous=FULL`; a batch of committed-only writes
-    // lowers it for its own commit.
-    let mut synced = true;
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
-            }
-        }
-        let durable = batch.iter().any(|job| job.durable);
-        if durable != synced {
-            let pragma = if durable {
-                "PRAGMA synchronous = FULL"
-            } else {
-                "PRAGMA synchronous = NORMAL"
-            };
-            match conn.execute_batch(pragma) {
-                Ok(()) => synced = durable,
-                Err(e) if durable => {
-                    // Never acknowledge a durable write with less: its callers get an error.
-                    tracing::error!(error = %e, "cannot make the writer durable again");
-                    continue;
-                }
-                // Still `FULL`: more than the batch asked for.
-                Err(e) => tracing::warn!(error = %e, "cannot relax the writer's sync mode"),
             }
         }
         commit_batch(&conn, batch, epoch, events);
@@ -183,7 +131,7 @@ fn commit_batch(
         }
         // A job that panics must not take the writer thread (and every later write) with it:
         // its changes are rolled back and its caller, whose reply is dropped, gets an error.
-        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (job.work)(conn)));
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn)));
         let end = match ran {
             Ok((true, finish)) => {
                 finishes.push(finish);
@@ -253,44 +201,6 @@ fn rollback_savepoint(conn: &Connection) -> StoreResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A committed-only write runs with `synchronous=NORMAL`, a durable one with `FULL`, and
-    /// a batch holding both is synced (the durable write is never acknowledged with less).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_batch_is_synced_when_any_of_its_writes_must_be() {
-        let dir = tempfile::tempdir().expect("dir");
-        let conn = Connection::open(dir.path().join("w.db")).expect("db");
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
-            .expect("pragmas");
-        let epoch = Arc::new(AtomicU64::new(0));
-        let events = Arc::new(tokio::sync::watch::channel(0).0);
-        let writer = Arc::new(Writer::start(conn, epoch, events).expect("writer"));
-        let mode = |c: &Connection| -> StoreResult<i64> {
-            c.query_row("PRAGMA synchronous", [], |r| r.get(0))
-                .map_err(unavailable)
-        };
-        assert_eq!(writer.write_committed(mode).await.unwrap(), 1, "NORMAL");
-        assert_eq!(writer.write(mode).await.unwrap(), 2, "FULL");
-        assert_eq!(writer.write_committed(mode).await.unwrap(), 1);
-        // Many of both at once: whatever batches they share, a durable write sees FULL.
-        let mut tasks = Vec::new();
-        for i in 0..64 {
-            let writer = writer.clone();
-            tasks.push(tokio::spawn(async move {
-                if i % 2 == 0 {
-                    (true, writer.write(mode).await.unwrap())
-                } else {
-                    (false, writer.write_committed(mode).await.unwrap())
-                }
-            }));
-        }
-        for t in tasks {
-            let (durable, seen) = t.await.unwrap();
-            if durable {
-                assert_eq!(seen, 2, "a durable write ran in a synced batch");
-            }
-        }
-    }
 
     /// A full queue refuses at once instead of growing, and serves again once drained.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -773,7 +773,7 @@ async fn answers_that_carry_a_value_or_a_signing_secret_are_never_cached() {
 #[tokio::test]
 async fn a_signing_secret_is_shown_at_registration_and_rotation_only() {
     let s = start().await;
-    let hook = "https://hooks.example.com/charge";
+    let hook = "https://127.0.0.1:9/charge";
     let body = |secrets: &[&str]| json!({"triggers": [{"event": "order.*"}], "secrets": secrets, "mode": "push", "url": hook});
     let (status, created) = put_function(&s, "charge", body(&["A"])).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");

@@ -247,6 +247,12 @@ impl Command for HeartbeatRun {
     }
 
     async fn execute(self, coffer: &Coffer, _who: &Principal) -> Result<(), CoreError> {
+        // A push run's lease is the dispatcher's: a worker cannot extend it.
+        if let Some(run) = coffer.catalog.get_run(&self.env, &self.id).await?
+            && run.mode != RunMode::Pull
+        {
+            return Err(CoreError::LeaseLost);
+        }
         let lease = self.body.lease_ms.unwrap_or(coffer_wire::DEFAULT_LEASE_MS);
         if !(1_000..=coffer_wire::MAX_LEASE_MS).contains(&lease) {
             return Err(CoreError::Invalid(format!(
@@ -305,22 +311,43 @@ impl Command for CompleteRun {
                 id: self.id,
             });
         };
-        if run.status != RunStatus::Running {
+        // Refused before anything costly is built: a pull run, still running, at this
+        // attempt with an unexpired lease (the store checks all of it again as it writes).
+        let held = run.mode == RunMode::Pull
+            && run.status == RunStatus::Running
+            && body.attempt.is_none_or(|a| a == run.attempts)
+            && run
+                .lease_expires_at
+                .is_some_and(|until| until > Timestamp::now());
+        if !held {
             return Err(CoreError::LeaseLost);
         }
-        // The values to redact: those the function declares, as they are now.
-        let redactor = match coffer.find_function(&self.env, &run.function_id).await {
-            Ok(f) => coffer.redactor_for(&incarnation, &f).await?,
-            Err(CoreError::FunctionNotFound { .. }) => crate::redact::Redactor::new([]),
+        // The values to redact: those the function declares, as they are now. Without the
+        // function there is nothing to redact with: nothing the worker sent is kept.
+        let outcome = match coffer.find_function(&self.env, &run.function_id).await {
+            Ok(f) => {
+                let redactor = coffer.redactor_for(&incarnation, &f).await?;
+                match result {
+                    Ok(output) => RunOutcome::Succeeded {
+                        output: stored_output(&redactor, output),
+                    },
+                    Err(error) => RunOutcome::Failed {
+                        error: stored_error(&redactor, &error),
+                    },
+                }
+            }
+            Err(CoreError::FunctionNotFound { .. }) => {
+                let gone = "the function was deleted while the run ran; what the worker reported is not kept (it could not be redacted)";
+                match result {
+                    Ok(_) => RunOutcome::Succeeded {
+                        output: serde_json::json!({ "redacted": gone }).to_string(),
+                    },
+                    Err(_) => RunOutcome::Failed {
+                        error: gone.to_owned(),
+                    },
+                }
+            }
             Err(e) => return Err(e),
-        };
-        let outcome = match result {
-            Ok(output) => RunOutcome::Succeeded {
-                output: stored_output(&redactor, output),
-            },
-            Err(error) => RunOutcome::Failed {
-                error: stored_error(&redactor, &error),
-            },
         };
         match coffer
             .catalog

@@ -28,8 +28,14 @@ use crate::{Coffer, CoreError, Principal};
 /// How the runtime plane behaves on this node.
 #[derive(Clone, Debug)]
 pub struct RuntimeOptions {
-    /// Accept `http://` push URLs to any host (`COFFER_ALLOW_HTTP_TARGETS`); by default
-    /// only `https://` and `http://` to 127.0.0.1, `[::1]` or localhost.
+    /// Hosts push URLs may name besides this machine (`COFFER_PUSH_ALLOWED_HOSTS`): exact
+    /// names or addresses, or `*.example.com` for any name under it. Empty: only
+    /// 127.0.0.1, `[::1]` and localhost. A push function hands its declared secrets to its
+    /// URL, so this list — set by the operator, not through the API — is what keeps an
+    /// admin or manage key from sending them anywhere else.
+    pub push_allowed_hosts: Vec<String>,
+    /// Accept `http://` (not only `https://`) push URLs to allowed hosts
+    /// (`COFFER_ALLOW_HTTP_TARGETS`); `http://` to this machine is always accepted.
     pub allow_http_targets: bool,
     /// Push deliveries in flight at once on this node, all functions together.
     pub push_concurrency: usize,
@@ -38,6 +44,7 @@ pub struct RuntimeOptions {
 impl Default for RuntimeOptions {
     fn default() -> Self {
         RuntimeOptions {
+            push_allowed_hosts: Vec::new(),
             allow_http_targets: false,
             push_concurrency: 256,
         }
@@ -182,7 +189,7 @@ pub(crate) fn check_function(
         ));
     }
     match (spec.mode, &spec.url) {
-        (FunctionMode::Push, Some(url)) => check_target(url, options.allow_http_targets)?,
+        (FunctionMode::Push, Some(url)) => check_target(url, options)?,
         (FunctionMode::Push, None) => return invalid("a push function needs a url".into()),
         (FunctionMode::Pull, Some(_)) => {
             return invalid("a pull function has no url: its workers poll".into());
@@ -192,29 +199,52 @@ pub(crate) fn check_function(
     Ok(spec)
 }
 
-/// A push URL: `https://…`, or `http://` to this machine (127.0.0.1, `[::1]`, localhost)
-/// unless `allow_http` says any host will do. No credentials in it (a URL is shown on
-/// every read).
-fn check_target(raw: &str, allow_http: bool) -> Result<(), CoreError> {
-    let invalid = |why: &str| Err(CoreError::Invalid(format!("url is invalid: {why}")));
+/// A push URL: to this machine (127.0.0.1, `[::1]`, localhost; `http://` or `https://`),
+/// or `https://` (`http://` too with `allow_http_targets`) to a host the operator allows
+/// ([`RuntimeOptions::push_allowed_hosts`]). No credentials in it (a URL is shown on every
+/// read). Checked at registration and again before every delivery.
+pub(crate) fn check_target(raw: &str, options: &RuntimeOptions) -> Result<(), CoreError> {
+    let invalid = |why: String| Err(CoreError::Invalid(format!("url is invalid: {why}")));
     if raw.len() > 2048 {
-        return invalid("at most 2048 characters");
+        return invalid("at most 2048 characters".into());
     }
     let Ok(url) = reqwest::Url::parse(raw) else {
-        return invalid("not an absolute URL");
+        return invalid("not an absolute URL".into());
     };
     if !url.username().is_empty() || url.password().is_some() {
-        return invalid("credentials do not belong in a URL that every read shows");
+        return invalid("credentials do not belong in a URL that every read shows".into());
     }
-    let local = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    let Some(host) = url.host_str() else {
+        return invalid("it names no host".into());
+    };
+    let local = matches!(host, "127.0.0.1" | "localhost" | "[::1]");
+    let allowed = local || host_allowed(host, &options.push_allowed_hosts);
     match url.scheme() {
-        "https" if url.host_str().is_some() => Ok(()),
-        "http" if local || allow_http => Ok(()),
+        "https" | "http" if !allowed => invalid(format!(
+            "host {host} is not one push deliveries may go to: the operator lists them in COFFER_PUSH_ALLOWED_HOSTS (this machine is always allowed)"
+        )),
+        "https" => Ok(()),
+        "http" if local || options.allow_http_targets => Ok(()),
         "http" => invalid(
-            "http:// is accepted only for 127.0.0.1 or localhost (COFFER_ALLOW_HTTP_TARGETS=1 allows any host)",
+            "use https:// (http:// is accepted for this machine, or for allowed hosts with COFFER_ALLOW_HTTP_TARGETS=1)".into(),
         ),
-        _ => invalid("use https:// (or http:// to this machine)"),
+        _ => invalid("use https:// (or http:// to this machine)".into()),
     }
+}
+
+/// Whether `host` is in `allowed`: an exact (case-insensitive) match, or `*.domain` for a
+/// name under `domain`.
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let host = host.to_ascii_lowercase();
+    allowed.iter().any(|pattern| {
+        let pattern = pattern.trim().to_ascii_lowercase();
+        match pattern.strip_prefix("*.") {
+            Some(domain) => host
+                .strip_suffix(domain)
+                .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
+            None => !pattern.is_empty() && host == pattern,
+        }
+    })
 }
 
 /// The associated data that binds a function's signing secret to its place.
@@ -528,13 +558,22 @@ pub(crate) fn stored_output(
     }
 }
 
-/// A run's error as stored: redacted, at most [`MAX_RUN_RESULT_BYTES`].
+/// A run's error as stored: redacted, then cut to at most [`MAX_RUN_RESULT_BYTES`] (in
+/// that order: a value across the cut would otherwise keep its first part).
 pub(crate) fn stored_error(redactor: &crate::redact::Redactor, error: &str) -> String {
-    let mut cut = error.len().min(MAX_RUN_RESULT_BYTES);
-    while !error.is_char_boundary(cut) {
-        cut -= 1;
+    cut(redactor.redact(error), MAX_RUN_RESULT_BYTES)
+}
+
+/// `text` cut to at most `bytes`, at a character boundary.
+pub(crate) fn cut(mut text: String, bytes: usize) -> String {
+    if text.len() > bytes {
+        let mut end = bytes;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
     }
-    redactor.redact(&error[..cut])
+    text
 }
 
 /// Whether a trigger of `function` matches the event `name`.
@@ -567,13 +606,13 @@ mod tests {
     }
 
     #[test]
-    fn push_urls_are_https_or_this_machine_unless_allowed() {
+    fn push_urls_go_to_this_machine_or_to_hosts_the_operator_allows() {
         let strict = RuntimeOptions::default();
         for ok in [
-            "https://fn.example.com/hook",
             "http://127.0.0.1:8080/x",
             "http://localhost/x",
             "http://[::1]:9/x",
+            "https://127.0.0.1/x",
         ] {
             assert!(
                 check_function(&put(FunctionMode::Push, Some(ok)), &strict).is_ok(),
@@ -581,10 +620,12 @@ mod tests {
             );
         }
         for bad in [
-            "http://10.0.0.1/x",
+            "https://fn.example.com/hook",
+            "https://10.0.0.1/x",
+            "https://169.254.169.254/latest",
             "http://example.com/x",
             "ftp://127.0.0.1/x",
-            "https://user:pw@example.com/x",
+            "https://user:pw@127.0.0.1/x",
             "/relative",
             "file:///etc/passwd",
         ] {
@@ -593,19 +634,48 @@ mod tests {
                 "{bad}"
             );
         }
+        let listed = RuntimeOptions {
+            push_allowed_hosts: vec!["hooks.example.com".into(), "*.fn.example.org".into()],
+            ..RuntimeOptions::default()
+        };
+        for ok in [
+            "https://hooks.example.com/x",
+            "https://HOOKS.example.com/x",
+            "https://a.fn.example.org/x",
+            "https://a.b.fn.example.org/x",
+        ] {
+            assert!(
+                check_function(&put(FunctionMode::Push, Some(ok)), &listed).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "https://example.com/x",
+            "https://fn.example.org/x",
+            "https://evilfn.example.org/x",
+            "https://hooks.example.com.evil.net/x",
+            "http://hooks.example.com/x",
+        ] {
+            assert!(
+                check_function(&put(FunctionMode::Push, Some(bad)), &listed).is_err(),
+                "{bad}"
+            );
+        }
         let open = RuntimeOptions {
             allow_http_targets: true,
-            ..RuntimeOptions::default()
+            ..listed
         };
         assert!(
             check_function(
-                &put(FunctionMode::Push, Some("http://example.com/x")),
+                &put(FunctionMode::Push, Some("http://hooks.example.com/x")),
                 &open
             )
             .is_ok()
         );
         assert!(check_function(&put(FunctionMode::Push, None), &strict).is_err());
-        assert!(check_function(&put(FunctionMode::Pull, Some("https://a.b/")), &strict).is_err());
+        assert!(
+            check_function(&put(FunctionMode::Pull, Some("http://127.0.0.1/")), &strict).is_err()
+        );
     }
 
     #[test]

@@ -190,6 +190,10 @@ async fn attempt(
     let Some(url) = function.spec.url.clone() else {
         return failed(format!("function {} has no url", run.function_id));
     };
+    // Again at delivery: the operator may have narrowed the allowed hosts since.
+    if let Err(e) = super::check_target(&url, &coffer.runtime.options) {
+        return failed(e.to_string());
+    }
     let limit = function.spec.concurrency.max(1) as usize;
     // The limit is part of the key: a changed `concurrency` takes effect at once.
     let key = format!("{}/{}/{limit}", env.id, function.record.id);
@@ -290,7 +294,8 @@ async fn attempt(
             output: stored_output(&redactor, output),
         });
     }
-    let snippet: String = text.chars().take(1024).collect();
+    // Redacted before it is cut: a value across the cut would keep its first part.
+    let snippet = super::cut(redactor.redact(&text), 1024);
     let error = format!("HTTP {}: {snippet}", status.as_u16());
     if status.is_server_error() {
         Ok(retry_or_fail(error))

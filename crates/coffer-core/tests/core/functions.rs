@@ -452,7 +452,7 @@ async fn definitions_are_checked_and_the_signing_secret_is_shown_once() {
         .coffer
         .apply(
             &admin(),
-            put_fn("f", body(vec!["A"], Push, Some("https://example.com/hook"))),
+            put_fn("f", body(vec!["A"], Push, Some("http://127.0.0.1:9/hook"))),
         )
         .await
         .unwrap();
