@@ -843,3 +843,34 @@ fn watch_kills_a_child_that_ignores_sigterm_after_the_grace_period() {
     let stderr = std::fs::read_to_string(log.with_extension("stderr")).unwrap();
     assert!(stderr.contains("SIGKILL"), "{stderr}");
 }
+
+/// A declared name that steers execution (`NODE_OPTIONS`, `PATH`, `LD_*`, …) stops `coffer
+/// run` before CMD starts, unless `--allow-env` names it.
+#[test]
+fn run_refuses_variables_that_steer_execution_unless_allowed() {
+    let s = Server::start();
+    s.ok(&["secret", "set", "NODE_OPTIONS", "--require=/tmp/evil.js"]);
+    s.ok(&[
+        "function",
+        "register",
+        "app",
+        "--mode",
+        "pull",
+        "--secret",
+        "NODE_OPTIONS",
+    ]);
+    let runtime = s.key("runtime", "default");
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let refused = run_touching(&s, &runtime, &[], &marker);
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("--allow-env NODE_OPTIONS"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!marker.exists(), "CMD did not start");
+    let allowed = run_touching(&s, &runtime, &["--allow-env", "NODE_OPTIONS"], &marker);
+    assert_eq!(allowed.code, Some(0), "{}", allowed.stderr);
+    assert!(marker.exists());
+}

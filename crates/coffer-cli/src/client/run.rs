@@ -55,6 +55,11 @@ pub struct RunArgs {
     /// resolving again every --watch-interval.
     #[arg(long)]
     watch: bool,
+    /// Let CMD get this variable although it changes how programs are found or loaded
+    /// (`PATH`, `LD_PRELOAD`, `NODE_OPTIONS`, …): without it such a declared secret or
+    /// config key stops `coffer run` before CMD starts (repeat, or separate with commas).
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    allow_env: Vec<String>,
     /// Seconds between two checks of --watch (each one is an audited resolution).
     #[arg(long, value_name = "SECONDS", default_value = "5", requires = "watch", value_parser = watch_interval)]
     watch_interval: Duration,
@@ -90,7 +95,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs) -> Result<ExitCode> {
     // Handlers go in before CMD exists, so no signal meant for it can end coffer instead.
     let mut signals = Signals::install()?;
     let baseline = Fingerprint::of(&job);
-    let mut child = spawn(&args.command, job)?;
+    let mut child = spawn(&args.command, job, &args.allow_env)?;
     let mut changes = Changes(args.watch.then(|| {
         watch(
             Arc::clone(&session),
@@ -152,10 +157,20 @@ fn not_started(e: anyhow::Error, env: &EnvName, function: &FunctionId) -> anyhow
 /// Starts CMD with the job's values added to coffer's own environment (less
 /// `COFFER_API_KEY`: CMD gets what the function declares, not a key that resolves any
 /// function of the environment). The values are dropped here, right after the spawn.
-fn spawn(command: &[OsString], job: Job) -> Result<Child> {
+fn spawn(command: &[OsString], job: Job, allowed: &[String]) -> Result<Child> {
     let Some((program, args)) = command.split_first() else {
         return Err(usage("no CMD to run: give it after `--`"));
     };
+    // Names that decide which program runs or what it loads: the function's declaration
+    // (written by admin and manage keys) must not pick them for this host unasked.
+    if let Some(name) = variables(&job)
+        .keys()
+        .find(|name| steers_execution(name) && !allowed.iter().any(|a| a == *name))
+    {
+        return Err(usage(format!(
+            "the function declares {name}, which changes how programs are found or loaded; CMD was not started (allow it with --allow-env {name})"
+        )));
+    }
     let mut cmd = Command::new(program);
     cmd.args(args).env_remove("COFFER_API_KEY");
     for (name, value) in variables(&job) {
@@ -175,6 +190,40 @@ fn spawn(command: &[OsString], job: Job) -> Result<Child> {
         }
         .into()
     })
+}
+
+/// Whether the variable `name` changes which program runs or what it loads.
+fn steers_execution(name: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "PATH",
+        "IFS",
+        "ENV",
+        "BASH_ENV",
+        "SHELLOPTS",
+        "BASHOPTS",
+        "PS4",
+        "PROMPT_COMMAND",
+        "NODE_OPTIONS",
+        "NODE_PATH",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONSTARTUP",
+        "PERL5LIB",
+        "PERL5OPT",
+        "PERLLIB",
+        "RUBYLIB",
+        "RUBYOPT",
+        "JAVA_TOOL_OPTIONS",
+        "_JAVA_OPTIONS",
+        "JDK_JAVA_OPTIONS",
+        "CLASSPATH",
+        "GIT_SSH_COMMAND",
+        "GIT_EXEC_PATH",
+        "HOME",
+        "SHELL",
+        "TMPDIR",
+    ];
+    NAMES.contains(&name) || name.starts_with("LD_") || name.starts_with("DYLD_")
 }
 
 /// The variables CMD gets: declared config keys (strings as they are, other JSON as
@@ -352,7 +401,11 @@ async fn restart(
     // so that CMD is never left stopped for want of a second resolution. A newer change
     // found meanwhile: start with its values instead.
     let job = changes.newest(change.job);
-    Ok(Restarted::Running(spawn(&args.command, job)?))
+    Ok(Restarted::Running(spawn(
+        &args.command,
+        job,
+        &args.allow_env,
+    )?))
 }
 
 /// The signals coffer passes on to CMD.
