@@ -677,7 +677,7 @@ fn created(body: impl serde::Serialize) -> Response {
 }
 
 /// 201 when a PUT created the record, 200 when it updated it.
-fn written(created_now: bool, body: impl serde::Serialize) -> Response {
+pub(crate) fn written(created_now: bool, body: impl serde::Serialize) -> Response {
     if created_now {
         created(body)
     } else {

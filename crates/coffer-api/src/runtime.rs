@@ -133,13 +133,17 @@ pub(crate) fn run_json(r: &RunRecord) -> Run {
     }
 }
 
-/// A job: never stored by a cache.
-fn job_response(job: &Job) -> Response {
-    let mut response = Json(job).into_response();
+/// An answer that carries a value (a job, a signing secret): never stored by a cache.
+fn no_store(mut response: Response) -> Response {
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// A job's answer.
+fn job_response(job: &Job) -> Response {
+    no_store(Json(job).into_response())
 }
 
 /// The functions of one environment, a page at a time, in id order.
@@ -221,15 +225,7 @@ pub async fn put_function(
         .apply(&who, commands::PutFunction { env, id, body: req })
         .await?;
     let body = function_json(&out.function, out.signing_secret);
-    let mut response = if out.created {
-        (StatusCode::CREATED, Json(body)).into_response()
-    } else {
-        Json(body).into_response()
-    };
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok(no_store(crate::routes::written(out.created, body)))
 }
 
 /// Deletes a function; its runs stay (a queued one fails when it comes up).
@@ -285,11 +281,8 @@ pub async fn rotate_signing_secret(
         grace_ms: req.grace_ms,
     };
     let out = coffer.apply(&who, command).await?;
-    let mut response = Json(function_json(&out.function, out.signing_secret)).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    let body = function_json(&out.function, out.signing_secret);
+    Ok(no_store(Json(body).into_response()))
 }
 
 /// The declared secrets (and config keys) of a function, for `coffer run`: runtime keys

@@ -167,6 +167,20 @@ pub struct Page<T, C = SecretName> {
     pub next: Option<C>,
 }
 
+impl<T, C> Page<T, C> {
+    /// A page of `limit` from `items`, read with one more than `limit` to learn whether
+    /// more follow: the cursor is then `key` of the page's last item.
+    pub(crate) fn cut(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> C) -> Self {
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(key)
+        } else {
+            None
+        };
+        Page { items, next }
+    }
+}
+
 /// Whether values are encrypted at rest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encryption {
@@ -317,17 +331,11 @@ impl Coffer {
     ) -> Result<Page<SecretMeta>, CoreError> {
         self.require_manage(who, env)?;
         let env = self.existing_environment(env).await?;
-        let mut items = self
+        let items = self
             .secrets
             .list(&env, after, limit.saturating_add(1))
             .await?;
-        let next = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|m| m.name.clone())
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        Ok(Page::cut(items, limit, |m| m.name.clone()))
     }
 
     /// One secret's metadata.
@@ -379,17 +387,11 @@ impl Coffer {
     ) -> Result<Page<ConfigEntry, ConfigKey>, CoreError> {
         self.require_manage(who, env)?;
         self.existing_environment(env).await?;
-        let mut items = self
+        let items = self
             .catalog
             .list_config(env, after, limit.saturating_add(1))
             .await?;
-        let next = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|c| c.key.clone())
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        Ok(Page::cut(items, limit, |c| c.key.clone()))
     }
 
     /// The runtime plane: a secret's plaintext, for a runtime key of its environment.
@@ -456,14 +458,20 @@ impl Coffer {
         name: &SecretName,
         value: SecretString,
     ) -> Result<StoredValue, CoreError> {
+        self.seal_stored(&secret_aad(&env.name, &env.id, name), value)
+    }
+
+    /// `value` as a store keeps it: sealed under the current key version with `aad` as
+    /// its associated data, or as it is in dev mode.
+    pub(crate) fn seal_stored(
+        &self,
+        aad: &str,
+        value: SecretString,
+    ) -> Result<StoredValue, CoreError> {
         let Some(ring) = &self.keyring else {
             return Ok(StoredValue::Plain(value));
         };
-        let sealed = self.seal(
-            ring,
-            secret_aad(&env.name, &env.id, name).as_bytes(),
-            value.expose_secret().as_bytes(),
-        )?;
+        let sealed = self.seal(ring, aad.as_bytes(), value.expose_secret().as_bytes())?;
         Ok(StoredValue::Sealed {
             key_version: sealed.key_version,
             blob: sealed.blob,

@@ -68,7 +68,9 @@
 //!
 //! ```no_run
 //! # use coffer_sdk::{Context, HandlerError, PushHandler, function};
-//! # async fn send_invoice(ctx: Context) -> Result<serde_json::Value, HandlerError> { todo!() }
+//! # async fn send_invoice(_ctx: Context) -> Result<serde_json::Value, HandlerError> {
+//! #     Ok(serde_json::json!({"sent": true}))
+//! # }
 //! # async fn example() {
 //! let def = function("send-invoice").secrets(["STRIPE_KEY", "SLACK_WEBHOOK"]);
 //! let push = PushHandler::new([std::env::var("COFFER_SIGNING_SECRET").unwrap()])

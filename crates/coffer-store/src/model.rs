@@ -204,6 +204,11 @@ impl Timestamp {
         Timestamp(ms)
     }
 
+    /// This time plus `ms` milliseconds (saturating).
+    pub fn after_millis(self, ms: u64) -> Self {
+        Timestamp(self.0.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)))
+    }
+
     /// Milliseconds since the epoch.
     pub fn millis(self) -> i64 {
         self.0

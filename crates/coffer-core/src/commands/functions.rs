@@ -4,7 +4,7 @@
 use coffer_store::{
     EnvName, FunctionId, Precondition, Revision, StoreError, StoredValue, Timestamp,
 };
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use super::Command;
 use crate::runtime::{FunctionView, check_function, new_signing_secret, signing_aad};
@@ -108,7 +108,7 @@ impl Command for RotateSigningSecret {
         let secret = new_signing_secret()?;
         let stored = seal_signing(coffer, &incarnation.id, &self.id, &secret)?;
         let now = Timestamp::now();
-        let until = Timestamp::from_millis(now.millis().saturating_add(grace as i64));
+        let until = now.after_millis(grace);
         let record = match coffer
             .catalog
             .rotate_signing_secret(&incarnation, &self.id, stored, until, now, &who.actor())
@@ -175,16 +175,5 @@ fn seal_signing(
     id: &FunctionId,
     secret: &SecretString,
 ) -> Result<StoredValue, CoreError> {
-    let Some(ring) = coffer.keyring() else {
-        return Ok(StoredValue::Plain(secret.clone()));
-    };
-    let sealed = coffer.seal(
-        ring,
-        signing_aad(env, id).as_bytes(),
-        secret.expose_secret().as_bytes(),
-    )?;
-    Ok(StoredValue::Sealed {
-        key_version: sealed.key_version,
-        blob: sealed.blob,
-    })
+    coffer.seal_stored(&signing_aad(env, id), secret.clone())
 }

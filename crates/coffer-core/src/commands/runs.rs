@@ -169,7 +169,7 @@ impl Command for PollRun {
                 functions: Some(functions.clone()),
                 mode: RunMode::Pull,
                 limit: 1,
-                lease_until: Timestamp::from_millis(now.millis().saturating_add(lease as i64)),
+                lease_until: now.after_millis(lease),
             };
             let leased = coffer.catalog.lease(&query, now, &who.actor()).await?;
             if let Some(run) = leased.into_iter().next() {
@@ -261,7 +261,7 @@ impl Command for HeartbeatRun {
             )));
         }
         let now = Timestamp::now();
-        let until = Timestamp::from_millis(now.millis().saturating_add(lease as i64));
+        let until = now.after_millis(lease);
         match coffer
             .catalog
             .extend_lease(&self.env, &self.id, self.body.attempt, until, now)

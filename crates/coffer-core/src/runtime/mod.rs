@@ -329,21 +329,20 @@ impl Coffer {
     ) -> Result<Page<FunctionView, FunctionId>, CoreError> {
         self.require_manage(who, env)?;
         self.existing_environment(env).await?;
-        let mut items = self
+        let records = self
             .catalog
             .list_functions(env, after, limit.saturating_add(1))
             .await?;
-        let next = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|f| f.id.clone())
-        } else {
-            None
-        };
-        let items = items
+        let page = Page::cut(records, limit, |f| f.id.clone());
+        let items = page
+            .items
             .into_iter()
             .map(FunctionView::new)
             .collect::<Result<_, _>>()?;
-        Ok(Page { items, next })
+        Ok(Page {
+            items,
+            next: page.next,
+        })
     }
 
     /// One run (admin, manage or runtime key of its environment).
@@ -375,17 +374,11 @@ impl Coffer {
     ) -> Result<Page<RunRecord, RunId>, CoreError> {
         self.require_run_reader(who, env)?;
         self.existing_environment(env).await?;
-        let mut items = self
+        let items = self
             .catalog
             .list_runs(env, filter, after, limit.saturating_add(1))
             .await?;
-        let next = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|r| r.id.clone())
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        Ok(Page::cut(items, limit, |r| r.id.clone()))
     }
 
     fn require_run_reader(&self, who: &Principal, env: &EnvName) -> Result<(), CoreError> {

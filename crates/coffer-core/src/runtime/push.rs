@@ -28,7 +28,7 @@ use crate::redact::Redactor;
 
 /// How long a push run is leased before its delivery starts; a function whose timeout is
 /// longer gets its lease extended before the POST.
-const PUSH_LEASE_MS: i64 = 30_000;
+const PUSH_LEASE_MS: u64 = 30_000;
 
 /// Most runs leased by one query.
 const LEASE_BATCH: usize = 64;
@@ -86,7 +86,7 @@ pub async fn run(coffer: Arc<Coffer>, stop: impl std::future::Future<Output = ()
                 functions: None,
                 mode: RunMode::Push,
                 limit: free,
-                lease_until: Timestamp::from_millis(now.millis() + PUSH_LEASE_MS),
+                lease_until: now.after_millis(PUSH_LEASE_MS),
             };
             match coffer.catalog.lease(&query, now, &Actor::System).await {
                 Ok(runs) => {
@@ -212,13 +212,9 @@ async fn attempt(
         return Err("the dispatcher is shutting down".into());
     };
     let timeout = Duration::from_millis(function.spec.timeout_ms);
-    let needed = i64::try_from(function.spec.timeout_ms).unwrap_or(i64::MAX) + 10_000;
     let now = Timestamp::now();
-    if run
-        .lease_expires_at
-        .is_none_or(|t| t.millis() - now.millis() < needed)
-    {
-        let until = Timestamp::from_millis(now.millis().saturating_add(needed));
+    let until = now.after_millis(function.spec.timeout_ms.saturating_add(10_000));
+    if run.lease_expires_at.is_none_or(|t| t < until) {
         coffer
             .catalog
             .extend_lease(&env.name, &run.id, run.attempts, until, now)
@@ -380,8 +376,7 @@ fn backoff_ms(attempts: u32) -> u64 {
 }
 
 fn later(ms: u64) -> Timestamp {
-    let now = Timestamp::now().millis();
-    Timestamp::from_millis(now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)))
+    Timestamp::now().after_millis(ms)
 }
 
 #[cfg(test)]
