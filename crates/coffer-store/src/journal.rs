@@ -14,8 +14,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ApiKeyId, ApiKeyMeta, ConfigEntry, ConfigPutOutcome, EnvName, Environment, FunctionPutOutcome,
-    FunctionRecord, PutOutcome, Resolution, Revision, RunRecord, RunStatus, SecretMeta, Timestamp,
+    ApiKeyId, ApiKeyMeta, ConfigEntry, ConfigPutOutcome, EnvName, Environment, FlowRecord,
+    FunctionPutOutcome, FunctionRecord, OrchestrationPutOutcome, OrchestrationRecord, PutOutcome,
+    Resolution, Revision, RunRecord, RunStatus, SecretMeta, Timestamp,
 };
 
 /// The hash the first audit row chains from.
@@ -107,6 +108,25 @@ pub enum Action {
     RunFailed,
     /// Audit only: ended runs older than the retention were deleted (`count` of them).
     RunsPruned,
+    /// `system.orchestration.{id}.created`
+    OrchestrationCreated,
+    /// `system.orchestration.{id}.updated`
+    OrchestrationUpdated,
+    /// `system.orchestration.{id}.deleted`
+    OrchestrationDeleted,
+    /// `system.orchestration.run.{id}.started`
+    FlowStarted,
+    /// `system.orchestration.run.{id}.waiting`: an approval step waits for a decision.
+    FlowWaiting,
+    /// `system.orchestration.run.{id}.approved`: someone approved its waiting step.
+    FlowApproved,
+    /// `system.orchestration.run.{id}.rejected`: someone rejected its waiting step (the
+    /// run ends `rejected`).
+    FlowRejected,
+    /// `system.orchestration.run.{id}.succeeded`
+    FlowSucceeded,
+    /// `system.orchestration.run.{id}.failed`
+    FlowFailed,
 }
 
 impl Action {
@@ -137,6 +157,15 @@ impl Action {
         Action::RunSucceeded,
         Action::RunFailed,
         Action::RunsPruned,
+        Action::OrchestrationCreated,
+        Action::OrchestrationUpdated,
+        Action::OrchestrationDeleted,
+        Action::FlowStarted,
+        Action::FlowWaiting,
+        Action::FlowApproved,
+        Action::FlowRejected,
+        Action::FlowSucceeded,
+        Action::FlowFailed,
     ];
 
     /// The resource kind and the verb: `("secret", "created")`.
@@ -167,6 +196,15 @@ impl Action {
             Action::RunSucceeded => ("run", "succeeded"),
             Action::RunFailed => ("run", "failed"),
             Action::RunsPruned => ("runs", "pruned"),
+            Action::OrchestrationCreated => ("orchestration", "created"),
+            Action::OrchestrationUpdated => ("orchestration", "updated"),
+            Action::OrchestrationDeleted => ("orchestration", "deleted"),
+            Action::FlowStarted => ("orchestration.run", "started"),
+            Action::FlowWaiting => ("orchestration.run", "waiting"),
+            Action::FlowApproved => ("orchestration.run", "approved"),
+            Action::FlowRejected => ("orchestration.run", "rejected"),
+            Action::FlowSucceeded => ("orchestration.run", "succeeded"),
+            Action::FlowFailed => ("orchestration.run", "failed"),
         }
     }
 
@@ -380,6 +418,47 @@ impl Change {
     /// A function was deleted at `at`; `record` is what it was.
     pub fn function_deleted(record: &FunctionRecord, at: Timestamp) -> Self {
         Change::function(Action::FunctionDeleted, record, at)
+    }
+
+    /// An orchestration was created or updated.
+    pub fn orchestration_written(out: &OrchestrationPutOutcome) -> Self {
+        let action = if out.created {
+            Action::OrchestrationCreated
+        } else {
+            Action::OrchestrationUpdated
+        };
+        Change::orchestration(action, &out.record, out.record.updated_at)
+    }
+
+    /// An orchestration was deleted at `at`; `record` is what it was.
+    pub fn orchestration_deleted(record: &OrchestrationRecord, at: Timestamp) -> Self {
+        Change::orchestration(Action::OrchestrationDeleted, record, at)
+    }
+
+    fn orchestration(action: Action, record: &OrchestrationRecord, at: Timestamp) -> Self {
+        Change {
+            revision: Some(record.revision),
+            ..Change::new(
+                action,
+                Some(record.environment.clone()),
+                Some(record.id.to_string()),
+                at,
+            )
+        }
+    }
+
+    /// An orchestration run changed as `action` says (one of the `Flow*` actions); its
+    /// version is the revision, its `updated_at` the time.
+    pub fn flow(action: Action, record: &FlowRecord) -> Self {
+        Change {
+            revision: Some(record.version),
+            ..Change::new(
+                action,
+                Some(record.environment.clone()),
+                Some(record.id.to_string()),
+                record.updated_at,
+            )
+        }
     }
 
     fn function(action: Action, record: &FunctionRecord, at: Timestamp) -> Self {

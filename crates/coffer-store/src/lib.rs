@@ -7,6 +7,8 @@
 //! - [`JournalStore`] reads the audit log and the event outbox, and audits denied attempts.
 //!   Every write of every store appends its audit row and event in its own transaction
 //!   (see [`journal`]).
+//! - [`FunctionStore`] and [`RunStore`] keep the runtime plane's functions and runs;
+//!   [`OrchestrationStore`] and [`FlowStore`] keep orchestrations and their runs.
 //! - [`Catalog`] is all of the above plus [`ConfigStore`]: what one database (SQLite, the
 //!   embedded default, or PostgreSQL, each with its migrations) implements.
 //! - [`SecretStore`] keeps secret values and their metadata, with revisions for
@@ -23,6 +25,7 @@
 
 pub mod journal;
 mod model;
+mod orchestrations;
 mod runtime;
 pub mod schema;
 
@@ -39,6 +42,7 @@ pub use journal::{
     SubjectPattern,
 };
 pub use model::*;
+pub use orchestrations::*;
 pub use runtime::*;
 
 /// The one error type every backend returns.
@@ -339,12 +343,26 @@ pub trait JournalStore: Send + Sync + 'static {
 
 /// Everything but secret values, in one database: what the service is built on.
 pub trait Catalog:
-    AccessStore + KeyStore + ConfigStore + JournalStore + FunctionStore + RunStore
+    AccessStore
+    + KeyStore
+    + ConfigStore
+    + JournalStore
+    + FunctionStore
+    + RunStore
+    + OrchestrationStore
+    + FlowStore
 {
 }
 
-impl<T: AccessStore + KeyStore + ConfigStore + JournalStore + FunctionStore + RunStore> Catalog
-    for T
+impl<T> Catalog for T where
+    T: AccessStore
+        + KeyStore
+        + ConfigStore
+        + JournalStore
+        + FunctionStore
+        + RunStore
+        + OrchestrationStore
+        + FlowStore
 {
 }
 

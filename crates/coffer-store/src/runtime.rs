@@ -347,6 +347,8 @@ pub struct RunRecord {
     pub event_data: String,
     /// Parameters for the function (orchestration steps), JSON text of an object.
     pub trigger_params: String,
+    /// The orchestration step that started it, if one did.
+    pub step: Option<StepLink>,
     /// Where it is.
     pub status: RunStatus,
     /// Attempts started so far: each lease is one.
@@ -394,6 +396,19 @@ pub struct NewRun {
     pub mode: RunMode,
     /// Parameters for the function, JSON text of an object (`{}` for an event's run).
     pub trigger_params: String,
+    /// The orchestration step starting it (`None` for an event's run).
+    pub step: Option<StepLink>,
+}
+
+/// The orchestration step a function run executes: its job gets that step's encrypted
+/// parameters, and when it ends the orchestration run is due again (in the same
+/// transaction as [`RunStore::finish`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StepLink {
+    /// The orchestration run.
+    pub flow: crate::OrchestrationRunId,
+    /// The step's id.
+    pub step: String,
 }
 
 /// What [`RunStore::enqueue`] did.
@@ -535,6 +550,8 @@ pub trait RunStore: Send + Sync + 'static {
 
     /// Ends attempt `attempt` of a running run (any attempt when `None`) whose lease has
     /// not expired at `at`, as `outcome` says, journaled as `system.run.{id}.{status}`.
+    /// When the run ends (succeeded or failed) and an orchestration step started it, that
+    /// orchestration run is made due (`wake_at = at`) in the same transaction.
     /// Returns the run afterwards. Errors: [`crate::StoreError::NotFound`];
     /// [`crate::StoreError::LeaseLost`] when the run is not running, is at another attempt,
     /// or its lease expired; [`crate::StoreError::ActorRevoked`].

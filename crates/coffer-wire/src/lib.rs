@@ -1,4 +1,5 @@
-//! The runtime plane on the wire: the JSON shapes of functions, events, runs and jobs, and
+//! The runtime plane on the wire: the JSON shapes of functions, events, runs, jobs and
+//! orchestrations, and
 //! the `Coffer-Signature` scheme that push deliveries carry.
 //!
 //! One definition for every side: the server serializes these types (and derives its
@@ -15,11 +16,13 @@
 
 mod functions;
 mod job;
+mod orchestrations;
 mod runs;
 pub mod signature;
 
 pub use functions::*;
 pub use job::*;
+pub use orchestrations::*;
 pub use runs::*;
 
 use serde::{Deserialize, Serialize};

@@ -74,6 +74,7 @@ impl Command for SendEvent {
                         FunctionMode::Pull => RunMode::Pull,
                     },
                     trigger_params: "{}".into(),
+                    step: None,
                 });
             }
         }

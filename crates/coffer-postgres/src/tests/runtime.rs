@@ -22,6 +22,7 @@ fn new_run(ms: i64) -> NewRun {
         function_id: FunctionId::new("f").expect("valid"),
         mode: RunMode::Pull,
         trigger_params: "{}".into(),
+        step: None,
     }
 }
 

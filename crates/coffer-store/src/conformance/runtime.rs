@@ -133,6 +133,7 @@ fn new_run(function: &str, mode: RunMode, ms: i64) -> NewRun {
         function_id: function_id(function),
         mode,
         trigger_params: "{}".to_owned(),
+        step: None,
     }
 }
 
