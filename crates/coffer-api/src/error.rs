@@ -155,6 +155,13 @@ impl From<CoreError> for ApiError {
             CoreError::ApiKeyNotFound(_) => (StatusCode::NOT_FOUND, "api_key_not_found"),
             CoreError::FunctionNotFound { .. } => (StatusCode::NOT_FOUND, "function_not_found"),
             CoreError::RunNotFound { .. } => (StatusCode::NOT_FOUND, "run_not_found"),
+            CoreError::OrchestrationNotFound { .. } => {
+                (StatusCode::NOT_FOUND, "orchestration_not_found")
+            }
+            CoreError::OrchestrationRunNotFound { .. } => {
+                (StatusCode::NOT_FOUND, "orchestration_run_not_found")
+            }
+            CoreError::NotWaiting(_) => (StatusCode::CONFLICT, "not_waiting"),
             CoreError::LeaseLost => (StatusCode::CONFLICT, "lease_lost"),
             CoreError::EnvironmentExists(_) => (StatusCode::CONFLICT, "environment_exists"),
             CoreError::RevisionConflict { current } => {

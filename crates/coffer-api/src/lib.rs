@@ -13,6 +13,7 @@ mod error;
 mod events;
 mod extract;
 mod openapi;
+mod orchestrations;
 mod routes;
 mod runtime;
 mod shapes;
@@ -103,6 +104,20 @@ fn documented_routes() -> OpenApiRouter<Arc<Coffer>> {
         .routes(routes!(runtime::complete_run))
         .routes(routes!(runtime::heartbeat_run))
         .routes(routes!(runtime::poll))
+        .routes(routes!(
+            orchestrations::list_orchestrations,
+            orchestrations::create_orchestration
+        ))
+        .routes(routes!(
+            orchestrations::get_orchestration,
+            orchestrations::update_orchestration,
+            orchestrations::delete_orchestration
+        ))
+        .routes(routes!(orchestrations::start_run))
+        .routes(routes!(orchestrations::list_runs))
+        .routes(routes!(orchestrations::get_run))
+        .routes(routes!(orchestrations::approve))
+        .routes(routes!(orchestrations::reject))
         .routes(routes!(events::event_stream))
         .routes(routes!(audit::list_audit))
         .routes(routes!(audit::verify_audit))

@@ -182,6 +182,21 @@ pub struct FunctionNotFound(ErrorBody);
 #[response(status = 404)]
 pub struct RunNotFound(ErrorBody);
 
+/// `environment_not_found` or `orchestration_not_found`.
+#[derive(IntoResponses)]
+#[response(status = 404)]
+pub struct OrchestrationNotFound(ErrorBody);
+
+/// `environment_not_found` or `orchestration_run_not_found`.
+#[derive(IntoResponses)]
+#[response(status = 404)]
+pub struct OrchestrationRunNotFound(ErrorBody);
+
+/// `not_waiting`: the run is not waiting for an approval (any more).
+#[derive(IntoResponses)]
+#[response(status = 409)]
+pub struct NotWaiting(ErrorBody);
+
 /// `lease_lost`: the run is not running, or this attempt's lease expired and the run went
 /// to another worker.
 #[derive(IntoResponses)]

@@ -304,6 +304,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             let _ = push_stopped.await;
         },
     ));
+    // Orchestration runs: this node takes the steps of the runs it leases.
+    let (stop_flows, flows_stopped) = tokio::sync::oneshot::channel::<()>();
+    let machine = tokio::spawn(coffer_core::orchestrations::engine::run(
+        coffer.clone(),
+        async move {
+            let _ = flows_stopped.await;
+        },
+    ));
     let options = args.serve_options(open_files);
     coffer_api::serve_with(
         listener,
@@ -316,6 +324,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(pruner) = pruner {
         pruner.abort();
     }
+    let _ = stop_flows.send(());
+    let _ = machine.await;
     let _ = stop_push.send(());
     let _ = dispatcher.await;
     let _ = stop_relay.send(());

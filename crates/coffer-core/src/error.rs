@@ -48,6 +48,25 @@ pub enum CoreError {
         /// Its id.
         id: RunId,
     },
+    /// The orchestration does not exist.
+    #[error("orchestration {id} does not exist in environment {env}")]
+    OrchestrationNotFound {
+        /// Its environment.
+        env: EnvName,
+        /// Its id, as asked for.
+        id: String,
+    },
+    /// The orchestration run does not exist.
+    #[error("orchestration run {id} does not exist in environment {env}")]
+    OrchestrationRunNotFound {
+        /// Its environment.
+        env: EnvName,
+        /// Its id, as asked for.
+        id: String,
+    },
+    /// An approve or reject for a run that is not waiting for one (any more).
+    #[error("orchestration run {0} is not waiting for an approval")]
+    NotWaiting(String),
     /// The run's attempt no longer holds its lease (it expired and the run went to another
     /// worker, or the run has ended).
     #[error("this attempt no longer holds the run's lease")]

@@ -426,6 +426,18 @@ pub struct StepState {
     pub until: Option<String>,
 }
 
+/// A page of orchestration runs, newest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct OrchestrationRunList {
+    /// The runs.
+    pub runs: Vec<OrchestrationRun>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
 /// An orchestration run: `POST …/orchestrations/{id}/runs`'s 202 answer and
 /// `GET …/orchestration-runs/{runId}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -32,7 +32,9 @@ pub use secrets::{DeleteSecret, ImportSecrets, PutSecret};
 use crate::{Coffer, CoreError, Principal};
 
 /// An `expectedRevision` beyond what any store keeps is refused (422), never sent on.
-fn check_expected_revision(expected: Option<coffer_store::Revision>) -> Result<(), CoreError> {
+pub(crate) fn check_expected_revision(
+    expected: Option<coffer_store::Revision>,
+) -> Result<(), CoreError> {
     match expected {
         Some(n) if n > coffer_store::MAX_STORED_NUMBER => Err(CoreError::Invalid(format!(
             "expectedRevision is at most {}",

@@ -221,7 +221,23 @@ async fn job_for(
         }
         Err(e) => return Err(e),
     };
-    let (job, resolution) = coffer.build_job(env, &function, Some(run), None).await?;
+    let (job, resolution) = match coffer.build_run_job(env, &function, run).await? {
+        Ok((job, resolution, _)) => (job, resolution),
+        Err(why) => {
+            let _ = coffer
+                .catalog
+                .finish(
+                    &env.name,
+                    &run.id,
+                    Some(run.attempts),
+                    RunOutcome::Failed { error: why },
+                    Timestamp::now(),
+                    &who.actor(),
+                )
+                .await;
+            return Ok(None);
+        }
+    };
     coffer
         .catalog
         .record_resolutions(std::slice::from_ref(&resolution), &who.actor())
@@ -326,17 +342,22 @@ impl Command for CompleteRun {
         // The values to redact: those the function declares, as they are now. Without the
         // function there is nothing to redact with: nothing the worker sent is kept.
         let outcome = match coffer.find_function(&self.env, &run.function_id).await {
-            Ok(f) => {
-                let redactor = coffer.redactor_for(&incarnation, &f).await?;
-                match result {
+            Ok(f) => match coffer.redactor_for_run(&incarnation, &f, &run).await? {
+                Some(redactor) => match result {
                     Ok(output) => RunOutcome::Succeeded {
                         output: stored_output(&redactor, output),
                     },
                     Err(error) => RunOutcome::Failed {
                         error: stored_error(&redactor, &error),
                     },
+                },
+                None => {
+                    let gone = "the run's orchestration step changed while it ran; what the worker reported is not kept (it could not be redacted)";
+                    RunOutcome::Failed {
+                        error: gone.to_owned(),
+                    }
                 }
-            }
+            },
             Err(CoreError::FunctionNotFound { .. }) => {
                 let gone = "the function was deleted while the run ran; what the worker reported is not kept (it could not be redacted)";
                 match result {

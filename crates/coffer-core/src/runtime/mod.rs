@@ -73,6 +73,15 @@ pub(crate) struct Runtime {
     pub(crate) pull_wake: tokio::sync::Notify,
     /// Places for waiting polls.
     pub(crate) polls: Arc<tokio::sync::Semaphore>,
+    /// Woken when this node starts an orchestration run or records a decision.
+    pub(crate) flow_wake: tokio::sync::Notify,
+}
+
+impl Runtime {
+    /// Wakes this node's orchestration machine.
+    pub(crate) fn wake_flows(&self) {
+        self.flow_wake.notify_one();
+    }
 }
 
 impl Default for Runtime {
@@ -82,6 +91,7 @@ impl Default for Runtime {
             push_wake: tokio::sync::Notify::new(),
             pull_wake: tokio::sync::Notify::new(),
             polls: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_POLLS)),
+            flow_wake: tokio::sync::Notify::new(),
         }
     }
 }
@@ -475,9 +485,70 @@ impl Coffer {
         Ok((job, resolution))
     }
 
+    /// The job of a leased run, with the resolution to audit and the redactor for what
+    /// the run reports: a step of an orchestration also gets that step's encrypted
+    /// parameters and references, merged over its `triggerParams` (they win on a key
+    /// collision) and redacted like declared secrets. `Ok(Err(why))`: the step's
+    /// parameters cannot be had, and the run must fail rather than run without them.
+    pub(crate) async fn build_run_job(
+        &self,
+        env: &Environment,
+        function: &FunctionView,
+        run: &RunRecord,
+    ) -> Result<Result<(Job, Resolution, crate::redact::Redactor), String>, CoreError> {
+        let (mut job, mut resolution) = self.build_job(env, function, Some(run), None).await?;
+        let mut extra = Vec::new();
+        if let Some(link) = &run.step {
+            let step = match self.step_params(env, &function.record.id, link).await {
+                Ok(step) => step,
+                Err(why) => return Ok(Err(why)),
+            };
+            if let serde_json::Value::Object(params) = &mut job.trigger_params {
+                params.extend(step.params);
+            }
+            resolution.resolved.extend(step.resolved);
+            resolution.missing.extend(step.missing);
+            extra = step.secrets;
+        }
+        let redactor = crate::redact::Redactor::new(
+            job.secrets
+                .iter()
+                .map(|(_, v)| v)
+                .chain(extra.iter().map(|v| v.expose_secret())),
+        );
+        Ok(Ok((job, resolution, redactor)))
+    }
+
+    /// [`Coffer::redactor_for`] for a run: with its orchestration step's secret values too.
+    /// `None` when the step's parameters cannot be had (what the run reports cannot be
+    /// redacted with them, so it must not be kept).
+    pub(crate) async fn redactor_for_run(
+        &self,
+        env: &Environment,
+        function: &FunctionView,
+        run: &RunRecord,
+    ) -> Result<Option<crate::redact::Redactor>, CoreError> {
+        let mut values = Vec::new();
+        for raw in &function.spec.secrets {
+            let name = SecretName::new(raw).map_err(|e| CoreError::Invalid(e.to_string()))?;
+            if let Some(v) = self.open_secret(env, &name).await? {
+                values.push(v);
+            }
+        }
+        if let Some(link) = &run.step {
+            match self.step_params(env, &function.record.id, link).await {
+                Ok(step) => values.extend(step.secrets),
+                Err(_) => return Ok(None),
+            }
+        }
+        Ok(Some(crate::redact::Redactor::new(
+            values.iter().map(|v| v.expose_secret()),
+        )))
+    }
+
     /// A secret's plaintext in `env`, `None` when it is not set or cannot be opened (then
     /// it is marked unreadable for every node).
-    async fn open_secret(
+    pub(crate) async fn open_secret(
         &self,
         env: &Environment,
         name: &SecretName,
@@ -494,25 +565,6 @@ impl Coffer {
                 Ok(None)
             }
         }
-    }
-
-    /// The current values of `function`'s declared secrets in `env`, to redact a result
-    /// that a worker reports with (no audit row: nothing is handed over).
-    pub(crate) async fn redactor_for(
-        &self,
-        env: &Environment,
-        function: &FunctionView,
-    ) -> Result<crate::redact::Redactor, CoreError> {
-        let mut values = Vec::new();
-        for raw in &function.spec.secrets {
-            let name = SecretName::new(raw).map_err(|e| CoreError::Invalid(e.to_string()))?;
-            if let Some(v) = self.open_secret(env, &name).await? {
-                values.push(v);
-            }
-        }
-        Ok(crate::redact::Redactor::new(
-            values.iter().map(|v| v.expose_secret()),
-        ))
     }
 }
 

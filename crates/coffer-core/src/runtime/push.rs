@@ -24,7 +24,6 @@ use secrecy::zeroize::Zeroizing;
 
 use super::{FunctionView, open_signing, stored_error, stored_output};
 use crate::Coffer;
-use crate::redact::Redactor;
 
 /// How long a push run is leased before its delivery starts; a function whose timeout is
 /// longer gets its lease extended before the POST.
@@ -227,11 +226,14 @@ async fn attempt(
             "the function's signing secret cannot be opened with the configured keys".into(),
         );
     }
-    let (job, resolution) = coffer
-        .build_job(&env, &function, Some(run), None)
+    let (job, resolution, redactor) = match coffer
+        .build_run_job(&env, &function, run)
         .await
-        .map_err(|e| e.to_string())?;
-    let redactor = Redactor::new(job.secrets.iter().map(|(_, v)| v));
+        .map_err(|e| e.to_string())?
+    {
+        Ok(built) => built,
+        Err(why) => return failed(why),
+    };
     coffer
         .catalog
         .record_resolutions(std::slice::from_ref(&resolution), &Actor::System)
