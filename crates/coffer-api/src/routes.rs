@@ -642,12 +642,15 @@ fn encode_walk_cursor(position: &WalkPosition) -> String {
     let text = match position {
         WalkPosition::Value(env, name) => format!("{env}/{name}"),
         WalkPosition::Function(env, id) => format!("{FUNCTION_CURSOR}{env}/{id}"),
+        WalkPosition::Orchestration(env, id) => format!("{ORCHESTRATION_CURSOR}{env}/{id}"),
     };
     URL_SAFE_NO_PAD.encode(text)
 }
 
 /// What starts the text of a walk cursor in the functions' phase.
 const FUNCTION_CURSOR: &str = "fn:";
+/// What starts the text of a walk cursor in the orchestrations' phase.
+const ORCHESTRATION_CURSOR: &str = "orch:";
 
 fn decode_walk_cursor(cursor: &str) -> Result<WalkPosition, ApiError> {
     let bad = || {
@@ -659,6 +662,12 @@ fn decode_walk_cursor(cursor: &str) -> Result<WalkPosition, ApiError> {
     };
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    if let Some(rest) = text.strip_prefix(ORCHESTRATION_CURSOR) {
+        let (env, id) = rest.split_once('/').ok_or_else(bad)?;
+        let env = EnvName::new(env).map_err(|_| bad())?;
+        let id = coffer_store::OrchestrationId::new(id).map_err(|_| bad())?;
+        return Ok(WalkPosition::Orchestration(env, id));
+    }
     let (in_functions, text) = match text.strip_prefix(FUNCTION_CURSOR) {
         Some(rest) => (true, rest),
         None => (false, text.as_str()),
@@ -746,20 +755,26 @@ mod tests {
     fn walk_cursors_round_trip_and_say_whether_the_walk_is_in_the_functions() {
         let env = EnvName::new("prod").unwrap();
         let value = WalkPosition::Value(env.clone(), SecretName::new("DB_URL").unwrap());
-        let function = WalkPosition::Function(env, FunctionId::new("fn").unwrap());
+        let function = WalkPosition::Function(env.clone(), FunctionId::new("fn").unwrap());
+        let orchestration = WalkPosition::Orchestration(
+            env,
+            coffer_store::OrchestrationId::new("orch_0123456789abcdef").unwrap(),
+        );
         // A values cursor is what it was before functions were walked: one issued by an
         // older server still resumes.
         assert_eq!(
             encode_walk_cursor(&value),
             URL_SAFE_NO_PAD.encode("prod/DB_URL")
         );
-        for position in [value, function] {
+        for position in [value, function, orchestration] {
             let cursor = encode_walk_cursor(&position);
             assert_eq!(decode_walk_cursor(&cursor).unwrap(), position);
         }
         for forged in [
             "fn:prod",
             "fn:prod/NOT_AN_ID",
+            "orch:prod/orch_xyz",
+            "orch:prod",
             "fn:/f",
             "fn/x/y",
             "prod/not-a-name!",

@@ -2,8 +2,8 @@
 
 use coffer_core::{
     ApiKeyMeta, ConfigEntry, Environment, ImportResult, Imported, KeyStatus, Revision,
-    RewrapCounts, RewrapReport, Role, SecretMeta, UnreadableMark, UnreadableSigning, ValueStatus,
-    VerifyReport,
+    RewrapCounts, RewrapReport, Role, SecretMeta, UnreadableMark, UnreadableParam,
+    UnreadableSigning, ValueStatus, VerifyReport,
 };
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -126,6 +126,8 @@ pub struct RewrapJson {
     updated_concurrently: u64,
     /// The functions' signing secrets (current and previous ones), walked after the values.
     signing_secrets: SigningRewrapJson,
+    /// Orchestrations' encrypted parameters, walked after the functions.
+    orchestration_params: ParamsRewrapJson,
     /// Send it back as `cursor` to continue; `null` when the walk is done.
     #[schema(required = true)]
     next_cursor: Option<String>,
@@ -148,6 +150,34 @@ pub struct SigningRewrapJson {
     updated_concurrently: u64,
 }
 
+/// What a rewrap did with orchestrations' encrypted parameters.
+#[derive(Serialize, ToSchema)]
+#[schema(as = OrchestrationParamsRewrapped)]
+#[serde(rename_all = "camelCase")]
+pub struct ParamsRewrapJson {
+    /// Parameters re-encrypted under the current key version.
+    rewrapped: u64,
+    /// Parameters already under the current version (opened to verify, not rewritten).
+    already_current: u64,
+    /// Parameters that could not be opened with the configured keys (their steps fail
+    /// until they are set again).
+    unreadable: u64,
+    /// Parameters of orchestrations changed while they were being rewrapped (left as
+    /// written).
+    updated_concurrently: u64,
+}
+
+impl From<RewrapCounts> for ParamsRewrapJson {
+    fn from(c: RewrapCounts) -> Self {
+        ParamsRewrapJson {
+            rewrapped: c.rewrapped,
+            already_current: c.already_current,
+            unreadable: c.unreadable,
+            updated_concurrently: c.updated_concurrently,
+        }
+    }
+}
+
 impl RewrapJson {
     pub fn new(r: &RewrapReport, next_cursor: Option<String>) -> Self {
         let RewrapCounts {
@@ -167,6 +197,7 @@ impl RewrapJson {
                 unreadable,
                 updated_concurrently,
             },
+            orchestration_params: r.params.into(),
             next_cursor,
         }
     }
@@ -186,6 +217,10 @@ pub struct VerifyJson {
     signing_secrets_checked: u64,
     /// The signing secrets that did not open; metadata only.
     unreadable_signing_secrets: Vec<UnreadableSigningJson>,
+    /// Orchestrations' encrypted parameters this batch opened, after the functions.
+    orchestration_params_checked: u64,
+    /// The encrypted parameters that did not open; metadata only.
+    unreadable_orchestration_params: Vec<UnreadableParamJson>,
     /// Send it back as `cursor` to continue; `null` when the walk is done.
     #[schema(required = true)]
     next_cursor: Option<String>,
@@ -222,6 +257,40 @@ impl From<&UnreadableSigning> for UnreadableSigningJson {
     }
 }
 
+/// An orchestration's encrypted parameter that does not open with the configured keys:
+/// setting it again (`"encrypt": true` in an update) repairs it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = UnreadableOrchestrationParam)]
+#[serde(rename_all = "camelCase")]
+pub struct UnreadableParamJson {
+    #[schema(example = "production")]
+    environment: String,
+    #[schema(example = "orch_019ad0c1e2f30123456789abcdef")]
+    orchestration: String,
+    #[schema(example = "charge")]
+    step: String,
+    #[schema(example = "API_TOKEN")]
+    param: String,
+    /// The orchestration's revision.
+    #[schema(value_type = u64, minimum = 1)]
+    revision: Revision,
+    /// The key version the parameter is sealed under (0: stored unencrypted).
+    key_version: u32,
+}
+
+impl From<&UnreadableParam> for UnreadableParamJson {
+    fn from(u: &UnreadableParam) -> Self {
+        UnreadableParamJson {
+            environment: u.environment.to_string(),
+            orchestration: u.orchestration.to_string(),
+            step: u.step.clone(),
+            param: u.param.clone(),
+            revision: u.revision,
+            key_version: u.key_version,
+        }
+    }
+}
+
 /// A value that does not open with the configured keys: which secret, which revision,
 /// which key version. Writing the secret again repairs it.
 #[derive(Serialize, ToSchema)]
@@ -248,6 +317,12 @@ impl VerifyJson {
                 .unreadable_signing
                 .iter()
                 .map(UnreadableSigningJson::from)
+                .collect(),
+            orchestration_params_checked: r.params_checked,
+            unreadable_orchestration_params: r
+                .unreadable_params
+                .iter()
+                .map(UnreadableParamJson::from)
                 .collect(),
             next_cursor,
         }
@@ -279,6 +354,8 @@ pub struct KeyStatusJson {
     plaintext_values: u64,
     /// Functions' signing secrets stored unencrypted (written in dev mode).
     plaintext_signing_secrets: u64,
+    /// Orchestrations' encrypted parameters stored unencrypted (written in dev mode).
+    plaintext_orchestration_params: u64,
     /// Values that cannot be opened with the configured keys.
     unreadable_values: u64,
 }
@@ -297,6 +374,8 @@ struct KeyVersionJson {
     values: u64,
     /// Functions' signing secrets (current and previous ones) sealed under this version.
     signing_secrets: u64,
+    /// Orchestrations' encrypted parameters sealed under this version.
+    orchestration_params: u64,
     /// Encryptions made under this version (for its nonce budget).
     encryptions: u64,
 }
@@ -327,11 +406,13 @@ impl From<&KeyStatus> for KeyStatusJson {
                     in_keyring: v.in_keyring,
                     values: v.values,
                     signing_secrets: v.signing_secrets,
+                    orchestration_params: v.params,
                     encryptions: v.encryptions,
                 })
                 .collect(),
             plaintext_values: k.plaintext_values,
             plaintext_signing_secrets: k.plaintext_signing_secrets,
+            plaintext_orchestration_params: k.plaintext_params,
             unreadable_values: k.unreadable_values,
         }
     }

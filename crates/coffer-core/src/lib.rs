@@ -28,7 +28,7 @@ pub use error::CoreError;
 pub use events::{EventPage, EventScope, SharedEvent};
 pub use lifecycle::{
     KeyStatus, KeyVersionStatus, NONCE_BUDGET_WARNING, REWRAP_BATCH, RewrapCounts, RewrapReport,
-    UnreadableSigning, ValueStatus, VerifyReport, WalkPosition,
+    UnreadableParam, UnreadableSigning, ValueStatus, VerifyReport, WalkPosition,
 };
 pub use service::{
     AUTH_CACHE_TTL, Coffer, Encryption, ImportResult, Imported, MAX_CONFIG_VALUE_BYTES, MAX_IMPORT,

@@ -15,13 +15,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use coffer_crypto::{KeyVersion, Keyring, Sealed};
 use coffer_store::{
-    Actor, Catalog, EnvName, FunctionId, FunctionRecord, Replacement, Reseal, Revision, SecretMeta,
-    SecretName, SecretRecord, SigningReplacement, StoredValue, UnreadableMark, ValueCheck,
-    Verification,
+    Actor, Catalog, EnvName, FunctionId, FunctionRecord, OrchestrationId, OrchestrationRecord,
+    Replacement, Reseal, Revision, SecretMeta, SecretName, SecretRecord, SigningReplacement,
+    StepsReplacement, StoredValue, UnreadableMark, ValueCheck, Verification,
 };
 use secrecy::ExposeSecret;
 use zeroize::Zeroizing;
 
+use crate::orchestrations::{StoredParam, param_aad, parse_stored, stored_text};
 use crate::runtime::signing_aad;
 use crate::service::secret_aad;
 use crate::{Coffer, CoreError};
@@ -42,6 +43,8 @@ pub enum WalkPosition {
     Value(EnvName, SecretName),
     /// Past every secret value, after this function's signing secrets.
     Function(EnvName, FunctionId),
+    /// Past every function, after this orchestration's encrypted parameters.
+    Orchestration(EnvName, OrchestrationId),
 }
 
 /// Whether a stored value can be opened with the keys this server has.
@@ -66,6 +69,8 @@ pub struct KeyVersionStatus {
     pub values: u64,
     /// How many functions' signing secrets (current and previous ones) are sealed under it.
     pub signing_secrets: u64,
+    /// How many orchestrations' encrypted parameters are sealed under it.
+    pub params: u64,
     /// How many encryptions it has performed (for the nonce budget).
     pub encryptions: u64,
 }
@@ -81,6 +86,8 @@ pub struct KeyStatus {
     pub plaintext_values: u64,
     /// Functions' signing secrets stored unencrypted (dev mode).
     pub plaintext_signing_secrets: u64,
+    /// Orchestrations' encrypted parameters stored unencrypted (dev mode).
+    pub plaintext_params: u64,
     /// Values known to be unreadable.
     pub unreadable_values: u64,
 }
@@ -96,6 +103,10 @@ pub struct VerifyReport {
     pub signing_checked: u64,
     /// The signing secrets that did not open; metadata only.
     pub unreadable_signing: Vec<UnreadableSigning>,
+    /// Orchestrations' encrypted parameters opened.
+    pub params_checked: u64,
+    /// The encrypted parameters that did not open; metadata only.
+    pub unreadable_params: Vec<UnreadableParam>,
     /// Where the next batch starts; `None` when the walk is complete.
     pub next: Option<WalkPosition>,
 }
@@ -107,8 +118,28 @@ impl VerifyReport {
         self.unreadable.extend(other.unreadable);
         self.signing_checked += other.signing_checked;
         self.unreadable_signing.extend(other.unreadable_signing);
+        self.params_checked += other.params_checked;
+        self.unreadable_params.extend(other.unreadable_params);
         self.next = other.next;
     }
+}
+
+/// An orchestration's encrypted parameter that does not open with the configured keys: the
+/// step's runs fail until it is set again (`encrypt: true` in an update).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnreadableParam {
+    /// The orchestration's environment.
+    pub environment: EnvName,
+    /// The orchestration.
+    pub orchestration: OrchestrationId,
+    /// The step.
+    pub step: String,
+    /// The parameter.
+    pub param: String,
+    /// The orchestration's revision when it was read.
+    pub revision: Revision,
+    /// The key version it is stored under (`0`: plaintext).
+    pub key_version: u32,
 }
 
 /// A function's signing secret that does not open with the configured keys: push
@@ -167,6 +198,8 @@ pub struct RewrapReport {
     pub updated_concurrently: u64,
     /// The functions' signing secrets (current and previous ones), counted the same way.
     pub signing_secrets: RewrapCounts,
+    /// Orchestrations' encrypted parameters, counted the same way.
+    pub params: RewrapCounts,
     /// Where the next batch starts; `None` when the walk is complete.
     pub next: Option<WalkPosition>,
 }
@@ -179,6 +212,7 @@ impl RewrapReport {
         self.unreadable += other.unreadable;
         self.updated_concurrently += other.updated_concurrently;
         self.signing_secrets.absorb(other.signing_secrets);
+        self.params.absorb(other.params);
         self.next = other.next;
     }
 }
@@ -211,6 +245,8 @@ pub(crate) struct WalkBatch {
     pub(crate) unreadable: Vec<UnreadableMark>,
     pub(crate) signing_checked: u64,
     pub(crate) unreadable_signing: Vec<UnreadableSigning>,
+    pub(crate) params_checked: u64,
+    pub(crate) unreadable_params: Vec<UnreadableParam>,
 }
 
 /// Encryptions per key version: counted in memory, added to the catalog by
@@ -385,6 +421,7 @@ impl Coffer {
         self.require_admin(who)?;
         let counts = self.secrets().count_by_key_version().await?;
         let signing = self.catalog().count_signing_by_key_version().await?;
+        let params = self.count_params_by_key_version().await?;
         // Versions outside the keyring are not counted in memory; their totals (from when a
         // ring held them) are only in the catalog.
         let recorded = self.catalog().encryption_counts().await?;
@@ -394,7 +431,11 @@ impl Coffer {
             .into_iter()
             .flat_map(Keyring::versions)
             .map(KeyVersion::get);
-        let stored = counts.keys().chain(signing.keys()).copied();
+        let stored = counts
+            .keys()
+            .chain(signing.keys())
+            .chain(params.keys())
+            .copied();
         for version in in_ring.chain(stored.filter(|v| *v != 0)) {
             let kv = KeyVersion::new(version).ok();
             versions.entry(version).or_insert(KeyVersionStatus {
@@ -403,6 +444,7 @@ impl Coffer {
                 in_keyring: kv.is_some_and(|v| ring.is_some_and(|r| r.contains(v))),
                 values: counts.get(&version).copied().unwrap_or(0),
                 signing_secrets: signing.get(&version).copied().unwrap_or(0),
+                params: params.get(&version).copied().unwrap_or(0),
                 encryptions: kv.map_or(0, |v| {
                     if self.encryptions.tracks(v) {
                         self.encryptions.total(v)
@@ -417,6 +459,7 @@ impl Coffer {
             versions: versions.into_values().collect(),
             plaintext_values: counts.get(&0).copied().unwrap_or(0),
             plaintext_signing_secrets: signing.get(&0).copied().unwrap_or(0),
+            plaintext_params: params.get(&0).copied().unwrap_or(0),
             unreadable_values: self.unreadable_count(Some(&counts)).await?,
         })
     }
@@ -484,7 +527,12 @@ impl Coffer {
         let mut out = WalkBatch::default();
         let mut room = limit.max(1);
         let mut values = Resealed::default();
+        let mut orchestrations_after = None;
         let functions_after = match after {
+            Some(WalkPosition::Orchestration(env, id)) => {
+                orchestrations_after = Some((env.clone(), id.clone()));
+                None
+            }
             Some(WalkPosition::Function(env, id)) => Some((env.clone(), id.clone())),
             value_after => {
                 let value_after = match value_after {
@@ -511,12 +559,14 @@ impl Coffer {
             }
         };
         let mut signing = ResealedSigning::default();
-        if room > 0 {
+        let in_orchestrations = orchestrations_after.is_some();
+        if room > 0 && !in_orchestrations {
             let functions = self
                 .catalog()
                 .scan_functions(functions_after.as_ref(), room)
                 .await?;
-            if functions.len() == room {
+            room -= functions.len();
+            if room == 0 {
                 out.rewrap.next = functions
                     .last()
                     .map(|f| WalkPosition::Function(f.environment.clone(), f.id.clone()));
@@ -528,15 +578,35 @@ impl Coffer {
             .await
             .map_err(|_| CoreError::Crypto)??;
         }
+        let mut params = ResealedParams::default();
+        if room > 0 {
+            let orchestrations = self
+                .catalog()
+                .scan_orchestrations(orchestrations_after.as_ref(), room)
+                .await?;
+            if orchestrations.len() == room {
+                out.rewrap.next = orchestrations
+                    .last()
+                    .map(|o| WalkPosition::Orchestration(o.environment.clone(), o.id.clone()));
+            }
+            let ring = ring.clone();
+            params = tokio::task::spawn_blocking(move || {
+                reseal_params(ring.as_deref(), orchestrations, walk)
+            })
+            .await
+            .map_err(|_| CoreError::Crypto)??;
+        }
         if let Some(ring) = self.keyring() {
             let sealed = values.batch.len() as u64
-                + signing.batch.iter().map(|r| r.stored_anew()).sum::<u64>();
+                + signing.batch.iter().map(|r| r.stored_anew()).sum::<u64>()
+                + params.batch.iter().map(|r| r.stored_anew).sum::<u64>();
             self.encryptions.count_n(ring.current(), sealed);
         }
         out.signing_checked = signing.checked;
+        out.params_checked = params.checked;
         let verified = walk.verifies().then_some(Verification {
             by: actor,
-            checked: out.checked + out.signing_checked,
+            checked: out.checked + out.signing_checked + out.params_checked,
         });
         self.catalog()
             .record_checks(&values.checks, verified)
@@ -579,7 +649,54 @@ impl Coffer {
             }
         }
         out.unreadable_signing = signing.unreadable;
+        let counts = &mut report.params;
+        counts.unreadable += params.unreadable.len() as u64;
+        counts.already_current += params.already_current;
+        if !params.batch.is_empty() {
+            let stored_anew: Vec<u64> = params.batch.iter().map(|r| r.stored_anew).collect();
+            let applied = self
+                .catalog()
+                .replace_orchestration_steps(params.batch, actor)
+                .await?;
+            for (applied, n) in applied.into_iter().zip(stored_anew) {
+                if applied {
+                    counts.rewrapped += n;
+                } else {
+                    counts.updated_concurrently += n;
+                }
+            }
+        }
+        out.unreadable_params = params.unreadable;
         Ok(out)
+    }
+
+    /// How many orchestrations' encrypted parameters are stored under each key version
+    /// (`0` = plaintext): read from every orchestration's stored steps.
+    pub(crate) async fn count_params_by_key_version(
+        &self,
+    ) -> Result<BTreeMap<u32, u64>, CoreError> {
+        let mut counts = BTreeMap::new();
+        let mut after: Option<(EnvName, OrchestrationId)> = None;
+        loop {
+            let page = self
+                .catalog()
+                .scan_orchestrations(after.as_ref(), REWRAP_BATCH)
+                .await?;
+            let done = page.len() < REWRAP_BATCH;
+            after = page.last().map(|o| (o.environment.clone(), o.id.clone()));
+            for o in page {
+                for step in parse_stored(&o.steps)? {
+                    for p in step.params.values() {
+                        if let StoredParam::Sealed(v) = p {
+                            *counts.entry(v.key_version_number()).or_insert(0) += 1;
+                        }
+                    }
+                }
+            }
+            if done {
+                return Ok(counts);
+            }
+        }
     }
 
     /// Walks every value once, as Coffer itself; used at start-up.
@@ -615,6 +732,15 @@ struct ResealedSigning {
     batch: Vec<SigningReplacement>,
     checked: u64,
     unreadable: Vec<UnreadableSigning>,
+    already_current: u64,
+}
+
+/// What one batch of a walk decided about orchestrations' encrypted parameters.
+#[derive(Default)]
+struct ResealedParams {
+    batch: Vec<StepsReplacement>,
+    checked: u64,
+    unreadable: Vec<UnreadableParam>,
     already_current: u64,
 }
 
@@ -752,6 +878,58 @@ fn reseal_signing(
         };
         if replacement.stored_anew() > 0 {
             out.batch.push(replacement);
+        }
+    }
+    Ok(out)
+}
+
+/// [`visit`]s every orchestration's encrypted parameters. An orchestration with a parameter
+/// to store anew becomes one replacement pinned to the steps as read. Pure CPU: runs on a
+/// blocking thread.
+fn reseal_params(
+    ring: Option<&Keyring>,
+    orchestrations: Vec<OrchestrationRecord>,
+    walk: Walk,
+) -> Result<ResealedParams, CoreError> {
+    let mut out = ResealedParams::default();
+    for o in orchestrations {
+        let mut steps = parse_stored(&o.steps)?;
+        let mut stored_anew = 0;
+        for step in &mut steps {
+            let step_id = step.step.id().to_owned();
+            for (name, p) in &mut step.params {
+                let StoredParam::Sealed(value) = p else {
+                    continue;
+                };
+                out.checked += 1;
+                let aad = param_aad(&o.environment_id, &o.id, &step_id, name);
+                match visit(ring, walk, value, aad.as_bytes())? {
+                    Visit::Unreadable => out.unreadable.push(UnreadableParam {
+                        environment: o.environment.clone(),
+                        orchestration: o.id.clone(),
+                        step: step_id.clone(),
+                        param: name.clone(),
+                        revision: o.revision,
+                        key_version: value.key_version_number(),
+                    }),
+                    Visit::Kept => out.already_current += 1,
+                    Visit::Resealed(new) => {
+                        *value = new;
+                        stored_anew += 1;
+                    }
+                }
+            }
+        }
+        if stored_anew > 0 {
+            out.batch.push(StepsReplacement {
+                new: stored_text(&steps)?,
+                read: o.steps,
+                environment: o.environment,
+                environment_id: o.environment_id,
+                id: o.id,
+                revision: o.revision,
+                stored_anew,
+            });
         }
     }
     Ok(out)

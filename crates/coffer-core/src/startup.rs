@@ -70,18 +70,20 @@ pub enum StartupError {
     /// Dev mode on data that holds encrypted values or signing secrets.
     #[error(
         "no key is configured, but {} encrypted and could not be read: set the key they were written with",
-        stored_secrets(*count, *signing_secrets, "is", "are")
+        stored_secrets(*count, *signing_secrets, *params, "is", "are")
     )]
     EncryptedValuesNeedKey {
         /// How many values are encrypted.
         count: u64,
         /// How many functions' signing secrets are encrypted.
         signing_secrets: u64,
+        /// How many orchestrations' encrypted parameters are encrypted.
+        params: u64,
     },
     /// A key that does not open its version's canary.
     #[error(
         "key version {version} is wrong: it does not open the canary sealed under version {version} ({} that version); restore the original key for version {version}",
-        stored_secrets(*values, *signing_secrets, "uses", "use")
+        stored_secrets(*values, *signing_secrets, *params, "uses", "use")
     )]
     WrongKey {
         /// The version whose key is wrong.
@@ -90,12 +92,14 @@ pub enum StartupError {
         values: u64,
         /// How many functions' signing secrets depend on it.
         signing_secrets: u64,
+        /// How many orchestrations' encrypted parameters depend on it.
+        params: u64,
     },
     /// Values or signing secrets stored under a version the keyring no longer has.
     #[error(
         "key version {version} is missing from the keyring but {} it; add it back (then run `coffer keys rewrap` before removing it), or start with --allow-unreadable to leave {} unreadable",
-        stored_secrets(*values, *signing_secrets, "uses", "use"),
-        if *signing_secrets > 0 { "them" } else { "those values" }
+        stored_secrets(*values, *signing_secrets, *params, "uses", "use"),
+        if *signing_secrets + *params > 0 { "them" } else { "those values" }
     )]
     MissingKeyVersion {
         /// The missing version.
@@ -105,6 +109,9 @@ pub enum StartupError {
         /// How many functions' signing secrets depend on it: push deliveries of those
         /// functions cannot be signed without it.
         signing_secrets: u64,
+        /// How many orchestrations' encrypted parameters depend on it: their steps fail
+        /// without it.
+        params: u64,
     },
     /// `COFFER_ADMIN_KEY` does not look like a key.
     #[error("COFFER_ADMIN_KEY must be 32-512 visible ASCII characters (no spaces)")]
@@ -138,7 +145,8 @@ impl StartupOptions {
             // signing secrets) that a key must now encrypt. It verifies everything on the
             // way (as `coffer keys verify` does).
             let plaintext = |c: &BTreeMap<u32, u64>| c.get(&0).is_some_and(|n| *n > 0);
-            if plaintext(&counts.values) || plaintext(&counts.signing) {
+            if plaintext(&counts.values) || plaintext(&counts.signing) || plaintext(&counts.params)
+            {
                 let walk = coffer.walk_all(Walk::MigratePlaintext).await?;
                 migrated_plaintext = walk.rewrapped;
                 migrated_signing_secrets = walk.signing_secrets.rewrapped;
@@ -187,13 +195,15 @@ struct StoredCounts {
     values: BTreeMap<u32, u64>,
     /// Functions' signing secrets, current and previous ones.
     signing: BTreeMap<u32, u64>,
+    /// Orchestrations' encrypted parameters.
+    params: BTreeMap<u32, u64>,
 }
 
 impl StoredCounts {
-    /// The values and signing secrets stored under `version`.
-    fn of(&self, version: u32) -> (u64, u64) {
+    /// The values, signing secrets and encrypted parameters stored under `version`.
+    fn of(&self, version: u32) -> (u64, u64, u64) {
         let get = |c: &BTreeMap<u32, u64>| c.get(&version).copied().unwrap_or(0);
-        (get(&self.values), get(&self.signing))
+        (get(&self.values), get(&self.signing), get(&self.params))
     }
 
     /// Every key version something is stored under, plaintext (`0`) included.
@@ -201,6 +211,7 @@ impl StoredCounts {
         self.values
             .keys()
             .chain(self.signing.keys())
+            .chain(self.params.keys())
             .copied()
             .collect()
     }
@@ -216,16 +227,22 @@ async fn check_keys(
     let counts = StoredCounts {
         values: coffer.secrets().count_by_key_version().await?,
         signing: coffer.catalog().count_signing_by_key_version().await?,
+        params: coffer.count_params_by_key_version().await?,
     };
     let Some(ring) = coffer.keyring() else {
         let sealed = |c: &BTreeMap<u32, u64>| -> u64 {
             c.iter().filter(|(v, _)| **v != 0).map(|(_, n)| n).sum()
         };
-        let (count, signing_secrets) = (sealed(&counts.values), sealed(&counts.signing));
-        return if count + signing_secrets > 0 {
+        let (count, signing_secrets, params) = (
+            sealed(&counts.values),
+            sealed(&counts.signing),
+            sealed(&counts.params),
+        );
+        return if count + signing_secrets + params > 0 {
             Err(StartupError::EncryptedValuesNeedKey {
                 count,
                 signing_secrets,
+                params,
             })
         } else {
             Ok((Vec::new(), counts))
@@ -234,11 +251,12 @@ async fn check_keys(
     for version in counts.versions() {
         let known = KeyVersion::new(version).is_ok_and(|v| ring.contains(v));
         if version != 0 && !known && !allow_unreadable {
-            let (values, signing_secrets) = counts.of(version);
+            let (values, signing_secrets, params) = counts.of(version);
             return Err(StartupError::MissingKeyVersion {
                 version,
                 values,
                 signing_secrets,
+                params,
             });
         }
     }
@@ -251,11 +269,12 @@ async fn check_keys(
                 .is_err()
             {
                 let version = canary.key_version;
-                let (values, signing_secrets) = counts.of(version.get());
+                let (values, signing_secrets, params) = counts.of(version.get());
                 return Err(StartupError::WrongKey {
                     version,
                     values,
                     signing_secrets,
+                    params,
                 });
             }
         }
@@ -299,18 +318,25 @@ async fn bootstrap(
 /// `1 stored value is` / `3 stored values are` / `3 stored values and 1 function signing
 /// secret are`: counts in messages read as English. Signing secrets are named only when
 /// there are some.
-fn stored_secrets(values: u64, signing: u64, one: &str, many: &str) -> String {
+fn stored_secrets(values: u64, signing: u64, params: u64, one: &str, many: &str) -> String {
     let count = |n: u64, what: &str| {
         let s = if n == 1 { "" } else { "s" };
         format!("{n} {what}{s}")
     };
     let mut parts = Vec::new();
-    if values > 0 || signing == 0 {
+    if values > 0 || signing + params == 0 {
         parts.push(count(values, "stored value"));
     }
     if signing > 0 {
         parts.push(count(signing, "function signing secret"));
     }
-    let verb = if values + signing == 1 { one } else { many };
+    if params > 0 {
+        parts.push(count(params, "orchestration param"));
+    }
+    let verb = if values + signing + params == 1 {
+        one
+    } else {
+        many
+    };
     format!("{} {verb}", parts.join(" and "))
 }

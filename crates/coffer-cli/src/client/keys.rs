@@ -42,6 +42,8 @@ struct KeyStatus {
     // A server from before functions' signing secrets were counted sends none.
     #[serde(default)]
     plaintext_signing_secrets: u64,
+    #[serde(default)]
+    plaintext_orchestration_params: u64,
     unreadable_values: u64,
 }
 
@@ -54,6 +56,8 @@ struct KeyVersion {
     values: u64,
     #[serde(default)]
     signing_secrets: u64,
+    #[serde(default)]
+    orchestration_params: u64,
     encryptions: u64,
 }
 
@@ -94,6 +98,8 @@ struct Rewrap {
     values: RewrapCounts,
     #[serde(default)]
     signing_secrets: RewrapCounts,
+    #[serde(default)]
+    orchestration_params: RewrapCounts,
     #[serde(skip_serializing)]
     next_cursor: Option<String>,
 }
@@ -107,7 +113,22 @@ struct VerifyStep {
     signing_secrets_checked: u64,
     #[serde(default)]
     unreadable_signing_secrets: Vec<UnreadableSigning>,
+    #[serde(default)]
+    orchestration_params_checked: u64,
+    #[serde(default)]
+    unreadable_orchestration_params: Vec<UnreadableParam>,
     next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UnreadableParam {
+    environment: String,
+    orchestration: String,
+    step: String,
+    param: String,
+    revision: u64,
+    key_version: u32,
 }
 
 #[derive(Deserialize, Serialize)]
@@ -137,6 +158,8 @@ struct Verified {
     unreadable: Vec<Unreadable>,
     signing_secrets_checked: u64,
     unreadable_signing_secrets: Vec<UnreadableSigning>,
+    orchestration_params_checked: u64,
+    unreadable_orchestration_params: Vec<UnreadableParam>,
 }
 
 impl Session {
@@ -154,10 +177,11 @@ impl Session {
         let status: KeyStatus = parse(&self.api.get(&["v1", "keys"], &[]).await?)?;
         let total = status.plaintext_values
             + status.plaintext_signing_secrets
+            + status.plaintext_orchestration_params
             + status
                 .keys
                 .iter()
-                .map(|k| k.values + k.signing_secrets)
+                .map(|k| k.values + k.signing_secrets + k.orchestration_params)
                 .sum::<u64>();
         Ok(ProgressBar::new(total).with_style(
             ProgressStyle::with_template(
@@ -178,13 +202,19 @@ impl Session {
                 .post(&["v1", "keys", "verify"], JsonBody::new(&body, 0)?)
                 .await?;
             let step: VerifyStep = parse(&answer)?;
-            bar.inc(step.checked + step.signing_secrets_checked);
+            bar.inc(
+                step.checked + step.signing_secrets_checked + step.orchestration_params_checked,
+            );
             found.checked += step.checked;
             found.unreadable.extend(step.unreadable);
             found.signing_secrets_checked += step.signing_secrets_checked;
             found
                 .unreadable_signing_secrets
                 .extend(step.unreadable_signing_secrets);
+            found.orchestration_params_checked += step.orchestration_params_checked;
+            found
+                .unreadable_orchestration_params
+                .extend(step.unreadable_orchestration_params);
             match step.next_cursor {
                 Some(next) if Some(&next) == cursor.as_ref() => {
                     bail!("the server did not advance the verification")
@@ -259,6 +289,45 @@ impl Session {
                     &rows,
                 ));
             }
+            // Only installations with orchestrations have encrypted params to speak of.
+            if found.orchestration_params_checked > 0 {
+                text.push_str(&format!(
+                    "checked {}: {} unreadable\n",
+                    output::count(
+                        found.orchestration_params_checked,
+                        "orchestration param",
+                        "orchestration params"
+                    ),
+                    found.unreadable_orchestration_params.len()
+                ));
+            }
+            if !found.unreadable_orchestration_params.is_empty() {
+                let rows: Vec<Vec<String>> = found
+                    .unreadable_orchestration_params
+                    .iter()
+                    .map(|u| {
+                        vec![
+                            output::printable(&u.environment),
+                            output::printable(&u.orchestration),
+                            output::printable(&u.step),
+                            output::printable(&u.param),
+                            u.revision.to_string(),
+                            u.key_version.to_string(),
+                        ]
+                    })
+                    .collect();
+                text.push_str(&output::table(
+                    &[
+                        "ENVIRONMENT",
+                        "ORCHESTRATION",
+                        "STEP",
+                        "PARAM",
+                        "REVISION",
+                        "KEY-VERSION",
+                    ],
+                    &rows,
+                ));
+            }
             output::emit(&text)?;
         }
         let mut problems = Vec::new();
@@ -274,6 +343,13 @@ impl Session {
             problems.push(format!(
                 "{} cannot be opened with the server's keys, so push deliveries cannot be signed with them; rotating a function's signing secret (POST /v1/environments/{{env}}/functions/{{id}}/signing-secret) repairs it (or restore the key its version needs)",
                 output::count(n, "function signing secret", "function signing secrets")
+            ));
+        }
+        if !found.unreadable_orchestration_params.is_empty() {
+            let n = found.unreadable_orchestration_params.len() as u64;
+            problems.push(format!(
+                "{} cannot be opened with the server's keys, so their steps fail; setting one again (\"encrypt\": true in `coffer orchestration update`) repairs it (or restore the key its version needs)",
+                output::count(n, "orchestration param", "orchestration params")
             ));
         }
         if problems.is_empty() {
@@ -308,6 +384,7 @@ impl Session {
                     yes(k.in_keyring),
                     k.values.to_string(),
                     k.signing_secrets.to_string(),
+                    k.orchestration_params.to_string(),
                     k.encryptions.to_string(),
                 ]
             })
@@ -319,13 +396,17 @@ impl Session {
                 "IN-KEYRING",
                 "VALUES",
                 "SIGNING-SECRETS",
+                "ORCHESTRATION-PARAMS",
                 "ENCRYPTIONS",
             ],
             &rows,
         );
         text.push_str(&format!(
-            "plaintext values: {}, plaintext signing secrets: {}, unreadable values: {}\n",
-            status.plaintext_values, status.plaintext_signing_secrets, status.unreadable_values
+            "plaintext values: {}, plaintext signing secrets: {}, plaintext orchestration params: {}, unreadable values: {}\n",
+            status.plaintext_values,
+            status.plaintext_signing_secrets,
+            status.plaintext_orchestration_params,
+            status.unreadable_values
         ));
         output::emit(&text)
     }
@@ -340,9 +421,14 @@ impl Session {
                 .post(&["v1", "keys", "rewrap"], JsonBody::new(&body, 0)?)
                 .await?;
             let step: Rewrap = parse(&answer)?;
-            bar.inc(step.values.total() + step.signing_secrets.total());
+            bar.inc(
+                step.values.total()
+                    + step.signing_secrets.total()
+                    + step.orchestration_params.total(),
+            );
             sum.values.add(step.values);
             sum.signing_secrets.add(step.signing_secrets);
+            sum.orchestration_params.add(step.orchestration_params);
             match step.next_cursor {
                 Some(next) if Some(&next) == sum.next_cursor.as_ref() => {
                     bail!("the server did not advance the rewrap")
@@ -380,6 +466,18 @@ impl Session {
                 }
             );
         }
+        let unreadable = sum.orchestration_params.unreadable;
+        if unreadable > 0 {
+            eprintln!(
+                "warning: {} could not be opened and left as {}; `coffer keys verify` names them (setting one again in `coffer orchestration update` repairs it)",
+                output::count(unreadable, "orchestration param", "orchestration params"),
+                if unreadable == 1 {
+                    "it was"
+                } else {
+                    "they were"
+                }
+            );
+        }
         if self.json {
             return output::emit(&output::json(
                 &serde_json::to_value(&sum).unwrap_or(Value::Null),
@@ -391,6 +489,12 @@ impl Session {
             text.push_str(&format!(
                 "function signing secrets: {}\n",
                 sum.signing_secrets.summary()
+            ));
+        }
+        if sum.orchestration_params.total() > 0 {
+            text.push_str(&format!(
+                "orchestration params: {}\n",
+                sum.orchestration_params.summary()
             ));
         }
         output::emit(&text)

@@ -87,6 +87,8 @@ impl Command for Verify {
                 unreadable: found.unreadable,
                 signing_checked: found.signing_checked,
                 unreadable_signing: found.unreadable_signing,
+                params_checked: found.params_checked,
+                unreadable_params: found.unreadable_params,
                 next: found.rewrap.next,
             });
             if self.limit.is_some() || report.next.is_none() {

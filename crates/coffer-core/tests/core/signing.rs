@@ -196,7 +196,8 @@ async fn a_key_that_signing_secrets_use_cannot_leave_before_the_rewrap() {
             StartupError::MissingKeyVersion {
                 version: 1,
                 values: 0,
-                signing_secrets: 1
+                signing_secrets: 1,
+                params: 0
             }
         ),
         "{err}"
@@ -305,7 +306,8 @@ async fn the_first_start_with_a_key_encrypts_dev_mode_signing_secrets() {
             refused,
             Some(StartupError::EncryptedValuesNeedKey {
                 count: 0,
-                signing_secrets: 1
+                signing_secrets: 1,
+                params: 0
             })
         ),
         "{refused:?}"
