@@ -10,6 +10,7 @@ mod config;
 mod functions;
 mod journal;
 mod lifecycle;
+mod orchestrations;
 mod runtime;
 mod signing;
 mod startup;
