@@ -40,6 +40,11 @@ enum Setup {
     /// A fresh run of `fn-run` in env-a, leased by env-a's runtime key (attempt 1): `{x}`
     /// is its id.
     LeasedRunInA,
+    /// A fresh orchestration of env-a running `fn-run`: `{x}` is its id.
+    OrchestrationInA,
+    /// A fresh run of such an orchestration (no machine runs here: it stays at its first
+    /// step, so approving it is a conflict): `{x}` is its id.
+    OrchestrationRunInA,
 }
 
 struct Case {
@@ -298,7 +303,105 @@ fn cases() -> Vec<Case> {
             LeasedRunInA,
             [401, 401, 403, 403, 403, 200, 403],
         ),
+        c(
+            Method::GET,
+            "/v1/environments/env-a/orchestrations",
+            None,
+            Nothing,
+            [401, 401, 200, 200, 403, 403, 403],
+        ),
+        c(
+            Method::POST,
+            "/v1/environments/env-a/orchestrations",
+            Some(orchestration_body),
+            Nothing,
+            [401, 401, 201, 201, 403, 403, 403],
+        ),
+        c(
+            Method::GET,
+            "/v1/environments/env-a/orchestrations/{x}",
+            None,
+            OrchestrationInA,
+            [401, 401, 200, 200, 403, 403, 403],
+        ),
+        c(
+            Method::PUT,
+            "/v1/environments/env-a/orchestrations/{x}",
+            Some(orchestration_body),
+            OrchestrationInA,
+            [401, 401, 200, 200, 403, 403, 403],
+        ),
+        c(
+            Method::DELETE,
+            "/v1/environments/env-a/orchestrations/{x}",
+            None,
+            OrchestrationInA,
+            [401, 401, 204, 204, 403, 403, 403],
+        ),
+        c(
+            Method::POST,
+            "/v1/environments/env-a/orchestrations/{x}/runs",
+            Some(|| json!({"params": {"n": 1}})),
+            OrchestrationInA,
+            [401, 401, 202, 202, 403, 403, 403],
+        ),
+        c(
+            Method::GET,
+            "/v1/environments/env-a/orchestration-runs",
+            None,
+            Nothing,
+            [401, 401, 200, 200, 403, 403, 403],
+        ),
+        c(
+            Method::GET,
+            "/v1/environments/env-a/orchestration-runs/{x}",
+            None,
+            OrchestrationRunInA,
+            [401, 401, 200, 200, 403, 403, 403],
+        ),
+        c(
+            Method::POST,
+            "/v1/environments/env-a/orchestration-runs/{x}/approve",
+            None,
+            OrchestrationRunInA,
+            [401, 401, 409, 409, 403, 403, 403],
+        ),
+        c(
+            Method::POST,
+            "/v1/environments/env-a/orchestration-runs/{x}/reject",
+            Some(|| json!({"reason": "no"})),
+            OrchestrationRunInA,
+            [401, 401, 409, 409, 403, 403, 403],
+        ),
     ]
+}
+
+fn orchestration_body() -> Value {
+    json!({"name": "authz", "steps": [
+        {"id": "a", "type": "compute", "functionId": "fn-run",
+         "encryptedParams": {"T": {"value": "authz-param", "encrypt": true}}}]})
+}
+
+/// Creates an orchestration in env-a; returns its id.
+async fn orchestration_in_a(s: &Server) -> String {
+    let (status, body) = s
+        .admin(
+            Method::POST,
+            "/v1/environments/env-a/orchestrations",
+            Some(orchestration_body()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+/// Starts a run of a new orchestration in env-a; returns the run's id.
+async fn orchestration_run_in_a(s: &Server) -> String {
+    let id = orchestration_in_a(s).await;
+    let path = format!("/v1/environments/env-a/orchestrations/{id}/runs");
+    let (status, body) = s.admin(Method::POST, &path, None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    body["id"].as_str().unwrap().to_owned()
 }
 
 fn unique(prefix: &str) -> String {
@@ -418,6 +521,14 @@ async fn every_route_gives_each_caller_the_documented_status() {
                 Setup::FunctionInA => function_in_a(&s).await,
                 Setup::LeasedRunInA => {
                     let id = leased_run_in_a(&s, &keys).await;
+                    path = path.replace("{x}", &id);
+                }
+                Setup::OrchestrationInA => {
+                    let id = orchestration_in_a(&s).await;
+                    path = path.replace("{x}", &id);
+                }
+                Setup::OrchestrationRunInA => {
+                    let id = orchestration_run_in_a(&s).await;
                     path = path.replace("{x}", &id);
                 }
             }

@@ -12,5 +12,6 @@ mod events;
 mod input;
 mod limits;
 mod openapi;
+mod orchestrations;
 mod runtime;
 mod secrets;
