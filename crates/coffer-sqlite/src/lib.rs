@@ -20,6 +20,7 @@ mod catalog;
 mod config;
 mod functions;
 mod journal;
+mod orchestrations;
 mod runs;
 mod secrets;
 mod writer;
