@@ -8,7 +8,8 @@ CREATE TABLE orchestrations (
     environment TEXT COLLATE "C" NOT NULL,
     environment_id TEXT COLLATE "C" NOT NULL,
     id TEXT COLLATE "C" NOT NULL,
-    name TEXT NOT NULL,
+    -- A label, never compared; bytes all the same, as every name column here.
+    name TEXT COLLATE "C" NOT NULL,
     steps TEXT NOT NULL,
     revision BIGINT NOT NULL,
     created_at BIGINT NOT NULL,

@@ -142,14 +142,21 @@ async fn get_flow(store: &impl Catalog, e: &EnvName, id: &OrchestrationRunId) ->
 /// deleted; each write is journaled as `system.orchestration.{id}.{verb}`.
 pub async fn orchestrations_are_created_updated_listed_and_deleted(store: Arc<impl Catalog>) {
     let prod = new_environment(&*store, "prod", 1).await;
-    let (o1, o2, o3) = (orchestration_id(1), orchestration_id(2), orchestration_id(3));
+    let (o1, o2, o3) = (
+        orchestration_id(1),
+        orchestration_id(2),
+        orchestration_id(3),
+    );
     let head = store.last_event_id().await.unwrap();
     let first = put(&*store, &prod, &o1, "[1]", Precondition::Absent, 10)
         .await
         .unwrap();
     assert!(first.created);
     let r = &first.record;
-    assert_eq!((r.revision, r.created_at, r.updated_at), (1, at(10), at(10)));
+    assert_eq!(
+        (r.revision, r.created_at, r.updated_at),
+        (1, at(10), at(10))
+    );
     assert_eq!((r.name.as_str(), r.steps.as_str()), ("deploy", "[1]"));
     assert_eq!(r.environment_id, prod.id);
     let again = put(&*store, &prod, &o1, "[x]", Precondition::Absent, 11).await;
@@ -162,7 +169,10 @@ pub async fn orchestrations_are_created_updated_listed_and_deleted(store: Arc<im
         .unwrap();
     assert!(!second.created);
     let r = &second.record;
-    assert_eq!((r.revision, r.created_at, r.updated_at), (2, at(10), at(20)));
+    assert_eq!(
+        (r.revision, r.created_at, r.updated_at),
+        (2, at(10), at(20))
+    );
     let stale = put(&*store, &prod, &o1, "[x]", Precondition::Revision(1), 21).await;
     assert!(
         matches!(stale, Err(StoreError::Conflict { current: Some(2) })),
@@ -327,7 +337,13 @@ pub async fn orchestration_and_flow_writes_recheck_the_actor_and_the_incarnation
         .unwrap()
         .unwrap();
     assert_eq!((kept.revision, kept.steps.as_str()), (1, "[1]"));
-    assert!(store.get_flow(&prod.name, &flow_id(2)).await.unwrap().is_none());
+    assert!(
+        store
+            .get_flow(&prod.name, &flow_id(2))
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(get_flow(&*store, &prod.name, &flow.id).await, flow);
     assert!(store.get_run(&prod.name, &run_id).await.unwrap().is_none());
     assert!(
@@ -379,9 +395,16 @@ pub async fn orchestrations_are_scanned_across_environments_in_order(store: Arc<
     for name in ["staging", "prod", "dev"] {
         let e = new_environment(&*store, name, 1).await;
         for n in [3, 1, 2] {
-            put(&*store, &e, &orchestration_id(n), "[]", Precondition::Absent, 5)
-                .await
-                .unwrap();
+            put(
+                &*store,
+                &e,
+                &orchestration_id(n),
+                "[]",
+                Precondition::Absent,
+                5,
+            )
+            .await
+            .unwrap();
             wanted.push((name.to_owned(), orchestration_id(n)));
         }
     }
@@ -405,9 +428,7 @@ pub async fn orchestrations_are_scanned_across_environments_in_order(store: Arc<
 /// text it was read at, keeps revision and timestamps, and the applied ones are one
 /// `keys.rewrapped` row and event counting what they stored anew; nothing applied, nothing
 /// journaled.
-pub async fn steps_replacements_apply_only_at_the_read_revision_and_text(
-    store: Arc<impl Catalog>,
-) {
+pub async fn steps_replacements_apply_only_at_the_read_revision_and_text(store: Arc<impl Catalog>) {
     let e = new_environment(&*store, "prod", 1).await;
     let (o1, o2, o3, o4) = (
         orchestration_id(1),
@@ -508,13 +529,20 @@ pub async fn flows_are_started_and_listed_newest_first_filtered_and_paginated(
     let first = start(&*store, &prod, 1, &oa, 10).await;
     assert_eq!(first.status, FlowStatus::Running);
     assert_eq!(first.version, 1);
-    assert_eq!((first.wake_at, first.lease_expires_at), (Some(at(10)), None));
+    assert_eq!(
+        (first.wake_at, first.lease_expires_at),
+        (Some(at(10)), None)
+    );
     assert_eq!((first.created_at, first.updated_at), (at(10), at(10)));
     assert_eq!(first.decision, None);
     assert_eq!(first.environment_id, prod.id);
     assert_eq!(first.current_step.as_deref(), Some("a"));
     assert_eq!(
-        (first.steps.as_str(), first.state.as_str(), first.params.as_str()),
+        (
+            first.steps.as_str(),
+            first.state.as_str(),
+            first.params.as_str()
+        ),
         (r#"[{"id":"a"},{"id":"b"}]"#, r#"{"n":0}"#, r#"{"p":1}"#)
     );
     assert_eq!(get_flow(&*store, &prod.name, &first.id).await, first);
@@ -527,7 +555,10 @@ pub async fn flows_are_started_and_listed_newest_first_filtered_and_paginated(
     );
     let events = store.events_after(head, 10).await.unwrap();
     assert_eq!(
-        events.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>(),
+        events
+            .iter()
+            .map(|e| e.subject.as_str())
+            .collect::<Vec<_>>(),
         [format!("system.orchestration.run.{}.started", first.id)]
     );
     assert_eq!(events[0].revision, Some(1));
@@ -617,7 +648,11 @@ pub async fn a_flow_lease_takes_due_runs_once_and_an_expired_lease_passes_on(
     assert_eq!(ids(&leased), [waiting.id.clone(), f2.id.clone()]);
     assert!(leased.iter().all(|f| f.lease_expires_at == Some(at(100))));
     let leased = store.lease_flows(10, at(100), at(25)).await.unwrap();
-    assert_eq!(ids(&leased), [f1.id.clone()], "held runs are not leased again");
+    assert_eq!(
+        ids(&leased),
+        [f1.id.clone()],
+        "held runs are not leased again"
+    );
     assert_eq!(
         ids(&store.lease_flows(10, at(200), at(99)).await.unwrap()),
         [f3.id.clone()],
@@ -632,7 +667,13 @@ pub async fn a_flow_lease_takes_due_runs_once_and_an_expired_lease_passes_on(
         ids(&again),
         [waiting.id.clone(), f2.id.clone(), f1.id.clone()]
     );
-    assert!(store.lease_flows(10, at(400), at(150)).await.unwrap().is_empty());
+    assert!(
+        store
+            .lease_flows(10, at(400), at(150))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.last_event_id().await.unwrap(), head, "not journaled");
     // A step releases the lease.
     let taken = get_flow(&*store, &prod.name, &f1.id).await;
@@ -758,12 +799,25 @@ pub async fn a_flow_step_applies_only_at_its_version_and_starts_its_run(store: A
         "{refused:?}"
     );
     assert_eq!(get_flow(&*store, &prod.name, &flow.id).await, moved);
-    assert!(store.get_run(&prod.name, &stale_run).await.unwrap().is_none());
+    assert!(
+        store
+            .get_run(&prod.name, &stale_run)
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(subjects_after(&*store, head).await.is_empty());
     let missing = store
         .advance_flow(
             &prod.name,
-            step(&FlowRecord { id: flow_id(99), ..moved.clone() }, FlowStatus::Running, None),
+            step(
+                &FlowRecord {
+                    id: flow_id(99),
+                    ..moved.clone()
+                },
+                FlowStatus::Running,
+                None,
+            ),
             at(30),
             &Actor::System,
         )
@@ -777,7 +831,10 @@ pub async fn a_flow_step_applies_only_at_its_version_and_starts_its_run(store: A
             &Actor::System,
         )
         .await;
-    assert!(matches!(elsewhere, Err(StoreError::NotFound)), "{elsewhere:?}");
+    assert!(
+        matches!(elsewhere, Err(StoreError::NotFound)),
+        "{elsewhere:?}"
+    );
 
     let mut done = step(&moved, FlowStatus::Succeeded, None);
     done.current_step = None;
@@ -799,9 +856,7 @@ pub async fn a_flow_step_applies_only_at_its_version_and_starts_its_run(store: A
 /// When a step's function run ends (succeeded or failed), its orchestration run is due
 /// at that moment, in the same transaction; a retry leaves it asleep, and an ended
 /// orchestration run stays as it is.
-pub async fn an_ended_step_run_makes_its_flow_due_and_a_retry_does_not(
-    store: Arc<impl Catalog>,
-) {
+pub async fn an_ended_step_run_makes_its_flow_due_and_a_retry_does_not(store: Arc<impl Catalog>) {
     let prod = new_environment(&*store, "prod", 1).await;
     let o = orchestration_id(1);
     let flow = start(&*store, &prod, 1, &o, 10).await;
@@ -816,7 +871,11 @@ pub async fn an_ended_step_run_makes_its_flow_due_and_a_retry_does_not(
         let store = store.clone();
         async move {
             store
-                .lease(&pull_query(&env("prod"), 10, ms + 50), at(ms), &Actor::System)
+                .lease(
+                    &pull_query(&env("prod"), 10, ms + 50),
+                    at(ms),
+                    &Actor::System,
+                )
                 .await
                 .unwrap()
         }
@@ -838,7 +897,13 @@ pub async fn an_ended_step_run_makes_its_flow_due_and_a_retry_does_not(
         .unwrap();
     assert_eq!(retried.status, RunStatus::Queued);
     assert_eq!(get_flow(&*store, &prod.name, &flow.id).await, asleep);
-    assert!(store.lease_flows(10, at(500), at(36)).await.unwrap().is_empty());
+    assert!(
+        store
+            .lease_flows(10, at(500), at(36))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(lease(45).await.len(), 1);
     store
         .finish(
@@ -1005,7 +1070,10 @@ pub async fn a_decision_lands_only_on_a_run_waiting_at_that_step(store: Arc<impl
         matches!(revoked, Err(StoreError::ActorRevoked)),
         "{revoked:?}"
     );
-    assert_eq!(get_flow(&*store, &prod.name, &other.id).await.decision, None);
+    assert_eq!(
+        get_flow(&*store, &prod.name, &other.id).await.decision,
+        None
+    );
     let rejected = decide(other.id.clone(), "approve", false, key_actor(&admin))
         .await
         .unwrap();
@@ -1051,7 +1119,11 @@ pub async fn orchestrations_and_flows_go_with_their_environment(store: Arc<impl 
     assert_eq!(walked.len(), 1);
     assert_eq!(walked[0].environment, staging.name);
     let leased = store.lease_flows(10, at(100), at(30)).await.unwrap();
-    assert_eq!(ids(&leased), [flow_id(2)], "a deleted environment's run was leased");
+    assert_eq!(
+        ids(&leased),
+        [flow_id(2)],
+        "a deleted environment's run was leased"
+    );
     assert!(
         store
             .get_orchestration(&staging.name, &o)
