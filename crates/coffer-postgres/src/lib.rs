@@ -22,6 +22,7 @@ mod catalog;
 mod config;
 mod functions;
 mod journal;
+mod orchestrations;
 mod runs;
 pub mod schema;
 mod secrets;

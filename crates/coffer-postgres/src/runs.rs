@@ -17,8 +17,9 @@
 use async_trait::async_trait;
 use coffer_store::{
     Actor, Change, Enqueued, EnvId, EnvName, Environment, EventSend, FunctionId,
-    IDEMPOTENCY_WINDOW_MS, LeaseQuery, NewRun, Resolution, RunFilter, RunId, RunMode, RunOutcome,
-    RunRecord, RunStatus, RunStore, StoreError, StoreResult, Timestamp,
+    IDEMPOTENCY_WINDOW_MS, LeaseQuery, NewRun, OrchestrationRunId, Resolution, RunFilter, RunId,
+    RunMode, RunOutcome, RunRecord, RunStatus, RunStore, StepLink, StoreError, StoreResult,
+    Timestamp,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, QueryBuilder, Row};
@@ -29,7 +30,7 @@ use crate::{PgStore, corrupt, db};
 /// A run's columns in the order [`run`] reads them.
 const COLUMNS: &str = "id, environment, environment_id, function_id, mode, event_name, \
      event_data, trigger_params, status, attempts, output, error, lease_expires_at, \
-     next_attempt_at, created_at, updated_at";
+     next_attempt_at, created_at, updated_at, flow_id, step_id";
 
 /// When an unfinished run is due: a queued one at its next attempt, a running one when its
 /// lease expires (the expression the `runs_due` index is built on).
@@ -63,26 +64,9 @@ impl RunStore for PgStore {
         }
         let records: Vec<RunRecord> = runs
             .into_iter()
-            .map(|r| RunRecord {
-                id: r.id,
-                environment: env.name.clone(),
-                environment_id: env.id.clone(),
-                function_id: r.function_id,
-                mode: r.mode,
-                event_name: event.name.clone(),
-                event_data: event.data.clone(),
-                trigger_params: r.trigger_params,
-                status: RunStatus::Queued,
-                attempts: 0,
-                output: None,
-                error: None,
-                lease_expires_at: None,
-                next_attempt_at: at,
-                created_at: at,
-                updated_at: at,
-            })
+            .map(|r| queued(&env.name, &env.id, event, r, at))
             .collect();
-        insert_runs(&mut tx, env, event, &records, at).await?;
+        insert_runs(&mut tx, &env.name, &env.id, event, &records, at).await?;
         let count = records.len() as u64;
         let changes: Vec<Change> =
             std::iter::once(Change::event_received(&env.name, &event.name, count, at))
@@ -158,7 +142,7 @@ impl RunStore for PgStore {
         let mut leased = rows
             .iter()
             .map(|r| {
-                let due: i64 = r.try_get(16).map_err(db)?;
+                let due: i64 = r.try_get(18).map_err(db)?;
                 Ok((due, run(r)?))
             })
             .collect::<StoreResult<Vec<(i64, RunRecord)>>>()?;
@@ -247,6 +231,10 @@ impl RunStore for PgStore {
             return Err(refusal(&mut tx, env, id).await?);
         };
         let record = run(&row)?;
+        // Step 4 goes on: the run's row, then its orchestration run's.
+        if let Some(link) = record.step.as_ref().filter(|_| record.status.is_final()) {
+            crate::orchestrations::wake_flow(&mut tx, &link.flow, at).await?;
+        }
         let last = append(&mut tx, &author, &[Change::run_changed(&record)]).await?;
         self.commit(tx, last).await?;
         Ok(record)
@@ -404,10 +392,42 @@ async fn receive(
         .map(Some)
 }
 
-/// Inserts `runs` (all queued, as [`RunStore::enqueue`] built them) in one statement.
-async fn insert_runs(
+/// A run as [`RunStore::enqueue`] starts it in the incarnation `env_id` of `env`: queued,
+/// due at `at`, with `event`'s name and data.
+pub(crate) fn queued(
+    env: &EnvName,
+    env_id: &EnvId,
+    event: &EventSend,
+    r: NewRun,
+    at: Timestamp,
+) -> RunRecord {
+    RunRecord {
+        id: r.id,
+        environment: env.clone(),
+        environment_id: env_id.clone(),
+        function_id: r.function_id,
+        mode: r.mode,
+        event_name: event.name.clone(),
+        event_data: event.data.clone(),
+        trigger_params: r.trigger_params,
+        step: r.step,
+        status: RunStatus::Queued,
+        attempts: 0,
+        output: None,
+        error: None,
+        lease_expires_at: None,
+        next_attempt_at: at,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+/// Inserts `runs` (all [`queued`] in the incarnation `env_id` of `env` for `event`) in one
+/// statement.
+pub(crate) async fn insert_runs(
     c: &mut PgConnection,
-    env: &Environment,
+    env: &EnvName,
+    env_id: &EnvId,
     event: &EventSend,
     runs: &[RunRecord],
     at: Timestamp,
@@ -416,31 +436,36 @@ async fn insert_runs(
         return Ok(());
     }
     let mut cols: (Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
+    let mut links: (Vec<Option<&str>>, Vec<Option<&str>>) = Default::default();
     for r in runs {
         cols.0.push(r.id.as_str());
         cols.1.push(r.function_id.as_str());
         cols.2.push(r.mode.as_str());
         cols.3.push(&r.trigger_params);
+        links.0.push(r.step.as_ref().map(|s| s.flow.as_str()));
+        links.1.push(r.step.as_ref().map(|s| s.step.as_str()));
     }
     sqlx::query(
         "INSERT INTO runs (id, environment, environment_id, function_id, mode, event_name,
              event_data, trigger_params, status, attempts, next_attempt_at, idempotency_key,
-             created_at, updated_at)
+             created_at, updated_at, flow_id, step_id)
          SELECT r.id, $5, $6, r.function_id, r.mode, $7, $8, r.trigger_params, 'queued', 0,
-             $9, $10, $9, $9
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[])
-              AS r(id, function_id, mode, trigger_params)",
+             $9, $10, $9, $9, r.flow_id, r.step_id
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $11::text[], $12::text[])
+              AS r(id, function_id, mode, trigger_params, flow_id, step_id)",
     )
     .bind(cols.0)
     .bind(cols.1)
     .bind(cols.2)
     .bind(cols.3)
-    .bind(env.name.as_str())
-    .bind(env.id.as_str())
+    .bind(env.as_str())
+    .bind(env_id.as_str())
     .bind(&event.name)
     .bind(&event.data)
     .bind(at.millis())
     .bind(event.idempotency_key.as_deref())
+    .bind(links.0)
+    .bind(links.1)
     .execute(&mut *c)
     .await
     .map_err(db)?;
@@ -472,6 +497,20 @@ fn run(r: &PgRow) -> StoreResult<RunRecord> {
     };
     let attempts: i64 = r.try_get(9).map_err(db)?;
     let lease: Option<i64> = r.try_get(12).map_err(db)?;
+    let link: (Option<String>, Option<String>) =
+        (r.try_get(16).map_err(db)?, r.try_get(17).map_err(db)?);
+    let step = match link {
+        (Some(flow), Some(step)) => Some(StepLink {
+            flow: OrchestrationRunId::new(&flow).map_err(corrupt)?,
+            step,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(corrupt(
+                "postgres: a run's orchestration step is stored in part",
+            ));
+        }
+    };
     Ok(RunRecord {
         id: RunId::new(&text(0)?).map_err(corrupt)?,
         environment: EnvName::new(&text(1)?).map_err(corrupt)?,
@@ -482,6 +521,7 @@ fn run(r: &PgRow) -> StoreResult<RunRecord> {
         event_name: text(5)?,
         event_data: text(6)?,
         trigger_params: text(7)?,
+        step,
         status: RunStatus::parse(&text(8)?)
             .ok_or_else(|| corrupt("postgres: a run's status is unknown"))?,
         attempts: u32::try_from(attempts)

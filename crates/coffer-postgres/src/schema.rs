@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "runs_ended",
         sql: include_str!("../migrations/0003_runs_ended.sql"),
     },
+    Migration {
+        version: 4,
+        name: "orchestrations",
+        sql: include_str!("../migrations/0004_orchestrations.sql"),
+    },
 ];
 
 /// The advisory lock key the migrations run under (`coffer` as ASCII digits): one fixed key,

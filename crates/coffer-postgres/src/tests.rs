@@ -34,6 +34,7 @@ coffer_store::catalog_conformance!(fresh());
 coffer_store::config_store_conformance!(fresh());
 coffer_store::unreadable_marks_conformance!(fresh());
 coffer_store::runtime_conformance!(fresh());
+coffer_store::orchestration_conformance!(fresh());
 
 /// An environment with a fresh incarnation id (unique in this process).
 fn incarnation(name: &str) -> Environment {

@@ -20,6 +20,7 @@ mod catalog;
 mod config;
 mod functions;
 mod journal;
+mod orchestrations;
 mod runs;
 mod secrets;
 mod writer;
@@ -267,6 +268,7 @@ mod tests {
     coffer_store::config_store_conformance!(fresh());
     coffer_store::unreadable_marks_conformance!(fresh());
     coffer_store::runtime_conformance!(fresh());
+    coffer_store::orchestration_conformance!(fresh());
 
     #[tokio::test]
     async fn a_panicking_write_fails_alone_and_the_writer_lives_on() {

@@ -8,8 +8,9 @@
 use async_trait::async_trait;
 use coffer_store::{
     Actor, Change, Enqueued, EnvId, EnvName, Environment, EventSend, FunctionId,
-    IDEMPOTENCY_WINDOW_MS, LeaseQuery, NewRun, Resolution, RunFilter, RunId, RunMode, RunOutcome,
-    RunRecord, RunStatus, RunStore, StoreError, StoreResult, Timestamp,
+    IDEMPOTENCY_WINDOW_MS, LeaseQuery, NewRun, OrchestrationRunId, Resolution, RunFilter, RunId,
+    RunMode, RunOutcome, RunRecord, RunStatus, RunStore, StepLink, StoreError, StoreResult,
+    Timestamp,
 };
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
@@ -58,41 +59,12 @@ impl RunStore for SqliteStore {
                     runs.len() as u64,
                     at,
                 ));
-                let mut insert = c
-                    .prepare_cached(&format!(
-                        "INSERT INTO runs (id, environment, environment_id, function_id, mode,
-                             event_name, event_data, trigger_params, status, attempts,
-                             next_attempt_at, idempotency_key, created_at, updated_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', 0, ?9, ?10, ?9, ?9)
-                         ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
-                    ))
-                    .map_err(unavailable)?;
                 let mut started = Vec::with_capacity(runs.len());
                 for run in runs {
-                    let row = insert
-                        .query_row(
-                            params![
-                                run.id.as_str(),
-                                env.name.as_str(),
-                                env.id.as_str(),
-                                run.function_id.as_str(),
-                                run.mode.as_str(),
-                                event.name,
-                                event.data,
-                                run.trigger_params,
-                                at.millis(),
-                                event.idempotency_key,
-                            ],
-                            columns,
-                        )
-                        .optional()
-                        .map_err(unavailable)?;
-                    // A run id is 64 random bits past its millisecond: taken, it is a bug.
-                    let run = row.ok_or(StoreError::AlreadyExists)?.parse()?;
+                    let run = insert_run(c, &env.name, &env.id, &event, run, at)?;
                     changes.push(Change::run_changed(&run));
                     started.push((run.id, run.function_id));
                 }
-                drop(insert);
                 append(c, &author, &changes)?;
                 Ok(Enqueued {
                     runs: started,
@@ -263,6 +235,9 @@ impl RunStore for SqliteStore {
                     return Err(lease_refusal(c, &env, &id));
                 };
                 let run = row.parse()?;
+                if let Some(link) = run.step.as_ref().filter(|_| run.status.is_final()) {
+                    crate::orchestrations::wake_flow(c, &link.flow, at)?;
+                }
                 append(c, &author, &[Change::run_changed(&run)])?;
                 Ok(run)
             })
@@ -307,7 +282,55 @@ impl RunStore for SqliteStore {
 
 const COLUMNS: &str = "id, environment, environment_id, function_id, mode, event_name, \
      event_data, trigger_params, status, attempts, output, error, lease_expires_at, \
-     next_attempt_at, created_at, updated_at";
+     next_attempt_at, created_at, updated_at, flow_id, step_id";
+
+/// Inserts `run` into the incarnation `env_id` of `env`, queued and due at `at`, as
+/// `event` started it (an event's send, or an orchestration step), and returns it.
+pub(crate) fn insert_run(
+    c: &Connection,
+    env: &EnvName,
+    env_id: &EnvId,
+    event: &EventSend,
+    run: NewRun,
+    at: Timestamp,
+) -> StoreResult<RunRecord> {
+    let (flow_id, step_id) = run
+        .step
+        .as_ref()
+        .map(|s| (s.flow.as_str(), s.step.as_str()))
+        .unzip();
+    let row = c
+        .prepare_cached(&format!(
+            "INSERT INTO runs (id, environment, environment_id, function_id, mode,
+                 event_name, event_data, trigger_params, status, attempts,
+                 next_attempt_at, idempotency_key, created_at, updated_at, flow_id, step_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', 0, ?9, ?10, ?9, ?9, ?11, ?12)
+             ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
+        ))
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    run.id.as_str(),
+                    env.as_str(),
+                    env_id.as_str(),
+                    run.function_id.as_str(),
+                    run.mode.as_str(),
+                    event.name,
+                    event.data,
+                    run.trigger_params,
+                    at.millis(),
+                    event.idempotency_key,
+                    flow_id,
+                    step_id,
+                ],
+                columns,
+            )
+            .optional()
+        })
+        .map_err(unavailable)?;
+    // A run id is 64 random bits past its millisecond: taken, it is a bug.
+    row.ok_or(StoreError::AlreadyExists)?.parse()
+}
 
 /// A `runs` row as read ([`COLUMNS`]), before its names are parsed.
 struct Columns {
@@ -327,6 +350,7 @@ struct Columns {
     next_attempt_at: i64,
     created_at: i64,
     updated_at: i64,
+    step: (Option<String>, Option<String>),
 }
 
 fn columns(r: &Row<'_>) -> rusqlite::Result<Columns> {
@@ -347,11 +371,20 @@ fn columns(r: &Row<'_>) -> rusqlite::Result<Columns> {
         next_attempt_at: r.get(13)?,
         created_at: r.get(14)?,
         updated_at: r.get(15)?,
+        step: (r.get(16)?, r.get(17)?),
     })
 }
 
 impl Columns {
     fn parse(self) -> StoreResult<RunRecord> {
+        let step = match self.step {
+            (Some(flow), Some(step)) => Some(StepLink {
+                flow: OrchestrationRunId::new(&flow).map_err(corrupt)?,
+                step,
+            }),
+            (None, None) => None,
+            _ => return Err(corrupt("a run's orchestration step is stored in part")),
+        };
         Ok(RunRecord {
             id: RunId::new(&self.id).map_err(corrupt)?,
             environment: EnvName::new(&self.environment).map_err(corrupt)?,
@@ -362,6 +395,7 @@ impl Columns {
             event_name: self.event_name,
             event_data: self.event_data,
             trigger_params: self.trigger_params,
+            step,
             status: RunStatus::parse(&self.status)
                 .ok_or_else(|| corrupt(format!("a run's status reads {:?}", self.status)))?,
             attempts: self.attempts,

@@ -15,7 +15,9 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::*;
 
+mod orchestrations;
 mod runtime;
+pub use orchestrations::*;
 pub use runtime::*;
 
 /// Generates one test per secret-store case. `$make` is an async expression yielding

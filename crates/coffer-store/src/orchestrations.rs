@@ -329,8 +329,8 @@ pub struct FlowRecord {
     pub wake_at: Option<Timestamp>,
     /// Until when a node holds it to take its next step.
     pub lease_expires_at: Option<Timestamp>,
-    /// +1 per step of the machine and per decision: the compare-and-set of
-    /// [`FlowStore::advance_flow`].
+    /// +1 per step of the machine, per decision and when a step's function run ends: the
+    /// compare-and-set of [`FlowStore::advance_flow`].
     pub version: u64,
     /// When it started.
     pub created_at: Timestamp,

@@ -551,7 +551,8 @@ pub trait RunStore: Send + Sync + 'static {
     /// Ends attempt `attempt` of a running run (any attempt when `None`) whose lease has
     /// not expired at `at`, as `outcome` says, journaled as `system.run.{id}.{status}`.
     /// When the run ends (succeeded or failed) and an orchestration step started it, that
-    /// orchestration run is made due (`wake_at = at`) in the same transaction.
+    /// orchestration run, if it has not ended, is made due (`wake_at = at`) and its version
+    /// bumped (a step taken on what was read before is refused) in the same transaction.
     /// Returns the run afterwards. Errors: [`crate::StoreError::NotFound`];
     /// [`crate::StoreError::LeaseLost`] when the run is not running, is at another attempt,
     /// or its lease expired; [`crate::StoreError::ActorRevoked`].

@@ -81,4 +81,9 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "runs_ended",
         sql: include_str!("../migrations/0008_runs_ended.sql"),
     },
+    Migration {
+        version: 9,
+        name: "orchestrations",
+        sql: include_str!("../migrations/0009_orchestrations.sql"),
+    },
 ];

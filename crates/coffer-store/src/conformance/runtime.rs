@@ -46,7 +46,7 @@ macro_rules! runtime_conformance {
     };
 }
 
-fn function_id(raw: &str) -> FunctionId {
+pub(super) fn function_id(raw: &str) -> FunctionId {
     FunctionId::new(raw).expect("test function id is valid")
 }
 
@@ -54,7 +54,7 @@ fn secret(raw: &str) -> SecretName {
     SecretName::new(raw).expect("test secret name is valid")
 }
 
-async fn new_environment(store: &impl Catalog, name: &str, ms: i64) -> Environment {
+pub(super) async fn new_environment(store: &impl Catalog, name: &str, ms: i64) -> Environment {
     let e = Environment {
         name: env(name),
         id: test_env_id(),
@@ -87,7 +87,7 @@ fn blob(value: &StoredValue) -> &str {
 }
 
 /// Subjects of every event after `after`.
-async fn subjects_after(store: &impl Catalog, after: u64) -> Vec<String> {
+pub(super) async fn subjects_after(store: &impl Catalog, after: u64) -> Vec<String> {
     store
         .events_after(after, 1000)
         .await
@@ -98,7 +98,7 @@ async fn subjects_after(store: &impl Catalog, after: u64) -> Vec<String> {
 }
 
 /// Audit rows with `action`.
-async fn audit_rows(store: &impl Catalog, action: &str) -> Vec<AuditRecord> {
+pub(super) async fn audit_rows(store: &impl Catalog, action: &str) -> Vec<AuditRecord> {
     let query = AuditQuery {
         action: Some(action.to_owned()),
         ..AuditQuery::default()
@@ -152,7 +152,7 @@ async fn enqueue(store: &impl Catalog, e: &Environment, runs: Vec<NewRun>, ms: i
     done.runs.into_iter().map(|(id, _)| id).collect()
 }
 
-fn pull_query(e: &EnvName, limit: usize, until_ms: i64) -> LeaseQuery {
+pub(super) fn pull_query(e: &EnvName, limit: usize, until_ms: i64) -> LeaseQuery {
     LeaseQuery {
         environment: Some(e.clone()),
         functions: None,
