@@ -267,7 +267,22 @@ async fn take_steps(coffer: &Coffer, flow: FlowRecord) -> Result<(), CoreError> 
                         Err(CoreError::FunctionNotFound { .. }) => None,
                         Err(e) => return Err(e),
                     };
+                    // A deleted orchestration's params are gone: its step cannot run.
+                    let orchestration = coffer
+                        .catalog
+                        .get_orchestration(&env, &flow.orchestration_id)
+                        .await?
+                        .filter(|o| o.environment_id == flow.environment_id);
                     match function {
+                        _ if orchestration.is_none() => {
+                            let st = &mut state.steps[idx];
+                            st.status = StepStatus::Failed;
+                            st.error = Some(format!(
+                                "orchestration {} was deleted",
+                                flow.orchestration_id
+                            ));
+                            Next::Fail
+                        }
                         None => {
                             let st = &mut state.steps[idx];
                             st.status = StepStatus::Failed;

@@ -1,6 +1,10 @@
 //! Every kind of change leaves exactly one audit row and (except `secret.unchanged`) exactly
 //! one event, written by the store in the change's own transaction.
 
+use coffer_core::orchestrations::{
+    CreateOrchestration, DecideOrchestrationRun, DeleteOrchestration, StartOrchestrationRun,
+    UpdateOrchestration,
+};
 use coffer_core::{ConfigKey, EnvName, Role, SecretName, commands};
 use coffer_store::{Action, AuditQuery, AuditRecord, EventRecord, FunctionId};
 use secrecy::SecretString;
@@ -34,6 +38,10 @@ async fn every_kind_of_change_leaves_one_audit_row_and_publishes_its_event() {
     let runtime = runtime_key(&*n.store, "ak_0e").await;
     // Run ids, as the run arms learn them.
     let mut runs: Vec<String> = Vec::new();
+    // The orchestration and its runs, as the orchestration arms make them; the machine.
+    let mut orchestration = String::new();
+    let mut flows: Vec<String> = Vec::new();
+    let mut machine: Option<tokio::sync::oneshot::Sender<()>> = None;
     for action in Action::ALL {
         let mut before = n.store.last_event_id().await.unwrap();
         let (mut audit_before, _) = n.store.audit_head().await.unwrap();
@@ -305,6 +313,135 @@ async fn every_kind_of_change_leaves_one_audit_row_and_publishes_its_event() {
                 run_event(&n, before, &format!("system.run.{run}.failed"), "ak_0e").await;
                 continue;
             }
+            Action::OrchestrationCreated => {
+                let o = create_orchestration(
+                    &n,
+                    "gate",
+                    json!([
+                    {"id": "ok", "type": "approval"},
+                    {"id": "done", "type": "delay", "durationMs": 0}]),
+                )
+                .await;
+                orchestration = o.clone();
+                (format!("system.orchestration.{o}.created"), Some(o))
+            }
+            Action::OrchestrationUpdated => {
+                let body = coffer_wire::UpdateOrchestration {
+                    name: "gate v2".into(),
+                    steps: serde_json::from_value(json!([
+                        {"id": "ok", "type": "approval"},
+                        {"id": "done", "type": "delay", "durationMs": 0}]))
+                    .unwrap(),
+                    expected_revision: Some(1),
+                };
+                let o = orchestration.clone();
+                n.coffer
+                    .apply(
+                        &who,
+                        UpdateOrchestration {
+                            env: env(),
+                            id: o.clone(),
+                            body,
+                        },
+                    )
+                    .await
+                    .unwrap();
+                (format!("system.orchestration.{o}.updated"), Some(o))
+            }
+            Action::OrchestrationDeleted => {
+                let o = create_orchestration(
+                    &n,
+                    "doomed",
+                    json!([
+                    {"id": "w", "type": "delay", "durationMs": 0}]),
+                )
+                .await;
+                before = n.store.last_event_id().await.unwrap();
+                audit_before = n.store.audit_head().await.unwrap().0;
+                n.coffer
+                    .apply(
+                        &who,
+                        DeleteOrchestration {
+                            env: env(),
+                            id: o.clone(),
+                            expected_revision: None,
+                        },
+                    )
+                    .await
+                    .unwrap();
+                (format!("system.orchestration.{o}.deleted"), Some(o))
+            }
+            Action::FlowStarted => {
+                let r = start_flow(&n, &orchestration).await;
+                flows.push(r.clone());
+                (format!("system.orchestration.run.{r}.started"), Some(r))
+            }
+            Action::FlowWaiting => {
+                // The machine (actor `system`) takes the run to its approval step.
+                machine = Some(spawn_machine(&n));
+                let r = flows[0].clone();
+                flow_status(&n, &r, coffer_wire::OrchestrationRunStatus::WaitingApproval).await;
+                flow_events(
+                    &n,
+                    before,
+                    &[(&format!("system.orchestration.run.{r}.waiting"), "system")],
+                )
+                .await;
+                continue;
+            }
+            Action::FlowApproved | Action::FlowSucceeded => {
+                if action == &Action::FlowSucceeded {
+                    // The approval's arm saw it: the machine ends the run it approved.
+                    continue;
+                }
+                let r = flows[0].clone();
+                decide(&n, &r, true).await;
+                flow_status(&n, &r, coffer_wire::OrchestrationRunStatus::Succeeded).await;
+                flow_events(
+                    &n,
+                    before,
+                    &[
+                        (&format!("system.orchestration.run.{r}.approved"), "ak_00"),
+                        (&format!("system.orchestration.run.{r}.succeeded"), "system"),
+                    ],
+                )
+                .await;
+                continue;
+            }
+            Action::FlowRejected => {
+                let r = start_flow(&n, &orchestration).await;
+                flow_status(&n, &r, coffer_wire::OrchestrationRunStatus::WaitingApproval).await;
+                before = n.store.last_event_id().await.unwrap();
+                decide(&n, &r, false).await;
+                flow_status(&n, &r, coffer_wire::OrchestrationRunStatus::Rejected).await;
+                // The rejection is the run's last event: its end says nothing more.
+                flow_events(
+                    &n,
+                    before,
+                    &[(&format!("system.orchestration.run.{r}.rejected"), "ak_00")],
+                )
+                .await;
+                continue;
+            }
+            Action::FlowFailed => {
+                let o = create_orchestration(
+                    &n,
+                    "timed",
+                    json!([
+                    {"id": "ok", "type": "approval", "timeoutMs": 1}]),
+                )
+                .await;
+                let r = start_flow(&n, &o).await;
+                flow_status(&n, &r, coffer_wire::OrchestrationRunStatus::Failed).await;
+                let events = n.store.events_after(before, 100).await.unwrap();
+                let failed = format!("system.orchestration.run.{r}.failed");
+                assert!(
+                    events.iter().any(|e| e.subject == failed && e.actor.key_id.as_deref() == Some("system")),
+                    "{events:?}"
+                );
+                let _ = machine.take().map(|stop| stop.send(()));
+                continue;
+            }
             Action::RunsPruned => {
                 // The two runs above ended; a retention of zero deletes both, in one row.
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -416,6 +553,94 @@ async fn run_event(n: &Node, before: u64, subject: &str, actor: &str) {
         rows.iter().any(|r| r.event == Some(events[0].id)),
         "{subject}: the audit row names its event"
     );
+}
+
+async fn create_orchestration(n: &Node, name: &str, steps: serde_json::Value) -> String {
+    let body = coffer_wire::CreateOrchestration {
+        name: name.into(),
+        steps: serde_json::from_value(steps).unwrap(),
+    };
+    n.coffer
+        .apply(&admin(), CreateOrchestration { env: env(), body })
+        .await
+        .unwrap()
+        .id
+}
+
+async fn start_flow(n: &Node, orchestration: &str) -> String {
+    let command = StartOrchestrationRun {
+        env: env(),
+        id: orchestration.into(),
+        body: Default::default(),
+    };
+    n.coffer.apply(&admin(), command).await.unwrap().id
+}
+
+async fn decide(n: &Node, run: &str, approve: bool) {
+    let command = DecideOrchestrationRun {
+        env: env(),
+        run_id: run.into(),
+        approve,
+        body: Default::default(),
+    };
+    n.coffer.apply(&admin(), command).await.unwrap();
+}
+
+fn spawn_machine(n: &Node) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(coffer_core::orchestrations::engine::run(
+        n.coffer.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    stop
+}
+
+/// Waits (bounded) until the orchestration run has `status`.
+async fn flow_status(n: &Node, run: &str, status: coffer_wire::OrchestrationRunStatus) {
+    for _ in 0..200 {
+        let r = n
+            .coffer
+            .orchestration_run(&admin(), &env(), run)
+            .await
+            .unwrap();
+        if r.status == status {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("orchestration run {run} never became {status:?}");
+}
+
+/// The events after `before` are exactly `expected` (subject, actor), each with an audit
+/// row that names it.
+async fn flow_events(n: &Node, before: u64, expected: &[(&str, &str)]) {
+    let events = n.store.events_after(before, 100).await.unwrap();
+    let got: Vec<(&str, Option<&str>)> = events
+        .iter()
+        .map(|e| (e.subject.as_str(), e.actor.key_id.as_deref()))
+        .collect();
+    let want: Vec<(&str, Option<&str>)> = expected.iter().map(|(s, a)| (*s, Some(*a))).collect();
+    assert_eq!(got, want);
+    let rows = n
+        .store
+        .audit(
+            &AuditQuery {
+                after: Some(0),
+                ..AuditQuery::default()
+            },
+            10_000,
+        )
+        .await
+        .unwrap()
+        .0;
+    for e in &events {
+        assert!(
+            rows.iter().any(|r| r.event == Some(e.id)),
+            "{e:?} has its audit row"
+        );
+    }
 }
 
 async fn audit_since(n: &Node, after: u64) -> Vec<AuditRecord> {

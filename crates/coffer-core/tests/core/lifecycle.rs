@@ -406,7 +406,8 @@ async fn dev_mode_values_are_encrypted_at_the_first_start_with_a_key() {
         start(dir.path(), None, false).await.err(),
         Some(StartupError::EncryptedValuesNeedKey {
             count: 2,
-            signing_secrets: 0
+            signing_secrets: 0,
+            params: 0
         })
     ));
 }
@@ -470,7 +471,8 @@ async fn a_removed_key_version_stops_start_up_unless_unreadable_values_are_allow
             StartupError::MissingKeyVersion {
                 version: 1,
                 values: 1,
-                signing_secrets: 0
+                signing_secrets: 0,
+                params: 0
             }
         ),
         "{err}"

@@ -711,6 +711,10 @@ async fn runs_resume_after_a_restart() {
     );
     let failed = wait_run(&n.coffer, &left.id, |r| r.status.is_final()).await;
     assert_eq!(failed.status, OrchestrationRunStatus::Failed, "{failed:?}");
+    assert_eq!(
+        failed.steps[2].error.as_deref(),
+        Some(format!("orchestration {} was deleted", o.id).as_str())
+    );
 }
 
 /// Rewrap re-encrypts params to the current version, status counts them per version, and
