@@ -45,7 +45,8 @@ pub struct OrchestrationPath {
 
 /// The orchestration run named in the path.
 #[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Path)]
+#[into_params(parameter_in = Path, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct OrchestrationRunPath {
     /// An environment name, `^[a-z0-9][a-z0-9-]{0,62}$`.
     #[param(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "production")]
@@ -269,7 +270,7 @@ pub async fn list_runs(
 }
 
 /// One orchestration run: its status, current step and every step's state.
-#[utoipa::path(get, path = "/v1/environments/{env}/orchestration-runs/{run_id}", tag = "orchestrations",
+#[utoipa::path(get, path = "/v1/environments/{env}/orchestration-runs/{runId}", tag = "orchestrations",
     security(("bearer" = [])),
     params(OrchestrationRunPath),
     responses(
@@ -307,7 +308,7 @@ async fn decide(
 }
 
 /// Approves the approval step the run waits at: it goes on.
-#[utoipa::path(post, path = "/v1/environments/{env}/orchestration-runs/{run_id}/approve", tag = "orchestrations",
+#[utoipa::path(post, path = "/v1/environments/{env}/orchestration-runs/{runId}/approve", tag = "orchestrations",
     security(("bearer" = [])),
     params(OrchestrationRunPath),
     request_body(content = Option<DecideOrchestrationRun>, description = "Optional: a reason"),
@@ -327,7 +328,7 @@ pub async fn approve(
 }
 
 /// Rejects the approval step the run waits at: the run ends `rejected`.
-#[utoipa::path(post, path = "/v1/environments/{env}/orchestration-runs/{run_id}/reject", tag = "orchestrations",
+#[utoipa::path(post, path = "/v1/environments/{env}/orchestration-runs/{runId}/reject", tag = "orchestrations",
     security(("bearer" = [])),
     params(OrchestrationRunPath),
     request_body(content = Option<DecideOrchestrationRun>, description = "Optional: a reason"),

@@ -254,8 +254,10 @@ fn errors_share_one_body_and_secret_values_are_write_only() {
     );
 
     // Every secret `value` property is write-only and has no example. Config values are
-    // plaintext by design and readable (docs/API.md): they are the only other `value`s.
-    const CONFIG: [&str; 2] = ["PutConfig", "ConfigEntry"];
+    // plaintext by design and readable (docs/API.md), a decision's condition compares with
+    // a plain value, and an orchestration param's `value` is read back masked
+    // (`********`, or a plain param as given): they are the only other `value`s.
+    const CONFIG: [&str; 4] = ["PutConfig", "ConfigEntry", "Condition", "Param"];
     let mut values = 0;
     for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
         if let Some(value) = schema["properties"].get("value") {

@@ -159,7 +159,7 @@ async fn bad_definitions_get_stable_codes_and_change_nothing() {
         (
             json!({"name": "x", "steps": [], "extra": 1}),
             400,
-            "invalid_body",
+            "unknown_field",
         ),
         (
             json!({"name": "x", "steps": [{"id": "a", "type": "warp"}]}),
@@ -170,7 +170,7 @@ async fn bad_definitions_get_stable_codes_and_change_nothing() {
             json!({"name": "x", "steps": [{"id": "a", "type": "compute", "functionId": "billing",
                    "encryptedParams": {"T": {"value": "v", "encrypt": true, "oops": 1}}}]}),
             400,
-            "invalid_body",
+            "unknown_field",
         ),
         (json!({"name": "x", "steps": []}), 422, "invalid_value"),
         (

@@ -809,3 +809,55 @@ async fn runtime_keys_cannot_manage_orchestrations() {
     assert!(matches!(err, CoreError::Forbidden), "{err:?}");
     let _ = commands::Rewrap::default();
 }
+
+/// Push: each compute step is a signed delivery; the first step's encrypted param reaches
+/// its delivery only, and its echo in the answer is redacted before it is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compute_steps_are_pushed_signed_and_redacted() {
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
+    let signing = Arc::new(Mutex::new(None));
+    let (url, received) = crate::functions::endpoint(vec![], signing.clone()).await;
+    let secret = crate::functions::register_push(&n.coffer, "charge", &url, 0).await;
+    *signing.lock().unwrap() = Some(secret);
+    // The endpoint echoes this value: as the first step's param, it must be redacted.
+    let echoed = "sk-live-0123456789";
+    let o = create(
+        &n.coffer,
+        "pushed",
+        json!([{"id": "one", "type": "compute", "functionId": "charge",
+                "encryptedParams": {"TOKEN": {"value": echoed, "encrypt": true}}},
+               {"id": "two", "type": "compute", "functionId": "charge"}]),
+    )
+    .await
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let dispatcher = tokio::spawn(coffer_core::runtime::push::run(n.coffer.clone(), async {
+        let _ = stopped.await;
+    }));
+    let _machine = machine(&n.coffer);
+    let run = start_run(&n.coffer, &o.id, json!({"order": 1})).await;
+    let done = wait_run(&n.coffer, &run.id, |r| r.status.is_final()).await;
+    assert_eq!(done.status, OrchestrationRunStatus::Succeeded, "{done:?}");
+    assert_eq!(
+        done.steps[0].output,
+        Some(json!({"charged": true, "echo": "********"}))
+    );
+    let bodies = std::mem::take(&mut received.lock().unwrap().bodies);
+    assert_eq!(bodies.len(), 2, "one delivery per step");
+    assert!(bodies.iter().all(|(signed, _)| *signed), "signed");
+    assert_eq!(
+        bodies[0].1["triggerParams"],
+        json!({"order": 1, "TOKEN": echoed})
+    );
+    assert_eq!(bodies[1].1["triggerParams"], json!({"order": 1}));
+    assert_eq!(
+        bodies[0].1["event"]["data"]["orchestrationRunId"],
+        run.id.as_str()
+    );
+    let journal = journal_text(&n).await;
+    assert!(!journal.contains(echoed), "no param in the journal");
+    let _ = stop.send(());
+    dispatcher.await.unwrap();
+}
