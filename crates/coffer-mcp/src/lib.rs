@@ -29,16 +29,16 @@ use rmcp::ServiceExt;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 
+/// The service [`streamable_http`] builds.
+pub type HttpService<B> = StreamableHttpService<CofferTools<B>, NeverSessionManager>;
+
 /// The MCP endpoint as an HTTP service: streamable HTTP, stateless (no session is kept
 /// between requests, so nothing grows with the number of clients) and answering plain JSON.
 /// Bodies over `max_body_bytes` are refused with 413.
 ///
 /// The caller authenticates every request before it reaches this service; `Host` is not
 /// checked here because a DNS-rebinding page cannot present the API key every request needs.
-pub fn streamable_http<B: Backend>(
-    backend: Arc<B>,
-    max_body_bytes: usize,
-) -> StreamableHttpService<CofferTools<B>, NeverSessionManager> {
+pub fn streamable_http<B: Backend>(backend: Arc<B>, max_body_bytes: usize) -> HttpService<B> {
     let config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
         .with_json_response(true)
