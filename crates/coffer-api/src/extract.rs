@@ -168,7 +168,15 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = std::convert::Infallible;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let headers = req.headers();
+        let (parts, body) = req.into_parts();
+        Ok(JsonBody::of(&parts, body))
+    }
+}
+
+impl JsonBody {
+    /// The body of a request whose head is `parts`.
+    pub fn of(parts: &Parts, body: Body) -> Self {
+        let headers = &parts.headers;
         let is_json = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -178,17 +186,17 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        let limits = req
-            .extensions()
+        let limits = parts
+            .extensions
             .get::<BodyLimits>()
             .cloned()
             .unwrap_or_else(|| DEFAULT_LIMITS.clone());
-        Ok(JsonBody {
-            body: req.into_body(),
+        JsonBody {
+            body,
             is_json,
             declared_len,
             limits,
-        })
+        }
     }
 }
 
@@ -214,6 +222,13 @@ impl JsonBody {
             return Ok((T::default(), BodyHold(held)));
         }
         Ok((from_json(&bytes)?, BodyHold(held)))
+    }
+
+    /// The whole body unparsed, read as [`JsonBody::parse`] reads it (`POST /mcp`, whose
+    /// messages the MCP transport parses).
+    pub async fn bytes(self) -> Result<(Zeroizing<Vec<u8>>, BodyHold), ApiError> {
+        let (bytes, held) = self.read().await?;
+        Ok((bytes, BodyHold(held)))
     }
 
     /// The whole body, within the size limit, the time limit and the server's memory budget

@@ -12,6 +12,7 @@ mod conn;
 mod error;
 mod events;
 mod extract;
+mod mcp;
 mod openapi;
 mod orchestrations;
 mod routes;
@@ -47,7 +48,7 @@ pub fn app_with(coffer: Arc<Coffer>, options: &ServeOptions) -> Router {
 fn app_streaming(coffer: Arc<Coffer>, options: &ServeOptions, streams: events::Streams) -> Router {
     let limits = extract::BodyLimits::new(options.body_read_timeout, options.body_budget_bytes);
     let (router, _document) = documented_routes().split_for_parts();
-    router
+    let api = router
         .fallback(|| async { ApiError::route_not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(axum::middleware::from_fn_with_state(
@@ -56,7 +57,10 @@ fn app_streaming(coffer: Arc<Coffer>, options: &ServeOptions, streams: events::S
         ))
         .layer(axum::Extension(limits))
         .layer(axum::Extension(streams))
-        .with_state(coffer)
+        .with_state(coffer);
+    // `POST /mcp`'s tools call `api` itself, which has no endpoint: see `mcp`.
+    let endpoint = mcp::Endpoint::new(api.clone());
+    api.layer(axum::Extension(endpoint))
 }
 
 /// The OpenAPI 3.1 document of every route, as `GET /v1/openapi.json` serves it.
@@ -121,6 +125,7 @@ fn documented_routes() -> OpenApiRouter<Arc<Coffer>> {
         .routes(routes!(events::event_stream))
         .routes(routes!(audit::list_audit))
         .routes(routes!(audit::verify_audit))
+        .routes(routes!(mcp::mcp))
 }
 
 /// Accept errors that concern one connection, not the listener.

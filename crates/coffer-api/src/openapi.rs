@@ -42,6 +42,7 @@ pub fn base() -> utoipa::openapi::OpenApi {
         (name = "audit", description = "The hash-chained audit log (admin; a manage key reads its environment's rows)"),
         (name = "functions", description = "Functions: the secrets and config keys they declare, how their runs reach them (admin, or manage of the environment)"),
         (name = "runs", description = "Events and the runs they start (send: admin or manage; read: also runtime keys of the environment)"),
+        (name = "mcp", description = "The MCP server over streamable HTTP: the tools of `coffer mcp`, each call made with the request's API key"),
         (name = "runtime", description = "Where values are handed over: poll, resolve, heartbeat, complete (runtime keys of the environment only; admin and manage keys get 403)"),
     )
 )]

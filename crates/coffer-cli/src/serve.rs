@@ -611,6 +611,8 @@ fn init_logging() {
             .parse()
             .expect("a constant, valid directive"),
     );
+    // rmcp logs whole MCP messages (a set_secret's value among them) at debug level.
+    let filter = filter.add_directive("rmcp=info".parse().expect("a constant, valid directive"));
     // Colour only for a person at a terminal; log files and collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();

@@ -82,6 +82,12 @@ pub const KEYS_VERIFY: &str = "Examples:
   coffer keys verify                             # exit code 6 when a value does not open
   coffer keys verify --json | jq '.unreadable[]'";
 
+pub const MCP: &str = "Examples:
+  COFFER_ADDR=https://coffer.example COFFER_API_KEY=ck_prod_… coffer mcp
+  # an MCP client's configuration (docs/MCP.md):
+  # {\"mcpServers\": {\"coffer\": {\"command\": \"coffer\", \"args\": [\"mcp\"],
+  #   \"env\": {\"COFFER_ADDR\": \"https://coffer.example\", \"COFFER_API_KEY\": \"ck_prod_…\"}}}}";
+
 pub const LOGIN: &str = "Examples:
   coffer login                                   # type the key; it is not echoed
   coffer login --addr https://coffer.example < key-file";

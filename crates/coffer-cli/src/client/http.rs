@@ -68,23 +68,17 @@ pub struct ErrorBody {
 impl Api {
     /// A client for the server at `base` (parsed from `addr` by [`parse_addr`]).
     pub fn new(base: Url, addr: &str, key: SecretString) -> Result<Self> {
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("coffer-cli/", env!("CARGO_PKG_VERSION")))
-            // A redirect would replay a secret value to wherever it points.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60));
-        if is_local(&base) {
-            // An HTTP(S)_PROXY meant for the outside world must not see a local admin key.
-            builder = builder.no_proxy();
-        }
-        let http = builder.build().context("cannot set up the HTTP client")?;
         Ok(Api {
-            http,
+            http: client(&base)?,
             addr: shown_addr(&base, addr),
             base,
             key,
         })
+    }
+
+    /// The client, the base address and the key, for another transport (`coffer mcp`).
+    pub fn into_parts(self) -> (reqwest::Client, Url, SecretString) {
+        (self.http, self.base, self.key)
     }
 
     /// The address as messages show it (see [`shown_addr`]).
@@ -321,6 +315,21 @@ impl fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+/// The HTTP client every command uses for the server at `base`.
+pub fn client(base: &Url) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("coffer-cli/", env!("CARGO_PKG_VERSION")))
+        // A redirect would replay a secret value to wherever it points.
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(60));
+    if is_local(base) {
+        // An HTTP(S)_PROXY meant for the outside world must not see a local admin key.
+        builder = builder.no_proxy();
+    }
+    builder.build().context("cannot set up the HTTP client")
+}
 
 /// Parses `--addr`/`COFFER_ADDR`; `host:port` without a scheme means `http://host:port`.
 pub fn parse_addr(addr: &str) -> Result<Url> {

@@ -20,6 +20,7 @@ mod http;
 mod input;
 mod keys;
 mod login;
+mod mcp;
 mod output;
 mod run;
 mod runs;
@@ -172,6 +173,14 @@ pub enum ClientCommand {
         args: audit::AuditArgs,
         #[command(subcommand)]
         command: Option<audit::AuditCommand>,
+    },
+    /// Serve the MCP tools (secrets, functions, orchestrations) on stdin/stdout, each one a
+    /// call to the server at COFFER_ADDR with COFFER_API_KEY. Nothing but the protocol is
+    /// written to stdout; logs go to stderr.
+    #[command(after_help = examples::MCP)]
+    Mcp {
+        #[command(flatten)]
+        global: GlobalArgs,
     },
     /// Store an API key for a server, read from stdin (not echoed).
     ///
@@ -353,6 +362,7 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
             args,
             command,
         } => Session::open(global)?.audit(args, command).await,
+        ClientCommand::Mcp { global } => mcp::mcp(global).await,
         ClientCommand::Login(args) => login::login(args).await,
         ClientCommand::Logout(args) => login::logout(args),
     };
