@@ -457,6 +457,18 @@ pub struct OrchestrationRun {
     pub updated_at: String,
 }
 
+/// `GET /v1/environments/{env}/orchestration-runs`: one page of runs, newest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct OrchestrationRunList {
+    /// One page, newest first.
+    pub runs: Vec<OrchestrationRun>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
