@@ -141,24 +141,26 @@ pub fn read_document<T: DeserializeOwned>(path: &Path, what: &str) -> Result<T> 
 /// variants the schema expects, and positions, stay.
 pub fn without_values(message: &str) -> String {
     const QUOTING: [&str; 3] = ["invalid type: ", "invalid value: ", "unknown variant "];
-    let mut text = message.to_owned();
+    let mut shown = String::new();
+    let mut rest = message;
     while let Some((at, marker)) = QUOTING
         .iter()
-        .filter_map(|m| text.find(m).map(|at| (at, *m)))
+        .filter_map(|m| rest.find(m).map(|at| (at, *m)))
         .min()
     {
-        let kind = marker.trim_end().trim_end_matches(':');
-        let rest = &text[at + marker.len()..];
-        let tail = match rest.find(", expected") {
-            Some(end) => rest[end..].to_owned(),
-            // Nothing after the value but, perhaps, its position.
-            None => rest
-                .find(" at line ")
-                .map_or_else(String::new, |end| rest[end..].to_owned()),
-        };
-        text = format!("{}{kind} (value not shown){tail}", &text[..at]);
+        shown.push_str(&rest[..at]);
+        shown.push_str(marker.trim_end().trim_end_matches(':'));
+        shown.push_str(" (value not shown)");
+        let after = &rest[at + marker.len()..];
+        // The value ends where serde says what it expected, or else at the position.
+        let end = after
+            .find(", expected")
+            .or_else(|| after.find(" at line "))
+            .unwrap_or(after.len());
+        rest = &after[end..];
     }
-    text
+    shown.push_str(rest);
+    shown
 }
 
 /// Reads `input` to its end. The buffer grows by copying into a fresh wiped-on-drop buffer,
