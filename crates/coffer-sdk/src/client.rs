@@ -52,7 +52,7 @@ struct Inner {
 
 /// An answer: its status and its body (wiped when dropped, since a job's body holds
 /// values).
-struct Answer {
+pub(crate) struct Answer {
     status: StatusCode,
     body: Zeroizing<Vec<u8>>,
 }
@@ -419,7 +419,7 @@ impl Client {
 
     // Plumbing.
 
-    async fn get<T: DeserializeOwned>(
+    pub(crate) async fn get<T: DeserializeOwned>(
         &self,
         path: &[&str],
         query: &[(&str, String)],
@@ -430,7 +430,7 @@ impl Client {
         decode(&answer)
     }
 
-    async fn send_json<T: DeserializeOwned>(
+    pub(crate) async fn send_json<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &[&str],
@@ -467,7 +467,7 @@ impl Client {
     }
 
     /// Every item of a listing: reads page after page until the server gives no cursor.
-    async fn all_pages<P: Paged>(
+    pub(crate) async fn all_pages<P: Paged>(
         &self,
         path: &[&str],
         filter: Vec<(&str, String)>,
@@ -492,7 +492,7 @@ impl Client {
 
     /// `METHOD base/v1/PATH?QUERY` with the key and `Accept: application/json`. Each path
     /// segment is percent-encoded on its own, so a name can never reach another route.
-    fn request(
+    pub(crate) fn request(
         &self,
         method: Method,
         path: &[&str],
@@ -517,7 +517,7 @@ impl Client {
     }
 
     /// Sends, reads the whole answer, and turns an error status into [`Error`].
-    async fn execute(&self, request: reqwest::RequestBuilder) -> Result<Answer, Error> {
+    pub(crate) async fn execute(&self, request: reqwest::RequestBuilder) -> Result<Answer, Error> {
         let mut response = request.send().await.map_err(Error::Transport)?;
         let status = response.status();
         let retry_after = response
@@ -590,11 +590,11 @@ impl std::io::Write for WipedBuf {
     }
 }
 
-fn decode<T: DeserializeOwned>(answer: &Answer) -> Result<T, Error> {
+pub(crate) fn decode<T: DeserializeOwned>(answer: &Answer) -> Result<T, Error> {
     serde_json::from_slice(&answer.body).map_err(|e| decode_error(answer.status, &e))
 }
 
-fn page_query(page: &PageRequest) -> Vec<(&'static str, String)> {
+pub(crate) fn page_query(page: &PageRequest) -> Vec<(&'static str, String)> {
     let mut q = Vec::new();
     if let Some(limit) = page.limit {
         q.push(("limit", limit.to_string()));

@@ -8,8 +8,8 @@
 //! Three pieces:
 //!
 //! - [`Client`]: a typed client for the HTTP API — environments, API keys, secrets
-//!   (values are write-only), config, functions, events, runs — and the runtime routes a
-//!   worker uses (poll, heartbeat, complete, resolve).
+//!   (values are write-only), config, functions, events, runs, orchestrations — and the
+//!   runtime routes a worker uses (poll, heartbeat, complete, resolve).
 //! - [`Worker`]: a pull worker. It long-polls for runs of its functions, runs their
 //!   handlers (at most N at once), keeps each run's lease alive with heartbeats, reports
 //!   the output or the error, and shuts down gracefully.
@@ -100,6 +100,33 @@
 //! # }
 //! ```
 //!
+//! Orchestrations chain steps (compute, approval, delay, decision); a compute step may
+//! carry encrypted params, sealed by the server and masked in every answer:
+//!
+//! ```no_run
+//! # async fn example(admin: coffer_sdk::Client) -> Result<(), coffer_sdk::Error> {
+//! use coffer_sdk::wire::{ComputeStep, CreateOrchestration, DelayStep, Param, Step};
+//! let mut charge = ComputeStep {
+//!     id: "charge".into(),
+//!     function_id: "send-invoice".into(),
+//!     params: Default::default(),
+//!     encrypted_params: Default::default(),
+//! };
+//! charge.encrypted_params.insert("API_TOKEN".into(), Param::encrypt("tok-123"));
+//! let steps = vec![
+//!     Step::Delay(DelayStep { id: "settle".into(), duration_ms: 60_000 }),
+//!     Step::Compute(charge),
+//! ];
+//! let o = admin
+//!     .create_orchestration("production", &CreateOrchestration { name: "billing".into(), steps })
+//!     .await?;
+//! let run = admin.run_orchestration("production", &o.id, None).await?;
+//! let run = admin.get_orchestration_run("production", &run.id).await?;
+//! println!("{}: {}", run.id, run.status.as_str());
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Runnable versions of these live in the crate's `examples/` (`pull_worker.rs`,
 //! `push_handler.rs`); the crate's tests run them against a real `coffer serve`.
 //!
@@ -136,6 +163,7 @@ mod client;
 mod error;
 mod function;
 pub mod management;
+mod orchestrations;
 mod push;
 mod worker;
 
@@ -149,6 +177,7 @@ pub use management::{
     ApiKey, ConfigEntry, ConfigPage, Environment, NewApiKey, PageRequest, Role, RunQuery,
     SecretMeta, SecretPage, SecretStatus, Written,
 };
+pub use orchestrations::OrchestrationRunQuery;
 pub use push::{DEFAULT_MAX_BODY, PushHandler};
 pub use worker::{DEFAULT_CONCURRENCY, DEFAULT_LEASE, DEFAULT_WAIT, Worker};
 

@@ -154,3 +154,69 @@ pub const RUN: &str = "Examples:
 Exit code: CMD's (128+N when signal N ended it); before CMD starts, coffer's own:
 4 without a runtime key of the environment, 3 for an unknown function, 127 when CMD
 is not found.";
+
+pub const ORCHESTRATION: &str = "Examples:
+  coffer orchestration create -f billing.yaml --env production
+  coffer orchestration get orch_0190a1b2c3d4e5f6a7b8c9d0 --env production
+  coffer orchestration run orch_0190a1b2c3d4e5f6a7b8c9d0 --param amount=42 --wait
+  coffer orchestration approve orun_0190a1b2c3d4e5f6a7b8c9d0 --reason 'checked by ops'";
+pub const ORCHESTRATION_CREATE: &str = "Examples:
+  coffer orchestration create -f billing.yaml --env production
+  coffer orchestration create -f - --json < billing.json | jq -r .id
+
+A definition file (YAML or JSON):
+  name: nightly-billing
+  steps:
+    - id: charge
+      type: compute
+      functionId: billing
+      params: {currency: EUR}
+      encryptedParams:
+        API_TOKEN: {value: tok-123, encrypt: true}      # sealed; every read shows ********
+        STRIPE: {secretRef: STRIPE_KEY}                 # the environment's secret, read when the step runs
+    - {id: review, type: approval, timeoutMs: 86400000}
+    - {id: cool-down, type: delay, durationMs: 60000}";
+pub const ORCHESTRATION_UPDATE: &str = "Examples:
+  coffer orchestration get orch_0190a1b2c3d4e5f6a7b8c9d0 --json > billing.json
+  $EDITOR billing.json            # encrypted params read {\"value\": \"********\", \"encrypted\": true}
+  coffer orchestration update orch_0190a1b2c3d4e5f6a7b8c9d0 -f billing.json
+
+The file holds the whole definition. Per encrypted param: sent back masked, the stored
+value is kept; {\"value\": ..., \"encrypt\": true} seals a new one; left out, it is removed.
+A file saved from `get --json` carries its revision: the update is refused (exit code 5)
+if the orchestration changed since.";
+pub const ORCHESTRATION_GET: &str = "Examples:
+  coffer orchestration get orch_0190a1b2c3d4e5f6a7b8c9d0 --env production
+  coffer orchestration get orch_0190a1b2c3d4e5f6a7b8c9d0 --json > billing.json";
+pub const ORCHESTRATION_LIST: &str = "Examples:
+  coffer orchestration list --env production
+  coffer orchestration list --json | jq -r '.[].id'";
+pub const ORCHESTRATION_DELETE: &str = "Examples:
+  coffer orchestration delete orch_0190a1b2c3d4e5f6a7b8c9d0              # asks y/N
+  coffer orchestration delete orch_0190a1b2c3d4e5f6a7b8c9d0 --yes --expected-revision 3";
+pub const ORCHESTRATION_RUN: &str = "Examples:
+  coffer orchestration run orch_0190a1b2c3d4e5f6a7b8c9d0 --param amount=42 --param note=monthly
+  coffer orchestration run orch_0190a1b2c3d4e5f6a7b8c9d0 --params '{\"amount\": 42}' --json
+  coffer orchestration run orch_0190a1b2c3d4e5f6a7b8c9d0 --wait --timeout 600
+
+Exit code with --wait: 0 when the run succeeded or waits for an approval, 1 when it
+failed, was rejected, or was still running at the timeout.";
+pub const ORCHESTRATION_RUNS: &str = "Examples:
+  coffer orchestration runs list --orchestration orch_0190a1b2c3d4e5f6a7b8c9d0
+  coffer orchestration runs show orun_0190a1b2c3d4e5f6a7b8c9d0";
+pub const ORCHESTRATION_RUNS_LIST: &str = "Examples:
+  coffer orchestration runs list --env production                     # newest first
+  coffer orchestration runs list --status waiting_approval --limit 20
+  coffer orchestration runs list --orchestration orch_0190a1b2c3d4e5f6a7b8c9d0 --json";
+pub const ORCHESTRATION_RUNS_SHOW: &str = "Examples:
+  coffer orchestration runs show orun_0190a1b2c3d4e5f6a7b8c9d0 --env production
+  coffer orchestration runs show orun_0190a1b2c3d4e5f6a7b8c9d0 --json | jq .status";
+pub const ORCHESTRATION_APPROVE: &str = "Examples:
+  coffer orchestration approve orun_0190a1b2c3d4e5f6a7b8c9d0
+  coffer orchestration approve orun_0190a1b2c3d4e5f6a7b8c9d0 --reason 'amount checked'
+
+Exit code 5 when the run is not waiting for an approval (code not_waiting).";
+pub const ORCHESTRATION_REJECT: &str = "Examples:
+  coffer orchestration reject orun_0190a1b2c3d4e5f6a7b8c9d0 --reason 'wrong amount'
+
+Exit code 5 when the run is not waiting for an approval (code not_waiting).";

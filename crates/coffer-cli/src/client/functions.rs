@@ -5,10 +5,10 @@
 //! JSON or YAML file; answers are read as `coffer_wire::Function`. The signing secret a
 //! registration or rotation returns is shown once, like an API key at its creation.
 
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use coffer_core::{ConfigKey, SecretName};
 use coffer_store::FunctionId;
 use coffer_wire::{Function, FunctionMode, PutFunction, RotateSigningSecret, Trigger};
@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 use super::confirm::{Ask, confirm};
 use super::exit::usage;
 use super::http::JsonBody;
-use super::{Session, examples, output, parse};
+use super::{Session, examples, input, output, parse};
 
 /// `coffer function …`
 #[derive(clap::Subcommand)]
@@ -124,9 +124,6 @@ pub enum ModeArg {
     /// Workers with a runtime key poll for runs.
     Pull,
 }
-
-/// The largest definition file read: the most one request body carries.
-const MAX_DEFINITION_BYTES: usize = coffer_api::MAX_BODY_BYTES;
 
 impl Session {
     pub(super) async fn function(&self, command: FunctionCommand) -> Result<()> {
@@ -283,46 +280,12 @@ fn definition(args: RegisterArgs) -> Result<PutFunction> {
     Ok(body)
 }
 
-/// A definition file: YAML for `.yaml`/`.yml`, JSON for `.json`, and otherwise (stdin,
-/// other names) JSON when it starts with `{`, else YAML. Either holds the request body,
-/// with its camelCase keys; an unknown key is an error, not a setting silently ignored.
+/// A definition file (JSON or YAML, see [`input::read_document`]) holding the request body.
 fn read_definition(path: &Path) -> Result<PutFunction> {
-    let shown = path.display();
-    let mut bytes = Vec::new();
-    let limit = MAX_DEFINITION_BYTES as u64 + 1;
-    let read = if path == Path::new("-") {
-        std::io::stdin().lock().take(limit).read_to_end(&mut bytes)
-    } else {
-        std::fs::File::open(path).and_then(|f| f.take(limit).read_to_end(&mut bytes))
-    };
-    read.with_context(|| format!("cannot read {shown}"))?;
-    if bytes.len() > MAX_DEFINITION_BYTES {
-        return Err(usage(format!(
-            "{shown} is larger than {MAX_DEFINITION_BYTES} bytes: not a function definition"
-        )));
-    }
-    let text = std::str::from_utf8(&bytes).map_err(|_| usage(format!("{shown} is not UTF-8")))?;
-    let extension = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    let yaml = match extension.as_deref() {
-        Some("yaml" | "yml") => true,
-        Some("json") => false,
-        _ => !text.trim_start().starts_with('{'),
-    };
-    let parsed = if yaml {
-        serde_yaml_ng::from_str(text).map_err(|e| format!("{e}"))
-    } else {
-        serde_json::from_str(text).map_err(|e| format!("{e}"))
-    };
-    parsed.map_err(|e| {
-        usage(format!(
-            "{shown} is not a function definition ({} with triggers, secrets, config, mode, url, timeoutMs, retries, concurrency): {}",
-            if yaml { "YAML" } else { "JSON" },
-            output::printable(&e)
-        ))
-    })
+    input::read_document(
+        path,
+        "a function definition (triggers, secrets, config, mode, url, timeoutMs, retries, concurrency)",
+    )
 }
 
 fn mode_name(mode: FunctionMode) -> &'static str {

@@ -149,12 +149,24 @@ impl Api {
 
     /// `DELETE path`, only at `expected_revision` when one is given (`?expectedRevision=`).
     pub async fn delete_at(&self, path: &[&str], expected_revision: Option<u64>) -> Result<()> {
+        self.delete_answering(path, expected_revision)
+            .await
+            .map(drop)
+    }
+
+    /// [`Api::delete_at`] for a route that answers with what it deleted (an
+    /// orchestration): that answer, or `None` for an empty one.
+    pub async fn delete_answering(
+        &self,
+        path: &[&str],
+        expected_revision: Option<u64>,
+    ) -> Result<Option<Value>> {
         let revision = expected_revision.map(|r| r.to_string());
         let query: Vec<_> = revision
             .iter()
             .map(|r| ("expectedRevision", r.as_str()))
             .collect();
-        self.delete(path, &query).await
+        self.send(Method::DELETE, path, &query, None, &[]).await
     }
 
     /// `GET` a server-sent event stream: the response once its head arrived (its body is

@@ -7,9 +7,11 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use coffer_core::MAX_VALUE_BYTES;
 use secrecy::SecretString;
+use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 use super::exit::usage;
+use super::output::printable;
 
 /// A secret value from stdin, all of it, minus one trailing `\n` or `\r\n` (the one
 /// `echo` or a final Enter adds). Nothing at all on stdin is refused: a forgotten value (a
@@ -91,6 +93,76 @@ pub fn read_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
     Ok(bytes)
 }
 
+/// A JSON or YAML document (`what`: "a function definition (triggers, secrets, …)") from
+/// `path` (`-`: stdin): YAML for `.yaml`/`.yml`, JSON for `.json`, and otherwise JSON when
+/// it starts with `{`, else YAML. It holds a request body with its camelCase keys; an
+/// unknown key is an error, not a setting silently ignored.
+///
+/// The file may hold values to seal (an orchestration's encrypted parameters): it is read
+/// into a wiped buffer, and a parse error names keys and positions but never quotes a
+/// value (see [`without_values`]).
+pub fn read_document<T: DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
+    let shown = path.display();
+    let max = coffer_api::MAX_BODY_BYTES;
+    let read = if path == Path::new("-") {
+        read_bounded(std::io::stdin().lock(), max)
+    } else {
+        std::fs::File::open(path).and_then(|f| read_bounded(f, max))
+    };
+    let bytes = read
+        .with_context(|| format!("cannot read {shown}"))?
+        .ok_or_else(|| usage(format!("{shown} is larger than {max} bytes: not {what}")))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| usage(format!("{shown} is not UTF-8")))?;
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let yaml = match extension.as_deref() {
+        Some("yaml" | "yml") => true,
+        Some("json") => false,
+        _ => !text.trim_start().starts_with('{'),
+    };
+    let parsed = if yaml {
+        serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
+    } else {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    };
+    parsed.map_err(|e| {
+        usage(format!(
+            "{shown} is not {what} ({}): {}",
+            if yaml { "YAML" } else { "JSON" },
+            printable(&without_values(&e))
+        ))
+    })
+}
+
+/// serde's message without the input value it quotes (`invalid type: string "s3cr3t",
+/// expected a boolean` becomes `invalid type, expected a boolean`); the names of keys and
+/// variants the schema expects, and positions, stay.
+pub fn without_values(message: &str) -> String {
+    const QUOTING: [&str; 3] = ["invalid type: ", "invalid value: ", "unknown variant "];
+    let mut shown = String::new();
+    let mut rest = message;
+    while let Some((at, marker)) = QUOTING
+        .iter()
+        .filter_map(|m| rest.find(m).map(|at| (at, *m)))
+        .min()
+    {
+        shown.push_str(&rest[..at]);
+        shown.push_str(marker.trim_end().trim_end_matches(':'));
+        shown.push_str(" (value not shown)");
+        let after = &rest[at + marker.len()..];
+        // The value ends where serde says what it expected, or else at the position.
+        let end = after
+            .find(", expected")
+            .or_else(|| after.find(" at line "))
+            .unwrap_or(after.len());
+        rest = &after[end..];
+    }
+    shown.push_str(rest);
+    shown
+}
+
 /// Reads `input` to its end. The buffer grows by copying into a fresh wiped-on-drop buffer,
 /// so no stale partial copy is left in freed memory.
 pub fn read_all(mut input: impl Read) -> std::io::Result<Zeroizing<Vec<u8>>> {
@@ -164,6 +236,34 @@ mod tests {
         assert!(check_value_size(&"x".repeat(MAX_VALUE_BYTES)).is_ok());
         let e = check_value_size(&"x".repeat(MAX_VALUE_BYTES + 1)).unwrap_err();
         assert!(e.to_string().contains("64 KiB value limit"), "{e}");
+    }
+
+    #[test]
+    fn parse_errors_never_quote_the_value_but_keep_names_and_positions() {
+        let e = serde_json::from_str::<std::collections::BTreeMap<String, bool>>(
+            r#"{"encrypt": "canary-Q7"}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("canary-Q7"), "serde quotes it: {e}");
+        let shown = without_values(&e);
+        assert!(!shown.contains("canary"), "{shown}");
+        assert!(
+            shown.starts_with("invalid type (value not shown), expected a boolean at line 1"),
+            "{shown}"
+        );
+        assert_eq!(
+            without_values("unknown variant `canary-Q7`, expected `compute` or `delay`"),
+            "unknown variant (value not shown), expected `compute` or `delay`"
+        );
+        assert_eq!(
+            without_values("unknown field `timeout_ms`, expected `mode`"),
+            "unknown field `timeout_ms`, expected `mode`"
+        );
+        assert_eq!(
+            without_values("invalid value: string \"x\" at line 2 column 3"),
+            "invalid value (value not shown) at line 2 column 3"
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod input;
 mod keys;
 mod login;
 mod mcp;
+mod orchestrations;
 mod output;
 mod run;
 mod runs;
@@ -145,6 +146,14 @@ pub enum ClientCommand {
         global: GlobalArgs,
         #[command(flatten)]
         args: run::RunArgs,
+    },
+    /// Orchestrations: ordered steps (compute, approval, delay, decision) and their runs.
+    #[command(visible_alias = "orchestrations", after_help = examples::ORCHESTRATION)]
+    Orchestration {
+        #[command(flatten)]
+        global: GlobalArgs,
+        #[command(subcommand)]
+        command: orchestrations::OrchestrationCommand,
     },
     /// Runs: what events started, their status and output.
     #[command(after_help = examples::RUNS)]
@@ -356,6 +365,9 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
             Session::open(global)?.function(command).await
         }
         ClientCommand::Runs { global, command } => Session::open(global)?.runs(command).await,
+        ClientCommand::Orchestration { global, command } => {
+            Session::open(global)?.orchestration(command).await
+        }
         ClientCommand::Events { global, command } => Session::open(global)?.events(command).await,
         ClientCommand::Audit {
             global,
@@ -817,7 +829,21 @@ impl Session {
         page_size: u32,
         max: Option<u64>,
     ) -> Result<Vec<Value>> {
-        let path = ["v1", "environments", self.env.as_str(), collection];
+        self.items_at(collection, collection, filters, page_size, max)
+            .await
+    }
+
+    /// [`Session::items_where`] for a route whose list field is not named like its path
+    /// (`orchestration-runs` answers `{"runs": […]}`).
+    async fn items_at(
+        &self,
+        route: &str,
+        collection: &str,
+        filters: &[(&str, &str)],
+        page_size: u32,
+        max: Option<u64>,
+    ) -> Result<Vec<Value>> {
+        let path = ["v1", "environments", self.env.as_str(), route];
         let mut all = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
