@@ -456,7 +456,11 @@ impl Client {
         })
     }
 
-    async fn delete(&self, path: &[&str], expected_revision: Option<u64>) -> Result<(), Error> {
+    pub(crate) async fn delete(
+        &self,
+        path: &[&str],
+        expected_revision: Option<u64>,
+    ) -> Result<(), Error> {
         let query: Vec<_> = expected_revision
             .map(|r| ("expectedRevision", r.to_string()))
             .into_iter()

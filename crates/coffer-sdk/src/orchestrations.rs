@@ -140,22 +140,18 @@ impl Client {
     }
 
     /// `DELETE /v1/environments/{env}/orchestrations/{id}` (with `expected_revision`, only
-    /// at that revision): the deleted orchestration, masked.
+    /// at that revision). Its runs stay; one still going fails at its next compute step.
     pub async fn delete_orchestration(
         &self,
         env: &str,
         id: &str,
         expected_revision: Option<u64>,
-    ) -> Result<Orchestration, Error> {
-        let query: Vec<_> = expected_revision
-            .map(|r| ("expectedRevision", r.to_string()))
-            .into_iter()
-            .collect();
-        let path = ["environments", env, "orchestrations", id];
-        let answer = self
-            .execute(self.request(Method::DELETE, &path, &query)?)
-            .await?;
-        decode(&answer)
+    ) -> Result<(), Error> {
+        self.delete(
+            &["environments", env, "orchestrations", id],
+            expected_revision,
+        )
+        .await
     }
 
     /// `POST /v1/environments/{env}/orchestrations/{id}/runs`: starts a run with `params`
