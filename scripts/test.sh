@@ -51,6 +51,6 @@ echo "== cargo test"
 cargo test --workspace --locked -- --test-threads="${COFFER_TEST_THREADS:-2}"
 echo "== the core and API suites again, on PostgreSQL (the same harness, COFFER_TEST_BACKEND)"
 COFFER_TEST_BACKEND=postgres cargo test --locked -p coffer-core --test core -p coffer-api --test api \
-    -p coffer-cli --test runtime_cli --test runtime \
+    -p coffer-cli --test runtime_cli --test runtime --test orchestrations --test orchestrations_cli \
     -- --test-threads="${COFFER_TEST_THREADS:-2}"
 scripts/openapi-check.sh  # the OpenAPI document: valid 3.1, and the real server answers as it says

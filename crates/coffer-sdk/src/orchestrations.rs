@@ -13,7 +13,7 @@ use coffer_wire::{
 };
 use reqwest::Method;
 
-use crate::client::{Client, decode, page_query};
+use crate::client::{Client, page_query};
 use crate::error::Error;
 use crate::management::{PageRequest, Paged};
 

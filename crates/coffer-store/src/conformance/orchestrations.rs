@@ -591,7 +591,7 @@ pub async fn flows_are_started_and_listed_newest_first_filtered_and_paginated(
     );
     assert_eq!(
         list(all.clone(), Some(second.id.clone()), 3).await,
-        [first.id.clone()]
+        std::slice::from_ref(&first.id)
     );
     let of_a = FlowFilter {
         orchestration: Some(oa.clone()),
@@ -603,13 +603,16 @@ pub async fn flows_are_started_and_listed_newest_first_filtered_and_paginated(
     );
     assert_eq!(
         list(of_a, Some(third.id.clone()), 10).await,
-        [first.id.clone()]
+        std::slice::from_ref(&first.id)
     );
     let succeeded = FlowFilter {
         orchestration: None,
         status: Some(FlowStatus::Succeeded),
     };
-    assert_eq!(list(succeeded, None, 10).await, [second.id.clone()]);
+    assert_eq!(
+        list(succeeded, None, 10).await,
+        std::slice::from_ref(&second.id)
+    );
     let running_b = FlowFilter {
         orchestration: Some(ob),
         status: Some(FlowStatus::Running),
@@ -650,12 +653,12 @@ pub async fn a_flow_lease_takes_due_runs_once_and_an_expired_lease_passes_on(
     let leased = store.lease_flows(10, at(100), at(25)).await.unwrap();
     assert_eq!(
         ids(&leased),
-        [f1.id.clone()],
+        std::slice::from_ref(&f1.id),
         "held runs are not leased again"
     );
     assert_eq!(
         ids(&store.lease_flows(10, at(200), at(99)).await.unwrap()),
-        [f3.id.clone()],
+        std::slice::from_ref(&f3.id),
         "leases held until 100 are not taken at 99"
     );
     let held = get_flow(&*store, &prod.name, &f2.id).await;
@@ -689,7 +692,7 @@ pub async fn a_flow_lease_takes_due_runs_once_and_an_expired_lease_passes_on(
     assert_eq!(moved.lease_expires_at, None);
     assert_eq!(
         ids(&store.lease_flows(10, at(500), at(160)).await.unwrap()),
-        [f1.id.clone()]
+        std::slice::from_ref(&f1.id)
     );
 }
 
@@ -923,7 +926,7 @@ pub async fn an_ended_step_run_makes_its_flow_due_and_a_retry_does_not(store: Ar
     assert_eq!(woken.state, asleep.state);
     assert_eq!(woken.status, FlowStatus::Running);
     let due = store.lease_flows(10, at(500), at(50)).await.unwrap();
-    assert_eq!(ids(&due), [flow.id.clone()]);
+    assert_eq!(ids(&due), std::slice::from_ref(&flow.id));
 
     // A failed run wakes its run too; a run of an ended orchestration run leaves it be.
     let mut advance = step(&due[0], FlowStatus::Running, None);
