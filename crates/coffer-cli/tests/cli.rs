@@ -630,9 +630,9 @@ fn keys_status_counts_encryptions_of_versions_missing_from_the_keyring() {
             .find(|cells| cells.first().map(String::as_str) == Some(version))
             .unwrap_or_else(|| panic!("no version {version} in\n{status}"))
     };
-    // VERSION CURRENT IN-KEYRING VALUES SIGNING-SECRETS ENCRYPTIONS
-    assert_eq!(row("1"), ["1", "no", "no", "3", "0", "3"], "{status}");
-    assert_eq!(row("2"), ["2", "yes", "yes", "0", "0", "0"], "{status}");
+    // VERSION CURRENT IN-KEYRING VALUES SIGNING-SECRETS ORCHESTRATION-PARAMS ENCRYPTIONS
+    assert_eq!(row("1"), ["1", "no", "no", "3", "0", "0", "3"], "{status}");
+    assert_eq!(row("2"), ["2", "yes", "yes", "0", "0", "0", "0"], "{status}");
 }
 
 #[test]

@@ -127,6 +127,7 @@ async fn keys_status_and_rewrap_move_every_value_to_the_current_version() {
             "IN-KEYRING",
             "VALUES",
             "SIGNING-SECRETS",
+            "ORCHESTRATION-PARAMS",
             "ENCRYPTIONS"
         ],
         "{status}"
@@ -261,7 +262,9 @@ async fn keys_verify_finds_a_value_tampered_on_disk_that_a_restart_does_not_open
                 {"environment": "default", "name": "S0007", "revision": 1, "keyVersion": 1}
             ],
             "signingSecretsChecked": 0,
-            "unreadableSigningSecrets": []
+            "unreadableSigningSecrets": [],
+            "orchestrationParamsChecked": 0,
+            "unreadableOrchestrationParams": []
         })
     );
     assert!(
