@@ -632,7 +632,11 @@ fn keys_status_counts_encryptions_of_versions_missing_from_the_keyring() {
     };
     // VERSION CURRENT IN-KEYRING VALUES SIGNING-SECRETS ORCHESTRATION-PARAMS ENCRYPTIONS
     assert_eq!(row("1"), ["1", "no", "no", "3", "0", "0", "3"], "{status}");
-    assert_eq!(row("2"), ["2", "yes", "yes", "0", "0", "0", "0"], "{status}");
+    assert_eq!(
+        row("2"),
+        ["2", "yes", "yes", "0", "0", "0", "0"],
+        "{status}"
+    );
 }
 
 #[test]

@@ -128,7 +128,15 @@ fn json(text: &str) -> Value {
 #[test]
 fn an_orchestration_is_managed_and_run_without_its_sealed_param_ever_shown() {
     let s = Server::start();
-    s.ok(&["function", "register", "pull-fn", "--mode", "pull"]);
+    s.ok(&[
+        "function",
+        "register",
+        "pull-fn",
+        "--mode",
+        "pull",
+        "--secret",
+        "STRIPE_KEY",
+    ]);
 
     // create, from YAML
     let file = s.file("billing.yaml", DEFINITION);

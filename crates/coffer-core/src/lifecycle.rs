@@ -897,12 +897,16 @@ fn reseal_params(
         let mut stored_anew = 0;
         for step in &mut steps {
             let step_id = step.step.id().to_owned();
+            let function = match &step.step {
+                coffer_wire::Step::Compute(c) => c.function_id.clone(),
+                _ => String::new(),
+            };
             for (name, p) in &mut step.params {
                 let StoredParam::Sealed(value) = p else {
                     continue;
                 };
                 out.checked += 1;
-                let aad = param_aad(&o.environment_id, &o.id, &step_id, name);
+                let aad = param_aad(&o.environment_id, &o.id, &step_id, &function, name);
                 match visit(ring, walk, value, aad.as_bytes())? {
                     Visit::Unreadable => out.unreadable.push(UnreadableParam {
                         environment: o.environment.clone(),

@@ -444,7 +444,7 @@ impl FlowStore for PgStore {
         lock_environment(&mut tx, env).await?;
         let author = check_actor(&mut tx, actor).await?;
         let row = sqlx::query(&format!(
-            "UPDATE orchestration_runs SET decision = $4, wake_at = $5,
+            "UPDATE orchestration_runs SET decision = $4, wake_at = $5, lease_expires_at = NULL,
                  version = version + 1, updated_at = $5
              WHERE environment = $1 AND id = $2 AND status = 'waiting_approval'
                AND current_step = $3 AND decision IS NULL
@@ -484,7 +484,7 @@ pub(crate) async fn wake_flow(
     at: Timestamp,
 ) -> StoreResult<()> {
     sqlx::query(
-        "UPDATE orchestration_runs SET wake_at = $2, version = version + 1, updated_at = $2
+        "UPDATE orchestration_runs SET wake_at = $2, lease_expires_at = NULL, version = version + 1, updated_at = $2
          WHERE id = $1 AND status IN ('running', 'waiting_approval')",
     )
     .bind(flow.as_str())

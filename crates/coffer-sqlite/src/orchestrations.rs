@@ -416,7 +416,7 @@ impl FlowStore for SqliteStore {
                 let author = check_actor(c, &actor)?;
                 let row = c
                     .prepare_cached(&format!(
-                        "UPDATE orchestration_runs SET decision = ?4, wake_at = ?5,
+                        "UPDATE orchestration_runs SET decision = ?4, wake_at = ?5, lease_expires_at = NULL,
                              version = version + 1, updated_at = ?5
                          WHERE environment = ?1 AND id = ?2 AND status = 'waiting_approval'
                            AND current_step = ?3 AND decision IS NULL
@@ -456,7 +456,7 @@ pub(crate) fn wake_flow(
     at: Timestamp,
 ) -> StoreResult<()> {
     c.prepare_cached(
-        "UPDATE orchestration_runs SET wake_at = ?2, version = version + 1, updated_at = ?2
+        "UPDATE orchestration_runs SET wake_at = ?2, lease_expires_at = NULL, version = version + 1, updated_at = ?2
          WHERE id = ?1 AND status IN ('running', 'waiting_approval')",
     )
     .and_then(|mut s| s.execute(params![flow.as_str(), at.millis()]))

@@ -12,7 +12,7 @@ const ENV: &str = "/v1/environments/default";
 const CANARY: &str = "api-canary-5fJ2";
 
 async fn function(s: &Server) {
-    let body = json!({"triggers": [{"event": "x.y"}], "mode": "pull"});
+    let body = json!({"triggers": [{"event": "x.y"}], "secrets": ["STRIPE_KEY"], "mode": "pull"});
     let (status, f) = s
         .admin(Method::PUT, &format!("{ENV}/functions/billing"), Some(body))
         .await;

@@ -537,8 +537,11 @@ pub(crate) struct StepParams {
     pub(crate) secrets: Vec<SecretString>,
     /// References that were set and handed over.
     pub(crate) resolved: Vec<SecretName>,
-    /// References that were not set (absent from `params`).
+    /// References that were not set.
     pub(crate) missing: Vec<SecretName>,
+    /// The params of those references: absent from the job's `triggerParams` altogether
+    /// (a run's or the step's plain param of that name does not stand in for them).
+    pub(crate) absent: Vec<String>,
 }
 
 impl Coffer {
@@ -550,9 +553,11 @@ impl Coffer {
     pub(crate) async fn step_params(
         &self,
         env: &Environment,
-        function: &coffer_store::FunctionId,
+        function: &crate::runtime::FunctionView,
         link: &StepLink,
     ) -> Result<StepParams, String> {
+        let declared = &function.spec.secrets;
+        let function = &function.record.id;
         let flow = match self.catalog.get_flow(&env.name, &link.flow).await {
             Ok(Some(f)) if f.environment_id == env.id => f,
             Ok(_) => return Err("its orchestration run no longer exists".into()),
@@ -588,6 +593,7 @@ impl Coffer {
             secrets: Vec::new(),
             resolved: Vec::new(),
             missing: Vec::new(),
+            absent: Vec::new(),
         };
         // Plain ones, then references, then encrypted ones: within one step a name is one
         // kind, so the order only matters against the run's and the step's plain params,
@@ -598,6 +604,14 @@ impl Coffer {
                     out.params.insert(name, v);
                 }
                 StoredParam::Ref(r) => {
+                    // Checked when the definition was saved, and again now: the function
+                    // may have stopped declaring it since.
+                    if !declared.iter().any(|d| *d == r) {
+                        return Err(format!(
+                            "step {} references secret {r}, which function {function} does not declare",
+                            link.step
+                        ));
+                    }
                     let secret = SecretName::new(&r).map_err(|e| e.to_string())?;
                     match self
                         .open_secret(env, &secret)
@@ -611,11 +625,20 @@ impl Coffer {
                             out.secrets.push(v);
                             out.resolved.push(secret);
                         }
-                        None => out.missing.push(secret),
+                        None => {
+                            out.missing.push(secret);
+                            out.absent.push(name);
+                        }
                     }
                 }
                 StoredParam::Sealed(stored) => {
-                    let aad = super::param_aad(&env.id, &orchestration.id, &link.step, &name);
+                    let aad = super::param_aad(
+                        &env.id,
+                        &orchestration.id,
+                        &link.step,
+                        function.as_str(),
+                        &name,
+                    );
                     let Some(plain) = self.open_param(&aad, &stored) else {
                         return Err(format!(
                             "encrypted param {name} of step {} cannot be decrypted",

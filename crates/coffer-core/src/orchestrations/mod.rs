@@ -35,9 +35,16 @@ pub const MAX_PARAM_VALUE_BYTES: usize = crate::MAX_VALUE_BYTES;
 /// Most characters of an approval's reason.
 pub const MAX_REASON_CHARS: usize = 1024;
 
-/// The associated data an encrypted parameter is sealed with: it opens only in its place.
-pub(crate) fn param_aad(env: &EnvId, id: &OrchestrationId, step: &str, param: &str) -> String {
-    format!("coffer:orchestration-param:{env}:{id}:{step}:{param}")
+/// The associated data an encrypted parameter is sealed with: it opens only in its place —
+/// this environment incarnation, orchestration, step, the step's function and param name.
+pub(crate) fn param_aad(
+    env: &EnvId,
+    id: &OrchestrationId,
+    step: &str,
+    function: &str,
+    param: &str,
+) -> String {
+    format!("coffer:orchestration-param:{env}:{id}:{step}:{function}:{param}")
 }
 
 /// One parameter in its stored form.
@@ -246,11 +253,24 @@ async fn check_definition(
             Step::Compute(c) => {
                 let fid = FunctionId::new(&c.function_id)
                     .map_err(|e| invalid(format!("step {}: {e}", c.id)))?;
-                if coffer.catalog.get_function(env, &fid).await?.is_none() {
+                let Some(record) = coffer.catalog.get_function(env, &fid).await? else {
                     return Err(invalid(format!(
                         "step {}: function {fid} does not exist in environment {env}",
                         c.id
                     )));
+                };
+                // A reference hands the step's function a secret: only one it declares, so
+                // an orchestration can never reach a value its function could not.
+                let declared = crate::runtime::FunctionView::new(record)?.spec.secrets;
+                for (name, p) in &c.encrypted_params {
+                    if let Some(r) = &p.secret_ref
+                        && !declared.iter().any(|d| d == r)
+                    {
+                        return Err(invalid(format!(
+                            "step {}: encrypted param {name} references secret {r}, which function {fid} does not declare (add it to the function's secrets)",
+                            c.id
+                        )));
+                    }
                 }
                 if c.params.len() > MAX_PARAMS || c.encrypted_params.len() > MAX_PARAMS {
                     return Err(invalid(format!(
@@ -357,10 +377,14 @@ fn store_steps(
     steps: Vec<Step>,
     old: Option<Vec<StoredStep>>,
 ) -> Result<Vec<StoredStep>, CoreError> {
-    let mut old: BTreeMap<String, BTreeMap<String, StoredParam>> = old
+    // Per step id: the function it ran and its stored params.
+    let mut old: BTreeMap<String, (String, BTreeMap<String, StoredParam>)> = old
         .unwrap_or_default()
         .into_iter()
-        .map(|s| (s.step.id().to_owned(), s.params))
+        .filter_map(|s| match s.step {
+            Step::Compute(c) => Some((c.id, (c.function_id, s.params))),
+            _ => None,
+        })
         .collect();
     let mut out = Vec::with_capacity(steps.len());
     for step in steps {
@@ -372,10 +396,18 @@ fn store_steps(
             continue;
         };
         let given = std::mem::take(&mut c.encrypted_params);
-        let mut kept = old.remove(&c.id).unwrap_or_default();
+        let (old_function, mut kept) = old.remove(&c.id).unwrap_or_default();
         let mut params = BTreeMap::new();
         for (name, p) in given {
             let stored = if p.is_masked() {
+                if old_function != c.function_id {
+                    // Sealed for the function the step ran: a credential never follows the
+                    // step to another function without being given again.
+                    return Err(invalid(format!(
+                        "step {}: encrypted param {name} is sent masked to keep its stored value, but the step now runs function {} instead of {old_function} (a step's function is part of what its params are sealed with: send the value again with \"encrypt\": true)",
+                        c.id, c.function_id
+                    )));
+                }
                 match kept.remove(&name) {
                     Some(s @ StoredParam::Sealed(_)) => s,
                     _ => {
@@ -386,7 +418,7 @@ fn store_steps(
                     }
                 }
             } else {
-                new_param(coffer, env, id, &c.id, &name, p)?
+                new_param(coffer, env, id, &c.id, &c.function_id, &name, p)?
             };
             params.insert(name, stored);
         }
@@ -403,6 +435,7 @@ fn new_param(
     env: &EnvId,
     id: &OrchestrationId,
     step: &str,
+    function: &str,
     name: &str,
     p: Param,
 ) -> Result<StoredParam, CoreError> {
@@ -418,7 +451,7 @@ fn new_param(
                     "values are limited to {MAX_PARAM_VALUE_BYTES} bytes"
                 )));
             }
-            let aad = param_aad(env, id, step, name);
+            let aad = param_aad(env, id, step, function, name);
             let secret = SecretString::from(text);
             Ok(StoredParam::Sealed(coffer.seal_stored(&aad, secret)?))
         }

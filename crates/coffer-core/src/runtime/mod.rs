@@ -499,11 +499,14 @@ impl Coffer {
         let (mut job, mut resolution) = self.build_job(env, function, Some(run), None).await?;
         let mut extra = Vec::new();
         if let Some(link) = &run.step {
-            let step = match self.step_params(env, &function.record.id, link).await {
+            let step = match self.step_params(env, function, link).await {
                 Ok(step) => step,
                 Err(why) => return Ok(Err(why)),
             };
             if let serde_json::Value::Object(params) = &mut job.trigger_params {
+                for name in &step.absent {
+                    params.remove(name);
+                }
                 params.extend(step.params);
             }
             resolution.resolved.extend(step.resolved);
@@ -536,7 +539,7 @@ impl Coffer {
             }
         }
         if let Some(link) = &run.step {
-            match self.step_params(env, &function.record.id, link).await {
+            match self.step_params(env, function, link).await {
                 Ok(step) => values.extend(step.secrets),
                 Err(_) => return Ok(None),
             }

@@ -166,7 +166,7 @@ async fn journal_text(n: &Node) -> String {
 async fn encrypted_params_are_stored_sealed_and_read_masked() {
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
-    register_pull(&n.coffer, "billing", &[], &[]).await;
+    register_pull(&n.coffer, "billing", &["STRIPE_KEY"], &[]).await;
     let shown = create(
         &n.coffer,
         "billing",
@@ -325,6 +325,24 @@ async fn updates_keep_reseal_or_remove_each_param() {
         CoreError::Invalid(msg) => assert!(msg.contains("step charge-v2"), "{msg}"),
         other => panic!("{other:?}"),
     }
+    // The step moved to another function: its sealed params do not follow it.
+    register_pull(&n.coffer, "forwarder", &[], &[]).await;
+    let err = update(
+        &n.coffer,
+        &created.id,
+        json!([{"id": "charge", "type": "compute", "functionId": "forwarder",
+                "encryptedParams": {"KEEP": {"value": "********", "encrypted": true}}}]),
+        None,
+    )
+    .await
+    .unwrap_err();
+    match err {
+        CoreError::Invalid(msg) => assert!(
+            msg.contains("step charge") && msg.contains("now runs function forwarder"),
+            "{msg}"
+        ),
+        other => panic!("{other:?}"),
+    }
     // A masked value that is not the mask, or that never existed, is no way to set one.
     let err = update(
         &n.coffer,
@@ -395,6 +413,11 @@ async fn definitions_are_validated_naming_the_step() {
                     "encryptedParams": {"X": {"secretRef": "not a name"}}}]),
             "step a: encrypted param X",
         ),
+        (
+            json!([{"id": "a", "type": "compute", "functionId": "billing",
+                    "encryptedParams": {"X": {"secretRef": "UNDECLARED"}}}]),
+            "step a: encrypted param X references secret UNDECLARED, which function billing does not declare",
+        ),
     ];
     for (s, expected) in cases {
         match create(&n.coffer, "bad", s.clone()).await {
@@ -437,7 +460,7 @@ async fn a_step_gets_its_params_merged_and_only_its_own() {
     put(&n.coffer, "STRIPE_KEY", "sk-live-ref-value-1")
         .await
         .unwrap();
-    register_pull(&n.coffer, "billing", &[], &[]).await;
+    register_pull(&n.coffer, "billing", &["STRIPE_KEY", "NOT_SET"], &[]).await;
     register_pull(&n.coffer, "notify", &[], &[]).await;
     let worker = runtime_key(&*n.store, "ak_0e").await;
     let o = create(
@@ -457,7 +480,14 @@ async fn a_step_gets_its_params_merged_and_only_its_own() {
     .await
     .unwrap();
     let _machine = machine(&n.coffer);
-    let run = start_run(&n.coffer, &o.id, json!({"k": "run", "fromRun": true})).await;
+    // `unset` names a reference whose secret is not set: the run's param of that name does
+    // not stand in for it.
+    let run = start_run(
+        &n.coffer,
+        &o.id,
+        json!({"k": "run", "fromRun": true, "unset": "from-the-run"}),
+    )
+    .await;
     assert_eq!(run.status, OrchestrationRunStatus::Running);
     let job = next_job(&n.coffer, &worker, "billing").await;
     assert_eq!(
@@ -466,7 +496,11 @@ async fn a_step_gets_its_params_merged_and_only_its_own() {
                "stripe": "sk-live-ref-value-1"}),
         "encryptedParams win; an unset reference is absent"
     );
-    assert!(job.secrets.is_empty(), "the function declares no secrets");
+    assert_eq!(
+        job.secrets.names().collect::<Vec<_>>(),
+        ["STRIPE_KEY"],
+        "the function's declared secret, as for any run"
+    );
     assert!(!format!("{job:?}").contains(CANARY), "Debug shows no param");
     complete(
         &n.coffer,
@@ -480,7 +514,7 @@ async fn a_step_gets_its_params_merged_and_only_its_own() {
     let job2 = next_job(&n.coffer, &worker, "notify").await;
     assert_eq!(
         job2.trigger_params,
-        json!({"k": "run", "fromRun": true}),
+        json!({"k": "run", "fromRun": true, "unset": "from-the-run"}),
         "another step gets only the run's params"
     );
     complete(
@@ -523,7 +557,7 @@ async fn a_reference_resolves_to_the_current_value_after_a_rotation() {
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
     put(&n.coffer, "API_KEY", "first-value-11").await.unwrap();
-    register_pull(&n.coffer, "billing", &[], &[]).await;
+    register_pull(&n.coffer, "billing", &["API_KEY"], &[]).await;
     let worker = runtime_key(&*n.store, "ak_0e").await;
     let o = create(
         &n.coffer,
@@ -550,6 +584,28 @@ async fn a_reference_resolves_to_the_current_value_after_a_rotation() {
         wait_run(&n.coffer, &run.id, |r| r.status.is_final()).await;
         put(&n.coffer, "API_KEY", "second-value-22").await.unwrap();
     }
+    // The function stops declaring the secret: the reference no longer reaches it, and
+    // the step fails rather than run without it.
+    register_pull(&n.coffer, "billing", &[], &[]).await;
+    let run = start_run(&n.coffer, &o.id, json!({})).await;
+    let failed = until_failed(&n.coffer, &worker, &run.id).await;
+    let error = failed.steps[0].error.clone().unwrap_or_default();
+    assert!(error.contains("does not declare"), "{failed:?}");
+}
+
+/// Polls (so a pull step's run is handed out, or fails) until the run has ended.
+async fn until_failed(c: &Coffer, who: &coffer_core::Principal, run: &str) -> OrchestrationRun {
+    for _ in 0..200 {
+        let r = get_run(c, run).await;
+        if r.status.is_final() {
+            assert_eq!(r.status, OrchestrationRunStatus::Failed, "{r:?}");
+            return r;
+        }
+        let job = poll(c, who, &["billing"], 30_000).await.unwrap();
+        assert!(job.is_none(), "no job is handed out: {job:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("run {run} did not fail");
 }
 
 /// Approve goes on, reject ends `rejected`, a timeout fails; a decision chooses by params;
