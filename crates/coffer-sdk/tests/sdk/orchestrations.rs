@@ -55,7 +55,11 @@ async fn orchestrations_are_created_masked_updated_listed_and_run() {
     let server = Server::start();
     let admin = server.admin();
     admin
-        .put_function("default", "pull-fn", &function("pull-fn").pull())
+        .put_function(
+            "default",
+            "pull-fn",
+            &function("pull-fn").secrets(["STRIPE_KEY"]).pull(),
+        )
         .await
         .unwrap();
 
