@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod orchestrations;
 mod runtime;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -75,6 +76,10 @@ struct Args {
     /// beside the same run's metadata reads/s, at the largest of --connections.
     #[arg(long)]
     runtime: bool,
+    /// Instead of the HTTP phases: orchestration runs of 3 push compute steps beside the same
+    /// run's metadata reads/s; each of --connections is a phase with that many runs in flight.
+    #[arg(long, conflicts_with = "runtime")]
+    orchestrations: bool,
 }
 
 fn main() -> ExitCode {
@@ -116,6 +121,22 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             conns,
             Duration::from_secs(args.warmup),
             Duration::from_secs(args.duration),
+        )
+        .await;
+    }
+    if args.orchestrations {
+        let conns: Vec<usize> = args.connections.iter().map(|&c| c.into()).collect();
+        let (warmup, duration) = (
+            Duration::from_secs(args.warmup),
+            Duration::from_secs(args.duration),
+        );
+        return orchestrations::bench(
+            &args.coffer_bin,
+            args.secrets,
+            &conns,
+            warmup,
+            duration,
+            args.json,
         )
         .await;
     }

@@ -74,7 +74,8 @@ pub async fn bench(
     put_function(&mut conn, "bench-pull", pull).await?;
 
     let signing = Arc::new(Mutex::new(String::new()));
-    let endpoint = Endpoint::start(signing.clone()).await?;
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let endpoint = Endpoint::start(signing.clone(), push_check(latencies.clone())).await?;
     let push = format!(
         r#"{{"triggers":[{{"event":"bench.push"}}],"secrets":{declared},"mode":"push","url":"http://{}/hook","retries":0,"concurrency":256}}"#,
         endpoint.addr
@@ -100,8 +101,8 @@ pub async fn bench(
         duration,
     )
     .await;
-    let pushed = push_phase(&target, &endpoint, PUSH_SENDERS, warmup, duration).await;
-    let pushed_wide = push_phase(&target, &endpoint, PUSH_SENDERS * 4, warmup, duration).await;
+    let pushed = push_phase(&target, &latencies, PUSH_SENDERS, warmup, duration).await;
+    let pushed_wide = push_phase(&target, &latencies, PUSH_SENDERS * 4, warmup, duration).await;
 
     println!(
         "# {}  nproc {}  commit {}",
@@ -169,13 +170,13 @@ pub async fn bench(
     })
 }
 
-fn bearer(key: &str) -> anyhow::Result<HeaderValue> {
+pub(crate) fn bearer(key: &str) -> anyhow::Result<HeaderValue> {
     let mut v = HeaderValue::from_str(&format!("Bearer {key}")).context("bad API key")?;
     v.set_sensitive(true);
     Ok(v)
 }
 
-async fn put_function(
+pub(crate) async fn put_function(
     conn: &mut Conn,
     id: &str,
     body: String,
@@ -352,10 +353,10 @@ async fn collect(
 }
 
 /// Senders send push events; the endpoint records each delivery's latency from the
-/// event's `sentUs`. Returns the latencies of deliveries in the measured part.
+/// event's `sentUs` in `latencies`. Returns the latencies of deliveries in the measured part.
 async fn push_phase(
     admin: &Arc<Target>,
-    endpoint: &Endpoint,
+    latencies: &Mutex<Vec<u64>>,
     sending: usize,
     warmup: Duration,
     duration: Duration,
@@ -365,47 +366,65 @@ async fn push_phase(
     let mut tasks = JoinSet::new();
     senders(&mut tasks, admin, sending, "bench.push", end);
     tokio::time::sleep_until(from).await;
-    endpoint
-        .latencies
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clear();
+    latencies.lock().unwrap_or_else(|p| p.into_inner()).clear();
     tokio::time::sleep_until(end).await;
-    let latencies =
-        std::mem::take(&mut *endpoint.latencies.lock().unwrap_or_else(|p| p.into_inner()));
+    let latencies = std::mem::take(&mut *latencies.lock().unwrap_or_else(|p| p.into_inner()));
     let (_, errors, sent) = collect(tasks, duration, warmup).await;
     (latencies, errors, sent)
 }
 
 /// Microseconds since the Unix epoch.
-fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// A push endpoint on 127.0.0.1 that checks `Coffer-Signature` and records event-to-
-/// delivery latencies.
-struct Endpoint {
-    addr: SocketAddr,
-    latencies: Arc<Mutex<Vec<u64>>>,
-    bad: Arc<AtomicU64>,
+/// The push phases' check: a delivery carries the 3 declared secrets; its latency from the
+/// event's `sentUs` goes to `latencies`.
+fn push_check(latencies: Arc<Mutex<Vec<u64>>>) -> OnDelivery {
+    Arc::new(move |job: &serde_json::Value| {
+        if job["secrets"].as_object().is_none_or(|s| s.len() != 3) {
+            return None;
+        }
+        if let Some(sent) = job["event"]["data"]["sentUs"].as_u64() {
+            latencies
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(now_us().saturating_sub(sent));
+        }
+        Some(Bytes::from_static(b"{\"ok\":true}"))
+    })
+}
+
+/// What the endpoint does with a delivery whose signature checks, given its parsed body:
+/// `Some(answer)` is answered 200 with it; `None` counts the delivery as bad and answers 401.
+pub(crate) type OnDelivery = Arc<dyn Fn(&serde_json::Value) -> Option<Bytes> + Send + Sync>;
+
+/// A push endpoint on 127.0.0.1 that checks `Coffer-Signature` and hands each signed
+/// delivery to its [`OnDelivery`].
+pub(crate) struct Endpoint {
+    pub(crate) addr: SocketAddr,
+    /// Deliveries with a bad signature or refused by the check.
+    pub(crate) bad: Arc<AtomicU64>,
 }
 
 impl Endpoint {
-    async fn start(signing: Arc<Mutex<String>>) -> anyhow::Result<Endpoint> {
+    pub(crate) async fn start(
+        signing: Arc<Mutex<String>>,
+        check: OnDelivery,
+    ) -> anyhow::Result<Endpoint> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let latencies = Arc::new(Mutex::new(Vec::new()));
         let bad = Arc::new(AtomicU64::new(0));
-        let (l, b) = (latencies.clone(), bad.clone());
+        let b = bad.clone();
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                let (l, b, signing) = (l.clone(), b.clone(), signing.clone());
+                let (c, b, signing) = (check.clone(), b.clone(), signing.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
-                        let (l, b, signing) = (l.clone(), b.clone(), signing.clone());
-                        async move { Ok::<_, hyper::Error>(hook(req, &l, &b, &signing).await) }
+                        let (c, b, signing) = (c.clone(), b.clone(), signing.clone());
+                        async move { Ok::<_, hyper::Error>(hook(req, &*c, &b, &signing).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tcp), service)
@@ -413,17 +432,13 @@ impl Endpoint {
                 });
             }
         });
-        Ok(Endpoint {
-            addr,
-            latencies,
-            bad,
-        })
+        Ok(Endpoint { addr, bad })
     }
 }
 
 async fn hook(
     req: hyper::Request<hyper::body::Incoming>,
-    latencies: &Mutex<Vec<u64>>,
+    check: &(dyn Fn(&serde_json::Value) -> Option<Bytes> + Send + Sync),
     bad: &AtomicU64,
     signing: &Mutex<String>,
 ) -> hyper::Response<Full<Bytes>> {
@@ -447,18 +462,13 @@ async fn hook(
         coffer_wire::signature::DEFAULT_TOLERANCE_SECS,
     );
     let job: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let three = job["secrets"].as_object().is_some_and(|s| s.len() == 3);
-    if verified.is_err() || !three {
-        bad.fetch_add(1, Ordering::Relaxed);
-        let mut r = hyper::Response::new(Full::new(Bytes::from_static(b"{}")));
-        *r.status_mut() = StatusCode::UNAUTHORIZED;
-        return r;
+    match verified.ok().and_then(|_| check(&job)) {
+        Some(answer) => hyper::Response::new(Full::new(answer)),
+        None => {
+            bad.fetch_add(1, Ordering::Relaxed);
+            let mut r = hyper::Response::new(Full::new(Bytes::from_static(b"{}")));
+            *r.status_mut() = StatusCode::UNAUTHORIZED;
+            r
+        }
     }
-    if let Some(sent) = job["event"]["data"]["sentUs"].as_u64() {
-        latencies
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(now_us().saturating_sub(sent));
-    }
-    hyper::Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")))
 }
