@@ -195,16 +195,23 @@ pub async fn run(coffer: Arc<Coffer>, stop: impl std::future::Future<Output = ()
         {
             Ok(flows) => {
                 full = flows.len() == LEASE_BATCH;
+                // The batch's runs take their steps at once: their writes share the
+                // store's commits instead of waiting for one another's.
+                let mut batch = tokio::task::JoinSet::new();
                 for flow in flows {
-                    let id = flow.id.clone();
-                    match take_steps(&coffer, flow).await {
-                        Ok(()) | Err(CoreError::Store(StoreError::Conflict { .. })) => {}
-                        Err(CoreError::RevisionConflict { .. }) => {}
-                        Err(e) => {
-                            tracing::warn!(run = %id, error = %e, "an orchestration run could not take its step; it is tried again when its lease ends")
+                    let coffer = coffer.clone();
+                    batch.spawn(async move {
+                        let id = flow.id.clone();
+                        match take_steps(&coffer, flow).await {
+                            Ok(()) | Err(CoreError::Store(StoreError::Conflict { .. })) => {}
+                            Err(CoreError::RevisionConflict { .. }) => {}
+                            Err(e) => {
+                                tracing::warn!(run = %id, error = %e, "an orchestration run could not take its step; it is tried again when its lease ends")
+                            }
                         }
-                    }
+                    });
                 }
+                while batch.join_next().await.is_some() {}
             }
             Err(e) => tracing::warn!(error = %e, "orchestration runs could not be leased"),
         }
