@@ -602,25 +602,29 @@ fn warn_dev_mode() {
 }
 
 fn init_logging() {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::{EnvFilter, filter_fn};
+    use tracing_subscriber::{Layer, layer::SubscriberExt, util::SubscriberInitExt};
     let filter = EnvFilter::try_from_env("COFFER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // async-nats logs server addresses (with any credentials in the URL) at debug level:
-    // never below info, whatever COFFER_LOG asks.
-    let filter = filter.add_directive(
-        "async_nats=info"
-            .parse()
-            .expect("a constant, valid directive"),
-    );
-    // rmcp logs whole MCP messages (a set_secret's value among them) at debug level.
-    let filter = filter.add_directive("rmcp=info".parse().expect("a constant, valid directive"));
+    // Never below info, whatever COFFER_LOG asks: async-nats logs server addresses (with any
+    // credentials in the URL) at debug level, and rmcp whole MCP messages (a set_secret's
+    // value, an orchestration's encryptedParams) and HTTP requests (their Authorization).
+    // A directive added to the EnvFilter would not do: its most specific directive wins, so
+    // `COFFER_LOG=rmcp::service=debug` would lift it. This is a second filter on the layer,
+    // and an event must pass both.
+    let quiet = filter_fn(|meta| {
+        let target = meta.target();
+        !((target.starts_with("rmcp") || target.starts_with("async_nats"))
+            && *meta.level() > tracing::Level::INFO)
+    });
     // Colour only for a person at a terminal; log files and collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
-        .init();
+        .with_filter(filter)
+        .with_filter(quiet);
+    tracing_subscriber::registry().with(layer).init();
 }
 
 async fn shutdown_signal() {

@@ -17,6 +17,10 @@ use serde_json::{Value, json};
 
 const MASTER_KEY: &str = "4f1d0c9e6a2b8c7d5e3f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d";
 const CANARY: &str = "canary-XYZ-7f3a91";
+/// The noisiest `COFFER_LOG` there is, naming rmcp's own targets: rmcp logs whole messages
+/// at debug level (`received request`, a set_secret's value in it), which neither `coffer
+/// mcp` nor the server may print whatever COFFER_LOG says.
+const NOISY_LOG: &str = "trace,rmcp=trace,rmcp::service=trace";
 
 type Client = RunningService<RoleClient, ()>;
 
@@ -34,7 +38,7 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let process = ServerProcess::start(
             &dir.path().join("data"),
-            &[("COFFER_MASTER_KEY", MASTER_KEY)],
+            &[("COFFER_MASTER_KEY", MASTER_KEY), ("COFFER_LOG", NOISY_LOG)],
             &[],
         );
         let admin = process.admin_key();
@@ -99,7 +103,7 @@ impl Server {
         let mut cmd = clean_command(&["mcp"]);
         cmd.env("COFFER_ADDR", &self.process.base)
             .env("COFFER_API_KEY", key)
-            .env("COFFER_LOG", "trace");
+            .env("COFFER_LOG", NOISY_LOG);
         let stderr_path = self.dir.path().join(format!("mcp-{}.log", rand_suffix()));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let (transport, _) = TokioChildProcess::builder(tokio::process::Command::from(cmd))
@@ -423,4 +427,86 @@ async fn an_orchestration_session_never_shows_an_encrypted_parameter() {
             "a parameter's value in a log:\n{log}"
         );
     }
+}
+
+/// A wrong argument type is a tool error with a stable code whose text never quotes the
+/// argument (serde's message would: `invalid type: integer `482193``), on both transports.
+#[tokio::test]
+async fn argument_errors_never_quote_the_argument() {
+    let server = Server::start().await;
+    let (stdio, stderr) = server.stdio_client(&server.admin).await;
+    let http = server.http_client(&server.admin).await;
+    for client in [&stdio, &http] {
+        let cases = [
+            (
+                "set_secret",
+                json!({"environment": "default", "name": "PIN", "value": 482193}),
+                "invalid_value",
+            ),
+            (
+                "update_orchestration",
+                json!({"environment": "default", "id": "orch_0", "name": "n",
+                       "steps": "not-a-list-SECRET"}),
+                "invalid_argument",
+            ),
+            (
+                "run_orchestration",
+                json!({"environment": "default", "id": "orch_0", "params": "SECRET"}),
+                "invalid_argument",
+            ),
+        ];
+        for (tool, args, code) in cases {
+            let result = call(client, tool, args).await;
+            let shown = serde_json::to_string(&result).unwrap();
+            // A missing argument is named (nothing to quote there).
+            let missing = err(client, tool, json!({})).await;
+            assert_eq!(missing["code"], "invalid_argument", "{missing}");
+            assert_eq!(missing["message"], "missing argument `environment`");
+            assert_eq!(result.is_error, Some(true), "{tool}: {shown}");
+            let structured = result.structured_content.clone().unwrap();
+            assert_eq!(structured["error"]["code"], code, "{tool}: {shown}");
+            assert!(
+                !shown.contains("482193") && !shown.contains("SECRET"),
+                "{tool}: {shown}"
+            );
+        }
+    }
+    // Nothing was written.
+    let listed = ok(&stdio, "list_secrets", json!({"environment": "default"})).await;
+    assert!(!listed.to_string().contains("PIN"), "{listed}");
+    stdio.cancel().await.unwrap();
+    http.cancel().await.unwrap();
+    for log in [
+        std::fs::read_to_string(stderr).unwrap(),
+        server.process.log(),
+    ] {
+        assert!(!log.contains("482193"), "{log}");
+        assert!(!log.contains("not-a-list-SECRET"), "{log}");
+    }
+}
+
+/// `coffer mcp` never falls back to the data dir's admin.key (it would give an assistant
+/// every environment): without COFFER_API_KEY or a login it exits 4 before serving, its
+/// message on stderr and nothing on stdout (the protocol's channel).
+#[tokio::test]
+async fn coffer_mcp_never_takes_the_local_admin_key() {
+    let server = Server::start().await;
+    assert!(server.process.data_dir.join("admin.key").exists());
+    let config = tempfile::tempdir().unwrap();
+    let output = clean_command(&["mcp"])
+        .env("COFFER_ADDR", &server.process.base)
+        .env("COFFER_DATA_DIR", &server.process.data_dir)
+        .env("XDG_CONFIG_HOME", config.path())
+        .env("HOME", config.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(output.stdout.is_empty(), "{:?}", output.stdout);
+    assert!(
+        stderr.contains("no API key") && stderr.contains("COFFER_API_KEY"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&server.admin), "{stderr}");
 }

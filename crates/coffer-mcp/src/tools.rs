@@ -5,16 +5,19 @@
 use std::sync::Arc;
 
 use axum::http::{self, Method, StatusCode};
+use rmcp::handler::server::common::schema_for_input;
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolResult, ContentBlock, Extensions, Implementation, ServerCapabilities, ServerConfig,
+    CallToolResult, ContentBlock, Extensions, Implementation, JsonObject, ServerCapabilities,
+    ServerConfig,
 };
 use rmcp::schemars::{self, JsonSchema};
 use rmcp::{ErrorData, ServerHandler, tool, tool_handler, tool_router};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
+use serde::de::{DeserializeOwned, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
+use zeroize::Zeroize;
 
 use crate::backend::{ApiRequest, Backend, Caller, JsonBody};
 
@@ -85,7 +88,7 @@ pub struct SetSecretArgs {
     name: String,
     /// The value (UTF-8, at most 64 KiB). Write-only: no tool ever shows it again.
     #[schemars(with = "String")]
-    value: SecretString,
+    value: LenientSecret,
     /// Write only if the secret is at this revision now (`0`: only if it does not exist).
     #[serde(default)]
     expected_revision: Option<u64>,
@@ -101,7 +104,7 @@ pub struct CreateOrchestrationArgs {
     name: String,
     /// The steps, run in this order unless a decision jumps.
     #[schemars(schema_with = "steps_schema")]
-    steps: Value,
+    steps: Vec<Value>,
 }
 
 /// An orchestration's whole definition, again.
@@ -117,7 +120,7 @@ pub struct UpdateOrchestrationArgs {
     /// The steps. Send an encrypted parameter back masked (`{"value": "********",
     /// "encrypted": true}`) to keep it; omit it to remove it.
     #[schemars(schema_with = "steps_schema")]
-    steps: Value,
+    steps: Vec<Value>,
     /// Update only if the orchestration is at this revision now.
     #[serde(default)]
     expected_revision: Option<u64>,
@@ -177,31 +180,196 @@ fn yes() -> bool {
     true
 }
 
+/// `set_secret`'s `value`: any JSON is accepted, a string kept as a [`SecretString`] and
+/// anything else as `None`, so that the tool refuses a wrong type with a fixed message.
+/// Serde's own error would quote the value (a numeric PIN, say).
+#[derive(Debug)]
+struct LenientSecret(Option<SecretString>);
+
+impl<'de> Deserialize<'de> for LenientSecret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AnyJson;
+
+        impl<'de> Visitor<'de> for AnyJson {
+            type Value = Option<SecretString>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Some(SecretString::from(v)))
+            }
+
+            fn visit_string<E>(self, mut v: String) -> Result<Self::Value, E> {
+                let secret = SecretString::from(v.as_str());
+                v.zeroize();
+                Ok(Some(secret))
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                d.deserialize_any(AnyJson)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(None)
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(None)
+            }
+        }
+
+        deserializer.deserialize_any(AnyJson).map(LenientSecret)
+    }
+}
+
+/// The input schema of a tool taking `T` (what rmcp's `Parameters<T>` would derive).
+fn input_schema<T: JsonSchema + 'static>() -> Arc<JsonObject> {
+    schema_for_input::<T>().unwrap_or_else(|e| {
+        panic!(
+            "invalid input schema for `{}`: {e}",
+            std::any::type_name::<T>()
+        )
+    })
+}
+
+/// A tool's arguments as `T`. Every tool parses its own rather than through rmcp's
+/// `Parameters`, whose error text is serde's, and serde quotes the offending input
+/// (`invalid type: string "…", expected a sequence`): here a wrong argument is a tool error
+/// `invalid_argument` naming the argument, never its value. The strings of the arguments
+/// (a secret value among them) are wiped once parsed.
+fn parse_args<T: DeserializeOwned>(args: JsonObject) -> Result<T, ToolError> {
+    let mut args = Value::Object(args);
+    let parsed = T::deserialize(&args).map_err(|e| {
+        let Value::Object(map) = &args else {
+            unreachable!("built as an object")
+        };
+        argument_error::<T>(map, &e)
+    });
+    wipe_strings(&mut args);
+    parsed
+}
+
+/// The error for arguments `T` refused. Serde names fields in backticks for a missing or
+/// unknown field; for a wrong type it quotes the input instead, so the argument at fault is
+/// found by leaving each one out in turn (a handful of fields, only on this error path).
+fn argument_error<T: DeserializeOwned>(args: &JsonObject, e: &serde_json::Error) -> ToolError {
+    let text = e.to_string();
+    for (kind, shown) in [
+        ("missing field", "missing argument"),
+        ("unknown field", "unknown argument"),
+    ] {
+        if text.starts_with(kind) {
+            let message = match text.split('`').nth(1).filter(|f| printable_name(f)) {
+                Some(field) => format!("{shown} `{field}`"),
+                None => shown.to_owned(),
+            };
+            return ToolError::new("invalid_argument", message);
+        }
+    }
+    let culprit = args.keys().find(|key| {
+        let mut without = args.clone();
+        without.remove(key.as_str());
+        let mut without = Value::Object(without);
+        let fixed = match T::deserialize(&without) {
+            Ok(_) => true,
+            Err(e) => e.to_string().starts_with("missing field"),
+        };
+        wipe_strings(&mut without);
+        fixed
+    });
+    let message = match culprit.filter(|f| printable_name(f)) {
+        Some(field) => format!(
+            "argument `{field}` has the wrong type or is out of range (see the tool's input schema; its value is not shown)"
+        ),
+        None => "an argument has the wrong type or is out of range (see the tool's input schema)"
+            .to_owned(),
+    };
+    ToolError::new("invalid_argument", message)
+}
+
+/// Whether an argument's name (it comes from the client) may be shown: short visible ASCII.
+fn printable_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_graphic())
+}
+
+/// Overwrites every string in `value` (a map's keys aside) before it is dropped.
+fn wipe_strings(value: &mut Value) {
+    match value {
+        Value::String(s) => s.zeroize(),
+        Value::Array(items) => items.iter_mut().for_each(wipe_strings),
+        Value::Object(map) => map.values_mut().for_each(wipe_strings),
+        _ => {}
+    }
+}
+
 // ---- tools --------------------------------------------------------------------------------
 
 #[tool_router(router = tool_router)]
 impl<B: Backend> CofferTools<B> {
     /// `GET /v1/environments/{env}/secrets`
     #[tool(
+        input_schema = input_schema::<ListArgs>(),
         description = "List the secrets of an environment: names, revisions, key versions and timestamps, never values. One page; pass nextCursor as cursor for the next."
     )]
     async fn list_secrets(
         &self,
-        Parameters(args): Parameters<ListArgs>,
+        args: JsonObject,
         ext: Extensions,
     ) -> Result<CallToolResult, ErrorData> {
+        let args: ListArgs = match parse_args(args) {
+            Ok(args) => args,
+            Err(e) => return Ok(e.into_result()),
+        };
         self.list(&ext, &args, "secrets").await
     }
 
     /// `PUT /v1/environments/{env}/secrets/{name}`
     #[tool(
+        input_schema = input_schema::<SetSecretArgs>(),
         description = "Create or update a secret's value. The result is the secret's metadata (revision, key version, timestamps): the value is write-only and never shown again."
     )]
     async fn set_secret(
         &self,
-        Parameters(args): Parameters<SetSecretArgs>,
+        args: JsonObject,
         ext: Extensions,
     ) -> Result<CallToolResult, ErrorData> {
+        let args: SetSecretArgs = match parse_args(args) {
+            Ok(args) => args,
+            Err(e) => return Ok(e.into_result()),
+        };
+        // Any JSON was accepted as `value` so that a wrong type is refused here, with a
+        // message that cannot quote it (serde's would: `invalid type: integer `482193``).
+        let Some(value) = &args.value.0 else {
+            return Ok(ToolError::new("invalid_value", "value must be a string").into_result());
+        };
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
         struct Body<'a> {
@@ -210,7 +378,7 @@ impl<B: Backend> CofferTools<B> {
             expected_revision: Option<u64>,
         }
         let body = Body {
-            value: args.value.expose_secret(),
+            value: value.expose_secret(),
             expected_revision: args.expected_revision,
         };
         self.send(&ext, Method::PUT, body_of(&body), || {
@@ -225,25 +393,35 @@ impl<B: Backend> CofferTools<B> {
 
     /// `GET /v1/environments/{env}/functions`
     #[tool(
+        input_schema = input_schema::<ListArgs>(),
         description = "List the functions of an environment: triggers, declared secrets (names), push or pull mode. One page; pass nextCursor as cursor for the next."
     )]
     async fn list_functions(
         &self,
-        Parameters(args): Parameters<ListArgs>,
+        args: JsonObject,
         ext: Extensions,
     ) -> Result<CallToolResult, ErrorData> {
+        let args: ListArgs = match parse_args(args) {
+            Ok(args) => args,
+            Err(e) => return Ok(e.into_result()),
+        };
         self.list(&ext, &args, "functions").await
     }
 
     /// `POST /v1/environments/{env}/orchestrations`
     #[tool(
+        input_schema = input_schema::<CreateOrchestrationArgs>(),
         description = "Create an orchestration: ordered compute, approval, delay and decision steps. A compute step's encryptedParams entry {\"value\": \"…\", \"encrypt\": true} is sealed; every read shows it masked."
     )]
     async fn create_orchestration(
         &self,
-        Parameters(args): Parameters<CreateOrchestrationArgs>,
+        args: JsonObject,
         ext: Extensions,
     ) -> Result<CallToolResult, ErrorData> {
+        let args: CreateOrchestrationArgs = match parse_args(args) {
+            Ok(args) => args,
+            Err(e) => return Ok(e.into_result()),
+        };
         let body = json!({"name": args.name, "steps": args.steps});
         self.send(&ext, Method::POST, body_of(&body), || {
             Ok(format!("{}/orchestrations", env_path(&args.environment)?))
@@ -253,13 +431,18 @@ impl<B: Backend> CofferTools<B> {
 
     /// `PUT /v1/environments/{env}/orchestrations/{id}`
     #[tool(
+        input_schema = input_schema::<UpdateOrchestrationArgs>(),
         description = "Replace an orchestration's definition (name and all steps). Keep an encrypted parameter by sending it back masked, {\"value\": \"********\", \"encrypted\": true}; omit it to remove it."
     )]
     async fn update_orchestration(
         &self,
-        Parameters(args): Parameters<UpdateOrchestrationArgs>,
+        args: JsonObject,
         ext: Extensions,
     ) -> Result<CallToolResult, ErrorData> {
+        let args: UpdateOrchestrationArgs = match parse_args(args) {
+            Ok(args) => args,
+            Err(e) => return Ok(e.into_result()),
+        };
         let mut body = json!({"name": args.name, "steps": args.steps});
         if let Some(revision) = args.expected_revision {
             body["expectedRevision"] = revision.into();
@@ -271,12 +454,19 @@ impl<B: Backend> CofferTools<B> {
     }
 
     /// `GET /v1/environments/{env}/orchestrations/{id}`
-    #[tool(description = "Show an orchestration, its encrypted parameters masked.")]
+    #[tool(
+        input_schema = input_schema::<OrchestrationArgs>(),
+        description = "Show an orchestration, its encrypted parameters masked."
+    )]
     async fn get_orchestration(
         &self,
-        Parameters(args): Parameters<OrchestrationArgs>,
+        args: JsonObject,
         ext: Extensions,
     ) -> Result<CallToolResult, ErrorData> {
+        let args: OrchestrationArgs = match parse_args(args) {
+            Ok(args) => args,
+            Err(e) => return Ok(e.into_result()),
+        };
         self.send(&ext, Method::GET, Ok(None), || {
             orchestration_path(&args.environment, &args.id)
         })
@@ -285,25 +475,35 @@ impl<B: Backend> CofferTools<B> {
 
     /// `GET /v1/environments/{env}/orchestrations`
     #[tool(
+        input_schema = input_schema::<ListArgs>(),
         description = "List the orchestrations of an environment, masked. One page; pass nextCursor as cursor for the next."
     )]
     async fn list_orchestrations(
         &self,
-        Parameters(args): Parameters<ListArgs>,
+        args: JsonObject,
         ext: Extensions,
     ) -> Result<CallToolResult, ErrorData> {
+        let args: ListArgs = match parse_args(args) {
+            Ok(args) => args,
+            Err(e) => return Ok(e.into_result()),
+        };
         self.list(&ext, &args, "orchestrations").await
     }
 
     /// `POST /v1/environments/{env}/orchestrations/{id}/runs`
     #[tool(
+        input_schema = input_schema::<RunOrchestrationArgs>(),
         description = "Start a run of an orchestration with optional params; the result is the run (id, status, steps)."
     )]
     async fn run_orchestration(
         &self,
-        Parameters(args): Parameters<RunOrchestrationArgs>,
+        args: JsonObject,
         ext: Extensions,
     ) -> Result<CallToolResult, ErrorData> {
+        let args: RunOrchestrationArgs = match parse_args(args) {
+            Ok(args) => args,
+            Err(e) => return Ok(e.into_result()),
+        };
         let body = match args.params {
             Some(params) => json!({ "params": params }),
             None => json!({}),
@@ -319,13 +519,18 @@ impl<B: Backend> CofferTools<B> {
 
     /// `GET /v1/environments/{env}/orchestration-runs/{runId}`
     #[tool(
+        input_schema = input_schema::<RunArgs>(),
         description = "Show an orchestration run: its status, current step and each step's status, output or error."
     )]
     async fn get_orchestration_run(
         &self,
-        Parameters(args): Parameters<RunArgs>,
+        args: JsonObject,
         ext: Extensions,
     ) -> Result<CallToolResult, ErrorData> {
+        let args: RunArgs = match parse_args(args) {
+            Ok(args) => args,
+            Err(e) => return Ok(e.into_result()),
+        };
         self.send(&ext, Method::GET, Ok(None), || {
             run_path(&args.environment, &args.run_id)
         })
@@ -334,13 +539,18 @@ impl<B: Backend> CofferTools<B> {
 
     /// `POST /v1/environments/{env}/orchestration-runs/{runId}/approve` or `/reject`
     #[tool(
+        input_schema = input_schema::<ApproveArgs>(),
         description = "Approve (approve: true, the default) or reject (approve: false) an orchestration run waiting at an approval step, with an optional reason."
     )]
     async fn approve_orchestration_run(
         &self,
-        Parameters(args): Parameters<ApproveArgs>,
+        args: JsonObject,
         ext: Extensions,
     ) -> Result<CallToolResult, ErrorData> {
+        let args: ApproveArgs = match parse_args(args) {
+            Ok(args) => args,
+            Err(e) => return Ok(e.into_result()),
+        };
         let body = match &args.reason {
             Some(reason) => json!({ "reason": reason }),
             None => json!({}),
@@ -699,7 +909,175 @@ mod tests {
         }))
         .unwrap();
         assert!(!format!("{args:?}").contains("canary-XYZ"));
-        let body = JsonBody::new(&json!({"value": args.value.expose_secret()})).unwrap();
+        let value = args.value.0.as_ref().unwrap();
+        let body = JsonBody::new(&json!({"value": value.expose_secret()})).unwrap();
         assert!(!format!("{body:?}").contains("canary-XYZ"));
+    }
+
+    fn error_of(result: &CallToolResult) -> (Value, String) {
+        assert_eq!(result.is_error, Some(true), "{result:?}");
+        let text = serde_json::to_value(&result.content).unwrap().to_string();
+        (
+            result.structured_content.clone().unwrap()["error"].clone(),
+            text,
+        )
+    }
+
+    fn object(v: Value) -> JsonObject {
+        let Value::Object(map) = v else { panic!() };
+        map
+    }
+
+    #[tokio::test]
+    async fn a_value_that_is_not_a_string_is_refused_without_quoting_it() {
+        let tools = CofferTools::new(Arc::new(NoBackend));
+        for value in [
+            json!(482193),
+            json!(4821.93),
+            json!(true),
+            json!(["482193"]),
+            json!({"pin": "482193"}),
+            Value::Null,
+        ] {
+            let args = object(json!({"environment": "prod", "name": "PIN", "value": value}));
+            let result = tools.set_secret(args, Extensions::new()).await.unwrap();
+            let (error, text) = error_of(&result);
+            assert_eq!(error["code"], "invalid_value", "{value}");
+            assert_eq!(error["message"], "value must be a string");
+            let shown = format!("{text} {error}");
+            assert!(
+                !shown.contains("482193") && !shown.contains("4821"),
+                "{shown}"
+            );
+        }
+        // Missing, it is named (and there is nothing to quote).
+        let args = object(json!({"environment": "prod", "name": "PIN"}));
+        let (error, _) = error_of(&tools.set_secret(args, Extensions::new()).await.unwrap());
+        assert_eq!(error["code"], "invalid_argument");
+        assert_eq!(error["message"], "missing argument `value`");
+    }
+
+    #[tokio::test]
+    async fn no_argument_error_of_any_tool_quotes_the_argument() {
+        let tools = CofferTools::new(Arc::new(NoBackend));
+        let ext = Extensions::new;
+        let cases: Vec<(&str, Value, &str)> = vec![
+            (
+                "update_orchestration",
+                json!({"environment": "prod", "id": "orch_1", "name": "n", "steps": "not-a-list-SECRET"}),
+                "steps",
+            ),
+            (
+                "create_orchestration",
+                json!({"environment": "prod", "name": "n", "steps": {"SECRET": 1}}),
+                "steps",
+            ),
+            (
+                "update_orchestration",
+                json!({"environment": "prod", "id": "orch_1", "name": "n", "steps": [], "expectedRevision": "SECRET"}),
+                "expectedRevision",
+            ),
+            (
+                "run_orchestration",
+                json!({"environment": "prod", "id": "orch_1", "params": "SECRET"}),
+                "params",
+            ),
+            (
+                "approve_orchestration_run",
+                json!({"environment": "prod", "runId": "orun_1", "approve": "SECRET"}),
+                "approve",
+            ),
+            (
+                "approve_orchestration_run",
+                json!({"environment": "prod", "runId": "orun_1", "reason": ["SECRET"]}),
+                "reason",
+            ),
+            (
+                "list_secrets",
+                json!({"environment": "prod", "limit": -7_654_321}),
+                "limit",
+            ),
+            (
+                "list_functions",
+                json!({"environment": ["SECRET"]}),
+                "environment",
+            ),
+            (
+                "get_orchestration",
+                json!({"environment": "prod", "id": 7_654_321}),
+                "id",
+            ),
+            (
+                "get_orchestration_run",
+                json!({"environment": "prod", "runId": {"SECRET": true}}),
+                "runId",
+            ),
+            (
+                "list_orchestrations",
+                json!({"environment": "prod", "cursor": 7_654_321}),
+                "cursor",
+            ),
+            (
+                "set_secret",
+                json!({"environment": "prod", "name": "K", "value": "SECRET", "expectedRevision": "7654321"}),
+                "expectedRevision",
+            ),
+        ];
+        for (tool, args, field) in cases {
+            let args = object(args);
+            let result = match tool {
+                "update_orchestration" => tools.update_orchestration(args, ext()).await,
+                "create_orchestration" => tools.create_orchestration(args, ext()).await,
+                "run_orchestration" => tools.run_orchestration(args, ext()).await,
+                "approve_orchestration_run" => tools.approve_orchestration_run(args, ext()).await,
+                "list_secrets" => tools.list_secrets(args, ext()).await,
+                "list_functions" => tools.list_functions(args, ext()).await,
+                "get_orchestration" => tools.get_orchestration(args, ext()).await,
+                "get_orchestration_run" => tools.get_orchestration_run(args, ext()).await,
+                "list_orchestrations" => tools.list_orchestrations(args, ext()).await,
+                "set_secret" => tools.set_secret(args, ext()).await,
+                _ => unreachable!(),
+            }
+            .unwrap();
+            let (error, text) = error_of(&result);
+            assert_eq!(error["code"], "invalid_argument", "{tool}: {text}");
+            let shown = format!("{text} {error}");
+            assert!(
+                shown.contains(&format!("argument `{field}`")),
+                "{tool}: {shown}"
+            );
+            assert!(
+                !shown.contains("SECRET") && !shown.contains("7654321"),
+                "{tool}: {shown}"
+            );
+        }
+        // An unknown argument is named when its name is short and printable, else not.
+        let args = object(json!({"environment": "prod", "bogus": "SECRET"}));
+        let (error, _) = error_of(&tools.list_secrets(args, ext()).await.unwrap());
+        assert_eq!(error["message"], "unknown argument `bogus`");
+        let args = object(json!({"environment": "prod", "SECRET value": 1}));
+        let (error, _) = error_of(&tools.list_secrets(args, ext()).await.unwrap());
+        assert_eq!(error["message"], "unknown argument");
+    }
+
+    #[test]
+    fn the_input_schemas_are_the_argument_types() {
+        let tools = CofferTools::<NoBackend>::tool_router().list_all();
+        let set = tools.iter().find(|t| t.name == "set_secret").unwrap();
+        let schema = Value::Object((*set.input_schema).clone());
+        assert_eq!(schema["properties"]["value"]["type"], "string", "{schema}");
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(required, ["environment", "name", "value"], "{schema}");
+        let update = tools
+            .iter()
+            .find(|t| t.name == "update_orchestration")
+            .unwrap();
+        let schema = Value::Object((*update.input_schema).clone());
+        assert_eq!(schema["properties"]["steps"]["type"], "array", "{schema}");
     }
 }
