@@ -177,6 +177,7 @@ impl From<CoreError> for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "secret_unreadable")
             }
             CoreError::Store(StoreError::Overloaded) => return ApiError::overloaded("write queue"),
+            CoreError::Busy(what) => return ApiError::overloaded(what),
             CoreError::Store(StoreError::Unavailable(_)) => {
                 tracing::error!(error = %e, "storage unavailable");
                 return ApiError::new(

@@ -64,6 +64,9 @@ pub enum CoreError {
         /// Its id, as asked for.
         id: String,
     },
+    /// A bounded resource is full (the message says which); retry once some of it frees.
+    #[error("{0}")]
+    Busy(String),
     /// An approve or reject for a run that is not waiting for one (any more).
     #[error("orchestration run {0} is not waiting for an approval")]
     NotWaiting(String),

@@ -257,11 +257,23 @@ impl FlowStore for PgStore {
         &self,
         env: &Environment,
         run: NewFlow,
+        max_active: u64,
         at: Timestamp,
         actor: &Actor,
     ) -> StoreResult<FlowRecord> {
         let mut tx = self.begin().await?;
         let author = incarnation_scope(&mut tx, actor, env).await?;
+        let active: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM orchestration_runs
+             WHERE environment = $1 AND status IN ('running', 'waiting_approval')",
+        )
+        .bind(env.name.as_str())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        if u64::try_from(active).unwrap_or(u64::MAX) >= max_active {
+            return Err(StoreError::Overloaded);
+        }
         let row = sqlx::query(&format!(
             "INSERT INTO orchestration_runs (id, environment, environment_id, orchestration_id,
                  orchestration_revision, status, current_step, steps, state, params, decision,

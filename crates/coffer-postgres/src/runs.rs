@@ -269,6 +269,20 @@ impl RunStore for PgStore {
         .await
         .map_err(db)?
         .rows_affected();
+        let flows = sqlx::query(
+            "DELETE FROM orchestration_runs WHERE id IN (
+                 SELECT id FROM orchestration_runs
+                 WHERE status IN ('succeeded', 'failed', 'rejected') AND updated_at < $1
+                 ORDER BY updated_at, id LIMIT $2
+                 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(ended_before.millis())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        let deleted = deleted + flows;
         if deleted == 0 {
             tx.rollback().await.map_err(db)?;
             return Ok(0);

@@ -227,6 +227,7 @@ impl FlowStore for SqliteStore {
         &self,
         env: &Environment,
         run: NewFlow,
+        max_active: u64,
         at: Timestamp,
         actor: &Actor,
     ) -> StoreResult<FlowRecord> {
@@ -235,6 +236,16 @@ impl FlowStore for SqliteStore {
             .write(move |c| {
                 let author = check_actor(c, &actor)?;
                 check_environment(c, &env)?;
+                let active: i64 = c
+                    .prepare_cached(
+                        "SELECT count(*) FROM orchestration_runs
+                         WHERE environment = ?1 AND status IN ('running', 'waiting_approval')",
+                    )
+                    .and_then(|mut s| s.query_row([env.name.as_str()], |r| r.get(0)))
+                    .map_err(unavailable)?;
+                if u64::try_from(active).unwrap_or(u64::MAX) >= max_active {
+                    return Err(StoreError::Overloaded);
+                }
                 let row = c
                     .prepare_cached(&format!(
                         "INSERT INTO orchestration_runs (id, environment, environment_id,

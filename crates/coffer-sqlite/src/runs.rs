@@ -270,6 +270,17 @@ impl RunStore for SqliteStore {
                     )
                     .and_then(|mut s| s.execute(params![ended_before.millis(), limit]))
                     .map_err(unavailable)?;
+                let flows = c
+                    .prepare_cached(
+                        "DELETE FROM orchestration_runs WHERE id IN (
+                             SELECT id FROM orchestration_runs
+                             WHERE status IN ('succeeded', 'failed', 'rejected')
+                                 AND updated_at < ?1
+                             ORDER BY updated_at, id LIMIT ?2)",
+                    )
+                    .and_then(|mut s| s.execute(params![ended_before.millis(), limit]))
+                    .map_err(unavailable)?;
+                let deleted = deleted + flows;
                 if deleted > 0 {
                     let change = Change::runs_pruned(deleted as u64, Timestamp::now());
                     append(c, &crate::journal::Author::system(), &[change])?;

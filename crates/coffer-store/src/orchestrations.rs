@@ -40,6 +40,10 @@ fn generate_prefixed(prefix: &str, at: Timestamp) -> Result<String, coffer_crypt
     Ok(format!("{prefix}{ms:012x}{random}"))
 }
 
+/// Most orchestration runs of one environment that have not ended: a client cannot grow
+/// the table (or the machine's work) without bound by starting runs faster than they end.
+pub const MAX_ACTIVE_FLOWS_PER_ENVIRONMENT: u64 = 10_000;
+
 /// An orchestration's id: `orch_` and 16-64 lowercase hex digits (creation time in
 /// milliseconds, then random), so ids sort by creation.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -411,12 +415,16 @@ pub struct FlowFilter {
 #[async_trait]
 pub trait FlowStore: Send + Sync + 'static {
     /// Starts a run in the incarnation `env`, due at once (`wake_at = at`), journaled as
-    /// `system.orchestration.run.{id}.started`. Errors: [`crate::StoreError::NotFound`]
-    /// when `env` no longer exists; [`crate::StoreError::ActorRevoked`].
+    /// `system.orchestration.run.{id}.started` — unless `env` already has `max_active` runs
+    /// that have not ended ([`crate::StoreError::Overloaded`]: counted in the writing
+    /// transaction; under PostgreSQL, starts racing in one environment may pass it by at
+    /// most their number). Errors: [`crate::StoreError::NotFound`] when `env` no longer
+    /// exists; [`crate::StoreError::ActorRevoked`].
     async fn start_flow(
         &self,
         env: &Environment,
         run: NewFlow,
+        max_active: u64,
         at: Timestamp,
         actor: &Actor,
     ) -> StoreResult<FlowRecord>;

@@ -567,7 +567,8 @@ pub trait RunStore: Send + Sync + 'static {
     ) -> StoreResult<RunRecord>;
 
     /// Deletes up to `limit` ended runs (succeeded or failed) last changed before
-    /// `ended_before`, oldest first, in one transaction, and returns how many. Retention:
+    /// `ended_before`, oldest first, and up to `limit` ended orchestration runs (succeeded,
+    /// failed or rejected) likewise, in one transaction, and returns how many of both. Retention:
     /// the audit log keeps their history; a deletion of at least one run is audited as one
     /// `runs.pruned` row (actor `system`, the count; no event).
     async fn prune_runs(&self, ended_before: Timestamp, limit: usize) -> StoreResult<u64>;

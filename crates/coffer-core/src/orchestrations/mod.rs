@@ -665,10 +665,23 @@ impl Command for StartOrchestrationRun {
         };
         let flow = match coffer
             .catalog
-            .start_flow(&incarnation, run, now, &who.actor())
+            .start_flow(
+                &incarnation,
+                run,
+                coffer_store::MAX_ACTIVE_FLOWS_PER_ENVIRONMENT,
+                now,
+                &who.actor(),
+            )
             .await
         {
             Err(StoreError::NotFound) => return Err(CoreError::EnvironmentNotFound(self.env)),
+            Err(StoreError::Overloaded) => {
+                return Err(CoreError::Busy(format!(
+                    "environment {} has {} orchestration runs that have not ended",
+                    self.env,
+                    coffer_store::MAX_ACTIVE_FLOWS_PER_ENVIRONMENT
+                )));
+            }
             other => other?,
         };
         coffer.runtime.wake_flows();

@@ -23,7 +23,8 @@ macro_rules! orchestration_conformance {
             a_flow_step_applies_only_at_its_version_and_starts_its_run,
             an_ended_step_run_makes_its_flow_due_and_a_retry_does_not,
             a_decision_lands_only_on_a_run_waiting_at_that_step,
-            orchestrations_and_flows_go_with_their_environment);
+            orchestrations_and_flows_go_with_their_environment,
+            active_flows_are_capped_per_environment_and_ended_ones_pruned);
     };
     (@cases $make:expr; $($case:ident),*) => {
         mod orchestration_conformance {
@@ -91,7 +92,7 @@ async fn start(
     ms: i64,
 ) -> FlowRecord {
     store
-        .start_flow(e, new_flow(n, orchestration), at(ms), &Actor::System)
+        .start_flow(e, new_flow(n, orchestration), 1000, at(ms), &Actor::System)
         .await
         .unwrap()
 }
@@ -301,7 +302,7 @@ pub async fn orchestration_and_flow_writes_recheck_the_actor_and_the_incarnation
         "{refused:?}"
     );
     let refused = store
-        .start_flow(&prod, new_flow(2, &o), at(20), &revoked)
+        .start_flow(&prod, new_flow(2, &o), 1000, at(20), &revoked)
         .await;
     assert!(
         matches!(refused, Err(StoreError::ActorRevoked)),
@@ -359,7 +360,7 @@ pub async fn orchestration_and_flow_writes_recheck_the_actor_and_the_incarnation
     let stale = put(&*store, &prod, &o, "[1]", Precondition::None, 50).await;
     assert!(matches!(stale, Err(StoreError::NotFound)), "{stale:?}");
     let stale = store
-        .start_flow(&prod, new_flow(3, &o), at(50), &Actor::System)
+        .start_flow(&prod, new_flow(3, &o), 1000, at(50), &Actor::System)
         .await;
     assert!(matches!(stale, Err(StoreError::NotFound)), "{stale:?}");
     let stale = store
@@ -1134,4 +1135,71 @@ pub async fn orchestrations_and_flows_go_with_their_environment(store: Arc<impl 
             .unwrap()
             .is_some()
     );
+}
+
+/// A start past `max_active` runs that have not ended is refused (nothing written); an
+/// ended run frees its place; other environments count apart; ended runs older than the
+/// retention are pruned with the function runs, in one `runs.pruned` row.
+pub async fn active_flows_are_capped_per_environment_and_ended_ones_pruned(
+    store: Arc<impl Catalog>,
+) {
+    let prod = new_environment(&*store, "prod", 1).await;
+    let staging = new_environment(&*store, "staging", 1).await;
+    let o = orchestration_id(1);
+    let start_capped = |e: &Environment, n: u32, ms: i64| {
+        let (store, e, o) = (store.clone(), e.clone(), o.clone());
+        async move {
+            store
+                .start_flow(&e, new_flow(n, &o), 2, at(ms), &Actor::System)
+                .await
+        }
+    };
+    let first = start_capped(&prod, 1, 10).await.unwrap();
+    start_capped(&prod, 2, 11).await.unwrap();
+    let head = store.last_event_id().await.unwrap();
+    assert!(matches!(
+        start_capped(&prod, 3, 12).await,
+        Err(StoreError::Overloaded)
+    ));
+    assert_eq!(
+        store.last_event_id().await.unwrap(),
+        head,
+        "nothing written"
+    );
+    start_capped(&staging, 4, 12).await.unwrap();
+    let ended = store
+        .advance_flow(
+            &prod.name,
+            step(&first, FlowStatus::Succeeded, None),
+            at(20),
+            &Actor::System,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended.status, FlowStatus::Succeeded);
+    start_capped(&prod, 5, 21).await.unwrap();
+
+    // The ended one is pruned once the retention has passed; the others are not.
+    assert_eq!(
+        store.prune_runs(at(20), 100).await.unwrap(),
+        0,
+        "not before"
+    );
+    let rows_before = audit_rows(&*store, "runs.pruned").await.len();
+    assert_eq!(store.prune_runs(at(21), 100).await.unwrap(), 1);
+    assert!(
+        store
+            .get_flow(&prod.name, &first.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let rows = audit_rows(&*store, "runs.pruned").await;
+    assert_eq!(rows.len(), rows_before + 1);
+    assert_eq!(rows.last().unwrap().count, 1);
+    let left = store
+        .list_flows(&prod.name, &FlowFilter::default(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 2);
 }
