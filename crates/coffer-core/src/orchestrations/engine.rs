@@ -613,7 +613,7 @@ impl Coffer {
                 StoredParam::Ref(r) => {
                     // Checked when the definition was saved, and again now: the function
                     // may have stopped declaring it since.
-                    if !declared.iter().any(|d| *d == r) {
+                    if !declared.contains(&r) {
                         return Err(format!(
                             "step {} references secret {r}, which function {function} does not declare",
                             link.step
