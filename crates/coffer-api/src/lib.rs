@@ -117,11 +117,11 @@ fn documented_routes() -> OpenApiRouter<Arc<Coffer>> {
             orchestrations::update_orchestration,
             orchestrations::delete_orchestration
         ))
-        .routes(routes!(orchestrations::start_run))
-        .routes(routes!(orchestrations::list_runs))
-        .routes(routes!(orchestrations::get_run))
-        .routes(routes!(orchestrations::approve))
-        .routes(routes!(orchestrations::reject))
+        .routes(routes!(orchestrations::start_orchestration_run))
+        .routes(routes!(orchestrations::list_orchestration_runs))
+        .routes(routes!(orchestrations::get_orchestration_run))
+        .routes(routes!(orchestrations::approve_orchestration_run))
+        .routes(routes!(orchestrations::reject_orchestration_run))
         .routes(routes!(events::event_stream))
         .routes(routes!(audit::list_audit))
         .routes(routes!(audit::verify_audit))

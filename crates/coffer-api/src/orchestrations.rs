@@ -218,7 +218,7 @@ pub async fn delete_orchestration(
         Unauthorized, Forbidden, BadBody, BodyTimeout, BodyTooLarge, UnsupportedMediaType,
         InvalidInput, OrchestrationNotFound, Unavailable,
     ))]
-pub async fn start_run(
+pub async fn start_orchestration_run(
     State(coffer): State_,
     Caller(who): Caller,
     _: QueryParams<NoQuery>,
@@ -242,7 +242,7 @@ pub async fn start_run(
         (status = 200, description = "One page", body = OrchestrationRunList),
         Unauthorized, InvalidQuery, InvalidName, Forbidden, EnvironmentNotFound, Unavailable,
     ))]
-pub async fn list_runs(
+pub async fn list_orchestration_runs(
     State(coffer): State_,
     Caller(who): Caller,
     PathParams(EnvPath { env }): PathParams<EnvPath>,
@@ -277,7 +277,7 @@ pub async fn list_runs(
         (status = 200, description = "The run", body = OrchestrationRun),
         Unauthorized, InvalidQuery, InvalidName, Forbidden, OrchestrationRunNotFound, Unavailable,
     ))]
-pub async fn get_run(
+pub async fn get_orchestration_run(
     State(coffer): State_,
     Caller(who): Caller,
     _: QueryParams<NoQuery>,
@@ -317,7 +317,7 @@ async fn decide(
         Unauthorized, Forbidden, BadBody, BodyTimeout, BodyTooLarge, UnsupportedMediaType,
         InvalidInput, OrchestrationRunNotFound, NotWaiting, Unavailable,
     ))]
-pub async fn approve(
+pub async fn approve_orchestration_run(
     State(coffer): State_,
     Caller(who): Caller,
     _: QueryParams<NoQuery>,
@@ -337,7 +337,7 @@ pub async fn approve(
         Unauthorized, Forbidden, BadBody, BodyTimeout, BodyTooLarge, UnsupportedMediaType,
         InvalidInput, OrchestrationRunNotFound, NotWaiting, Unavailable,
     ))]
-pub async fn reject(
+pub async fn reject_orchestration_run(
     State(coffer): State_,
     Caller(who): Caller,
     _: QueryParams<NoQuery>,

@@ -289,3 +289,22 @@ fn an_optional_body_may_be_absent_but_is_never_null() {
     let put = &doc["paths"]["/v1/environments/{env}/secrets/{name}"]["put"]["requestBody"];
     assert_eq!(put["required"], true);
 }
+
+/// Every operation has its own `operationId` (validators refuse a repeated one; clients
+/// generated from the document name their methods after it).
+#[test]
+fn operation_ids_are_unique() {
+    let doc = serde_json::to_value(coffer_api::openapi()).unwrap();
+    let mut seen = std::collections::BTreeMap::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let Some(id) = op["operationId"].as_str() else {
+                continue;
+            };
+            if let Some(first) = seen.insert(id.to_owned(), format!("{method} {path}")) {
+                panic!("operationId {id} is used by {first} and {method} {path}");
+            }
+        }
+    }
+    assert!(seen.len() > 40, "{seen:?}");
+}
