@@ -560,6 +560,24 @@ pub(crate) fn open_stored(
     }
 }
 
+/// A stored secret that is not a secret value (a signing secret, an orchestration param) as
+/// text, opened with `aad`; `None` when it does not open or is not UTF-8.
+pub(crate) fn open_text(
+    ring: Option<&Keyring>,
+    stored: &StoredValue,
+    aad: &str,
+) -> Option<SecretString> {
+    match stored {
+        StoredValue::Plain(v) => Some(v.clone()),
+        StoredValue::Sealed { key_version, blob } => {
+            let plain = ring?.open(*key_version, blob, aad.as_bytes()).ok()?;
+            String::from_utf8(plain.to_vec())
+                .ok()
+                .map(SecretString::from)
+        }
+    }
+}
+
 pub(crate) fn check_key_label(name: &str) -> Result<(), CoreError> {
     let len = name.chars().count();
     if len == 0 || len > 128 || name.chars().any(char::is_control) {

@@ -203,8 +203,9 @@ pub async fn run(coffer: Arc<Coffer>, stop: impl std::future::Future<Output = ()
                     batch.spawn(async move {
                         let id = flow.id.clone();
                         match take_steps(&coffer, flow).await {
-                            Ok(()) | Err(CoreError::Store(StoreError::Conflict { .. })) => {}
-                            Err(CoreError::RevisionConflict { .. }) => {}
+                            // The run moved on meanwhile (a store conflict arrives as
+                            // a revision conflict): its next lease takes it from there.
+                            Ok(()) | Err(CoreError::RevisionConflict { .. }) => {}
                             Err(e) => {
                                 tracing::warn!(run = %id, error = %e, "an orchestration run could not take its step; it is tried again when its lease ends")
                             }
@@ -646,36 +647,20 @@ impl Coffer {
                         function.as_str(),
                         &name,
                     );
-                    let Some(plain) = self.open_param(&aad, &stored) else {
+                    let Some(plain) = crate::service::open_text(self.keyring(), &stored, &aad)
+                    else {
                         return Err(format!(
                             "encrypted param {name} of step {} cannot be decrypted",
                             link.step
                         ));
                     };
-                    out.params.insert(name, Value::String(plain.clone()));
-                    out.secrets.push(SecretString::from(plain));
+                    use secrecy::ExposeSecret;
+                    out.params
+                        .insert(name, Value::String(plain.expose_secret().to_owned()));
+                    out.secrets.push(plain);
                 }
             }
         }
         Ok(out)
-    }
-
-    /// An encrypted parameter's plaintext, or `None` when it does not open.
-    pub(crate) fn open_param(
-        &self,
-        aad: &str,
-        stored: &coffer_store::StoredValue,
-    ) -> Option<String> {
-        use secrecy::ExposeSecret;
-        match stored {
-            coffer_store::StoredValue::Plain(p) => Some(p.expose_secret().to_owned()),
-            coffer_store::StoredValue::Sealed { key_version, blob } => {
-                let plain = self
-                    .keyring()?
-                    .open(*key_version, blob, aad.as_bytes())
-                    .ok()?;
-                String::from_utf8(plain.to_vec()).ok()
-            }
-        }
     }
 }

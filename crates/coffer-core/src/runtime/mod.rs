@@ -277,17 +277,7 @@ pub(crate) fn open_signing(
     id: &FunctionId,
     stored: &StoredValue,
 ) -> Option<SecretString> {
-    match stored {
-        StoredValue::Plain(v) => Some(v.clone()),
-        StoredValue::Sealed { key_version, blob } => {
-            let plain = ring?
-                .open(*key_version, blob, signing_aad(env, id).as_bytes())
-                .ok()?;
-            String::from_utf8(plain.to_vec())
-                .ok()
-                .map(SecretString::from)
-        }
-    }
+    crate::service::open_text(ring, stored, &signing_aad(env, id))
 }
 
 impl Coffer {
