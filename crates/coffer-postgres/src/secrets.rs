@@ -42,6 +42,7 @@ impl SecretStore for PgStore {
             compare_and_set: true,
             atomic_batches: true,
             values_in_catalog: true,
+            raw_values: false,
         }
     }
 

@@ -23,6 +23,7 @@ impl SecretStore for SqliteStore {
             compare_and_set: true,
             atomic_batches: true,
             values_in_catalog: true,
+            raw_values: false,
         }
     }
 

@@ -17,8 +17,10 @@ use crate::*;
 
 mod orchestrations;
 mod runtime;
+mod values;
 pub use orchestrations::*;
 pub use runtime::*;
+pub use values::*;
 
 /// Generates one test per secret-store case. `$make` is an async expression yielding
 /// `(Arc<impl SecretStore>, impl Sized)`.

@@ -17,8 +17,12 @@
 //! - [`ConfigStore`] keeps plaintext JSON config entries per environment, with revisions for
 //!   compare-and-set.
 //!
+//! - [`ValueStore`] keeps values elsewhere (NATS JetStream KV, Vault KV); [`ExternalSecrets`]
+//!   joins one to the catalog's database into a [`SecretStore`] (see [`values`]).
+//!
 //! Every backend must pass the [`conformance`] suite (feature `conformance`).
-//! Backends never see plaintext unless the service runs in dev mode: values arrive sealed.
+//! Backends never see plaintext unless the service runs in dev mode, or the value store
+//! keeps raw values on purpose ([`Capabilities::raw_values`]): values arrive sealed.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -28,6 +32,7 @@ mod model;
 mod orchestrations;
 mod runtime;
 pub mod schema;
+pub mod values;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -44,6 +49,7 @@ pub use journal::{
 pub use model::*;
 pub use orchestrations::*;
 pub use runtime::*;
+pub use values::{ExternalSecrets, ValueEntry, ValueExpect, ValueStore, ValueVersion};
 
 /// The one error type every backend returns.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +105,10 @@ pub struct Capabilities {
     /// removes its values in the same transaction, and no separate purge is needed (one
     /// would race with a new environment of the same name).
     pub values_in_catalog: bool,
+    /// Values are kept as plaintext on purpose, protected at rest by the store itself
+    /// (Vault's `raw` value format): the service hands the store plaintext, and never counts,
+    /// re-encrypts or verifies those values as awaiting a key.
+    pub raw_values: bool,
 }
 
 /// Secret values and their metadata, per environment incarnation.
@@ -118,8 +128,14 @@ pub trait SecretStore: Send + Sync + 'static {
     /// What this backend guarantees.
     fn capabilities(&self) -> Capabilities;
 
-    /// A short name for `/v1/status` (`db`, `nats`, `vault`).
+    /// A short name (`db`, `nats`, `vault`).
     fn backend_name(&self) -> &'static str;
+
+    /// What `/v1/status` shows as the backend: the name, and for a store elsewhere how it
+    /// keeps values (never a credential).
+    fn describe(&self) -> String {
+        self.backend_name().to_owned()
+    }
 
     /// The record with its stored value, or `None`.
     async fn get(&self, env: &Environment, name: &SecretName) -> StoreResult<Option<SecretRecord>>;

@@ -26,6 +26,7 @@ const KV_V1_LIKE: Capabilities = Capabilities {
     compare_and_set: false,
     atomic_batches: false,
     values_in_catalog: false,
+    raw_values: false,
 };
 
 #[async_trait]
