@@ -47,6 +47,11 @@ command -v nats-server >/dev/null || {
     exit 1
 }
 
+echo "== OpenBao (Vault's API) for the vault backend's tests"
+bao_env=$(scripts/openbao.sh)
+eval "$bao_env"
+export COFFER_TEST_BAO
+
 echo "== cargo test"
 cargo test --workspace --locked -- --test-threads="${COFFER_TEST_THREADS:-2}"
 echo "== the core and API suites again, on PostgreSQL (the same harness, COFFER_TEST_BACKEND)"

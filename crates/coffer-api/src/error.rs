@@ -178,6 +178,15 @@ impl From<CoreError> for ApiError {
             }
             CoreError::Store(StoreError::Overloaded) => return ApiError::overloaded("write queue"),
             CoreError::Busy(what) => return ApiError::overloaded(what),
+            CoreError::NotReady(which) => {
+                tracing::warn!(store = %which, "not ready");
+                let which = which.split(':').next().unwrap_or("storage");
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "backend_unavailable",
+                    format!("{which} is unavailable"),
+                );
+            }
             CoreError::Store(StoreError::Unavailable(_)) => {
                 tracing::error!(error = %e, "storage unavailable");
                 return ApiError::new(

@@ -672,8 +672,8 @@ pub enum HealthState {
 #[serde(rename_all = "camelCase")]
 pub struct StatusJson {
     /// The secret-value backend in use.
-    #[schema(example = "sqlite")]
-    pub backend: &'static str,
+    #[schema(example = "db")]
+    pub backend: String,
     /// The version new writes use; `null` in dev mode.
     #[schema(required = true)]
     pub current_key_version: Option<u32>,
@@ -749,7 +749,7 @@ mod tests {
         );
         same(
             serde_json::to_string(&StatusJson {
-                backend: "sqlite",
+                backend: "sqlite".into(),
                 current_key_version: None,
                 encryption: EncryptionState::Disabled,
                 unreadable_values: 2,

@@ -64,6 +64,9 @@ pub enum CoreError {
         /// Its id, as asked for.
         id: String,
     },
+    /// A store does not answer (`/readyz`): the message names which.
+    #[error("{0}")]
+    NotReady(String),
     /// A bounded resource is full (the message says which); retry once some of it frees.
     #[error("{0}")]
     Busy(String),

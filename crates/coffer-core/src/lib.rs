@@ -15,6 +15,7 @@ mod error;
 mod events;
 pub mod keys;
 mod lifecycle;
+pub mod migrate;
 pub mod orchestrations;
 pub mod redact;
 pub mod runtime;

@@ -540,6 +540,10 @@ impl Coffer {
                     _ => None,
                 };
                 let records = self.secrets().scan(value_after.as_ref(), room).await?;
+                let backend = self.secrets().backend_name();
+                for record in &records {
+                    crate::service::kept_here(record, backend)?;
+                }
                 room -= records.len();
                 if room == 0 {
                     out.rewrap.next = records.last().map(|r| {

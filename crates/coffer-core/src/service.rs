@@ -48,6 +48,8 @@ pub struct Coffer {
     pub(crate) denials: crate::denials::DenialCoalescer,
     pub(crate) recent_events: crate::events::RecentEvents,
     pub(crate) runtime: crate::runtime::Runtime,
+    /// Why the secrets backend is not the configured one (see `StartupOptions`).
+    pub(crate) backend_note: Option<String>,
 }
 
 /// Keys that authenticated lately, by SHA-256, with when they were looked up.
@@ -198,8 +200,9 @@ pub enum Encryption {
 pub struct Status {
     /// The Coffer version.
     pub version: &'static str,
-    /// The secret-value backend in use.
-    pub backend: &'static str,
+    /// The secret-value backend in use, as it describes itself (and why it is not the one
+    /// configured, after a fallback).
+    pub backend: String,
     /// Encryption state.
     pub encryption: Encryption,
     /// Values known to be unreadable.
@@ -227,6 +230,7 @@ impl Coffer {
             denials: Default::default(),
             recent_events: Default::default(),
             runtime: Default::default(),
+            backend_note: None,
         }
     }
 
@@ -235,7 +239,10 @@ impl Coffer {
     pub async fn status(&self) -> Result<Status, CoreError> {
         Ok(Status {
             version: env!("CARGO_PKG_VERSION"),
-            backend: self.secrets.backend_name(),
+            backend: match &self.backend_note {
+                Some(note) => format!("{} ({note})", self.secrets.backend_name()),
+                None => self.secrets.describe(),
+            },
             encryption: match &self.keyring {
                 Some(ring) => Encryption::Enabled {
                     current_key_version: ring.current().get(),
@@ -247,10 +254,19 @@ impl Coffer {
         })
     }
 
-    /// Whether both stores answer.
+    /// Whether both stores answer; the error names the one that does not.
     pub async fn ready(&self) -> Result<(), CoreError> {
-        self.catalog.ping().await?;
-        self.secrets.ping().await?;
+        self.catalog
+            .ping()
+            .await
+            .map_err(|e| CoreError::NotReady(format!("the catalog: {e}")))?;
+        if !self.secrets.capabilities().values_in_catalog {
+            let backend = self.secrets.backend_name();
+            self.secrets
+                .ping()
+                .await
+                .map_err(|e| CoreError::NotReady(format!("the {backend} secrets backend: {e}")))?;
+        }
         Ok(())
     }
 
@@ -407,6 +423,7 @@ impl Coffer {
         let Some(record) = self.secrets.get(&incarnation, name).await? else {
             return Ok(None);
         };
+        kept_here(&record, self.secrets.backend_name())?;
         let text = open_stored(self.keyring(), &record)
             .and_then(|plain| String::from_utf8(plain.to_vec()).ok());
         match text {
@@ -458,6 +475,11 @@ impl Coffer {
         name: &SecretName,
         value: SecretString,
     ) -> Result<StoredValue, CoreError> {
+        if self.secrets.capabilities().raw_values {
+            // The store keeps values raw on purpose (Vault's `raw` format): it is their
+            // protection at rest.
+            return Ok(StoredValue::Plain(value));
+        }
         self.seal_stored(&secret_aad(&env.name, &env.id, name), value)
     }
 
@@ -557,6 +579,19 @@ pub(crate) fn open_stored(
             let aad = secret_aad(&meta.environment, &meta.environment_id, &meta.name);
             ring?.open(*key_version, blob, aad.as_bytes()).ok()
         }
+    }
+}
+
+/// A record whose catalog row refers to a value store this node does not use (its values
+/// were migrated while it was configured for another backend) is refused, loudly, rather
+/// than taken for an unreadable value.
+pub(crate) fn kept_here(record: &SecretRecord, backend: &str) -> Result<(), CoreError> {
+    match coffer_store::values::location(&record.value) {
+        None => Ok(()),
+        Some((elsewhere, _)) => Err(CoreError::Store(StoreError::Unavailable(format!(
+            "{} in {} is kept by the {elsewhere} secrets backend, but this node uses {backend}: start it with COFFER_SECRETS_BACKEND={elsewhere}",
+            record.meta.name, record.meta.environment
+        )))),
     }
 }
 

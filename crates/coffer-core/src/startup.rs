@@ -29,6 +29,9 @@ pub struct StartupOptions {
     /// Start even when stored values use a key version the keyring lacks
     /// (`--allow-unreadable`); those values become unreadable.
     pub allow_unreadable: bool,
+    /// Why the secrets backend in use is not the one configured (a fallback to `db`),
+    /// shown by `/v1/status` beside the backend's name.
+    pub backend_note: Option<String>,
 }
 
 /// What start-up did that the operator must hear about.
@@ -133,7 +136,8 @@ impl StartupOptions {
         if let Some(seed) = &self.admin_key_seed {
             check_admin_seed(seed)?;
         }
-        let coffer = Coffer::new(self.catalog, self.secrets, self.keyring);
+        let mut coffer = Coffer::new(self.catalog, self.secrets, self.keyring);
+        coffer.backend_note = self.backend_note;
         // The canaries and the per-version counts: no value is read or opened here, so
         // every node of a cluster can start (and restart) without a walk over all values.
         let (new_canaries, counts) = check_keys(&coffer, self.allow_unreadable).await?;

@@ -125,8 +125,9 @@ pub trait ValueStore: Send + Sync + 'static {
 }
 
 /// The prefix of a reference in the catalog's `value` column. The unit separator cannot
-/// start a sealed blob (base64), and a dev-mode plaintext that starts with it and then
-/// spells a reference is refused by [`ExternalSecrets`] rather than misread.
+/// start a sealed blob (base64), and the service refuses a value that starts with it, so a
+/// dev-mode plaintext is never misread as a reference.
+pub const RESERVED_PREFIX: &str = REF_PREFIX;
 const REF_PREFIX: &str = "\u{1f}ref:";
 
 /// Where a catalog row's value is.
@@ -140,6 +141,12 @@ impl Reference<'_> {
     fn encode(backend: &str, version: ValueVersion) -> String {
         format!("{REF_PREFIX}{backend}:{version}")
     }
+}
+
+/// Where the value of a catalog row is: `None` when the row holds it (the `db` backend),
+/// else the value store's name and the version the row refers to.
+pub fn location(stored: &StoredValue) -> Option<(&str, ValueVersion)> {
+    reference(stored).map(|r| (r.backend, r.version))
 }
 
 /// The reference a catalog row holds, if it holds one (`None`: the row holds the value).
@@ -158,7 +165,7 @@ fn reference(stored: &StoredValue) -> Option<Reference<'_>> {
 
 /// The catalog row for a value stored as `value` at `version` of `backend`: same kind and
 /// key version, the reference in place of the value.
-fn reference_row(value: &StoredValue, backend: &str, version: ValueVersion) -> StoredValue {
+pub fn reference_row(value: &StoredValue, backend: &str, version: ValueVersion) -> StoredValue {
     let text = Reference::encode(backend, version);
     match value {
         StoredValue::Plain(_) => StoredValue::Plain(SecretString::from(text)),
@@ -311,7 +318,7 @@ impl<I: SecretStore + ?Sized> ExternalSecrets<I> {
 
 /// A copy of a stored value (the type is not `Clone`, to keep copies of plaintext
 /// deliberate).
-fn copy(value: &StoredValue) -> StoredValue {
+pub fn copy(value: &StoredValue) -> StoredValue {
     match value {
         StoredValue::Plain(s) => StoredValue::Plain(SecretString::from(s.expose_secret())),
         StoredValue::Sealed { key_version, blob } => StoredValue::Sealed {

@@ -181,7 +181,12 @@ async fn import_once(
         .collect();
     // Opening, comparing and sealing up to MAX_IMPORT values is CPU work: off the async
     // workers, like a rewrap batch.
-    let ring = coffer.shared_keyring();
+    // A store that keeps values raw (Vault's `raw` format) is handed plaintext.
+    let ring = if coffer.secrets.capabilities().raw_values {
+        None
+    } else {
+        coffer.shared_keyring()
+    };
     let (env_owned, entries_owned) = (env.clone(), entries.to_vec());
     let (batch, sealed) = tokio::task::spawn_blocking(move || {
         import_batch(ring.as_deref(), &env_owned, entries_owned, stored)
@@ -299,6 +304,11 @@ fn check_value(value: &SecretString) -> Result<(), CoreError> {
             what: "secret",
             limit: MAX_VALUE_BYTES,
         });
+    }
+    if value.starts_with(coffer_store::values::RESERVED_PREFIX) {
+        return Err(CoreError::Invalid(
+            "secret values cannot start with U+001F followed by \"ref:\": Coffer reserves it".into(),
+        ));
     }
     if value.contains('\0') {
         return Err(CoreError::Invalid(

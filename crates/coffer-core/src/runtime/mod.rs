@@ -549,6 +549,7 @@ impl Coffer {
         let Some(record) = self.secrets.get(env, name).await? else {
             return Ok(None);
         };
+        crate::service::kept_here(&record, self.secrets.backend_name())?;
         let text = open_stored(self.keyring(), &record)
             .and_then(|plain| String::from_utf8(plain.to_vec()).ok());
         match text {

@@ -114,6 +114,7 @@ async fn expected_revision_is_refused_on_a_backend_without_compare_and_set() {
         require_encryption: false,
         admin_key_seed: None,
         allow_unreadable: false,
+        backend_note: None,
     };
     let (coffer, _) = options.start().await.unwrap();
     let put = |expected| commands::PutSecret {
@@ -165,6 +166,7 @@ async fn only_a_store_outside_the_catalog_is_purged_after_an_environment_is_dele
             require_encryption: false,
             admin_key_seed: None,
             allow_unreadable: false,
+            backend_note: None,
         };
         let (coffer, _) = options.start().await.unwrap();
         coffer
@@ -178,4 +180,108 @@ async fn only_a_store_outside_the_catalog_is_purged_after_an_environment_is_dele
             "values_in_catalog={values_in_catalog}"
         );
     }
+}
+
+/// A store that keeps values raw (Vault's `raw` format) is handed plaintext, by a put and by
+/// an import, although a key is configured; `/v1/status` shows the backend as it describes
+/// itself, or why it is not the configured one.
+#[tokio::test]
+async fn a_raw_store_is_handed_plaintext_and_status_names_the_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path()).await;
+    ensure_test_admin(&*store).await;
+    let caps = Capabilities {
+        raw_values: true,
+        ..store.capabilities()
+    };
+    let options = StartupOptions {
+        catalog: store.clone(),
+        secrets: Arc::new(Declaring(store.clone(), caps, 0.into())),
+        keyring: ring(1, &[(1, K1)]),
+        require_encryption: true,
+        admin_key_seed: None,
+        allow_unreadable: false,
+        backend_note: None,
+    };
+    let (coffer, _) = options.start().await.unwrap();
+    put(&coffer, "RAW", "raw value").await.unwrap();
+    let imported = commands::ImportSecrets {
+        env: env(),
+        entries: vec![(name("IMPORTED"), SecretString::from("imported value"))],
+    };
+    coffer.apply(&admin(), imported).await.unwrap();
+    let e = incarnation(&*store).await;
+    for (n, want) in [("RAW", "raw value"), ("IMPORTED", "imported value")] {
+        match store.get(&e, &name(n)).await.unwrap().unwrap().value {
+            StoredValue::Plain(v) => assert_eq!(secrecy::ExposeSecret::expose_secret(&v), want),
+            other => panic!("a raw store must get plaintext, got {other:?}"),
+        }
+    }
+    assert_eq!(coffer.status().await.unwrap().backend, "kv-v1-like");
+
+    let options = StartupOptions {
+        catalog: store.clone(),
+        secrets: store.clone(),
+        keyring: ring(1, &[(1, K1)]),
+        require_encryption: true,
+        admin_key_seed: None,
+        allow_unreadable: false,
+        backend_note: Some("vault config incomplete: COFFER_VAULT_ADDR not set".into()),
+    };
+    let (coffer, _) = options.start().await.unwrap();
+    assert_eq!(
+        coffer.status().await.unwrap().backend,
+        "db (vault config incomplete: COFFER_VAULT_ADDR not set)"
+    );
+}
+
+/// A node configured for `db` whose catalog rows refer to a value store (the values were
+/// migrated) refuses to hand them out, naming the backend, and marks nothing unreadable.
+#[tokio::test]
+async fn a_row_kept_by_another_backend_is_refused_not_marked_unreadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path()).await;
+    ensure_test_admin(&*store).await;
+    let options = StartupOptions {
+        catalog: store.clone(),
+        secrets: store.clone(),
+        keyring: ring(1, &[(1, K1)]),
+        require_encryption: true,
+        admin_key_seed: None,
+        allow_unreadable: false,
+        backend_note: None,
+    };
+    let (coffer, _) = options.start().await.unwrap();
+    let e = incarnation(&*store).await;
+    let row = coffer_store::values::reference_row(
+        &StoredValue::Sealed {
+            key_version: coffer_crypto::KeyVersion::new(1).unwrap(),
+            blob: String::new(),
+        },
+        "nats",
+        7,
+    );
+    store
+        .put(&e, &name("MOVED"), row, Precondition::None, Timestamp::now(), &Actor::System)
+        .await
+        .unwrap();
+    let runtime = runtime_key(&*store, "ak_77").await;
+    let refused = coffer.resolve_secret(&runtime, &env(), &name("MOVED")).await;
+    match refused {
+        Err(CoreError::Store(coffer_store::StoreError::Unavailable(m))) => {
+            assert!(m.contains("COFFER_SECRETS_BACKEND=nats"), "{m}")
+        }
+        other => panic!("expected a refusal naming the backend, got {other:?}"),
+    }
+    assert_eq!(unreadable_count(&coffer).await, 0);
+    let walk = coffer
+        .apply(
+            &admin(),
+            commands::Verify {
+                after: None,
+                limit: Some(100),
+            },
+        )
+        .await;
+    assert!(walk.is_err(), "a verify must not count it as unreadable either");
 }

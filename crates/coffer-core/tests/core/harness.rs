@@ -57,6 +57,7 @@ pub async fn options(dir: &Path, keyring: Option<Keyring>) -> (StartupOptions, A
         require_encryption: false,
         admin_key_seed: None,
         allow_unreadable: false,
+        backend_note: None,
     };
     (options, store)
 }
