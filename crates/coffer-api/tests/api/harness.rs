@@ -46,6 +46,7 @@ pub async fn start_with(serve_options: ServeOptions) -> Server {
         require_encryption: true,
         admin_key_seed: None,
         allow_unreadable: false,
+        backend_note: None,
     };
     let (coffer, report) = options.start().await.expect("start");
     let admin = report
