@@ -312,7 +312,48 @@ impl<I: SecretStore + ?Sized> ExternalSecrets<I> {
             Some(r) => Precondition::Revision(r),
             None => Precondition::Absent,
         };
-        self.index.put(env, name, row, pinned, at, actor).await
+        let committed = self.index.put(env, name, row, pinned, at, actor).await;
+        // A conflict of a write without a precondition is tried again, on top of this one.
+        let refused = match &committed {
+            Ok(_) => false,
+            Err(StoreError::Conflict { .. }) => precondition != Precondition::None,
+            Err(_) => true,
+        };
+        if refused && let Some(current) = &current {
+            self.restore(env, name, current, version).await;
+        }
+        committed
+    }
+
+    /// After a write the catalog refused: puts the value the catalog still refers to back
+    /// on top (if nothing newer came meanwhile), so that the store's own clients, which read
+    /// the latest version, do not see a value Coffer never accepted. Best effort: a failure
+    /// leaves the orphan on top until the next write.
+    async fn restore(
+        &self,
+        env: &Environment,
+        name: &SecretName,
+        current: &SecretRecord,
+        orphan: ValueVersion,
+    ) {
+        let Some(at) = reference(&current.value) else {
+            return;
+        };
+        if !self.values.versioned() || at.backend != self.values.backend_name() {
+            return;
+        }
+        let restored = match self.values.read(env, name, Some(at.version)).await {
+            Ok(Some((_, entry))) => {
+                self.values
+                    .write(env, name, &entry, ValueExpect::Version(orphan))
+                    .await
+            }
+            Ok(None) => return,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = restored {
+            tracing::debug!(secret = %name, error = %e, "a refused write's value stays on top in the secrets backend");
+        }
     }
 }
 
