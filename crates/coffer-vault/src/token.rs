@@ -250,8 +250,13 @@ impl Inner {
         if let Some(c) = slot.as_mut()
             && c.generation == current.generation
         {
-            c.ttl = (ttl > 0).then(|| Duration::from_secs(ttl));
-            c.renewable = renewable;
+            let ttl = Duration::from_secs(ttl);
+            // A lease shorter than the one renewed has reached the token's max TTL: more
+            // renewals would come ever closer together; log in again instead (or, with a
+            // given token, let it run out).
+            let capped = current.ttl.is_some_and(|before| ttl < before);
+            c.ttl = Some(ttl).filter(|t| !t.is_zero());
+            c.renewable = renewable && !capped;
             c.obtained = Instant::now();
         }
         Ok(())

@@ -52,7 +52,7 @@ mod external_kv2_sealed {
 async fn raw_values_are_read_by_vaults_own_client() {
     let (store, guard) = external(KvVersion::V2, ValueFormat::Raw).await;
     let (bao, path) = (&guard.bao, &guard.path);
-    let env = environment(&**store.index(), "prod").await;
+    let env = environment(store.index(), "prod").await;
     let name = SecretName::new("DB_URL").unwrap();
     let value = "postgres://u:p@db/app ✓";
     store
@@ -90,7 +90,7 @@ async fn raw_values_are_read_by_vaults_own_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealed_values_leave_no_plaintext_in_vault() {
     let (store, guard) = external(KvVersion::V2, ValueFormat::Sealed).await;
-    let env = environment(&**store.index(), "prod").await;
+    let env = environment(store.index(), "prod").await;
     let name = SecretName::new("API_TOKEN").unwrap();
     let canary = "canary-3f9a1c-never-in-vault";
     let ring = coffer_crypto::Keyring::single(coffer_crypto::Key::from_bytes([7; 32]));
@@ -249,6 +249,25 @@ async fn a_refused_token_is_denied_without_being_quoted() {
     let text = err.to_string();
     assert!(matches!(err, coffer_vault::VaultError::Denied(_)), "{text}");
     assert!(!text.contains("4711"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_mount_fails_to_connect() {
+    let bao = Bao::shared();
+    let err = connect(
+        &bao,
+        KvVersion::V2,
+        ValueFormat::Raw,
+        "nomount/data/coffer",
+        "root",
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, coffer_vault::VaultError::Protocol(_)),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
