@@ -252,6 +252,50 @@ async fn a_refused_token_is_denied_without_being_quoted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_is_refused_without_being_quoted() {
+    let bao = Bao::shared();
+    let created = bao
+        .api(
+            "POST",
+            "auth/token/create",
+            Some(json!({ "ttl": "1h", "policies": ["root"] })),
+            None,
+        )
+        .await;
+    let token = created["auth"]["client_token"].as_str().unwrap().to_owned();
+    let path = unique_path("secret/data/revoked");
+    let store = connect(&bao, KvVersion::V2, ValueFormat::Raw, &path, &token, None)
+        .await
+        .unwrap();
+    let (env, name) = (incarnation("prod"), SecretName::new("X").unwrap());
+    let value = StoredValue::Plain(SecretString::from("v"));
+    store
+        .write(
+            &env,
+            &name,
+            &entry(value, 1),
+            coffer_store::ValueExpect::Absent,
+        )
+        .await
+        .unwrap();
+    bao.api(
+        "POST",
+        "auth/token/revoke-self",
+        Some(json!({})),
+        Some(&token),
+    )
+    .await;
+    let err = store.read(&env, &name, None).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, coffer_store::StoreError::Unavailable(_)),
+        "{text}"
+    );
+    assert!(text.contains("refused the credentials"), "{text}");
+    assert!(!text.contains(&token), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_mount_fails_to_connect() {
     let bao = Bao::shared();
     let err = connect(
