@@ -161,6 +161,20 @@ impl VaultValues {
         }
     }
 
+    /// Removes the key, every version, whoever wrote it.
+    async fn remove_key(&self, env: &Environment, name: &SecretName) -> StoreResult<()> {
+        // KV v2: the metadata path removes every version; KV v1: the key itself.
+        let path = match self.kv {
+            KvVersion::V1 => self.data_path(env, name),
+            KvVersion::V2 => self.metadata_path(env, name),
+        };
+        let reply = self.tokens.request(Method::DELETE, &path, None).await?;
+        match reply.status {
+            s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
+            _ => Err(unexpected(&reply)),
+        }
+    }
+
     /// The keys listed under `env`'s path (folders left out), whichever incarnation wrote
     /// them, in byte order.
     async fn listed(&self, env: &Environment) -> StoreResult<Vec<SecretName>> {
@@ -296,23 +310,22 @@ impl ValueStore for VaultValues {
     }
 
     async fn remove(&self, env: &Environment, name: &SecretName) -> StoreResult<()> {
-        // KV v2: the metadata path removes every version; KV v1: the key itself.
-        let path = match self.kv {
-            KvVersion::V1 => self.data_path(env, name),
-            KvVersion::V2 => self.metadata_path(env, name),
-        };
-        let reply = self.tokens.request(Method::DELETE, &path, None).await?;
-        match reply.status {
-            s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
-            _ => Err(unexpected(&reply)),
+        // The path is shared with any later incarnation of the name: a value that one wrote
+        // is not ours to remove (this narrows, but cannot close, the window between this
+        // read and the removal: Vault has no conditional delete).
+        if let Found::Data(_, data) = self.fetch(env, name, None).await?
+            && !belongs_to(&data, env)
+        {
+            return Ok(());
         }
+        self.remove_key(env, name).await
     }
 
     async fn remove_environment(&self, env: &Environment) -> StoreResult<u64> {
         let mut removed = 0;
         for name in self.listed(env).await? {
             if self.read(env, &name, None).await?.is_some() {
-                self.remove(env, &name).await?;
+                self.remove_key(env, &name).await?;
                 removed += 1;
             }
         }

@@ -252,6 +252,26 @@ async fn a_refused_token_is_denied_without_being_quoted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_for_an_old_incarnation_leaves_the_new_ones_value() {
+    let (store, _guard) = values(KvVersion::V2, ValueFormat::Sealed).await;
+    let (old, new) = (incarnation("prod"), incarnation("prod"));
+    let name = SecretName::new("SHARED_PATH").unwrap();
+    let expect = coffer_store::ValueExpect::Absent;
+    store
+        .write(&old, &name, &entry(sealed_value("old::1"), 1), expect)
+        .await
+        .unwrap();
+    store
+        .write(&new, &name, &entry(sealed_value("new::1"), 1), expect)
+        .await
+        .unwrap();
+    store.remove(&old, &name).await.unwrap();
+    let (_, got) = store.read(&new, &name, None).await.unwrap().unwrap();
+    assert!(matches!(&got.value, StoredValue::Sealed { blob, .. } if blob == "new::1"));
+    assert_eq!(store.names(&new).await.unwrap(), [name]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_token_is_refused_without_being_quoted() {
     let bao = Bao::shared();
     let created = bao
