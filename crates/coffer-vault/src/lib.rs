@@ -7,8 +7,13 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod config;
 pub mod http;
+pub mod kv;
 pub mod token;
+
+pub use config::{Incomplete, KvVersion, ValueFormat, VaultConfig};
+pub use kv::VaultValues;
 
 /// What can go wrong talking to Vault. Never holds a token or a value.
 #[derive(Debug, thiserror::Error)]

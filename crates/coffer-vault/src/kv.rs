@@ -1,0 +1,404 @@
+//! [`VaultValues`]: Coffer's secret values in a KV v1 or v2 mount, one Vault secret per
+//! Coffer secret at `{secret_path}/{environment}/{name}`, holding
+//!
+//! ```text
+//! value                  the plaintext (raw format) or the sealed blob
+//! coffer_key_version     "0" for a plaintext, else the key version of the blob
+//! coffer_revision        the Coffer revision ("1", "2", …)
+//! coffer_created_at      ms since the epoch, when revision 1 was written
+//! coffer_updated_at      ms since the epoch, when this revision was written
+//! coffer_environment_id  the incarnation of the environment it belongs to
+//! ```
+//!
+//! so that `bao kv get -field=value secret/coffer/prod/DB_URL` prints a raw value.
+//! Incarnations of one environment name share its path: a value of another incarnation
+//! reads as absent, and is overwritten (compare-and-set on its version) as if absent.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use coffer_crypto::KeyVersion;
+use coffer_store::{
+    Environment, SecretName, StoreError, StoreResult, StoredValue, Timestamp, ValueEntry,
+    ValueExpect, ValueStore, ValueVersion,
+};
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value, json};
+
+use crate::VaultError;
+use crate::config::{KvVersion, ValueFormat, VaultConfig};
+use crate::http::{Reply, VaultHttp, vault_errors};
+use crate::token::TokenSource;
+
+/// Secret values in Vault / OpenBao KV (`COFFER_SECRETS_BACKEND=vault`).
+pub struct VaultValues {
+    tokens: Arc<TokenSource>,
+    kv: KvVersion,
+    secret_path: String,
+    metadata_path: String,
+    format: ValueFormat,
+    namespace: Option<String>,
+}
+
+impl std::fmt::Debug for VaultValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultValues")
+            .field("addr", &self.tokens.http().addr())
+            .field("kv", &self.kv)
+            .field("secret_path", &self.secret_path)
+            .field("format", &self.format)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one KV read found under a key.
+enum Found {
+    /// No secret there (never written, or removed with its metadata).
+    Nothing,
+    /// The latest version was deleted or destroyed: nothing to read, but a
+    /// compare-and-set must name it.
+    Gone(ValueVersion),
+    /// A version and its data.
+    Data(ValueVersion, Map<String, Value>),
+}
+
+impl VaultValues {
+    /// Connects once: builds the client, logs in (or looks the token up) and checks the
+    /// mount answers. No retry loop: the caller retries a bounded number of times.
+    pub async fn connect(config: VaultConfig) -> Result<VaultValues, VaultError> {
+        let http = VaultHttp::new(&config.addr, config.namespace.clone(), config.timeout)?;
+        let tokens = Arc::new(TokenSource::new(http, config.auth));
+        tokens.ensure().await?;
+        let values = VaultValues {
+            tokens,
+            kv: config.kv_version,
+            secret_path: config.secret_path,
+            metadata_path: config.metadata_path,
+            format: config.value_format,
+            namespace: config.namespace,
+        };
+        values.check_mount().await?;
+        Ok(values)
+    }
+
+    /// A LIST of the metadata path: 200, or 404 without errors (nothing written yet),
+    /// means the mount answers and the token may list it.
+    async fn check_mount(&self) -> Result<(), VaultError> {
+        let reply = self
+            .tokens
+            .request(list(), &self.metadata_path, None)
+            .await?;
+        let has_errors = !vault_errors(&reply).starts_with("HTTP ");
+        match reply.status {
+            s if s.is_success() => Ok(()),
+            // An empty path answers 404 with no errors; a missing mount names the route.
+            StatusCode::NOT_FOUND if !has_errors => Ok(()),
+            _ => Err(VaultError::Protocol(format!(
+                "LIST {}: {}",
+                self.metadata_path,
+                vault_errors(&reply)
+            ))),
+        }
+    }
+
+    fn data_path(&self, env: &Environment, name: &SecretName) -> String {
+        format!("{}/{}/{}", self.secret_path, env.name, name)
+    }
+
+    fn metadata_path(&self, env: &Environment, name: &SecretName) -> String {
+        format!("{}/{}/{}", self.metadata_path, env.name, name)
+    }
+
+    /// The latest version under the key (or `version`), whichever incarnation wrote it.
+    async fn fetch(
+        &self,
+        env: &Environment,
+        name: &SecretName,
+        version: Option<ValueVersion>,
+    ) -> StoreResult<Found> {
+        let mut path = self.data_path(env, name);
+        if let (KvVersion::V2, Some(v)) = (self.kv, version) {
+            path.push_str(&format!("?version={v}"));
+        }
+        let reply = self.tokens.request(Method::GET, &path, None).await?;
+        let body = reply.body.as_ref();
+        match self.kv {
+            KvVersion::V1 => match reply.status {
+                StatusCode::NOT_FOUND => Ok(Found::Nothing),
+                s if s.is_success() => {
+                    let data = body
+                        .and_then(|b| b.get("data"))
+                        .and_then(Value::as_object)
+                        .ok_or_else(|| corrupt(env, name, "a KV v1 answer without data"))?;
+                    Ok(Found::Data(0, data.clone()))
+                }
+                _ => Err(unexpected(&reply)),
+            },
+            KvVersion::V2 => {
+                let inner = body.and_then(|b| b.get("data"));
+                let version_of = || {
+                    inner
+                        .and_then(|d| d.get("metadata"))
+                        .and_then(|m| m.get("version"))
+                        .and_then(Value::as_u64)
+                };
+                let data = inner.and_then(|d| d.get("data")).and_then(Value::as_object);
+                match (reply.status, data, version_of()) {
+                    (s, Some(data), Some(v)) if s.is_success() => Ok(Found::Data(v, data.clone())),
+                    // A deleted or destroyed version answers 404 (or 200) with its
+                    // metadata and no data.
+                    (s, None, Some(v)) if s.is_success() || s == StatusCode::NOT_FOUND => {
+                        Ok(Found::Gone(v))
+                    }
+                    (StatusCode::NOT_FOUND, _, _) => Ok(Found::Nothing),
+                    (s, _, _) if s.is_success() => {
+                        Err(corrupt(env, name, "a KV v2 answer without data or version"))
+                    }
+                    _ => Err(unexpected(&reply)),
+                }
+            }
+        }
+    }
+
+    /// Removes the key, every version, whoever wrote it.
+    async fn remove_key(&self, env: &Environment, name: &SecretName) -> StoreResult<()> {
+        // KV v2: the metadata path removes every version; KV v1: the key itself.
+        let path = match self.kv {
+            KvVersion::V1 => self.data_path(env, name),
+            KvVersion::V2 => self.metadata_path(env, name),
+        };
+        let reply = self.tokens.request(Method::DELETE, &path, None).await?;
+        match reply.status {
+            s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
+            _ => Err(unexpected(&reply)),
+        }
+    }
+
+    /// The keys listed under `env`'s path (folders left out), whichever incarnation wrote
+    /// them, in byte order.
+    async fn listed(&self, env: &Environment) -> StoreResult<Vec<SecretName>> {
+        let path = format!("{}/{}", self.metadata_path, env.name);
+        let reply = self.tokens.request(list(), &path, None).await?;
+        match reply.status {
+            StatusCode::NOT_FOUND => return Ok(Vec::new()),
+            s if s.is_success() => {}
+            _ => return Err(unexpected(&reply)),
+        }
+        let keys = reply
+            .body
+            .as_ref()
+            .and_then(|b| b.get("data"))
+            .and_then(|d| d.get("keys"))
+            .and_then(Value::as_array)
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("LIST of {} answered without keys", env.name))
+            })?;
+        let mut names: Vec<SecretName> = keys
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|k| !k.ends_with('/'))
+            // A key Coffer could not have written is not one of its secrets.
+            .filter_map(|k| SecretName::new(k).ok())
+            .collect();
+        names.sort_by(|a, b| a.as_str().as_bytes().cmp(b.as_str().as_bytes()));
+        Ok(names)
+    }
+}
+
+#[async_trait]
+impl ValueStore for VaultValues {
+    fn backend_name(&self) -> &'static str {
+        "vault"
+    }
+
+    fn describe(&self) -> String {
+        let kv = match self.kv {
+            KvVersion::V1 => "KV v1",
+            KvVersion::V2 => "KV v2",
+        };
+        let at = match &self.namespace {
+            Some(ns) => format!("{} in namespace {ns}", self.secret_path),
+            None => self.secret_path.clone(),
+        };
+        let format = match self.format {
+            ValueFormat::Raw => "raw values: Vault protects them at rest",
+            ValueFormat::Sealed => "sealed values",
+        };
+        format!("vault ({kv} at {at}, {format})")
+    }
+
+    fn versioned(&self) -> bool {
+        self.kv == KvVersion::V2
+    }
+
+    fn raw_values(&self) -> bool {
+        self.format == ValueFormat::Raw
+    }
+
+    async fn write(
+        &self,
+        env: &Environment,
+        name: &SecretName,
+        entry: &ValueEntry,
+        expect: ValueExpect,
+    ) -> StoreResult<ValueVersion> {
+        let data = data_of(env, entry);
+        let path = self.data_path(env, name);
+        if self.kv == KvVersion::V1 {
+            // KV v1 has no check-and-set: ExternalSecrets refuses what would need one.
+            let reply = self
+                .tokens
+                .request(Method::POST, &path, Some(&data))
+                .await?;
+            return match reply.status {
+                s if s.is_success() => Ok(0),
+                _ => Err(unexpected(&reply)),
+            };
+        }
+        let cas = match expect {
+            ValueExpect::Any => None,
+            ValueExpect::Version(v) => Some(v),
+            ValueExpect::Absent => match self.fetch(env, name, None).await? {
+                Found::Nothing => Some(0),
+                Found::Gone(v) => Some(v),
+                Found::Data(_, data) if belongs_to(&data, env) => {
+                    return Err(StoreError::Conflict { current: None });
+                }
+                // Another incarnation's value counts as absent; the check-and-set on its
+                // version keeps a racing write of ours from being overwritten.
+                Found::Data(v, _) => Some(v),
+            },
+        };
+        let body = match cas {
+            Some(cas) => json!({ "options": { "cas": cas }, "data": data }),
+            None => json!({ "data": data }),
+        };
+        let reply = self
+            .tokens
+            .request(Method::POST, &path, Some(&body))
+            .await?;
+        match reply.status {
+            s if s.is_success() => reply
+                .body
+                .as_ref()
+                .and_then(|b| b.get("data"))
+                .and_then(|d| d.get("version"))
+                .and_then(Value::as_u64)
+                .ok_or_else(|| corrupt(env, name, "a KV v2 write answered without a version")),
+            StatusCode::BAD_REQUEST if vault_errors(&reply).contains("check-and-set") => {
+                Err(StoreError::Conflict { current: None })
+            }
+            _ => Err(unexpected(&reply)),
+        }
+    }
+
+    async fn read(
+        &self,
+        env: &Environment,
+        name: &SecretName,
+        version: Option<ValueVersion>,
+    ) -> StoreResult<Option<(ValueVersion, ValueEntry)>> {
+        match self.fetch(env, name, version).await? {
+            Found::Data(v, data) if belongs_to(&data, env) => Ok(Some((
+                v,
+                entry_of(&data)
+                    .ok_or_else(|| corrupt(env, name, "a value without Coffer's fields"))?,
+            ))),
+            _ => Ok(None),
+        }
+    }
+
+    async fn remove(&self, env: &Environment, name: &SecretName) -> StoreResult<()> {
+        // The path is shared with any later incarnation of the name: a value that one wrote
+        // is not ours to remove (this narrows, but cannot close, the window between this
+        // read and the removal: Vault has no conditional delete).
+        if let Found::Data(_, data) = self.fetch(env, name, None).await?
+            && !belongs_to(&data, env)
+        {
+            return Ok(());
+        }
+        self.remove_key(env, name).await
+    }
+
+    async fn remove_environment(&self, env: &Environment) -> StoreResult<u64> {
+        let mut removed = 0;
+        for name in self.listed(env).await? {
+            if self.read(env, &name, None).await?.is_some() {
+                self.remove_key(env, &name).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn names(&self, env: &Environment) -> StoreResult<Vec<SecretName>> {
+        // The path is shared by incarnations of the name: only this one's count (one read
+        // per key; `names` serves migrations and purges, never a listing).
+        let mut names = Vec::new();
+        for name in self.listed(env).await? {
+            if self.read(env, &name, None).await?.is_some() {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(self.check_mount().await?)
+    }
+}
+
+/// Vault's `LIST` verb.
+fn list() -> Method {
+    Method::from_bytes(b"LIST").unwrap_or(Method::GET)
+}
+
+/// The KV data map of `entry`, written for `env`.
+fn data_of(env: &Environment, entry: &ValueEntry) -> Value {
+    let (value, key_version) = match &entry.value {
+        StoredValue::Plain(s) => (s.expose_secret().to_owned(), 0),
+        StoredValue::Sealed { key_version, blob } => (blob.clone(), key_version.get()),
+    };
+    json!({
+        "value": value,
+        "coffer_key_version": key_version.to_string(),
+        "coffer_revision": entry.revision.to_string(),
+        "coffer_created_at": entry.created_at.millis().to_string(),
+        "coffer_updated_at": entry.updated_at.millis().to_string(),
+        "coffer_environment_id": env.id.as_str(),
+    })
+}
+
+fn belongs_to(data: &Map<String, Value>, env: &Environment) -> bool {
+    data.get("coffer_environment_id").and_then(Value::as_str) == Some(env.id.as_str())
+}
+
+/// The entry a KV data map holds; `None` when a field is missing or malformed.
+fn entry_of(data: &Map<String, Value>) -> Option<ValueEntry> {
+    let field = |k: &str| data.get(k).and_then(Value::as_str);
+    let value = field("value")?;
+    let key_version: u32 = field("coffer_key_version")?.parse().ok()?;
+    let value = match key_version {
+        0 => StoredValue::Plain(SecretString::from(value)),
+        v => StoredValue::Sealed {
+            key_version: KeyVersion::new(v).ok()?,
+            blob: value.to_owned(),
+        },
+    };
+    Some(ValueEntry {
+        value,
+        revision: field("coffer_revision")?.parse().ok()?,
+        created_at: Timestamp::from_millis(field("coffer_created_at")?.parse().ok()?),
+        updated_at: Timestamp::from_millis(field("coffer_updated_at")?.parse().ok()?),
+    })
+}
+
+fn corrupt(env: &Environment, name: &SecretName, what: &str) -> StoreError {
+    StoreError::Corrupt(format!("vault holds {what} for {name} in {}", env.name))
+}
+
+/// A status Coffer did not expect (Vault's own error text: never a value).
+fn unexpected(reply: &Reply) -> StoreError {
+    VaultError::Protocol(vault_errors(reply)).into()
+}
