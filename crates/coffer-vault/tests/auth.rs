@@ -26,7 +26,7 @@ use axum::routing::post;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD as BASE64URL};
 use coffer_vault::VaultError;
-use coffer_vault::auth::{AuthMethod, AwsAuth, KubernetesAuth, aws};
+use coffer_vault::auth::{AuthMethod, AwsAuth, KubernetesAuth, Login, aws, kubernetes};
 use coffer_vault::http::VaultHttp;
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
@@ -108,7 +108,7 @@ async fn kubernetes_login_with_a_jwt_the_cluster_rejects_is_denied() {
     let forged = jwt(SERVICE_ACCOUNT, "forged");
     k8s.write_jwt(&forged);
 
-    let err = kubernetes::login(&k8s).await.unwrap_err();
+    let err = k8s.login().await.unwrap_err();
     let VaultError::Denied(msg) = &err else {
         panic!("expected Denied, got {err:?}");
     };
@@ -120,7 +120,7 @@ async fn kubernetes_login_with_a_jwt_the_cluster_rejects_is_denied() {
 async fn kubernetes_login_without_the_token_file_is_a_config_error_naming_it() {
     let k8s = KubernetesWorld::start().await;
     // Nothing written at token_path.
-    let err = kubernetes::login(&k8s).await.unwrap_err();
+    let err = k8s.login().await.unwrap_err();
     let VaultError::Config(msg) = &err else {
         panic!("expected Config, got {err:?}");
     };
@@ -134,22 +134,14 @@ async fn kubernetes_login_without_the_token_file_is_a_config_error_naming_it() {
 async fn kubernetes_login_reads_the_rotated_jwt_at_every_login() {
     let k8s = KubernetesWorld::start().await;
     k8s.write_jwt(&k8s.jwt_a);
-    kubernetes::login(&k8s).await.expect("first login");
+    k8s.login().await.expect("first login");
     assert_eq!(k8s.reviewed().last(), Some(&k8s.jwt_a));
 
     // The kubelet rotates the token: the old one is no longer valid, the file holds the new.
     k8s.set_valid(&[&k8s.jwt_b]);
     k8s.write_jwt(&k8s.jwt_b);
-    kubernetes::login(&k8s).await.expect("login after rotation");
+    k8s.login().await.expect("login after rotation");
     assert_eq!(k8s.reviewed().last(), Some(&k8s.jwt_b));
-}
-
-mod kubernetes {
-    use super::*;
-
-    pub async fn login(k8s: &KubernetesWorld) -> Result<coffer_vault::auth::Login, VaultError> {
-        coffer_vault::auth::kubernetes::login(&k8s.auth, &k8s.http).await
-    }
 }
 
 /// OpenBao with kubernetes auth configured against a TokenReview stand-in, and a temporary
@@ -258,6 +250,10 @@ impl KubernetesWorld {
             _token_review: token_review,
             _dir: dir,
         }
+    }
+
+    async fn login(&self) -> Result<Login, VaultError> {
+        kubernetes::login(&self.auth, &self.http).await
     }
 
     fn write_jwt(&self, jwt: &str) {
