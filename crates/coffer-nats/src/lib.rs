@@ -19,6 +19,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod values;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
