@@ -448,16 +448,24 @@ impl NatsValues {
         if let Some(store) = self.open_bucket(bucket).await? {
             return Ok(store);
         }
-        let config = kv::Config {
-            bucket: bucket.to_owned(),
-            description: "Coffer secret values of one environment incarnation".into(),
-            history: self.history,
+        // The stream `create_key_value` would make (it first asks for the account's info,
+        // whose shape varies between server versions; the stream's settings do not).
+        let config = jetstream::stream::Config {
+            name: format!("KV_{bucket}"),
+            description: Some("Coffer secret values of one environment incarnation".into()),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: self.history,
             storage: jetstream::stream::StorageType::File,
             num_replicas: self.replicas,
+            allow_rollup: true,
+            deny_delete: true,
+            deny_purge: false,
+            allow_direct: true,
+            discard: jetstream::stream::DiscardPolicy::New,
             ..Default::default()
         };
-        match self.js.create_key_value(config).await {
-            Ok(store) => Ok(store),
+        match self.js.create_stream(config).await {
+            Ok(stream) => Ok(kv_store(bucket, stream)),
             Err(e) => match self.open_bucket(bucket).await? {
                 Some(store) => Ok(store),
                 None => Err(self.unavailable(&format!("cannot create bucket {bucket}"), &e)),
@@ -687,11 +695,26 @@ impl ValueStore for NatsValues {
 
     async fn ping(&self) -> StoreResult<()> {
         self.bounded("ping", async {
-            self.js
-                .query_account()
+            // The account's JetStream info: a round trip through JetStream with these
+            // credentials. Only whether it is an error is read (its shape varies between
+            // server versions).
+            let reply = self
+                .client
+                .request("$JS.API.INFO", bytes::Bytes::new())
                 .await
-                .map(|_| ())
-                .map_err(|e| self.unavailable("JetStream did not answer", &e))
+                .map_err(|e| self.unavailable("JetStream did not answer", &e))?;
+            let body: serde_json::Value = serde_json::from_slice(&reply.payload)
+                .map_err(|_| StoreError::Unavailable("JetStream answered garbage".into()))?;
+            match body.get("error") {
+                None => Ok(()),
+                Some(error) => Err(StoreError::Unavailable(format!(
+                    "JetStream refused: {}",
+                    error
+                        .get("description")
+                        .and_then(|d| d.as_str())
+                        .unwrap_or("unknown error")
+                ))),
+            }
         })
         .await
     }
