@@ -49,8 +49,8 @@ use async_nats::jetstream::{self, ErrorCode, kv, stream::Stream};
 use async_trait::async_trait;
 use coffer_crypto::KeyVersion;
 use coffer_store::{
-    Environment, Revision, SecretName, StoreError, StoreResult, StoredValue, Timestamp,
-    ValueEntry, ValueExpect, ValueStore, ValueVersion,
+    Environment, Revision, SecretName, StoreError, StoreResult, StoredValue, Timestamp, ValueEntry,
+    ValueExpect, ValueStore, ValueVersion,
 };
 use futures_util::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
@@ -334,7 +334,10 @@ impl NatsValues {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let secrets = opts.secrets();
         let fail = |what: &str, e: &dyn fmt::Display| {
-            StoreError::Unavailable(redact(&format!("cannot connect to NATS: {what}{e}"), &secrets))
+            StoreError::Unavailable(redact(
+                &format!("cannot connect to NATS: {what}{e}"),
+                &secrets,
+            ))
         };
         let mut connect = match &opts.credentials_file {
             Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
@@ -370,18 +373,17 @@ impl NatsValues {
                         .min(cap)
                 }
             });
-        let client = match tokio::time::timeout(opts.timeout, connect.connect(opts.url.as_str()))
-            .await
-        {
-            Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(fail("", &e)),
-            Err(_) => {
-                return Err(fail(
-                    "",
-                    &format_args!("no answer within {} ms", opts.timeout.as_millis()),
-                ));
-            }
-        };
+        let client =
+            match tokio::time::timeout(opts.timeout, connect.connect(opts.url.as_str())).await {
+                Ok(Ok(client)) => client,
+                Ok(Err(e)) => return Err(fail("", &e)),
+                Err(_) => {
+                    return Err(fail(
+                        "",
+                        &format_args!("no answer within {} ms", opts.timeout.as_millis()),
+                    ));
+                }
+            };
         let mut js = jetstream::new(client.clone());
         js.set_timeout(opts.timeout);
         Ok(NatsValues {
@@ -843,15 +845,34 @@ mod tests {
     #[test]
     fn bad_variables_are_named_and_their_values_never_echoed() {
         let cases: &[(&[(&str, &str)], &str)] = &[
-            (&[("COFFER_NATS_TIMEOUT_MS", "sekrit-1")], "COFFER_NATS_TIMEOUT_MS"),
+            (
+                &[("COFFER_NATS_TIMEOUT_MS", "sekrit-1")],
+                "COFFER_NATS_TIMEOUT_MS",
+            ),
             (&[("COFFER_NATS_TIMEOUT_MS", "0")], "COFFER_NATS_TIMEOUT_MS"),
             (&[("COFFER_NATS_KV_HISTORY", "1")], "COFFER_NATS_KV_HISTORY"),
-            (&[("COFFER_NATS_KV_HISTORY", "65")], "COFFER_NATS_KV_HISTORY"),
-            (&[("COFFER_NATS_KV_REPLICAS", "sekrit-2")], "COFFER_NATS_KV_REPLICAS"),
-            (&[("COFFER_NATS_REQUIRE_TLS", "sekrit-3")], "COFFER_NATS_REQUIRE_TLS"),
-            (&[("COFFER_NATS_PASSWORD", "sekrit-4")], "COFFER_NATS_PASSWORD"),
             (
-                &[("COFFER_NATS_TOKEN", "sekrit-5"), ("COFFER_NATS_USER", "u"), ("COFFER_NATS_PASSWORD", "sekrit-6")],
+                &[("COFFER_NATS_KV_HISTORY", "65")],
+                "COFFER_NATS_KV_HISTORY",
+            ),
+            (
+                &[("COFFER_NATS_KV_REPLICAS", "sekrit-2")],
+                "COFFER_NATS_KV_REPLICAS",
+            ),
+            (
+                &[("COFFER_NATS_REQUIRE_TLS", "sekrit-3")],
+                "COFFER_NATS_REQUIRE_TLS",
+            ),
+            (
+                &[("COFFER_NATS_PASSWORD", "sekrit-4")],
+                "COFFER_NATS_PASSWORD",
+            ),
+            (
+                &[
+                    ("COFFER_NATS_TOKEN", "sekrit-5"),
+                    ("COFFER_NATS_USER", "u"),
+                    ("COFFER_NATS_PASSWORD", "sekrit-6"),
+                ],
                 "COFFER_NATS_TOKEN",
             ),
             (&[("COFFER_NATS_TLS_CERT", "/c.pem")], "COFFER_NATS_TLS_KEY"),

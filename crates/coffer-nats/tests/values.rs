@@ -55,7 +55,14 @@ impl Server {
     /// Starts the process (again) on the same port and store, and waits until it listens.
     fn run(&mut self) {
         let child = Command::new(nats_server_binary())
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
             .arg(self.store.path())
             .args(&self.extra)
             .stdin(Stdio::null())
@@ -121,7 +128,9 @@ fn options(server: &Server) -> NatsValueOptions {
 }
 
 async fn connect(o: NatsValueOptions) -> NatsValues {
-    NatsValues::connect(o).await.expect("connect to nats-server")
+    NatsValues::connect(o)
+        .await
+        .expect("connect to nats-server")
 }
 
 /// A fresh server and a value store on it.
@@ -227,10 +236,34 @@ async fn a_read_by_revision_of_another_keys_message_finds_nothing() {
         .write(&env, &name("B"), &entry("b::1", 1), ValueExpect::Absent)
         .await
         .unwrap();
-    assert!(values.read(&env, &name("A"), Some(b)).await.unwrap().is_none());
-    assert!(values.read(&env, &name("B"), Some(a)).await.unwrap().is_none());
-    assert!(values.read(&env, &name("A"), Some(a)).await.unwrap().is_some());
-    assert!(values.read(&env, &name("A"), Some(b + 100)).await.unwrap().is_none());
+    assert!(
+        values
+            .read(&env, &name("A"), Some(b))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        values
+            .read(&env, &name("B"), Some(a))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        values
+            .read(&env, &name("A"), Some(a))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        values
+            .read(&env, &name("A"), Some(b + 100))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,7 +275,9 @@ async fn racing_bucket_creators_both_succeed() {
         let (values, env) = (values.clone(), env.clone());
         tasks.push(tokio::spawn(async move {
             let n = name(&format!("S{i}"));
-            values.write(&env, &n, &entry("x::y", 1), ValueExpect::Absent).await
+            values
+                .write(&env, &n, &entry("x::y", 1), ValueExpect::Absent)
+                .await
         }));
     }
     for t in tasks {
@@ -266,7 +301,14 @@ async fn no_plaintext_reaches_nats() {
         blob: sealed.blob,
     };
     store
-        .put(&env, &n, value, Precondition::None, Timestamp::now(), &Actor::System)
+        .put(
+            &env,
+            &n,
+            value,
+            Precondition::None,
+            Timestamp::now(),
+            &Actor::System,
+        )
         .await
         .unwrap();
     // Two revisions, so the history holds more than one message.
@@ -319,7 +361,12 @@ async fn no_plaintext_reaches_nats() {
 
 /// Connecting with `set` credentials: the right ones work, wrong ones are refused as
 /// unavailable without the secret in the message.
-async fn check_auth(server: &Server, right: NatsValueOptions, wrong: NatsValueOptions, secret: &str) {
+async fn check_auth(
+    server: &Server,
+    right: NatsValueOptions,
+    wrong: NatsValueOptions,
+    secret: &str,
+) {
     let values = connect(right).await;
     values.ping().await.unwrap();
     let env = incarnation("a", "env_00000000000000ee");
@@ -432,7 +479,10 @@ async fn an_outage_fails_calls_quickly_and_service_resumes_with_every_acknowledg
         assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
         assert!(began.elapsed() <= 3 * TIMEOUT, "{:?}", began.elapsed());
         let began = Instant::now();
-        assert!(matches!(values.ping().await, Err(StoreError::Unavailable(_))));
+        assert!(matches!(
+            values.ping().await,
+            Err(StoreError::Unavailable(_))
+        ));
         assert!(began.elapsed() <= 3 * TIMEOUT, "{:?}", began.elapsed());
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -441,7 +491,10 @@ async fn an_outage_fails_calls_quickly_and_service_resumes_with_every_acknowledg
     let restarted = Instant::now();
     let deadline = Instant::now() + WAIT;
     while values.ping().await.is_err() {
-        assert!(Instant::now() < deadline, "service did not resume after the restart");
+        assert!(
+            Instant::now() < deadline,
+            "service did not resume after the restart"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Let the writer succeed again by itself.
@@ -489,7 +542,11 @@ async fn plaintext_values_round_trip_flagged_as_plain() {
         .write(&env, &name("DEV"), &plain, ValueExpect::Any)
         .await
         .unwrap();
-    let (_, got) = values.read(&env, &name("DEV"), None).await.unwrap().unwrap();
+    let (_, got) = values
+        .read(&env, &name("DEV"), None)
+        .await
+        .unwrap()
+        .unwrap();
     match got.value {
         StoredValue::Plain(s) => assert_eq!(s.expose_secret(), "dev value"),
         other => panic!("{other:?}"),
