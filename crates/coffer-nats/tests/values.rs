@@ -485,7 +485,8 @@ async fn an_outage_fails_calls_quickly_and_service_resumes_with_every_acknowledg
         ));
         assert!(began.elapsed() <= 3 * TIMEOUT, "{:?}", began.elapsed());
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Long enough for the writer to fail more than once.
+    tokio::time::sleep(3 * TIMEOUT).await;
 
     server.run();
     let restarted = Instant::now();
@@ -497,12 +498,25 @@ async fn an_outage_fails_calls_quickly_and_service_resumes_with_every_acknowledg
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let resumed = restarted.elapsed();
     // Let the writer succeed again by itself.
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     let (acked, failures) = writer.await.unwrap();
 
     assert!(!failures.is_empty(), "no write failed during the outage");
+    let slowest = failures
+        .iter()
+        .map(|(took, _)| *took)
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "{} writes acknowledged, {} failed during the outage (slowest failure {slowest:?}); \
+         resumed {:?} after the restart",
+        acked.len(),
+        failures.len(),
+        resumed
+    );
     for (took, e) in &failures {
         assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
         assert!(*took <= 3 * TIMEOUT, "a failing write took {took:?}");
@@ -550,5 +564,29 @@ async fn plaintext_values_round_trip_flagged_as_plain() {
     match got.value {
         StoredValue::Plain(s) => assert_eq!(s.expose_secret(), "dev value"),
         other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_coffer_did_not_write_is_corrupt_without_echoing_it() {
+    let (values, server) = fresh_values().await;
+    let env = incarnation("a", "env_0000000000000def");
+    values
+        .write(&env, &name("OK"), &entry("a::1", 1), ValueExpect::Absent)
+        .await
+        .unwrap();
+    let js = jetstream_of(&server).await;
+    let subject = format!("$KV.{}.ODD", values.bucket_name(&env));
+    js.publish(
+        subject,
+        r#"{"format":1,"kind":"plain","value":"leaked-4c1d"}"#.into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    match values.read(&env, &name("ODD"), None).await {
+        Err(StoreError::Corrupt(msg)) => assert!(!msg.contains("leaked-4c1d"), "{msg}"),
+        other => panic!("expected Corrupt, got {:?}", other.map(|f| f.is_some())),
     }
 }
