@@ -1,4 +1,5 @@
-//! The outbox relay: publishes Coffer's events to NATS JetStream.
+//! The outbox relay: publishes Coffer's events to NATS JetStream. (Secret values in
+//! JetStream KV, `COFFER_SECRETS_BACKEND=nats`, are in [`values`].)
 //!
 //! Every write appends its event to the outbox in its own transaction (see
 //! `coffer_store::journal`); this relay reads the outbox after the position it recorded
@@ -18,6 +19,8 @@
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod values;
 
 use std::future::Future;
 use std::sync::Arc;
