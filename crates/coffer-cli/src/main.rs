@@ -3,7 +3,9 @@
 
 #![forbid(unsafe_code)]
 
+mod backend;
 mod client;
+mod migrate;
 mod serve;
 
 use std::io::Write;
@@ -48,6 +50,11 @@ enum Command {
     Openapi,
     #[command(flatten)]
     Client(client::ClientCommand),
+    /// Secret-value backends: move every value to another one.
+    Backend {
+        #[command(subcommand)]
+        command: migrate::BackendCommand,
+    },
     /// Print a shell completion script.
     #[command(after_help = "Examples:
   coffer completions bash > ~/.local/share/bash-completion/completions/coffer
@@ -65,6 +72,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => block_on(serve::run(args)),
         Command::Openapi => openapi(),
         Command::Client(cmd) => block_on(client::run(cmd)),
+        Command::Backend { command } => block_on(migrate::run(command)),
     };
     match result {
         Ok(code) => code,

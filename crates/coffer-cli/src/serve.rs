@@ -139,13 +139,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let data_dir = args.data_dir.clone();
     init_logging();
     let open_files = raise_open_file_limit();
-    match std::env::var("COFFER_SECRETS_BACKEND").ok().as_deref() {
-        None | Some("" | "db") => {}
-        Some(other) => {
-            bail!("COFFER_SECRETS_BACKEND={other}: only `db` is supported by this build")
-        }
-    }
-    let _ = args.require_backend; // Only `db` exists; there is nothing to fall back from yet.
+    let (backend, backend_note) =
+        crate::backend::choose(|k| std::env::var(k).ok(), args.require_backend)?;
 
     let relay = match args.nats_url.as_deref().filter(|u| !u.is_empty()) {
         Some(url) => Some(
@@ -181,9 +176,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let _lock = lock_data_dir(&data_dir)?;
     restrict_existing_files(&data_dir)?;
     let store = Store::open(&args, &data_dir).await?;
+    let secrets = match crate::backend::connect(backend).await? {
+        Some(values) => Arc::new(coffer_store::ExternalSecrets::new(store.secrets(), values)),
+        None => store.secrets(),
+    };
     let options = StartupOptions {
         catalog: store.catalog(),
-        secrets: store.secrets(),
+        secrets,
+        backend_note,
         keyring,
         require_encryption: args.require_encryption,
         admin_key_seed,
@@ -568,7 +568,7 @@ async fn flush_counters_periodically(coffer: Arc<Coffer>) {
 
 /// The key settings. A value that is not UTF-8 is refused, never silently taken as unset
 /// (that would start dev mode), and the message names the variable only.
-fn key_sources() -> anyhow::Result<KeySources> {
+pub(crate) fn key_sources() -> anyhow::Result<KeySources> {
     let text = |name: &str| -> anyhow::Result<Option<SecretString>> {
         match std::env::var_os(name).map(std::ffi::OsString::into_string) {
             None => Ok(None),
@@ -657,7 +657,7 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// One server per data dir: a second one would contend for SQLite's write lock and could
 /// write a different admin key. The lock lasts as long as the returned file is open.
-fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+pub(crate) fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("coffer.lock");
     let file = std::fs::OpenOptions::new()

@@ -104,7 +104,7 @@ impl Migration {
                     match self.move_one(env, &meta.name).await? {
                         Moved::Already => report.already += 1,
                         Moved::Gone => {}
-                        Moved::Moved { sealed } => {
+                        Moved::Now { sealed } => {
                             report.moved += 1;
                             sealed_now += u64::from(sealed);
                         }
@@ -194,7 +194,7 @@ impl Migration {
             };
             let (value, sealed) = self.convert(env, name, value)?;
             if self.dry_run {
-                return Ok(Moved::Moved { sealed });
+                return Ok(Moved::Now { sealed });
             }
             let new_row = match &self.target {
                 None => copy(&value),
@@ -225,7 +225,7 @@ impl Migration {
                 )
                 .await?;
             if switched.first().copied().unwrap_or(false) {
-                return Ok(Moved::Moved { sealed });
+                return Ok(Moved::Now { sealed });
             }
             // A write came between the read and the switch: take the secret again.
         }
@@ -306,8 +306,7 @@ impl Migration {
         if !same {
             return Err(copy_mismatch(target.backend_name(), env, name));
         }
-        if let (StoredValue::Sealed { key_version, blob }, Some(ring)) = (expected, &self.keyring)
-        {
+        if let (StoredValue::Sealed { key_version, blob }, Some(ring)) = (expected, &self.keyring) {
             let aad = secret_aad(&env.name, &env.id, name);
             if ring.open(*key_version, blob, aad.as_bytes()).is_err() {
                 return Err(unreadable(env, name));
@@ -327,7 +326,9 @@ impl Migration {
         for env in environments {
             for name in store.names(env).await? {
                 let keep = match self.index.get(env, &name).await? {
-                    Some(row) => location(&row.value).is_some_and(|(b, _)| b == store.backend_name()),
+                    Some(row) => {
+                        location(&row.value).is_some_and(|(b, _)| b == store.backend_name())
+                    }
                     None => false,
                 };
                 if !keep {
@@ -343,7 +344,7 @@ impl Migration {
 enum Moved {
     Already,
     Gone,
-    Moved { sealed: bool },
+    Now { sealed: bool },
 }
 
 fn no_key(env: &Environment, name: &SecretName) -> CoreError {

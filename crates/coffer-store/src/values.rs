@@ -255,7 +255,9 @@ impl<I: SecretStore + ?Sized> ExternalSecrets<I> {
             return ValueExpect::Any;
         }
         match current.and_then(|r| reference(&r.value)) {
-            Some(at) if at.backend == self.values.backend_name() => ValueExpect::Version(at.version),
+            Some(at) if at.backend == self.values.backend_name() => {
+                ValueExpect::Version(at.version)
+            }
             _ => ValueExpect::Absent,
         }
     }
@@ -373,8 +375,8 @@ pub fn copy(value: &StoredValue) -> StoredValue {
 /// and jittered so that racing writers do not stay in step.
 async fn back_off(attempt: usize) {
     let base = 1u64 << attempt.min(5);
-    let jitter = u64::from(std::process::id() ^ (attempt as u32).wrapping_mul(2_654_435_761))
-        % (base + 1);
+    let jitter =
+        u64::from(std::process::id() ^ (attempt as u32).wrapping_mul(2_654_435_761)) % (base + 1);
     tokio::time::sleep(Duration::from_millis(base + jitter)).await;
 }
 
@@ -479,9 +481,7 @@ impl<I: SecretStore + ?Sized> SecretStore for ExternalSecrets<I> {
                         updated_at: at,
                     };
                     let expect = self.expectation(current.as_ref());
-                    let version = self
-                        .write_value(env, &entry.name, &stored, expect)
-                        .await?;
+                    let version = self.write_value(env, &entry.name, &stored, expect).await?;
                     Some(reference_row(&value, backend, version))
                 }
                 None => None,
@@ -622,11 +622,11 @@ impl<I: SecretStore + ?Sized> SecretStore for ExternalSecrets<I> {
     }
 
     async fn purge_environment(&self, env: &Environment) -> StoreResult<u64> {
-        let values = self.values.remove_environment(env).await?;
-        // The service purges after the catalog deleted the environment with its rows, so
-        // this finds none; it keeps the contract for a caller that did not.
-        let rows = self.index.purge_environment(env).await?;
-        Ok(values.max(rows))
+        self.values.remove_environment(env).await?;
+        // The secrets are the catalog's rows: the service purges after the catalog deleted
+        // the environment with them (and counted them), so this counts none and clears
+        // nothing; a caller that did not delete them first gets them cleared and counted.
+        self.index.purge_environment(env).await
     }
 
     async fn count_by_key_version(&self) -> StoreResult<BTreeMap<u32, u64>> {
@@ -665,7 +665,11 @@ mod tests {
         );
         assert_eq!(row.key_version_number(), 3);
         let plain = StoredValue::Plain(SecretString::from("ref:nats:1"));
-        assert_eq!(reference(&plain), None, "a plaintext that looks alike is a value");
+        assert_eq!(
+            reference(&plain),
+            None,
+            "a plaintext that looks alike is a value"
+        );
         let row = reference_row(&plain, "vault", 0);
         assert_eq!(row.key_version_number(), 0);
         assert_eq!(reference(&row).map(|r| r.version), Some(0));

@@ -11,6 +11,7 @@ use secrecy::SecretString;
 use crate::auth::{AuthMethod, AwsAuth, KubernetesAuth};
 
 /// Everything [`crate::VaultValues::connect`] needs.
+#[derive(Clone)]
 pub struct VaultConfig {
     /// `COFFER_VAULT_ADDR`, e.g. `https://vault.internal:8200` (no trailing `/`).
     pub addr: String,

@@ -307,7 +307,8 @@ fn check_value(value: &SecretString) -> Result<(), CoreError> {
     }
     if value.starts_with(coffer_store::values::RESERVED_PREFIX) {
         return Err(CoreError::Invalid(
-            "secret values cannot start with U+001F followed by \"ref:\": Coffer reserves it".into(),
+            "secret values cannot start with U+001F followed by \"ref:\": Coffer reserves it"
+                .into(),
         ));
     }
     if value.contains('\0') {

@@ -262,11 +262,20 @@ async fn a_row_kept_by_another_backend_is_refused_not_marked_unreadable() {
         7,
     );
     store
-        .put(&e, &name("MOVED"), row, Precondition::None, Timestamp::now(), &Actor::System)
+        .put(
+            &e,
+            &name("MOVED"),
+            row,
+            Precondition::None,
+            Timestamp::now(),
+            &Actor::System,
+        )
         .await
         .unwrap();
     let runtime = runtime_key(&*store, "ak_77").await;
-    let refused = coffer.resolve_secret(&runtime, &env(), &name("MOVED")).await;
+    let refused = coffer
+        .resolve_secret(&runtime, &env(), &name("MOVED"))
+        .await;
     match refused {
         Err(CoreError::Store(coffer_store::StoreError::Unavailable(m))) => {
             assert!(m.contains("COFFER_SECRETS_BACKEND=nats"), "{m}")
@@ -283,5 +292,8 @@ async fn a_row_kept_by_another_backend_is_refused_not_marked_unreadable() {
             },
         )
         .await;
-    assert!(walk.is_err(), "a verify must not count it as unreadable either");
+    assert!(
+        walk.is_err(),
+        "a verify must not count it as unreadable either"
+    );
 }

@@ -105,12 +105,24 @@ async fn write(
 pub async fn values_round_trip_with_their_metadata(store: Arc<impl ValueStore>) {
     let e = incarnation("a");
     let (s, p) = (name("SEALED"), name("PLAIN"));
-    write(&*store, &e, &s, entry(sealed(7, "iv:ct:tag"), 1), ValueExpect::Absent)
-        .await
-        .unwrap();
-    write(&*store, &e, &p, entry(plain("raw ✓ value"), 1), ValueExpect::Absent)
-        .await
-        .unwrap();
+    write(
+        &*store,
+        &e,
+        &s,
+        entry(sealed(7, "iv:ct:tag"), 1),
+        ValueExpect::Absent,
+    )
+    .await
+    .unwrap();
+    write(
+        &*store,
+        &e,
+        &p,
+        entry(plain("raw ✓ value"), 1),
+        ValueExpect::Absent,
+    )
+    .await
+    .unwrap();
     let got = shown(store.read(&e, &s, None).await.unwrap());
     assert_eq!(got, Some(("sealed:iv:ct:tag".into(), 7, 1, 1_000, 1_001)));
     let got = shown(store.read(&e, &p, None).await.unwrap());
@@ -125,19 +137,45 @@ pub async fn expectations_are_checked_with_the_write(store: Arc<impl ValueStore>
         return; // declared: Coffer refuses expectedRevision and rewrap on this store
     }
     let (e, n) = (incarnation("a"), name("CAS"));
-    let v1 = write(&*store, &e, &n, entry(sealed(1, "a::1"), 1), ValueExpect::Absent)
-        .await
-        .unwrap();
-    let again = write(&*store, &e, &n, entry(sealed(1, "b::1"), 1), ValueExpect::Absent).await;
+    let v1 = write(
+        &*store,
+        &e,
+        &n,
+        entry(sealed(1, "a::1"), 1),
+        ValueExpect::Absent,
+    )
+    .await
+    .unwrap();
+    let again = write(
+        &*store,
+        &e,
+        &n,
+        entry(sealed(1, "b::1"), 1),
+        ValueExpect::Absent,
+    )
+    .await;
     assert!(
         matches!(again, Err(StoreError::Conflict { .. })),
         "{again:?}"
     );
-    let v2 = write(&*store, &e, &n, entry(sealed(1, "a::2"), 2), ValueExpect::Version(v1))
-        .await
-        .unwrap();
+    let v2 = write(
+        &*store,
+        &e,
+        &n,
+        entry(sealed(1, "a::2"), 2),
+        ValueExpect::Version(v1),
+    )
+    .await
+    .unwrap();
     assert!(v2 > v1);
-    let stale = write(&*store, &e, &n, entry(sealed(1, "b::2"), 2), ValueExpect::Version(v1)).await;
+    let stale = write(
+        &*store,
+        &e,
+        &n,
+        entry(sealed(1, "b::2"), 2),
+        ValueExpect::Version(v1),
+    )
+    .await;
     assert!(
         matches!(stale, Err(StoreError::Conflict { .. })),
         "{stale:?}"
@@ -145,28 +183,49 @@ pub async fn expectations_are_checked_with_the_write(store: Arc<impl ValueStore>
     let (latest, got) = store.read(&e, &n, None).await.unwrap().unwrap();
     assert_eq!(latest, v2);
     assert_eq!(got.revision, 2);
-    write(&*store, &e, &n, entry(sealed(1, "a::3"), 3), ValueExpect::Any)
-        .await
-        .unwrap();
+    write(
+        &*store,
+        &e,
+        &n,
+        entry(sealed(1, "a::3"), 3),
+        ValueExpect::Any,
+    )
+    .await
+    .unwrap();
 }
 
 /// Each write is a new version; an earlier one is still read by its number (what the
 /// catalog's reference names while a newer write has not committed).
 pub async fn earlier_versions_stay_readable_by_number(store: Arc<impl ValueStore>) {
     let (e, n) = (incarnation("a"), name("HISTORY"));
-    let v1 = write(&*store, &e, &n, entry(sealed(1, "one::1"), 1), ValueExpect::Absent)
-        .await
-        .unwrap();
-    let v2 = write(&*store, &e, &n, entry(sealed(2, "two::2"), 2), ValueExpect::Version(v1))
-        .await
-        .unwrap();
+    let v1 = write(
+        &*store,
+        &e,
+        &n,
+        entry(sealed(1, "one::1"), 1),
+        ValueExpect::Absent,
+    )
+    .await
+    .unwrap();
+    let v2 = write(
+        &*store,
+        &e,
+        &n,
+        entry(sealed(2, "two::2"), 2),
+        ValueExpect::Version(v1),
+    )
+    .await
+    .unwrap();
     let latest = shown(store.read(&e, &n, None).await.unwrap()).unwrap();
     assert_eq!(latest.0, "sealed:two::2");
     if !store.versioned() {
         return;
     }
     let first = shown(store.read(&e, &n, Some(v1)).await.unwrap()).unwrap();
-    assert_eq!((first.0.as_str(), first.1, first.2), ("sealed:one::1", 1, 1));
+    assert_eq!(
+        (first.0.as_str(), first.1, first.2),
+        ("sealed:one::1", 1, 1)
+    );
     let second = shown(store.read(&e, &n, Some(v2)).await.unwrap()).unwrap();
     assert_eq!((second.0.as_str(), second.2), ("sealed:two::2", 2));
 }
@@ -175,12 +234,24 @@ pub async fn earlier_versions_stay_readable_by_number(store: Arc<impl ValueStore
 /// written again from scratch.
 pub async fn remove_takes_every_version(store: Arc<impl ValueStore>) {
     let (e, n) = (incarnation("a"), name("GONE"));
-    let v1 = write(&*store, &e, &n, entry(sealed(1, "x::1"), 1), ValueExpect::Absent)
-        .await
-        .unwrap();
-    write(&*store, &e, &n, entry(sealed(1, "x::2"), 2), ValueExpect::Version(v1))
-        .await
-        .unwrap();
+    let v1 = write(
+        &*store,
+        &e,
+        &n,
+        entry(sealed(1, "x::1"), 1),
+        ValueExpect::Absent,
+    )
+    .await
+    .unwrap();
+    write(
+        &*store,
+        &e,
+        &n,
+        entry(sealed(1, "x::2"), 2),
+        ValueExpect::Version(v1),
+    )
+    .await
+    .unwrap();
     store.remove(&e, &n).await.unwrap();
     store.remove(&e, &n).await.unwrap();
     assert!(store.read(&e, &n, None).await.unwrap().is_none());
@@ -188,9 +259,15 @@ pub async fn remove_takes_every_version(store: Arc<impl ValueStore>) {
         assert!(store.read(&e, &n, Some(v1)).await.unwrap().is_none());
     }
     assert!(store.names(&e).await.unwrap().is_empty());
-    write(&*store, &e, &n, entry(sealed(1, "y::1"), 1), ValueExpect::Absent)
-        .await
-        .unwrap();
+    write(
+        &*store,
+        &e,
+        &n,
+        entry(sealed(1, "y::1"), 1),
+        ValueExpect::Absent,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         shown(store.read(&e, &n, None).await.unwrap()).unwrap().0,
         "sealed:y::1"
@@ -202,20 +279,38 @@ pub async fn remove_takes_every_version(store: Arc<impl ValueStore>) {
 pub async fn incarnations_of_one_name_are_kept_apart(store: Arc<impl ValueStore>) {
     let (old, new, other) = (incarnation("prod"), incarnation("prod"), incarnation("dev"));
     let n = name("TOKEN");
-    write(&*store, &old, &n, entry(sealed(1, "old::1"), 1), ValueExpect::Absent)
-        .await
-        .unwrap();
-    write(&*store, &other, &n, entry(sealed(1, "dev::1"), 1), ValueExpect::Absent)
-        .await
-        .unwrap();
+    write(
+        &*store,
+        &old,
+        &n,
+        entry(sealed(1, "old::1"), 1),
+        ValueExpect::Absent,
+    )
+    .await
+    .unwrap();
+    write(
+        &*store,
+        &other,
+        &n,
+        entry(sealed(1, "dev::1"), 1),
+        ValueExpect::Absent,
+    )
+    .await
+    .unwrap();
     assert!(
         store.read(&new, &n, None).await.unwrap().is_none(),
         "a new incarnation must not read the old one's value"
     );
     assert_eq!(store.remove_environment(&old).await.unwrap(), 1);
-    write(&*store, &new, &n, entry(sealed(1, "new::1"), 1), ValueExpect::Absent)
-        .await
-        .unwrap();
+    write(
+        &*store,
+        &new,
+        &n,
+        entry(sealed(1, "new::1"), 1),
+        ValueExpect::Absent,
+    )
+    .await
+    .unwrap();
     assert_eq!(store.remove_environment(&old).await.unwrap(), 0);
     assert_eq!(
         shown(store.read(&new, &n, None).await.unwrap()).unwrap().0,
@@ -223,7 +318,9 @@ pub async fn incarnations_of_one_name_are_kept_apart(store: Arc<impl ValueStore>
         "removing the old incarnation must not touch the new one"
     );
     assert_eq!(
-        shown(store.read(&other, &n, None).await.unwrap()).unwrap().0,
+        shown(store.read(&other, &n, None).await.unwrap())
+            .unwrap()
+            .0,
         "sealed:dev::1"
     );
     assert!(store.read(&old, &n, None).await.unwrap().is_none());
@@ -233,9 +330,15 @@ pub async fn incarnations_of_one_name_are_kept_apart(store: Arc<impl ValueStore>
 pub async fn names_are_listed_in_byte_order(store: Arc<impl ValueStore>) {
     let e = incarnation("a");
     for raw in ["b", "B", "a_1", "A", "a"] {
-        write(&*store, &e, &name(raw), entry(sealed(1, "v::v"), 1), ValueExpect::Absent)
-            .await
-            .unwrap();
+        write(
+            &*store,
+            &e,
+            &name(raw),
+            entry(sealed(1, "v::v"), 1),
+            ValueExpect::Absent,
+        )
+        .await
+        .unwrap();
     }
     let names = store.names(&e).await.unwrap();
     let names: Vec<&str> = names.iter().map(SecretName::as_str).collect();
@@ -249,16 +352,24 @@ pub async fn racing_expectations_let_one_writer_win(store: Arc<impl ValueStore>)
         return;
     }
     let (e, n) = (incarnation("a"), name("RACE"));
-    let mut version = write(&*store, &e, &n, entry(sealed(1, "r::0"), 1), ValueExpect::Absent)
-        .await
-        .unwrap();
+    let mut version = write(
+        &*store,
+        &e,
+        &n,
+        entry(sealed(1, "r::0"), 1),
+        ValueExpect::Absent,
+    )
+    .await
+    .unwrap();
     for round in 0..10u64 {
         let mut tasks = Vec::new();
         for w in 0..8 {
             let (store, e, n) = (store.clone(), e.clone(), n.clone());
             tasks.push(tokio::spawn(async move {
                 let value = entry(sealed(1, &format!("r::{round}:{w}")), round + 2);
-                store.write(&e, &n, &value, ValueExpect::Version(version)).await
+                store
+                    .write(&e, &n, &value, ValueExpect::Version(version))
+                    .await
             }));
         }
         let mut won = Vec::new();

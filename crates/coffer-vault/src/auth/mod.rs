@@ -34,6 +34,7 @@ impl std::fmt::Debug for Login {
 }
 
 /// `COFFER_VAULT_AUTH_METHOD` and its settings.
+#[derive(Clone)]
 pub enum AuthMethod {
     /// `token`: `COFFER_VAULT_TOKEN`.
     Token(SecretString),
