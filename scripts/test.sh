@@ -58,4 +58,34 @@ echo "== the core and API suites again, on PostgreSQL (the same harness, COFFER_
 COFFER_TEST_BACKEND=postgres cargo test --locked -p coffer-core --test core -p coffer-api --test api \
     -p coffer-cli --test runtime_cli --test runtime --test orchestrations --test orchestrations_cli \
     -- --test-threads="${COFFER_TEST_THREADS:-2}"
+echo "== the API suite again with values in NATS JetStream KV and in OpenBao KV v2 and KV v1"
+stop_services=()
+trap 'for c in "${stop_services[@]}"; do eval "$c" || true; done; drop_test_databases || true; eval "${COFFER_PG_STOP:-}"' EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+if (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; then
+    COFFER_TEST_NATS_URL=nats://127.0.0.1:4222   # the machine's NATS (JetStream on)
+else
+    nats_port=$(free_port); nats_dir=$(mktemp -d -t coffer-nats-XXXXXX)
+    nats-server -js -a 127.0.0.1 -p "$nats_port" -sd "$nats_dir" >"$nats_dir/log" 2>&1 &
+    stop_services+=("kill $! 2>/dev/null; rm -rf '$nats_dir'")
+    COFFER_TEST_NATS_URL=nats://127.0.0.1:$nats_port
+    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$nats_port) 2>/dev/null && break; sleep 0.1; done
+fi
+bao_port=$(free_port)
+"$COFFER_TEST_BAO" server -dev -dev-root-token-id=root -dev-listen-address="127.0.0.1:$bao_port" >/dev/null 2>&1 &
+stop_services+=("kill $! 2>/dev/null")
+COFFER_TEST_VAULT_ADDR=http://127.0.0.1:$bao_port
+COFFER_TEST_VAULT_TOKEN=root
+for _ in $(seq 100); do curl -sf "$COFFER_TEST_VAULT_ADDR/v1/sys/health" >/dev/null && break; sleep 0.1; done
+curl -sf -X POST -H "X-Vault-Token: root" -d '{"type":"kv","options":{"version":"1"}}' \
+    "$COFFER_TEST_VAULT_ADDR/v1/sys/mounts/kv1" >/dev/null
+export COFFER_TEST_NATS_URL COFFER_TEST_VAULT_ADDR COFFER_TEST_VAULT_TOKEN
+for values in nats vault vault-kv1; do
+    echo "-- COFFER_TEST_VALUES=$values"
+    COFFER_TEST_VALUES=$values cargo test --locked -p coffer-api --test api \
+        -- --test-threads="${COFFER_TEST_THREADS:-2}"
+done
+COFFER_TEST_BACKEND=postgres COFFER_TEST_VALUES=nats cargo test --locked -p coffer-api --test api \
+    -- --test-threads="${COFFER_TEST_THREADS:-2}"
+
 scripts/openapi-check.sh  # the OpenAPI document: valid 3.1, and the real server answers as it says

@@ -264,24 +264,33 @@ impl<I: SecretStore + ?Sized> ExternalSecrets<I> {
 
     /// Writes `entry` as the next version of `name`: first as `expect`ed; if the store holds
     /// something else there (an orphan of a write that never committed, or a write still in
-    /// flight), on top of whatever is latest. The catalog's commit decides which write wins.
+    /// flight), on top of whatever is latest. The value store's compare-and-set keeps each
+    /// version on top of the one it saw; the catalog's commit decides which write wins.
     async fn write_value(
         &self,
         env: &Environment,
         name: &SecretName,
         entry: &ValueEntry,
-        expect: ValueExpect,
+        mut expect: ValueExpect,
     ) -> StoreResult<ValueVersion> {
-        match self.values.write(env, name, entry, expect).await {
-            Err(StoreError::Conflict { .. }) => {
-                let latest = self.values.read(env, name, None).await?;
-                let expect = match latest {
-                    Some((version, _)) => ValueExpect::Version(version),
-                    None => ValueExpect::Absent,
-                };
-                self.values.write(env, name, entry, expect).await
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.values.write(env, name, entry, expect).await {
+                Err(StoreError::Conflict { .. }) if attempt < WRITE_ATTEMPTS => {
+                    expect = match self.values.read(env, name, None).await? {
+                        Some((version, _)) => ValueExpect::Version(version),
+                        None => ValueExpect::Absent,
+                    };
+                }
+                Err(StoreError::Conflict { .. }) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "{name}: the {} backend kept changing under the write",
+                        self.values.backend_name()
+                    )));
+                }
+                other => return other,
             }
-            other => other,
         }
     }
 
@@ -321,8 +330,8 @@ impl<I: SecretStore + ?Sized> ExternalSecrets<I> {
             Err(StoreError::Conflict { .. }) => precondition != Precondition::None,
             Err(_) => true,
         };
-        if refused && let Some(current) = &current {
-            self.restore(env, name, current, version).await;
+        if refused {
+            self.restore(env, name, version).await;
         }
         committed
     }
@@ -331,13 +340,11 @@ impl<I: SecretStore + ?Sized> ExternalSecrets<I> {
     /// on top (if nothing newer came meanwhile), so that the store's own clients, which read
     /// the latest version, do not see a value Coffer never accepted. Best effort: a failure
     /// leaves the orphan on top until the next write.
-    async fn restore(
-        &self,
-        env: &Environment,
-        name: &SecretName,
-        current: &SecretRecord,
-        orphan: ValueVersion,
-    ) {
+    async fn restore(&self, env: &Environment, name: &SecretName, orphan: ValueVersion) {
+        // What the catalog refers to now (another write may have committed meanwhile).
+        let Ok(Some(current)) = self.index.get(env, name).await else {
+            return;
+        };
         let Some(at) = reference(&current.value) else {
             return;
         };

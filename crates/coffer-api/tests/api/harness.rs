@@ -31,6 +31,22 @@ impl Drop for Server {
     }
 }
 
+/// Whether the value store under test checks `expectedRevision` and applies imports
+/// atomically (Vault KV v1 does neither: the service answers 422 `invalid_value`, which the
+/// tests that need the capability assert instead).
+pub fn compare_and_set() -> bool {
+    std::env::var("COFFER_TEST_VALUES").as_deref() != Ok("vault-kv1")
+}
+
+/// The answer to a request the value store under test cannot honour (see
+/// [`compare_and_set`]).
+pub fn assert_refused_for_capability(status: StatusCode, body: &Value) {
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_value", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("backend cannot"), "{body}");
+}
+
 pub async fn start() -> Server {
     start_with(ServeOptions::default()).await
 }

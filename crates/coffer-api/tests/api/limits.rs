@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{Server, start, start_with};
+use crate::harness::{Server, assert_refused_for_capability, compare_and_set, start, start_with};
 
 async fn connect(s: &Server) -> TcpStream {
     TcpStream::connect(s.base.trim_start_matches("http://"))
@@ -434,6 +434,9 @@ async fn query_strings_are_checked_on_every_route() {
     let (status, b) = s
         .admin(Method::PUT, path, Some(json!({ "value": "w" })))
         .await;
+    if !compare_and_set() {
+        return assert_refused_for_capability(status, &b);
+    }
     assert_eq!(status, StatusCode::CONFLICT, "must not exist: {b}");
     assert_eq!(b["error"]["currentRevision"], 1);
     let path = "/v1/environments/default/secrets/A?expectedRevision=1";
