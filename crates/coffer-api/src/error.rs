@@ -177,6 +177,11 @@ impl From<CoreError> for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "secret_unreadable")
             }
             CoreError::Store(StoreError::Overloaded) => return ApiError::overloaded("write queue"),
+            // What the configured secrets backend declares it cannot do safely (a rewrap on
+            // Vault KV v1): the request is refused and nothing changed.
+            CoreError::Store(StoreError::Unsupported(_)) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value")
+            }
             CoreError::Busy(what) => return ApiError::overloaded(what),
             CoreError::NotReady(which) => {
                 tracing::warn!(store = %which, "not ready");

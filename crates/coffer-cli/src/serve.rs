@@ -76,6 +76,10 @@ pub struct ServeArgs {
     /// nats://127.0.0.1:4222. Writes never wait on NATS.
     #[arg(long, env = "COFFER_NATS_URL", hide_env_values = true)]
     nats_url: Option<String>,
+    /// Do not publish events to NATS although COFFER_NATS_URL is set (a node that uses
+    /// NATS for secret values only; one node of a cluster should relay).
+    #[arg(long, env = "COFFER_NO_NATS_RELAY", value_parser = clap::builder::FalseyValueParser::new())]
+    no_nats_relay: bool,
     /// Prefix for the NATS subjects: `coffer` publishes `coffer.system.secret.A.created`.
     #[arg(long, env = "COFFER_NATS_SUBJECT_PREFIX")]
     nats_subject_prefix: Option<String>,
@@ -142,7 +146,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (backend, backend_note) =
         crate::backend::choose(|k| std::env::var(k).ok(), args.require_backend)?;
 
-    let relay = match args.nats_url.as_deref().filter(|u| !u.is_empty()) {
+    let relay_url = args
+        .nats_url
+        .as_deref()
+        .filter(|u| !u.is_empty() && !args.no_nats_relay);
+    let relay = match relay_url {
         Some(url) => Some(
             coffer_nats::RelayOptions::new(
                 url,

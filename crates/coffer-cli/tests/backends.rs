@@ -403,6 +403,7 @@ async fn nats_values_survive_an_outage_and_nats_holds_no_plaintext() {
         ("COFFER_SECRETS_BACKEND", "nats".to_owned()),
         ("COFFER_NATS_URL", url.clone()),
         ("COFFER_NATS_TIMEOUT_MS", "1000".to_owned()),
+        ("COFFER_NO_NATS_RELAY", "1".to_owned()),
     ];
     let s = serve(&dir.path().join("data"), &envs);
     let api = Api::of(&s);
@@ -417,6 +418,11 @@ async fn nats_values_survive_an_outage_and_nats_holds_no_plaintext() {
     api.check_all(&set, "nats").await;
     let (bytes, _) = nats_bytes(&url).await;
     assert!(!bytes.is_empty(), "the values must be in NATS");
+    let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+    assert!(
+        js.get_stream("COFFER_EVENTS").await.is_err(),
+        "--no-nats-relay: no event is published"
+    );
     for value in set.values() {
         assert!(!contains(&bytes, value), "plaintext in NATS: {value}");
     }
@@ -584,4 +590,196 @@ async fn migrate_moves_every_value_db_to_nats_to_vault_and_back() {
     for value in set.values() {
         assert!(!contains(&db, value), "plaintext in the catalog");
     }
+}
+
+const K2: &str = "a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5";
+
+/// Key rotation reaches values outside the catalog: a rewrap re-seals them in NATS and in
+/// Vault KV v2 (sealed), each still resolving; on Vault KV v1, which cannot compare-and-set,
+/// the rewrap is refused with 422 and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewrap_reaches_values_in_nats_and_vault_and_kv1_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _nats = start_nats(port, &dir.path().join("js"));
+    let bao = Bao::start();
+    let mounted = bao.cli(&["secrets", "enable", "-path=kv1", "-version=1", "kv"]);
+    assert!(mounted.status.success(), "{mounted:?}");
+    let mut v2 = bao.env();
+    v2.push(("COFFER_VAULT_VALUE_FORMAT", "sealed".into()));
+    let mut v1 = v2.clone();
+    v1.push(("COFFER_VAULT_KV_VERSION", "1".into()));
+    v1.push(("COFFER_VAULT_SECRET_PATH", "kv1/coffer".into()));
+    let nats = vec![
+        ("COFFER_SECRETS_BACKEND", "nats".to_owned()),
+        ("COFFER_NATS_URL", format!("nats://127.0.0.1:{port}")),
+    ];
+    let ring_2 =
+        format!(r#"{{"currentKeyVersion": 2, "keys": {{"1": "{MASTER_KEY}", "2": "{K2}"}}}}"#);
+    for (label, envs, refused) in [
+        ("nats", nats, false),
+        ("vault v2", v2, false),
+        ("vault v1", v1, true),
+    ] {
+        let data = dir.path().join(label.replace(' ', "-"));
+        let mut s = serve(&data, &envs);
+        let api = Api::of(&s);
+        let set = canaries();
+        api.seed(&set).await;
+        assert!(s.terminate());
+        let mut with_2: Vec<(&str, String)> = envs.clone();
+        with_2.push(("COFFER_SECRET_KEYS", ring_2.clone()));
+        let with_2: Vec<(&str, &str)> = with_2.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let s = ServerProcess::start(&data, &with_2, &[]);
+        let api = Api::of(&s);
+        let (status, body) = api
+            .call(
+                &api.admin,
+                Method::POST,
+                "/v1/keys/rewrap",
+                Some(json!({"limit": 1000})),
+            )
+            .await;
+        let meta = |name: &str| format!("/v1/environments/default/secrets/{name}");
+        let (_, one) = api
+            .call(&api.admin, Method::GET, &meta("SECRET_1"), None)
+            .await;
+        if refused {
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{label}: {body}");
+            assert_eq!(body["error"]["code"], "invalid_value", "{label}: {body}");
+            assert_eq!(one["keyVersion"], 1, "{label}: nothing changed");
+        } else {
+            assert_eq!(status, StatusCode::OK, "{label}: {body}");
+            assert_eq!(one["keyVersion"], 2, "{label}: {one}");
+        }
+        api.check_all(&set, label).await;
+    }
+}
+
+/// `coffer backend migrate` killed (SIGKILL) in the middle: every secret stays readable
+/// where its row says (the server starts on the old backend with none lost), and running it
+/// again moves the rest and counts what had moved as already there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_killed_midway_resumes_and_loses_nothing() {
+    const TOTAL: usize = 600;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let _nats = start_nats(port, &dir.path().join("js"));
+    let nats_env = vec![("COFFER_NATS_URL", url.clone())];
+    let mut s = serve(&data, &[]);
+    let api = Api::of(&s);
+    let secrets: Vec<Value> = (0..TOTAL)
+        .map(|i| json!({"name": format!("BULK_{i:04}"), "value": format!("bulk-canary-{i}-e41f")}))
+        .collect();
+    let (status, body) = api
+        .call(
+            &api.admin,
+            Method::POST,
+            "/v1/environments/default/secrets",
+            Some(json!({ "secrets": secrets })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(s.terminate());
+
+    let mut child = clean_command(&["backend", "migrate", "--to", "nats", "--data-dir"]);
+    child
+        .arg(&data)
+        .env("COFFER_MASTER_KEY", MASTER_KEY)
+        .envs(nats_env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = ChildGuard(child.spawn().expect("spawn coffer backend migrate"));
+    let deadline = Instant::now() + WAIT;
+    let moved_before_kill = loop {
+        let (_, live) = nats_bytes(&url).await;
+        if live >= 50 {
+            break live;
+        }
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "the migration ended before it could be killed"
+        );
+        assert!(Instant::now() < deadline, "the migration made no progress");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    assert!(moved_before_kill < TOTAL, "killed mid-way");
+
+    // Half moved: a nats node reads every value wherever its row says it is (still in the
+    // catalog, or in NATS): a verify walk opens every one.
+    let mut s = serve(
+        &data,
+        &[
+            ("COFFER_SECRETS_BACKEND", "nats".into()),
+            ("COFFER_NATS_URL", url.clone()),
+        ],
+    );
+    let api = Api::of(&s);
+    let (status, report) = api
+        .call(
+            &api.admin,
+            Method::POST,
+            "/v1/keys/verify",
+            Some(json!({"limit": 1000})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["checked"], TOTAL, "{report}");
+    assert_eq!(report["unreadable"], json!([]), "{report}");
+    assert!(s.terminate());
+
+    let out = migrate(&data, "nats", false, &nats_env);
+    let moved: usize = out
+        .split(" moved")
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let already: usize = out
+        .split(" were there already")
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(moved + already, TOTAL, "{out}");
+    assert!(
+        already > 0,
+        "the resumed run must skip what had moved: {out}"
+    );
+    let (_, live) = nats_bytes(&url).await;
+    assert_eq!(live, TOTAL);
+    let s = serve(
+        &data,
+        &[
+            ("COFFER_SECRETS_BACKEND", "nats".into()),
+            ("COFFER_NATS_URL", url.clone()),
+        ],
+    );
+    let api = Api::of(&s);
+    let (status, report) = api
+        .call(
+            &api.admin,
+            Method::POST,
+            "/v1/keys/verify",
+            Some(json!({"limit": 1000})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        (
+            report["checked"].as_u64(),
+            report["unreadable"].as_array().map(Vec::len)
+        ),
+        (Some(TOTAL as u64), Some(0))
+    );
 }
