@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use coffer_crypto::Keyring;
-use coffer_store::values::{copy, location, reference_row, same_stored};
+use coffer_store::values::{copy, location, new_write_id, reference_row, same_stored};
 use coffer_store::{
     Actor, Catalog, EnvName, Environment, Replacement, SecretName, SecretStore, StoreError,
     StoredValue, ValueEntry, ValueExpect, ValueStore,
@@ -92,7 +92,6 @@ impl Migration {
             total += self.count(env).await?;
         }
         let mut report = MigrationReport::default();
-        let mut sealed_now = 0u64;
         for env in &environments {
             let mut after: Option<SecretName> = None;
             loop {
@@ -106,7 +105,11 @@ impl Migration {
                         Moved::Gone => {}
                         Moved::Now { sealed } => {
                             report.moved += 1;
-                            sealed_now += u64::from(sealed);
+                            if sealed && let Some(ring) = &self.keyring {
+                                // Counted as they happen: a run cut short keeps the nonce
+                                // budget's count right.
+                                self.catalog.add_encryptions(ring.current(), 1).await?;
+                            }
                         }
                     }
                     progress(Progress {
@@ -117,11 +120,6 @@ impl Migration {
                     });
                 }
             }
-        }
-        if let (Some(ring), true) = (&self.keyring, sealed_now > 0) {
-            self.catalog
-                .add_encryptions(ring.current(), sealed_now)
-                .await?;
         }
         if !self.dry_run {
             // Every row is switched: the copies left in other stores go now. Also those of an
@@ -204,10 +202,11 @@ impl Migration {
                         revision: row.meta.revision,
                         created_at: row.meta.created_at,
                         updated_at: row.meta.updated_at,
+                        write_id: new_write_id()?,
                     };
                     let version = self.copy_to(target, env, name, &entry).await?;
                     self.check_copy(target, env, name, version, &value).await?;
-                    reference_row(&value, target.backend_name(), version)
+                    reference_row(&value, target.backend_name(), version, &entry.write_id)
                 }
             };
             let switched = self
@@ -332,7 +331,9 @@ impl Migration {
                     None => false,
                 };
                 if !keep {
-                    store.remove(env, &name).await?;
+                    // Up to the version seen now: a value written after this look stays.
+                    let seen = store.read(env, &name, None).await?.map(|(v, _)| v);
+                    store.remove(env, &name, seen).await?;
                     removed += 1;
                 }
             }

@@ -22,7 +22,8 @@
 //!
 //! ```text
 //! {"format":1,"kind":"sealed","keyVersion":3,"value":"<iv:ciphertext:tag>",
-//!  "revision":2,"createdAt":1767225600000,"updatedAt":1767225601000}
+//!  "revision":2,"createdAt":1767225600000,"updatedAt":1767225601000,
+//!  "writeId":"9f86d081884c7d65"}
 //! ```
 //!
 //! - `format`: `1`; a reader refuses any other number as corrupt rather than guess.
@@ -31,6 +32,7 @@
 //!   key: `value` is the plaintext and `keyVersion` is `0`).
 //! - `revision`: Coffer's revision of the secret (1, 2, 3 …), not the KV revision.
 //! - `createdAt`, `updatedAt`: milliseconds since the Unix epoch, UTC.
+//! - `writeId`: the write that stored it; the catalog's reference names it too.
 //!
 //! ## Failure
 //!
@@ -59,7 +61,7 @@ use serde::{Deserialize, Serialize};
 /// The default bound on every request.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The default number of versions a bucket keeps per key.
-pub const DEFAULT_HISTORY: i64 = 5;
+pub const DEFAULT_HISTORY: i64 = 64;
 /// The default bucket name prefix.
 pub const DEFAULT_BUCKET_PREFIX: &str = "coffer";
 /// The versions a key may keep: at least 2 (a read of the version the catalog refers to
@@ -524,6 +526,7 @@ impl NatsValues {
                 revision: wire.revision,
                 created_at: Timestamp::from_millis(wire.created_at),
                 updated_at: Timestamp::from_millis(wire.updated_at),
+                write_id: wire.write_id,
             },
         )))
     }
@@ -648,16 +651,35 @@ impl ValueStore for NatsValues {
         .await
     }
 
-    async fn remove(&self, env: &Environment, name: &SecretName) -> StoreResult<()> {
+    async fn remove(
+        &self,
+        env: &Environment,
+        name: &SecretName,
+        up_to: Option<ValueVersion>,
+    ) -> StoreResult<()> {
         self.bounded("remove", async {
             let bucket = self.bucket_name(env);
             let Some(store) = self.open_bucket(&bucket).await? else {
                 return Ok(());
             };
-            // A purge keeps one marker and drops every earlier version of the key.
-            store.purge(name.as_str()).await.map_err(|e| {
-                self.unavailable(&format!("cannot remove {name} from bucket {bucket}"), &e)
-            })
+            let what = format!("cannot remove {name} from bucket {bucket}");
+            match up_to {
+                // A purge keeps one marker and drops every earlier version of the key.
+                None => store
+                    .purge(name.as_str())
+                    .await
+                    .map_err(|e| self.unavailable(&what, &e)),
+                // The key's messages below `v + 1` only: a version written after the caller
+                // looked stays.
+                Some(v) => store
+                    .stream
+                    .purge()
+                    .filter(format!("$KV.{bucket}.{name}"))
+                    .sequence(v.saturating_add(1))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| self.unavailable(&what, &e)),
+            }
         })
         .await
     }
@@ -736,6 +758,8 @@ struct WireEntry {
     revision: Revision,
     created_at: i64,
     updated_at: i64,
+    #[serde(default)]
+    write_id: String,
 }
 
 /// Borrowed form of [`WireEntry`] for writing, so a plaintext is not copied into a
@@ -750,6 +774,7 @@ struct WireEntryRef<'a> {
     revision: Revision,
     created_at: i64,
     updated_at: i64,
+    write_id: &'a str,
 }
 
 fn encode(entry: &ValueEntry) -> StoreResult<bytes::Bytes> {
@@ -765,6 +790,7 @@ fn encode(entry: &ValueEntry) -> StoreResult<bytes::Bytes> {
         revision: entry.revision,
         created_at: entry.created_at.millis(),
         updated_at: entry.updated_at.millis(),
+        write_id: &entry.write_id,
     };
     serde_json::to_vec(&wire)
         .map(bytes::Bytes::from)
@@ -906,13 +932,15 @@ mod tests {
             revision: 2,
             created_at: Timestamp::from_millis(10),
             updated_at: Timestamp::from_millis(20),
+            write_id: "00ff00ff00ff00ff".into(),
         };
         let bytes = encode(&entry).unwrap();
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"format": 1, "kind": "sealed", "keyVersion": 3,
-                "value": "iv:ct:tag", "revision": 2, "createdAt": 10, "updatedAt": 20})
+                "value": "iv:ct:tag", "revision": 2, "createdAt": 10, "updatedAt": 20,
+                "writeId": "00ff00ff00ff00ff"})
         );
     }
 }

@@ -176,6 +176,7 @@ fn entry(blob: &str, revision: u64) -> ValueEntry {
         revision,
         created_at: Timestamp::from_millis(1),
         updated_at: Timestamp::from_millis(2),
+        write_id: format!("{revision:016x}"),
     }
 }
 
@@ -551,6 +552,7 @@ async fn plaintext_values_round_trip_flagged_as_plain() {
         revision: 1,
         created_at: Timestamp::from_millis(5),
         updated_at: Timestamp::from_millis(5),
+        write_id: "0000000000000001".into(),
     };
     values
         .write(&env, &name("DEV"), &plain, ValueExpect::Any)

@@ -51,6 +51,17 @@ pub struct ValueEntry {
     pub created_at: Timestamp,
     /// When this revision was written.
     pub updated_at: Timestamp,
+    /// A random id of the write that stored this version, also kept in the catalog's
+    /// reference: a store without versions tells by it whether the value it holds is the one
+    /// the catalog committed (see [`new_write_id`]).
+    pub write_id: String,
+}
+
+/// A fresh write id: 16 hex digits from the system CSPRNG.
+pub fn new_write_id() -> StoreResult<String> {
+    let bytes = coffer_crypto::random_bytes::<8>()
+        .map_err(|_| StoreError::Unavailable("the system RNG failed".into()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// What must hold for a [`ValueStore::write`] to apply, checked by the value store
@@ -110,8 +121,15 @@ pub trait ValueStore: Send + Sync + 'static {
         version: Option<ValueVersion>,
     ) -> StoreResult<Option<(ValueVersion, ValueEntry)>>;
 
-    /// Removes `name` in `env`, every version (nothing there is not an error).
-    async fn remove(&self, env: &Environment, name: &SecretName) -> StoreResult<()>;
+    /// Removes the versions of `name` in `env` at or below `up_to` (`None`: every version);
+    /// a newer version, written after the one a caller saw, stays. Nothing there is not an
+    /// error. A store without versions removes the value whatever `up_to` says.
+    async fn remove(
+        &self,
+        env: &Environment,
+        name: &SecretName,
+        up_to: Option<ValueVersion>,
+    ) -> StoreResult<()>;
 
     /// Removes every value of the incarnation `env` (and nothing of another incarnation of
     /// the same name); returns how many secrets it removed.
@@ -130,16 +148,17 @@ pub trait ValueStore: Send + Sync + 'static {
 pub const RESERVED_PREFIX: &str = REF_PREFIX;
 const REF_PREFIX: &str = "\u{1f}ref:";
 
-/// Where a catalog row's value is.
+/// Where a catalog row's value is: `\x1fref:{backend}:{version}:{write id}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Reference<'a> {
     backend: &'a str,
     version: ValueVersion,
+    write_id: &'a str,
 }
 
 impl Reference<'_> {
-    fn encode(backend: &str, version: ValueVersion) -> String {
-        format!("{REF_PREFIX}{backend}:{version}")
+    fn encode(backend: &str, version: ValueVersion, write_id: &str) -> String {
+        format!("{REF_PREFIX}{backend}:{version}:{write_id}")
     }
 }
 
@@ -156,17 +175,24 @@ fn reference(stored: &StoredValue) -> Option<Reference<'_>> {
         StoredValue::Sealed { blob, .. } => blob.as_str(),
     };
     let rest = text.strip_prefix(REF_PREFIX)?;
-    let (backend, version) = rest.split_once(':')?;
+    let mut parts = rest.splitn(3, ':');
+    let (backend, version, write_id) = (parts.next()?, parts.next()?, parts.next()?);
     Some(Reference {
         backend,
         version: version.parse().ok()?,
+        write_id,
     })
 }
 
-/// The catalog row for a value stored as `value` at `version` of `backend`: same kind and
-/// key version, the reference in place of the value.
-pub fn reference_row(value: &StoredValue, backend: &str, version: ValueVersion) -> StoredValue {
-    let text = Reference::encode(backend, version);
+/// The catalog row for a value stored as `value` at `version` of `backend` by the write
+/// `write_id`: same kind and key version, the reference in place of the value.
+pub fn reference_row(
+    value: &StoredValue,
+    backend: &str,
+    version: ValueVersion,
+    write_id: &str,
+) -> StoredValue {
+    let text = Reference::encode(backend, version, write_id);
     match value {
         StoredValue::Plain(_) => StoredValue::Plain(SecretString::from(text)),
         StoredValue::Sealed { key_version, .. } => StoredValue::Sealed {
@@ -194,9 +220,13 @@ pub fn same_stored(a: &StoredValue, b: &StoredValue) -> bool {
     }
 }
 
-/// How often a write that lost a race is tried again before it answers a conflict (only
-/// writes without a precondition are retried: one with a precondition has its answer).
-const WRITE_ATTEMPTS: usize = 64;
+/// How often a write that lost a race is tried again (a write with a precondition only
+/// while the catalog still admits it) before it gives up with 503.
+const WRITE_ATTEMPTS: usize = 32;
+
+/// How often one value write goes on top of a newer latest version before it lets the
+/// caller look at the catalog again.
+const VALUE_WRITE_ATTEMPTS: usize = 4;
 
 /// A [`SecretStore`]: metadata, references and the journal in the catalog's database
 /// (`index`, the `db` backend's own store), values in a [`ValueStore`]. See the module
@@ -238,10 +268,16 @@ impl<I: SecretStore + ?Sized> ExternalSecrets<I> {
         }
         let version = self.values.versioned().then_some(at.version);
         match self.values.read(env, &record.meta.name, version).await? {
-            Some((_, entry)) => Ok(SecretRecord {
+            Some((_, entry)) if entry.write_id == at.write_id => Ok(SecretRecord {
                 meta: record.meta,
                 value: entry.value,
             }),
+            // A store without versions holds the value of a write the catalog did not
+            // commit (refused, or cut short): never served as if it were.
+            Some(_) => Err(StoreError::Unavailable(format!(
+                "{} in {}: the {backend} backend holds a value the catalog did not commit; set the secret again",
+                record.meta.name, record.meta.environment
+            ))),
             None => Err(StoreError::Corrupt(format!(
                 "the {backend} backend has lost version {} of {} in {}",
                 at.version, record.meta.name, record.meta.environment
@@ -277,18 +313,13 @@ impl<I: SecretStore + ?Sized> ExternalSecrets<I> {
         loop {
             attempt += 1;
             match self.values.write(env, name, entry, expect).await {
-                Err(StoreError::Conflict { .. }) if attempt < WRITE_ATTEMPTS => {
+                Err(StoreError::Conflict { .. }) if attempt < VALUE_WRITE_ATTEMPTS => {
                     expect = match self.values.read(env, name, None).await? {
                         Some((version, _)) => ValueExpect::Version(version),
                         None => ValueExpect::Absent,
                     };
                 }
-                Err(StoreError::Conflict { .. }) => {
-                    return Err(StoreError::Unavailable(format!(
-                        "{name}: the {} backend kept changing under the write",
-                        self.values.backend_name()
-                    )));
-                }
+                // Racing writers keep taking the slot: the caller looks at the catalog again.
                 other => return other,
             }
         }
@@ -305,6 +336,9 @@ impl<I: SecretStore + ?Sized> ExternalSecrets<I> {
         actor: &Actor,
     ) -> StoreResult<PutOutcome> {
         let current = self.index.get(env, name).await?;
+        if let Some(current) = &current {
+            self.kept_here(current)?;
+        }
         let revision = current.as_ref().map(|r| r.meta.revision);
         if !precondition.admits(revision) {
             return Err(StoreError::Conflict { current: revision });
@@ -314,54 +348,78 @@ impl<I: SecretStore + ?Sized> ExternalSecrets<I> {
             revision: revision.unwrap_or(0) + 1,
             created_at: current.as_ref().map_or(at, |r| r.meta.created_at),
             updated_at: at,
+            write_id: new_write_id()?,
         };
         let version = self
             .write_value(env, name, &entry, self.expectation(current.as_ref()))
             .await?;
-        let row = reference_row(value, self.values.backend_name(), version);
+        let row = reference_row(value, self.values.backend_name(), version, &entry.write_id);
         let pinned = match revision {
             Some(r) => Precondition::Revision(r),
             None => Precondition::Absent,
         };
-        let committed = self.index.put(env, name, row, pinned, at, actor).await;
-        // A conflict of a write without a precondition is tried again, on top of this one.
-        let refused = match &committed {
-            Ok(_) => false,
-            Err(StoreError::Conflict { .. }) => precondition != Precondition::None,
-            Err(_) => true,
-        };
-        if refused {
-            self.restore(env, name, version).await;
-        }
-        committed
+        self.index.put(env, name, row, pinned, at, actor).await
     }
 
-    /// After a write the catalog refused: puts the value the catalog still refers to back
-    /// on top (if nothing newer came meanwhile), so that the store's own clients, which read
-    /// the latest version, do not see a value Coffer never accepted. Best effort: a failure
-    /// leaves the orphan on top until the next write.
-    async fn restore(&self, env: &Environment, name: &SecretName, orphan: ValueVersion) {
-        // What the catalog refers to now (another write may have committed meanwhile).
-        let Ok(Some(current)) = self.index.get(env, name).await else {
-            return;
-        };
-        let Some(at) = reference(&current.value) else {
-            return;
-        };
-        if !self.values.versioned() || at.backend != self.values.backend_name() {
-            return;
-        }
-        let restored = match self.values.read(env, name, Some(at.version)).await {
-            Ok(Some((_, entry))) => {
-                self.values
-                    .write(env, name, &entry, ValueExpect::Version(orphan))
-                    .await
+    /// One batch: every value written first, then every reference in one catalog
+    /// transaction, each pinned to the revision read.
+    async fn put_many_once(
+        &self,
+        env: &Environment,
+        batch: Vec<BatchPut>,
+        at: Timestamp,
+        actor: &Actor,
+    ) -> StoreResult<Vec<Option<PutOutcome>>> {
+        let backend = self.values.backend_name();
+        let mut rows = Vec::with_capacity(batch.len());
+        for entry in batch {
+            let current = self.index.get(env, &entry.name).await?;
+            if let Some(current) = &current {
+                self.kept_here(current)?;
             }
-            Ok(None) => return,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = restored {
-            tracing::debug!(secret = %name, error = %e, "a refused write's value stays on top in the secrets backend");
+            let revision = current.as_ref().map(|r| r.meta.revision);
+            if !entry.precondition.admits(revision) {
+                return Err(StoreError::Conflict { current: revision });
+            }
+            let pinned = match revision {
+                Some(r) => Precondition::Revision(r),
+                None => Precondition::Absent,
+            };
+            let value = match entry.value {
+                Some(value) => {
+                    let stored = ValueEntry {
+                        value: copy(&value),
+                        revision: revision.unwrap_or(0) + 1,
+                        created_at: current.as_ref().map_or(at, |r| r.meta.created_at),
+                        updated_at: at,
+                        write_id: new_write_id()?,
+                    };
+                    let expect = self.expectation(current.as_ref());
+                    let version = self.write_value(env, &entry.name, &stored, expect).await?;
+                    Some(reference_row(&value, backend, version, &stored.write_id))
+                }
+                None => None,
+            };
+            rows.push(BatchPut {
+                name: entry.name,
+                value,
+                precondition: pinned,
+            });
+        }
+        self.index.put_many(env, rows, at, actor).await
+    }
+
+    /// A row another value store keeps (values migrated while this node was configured for
+    /// another backend) is not written over: that would move it back behind the migration's
+    /// back.
+    fn kept_here(&self, row: &SecretRecord) -> StoreResult<()> {
+        let backend = self.values.backend_name();
+        match reference(&row.value) {
+            Some(at) if at.backend != backend => Err(StoreError::Unavailable(format!(
+                "{} in {} is kept by the {} secrets backend, but this node uses {backend}: start it with COFFER_SECRETS_BACKEND={}",
+                row.meta.name, row.meta.environment, at.backend, at.backend
+            ))),
+            _ => Ok(()),
         }
     }
 }
@@ -375,6 +433,22 @@ pub fn copy(value: &StoredValue) -> StoredValue {
             key_version: *key_version,
             blob: blob.clone(),
         },
+    }
+}
+
+/// How long one write may take in all (its attempts, each bounded by the value store's own
+/// timeout): past it the request is answered 503 (a catalog commit already under way may
+/// still land, as for any request cut short; its audit row and event land with it).
+const WRITE_DEADLINE: Duration = Duration::from_secs(30);
+
+async fn within_deadline<T>(
+    write: impl std::future::Future<Output = StoreResult<T>>,
+) -> StoreResult<T> {
+    match tokio::time::timeout(WRITE_DEADLINE, write).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Unavailable(
+            "the secrets backend did not complete the write in time".into(),
+        )),
     }
 }
 
@@ -439,21 +513,36 @@ impl<I: SecretStore + ?Sized> SecretStore for ExternalSecrets<I> {
         at: Timestamp,
         actor: &Actor,
     ) -> StoreResult<PutOutcome> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self
-                .put_once(env, name, &value, precondition, at, actor)
-                .await
-            {
-                Err(StoreError::Conflict { .. })
-                    if precondition == Precondition::None && attempt < WRITE_ATTEMPTS =>
+        let attempts = async {
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match self
+                    .put_once(env, name, &value, precondition, at, actor)
+                    .await
                 {
-                    back_off(attempt).await;
+                    Err(StoreError::Conflict { .. }) if precondition == Precondition::None => {}
+                    // A write with a precondition has its answer once the catalog moved past
+                    // it; while it has not (racing writers held the value store's slot), the
+                    // write is tried again.
+                    Err(StoreError::Conflict { .. }) => {
+                        let current = self.index.meta(env, name).await?.map(|m| m.revision);
+                        if !precondition.admits(current) {
+                            return Err(StoreError::Conflict { current });
+                        }
+                    }
+                    other => return other,
                 }
-                other => return other,
+                if attempt >= WRITE_ATTEMPTS {
+                    return Err(StoreError::Unavailable(format!(
+                        "{name}: writes racing in the {} backend kept this one out; try again",
+                        self.values.backend_name()
+                    )));
+                }
+                back_off(attempt).await;
             }
-        }
+        };
+        within_deadline(attempts).await
     }
 
     async fn put_many(
@@ -466,40 +555,7 @@ impl<I: SecretStore + ?Sized> SecretStore for ExternalSecrets<I> {
         if !self.values.versioned() {
             return Err(StoreError::Unsupported("atomic batches"));
         }
-        let backend = self.values.backend_name();
-        let mut rows = Vec::with_capacity(batch.len());
-        for entry in batch {
-            let current = self.index.get(env, &entry.name).await?;
-            let revision = current.as_ref().map(|r| r.meta.revision);
-            if !entry.precondition.admits(revision) {
-                return Err(StoreError::Conflict { current: revision });
-            }
-            // Pinned to the revision read: the catalog's batch commits only if none moved.
-            let pinned = match revision {
-                Some(r) => Precondition::Revision(r),
-                None => Precondition::Absent,
-            };
-            let value = match entry.value {
-                Some(value) => {
-                    let stored = ValueEntry {
-                        value: copy(&value),
-                        revision: revision.unwrap_or(0) + 1,
-                        created_at: current.as_ref().map_or(at, |r| r.meta.created_at),
-                        updated_at: at,
-                    };
-                    let expect = self.expectation(current.as_ref());
-                    let version = self.write_value(env, &entry.name, &stored, expect).await?;
-                    Some(reference_row(&value, backend, version))
-                }
-                None => None,
-            };
-            rows.push(BatchPut {
-                name: entry.name,
-                value,
-                precondition: pinned,
-            });
-        }
-        self.index.put_many(env, rows, at, actor).await
+        within_deadline(self.put_many_once(env, batch, at, actor)).await
     }
 
     async fn delete(
@@ -509,8 +565,18 @@ impl<I: SecretStore + ?Sized> SecretStore for ExternalSecrets<I> {
         precondition: Precondition,
         actor: &Actor,
     ) -> StoreResult<SecretMeta> {
+        // The version the row refers to now: only it and older ones are removed after the
+        // delete, so a create of the same name racing the delete keeps its value.
+        let before = self.index.get(env, name).await?;
+        if let Some(row) = &before {
+            self.kept_here(row)?;
+        }
+        let up_to = before
+            .as_ref()
+            .and_then(|r| reference(&r.value))
+            .map(|at| at.version);
         let meta = self.index.delete(env, name, precondition, actor).await?;
-        if let Err(e) = self.values.remove(env, name).await {
+        if let Err(e) = self.values.remove(env, name, up_to).await {
             // The catalog no longer refers to it: an orphan the next write replaces.
             tracing::warn!(
                 backend = self.values.backend_name(),
@@ -599,6 +665,7 @@ impl<I: SecretStore + ?Sized> SecretStore for ExternalSecrets<I> {
                 revision: r.revision,
                 created_at: resolved.meta.created_at,
                 updated_at: resolved.meta.updated_at,
+                write_id: new_write_id()?,
             };
             let version = match self.write_value(&env, &r.name, &entry, expect).await {
                 Ok(v) => v,
@@ -608,7 +675,7 @@ impl<I: SecretStore + ?Sized> SecretStore for ExternalSecrets<I> {
                 }
                 Err(e) => return Err(e),
             };
-            let row = reference_row(&r.value, backend, version);
+            let row = reference_row(&r.value, backend, version, &entry.write_id);
             let done = self
                 .index
                 .replace_values(
@@ -662,12 +729,13 @@ mod tests {
             blob: "AAAAAAAAAAAAAAAA:BBBB:CCCC".into(),
         };
         assert_eq!(reference(&sealed), None);
-        let row = reference_row(&sealed, "nats", 17);
+        let row = reference_row(&sealed, "nats", 17, "00ff");
         assert_eq!(
             reference(&row),
             Some(Reference {
                 backend: "nats",
-                version: 17
+                version: 17,
+                write_id: "00ff"
             })
         );
         assert_eq!(row.key_version_number(), 3);
@@ -677,7 +745,7 @@ mod tests {
             None,
             "a plaintext that looks alike is a value"
         );
-        let row = reference_row(&plain, "vault", 0);
+        let row = reference_row(&plain, "vault", 0, "00ff");
         assert_eq!(row.key_version_number(), 0);
         assert_eq!(reference(&row).map(|r| r.version), Some(0));
     }

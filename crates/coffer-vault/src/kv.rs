@@ -8,6 +8,7 @@
 //! coffer_created_at      ms since the epoch, when revision 1 was written
 //! coffer_updated_at      ms since the epoch, when this revision was written
 //! coffer_environment_id  the incarnation of the environment it belongs to
+//! coffer_write_id        the write that stored it (the catalog's reference names it)
 //! ```
 //!
 //! so that `bao kv get -field=value secret/coffer/prod/DB_URL` prints a raw value.
@@ -106,10 +107,6 @@ impl VaultValues {
         format!("{}/{}/{}", self.secret_path, env.name, name)
     }
 
-    fn metadata_path(&self, env: &Environment, name: &SecretName) -> String {
-        format!("{}/{}/{}", self.metadata_path, env.name, name)
-    }
-
     /// The latest version under the key (or `version`), whichever incarnation wrote it.
     async fn fetch(
         &self,
@@ -161,14 +158,32 @@ impl VaultValues {
         }
     }
 
-    /// Removes the key, every version, whoever wrote it.
-    async fn remove_key(&self, env: &Environment, name: &SecretName) -> StoreResult<()> {
-        // KV v2: the metadata path removes every version; KV v1: the key itself.
-        let path = match self.kv {
-            KvVersion::V1 => self.data_path(env, name),
-            KvVersion::V2 => self.metadata_path(env, name),
+    /// KV v1: removes the key, whoever wrote it. KV v2: destroys the versions at or below
+    /// `up_to` (the data is gone for good), never a newer one: there is no conditional
+    /// delete of a whole key, so a write that lands after the caller looked keeps its value.
+    /// The key's metadata stays (its versions read as destroyed, i.e. absent).
+    async fn remove_key(
+        &self,
+        env: &Environment,
+        name: &SecretName,
+        up_to: ValueVersion,
+    ) -> StoreResult<()> {
+        let reply = match self.kv {
+            KvVersion::V1 => {
+                let path = self.data_path(env, name);
+                self.tokens.request(Method::DELETE, &path, None).await?
+            }
+            KvVersion::V2 => {
+                let path = self.data_path(env, name).replacen("/data/", "/destroy/", 1);
+                // Vault keeps at most `max_versions` (10 by default); older numbers are gone.
+                let from = up_to.saturating_sub(DESTROY_WINDOW - 1).max(1);
+                let versions: Vec<ValueVersion> = (from..=up_to).collect();
+                let body = json!({ "versions": versions });
+                self.tokens
+                    .request(Method::POST, &path, Some(&body))
+                    .await?
+            }
         };
-        let reply = self.tokens.request(Method::DELETE, &path, None).await?;
         match reply.status {
             s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
             _ => Err(unexpected(&reply)),
@@ -309,23 +324,35 @@ impl ValueStore for VaultValues {
         }
     }
 
-    async fn remove(&self, env: &Environment, name: &SecretName) -> StoreResult<()> {
+    async fn remove(
+        &self,
+        env: &Environment,
+        name: &SecretName,
+        up_to: Option<ValueVersion>,
+    ) -> StoreResult<()> {
         // The path is shared with any later incarnation of the name: a value that one wrote
-        // is not ours to remove (this narrows, but cannot close, the window between this
-        // read and the removal: Vault has no conditional delete).
-        if let Found::Data(_, data) = self.fetch(env, name, None).await?
-            && !belongs_to(&data, env)
-        {
-            return Ok(());
-        }
-        self.remove_key(env, name).await
+        // is not ours to remove. KV v2 removes only versions up to what was seen, so a
+        // version written after this read is never touched; KV v1 cannot tell (declared).
+        let latest = match self.fetch(env, name, None).await? {
+            Found::Nothing | Found::Gone(_) if self.kv == KvVersion::V1 => return Ok(()),
+            Found::Nothing => return Ok(()),
+            Found::Gone(v) => v,
+            Found::Data(_, data) if !belongs_to(&data, env) => return Ok(()),
+            Found::Data(v, _) => v,
+        };
+        self.remove_key(env, name, up_to.map_or(latest, |u| u.min(latest)))
+            .await
     }
 
     async fn remove_environment(&self, env: &Environment) -> StoreResult<u64> {
         let mut removed = 0;
         for name in self.listed(env).await? {
-            if self.read(env, &name, None).await?.is_some() {
-                self.remove_key(env, &name).await?;
+            // Only this incarnation's versions, up to the latest seen: a re-created
+            // environment's newer writes at the same path stay.
+            if let Found::Data(v, data) = self.fetch(env, &name, None).await?
+                && belongs_to(&data, env)
+            {
+                self.remove_key(env, &name, v).await?;
                 removed += 1;
             }
         }
@@ -349,6 +376,11 @@ impl ValueStore for VaultValues {
     }
 }
 
+/// How many version numbers below the one seen a KV v2 removal destroys (Vault keeps
+/// `max_versions`, 10 by default; a mount configured to keep more than this many keeps its
+/// oldest ones as orphans no reference names).
+const DESTROY_WINDOW: ValueVersion = 100;
+
 /// Vault's `LIST` verb.
 fn list() -> Method {
     Method::from_bytes(b"LIST").unwrap_or(Method::GET)
@@ -367,6 +399,7 @@ fn data_of(env: &Environment, entry: &ValueEntry) -> Value {
         "coffer_created_at": entry.created_at.millis().to_string(),
         "coffer_updated_at": entry.updated_at.millis().to_string(),
         "coffer_environment_id": env.id.as_str(),
+        "coffer_write_id": entry.write_id,
     })
 }
 
@@ -391,6 +424,7 @@ fn entry_of(data: &Map<String, Value>) -> Option<ValueEntry> {
         revision: field("coffer_revision")?.parse().ok()?,
         created_at: Timestamp::from_millis(field("coffer_created_at")?.parse().ok()?),
         updated_at: Timestamp::from_millis(field("coffer_updated_at")?.parse().ok()?),
+        write_id: field("coffer_write_id")?.to_owned(),
     })
 }
 

@@ -161,10 +161,26 @@ impl TokenSource {
     /// Logs in again unless another request already did since `seen` was handed out.
     async fn log_in_again(&self, seen: u64) -> Result<Current, VaultError> {
         let _gate = self.inner.login_gate.lock().await;
-        if let Some(c) = self.inner.held()
-            && c.generation != seen
-        {
-            return Ok(c);
+        if let Some(c) = self.inner.held() {
+            if c.generation != seen {
+                return Ok(c);
+            }
+            // A 403 is also what a policy answers to a valid token: log in again only when
+            // the token itself is refused, so denials never turn into a storm of logins.
+            let check = self
+                .inner
+                .http
+                .request(
+                    Method::GET,
+                    "auth/token/lookup-self",
+                    Some(&c.token),
+                    None,
+                    &[],
+                )
+                .await?;
+            if check.status.is_success() {
+                return Ok(c);
+            }
         }
         tracing::info!(
             method = self.inner.method.name(),

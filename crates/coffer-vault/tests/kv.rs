@@ -46,6 +46,105 @@ mod external_kv2_sealed {
 }
 
 // ---------------------------------------------------------------------------------------
+// What the catalog's reference guarantees.
+
+/// KV v1 keeps no versions: a write the catalog did not commit (refused, or cut short after
+/// Vault took it) is the value Vault holds; Coffer refuses to serve it (503 from the API),
+/// and the next committed write makes the secret readable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv1_never_serves_a_value_the_catalog_did_not_commit() {
+    let (store, _guard) = external(KvVersion::V1, ValueFormat::Sealed).await;
+    let env = environment(store.index(), "prod").await;
+    let n = SecretName::new("TOKEN").unwrap();
+    let put = |blob: &'static str| {
+        let (store, env, n) = (store.clone(), env.clone(), n.clone());
+        async move {
+            store
+                .put(
+                    &env,
+                    &n,
+                    sealed_value(blob),
+                    Precondition::None,
+                    Timestamp::now(),
+                    &Actor::System,
+                )
+                .await
+        }
+    };
+    put("committed::1").await.unwrap();
+    // What a write that never reached the catalog leaves behind.
+    store
+        .values()
+        .write(
+            &env,
+            &n,
+            &entry(sealed_value("uncommitted::2"), 2),
+            coffer_store::ValueExpect::Any,
+        )
+        .await
+        .unwrap();
+    match store.get(&env, &n).await {
+        Err(coffer_store::StoreError::Unavailable(m)) => {
+            assert!(m.contains("did not commit"), "{m}");
+            assert!(!m.contains("uncommitted"), "no value in the message: {m}");
+        }
+        other => panic!("an uncommitted value must not be served: {other:?}"),
+    }
+    put("committed::3").await.unwrap();
+    match store.get(&env, &n).await.unwrap().unwrap().value {
+        StoredValue::Sealed { blob, .. } => assert_eq!(blob, "committed::3"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A delete removes the versions up to the one its row referred to: a version written after
+/// it (a create of the same name racing the delete) keeps its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_leaves_a_newer_version_written_after_it_looked() {
+    let (store, _guard) = external(KvVersion::V2, ValueFormat::Sealed).await;
+    let env = environment(store.index(), "prod").await;
+    let n = SecretName::new("RACED").unwrap();
+    store
+        .put(
+            &env,
+            &n,
+            sealed_value("old::1"),
+            Precondition::None,
+            Timestamp::now(),
+            &Actor::System,
+        )
+        .await
+        .unwrap();
+    let (seen, _) = store.values().read(&env, &n, None).await.unwrap().unwrap();
+    // The racing create's value write lands after the delete read the row's reference.
+    let newer = store
+        .values()
+        .write(
+            &env,
+            &n,
+            &entry(sealed_value("new::1"), 1),
+            coffer_store::ValueExpect::Version(seen),
+        )
+        .await
+        .unwrap();
+    store.values().remove(&env, &n, Some(seen)).await.unwrap();
+    assert!(
+        store
+            .values()
+            .read(&env, &n, Some(seen))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let (latest, got) = store.values().read(&env, &n, None).await.unwrap().unwrap();
+    assert_eq!(latest, newer);
+    match got.value {
+        StoredValue::Sealed { blob, .. } => assert_eq!(blob, "new::1"),
+        other => panic!("{other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // What a user of Vault sees.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,7 +364,7 @@ async fn removing_for_an_old_incarnation_leaves_the_new_ones_value() {
         .write(&new, &name, &entry(sealed_value("new::1"), 1), expect)
         .await
         .unwrap();
-    store.remove(&old, &name).await.unwrap();
+    store.remove(&old, &name, None).await.unwrap();
     let (_, got) = store.read(&new, &name, None).await.unwrap().unwrap();
     assert!(matches!(&got.value, StoredValue::Sealed { blob, .. } if blob == "new::1"));
     assert_eq!(store.names(&new).await.unwrap(), [name]);
@@ -630,6 +729,7 @@ fn entry(value: StoredValue, revision: u64) -> coffer_store::ValueEntry {
         revision,
         created_at: Timestamp::from_millis(1),
         updated_at: Timestamp::from_millis(2),
+        write_id: format!("{revision:016x}"),
     }
 }
 

@@ -260,6 +260,7 @@ async fn a_row_kept_by_another_backend_is_refused_not_marked_unreadable() {
         },
         "nats",
         7,
+        "00ff",
     );
     store
         .put(

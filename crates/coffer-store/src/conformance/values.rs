@@ -20,6 +20,7 @@ macro_rules! value_store_conformance {
         $crate::value_store_conformance!(@cases $make;
             values_round_trip_with_their_metadata, expectations_are_checked_with_the_write,
             earlier_versions_stay_readable_by_number, remove_takes_every_version,
+            remove_up_to_a_version_keeps_newer_ones,
             incarnations_of_one_name_are_kept_apart, names_are_listed_in_byte_order,
             racing_expectations_let_one_writer_win, the_store_answers_a_ping);
     };
@@ -61,6 +62,7 @@ fn entry(value: StoredValue, revision: Revision) -> ValueEntry {
         revision,
         created_at: at(1_000),
         updated_at: at(1_000 + i64::try_from(revision).unwrap()),
+        write_id: format!("{revision:016x}"),
     }
 }
 
@@ -69,7 +71,9 @@ fn plain(text: &str) -> StoredValue {
 }
 
 /// What a read found, in a form tests compare.
-fn shown(found: Option<(ValueVersion, ValueEntry)>) -> Option<(String, u32, Revision, i64, i64)> {
+fn shown(
+    found: Option<(ValueVersion, ValueEntry)>,
+) -> Option<(String, u32, Revision, i64, i64, String)> {
     found.map(|(_, e)| {
         let text = match &e.value {
             StoredValue::Plain(s) => format!("plain:{}", s.expose_secret()),
@@ -81,6 +85,7 @@ fn shown(found: Option<(ValueVersion, ValueEntry)>) -> Option<(String, u32, Revi
             e.revision,
             e.created_at.millis(),
             e.updated_at.millis(),
+            e.write_id,
         )
     })
 }
@@ -124,9 +129,16 @@ pub async fn values_round_trip_with_their_metadata(store: Arc<impl ValueStore>) 
     .await
     .unwrap();
     let got = shown(store.read(&e, &s, None).await.unwrap());
-    assert_eq!(got, Some(("sealed:iv:ct:tag".into(), 7, 1, 1_000, 1_001)));
+    let id = format!("{:016x}", 1);
+    assert_eq!(
+        got,
+        Some(("sealed:iv:ct:tag".into(), 7, 1, 1_000, 1_001, id.clone()))
+    );
     let got = shown(store.read(&e, &p, None).await.unwrap());
-    assert_eq!(got, Some(("plain:raw ✓ value".into(), 0, 1, 1_000, 1_001)));
+    assert_eq!(
+        got,
+        Some(("plain:raw ✓ value".into(), 0, 1, 1_000, 1_001, id))
+    );
     assert!(store.read(&e, &name("NONE"), None).await.unwrap().is_none());
 }
 
@@ -252,8 +264,8 @@ pub async fn remove_takes_every_version(store: Arc<impl ValueStore>) {
     )
     .await
     .unwrap();
-    store.remove(&e, &n).await.unwrap();
-    store.remove(&e, &n).await.unwrap();
+    store.remove(&e, &n, None).await.unwrap();
+    store.remove(&e, &n, None).await.unwrap();
     assert!(store.read(&e, &n, None).await.unwrap().is_none());
     if store.versioned() {
         assert!(store.read(&e, &n, Some(v1)).await.unwrap().is_none());
@@ -272,6 +284,43 @@ pub async fn remove_takes_every_version(store: Arc<impl ValueStore>) {
         shown(store.read(&e, &n, None).await.unwrap()).unwrap().0,
         "sealed:y::1"
     );
+}
+
+/// Removing up to a version (what a delete saw) leaves a newer version (a create of the
+/// same name that came after it) readable, by number and as the latest.
+pub async fn remove_up_to_a_version_keeps_newer_ones(store: Arc<impl ValueStore>) {
+    if !store.versioned() {
+        return; // declared: without versions a removal takes the value
+    }
+    let (e, n) = (incarnation("a"), name("RECREATED"));
+    let v1 = write(
+        &*store,
+        &e,
+        &n,
+        entry(sealed(1, "old::1"), 1),
+        ValueExpect::Absent,
+    )
+    .await
+    .unwrap();
+    let v2 = write(
+        &*store,
+        &e,
+        &n,
+        entry(sealed(1, "new::1"), 1),
+        ValueExpect::Version(v1),
+    )
+    .await
+    .unwrap();
+    store.remove(&e, &n, Some(v1)).await.unwrap();
+    assert!(store.read(&e, &n, Some(v1)).await.unwrap().is_none());
+    let (latest, got) = store.read(&e, &n, None).await.unwrap().unwrap();
+    assert_eq!(latest, v2);
+    assert_eq!(shown(Some((latest, got))).unwrap().0, "sealed:new::1");
+    assert!(store.read(&e, &n, Some(v2)).await.unwrap().is_some());
+    assert_eq!(store.names(&e).await.unwrap(), std::slice::from_ref(&n));
+    store.remove(&e, &n, Some(v2)).await.unwrap();
+    assert!(store.read(&e, &n, None).await.unwrap().is_none());
+    assert!(store.names(&e).await.unwrap().is_empty());
 }
 
 /// Two incarnations of one environment name never see each other's values, count each
