@@ -54,7 +54,10 @@ pub fn choose(
             Err(e) => bail!("COFFER_SECRETS_BACKEND=nats: {e}"),
         },
         "vault" => match VaultConfig::from_env(&get) {
-            Ok(config) => return Ok((Choice::Vault(config), None)),
+            Ok(config) => {
+                warn_cleartext_token(&get("COFFER_VAULT_ADDR").unwrap_or_default());
+                return Ok((Choice::Vault(config), None));
+            }
             Err(missing) => format!("vault config incomplete: {missing}"),
         },
         other => bail!("COFFER_SECRETS_BACKEND={other}: expected db, nats or vault"),
@@ -66,6 +69,21 @@ pub fn choose(
         "COFFER_SECRETS_BACKEND={wanted}: {incomplete}; FALLING BACK to the db backend: secret values are kept in the catalog's database"
     );
     Ok((Choice::Db, Some(incomplete)))
+}
+
+/// Vault's token travels in a header: over `http://` to another machine, anyone on the path
+/// reads it.
+fn warn_cleartext_token(addr: &str) {
+    let Some(rest) = addr.strip_prefix("http://") else {
+        return;
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+        tracing::warn!(
+            "COFFER_VAULT_ADDR is http:// to {host}: the Vault token crosses the network in cleartext; use https://"
+        );
+    }
 }
 
 /// Connects to the chosen value store (`None` for `db`), trying [`CONNECT_ATTEMPTS`]

@@ -17,13 +17,22 @@ pub struct VaultHttp {
     namespace: Option<String>,
 }
 
-/// A response: its status and its JSON body (`None` for an empty body, as for 204).
-#[derive(Debug)]
+/// A response: its status and its JSON body (`None` for an empty body, as for 204). The
+/// body may hold a value or a token, so `Debug` shows the status alone.
 pub struct Reply {
     /// The HTTP status.
     pub status: StatusCode,
     /// The body, parsed.
     pub body: Option<Value>,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply")
+            .field("status", &self.status)
+            .field("body", &self.body.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl VaultHttp {
