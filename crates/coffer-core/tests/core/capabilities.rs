@@ -298,3 +298,28 @@ async fn a_row_kept_by_another_backend_is_refused_not_marked_unreadable() {
         "a verify must not count it as unreadable either"
     );
 }
+
+/// A value that starts like a catalog reference is refused on every backend (422), so a
+/// dev-mode plaintext can never be taken for one.
+#[tokio::test]
+async fn a_value_spelling_a_reference_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path()).await;
+    ensure_test_admin(&*store).await;
+    let options = StartupOptions {
+        catalog: store.clone(),
+        secrets: store.clone(),
+        keyring: None,
+        require_encryption: false,
+        admin_key_seed: None,
+        allow_unreadable: false,
+        backend_note: None,
+    };
+    let (coffer, _) = options.start().await.unwrap();
+    let refused = put(&coffer, "LOOKALIKE", "\u{1f}ref:nats:3:00ff").await;
+    assert!(
+        matches!(&refused, Err(CoreError::Invalid(m)) if m.contains("U+001F")),
+        "{refused:?}"
+    );
+    put(&coffer, "FINE", "ref:nats:3:00ff").await.unwrap();
+}
