@@ -34,6 +34,17 @@
 //! - `createdAt`, `updatedAt`: milliseconds since the Unix epoch, UTC.
 //! - `writeId`: the write that stored it; the catalog's reference names it too.
 //!
+//! ## Bucket handles
+//!
+//! A bucket's handle (its stream) is kept once asked of the server, for at most
+//! [`BUCKET_CACHE_CAPACITY`] buckets (beyond that an arbitrary one is dropped), so a read
+//! or a listing is one round trip, not two. Another node may delete the bucket (a purged
+//! environment): a read through a kept handle then fails at once ("stream not found"),
+//! drops the handle and asks the server again, so it answers `None` (or what a bucket
+//! created again holds now). Writes and removals ask the server for the bucket first, as
+//! before (a write creates a missing bucket): they publish, and a publish into a deleted
+//! bucket is not refused but left unanswered until the timeout.
+//!
 //! ## Failure
 //!
 //! Every call is bounded by [`NatsValueOptions::timeout`] as a whole and answers
@@ -41,9 +52,11 @@
 //! knows it is disconnected; the client reconnects by itself). An entry that does not parse
 //! is [`StoreError::Corrupt`]. No message ever holds a value or a credential.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::connection::State;
@@ -64,6 +77,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_HISTORY: i64 = 64;
 /// The default bucket name prefix.
 pub const DEFAULT_BUCKET_PREFIX: &str = "coffer";
+/// The most bucket handles a [`NatsValues`] keeps (see the module documentation).
+pub const BUCKET_CACHE_CAPACITY: usize = 4096;
 /// The versions a key may keep: at least 2 (a read of the version the catalog refers to
 /// must survive one newer write that has not committed yet), at most JetStream KV's 64.
 pub const HISTORY_RANGE: std::ops::RangeInclusive<i64> = 2..=64;
@@ -314,6 +329,8 @@ pub struct NatsValues {
     bucket_prefix: String,
     /// Credentials to cut out of any error message.
     secrets: Vec<String>,
+    /// Handles of buckets seen, so that a call need not ask for the bucket's stream first.
+    buckets: BucketCache<Arc<kv::Store>>,
 }
 
 impl fmt::Debug for NatsValues {
@@ -396,6 +413,7 @@ impl NatsValues {
             replicas: opts.replicas,
             bucket_prefix: opts.bucket_prefix,
             secrets,
+            buckets: BucketCache::new(BUCKET_CACHE_CAPACITY),
         })
     }
 
@@ -429,11 +447,36 @@ impl NatsValues {
         StoreError::Unavailable(redact(&format!("NATS {what}: {e}"), &self.secrets))
     }
 
-    /// The bucket's stream as a KV store, or `None` when the bucket does not exist.
-    async fn open_bucket(&self, bucket: &str) -> StoreResult<Option<kv::Store>> {
+    /// Runs `op` on the bucket's handle (`T::default()` when the bucket does not exist).
+    /// A kept handle that fails as unavailable is dropped, and `op` runs once more on the
+    /// bucket as the server has it now: the bucket may have been deleted by another node.
+    async fn on_bucket<T, F, Fut>(&self, bucket: &str, op: F) -> StoreResult<T>
+    where
+        T: Default,
+        F: Fn(Arc<kv::Store>) -> Fut,
+        Fut: Future<Output = StoreResult<T>>,
+    {
+        if let Some(store) = self.buckets.get(bucket) {
+            match op(store).await {
+                Err(StoreError::Unavailable(_)) => self.buckets.forget(bucket),
+                done => return done,
+            }
+        }
+        match self.fetch_bucket(bucket).await? {
+            Some(store) => op(store).await,
+            None => Ok(T::default()),
+        }
+    }
+
+    /// The bucket's stream as a KV store, asked of the server (and kept), or `None` when
+    /// the bucket does not exist.
+    async fn fetch_bucket(&self, bucket: &str) -> StoreResult<Option<Arc<kv::Store>>> {
         let stream_name = format!("KV_{bucket}");
         match self.js.get_stream(&stream_name).await {
-            Ok(stream) => Ok(Some(kv_store(bucket, stream))),
+            Ok(stream) => Ok(Some(
+                self.buckets
+                    .keep(bucket, Arc::new(kv_store(bucket, stream))),
+            )),
             Err(e) => match e.kind() {
                 jetstream::context::GetStreamErrorKind::JetStream(js)
                     if js.error_code() == ErrorCode::STREAM_NOT_FOUND =>
@@ -445,11 +488,25 @@ impl NatsValues {
         }
     }
 
-    /// The bucket, created if missing. Two creators racing both succeed: creating a bucket
-    /// that exists with the same settings succeeds, and with other settings (an operator's
-    /// or an earlier configuration's) the existing bucket is used as it is.
-    async fn bucket_for_write(&self, bucket: &str) -> StoreResult<kv::Store> {
-        if let Some(store) = self.open_bucket(bucket).await? {
+    /// Writes into the bucket with `op`, the bucket asked of the server (and created if
+    /// missing) first, never taken from the kept handles: a publish into the subjects of a
+    /// bucket another node deleted is not refused but goes unanswered until the timeout
+    /// (nats-server 2.9), so a stale handle would turn a write that creates the bucket again
+    /// into an outage. Asking first keeps today's behaviour, at one more round trip.
+    async fn write_in_bucket<T, F, Fut>(&self, bucket: &str, op: F) -> StoreResult<T>
+    where
+        F: FnOnce(Arc<kv::Store>) -> Fut,
+        Fut: Future<Output = StoreResult<T>>,
+    {
+        op(self.bucket_for_write(bucket).await?).await
+    }
+
+    /// The bucket, asked of the server and created if missing. Two creators racing both
+    /// succeed: creating a bucket that exists with the same settings succeeds, and with
+    /// other settings (an operator's or an earlier configuration's) the existing bucket is
+    /// used as it is.
+    async fn bucket_for_write(&self, bucket: &str) -> StoreResult<Arc<kv::Store>> {
+        if let Some(store) = self.fetch_bucket(bucket).await? {
             return Ok(store);
         }
         // The stream `create_key_value` would make (it first asks for the account's info,
@@ -469,8 +526,10 @@ impl NatsValues {
             ..Default::default()
         };
         match self.js.create_stream(config).await {
-            Ok(stream) => Ok(kv_store(bucket, stream)),
-            Err(e) => match self.open_bucket(bucket).await? {
+            Ok(stream) => Ok(self
+                .buckets
+                .keep(bucket, Arc::new(kv_store(bucket, stream)))),
+            Err(e) => match self.fetch_bucket(bucket).await? {
                 Some(store) => Ok(store),
                 None => Err(self.unavailable(&format!("cannot create bucket {bucket}"), &e)),
             },
@@ -586,32 +645,39 @@ impl ValueStore for NatsValues {
         expect: ValueExpect,
     ) -> StoreResult<ValueVersion> {
         let payload = encode(entry)?;
-        self.bounded("write", async {
-            let bucket = self.bucket_name(env);
-            let store = self.bucket_for_write(&bucket).await?;
-            let key = name.as_str();
-            let what = format!("cannot write {name} in bucket {bucket}");
-            match expect {
-                ValueExpect::Absent => store.create(key, payload).await.map_err(|e| {
-                    if e.kind() == kv::CreateErrorKind::AlreadyExists {
-                        StoreError::Conflict { current: None }
-                    } else {
-                        self.unavailable(&what, &e)
+        let bucket = self.bucket_name(env);
+        let key = name.as_str();
+        let what = format!("cannot write {name} in bucket {bucket}");
+        self.bounded(
+            "write",
+            self.write_in_bucket(&bucket, |store| {
+                let (payload, what) = (payload.clone(), &what);
+                async move {
+                    match expect {
+                        ValueExpect::Absent => store.create(key, payload).await.map_err(|e| {
+                            if e.kind() == kv::CreateErrorKind::AlreadyExists {
+                                StoreError::Conflict { current: None }
+                            } else {
+                                self.unavailable(what, &e)
+                            }
+                        }),
+                        ValueExpect::Version(v) => {
+                            store.update(key, payload, v).await.map_err(|e| {
+                                if e.kind() == kv::UpdateErrorKind::WrongLastRevision {
+                                    StoreError::Conflict { current: None }
+                                } else {
+                                    self.unavailable(what, &e)
+                                }
+                            })
+                        }
+                        ValueExpect::Any => store
+                            .put(key, payload)
+                            .await
+                            .map_err(|e| self.unavailable(what, &e)),
                     }
-                }),
-                ValueExpect::Version(v) => store.update(key, payload, v).await.map_err(|e| {
-                    if e.kind() == kv::UpdateErrorKind::WrongLastRevision {
-                        StoreError::Conflict { current: None }
-                    } else {
-                        self.unavailable(&what, &e)
-                    }
-                }),
-                ValueExpect::Any => store
-                    .put(key, payload)
-                    .await
-                    .map_err(|e| self.unavailable(&what, &e)),
-            }
-        })
+                }
+            }),
+        )
         .await
     }
 
@@ -621,33 +687,40 @@ impl ValueStore for NatsValues {
         name: &SecretName,
         version: Option<ValueVersion>,
     ) -> StoreResult<Option<(ValueVersion, ValueEntry)>> {
-        self.bounded("read", async {
-            let bucket = self.bucket_name(env);
-            let Some(store) = self.open_bucket(&bucket).await? else {
-                return Ok(None);
-            };
-            let subject = format!("{}{}", store.prefix, name.as_str());
-            let found = match version {
-                None => store.stream.direct_get_last_for_subject(&subject).await,
-                Some(v) => store.stream.direct_get(v).await,
-            };
-            let msg = match found {
-                Ok(msg) => msg,
-                Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => {
+        let bucket = &self.bucket_name(env);
+        self.bounded(
+            "read",
+            self.on_bucket(bucket, |store| async move {
+                let subject = format!("{}{}", store.prefix, name.as_str());
+                // The stream's message API, not the direct one: for a bucket deleted
+                // meanwhile it answers "stream not found" at once (a direct get of a deleted
+                // stream goes unanswered until the timeout), and it reads from the leader,
+                // so a read sees every acknowledged write.
+                let found = match version {
+                    None => store.stream.get_last_raw_message_by_subject(&subject).await,
+                    Some(v) => store.stream.get_raw_message(v).await,
+                };
+                let msg = match found {
+                    Ok(msg) => msg,
+                    Err(e)
+                        if e.kind()
+                            == jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+                    {
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        return Err(
+                            self.unavailable(&format!("cannot read {name} in bucket {bucket}"), &e)
+                        );
+                    }
+                };
+                // A revision is a sequence of the whole bucket: it may be another key's.
+                if msg.subject.as_str() != subject {
                     return Ok(None);
                 }
-                Err(e) => {
-                    return Err(
-                        self.unavailable(&format!("cannot read {name} in bucket {bucket}"), &e)
-                    );
-                }
-            };
-            // A revision is a sequence of the whole bucket: it may be another key's.
-            if msg.subject.as_str() != subject {
-                return Ok(None);
-            }
-            self.decode(env, name, &msg)
-        })
+                self.decode(env, name, &msg)
+            }),
+        )
         .await
     }
 
@@ -657,9 +730,11 @@ impl ValueStore for NatsValues {
         name: &SecretName,
         up_to: Option<ValueVersion>,
     ) -> StoreResult<()> {
+        let bucket = &self.bucket_name(env);
         self.bounded("remove", async {
-            let bucket = self.bucket_name(env);
-            let Some(store) = self.open_bucket(&bucket).await? else {
+            // Asked of the server, not of the kept handles: a purge is a publish, which a
+            // deleted bucket leaves unanswered (see `write_in_bucket`).
+            let Some(store) = self.fetch_bucket(bucket).await? else {
                 return Ok(());
             };
             let what = format!("cannot remove {name} from bucket {bucket}");
@@ -685,35 +760,43 @@ impl ValueStore for NatsValues {
     }
 
     async fn remove_environment(&self, env: &Environment) -> StoreResult<u64> {
-        self.bounded("remove an environment", async {
-            let bucket = self.bucket_name(env);
-            let Some(store) = self.open_bucket(&bucket).await? else {
-                return Ok(0);
-            };
-            let count = self.live_names(&store).await?.len() as u64;
-            match self.js.delete_stream(&store.stream_name).await {
-                Ok(_) => Ok(count),
-                Err(e) => match e.kind() {
-                    // Another node removed it first.
-                    jetstream::context::GetStreamErrorKind::JetStream(js)
-                        if js.error_code() == ErrorCode::STREAM_NOT_FOUND =>
-                    {
-                        Ok(count)
-                    }
-                    _ => Err(self.unavailable(&format!("cannot delete bucket {bucket}"), &e)),
-                },
-            }
-        })
-        .await
+        let bucket = self.bucket_name(env);
+        let removed = self
+            .bounded("remove an environment", async {
+                // Asked of the server, not of the kept handles: the count is of what is there.
+                self.buckets.forget(&bucket);
+                let Some(store) = self.fetch_bucket(&bucket).await? else {
+                    return Ok(0);
+                };
+                let count = self.live_names(&store).await?.len() as u64;
+                match self.js.delete_stream(&store.stream_name).await {
+                    Ok(_) => Ok(count),
+                    Err(e) => match e.kind() {
+                        // Another node removed it first.
+                        jetstream::context::GetStreamErrorKind::JetStream(js)
+                            if js.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+                        {
+                            Ok(count)
+                        }
+                        _ => Err(self.unavailable(&format!("cannot delete bucket {bucket}"), &e)),
+                    },
+                }
+            })
+            .await;
+        // Whatever happened, the handle kept meanwhile may be of a deleted bucket.
+        self.buckets.forget(&bucket);
+        removed
     }
 
     async fn names(&self, env: &Environment) -> StoreResult<Vec<SecretName>> {
-        self.bounded("list", async {
-            match self.open_bucket(&self.bucket_name(env)).await? {
-                Some(store) => self.live_names(&store).await,
-                None => Ok(Vec::new()),
-            }
-        })
+        let bucket = self.bucket_name(env);
+        self.bounded(
+            "list",
+            self.on_bucket(
+                &bucket,
+                |store| async move { self.live_names(&store).await },
+            ),
+        )
         .await
     }
 
@@ -807,6 +890,57 @@ fn kv_store(bucket: &str, stream: Stream) -> kv::Store {
         put_prefix: None,
         use_jetstream_prefix: false,
         stream,
+    }
+}
+
+/// Bucket handles by bucket name, at most `capacity` of them (a handle kept beyond that
+/// drops an arbitrary other one: a dropped handle costs one more round trip, never a wrong
+/// answer). The lock is never held across an `await`.
+struct BucketCache<H> {
+    capacity: usize,
+    handles: Mutex<HashMap<String, H>>,
+}
+
+impl<H: Clone> BucketCache<H> {
+    fn new(capacity: usize) -> Self {
+        BucketCache {
+            capacity,
+            handles: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, bucket: &str) -> Option<H> {
+        self.lock().get(bucket).cloned()
+    }
+
+    /// Keeps `handle` for `bucket` (in place of any older one) and returns it.
+    fn keep(&self, bucket: &str, handle: H) -> H {
+        let mut handles = self.lock();
+        if handles.len() >= self.capacity && !handles.contains_key(bucket) {
+            let victim = handles.keys().next().cloned();
+            if let Some(victim) = victim {
+                handles.remove(&victim);
+            }
+        }
+        handles.insert(bucket.to_owned(), handle.clone());
+        handle
+    }
+
+    fn forget(&self, bucket: &str) {
+        self.lock().remove(bucket);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, H>> {
+        // A panic while the lock was held cannot leave a wrong handle behind (each change
+        // is one insert or remove), so a poisoned lock is used as it is.
+        self.handles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -920,6 +1054,24 @@ mod tests {
         assert!(!shown.contains("url-secret"), "{shown}");
         assert!(!shown.contains("tok-secret"), "{shown}");
         assert!(shown.contains("127.0.0.1:4222"), "{shown}");
+    }
+
+    #[test]
+    fn the_bucket_cache_keeps_at_most_its_capacity_and_the_latest_handle() {
+        let cache = BucketCache::new(3);
+        for i in 0..10u32 {
+            assert_eq!(cache.keep(&format!("b{i}"), i), i);
+            assert!(cache.len() <= 3);
+            assert_eq!(cache.get(&format!("b{i}")), Some(i), "the handle just kept");
+        }
+        assert_eq!(cache.len(), 3);
+        // Keeping a bucket already kept replaces its handle and drops nothing.
+        assert_eq!(cache.keep("b9", 90), 90);
+        assert_eq!(cache.get("b9"), Some(90));
+        assert_eq!(cache.len(), 3);
+        cache.forget("b9");
+        assert_eq!(cache.get("b9"), None);
+        assert_eq!(cache.len(), 2);
     }
 
     #[test]

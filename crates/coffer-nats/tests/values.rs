@@ -6,9 +6,6 @@
 //! it every test fails saying so. Each test starts its own server on a free port with a
 //! temporary store directory, and kills it when done.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -24,114 +21,8 @@ use coffer_store::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
-/// Every wait for a server ends by this deadline.
-const WAIT: Duration = Duration::from_secs(30);
-
-/// A `nats-server -js` of this test: killed when dropped.
-struct Server {
-    child: Option<Child>,
-    port: u16,
-    store: tempfile::TempDir,
-    extra: Vec<String>,
-}
-
-impl Server {
-    /// A server on a free port, with `extra` arguments (authentication).
-    fn start(extra: &[&str]) -> Server {
-        let mut server = Server {
-            child: None,
-            port: free_port(),
-            store: tempfile::tempdir().expect("temp dir"),
-            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
-        };
-        server.run();
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the process (again) on the same port and store, and waits until it listens.
-    fn run(&mut self) {
-        let child = Command::new(nats_server_binary())
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(self.store.path())
-            .args(&self.extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run nats-server ({e}): these tests need the NATS server binary \
-                     (Debian/Ubuntu: apt-get install nats-server)"
-                )
-            });
-        self.child = Some(child);
-        let deadline = Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not listen on {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// `kill -9`: no goodbye to the clients.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn nats_server_binary() -> PathBuf {
-    let installed = Path::new("/usr/sbin/nats-server");
-    if installed.exists() {
-        installed.to_owned()
-    } else {
-        // Elsewhere on PATH, or the spawn fails with the install hint.
-        PathBuf::from("nats-server")
-    }
-}
-
-/// A port nothing listens on now (the OS picks it; the server takes it right after).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn options(server: &Server) -> NatsValueOptions {
-    let mut o = NatsValueOptions::new(&server.url());
-    o.timeout = Duration::from_secs(2);
-    o
-}
-
-async fn connect(o: NatsValueOptions) -> NatsValues {
-    NatsValues::connect(o)
-        .await
-        .expect("connect to nats-server")
-}
+mod common;
+use common::{Server, WAIT, connect, free_port, options};
 
 /// A fresh server and a value store on it.
 async fn fresh_values() -> (Arc<NatsValues>, Server) {
@@ -591,4 +482,85 @@ async fn an_entry_coffer_did_not_write_is_corrupt_without_echoing_it() {
         Err(StoreError::Corrupt(msg)) => assert!(!msg.contains("leaked-4c1d"), "{msg}"),
         other => panic!("expected Corrupt, got {:?}", other.map(|f| f.is_some())),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_another_node_deleted_reads_as_absent_and_a_write_creates_it_again() {
+    let (node_a, server) = fresh_values().await;
+    let node_b = connect(options(&server)).await;
+    let js = jetstream_of(&server).await;
+    let env = incarnation("prod", "env_0000000000000c0e");
+    let bucket = node_a.bucket_name(&env);
+    let n = name("CACHED");
+
+    // Node A has the bucket's handle (it created the bucket and read through it).
+    let v1 = node_a
+        .write(&env, &n, &entry("a::1", 1), ValueExpect::Absent)
+        .await
+        .unwrap();
+    assert!(node_a.read(&env, &n, Some(v1)).await.unwrap().is_some());
+
+    // Node B purges the environment: A reads nothing, by version or latest, and lists
+    // nothing, without creating the bucket.
+    assert_eq!(node_b.remove_environment(&env).await.unwrap(), 1);
+    assert!(node_a.read(&env, &n, Some(v1)).await.unwrap().is_none());
+    assert!(node_a.read(&env, &n, None).await.unwrap().is_none());
+    assert_eq!(node_a.names(&env).await.unwrap(), Vec::<SecretName>::new());
+    assert!(!bucket_exists(&js, &bucket).await);
+
+    // A write creates it again, as without a kept handle; B sees it.
+    let v2 = node_a
+        .write(&env, &n, &entry("a::2", 1), ValueExpect::Absent)
+        .await
+        .unwrap();
+    let (_, got) = node_b.read(&env, &n, Some(v2)).await.unwrap().unwrap();
+    assert!(matches!(got.value, StoredValue::Sealed { blob, .. } if blob == "a::2"));
+
+    // Deleted again while A keeps the handle of the bucket it just created: A's next write
+    // (no read before it) creates the bucket again too.
+    assert_eq!(node_b.remove_environment(&env).await.unwrap(), 1);
+    let v3 = node_a
+        .write(&env, &n, &entry("a::3", 1), ValueExpect::Absent)
+        .await
+        .expect("a write after another node deleted the bucket");
+    let (_, got) = node_b.read(&env, &n, None).await.unwrap().unwrap();
+    assert!(matches!(got.value, StoredValue::Sealed { blob, .. } if blob == "a::3"));
+    assert!(node_a.read(&env, &n, Some(v3)).await.unwrap().is_some());
+
+    // Deleted and written again by B: A reads B's value, not an error or nothing.
+    assert_eq!(node_b.remove_environment(&env).await.unwrap(), 1);
+    node_b
+        .write(&env, &n, &entry("b::1", 1), ValueExpect::Absent)
+        .await
+        .unwrap();
+    let (_, got) = node_a.read(&env, &n, None).await.unwrap().unwrap();
+    assert!(matches!(got.value, StoredValue::Sealed { blob, .. } if blob == "b::1"));
+
+    // Deleted once more: removing a secret through A's stale handle neither fails nor
+    // creates the bucket, and A's own purge finds nothing to count.
+    assert_eq!(node_b.remove_environment(&env).await.unwrap(), 1);
+    node_a.remove(&env, &n, None).await.unwrap();
+    assert!(!bucket_exists(&js, &bucket).await);
+    assert_eq!(node_a.remove_environment(&env).await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_with_a_precondition_through_a_stale_handle_keeps_its_meaning() {
+    let (node_a, server) = fresh_values().await;
+    let node_b = connect(options(&server)).await;
+    let env = incarnation("prod", "env_0000000000000c0f");
+    let n = name("GUARDED");
+    let v1 = node_a
+        .write(&env, &n, &entry("a::1", 1), ValueExpect::Absent)
+        .await
+        .unwrap();
+    assert_eq!(node_b.remove_environment(&env).await.unwrap(), 1);
+    // The bucket is created again, empty: version v1 is not the latest there.
+    assert!(matches!(
+        node_a
+            .write(&env, &n, &entry("a::2", 2), ValueExpect::Version(v1))
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(node_a.read(&env, &n, None).await.unwrap().is_none());
 }
