@@ -73,7 +73,7 @@ lua() { # file, auth header line, method, path prefix (a number 0-999 is appende
   cat >"$1" <<LUA
 $2
 wrk.headers["Content-Type"] = "application/json"
-request = function() return wrk.format("$3", "$4" .. math.random(0,999) .. "$5", nil, ${6:-nil}) end
+request = function() return wrk.format("$3", "$4" .. math.random(0,999) .. "${5:-}", nil, ${6:-nil}) end
 $report
 LUA
 }

@@ -9,6 +9,7 @@
 
 mod orchestrations;
 mod runtime;
+mod vault;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -80,6 +81,18 @@ struct Args {
     /// run's metadata reads/s; each of --connections is a phase with that many runs in flight.
     #[arg(long, conflicts_with = "runtime")]
     orchestrations: bool,
+    /// Instead of the HTTP phases: what the `vault` backend's layer adds over a direct call
+    /// to this OpenBao (KV v2 at `secret/`), at the largest of --connections.
+    #[arg(long, value_name = "ADDR")]
+    vault_layer: Option<String>,
+    /// The OpenBao token for --vault-layer.
+    #[arg(
+        long,
+        env = "BAO_TOKEN",
+        hide_env_values = true,
+        default_value = "root"
+    )]
+    vault_token: String,
 }
 
 fn main() -> ExitCode {
@@ -123,6 +136,18 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Duration::from_secs(args.duration),
         )
         .await;
+    }
+    if let Some(addr) = &args.vault_layer {
+        let conns = args.connections.iter().copied().max().unwrap_or(16).into();
+        vault::run(
+            addr,
+            &args.vault_token,
+            conns,
+            Duration::from_secs(args.warmup),
+            Duration::from_secs(args.duration),
+        )
+        .await?;
+        return Ok(ExitCode::SUCCESS);
     }
     if args.orchestrations {
         let conns: Vec<usize> = args.connections.iter().map(|&c| c.into()).collect();
