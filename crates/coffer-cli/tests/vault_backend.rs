@@ -90,38 +90,20 @@ async fn an_openbao_outage_answers_503_and_loses_no_acknowledged_write() {
     ));
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    bao.kill_9();
-    let killed_at = origin.elapsed();
+    // First OpenBao hangs (SIGSTOP: connections are accepted, nothing answers), so every
+    // request runs into COFFER_VAULT_TIMEOUT_MS; then it dies (SIGKILL, while stopped).
+    bao.signal("STOP");
+    let stopped_at = origin.elapsed();
     tokio::time::sleep(Duration::from_millis(300)).await;
-
-    let began = Instant::now();
-    let (status, body) = api.resolve(&runtime).await;
-    let resolve_failed_in = began.elapsed();
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert_eq!(body["error"]["code"], "backend_unavailable", "{body}");
-    assert!(resolve_failed_in < FAIL_WITHIN, "{resolve_failed_in:?}");
-
-    let began = Instant::now();
-    let (status, body) = api.get("/readyz").await;
-    let readyz_in = began.elapsed();
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    let message = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("vault"), "{body}");
-    assert!(readyz_in < FAIL_WITHIN, "{readyz_in:?}");
-    let (status, _) = api.get("/healthz").await;
-    assert_eq!(status, StatusCode::OK, "the server keeps running");
-    let (status, listed) = api.get("/v1/environments/default/secrets").await;
-    assert_eq!(status, StatusCode::OK, "the catalog lists: {listed}");
-    let listed = listed.to_string();
-    for name in &all {
-        assert!(
-            listed.contains(name.as_str()),
-            "{name} not listed: {listed}"
-        );
-    }
+    let hung = probe_outage(&api, &runtime, &all, "OpenBao hung").await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    bao.kill_9();
+    let dead_at = origin.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dead = probe_outage(&api, &runtime, &all, "OpenBao dead").await;
 
     // Let the writer fail for a while, then bring OpenBao back on the same port and data.
-    tokio::time::sleep(Duration::from_millis(3000)).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     // Blocking (processes and their waits), beside the writer on the other worker.
     let (restarted_at, unsealed_at) = tokio::task::block_in_place(|| {
         bao.restart();
@@ -139,7 +121,7 @@ async fn an_openbao_outage_answers_503_and_loses_no_acknowledged_write() {
             .lock()
             .unwrap()
             .iter()
-            .find(|w| w.started > killed_at && w.status.is_success())
+            .find(|w| w.started > stopped_at && w.status.is_success())
             .map(|w| w.started + w.took);
         if let Some(at) = first {
             break at;
@@ -180,22 +162,36 @@ async fn an_openbao_outage_answers_503_and_loses_no_acknowledged_write() {
         );
         assert!(w.took < FAIL_WITHIN, "{} took {:?}", w.name, w.took);
     }
-    let mut fail_times: Vec<Duration> = failed.iter().map(|w| w.took).collect();
-    fail_times.sort();
+    let median = |phase: &[Duration]| phase.get(phase.len() / 2).copied().unwrap_or_default();
+    let (in_hang, in_death): (Vec<&Write>, Vec<&Write>) =
+        failed.iter().partition(|w| w.started < dead_at);
+    let mut hang_times: Vec<Duration> = in_hang.iter().map(|w| w.took).collect();
+    let mut death_times: Vec<Duration> = in_death.iter().map(|w| w.took).collect();
+    hang_times.sort();
+    death_times.sort();
     println!(
-        "writes: {} acknowledged, {} refused with 503; refusals took median {:?}, max {:?}; \
-         resolve refused in {resolve_failed_in:?}, /readyz in {readyz_in:?}; \
-         OpenBao killed at {killed_at:?}, restarted at {restarted_at:?}, unsealed at \
-         {unsealed_at:?}; first write acknowledged again at {recovered_at:?} ({:?} after \
-         the unseal)",
+        "writes: {} acknowledged, {} refused with 503 while OpenBao hung (median {:?}, max \
+         {:?}) and {} while it was dead or sealed (median {:?}, max {:?}); while hung: resolve \
+         refused in {:?}, /readyz in {:?}; while dead: resolve in {:?}, /readyz in {:?}; \
+         OpenBao stopped at {stopped_at:?}, killed at {dead_at:?}, restarted at \
+         {restarted_at:?}, unsealed at {unsealed_at:?}; first write acknowledged again at \
+         {recovered_at:?} ({:?} after the unseal)",
         writes.len() - failed.len(),
-        failed.len(),
-        fail_times
-            .get(fail_times.len() / 2)
-            .copied()
-            .unwrap_or_default(),
-        fail_times.last().copied().unwrap_or_default(),
+        in_hang.len(),
+        median(&hang_times),
+        hang_times.last().copied().unwrap_or_default(),
+        in_death.len(),
+        median(&death_times),
+        death_times.last().copied().unwrap_or_default(),
+        hung.0,
+        hung.1,
+        dead.0,
+        dead.1,
         recovered_at.saturating_sub(unsealed_at),
+    );
+    assert!(
+        !in_hang.is_empty(),
+        "the writer must have run into the hang"
     );
     assert!(
         !failed.is_empty(),
@@ -204,7 +200,7 @@ async fn an_openbao_outage_answers_503_and_loses_no_acknowledged_write() {
     assert!(
         !writes
             .iter()
-            .any(|w| w.started > killed_at && w.started < restarted_at && w.status.is_success()),
+            .any(|w| w.started > stopped_at && w.started < restarted_at && w.status.is_success()),
         "a write was acknowledged while OpenBao was down"
     );
 
@@ -371,6 +367,47 @@ async fn write_loop(
         i += 1;
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// While OpenBao is away: a resolve and `/readyz` answer 503 in bounded time (how long
+/// each took), `/healthz` answers, and the catalog still lists every name.
+async fn probe_outage(
+    api: &Api,
+    runtime: &str,
+    names: &[&String],
+    when: &str,
+) -> (Duration, Duration) {
+    let began = Instant::now();
+    let (status, body) = api.resolve(runtime).await;
+    let resolve_in = began.elapsed();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{when}: {body}");
+    assert_eq!(
+        body["error"]["code"], "backend_unavailable",
+        "{when}: {body}"
+    );
+    assert!(resolve_in < FAIL_WITHIN, "{when}: {resolve_in:?}");
+
+    let began = Instant::now();
+    let (status, body) = api.get("/readyz").await;
+    let readyz_in = began.elapsed();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{when}: {body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("vault"), "{when}: {body}");
+    assert!(readyz_in < FAIL_WITHIN, "{when}: {readyz_in:?}");
+
+    let (status, _) = api.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK, "{when}: the server keeps running");
+    let (status, listed) = api.get("/v1/environments/default/secrets").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{when}: the catalog lists: {listed}"
+    );
+    let listed = listed.to_string();
+    for name in names {
+        assert!(listed.contains(name.as_str()), "{when}: {name} not listed");
+    }
+    (resolve_in, readyz_in)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -615,6 +652,16 @@ impl DurableBao {
                 && serde_json::from_slice::<Value>(&out.stdout)
                     .is_ok_and(|v| v["data"]["is_self"] == true)
         });
+    }
+
+    /// `kill -SIG` to the server (`STOP`, `CONT`).
+    fn signal(&self, sig: &str) {
+        let child = self.child.as_ref().expect("running");
+        let sent = Command::new("kill")
+            .args([format!("-{sig}"), child.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{sig}");
     }
 
     /// SIGKILL: nothing is flushed that was not already.
