@@ -825,7 +825,7 @@ impl KubernetesBao {
                 .timeout(Duration::from_secs(10))
                 .send()
                 .await
-                .unwrap();
+                .unwrap_or_else(|e| panic!("lookup-accessor: {e}"));
             // A token may expire between the listing and the lookup.
             if !resp.status().is_success() {
                 continue;
@@ -843,14 +843,24 @@ impl KubernetesBao {
 
     /// `METHOD /v1/path` as root; must succeed; the answer's body.
     async fn as_root(&self, method: Method, path: &str, body: Value) -> Value {
-        let resp = http()
-            .request(method, format!("{}/v1/{path}", self.bao.addr))
-            .header("X-Vault-Token", "root")
-            .json(&body)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .unwrap();
+        // The test's own inspection, not Coffer's: a transport error (a loaded machine) is
+        // tried again, twice.
+        let mut attempt = 0;
+        let resp = loop {
+            attempt += 1;
+            match http()
+                .request(method.clone(), format!("{}/v1/{path}", self.bao.addr))
+                .header("X-Vault-Token", "root")
+                .json(&body)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+            {
+                Ok(resp) => break resp,
+                Err(e) if attempt < 3 => eprintln!("{path}: {e}; again"),
+                Err(e) => panic!("{path}: {e}"),
+            }
+        };
         let status = resp.status();
         let text = resp.text().await.unwrap();
         assert!(status.is_success(), "{path}: {status} {text}");
