@@ -84,6 +84,7 @@ async fn an_openbao_outage_answers_503_and_loses_no_acknowledged_write() {
     let writer = tokio::spawn(write_loop(
         api.clone(),
         through.clone(),
+        0,
         origin,
         writes.clone(),
         stop.clone(),
@@ -102,26 +103,57 @@ async fn an_openbao_outage_answers_503_and_loses_no_acknowledged_write() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let dead = probe_outage(&api, &runtime, &all, "OpenBao dead").await;
 
-    // Let the writer fail for a while, then bring OpenBao back on the same port and data.
+    // Let the writer fail for a while, then stop it and bring OpenBao back on the same port
+    // and data.
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    // Blocking (processes and their waits), beside the writer on the other worker.
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
     let (restarted_at, unsealed_at) = tokio::task::block_in_place(|| {
         bao.restart();
         let restarted_at = origin.elapsed();
         bao.unseal();
-        let unsealed_at = origin.elapsed();
-        bao.wait_active();
-        (restarted_at, unsealed_at)
+        (restarted_at, origin.elapsed())
     });
 
-    // The writer succeeds again, then writes every name it keeps changing at least once.
+    // Before anything new is written: what was acknowledged before and during the outage
+    // survived OpenBao's SIGKILL, and Coffer reads it again without a restart.
     let deadline = Instant::now() + WAIT;
+    let readable_at = loop {
+        let (status, body) = api.resolve(&runtime).await;
+        if status.is_success() {
+            break origin.elapsed();
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(Instant::now() < deadline, "no recovery: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for w in writes
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|w| w.status.is_success())
+    {
+        acked.insert(w.name.clone(), w.value.clone());
+    }
+    api.expect_resolves(&runtime, &acked, "after OpenBao's restart")
+        .await;
+
+    // Writes succeed again, and the writer changes every name once more.
+    let stop = Arc::new(AtomicBool::new(false));
+    let resumed_at = origin.elapsed();
+    let resumed_from = writes.lock().unwrap().len();
+    let writer = tokio::spawn(write_loop(
+        api.clone(),
+        through.clone(),
+        resumed_from,
+        origin,
+        writes.clone(),
+        stop.clone(),
+    ));
     let recovered_at = loop {
-        let first = writes
-            .lock()
-            .unwrap()
+        let first = writes.lock().unwrap()[resumed_from..]
             .iter()
-            .find(|w| w.started > stopped_at && w.status.is_success())
+            .find(|w| w.status.is_success())
             .map(|w| w.started + w.took);
         if let Some(at) = first {
             break at;
@@ -133,11 +165,9 @@ async fn an_openbao_outage_answers_503_and_loses_no_acknowledged_write() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     loop {
-        let done: HashSet<String> = writes
-            .lock()
-            .unwrap()
+        let done: HashSet<String> = writes.lock().unwrap()[resumed_from..]
             .iter()
-            .filter(|w| w.started >= recovered_at && w.status.is_success())
+            .filter(|w| w.status.is_success())
             .map(|w| w.name.clone())
             .collect();
         if done.len() == through.len() {
@@ -171,11 +201,12 @@ async fn an_openbao_outage_answers_503_and_loses_no_acknowledged_write() {
     death_times.sort();
     println!(
         "writes: {} acknowledged, {} refused with 503 while OpenBao hung (median {:?}, max \
-         {:?}) and {} while it was dead or sealed (median {:?}, max {:?}); while hung: resolve \
+         {:?}) and {} while it was dead or coming back (median {:?}, max {:?}); while hung: resolve \
          refused in {:?}, /readyz in {:?}; while dead: resolve in {:?}, /readyz in {:?}; \
          OpenBao stopped at {stopped_at:?}, killed at {dead_at:?}, restarted at \
-         {restarted_at:?}, unsealed at {unsealed_at:?}; first write acknowledged again at \
-         {recovered_at:?} ({:?} after the unseal)",
+         {restarted_at:?}, unsealed at {unsealed_at:?}; values read again at \
+         {readable_at:?} ({:?} after the unseal); writer resumed at {resumed_at:?}, first \
+         write acknowledged at {recovered_at:?}",
         writes.len() - failed.len(),
         in_hang.len(),
         median(&hang_times),
@@ -187,7 +218,7 @@ async fn an_openbao_outage_answers_503_and_loses_no_acknowledged_write() {
         hung.1,
         dead.0,
         dead.1,
-        recovered_at.saturating_sub(unsealed_at),
+        readable_at.saturating_sub(unsealed_at),
     );
     assert!(
         !in_hang.is_empty(),
@@ -198,9 +229,9 @@ async fn an_openbao_outage_answers_503_and_loses_no_acknowledged_write() {
         "the writer must have run into the outage"
     );
     assert!(
-        !writes
+        !writes[..resumed_from]
             .iter()
-            .any(|w| w.started > stopped_at && w.started < restarted_at && w.status.is_success()),
+            .any(|w| w.started > stopped_at && w.status.is_success()),
         "a write was acknowledged while OpenBao was down"
     );
 
@@ -337,15 +368,17 @@ struct Write {
     code: String,
 }
 
-/// PUTs `names` in turn, a new value each time, until `stop`; records every answer.
+/// PUTs `names` in turn, a new value each time (numbered from `first`), until `stop`;
+/// records every answer.
 async fn write_loop(
     api: Api,
     names: Vec<String>,
+    first: usize,
     origin: Instant,
     writes: Arc<Mutex<Vec<Write>>>,
     stop: Arc<AtomicBool>,
 ) {
-    let mut i = 0usize;
+    let mut i = first;
     while !stop.load(Ordering::Relaxed) {
         let name = names[i % names.len()].clone();
         let value = format!("{name}-{i} ✓ $HOME");
