@@ -557,6 +557,16 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Two distinct free ports (both held while the second is picked).
+fn two_free_ports() -> (u16, u16) {
+    let a = TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = TcpListener::bind("127.0.0.1:0").unwrap();
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
+}
+
 fn bao_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("COFFER_TEST_BAO") {
         return PathBuf::from(path);
@@ -603,30 +613,42 @@ struct DurableBao {
 
 impl DurableBao {
     fn start(dir: &Path) -> DurableBao {
-        std::fs::create_dir_all(dir.join("raft")).unwrap();
-        let (api, cluster) = (free_port(), free_port());
-        std::fs::write(
-            dir.join("bao.hcl"),
-            format!(
-                "storage \"raft\" {{ path = \"{raft}\" node_id = \"n1\" }}\n\
-                 listener \"tcp\" {{ address = \"127.0.0.1:{api}\" \
-                 cluster_address = \"127.0.0.1:{cluster}\" tls_disable = true }}\n\
-                 disable_mlock = true\n\
-                 api_addr = \"http://127.0.0.1:{api}\"\n\
-                 cluster_addr = \"http://127.0.0.1:{cluster}\"\n",
-                raft = dir.join("raft").display()
-            ),
-        )
-        .unwrap();
         let mut bao = DurableBao {
             child: None,
             bin: bao_binary(),
             dir: dir.to_owned(),
-            addr: format!("http://127.0.0.1:{api}"),
+            addr: String::new(),
             unseal_key: String::new(),
             root_token: String::new(),
         };
-        bao.spawn();
+        // A port picked free can be taken before OpenBao binds it (by another test's
+        // server): then it exits at once, and a first start may try other ports.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let _ = std::fs::remove_dir_all(dir.join("raft"));
+            std::fs::create_dir_all(dir.join("raft")).unwrap();
+            let (api, cluster) = two_free_ports();
+            std::fs::write(
+                dir.join("bao.hcl"),
+                format!(
+                    "storage \"raft\" {{ path = \"{raft}\" node_id = \"n1\" }}\n\
+                     listener \"tcp\" {{ address = \"127.0.0.1:{api}\" \
+                     cluster_address = \"127.0.0.1:{cluster}\" tls_disable = true }}\n\
+                     disable_mlock = true\n\
+                     api_addr = \"http://127.0.0.1:{api}\"\n\
+                     cluster_addr = \"http://127.0.0.1:{cluster}\"\n",
+                    raft = dir.join("raft").display()
+                ),
+            )
+            .unwrap();
+            bao.addr = format!("http://127.0.0.1:{api}");
+            match bao.spawn() {
+                Ok(()) => break,
+                Err(log) if attempt < 3 => eprintln!("bao exited at start, again:\n{log}"),
+                Err(log) => panic!("bao exited at start:\n{log}"),
+            }
+        }
         let out = bao.cli(&[
             "operator",
             "init",
@@ -648,8 +670,9 @@ impl DurableBao {
         bao
     }
 
-    /// `bao server -config=…`, waiting until it answers `bao status` (sealed or not).
-    fn spawn(&mut self) {
+    /// `bao server -config=…`, waiting until it answers `bao status` (sealed or not); its
+    /// log if it exited instead.
+    fn spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -665,10 +688,23 @@ impl DurableBao {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {} ({e})", self.bin.display()));
         self.child = Some(ChildGuard(child));
-        wait_until("bao server answering", || {
-            // 0: unsealed, 2: sealed; 1: no answer.
-            matches!(self.cli(&["status"]).status.code(), Some(0 | 2))
-        });
+        let deadline = Instant::now() + WAIT;
+        // `bao status`: 0 unsealed, 2 sealed, 1 no answer.
+        while !matches!(self.cli(&["status"]).status.code(), Some(0 | 2)) {
+            let guard = self.child.as_mut().expect("just spawned");
+            if let Some(status) = guard.0.try_wait().unwrap() {
+                let log = std::fs::read_to_string(self.dir.join("bao.log")).unwrap_or_default();
+                self.child = None;
+                return Err(format!("{status}\n{log}"));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "bao server not answering within {WAIT:?}:\n{}",
+                std::fs::read_to_string(self.dir.join("bao.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
     }
 
     fn unseal(&self) {
@@ -705,7 +741,9 @@ impl DurableBao {
     /// Starts it again on the same port and data (sealed, as after any restart).
     fn restart(&mut self) {
         assert!(self.child.is_none(), "still running");
-        self.spawn();
+        if let Err(log) = self.spawn() {
+            panic!("bao did not come back on the same port and data:\n{log}");
+        }
     }
 
     fn cli(&self, args: &[&str]) -> std::process::Output {
