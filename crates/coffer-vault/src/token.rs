@@ -271,8 +271,11 @@ impl Inner {
             // renewals would come ever closer together; log in again instead (or, with a
             // given token, let it run out).
             let capped = current.ttl.is_some_and(|before| ttl < before);
-            c.ttl = Some(ttl).filter(|t| !t.is_zero());
-            c.renewable = renewable && !capped;
+            // A renewal that answers no lease at all leaves the lease as it was (a token
+            // that expires does not become one that never does), and is not renewed again.
+            let zero = ttl.is_zero();
+            c.ttl = if zero { current.ttl } else { Some(ttl) };
+            c.renewable = renewable && !capped && !zero;
             c.obtained = Instant::now();
         }
         Ok(())
