@@ -3,7 +3,8 @@
 //! A [`ValueStore`] keeps values only. The catalog keeps everything else, in the same
 //! `secrets` rows as the `db` backend: name, revision, key version, timestamps, and, where
 //! the `db` backend keeps the value, a **reference** to one version of it in the value store
-//! (`\u{1f}ref:nats:17`). [`ExternalSecrets`] joins the two into a [`SecretStore`]:
+//! (`\u{1f}ref:nats:17:9f86d081884c7d65`: the store, the version and the id of the write).
+//! [`ExternalSecrets`] joins the two into a [`SecretStore`]:
 //!
 //! - **A write** puts the value into the value store first, as a new version (guarded by
 //!   the value store's own compare-and-set where it has one), then commits the reference in
@@ -14,11 +15,13 @@
 //!   and `expectedRevision` is decided by the database.
 //! - **A read** takes the reference from the catalog and reads exactly that version.
 //! - **A listing** reads the catalog alone: it never fans out one request per secret.
-//! - **A delete** commits in the catalog first, then removes the value from the value store
-//!   (a removal that fails leaves an orphan, never a secret without a value).
+//! - **A delete** commits in the catalog first, then removes the versions up to the one its
+//!   row referred to (a removal that fails leaves an orphan, never a secret without a value;
+//!   a newer version, a create racing the delete, stays).
 //!
 //! A store without versions (Vault KV v1) cannot pin a version: a reference names the key
-//! alone, so two writes racing can leave the value of the one the catalog lost, and
+//! alone, so two writes racing can leave the value of the one the catalog lost. The write id
+//! tells: such a value is refused, never served, until the secret is written again; and
 //! `expectedRevision` is refused ([`Capabilities::compare_and_set`] is false).
 
 use std::collections::BTreeMap;
