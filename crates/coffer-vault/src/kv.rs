@@ -80,7 +80,54 @@ impl VaultValues {
             namespace: config.namespace,
         };
         values.check_mount().await?;
+        for warning in values.mount_warnings().await {
+            tracing::warn!("{warning}");
+        }
         Ok(values)
+    }
+
+    /// What in the KV v2 mount's settings can make a catalog reference outlive the version
+    /// it names: fewer than 10 versions kept (only uncommitted writes add versions no
+    /// reference names, but each takes one), or versions deleted after a while (a secret not
+    /// written for that long stops reading). Empty when the settings are safe, for KV v1, or
+    /// when the token may not read them.
+    pub async fn mount_warnings(&self) -> Vec<String> {
+        if self.kv != KvVersion::V2 {
+            return Vec::new();
+        }
+        let mount = self.secret_path.split('/').next().unwrap_or_default();
+        let Ok(reply) = self
+            .tokens
+            .request(Method::GET, &format!("{mount}/config"), None)
+            .await
+        else {
+            return Vec::new();
+        };
+        let data = reply.body.as_ref().and_then(|b| b.get("data"));
+        if !reply.status.is_success() || data.is_none() {
+            return Vec::new();
+        }
+        let mut warnings = Vec::new();
+        let kept = data
+            .and_then(|d| d.get("max_versions"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if (1..10).contains(&kept) {
+            warnings.push(format!(
+                "the Vault mount {mount} keeps {kept} versions per key: a secret answers \"lost version\" after {} writes in a row that did not commit; keep max_versions at 10 or more (docs/BACKENDS.md)",
+                kept.saturating_sub(1)
+            ));
+        }
+        let after = data
+            .and_then(|d| d.get("delete_version_after"))
+            .and_then(Value::as_str)
+            .unwrap_or("0s");
+        if !matches!(after, "" | "0s" | "0") {
+            warnings.push(format!(
+                "the Vault mount {mount} deletes versions after {after}: a secret not written for that long stops reading; set delete_version_after to 0 (docs/BACKENDS.md)"
+            ));
+        }
+        warnings
     }
 
     /// A LIST of the metadata path: 200, or 404 without errors (nothing written yet),

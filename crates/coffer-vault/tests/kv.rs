@@ -144,6 +144,51 @@ async fn a_delete_leaves_a_newer_version_written_after_it_looked() {
     }
 }
 
+/// A KV v2 mount that keeps few versions or deletes them after a while is named at connect
+/// (both can make a reference outlive its version); the default mount is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_mount_settings_are_warned_about() {
+    let (safe, guard) = values(KvVersion::V2, ValueFormat::Raw).await;
+    assert_eq!(safe.mount_warnings().await, Vec::<String>::new());
+    let bao = &guard.bao;
+    let mount = format!("short{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let http = reqwest::Client::new();
+    let root = |method: reqwest::Method, path: String, body: Value| {
+        http.request(method, format!("{}/v1/{path}", bao.addr))
+            .header("X-Vault-Token", "root")
+            .json(&body)
+            .send()
+    };
+    let made = root(
+        reqwest::Method::POST,
+        format!("sys/mounts/{mount}"),
+        json!({"type": "kv", "options": {"version": "2"}}),
+    )
+    .await
+    .unwrap();
+    assert!(made.status().is_success(), "{:?}", made.text().await);
+    let configured = root(
+        reqwest::Method::POST,
+        format!("{mount}/config"),
+        json!({"max_versions": 3, "delete_version_after": "1h"}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        configured.status().is_success(),
+        "{:?}",
+        configured.text().await
+    );
+    let path = format!("{mount}/data/coffer");
+    let store = connect(bao, KvVersion::V2, ValueFormat::Raw, &path, "root", None)
+        .await
+        .unwrap();
+    let warnings = store.mount_warnings().await;
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].contains("keeps 3 versions"), "{warnings:?}");
+    assert!(warnings[1].contains("after 1h"), "{warnings:?}");
+}
+
 // ---------------------------------------------------------------------------------------
 // What a user of Vault sees.
 
