@@ -586,13 +586,7 @@ pub(crate) fn open_stored(
 /// were migrated while it was configured for another backend) is refused, loudly, rather
 /// than taken for an unreadable value.
 pub(crate) fn kept_here(record: &SecretRecord, backend: &str) -> Result<(), CoreError> {
-    match coffer_store::values::location(&record.value) {
-        None => Ok(()),
-        Some((elsewhere, _)) => Err(CoreError::Store(StoreError::Unavailable(format!(
-            "{} in {} is kept by the {elsewhere} secrets backend, but this node uses {backend}: start it with COFFER_SECRETS_BACKEND={elsewhere}",
-            record.meta.name, record.meta.environment
-        )))),
-    }
+    Ok(coffer_store::values::kept_by(record, backend)?)
 }
 
 /// A stored secret that is not a secret value (a signing secret, an orchestration param) as

@@ -263,12 +263,7 @@ impl<I: SecretStore + ?Sized> ExternalSecrets<I> {
             return Ok(record);
         };
         let backend = self.values.backend_name();
-        if at.backend != backend {
-            return Err(StoreError::Unavailable(format!(
-                "{} in {} is kept by the {} secrets backend, not {backend}",
-                record.meta.name, record.meta.environment, at.backend
-            )));
-        }
+        self.kept_here(&record)?;
         let version = self.values.versioned().then_some(at.version);
         match self.values.read(env, &record.meta.name, version).await? {
             Some((_, entry)) if entry.write_id == at.write_id => Ok(SecretRecord {
@@ -416,14 +411,20 @@ impl<I: SecretStore + ?Sized> ExternalSecrets<I> {
     /// another backend) is not written over: that would move it back behind the migration's
     /// back.
     fn kept_here(&self, row: &SecretRecord) -> StoreResult<()> {
-        let backend = self.values.backend_name();
-        match reference(&row.value) {
-            Some(at) if at.backend != backend => Err(StoreError::Unavailable(format!(
-                "{} in {} is kept by the {} secrets backend, but this node uses {backend}: start it with COFFER_SECRETS_BACKEND={}",
-                row.meta.name, row.meta.environment, at.backend, at.backend
-            ))),
-            _ => Ok(()),
-        }
+        kept_by(row, self.values.backend_name())
+    }
+}
+
+/// Refuses a catalog row whose value another store keeps than `backend` (the node's own:
+/// `db`, `nats`, `vault`): the values were migrated while this node was configured for
+/// another backend. Answered 503 naming the backend to start the node with.
+pub fn kept_by(row: &SecretRecord, backend: &str) -> StoreResult<()> {
+    match reference(&row.value) {
+        Some(at) if at.backend != backend => Err(StoreError::Unavailable(format!(
+            "{} in {} is kept by the {} secrets backend, but this node uses {backend}: start it with COFFER_SECRETS_BACKEND={}",
+            row.meta.name, row.meta.environment, at.backend, at.backend
+        ))),
+        _ => Ok(()),
     }
 }
 
