@@ -18,6 +18,7 @@ mod orchestrations;
 mod routes;
 mod runtime;
 mod shapes;
+mod ui;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -86,6 +87,7 @@ fn documented_routes() -> OpenApiRouter<Arc<Coffer>> {
         .routes(routes!(key_status))
         .routes(routes!(rewrap))
         .routes(routes!(verify))
+        .routes(routes!(whoami))
         .routes(routes!(list_environments, create_environment))
         .routes(routes!(delete_environment))
         .routes(routes!(list_api_keys, create_api_key))
@@ -126,6 +128,9 @@ fn documented_routes() -> OpenApiRouter<Arc<Coffer>> {
         .routes(routes!(audit::list_audit))
         .routes(routes!(audit::verify_audit))
         .routes(routes!(mcp::mcp))
+        .routes(routes!(ui::index))
+        .routes(routes!(ui::index_slash))
+        .routes(routes!(ui::asset))
 }
 
 /// Accept errors that concern one connection, not the listener.

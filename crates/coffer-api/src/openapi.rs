@@ -158,6 +158,11 @@ pub struct InvalidName(ErrorBody);
 #[response(status = 422)]
 pub struct InvalidInput(ErrorBody);
 
+/// `route_not_found`: no dashboard asset of that name.
+#[derive(IntoResponses)]
+#[response(status = 404)]
+pub struct AssetNotFound(ErrorBody);
+
 /// `environment_not_found`.
 #[derive(IntoResponses)]
 #[response(status = 404)]

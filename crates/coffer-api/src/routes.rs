@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use coffer_core::{
-    ApiKeyId, Coffer, ConfigEntry, ConfigKey, Encryption, EnvName, FunctionId, REWRAP_BATCH, Role,
-    SecretName, ValueStatus, WalkPosition, commands,
+    ApiKeyId, Coffer, ConfigEntry, ConfigKey, Encryption, EnvName, FunctionId, NameSearch,
+    REWRAP_BATCH, Role, SecretName, ValueStatus, WalkPosition, commands,
 };
 
 use crate::error::ApiError;
@@ -90,6 +90,18 @@ pub async fn openapi_json(_: QueryParams<NoQuery>) -> Response {
         DOCUMENT.as_str(),
     )
         .into_response()
+}
+
+/// The key this request is made with: its id, role and environment. Any valid key may ask
+/// (the dashboard uses it to sign in and to offer only what the role may do).
+#[utoipa::path(get, path = "/v1/whoami", tag = "api-keys",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's key", body = CallerJson),
+        Unauthorized, InvalidQuery,
+    ))]
+pub async fn whoami(Caller(who): Caller, _: QueryParams<NoQuery>) -> Json<CallerJson> {
+    Json(CallerJson::new(&who.key_id, &who.role))
 }
 
 /// Environments: all for an admin key, its own for a manage key.
@@ -232,7 +244,7 @@ pub async fn revoke_api_key(
 /// Secret metadata of one environment, a page at a time, in name order.
 #[utoipa::path(get, path = "/v1/environments/{env}/secrets", tag = "secrets",
     security(("bearer" = [])),
-    params(EnvPath, ListQuery),
+    params(EnvPath, SecretListQuery),
     responses(
         (status = 200, description = "One page", body = SecretPageJson),
         Unauthorized, InvalidQuery, InvalidName, Forbidden, EnvironmentNotFound, Unavailable,
@@ -241,7 +253,7 @@ pub async fn list_secrets(
     State(coffer): State_,
     Caller(who): Caller,
     PathParams(EnvPath { env }): PathParams<EnvPath>,
-    QueryParams(q): QueryParams<ListQuery>,
+    QueryParams(q): QueryParams<SecretListQuery>,
 ) -> ApiResult {
     let env = EnvName::new(&env)?;
     coffer.require_manage(&who, &env)?;
@@ -251,8 +263,14 @@ pub async fn list_secrets(
         .as_deref()
         .map(|c| decode_cursor(c, SecretName::new))
         .transpose()?;
+    let search = q
+        .search
+        .as_deref()
+        .map(NameSearch::new)
+        .transpose()
+        .map_err(|e| ApiError::invalid_query(e.to_string()))?;
     let page = coffer
-        .list_secrets(&who, &env, after.as_ref(), limit)
+        .list_secrets(&who, &env, after.as_ref(), search.as_ref(), limit)
         .await?;
     let statuses = coffer.value_statuses(&page.items).await?;
     let secrets = page

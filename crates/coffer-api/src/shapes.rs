@@ -460,6 +460,30 @@ pub struct ApiKeyJson {
     created_at: String,
 }
 
+/// The key a request was made with: what the dashboard signs in with.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Caller)]
+#[serde(rename_all = "camelCase")]
+pub struct CallerJson {
+    #[schema(example = "ak_0123456789abcdef")]
+    key_id: String,
+    role: RoleName,
+    /// The environment a `manage` or `runtime` key is scoped to; `null` for `admin`.
+    #[schema(required = true)]
+    environment: Option<String>,
+}
+
+impl CallerJson {
+    /// The caller `key_id` with `role`.
+    pub fn new(key_id: &coffer_core::ApiKeyId, role: &Role) -> Self {
+        CallerJson {
+            key_id: key_id.to_string(),
+            role: RoleName::of(role),
+            environment: role.environment().map(ToString::to_string),
+        }
+    }
+}
+
 /// An API key's role.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -469,16 +493,22 @@ pub enum RoleName {
     Runtime,
 }
 
+impl RoleName {
+    fn of(role: &Role) -> Self {
+        match role {
+            Role::Admin => RoleName::Admin,
+            Role::Manage(_) => RoleName::Manage,
+            Role::Runtime(_) => RoleName::Runtime,
+        }
+    }
+}
+
 impl From<&ApiKeyMeta> for ApiKeyJson {
     fn from(k: &ApiKeyMeta) -> Self {
         ApiKeyJson {
             id: k.id.to_string(),
             name: k.name.clone(),
-            role: match k.role {
-                Role::Admin => RoleName::Admin,
-                Role::Manage(_) => RoleName::Manage,
-                Role::Runtime(_) => RoleName::Runtime,
-            },
+            role: RoleName::of(&k.role),
             environment: k.role.environment().map(ToString::to_string),
             key: None,
             created_at: k.created_at.rfc3339(),
@@ -592,6 +622,21 @@ pub struct ListQuery {
     pub limit: Option<usize>,
     /// The `nextCursor` of the previous page.
     pub cursor: Option<String>,
+}
+
+/// A page of secrets, optionally only those whose names contain a search.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SecretListQuery {
+    /// Items per page, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+    /// The `nextCursor` of the previous page (of the same search).
+    pub cursor: Option<String>,
+    /// Only names containing this, ignoring ASCII case: 1–128 characters of `[A-Za-z0-9_]`.
+    #[param(pattern = r"^[A-Za-z0-9_]{1,128}$", example = "stripe")]
+    pub search: Option<String>,
 }
 
 /// Compare-and-set on a secret's revision.

@@ -40,6 +40,6 @@ pub use startup::{FirstAdminKey, StartupError, StartupOptions, StartupReport, ch
 pub use coffer_store::EventRecord;
 pub use coffer_store::{
     ApiKeyId, ApiKeyMeta, AuditQuery, AuditRecord, AuditResult, ConfigEntry, ConfigKey,
-    ConfigPutOutcome, EnvName, Environment, FunctionId, NameError, Origin, Revision, Role,
-    SecretMeta, SecretName, SubjectPattern, Timestamp, UnreadableMark,
+    ConfigPutOutcome, EnvName, Environment, FunctionId, NameError, NameSearch, Origin, Revision,
+    Role, SecretMeta, SecretName, SubjectPattern, Timestamp, UnreadableMark,
 };

@@ -93,7 +93,7 @@ impl Migration {
         for env in &environments {
             let mut after: Option<SecretName> = None;
             loop {
-                let page = self.index.list(env, after.as_ref(), PAGE).await?;
+                let page = self.index.list(env, after.as_ref(), None, PAGE).await?;
                 let Some(last) = page.last() else { break };
                 after = Some(last.name.clone());
                 for meta in page {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use coffer_crypto::{Keyring, random_hex, sha256_hex};
 use coffer_store::{
     Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Catalog, ConfigEntry, ConfigKey, EnvId, EnvName,
-    Environment, Origin, Role, SecretMeta, SecretName, SecretRecord, SecretStore, StoreError,
-    StoreResult, StoredValue, Timestamp,
+    Environment, NameSearch, Origin, Role, SecretMeta, SecretName, SecretRecord, SecretStore,
+    StoreError, StoreResult, StoredValue, Timestamp,
 };
 use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
@@ -343,13 +343,14 @@ impl Coffer {
         who: &Principal,
         env: &EnvName,
         after: Option<&SecretName>,
+        search: Option<&NameSearch>,
         limit: usize,
     ) -> Result<Page<SecretMeta>, CoreError> {
         self.require_manage(who, env)?;
         let env = self.existing_environment(env).await?;
         let items = self
             .secrets
-            .list(&env, after, limit.saturating_add(1))
+            .list(&env, after, search, limit.saturating_add(1))
             .await?;
         Ok(Page::cut(items, limit, |m| m.name.clone()))
     }

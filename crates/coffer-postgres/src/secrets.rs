@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use coffer_crypto::KeyVersion;
 use coffer_store::{
-    Actor, BatchPut, Capabilities, Change, EnvId, EnvName, Environment, Precondition, PutOutcome,
-    Replacement, SecretMeta, SecretName, SecretRecord, SecretStore, StoreError, StoreResult,
-    StoredValue, Timestamp,
+    Actor, BatchPut, Capabilities, Change, EnvId, EnvName, Environment, NameSearch, Precondition,
+    PutOutcome, Replacement, SecretMeta, SecretName, SecretRecord, SecretStore, StoreError,
+    StoreResult, StoredValue, Timestamp,
 };
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::PgRow;
@@ -84,18 +84,21 @@ impl SecretStore for PgStore {
         &self,
         env: &Environment,
         after: Option<&SecretName>,
+        search: Option<&NameSearch>,
         limit: usize,
     ) -> StoreResult<Vec<SecretMeta>> {
         let mut c = self.acquire().await?;
         let rows = sqlx::query(
             "SELECT NULL::text, key_version, revision, created_at, updated_at, name FROM secrets
              WHERE environment = $1 AND environment_id = $2 AND name > $3
+               AND ($5::text IS NULL OR strpos(lower(name), $5) > 0)
              ORDER BY name LIMIT $4",
         )
         .bind(env.name.as_str())
         .bind(env.id.as_str())
         .bind(after.map_or("", SecretName::as_str))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(search.map(NameSearch::as_str))
         .fetch_all(&mut *c)
         .await
         .map_err(db)?;

@@ -6,9 +6,9 @@ use std::sync::atomic::Ordering;
 use async_trait::async_trait;
 use coffer_crypto::KeyVersion;
 use coffer_store::{
-    Actor, BatchPut, Capabilities, Change, EnvId, EnvName, Environment, Precondition, PutOutcome,
-    Replacement, SecretMeta, SecretName, SecretRecord, SecretStore, StoreError, StoreResult,
-    StoredValue, Timestamp,
+    Actor, BatchPut, Capabilities, Change, EnvId, EnvName, Environment, NameSearch, Precondition,
+    PutOutcome, Replacement, SecretMeta, SecretName, SecretRecord, SecretStore, StoreError,
+    StoreResult, StoredValue, Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use secrecy::{ExposeSecret, SecretString};
@@ -67,18 +67,21 @@ impl SecretStore for SqliteStore {
         &self,
         env: &Environment,
         after: Option<&SecretName>,
+        search: Option<&NameSearch>,
         limit: usize,
     ) -> StoreResult<Vec<SecretMeta>> {
         let after = after.map_or("", SecretName::as_str);
+        let search = search.map(NameSearch::as_str);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT key_version, revision, created_at, updated_at, name
                  FROM secrets WHERE environment = ?1 AND environment_id = ?4 AND name > ?2
+                   AND (?5 IS NULL OR instr(lower(name), ?5) > 0)
                  ORDER BY name LIMIT ?3",
             )?;
             let rows = stmt.query_map(
-                params![env.name.as_str(), after, limit, env.id.as_str()],
+                params![env.name.as_str(), after, limit, env.id.as_str(), search],
                 |r| Ok((meta_columns(r)?, r.get::<_, String>(4)?)),
             )?;
             rows.collect::<rusqlite::Result<Vec<_>>>()

@@ -393,22 +393,58 @@ pub async fn list_is_sorted_scoped_and_paginated(store: Arc<impl SecretStore + E
             .collect::<Vec<_>>()
     };
     assert_eq!(
-        names(store.list(&a, None, 100).await.unwrap()),
+        names(store.list(&a, None, None, 100).await.unwrap()),
         ["A", "B", "C", "D", "E"]
     );
-    assert_eq!(names(store.list(&a, None, 2).await.unwrap()), ["A", "B"]);
     assert_eq!(
-        names(store.list(&a, Some(&name("B")), 2).await.unwrap()),
+        names(store.list(&a, None, None, 2).await.unwrap()),
+        ["A", "B"]
+    );
+    assert_eq!(
+        names(store.list(&a, Some(&name("B")), None, 2).await.unwrap()),
         ["C", "D"]
     );
     assert_eq!(
-        names(store.list(&a, Some(&name("E")), 2).await.unwrap()),
+        names(store.list(&a, Some(&name("E")), None, 2).await.unwrap()),
         Vec::<String>::new()
     );
-    assert_eq!(names(store.list(&b, None, 100).await.unwrap()), ["Z"]);
+    assert_eq!(names(store.list(&b, None, None, 100).await.unwrap()), ["Z"]);
+    // A search keeps the name order and the paging, and ignores ASCII case.
+    for n in ["STRIPE_KEY", "stripe_webhook", "GITHUB_TOKEN", "OLD_STRIPE"] {
+        set(&*store, &a, &name(n), sealed(1, "x::y"), at(1)).await;
+    }
+    let stripe = crate::NameSearch::new("Stripe").unwrap();
+    assert_eq!(
+        names(store.list(&a, None, Some(&stripe), 100).await.unwrap()),
+        ["OLD_STRIPE", "STRIPE_KEY", "stripe_webhook"]
+    );
+    assert_eq!(
+        names(
+            store
+                .list(&a, Some(&name("OLD_STRIPE")), Some(&stripe), 1)
+                .await
+                .unwrap()
+        ),
+        ["STRIPE_KEY"]
+    );
+    let none = crate::NameSearch::new("nothing_like_it").unwrap();
     assert!(
         store
-            .list(&environment(&*store, "c").await, None, 100)
+            .list(&a, None, Some(&none), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .list(&b, None, Some(&stripe), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .list(&environment(&*store, "c").await, None, None, 100)
             .await
             .unwrap()
             .is_empty()
@@ -426,8 +462,8 @@ pub async fn purge_removes_only_that_environment(store: Arc<impl SecretStore + E
         set(&*store, &b, &name(n), sealed(1, "x::y"), at(1)).await;
     }
     assert_eq!(store.purge_environment(&a).await.unwrap(), 2);
-    assert!(store.list(&a, None, 10).await.unwrap().is_empty());
-    assert_eq!(store.list(&b, None, 10).await.unwrap().len(), 2);
+    assert!(store.list(&a, None, None, 10).await.unwrap().is_empty());
+    assert_eq!(store.list(&b, None, None, 10).await.unwrap().len(), 2);
 }
 
 /// Values are counted per key version, plaintext as version 0.
@@ -926,11 +962,15 @@ pub async fn a_deleted_incarnation_takes_no_values_and_shows_none(
     let again = put(first.clone()).await;
     assert!(matches!(again, Err(StoreError::NotFound)), "{again:?}");
     assert!(
-        store.list(&second, None, 10).await.unwrap().is_empty(),
+        store
+            .list(&second, None, None, 10)
+            .await
+            .unwrap()
+            .is_empty(),
         "starts empty"
     );
     assert!(store.get(&second, &n).await.unwrap().is_none());
-    assert!(store.list(&first, None, 10).await.unwrap().is_empty());
+    assert!(store.list(&first, None, None, 10).await.unwrap().is_empty());
     let batch = vec![BatchPut {
         name: n.clone(),
         value: Some(sealed(1, "late::2")),

@@ -143,11 +143,13 @@ pub trait SecretStore: Send + Sync + 'static {
     /// The metadata alone, or `None`.
     async fn meta(&self, env: &Environment, name: &SecretName) -> StoreResult<Option<SecretMeta>>;
 
-    /// Up to `limit` secrets of `env` in name order, starting after `after`.
+    /// Up to `limit` secrets of `env` in name order, starting after `after`; only names that
+    /// `search` matches when it is given.
     async fn list(
         &self,
         env: &Environment,
         after: Option<&SecretName>,
+        search: Option<&NameSearch>,
         limit: usize,
     ) -> StoreResult<Vec<SecretMeta>>;
 

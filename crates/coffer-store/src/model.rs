@@ -145,6 +145,39 @@ impl SecretName {
     }
 }
 
+/// What a secret listing's search matches: a part of the name, compared without regard to
+/// ASCII case. 1–128 characters of the name alphabet (`[A-Za-z0-9_]`), so it never needs
+/// escaping in a query. Stored lowercased.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameSearch(String);
+
+impl NameSearch {
+    /// Checks `raw`: 1–128 characters of `[A-Za-z0-9_]`.
+    pub fn new(raw: &str) -> Result<Self, NameError> {
+        let fits = (1..=128).contains(&raw.len())
+            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if fits {
+            Ok(NameSearch(raw.to_ascii_lowercase()))
+        } else {
+            Err(NameError::new(
+                "name search",
+                raw,
+                "1-128 characters of [A-Za-z0-9_]",
+            ))
+        }
+    }
+
+    /// The search, lowercased.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `name` contains it, ignoring ASCII case.
+    pub fn matches(&self, name: &str) -> bool {
+        name.to_ascii_lowercase().contains(&self.0)
+    }
+}
+
 /// A config key: the secret-name rule, `^[A-Za-z_][A-Za-z0-9_]{0,127}$`. A type of its own
 /// so a config key is never passed where a secret name is meant.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

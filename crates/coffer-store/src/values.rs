@@ -32,9 +32,9 @@ use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
-    Actor, BatchPut, Capabilities, EnvName, Environment, Precondition, PutOutcome, Replacement,
-    Revision, SecretMeta, SecretName, SecretRecord, SecretStore, StoreError, StoreResult,
-    StoredValue, Timestamp,
+    Actor, BatchPut, Capabilities, EnvName, Environment, NameSearch, Precondition, PutOutcome,
+    Replacement, Revision, SecretMeta, SecretName, SecretRecord, SecretStore, StoreError,
+    StoreResult, StoredValue, Timestamp,
 };
 
 /// A value store's version of one value: a NATS KV revision, a Vault KV v2 version; `0` for
@@ -503,9 +503,10 @@ impl<I: SecretStore + ?Sized> SecretStore for ExternalSecrets<I> {
         &self,
         env: &Environment,
         after: Option<&SecretName>,
+        search: Option<&NameSearch>,
         limit: usize,
     ) -> StoreResult<Vec<SecretMeta>> {
-        self.index.list(env, after, limit).await
+        self.index.list(env, after, search, limit).await
     }
 
     async fn put(

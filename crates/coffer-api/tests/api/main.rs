@@ -15,3 +15,4 @@ mod openapi;
 mod orchestrations;
 mod runtime;
 mod secrets;
+mod ui;

@@ -13,12 +13,15 @@ use serde_json::Value;
 
 use crate::harness;
 
-const UNAUTHENTICATED: [&str; 5] = [
+const UNAUTHENTICATED: [&str; 8] = [
     "/healthz",
     "/readyz",
     "/metrics",
     "/v1/status",
     "/v1/openapi.json",
+    "/ui",
+    "/ui/",
+    "/ui/{asset}",
 ];
 
 /// Every (METHOD, path) the document has.
@@ -45,6 +48,7 @@ fn concrete(path: &str) -> String {
         .replace("{name}", "NO_SUCH_SECRET")
         .replace("{id}", "ak_0000000000000000")
         .replace("{key}", "NO_SUCH_KEY")
+        .replace("{asset}", "app.js")
 }
 
 async fn served_document(server: &harness::Server) -> Value {

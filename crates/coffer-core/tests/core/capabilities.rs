@@ -47,9 +47,10 @@ impl SecretStore for Declaring {
         &self,
         e: &Environment,
         after: Option<&SecretName>,
+        search: Option<&coffer_store::NameSearch>,
         limit: usize,
     ) -> StoreResult<Vec<SecretMeta>> {
-        self.0.list(e, after, limit).await
+        self.0.list(e, after, search, limit).await
     }
     async fn scan(
         &self,

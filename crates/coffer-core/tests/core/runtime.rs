@@ -99,7 +99,11 @@ async fn a_ciphertext_of_a_deleted_environment_does_not_open_in_its_successor() 
     let second = incarnation(&*n.store).await;
     assert_ne!(first.id, second.id, "a new incarnation");
     assert!(
-        n.store.list(&second, None, 10).await.unwrap().is_empty(),
+        n.store
+            .list(&second, None, None, 10)
+            .await
+            .unwrap()
+            .is_empty(),
         "nothing of the old incarnation is listed"
     );
     // A write sealed for the old incarnation is refused: it no longer exists.
@@ -267,7 +271,7 @@ async fn a_writer_streaming_into_a_recreated_environment_leaves_nothing_of_the_o
     let (written, _refused) = writer.await.unwrap();
     assert!(written > 0, "the writer wrote");
     let last = n.store.get_environment(&prod).await.unwrap().unwrap();
-    let listed = n.store.list(&last, None, 100).await.unwrap();
+    let listed = n.store.list(&last, None, None, 100).await.unwrap();
     for meta in &listed {
         assert_eq!(meta.environment_id, last.id);
         let value = n

@@ -1,0 +1,140 @@
+// DOM helpers. Every string a user or the API provides becomes a text node or an attribute
+// value set through the DOM, never markup: nothing here (or anywhere in the dashboard)
+// parses HTML from a string, so a name like <img onerror=…> renders as those characters.
+
+/** h("tag.class#id", {attr: value, onclick: fn}, ...children) → an element. */
+export function h(spec, attrs, ...children) {
+  const [, tag = "div", rest = ""] = /^([a-z0-9-]*)(.*)$/i.exec(spec);
+  const el = document.createElement(tag || "div");
+  for (const part of rest.match(/[.#][^.#]+/g) || []) {
+    if (part[0] === ".") el.classList.add(part.slice(1));
+    else el.id = part.slice(1);
+  }
+  if (attrs && (typeof attrs !== "object" || attrs instanceof Node || Array.isArray(attrs))) {
+    children.unshift(attrs);
+    attrs = null;
+  }
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith("on") && typeof value === "function") {
+      el.addEventListener(key.slice(2), value);
+    } else if (key === "class") {
+      for (const c of String(value).split(/\s+/).filter(Boolean)) el.classList.add(c);
+    } else if (key === "dataset") {
+      Object.assign(el.dataset, value);
+    } else if (key === "value" || key === "checked" || key === "disabled" || key === "selected") {
+      el[key] = value;
+    } else {
+      el.setAttribute(key, value === true ? "" : String(value));
+    }
+  }
+  append(el, children);
+  return el;
+}
+
+/** Appends children: nodes as they are, strings and numbers as text, arrays flattened. */
+export function append(el, children) {
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+/** Replaces every child of `el`. */
+export function replace(el, ...children) {
+  el.replaceChildren();
+  return append(el, children);
+}
+
+/** "2026-11-30T05:21:27.123Z" → "2026-11-30 05:21:27" (UTC, sortable, unambiguous). */
+export function when(rfc3339) {
+  if (!rfc3339) return "";
+  return String(rfc3339).replace("T", " ").replace(/\.\d+/, "").replace("Z", " UTC");
+}
+
+/** A transient message at the bottom of the window. */
+export function toast(message, kind = "info") {
+  let box = document.getElementById("toasts");
+  if (!box) {
+    box = h("div#toasts", { role: "status", "aria-live": "polite" });
+    document.body.append(box);
+  }
+  const item = h("div.toast", { class: kind }, message);
+  box.append(item);
+  setTimeout(() => item.remove(), kind === "error" ? 8000 : 4000);
+}
+
+/** A modal dialog: resolves with what `build` returns through `done(x)`, or null on cancel. */
+export function dialog(title, build) {
+  return new Promise((resolve) => {
+    const el = h("dialog.modal", { "aria-label": title });
+    const finish = (result) => {
+      el.close();
+      el.remove();
+      resolve(result);
+    };
+    el.addEventListener("cancel", (e) => {
+      e.preventDefault();
+      finish(null);
+    });
+    append(el, [h("h2", title), build(finish)]);
+    document.body.append(el);
+    el.showModal();
+  });
+}
+
+/** Asks to type `word` before a destructive action; resolves true only if it was typed. */
+export function confirmTyped(title, explanation, word) {
+  return dialog(title, (done) => {
+    const input = h("input", {
+      type: "text", autocomplete: "off", spellcheck: "false", "aria-label": `Type ${word} to confirm`,
+      name: "confirm",
+    });
+    const go = h("button.danger", { type: "submit", disabled: true }, "Delete");
+    input.addEventListener("input", () => { go.disabled = input.value !== word; });
+    return h("form", { onsubmit: (e) => { e.preventDefault(); done(input.value === word); } },
+      h("p", explanation),
+      h("label", "Type ", h("code", word), " to confirm", input),
+      h("div.actions",
+        h("button", { type: "button", onclick: () => done(false) }, "Cancel"),
+        go));
+  });
+}
+
+/** A form field with a label. */
+export function field(label, input, hint) {
+  return h("label.field", h("span.label", label), input, hint ? h("small.hint", hint) : null);
+}
+
+/** A table: columns [{key, label, render?, sort?}], rows of objects. */
+export function table(columns, rows, { empty = "Nothing here yet.", caption } = {}) {
+  if (!rows.length) return h("p.empty", empty);
+  return h("table",
+    caption ? h("caption", caption) : null,
+    h("thead", h("tr", columns.map((c) => h("th", { scope: "col" }, c.label)))),
+    h("tbody", rows.map((row) => h("tr", columns.map((c) => h("td", { dataset: { col: c.key } },
+      c.render ? c.render(row) : row[c.key] ?? ""))))));
+}
+
+/** A status word as a badge. */
+export function badge(text, kind = String(text)) {
+  return h("span.badge", { class: `badge-${kind}` }, text);
+}
+
+/** A button that runs `action`, disabled while it runs. */
+export function button(label, action, { kind = "", title } = {}) {
+  const b = h("button", { type: "button", class: kind, title });
+  b.textContent = label;
+  b.addEventListener("click", async () => {
+    b.disabled = true;
+    try { await action(); } finally { b.disabled = false; }
+  });
+  return b;
+}
+
+/** Shows a failed action's error as a toast (a 401 has already signed the tab out). */
+export function report(e) {
+  if (e?.name === "AbortError" || e?.status === 401) return;
+  toast(e?.message || String(e), "error");
+}
