@@ -123,8 +123,8 @@ export function badge(text, kind = String(text)) {
 }
 
 /** A button that runs `action`, disabled while it runs. */
-export function button(label, action, { kind = "", title } = {}) {
-  const b = h("button", { type: "button", class: kind, title });
+export function button(label, action, { kind = "", title, id } = {}) {
+  const b = h("button", { type: "button", class: kind, title, id });
   b.textContent = label;
   b.addEventListener("click", async () => {
     b.disabled = true;
