@@ -85,9 +85,7 @@ function showSignIn(message) {
 }
 
 async function signIn(key) {
-  const api = new Api(key, {
-    onRefused: () => signOut("Your key was refused: it may have been revoked. Sign in again."),
-  });
+  const api = new Api(key);
   let who;
   try {
     who = await api.get("/v1/whoami");
@@ -98,6 +96,8 @@ async function signIn(key) {
   if (who.role === "runtime") {
     throw new Error("This is a runtime key: it can only resolve secrets for functions. Sign in with an admin or manage key.");
   }
+  // From now on a 401 means the key stopped working (revoked): the tab signs out.
+  api.onRefused = () => signOut("Your key was refused: it may have been revoked. Sign in again.");
   state.api = api;
   state.who = who;
   sessionStorage.setItem(KEY_SLOT, key);
