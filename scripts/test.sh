@@ -47,6 +47,17 @@ command -v nats-server >/dev/null || {
     exit 1
 }
 
+echo "== Chromium and ChromeDriver are there (the dashboard's browser tests start their own)"
+if { [[ ! -x /usr/bin/chromium ]] || ! command -v chromedriver >/dev/null; } &&
+    command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >&2 || true
+fi
+[[ -x /usr/bin/chromium ]] && command -v chromedriver >/dev/null || {
+    echo "chromium and chromedriver are needed by crates/coffer-cli/tests/dashboard.rs:" \
+        "apt-get install chromium chromium-driver" >&2
+    exit 1
+}
+
 echo "== OpenBao (Vault's API) for the vault backend's tests"
 bao_env=$(scripts/openbao.sh)
 eval "$bao_env"

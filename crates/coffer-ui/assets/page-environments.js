@@ -28,7 +28,7 @@ export async function render(ctx) {
   draw(environments);
 
   const name = h("input#new-env-name", {
-    name: "name", required: true, pattern: "[a-z0-9][a-z0-9-]{0,62}", autocomplete: "off",
+    name: "name", required: true, pattern: "[a-z0-9][a-z0-9\\-]{0,62}", autocomplete: "off",
     placeholder: "production", "aria-describedby": "new-env-hint",
   });
   const create = can.admin ? h("form.toolbar#create-environment", {

@@ -34,6 +34,8 @@ export async function render(ctx) {
     const page = await api.get(base, { query: { limit: PAGE, cursor, search: view.search }, signal });
     view.rows = page.secrets;
     view.next = page.nextCursor || null;
+    // What was created before this read is in it (or on another page): the count restarts.
+    view.fresh = 0;
     draw();
   }
 
