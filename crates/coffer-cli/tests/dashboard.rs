@@ -326,6 +326,117 @@ async fn a_revoked_key_sends_the_browser_back_to_sign_in() {
     t.finish().await;
 }
 
+/// An API key created on the API keys page is shown once (and works), is gone from the page
+/// once dismissed, and revoking it there refuses it; revoking the key the tab is signed in
+/// with (after a warning) signs the tab out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_is_shown_once_and_revoking_the_own_key_signs_out() {
+    let t = Dashboard::start().await;
+    let (status, mine) = t
+        .admin_call(
+            Method::POST,
+            "/v1/api-keys",
+            json!({"name": "browser", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{mine}");
+    t.sign_in(mine["key"].as_str().unwrap()).await;
+    t.open("#/api-keys").await;
+    t.wait_js(
+        "the key form",
+        "return !!document.getElementById('new-key-name')",
+    )
+    .await;
+
+    t.type_into("#new-key-name", "deploy from CI").await;
+    t.js(
+        "const r = document.getElementById('new-key-role'); r.value = 'manage'; \
+          r.dispatchEvent(new Event('change', {bubbles: true})); \
+          const e = document.getElementById('new-key-environment'); e.value = 'default'; \
+          e.dispatchEvent(new Event('change', {bubbles: true})); return null",
+    )
+    .await;
+    t.click("#create-key button[type=submit]").await;
+    let key = t
+        .wait_js(
+            "the new key, shown once",
+            "return document.getElementById('new-key')?.textContent || null",
+        )
+        .await;
+    let key = key.as_str().unwrap().to_owned();
+    assert!(key.starts_with("ck_default_"), "{key}");
+    let (s, who) = call(&t.server.base, &key, Method::GET, "/v1/whoami", None).await;
+    assert_eq!(s, StatusCode::OK, "{who}");
+    assert_eq!(who["role"], "manage");
+    assert_eq!(who["environment"], "default");
+    let id = who["keyId"].as_str().unwrap().to_owned();
+
+    t.click("#close-new-key").await;
+    let left = t
+        .js_args(
+            "const k = arguments[0]; \
+             return [document.documentElement.outerHTML.includes(k), \
+                     JSON.stringify(sessionStorage).includes(k), location.href.includes(k)]",
+            vec![json!(key)],
+        )
+        .await;
+    assert_eq!(
+        left,
+        json!([false, false, false]),
+        "the key stays in the page"
+    );
+    t.wait_js_args(
+        "the new key's row",
+        "return !!document.querySelector(`[data-key-id=\"${arguments[0]}\"]`)",
+        vec![json!(id)],
+    )
+    .await;
+
+    // Revoking another key: it is refused from then on.
+    t.click(&format!("button[data-key-id=\"{id}\"]")).await;
+    t.click("#confirm-revoke").await;
+    t.wait_js_args(
+        "the row gone",
+        "return !document.querySelector(`tr[data-key-id=\"${arguments[0]}\"]`)",
+        vec![json!(id)],
+    )
+    .await;
+    let (s, _) = call(&t.server.base, &key, Method::GET, "/v1/whoami", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // Revoking the tab's own key warns, then signs out.
+    let own = mine["id"].as_str().unwrap();
+    t.click(&format!("button[data-key-id=\"{own}\"]")).await;
+    t.wait_js(
+        "the warning that this signs the tab out",
+        "return document.getElementById('revoke-self-warning')?.textContent || null",
+    )
+    .await;
+    t.click("#confirm-revoke").await;
+    let message = t
+        .wait_js(
+            "back on the sign-in form",
+            "const e = document.getElementById('sign-in-error'); \
+             return document.getElementById('api-key') && e && e.textContent ? e.textContent : null",
+        )
+        .await;
+    assert!(message.as_str().unwrap().contains(own), "{message}");
+    assert_eq!(
+        t.js("return sessionStorage.getItem('coffer.apiKey')").await,
+        Value::Null
+    );
+    let (s, _) = call(
+        &t.server.base,
+        mine["key"].as_str().unwrap(),
+        Method::GET,
+        "/v1/whoami",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    t.finish().await;
+}
+
 /// A run waiting at an approval step is approved from its page; its status moves on. The
 /// other main pages are shown with data in them (and saved as screenshots when asked).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -182,6 +182,7 @@ async function render() {
     environments: state.environments,
     refreshEnvironments: async () => { await loadEnvironments(); },
     navigate: (hash) => { location.hash = hash; },
+    signOut: (message) => signOut(message),
     rerender: () => render(),
   };
   try {

@@ -84,14 +84,15 @@ export function dialog(title, build) {
   });
 }
 
-/** Asks to type `word` before a destructive action; resolves true only if it was typed. */
-export function confirmTyped(title, explanation, word) {
+/** Asks to type `word` before a destructive action (`action` names its button); resolves
+ * true only if it was typed. */
+export function confirmTyped(title, explanation, word, action = "Delete") {
   return dialog(title, (done) => {
     const input = h("input", {
       type: "text", autocomplete: "off", spellcheck: "false", "aria-label": `Type ${word} to confirm`,
       name: "confirm",
     });
-    const go = h("button.danger", { type: "submit", disabled: true }, "Delete");
+    const go = h("button.danger", { type: "submit", disabled: true }, action);
     input.addEventListener("input", () => { go.disabled = input.value !== word; });
     return h("form", { onsubmit: (e) => { e.preventDefault(); done(input.value === word); } },
       h("p", explanation),
@@ -137,4 +138,72 @@ export function button(label, action, { kind = "", title, id } = {}) {
 export function report(e) {
   if (e?.name === "AbortError" || e?.status === 401) return;
   toast(e?.message || String(e), "error");
+}
+
+/** Previous/next buttons over a cursor-paged list. `fetchPage(cursor)` draws a page and
+ * resolves with its nextCursor. */
+export function cursorPager(id, fetchPage) {
+  const cursors = [undefined]; // the cursor of each page visited; the last is on screen
+  let next = null;
+  const prev = h(`button#${id}-prev`, { type: "button", disabled: true }, "← Previous");
+  const fwd = h(`button#${id}-next`, { type: "button", disabled: true }, "Next →");
+  async function load() {
+    next = (await fetchPage(cursors[cursors.length - 1])) || null;
+    prev.disabled = cursors.length <= 1;
+    fwd.disabled = !next;
+  }
+  async function go(step) {
+    const before = cursors.length;
+    if (step > 0 && next) cursors.push(next);
+    if (step < 0 && cursors.length > 1) cursors.pop();
+    try {
+      await load();
+    } catch (e) {
+      if (cursors.length > before) cursors.pop();
+      report(e);
+    }
+  }
+  prev.addEventListener("click", () => go(-1));
+  fwd.addEventListener("click", () => go(1));
+  return {
+    el: h("div.pager", prev, fwd),
+    load,
+    reset: () => { cursors.length = 1; return load(); },
+    onFirstPage: () => cursors.length === 1,
+  };
+}
+
+/** A table whose rows carry data-id (for live updates and tests). */
+export function grid(columns, rows, { empty = "Nothing here yet.", key = "id" } = {}) {
+  if (!rows.length) return h("p.empty", empty);
+  return h("table",
+    h("thead", h("tr", columns.map((c) => h("th", { scope: "col" }, c.label)))),
+    h("tbody", rows.map((row) => h("tr", { dataset: { id: row[key] } },
+      columns.map((c) => h("td", { class: c.mono ? "mono" : undefined, dataset: { col: c.key } },
+        c.render ? c.render(row) : row[c.key] ?? ""))))));
+}
+
+/** Gives an element a stable id. */
+export function withId(el, id) {
+  el.id = id;
+  return el;
+}
+
+export function backTo(href, label) {
+  return h("p.back", h("a", { href }, "← ", label));
+}
+
+/** 90061000 → "1 d 1 h (90061000 ms)". */
+export function duration(ms) {
+  if (ms === undefined || ms === null) return "";
+  const units = [["d", 86400000], ["h", 3600000], ["min", 60000], ["s", 1000]];
+  const parts = [];
+  let rest = ms;
+  for (const [unit, size] of units) {
+    if (rest >= size && parts.length < 2) {
+      parts.push(`${Math.floor(rest / size)} ${unit}`);
+      rest %= size;
+    }
+  }
+  return parts.length ? `${parts.join(" ")} (${ms} ms)` : `${ms} ms`;
 }

@@ -71,8 +71,7 @@ export async function render(ctx) {
       return;
     }
     if (own) {
-      // The next request is refused with 401, which signs the tab out (app.js) and says why.
-      await api.get("/v1/whoami").catch(() => {});
+      ctx.signOut(`You revoked ${k.id}, the key this tab was signed in with.`);
       return;
     }
     toast(`Revoked ${k.id}.`);

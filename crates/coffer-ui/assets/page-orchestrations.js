@@ -12,7 +12,10 @@
 // until it ends, since a step can move on without an orchestration event.
 
 import { seg, sleep } from "./api.js";
-import { badge, button, confirmTyped, dialog, field, h, replace, report, toast, when } from "./dom.js";
+import {
+  backTo, badge, button, confirmTyped, cursorPager, dialog, duration, field, grid, h, replace, report,
+  toast, when, withId,
+} from "./dom.js";
 
 const PAGE = 50;
 const MASK = "********";
@@ -595,75 +598,4 @@ function checkDefinition(def) {
   return null;
 }
 
-// ---------------------------------------------------------------------------------------
-// Small helpers (the same as page-functions.js's; each page module stands alone).
-
 const isObject = (x) => x !== null && typeof x === "object" && !Array.isArray(x);
-
-/** Previous/next buttons over a cursor-paged list. `fetchPage(cursor)` draws a page and
- * resolves with its nextCursor. */
-function cursorPager(id, fetchPage) {
-  const cursors = [undefined]; // the cursor of each page visited; the last is on screen
-  let next = null;
-  const prev = h(`button#${id}-prev`, { type: "button", disabled: true }, "← Previous");
-  const fwd = h(`button#${id}-next`, { type: "button", disabled: true }, "Next →");
-  async function load() {
-    next = (await fetchPage(cursors[cursors.length - 1])) || null;
-    prev.disabled = cursors.length <= 1;
-    fwd.disabled = !next;
-  }
-  async function go(step) {
-    const before = cursors.length;
-    if (step > 0 && next) cursors.push(next);
-    if (step < 0 && cursors.length > 1) cursors.pop();
-    try {
-      await load();
-    } catch (e) {
-      if (cursors.length > before) cursors.pop();
-      report(e);
-    }
-  }
-  prev.addEventListener("click", () => go(-1));
-  fwd.addEventListener("click", () => go(1));
-  return {
-    el: h("div.pager", prev, fwd),
-    load,
-    reset: () => { cursors.length = 1; return load(); },
-    onFirstPage: () => cursors.length === 1,
-  };
-}
-
-/** A table whose rows carry data-id (for live updates and tests). */
-function grid(columns, rows, { empty = "Nothing here yet.", key = "id" } = {}) {
-  if (!rows.length) return h("p.empty", empty);
-  return h("table",
-    h("thead", h("tr", columns.map((c) => h("th", { scope: "col" }, c.label)))),
-    h("tbody", rows.map((row) => h("tr", { dataset: { id: row[key] } },
-      columns.map((c) => h("td", { class: c.mono ? "mono" : undefined, dataset: { col: c.key } },
-        c.render ? c.render(row) : row[c.key] ?? ""))))));
-}
-
-/** Gives an element a stable id (button() takes none). */
-function withId(el, id) {
-  el.id = id;
-  return el;
-}
-
-function backTo(href, label) {
-  return h("p.back", h("a", { href }, "← ", label));
-}
-
-/** 90061000 → "1 d 1 h (90061000 ms)". */
-function duration(ms) {
-  if (ms === undefined || ms === null) return "";
-  const units = [["d", 86400000], ["h", 3600000], ["min", 60000], ["s", 1000]];
-  const parts = [];
-  let rest = ms;
-  for (const [unit, size] of units) {
-    if (rest >= size && parts.length < 2) {
-      parts.push(`${Math.floor(rest / size)} ${unit}`);
-      rest %= size;
-    }
-  }
-  return parts.length ? `${parts.join(" ")} (${ms} ms)` : `${ms} ms`;
-}
