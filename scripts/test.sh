@@ -47,14 +47,18 @@ command -v nats-server >/dev/null || {
     exit 1
 }
 
-echo "== Chromium and ChromeDriver are there (the dashboard's browser tests start their own)"
-if { [[ ! -x /usr/bin/chromium ]] || ! command -v chromedriver >/dev/null; } &&
+echo "== Chromium, ChromeDriver and Firefox are there (the dashboard's browser tests start their own)"
+if { [[ ! -x /usr/bin/chromium ]] || ! command -v chromedriver >/dev/null || ! command -v firefox-esr >/dev/null; } &&
     command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >&2 || true
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver firefox-esr) >&2 || true
 fi
 [[ -x /usr/bin/chromium ]] && command -v chromedriver >/dev/null || {
     echo "chromium and chromedriver are needed by crates/coffer-cli/tests/dashboard.rs:" \
         "apt-get install chromium chromium-driver" >&2
+    exit 1
+}
+command -v firefox-esr >/dev/null || {
+    echo "firefox-esr is needed by crates/coffer-cli/tests/dashboard_firefox.rs: apt-get install firefox-esr" >&2
     exit 1
 }
 
