@@ -15,7 +15,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use coffer_core::{
     ApiKeyId, Coffer, ConfigEntry, ConfigKey, Encryption, EnvName, FunctionId, NameSearch,
-    REWRAP_BATCH, Role, SecretName, ValueStatus, WalkPosition, commands,
+    REWRAP_BATCH, Role, SecretListing, SecretName, SecretOrder, Timestamp, ValueStatus,
+    WalkPosition, commands,
 };
 
 use crate::error::ApiError;
@@ -258,10 +259,24 @@ pub async fn list_secrets(
     let env = EnvName::new(&env)?;
     coffer.require_manage(&who, &env)?;
     let limit = page_limit(q.limit)?;
+    let order = q.sort.map_or(SecretOrder::NameAsc, SecretOrder::from);
+    // A cursor is the last name, or for the orders by update `{updatedAt ms}:{name}`.
     let after = q
         .cursor
         .as_deref()
-        .map(|c| decode_cursor(c, SecretName::new))
+        .map(|c| {
+            decode_cursor(c, |text| match order.by_update() {
+                false => SecretName::new(text)
+                    .map(|n| (n, Timestamp::from_millis(0)))
+                    .map_err(|_| ()),
+                true => {
+                    let (ms, name) = text.split_once(':').ok_or(())?;
+                    let ms = ms.parse::<i64>().map_err(|_| ())?;
+                    let name = SecretName::new(name).map_err(|_| ())?;
+                    Ok((name, Timestamp::from_millis(ms)))
+                }
+            })
+        })
         .transpose()?;
     let search = q
         .search
@@ -269,9 +284,12 @@ pub async fn list_secrets(
         .map(NameSearch::new)
         .transpose()
         .map_err(|e| ApiError::invalid_query(e.to_string()))?;
-    let page = coffer
-        .list_secrets(&who, &env, after.as_ref(), search.as_ref(), limit)
-        .await?;
+    let listing = SecretListing {
+        order,
+        after: after.as_ref().map(|(n, at)| (n, *at)),
+        search: search.as_ref(),
+    };
+    let page = coffer.list_secrets(&who, &env, &listing, limit).await?;
     let statuses = coffer.value_statuses(&page.items).await?;
     let secrets = page
         .items
@@ -279,7 +297,10 @@ pub async fn list_secrets(
         .zip(statuses)
         .map(|(m, status)| SecretMetaJson::new(m, status))
         .collect();
-    let next_cursor = page.next.map(|n| URL_SAFE_NO_PAD.encode(n.as_str()));
+    let next_cursor = page.next.map(|(name, at)| match order.by_update() {
+        false => URL_SAFE_NO_PAD.encode(name.as_str()),
+        true => URL_SAFE_NO_PAD.encode(format!("{}:{name}", at.millis())),
+    });
     Ok(Json(SecretPageJson {
         next_cursor,
         secrets,

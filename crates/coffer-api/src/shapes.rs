@@ -632,11 +632,42 @@ pub struct SecretListQuery {
     /// Items per page, 1–1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
-    /// The `nextCursor` of the previous page (of the same search).
+    /// The `nextCursor` of the previous page (of the same search and sort).
     pub cursor: Option<String>,
     /// Only names containing this, ignoring ASCII case: 1–128 characters of `[A-Za-z0-9_]`.
     #[param(pattern = r"^[A-Za-z0-9_]{1,128}$", example = "stripe")]
     pub search: Option<String>,
+    /// The order: `name` (the default; bytes), `-name`, `updatedAt` (least recently
+    /// updated first) or `-updatedAt` (most recently updated first); ties by name.
+    pub sort: Option<SecretSort>,
+}
+
+/// The order of a secret listing.
+#[derive(Clone, Copy, Deserialize, ToSchema)]
+pub enum SecretSort {
+    /// By name, A to z.
+    #[serde(rename = "name")]
+    Name,
+    /// By name, z to A.
+    #[serde(rename = "-name")]
+    NameDesc,
+    /// Least recently updated first.
+    #[serde(rename = "updatedAt")]
+    Updated,
+    /// Most recently updated first.
+    #[serde(rename = "-updatedAt")]
+    UpdatedDesc,
+}
+
+impl From<SecretSort> for coffer_core::SecretOrder {
+    fn from(s: SecretSort) -> Self {
+        match s {
+            SecretSort::Name => coffer_core::SecretOrder::NameAsc,
+            SecretSort::NameDesc => coffer_core::SecretOrder::NameDesc,
+            SecretSort::Updated => coffer_core::SecretOrder::UpdatedAsc,
+            SecretSort::UpdatedDesc => coffer_core::SecretOrder::UpdatedDesc,
+        }
+    }
 }
 
 /// Compare-and-set on a secret's revision.

@@ -829,6 +829,40 @@ async fn ten_thousand_secrets_render_one_page_and_report_the_first_paint() {
          return rows.length === 1 && rows[0].dataset.name === 'BULK_09999'",
     )
     .await;
+    // Sorting by last update is the server's, across all 10,000: the one written last comes
+    // first (most recent first), then by name descending it is last of all.
+    t.clear("#secret-search").await;
+    t.type_into("#secret-search", "_").await;
+    let (status, _) = t
+        .admin_call(
+            Method::PUT,
+            "/v1/environments/big/secrets/AAA_WRITTEN_LAST",
+            json!({"value": "v"}),
+        )
+        .await;
+    assert!(status.is_success());
+    t.click("button[data-sort=updatedAt]").await;
+    t.wait_js(
+        "most recently updated first",
+        "const rows = document.querySelectorAll('#secrets tbody tr'); \
+         return rows.length === 100 && rows[0].dataset.name === 'AAA_WRITTEN_LAST'",
+    )
+    .await;
+    t.click("button[data-sort=name]").await;
+    t.wait_js(
+        "by name",
+        "const rows = document.querySelectorAll('#secrets tbody tr'); \
+         return rows.length === 100 && rows[0].dataset.name === 'AAA_WRITTEN_LAST'",
+    )
+    .await;
+    t.click("button[data-sort=name]").await;
+    t.wait_js(
+        "by name, Z to A",
+        "const rows = document.querySelectorAll('#secrets tbody tr'); \
+         return rows.length === 100 && rows[0].dataset.name === 'BULK_09999' \
+           && rows[99].dataset.name === 'BULK_09900'",
+    )
+    .await;
     t.finish().await;
 }
 

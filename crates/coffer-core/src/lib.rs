@@ -41,5 +41,6 @@ pub use coffer_store::EventRecord;
 pub use coffer_store::{
     ApiKeyId, ApiKeyMeta, AuditQuery, AuditRecord, AuditResult, ConfigEntry, ConfigKey,
     ConfigPutOutcome, EnvName, Environment, FunctionId, NameError, NameSearch, Origin, Revision,
-    Role, SecretMeta, SecretName, SubjectPattern, Timestamp, UnreadableMark,
+    Role, SecretListing, SecretMeta, SecretName, SecretOrder, SubjectPattern, Timestamp,
+    UnreadableMark,
 };

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use coffer_crypto::Keyring;
 use coffer_store::values::{copy, location, new_write_id, reference_row, same_stored};
 use coffer_store::{
-    Actor, Catalog, EnvName, Environment, Replacement, SecretName, SecretStore, StoreError,
-    StoredValue, ValueEntry, ValueExpect, ValueStore,
+    Actor, Catalog, EnvName, Environment, Replacement, SecretListing, SecretName, SecretStore,
+    StoreError, StoredValue, ValueEntry, ValueExpect, ValueStore,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -93,7 +93,10 @@ impl Migration {
         for env in &environments {
             let mut after: Option<SecretName> = None;
             loop {
-                let page = self.index.list(env, after.as_ref(), None, PAGE).await?;
+                let page = self
+                    .index
+                    .list(env, &SecretListing::by_name(after.as_ref()), PAGE)
+                    .await?;
                 let Some(last) = page.last() else { break };
                 after = Some(last.name.clone());
                 for meta in page {

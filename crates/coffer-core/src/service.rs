@@ -5,7 +5,7 @@ use std::sync::Arc;
 use coffer_crypto::{Keyring, random_hex, sha256_hex};
 use coffer_store::{
     Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Catalog, ConfigEntry, ConfigKey, EnvId, EnvName,
-    Environment, NameSearch, Origin, Role, SecretMeta, SecretName, SecretRecord, SecretStore,
+    Environment, Origin, Role, SecretListing, SecretMeta, SecretName, SecretRecord, SecretStore,
     StoreError, StoreResult, StoredValue, Timestamp,
 };
 use secrecy::zeroize::Zeroizing;
@@ -342,17 +342,16 @@ impl Coffer {
         &self,
         who: &Principal,
         env: &EnvName,
-        after: Option<&SecretName>,
-        search: Option<&NameSearch>,
+        listing: &SecretListing<'_>,
         limit: usize,
-    ) -> Result<Page<SecretMeta>, CoreError> {
+    ) -> Result<Page<SecretMeta, (SecretName, Timestamp)>, CoreError> {
         self.require_manage(who, env)?;
         let env = self.existing_environment(env).await?;
         let items = self
             .secrets
-            .list(&env, after, search, limit.saturating_add(1))
+            .list(&env, listing, limit.saturating_add(1))
             .await?;
-        Ok(Page::cut(items, limit, |m| m.name.clone()))
+        Ok(Page::cut(items, limit, |m| (m.name.clone(), m.updated_at)))
     }
 
     /// One secret's metadata.

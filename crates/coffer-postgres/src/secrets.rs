@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use coffer_crypto::KeyVersion;
 use coffer_store::{
     Actor, BatchPut, Capabilities, Change, EnvId, EnvName, Environment, NameSearch, Precondition,
-    PutOutcome, Replacement, SecretMeta, SecretName, SecretRecord, SecretStore, StoreError,
-    StoreResult, StoredValue, Timestamp,
+    PutOutcome, Replacement, SecretListing, SecretMeta, SecretName, SecretOrder, SecretRecord,
+    SecretStore, StoreError, StoreResult, StoredValue, Timestamp,
 };
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::PgRow;
@@ -83,25 +83,37 @@ impl SecretStore for PgStore {
     async fn list(
         &self,
         env: &Environment,
-        after: Option<&SecretName>,
-        search: Option<&NameSearch>,
+        listing: &SecretListing<'_>,
         limit: usize,
     ) -> StoreResult<Vec<SecretMeta>> {
-        let mut c = self.acquire().await?;
-        let rows = sqlx::query(
+        // $3/$6 are the cursor, NULL on the first page.
+        let (after, order) = match listing.order {
+            SecretOrder::NameAsc => ("name > $3", "name"),
+            SecretOrder::NameDesc => ("name < $3", "name DESC"),
+            SecretOrder::UpdatedAsc => ("(updated_at, name) > ($6, $3)", "updated_at, name"),
+            SecretOrder::UpdatedDesc => (
+                "(updated_at, name) < ($6, $3)",
+                "updated_at DESC, name DESC",
+            ),
+        };
+        let sql = format!(
             "SELECT NULL::text, key_version, revision, created_at, updated_at, name FROM secrets
-             WHERE environment = $1 AND environment_id = $2 AND name > $3
+             WHERE environment = $1 AND environment_id = $2
+               AND ($3::text IS NULL OR {after})
                AND ($5::text IS NULL OR strpos(lower(name), $5) > 0)
-             ORDER BY name LIMIT $4",
-        )
-        .bind(env.name.as_str())
-        .bind(env.id.as_str())
-        .bind(after.map_or("", SecretName::as_str))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .bind(search.map(NameSearch::as_str))
-        .fetch_all(&mut *c)
-        .await
-        .map_err(db)?;
+             ORDER BY {order} LIMIT $4"
+        );
+        let mut c = self.acquire().await?;
+        let rows = sqlx::query(&sql)
+            .bind(env.name.as_str())
+            .bind(env.id.as_str())
+            .bind(listing.after.map(|(n, _)| n.as_str()))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(listing.search.map(NameSearch::as_str))
+            .bind(listing.after.map(|(_, at)| at.millis()))
+            .fetch_all(&mut *c)
+            .await
+            .map_err(db)?;
         rows.iter()
             .map(|r| {
                 let name: String = r.try_get(5).map_err(db)?;

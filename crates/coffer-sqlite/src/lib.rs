@@ -343,7 +343,10 @@ mod tests {
                 path.display()
             );
         }
-        let rows = store.list(&env, None, None, 100).await.expect("list");
+        let rows = store
+            .list(&env, &coffer_store::SecretListing::by_name(None), 100)
+            .await
+            .expect("list");
         assert_eq!(rows.len(), 20, "the checkpoint changed no row");
     }
 

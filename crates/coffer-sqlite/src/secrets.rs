@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use coffer_crypto::KeyVersion;
 use coffer_store::{
     Actor, BatchPut, Capabilities, Change, EnvId, EnvName, Environment, NameSearch, Precondition,
-    PutOutcome, Replacement, SecretMeta, SecretName, SecretRecord, SecretStore, StoreError,
-    StoreResult, StoredValue, Timestamp,
+    PutOutcome, Replacement, SecretListing, SecretMeta, SecretName, SecretOrder, SecretRecord,
+    SecretStore, StoreError, StoreResult, StoredValue, Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use secrecy::{ExposeSecret, SecretString};
@@ -66,24 +66,41 @@ impl SecretStore for SqliteStore {
     async fn list(
         &self,
         env: &Environment,
-        after: Option<&SecretName>,
-        search: Option<&NameSearch>,
+        listing: &SecretListing<'_>,
         limit: usize,
     ) -> StoreResult<Vec<SecretMeta>> {
-        let after = after.map_or("", SecretName::as_str);
-        let search = search.map(NameSearch::as_str);
+        let after_name = listing.after.map(|(n, _)| n.as_str());
+        let after_updated = listing.after.map(|(_, at)| at.millis());
+        let search = listing.search.map(NameSearch::as_str);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (env_name, env_id) = (env.name.as_str(), env.id.as_str());
+        // One statement per order (each cached); ?2/?6 are the cursor, NULL on the first page.
+        let (after, order) = match listing.order {
+            SecretOrder::NameAsc => ("name > ?2", "name"),
+            SecretOrder::NameDesc => ("name < ?2", "name DESC"),
+            SecretOrder::UpdatedAsc => ("(updated_at, name) > (?6, ?2)", "updated_at, name"),
+            SecretOrder::UpdatedDesc => (
+                "(updated_at, name) < (?6, ?2)",
+                "updated_at DESC, name DESC",
+            ),
+        };
+        let sql = format!(
+            "SELECT key_version, revision, created_at, updated_at, name
+             FROM secrets WHERE environment = ?1 AND environment_id = ?4
+               AND (?2 IS NULL OR {after})
+               AND (?5 IS NULL OR instr(lower(name), ?5) > 0)
+             ORDER BY {order} LIMIT ?3"
+        );
         let rows = self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT key_version, revision, created_at, updated_at, name
-                 FROM secrets WHERE environment = ?1 AND environment_id = ?4 AND name > ?2
-                   AND (?5 IS NULL OR instr(lower(name), ?5) > 0)
-                 ORDER BY name LIMIT ?3",
-            )?;
-            let rows = stmt.query_map(
-                params![env.name.as_str(), after, limit, env.id.as_str(), search],
-                |r| Ok((meta_columns(r)?, r.get::<_, String>(4)?)),
-            )?;
+            let mut stmt = c.prepare_cached(&sql)?;
+            let mut values: Vec<&dyn rusqlite::ToSql> =
+                vec![&env_name, &after_name, &limit, &env_id, &search];
+            if listing.order.by_update() {
+                values.push(&after_updated); // ?6: only the orders by update use it
+            }
+            let rows = stmt.query_map(rusqlite::params_from_iter(values), |r| {
+                Ok((meta_columns(r)?, r.get::<_, String>(4)?))
+            })?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
         rows.into_iter()

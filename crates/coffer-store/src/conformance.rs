@@ -31,6 +31,7 @@ macro_rules! secret_store_conformance {
             put_creates_at_revision_one, updates_bump_revision_and_keep_created_at,
             preconditions_are_checked_atomically_with_the_write, delete_honours_preconditions,
             get_returns_the_stored_value_verbatim, list_is_sorted_scoped_and_paginated,
+            list_orders_by_name_or_update_either_way,
             purge_removes_only_that_environment, counts_values_per_key_version,
             concurrent_compare_and_set_loses_no_update, scan_walks_every_environment_in_order,
             replacements_apply_only_at_the_read_revision, batches_apply_all_or_nothing,
@@ -393,58 +394,87 @@ pub async fn list_is_sorted_scoped_and_paginated(store: Arc<impl SecretStore + E
             .collect::<Vec<_>>()
     };
     assert_eq!(
-        names(store.list(&a, None, None, 100).await.unwrap()),
+        names(
+            store
+                .list(&a, &SecretListing::by_name(None), 100)
+                .await
+                .unwrap()
+        ),
         ["A", "B", "C", "D", "E"]
-    );
-    assert_eq!(
-        names(store.list(&a, None, None, 2).await.unwrap()),
-        ["A", "B"]
-    );
-    assert_eq!(
-        names(store.list(&a, Some(&name("B")), None, 2).await.unwrap()),
-        ["C", "D"]
-    );
-    assert_eq!(
-        names(store.list(&a, Some(&name("E")), None, 2).await.unwrap()),
-        Vec::<String>::new()
-    );
-    assert_eq!(names(store.list(&b, None, None, 100).await.unwrap()), ["Z"]);
-    // A search keeps the name order and the paging, and ignores ASCII case.
-    for n in ["STRIPE_KEY", "stripe_webhook", "GITHUB_TOKEN", "OLD_STRIPE"] {
-        set(&*store, &a, &name(n), sealed(1, "x::y"), at(1)).await;
-    }
-    let stripe = crate::NameSearch::new("Stripe").unwrap();
-    assert_eq!(
-        names(store.list(&a, None, Some(&stripe), 100).await.unwrap()),
-        ["OLD_STRIPE", "STRIPE_KEY", "stripe_webhook"]
     );
     assert_eq!(
         names(
             store
-                .list(&a, Some(&name("OLD_STRIPE")), Some(&stripe), 1)
+                .list(&a, &SecretListing::by_name(None), 2)
                 .await
                 .unwrap()
         ),
-        ["STRIPE_KEY"]
+        ["A", "B"]
     );
+    assert_eq!(
+        names(
+            store
+                .list(&a, &SecretListing::by_name(Some(&name("B"))), 2)
+                .await
+                .unwrap()
+        ),
+        ["C", "D"]
+    );
+    assert_eq!(
+        names(
+            store
+                .list(&a, &SecretListing::by_name(Some(&name("E"))), 2)
+                .await
+                .unwrap()
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        names(
+            store
+                .list(&b, &SecretListing::by_name(None), 100)
+                .await
+                .unwrap()
+        ),
+        ["Z"]
+    );
+    // A search keeps the order and the paging, and ignores ASCII case.
+    for n in ["STRIPE_KEY", "stripe_webhook", "GITHUB_TOKEN", "OLD_STRIPE"] {
+        set(&*store, &a, &name(n), sealed(1, "x::y"), at(1)).await;
+    }
+    let stripe = crate::NameSearch::new("Stripe").unwrap();
+    let searching = |after, limit| {
+        let listing = SecretListing {
+            after,
+            search: Some(&stripe),
+            ..SecretListing::default()
+        };
+        listed(&*store, &a, listing, limit)
+    };
+    assert_eq!(
+        searching(None, 100).await,
+        ["OLD_STRIPE", "STRIPE_KEY", "stripe_webhook"]
+    );
+    let old = name("OLD_STRIPE");
+    assert_eq!(searching(Some((&old, at(0))), 1).await, ["STRIPE_KEY"]);
     let none = crate::NameSearch::new("nothing_like_it").unwrap();
+    let nothing = SecretListing {
+        search: Some(&none),
+        ..SecretListing::default()
+    };
+    assert!(store.list(&a, &nothing, 100).await.unwrap().is_empty());
+    let in_b = SecretListing {
+        search: Some(&stripe),
+        ..SecretListing::default()
+    };
+    assert!(store.list(&b, &in_b, 100).await.unwrap().is_empty());
     assert!(
         store
-            .list(&a, None, Some(&none), 100)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        store
-            .list(&b, None, Some(&stripe), 100)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        store
-            .list(&environment(&*store, "c").await, None, None, 100)
+            .list(
+                &environment(&*store, "c").await,
+                &SecretListing::by_name(None),
+                100
+            )
             .await
             .unwrap()
             .is_empty()
@@ -462,8 +492,21 @@ pub async fn purge_removes_only_that_environment(store: Arc<impl SecretStore + E
         set(&*store, &b, &name(n), sealed(1, "x::y"), at(1)).await;
     }
     assert_eq!(store.purge_environment(&a).await.unwrap(), 2);
-    assert!(store.list(&a, None, None, 10).await.unwrap().is_empty());
-    assert_eq!(store.list(&b, None, None, 10).await.unwrap().len(), 2);
+    assert!(
+        store
+            .list(&a, &SecretListing::by_name(None), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .list(&b, &SecretListing::by_name(None), 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 /// Values are counted per key version, plaintext as version 0.
@@ -963,14 +1006,20 @@ pub async fn a_deleted_incarnation_takes_no_values_and_shows_none(
     assert!(matches!(again, Err(StoreError::NotFound)), "{again:?}");
     assert!(
         store
-            .list(&second, None, None, 10)
+            .list(&second, &SecretListing::by_name(None), 10)
             .await
             .unwrap()
             .is_empty(),
         "starts empty"
     );
     assert!(store.get(&second, &n).await.unwrap().is_none());
-    assert!(store.list(&first, None, None, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .list(&first, &SecretListing::by_name(None), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let batch = vec![BatchPut {
         name: n.clone(),
         value: Some(sealed(1, "late::2")),
@@ -2074,4 +2123,57 @@ pub async fn a_mark_racing_a_write_of_its_secret_never_outlives_it(
         assert!(left.is_empty(), "round {round}: {left:?}");
     }
     assert!(store.unreadable_counts().await.unwrap().is_empty());
+}
+
+/// The names `store` lists in `env` as `listing` says.
+async fn listed(
+    store: &impl SecretStore,
+    env: &Environment,
+    listing: SecretListing<'_>,
+    limit: usize,
+) -> Vec<String> {
+    let page = store.list(env, &listing, limit).await.unwrap();
+    page.into_iter().map(|m| m.name.to_string()).collect()
+}
+
+/// Every order (by name or by update, either way) lists every secret once when read page by
+/// page from its cursors, ties on `updated_at` broken by name; a search keeps the order.
+pub async fn list_orders_by_name_or_update_either_way(store: Arc<impl SecretStore + Environments>) {
+    let env = environment(&*store, "a").await;
+    // Written in this order at these times: B and D at the same millisecond.
+    for (n, t) in [("C", 5), ("A", 9), ("B", 3), ("E", 1), ("D", 3)] {
+        set(&*store, &env, &name(n), sealed(1, "x::y"), at(t)).await;
+    }
+    let cases = [
+        (SecretOrder::NameAsc, ["A", "B", "C", "D", "E"]),
+        (SecretOrder::NameDesc, ["E", "D", "C", "B", "A"]),
+        (SecretOrder::UpdatedAsc, ["E", "B", "D", "C", "A"]),
+        (SecretOrder::UpdatedDesc, ["A", "C", "D", "B", "E"]),
+    ];
+    for (order, want) in cases {
+        let mut seen: Vec<SecretMeta> = Vec::new();
+        loop {
+            let after = seen.last().map(|m| (&m.name, m.updated_at));
+            let listing = SecretListing {
+                order,
+                after,
+                search: None,
+            };
+            let page = store.list(&env, &listing, 2).await.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 2, "{order:?}");
+            seen.extend(page);
+        }
+        let names: Vec<String> = seen.iter().map(|m| m.name.to_string()).collect();
+        assert_eq!(names, want, "{order:?}");
+    }
+    let d = crate::NameSearch::new("d").unwrap();
+    let listing = SecretListing {
+        order: SecretOrder::UpdatedDesc,
+        after: None,
+        search: Some(&d),
+    };
+    assert_eq!(listed(&*store, &env, listing, 10).await, ["D"]);
 }

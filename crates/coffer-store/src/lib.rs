@@ -143,13 +143,12 @@ pub trait SecretStore: Send + Sync + 'static {
     /// The metadata alone, or `None`.
     async fn meta(&self, env: &Environment, name: &SecretName) -> StoreResult<Option<SecretMeta>>;
 
-    /// Up to `limit` secrets of `env` in name order, starting after `after`; only names that
-    /// `search` matches when it is given.
+    /// Up to `limit` secrets of `env` as `listing` says: in its order, after its position,
+    /// only the names its search matches.
     async fn list(
         &self,
         env: &Environment,
-        after: Option<&SecretName>,
-        search: Option<&NameSearch>,
+        listing: &SecretListing<'_>,
         limit: usize,
     ) -> StoreResult<Vec<SecretMeta>>;
 

@@ -178,6 +178,51 @@ impl NameSearch {
     }
 }
 
+/// The order of a secret listing. Names compare as bytes; the orders by update break ties by
+/// name, so every order is total and a cursor is exact.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SecretOrder {
+    /// By name, A to z (the default).
+    #[default]
+    NameAsc,
+    /// By name, z to A.
+    NameDesc,
+    /// Least recently updated first.
+    UpdatedAsc,
+    /// Most recently updated first.
+    UpdatedDesc,
+}
+
+impl SecretOrder {
+    /// Whether the order is by `updated_at` (its cursor needs the time as well as the name).
+    pub fn by_update(self) -> bool {
+        matches!(self, SecretOrder::UpdatedAsc | SecretOrder::UpdatedDesc)
+    }
+}
+
+/// Which secrets of an environment a listing returns, and in what order.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SecretListing<'a> {
+    /// The order.
+    pub order: SecretOrder,
+    /// Start after this secret in that order: its name and, for the orders by update, its
+    /// `updated_at` (ignored by the orders by name).
+    pub after: Option<(&'a SecretName, Timestamp)>,
+    /// Only names `search` matches.
+    pub search: Option<&'a NameSearch>,
+}
+
+impl<'a> SecretListing<'a> {
+    /// In name order, after `after`, every name.
+    pub fn by_name(after: Option<&'a SecretName>) -> Self {
+        SecretListing {
+            order: SecretOrder::NameAsc,
+            after: after.map(|name| (name, Timestamp::from_millis(0))),
+            search: None,
+        }
+    }
+}
+
 /// A config key: the secret-name rule, `^[A-Za-z_][A-Za-z0-9_]{0,127}$`. A type of its own
 /// so a config key is never passed where a secret name is meant.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

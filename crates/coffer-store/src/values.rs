@@ -32,8 +32,8 @@ use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
-    Actor, BatchPut, Capabilities, EnvName, Environment, NameSearch, Precondition, PutOutcome,
-    Replacement, Revision, SecretMeta, SecretName, SecretRecord, SecretStore, StoreError,
+    Actor, BatchPut, Capabilities, EnvName, Environment, Precondition, PutOutcome, Replacement,
+    Revision, SecretListing, SecretMeta, SecretName, SecretRecord, SecretStore, StoreError,
     StoreResult, StoredValue, Timestamp,
 };
 
@@ -502,11 +502,10 @@ impl<I: SecretStore + ?Sized> SecretStore for ExternalSecrets<I> {
     async fn list(
         &self,
         env: &Environment,
-        after: Option<&SecretName>,
-        search: Option<&NameSearch>,
+        listing: &SecretListing<'_>,
         limit: usize,
     ) -> StoreResult<Vec<SecretMeta>> {
-        self.index.list(env, after, search, limit).await
+        self.index.list(env, listing, limit).await
     }
 
     async fn put(

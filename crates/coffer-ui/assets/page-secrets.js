@@ -1,6 +1,7 @@
-// Secrets of one environment: metadata only. Pages of 100 from the server (a search is
-// applied by the server too, so 10,000 secrets are never loaded at once); the table sorts
-// the page on screen by any column; rows change live as the event stream reports writes.
+// Secrets of one environment: metadata only. Pages of 100 from the server, which also
+// searches and sorts (by name or by last update, either way), so 10,000 secrets are never
+// loaded at once; the other columns sort the page on screen. Rows change live as the event
+// stream reports writes.
 // Values are write-only: typed into a field that is never pre-filled and is cleared and
 // removed once sent; a dotenv file dropped on the page is parsed here and sent once.
 
@@ -9,6 +10,12 @@ import { badge, button, confirmTyped, dialog, field, h, replace, report, toast, 
 import { parseDotenv } from "./dotenv.js";
 
 const PAGE = 100;
+/** Columns the server sorts by (every page); the others sort the page on screen. */
+const SERVER_SORTED = new Set(["name", "updatedAt"]);
+const ORDER_WORDS = {
+  name: "by name", "-name": "by name, Z to A",
+  updatedAt: "least recently updated first", "-updatedAt": "most recently updated first",
+};
 const NAME = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
 
 export async function render(ctx) {
@@ -19,7 +26,8 @@ export async function render(ctx) {
     cursors: [undefined], // cursor of each page visited; the last is the page on screen
     rows: [],
     next: null,
-    sort: { key: "name", dir: 1 },
+    sort: { key: "name", dir: 1 }, // the column the table is sorted by
+    order: "name", // the server's order (`sort`): name, -name, updatedAt, -updatedAt
     fresh: 0, // secrets created elsewhere since the page loaded
   };
 
@@ -31,7 +39,9 @@ export async function render(ctx) {
 
   async function load() {
     const cursor = view.cursors[view.cursors.length - 1];
-    const page = await api.get(base, { query: { limit: PAGE, cursor, search: view.search }, signal });
+    const page = await api.get(base, {
+      query: { limit: PAGE, cursor, search: view.search, sort: view.order }, signal,
+    });
     view.rows = page.secrets;
     view.next = page.nextCursor || null;
     // What was created before this read is in it (or on another page): the count restarts.
@@ -47,6 +57,7 @@ export async function render(ctx) {
 
   function sorted() {
     const { key, dir } = view.sort;
+    if (SERVER_SORTED.has(key)) return view.rows; // already in that order, across pages
     return [...view.rows].sort((a, b) => {
       const x = a[key];
       const y = b[key];
@@ -57,13 +68,19 @@ export async function render(ctx) {
 
   function header(key, label) {
     const sortState = view.sort.key === key ? (view.sort.dir > 0 ? "ascending" : "descending") : "none";
+    const everything = SERVER_SORTED.has(key);
     return h("th", { scope: "col", "aria-sort": sortState },
       h("button.sort", {
         type: "button",
-        title: `Sort this page by ${label.toLowerCase()}`,
+        dataset: { sort: key },
+        title: everything ? `Sort all secrets by ${label.toLowerCase()}` : `Sort this page by ${label.toLowerCase()}`,
         onclick: () => {
-          view.sort = { key, dir: view.sort.key === key ? -view.sort.dir : 1 };
-          draw();
+          const dir = view.sort.key === key ? -view.sort.dir : (key === "updatedAt" ? -1 : 1);
+          view.sort = { key, dir };
+          if (!everything) { draw(); return; }
+          view.order = `${dir < 0 ? "-" : ""}${key}`;
+          view.cursors = [undefined];
+          load().catch(report);
         },
       }, label));
   }
@@ -87,7 +104,7 @@ export async function render(ctx) {
       replace(tableBox, h("p.empty", view.search ? `No secret names contain “${view.search}”.` : "No secrets yet."));
     } else {
       replace(tableBox, h("table#secrets",
-        h("caption.hint", `Secrets ${first + 1}–${first + view.rows.length}${view.next ? "" : ` of ${first + view.rows.length}`}, by name; the column headers sort this page.`),
+        h("caption.hint", `Secrets ${first + 1}–${first + view.rows.length}${view.next ? "" : ` of ${first + view.rows.length}`}, ${ORDER_WORDS[view.order]}. Name and Updated sort all secrets; the other columns sort this page.`),
         h("thead", h("tr",
           header("name", "Name"), header("revision", "Revision"), header("keyVersion", "Key"),
           header("status", "Status"), header("updatedAt", "Updated"), h("th", { scope: "col" }, ""))),

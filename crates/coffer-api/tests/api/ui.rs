@@ -202,3 +202,68 @@ async fn a_secret_listing_searches_names_ignoring_case_and_pages_within_the_sear
         assert_eq!(b["error"]["code"], "invalid_query");
     }
 }
+
+#[tokio::test]
+async fn a_secret_listing_sorts_by_name_or_update_either_way_across_pages() {
+    let server = harness::start().await;
+    server.create_env("prod").await;
+    for n in ["C", "A", "E", "B", "D"] {
+        server.put_secret("prod", n, "v").await;
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    server.put_secret("prod", "B", "again").await; // B is now the latest
+    let walk = |sort: &'static str| {
+        let server = &server;
+        async move {
+            let mut names = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut path = format!("/v1/environments/prod/secrets?limit=2&sort={sort}");
+                if let Some(c) = &cursor {
+                    path.push_str(&format!("&cursor={c}"));
+                }
+                let (s, b) = server.admin(Method::GET, &path, None).await;
+                assert_eq!(s, StatusCode::OK, "{sort}: {b}");
+                for m in b["secrets"].as_array().unwrap() {
+                    names.push(m["name"].as_str().unwrap().to_owned());
+                }
+                match b["nextCursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_owned()),
+                    None => break names,
+                }
+            }
+        }
+    };
+    assert_eq!(walk("name").await, ["A", "B", "C", "D", "E"]);
+    assert_eq!(walk("-name").await, ["E", "D", "C", "B", "A"]);
+    assert_eq!(walk("updatedAt").await, ["C", "A", "E", "D", "B"]);
+    assert_eq!(walk("-updatedAt").await, ["B", "D", "E", "A", "C"]);
+    // A cursor of one order is refused by another, and an unknown order is refused.
+    let (_, first) = server
+        .admin(
+            Method::GET,
+            "/v1/environments/prod/secrets?limit=1&sort=name",
+            None,
+        )
+        .await;
+    let cursor = first["nextCursor"].as_str().unwrap();
+    let (s, b) = server
+        .admin(
+            Method::GET,
+            &format!("/v1/environments/prod/secrets?sort=-updatedAt&cursor={cursor}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    for bad in ["revision", "NAME", ""] {
+        let (s, b) = server
+            .admin(
+                Method::GET,
+                &format!("/v1/environments/prod/secrets?sort={bad}"),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {b}");
+        assert_eq!(b["error"]["code"], "invalid_query");
+    }
+}

@@ -46,11 +46,10 @@ impl SecretStore for Declaring {
     async fn list(
         &self,
         e: &Environment,
-        after: Option<&SecretName>,
-        search: Option<&coffer_store::NameSearch>,
+        listing: &coffer_store::SecretListing<'_>,
         limit: usize,
     ) -> StoreResult<Vec<SecretMeta>> {
-        self.0.list(e, after, search, limit).await
+        self.0.list(e, listing, limit).await
     }
     async fn scan(
         &self,

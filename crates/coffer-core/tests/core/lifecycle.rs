@@ -232,7 +232,7 @@ async fn one_tampered_value_is_found_by_verify_not_by_start_up_and_breaks_nothin
     assert!(found.next.is_none());
     let page = n
         .coffer
-        .list_secrets(&admin(), &env(), None, None, 100)
+        .list_secrets(&admin(), &env(), &Default::default(), 100)
         .await
         .unwrap();
     let statuses = n.coffer.value_statuses(&page.items).await.unwrap();

@@ -1,7 +1,7 @@
 //! The runtime read path: who may resolve, and associated data binding values to their place.
 
 use coffer_core::{CoreError, EnvName, Principal};
-use coffer_store::{Precondition, Role, StoredValue, Timestamp};
+use coffer_store::{Precondition, Role, SecretListing, StoredValue, Timestamp};
 
 use crate::harness::*;
 
@@ -100,7 +100,7 @@ async fn a_ciphertext_of_a_deleted_environment_does_not_open_in_its_successor() 
     assert_ne!(first.id, second.id, "a new incarnation");
     assert!(
         n.store
-            .list(&second, None, None, 10)
+            .list(&second, &SecretListing::by_name(None), 10)
             .await
             .unwrap()
             .is_empty(),
@@ -271,7 +271,11 @@ async fn a_writer_streaming_into_a_recreated_environment_leaves_nothing_of_the_o
     let (written, _refused) = writer.await.unwrap();
     assert!(written > 0, "the writer wrote");
     let last = n.store.get_environment(&prod).await.unwrap().unwrap();
-    let listed = n.store.list(&last, None, None, 100).await.unwrap();
+    let listed = n
+        .store
+        .list(&last, &SecretListing::by_name(None), 100)
+        .await
+        .unwrap();
     for meta in &listed {
         assert_eq!(meta.environment_id, last.id);
         let value = n
