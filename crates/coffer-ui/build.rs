@@ -37,7 +37,8 @@ fn main() {
         writeln!(
             table,
             "    Asset {{ name: {name:?}, media_type: {media:?}, etag: \"\\\"{etag}\\\"\", \
-             body: include_bytes!({raw:?}), gzip: include_bytes!({gz:?}) }},",
+             etag_gzip: \"\\\"{etag}-gz\\\"\", body: include_bytes!({raw:?}), \
+             gzip: include_bytes!({gz:?}) }},",
             raw = path.display().to_string(),
             gz = gz_path.display().to_string(),
         )

@@ -329,7 +329,17 @@ impl Feed {
                 continue;
             }
             match self.wait().await {
-                Wake::Fetch => self.fetch = true,
+                Wake::Fetch => {
+                    // Something committed (it may be this key's revocation), or the poll
+                    // interval passed (a revocation may have landed between the request's
+                    // authentication and the stream's first wait): a revoked key's stream
+                    // ends now rather than at the next keep-alive. The check is a cache
+                    // lookup but once a second per key.
+                    if !self.still_authorized().await {
+                        return None;
+                    }
+                    self.fetch = true;
+                }
                 Wake::Heartbeat => {
                     if !self.still_authorized().await {
                         return None;
@@ -371,7 +381,7 @@ impl Feed {
         }
     }
 
-    /// Whether the stream's key is still valid, asked before every event and keep-alive:
+    /// Whether the stream's key is still valid, asked at every wake and keep-alive:
     /// cheap (the service remembers keys for a second; this node's revocations clear
     /// that at once), and a revoked key is sent nothing committed after its revocation.
     async fn still_authorized(&self) -> bool {
@@ -396,6 +406,7 @@ const MAX_CHUNK: usize = 64 * 1024;
 
 /// Why an idle stream woke.
 enum Wake {
+    /// A commit was announced, or the poll interval passed.
     Fetch,
     Heartbeat,
     Close,

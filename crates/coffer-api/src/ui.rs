@@ -64,9 +64,11 @@ pub async fn asset(
 
 fn answer(name: &str, headers: &HeaderMap) -> Result<Response, ApiError> {
     let asset = coffer_ui::asset(name).ok_or_else(ApiError::route_not_found)?;
+    let gzip = accepts_gzip(headers);
+    let etag = if gzip { asset.etag_gzip } else { asset.etag };
     let mut response = if not_modified(asset, headers) {
         StatusCode::NOT_MODIFIED.into_response()
-    } else if accepts_gzip(headers) {
+    } else if gzip {
         let mut r = asset.gzip.into_response();
         r.headers_mut()
             .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
@@ -79,7 +81,7 @@ fn answer(name: &str, headers: &HeaderMap) -> Result<Response, ApiError> {
         header::CONTENT_TYPE,
         HeaderValue::from_static(asset.media_type),
     );
-    h.insert(header::ETAG, HeaderValue::from_static(asset.etag));
+    h.insert(header::ETAG, HeaderValue::from_static(etag));
     // Revalidated on every load (a 304 costs a round trip, never a stale dashboard after an
     // upgrade).
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -97,8 +99,9 @@ fn not_modified(asset: &Asset, headers: &HeaderMap) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|tag| {
-            let tag = tag.trim();
-            tag == "*" || tag.trim_start_matches("W/") == asset.etag
+            // Either form's tag: both are the same bytes (a weak comparison, RFC 9110 13.1.2).
+            let tag = tag.trim().trim_start_matches("W/");
+            tag == "*" || tag == asset.etag || tag == asset.etag_gzip
         })
 }
 
@@ -112,11 +115,10 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         .any(|coding| {
             let mut parts = coding.split(';');
             let name = parts.next().unwrap_or("").trim();
-            let refused = parts.any(|p| {
-                p.trim()
-                    .strip_prefix("q=")
-                    .and_then(|q| q.trim().parse::<f32>().ok())
-                    .is_some_and(|q| q <= 0.0)
+            // A weight of zero refuses the coding; so does one that is not a number.
+            let refused = parts.any(|p| match p.trim().strip_prefix("q=") {
+                Some(q) => !q.trim().parse::<f32>().is_ok_and(|q| q > 0.0),
+                None => false,
             });
             (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
         })

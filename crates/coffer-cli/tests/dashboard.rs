@@ -437,6 +437,54 @@ async fn an_api_key_is_shown_once_and_revoking_the_own_key_signs_out() {
     t.finish().await;
 }
 
+/// A dialog open when the key is revoked goes with the session: the tab signs out (its event
+/// stream ends with the revocation and the reconnection is refused), and the value typed
+/// into the open "New secret" dialog is nowhere in the page afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialog_open_at_sign_out_leaves_nothing_behind() {
+    let t = Dashboard::start().await;
+    let (status, key) = t
+        .admin_call(
+            Method::POST,
+            "/v1/api-keys",
+            json!({"name": "browser", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    t.sign_in(key["key"].as_str().unwrap()).await;
+    t.open("#/env/default/secrets").await;
+    t.wait_js(
+        "the secrets page",
+        "return !!document.getElementById('new-secret')",
+    )
+    .await;
+    t.click("#new-secret").await;
+    let canary = "canary-typed-not-sent-4b9e";
+    t.type_into("#secret-value", canary).await;
+    let out = t.cli(
+        &["apikey", "revoke", key["id"].as_str().unwrap(), "--yes"],
+        None,
+    );
+    assert!(out.status.success(), "{out:?}");
+    t.wait_js(
+        "signed out by the stream's refusal",
+        "return !!document.getElementById('api-key') && !document.getElementById('sign-out')",
+    )
+    .await;
+    let left = t
+        .js_args(
+            "const v = arguments[0]; \
+             return [document.querySelectorAll('dialog').length, \
+                     document.documentElement.outerHTML.includes(v), \
+                     [...document.querySelectorAll('input, textarea')].some((e) => e.value.includes(v)), \
+                     sessionStorage.length]",
+            vec![json!(canary)],
+        )
+        .await;
+    assert_eq!(left, json!([0, false, false, 0]));
+    t.finish().await;
+}
+
 /// A run waiting at an approval step is approved from its page; its status moves on. The
 /// other main pages are shown with data in them (and saved as screenshots when asked).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -956,8 +1004,18 @@ impl Dashboard {
         self.find(css).await.clear().await.unwrap();
     }
 
+    /// Clicks the element `css` finds; found again if the page redrew it in between (a live
+    /// update redraws a table, headers included).
     async fn click(&self, css: &str) {
-        self.find(css).await.click().await.unwrap();
+        for attempt in 1.. {
+            match self.find(css).await.click().await {
+                Ok(()) => return,
+                Err(fantoccini::error::CmdError::Standard(e))
+                    if e.error == fantoccini::error::ErrorStatus::StaleElementReference
+                        && attempt < 5 => {}
+                Err(e) => panic!("clicking {css}: {e}"),
+            }
+        }
     }
 
     async fn click_xpath(&self, xpath: &str) {

@@ -12,8 +12,12 @@ export class ApiError extends Error {
   }
 }
 
-/** Path segment, encoded. */
-export const seg = (s) => encodeURIComponent(String(s));
+/** A path segment, encoded; "." and ".." (which fetch would resolve away) are refused. */
+export const seg = (s) => {
+  const text = String(s);
+  if (text === "." || text === ".." || text === "") throw new TypeError("not a path segment");
+  return encodeURIComponent(text);
+};
 
 export class Api {
   #key;
@@ -109,20 +113,31 @@ export class Api {
           }
           throw error;
         }
+        if (!/^text\/event-stream\b/.test(response.headers.get("content-type") || "")) {
+          throw new ApiError(response.status, "not_a_stream", "The answer was not an event stream.");
+        }
         onState("open");
-        delay = 500;
         const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
         let buffer = "";
         let id;
         let data = [];
+        let held = 0; // characters of the event being read
         for (;;) {
           const { value, done } = await reader.read();
           if (done) break;
           buffer += value;
+          // An event or a line this long is not one Coffer sends: drop the connection
+          // rather than grow without bound (the retry resumes after the last id).
+          if (buffer.length + held > MAX_EVENT_CHARS) {
+            await reader.cancel().catch(() => {});
+            throw new ApiError(0, "event_too_large", "An event was too large.");
+          }
           let newline;
           while ((newline = buffer.indexOf("\n")) >= 0) {
             const line = buffer.slice(0, newline).replace(/\r$/, "");
             buffer = buffer.slice(newline + 1);
+            // A line arrived: the connection works, so the next drop retries quickly again.
+            delay = 500;
             if (line === "") {
               if (data.length) {
                 let event = null;
@@ -131,9 +146,11 @@ export class Api {
                 if (event) onEvent(event, id);
               }
               data = [];
+              held = 0;
               id = undefined;
             } else if (line.startsWith("data:")) {
               data.push(line.slice(5).replace(/^ /, ""));
+              held += line.length;
             } else if (line.startsWith("id:")) {
               id = line.slice(3).trim();
             }
@@ -150,6 +167,9 @@ export class Api {
     }
   }
 }
+
+/** The longest event (or line) the stream reader holds: far beyond any Coffer sends. */
+const MAX_EVENT_CHARS = 1 << 20;
 
 function queryString(query) {
   if (!query) return "";

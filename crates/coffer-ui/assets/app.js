@@ -2,7 +2,7 @@
 // a time into <main>. Routes (after "#") carry names and ids only, never a value.
 
 import { Api } from "./api.js";
-import { h, replace } from "./dom.js";
+import { closeDialogs, h, replace } from "./dom.js";
 
 const KEY_SLOT = "coffer.apiKey";
 
@@ -43,17 +43,22 @@ export function can(who) {
 
 function signOut(message) {
   state.page?.abort();
+  closeDialogs();
   state.api?.forget();
   state.api = null;
   state.who = null;
-  sessionStorage.removeItem(KEY_SLOT);
+  state.environments = [];
+  sessionStorage.clear(); // the key and the last environment: nothing carries to the next key
   if (location.hash) history.replaceState(null, "", location.pathname);
   showSignIn(message);
 }
 
 function showSignIn(message) {
-  const input = h("input#api-key", {
-    type: "password", name: "api-key", autocomplete: "off", spellcheck: "false",
+  // A text field drawn masked, not type=password: browsers offer to save what is typed
+  // into a password field (autocomplete=off notwithstanding), and the key must stay in this
+  // tab only.
+  const input = h("input#api-key.masked-input", {
+    type: "text", autocomplete: "off", spellcheck: "false", autocapitalize: "off",
     required: true, placeholder: "ck_…", "aria-describedby": "sign-in-help",
   });
   const error = h("p.error#sign-in-error", { role: "alert" }, message || "");
@@ -96,12 +101,14 @@ async function signIn(key) {
   if (who.role === "runtime") {
     throw new Error("This is a runtime key: it can only resolve secrets for functions. Sign in with an admin or manage key.");
   }
-  // From now on a 401 means the key stopped working (revoked): the tab signs out.
+  const { environments } = await api.get("/v1/environments");
+  // Signed in: only now is anything kept. From here a 401 means the key stopped working
+  // (revoked): the tab signs out.
   api.onRefused = () => signOut("Your key was refused: it may have been revoked. Sign in again.");
   state.api = api;
   state.who = who;
+  state.environments = environments.map((e) => e.name);
   sessionStorage.setItem(KEY_SLOT, key);
-  await loadEnvironments();
   if (!location.hash || location.hash === "#" || location.hash === "#/") {
     location.hash = who.role === "admin" ? "#/environments" : `#/env/${who.environment}/secrets`;
   } else {
@@ -157,6 +164,7 @@ function nav(path) {
 async function render() {
   if (!state.api) return;
   state.page?.abort();
+  closeDialogs();
   const controller = new AbortController();
   state.page = controller;
   const path = location.hash.replace(/^#/, "") || "/environments";
@@ -200,7 +208,14 @@ window.addEventListener("hashchange", render);
 
 const saved = sessionStorage.getItem(KEY_SLOT);
 if (saved) {
-  signIn(saved).catch((e) => signOut(e.message));
+  signIn(saved).catch((e) => {
+    if (e.status === 0) {
+      // Coffer did not answer: keep the key and say so; a reload tries again.
+      showSignIn(`${e.message} Reload the page to try again.`);
+    } else {
+      signOut(e.message);
+    }
+  });
 } else {
   showSignIn();
 }

@@ -16,8 +16,14 @@ export function h(spec, attrs, ...children) {
   }
   for (const [key, value] of Object.entries(attrs || {})) {
     if (value === undefined || value === null || value === false) continue;
-    if (key.startsWith("on") && typeof value === "function") {
+    if (key.startsWith("on")) {
+      if (typeof value !== "function") throw new TypeError(`${key} must be a function`);
       el.addEventListener(key.slice(2), value);
+    } else if (key === "style" || key === "srcdoc") {
+      throw new TypeError(`${key} is not set from h()`); // the CSP refuses inline styles anyway
+    } else if ((key === "href" || key === "src" || key === "action") && !/^(#|\/ui\/)/.test(String(value))) {
+      // Links stay inside the dashboard: an in-page route or one of its own assets.
+      throw new TypeError(`${key} must be a dashboard route or asset`);
     } else if (key === "class") {
       for (const c of String(value).split(/\s+/).filter(Boolean)) el.classList.add(c);
     } else if (key === "dataset") {
@@ -65,15 +71,36 @@ export function toast(message, kind = "info") {
   setTimeout(() => item.remove(), kind === "error" ? 8000 : 4000);
 }
 
-/** A modal dialog: resolves with what `build` returns through `done(x)`, or null on cancel. */
+/** The dialogs open now: closed (and emptied) when the tab signs out or changes page. */
+const openDialogs = new Set();
+
+/** Closes every open dialog as if cancelled, emptying its fields first. */
+export function closeDialogs() {
+  for (const close of [...openDialogs]) close();
+}
+
+/**
+ * A modal dialog: resolves with what `build` returns through `done(x)`, or null on cancel.
+ * However it closes (done, Escape, sign-out, another page), its inputs and text areas are
+ * emptied and anything shown once (`.key-once`) is removed before the dialog leaves the
+ * page, so nothing typed or shown in it outlives it.
+ */
 export function dialog(title, build) {
   return new Promise((resolve) => {
     const el = h("dialog.modal", { "aria-label": title });
+    let finished = false;
     const finish = (result) => {
-      el.close();
+      if (finished) return;
+      finished = true;
+      openDialogs.delete(cancel);
+      for (const field of el.querySelectorAll("input, textarea")) field.value = "";
+      for (const once of el.querySelectorAll(".key-once")) once.replaceChildren();
+      if (el.open) el.close();
       el.remove();
       resolve(result);
     };
+    const cancel = () => finish(null);
+    openDialogs.add(cancel);
     el.addEventListener("cancel", (e) => {
       e.preventDefault();
       finish(null);

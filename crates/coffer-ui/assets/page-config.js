@@ -6,6 +6,7 @@
 
 import { seg } from "./api.js";
 import { button, confirmTyped, dialog, field, h, replace, report, toast, when } from "./dom.js";
+import { parseJson } from "./json.js";
 
 const PAGE = 100;
 const KEY = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
@@ -273,118 +274,6 @@ function describe(value) {
   if (Array.isArray(value)) return `an array of ${value.length}`;
   if (typeof value === "object") return `an object with ${Object.keys(value).length} key${Object.keys(value).length === 1 ? "" : "s"}`;
   return `a ${typeof value}`;
-}
-
-/**
- * JSON.parse, and where it fails: {ok: true, value} or {ok: false, message, position}.
- * Engines do not all say where (V8 now often quotes the text instead of a position), so
- * on a failure a small scanner below walks the text by JSON's grammar to find the place.
- */
-function parseJson(text) {
-  if (!text.trim()) {
-    return { ok: false, message: "Empty: write a JSON value (an object, array, string, number, true, false or null).", position: 0 };
-  }
-  try {
-    return { ok: true, value: JSON.parse(text) };
-  } catch (e) {
-    const found = locateJsonError(text);
-    const position = found ? found.position : null;
-    let where = "";
-    if (position != null) {
-      const lines = text.slice(0, position).split("\n");
-      where = ` at line ${lines.length}, column ${lines[lines.length - 1].length + 1}`;
-    }
-    const reason = found ? found.reason : String(e.message || e);
-    return { ok: false, message: `Not valid JSON${where}: ${reason}.`, position };
-  }
-}
-
-/** The first place `text` breaks JSON's grammar: {position, reason}, or null if none is found. */
-function locateJsonError(text) {
-  let i = 0;
-  const fail = (reason, at = i) => { throw { position: at, reason }; };
-  const space = () => { while (i < text.length && " \t\n\r".includes(text[i])) i += 1; };
-  const describeHere = () => (i >= text.length ? "the text ends" : `unexpected ${JSON.stringify(text[i])}`);
-  function value() {
-    space();
-    const c = text[i];
-    if (c === "{") return object();
-    if (c === "[") return array();
-    if (c === "\"") return string();
-    if (c === "-" || (c >= "0" && c <= "9")) return number();
-    for (const word of ["true", "false", "null"]) {
-      if (text.startsWith(word, i)) { i += word.length; return; }
-    }
-    if (c === "]" || c === "}") fail(`a trailing comma, or a missing value, before "${c}"`);
-    fail(`${describeHere()} where a value should be`);
-  }
-  function object() {
-    i += 1;
-    space();
-    if (text[i] === "}") { i += 1; return; }
-    for (;;) {
-      space();
-      if (text[i] === "}") fail("a trailing comma before \"}\"");
-      if (text[i] !== "\"") fail(`${describeHere()} where a key in double quotes should be`);
-      string();
-      space();
-      if (text[i] !== ":") fail(`${describeHere()} where ":" should be`);
-      i += 1;
-      value();
-      space();
-      if (text[i] === ",") { i += 1; continue; }
-      if (text[i] === "}") { i += 1; return; }
-      fail(`${describeHere()} where "," or "}" should be`);
-    }
-  }
-  function array() {
-    i += 1;
-    space();
-    if (text[i] === "]") { i += 1; return; }
-    for (;;) {
-      value();
-      space();
-      if (text[i] === ",") { i += 1; continue; }
-      if (text[i] === "]") { i += 1; return; }
-      fail(`${describeHere()} where "," or "]" should be`);
-    }
-  }
-  function string() {
-    const start = i;
-    i += 1;
-    while (i < text.length && text[i] !== "\"") {
-      const c = text.charCodeAt(i);
-      if (c < 0x20) fail("a control character (a raw line break or tab?) inside a string: write it as \\n or \\t");
-      if (text[i] === "\\") {
-        const next = text[i + 1];
-        if (next === "u") {
-          if (!/^[0-9a-fA-F]{4}$/.test(text.slice(i + 2, i + 6))) fail("\\u must be followed by 4 hex digits");
-          i += 6;
-          continue;
-        }
-        if (next === undefined || !"\"\\/bfnrt".includes(next)) fail("an escape that JSON does not have");
-        i += 2;
-        continue;
-      }
-      i += 1;
-    }
-    if (i >= text.length) fail("a string that is not closed", start);
-    i += 1;
-  }
-  function number() {
-    const m = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?/.exec(text.slice(i));
-    if (!m) fail("a malformed number");
-    i += m[0].length;
-  }
-  try {
-    value();
-    space();
-    if (i < text.length) fail(`${describeHere()} after the value (one JSON value only)`);
-    return null;
-  } catch (e) {
-    if (e && typeof e.position === "number") return e;
-    return null;
-  }
 }
 
 /** Moves the caret to `position` in a textarea (and scrolls it there). */

@@ -13,6 +13,7 @@ import {
   backTo, badge, button, confirmTyped, cursorPager, dialog, duration, field, grid, h, replace, report,
   toast, when, withId,
 } from "./dom.js";
+import { parseJson } from "./json.js";
 
 const PAGE = 50;
 const FUNCTION_ID = /^[a-z0-9][a-z0-9_-]{0,62}$/;
@@ -330,12 +331,12 @@ function eventSection(ctx, suggested) {
       }
       const body = { name: eventName };
       if (data.value.trim()) {
-        try {
-          body.data = JSON.parse(data.value);
-        } catch (err) {
-          error.textContent = `The data is not valid JSON: ${err.message}`;
+        const parsed = parseJson(data.value, { quote: false });
+        if (!parsed.ok) {
+          error.textContent = `The data: ${parsed.message}`;
           return;
         }
+        body.data = parsed.value;
       }
       submit.disabled = true;
       try {

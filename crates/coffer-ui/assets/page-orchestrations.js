@@ -16,6 +16,7 @@ import {
   backTo, badge, button, confirmTyped, cursorPager, dialog, duration, field, grid, h, replace, report,
   toast, when, withId,
 } from "./dom.js";
+import { parseJson } from "./json.js";
 
 const PAGE = 50;
 const MASK = "********";
@@ -245,9 +246,11 @@ function paramList(params) {
     h("dd",
       p?.secretRef != null
         ? ["secret ", h("code", p.secretRef), h("small.hint", " (a reference: its current value is read when the step runs)")]
-        : p?.encrypted
-          ? [h("span.masked", MASK), h("small.hint", " (encrypted)")]
-          : [h("code", JSON.stringify(p?.value)), h("small.hint", " (plain)")]),
+        : p?.encrypted === false
+          ? [h("code", JSON.stringify(p.value)), h("small.hint", " (plain)")]
+          // Anything else is masked, whatever its form: a value is shown only when the
+          // server says outright that it is not encrypted.
+          : [h("span.masked", MASK), h("small.hint", " (encrypted)")]),
   ]));
 }
 
@@ -478,12 +481,12 @@ function startDialog(ctx, orch) {
         error.textContent = "";
         const body = {};
         if (params.value.trim()) {
-          try {
-            body.params = JSON.parse(params.value);
-          } catch (err) {
-            error.textContent = `The params are not valid JSON: ${err.message}`;
+          const parsed = parseJson(params.value, { quote: false });
+          if (!parsed.ok) {
+            error.textContent = `The params: ${parsed.message}`;
             return;
           }
+          body.params = parsed.value;
           if (!isObject(body.params)) {
             error.textContent = "The params are a JSON object: {\"name\": value, …}.";
             return;
@@ -537,13 +540,13 @@ function definitionDialog(ctx, existing) {
       onsubmit: async (e) => {
         e.preventDefault();
         error.textContent = "";
-        let def;
-        try {
-          def = JSON.parse(text.value);
-        } catch (err) {
-          error.textContent = `Not valid JSON: ${err.message}`;
+        // No quoting in the message: the text may hold a new encrypted param's value.
+        const parsed = parseJson(text.value, { quote: false });
+        if (!parsed.ok) {
+          error.textContent = parsed.message;
           return;
         }
+        const def = parsed.value;
         const problem = checkDefinition(def);
         if (problem) { error.textContent = problem; return; }
         submit.disabled = true;

@@ -211,14 +211,37 @@ export async function render(ctx) {
       if (action === "created") { view.fresh += 1; draw(); }
       return;
     }
-    api.get(`${base}/${seg(event.name)}`, { signal }).then((meta) => {
-      const j = view.rows.findIndex((r) => r.name === meta.name);
-      if (j < 0) return;
-      view.rows[j] = meta;
-      draw();
-      tableBox.querySelector(`tr[data-name="${CSS.escape(meta.name)}"]`)?.classList.add("flash");
-    }).catch(() => {});
+    changed.add(event.name);
+    if (!flushing) flushing = setTimeout(refresh, 250);
   }
+
+  // Rows written elsewhere, re-read together: one by one when they are few, the whole page
+  // when many changed at once (an import), so a burst costs one request, not a hundred.
+  const changed = new Set();
+  let flushing = null;
+  async function refresh() {
+    flushing = null;
+    const names = [...changed];
+    changed.clear();
+    try {
+      if (names.length > 10) {
+        await load();
+      } else {
+        for (const name of names) {
+          const meta = await api.get(`${base}/${seg(name)}`, { signal });
+          const j = view.rows.findIndex((r) => r.name === meta.name);
+          if (j >= 0) view.rows[j] = meta;
+        }
+        draw();
+      }
+      for (const name of names) {
+        tableBox.querySelector(`tr[data-name="${CSS.escape(name)}"]`)?.classList.add("flash");
+      }
+    } catch {
+      // Gone meanwhile, or the page was left: the next event or load shows the truth.
+    }
+  }
+  signal.addEventListener("abort", () => clearTimeout(flushing), { once: true });
 
   // Search: by the server, after a pause in typing.
   let timer;
@@ -303,6 +326,16 @@ function importControls(ctx, base, reload) {
     zone.classList.remove("over");
     start(e.dataTransfer.files[0]);
   });
+  // A file dropped anywhere else on the page must not make the browser open it (a .env
+  // file would be shown in plain text): the whole document refuses drops while this page
+  // is on screen.
+  const refuse = (e) => { if (!zone.contains(e.target)) e.preventDefault(); };
+  document.addEventListener("dragover", refuse);
+  document.addEventListener("drop", refuse);
+  ctx.signal.addEventListener("abort", () => {
+    document.removeEventListener("dragover", refuse);
+    document.removeEventListener("drop", refuse);
+  }, { once: true });
   zone.append(" or ", h("button.link", { type: "button", onclick: () => picker.click() }, "choose one"), picker);
   return zone;
 }

@@ -17,6 +17,8 @@ pub struct Asset {
     pub media_type: &'static str,
     /// Its `ETag` (quoted), a digest of [`Asset::body`].
     pub etag: &'static str,
+    /// The `ETag` of its gzip form (another representation, so another tag).
+    pub etag_gzip: &'static str,
     /// Its bytes.
     pub body: &'static [u8],
     /// Its bytes, gzipped.
@@ -37,12 +39,14 @@ pub fn asset(name: &str) -> Option<&'static Asset> {
         .map(|i| &ASSETS[i])
 }
 
-/// The Content-Security-Policy of every dashboard response: scripts, styles and API calls
-/// from this origin only; no inline script or style, no `eval`, no frames, no forms posted
-/// anywhere, no plugins.
+/// The Content-Security-Policy of every dashboard response: scripts, styles, images and API
+/// calls from this origin only; no inline script or style, no `eval`, no frames, no forms
+/// posted anywhere, no plugins; and no string may reach an HTML or script sink at all
+/// (Trusted Types with no policy: the dashboard never needs one).
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-     style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; \
-     manifest-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+     style-src 'self'; img-src 'self'; connect-src 'self'; font-src 'self'; \
+     manifest-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; \
+     require-trusted-types-for 'script'; trusted-types 'none'";
 
 /// The headers every dashboard response carries besides its type and caching.
 pub const HEADERS: [(&str, &str); 6] = [

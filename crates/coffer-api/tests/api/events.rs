@@ -390,6 +390,38 @@ async fn a_stream_ends_when_its_key_is_revoked() {
     }
 }
 
+/// The revocation itself wakes the stream, which then ends: a dashboard signed in with the
+/// key learns at once (its reconnection is refused), not at the next keep-alive.
+#[tokio::test]
+async fn a_stream_ends_at_its_keys_revocation_not_at_the_next_keepalive() {
+    let s = start_with(quick(StreamOptions {
+        heartbeat: Duration::from_secs(600),
+        ..StreamOptions::DEFAULT
+    }))
+    .await;
+    let (id, manage) = s.create_key("manage", Some("default")).await;
+    // A subject the revocation's own event does not match: only the revocation check ends it.
+    let mut sse = Sse::open(&s, &manage, "?subject=system.secret.%3E", None).await;
+    s.put_secret("default", "BEFORE", "v").await;
+    assert_eq!(sse.event().await.1["name"], "BEFORE");
+    let (st, b) = s
+        .admin(Method::DELETE, &format!("/v1/api-keys/{id}"), None)
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{b}");
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(frame) = sse.frame().await {
+            if let Frame::Event { data, .. } = frame {
+                panic!("an event after the revocation: {data}");
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stream waited for its keep-alive (600 s)"
+    );
+}
+
 #[tokio::test]
 async fn shutdown_ends_open_streams_instead_of_waiting_for_the_drain() {
     let s = start_with(quick(StreamOptions::DEFAULT)).await;
