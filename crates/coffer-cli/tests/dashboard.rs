@@ -485,6 +485,148 @@ async fn a_dialog_open_at_sign_out_leaves_nothing_behind() {
     t.finish().await;
 }
 
+/// The admin pages do their work: a rewrap walks every value with its progress bar to the
+/// end, the audit chain checks out and the result filter keeps only denied rows, and the
+/// live feed shows a write made elsewhere without a reload. A manage key is offered none of
+/// the admin pages and only its own environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_pages_rewrap_check_the_chain_and_follow_events_and_a_manage_key_sees_less() {
+    let t = Dashboard::start().await;
+    for i in 0..30 {
+        let (s, b) = t
+            .admin_call(
+                Method::PUT,
+                &format!("/v1/environments/default/secrets/S_{i:02}"),
+                json!({"value": format!("value-{i}")}),
+            )
+            .await;
+        assert!(s.is_success(), "{b}");
+    }
+    // A denied request for the audit filter.
+    let (s, _) = call(
+        &t.server.base,
+        "ck_admin_wrong",
+        Method::GET,
+        "/v1/api-keys",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // Denials are written once a second (coalesced): wait until it is in the log.
+    t.until_api("the denied row", "/v1/audit?result=denied", |b| {
+        b["entries"].as_array().is_some_and(|e| !e.is_empty())
+    })
+    .await;
+    let admin = t.admin.clone();
+    t.sign_in(&admin).await;
+
+    t.open("#/encryption").await;
+    t.wait_js(
+        "the key versions",
+        "return !!document.getElementById('key-versions')",
+    )
+    .await;
+    t.click("#rewrap").await;
+    t.wait_js(
+        "the rewrap summary",
+        "const p = document.getElementById('rewrap-progress'); \
+         return !!document.getElementById('rewrap-summary') && p && p.max >= 30 && p.value === p.max",
+    )
+    .await;
+
+    t.open("#/audit").await;
+    t.wait_js(
+        "the audit log",
+        "return !!document.querySelector('#audit tbody tr')",
+    )
+    .await;
+    t.click("#audit-verify").await;
+    t.wait_js(
+        "the chain checked",
+        "return document.getElementById('audit-chain-result')?.dataset.ok === 'true'",
+    )
+    .await;
+    t.js(
+        "const r = document.getElementById('audit-result'); r.value = 'denied'; \
+          r.dispatchEvent(new Event('change', {bubbles: true})); return null",
+    )
+    .await;
+    t.click("#audit-apply").await;
+    t.wait_js(
+        "only denied rows",
+        "const cells = [...document.querySelectorAll('#audit td[data-col=result]')]; \
+         return cells.length > 0 && cells.every((c) => c.textContent.includes('denied'))",
+    )
+    .await;
+
+    t.open("#/events").await;
+    t.wait_js(
+        "the stream open",
+        "return document.getElementById('stream-state')?.dataset.state === 'open'",
+    )
+    .await;
+    t.js("window.__sameDocument = true; return null").await;
+    let (s, b) = t
+        .admin_call(
+            Method::PUT,
+            "/v1/environments/default/secrets/WRITTEN_ELSEWHERE",
+            json!({"value": "v"}),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+    t.wait_js(
+        "the write in the feed",
+        "return document.getElementById('event-feed').textContent.includes('system.secret.WRITTEN_ELSEWHERE.created')",
+    )
+    .await;
+    assert_eq!(
+        t.js("return window.__sameDocument === true").await,
+        json!(true)
+    );
+
+    // A manage key: its environment only, no admin pages offered.
+    let (s, env) = t
+        .admin_call(Method::POST, "/v1/environments", json!({"name": "shop"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{env}");
+    let (s, manage) = t
+        .admin_call(
+            Method::POST,
+            "/v1/api-keys",
+            json!({"name": "shop manager", "role": "manage", "environment": "shop"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{manage}");
+    t.click("#sign-out").await;
+    t.sign_in(manage["key"].as_str().unwrap()).await;
+    t.wait_js(
+        "its secrets page",
+        "return location.hash === '#/env/shop/secrets'",
+    )
+    .await;
+    let offered = t
+        .js(
+            "return [[...document.querySelectorAll('nav a')].map((a) => a.getAttribute('href')), \
+                     [...document.querySelectorAll('#env-select option')].map((o) => o.value)]",
+        )
+        .await;
+    assert_eq!(
+        offered,
+        json!([
+            [
+                "#/env/shop/secrets",
+                "#/env/shop/config",
+                "#/env/shop/functions",
+                "#/env/shop/orchestrations",
+                "#/audit",
+                "#/events"
+            ],
+            ["shop"]
+        ])
+    );
+    t.finish().await;
+}
+
 /// A run waiting at an approval step is approved from its page; its status moves on. The
 /// other main pages are shown with data in them (and saved as screenshots when asked).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

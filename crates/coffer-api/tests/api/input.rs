@@ -229,7 +229,7 @@ async fn bad_input_gets_the_documented_error_and_changes_nothing() {
         bad(
             "unknown query parameter",
             Method::GET,
-            "/v1/environments/default/secrets?sort=name",
+            "/v1/environments/default/secrets?order=name",
             "",
             400,
             "invalid_query",
