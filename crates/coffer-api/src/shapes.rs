@@ -639,6 +639,7 @@ pub struct SecretListQuery {
     pub search: Option<String>,
     /// The order: `name` (the default; bytes), `-name`, `updatedAt` (least recently
     /// updated first) or `-updatedAt` (most recently updated first); ties by name.
+    #[param(inline)]
     pub sort: Option<SecretSort>,
 }
 
