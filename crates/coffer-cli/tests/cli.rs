@@ -106,6 +106,26 @@ fn secret_set_takes_the_value_from_the_argument_or_stdin_and_never_shows_it() {
 
     let set = json(&server.ok(&["secret", "set", "OTHER", &first, "--json"]));
     assert_eq!(set["revision"], 1);
+    // The server searches and sorts: OTHER was written last.
+    let names = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["secret", "list", "--json"];
+        all.extend_from_slice(args);
+        json(&server.ok(&all))
+            .as_array()
+            .expect("an array")
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(&[]), ["API_KEY", "OTHER"]);
+    assert_eq!(names(&["--sort", "-updatedAt"]), ["OTHER", "API_KEY"]);
+    assert_eq!(names(&["--sort", "-name"]), ["OTHER", "API_KEY"]);
+    assert_eq!(names(&["--search", "api"]), ["API_KEY"]);
+    assert!(
+        !server
+            .run_with(&["secret", "list", "--sort", "revision"], None, None)
+            .success
+    );
     server.assert_log_free_of_canaries();
 }
 

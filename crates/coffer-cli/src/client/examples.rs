@@ -24,6 +24,8 @@ pub const SECRET_SET: &str = "Examples:
   coffer secret set FEATURE_FLAG on --expected-revision 0           # only if new";
 pub const SECRET_LIST: &str = "Examples:
   coffer secret list --env production
+  coffer secret list --env production --search stripe        # names containing it, any case
+  coffer secret list --env production --sort -updatedAt      # most recently changed first
   coffer secret list --env production --json";
 pub const SECRET_SHOW: &str = "Examples:
   coffer secret show STRIPE_KEY --env production

@@ -255,6 +255,13 @@ pub enum SecretCommand {
     /// List secrets: names, revisions and timestamps, never values.
     #[command(after_help = examples::SECRET_LIST)]
     List {
+        /// Only names containing this, ignoring ASCII case (letters, digits, `_`).
+        #[arg(long)]
+        search: Option<String>,
+        /// The order: name (the default), -name, updatedAt (oldest change first) or
+        /// -updatedAt (most recent first).
+        #[arg(long, value_parser = ["name", "-name", "updatedAt", "-updatedAt"], allow_hyphen_values = true)]
+        sort: Option<String>,
         /// Secrets asked for per request (every page is fetched).
         #[arg(long, hide = true, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
         page_size: u32,
@@ -532,8 +539,18 @@ impl Session {
                     format!("set {name} in {env} (revision {})", meta.revision)
                 })
             }
-            SecretCommand::List { page_size } => {
-                let secrets = self.all_items("secrets", page_size).await?;
+            SecretCommand::List {
+                search,
+                sort,
+                page_size,
+            } => {
+                let filters: Vec<(&str, &str)> = [("search", &search), ("sort", &sort)]
+                    .into_iter()
+                    .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+                    .collect();
+                let secrets = self
+                    .items_where("secrets", &filters, page_size, None)
+                    .await?;
                 self.print_list(
                     secrets,
                     &["NAME", "REVISION", "KEY-VERSION", "STATUS", "UPDATED"],
