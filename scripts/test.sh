@@ -103,4 +103,25 @@ done
 COFFER_TEST_BACKEND=postgres COFFER_TEST_VALUES=nats cargo test --locked -p coffer-api --test api \
     -- --test-threads="${COFFER_TEST_THREADS:-2}"
 
+echo "== the TypeScript SDK (sdk/typescript): build, node --test against the real binary on SQLite and PostgreSQL, npm audit"
+command -v node >/dev/null && command -v npm >/dev/null || {
+    echo "node and npm (Node.js >= 20) are needed by sdk/typescript: apt-get install nodejs npm" >&2
+    exit 1
+}
+node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' || {
+    echo "sdk/typescript needs Node.js >= 20 (this is $(node --version))" >&2
+    exit 1
+}
+cargo build --locked --bin coffer
+COFFER_BIN="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/debug/coffer"
+export COFFER_BIN
+(
+    cd sdk/typescript
+    npm ci --no-fund --no-audit
+    npm run build
+    npm test
+    COFFER_SDK_BACKEND=postgres npm test
+    npm audit
+)
+
 scripts/openapi-check.sh  # the OpenAPI document: valid 3.1, and the real server answers as it says
