@@ -8,6 +8,7 @@
 
 import { Http, type CofferOptions, type Query } from "./http.js";
 import { Pager, type Page } from "./pager.js";
+import { integer, optionalInteger } from "./validate.js";
 import type {
   ApiKey,
   ApiKeyList,
@@ -56,14 +57,18 @@ export interface RevisionOptions extends CallOptions {
   /**
    * Act only if the resource is at this revision; `0`: only if it does not exist yet. A
    * mismatch rejects with `CofferError` `revision_conflict` (409), whose `currentRevision`
-   * says where it is (0: it does not exist).
+   * says where it is (0: it does not exist). A safe integer ≥ 0: anything else (NaN,
+   * Infinity, negative, fractional) rejects with `TypeError` before any request.
    */
   expectedRevision?: number;
 }
 
 /** Page size and the cursor a page starts at. */
 export interface PageOptions extends CallOptions {
-  /** Items per page, 1–1000 (the server's default: 100). For a listing, the size of each page it fetches. */
+  /**
+   * Items per page, 1–1000 (the server's default: 100). For a listing, the size of each page
+   * it fetches. Not an integer ≥ 1: `TypeError`.
+   */
   limit?: number;
   /** The `nextCursor` of the previous page (a listing starts there instead of at the first page). */
   cursor?: string;
@@ -140,9 +145,9 @@ export interface OrchestrationDefinition {
 
 /** How `runs.wait` and `orchestrationRuns.wait` poll. */
 export interface WaitOptions extends CallOptions {
-  /** Give up after this many milliseconds (default 30,000): rejects with an `Error`. */
+  /** Give up after this many milliseconds (default 30,000): rejects with an `Error`. An integer ≥ 0. */
   timeoutMs?: number;
-  /** Milliseconds between polls (default 100). */
+  /** Milliseconds between polls (default 100). An integer ≥ 0. */
   intervalMs?: number;
 }
 
@@ -163,8 +168,23 @@ function toPage<T>(items: T[] | undefined, nextCursor: string | null | undefined
   return { items: items ?? [], nextCursor: nextCursor ?? null };
 }
 
+/**
+ * The options' `expectedRevision`, checked: a safe integer ≥ 0, or absent. Anything else
+ * (NaN, Infinity, -1, 1.5) is a `TypeError`: JSON would turn NaN into `null`, silently
+ * dropping the compare-and-set.
+ */
+function revision(options: RevisionOptions | undefined): number | undefined {
+  return optionalInteger(options?.expectedRevision, "expectedRevision");
+}
+
 function revisionQuery(options: RevisionOptions | undefined): Query | undefined {
-  return options?.expectedRevision === undefined ? undefined : { expectedRevision: options.expectedRevision };
+  const expectedRevision = revision(options);
+  return expectedRevision === undefined ? undefined : { expectedRevision };
+}
+
+/** A page size: an integer ≥ 1 (the server caps it), or absent. */
+function limit(options: { limit?: number } | undefined): number | undefined {
+  return optionalInteger(options?.limit, "limit", 1);
 }
 
 function time(t: Date | string | undefined): string | undefined {
@@ -192,12 +212,14 @@ async function poll<T>(
   what: string,
   options: WaitOptions | undefined,
 ): Promise<T> {
-  const deadline = Date.now() + (options?.timeoutMs ?? 30_000);
+  const timeoutMs = integer(options?.timeoutMs ?? 30_000, "timeoutMs");
+  const intervalMs = integer(options?.intervalMs ?? 100, "intervalMs");
+  const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await read();
     if (done(value)) return value;
-    if (Date.now() >= deadline) throw new Error(`Coffer: ${what} did not finish within ${options?.timeoutMs ?? 30_000} ms`);
-    await sleep(options?.intervalMs ?? 100, options?.signal);
+    if (Date.now() >= deadline) throw new Error(`Coffer: ${what} did not finish within ${timeoutMs} ms`);
+    await sleep(intervalMs, options?.signal);
   }
 }
 
@@ -220,7 +242,7 @@ export class EnvironmentsApi {
    *
    * @param name `^[a-z0-9][a-z0-9-]{0,62}$`, not `admin`. One that exists: `CofferError` `environment_exists` (409).
    */
-  create(name: string, options?: CallOptions): Promise<Environment> {
+  async create(name: string, options?: CallOptions): Promise<Environment> {
     return this.#http.request<Environment>("POST", "/v1/environments", { body: { name }, signal: options?.signal });
   }
 
@@ -254,7 +276,8 @@ export class SecretsApi {
   async set(environment: string, name: string, value: string, options?: RevisionOptions): Promise<SecretMeta> {
     if (typeof value !== "string") throw new TypeError("secrets.set: the value must be a string");
     const body: { value: string; expectedRevision?: number } = { value };
-    if (options?.expectedRevision !== undefined) body.expectedRevision = options.expectedRevision;
+    const expectedRevision = revision(options);
+    if (expectedRevision !== undefined) body.expectedRevision = expectedRevision;
     return this.#http.request<SecretMeta>("PUT", envPath(environment, "secrets", name), { body, signal: options?.signal });
   }
 
@@ -262,7 +285,7 @@ export class SecretsApi {
    * A secret's metadata (name, revision, key version, status, times): never its value.
    * Rejects with `CofferError` `secret_not_found` (404) when it is not set.
    */
-  get(environment: string, name: string, options?: CallOptions): Promise<SecretMeta> {
+  async get(environment: string, name: string, options?: CallOptions): Promise<SecretMeta> {
     return this.#http.request<SecretMeta>("GET", envPath(environment, "secrets", name), { signal: options?.signal });
   }
 
@@ -282,9 +305,9 @@ export class SecretsApi {
   }
 
   /** One page of secrets' metadata: pass its `nextCursor` back as `cursor` for the next (`null`: the last). */
-  page(environment: string, options?: SecretListOptions): Promise<SecretPage> {
+  async page(environment: string, options?: SecretListOptions): Promise<SecretPage> {
     return this.#http.request<SecretPage>("GET", envPath(environment, "secrets"), {
-      query: { limit: options?.limit, cursor: options?.cursor, search: options?.search, sort: options?.sort },
+      query: { limit: limit(options), cursor: options?.cursor, search: options?.search, sort: options?.sort },
       signal: options?.signal,
     });
   }
@@ -336,7 +359,7 @@ export class ConfigApi {
   }
 
   /** A config entry with its value. Not set: `CofferError` `config_not_found` (404). */
-  get(environment: string, key: string, options?: CallOptions): Promise<ConfigEntry> {
+  async get(environment: string, key: string, options?: CallOptions): Promise<ConfigEntry> {
     return this.#http.request<ConfigEntry>("GET", envPath(environment, "config", key), { signal: options?.signal });
   }
 
@@ -350,7 +373,8 @@ export class ConfigApi {
   async set(environment: string, key: string, value: unknown, options?: RevisionOptions): Promise<ConfigEntry> {
     if (value === undefined) throw new TypeError("config.set: the value must be a JSON value, not undefined");
     const body: { value: unknown; expectedRevision?: number } = { value };
-    if (options?.expectedRevision !== undefined) body.expectedRevision = options.expectedRevision;
+    const expectedRevision = revision(options);
+    if (expectedRevision !== undefined) body.expectedRevision = expectedRevision;
     return this.#http.request<ConfigEntry>("PUT", envPath(environment, "config", key), { body, signal: options?.signal });
   }
 
@@ -363,9 +387,9 @@ export class ConfigApi {
   }
 
   /** One page of config entries. */
-  page(environment: string, options?: PageOptions): Promise<ConfigPage> {
+  async page(environment: string, options?: PageOptions): Promise<ConfigPage> {
     return this.#http.request<ConfigPage>("GET", envPath(environment, "config"), {
-      query: { limit: options?.limit, cursor: options?.cursor },
+      query: { limit: limit(options), cursor: options?.cursor },
       signal: options?.signal,
     });
   }
@@ -430,15 +454,16 @@ export class FunctionsApi {
    * @param definition `{mode, triggers?, secrets?, config?, url?, timeoutMs?, retries?, concurrency?}`.
    * @param options `expectedRevision`: `0` to register only if new, `n` to update only revision n.
    */
-  put(environment: string, id: string, definition: PutFunctionDefinition, options?: RevisionOptions): Promise<FunctionInfo> {
+  async put(environment: string, id: string, definition: PutFunctionDefinition, options?: RevisionOptions): Promise<FunctionInfo> {
+    const expectedRevision = revision(options);
     return this.#http.request<FunctionInfo>("PUT", envPath(environment, "functions", id), {
-      body: options?.expectedRevision === undefined ? definition : { ...definition, expectedRevision: options.expectedRevision },
+      body: expectedRevision === undefined ? definition : { ...definition, expectedRevision },
       signal: options?.signal,
     });
   }
 
   /** A function (never its signing secret). Unknown: `CofferError` `function_not_found` (404). */
-  get(environment: string, id: string, options?: CallOptions): Promise<FunctionInfo> {
+  async get(environment: string, id: string, options?: CallOptions): Promise<FunctionInfo> {
     return this.#http.request<FunctionInfo>("GET", envPath(environment, "functions", id), { signal: options?.signal });
   }
 
@@ -451,9 +476,9 @@ export class FunctionsApi {
   }
 
   /** One page of functions. */
-  page(environment: string, options?: PageOptions): Promise<FunctionList> {
+  async page(environment: string, options?: PageOptions): Promise<FunctionList> {
     return this.#http.request<FunctionList>("GET", envPath(environment, "functions"), {
-      query: { limit: options?.limit, cursor: options?.cursor },
+      query: { limit: limit(options), cursor: options?.cursor },
       signal: options?.signal,
     });
   }
@@ -471,15 +496,16 @@ export class FunctionsApi {
    * (shown this once). Deliveries are signed with the old one too until
    * `previousSigningSecretUntil`.
    *
-   * @param options `graceMs`: how long the old secret keeps signing (default one day; `0`: drop it now).
+   * @param options `graceMs`: how long the old secret keeps signing (default one day; `0`: drop it
+   *   now; at most 30 days); not an integer ≥ 0: `TypeError`.
    */
-  rotateSigningSecret(
+  async rotateSigningSecret(
     environment: string,
     id: string,
     options?: CallOptions & { graceMs?: number },
   ): Promise<FunctionInfo> {
     return this.#http.request<FunctionInfo>("POST", envPath(environment, "functions", id, "signing-secret"), {
-      body: options?.graceMs === undefined ? {} : { graceMs: options.graceMs },
+      body: options?.graceMs === undefined ? {} : { graceMs: integer(options.graceMs, "graceMs") },
       signal: options?.signal,
     });
   }
@@ -501,7 +527,7 @@ export class EventsApi {
    * @param data any JSON, handed to each run as `event.data`.
    * @param options `idempotencyKey`: sending the same key again starts nothing and answers the first send's runs.
    */
-  send(
+  async send(
     environment: string,
     name: string,
     data?: unknown,
@@ -526,7 +552,7 @@ export class RunsApi {
   }
 
   /** A run. Unknown: `CofferError` `run_not_found` (404). */
-  get(environment: string, id: string, options?: CallOptions): Promise<Run> {
+  async get(environment: string, id: string, options?: CallOptions): Promise<Run> {
     return this.#http.request<Run>("GET", envPath(environment, "runs", id), { signal: options?.signal });
   }
 
@@ -539,15 +565,15 @@ export class RunsApi {
   }
 
   /** One page of runs. */
-  page(environment: string, options?: RunListOptions): Promise<RunList> {
+  async page(environment: string, options?: RunListOptions): Promise<RunList> {
     return this.#http.request<RunList>("GET", envPath(environment, "runs"), {
-      query: { functionId: options?.functionId, status: options?.status, limit: options?.limit, cursor: options?.cursor },
+      query: { functionId: options?.functionId, status: options?.status, limit: limit(options), cursor: options?.cursor },
       signal: options?.signal,
     });
   }
 
   /** Polls a run until it has ended (`succeeded` or `failed`) and returns it. */
-  wait(environment: string, id: string, options?: WaitOptions): Promise<Run> {
+  async wait(environment: string, id: string, options?: WaitOptions): Promise<Run> {
     return poll(() => this.get(environment, id, options), (r) => RUN_ENDED.includes(r.status), `run ${id}`, options);
   }
 }
@@ -577,7 +603,7 @@ export class OrchestrationsApi {
    * ] });
    * ```
    */
-  create(environment: string, definition: OrchestrationDefinition, options?: CallOptions): Promise<Orchestration> {
+  async create(environment: string, definition: OrchestrationDefinition, options?: CallOptions): Promise<Orchestration> {
     return this.#http.request<Orchestration>("POST", envPath(environment, "orchestrations"), {
       body: { name: definition.name, steps: definition.steps },
       signal: options?.signal,
@@ -585,7 +611,7 @@ export class OrchestrationsApi {
   }
 
   /** An orchestration, masked. Unknown: `CofferError` `orchestration_not_found` (404). */
-  get(environment: string, id: string, options?: CallOptions): Promise<Orchestration> {
+  async get(environment: string, id: string, options?: CallOptions): Promise<Orchestration> {
     return this.#http.request<Orchestration>("GET", envPath(environment, "orchestrations", id), { signal: options?.signal });
   }
 
@@ -598,9 +624,9 @@ export class OrchestrationsApi {
   }
 
   /** One page of orchestrations. */
-  page(environment: string, options?: PageOptions): Promise<OrchestrationList> {
+  async page(environment: string, options?: PageOptions): Promise<OrchestrationList> {
     return this.#http.request<OrchestrationList>("GET", envPath(environment, "orchestrations"), {
-      query: { limit: options?.limit, cursor: options?.cursor },
+      query: { limit: limit(options), cursor: options?.cursor },
       signal: options?.signal,
     });
   }
@@ -623,14 +649,15 @@ export class OrchestrationsApi {
    * @param options `expectedRevision`: apply only at this revision (pass the read's
    *   `revision` to be sure the kept params are the ones read), else `revision_conflict` (409).
    */
-  update(
+  async update(
     environment: string,
     id: string,
     definition: OrchestrationDefinition,
     options?: RevisionOptions,
   ): Promise<Orchestration> {
     const body: { name: string; steps: Step[]; expectedRevision?: number } = { name: definition.name, steps: definition.steps };
-    if (options?.expectedRevision !== undefined) body.expectedRevision = options.expectedRevision;
+    const expectedRevision = revision(options);
+    if (expectedRevision !== undefined) body.expectedRevision = expectedRevision;
     return this.#http.request<Orchestration>("PUT", envPath(environment, "orchestrations", id), { body, signal: options?.signal });
   }
 
@@ -649,7 +676,7 @@ export class OrchestrationsApi {
    * @param params the run's params: every compute step's `triggerParams` start from them,
    *   and decisions can test them (`params.a.b`). Not secret: shown on every read.
    */
-  run(environment: string, id: string, params?: Record<string, unknown>, options?: CallOptions): Promise<OrchestrationRun> {
+  async run(environment: string, id: string, params?: Record<string, unknown>, options?: CallOptions): Promise<OrchestrationRun> {
     return this.#http.request<OrchestrationRun>("POST", envPath(environment, "orchestrations", id, "runs"), {
       body: params === undefined ? {} : { params },
       signal: options?.signal,
@@ -666,7 +693,7 @@ export class OrchestrationRunsApi {
   }
 
   /** An orchestration run. Unknown: `CofferError` `orchestration_run_not_found` (404). */
-  get(environment: string, runId: string, options?: CallOptions): Promise<OrchestrationRun> {
+  async get(environment: string, runId: string, options?: CallOptions): Promise<OrchestrationRun> {
     return this.#http.request<OrchestrationRun>("GET", envPath(environment, "orchestration-runs", runId), { signal: options?.signal });
   }
 
@@ -679,12 +706,12 @@ export class OrchestrationRunsApi {
   }
 
   /** One page of orchestration runs. */
-  page(environment: string, options?: OrchestrationRunListOptions): Promise<OrchestrationRunList> {
+  async page(environment: string, options?: OrchestrationRunListOptions): Promise<OrchestrationRunList> {
     return this.#http.request<OrchestrationRunList>("GET", envPath(environment, "orchestration-runs"), {
       query: {
         orchestrationId: options?.orchestrationId,
         status: options?.status,
-        limit: options?.limit,
+        limit: limit(options),
         cursor: options?.cursor,
       },
       signal: options?.signal,
@@ -699,7 +726,7 @@ export class OrchestrationRunsApi {
    *
    * @param options `reason`: kept in the step's output and the audit log (at most 1,024 characters).
    */
-  approve(environment: string, runId: string, options?: CallOptions & { reason?: string }): Promise<OrchestrationRun> {
+  async approve(environment: string, runId: string, options?: CallOptions & { reason?: string }): Promise<OrchestrationRun> {
     return this.#decide("approve", environment, runId, options);
   }
 
@@ -710,7 +737,7 @@ export class OrchestrationRunsApi {
    *
    * @param options `reason`: kept in the step's output and the audit log.
    */
-  reject(environment: string, runId: string, options?: CallOptions & { reason?: string }): Promise<OrchestrationRun> {
+  async reject(environment: string, runId: string, options?: CallOptions & { reason?: string }): Promise<OrchestrationRun> {
     return this.#decide("reject", environment, runId, options);
   }
 
@@ -718,7 +745,7 @@ export class OrchestrationRunsApi {
    * Polls a run until its status is one of `until` (default: anything but `running`: it
    * waits for an approval, or it has ended) and returns it.
    */
-  wait(environment: string, runId: string, options?: OrchestrationRunWaitOptions): Promise<OrchestrationRun> {
+  async wait(environment: string, runId: string, options?: OrchestrationRunWaitOptions): Promise<OrchestrationRun> {
     const until = options?.until;
     return poll(
       () => this.get(environment, runId, options),
@@ -728,7 +755,7 @@ export class OrchestrationRunsApi {
     );
   }
 
-  #decide(
+  async #decide(
     decision: "approve" | "reject",
     environment: string,
     runId: string,
@@ -762,7 +789,7 @@ export class AuditApi {
   }
 
   /** One page of audit rows. */
-  page(options?: AuditListOptions): Promise<AuditPage> {
+  async page(options?: AuditListOptions): Promise<AuditPage> {
     return this.#http.request<AuditPage>("GET", "/v1/audit", {
       query: {
         environment: options?.environment,
@@ -772,7 +799,7 @@ export class AuditApi {
         result: options?.result,
         since: time(options?.since),
         until: time(options?.until),
-        limit: options?.limit,
+        limit: limit(options),
         cursor: options?.cursor,
       },
       signal: options?.signal,
@@ -780,7 +807,7 @@ export class AuditApi {
   }
 
   /** Checks the whole hash chain (admin key): `ok`, or the first broken row. */
-  verify(options?: CallOptions): Promise<AuditVerification> {
+  async verify(options?: CallOptions): Promise<AuditVerification> {
     return this.#http.request<AuditVerification>("GET", "/v1/audit/verify", { signal: options?.signal });
   }
 }
@@ -794,7 +821,7 @@ export class KeysApi {
   }
 
   /** Which key versions exist and what each one seals. */
-  status(options?: CallOptions): Promise<KeyStatus> {
+  async status(options?: CallOptions): Promise<KeyStatus> {
     return this.#http.request<KeyStatus>("GET", "/v1/keys", { signal: options?.signal });
   }
 
@@ -802,17 +829,17 @@ export class KeysApi {
    * Re-encrypts values, signing secrets and orchestration params to the current key version:
    * everything (no `limit`), or one batch (send `nextCursor` back as `cursor` to continue).
    */
-  rewrap(options?: CallOptions & { cursor?: string; limit?: number }): Promise<RewrapReport> {
+  async rewrap(options?: CallOptions & { cursor?: string; limit?: number }): Promise<RewrapReport> {
     return this.#http.request<RewrapReport>("POST", "/v1/keys/rewrap", {
-      body: { cursor: options?.cursor, limit: options?.limit },
+      body: { cursor: options?.cursor, limit: limit(options) },
       signal: options?.signal,
     });
   }
 
   /** Opens one batch of stored values (and then signing secrets, params) to find unreadable ones; changes none. */
-  verify(options?: CallOptions & { cursor?: string; limit?: number }): Promise<VerifyReport> {
+  async verify(options?: CallOptions & { cursor?: string; limit?: number }): Promise<VerifyReport> {
     return this.#http.request<VerifyReport>("POST", "/v1/keys/verify", {
-      body: { cursor: options?.cursor, limit: options?.limit },
+      body: { cursor: options?.cursor, limit: limit(options) },
       signal: options?.signal,
     });
   }
@@ -869,12 +896,12 @@ export class Coffer {
   }
 
   /** The key this client uses: its id, role and environment. A revoked key: `CofferError` 401 `unauthorized`. */
-  whoami(options?: CallOptions): Promise<Caller> {
+  async whoami(options?: CallOptions): Promise<Caller> {
     return this.http.request<Caller>("GET", "/v1/whoami", { signal: options?.signal });
   }
 
   /** The server's version, backend and encryption state (no key needed). */
-  status(options?: CallOptions): Promise<Status> {
+  async status(options?: CallOptions): Promise<Status> {
     return this.http.request<Status>("GET", "/v1/status", { signal: options?.signal });
   }
 

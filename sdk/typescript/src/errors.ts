@@ -5,18 +5,27 @@
 /** An error answered by the Coffer API (`{"error": {"code", "message"}}`). */
 export class CofferError extends Error {
   override readonly name: string = "CofferError";
-  /** The HTTP status (0 when the server could not be reached). */
+  /**
+   * The HTTP status; 0 when no HTTP status applies: the server could not be reached, or its
+   * answers made no sense (a listing whose cursors go round in a cycle).
+   */
   readonly status: number;
   /** The API's stable error code, e.g. `revision_conflict`, `secret_not_found`. */
   readonly code: string;
   /** For a revision conflict (409): the revision the resource is at now, when known. */
   readonly currentRevision: number | undefined;
+  /**
+   * The answer's `Retry-After`, in seconds, when it had one (503 `overloaded`: how long to
+   * wait before trying again). `worker()` honours it.
+   */
+  readonly retryAfterSeconds: number | undefined;
 
-  constructor(status: number, code: string, message: string, currentRevision?: number) {
+  constructor(status: number, code: string, message: string, currentRevision?: number, retryAfterSeconds?: number) {
     super(message);
     this.status = status;
     this.code = code;
     this.currentRevision = currentRevision;
+    this.retryAfterSeconds = retryAfterSeconds;
   }
 }
 

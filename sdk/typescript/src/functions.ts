@@ -62,7 +62,12 @@ export interface FunctionContext<S extends string = string, C extends string = s
   secrets: Secrets<S>;
   /** The run's config values, as the definition declares them. */
   config: Config<C>;
-  /** Parameters (an orchestration step's params, encrypted params opened); `{}` otherwise. */
+  /**
+   * Parameters (an orchestration step's params, its encrypted params **opened** and its
+   * `secretRef`s **resolved**); `{}` otherwise. A plain object, read as such
+   * (`triggerParams.DB_PASSWORD`) — so its values are secrets: do not log it. The
+   * context's own renderings (`JSON.stringify(ctx)`, `console.log(ctx)`) show its keys only.
+   */
   triggerParams: { [key: string]: Json };
   /** The run. */
   run: RunInfo;
@@ -317,6 +322,14 @@ export function isJob(value: unknown): value is Job {
 /**
  * The context a handler of `fn` receives for `job` — what `serve()` and `worker()` build, and
  * what a unit test of a handler can build from a job of its own.
+ *
+ * Its fields are plain (`ctx.triggerParams` is an ordinary object, destructuring works), and
+ * the context renders safely: `JSON.stringify(ctx)`, `String(ctx)` and `console.log(ctx)`
+ * (Node.js's `util.inspect`, Deno) show the event, the run, and only the **names** of the
+ * secrets, config keys and trigger params — never a value, since an orchestration step's
+ * trigger params hold opened encrypted params and resolved secret references. These
+ * renderings are non-enumerable methods of the context itself: a copy (`{ ...ctx }`) or
+ * `ctx.triggerParams` on its own prints its values.
  */
 export function contextFor<S extends string, C extends string>(
   fn: CofferFunction<S, C>,
@@ -324,7 +337,7 @@ export function contextFor<S extends string, C extends string>(
   signal: AbortSignal = new AbortController().signal,
 ): FunctionContext<S, C> {
   const params = job.triggerParams;
-  return {
+  const context: FunctionContext<S, C> = {
     event: { name: job.event.name, data: job.event.data ?? null },
     secrets: new Secrets<S>(fn.definition.secrets ?? [], job.secrets ?? {}, fn.id, job.environment),
     config: new Config<C>(fn.definition.config ?? [], job.config ?? {}, fn.id, job.environment),
@@ -332,6 +345,24 @@ export function contextFor<S extends string, C extends string>(
     run: { id: job.runId, attempt: job.attempt, functionId: job.functionId, environment: job.environment },
     signal,
   };
+  const safe = () => ({
+    event: context.event,
+    secrets: context.secrets.names(),
+    config: context.config.keys(),
+    triggerParams: Object.keys(context.triggerParams ?? {}).sort(),
+    run: context.run,
+  });
+  const text = () =>
+    `FunctionContext { event: ${JSON.stringify(context.event)}, secrets: ${String(context.secrets)}, ` +
+    `config: ${String(context.config)}, triggerParams: TriggerParams(${safe().triggerParams.join(", ")}), ` +
+    `run: ${JSON.stringify(context.run)} }`;
+  Object.defineProperties(context, {
+    toJSON: { value: safe, enumerable: false },
+    toString: { value: text, enumerable: false },
+    [inspect]: { value: text, enumerable: false },
+    [denoInspect]: { value: text, enumerable: false },
+  });
+  return context;
 }
 
 /**

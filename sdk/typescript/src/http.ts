@@ -3,6 +3,7 @@
 // a private field and never appears in an error or in `JSON.stringify(client)`.
 
 import { CofferError } from "./errors.js";
+import { integer } from "./validate.js";
 
 /** How to reach Coffer. */
 export interface CofferOptions {
@@ -12,7 +13,10 @@ export interface CofferOptions {
   apiKey: string;
   /** A `fetch` to use instead of the global one (tests, proxies, edge runtimes). */
   fetch?: typeof fetch;
-  /** Milliseconds before a request is abandoned (default 30,000; a long poll adds its wait). */
+  /**
+   * Milliseconds before a request is abandoned (default 30,000; a long poll adds its wait).
+   * A non-negative integer: anything else is a `TypeError`.
+   */
   timeoutMs?: number;
 }
 
@@ -27,6 +31,14 @@ export interface RequestOptions {
   signal?: AbortSignal;
   /** Extra milliseconds on top of the client's timeout (a long poll's wait). */
   extraTimeoutMs?: number;
+  /** This request's own timeout in milliseconds, instead of the client's (a heartbeat's, tied to its lease). */
+  timeoutMs?: number;
+}
+
+/** An answer: its HTTP status and its parsed JSON body (`undefined` for 204 or an empty body). */
+export interface Answer<T> {
+  status: number;
+  body: T;
 }
 
 /** The transport: shared by the management client, `register` and `worker`. */
@@ -42,13 +54,18 @@ export class Http {
     this.address = options.address.replace(/\/+$/, "");
     this.#apiKey = options.apiKey;
     this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
-    this.#timeoutMs = options.timeoutMs ?? 30_000;
+    this.#timeoutMs = integer(options.timeoutMs ?? 30_000, "Coffer: timeoutMs");
   }
 
-  /** `path` segments, each percent-encoded ("." and ".." refused). */
+  /**
+   * `path` segments, each percent-encoded. Anything but a non-empty string (`undefined`,
+   * a number, …), `.` and `..` is a `TypeError`: a missing name must not address another
+   * resource (`undefined` would otherwise become the secret named "undefined").
+   */
   static path(...segments: string[]): string {
     return segments
-      .map((s) => {
+      .map((s: unknown) => {
+        if (typeof s !== "string") throw new TypeError(`not a path segment: a ${s === null ? "null" : typeof s}, not a string`);
         if (s === "" || s === "." || s === "..") throw new TypeError(`not a path segment: "${s}"`);
         return encodeURIComponent(s);
       })
@@ -60,6 +77,15 @@ export class Http {
    * with `CofferError` for any error status or when the server cannot be reached.
    */
   async request<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
+    return (await this.requestWithStatus<T>(method, path, options)).body;
+  }
+
+  /**
+   * {@link request}, also telling the success status (201 created, 200 updated, …).
+   * Rejects as `request` does: with `CofferError` for an error status, or status 0
+   * (`unreachable`) when the server cannot be reached or its answer cannot be read.
+   */
+  async requestWithStatus<T>(method: string, path: string, options: RequestOptions = {}): Promise<Answer<T>> {
     const url = new URL(this.address + path);
     for (const [k, v] of Object.entries(options.query ?? {})) {
       if (v !== undefined) url.searchParams.set(k, String(v));
@@ -74,21 +100,24 @@ export class Http {
       headers["content-type"] = "application/json";
       body = JSON.stringify(options.body);
     }
-    const timeout = AbortSignal.timeout(this.#timeoutMs + (options.extraTimeoutMs ?? 0));
+    const timeout = AbortSignal.timeout((options.timeoutMs ?? this.#timeoutMs) + (options.extraTimeoutMs ?? 0));
     const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
     let response: Response;
+    let text: string;
     try {
       response = await this.#fetch(url, { method, headers, body, signal, redirect: "error" });
+      // Inside the try: a connection reset while the body is read is "unreachable" too.
+      if (response.status === 204) {
+        await response.body?.cancel();
+        text = "";
+      } else {
+        text = await response.text();
+      }
     } catch (e) {
       if (options.signal?.aborted) throw e;
       const why = timeout.aborted ? "timed out" : "could not be reached";
       throw new CofferError(0, "unreachable", `Coffer at ${this.address} ${why}`);
     }
-    if (response.status === 204) {
-      await response.body?.cancel();
-      return undefined as T;
-    }
-    const text = await response.text();
     let parsed: unknown;
     try {
       parsed = text ? JSON.parse(text) : undefined;
@@ -102,13 +131,23 @@ export class Http {
         error?.code ?? `http_${response.status}`,
         error?.message ?? `${method} ${path}: HTTP ${response.status}`,
         error?.currentRevision,
+        retryAfter(response.headers.get("retry-after")),
       );
     }
-    return parsed as T;
+    return { status: response.status, body: parsed as T };
   }
 
   /** Never the key. */
   toJSON(): { address: string } {
     return { address: this.address };
   }
+}
+
+/** `Retry-After` as seconds: delta-seconds, or an HTTP date from now; `undefined` otherwise. */
+function retryAfter(header: string | null): number | undefined {
+  if (header === null) return undefined;
+  const value = header.trim();
+  if (/^\d{1,9}$/.test(value)) return Number(value);
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, Math.ceil((at - Date.now()) / 1000));
 }

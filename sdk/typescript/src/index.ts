@@ -1,7 +1,7 @@
 // @coffer/sdk: the management client, functions (push and pull), orchestrations.
 
 export { Coffer } from "./client.js";
-export { Http, type CofferOptions, type Query, type RequestOptions } from "./http.js";
+export { Http, type Answer, type CofferOptions, type Query, type RequestOptions } from "./http.js";
 export { CofferError, SecretNotSetError, SignatureError, UndeclaredSecretError } from "./errors.js";
 export {
   createFunction,
@@ -33,8 +33,8 @@ export {
 } from "./signature.js";
 export { serve, DEFAULT_MAX_BODY_BYTES, type ServeOptions, type SigningSecrets, type FetchHandler } from "./serve.js";
 export { toNodeListener, type NodeRequestLike, type NodeResponseLike } from "./node.js";
-export { register, type RegisterOptions, type Registration } from "./register.js";
-export { worker, LeaseLostError, type WorkerOptions, type Worker } from "./worker.js";
+export { register, RegisterError, type RegisterOptions, type Registration } from "./register.js";
+export { worker, LeaseLostError, MIN_POLL_INTERVAL_MS, type WorkerOptions, type Worker } from "./worker.js";
 export type {
   ApiKeysApi,
   AuditApi,

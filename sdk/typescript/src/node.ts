@@ -17,6 +17,10 @@ export interface NodeResponseLike {
   setHeader(name: string, value: string): unknown;
   end(chunk?: Uint8Array): unknown;
   once?(event: "close", listener: () => void): unknown;
+  /** Whether the status and headers were sent already (a failure then can only cut the response). */
+  headersSent?: boolean;
+  /** Cuts the response off (used when it fails after its headers were sent). */
+  destroy?(error?: Error): unknown;
 }
 
 /**
@@ -24,12 +28,29 @@ export interface NodeResponseLike {
  * (`app.post("/coffer", toNodeListener(handler))` — mount it before any body parser, since
  * the signature covers the raw body) that hands each request to `handler` as a Web `Request`
  * and writes its `Response` back. The request's `signal` aborts when the connection closes.
+ * The body is read only as the handler reads it (a refusal before reading reads nothing).
+ * Nothing it does can reject unhandled: a failure answers 500 if the headers are not sent
+ * yet, and cuts the response off otherwise.
  */
 export function toNodeListener(handler: FetchHandler): (req: NodeRequestLike, res: NodeResponseLike) => void {
   return (req, res) => {
-    void respond(handler, req, res);
+    respond(handler, req, res).catch(() => {
+      try {
+        if (!res.headersSent) {
+          res.statusCode = 500;
+          res.setHeader("content-type", "application/json");
+          res.end(new TextEncoder().encode(INTERNAL));
+        } else {
+          res.destroy?.();
+        }
+      } catch {
+        res.destroy?.();
+      }
+    });
   };
 }
+
+const INTERNAL = JSON.stringify({ error: { code: "internal", message: "the request could not be handled" } });
 
 async function respond(handler: FetchHandler, req: NodeRequestLike, res: NodeResponseLike): Promise<void> {
   let response: Response;
@@ -53,23 +74,24 @@ async function respond(handler: FetchHandler, req: NodeRequestLike, res: NodeRes
     if (method !== "GET" && method !== "HEAD") {
       const chunks = req[Symbol.asyncIterator]();
       const encoder = new TextEncoder();
-      init.body = new ReadableStream<Uint8Array>({
-        async pull(controller) {
-          const next = await chunks.next();
-          if (next.done) controller.close();
-          else controller.enqueue(typeof next.value === "string" ? encoder.encode(next.value) : next.value);
+      init.body = new ReadableStream<Uint8Array>(
+        {
+          async pull(controller) {
+            const next = await chunks.next();
+            if (next.done) controller.close();
+            else controller.enqueue(typeof next.value === "string" ? encoder.encode(next.value) : next.value);
+          },
+          // On cancel (a refusal before the body was read) the rest is left to Node.js, which
+          // discards it: ending the iterator would destroy the socket before the answer.
         },
-        // On cancel (a refusal before the body was read) the rest is left to Node.js, which
-        // discards it: ending the iterator would destroy the socket before the answer.
-      });
+        // Nothing is pulled before the handler reads: a refused request reads no body.
+        { highWaterMark: 0 },
+      );
       init.duplex = "half";
     }
     response = await handler(new Request(url, init));
   } catch {
-    response = new Response(JSON.stringify({ error: { code: "internal", message: "the request could not be handled" } }), {
-      status: 500,
-      headers: { "content-type": "application/json" },
-    });
+    response = new Response(INTERNAL, { status: 500, headers: { "content-type": "application/json" } });
   }
   res.statusCode = response.status;
   response.headers.forEach((value, name) => {

@@ -1,6 +1,8 @@
 // Cursor pagination as async iteration: `for await (const s of client.secrets.list("prod"))`
 // walks every page, one request per page, only as far as the loop goes.
 
+import { CofferError } from "./errors.js";
+
 /** One page of a listing: its items and the cursor of the next page (`null` on the last). */
 export interface Page<T> {
   /** The items of this page (it may hold fewer than `limit`, even none, and not be the last). */
@@ -39,15 +41,24 @@ export class Pager<T> implements AsyncIterable<T> {
     for await (const page of this.pages()) yield* page.items;
   }
 
-  /** The pages themselves, for a caller that wants to see page boundaries or cursors. */
+  /**
+   * The pages themselves, for a caller that wants to see page boundaries or cursors.
+   * A cursor seen before in this iteration (the listing would go round forever) rejects with
+   * `CofferError` `cursor_cycle` (status 0) instead of looping.
+   */
   async *pages(): AsyncGenerator<Page<T>, void, undefined> {
     let cursor = this.#start;
+    const seen = new Set<string>();
+    if (cursor !== undefined) seen.add(cursor);
     for (;;) {
       const page = await this.#fetch(cursor);
       yield page;
       const next = page.nextCursor ?? undefined;
       if (next === undefined) return;
-      if (next === cursor) throw new Error("Coffer: the server returned the same cursor twice");
+      if (seen.has(next)) {
+        throw new CofferError(0, "cursor_cycle", "Coffer: the listing's cursors go round in a cycle (a cursor came back)");
+      }
+      seen.add(next);
       cursor = next;
     }
   }

@@ -12,6 +12,7 @@ import {
   outputJson,
 } from "./functions.js";
 import { DEFAULT_TOLERANCE_SECONDS, SIGNATURE_HEADER, checkTimestamp, matchSignature, unixNow } from "./signature.js";
+import { finite, integer } from "./validate.js";
 
 /**
  * The signing secrets, per function id: one secret, or several during a rotation's grace
@@ -28,12 +29,20 @@ export interface ServeOptions {
   functions: readonly CofferFunction[];
   /** Each function's signing secret(s), as `register()` or a rotation answered them. */
   signingSecrets: SigningSecrets;
-  /** How far a delivery's timestamp may be from this machine's clock, either way (default 300 s). */
+  /**
+   * How far a delivery's timestamp may be from this machine's clock, either way (default
+   * 300 s; a finite number ≥ 0, else `serve()` throws `TypeError`).
+   */
   toleranceSeconds?: number;
   /**
-   * The largest body read, in bytes (default 16 MiB). Coffer does not cap a job below what
-   * its parts allow (64 secrets and 64 config values of up to 64 KiB each, plus trigger
-   * params), and an answer of 413 fails the run without a retry.
+   * The largest body read, in bytes (default {@link DEFAULT_MAX_BODY_BYTES}, 4 MiB; an
+   * integer ≥ 0, else `serve()` throws `TypeError`). The body is **buffered whole before
+   * its signature is verified** (the signature covers the raw bytes), so each request in
+   * flight may hold this much memory — also a forged one with a fresh timestamp. Coffer
+   * does not cap a job below what its parts allow (about 14 MiB at the very most: 64
+   * secrets, 64 config values and 64 encrypted params or secret references of up to 64 KiB
+   * each, run and step params, event data), and an answer of 413 fails the run without a
+   * retry: raise it (`16 * 1024 * 1024`) for functions that declare many large values.
    */
   maxBodyBytes?: number;
   /**
@@ -46,8 +55,13 @@ export interface ServeOptions {
 /** A fetch-style request handler. */
 export type FetchHandler = (request: Request) => Promise<Response>;
 
-/** The default largest body `serve()` reads: 16 MiB. */
-export const DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024;
+/**
+ * The default largest body `serve()` reads: 4 MiB — room for some 60 values of the largest
+ * size (64 KiB), far beyond a usual job of a few KiB, while a flood of forged requests holds
+ * at most this much memory per request. Coffer's own maximum job is
+ * larger (about 14 MiB, see {@link ServeOptions.maxBodyBytes}): raise it where needed.
+ */
+export const DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024;
 
 /**
  * The endpoint Coffer POSTs a push function's runs to. For each request it:
@@ -55,10 +69,11 @@ export const DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024;
  * 1. answers **405** to anything but `POST`;
  * 2. refuses a missing, malformed, stale or future `Coffer-Signature` with **401** — before
  *    reading the body;
- * 3. reads the body, at most `maxBodyBytes` (**413** beyond);
+ * 3. reads (buffers) the body, at most `maxBodyBytes` (**413** beyond, at once when the
+ *    declared `Content-Length` is over it);
  * 4. verifies the signature over the raw body against every configured signing secret
- *    (Web Crypto HMAC-SHA256, constant-time) — **401** when none matches, and nothing is
- *    parsed or run;
+ *    (Web Crypto HMAC-SHA256, one MAC per distinct secret, compared in constant time with
+ *    at most 2 `v1`) — **401** when none matches, and nothing is parsed or run;
  * 5. parses the job (**400** if it is not one), finds its function (**404** if not served
  *    here) and checks that a secret **of that function** signed it (**401** otherwise);
  * 6. runs the handler: **200** with its output as the JSON body (the run's output), **422**
@@ -78,8 +93,8 @@ export function serve(options: ServeOptions): FetchHandler {
     if (functions.has(fn.id)) throw new TypeError(`serve: function ${fn.id} is given twice`);
     functions.set(fn.id, fn);
   }
-  const tolerance = options.toleranceSeconds ?? DEFAULT_TOLERANCE_SECONDS;
-  const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const tolerance = finite(options.toleranceSeconds ?? DEFAULT_TOLERANCE_SECONDS, "serve: toleranceSeconds", 0);
+  const maxBody = integer(options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES, "serve: maxBodyBytes");
   const lookup = options.signingSecrets;
   const secretsOf = (id: string): readonly string[] => {
     const found = typeof lookup === "function" ? lookup(id) : Object.hasOwn(lookup, id) ? lookup[id] : undefined;

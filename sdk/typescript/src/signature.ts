@@ -3,10 +3,13 @@
 // secret's rotation grace period a delivery carries one `v1` per secret, new first.
 //
 // One implementation, Web Crypto (`crypto.subtle`): it is global in Node.js ≥ 20, Deno, Bun
-// and edge runtimes, and `crypto.subtle.verify("HMAC", …)` compares in constant time, so no
-// comparison is written by hand here. Mirrors `coffer_wire::signature` (Rust).
+// and edge runtimes. Each distinct secret's MAC is computed once (`crypto.subtle.sign`) and
+// compared with each `v1` by `equalMacs`, a constant-time comparison of 32 bytes. Mirrors
+// `coffer_wire::signature` (Rust), except that at most 2 `v1` are read (Coffer sends 2 at
+// most: the current secret's and, during a rotation's grace period, the previous one's).
 
 import { SignatureError } from "./errors.js";
+import { finite } from "./validate.js";
 
 /** The header Coffer signs push deliveries with. */
 export const SIGNATURE_HEADER = "Coffer-Signature";
@@ -14,8 +17,12 @@ export const SIGNATURE_HEADER = "Coffer-Signature";
 /** How far a delivery's `t` may be from this machine's clock by default, either way: 300 s. */
 export const DEFAULT_TOLERANCE_SECONDS = 300;
 
-/** Most `v1` entries looked at (a header cannot make a receiver work without bound). */
-const MAX_SIGNATURES = 8;
+/**
+ * Most `v1` entries looked at: Coffer sends one per signing secret, and a function has at
+ * most two (the current one and, during a rotation's grace period, the previous one). Later
+ * ones are ignored, so a forged header cannot multiply the work per request.
+ */
+const MAX_SIGNATURES = 2;
 
 /** The parts of a `Coffer-Signature` header. */
 export interface ParsedSignature {
@@ -33,9 +40,9 @@ export interface VerifyOptions {
   body: string | Uint8Array;
   /** The signing secret, or several (during a rotation: the new one and the old one). */
   secrets: string | readonly string[];
-  /** How far `t` may be from `now`, either way, in seconds (default 300). */
+  /** How far `t` may be from `now`, either way, in seconds (default 300; a finite number ≥ 0, else `TypeError`). */
   toleranceSeconds?: number;
-  /** The time to check against, unix seconds (default: this machine's clock). */
+  /** The time to check against, unix seconds (default: this machine's clock; a finite number, else `TypeError`). */
   now?: number;
 }
 
@@ -43,7 +50,7 @@ const encoder = new TextEncoder();
 
 /**
  * Parses a `Coffer-Signature` header: comma-separated `key=value` parts; the first `t` (a
- * non-negative integer) and up to 8 `v1` (64 hex digits each) are read, other keys are
+ * non-negative integer) and the first 2 `v1` (64 hex digits each) are read, other keys are
  * ignored (other schemes and versions). Throws {@link SignatureError} when the header is
  * missing, has no `t` or no `v1`, or a part is not `key=value`.
  */
@@ -98,10 +105,12 @@ export async function sign(
  * Verifies a push delivery: the header parses, its `t` is within the tolerance of `now`
  * (either way: stale and future timestamps are refused alike), and some `v1` is the
  * HMAC-SHA256 of `"{t}.{body}"` under one of `secrets`. Resolves when it is; rejects with
- * {@link SignatureError} (missing or malformed, outside the tolerance, or no match).
+ * {@link SignatureError} (missing or malformed, outside the tolerance, or no match), and
+ * with `TypeError` for a `toleranceSeconds` or `now` that is not a finite number.
  *
- * Every pair of secret and signature is checked, each with Web Crypto's constant-time
- * `crypto.subtle.verify`, so the time taken does not say which matched.
+ * Each distinct secret's MAC is computed once and compared with every `v1` (at most 2) in
+ * constant time, every pair without an early exit, so the time taken does not say which
+ * matched.
  */
 export async function verifySignature(options: VerifyOptions): Promise<void> {
   const matched = await matchSignature(
@@ -131,18 +140,36 @@ export async function matchSignature(
 ): Promise<boolean[]> {
   const parsed = checkTimestamp(header, toleranceSeconds, now);
   const data = signedBytes(parsed.timestamp, body);
-  const matched: boolean[] = [];
+  // One MAC per distinct secret (a secret listed twice, or shared by two functions, is
+  // hashed once): the work is bounded by the secrets configured, not by the header.
+  const macs = new Map<string, Uint8Array>();
   for (const secret of secrets) {
-    const key = await hmacKey(secret);
+    if (!macs.has(secret)) macs.set(secret, new Uint8Array(await crypto.subtle.sign("HMAC", await hmacKey(secret), data)));
+  }
+  return secrets.map((secret) => {
+    const expected = macs.get(secret) as Uint8Array;
     let ok = false;
     for (const signature of parsed.signatures) {
-      // No short cut: every pair is verified.
-      const verified = await crypto.subtle.verify("HMAC", key, signature as Uint8Array<ArrayBuffer>, data);
-      ok = verified || ok;
+      // No short cut: every pair is compared.
+      ok = equalMacs(expected, signature) || ok;
     }
-    matched.push(ok);
-  }
-  return matched;
+    return ok;
+  });
+}
+
+/**
+ * Whether two MACs are equal, in time that does not depend on where they differ: every byte
+ * pair is XORed into an accumulator, with no early exit. Not a cryptographic primitive (the
+ * MACs come from Web Crypto), only the comparison Web Crypto offers no call for. A length
+ * mismatch (never the case here: both are 32 bytes) is simply unequal.
+ *
+ * @internal
+ */
+export function equalMacs(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= (a[i] as number) ^ (b[i] as number);
+  return diff === 0;
 }
 
 /**
@@ -156,8 +183,9 @@ export function checkTimestamp(
   toleranceSeconds: number,
   now: number,
 ): ParsedSignature {
+  finite(toleranceSeconds, "toleranceSeconds", 0);
+  finite(now, "now");
   const parsed = parseSignatureHeader(header);
-  if (!(toleranceSeconds >= 0)) throw new TypeError("toleranceSeconds must be a non-negative number");
   if (Math.abs(now - parsed.timestamp) > toleranceSeconds) {
     throw new SignatureError("the Coffer-Signature timestamp is outside the tolerance");
   }
@@ -177,10 +205,7 @@ function list(secrets: string | readonly string[]): readonly string[] {
 }
 
 async function hmacKey(secret: string): Promise<CryptoKey> {
-  return crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, [
-    "sign",
-    "verify",
-  ]);
+  return crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
 }
 
 function signedBytes(timestamp: number, body: string | Uint8Array): Uint8Array<ArrayBuffer> {

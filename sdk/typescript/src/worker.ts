@@ -7,6 +7,7 @@ import { CofferError } from "./errors.js";
 import { Http } from "./http.js";
 import { type CofferFunction, type Job, contextFor, errorMessage, isJob, outputJson } from "./functions.js";
 import { keyEnvironment } from "./register.js";
+import { integer } from "./validate.js";
 
 /** Options of {@link worker}. */
 export interface WorkerOptions {
@@ -14,13 +15,25 @@ export interface WorkerOptions {
   client: Coffer;
   /** The pull functions this worker runs. */
   functions: readonly CofferFunction[];
-  /** The environment; default: the runtime key's own, read from `GET /v1/whoami`. */
+  /**
+   * The environment; default: the runtime key's own, read from `GET /v1/whoami` when the
+   * worker starts (retried with the polls' backoff while Coffer cannot be reached; a key
+   * refused with 401/403 stops the worker).
+   */
   environment?: string;
-  /** How long one poll waits for a run, 0–30,000 ms (default 20,000). */
+  /**
+   * How long one poll waits for a run, an integer 0–30,000 ms (default 20,000). Polls that
+   * come back empty sooner than {@link MIN_POLL_INTERVAL_MS} apart are spaced out to it, so
+   * `0` does not spin.
+   */
   waitMs?: number;
-  /** How long a run is the worker's between heartbeats, 1,000–600,000 ms (default 30,000); a heartbeat goes every third of it. */
+  /**
+   * How long a run is the worker's between heartbeats, an integer 1,000–600,000 ms (default
+   * 30,000); a heartbeat goes every third of it, on a fixed cadence, each given a third of it
+   * to answer.
+   */
   leaseMs?: number;
-  /** Runs at once, at least 1 (default 4). The worker polls only while it has room. */
+  /** Runs at once, an integer ≥ 1 (default 4). The worker polls only while it has room. */
   concurrency?: number;
   /** Aborting it is `stop()`. */
   signal?: AbortSignal;
@@ -64,6 +77,8 @@ const DEFAULT_WAIT_MS = 20_000;
 const DEFAULT_LEASE_MS = 30_000;
 const DEFAULT_CONCURRENCY = 4;
 const MAX_BACKOFF_MS = 30_000;
+/** The shortest time between two polls that came back empty (`waitMs: 0`, or a quick 204). */
+export const MIN_POLL_INTERVAL_MS = 500;
 /** How often a completion is tried when the server cannot be reached. */
 const COMPLETE_ATTEMPTS = 5;
 
@@ -79,6 +94,8 @@ const COMPLETE_ATTEMPTS = 5;
  * - Completes the run with the handler's output (`{output, attempt}`) or its error
  *   (`{error, attempt}`), naming the attempt, so a late completion cannot end a newer one.
  * - `stop()` (or `signal`) stops polling, waits for the runs in flight, then resolves.
+ * - Options out of range (`waitMs`, `leaseMs`, `concurrency`: NaN, fractional, too small or
+ *   too large) throw `TypeError` here, at construction.
  *
  * Delivery is at least once: a worker that dies (or a poll cut off by `stop()` just as the
  * server handed it a run) leaves the run to come back when its lease expires, as the next
@@ -93,9 +110,10 @@ export function worker(options: WorkerOptions): Worker {
   }
   if (functions.size === 0) throw new TypeError("worker: at least one function is required");
   const http = options.client.http;
-  const waitMs = clamp(options.waitMs ?? DEFAULT_WAIT_MS, 0, 30_000);
-  const leaseMs = clamp(options.leaseMs ?? DEFAULT_LEASE_MS, 1_000, 600_000);
-  const concurrency = Math.max(1, Math.floor(options.concurrency ?? DEFAULT_CONCURRENCY));
+  const waitMs = integer(options.waitMs ?? DEFAULT_WAIT_MS, "worker: waitMs", 0, 30_000);
+  const leaseMs = integer(options.leaseMs ?? DEFAULT_LEASE_MS, "worker: leaseMs", 1_000, 600_000);
+  const concurrency = integer(options.concurrency ?? DEFAULT_CONCURRENCY, "worker: concurrency", 1);
+  const beatEvery = Math.floor(leaseMs / 3);
   const report =
     options.onError ??
     ((e: Error, context: { runId?: string }) => {
@@ -117,14 +135,29 @@ export function worker(options: WorkerOptions): Worker {
   if (options.signal?.aborted) stopping.abort();
   else options.signal?.addEventListener("abort", onSignal, { once: true });
 
-  async function loop(): Promise<void> {
-    let environment: string;
-    try {
-      environment = options.environment ?? (await keyEnvironment(options.client, "worker"));
-    } catch (e) {
-      if (stopping.signal.aborted) return;
-      throw e;
+  /**
+   * The environment: the option, or the key's own (`GET /v1/whoami`), retried with the polls'
+   * backoff until it answers — only a refused key (401/403) or an answer that cannot help (an
+   * admin key has no environment) stops it. `undefined` once stopping.
+   */
+  async function resolveEnvironment(): Promise<string | undefined> {
+    if (options.environment !== undefined) return options.environment;
+    for (let failures = 0; ; failures++) {
+      if (stopping.signal.aborted) return undefined;
+      try {
+        return await keyEnvironment(options.client, "worker");
+      } catch (e) {
+        if (stopping.signal.aborted) return undefined;
+        if (!(e instanceof CofferError) || e.status === 401 || e.status === 403) throw e;
+        tell(e);
+        await sleep(delay(e, failures), stopping.signal);
+      }
     }
+  }
+
+  async function loop(): Promise<void> {
+    const environment = await resolveEnvironment();
+    if (environment === undefined) return;
     const base = `/v1/environments/${Http.path(environment)}`;
     const poll = { functions: [...functions.keys()], waitMs, leaseMs };
     let failures = 0;
@@ -142,6 +175,7 @@ export function worker(options: WorkerOptions): Worker {
       }
       if (stopping.signal.aborted) break;
       let job: unknown;
+      const polledAt = Date.now();
       try {
         job = await http.request<unknown>("POST", `${base}/workers/poll`, {
           body: poll,
@@ -153,18 +187,28 @@ export function worker(options: WorkerOptions): Worker {
         if (stopping.signal.aborted) break;
         if (e instanceof CofferError && !retryable(e.status)) throw e;
         tell(e);
-        await sleep(backoff(failures++), stopping.signal);
+        // 503 `overloaded` says how long to wait (Retry-After): honoured, as the Rust SDK does.
+        await sleep(delay(e, failures++), stopping.signal);
         continue;
       }
-      if (job === undefined) continue; // 204: nothing within waitMs
+      if (job === undefined) {
+        // 204: nothing within waitMs. One that came back quickly (waitMs 0, or a server that
+        // answers at once) waits out the rest of the minimum interval: an idle worker must not spin.
+        const early = MIN_POLL_INTERVAL_MS - (Date.now() - polledAt);
+        if (early > 0) await sleep(early, stopping.signal);
+        continue;
+      }
       if (!isJob(job)) {
         tell(new Error("a polled job is not a run's job (runId, attempt, event); ignored"));
         continue;
       }
-      const run = runJob(base, job).finally(() => {
-        runs.delete(run);
-        roomFreed?.();
-      });
+      // Nothing a run does may reject unhandled (a bad run id, a reporter that throws …).
+      const run = runJob(base, job)
+        .catch((e: unknown) => tell(e, job.runId))
+        .finally(() => {
+          runs.delete(run);
+          roomFreed?.();
+        });
       runs.add(run);
     }
   }
@@ -179,14 +223,20 @@ export function worker(options: WorkerOptions): Worker {
       result = { error: `this worker does not run function ${job.functionId}` };
     } else {
       const lease = new AbortController();
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      let finished = false;
+      // A fixed cadence, every third of the lease, whatever each heartbeat takes; each one is
+      // given a third of the lease to answer, so one that stalls is cut off in time for the
+      // next to keep the lease.
       const beat = async () => {
         try {
-          await http.request<void>("POST", `${runPath}/heartbeat`, { body: { attempt: job.attempt, leaseMs } });
+          await http.request<void>("POST", `${runPath}/heartbeat`, {
+            body: { attempt: job.attempt, leaseMs },
+            timeoutMs: beatEvery,
+          });
         } catch (e) {
+          if (lost) return;
           if (e instanceof CofferError && (e.status === 409 || e.status === 404)) {
             lost = true;
+            clearInterval(timer);
             const reason = new LeaseLostError(job.runId);
             tell(reason, job.runId);
             lease.abort(reason);
@@ -194,9 +244,8 @@ export function worker(options: WorkerOptions): Worker {
           }
           tell(e, job.runId);
         }
-        if (!finished) timer = setTimeout(beat, leaseMs / 3);
       };
-      timer = setTimeout(beat, leaseMs / 3);
+      const timer = setInterval(() => void beat(), beatEvery);
       try {
         const output = await fn.handler(contextFor(fn, job, lease.signal));
         const json = outputJson(output);
@@ -204,8 +253,7 @@ export function worker(options: WorkerOptions): Worker {
       } catch (e) {
         result = { error: errorMessage(e) };
       } finally {
-        finished = true;
-        if (timer !== undefined) clearTimeout(timer);
+        clearInterval(timer);
       }
     }
     if (lost) return;
@@ -236,7 +284,7 @@ export function worker(options: WorkerOptions): Worker {
         }
         if (retryable(e.status) && attempt < COMPLETE_ATTEMPTS) {
           tell(e, job.runId);
-          await sleep(backoff(attempt - 1));
+          await sleep(delay(e, attempt - 1));
           continue;
         }
         tell(e, job.runId);
@@ -279,6 +327,15 @@ function backoff(failures: number): number {
   return exp / 2 + Math.random() * (exp / 2);
 }
 
+/**
+ * How long to wait after a failure: what the server asked for (`Retry-After`, on 503
+ * `overloaded`), at most 30 s, else {@link backoff}.
+ */
+function delay(e: unknown, failures: number): number {
+  const asked = e instanceof CofferError ? e.retryAfterSeconds : undefined;
+  return asked !== undefined ? Math.min(MAX_BACKOFF_MS, asked * 1000) : backoff(failures);
+}
+
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (signal?.aborted) return resolve();
@@ -290,9 +347,4 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     }
     signal?.addEventListener("abort", done, { once: true });
   });
-}
-
-function clamp(n: number, min: number, max: number): number {
-  if (!Number.isFinite(n)) throw new TypeError("worker: waitMs and leaseMs must be numbers");
-  return Math.min(max, Math.max(min, Math.floor(n)));
 }

@@ -4,6 +4,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 
 import { startServer } from "./harness.mjs";
@@ -124,4 +125,22 @@ test("provision: an orchestration step with encrypted params and a secretRef, ru
   assert.equal(big.run.steps[0].output.sizeGb, 500);
   const approved = await server.api("POST", `/v1/environments/${ENV}/orchestration-runs/${big.run.id}/approve`, { reason: "ok" });
   assert.equal(approved.status, 200);
+});
+
+test("the README's two example code blocks are examples/payout.ts and examples/provision.ts, byte for byte", () => {
+  const read = (file) => readFileSync(new URL(`../${file}`, import.meta.url), "utf8");
+  const readme = read("README.md");
+  for (const [heading, file] of [
+    ["## Example: a payout with declared secrets (push)", "examples/payout.ts"],
+    ["## Example: provisioning with encrypted params (orchestration, pull)", "examples/provision.ts"],
+  ]) {
+    const at = readme.indexOf(heading);
+    assert.ok(at >= 0, `the README has the section ${heading}`);
+    const open = readme.indexOf("```ts\n", at);
+    const close = readme.indexOf("\n```\n", open);
+    assert.ok(open > at && close > open, `a ts block follows ${heading}`);
+    const next = readme.indexOf("\n## ", at + heading.length);
+    assert.ok(next === -1 || open < next, `the block is in the section ${heading}`);
+    assert.equal(readme.slice(open + "```ts\n".length, close + 1), read(file), `the README's block of ${file} differs from the file`);
+  }
 });

@@ -3,12 +3,16 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { connect } from "node:net";
 
 import { startServer } from "./harness.mjs";
 import { ended, listen, send, until } from "./util.mjs";
 import {
   Coffer,
+  CofferError,
+  DEFAULT_MAX_BODY_BYTES,
   PermanentError,
+  RegisterError,
   SignatureError,
   createFunction,
   register,
@@ -149,7 +153,8 @@ describe("push handler", () => {
     const before = calls;
     const body = job("echo", { secrets: { PUSH_TOKEN: "tok_direct_00" } });
     const now = Math.floor(Date.now() / 1000);
-    for (const t of [now - 301, now + 301, now - 3600]) {
+    // ±310 s, not ±301: a second ticking over between here and the check cannot make it pass.
+    for (const t of [now - 310, now + 310, now - 3600]) {
       const response = await post(endpoint.url, body, await sign(signingSecrets.echo, body, t));
       assert.equal(response.status, 401, `t = now ${t - now}`);
       assert.match((await response.json()).error.message, /tolerance/);
@@ -260,6 +265,30 @@ describe("signature", () => {
   });
 });
 
+test("register: when a later function fails, the error carries the signing secrets of those registered before it", async () => {
+  const good = createFunction({ id: "reg-good", mode: "pull" }, () => null);
+  const bad = createFunction({ id: "Bad Id", mode: "pull" }, () => null);
+  let failure;
+  try {
+    await register(client, [good, bad], { environment: ENV });
+    assert.fail("the registration of Bad Id should fail");
+  } catch (e) {
+    failure = e;
+  }
+  assert.ok(failure instanceof RegisterError, String(failure));
+  assert.equal(failure.functionId, "Bad Id");
+  assert.ok(failure.cause instanceof CofferError && failure.cause.status === 422, String(failure.cause));
+  assert.equal(failure.registrations.length, 1);
+  const [registration] = failure.registrations;
+  assert.equal(registration.id, "reg-good");
+  assert.equal(registration.created, true);
+  assert.match(registration.signingSecret, /^cs_/);
+  assert.ok(!JSON.stringify(failure).includes(registration.signingSecret), "JSON never shows the secret");
+  // created comes from the status: 201 the first time, 200 for an update.
+  const [again] = await register(client, [good], { environment: ENV });
+  assert.deepEqual([again.created, again.signingSecret], [false, undefined]);
+});
+
 describe("serve without a network", () => {
   test("a body over maxBodyBytes is 413; a signed request within it runs; a lookup function gives the secrets", async () => {
     let ran = 0;
@@ -274,5 +303,98 @@ describe("serve without a network", () => {
     assert.equal(ok.status, 200);
     assert.equal(await ok.json(), 1);
     assert.equal(ran, 1);
+  });
+
+  test("a forged header costs one MAC per distinct secret, and at most 2 v1 are read", async () => {
+    const f = createFunction({ id: "f", mode: "push" }, () => "ran");
+    const g = createFunction({ id: "g", mode: "push" }, () => "ran");
+    // Three entries, two distinct secrets.
+    const handler = serve({ functions: [f, g], signingSecrets: { f: ["cs_f", "cs_shared"], g: "cs_shared" } });
+    const body = job("f");
+    const now = Math.floor(Date.now() / 1000);
+    const forged = `t=${now}` + `,v1=${"0".repeat(64)}`.repeat(8);
+    const subtle = globalThis.crypto.subtle;
+    const counts = { sign: 0, verify: 0 };
+    subtle.sign = function (...args) { counts.sign++; return SubtleCrypto.prototype.sign.apply(this, args); };
+    subtle.verify = function (...args) { counts.verify++; return SubtleCrypto.prototype.verify.apply(this, args); };
+    try {
+      const response = await handler(new Request("http://x/coffer", { method: "POST", body, headers: { "coffer-signature": forged } }));
+      assert.equal(response.status, 401);
+      assert.deepEqual(counts, { sign: 2, verify: 0 }, "one MAC per distinct secret, none per v1");
+    } finally {
+      delete subtle.sign;
+      delete subtle.verify;
+    }
+    // The right signature as a third v1 is not read; as the first or second it is.
+    const right = (await sign("cs_f", body, now)).split(",")[1];
+    const zero = `v1=${"0".repeat(64)}`;
+    const post = (header) => handler(new Request("http://x/coffer", { method: "POST", body, headers: { "coffer-signature": header } }));
+    assert.equal((await post(`t=${now},${zero},${zero},${right}`)).status, 401);
+    assert.equal((await post(`t=${now},${zero},${right}`)).status, 200);
+    assert.equal((await post(`t=${now},${right},${zero},${zero}`)).status, 200);
+    await assert.rejects(
+      verifySignature({ header: `t=${now},${zero},${zero},${right}`, body, secrets: "cs_f", now }),
+      SignatureError,
+    );
+  });
+
+  test("a malformed or stale signature is refused before the body is read", async () => {
+    const f = createFunction({ id: "f", mode: "push" }, () => "ran");
+    const handler = serve({ functions: [f], signingSecrets: { f: "cs_f" } });
+    const now = Math.floor(Date.now() / 1000);
+    for (const header of [undefined, "garbage", `t=${now - 3600},v1=${"0".repeat(64)}`]) {
+      let pulled = false;
+      const body = new ReadableStream(
+        { pull(controller) { pulled = true; controller.enqueue(new TextEncoder().encode(job("f"))); controller.close(); } },
+        { highWaterMark: 0 },
+      );
+      const headers = header === undefined ? {} : { "coffer-signature": header };
+      const response = await handler(new Request("http://x/coffer", { method: "POST", body, headers, duplex: "half" }));
+      assert.equal(response.status, 401, String(header));
+      assert.equal(pulled, false, `the body was not read (${header})`);
+    }
+  });
+
+  test("a declared Content-Length over maxBodyBytes is 413 at once, through toNodeListener, before any body arrives", async () => {
+    assert.equal(DEFAULT_MAX_BODY_BYTES, 4 * 1024 * 1024);
+    let ran = 0;
+    const f = createFunction({ id: "f", mode: "push" }, () => { ran++; return null; });
+    const endpoint = await listen(serve({ functions: [f], signingSecrets: { f: "cs_f" } }));
+    try {
+      const { port } = new URL(endpoint.url);
+      const now = Math.floor(Date.now() / 1000);
+      const answer = await new Promise((resolve, reject) => {
+        const socket = connect(Number(port), "127.0.0.1");
+        let text = "";
+        const timer = setTimeout(() => { socket.destroy(); reject(new Error(`no answer: ${text}`)); }, 5000);
+        socket.setEncoding("utf8");
+        socket.on("data", (chunk) => {
+          text += chunk;
+          if (text.includes("\r\n\r\n")) { clearTimeout(timer); socket.destroy(); resolve(text); }
+        });
+        socket.on("error", reject);
+        // A forged header with a fresh timestamp, a 1 GiB body declared, and none sent.
+        socket.write(
+          "POST /coffer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" +
+          `Coffer-Signature: t=${now},v1=${"0".repeat(64)}\r\nContent-Length: ${1024 ** 3}\r\n\r\n`,
+        );
+      });
+      assert.match(answer, /^HTTP\/1\.1 413 /);
+      assert.equal(ran, 0);
+    } finally {
+      await endpoint.close();
+    }
+  });
+
+  test("serve() and verifySignature refuse options that are not numbers (TypeError)", async () => {
+    const f = createFunction({ id: "f", mode: "push" }, () => null);
+    for (const bad of [{ maxBodyBytes: NaN }, { maxBodyBytes: -1 }, { maxBodyBytes: 1.5 }, { toleranceSeconds: NaN }, { toleranceSeconds: -1 }]) {
+      assert.throws(() => serve({ functions: [f], signingSecrets: {}, ...bad }), TypeError, JSON.stringify(bad));
+    }
+    const header = await sign("cs", "body", 1000);
+    // NaN used to accept any timestamp: |now - t| > NaN is false.
+    for (const bad of [{ toleranceSeconds: NaN }, { now: NaN }, { now: Infinity }, { toleranceSeconds: -1 }]) {
+      await assert.rejects(verifySignature({ header, body: "body", secrets: "cs", now: 1000, ...bad }), TypeError, JSON.stringify(bad));
+    }
   });
 });

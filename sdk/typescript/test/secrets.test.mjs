@@ -146,3 +146,35 @@ test("a value a job carries for a name the code does not declare stays unreachab
   assert.equal(ctx.secrets.has(undefined), false);
   assert.throws(() => createFunction({ id: "x", mode: "sometimes" }, () => null), TypeError);
 });
+
+test("triggerParams: readable by the handler, but the context's JSON and inspect renderings show keys only", () => {
+  const fn = createFunction({ id: "provision", secrets: ["CLOUD_API_TOKEN"], mode: "pull" }, () => null);
+  const password = "pg-pass-Zx81!kq2-opened";
+  const token = "cloud_tok_5f3a9c0e1d2b_ref";
+  const ctx = contextFor(fn, {
+    runId: "run_1",
+    functionId: "provision",
+    environment: "prod",
+    attempt: 1,
+    event: { name: "orchestration.o.s", data: null },
+    secrets: { CLOUD_API_TOKEN: token },
+    config: {},
+    // An encrypted param, opened, and a secretRef, resolved: secrets both.
+    triggerParams: { DB_PASSWORD: password, CLOUD_TOKEN: token, tenant: "acme" },
+  });
+  assert.equal(ctx.triggerParams.DB_PASSWORD, password, "the handler reads the plain object");
+  assert.deepEqual(Object.keys(ctx.triggerParams), ["DB_PASSWORD", "CLOUD_TOKEN", "tenant"]);
+  assert.deepEqual(Object.keys(ctx), ["event", "secrets", "config", "triggerParams", "run", "signal"]);
+  const { triggerParams } = ctx;
+  assert.equal(triggerParams.CLOUD_TOKEN, token, "destructuring works");
+
+  const json = JSON.stringify(ctx);
+  const shown = [json, inspect(ctx), inspect(ctx, { depth: 9, showHidden: true }), String(ctx), `${ctx}`];
+  for (const text of shown) {
+    assert.ok(!text.includes(password) && !text.includes(token), text);
+    assert.match(text, /DB_PASSWORD/);
+    assert.match(text, /CLOUD_TOKEN/);
+  }
+  assert.deepEqual(JSON.parse(json).triggerParams, ["CLOUD_TOKEN", "DB_PASSWORD", "tenant"]);
+  assert.deepEqual(JSON.parse(json).run, { id: "run_1", attempt: 1, functionId: "provision", environment: "prod" });
+});

@@ -93,11 +93,14 @@ test("a worker that loses its lease is aborted and does not complete; another wo
   // Worker A: its heartbeats are dropped on the way (a network partition) until released.
   // With room for one run only, it polls no more while it holds this one.
   let partitioned = true;
+  let aCompletes = 0;
   const blocked = new Coffer({
     address: server.address,
     apiKey: (await server.createKey("runtime", ENV)).key,
-    fetch: (url, init) =>
-      partitioned && String(url).includes("/heartbeat") ? Promise.reject(new TypeError("dropped")) : fetch(url, init),
+    fetch: (url, init) => {
+      if (String(url).includes("/complete")) aCompletes++;
+      return partitioned && String(url).includes("/heartbeat") ? Promise.reject(new TypeError("dropped")) : fetch(url, init);
+    },
   });
   const started = deferred();
   const aborted = deferred();
@@ -138,6 +141,8 @@ test("a worker that loses its lease is aborted and does not complete; another wo
     assert.ok(aErrors.some((e) => e instanceof CofferError && e.code === "unreachable"), "the dropped heartbeats were reported");
     const after = await ended(server, ENV, id);
     assert.deepEqual(after.output, { by: "B", attempt: 2 }, "A did not overwrite B's completion");
+    // Not merely refused: A never tried to complete the run it lost.
+    assert.equal(aCompletes, 0, "worker A sent no /complete");
   } finally {
     await Promise.all([a.stop(), b.stop()]);
   }
@@ -190,4 +195,150 @@ test("a worker whose key may not poll stops, and done rejects with the API's err
   await assert.rejects(w.done, (e) => e instanceof CofferError && e.status === 403);
   assert.equal(errors.length, 1);
   assert.throws(() => worker({ client: runtime, functions: [] }), TypeError);
+});
+
+/** A client whose fetch is `answer(url, init)` alone: no server. */
+function fake(answer) {
+  return new Coffer({ address: "http://coffer.test", apiKey: "ck_default_test", fetch: async (url, init) => answer(String(url), init) });
+}
+
+const noContent = () => new Response(null, { status: 204 });
+
+test("worker options that are not valid numbers throw TypeError at construction", () => {
+  const f = createFunction({ id: "f", mode: "pull" }, () => null);
+  const client = fake(noContent);
+  for (const bad of [
+    { concurrency: NaN }, { concurrency: 0 }, { concurrency: 1.5 }, { waitMs: NaN }, { waitMs: -1 }, { waitMs: 30_001 },
+    { leaseMs: NaN }, { leaseMs: 999 }, { leaseMs: Infinity },
+  ]) {
+    assert.throws(() => worker({ client, functions: [f], environment: ENV, onError: quiet, ...bad }), TypeError, JSON.stringify(bad));
+  }
+});
+
+test("an idle worker with waitMs 0 does not poll in a tight loop", async () => {
+  let polls = 0;
+  const f = createFunction({ id: "f", mode: "pull" }, () => null);
+  const w = worker({
+    client: fake(() => { polls++; return noContent(); }),
+    functions: [f], environment: ENV, waitMs: 0, onError: quiet,
+  });
+  await sleep(1200);
+  await w.stop();
+  // At most one poll per 500 ms: 3 in 1.2 s (a tight loop makes thousands).
+  assert.ok(polls >= 2 && polls <= 4, `polls: ${polls}`);
+});
+
+test("a 503 overloaded poll waits as long as Retry-After says before polling again", async () => {
+  const at = [];
+  const f = createFunction({ id: "f", mode: "pull" }, () => null);
+  const errors = [];
+  const w = worker({
+    client: fake(() => {
+      at.push(Date.now());
+      return at.length === 1
+        ? new Response(JSON.stringify({ error: { code: "overloaded", message: "busy" } }), { status: 503, headers: { "retry-after": "2" } })
+        : noContent();
+    }),
+    functions: [f], environment: ENV, waitMs: 0, onError: (e) => errors.push(e),
+  });
+  await until(() => at.length >= 2, "a second poll", 5000);
+  await w.stop();
+  assert.ok(at[1] - at[0] >= 1900, `waited ${at[1] - at[0]} ms`);
+  assert.equal(errors[0].retryAfterSeconds, 2);
+});
+
+test("a job whose run cannot be handled is reported through onError, never an unhandled rejection", async () => {
+  const unhandled = [];
+  const onUnhandled = (e) => unhandled.push(e);
+  process.on("unhandledRejection", onUnhandled);
+  const errors = [];
+  let polls = 0;
+  const f = createFunction({ id: "f", mode: "pull" }, () => null);
+  const w = worker({
+    client: fake(() => {
+      polls++;
+      if (polls > 1) return noContent();
+      // ".." is no path segment: building the run's path throws.
+      const job = { runId: "..", functionId: "f", environment: ENV, attempt: 1, event: { name: "e", data: null }, secrets: {}, config: {}, triggerParams: {} };
+      return new Response(JSON.stringify(job), { status: 200, headers: { "content-type": "application/json" } });
+    }),
+    functions: [f], environment: ENV, waitMs: 0, onError: (e, context) => errors.push([e, context]),
+  });
+  try {
+    await until(() => errors.length > 0, "the error to be reported", 5000);
+    await w.stop();
+    await sleep(20);
+    assert.ok(errors[0][0] instanceof TypeError, String(errors[0][0]));
+    assert.deepEqual(errors[0][1], { runId: ".." });
+    assert.deepEqual(unhandled, []);
+    assert.equal(w.inFlight, 0);
+  } finally {
+    process.off("unhandledRejection", onUnhandled);
+  }
+});
+
+test("a worker without an environment waits for Coffer to answer whoami instead of dying", async () => {
+  let refusals = 2;
+  const client = new Coffer({
+    address: server.address,
+    apiKey: (await server.createKey("runtime", ENV)).key,
+    fetch: (url, init) => {
+      if (String(url).endsWith("/v1/whoami") && refusals > 0) {
+        refusals--;
+        return Promise.reject(new TypeError("connect ECONNREFUSED"));
+      }
+      return fetch(url, init);
+    },
+  });
+  const late = createFunction({ id: "late", triggers: ["late.do"], mode: "pull" }, ({ run }) => ({ attempt: run.attempt }));
+  await register(admin, [late], { environment: ENV });
+  const errors = [];
+  const w = worker({ client, functions: [late], waitMs: 1000, onError: (e) => errors.push(e) });
+  try {
+    const [id] = await send(server, ENV, "late.do", {});
+    const run = await ended(server, ENV, id);
+    assert.equal(run.status, "succeeded");
+    assert.equal(refusals, 0);
+    assert.equal(errors.filter((e) => e instanceof CofferError && e.code === "unreachable").length, 2);
+  } finally {
+    await w.stop();
+  }
+  // A refused key still stops it.
+  const revoked = new Coffer({ address: server.address, apiKey: "ck_default_not_a_key_0000000000000000" });
+  const stopped = worker({ client: revoked, functions: [late], onError: quiet });
+  await assert.rejects(stopped.done, (e) => e instanceof CofferError && e.status === 401);
+});
+
+test("a heartbeat that stalls is cut off in time for the next one to keep the lease", async () => {
+  let stalled = 0;
+  const client = new Coffer({
+    address: server.address,
+    apiKey: (await server.createKey("runtime", ENV)).key,
+    fetch: (url, init) => {
+      if (String(url).includes("/heartbeat") && stalled++ === 0) {
+        // The first heartbeat never answers (until its own timeout aborts it).
+        return new Promise((_, reject) => init.signal.addEventListener("abort", () => reject(init.signal.reason)));
+      }
+      return fetch(url, init);
+    },
+  });
+  const long = createFunction({ id: "long", triggers: ["long.do"], mode: "pull" }, async ({ run, signal }) => {
+    await sleep(3500);
+    return { attempt: run.attempt, aborted: signal.aborted };
+  });
+  await register(admin, [long], { environment: ENV });
+  const errors = [];
+  const w = worker({ client, functions: [long], environment: ENV, leaseMs: 1500, waitMs: 1000, onError: (e) => errors.push(e) });
+  try {
+    const [id] = await send(server, ENV, "long.do", {});
+    const run = await ended(server, ENV, id);
+    assert.equal(run.status, "succeeded", JSON.stringify(run));
+    assert.deepEqual(run.output, { attempt: 1, aborted: false });
+    assert.equal(run.attempts, 1, "the lease was never lost");
+    assert.ok(stalled >= 3, `heartbeats: ${stalled}`);
+    assert.ok(errors.some((e) => e instanceof CofferError && /timed out/.test(e.message)), errors.map(String).join());
+    assert.ok(!errors.some((e) => e instanceof LeaseLostError));
+  } finally {
+    await w.stop();
+  }
 });
