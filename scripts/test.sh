@@ -105,11 +105,11 @@ COFFER_TEST_BACKEND=postgres COFFER_TEST_VALUES=nats cargo test --locked -p coff
 
 echo "== the TypeScript SDK (sdk/typescript): build, node --test against the real binary on SQLite and PostgreSQL, npm audit"
 command -v node >/dev/null && command -v npm >/dev/null || {
-    echo "node and npm (Node.js >= 20) are needed by sdk/typescript: apt-get install nodejs npm" >&2
+    echo "node and npm (Node.js >= 20.3) are needed by sdk/typescript: apt-get install nodejs npm" >&2
     exit 1
 }
-node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' || {
-    echo "sdk/typescript needs Node.js >= 20 (this is $(node --version))" >&2
+node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 3) ? 0 : 1)' || {
+    echo "sdk/typescript needs Node.js >= 20.3 (this is $(node --version))" >&2
     exit 1
 }
 cargo build --locked --bin coffer
