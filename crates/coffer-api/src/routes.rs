@@ -259,7 +259,7 @@ pub async fn list_secrets(
     let env = EnvName::new(&env)?;
     coffer.require_manage(&who, &env)?;
     let limit = page_limit(q.limit)?;
-    let order = q.sort.map_or(SecretOrder::NameAsc, SecretOrder::from);
+    let order = q.sort.map_or(SecretOrder::NameAsc, secret_order);
     // A cursor is the last name, or for the orders by update `{updatedAt ms}:{name}`.
     let after = q
         .cursor

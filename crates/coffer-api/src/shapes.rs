@@ -640,34 +640,18 @@ pub struct SecretListQuery {
     /// The order: `name` (the default; bytes), `-name`, `updatedAt` (least recently
     /// updated first) or `-updatedAt` (most recently updated first); ties by name.
     #[param(inline)]
-    pub sort: Option<SecretSort>,
+    pub sort: Option<coffer_wire::SecretSort>,
 }
 
-/// The order of a secret listing.
-#[derive(Clone, Copy, Deserialize, ToSchema)]
-pub enum SecretSort {
-    /// By name, A to z.
-    #[serde(rename = "name")]
-    Name,
-    /// By name, z to A.
-    #[serde(rename = "-name")]
-    NameDesc,
-    /// Least recently updated first.
-    #[serde(rename = "updatedAt")]
-    Updated,
-    /// Most recently updated first.
-    #[serde(rename = "-updatedAt")]
-    UpdatedDesc,
-}
-
-impl From<SecretSort> for coffer_core::SecretOrder {
-    fn from(s: SecretSort) -> Self {
-        match s {
-            SecretSort::Name => coffer_core::SecretOrder::NameAsc,
-            SecretSort::NameDesc => coffer_core::SecretOrder::NameDesc,
-            SecretSort::Updated => coffer_core::SecretOrder::UpdatedAsc,
-            SecretSort::UpdatedDesc => coffer_core::SecretOrder::UpdatedDesc,
-        }
+/// The store's order for a listing's `sort`.
+pub fn secret_order(s: coffer_wire::SecretSort) -> coffer_core::SecretOrder {
+    use coffer_core::SecretOrder;
+    use coffer_wire::SecretSort;
+    match s {
+        SecretSort::Name => SecretOrder::NameAsc,
+        SecretSort::NameDesc => SecretOrder::NameDesc,
+        SecretSort::Updated => SecretOrder::UpdatedAsc,
+        SecretSort::UpdatedDesc => SecretOrder::UpdatedDesc,
     }
 }
 

@@ -22,7 +22,7 @@ use crate::error::{Error, decode_error, from_answer};
 use crate::management::{
     ApiKey, ApiKeyList, ConfigEntry, ConfigPage, CreateApiKey, CreateEnvironment, Environment,
     EnvironmentList, NewApiKey, PageRequest, Paged, PutConfig, PutSecret, Role, RunQuery,
-    SecretMeta, SecretPage, Written,
+    SecretMeta, SecretPage, SecretQuery, Written,
 };
 
 /// How long a request may take in all, unless the call says otherwise (a poll waits
@@ -196,6 +196,29 @@ impl Client {
     /// Every secret's metadata, following the cursor from page to page.
     pub async fn list_all_secrets(&self, env: &str) -> Result<Vec<SecretMeta>, Error> {
         self.all_pages::<SecretPage>(&["environments", env, "secrets"], Vec::new())
+            .await
+    }
+
+    /// `GET /v1/environments/{env}/secrets?search&sort`: one page of the secrets `query`
+    /// selects, in its order (the server searches and sorts).
+    pub async fn list_secrets_where(
+        &self,
+        env: &str,
+        query: &SecretQuery,
+    ) -> Result<SecretPage, Error> {
+        let mut q = secret_filter(query);
+        q.extend(page_query(&query.page));
+        self.get(&["environments", env, "secrets"], &q).await
+    }
+
+    /// Every secret `query` selects (its page is ignored), in its order, following the
+    /// cursor.
+    pub async fn list_all_secrets_where(
+        &self,
+        env: &str,
+        query: &SecretQuery,
+    ) -> Result<Vec<SecretMeta>, Error> {
+        self.all_pages::<SecretPage>(&["environments", env, "secrets"], secret_filter(query))
             .await
     }
 
@@ -605,6 +628,17 @@ pub(crate) fn page_query(page: &PageRequest) -> Vec<(&'static str, String)> {
     }
     if let Some(cursor) = &page.cursor {
         q.push(("cursor", cursor.clone()));
+    }
+    q
+}
+
+fn secret_filter(query: &SecretQuery) -> Vec<(&'static str, String)> {
+    let mut q = Vec::new();
+    if let Some(search) = &query.search {
+        q.push(("search", search.clone()));
+    }
+    if let Some(sort) = query.sort {
+        q.push(("sort", sort.as_str().to_owned()));
     }
     q
 }

@@ -175,7 +175,7 @@ pub use function::{
 };
 pub use management::{
     ApiKey, ConfigEntry, ConfigPage, Environment, NewApiKey, PageRequest, Role, RunQuery,
-    SecretMeta, SecretPage, SecretStatus, Written,
+    SecretMeta, SecretPage, SecretQuery, SecretStatus, Written,
 };
 pub use orchestrations::OrchestrationRunQuery;
 pub use push::{DEFAULT_MAX_BODY, PushHandler};

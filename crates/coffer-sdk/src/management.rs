@@ -182,6 +182,17 @@ pub struct PageRequest {
     pub cursor: Option<String>,
 }
 
+/// Which secrets to list (`GET /v1/environments/{env}/secrets`) and in what order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecretQuery {
+    /// Only names containing this, ignoring ASCII case (1–128 of `[A-Za-z0-9_]`).
+    pub search: Option<String>,
+    /// The order (the server's default: by name).
+    pub sort: Option<coffer_wire::SecretSort>,
+    /// Which page (a cursor belongs to its search and sort).
+    pub page: PageRequest,
+}
+
 /// Which runs to list (`GET /v1/environments/{env}/runs`), newest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RunQuery {

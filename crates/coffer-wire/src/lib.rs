@@ -1,5 +1,5 @@
 //! The runtime plane on the wire: the JSON shapes of functions, events, runs, jobs and
-//! orchestrations, and
+//! orchestrations (and the order of a secrets listing), and
 //! the `Coffer-Signature` scheme that push deliveries carry.
 //!
 //! One definition for every side: the server serializes these types (and derives its
@@ -16,12 +16,14 @@
 
 mod functions;
 mod job;
+mod listing;
 mod orchestrations;
 mod runs;
 pub mod signature;
 
 pub use functions::*;
 pub use job::*;
+pub use listing::*;
 pub use orchestrations::*;
 pub use runs::*;
 

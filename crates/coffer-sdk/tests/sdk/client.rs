@@ -117,6 +117,49 @@ async fn listings_follow_the_cursor_to_the_end() {
         .unwrap();
     assert_eq!(rest.secrets.len(), 1);
     assert_eq!(rest.next_cursor, None);
+    // The server searches and sorts: written C, A, B, then B again.
+    admin.set_secret("default", "B", "v2", None).await.unwrap();
+    let names = |v: Vec<coffer_sdk::SecretMeta>| v.into_iter().map(|m| m.name).collect::<Vec<_>>();
+    let newest_first = coffer_sdk::SecretQuery {
+        sort: Some(coffer_sdk::wire::SecretSort::UpdatedDesc),
+        ..Default::default()
+    };
+    assert_eq!(
+        names(
+            admin
+                .list_all_secrets_where("default", &newest_first)
+                .await
+                .unwrap()
+        ),
+        ["B", "A", "C"]
+    );
+    let one_page = coffer_sdk::SecretQuery {
+        sort: Some(coffer_sdk::wire::SecretSort::NameDesc),
+        page: PageRequest {
+            limit: Some(2),
+            cursor: None,
+        },
+        ..Default::default()
+    };
+    let page = admin
+        .list_secrets_where("default", &one_page)
+        .await
+        .unwrap();
+    assert_eq!(names(page.secrets), ["C", "B"]);
+    assert!(page.next_cursor.is_some());
+    let searched = coffer_sdk::SecretQuery {
+        search: Some("b".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        names(
+            admin
+                .list_all_secrets_where("default", &searched)
+                .await
+                .unwrap()
+        ),
+        ["B"]
+    );
 
     let all: Vec<_> = admin
         .list_all_secrets("default")
