@@ -11,13 +11,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use coffer_vault::testing::DevServer as Bao;
-use common::{ChildGuard, ServerProcess, clean_command, http};
+use common::{ChildGuard, ServerProcess, clean_command, free_port, http};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -25,14 +24,6 @@ const MASTER_KEY: &str = "5b1f0c9e6a2b8c7d5e3f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e
 
 /// Every wait ends by this deadline.
 const WAIT: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn wait_for_port(port: u16, what: &str) {
     let deadline = Instant::now() + WAIT;

@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -19,7 +18,7 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use common::{ServerProcess, clean_command, http};
+use common::{ServerProcess, clean_command, free_port, http};
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -281,15 +280,7 @@ async fn a_canary_set_in_the_ui_never_comes_back_and_the_revision_follows_the_cl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_key_sends_the_browser_back_to_sign_in() {
     let t = Dashboard::start().await;
-    let (status, key) = t
-        .admin_call(
-            Method::POST,
-            "/v1/api-keys",
-            json!({"name": "browser", "role": "admin"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{key}");
-    t.sign_in(key["key"].as_str().unwrap()).await;
+    let key = t.sign_in_with_a_new_admin_key().await;
     // The environments page: it follows no event stream, so nothing but the click below
     // makes a request after the revocation.
     t.wait_js(
@@ -307,13 +298,7 @@ async fn a_revoked_key_sends_the_browser_back_to_sign_in() {
     );
 
     t.click("nav a[href=\"#/env/default/secrets\"]").await;
-    let message = t
-        .wait_js(
-            "back on the sign-in form",
-            "const e = document.getElementById('sign-in-error'); \
-             return document.getElementById('api-key') && e && e.textContent ? e.textContent : null",
-        )
-        .await;
+    let message = t.signed_out_message().await;
     assert!(message.as_str().unwrap().contains("refused"), "{message}");
     assert_eq!(
         t.js(
@@ -332,15 +317,7 @@ async fn a_revoked_key_sends_the_browser_back_to_sign_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_key_is_shown_once_and_revoking_the_own_key_signs_out() {
     let t = Dashboard::start().await;
-    let (status, mine) = t
-        .admin_call(
-            Method::POST,
-            "/v1/api-keys",
-            json!({"name": "browser", "role": "admin"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{mine}");
-    t.sign_in(mine["key"].as_str().unwrap()).await;
+    let mine = t.sign_in_with_a_new_admin_key().await;
     t.open("#/api-keys").await;
     t.wait_js(
         "the key form",
@@ -413,13 +390,7 @@ async fn an_api_key_is_shown_once_and_revoking_the_own_key_signs_out() {
     )
     .await;
     t.click("#confirm-revoke").await;
-    let message = t
-        .wait_js(
-            "back on the sign-in form",
-            "const e = document.getElementById('sign-in-error'); \
-             return document.getElementById('api-key') && e && e.textContent ? e.textContent : null",
-        )
-        .await;
+    let message = t.signed_out_message().await;
     assert!(message.as_str().unwrap().contains(own), "{message}");
     assert_eq!(
         t.js("return sessionStorage.getItem('coffer.apiKey')").await,
@@ -443,15 +414,7 @@ async fn an_api_key_is_shown_once_and_revoking_the_own_key_signs_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dialog_open_at_sign_out_leaves_nothing_behind() {
     let t = Dashboard::start().await;
-    let (status, key) = t
-        .admin_call(
-            Method::POST,
-            "/v1/api-keys",
-            json!({"name": "browser", "role": "admin"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{key}");
-    t.sign_in(key["key"].as_str().unwrap()).await;
+    let key = t.sign_in_with_a_new_admin_key().await;
     t.open("#/env/default/secrets").await;
     t.wait_js(
         "the secrets page",
@@ -1111,6 +1074,31 @@ impl Dashboard {
         }
     }
 
+    /// Creates an admin key of its own (one the test may revoke), signs in with it, and
+    /// returns the API's answer (`id`, `key`, …).
+    async fn sign_in_with_a_new_admin_key(&self) -> Value {
+        let (status, created) = self
+            .admin_call(
+                Method::POST,
+                "/v1/api-keys",
+                json!({"name": "browser", "role": "admin"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        self.sign_in(created["key"].as_str().unwrap()).await;
+        created
+    }
+
+    /// Waits until the tab is back on the sign-in form with a message; returns it.
+    async fn signed_out_message(&self) -> Value {
+        self.wait_js(
+            "back on the sign-in form",
+            "const e = document.getElementById('sign-in-error'); \
+             return document.getElementById('api-key') && e && e.textContent ? e.textContent : null",
+        )
+        .await
+    }
+
     /// Signs in on a fresh page with the form and waits for the navigation.
     async fn sign_in(&self, key: &str) {
         self.browser
@@ -1443,14 +1431,6 @@ async fn call(
     let status = resp.status();
     let text = resp.text().await.expect("body");
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// chromedriver on a free port, driving a headless Chromium with a fresh profile.

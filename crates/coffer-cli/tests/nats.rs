@@ -6,13 +6,12 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use common::{ChildGuard, ServerProcess, http};
+use common::{ChildGuard, ServerProcess, free_port, http};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
@@ -20,15 +19,6 @@ const MASTER_KEY: &str = "2a1f0c9e6a2b8c7d5e3f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e
 
 /// Every wait ends by this deadline.
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A port nothing listens on now (the OS picks it; nats-server takes it right after).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `nats-server -js` on `port` with its store in `store`, accepting connections when this
 /// returns.

@@ -28,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
-use common::{ChildGuard, ServerProcess, http};
+use common::{ChildGuard, ServerProcess, free_port, http};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -548,14 +548,6 @@ impl Api {
 // ---------------------------------------------------------------------------------------
 // OpenBao
 // ---------------------------------------------------------------------------------------
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Two distinct free ports (both held while the second is picked).
 fn two_free_ports() -> (u16, u16) {
