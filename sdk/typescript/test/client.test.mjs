@@ -6,7 +6,8 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 
 import { startServer } from "./harness.mjs";
-import { Coffer, CofferError, Pager } from "../dist/index.js";
+import { rejectsWith } from "./util.mjs";
+import { Coffer, Pager } from "../dist/index.js";
 
 let server;
 let client;
@@ -19,19 +20,6 @@ before(async () => {
 after(async () => {
   await server?.stop();
 });
-
-/** Asserts that `promise` rejects with a CofferError of this status and code; returns it. */
-async function rejectsWith(promise, status, code) {
-  try {
-    await promise;
-  } catch (e) {
-    assert.ok(e instanceof CofferError, `a CofferError, not ${e?.name}: ${e?.message}`);
-    assert.equal(e.status, status, `status (${e.code}: ${e.message})`);
-    assert.equal(e.code, code, `code (${e.message})`);
-    return e;
-  }
-  assert.fail(`expected ${status} ${code}, it succeeded`);
-}
 
 /** No response object contains any of these values, at any depth. */
 function assertNoValue(objects, values) {

@@ -7,7 +7,8 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 
 import { startServer } from "./harness.mjs";
-import { Coffer, CofferError, MASK, encrypt, isMasked, keep, plain, secretRef } from "../dist/index.js";
+import { rejectsWith } from "./util.mjs";
+import { Coffer, MASK, encrypt, isMasked, keep, plain, secretRef } from "../dist/index.js";
 
 const ENV = "orch";
 const TOKEN = "tok_live_original_7f3a9c1e";
@@ -47,18 +48,6 @@ async function work(output = { charged: true }) {
   });
   assert.equal(completed.status, 200);
   return job;
-}
-
-async function rejectsWith(promise, status, code) {
-  try {
-    await promise;
-  } catch (e) {
-    assert.ok(e instanceof CofferError, `a CofferError, not ${e?.name}: ${e?.message}`);
-    assert.equal(e.status, status, `status (${e.code}: ${e.message})`);
-    assert.equal(e.code, code, `code (${e.message})`);
-    return e;
-  }
-  assert.fail(`expected ${status} ${code}, it succeeded`);
 }
 
 /** Runs the orchestration: its compute step's job goes to `work`, it waits at the approval. */

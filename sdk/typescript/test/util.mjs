@@ -1,7 +1,8 @@
-// Helpers shared by this SDK's runtime tests (push, worker, secrets, examples).
+// Helpers shared by this SDK's tests.
 
+import assert from "node:assert/strict";
 import { createServer } from "node:http";
-import { toNodeListener } from "../dist/index.js";
+import { CofferError, toNodeListener } from "../dist/index.js";
 
 /** Serves a fetch handler on 127.0.0.1 (a free port): `{url, close()}`. */
 export async function listen(handler, path = "/coffer") {
@@ -51,4 +52,17 @@ export function deferred() {
   let resolve;
   const promise = new Promise((r) => { resolve = r; });
   return { promise, resolve };
+}
+
+/** Asserts that `promise` rejects with a CofferError of this status and code; returns it. */
+export async function rejectsWith(promise, status, code) {
+  try {
+    await promise;
+  } catch (e) {
+    assert.ok(e instanceof CofferError, `a CofferError, not ${e?.name}: ${e?.message}`);
+    assert.equal(e.status, status, `status (${e.code}: ${e.message})`);
+    assert.equal(e.code, code, `code (${e.message})`);
+    return e;
+  }
+  assert.fail(`expected ${status} ${code}, it succeeded`);
 }
