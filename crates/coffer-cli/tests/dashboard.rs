@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use common::{ServerProcess, clean_command, free_port, http};
+use common::{ServerProcess, Signal, clean_command, free_port, http, send_signal, signal_group};
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -1594,14 +1594,11 @@ impl Drop for Browser {
                     continue;
                 };
                 if String::from_utf8_lossy(&cmdline).contains(&profile) {
-                    let _ = Command::new("kill")
-                        .args(["-KILL", &pid.to_string()])
-                        .status();
+                    let _ = send_signal(pid, Signal::KILL);
                 }
             }
         }
-        let group = format!("-{}", self.driver.id());
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = signal_group(self.driver.id(), Signal::KILL);
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }

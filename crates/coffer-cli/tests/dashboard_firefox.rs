@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ServerProcess, free_port, http};
+use common::{ServerProcess, Signal, free_port, http, signal_group};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -416,9 +416,7 @@ impl Firefox {
 impl Drop for Firefox {
     fn drop(&mut self) {
         // Firefox starts content processes of its own: end the whole group.
-        let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.process.id())])
-            .status();
+        let _ = signal_group(self.process.id(), Signal::KILL);
         let _ = self.process.kill();
         let _ = self.process.wait();
     }

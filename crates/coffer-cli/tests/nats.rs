@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use common::{ChildGuard, ServerProcess, free_port, http};
+use common::{ChildGuard, ServerProcess, Signal, free_port, http, send_signal};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
@@ -54,14 +54,7 @@ fn start_nats(port: u16, store: &Path, log: &Path) -> ChildGuard {
 }
 
 fn stop_nats(mut nats: ChildGuard) {
-    let pid = nats.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    send_signal(nats.0.id(), Signal::TERM).expect("SIGTERM to nats-server");
     let _ = nats.0.wait();
 }
 

@@ -15,7 +15,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ServerProcess, TestDb, clean_command, http, psql, random_suffix};
+use common::{
+    ServerProcess, Signal, TestDb, clean_command, http, psql, random_suffix, send_signal,
+};
 use serde_json::{Value, json};
 
 const K1: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
@@ -372,9 +374,8 @@ async fn a_stopped_node_mid_writes_does_not_stop_the_other() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let pid = a.child.id().to_string();
-    let stopped = Command::new("kill").args(["-STOP", &pid]).status().unwrap();
-    assert!(stopped.success());
+    let pid = a.child.id();
+    send_signal(pid, Signal::STOP).unwrap();
     let started = Instant::now();
     let mut done = None;
     for i in 0.. {
@@ -388,8 +389,7 @@ async fn a_stopped_node_mid_writes_does_not_stop_the_other() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let resumed = Command::new("kill").args(["-CONT", &pid]).status().unwrap();
-    assert!(resumed.success());
+    send_signal(pid, Signal::CONT).unwrap();
     for w in writers {
         w.await.unwrap();
     }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ChildGuard, ServerProcess, TestDb, clean_command};
+use common::{ChildGuard, ServerProcess, Signal, TestDb, clean_command, send_signal};
 use serde_json::Value;
 
 const MASTER_KEY: &str = "4f1d0c9e6a2b8c7d5e3f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d";
@@ -143,14 +143,6 @@ fn lines_of(path: &Path) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
-}
-
-fn signal(child: &Child, name: &str) {
-    let sent = Command::new("kill")
-        .args([name, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
 }
 
 /// The line `printf %s VALUE | sha256sum` prints: what the watched child scripts log, so
@@ -667,7 +659,7 @@ fn run_exits_with_the_childs_code_or_128_plus_its_signal() {
 #[test]
 fn run_passes_sigterm_and_sighup_on_to_the_child() {
     let (s, runtime) = run_fixture();
-    for (signal_name, code) in [("-TERM", "42"), ("-HUP", "43")] {
+    for (signal_name, sent, code) in [("-TERM", Signal::TERM, "42"), ("-HUP", Signal::HUP, "43")] {
         let ready = s.path(&format!("ready{signal_name}"));
         let marker = s.path(&format!("caught{signal_name}"));
         let trapped = &signal_name[1..];
@@ -687,7 +679,7 @@ fn run_passes_sigterm_and_sighup_on_to_the_child() {
             .unwrap();
         let mut child = ChildGuard(child);
         wait_for("the child to start", || ready.exists());
-        signal(&child.0, signal_name);
+        send_signal(child.0.id(), sent).unwrap();
         assert_eq!(exit_of(&mut child.0), Some(code.parse().unwrap()));
         assert_eq!(std::fs::read_to_string(&marker).unwrap(), "caught\n");
     }
@@ -805,7 +797,7 @@ fn watch_restarts_the_child_with_the_new_value_when_a_declared_secret_changes() 
     s.ok(&["secret", "set", "DECLARED_A", "alpha-rotated-5d1c"]);
     wait_for("the restart", || lines_of(&log).len() >= 2);
 
-    signal(&child.0, "-TERM");
+    send_signal(child.0.id(), Signal::TERM).unwrap();
     assert_eq!(exit_of(&mut child.0), Some(0));
     assert_eq!(
         lines_of(&log),
@@ -838,7 +830,7 @@ fn watch_kills_a_child_that_ignores_sigterm_after_the_grace_period() {
     s.ok(&["secret", "delete", "DECLARED_A", "--yes"]);
     wait_for("the restart", || lines_of(&log).len() >= 2);
     assert_eq!(lines_of(&log)[1], sha256_line(""));
-    signal(&child.0, "-HUP");
+    send_signal(child.0.id(), Signal::HUP).unwrap();
     assert_eq!(exit_of(&mut child.0), Some(3));
     let stderr = std::fs::read_to_string(log.with_extension("stderr")).unwrap();
     assert!(stderr.contains("SIGKILL"), "{stderr}");

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{ChildGuard, ServerProcess, clean_command, http};
+use common::{ChildGuard, ServerProcess, Signal, clean_command, http, send_signal};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -171,10 +171,7 @@ async fn serve_with_no_arguments_listens_on_8720_in_dot_coffer_or_says_it_is_tak
         .unwrap();
     assert_eq!(status["encryption"], "enabled");
     assert!(data.join("coffer.db").is_file());
-    Command::new("kill")
-        .args(["-INT", &child.0.id().to_string()])
-        .status()
-        .unwrap();
+    send_signal(child.0.id(), Signal::INT).unwrap();
     assert!(child.0.wait().unwrap().success(), "SIGINT is a clean exit");
 }
 

@@ -28,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
-use common::{ChildGuard, ServerProcess, free_port, http};
+use common::{ChildGuard, ServerProcess, Signal, free_port, http, send_signal};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -93,7 +93,7 @@ async fn an_openbao_outage_answers_503_and_loses_no_acknowledged_write() {
 
     // First OpenBao hangs (SIGSTOP: connections are accepted, nothing answers), so every
     // request runs into COFFER_VAULT_TIMEOUT_MS; then it dies (SIGKILL, while stopped).
-    bao.signal("STOP");
+    bao.signal(Signal::STOP);
     let stopped_at = origin.elapsed();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let hung = probe_outage(&api, &runtime, &all, "OpenBao hung").await;
@@ -715,14 +715,10 @@ impl DurableBao {
         });
     }
 
-    /// `kill -SIG` to the server (`STOP`, `CONT`).
-    fn signal(&self, sig: &str) {
+    /// `signal` to the server (`STOP`, `CONT`).
+    fn signal(&self, signal: Signal) {
         let child = self.child.as_ref().expect("running");
-        let sent = Command::new("kill")
-            .args([format!("-{sig}"), child.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success(), "kill -{sig}");
+        send_signal(child.0.id(), signal).expect("a signal to OpenBao");
     }
 
     /// SIGKILL: nothing is flushed that was not already.

@@ -48,6 +48,32 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+pub use rustix::process::Signal;
+
+/// Sends `signal` to the process `pid`.
+///
+/// Never through the `kill` program: Debian's procps-ng 4.0.2 reads `kill -KILL -1234` as
+/// `kill(-1, SIGKILL)` (only the first digit of a group id survives its parser), which, run
+/// as root, kills every process on the machine.
+pub fn send_signal(pid: u32, signal: Signal) -> std::io::Result<()> {
+    rustix::process::kill_process(checked_pid(pid), signal).map_err(Into::into)
+}
+
+/// Sends `signal` to every process of the group `pgid` (a child started with
+/// `process_group(0)` leads a group whose id is its pid).
+pub fn signal_group(pgid: u32, signal: Signal) -> std::io::Result<()> {
+    rustix::process::kill_process_group(checked_pid(pgid), signal).map_err(Into::into)
+}
+
+/// A child's pid, never 0 or 1 (which would reach the caller's group or init).
+fn checked_pid(pid: u32) -> rustix::process::Pid {
+    i32::try_from(pid)
+        .ok()
+        .filter(|&p| p > 1)
+        .and_then(rustix::process::Pid::from_raw)
+        .unwrap_or_else(|| panic!("not a child's pid: {pid}"))
+}
+
 /// An HTTP client for loopback tests: never through a proxy from the environment.
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
@@ -168,9 +194,7 @@ impl ServerProcess {
 
     /// Sends SIGTERM and waits; returns whether the exit was clean.
     pub fn terminate(&mut self) -> bool {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success());
+        send_signal(self.child.id(), Signal::TERM).expect("SIGTERM to coffer serve");
         self.wait_exit()
     }
 

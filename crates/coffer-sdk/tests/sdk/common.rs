@@ -289,9 +289,12 @@ impl Example {
     /// Sends SIGINT (what Ctrl-C sends) and waits for the exit; returns whether it
     /// succeeded.
     pub fn interrupt(&mut self) -> bool {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
-        assert!(sent.success());
+        // Not through the `kill` program: Debian's procps-ng 4.0.2 misreads negative ids.
+        let pid = i32::try_from(self.child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .expect("a child's pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("SIGINT");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
