@@ -305,6 +305,10 @@ struct Server {
 }
 
 impl Server {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts the server on a free loopback port with `<dir>/data` and the key settings
     /// `keys`, waits for `/healthz`, reads `admin.key`.
     async fn start(
@@ -730,6 +734,29 @@ fn print_json(h: &Header, rows: &[Row]) {
 }
 
 /// A command's trimmed stdout, or `unknown` when it cannot run or fails.
+/// The CPU time (user and system) that process `pid` used between `from` and `end`, in
+/// milliseconds, read from `/proc/<pid>/stat` at both instants; `None` where it cannot be
+/// read. Unlike requests per second, CPU time per request hardly moves with the machine's
+/// speed from day to day or with what else it runs, so it shows a hot-path change's effect.
+fn cpu_between(pid: u32, from: Instant, end: Instant) -> tokio::task::JoinHandle<Option<f64>> {
+    tokio::spawn(async move {
+        tokio::time::sleep_until(from).await;
+        let before = cpu_ms(pid)?;
+        tokio::time::sleep_until(end).await;
+        Some(cpu_ms(pid)? - before)
+    })
+}
+
+/// `utime + stime` of `pid` so far, in milliseconds.
+fn cpu_ms(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces), from field 3 (state) on.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let per_second: f64 = stdout_of(&["getconf", "CLK_TCK"]).parse().ok()?;
+    Some(ticks as f64 * 1000.0 / per_second)
+}
+
 fn stdout_of(argv: &[&str]) -> String {
     match Command::new(argv[0])
         .args(&argv[1..])

@@ -25,7 +25,9 @@ use hyper_util::rt::TokioIo;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout_at};
 
-use crate::{Conn, MASTER_KEY, Phase, Server, Target, percentile, run_phase, seed, stdout_of};
+use crate::{
+    Conn, MASTER_KEY, Phase, Server, Target, cpu_between, percentile, run_phase, seed, stdout_of,
+};
 
 /// Pull workers, as the target says.
 const WORKERS: usize = 8;
@@ -55,6 +57,13 @@ pub async fn bench(
         paths,
     });
     seed(&target).await?;
+    let pid = server.pid();
+    // The server's CPU time in each phase's measured part (it starts after the warm-up).
+    let cpu = |duration: Duration| {
+        let from = Instant::now() + warmup;
+        cpu_between(pid, from, from + duration)
+    };
+    let reads_cpu = cpu(duration);
     let reads = run_phase(&target, Phase::Read, connections, warmup, duration).await;
 
     // A runtime key, and one function of each mode declaring three of the seeded secrets.
@@ -91,8 +100,11 @@ pub async fn bench(
         auth: runtime,
         paths: vec![],
     });
+    let resolve_cpu = cpu(duration);
     let resolve = resolve_phase(&as_runtime, connections, warmup, duration).await;
+    let pulled_cpu = cpu(duration);
     let pulled = pull_phase(&target, &as_runtime, WORKERS, warmup, duration).await;
+    let pulled_sdk_cpu = cpu(duration);
     let pulled_sdk = pull_phase(
         &target,
         &as_runtime,
@@ -101,8 +113,21 @@ pub async fn bench(
         duration,
     )
     .await;
+    let pushed_cpu = cpu(duration);
     let pushed = push_phase(&target, &latencies, PUSH_SENDERS, warmup, duration).await;
+    let pushed_wide_cpu = cpu(duration);
     let pushed_wide = push_phase(&target, &latencies, PUSH_SENDERS * 4, warmup, duration).await;
+    let mut cpus = Vec::new();
+    for handle in [
+        reads_cpu,
+        resolve_cpu,
+        pulled_cpu,
+        pulled_sdk_cpu,
+        pushed_cpu,
+        pushed_wide_cpu,
+    ] {
+        cpus.push(handle.await.ok().flatten());
+    }
 
     println!(
         "# {}  nproc {}  commit {}",
@@ -110,7 +135,9 @@ pub async fn bench(
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         stdout_of(&["git", "rev-parse", "--short", "HEAD"])
     );
-    println!("phase                       conns      count        /s       p50       p99  errors");
+    println!(
+        "phase                       conns      count        /s       p50       p99  errors  server-cpu-us/op  server-cores"
+    );
     let ms = |v: Option<u64>| v.map_or("-".to_owned(), |us| format!("{:.3}", us as f64 / 1000.0));
     let secs = duration.as_secs_f64();
     let mut failed = false;
@@ -142,11 +169,19 @@ pub async fn bench(
             pushed_wide.1,
         ),
     ];
-    for (name, conns, mut latencies, errors) in rows {
+    for ((name, conns, mut latencies, errors), cpu_ms) in rows.into_iter().zip(cpus) {
         latencies.sort_unstable();
         failed |= errors > 0;
+        // Per completed operation of the row (a read, a resolve, a run), all the server
+        // did for it included (for runs: the event's send, the lease, the completion).
+        let per_op = cpu_ms
+            .filter(|_| !latencies.is_empty())
+            .map_or("-".to_owned(), |c| {
+                format!("{:.1}", c * 1000.0 / latencies.len() as f64)
+            });
+        let cores = cpu_ms.map_or("-".to_owned(), |c| format!("{:.2}", c / 1000.0 / secs));
         println!(
-            "{name:<27} {conns:>5} {:>10} {:>9.1} {:>9} {:>9} {errors:>7}",
+            "{name:<27} {conns:>5} {:>10} {:>9.1} {:>9} {:>9} {errors:>7} {per_op:>17} {cores:>13}",
             latencies.len(),
             latencies.len() as f64 / secs,
             ms(percentile(&latencies, 50.0)),

@@ -13,6 +13,12 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 
+/// mimalloc instead of the system allocator: the server allocates and frees many small
+/// buffers per request on several threads, where glibc's malloc spent about a sixth of the
+/// runtime plane's CPU time (docs/BENCHMARKS.md, issue 9).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Coffer: secrets for functions and workflows.
 #[derive(Parser)]
 #[command(

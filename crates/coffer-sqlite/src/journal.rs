@@ -321,6 +321,10 @@ impl JournalStore for SqliteStore {
         self.events.subscribe()
     }
 
+    fn shared_with_other_processes(&self) -> bool {
+        false
+    }
+
     async fn relay_position(&self, name: &str) -> StoreResult<u64> {
         let pos: Option<u64> = self.read(|c| {
             c.query_row(

@@ -351,6 +351,15 @@ pub trait JournalStore: Send + Sync + 'static {
     /// commits may not be announced.
     fn watch_events(&self) -> tokio::sync::watch::Receiver<u64>;
 
+    /// Whether other processes write to this catalog (nodes sharing one database), so
+    /// that runs may be queued elsewhere and only the journal's watch tells of them. A
+    /// catalog only this process writes (SQLite, behind the data dir's lock) says `false`:
+    /// this process then wakes its pull polls and push dispatcher itself when it queues a
+    /// run, instead of on every commit.
+    fn shared_with_other_processes(&self) -> bool {
+        true
+    }
+
     /// Where the relay `name` (e.g. `nats`) has got to: the last event id it delivered.
     async fn relay_position(&self, name: &str) -> StoreResult<u64>;
 

@@ -78,10 +78,12 @@ impl Command for SendEvent {
                 });
             }
         }
-        let (push, pull) = (
-            runs.iter().any(|r| r.mode == RunMode::Push),
-            runs.iter().any(|r| r.mode == RunMode::Pull),
-        );
+        let push = runs.iter().any(|r| r.mode == RunMode::Push);
+        let pulled: Vec<FunctionId> = runs
+            .iter()
+            .filter(|r| r.mode == RunMode::Pull)
+            .map(|r| r.function_id.clone())
+            .collect();
         let send = EventSend {
             name: self.event.name,
             data,
@@ -99,8 +101,8 @@ impl Command for SendEvent {
             if push {
                 coffer.runtime.push_wake.notify_one();
             }
-            if pull {
-                coffer.runtime.pull_wake.notify_waiters();
+            for function in &pulled {
+                coffer.runtime.pull_waiters.wake(&self.env, function);
             }
         }
         Ok(done)
@@ -159,11 +161,16 @@ impl Command for PollRun {
             .try_acquire_owned()
             .map_err(|_| CoreError::Store(StoreError::Overloaded))?;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
-        let mut journal = coffer.catalog.watch_events();
+        let place = crate::runtime::waiters::Place::new(
+            &coffer.runtime.pull_waiters,
+            &self.env,
+            &functions,
+        );
+        let mut journal = crate::runtime::other_writers(coffer);
         loop {
-            // Registered before the lease, so a run queued right after it wakes this poll.
-            let woken = coffer.runtime.pull_wake.notified();
-            journal.borrow_and_update();
+            // Listed before the lease, so a run queued right after it wakes this poll.
+            place.enter();
+            crate::runtime::mark_seen(&mut journal);
             let now = Timestamp::now();
             let query = LeaseQuery {
                 environment: Some(self.env.clone()),
@@ -185,8 +192,8 @@ impl Command for PollRun {
             }
             let nap = (deadline - now).min(POLL_INTERVAL);
             tokio::select! {
-                _ = woken => {}
-                Ok(()) = journal.changed() => {}
+                _ = place.picked() => {}
+                Ok(()) = crate::runtime::changed(&mut journal) => {}
                 _ = tokio::time::sleep(nap) => {}
             }
         }

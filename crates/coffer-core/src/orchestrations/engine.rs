@@ -494,7 +494,9 @@ async fn take_steps(coffer: &Coffer, flow: FlowRecord) -> Result<(), CoreError> 
             }
         }
     }
-    let started = start.as_ref().map(|s| s.run.mode);
+    let started = start
+        .as_ref()
+        .map(|s| (s.run.mode, s.run.function_id.clone()));
     let advance = FlowAdvance {
         id: flow.id.clone(),
         version: flow.version,
@@ -517,8 +519,8 @@ async fn take_steps(coffer: &Coffer, flow: FlowRecord) -> Result<(), CoreError> 
         Err(e) => return Err(e.into()),
     }
     match started {
-        Some(RunMode::Push) => coffer.runtime.push_wake.notify_one(),
-        Some(RunMode::Pull) => coffer.runtime.pull_wake.notify_waiters(),
+        Some((RunMode::Push, _)) => coffer.runtime.push_wake.notify_one(),
+        Some((RunMode::Pull, function)) => coffer.runtime.pull_waiters.wake(&env, &function),
         None => {}
     }
     Ok(())

@@ -10,6 +10,7 @@
 //! a job, and the reads. The push dispatcher is [`push`].
 
 pub mod push;
+pub(crate) mod waiters;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -69,8 +70,8 @@ pub(crate) struct Runtime {
     pub(crate) options: RuntimeOptions,
     /// Woken when this node queues push runs.
     pub(crate) push_wake: tokio::sync::Notify,
-    /// Woken when this node queues pull runs.
-    pub(crate) pull_wake: tokio::sync::Notify,
+    /// The pull polls waiting on this node: a run this node queues wakes one of them.
+    pub(crate) pull_waiters: waiters::PullWaiters,
     /// Places for waiting polls.
     pub(crate) polls: Arc<tokio::sync::Semaphore>,
     /// Woken when this node starts an orchestration run or records a decision.
@@ -89,7 +90,7 @@ impl Default for Runtime {
         Runtime {
             options: RuntimeOptions::default(),
             push_wake: tokio::sync::Notify::new(),
-            pull_wake: tokio::sync::Notify::new(),
+            pull_waiters: waiters::PullWaiters::default(),
             polls: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_POLLS)),
             flow_wake: tokio::sync::Notify::new(),
         }
@@ -278,6 +279,44 @@ pub(crate) fn open_signing(
     stored: &StoredValue,
 ) -> Option<SecretString> {
     crate::service::open_text(ring, stored, &signing_aad(env, id))
+}
+
+/// The journal's watch where runs may be queued by other processes (nodes sharing the
+/// catalog) and only it tells of them; `None` where this process queues every run itself
+/// and wakes its polls and dispatcher directly (`pull_wake`, `push_wake`).
+pub(crate) fn other_writers(coffer: &Coffer) -> Option<tokio::sync::watch::Receiver<u64>> {
+    let catalog = &coffer.catalog;
+    catalog
+        .shared_with_other_processes()
+        .then(|| catalog.watch_events())
+}
+
+/// Marks the journal's current head as seen (before looking for work).
+pub(crate) fn mark_seen(journal: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    if let Some(journal) = journal {
+        journal.borrow_and_update();
+    }
+}
+
+/// Waits for the journal to move past what was seen; never, without a journal to watch.
+pub(crate) async fn changed(
+    journal: &mut Option<tokio::sync::watch::Receiver<u64>>,
+) -> Result<(), tokio::sync::watch::error::RecvError> {
+    match journal {
+        Some(journal) => journal.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The redactor for what a run of `job` reports: its secrets and its step's `extra` values.
+/// Built only where a report is redacted (a pull poll hands the job over and builds none).
+pub(crate) fn run_redactor(job: &Job, extra: &[SecretString]) -> crate::redact::Redactor {
+    crate::redact::Redactor::new(
+        job.secrets
+            .iter()
+            .map(|(_, v)| v)
+            .chain(extra.iter().map(|v| v.expose_secret())),
+    )
 }
 
 impl Coffer {
@@ -475,17 +514,18 @@ impl Coffer {
         Ok((job, resolution))
     }
 
-    /// The job of a leased run, with the resolution to audit and the redactor for what
-    /// the run reports: a step of an orchestration also gets that step's encrypted
-    /// parameters and references, merged over its `triggerParams` (they win on a key
-    /// collision) and redacted like declared secrets. `Ok(Err(why))`: the step's
-    /// parameters cannot be had, and the run must fail rather than run without them.
+    /// The job of a leased run, with the resolution to audit and the step's secret values
+    /// (for [`run_redactor`], which a caller that redacts what the run reports builds): a
+    /// step of an orchestration also gets that step's encrypted parameters and references,
+    /// merged over its `triggerParams` (they win on a key collision) and redacted like
+    /// declared secrets. `Ok(Err(why))`: the step's parameters cannot be had, and the run
+    /// must fail rather than run without them.
     pub(crate) async fn build_run_job(
         &self,
         env: &Environment,
         function: &FunctionView,
         run: &RunRecord,
-    ) -> Result<Result<(Job, Resolution, crate::redact::Redactor), String>, CoreError> {
+    ) -> Result<Result<(Job, Resolution, Vec<SecretString>), String>, CoreError> {
         let (mut job, mut resolution) = self.build_job(env, function, Some(run), None).await?;
         let mut extra = Vec::new();
         if let Some(link) = &run.step {
@@ -503,13 +543,7 @@ impl Coffer {
             resolution.missing.extend(step.missing);
             extra = step.secrets;
         }
-        let redactor = crate::redact::Redactor::new(
-            job.secrets
-                .iter()
-                .map(|(_, v)| v)
-                .chain(extra.iter().map(|v| v.expose_secret())),
-        );
-        Ok(Ok((job, resolution, redactor)))
+        Ok(Ok((job, resolution, extra)))
     }
 
     /// [`Coffer::redactor_for`] for a run: with its orchestration step's secret values too.

@@ -71,11 +71,11 @@ pub async fn run(coffer: Arc<Coffer>, stop: impl std::future::Future<Output = ()
     ));
     let per_function: Arc<Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>> = Arc::default();
     tokio::pin!(stop);
-    let mut journal = coffer.catalog.watch_events();
+    let mut journal = super::other_writers(&coffer);
     let mut in_flight = tokio::task::JoinSet::new();
     loop {
         let woken = coffer.runtime.push_wake.notified();
-        journal.borrow_and_update();
+        super::mark_seen(&mut journal);
         let free = slots.available_permits().min(LEASE_BATCH);
         let mut leased_full = false;
         if free > 0 {
@@ -122,7 +122,9 @@ pub async fn run(coffer: Arc<Coffer>, stop: impl std::future::Future<Output = ()
                 return;
             }
             _ = woken => {}
-            Ok(()) = journal.changed() => {}
+            Ok(()) = super::changed(&mut journal) => {}
+            // A delivery that ended frees a slot for a run that could not be taken.
+            Some(_) = in_flight.join_next(), if slots.available_permits() == 0 => {}
             _ = tokio::time::sleep(IDLE_INTERVAL) => {}
         }
     }
@@ -226,7 +228,7 @@ async fn attempt(
             "the function's signing secret cannot be opened with the configured keys".into(),
         );
     }
-    let (job, resolution, redactor) = match coffer
+    let (job, resolution, extra) = match coffer
         .build_run_job(&env, &function, run)
         .await
         .map_err(|e| e.to_string())?
@@ -240,7 +242,8 @@ async fn attempt(
         .await
         .map_err(|e| e.to_string())?;
     let body = Zeroizing::new(serde_json::to_vec(&job).map_err(|e| e.to_string())?);
-    drop(job);
+    let redactor = super::run_redactor(&job, &extra);
+    drop((job, extra));
     let keys: Vec<&[u8]> = signing
         .iter()
         .map(|s| s.expose_secret().as_bytes())
