@@ -180,6 +180,10 @@ impl Command for PollRun {
                 lease_until: now.after_millis(lease),
             };
             let leased = coffer.catalog.lease(&query, now, &who.actor()).await?;
+            match leased.first() {
+                Some(run) => place.took(&run.function_id),
+                None => place.found_nothing(),
+            }
             if let Some(run) = leased.into_iter().next() {
                 match job_for(coffer, &incarnation, &run, who).await? {
                     Some(job) => return Ok(Some(job)),

@@ -283,7 +283,7 @@ pub(crate) fn open_signing(
 
 /// The journal's watch where runs may be queued by other processes (nodes sharing the
 /// catalog) and only it tells of them; `None` where this process queues every run itself
-/// and wakes its polls and dispatcher directly (`pull_wake`, `push_wake`).
+/// and wakes its polls and dispatcher directly (`pull_waiters`, `push_wake`).
 pub(crate) fn other_writers(coffer: &Coffer) -> Option<tokio::sync::watch::Receiver<u64>> {
     let catalog = &coffer.catalog;
     catalog

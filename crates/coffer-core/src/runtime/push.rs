@@ -33,8 +33,8 @@ const PUSH_LEASE_MS: u64 = 30_000;
 const LEASE_BATCH: usize = 64;
 
 /// How often the dispatcher looks for due runs when nothing woke it (retries whose backoff
-/// ended, expired leases). Runs queued on any node wake it: their events commit to the
-/// journal, which every node watches.
+/// ended, expired leases). Runs queued on this node wake it directly; runs queued on other
+/// nodes (PostgreSQL) wake it through the journal, which it then watches.
 const IDLE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Per-function gates kept before the idle ones are forgotten.

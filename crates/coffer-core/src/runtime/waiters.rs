@@ -4,13 +4,14 @@
 //! poll: each woken poll goes to the writer for a lease that only one of them can get, so
 //! waking all of them made a queued run cost as many writes as there were idle workers.
 //!
-//! A poll is listed only while it may wait: it enters before it tries a lease (so a run
-//! queued during that lease finds it) and leaves when it returns. A poll that was picked
-//! for a run but got a run of its own anyway, or went away (its request dropped), passes
-//! the wake on, so that no queued run waits for a poll's next nap.
+//! A poll is listed while it may wait: it enters before each lease attempt (so a run queued
+//! during that lease finds it) and leaves when it returns. A pick is owed until the poll
+//! settles it: a lease that found nothing (the run went to another poll) or that took a run
+//! of the function it was picked for. A poll that returns owing a pick (it took a run of
+//! another function, or its request went away) passes the wake on for that function, so
+//! that no queued run waits for a poll's next nap.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use coffer_store::{EnvName, FunctionId};
@@ -24,17 +25,23 @@ pub(crate) struct PullWaiters {
     waiting: Mutex<HashMap<Key, VecDeque<Arc<Waiter>>>>,
 }
 
-/// One poll's place: notified once per wake it is picked for.
+/// One poll's place: notified once per pick.
 #[derive(Default)]
 pub(crate) struct Waiter {
     notify: Notify,
-    /// Picked for a run since it last entered.
-    picked: AtomicBool,
+    /// The function of the run it was picked for, until the poll settles the pick.
+    picked_for: Mutex<Option<FunctionId>>,
+}
+
+impl Waiter {
+    fn picked_for(&self) -> std::sync::MutexGuard<'_, Option<FunctionId>> {
+        self.picked_for.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl PullWaiters {
     /// A run of `function` was queued in `env`: wakes the poll that has waited longest for
-    /// that function, if one waits.
+    /// that function and owes no pick, if one waits.
     pub(crate) fn wake(&self, env: &EnvName, function: &FunctionId) {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         let key = (env.clone(), function.clone());
@@ -43,7 +50,10 @@ impl PullWaiters {
         };
         // A poll listed under several functions may have been picked through another.
         while let Some(waiter) = queue.pop_front() {
-            if !waiter.picked.swap(true, Ordering::AcqRel) {
+            let mut picked = waiter.picked_for();
+            if picked.is_none() {
+                *picked = Some(function.clone());
+                drop(picked);
                 waiter.notify.notify_one();
                 break;
             }
@@ -53,9 +63,8 @@ impl PullWaiters {
         }
     }
 
-    /// Lists `waiter` under each of `functions` in `env`, not picked.
+    /// Lists `waiter` under each of `functions` in `env`.
     fn enter(&self, env: &EnvName, functions: &[FunctionId], waiter: &Arc<Waiter>) {
-        waiter.picked.store(false, Ordering::Release);
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         for f in functions {
             let queue = waiting.entry((env.clone(), f.clone())).or_default();
@@ -65,8 +74,8 @@ impl PullWaiters {
         }
     }
 
-    /// Takes `waiter` off every list; whether it had been picked.
-    fn leave(&self, env: &EnvName, functions: &[FunctionId], waiter: &Arc<Waiter>) -> bool {
+    /// Takes `waiter` off every list.
+    fn leave(&self, env: &EnvName, functions: &[FunctionId], waiter: &Arc<Waiter>) {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         for f in functions {
             let key = (env.clone(), f.clone());
@@ -77,7 +86,6 @@ impl PullWaiters {
                 }
             }
         }
-        waiter.picked.load(Ordering::Acquire)
     }
 }
 
@@ -91,10 +99,13 @@ pub(crate) struct Place<'a> {
 
 impl<'a> Place<'a> {
     pub(crate) fn new(waiters: &'a PullWaiters, env: &EnvName, functions: &[FunctionId]) -> Self {
+        let mut functions = functions.to_vec();
+        functions.sort();
+        functions.dedup();
         Place {
             waiters,
             env: env.clone(),
-            functions: functions.to_vec(),
+            functions,
             waiter: Arc::default(),
         }
     }
@@ -104,6 +115,23 @@ impl<'a> Place<'a> {
         self.waiters.enter(&self.env, &self.functions, &self.waiter);
     }
 
+    /// The lease found nothing: a run it was picked for went to another poll. Clears the
+    /// pick and the wake-up it left, if the poll was not waiting when it came.
+    pub(crate) fn found_nothing(&self) {
+        *self.waiter.picked_for() = None;
+        let notified = std::pin::pin!(self.waiter.notify.notified());
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        let _ = std::future::Future::poll(notified, &mut context);
+    }
+
+    /// The lease took a run of `function`: a pick for that function is settled.
+    pub(crate) fn took(&self, function: &FunctionId) {
+        let mut picked = self.waiter.picked_for();
+        if picked.as_ref() == Some(function) {
+            *picked = None;
+        }
+    }
+
     /// Waits until the poll is picked for a run.
     pub(crate) async fn picked(&self) {
         self.waiter.notify.notified().await;
@@ -111,13 +139,13 @@ impl<'a> Place<'a> {
 }
 
 impl Drop for Place<'_> {
-    /// A poll that returns (with a job, with none, or dropped) after it was picked did not
-    /// take the run it was picked for: another poll waiting for these functions gets it.
+    /// A poll that returns owing a pick did not take the run it was picked for: another
+    /// poll waiting for that function gets the wake.
     fn drop(&mut self) {
-        if self.waiters.leave(&self.env, &self.functions, &self.waiter) {
-            for f in &self.functions {
-                self.waiters.wake(&self.env, f);
-            }
+        self.waiters.leave(&self.env, &self.functions, &self.waiter);
+        let owed = self.waiter.picked_for().take();
+        if let Some(function) = owed {
+            self.waiters.wake(&self.env, &function);
         }
     }
 }
@@ -177,6 +205,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_poll_that_takes_another_functions_run_passes_its_pick_on() {
+        let waiters = PullWaiters::default();
+        let both = Place::new(&waiters, &env(), &[f("a"), f("b")]);
+        let only_b = Place::new(&waiters, &env(), &[f("b")]);
+        only_b.enter();
+        both.enter();
+        waiters.wake(&env(), &f("a"));
+        assert!(is_picked(&both).await);
+        both.enter();
+        // Its lease took the oldest due run, one of `b`: the `a` run still waits.
+        both.took(&f("b"));
+        drop(both);
+        assert!(!is_picked(&only_b).await, "nobody else waits for a");
+        let both = Place::new(&waiters, &env(), &[f("a"), f("b")]);
+        both.enter();
+        waiters.wake(&env(), &f("b"));
+        assert!(is_picked(&only_b).await, "the longest waiting for b");
+        assert!(!is_picked(&both).await);
+        only_b.took(&f("b"));
+        drop(only_b);
+        assert!(!is_picked(&both).await, "a settled pick is not passed on");
+    }
+
+    #[tokio::test]
     async fn a_picked_poll_that_goes_away_passes_the_run_on() {
         let waiters = PullWaiters::default();
         let first = Place::new(&waiters, &env(), &[f("a")]);
@@ -194,7 +246,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_wake_before_the_wait_is_kept() {
+    async fn a_wake_before_the_wait_is_kept_until_a_lease_finds_nothing() {
         let waiters = PullWaiters::default();
         let place = Place::new(&waiters, &env(), &[f("a")]);
         place.enter();
@@ -202,6 +254,17 @@ mod tests {
         // The poll was still trying its lease when the run came: its wait ends at once.
         assert!(is_picked(&place).await);
         place.enter();
-        assert!(!is_picked(&place).await, "entering again clears the pick");
+        waiters.wake(&env(), &f("a"));
+        assert!(
+            !is_picked(&place).await,
+            "picked once until it settles the pick"
+        );
+        place.found_nothing();
+        waiters.wake(&env(), &f("a"));
+        place.found_nothing();
+        assert!(
+            !is_picked(&place).await,
+            "finding nothing clears a wake not waited for"
+        );
     }
 }
