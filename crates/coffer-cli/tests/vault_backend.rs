@@ -28,7 +28,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
-use common::{ChildGuard, ServerProcess, Signal, free_port, http, send_signal};
+use coffer_vault::testing::DevServer;
+use common::{ChildGuard, ServerProcess, Signal, http, send_signal};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -739,42 +740,6 @@ impl DurableBao {
     }
 }
 
-/// `bao server -dev` (root token `root`, KV v2 at `secret/`), killed on drop.
-struct DevBao {
-    _child: ChildGuard,
-    addr: String,
-}
-
-impl DevBao {
-    fn start() -> DevBao {
-        let bin = bao_binary();
-        let port = free_port();
-        let child = Command::new(&bin)
-            .args([
-                "server",
-                "-dev",
-                "-dev-root-token-id=root",
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-            ])
-            .env("HOME", std::env::temp_dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {} ({e})", bin.display()));
-        let bao = DevBao {
-            _child: ChildGuard(child),
-            addr: format!("http://127.0.0.1:{port}"),
-        };
-        // `bao status` exits 0 once unsealed (a dev server unseals itself), 1 while it does
-        // not answer (`kv list` would exit 2 then as well as for an empty list).
-        wait_until("bao -dev ready", || {
-            bao_cli(&bin, &bao.addr, "root", &["status"]).status.code() == Some(0)
-        });
-        bao
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // OpenBao's kubernetes auth against a TokenReview stand-in (as in coffer-vault's
 // tests/auth.rs: the one part of a cluster the method talks to)
@@ -802,7 +767,7 @@ CoHzTGEHRRK/AazuoOUcpE5X6T05wcUW/Qrv
 /// A dev OpenBao whose role `coffer` logs the stand-in's service account in, the token
 /// file holding its JWT, and the stand-in counting reviews (one per login or renewal).
 struct KubernetesBao {
-    bao: DevBao,
+    bao: DevServer,
     token_path: PathBuf,
     reviews: Arc<Mutex<Vec<String>>>,
     token_review: TokenReviewServer,
@@ -812,7 +777,7 @@ impl KubernetesBao {
     async fn start(dir: &Path, token_ttl: &str, token_max_ttl: &str) -> KubernetesBao {
         let reviews = Arc::new(Mutex::new(Vec::new()));
         let token_review = TokenReviewServer::start(reviews.clone()).await;
-        let bao = tokio::task::spawn_blocking(DevBao::start).await.unwrap();
+        let bao = DevServer::start().await;
         let token_path = dir.join("sa-token");
         std::fs::write(&token_path, jwt()).unwrap();
         let k8s = KubernetesBao {
