@@ -362,10 +362,11 @@ impl Coffer {
         name: &SecretName,
     ) -> Result<SecretMeta, CoreError> {
         self.require_manage(who, env)?;
-        let incarnation = self.existing_environment(env).await?;
-        match self.secrets.meta(&incarnation, name).await? {
-            Some(meta) => Ok(meta),
-            None => Err(CoreError::SecretNotFound {
+        let catalog: &dyn coffer_store::AccessStore = self.catalog.as_ref();
+        match self.secrets.meta_in(catalog, env, name).await? {
+            None => Err(CoreError::EnvironmentNotFound(env.clone())),
+            Some((_, Some(meta))) => Ok(meta),
+            Some((_, None)) => Err(CoreError::SecretNotFound {
                 env: env.clone(),
                 name: name.clone(),
             }),

@@ -28,30 +28,36 @@ impl AccessStore for PgStore {
     }
 
     async fn bootstrap(&self, env: &Environment, admin: &ApiKeyRecord) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
-        // The gate: a concurrent bootstrap waits here on the unique row until this one
-        // commits (then inserts nothing) or rolls back (then goes ahead).
-        let won: Option<String> = sqlx::query_scalar(
-            "INSERT INTO settings (name, value) VALUES ($1, $2)
-             ON CONFLICT (name) DO NOTHING RETURNING name",
-        )
-        .bind(BOOTSTRAPPED)
-        .bind(Timestamp::now().millis().to_string())
-        .fetch_optional(&mut *tx)
+        let (env, admin) = (env.clone(), admin.clone());
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                // The gate: a unique row. Writing transactions take the journal head first,
+                // so a concurrent bootstrap runs after this one commits (then inserts
+                // nothing) or rolls back (then goes ahead).
+                let won: Option<String> = sqlx::query_scalar(
+                    "INSERT INTO settings (name, value) VALUES ($1, $2)
+                     ON CONFLICT (name) DO NOTHING RETURNING name",
+                )
+                .bind(BOOTSTRAPPED)
+                .bind(Timestamp::now().millis().to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+                if won.is_none() {
+                    return Ok(false);
+                }
+                insert_environment(&mut tx, &env).await?;
+                insert_api_key(&mut tx, &admin).await?;
+                let changes = [
+                    Change::environment_created(&env),
+                    Change::api_key_created(&admin.meta),
+                ];
+                append(&mut tx, &Author::system(), &changes);
+                tx.keep();
+                Ok(true)
+            })
+        })
         .await
-        .map_err(db)?;
-        if won.is_none() {
-            return Ok(false);
-        }
-        insert_environment(&mut tx, env).await?;
-        insert_api_key(&mut tx, admin).await?;
-        let changes = [
-            Change::environment_created(env),
-            Change::api_key_created(&admin.meta),
-        ];
-        let last = append(&mut tx, &Author::system(), &changes).await?;
-        self.commit(tx, last).await?;
-        Ok(true)
     }
 
     async fn list_environments(&self) -> StoreResult<Vec<Environment>> {
@@ -91,56 +97,73 @@ impl AccessStore for PgStore {
     }
 
     async fn create_environment(&self, env: &Environment, actor: &Actor) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        let author = check_actor(&mut tx, actor).await?;
-        insert_environment(&mut tx, env).await?;
-        let last = append(&mut tx, &author, &[Change::environment_created(env)]).await?;
-        self.commit(tx, last).await
+        let (env, actor) = (env.clone(), actor.clone());
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let author = check_actor(&mut tx, &actor).await?;
+                insert_environment(&mut tx, &env).await?;
+                append(&mut tx, &author, &[Change::environment_created(&env)]);
+                tx.keep();
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn delete_environment(&self, name: &EnvName, actor: &Actor) -> StoreResult<u64> {
-        let mut tx = self.begin().await?;
-        // The environment's row first (step 1 of the lock order, see `journal`), then the
-        // actor's (step 3): a write in flight holds the environment's row and this waits for
-        // that write, then removes what it wrote.
-        let found: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM environments WHERE name = $1 FOR UPDATE")
-                .bind(name.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?;
-        let author = check_actor(&mut tx, actor).await?;
-        if found.is_none() {
-            return Err(StoreError::NotFound);
-        }
-        let secrets = clear_environment_rows(&mut tx, name).await?;
-        // Its scoped keys go with it (ON DELETE CASCADE), in this transaction.
-        sqlx::query("DELETE FROM environments WHERE name = $1")
-            .bind(name.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        let at = Timestamp::now();
-        let last = append(&mut tx, &author, &[Change::environment_deleted(name, at)]).await?;
-        self.commit(tx, last).await?;
-        Ok(secrets)
+        let (name, actor) = (name.clone(), actor.clone());
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                // The environment's row first (step 1 of the lock order, see `journal`),
+                // then the actor's (step 3).
+                let found: Option<i32> =
+                    sqlx::query_scalar("SELECT 1 FROM environments WHERE name = $1 FOR UPDATE")
+                        .bind(name.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                let author = check_actor(&mut tx, &actor).await?;
+                if found.is_none() {
+                    return Err(StoreError::NotFound);
+                }
+                let secrets = clear_environment_rows(&mut tx, &name).await?;
+                // Its scoped keys go with it (ON DELETE CASCADE), in this transaction.
+                sqlx::query("DELETE FROM environments WHERE name = $1")
+                    .bind(name.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                let at = Timestamp::now();
+                append(&mut tx, &author, &[Change::environment_deleted(&name, at)]);
+                tx.keep();
+                Ok(secrets)
+            })
+        })
+        .await
     }
 
     async fn insert_api_key(&self, key: &ApiKeyRecord, actor: &Actor) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        // Lock order: the environment first (see `journal`). The foreign key would refuse
-        // a key of a missing environment anyway; the lock makes the answer NotFound.
-        let scope_exists = match key.meta.role.environment() {
-            Some(env) => lock_environment(&mut tx, env).await?,
-            None => true,
-        };
-        let author = check_actor(&mut tx, actor).await?;
-        if !scope_exists {
-            return Err(StoreError::NotFound);
-        }
-        insert_api_key(&mut tx, key).await?;
-        let last = append(&mut tx, &author, &[Change::api_key_created(&key.meta)]).await?;
-        self.commit(tx, last).await
+        let (key, actor) = (key.clone(), actor.clone());
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                // Lock order: the environment first (see `journal`). The foreign key would
+                // refuse a key of a missing environment anyway; the lock makes the answer
+                // NotFound.
+                let scope_exists = match key.meta.role.environment() {
+                    Some(env) => lock_environment(&mut tx, env).await?,
+                    None => true,
+                };
+                let author = check_actor(&mut tx, &actor).await?;
+                if !scope_exists {
+                    return Err(StoreError::NotFound);
+                }
+                insert_api_key(&mut tx, &key).await?;
+                append(&mut tx, &author, &[Change::api_key_created(&key.meta)]);
+                tx.keep();
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyMeta>> {
@@ -167,57 +190,63 @@ impl AccessStore for PgStore {
     }
 
     async fn delete_api_key(&self, id: &ApiKeyId, actor: &Actor) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        // A key's role and scope never change: read them unlocked to know which locks to take.
-        let target: Option<(String, Option<String>)> =
-            sqlx::query_as("SELECT role, environment FROM api_keys WHERE id = $1")
-                .bind(id.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?;
-        let Some((role, scope)) = target else {
-            check_actor(&mut tx, actor).await?;
-            return Err(StoreError::NotFound);
-        };
-        let scope = scope
-            .map(|e| EnvName::new(&e))
-            .transpose()
-            .map_err(corrupt)?;
-        if let Some(env) = &scope {
-            lock_environment(&mut tx, env).await?;
-        }
-        let author = if role == "admin" {
-            // Every admin key row, locked in id order: two revocations of two admin keys
-            // take these locks one after the other, and the second counts what the first
-            // left. (Under READ COMMITTED a bare count would let both see two keys.)
-            let admins: Vec<String> = sqlx::query_scalar(
-                "SELECT id FROM api_keys WHERE role = 'admin' ORDER BY id FOR UPDATE",
-            )
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db)?;
-            let author = check_actor(&mut tx, actor).await?;
-            if !admins.iter().any(|a| a == id.as_str()) {
-                return Err(StoreError::NotFound);
-            }
-            if admins.len() <= 1 {
-                return Err(StoreError::LastAdminKey);
-            }
-            author
-        } else {
-            check_actor(&mut tx, actor).await?
-        };
-        let deleted = sqlx::query("DELETE FROM api_keys WHERE id = $1")
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        if deleted.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        let change = Change::api_key_revoked(id, scope, Timestamp::now());
-        let last = append(&mut tx, &author, &[change]).await?;
-        self.commit(tx, last).await
+        let (id, actor) = (id.clone(), actor.clone());
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                // A key's role and scope never change: read them unlocked to know which locks to take.
+                let target: Option<(String, Option<String>)> =
+                    sqlx::query_as("SELECT role, environment FROM api_keys WHERE id = $1")
+                        .bind(id.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                let Some((role, scope)) = target else {
+                    check_actor(&mut tx, &actor).await?;
+                    return Err(StoreError::NotFound);
+                };
+                let scope = scope
+                    .map(|e| EnvName::new(&e))
+                    .transpose()
+                    .map_err(corrupt)?;
+                if let Some(env) = &scope {
+                    lock_environment(&mut tx, env).await?;
+                }
+                let author = if role == "admin" {
+                    // Every admin key row, locked in id order: two revocations of two admin keys
+                    // take these locks one after the other, and the second counts what the first
+                    // left. (Under READ COMMITTED a bare count would let both see two keys.)
+                    let admins: Vec<String> = sqlx::query_scalar(
+                        "SELECT id FROM api_keys WHERE role = 'admin' ORDER BY id FOR UPDATE",
+                    )
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                    let author = check_actor(&mut tx, &actor).await?;
+                    if !admins.iter().any(|a| a == id.as_str()) {
+                        return Err(StoreError::NotFound);
+                    }
+                    if admins.len() <= 1 {
+                        return Err(StoreError::LastAdminKey);
+                    }
+                    author
+                } else {
+                    check_actor(&mut tx, &actor).await?
+                };
+                let deleted = sqlx::query("DELETE FROM api_keys WHERE id = $1")
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                if deleted.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                let change = Change::api_key_revoked(&id, scope, Timestamp::now());
+                append(&mut tx, &author, &[change]);
+                tx.keep();
+                Ok(())
+            })
+        })
+        .await
     }
 }
 
@@ -241,21 +270,28 @@ impl KeyStore for PgStore {
     }
 
     async fn put_canary(&self, canary: &Canary) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        let added = sqlx::query(
-            "INSERT INTO key_canaries (key_version, blob) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(i64::from(canary.key_version.get()))
-        .bind(&canary.blob)
-        .execute(&mut *tx)
+        let canary = canary.clone();
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let added = sqlx::query(
+                    "INSERT INTO key_canaries (key_version, blob) VALUES ($1, $2)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(i64::from(canary.key_version.get()))
+                .bind(&canary.blob)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                if added.rows_affected() == 0 {
+                    return Ok(());
+                }
+                let change = Change::key_registered(canary.key_version.get(), Timestamp::now());
+                append(&mut tx, &Author::system(), &[change]);
+                tx.keep();
+                Ok(())
+            })
+        })
         .await
-        .map_err(db)?;
-        if added.rows_affected() == 0 {
-            return Ok(());
-        }
-        let change = Change::key_registered(canary.key_version.get(), Timestamp::now());
-        let last = append(&mut tx, &Author::system(), &[change]).await?;
-        self.commit(tx, last).await
     }
 
     async fn encryption_counts(&self) -> StoreResult<BTreeMap<KeyVersion, u64>> {
@@ -293,108 +329,111 @@ impl KeyStore for PgStore {
         if checks.is_empty() && verified.is_none() {
             return Ok(());
         }
-        let mut tx = self.begin().await?;
-        let author = match verified {
-            Some(v) => Some((check_actor(&mut tx, v.by).await?, v.checked)),
-            None => None,
-        };
-        let (mut opened, mut failed) = (MarkColumns::default(), MarkColumns::default());
-        for check in last_checks(checks) {
-            let cols = if check.opened {
-                &mut opened
-            } else {
-                &mut failed
-            };
-            cols.environment.push(check.environment.as_str());
-            cols.environment_id.push(check.environment_id.as_str());
-            cols.name.push(check.name.as_str());
-            cols.revision.push(signed(check.revision)?);
-            cols.key_version.push(i64::from(check.key_version));
-        }
-        let now = Timestamp::now();
-        // Step 4 in the order every write takes it: each checked secret's row (`FOR SHARE`,
-        // in (environment, name) order) before any mark. A write of one of them waits for
-        // this, then removes the mark in its own transaction.
-        let mut all = MarkColumns::default();
-        for cols in [&opened, &failed] {
-            all.environment.extend(&cols.environment);
-            all.environment_id.extend(&cols.environment_id);
-            all.name.extend(&cols.name);
-        }
-        if !all.name.is_empty() {
-            sqlx::query(
-                "SELECT 1 FROM secrets s
-                 JOIN UNNEST($1::text[], $2::text[], $3::text[]) AS c(environment, environment_id, name)
-                   ON s.environment = c.environment AND s.environment_id = c.environment_id
-                  AND s.name = c.name
-                 ORDER BY s.environment, s.name
-                 FOR SHARE OF s",
-            )
-            .bind(&all.environment)
-            .bind(&all.environment_id)
-            .bind(&all.name)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
-        if !opened.name.is_empty() {
-            // A value that opens clears a mark of its revision or an older one, of its
-            // incarnation (a mark belongs to the secret that stands, hence to the live one).
-            sqlx::query(
-                "DELETE FROM unreadable_values u
-                 USING UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[])
-                       AS c(environment, name, revision, environment_id)
-                 WHERE u.environment = c.environment AND u.name = c.name
-                   AND u.revision <= c.revision
-                   AND EXISTS (
-                       SELECT 1 FROM secrets s
-                       WHERE s.environment = c.environment AND s.name = c.name
-                         AND s.environment_id = c.environment_id)",
-            )
-            .bind(&opened.environment)
-            .bind(&opened.name)
-            .bind(&opened.revision)
-            .bind(&opened.environment_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
-        if !failed.name.is_empty() {
-            // A mark lands only while its secret is still at the revision that failed to
-            // open, and the secret's row stays locked (FOR SHARE) until this commits: a
-            // write of it waits, then removes the mark; a write that committed first has
-            // superseded the finding already.
-            sqlx::query(
-                "INSERT INTO unreadable_values (environment, name, revision, key_version, found_at)
-                 SELECT c.environment, c.name, c.revision, c.key_version, $5
-                 FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $6::text[])
-                      AS c(environment, name, revision, key_version, environment_id)
-                 WHERE EXISTS (
-                     SELECT 1 FROM secrets s
-                     WHERE s.environment = c.environment AND s.name = c.name
-                       AND s.environment_id = c.environment_id AND s.revision = c.revision
-                     FOR SHARE)
-                 ON CONFLICT (environment, name) DO UPDATE SET revision = EXCLUDED.revision,
-                     key_version = EXCLUDED.key_version, found_at = EXCLUDED.found_at",
-            )
-            .bind(&failed.environment)
-            .bind(&failed.name)
-            .bind(&failed.revision)
-            .bind(&failed.key_version)
-            .bind(now.millis())
-            .bind(&failed.environment_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
-        let last = match author {
-            Some((author, checked)) => {
-                let change = Change::keys_verified(checked, now);
-                append(&mut tx, &author, &[change]).await?
-            }
-            None => None,
-        };
-        self.commit(tx, last).await
+        let checks = checks.to_vec();
+        let verified = verified.map(|v| (v.by.clone(), v.checked));
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let author = match verified {
+                    Some((by, checked)) => Some((check_actor(&mut tx, &by).await?, checked)),
+                    None => None,
+                };
+                let (mut opened, mut failed) = (MarkColumns::default(), MarkColumns::default());
+                for check in last_checks(&checks) {
+                    let cols = if check.opened {
+                        &mut opened
+                    } else {
+                        &mut failed
+                    };
+                    cols.environment.push(check.environment.as_str());
+                    cols.environment_id.push(check.environment_id.as_str());
+                    cols.name.push(check.name.as_str());
+                    cols.revision.push(signed(check.revision)?);
+                    cols.key_version.push(i64::from(check.key_version));
+                }
+                let now = Timestamp::now();
+                // Step 4 in the order every write takes it: each checked secret's row (`FOR SHARE`,
+                // in (environment, name) order) before any mark. A write of one of them waits for
+                // this, then removes the mark in its own transaction.
+                let mut all = MarkColumns::default();
+                for cols in [&opened, &failed] {
+                    all.environment.extend(&cols.environment);
+                    all.environment_id.extend(&cols.environment_id);
+                    all.name.extend(&cols.name);
+                }
+                if !all.name.is_empty() {
+                    sqlx::query(
+                        "SELECT 1 FROM secrets s
+                         JOIN UNNEST($1::text[], $2::text[], $3::text[]) AS c(environment, environment_id, name)
+                           ON s.environment = c.environment AND s.environment_id = c.environment_id
+                          AND s.name = c.name
+                         ORDER BY s.environment, s.name
+                         FOR SHARE OF s",
+                    )
+                    .bind(&all.environment)
+                    .bind(&all.environment_id)
+                    .bind(&all.name)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                }
+                if !opened.name.is_empty() {
+                    // A value that opens clears a mark of its revision or an older one, of its
+                    // incarnation (a mark belongs to the secret that stands, hence to the live one).
+                    sqlx::query(
+                        "DELETE FROM unreadable_values u
+                         USING UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[])
+                               AS c(environment, name, revision, environment_id)
+                         WHERE u.environment = c.environment AND u.name = c.name
+                           AND u.revision <= c.revision
+                           AND EXISTS (
+                               SELECT 1 FROM secrets s
+                               WHERE s.environment = c.environment AND s.name = c.name
+                                 AND s.environment_id = c.environment_id)",
+                    )
+                    .bind(&opened.environment)
+                    .bind(&opened.name)
+                    .bind(&opened.revision)
+                    .bind(&opened.environment_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                }
+                if !failed.name.is_empty() {
+                    // A mark lands only while its secret is still at the revision that failed to
+                    // open, and the secret's row stays locked (FOR SHARE) until this commits: a
+                    // write of it waits, then removes the mark; a write that committed first has
+                    // superseded the finding already.
+                    sqlx::query(
+                        "INSERT INTO unreadable_values (environment, name, revision, key_version, found_at)
+                         SELECT c.environment, c.name, c.revision, c.key_version, $5
+                         FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $6::text[])
+                              AS c(environment, name, revision, key_version, environment_id)
+                         WHERE EXISTS (
+                             SELECT 1 FROM secrets s
+                             WHERE s.environment = c.environment AND s.name = c.name
+                               AND s.environment_id = c.environment_id AND s.revision = c.revision
+                             FOR SHARE)
+                         ON CONFLICT (environment, name) DO UPDATE SET revision = EXCLUDED.revision,
+                             key_version = EXCLUDED.key_version, found_at = EXCLUDED.found_at",
+                    )
+                    .bind(&failed.environment)
+                    .bind(&failed.name)
+                    .bind(&failed.revision)
+                    .bind(&failed.key_version)
+                    .bind(now.millis())
+                    .bind(&failed.environment_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                }
+                if let Some((author, checked)) = author {
+                    append(&mut tx, &author, &[Change::keys_verified(checked, now)]);
+                }
+                tx.keep();
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn unreadable_counts(&self) -> StoreResult<BTreeMap<u32, u64>> {

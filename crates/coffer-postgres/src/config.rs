@@ -74,33 +74,39 @@ impl ConfigStore for PgStore {
         at: Timestamp,
         actor: &Actor,
     ) -> StoreResult<ConfigPutOutcome> {
-        let mut tx = self.begin().await?;
-        let author = key_scope(&mut tx, actor, env).await?;
-        let cells = [Cell::Text(&value)];
-        let written = CONFIG
-            .put(
-                &mut tx,
-                &[env.as_str()],
-                key.as_str(),
-                &cells,
-                precondition,
-                at.millis(),
-            )
-            .await?;
-        let out = ConfigPutOutcome {
-            created: written.created(),
-            entry: ConfigEntry {
-                environment: env.clone(),
-                key: key.clone(),
-                value,
-                revision: written.revision,
-                created_at: Timestamp::from_millis(written.created_at),
-                updated_at: at,
-            },
-        };
-        let last = append(&mut tx, &author, &[Change::config_written(&out)]).await?;
-        self.commit(tx, last).await?;
-        Ok(out)
+        let (env, key, actor) = (env.clone(), key.clone(), actor.clone());
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let (env, key, actor) = (&env, &key, &actor);
+                let author = key_scope(&mut tx, actor, env).await?;
+                let cells = [Cell::Text(&value)];
+                let written = CONFIG
+                    .put(
+                        &mut tx,
+                        &[env.as_str()],
+                        key.as_str(),
+                        &cells,
+                        precondition,
+                        at.millis(),
+                    )
+                    .await?;
+                let out = ConfigPutOutcome {
+                    created: written.created(),
+                    entry: ConfigEntry {
+                        environment: env.clone(),
+                        key: key.clone(),
+                        value,
+                        revision: written.revision,
+                        created_at: Timestamp::from_millis(written.created_at),
+                        updated_at: at,
+                    },
+                };
+                append(&mut tx, &author, &[Change::config_written(&out)]);
+                tx.keep();
+                Ok(out)
+            })
+        })
+        .await
     }
 
     async fn delete_config(
@@ -110,19 +116,25 @@ impl ConfigStore for PgStore {
         precondition: Precondition,
         actor: &Actor,
     ) -> StoreResult<ConfigEntry> {
-        let mut tx = self.begin().await?;
-        // Step 1 (whether or not the environment exists: Coffer's own entries may outlive
-        // it), then step 3: a deletion of the environment waits for this one.
-        lock_environment(&mut tx, env).await?;
-        let author = check_actor(&mut tx, actor).await?;
-        let row = CONFIG
-            .delete(&mut tx, &[env.as_str()], key.as_str(), precondition)
-            .await?;
-        let gone = entry(env.clone(), key.clone(), &row)?;
-        let change = Change::config_deleted(&gone, Timestamp::now());
-        let last = append(&mut tx, &author, &[change]).await?;
-        self.commit(tx, last).await?;
-        Ok(gone)
+        let (env, key, actor) = (env.clone(), key.clone(), actor.clone());
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let (env, key, actor) = (&env, &key, &actor);
+                // Step 1 (whether or not the environment exists: Coffer's own entries may outlive
+                // it), then step 3: a deletion of the environment waits for this one.
+                lock_environment(&mut tx, env).await?;
+                let author = check_actor(&mut tx, actor).await?;
+                let row = CONFIG
+                    .delete(&mut tx, &[env.as_str()], key.as_str(), precondition)
+                    .await?;
+                let gone = entry(env.clone(), key.clone(), &row)?;
+                let change = Change::config_deleted(&gone, Timestamp::now());
+                append(&mut tx, &author, &[change]);
+                tx.keep();
+                Ok(gone)
+            })
+        })
+        .await
     }
 }
 

@@ -91,36 +91,42 @@ impl FunctionStore for PgStore {
         at: Timestamp,
         actor: &Actor,
     ) -> StoreResult<FunctionPutOutcome> {
-        let mut tx = self.begin().await?;
-        let author = incarnation_scope(&mut tx, actor, env).await?;
-        let cells = [
-            Cell::Text(&spec),
-            Cell::Text(env.id.as_str()),
-            Cell::Int(i64::from(signing.key_version_number())),
-            Cell::Text(stored_text(&signing)),
-        ];
-        let written = FUNCTIONS
-            .put(
-                &mut tx,
-                &[env.name.as_str()],
-                id.as_str(),
-                &cells,
-                precondition,
-                at.millis(),
-            )
-            .await?;
-        // The row as it now stands (an update kept the signing secrets it had); the write
-        // holds its lock, so this is what commits.
-        let record = read(&mut tx, &env.name, id)
-            .await?
-            .ok_or_else(|| corrupt("postgres: a function vanished under its own write"))?;
-        let out = FunctionPutOutcome {
-            record,
-            created: written.created(),
-        };
-        let last = append(&mut tx, &author, &[Change::function_written(&out)]).await?;
-        self.commit(tx, last).await?;
-        Ok(out)
+        let (env, id, actor) = (env.clone(), id.clone(), actor.clone());
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let (env, id, actor) = (&env, &id, &actor);
+                let author = incarnation_scope(&mut tx, actor, env).await?;
+                let cells = [
+                    Cell::Text(&spec),
+                    Cell::Text(env.id.as_str()),
+                    Cell::Int(i64::from(signing.key_version_number())),
+                    Cell::Text(stored_text(&signing)),
+                ];
+                let written = FUNCTIONS
+                    .put(
+                        &mut tx,
+                        &[env.name.as_str()],
+                        id.as_str(),
+                        &cells,
+                        precondition,
+                        at.millis(),
+                    )
+                    .await?;
+                // The row as it now stands (an update kept the signing secrets it had); the write
+                // holds its lock, so this is what commits.
+                let record = read(&mut tx, &env.name, id)
+                    .await?
+                    .ok_or_else(|| corrupt("postgres: a function vanished under its own write"))?;
+                let out = FunctionPutOutcome {
+                    record,
+                    created: written.created(),
+                };
+                append(&mut tx, &author, &[Change::function_written(&out)]);
+                tx.keep();
+                Ok(out)
+            })
+        })
+        .await
     }
 
     async fn rotate_signing_secret(
@@ -132,37 +138,43 @@ impl FunctionStore for PgStore {
         at: Timestamp,
         actor: &Actor,
     ) -> StoreResult<FunctionRecord> {
-        let mut tx = self.begin().await?;
-        let author = incarnation_scope(&mut tx, actor, env).await?;
-        // One statement: the right-hand sides read the row as it was, so the secret being
-        // replaced becomes the previous one (replacing any older previous one).
-        let row = sqlx::query(&format!(
-            "UPDATE functions SET previous_key_version = signing_key_version,
-                 previous_value = signing_value, previous_until = $4,
-                 signing_key_version = $5, signing_value = $6,
-                 revision = revision + 1, updated_at = $7
-             WHERE environment = $1 AND environment_id = $2 AND id = $3
-             RETURNING {}",
-            FUNCTIONS.row_columns()
-        ))
-        .bind(env.name.as_str())
-        .bind(env.id.as_str())
-        .bind(id.as_str())
-        .bind(grace_until.millis())
-        .bind(i64::from(signing.key_version_number()))
-        .bind(stored_text(&signing))
-        .bind(at.millis())
-        .fetch_optional(&mut *tx)
+        let (env, id, actor) = (env.clone(), id.clone(), actor.clone());
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let (env, id, actor) = (&env, &id, &actor);
+                let author = incarnation_scope(&mut tx, actor, env).await?;
+                // One statement: the right-hand sides read the row as it was, so the secret being
+                // replaced becomes the previous one (replacing any older previous one).
+                let row = sqlx::query(&format!(
+                    "UPDATE functions SET previous_key_version = signing_key_version,
+                         previous_value = signing_value, previous_until = $4,
+                         signing_key_version = $5, signing_value = $6,
+                         revision = revision + 1, updated_at = $7
+                     WHERE environment = $1 AND environment_id = $2 AND id = $3
+                     RETURNING {}",
+                    FUNCTIONS.row_columns()
+                ))
+                .bind(env.name.as_str())
+                .bind(env.id.as_str())
+                .bind(id.as_str())
+                .bind(grace_until.millis())
+                .bind(i64::from(signing.key_version_number()))
+                .bind(stored_text(&signing))
+                .bind(at.millis())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+                let record = function(
+                    env.name.clone(),
+                    id.clone(),
+                    &row.ok_or(StoreError::NotFound)?,
+                )?;
+                append(&mut tx, &author, &[Change::function_rotated(&record)]);
+                tx.keep();
+                Ok(record)
+            })
+        })
         .await
-        .map_err(db)?;
-        let record = function(
-            env.name.clone(),
-            id.clone(),
-            &row.ok_or(StoreError::NotFound)?,
-        )?;
-        let last = append(&mut tx, &author, &[Change::function_rotated(&record)]).await?;
-        self.commit(tx, last).await?;
-        Ok(record)
     }
 
     async fn scan_functions(
@@ -213,96 +225,100 @@ impl FunctionStore for PgStore {
         batch: Vec<SigningReplacement>,
         actor: &Actor,
     ) -> StoreResult<Vec<bool>> {
-        let mut cols = SigningColumns::default();
-        for (i, r) in batch.iter().enumerate() {
-            cols.push(i, r)?;
-        }
-        let mut tx = self.begin().await?;
-        // Step 1: the environments' rows, in name order, so a deletion of one waits for this
-        // batch (or this batch for it) before either holds a function row the other needs.
-        let mut names = cols.environment.clone();
-        names.sort_unstable();
-        names.dedup();
-        sqlx::query("SELECT 1 FROM environments WHERE name = ANY($1) ORDER BY name FOR KEY SHARE")
-            .bind(&names)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db)?;
-        // Step 3.
-        let author = check_actor(&mut tx, actor).await?;
-        // Step 4: the functions' rows, in (environment, id) order, so two batches over the
-        // same functions (rewraps on two nodes) never hold them in a cycle.
-        sqlx::query(
-            "SELECT 1 FROM functions
-             WHERE (environment, id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))
-             ORDER BY environment, id FOR NO KEY UPDATE",
-        )
-        .bind(&cols.environment)
-        .bind(&cols.id)
-        .fetch_all(&mut *tx)
+        let actor = actor.clone();
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let actor = &actor;
+                let mut cols = SigningColumns::default();
+                for (i, r) in batch.iter().enumerate() {
+                    cols.push(i, r)?;
+                }
+                // Step 1: the environments' rows, in name order, so a deletion of one waits for this
+                // batch (or this batch for it) before either holds a function row the other needs.
+                let mut names = cols.environment.clone();
+                names.sort_unstable();
+                names.dedup();
+                sqlx::query("SELECT 1 FROM environments WHERE name = ANY($1) ORDER BY name FOR KEY SHARE")
+                    .bind(&names)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                // Step 3.
+                let author = check_actor(&mut tx, actor).await?;
+                // Step 4: the functions' rows, in (environment, id) order, so two batches over the
+                // same functions (rewraps on two nodes) never hold them in a cycle.
+                sqlx::query(
+                    "SELECT 1 FROM functions
+                     WHERE (environment, id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))
+                     ORDER BY environment, id FOR NO KEY UPDATE",
+                )
+                .bind(&cols.environment)
+                .bind(&cols.id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+                // One statement for the batch: each replacement applies only to the exact row it
+                // was read from (incarnation, revision, and both stored forms: `IS NOT DISTINCT
+                // FROM` pins a previous secret's absence too); a secret kept as read is written back
+                // as it is (`COALESCE`); revision, timestamps and the grace period stay.
+                let applied_at: Vec<i64> = sqlx::query_scalar(
+                    "UPDATE functions f SET
+                         signing_key_version = COALESCE(r.new_version, f.signing_key_version),
+                         signing_value = COALESCE(r.new_value, f.signing_value),
+                         previous_key_version = COALESCE(r.new_previous_version, f.previous_key_version),
+                         previous_value = COALESCE(r.new_previous_value, f.previous_value)
+                     FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                                 $6::bigint[], $7::text[], $8::bigint[], $9::text[],
+                                 $10::bigint[], $11::text[], $12::bigint[], $13::text[])
+                          AS r(idx, environment, environment_id, id, revision,
+                               read_version, read_value, new_version, new_value,
+                               read_previous_version, read_previous_value,
+                               new_previous_version, new_previous_value)
+                     WHERE f.environment = r.environment AND f.environment_id = r.environment_id
+                       AND f.id = r.id AND f.revision = r.revision
+                       AND f.signing_key_version = r.read_version AND f.signing_value = r.read_value
+                       AND f.previous_key_version IS NOT DISTINCT FROM r.read_previous_version
+                       AND f.previous_value IS NOT DISTINCT FROM r.read_previous_value
+                     RETURNING r.idx",
+                )
+                .bind(&cols.index)
+                .bind(&cols.environment)
+                .bind(&cols.environment_id)
+                .bind(&cols.id)
+                .bind(&cols.revision)
+                .bind(&cols.read_version)
+                .bind(&cols.read_value)
+                .bind(&cols.new_version)
+                .bind(&cols.new_value)
+                .bind(&cols.read_previous_version)
+                .bind(&cols.read_previous_value)
+                .bind(&cols.new_previous_version)
+                .bind(&cols.new_previous_value)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+                let mut applied = vec![false; batch.len()];
+                for i in applied_at {
+                    if let Some(slot) = usize::try_from(i).ok().and_then(|i| applied.get_mut(i)) {
+                        *slot = true;
+                    }
+                }
+                let stored_anew: u64 = batch
+                    .iter()
+                    .zip(&applied)
+                    .filter(|(_, applied)| **applied)
+                    .map(|(r, _)| r.stored_anew())
+                    .sum();
+                // Step 5, only when something changed.
+                if stored_anew > 0 {
+                    let change = Change::keys_rewrapped(stored_anew, Timestamp::now());
+                    append(&mut tx, &author, &[change]);
+                }
+                tx.keep();
+                Ok(applied)
+            })
+        })
         .await
-        .map_err(db)?;
-        // One statement for the batch: each replacement applies only to the exact row it
-        // was read from (incarnation, revision, and both stored forms: `IS NOT DISTINCT
-        // FROM` pins a previous secret's absence too); a secret kept as read is written back
-        // as it is (`COALESCE`); revision, timestamps and the grace period stay.
-        let applied_at: Vec<i64> = sqlx::query_scalar(
-            "UPDATE functions f SET
-                 signing_key_version = COALESCE(r.new_version, f.signing_key_version),
-                 signing_value = COALESCE(r.new_value, f.signing_value),
-                 previous_key_version = COALESCE(r.new_previous_version, f.previous_key_version),
-                 previous_value = COALESCE(r.new_previous_value, f.previous_value)
-             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[],
-                         $6::bigint[], $7::text[], $8::bigint[], $9::text[],
-                         $10::bigint[], $11::text[], $12::bigint[], $13::text[])
-                  AS r(idx, environment, environment_id, id, revision,
-                       read_version, read_value, new_version, new_value,
-                       read_previous_version, read_previous_value,
-                       new_previous_version, new_previous_value)
-             WHERE f.environment = r.environment AND f.environment_id = r.environment_id
-               AND f.id = r.id AND f.revision = r.revision
-               AND f.signing_key_version = r.read_version AND f.signing_value = r.read_value
-               AND f.previous_key_version IS NOT DISTINCT FROM r.read_previous_version
-               AND f.previous_value IS NOT DISTINCT FROM r.read_previous_value
-             RETURNING r.idx",
-        )
-        .bind(&cols.index)
-        .bind(&cols.environment)
-        .bind(&cols.environment_id)
-        .bind(&cols.id)
-        .bind(&cols.revision)
-        .bind(&cols.read_version)
-        .bind(&cols.read_value)
-        .bind(&cols.new_version)
-        .bind(&cols.new_value)
-        .bind(&cols.read_previous_version)
-        .bind(&cols.read_previous_value)
-        .bind(&cols.new_previous_version)
-        .bind(&cols.new_previous_value)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
-        let mut applied = vec![false; batch.len()];
-        for i in applied_at {
-            if let Some(slot) = usize::try_from(i).ok().and_then(|i| applied.get_mut(i)) {
-                *slot = true;
-            }
-        }
-        let stored_anew: u64 = batch
-            .iter()
-            .zip(&applied)
-            .filter(|(_, applied)| **applied)
-            .map(|(r, _)| r.stored_anew())
-            .sum();
-        // Step 5, only when something changed.
-        let last = if stored_anew > 0 {
-            let change = Change::keys_rewrapped(stored_anew, Timestamp::now());
-            append(&mut tx, &author, &[change]).await?
-        } else {
-            None
-        };
-        self.commit(tx, last).await?;
-        Ok(applied)
     }
 
     async fn delete_function(
@@ -312,19 +328,25 @@ impl FunctionStore for PgStore {
         precondition: Precondition,
         actor: &Actor,
     ) -> StoreResult<FunctionRecord> {
-        let mut tx = self.begin().await?;
-        // Step 1, then step 3, as a config deletion: a deletion of the environment waits
-        // for this one. (A function of a deleted environment went with it: NotFound.)
-        lock_environment(&mut tx, env).await?;
-        let author = check_actor(&mut tx, actor).await?;
-        let row = FUNCTIONS
-            .delete(&mut tx, &[env.as_str()], id.as_str(), precondition)
-            .await?;
-        let gone = function(env.clone(), id.clone(), &row)?;
-        let change = Change::function_deleted(&gone, Timestamp::now());
-        let last = append(&mut tx, &author, &[change]).await?;
-        self.commit(tx, last).await?;
-        Ok(gone)
+        let (env, id, actor) = (env.clone(), id.clone(), actor.clone());
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let (env, id, actor) = (&env, &id, &actor);
+                // Step 1, then step 3, as a config deletion: a deletion of the environment waits
+                // for this one. (A function of a deleted environment went with it: NotFound.)
+                lock_environment(&mut tx, env).await?;
+                let author = check_actor(&mut tx, actor).await?;
+                let row = FUNCTIONS
+                    .delete(&mut tx, &[env.as_str()], id.as_str(), precondition)
+                    .await?;
+                let gone = function(env.clone(), id.clone(), &row)?;
+                let change = Change::function_deleted(&gone, Timestamp::now());
+                append(&mut tx, &author, &[change]);
+                tx.keep();
+                Ok(gone)
+            })
+        })
+        .await
     }
 }
 

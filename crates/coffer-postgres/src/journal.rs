@@ -22,11 +22,12 @@
 use async_trait::async_trait;
 use coffer_store::{
     Action, Actor, ActorRef, AuditQuery, AuditRecord, AuditResult, Change, Denial, EnvName,
-    Environment, EventRecord, JournalStore, Origin, StoreError, StoreResult,
+    Environment, EventRecord, JournalStore, Origin, SecretName, StoreError, StoreResult,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, QueryBuilder, Row};
 
+use crate::writer::{Pending, Tx};
 use crate::{EVENTS_CHANNEL, PgStore, db, signed, unsigned};
 
 /// Sequence numbers one `GET /v1/audit` page examines at most (as on SQLite).
@@ -114,37 +115,96 @@ pub(crate) async fn key_scope(
 }
 
 /// Steps 1 and 3 of a write into an incarnation (a secret value, a function, a send): the
-/// incarnation must exist, for every actor, and stays locked until the commit; then the
-/// actor is re-checked. A key that is gone as well is reported as
-/// [`StoreError::ActorRevoked`], as the SQLite store does.
+/// incarnation must exist, for every actor, and stays locked until the commit; the actor is
+/// re-checked and its row locked. A key that is gone as well is reported as
+/// [`StoreError::ActorRevoked`], as the SQLite store does. One statement (one round trip).
 pub(crate) async fn incarnation_scope(
     c: &mut PgConnection,
     actor: &Actor,
     env: &Environment,
 ) -> StoreResult<Author> {
-    let found: Option<i32> =
-        sqlx::query_scalar("SELECT 1 FROM environments WHERE name = $1 AND id = $2 FOR KEY SHARE")
-            .bind(env.name.as_str())
-            .bind(env.id.as_str())
-            .fetch_optional(&mut *c)
-            .await
-            .map_err(db)?;
-    let author = check_actor(c, actor).await?;
-    match found {
-        Some(_) => Ok(author),
-        None => Err(StoreError::NotFound),
+    scope_removing_mark(c, actor, env, None).await
+}
+
+/// [`incarnation_scope`] for a write of the secret `name` that supersedes its unreadable
+/// mark: the mark is removed in the same statement. (If the write is then refused, its
+/// savepoint brings the mark back.)
+pub(crate) async fn secret_scope(
+    c: &mut PgConnection,
+    actor: &Actor,
+    env: &Environment,
+    name: &SecretName,
+) -> StoreResult<Author> {
+    scope_removing_mark(c, actor, env, Some(name)).await
+}
+
+async fn scope_removing_mark(
+    c: &mut PgConnection,
+    actor: &Actor,
+    env: &Environment,
+    mark_of: Option<&SecretName>,
+) -> StoreResult<Author> {
+    let key_id = match actor {
+        Actor::Key { id, .. } => Some(id.as_str()),
+        Actor::System => None,
+    };
+    let (found, key_found, scope, key_name): (bool, bool, Option<String>, Option<String>) =
+        sqlx::query_as(
+            "WITH e AS (
+                 SELECT 1 FROM environments WHERE name = $1 AND id = $2 FOR KEY SHARE
+             ), k AS (
+                 SELECT environment, name FROM api_keys WHERE id = $3 FOR KEY SHARE
+             ), m AS (
+                 DELETE FROM unreadable_values
+                 WHERE $4::text IS NOT NULL AND environment = $1 AND name = $4
+             )
+             SELECT EXISTS (SELECT 1 FROM e), EXISTS (SELECT 1 FROM k),
+                    (SELECT environment FROM k), (SELECT name FROM k)",
+        )
+        .bind(env.name.as_str())
+        .bind(env.id.as_str())
+        .bind(key_id)
+        .bind(mark_of.map(SecretName::as_str))
+        .fetch_one(&mut *c)
+        .await
+        .map_err(db)?;
+    let author = match actor {
+        Actor::System => Author::system(),
+        Actor::Key {
+            id,
+            environment,
+            origin,
+        } => match key_name {
+            Some(name)
+                if key_found && scope.as_deref() == environment.as_ref().map(EnvName::as_str) =>
+            {
+                Author {
+                    actor: ActorRef {
+                        key_id: Some(id.to_string()),
+                        key_name: Some(name),
+                    },
+                    origin: origin.clone(),
+                }
+            }
+            _ => return Err(StoreError::ActorRevoked),
+        },
+    };
+    if found {
+        Ok(author)
+    } else {
+        Err(StoreError::NotFound)
     }
 }
 
 /// The journal head.
-struct Head {
-    audit_seq: u64,
-    audit_hash: String,
-    event_seq: u64,
+pub(crate) struct Head {
+    pub(crate) audit_seq: u64,
+    pub(crate) audit_hash: String,
+    pub(crate) event_seq: u64,
 }
 
-/// Locks the head (step 5).
-async fn lock_head(c: &mut PgConnection) -> StoreResult<Head> {
+/// Locks the head: the first lock of every writing transaction (see `writer`).
+pub(crate) async fn lock_head(c: &mut PgConnection) -> StoreResult<Head> {
     let (audit_seq, audit_hash, event_seq): (i64, String, i64) = sqlx::query_as(
         "SELECT audit_seq, audit_hash, event_seq FROM journal_head WHERE id = 1 FOR UPDATE",
     )
@@ -158,30 +218,35 @@ async fn lock_head(c: &mut PgConnection) -> StoreResult<Head> {
     })
 }
 
-/// Appends one audit row per change and one event per change that publishes one, and
-/// notifies [`EVENTS_CHANNEL`] (delivered on commit). Returns the last event id appended, if
-/// any, for the caller to announce after its commit.
-pub(crate) async fn append(
-    c: &mut PgConnection,
-    author: &Author,
-    changes: &[Change],
-) -> StoreResult<Option<u64>> {
-    if changes.is_empty() {
-        return Ok(None);
-    }
-    let mut head = lock_head(c).await?;
-    let mut rows = Vec::with_capacity(changes.len());
+/// Appends one audit row per change and one event per change that publishes one to the
+/// batch's journal (written, chained, with the batch; dropped if this write is rolled back).
+pub(crate) fn append(tx: &mut Tx<'_>, author: &Author, changes: &[Change]) {
+    let journal = tx.journal();
     for change in changes {
         let event = change.action.publishes().then(|| {
-            head.event_seq += 1;
-            head.event_seq
+            journal.head.event_seq += 1;
+            journal.head.event_seq
         });
-        rows.push(AuditRecord::of_change(
+        journal.rows.push(AuditRecord::of_change(
             change,
             &author.actor,
             &author.origin,
             event,
         ));
+    }
+}
+
+/// Chains a batch's rows onto the head locked at its start and writes them, their outbox
+/// rows and the new head in one statement, with a notification of the last event
+/// ([`EVENTS_CHANNEL`], delivered on commit). Returns that event's id, if any, for the
+/// writer to announce after its commit.
+pub(crate) async fn write_pending(
+    c: &mut PgConnection,
+    pending: Pending,
+) -> StoreResult<Option<u64>> {
+    let Pending { mut head, rows, .. } = pending;
+    if rows.is_empty() {
+        return Ok(None);
     }
     write_rows(c, &mut head, rows).await
 }
@@ -375,33 +440,33 @@ impl JournalStore for PgStore {
         if denials.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin().await?;
-        let ids: Vec<String> = denials
-            .iter()
-            .filter_map(|d| d.key_id.as_ref().map(ToString::to_string))
-            .collect();
-        let names: Vec<(String, String)> =
-            sqlx::query_as("SELECT id, name FROM api_keys WHERE id = ANY($1)")
-                .bind(&ids)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db)?;
-        let name_of = |id: &str| {
-            names
-                .iter()
-                .find(|(k, _)| k == id)
-                .map(|(_, name)| name.clone())
-        };
-        let rows = denials
-            .into_iter()
-            .map(|d| {
-                let key_name = d.key_id.as_ref().and_then(|id| name_of(id.as_str()));
-                AuditRecord::of_denial(d, key_name)
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let ids: Vec<String> = denials
+                    .iter()
+                    .filter_map(|d| d.key_id.as_ref().map(ToString::to_string))
+                    .collect();
+                let names: Vec<(String, String)> =
+                    sqlx::query_as("SELECT id, name FROM api_keys WHERE id = ANY($1)")
+                        .bind(&ids)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                let name_of = |id: &str| {
+                    names
+                        .iter()
+                        .find(|(k, _)| k == id)
+                        .map(|(_, name)| name.clone())
+                };
+                tx.journal().rows.extend(denials.into_iter().map(|d| {
+                    let key_name = d.key_id.as_ref().and_then(|id| name_of(id.as_str()));
+                    AuditRecord::of_denial(d, key_name)
+                }));
+                tx.keep();
+                Ok(())
             })
-            .collect();
-        let mut head = lock_head(&mut tx).await?;
-        write_rows(&mut tx, &mut head, rows).await?;
-        self.commit(tx, None).await
+        })
+        .await
     }
 
     async fn audit(

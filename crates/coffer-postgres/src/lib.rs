@@ -29,10 +29,11 @@ mod secrets;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod versioned;
+mod writer;
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use coffer_store::{StoreError, StoreResult};
@@ -80,6 +81,19 @@ impl Default for PgOptions {
 
 /// The catalog, the `db` secret store and the config store on one PostgreSQL database.
 pub struct PgStore {
+    db: Db,
+    /// The last event id this node has seen committed (its own commits, and other nodes'
+    /// as their notifications arrive).
+    events: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The task that listens for other nodes' commits; stopped when the store goes.
+    listener: tokio::task::AbortHandle,
+    /// The node's writes, committed in batches (see `writer`).
+    writer: writer::Writer,
+}
+
+/// The connection pool and what it needs to tell an unreachable server from a busy pool.
+#[derive(Clone)]
+pub(crate) struct Db {
     pool: PgPool,
     /// Set when opening a connection failed, cleared when one opens: whether a timed-out
     /// acquire means an unreachable server rather than a busy pool.
@@ -88,11 +102,14 @@ pub struct PgStore {
     connect: PgConnectOptions,
     /// The pool's most connections.
     max_connections: u32,
-    /// The last event id this node has seen committed (its own commits, and other nodes'
-    /// as their notifications arrive).
-    events: Arc<tokio::sync::watch::Sender<u64>>,
-    /// The task that listens for other nodes' commits; stopped when the store goes.
-    listener: tokio::task::AbortHandle,
+    /// What `recheck_until` counts from.
+    clock: std::time::Instant,
+    /// Until when (milliseconds on `clock`) a connection is pinged before use, and replaced
+    /// if it does not answer: for a minute after the server was seen going away (the
+    /// listening connection lost, a connection that would not open). Idle connections of
+    /// the pool die with the server, and without this each would fail a request once it
+    /// is back; the rest of the time a checkout costs no round trip.
+    recheck_until: Arc<AtomicU64>,
 }
 
 impl PgStore {
@@ -115,6 +132,9 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
+            // No ping before every checkout (a round trip per read): `Db::acquire` pings only
+            // while the server was lately seen going away (see `Db::recheck_until`).
+            .test_before_acquire(false)
             .after_connect(move |_, _| {
                 opened.store(false, Ordering::Relaxed);
                 Box::pin(async { Ok(()) })
@@ -144,37 +164,81 @@ impl PgStore {
             .max_connections(1)
             .acquire_timeout(options.connect_timeout)
             .connect_lazy_with(connect.clone());
-        let listener = tokio::spawn(listen(
-            listen_pool,
-            pool.clone(),
-            events.clone(),
-            connect_failed.clone(),
-        ))
-        .abort_handle();
-        Ok(PgStore {
+        let db = Db {
             pool,
             connect_failed,
             connect,
             max_connections: options.max_connections.max(1),
+            clock: std::time::Instant::now(),
+            recheck_until: Arc::new(AtomicU64::new(0)),
+        };
+        let listener = tokio::spawn(listen(listen_pool, db.clone(), events.clone())).abort_handle();
+        let writer = writer::Writer::start(db.clone(), events.clone());
+        Ok(PgStore {
+            db,
             events,
             listener,
+            writer,
         })
     }
 
     /// A connection for one piece of database work.
     async fn acquire(&self) -> StoreResult<PoolConnection<Postgres>> {
-        match self.pool.acquire().await {
-            Ok(c) => Ok(c),
-            Err(e) => Err(self.pool_error(e).await),
-        }
+        self.db.acquire().await
     }
 
-    /// A transaction for one write.
-    async fn begin(&self) -> StoreResult<Transaction<'static, Postgres>> {
-        match self.pool.begin().await {
-            Ok(tx) => Ok(tx),
-            Err(e) => Err(self.pool_error(e).await),
+    /// Runs one write in the node's next batch (see `writer`) and returns its outcome once
+    /// the batch has committed.
+    async fn write<T, F>(&self, write: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(writer::Tx<'c>) -> writer::BoxFuture<'c, StoreResult<T>> + Send + 'static,
+    {
+        self.writer.run(write).await
+    }
+
+    /// Whether the database answers a query.
+    async fn ping(&self) -> StoreResult<()> {
+        let mut c = self.acquire().await?;
+        sqlx::query("SELECT 1").execute(&mut *c).await.map_err(db)?;
+        Ok(())
+    }
+}
+
+impl Db {
+    /// A connection for one piece of database work. While the server was lately seen going
+    /// away, each is pinged first, and one that does not answer is closed and replaced (at
+    /// most once per connection the pool may hold, plus one).
+    async fn acquire(&self) -> StoreResult<PoolConnection<Postgres>> {
+        for _ in 0..=self.max_connections {
+            let mut c = match self.pool.acquire().await {
+                Ok(c) => c,
+                Err(e) => return Err(self.pool_error(e).await),
+            };
+            if !self.rechecking() || sqlx::Connection::ping(&mut *c).await.is_ok() {
+                return Ok(c);
+            }
+            c.close_on_drop();
         }
+        Err(unreachable())
+    }
+
+    /// A transaction for one write (batch).
+    async fn begin(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        let c = self.acquire().await?;
+        Transaction::begin(c, None).await.map_err(db)
+    }
+
+    /// Connections are pinged before use for the next minute (see `recheck_until`).
+    fn server_went_away(&self) {
+        let until = self.clock.elapsed() + RECHECK_FOR;
+        let until = u64::try_from(until.as_millis()).unwrap_or(u64::MAX);
+        self.recheck_until.fetch_max(until, Ordering::Relaxed);
+    }
+
+    fn rechecking(&self) -> bool {
+        let now = u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+        now <= self.recheck_until.load(Ordering::Relaxed)
     }
 
     /// A timed-out acquire means an unreachable server when the pool holds no connection at
@@ -192,6 +256,7 @@ impl PgStore {
                     && !self.server_takes_connections().await
                 {
                     self.connect_failed.store(true, Ordering::Relaxed);
+                    self.server_went_away();
                 }
                 let failed = self.connect_failed.load(Ordering::Relaxed);
                 timed_out(self.pool.size(), failed)
@@ -199,6 +264,7 @@ impl PgStore {
             sqlx::Error::PoolClosed => db(e),
             other => {
                 self.connect_failed.store(true, Ordering::Relaxed);
+                self.server_went_away();
                 db(other)
             }
         }
@@ -215,27 +281,6 @@ impl PgStore {
             }
             _ => false,
         }
-    }
-
-    /// Commits `tx` and announces `last_event` (the last event id it appended, if any) to
-    /// this node's watchers; other nodes hear it from the notification the transaction sent.
-    async fn commit(
-        &self,
-        tx: Transaction<'static, Postgres>,
-        last_event: Option<u64>,
-    ) -> StoreResult<()> {
-        tx.commit().await.map_err(db)?;
-        if let Some(id) = last_event {
-            announce(&self.events, id);
-        }
-        Ok(())
-    }
-
-    /// Whether the database answers a query.
-    async fn ping(&self) -> StoreResult<()> {
-        let mut c = self.acquire().await?;
-        sqlx::query("SELECT 1").execute(&mut *c).await.map_err(db)?;
-        Ok(())
     }
 }
 
@@ -290,6 +335,9 @@ fn announce(events: &tokio::sync::watch::Sender<u64>, id: u64) {
     });
 }
 
+/// How long connections are pinged before use after the server was seen going away.
+const RECHECK_FOR: Duration = Duration::from_secs(60);
+
 /// The listener's first wait before reconnecting, and its longest.
 const LISTEN_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 /// How long a listening connection must stay up for the backoff to start over.
@@ -302,19 +350,16 @@ const LISTEN_PING: Duration = Duration::from_secs(30);
 /// (re)connection it also reads the head, so events committed while it was away are
 /// announced too. Every way the connection can fail — it cannot be opened, `LISTEN`
 /// fails, it is lost, a ping goes unanswered — waits with a backoff that doubles up to
-/// 5 s and starts over only once a connection stayed up for 10 s. Runs until the store is
-/// dropped.
-async fn listen(
-    listen_pool: PgPool,
-    pool: PgPool,
-    events: Arc<tokio::sync::watch::Sender<u64>>,
-    connect_failed: Arc<AtomicBool>,
-) {
+/// 5 s and starts over only once a connection stayed up for 10 s; and each makes the pool
+/// check its connections before use for a while (`Db::server_went_away`): they may have
+/// died with the listener's. Runs until the store is dropped.
+async fn listen(listen_pool: PgPool, db: Db, events: Arc<tokio::sync::watch::Sender<u64>>) {
     let (first, longest) = LISTEN_BACKOFF;
     let mut backoff = first;
     loop {
         let up_since = tokio::time::Instant::now();
-        listen_once(&listen_pool, &pool, &events, &connect_failed).await;
+        listen_once(&listen_pool, &db, &events).await;
+        db.server_went_away();
         if up_since.elapsed() >= LISTEN_STABLE {
             backoff = first;
         }
@@ -324,12 +369,8 @@ async fn listen(
 }
 
 /// One listening connection, from its opening to its loss.
-async fn listen_once(
-    listen_pool: &PgPool,
-    pool: &PgPool,
-    events: &tokio::sync::watch::Sender<u64>,
-    connect_failed: &AtomicBool,
-) {
+async fn listen_once(listen_pool: &PgPool, pool: &Db, events: &tokio::sync::watch::Sender<u64>) {
+    let connect_failed = &pool.connect_failed;
     let mut listener = match PgListener::connect_with(listen_pool).await {
         Ok(l) => {
             // The server takes connections again.

@@ -94,34 +94,40 @@ impl OrchestrationStore for PgStore {
         at: Timestamp,
         actor: &Actor,
     ) -> StoreResult<OrchestrationPutOutcome> {
-        let mut tx = self.begin().await?;
-        let author = incarnation_scope(&mut tx, actor, env).await?;
-        let cells = [
-            Cell::Text(name),
-            Cell::Text(&steps),
-            Cell::Text(env.id.as_str()),
-        ];
-        let written = ORCHESTRATIONS
-            .put(
-                &mut tx,
-                &[env.name.as_str()],
-                id.as_str(),
-                &cells,
-                precondition,
-                at.millis(),
-            )
-            .await?;
-        // The row as it now stands; the write holds its lock, so this is what commits.
-        let record = read(&mut tx, &env.name, id)
-            .await?
-            .ok_or_else(|| corrupt("postgres: an orchestration vanished under its own write"))?;
-        let out = OrchestrationPutOutcome {
-            record,
-            created: written.created(),
-        };
-        let last = append(&mut tx, &author, &[Change::orchestration_written(&out)]).await?;
-        self.commit(tx, last).await?;
-        Ok(out)
+        let (env, id, name, actor) = (env.clone(), id.clone(), name.to_owned(), actor.clone());
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let (env, id, name, actor) = (&env, &id, &name, &actor);
+                let author = incarnation_scope(&mut tx, actor, env).await?;
+                let cells = [
+                    Cell::Text(name),
+                    Cell::Text(&steps),
+                    Cell::Text(env.id.as_str()),
+                ];
+                let written = ORCHESTRATIONS
+                    .put(
+                        &mut tx,
+                        &[env.name.as_str()],
+                        id.as_str(),
+                        &cells,
+                        precondition,
+                        at.millis(),
+                    )
+                    .await?;
+                // The row as it now stands; the write holds its lock, so this is what commits.
+                let record = read(&mut tx, &env.name, id).await?.ok_or_else(|| {
+                    corrupt("postgres: an orchestration vanished under its own write")
+                })?;
+                let out = OrchestrationPutOutcome {
+                    record,
+                    created: written.created(),
+                };
+                append(&mut tx, &author, &[Change::orchestration_written(&out)]);
+                tx.keep();
+                Ok(out)
+            })
+        })
+        .await
     }
 
     async fn delete_orchestration(
@@ -131,18 +137,24 @@ impl OrchestrationStore for PgStore {
         precondition: Precondition,
         actor: &Actor,
     ) -> StoreResult<OrchestrationRecord> {
-        let mut tx = self.begin().await?;
-        // Step 1, then step 3, as a function's deletion.
-        lock_environment(&mut tx, env).await?;
-        let author = check_actor(&mut tx, actor).await?;
-        let row = ORCHESTRATIONS
-            .delete(&mut tx, &[env.as_str()], id.as_str(), precondition)
-            .await?;
-        let gone = orchestration(env.clone(), id.clone(), &row)?;
-        let change = Change::orchestration_deleted(&gone, Timestamp::now());
-        let last = append(&mut tx, &author, &[change]).await?;
-        self.commit(tx, last).await?;
-        Ok(gone)
+        let (env, id, actor) = (env.clone(), id.clone(), actor.clone());
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let (env, id, actor) = (&env, &id, &actor);
+                // Step 1, then step 3, as a function's deletion.
+                lock_environment(&mut tx, env).await?;
+                let author = check_actor(&mut tx, actor).await?;
+                let row = ORCHESTRATIONS
+                    .delete(&mut tx, &[env.as_str()], id.as_str(), precondition)
+                    .await?;
+                let gone = orchestration(env.clone(), id.clone(), &row)?;
+                let change = Change::orchestration_deleted(&gone, Timestamp::now());
+                append(&mut tx, &author, &[change]);
+                tx.keep();
+                Ok(gone)
+            })
+        })
+        .await
     }
 
     async fn scan_orchestrations(
@@ -178,76 +190,82 @@ impl OrchestrationStore for PgStore {
         batch: Vec<StepsReplacement>,
         actor: &Actor,
     ) -> StoreResult<Vec<bool>> {
-        let mut cols = StepsColumns::default();
-        for (i, r) in batch.iter().enumerate() {
-            cols.push(i, r)?;
-        }
-        let mut tx = self.begin().await?;
-        // Step 1: the environments' rows, in name order, as a signing replacement does.
-        let mut names = cols.environment.clone();
-        names.sort_unstable();
-        names.dedup();
-        sqlx::query("SELECT 1 FROM environments WHERE name = ANY($1) ORDER BY name FOR KEY SHARE")
-            .bind(&names)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db)?;
-        // Step 3.
-        let author = check_actor(&mut tx, actor).await?;
-        // Step 4: the orchestrations' rows, in (environment, id) order, so two batches over
-        // the same rows (rewraps on two nodes) never hold them in a cycle.
-        sqlx::query(
-            "SELECT 1 FROM orchestrations
-             WHERE (environment, id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))
-             ORDER BY environment, id FOR NO KEY UPDATE",
-        )
-        .bind(&cols.environment)
-        .bind(&cols.id)
-        .fetch_all(&mut *tx)
+        let actor = actor.clone();
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let actor = &actor;
+                let mut cols = StepsColumns::default();
+                for (i, r) in batch.iter().enumerate() {
+                    cols.push(i, r)?;
+                }
+                // Step 1: the environments' rows, in name order, as a signing replacement does.
+                let mut names = cols.environment.clone();
+                names.sort_unstable();
+                names.dedup();
+                sqlx::query(
+                    "SELECT 1 FROM environments WHERE name = ANY($1) ORDER BY name FOR KEY SHARE",
+                )
+                .bind(&names)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+                // Step 3.
+                let author = check_actor(&mut tx, actor).await?;
+                // Step 4: the orchestrations' rows, in (environment, id) order, so two batches over
+                // the same rows (rewraps on two nodes) never hold them in a cycle.
+                sqlx::query(
+                    "SELECT 1 FROM orchestrations
+                     WHERE (environment, id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))
+                     ORDER BY environment, id FOR NO KEY UPDATE",
+                )
+                .bind(&cols.environment)
+                .bind(&cols.id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+                // One statement for the batch: each replacement applies only to the exact row it
+                // was read from (incarnation, revision, stored text); revision and timestamps stay.
+                let applied_at: Vec<i64> = sqlx::query_scalar(
+                    "UPDATE orchestrations o SET steps = r.new
+                     FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                                 $6::text[], $7::text[])
+                          AS r(idx, environment, environment_id, id, revision, read, new)
+                     WHERE o.environment = r.environment AND o.environment_id = r.environment_id
+                       AND o.id = r.id AND o.revision = r.revision AND o.steps = r.read
+                     RETURNING r.idx",
+                )
+                .bind(&cols.index)
+                .bind(&cols.environment)
+                .bind(&cols.environment_id)
+                .bind(&cols.id)
+                .bind(&cols.revision)
+                .bind(&cols.read)
+                .bind(&cols.new)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+                let mut applied = vec![false; batch.len()];
+                for i in applied_at {
+                    if let Some(slot) = usize::try_from(i).ok().and_then(|i| applied.get_mut(i)) {
+                        *slot = true;
+                    }
+                }
+                let stored_anew: u64 = batch
+                    .iter()
+                    .zip(&applied)
+                    .filter(|(_, applied)| **applied)
+                    .map(|(r, _)| r.stored_anew)
+                    .sum();
+                // Step 5, only when something changed.
+                if stored_anew > 0 {
+                    let change = Change::keys_rewrapped(stored_anew, Timestamp::now());
+                    append(&mut tx, &author, &[change]);
+                }
+                tx.keep();
+                Ok(applied)
+            })
+        })
         .await
-        .map_err(db)?;
-        // One statement for the batch: each replacement applies only to the exact row it
-        // was read from (incarnation, revision, stored text); revision and timestamps stay.
-        let applied_at: Vec<i64> = sqlx::query_scalar(
-            "UPDATE orchestrations o SET steps = r.new
-             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[],
-                         $6::text[], $7::text[])
-                  AS r(idx, environment, environment_id, id, revision, read, new)
-             WHERE o.environment = r.environment AND o.environment_id = r.environment_id
-               AND o.id = r.id AND o.revision = r.revision AND o.steps = r.read
-             RETURNING r.idx",
-        )
-        .bind(&cols.index)
-        .bind(&cols.environment)
-        .bind(&cols.environment_id)
-        .bind(&cols.id)
-        .bind(&cols.revision)
-        .bind(&cols.read)
-        .bind(&cols.new)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
-        let mut applied = vec![false; batch.len()];
-        for i in applied_at {
-            if let Some(slot) = usize::try_from(i).ok().and_then(|i| applied.get_mut(i)) {
-                *slot = true;
-            }
-        }
-        let stored_anew: u64 = batch
-            .iter()
-            .zip(&applied)
-            .filter(|(_, applied)| **applied)
-            .map(|(r, _)| r.stored_anew)
-            .sum();
-        // Step 5, only when something changed.
-        let last = if stored_anew > 0 {
-            let change = Change::keys_rewrapped(stored_anew, Timestamp::now());
-            append(&mut tx, &author, &[change]).await?
-        } else {
-            None
-        };
-        self.commit(tx, last).await?;
-        Ok(applied)
     }
 }
 
@@ -261,45 +279,51 @@ impl FlowStore for PgStore {
         at: Timestamp,
         actor: &Actor,
     ) -> StoreResult<FlowRecord> {
-        let mut tx = self.begin().await?;
-        let author = incarnation_scope(&mut tx, actor, env).await?;
-        let active: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM orchestration_runs
-             WHERE environment = $1 AND status IN ('running', 'waiting_approval')",
-        )
-        .bind(env.name.as_str())
-        .fetch_one(&mut *tx)
+        let (env, actor) = (env.clone(), actor.clone());
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let (env, actor) = (&env, &actor);
+                let author = incarnation_scope(&mut tx, actor, env).await?;
+                let active: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM orchestration_runs
+                     WHERE environment = $1 AND status IN ('running', 'waiting_approval')",
+                )
+                .bind(env.name.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+                if u64::try_from(active).unwrap_or(u64::MAX) >= max_active {
+                    return Err(StoreError::Overloaded);
+                }
+                let row = sqlx::query(&format!(
+                    "INSERT INTO orchestration_runs (id, environment, environment_id, orchestration_id,
+                         orchestration_revision, status, current_step, steps, state, params, decision,
+                         wake_at, lease_expires_at, version, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8, $9, NULL, $10, NULL, 1, $10, $10)
+                     ON CONFLICT DO NOTHING RETURNING {FLOW_COLUMNS}"
+                ))
+                .bind(run.id.as_str())
+                .bind(env.name.as_str())
+                .bind(env.id.as_str())
+                .bind(run.orchestration_id.as_str())
+                .bind(signed(run.orchestration_revision)?)
+                .bind(run.current_step.as_deref())
+                .bind(&run.steps)
+                .bind(&run.state)
+                .bind(&run.params)
+                .bind(at.millis())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+                // An id is 64 random bits past its millisecond: taken, it is a bug.
+                let record = flow(&row.ok_or(StoreError::AlreadyExists)?)?;
+                let change = Change::flow(Action::FlowStarted, &record);
+                append(&mut tx, &author, &[change]);
+                tx.keep();
+                Ok(record)
+            })
+        })
         .await
-        .map_err(db)?;
-        if u64::try_from(active).unwrap_or(u64::MAX) >= max_active {
-            return Err(StoreError::Overloaded);
-        }
-        let row = sqlx::query(&format!(
-            "INSERT INTO orchestration_runs (id, environment, environment_id, orchestration_id,
-                 orchestration_revision, status, current_step, steps, state, params, decision,
-                 wake_at, lease_expires_at, version, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8, $9, NULL, $10, NULL, 1, $10, $10)
-             ON CONFLICT DO NOTHING RETURNING {FLOW_COLUMNS}"
-        ))
-        .bind(run.id.as_str())
-        .bind(env.name.as_str())
-        .bind(env.id.as_str())
-        .bind(run.orchestration_id.as_str())
-        .bind(signed(run.orchestration_revision)?)
-        .bind(run.current_step.as_deref())
-        .bind(&run.steps)
-        .bind(&run.state)
-        .bind(&run.params)
-        .bind(at.millis())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
-        // An id is 64 random bits past its millisecond: taken, it is a bug.
-        let record = flow(&row.ok_or(StoreError::AlreadyExists)?)?;
-        let change = Change::flow(Action::FlowStarted, &record);
-        let last = append(&mut tx, &author, &[change]).await?;
-        self.commit(tx, last).await?;
-        Ok(record)
     }
 
     async fn get_flow(
@@ -392,54 +416,60 @@ impl FlowStore for PgStore {
         at: Timestamp,
         actor: &Actor,
     ) -> StoreResult<FlowRecord> {
-        let mut tx = self.begin().await?;
-        // Steps 1 and 3, as every write into an environment (a run of a deleted environment
-        // went with it: NotFound below).
-        lock_environment(&mut tx, env).await?;
-        let author = check_actor(&mut tx, actor).await?;
-        // Step 4: one conditional statement on the run's version.
-        let row = sqlx::query(&format!(
-            "UPDATE orchestration_runs SET status = $4, current_step = $5, state = $6,
-                 wake_at = $7, lease_expires_at = NULL,
-                 decision = CASE WHEN $8 THEN NULL ELSE decision END,
-                 version = version + 1, updated_at = $9
-             WHERE environment = $1 AND id = $2 AND version = $3
-             RETURNING {FLOW_COLUMNS}"
-        ))
-        .bind(env.as_str())
-        .bind(advance.id.as_str())
-        .bind(signed(advance.version)?)
-        .bind(advance.status.as_str())
-        .bind(advance.current_step.as_deref())
-        .bind(&advance.state)
-        .bind(advance.wake_at.map(Timestamp::millis))
-        .bind(advance.take_decision)
-        .bind(at.millis())
-        .fetch_optional(&mut *tx)
+        let (env, actor) = (env.clone(), actor.clone());
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let (env, actor) = (&env, &actor);
+                // Steps 1 and 3, as every write into an environment (a run of a deleted environment
+                // went with it: NotFound below).
+                lock_environment(&mut tx, env).await?;
+                let author = check_actor(&mut tx, actor).await?;
+                // Step 4: one conditional statement on the run's version.
+                let row = sqlx::query(&format!(
+                    "UPDATE orchestration_runs SET status = $4, current_step = $5, state = $6,
+                         wake_at = $7, lease_expires_at = NULL,
+                         decision = CASE WHEN $8 THEN NULL ELSE decision END,
+                         version = version + 1, updated_at = $9
+                     WHERE environment = $1 AND id = $2 AND version = $3
+                     RETURNING {FLOW_COLUMNS}"
+                ))
+                .bind(env.as_str())
+                .bind(advance.id.as_str())
+                .bind(signed(advance.version)?)
+                .bind(advance.status.as_str())
+                .bind(advance.current_step.as_deref())
+                .bind(&advance.state)
+                .bind(advance.wake_at.map(Timestamp::millis))
+                .bind(advance.take_decision)
+                .bind(at.millis())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+                let Some(row) = row else {
+                    return Err(refusal(&mut tx, env, &advance.id).await?);
+                };
+                let record = flow(&row)?;
+                let mut changes = Vec::with_capacity(2);
+                if let Some(start) = advance.start {
+                    let event = EventSend {
+                        name: start.event_name,
+                        data: start.event_data,
+                        idempotency_key: None,
+                    };
+                    let (name, id) = (&record.environment, &record.environment_id);
+                    let run = queued(name, id, &event, start.run, at);
+                    insert_runs(&mut tx, name, id, &event, std::slice::from_ref(&run), at).await?;
+                    changes.push(Change::run_changed(&run));
+                }
+                if let Some(action) = advance.action {
+                    changes.push(Change::flow(action, &record));
+                }
+                append(&mut tx, &author, &changes);
+                tx.keep();
+                Ok(record)
+            })
+        })
         .await
-        .map_err(db)?;
-        let Some(row) = row else {
-            return Err(refusal(&mut tx, env, &advance.id).await?);
-        };
-        let record = flow(&row)?;
-        let mut changes = Vec::with_capacity(2);
-        if let Some(start) = advance.start {
-            let event = EventSend {
-                name: start.event_name,
-                data: start.event_data,
-                idempotency_key: None,
-            };
-            let (name, id) = (&record.environment, &record.environment_id);
-            let run = queued(name, id, &event, start.run, at);
-            insert_runs(&mut tx, name, id, &event, std::slice::from_ref(&run), at).await?;
-            changes.push(Change::run_changed(&run));
-        }
-        if let Some(action) = advance.action {
-            changes.push(Change::flow(action, &record));
-        }
-        let last = append(&mut tx, &author, &changes).await?;
-        self.commit(tx, last).await?;
-        Ok(record)
     }
 
     async fn decide_flow(
@@ -452,36 +482,42 @@ impl FlowStore for PgStore {
         at: Timestamp,
         actor: &Actor,
     ) -> StoreResult<FlowRecord> {
-        let mut tx = self.begin().await?;
-        lock_environment(&mut tx, env).await?;
-        let author = check_actor(&mut tx, actor).await?;
-        let row = sqlx::query(&format!(
-            "UPDATE orchestration_runs SET decision = $4, wake_at = $5, lease_expires_at = NULL,
-                 version = version + 1, updated_at = $5
-             WHERE environment = $1 AND id = $2 AND status = 'waiting_approval'
-               AND current_step = $3 AND decision IS NULL
-             RETURNING {FLOW_COLUMNS}"
-        ))
-        .bind(env.as_str())
-        .bind(id.as_str())
-        .bind(step)
-        .bind(&decision)
-        .bind(at.millis())
-        .fetch_optional(&mut *tx)
+        let (env, id, step, actor) = (env.clone(), id.clone(), step.to_owned(), actor.clone());
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let (env, id, step, actor) = (&env, &id, &step, &actor);
+                lock_environment(&mut tx, env).await?;
+                let author = check_actor(&mut tx, actor).await?;
+                let row = sqlx::query(&format!(
+                    "UPDATE orchestration_runs SET decision = $4, wake_at = $5, lease_expires_at = NULL,
+                         version = version + 1, updated_at = $5
+                     WHERE environment = $1 AND id = $2 AND status = 'waiting_approval'
+                       AND current_step = $3 AND decision IS NULL
+                     RETURNING {FLOW_COLUMNS}"
+                ))
+                .bind(env.as_str())
+                .bind(id.as_str())
+                .bind(step)
+                .bind(&decision)
+                .bind(at.millis())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+                let Some(row) = row else {
+                    return Err(refusal(&mut tx, env, id).await?);
+                };
+                let record = flow(&row)?;
+                let action = if approved {
+                    Action::FlowApproved
+                } else {
+                    Action::FlowRejected
+                };
+                append(&mut tx, &author, &[Change::flow(action, &record)]);
+                tx.keep();
+                Ok(record)
+            })
+        })
         .await
-        .map_err(db)?;
-        let Some(row) = row else {
-            return Err(refusal(&mut tx, env, id).await?);
-        };
-        let record = flow(&row)?;
-        let action = if approved {
-            Action::FlowApproved
-        } else {
-            Action::FlowRejected
-        };
-        let last = append(&mut tx, &author, &[Change::flow(action, &record)]).await?;
-        self.commit(tx, last).await?;
-        Ok(record)
     }
 }
 

@@ -50,34 +50,40 @@ impl RunStore for PgStore {
         at: Timestamp,
         actor: &Actor,
     ) -> StoreResult<Enqueued> {
-        let mut tx = self.begin().await?;
-        let author = incarnation_scope(&mut tx, actor, env).await?;
-        if let Some(key) = &event.idempotency_key
-            && let Some(first) = receive(&mut tx, &env.id, key, at).await?
-        {
-            // Seen within the window: the first send's runs; the dropped transaction
-            // writes nothing.
-            return Ok(Enqueued {
-                runs: first,
-                replayed: true,
-            });
-        }
-        let records: Vec<RunRecord> = runs
-            .into_iter()
-            .map(|r| queued(&env.name, &env.id, event, r, at))
-            .collect();
-        insert_runs(&mut tx, &env.name, &env.id, event, &records, at).await?;
-        let count = records.len() as u64;
-        let changes: Vec<Change> =
-            std::iter::once(Change::event_received(&env.name, &event.name, count, at))
-                .chain(records.iter().map(Change::run_changed))
-                .collect();
-        let last = append(&mut tx, &author, &changes).await?;
-        self.commit(tx, last).await?;
-        Ok(Enqueued {
-            runs: records.into_iter().map(|r| (r.id, r.function_id)).collect(),
-            replayed: false,
+        let (env, event, actor) = (env.clone(), event.clone(), actor.clone());
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let (env, event, actor) = (&env, &event, &actor);
+                let author = incarnation_scope(&mut tx, actor, env).await?;
+                if let Some(key) = &event.idempotency_key
+                    && let Some(first) = receive(&mut tx, &env.id, key, at).await?
+                {
+                    // Seen within the window: the first send's runs; the dropped transaction
+                    // writes nothing.
+                    return Ok(Enqueued {
+                        runs: first,
+                        replayed: true,
+                    });
+                }
+                let records: Vec<RunRecord> = runs
+                    .into_iter()
+                    .map(|r| queued(&env.name, &env.id, event, r, at))
+                    .collect();
+                insert_runs(&mut tx, &env.name, &env.id, event, &records, at).await?;
+                let count = records.len() as u64;
+                let changes: Vec<Change> =
+                    std::iter::once(Change::event_received(&env.name, &event.name, count, at))
+                        .chain(records.iter().map(Change::run_changed))
+                        .collect();
+                append(&mut tx, &author, &changes);
+                tx.keep();
+                Ok(Enqueued {
+                    runs: records.into_iter().map(|r| (r.id, r.function_id)).collect(),
+                    replayed: false,
+                })
+            })
         })
+        .await
     }
 
     async fn get_run(&self, env: &EnvName, id: &RunId) -> StoreResult<Option<RunRecord>> {
@@ -126,33 +132,39 @@ impl RunStore for PgStore {
         at: Timestamp,
         actor: &Actor,
     ) -> StoreResult<Vec<RunRecord>> {
-        let mut tx = self.begin().await?;
-        // Step 3 only. A lease needs no environment row: it creates nothing in one, and it
-        // never waits for a run (a deletion's cascade holding one makes it skip it), so a
-        // deletion of the environment cannot wait on it in a cycle. Polls are frequent and
-        // mostly find nothing: they lock no row they need not.
-        let author = check_actor(&mut tx, actor).await?;
-        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
-        if limit == 0 || query.functions.as_ref().is_some_and(Vec::is_empty) {
-            return Ok(Vec::new());
-        }
-        let mut sql = QueryBuilder::new("");
-        push_lease(&mut sql, query, limit, at);
-        let rows = sql.build().fetch_all(&mut *tx).await.map_err(db)?;
-        let mut leased = rows
-            .iter()
-            .map(|r| {
-                let due: i64 = r.try_get(18).map_err(db)?;
-                Ok((due, run(r)?))
+        let (query, actor) = (query.clone(), actor.clone());
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let (query, actor) = (&query, &actor);
+                // Step 3 only. A lease needs no environment row: it creates nothing in one, and it
+                // never waits for a run (a deletion's cascade holding one makes it skip it), so a
+                // deletion of the environment cannot wait on it in a cycle. Polls are frequent and
+                // mostly find nothing: they lock no row they need not.
+                let author = check_actor(&mut tx, actor).await?;
+                let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+                if limit == 0 || query.functions.as_ref().is_some_and(Vec::is_empty) {
+                    return Ok(Vec::new());
+                }
+                let mut sql = QueryBuilder::new("");
+                push_lease(&mut sql, query, limit, at);
+                let rows = sql.build().fetch_all(&mut *tx).await.map_err(db)?;
+                let mut leased = rows
+                    .iter()
+                    .map(|r| {
+                        let due: i64 = r.try_get(18).map_err(db)?;
+                        Ok((due, run(r)?))
+                    })
+                    .collect::<StoreResult<Vec<(i64, RunRecord)>>>()?;
+                // RETURNING keeps no order: oldest due first, as they were picked.
+                leased.sort_by(|(a, x), (b, y)| (a, &x.id).cmp(&(b, &y.id)));
+                let leased: Vec<RunRecord> = leased.into_iter().map(|(_, r)| r).collect();
+                let changes: Vec<Change> = leased.iter().map(Change::run_changed).collect();
+                append(&mut tx, &author, &changes);
+                tx.keep();
+                Ok(leased)
             })
-            .collect::<StoreResult<Vec<(i64, RunRecord)>>>()?;
-        // RETURNING keeps no order: oldest due first, as they were picked.
-        leased.sort_by(|(a, x), (b, y)| (a, &x.id).cmp(&(b, &y.id)));
-        let leased: Vec<RunRecord> = leased.into_iter().map(|(_, r)| r).collect();
-        let changes: Vec<Change> = leased.iter().map(Change::run_changed).collect();
-        let last = append(&mut tx, &author, &changes).await?;
-        self.commit(tx, last).await?;
-        Ok(leased)
+        })
+        .await
     }
 
     async fn extend_lease(
@@ -193,104 +205,123 @@ impl RunStore for PgStore {
         at: Timestamp,
         actor: &Actor,
     ) -> StoreResult<RunRecord> {
-        let mut tx = self.begin().await?;
-        // Steps 1 and 3, as every write into an environment (a run of a deleted
-        // environment went with it: NotFound below).
-        lock_environment(&mut tx, env).await?;
-        let author = check_actor(&mut tx, actor).await?;
-        let (status, output, error, not_before) = match outcome {
-            RunOutcome::Succeeded { output } => (RunStatus::Succeeded, Some(output), None, None),
-            RunOutcome::Failed { error } => (RunStatus::Failed, None, Some(error), None),
-            RunOutcome::Retry { error, not_before } => {
-                (RunStatus::Queued, None, Some(error), Some(not_before))
-            }
-        };
-        // One conditional statement: only the attempt that holds an unexpired lease ends
-        // it. A lease of the same run (its lease expired by the leaser's clock) either
-        // committed first, and this re-checks the new row (another attempt), or skips the
-        // row this holds.
-        let row = sqlx::query(&format!(
-            "UPDATE runs SET status = $4, output = $5, error = $6, lease_expires_at = NULL,
-                 next_attempt_at = COALESCE($7, next_attempt_at), updated_at = $8
-             WHERE environment = $1 AND id = $2 AND status = 'running'
-               AND ($3::bigint IS NULL OR attempts = $3) AND lease_expires_at > $8
-             RETURNING {COLUMNS}"
-        ))
-        .bind(env.as_str())
-        .bind(id.as_str())
-        .bind(attempt.map(i64::from))
-        .bind(status.as_str())
-        .bind(output)
-        .bind(error)
-        .bind(not_before.map(Timestamp::millis))
-        .bind(at.millis())
-        .fetch_optional(&mut *tx)
+        let (env, id, actor) = (env.clone(), id.clone(), actor.clone());
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let (env, id, actor) = (&env, &id, &actor);
+                // Steps 1 and 3, as every write into an environment (a run of a deleted
+                // environment went with it: NotFound below).
+                lock_environment(&mut tx, env).await?;
+                let author = check_actor(&mut tx, actor).await?;
+                let (status, output, error, not_before) = match outcome {
+                    RunOutcome::Succeeded { output } => {
+                        (RunStatus::Succeeded, Some(output), None, None)
+                    }
+                    RunOutcome::Failed { error } => (RunStatus::Failed, None, Some(error), None),
+                    RunOutcome::Retry { error, not_before } => {
+                        (RunStatus::Queued, None, Some(error), Some(not_before))
+                    }
+                };
+                // One conditional statement: only the attempt that holds an unexpired lease ends
+                // it. A lease of the same run (its lease expired by the leaser's clock) either
+                // committed first, and this re-checks the new row (another attempt), or skips the
+                // row this holds.
+                let row = sqlx::query(&format!(
+                    "UPDATE runs SET status = $4, output = $5, error = $6, lease_expires_at = NULL,
+                         next_attempt_at = COALESCE($7, next_attempt_at), updated_at = $8
+                     WHERE environment = $1 AND id = $2 AND status = 'running'
+                       AND ($3::bigint IS NULL OR attempts = $3) AND lease_expires_at > $8
+                     RETURNING {COLUMNS}"
+                ))
+                .bind(env.as_str())
+                .bind(id.as_str())
+                .bind(attempt.map(i64::from))
+                .bind(status.as_str())
+                .bind(output)
+                .bind(error)
+                .bind(not_before.map(Timestamp::millis))
+                .bind(at.millis())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+                let Some(row) = row else {
+                    return Err(refusal(&mut tx, env, id).await?);
+                };
+                let record = run(&row)?;
+                // Step 4 goes on: the run's row, then its orchestration run's.
+                if let Some(link) = record.step.as_ref().filter(|_| record.status.is_final()) {
+                    crate::orchestrations::wake_flow(&mut tx, &link.flow, at).await?;
+                }
+                append(&mut tx, &author, &[Change::run_changed(&record)]);
+                tx.keep();
+                Ok(record)
+            })
+        })
         .await
-        .map_err(db)?;
-        let Some(row) = row else {
-            return Err(refusal(&mut tx, env, id).await?);
-        };
-        let record = run(&row)?;
-        // Step 4 goes on: the run's row, then its orchestration run's.
-        if let Some(link) = record.step.as_ref().filter(|_| record.status.is_final()) {
-            crate::orchestrations::wake_flow(&mut tx, &link.flow, at).await?;
-        }
-        let last = append(&mut tx, &author, &[Change::run_changed(&record)]).await?;
-        self.commit(tx, last).await?;
-        Ok(record)
     }
 
     async fn record_resolutions(&self, batch: &[Resolution], actor: &Actor) -> StoreResult<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin().await?;
-        let author = check_actor(&mut tx, actor).await?;
-        // Audit only: `function.resolved` publishes no event.
-        let changes: Vec<Change> = batch.iter().map(Change::function_resolved).collect();
-        let last = append(&mut tx, &author, &changes).await?;
-        self.commit(tx, last).await
+        let (batch, actor) = (batch.to_vec(), actor.clone());
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let (batch, actor) = (&batch, &actor);
+                let author = check_actor(&mut tx, actor).await?;
+                // Audit only: `function.resolved` publishes no event.
+                let changes: Vec<Change> = batch.iter().map(Change::function_resolved).collect();
+                append(&mut tx, &author, &changes);
+                tx.keep();
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn prune_runs(&self, ended_before: Timestamp, limit: usize) -> StoreResult<u64> {
-        let mut tx = self.begin().await?;
-        // Ended runs are written by nobody: a run another transaction still holds (a
-        // deletion's cascade) is skipped. The journal head is locked last, by `append`.
-        let deleted = sqlx::query(
-            "DELETE FROM runs WHERE id IN (
-                 SELECT id FROM runs
-                 WHERE status IN ('succeeded', 'failed') AND updated_at < $1
-                 ORDER BY updated_at, id LIMIT $2
-                 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(ended_before.millis())
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .execute(&mut *tx)
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                // Ended runs are written by nobody: a run another transaction still holds (a
+                // deletion's cascade) is skipped. The journal head is locked last, by `append`.
+                let deleted = sqlx::query(
+                    "DELETE FROM runs WHERE id IN (
+                         SELECT id FROM runs
+                         WHERE status IN ('succeeded', 'failed') AND updated_at < $1
+                         ORDER BY updated_at, id LIMIT $2
+                         FOR UPDATE SKIP LOCKED)",
+                )
+                .bind(ended_before.millis())
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?
+                .rows_affected();
+                let flows = sqlx::query(
+                    "DELETE FROM orchestration_runs WHERE id IN (
+                         SELECT id FROM orchestration_runs
+                         WHERE status IN ('succeeded', 'failed', 'rejected') AND updated_at < $1
+                         ORDER BY updated_at, id LIMIT $2
+                         FOR UPDATE SKIP LOCKED)",
+                )
+                .bind(ended_before.millis())
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?
+                .rows_affected();
+                let deleted = deleted + flows;
+                if deleted == 0 {
+                    // Nothing to record: not kept, so rolled back.
+                    return Ok(0);
+                }
+                let change = Change::runs_pruned(deleted, Timestamp::now());
+                append(&mut tx, &crate::journal::Author::system(), &[change]);
+                tx.keep();
+                Ok(deleted)
+            })
+        })
         .await
-        .map_err(db)?
-        .rows_affected();
-        let flows = sqlx::query(
-            "DELETE FROM orchestration_runs WHERE id IN (
-                 SELECT id FROM orchestration_runs
-                 WHERE status IN ('succeeded', 'failed', 'rejected') AND updated_at < $1
-                 ORDER BY updated_at, id LIMIT $2
-                 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(ended_before.millis())
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?
-        .rows_affected();
-        let deleted = deleted + flows;
-        if deleted == 0 {
-            tx.rollback().await.map_err(db)?;
-            return Ok(0);
-        }
-        let change = Change::runs_pruned(deleted, Timestamp::now());
-        let last = append(&mut tx, &crate::journal::Author::system(), &[change]).await?;
-        self.commit(tx, last).await?;
-        Ok(deleted)
     }
 }
 

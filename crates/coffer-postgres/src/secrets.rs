@@ -12,15 +12,15 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use coffer_crypto::KeyVersion;
 use coffer_store::{
-    Actor, BatchPut, Capabilities, Change, EnvId, EnvName, Environment, NameSearch, Precondition,
-    PutOutcome, Replacement, SecretListing, SecretMeta, SecretName, SecretOrder, SecretRecord,
-    SecretStore, StoreError, StoreResult, StoredValue, Timestamp,
+    AccessStore, Actor, BatchPut, Capabilities, Change, EnvId, EnvName, Environment, NameSearch,
+    Precondition, PutOutcome, Replacement, SecretListing, SecretMeta, SecretName, SecretOrder,
+    SecretRecord, SecretStore, StoreError, StoreResult, StoredValue, Timestamp,
 };
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use crate::journal::{append, check_actor, incarnation_scope};
+use crate::journal::{append, check_actor, incarnation_scope, secret_scope};
 use crate::versioned::{Cell, Versioned};
 use crate::{PgStore, corrupt, db, signed, unsigned};
 
@@ -80,6 +80,45 @@ impl SecretStore for PgStore {
         row.map(|r| meta(env, name.clone(), &r)).transpose()
     }
 
+    /// One query: the environment's row and the secret's, joined. (`environments` is this
+    /// store: a PostgreSQL store keeps its values in its own catalog.)
+    async fn meta_in(
+        &self,
+        _environments: &dyn AccessStore,
+        env: &EnvName,
+        name: &SecretName,
+    ) -> StoreResult<Option<(Environment, Option<SecretMeta>)>> {
+        let mut c = self.acquire().await?;
+        let row = sqlx::query(
+            "SELECT NULL::text, s.key_version, s.revision, s.created_at, s.updated_at,
+                    e.created_at, e.id, s.name IS NOT NULL
+             FROM environments e
+             LEFT JOIN secrets s
+               ON s.environment = e.name AND s.environment_id = e.id AND s.name = $2
+             WHERE e.name = $1",
+        )
+        .bind(env.as_str())
+        .bind(name.as_str())
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let id: String = row.try_get(6).map_err(db)?;
+        let incarnation = Environment {
+            name: env.clone(),
+            id: EnvId::new(&id).map_err(corrupt)?,
+            created_at: Timestamp::from_millis(row.try_get(5).map_err(db)?),
+        };
+        let found: bool = row.try_get(7).map_err(db)?;
+        let meta = match found {
+            true => Some(meta(&incarnation, name.clone(), &row)?),
+            false => None,
+        };
+        Ok(Some((incarnation, meta)))
+    }
+
     async fn list(
         &self,
         env: &Environment,
@@ -132,12 +171,19 @@ impl SecretStore for PgStore {
         at: Timestamp,
         actor: &Actor,
     ) -> StoreResult<PutOutcome> {
-        let mut tx = self.begin().await?;
-        let author = incarnation_scope(&mut tx, actor, env).await?;
-        let out = put(&mut tx, env, name, &value, precondition, at).await?;
-        let last = append(&mut tx, &author, &[Change::secret_written(&out)]).await?;
-        self.commit(tx, last).await?;
-        Ok(out)
+        let (env, name, actor) = (env.clone(), name.clone(), actor.clone());
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let (env, name, actor) = (&env, &name, &actor);
+                // The mark goes in the scope's statement.
+                let author = secret_scope(&mut tx, actor, env, name).await?;
+                let out = write_value(&mut tx, env, name, &value, precondition, at).await?;
+                append(&mut tx, &author, &[Change::secret_written(&out)]);
+                tx.keep();
+                Ok(out)
+            })
+        })
+        .await
     }
 
     async fn put_many(
@@ -149,41 +195,48 @@ impl SecretStore for PgStore {
     ) -> StoreResult<Vec<Option<PutOutcome>>> {
         // One transaction: the first refusal returns early and the dropped transaction
         // rolls back every entry.
-        let mut tx = self.begin().await?;
-        let author = incarnation_scope(&mut tx, actor, env).await?;
-        let mut changes = Vec::with_capacity(batch.len());
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for entry in batch {
-            match entry.value {
-                Some(value) => {
-                    let out =
-                        put(&mut tx, env, &entry.name, &value, entry.precondition, at).await?;
-                    changes.push(Change::secret_written(&out));
-                    outcomes.push(Some(out));
-                }
-                None => {
-                    // Locked, so the check still holds when the batch commits.
-                    let current = SECRETS
-                        .current_locked(&mut tx, &scope_of(env), entry.name.as_str())
-                        .await?
-                        .map(|r| meta(env, entry.name.clone(), &r))
-                        .transpose()?;
-                    let revision = current.as_ref().map(|m| m.revision);
-                    if !entry.precondition.admits(revision) {
-                        return Err(StoreError::Conflict { current: revision });
+        let (env, actor) = (env.clone(), actor.clone());
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let (env, actor) = (&env, &actor);
+                let author = incarnation_scope(&mut tx, actor, env).await?;
+                let mut changes = Vec::with_capacity(batch.len());
+                let mut outcomes = Vec::with_capacity(batch.len());
+                for entry in batch {
+                    match entry.value {
+                        Some(value) => {
+                            let out =
+                                put(&mut tx, env, &entry.name, &value, entry.precondition, at)
+                                    .await?;
+                            changes.push(Change::secret_written(&out));
+                            outcomes.push(Some(out));
+                        }
+                        None => {
+                            // Locked, so the check still holds when the batch commits.
+                            let current = SECRETS
+                                .current_locked(&mut tx, &scope_of(env), entry.name.as_str())
+                                .await?
+                                .map(|r| meta(env, entry.name.clone(), &r))
+                                .transpose()?;
+                            let revision = current.as_ref().map(|m| m.revision);
+                            if !entry.precondition.admits(revision) {
+                                return Err(StoreError::Conflict { current: revision });
+                            }
+                            // Not a change, but it tells the caller its guess was the stored
+                            // value: on the record (audit only).
+                            if let Some(meta) = current {
+                                changes.push(Change::secret_unchanged(&meta, at));
+                            }
+                            outcomes.push(None);
+                        }
                     }
-                    // Not a change, but it tells the caller its guess was the stored
-                    // value: on the record (audit only).
-                    if let Some(meta) = current {
-                        changes.push(Change::secret_unchanged(&meta, at));
-                    }
-                    outcomes.push(None);
                 }
-            }
-        }
-        let last = append(&mut tx, &author, &changes).await?;
-        self.commit(tx, last).await?;
-        Ok(outcomes)
+                append(&mut tx, &author, &changes);
+                tx.keep();
+                Ok(outcomes)
+            })
+        })
+        .await
     }
 
     async fn delete(
@@ -193,20 +246,23 @@ impl SecretStore for PgStore {
         precondition: Precondition,
         actor: &Actor,
     ) -> StoreResult<SecretMeta> {
-        let mut tx = self.begin().await?;
-        // Steps 1 and 3, as a put: a deletion of the environment waits for this one (or
-        // this finds the incarnation gone), and the secret's row and then its mark are
-        // locked in the order every other write takes them.
-        let author = incarnation_scope(&mut tx, actor, env).await?;
-        let row = SECRETS
-            .delete(&mut tx, &scope_of(env), name.as_str(), precondition)
-            .await?;
-        forget_mark(&mut tx, &env.name, name).await?;
-        let gone = meta(env, name.clone(), &row)?;
-        let change = Change::secret_deleted(&gone, Timestamp::now());
-        let last = append(&mut tx, &author, &[change]).await?;
-        self.commit(tx, last).await?;
-        Ok(gone)
+        let (env, name, actor) = (env.clone(), name.clone(), actor.clone());
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let (env, name, actor) = (&env, &name, &actor);
+                // Steps 1 and 3 as a put, and the mark removed (see `secret_scope`).
+                let author = secret_scope(&mut tx, actor, env, name).await?;
+                let row = SECRETS
+                    .delete(&mut tx, &scope_of(env), name.as_str(), precondition)
+                    .await?;
+                let gone = meta(env, name.clone(), &row)?;
+                let change = Change::secret_deleted(&gone, Timestamp::now());
+                append(&mut tx, &author, &[change]);
+                tx.keep();
+                Ok(gone)
+            })
+        })
+        .await
     }
 
     async fn scan(
@@ -250,77 +306,88 @@ impl SecretStore for PgStore {
         batch: Vec<Replacement>,
         actor: &Actor,
     ) -> StoreResult<Vec<bool>> {
-        let mut tx = self.begin().await?;
-        let author = check_actor(&mut tx, actor).await?;
-        let mut cols = ReplaceColumns::default();
-        for (i, r) in batch.iter().enumerate() {
-            cols.index.push(i64::try_from(i).unwrap_or(i64::MAX));
-            cols.environment.push(r.environment.as_str());
-            cols.environment_id.push(r.environment_id.as_str());
-            cols.name.push(r.name.as_str());
-            cols.revision.push(signed(r.revision)?);
-            cols.value.push(stored_text(&r.value));
-            cols.key_version
-                .push(i64::from(r.value.key_version_number()));
-            cols.previous.push(stored_text(&r.previous));
-            cols.previous_version
-                .push(i64::from(r.previous.key_version_number()));
-        }
-        // One statement for the batch: each replacement applies only to the exact row it
-        // was read from (incarnation, revision and stored form), and keeps revision and
-        // timestamps.
-        let applied_at: Vec<i64> = sqlx::query_scalar(
-            "UPDATE secrets s SET value = r.value, key_version = r.key_version
-             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[],
-                         $6::text[], $7::bigint[], $8::text[], $9::bigint[])
-                  AS r(idx, environment, environment_id, name, revision, value, key_version,
-                       previous, previous_version)
-             WHERE s.environment = r.environment AND s.environment_id = r.environment_id
-               AND s.name = r.name AND s.revision = r.revision
-               AND s.key_version = r.previous_version AND s.value = r.previous
-             RETURNING r.idx",
-        )
-        .bind(&cols.index)
-        .bind(&cols.environment)
-        .bind(&cols.environment_id)
-        .bind(&cols.name)
-        .bind(&cols.revision)
-        .bind(&cols.value)
-        .bind(&cols.key_version)
-        .bind(&cols.previous)
-        .bind(&cols.previous_version)
-        .fetch_all(&mut *tx)
+        let actor = actor.clone();
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let actor = &actor;
+                let author = check_actor(&mut tx, actor).await?;
+                let mut cols = ReplaceColumns::default();
+                for (i, r) in batch.iter().enumerate() {
+                    cols.index.push(i64::try_from(i).unwrap_or(i64::MAX));
+                    cols.environment.push(r.environment.as_str());
+                    cols.environment_id.push(r.environment_id.as_str());
+                    cols.name.push(r.name.as_str());
+                    cols.revision.push(signed(r.revision)?);
+                    cols.value.push(stored_text(&r.value));
+                    cols.key_version
+                        .push(i64::from(r.value.key_version_number()));
+                    cols.previous.push(stored_text(&r.previous));
+                    cols.previous_version
+                        .push(i64::from(r.previous.key_version_number()));
+                }
+                // One statement for the batch: each replacement applies only to the exact row it
+                // was read from (incarnation, revision and stored form), and keeps revision and
+                // timestamps.
+                let applied_at: Vec<i64> = sqlx::query_scalar(
+                    "UPDATE secrets s SET value = r.value, key_version = r.key_version
+                     FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                                 $6::text[], $7::bigint[], $8::text[], $9::bigint[])
+                          AS r(idx, environment, environment_id, name, revision, value, key_version,
+                               previous, previous_version)
+                     WHERE s.environment = r.environment AND s.environment_id = r.environment_id
+                       AND s.name = r.name AND s.revision = r.revision
+                       AND s.key_version = r.previous_version AND s.value = r.previous
+                     RETURNING r.idx",
+                )
+                .bind(&cols.index)
+                .bind(&cols.environment)
+                .bind(&cols.environment_id)
+                .bind(&cols.name)
+                .bind(&cols.revision)
+                .bind(&cols.value)
+                .bind(&cols.key_version)
+                .bind(&cols.previous)
+                .bind(&cols.previous_version)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+                let mut applied = vec![false; batch.len()];
+                for i in applied_at {
+                    if let Some(slot) = usize::try_from(i).ok().and_then(|i| applied.get_mut(i)) {
+                        *slot = true;
+                    }
+                }
+                let count = applied.iter().filter(|a| **a).count() as u64;
+                if count > 0 {
+                    let change = Change::keys_rewrapped(count, Timestamp::now());
+                    append(&mut tx, &author, &[change]);
+                }
+                tx.keep();
+                Ok(applied)
+            })
+        })
         .await
-        .map_err(db)?;
-        let mut applied = vec![false; batch.len()];
-        for i in applied_at {
-            if let Some(slot) = usize::try_from(i).ok().and_then(|i| applied.get_mut(i)) {
-                *slot = true;
-            }
-        }
-        let count = applied.iter().filter(|a| **a).count() as u64;
-        let last = if count > 0 {
-            let change = Change::keys_rewrapped(count, Timestamp::now());
-            append(&mut tx, &author, &[change]).await?
-        } else {
-            None
-        };
-        self.commit(tx, last).await?;
-        Ok(applied)
     }
 
     async fn purge_environment(&self, env: &Environment) -> StoreResult<u64> {
-        let mut tx = self.begin().await?;
-        let purged =
-            sqlx::query("DELETE FROM secrets WHERE environment = $1 AND environment_id = $2")
+        let env = env.clone();
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                let env = &env;
+                let purged = sqlx::query(
+                    "DELETE FROM secrets WHERE environment = $1 AND environment_id = $2",
+                )
                 .bind(env.name.as_str())
                 .bind(env.id.as_str())
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
-        forget_environment_marks(&mut tx, &env.name).await?;
-        self.commit(tx, None).await?;
-        Ok(purged.rows_affected())
+                forget_environment_marks(&mut tx, &env.name).await?;
+                tx.keep();
+                Ok(purged.rows_affected())
+            })
+        })
+        .await
     }
 
     async fn count_by_key_version(&self) -> StoreResult<BTreeMap<u32, u64>> {
@@ -360,6 +427,21 @@ async fn put(
     precondition: Precondition,
     at: Timestamp,
 ) -> StoreResult<PutOutcome> {
+    let out = write_value(c, env, name, value, precondition, at).await?;
+    // A new revision supersedes a mark of the old one, in this transaction.
+    forget_mark(c, &env.name, name).await?;
+    Ok(out)
+}
+
+/// The upsert of [`put`] alone: the caller removes the secret's mark.
+async fn write_value(
+    c: &mut PgConnection,
+    env: &Environment,
+    name: &SecretName,
+    value: &StoredValue,
+    precondition: Precondition,
+    at: Timestamp,
+) -> StoreResult<PutOutcome> {
     let key_version = value.key_version_number();
     let cells = [
         Cell::Text(stored_text(value)),
@@ -375,8 +457,6 @@ async fn put(
             at.millis(),
         )
         .await?;
-    // A new revision supersedes a mark of the old one, in this transaction.
-    forget_mark(c, &env.name, name).await?;
     Ok(PutOutcome {
         created: written.created(),
         meta: SecretMeta {

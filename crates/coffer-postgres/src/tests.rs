@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use coffer_store::{
-    AccessStore, Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, AuditQuery, EnvName, Environment,
-    JournalStore, KeyStore, Precondition, Role, SecretName, SecretStore, StoredValue, Timestamp,
+    AccessStore, Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, AuditQuery, BatchPut, EnvName,
+    Environment, JournalStore, KeyStore, Precondition, Role, SecretListing, SecretName,
+    SecretStore, StoredValue, Timestamp,
 };
 
 use super::*;
@@ -306,6 +307,90 @@ async fn two_nodes_journal_one_gapless_chain() {
     assert_eq!(ids, (1..=161).collect::<Vec<_>>());
 }
 
+/// Writes queued together share one transaction (see `writer`): of 16 create-only puts of
+/// one secret exactly one lands; 16 imports whose second entry is refused leave nothing of
+/// their first; and the journal holds exactly the kept writes, one gapless chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_keeps_each_write_or_rolls_it_back_alone() {
+    let (store, _db) = fresh().await;
+    let default = incarnation("default");
+    store
+        .create_environment(&default, &Actor::System)
+        .await
+        .expect("create");
+    let value = || StoredValue::Sealed {
+        key_version: coffer_crypto::KeyVersion::new(1).expect("positive"),
+        blob: "iv:ct:tag".into(),
+    };
+    let name = |n: &str| SecretName::new(n).expect("valid");
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let (store, e) = (store.clone(), default.clone());
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                let once = name("ONCE");
+                let put = store.put(
+                    &e,
+                    &once,
+                    value(),
+                    Precondition::Absent,
+                    Timestamp::from_millis(2),
+                    &Actor::System,
+                );
+                put.await.map(|_| ()).map_err(|e| e.to_string())
+            } else {
+                let batch = vec![
+                    BatchPut {
+                        name: name(&format!("FIRST_{i}")),
+                        value: Some(value()),
+                        precondition: Precondition::None,
+                    },
+                    BatchPut {
+                        name: name("MISSING"),
+                        value: Some(value()),
+                        precondition: Precondition::Revision(7),
+                    },
+                ];
+                let import = store.put_many(&e, batch, Timestamp::from_millis(2), &Actor::System);
+                import.await.map(|_| ()).map_err(|e| e.to_string())
+            }
+        }));
+    }
+    let mut landed = 0;
+    for (i, t) in tasks.into_iter().enumerate() {
+        match (i % 2, t.await.expect("task")) {
+            (0, Ok(())) => landed += 1,
+            (0, Err(e)) => assert!(e.contains("conflict"), "{e}"),
+            (_, Ok(())) => panic!("an import with a refused entry landed"),
+            (_, Err(e)) => assert!(e.contains("conflict"), "{e}"),
+        }
+    }
+    assert_eq!(landed, 1, "one create-only put lands");
+    let listed = store
+        .list(&default, &SecretListing::default(), 100)
+        .await
+        .expect("list");
+    let names: Vec<&str> = listed.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["ONCE"], "nothing of the refused imports");
+    let (rows, _) = store
+        .audit(&AuditQuery::default(), 100)
+        .await
+        .expect("audit");
+    let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(actions, ["environment.created", "secret.created"]);
+    assert_eq!(rows[1].prev_hash, rows[0].hash);
+    assert_eq!(rows[1].hash, rows[1].expected_hash());
+    assert_eq!(store.audit_head().await.expect("head").0, 2);
+    let ids: Vec<u64> = store
+        .events_after(0, 100)
+        .await
+        .expect("events")
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, [1, 2]);
+}
+
 /// The audit log reads back as written, through its filters and pages; denials are
 /// audited (not published) with the key's name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -378,7 +463,7 @@ async fn a_stalled_node_holding_the_head_is_cut_off() {
         .await
         .expect("stalled node");
     let writer = PgStore::connect(db.url(), options).await.expect("writer");
-    let mut tx = stalled.begin().await.expect("begin");
+    let mut tx = stalled.db.begin().await.expect("begin");
     sqlx::query("SELECT 1 FROM journal_head WHERE id = 1 FOR UPDATE")
         .execute(&mut *tx)
         .await

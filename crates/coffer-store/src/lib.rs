@@ -52,7 +52,7 @@ pub use runtime::*;
 pub use values::{ExternalSecrets, ValueEntry, ValueExpect, ValueStore, ValueVersion};
 
 /// The one error type every backend returns.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// A precondition did not hold; `current` is the record's revision (`None` = absent).
     #[error("revision conflict (current revision: {})", current.unwrap_or(0))]
@@ -142,6 +142,24 @@ pub trait SecretStore: Send + Sync + 'static {
 
     /// The metadata alone, or `None`.
     async fn meta(&self, env: &Environment, name: &SecretName) -> StoreResult<Option<SecretMeta>>;
+
+    /// The live incarnation of the environment named `env` and, in it, `name`'s metadata;
+    /// `None` when no environment has that name. `environments` is the catalog this store
+    /// keeps its values for. The default asks it for the incarnation, then [`Self::meta`];
+    /// a store that keeps environments and values in one database (`values_in_catalog`)
+    /// may answer both in one read.
+    async fn meta_in(
+        &self,
+        environments: &dyn AccessStore,
+        env: &EnvName,
+        name: &SecretName,
+    ) -> StoreResult<Option<(Environment, Option<SecretMeta>)>> {
+        let Some(incarnation) = environments.get_environment(env).await? else {
+            return Ok(None);
+        };
+        let meta = self.meta(&incarnation, name).await?;
+        Ok(Some((incarnation, meta)))
+    }
 
     /// Up to `limit` secrets of `env` as `listing` says: in its order, after its position,
     /// only the names its search matches.

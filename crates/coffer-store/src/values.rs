@@ -32,7 +32,7 @@ use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
-    Actor, BatchPut, Capabilities, EnvName, Environment, Precondition, PutOutcome, Replacement,
+    AccessStore, Actor, BatchPut, Capabilities, EnvName, Environment, Precondition, PutOutcome, Replacement,
     Revision, SecretListing, SecretMeta, SecretName, SecretRecord, SecretStore, StoreError,
     StoreResult, StoredValue, Timestamp,
 };
@@ -497,6 +497,15 @@ impl<I: SecretStore + ?Sized> SecretStore for ExternalSecrets<I> {
 
     async fn meta(&self, env: &Environment, name: &SecretName) -> StoreResult<Option<SecretMeta>> {
         self.index.meta(env, name).await
+    }
+
+    async fn meta_in(
+        &self,
+        environments: &dyn AccessStore,
+        env: &EnvName,
+        name: &SecretName,
+    ) -> StoreResult<Option<(Environment, Option<SecretMeta>)>> {
+        self.index.meta_in(environments, env, name).await
     }
 
     async fn list(
