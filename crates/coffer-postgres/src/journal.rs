@@ -47,6 +47,21 @@ impl Author {
             origin: Origin::default(),
         }
     }
+
+    /// `actor` as its audit rows name it, given the key's name as the writing transaction
+    /// read it (the caller checked that the key exists with its scope).
+    pub(crate) fn of(actor: &Actor, key_name: Option<String>) -> Self {
+        match actor {
+            Actor::System => Author::system(),
+            Actor::Key { id, origin, .. } => Author {
+                actor: ActorRef {
+                    key_id: Some(id.to_string()),
+                    key_name,
+                },
+                origin: origin.clone(),
+            },
+        }
+    }
 }
 
 /// Re-checks, in the writing transaction, that a key actor still exists with the scope its

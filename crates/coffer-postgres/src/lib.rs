@@ -194,7 +194,17 @@ impl PgStore {
         T: Send + 'static,
         F: for<'c> FnOnce(writer::Tx<'c>) -> writer::BoxFuture<'c, StoreResult<T>> + Send + 'static,
     {
-        self.writer.run(write).await
+        self.writer.run(false, write).await
+    }
+
+    /// [`Self::write`] for a write that refuses only before it wrote anything (one
+    /// statement that writes all or nothing): it runs without a savepoint.
+    async fn write_atomic<T, F>(&self, write: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(writer::Tx<'c>) -> writer::BoxFuture<'c, StoreResult<T>> + Send + 'static,
+    {
+        self.writer.run(true, write).await
     }
 
     /// Whether the database answers a query.

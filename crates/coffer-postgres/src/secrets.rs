@@ -20,7 +20,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use crate::journal::{append, check_actor, incarnation_scope, secret_scope};
+use crate::journal::{Author, append, check_actor, incarnation_scope, secret_scope};
 use crate::versioned::{Cell, Versioned};
 use crate::{PgStore, corrupt, db, signed, unsigned};
 
@@ -172,12 +172,13 @@ impl SecretStore for PgStore {
         actor: &Actor,
     ) -> StoreResult<PutOutcome> {
         let (env, name, actor) = (env.clone(), name.clone(), actor.clone());
-        self.write(move |mut tx| {
+        // One statement that writes all or nothing: no savepoint (see `writer`).
+        self.write_atomic(move |mut tx| {
             Box::pin(async move {
                 let (env, name, actor) = (&env, &name, &actor);
-                // The mark goes in the scope's statement.
-                let author = secret_scope(&mut tx, actor, env, name).await?;
-                let out = write_value(&mut tx, env, name, &value, precondition, at).await?;
+                let (author, out) =
+                    put_in_one_statement(&mut tx, actor, env, name, &value, precondition, at)
+                        .await?;
                 append(&mut tx, &author, &[Change::secret_written(&out)]);
                 tx.keep();
                 Ok(out)
@@ -431,6 +432,114 @@ async fn put(
     // A new revision supersedes a mark of the old one, in this transaction.
     forget_mark(c, &env.name, name).await?;
     Ok(out)
+}
+
+/// A secret's write in one statement: steps 1 and 3 (the incarnation's row and the acting
+/// key's, `FOR KEY SHARE`), the write if both hold and `precondition` does, and the removal
+/// of the secret's unreadable mark if it wrote. Refused, it wrote nothing. One round trip
+/// where the steps apart take three.
+async fn put_in_one_statement(
+    c: &mut PgConnection,
+    actor: &Actor,
+    env: &Environment,
+    name: &SecretName,
+    value: &StoredValue,
+    precondition: Precondition,
+    at: Timestamp,
+) -> StoreResult<(Author, PutOutcome)> {
+    // $1 environment, $2 incarnation, $3 name, $4 time, $5 value, $6 key version, $7 the
+    // acting key's id (NULL: Coffer itself), $8 its scope, $9 the expected revision.
+    const GUARD: &str = "WITH e AS (
+            SELECT 1 FROM environments WHERE name = $1 AND id = $2 FOR KEY SHARE
+        ), k AS (
+            SELECT environment, name FROM api_keys WHERE id = $7 FOR KEY SHARE
+        ), g AS (
+            SELECT EXISTS (SELECT 1 FROM e) AS env_found,
+                   ($7::text IS NULL OR EXISTS (
+                       SELECT 1 FROM k WHERE environment IS NOT DISTINCT FROM $8::text))
+                       AS actor_ok,
+                   (SELECT name FROM k) AS key_name
+        )";
+    const AFTER: &str = ", m AS (
+            DELETE FROM unreadable_values
+            WHERE environment = $1 AND name = $3 AND EXISTS (SELECT 1 FROM w)
+        )
+        SELECT g.env_found, g.actor_ok, g.key_name, w.revision, w.created_at
+        FROM g LEFT JOIN w ON true";
+    const INSERT: &str = "INSERT INTO secrets (environment, environment_id, name, value,
+            key_version, revision, created_at, updated_at)
+        SELECT $1, $2, $3, $5, $6, 1, $4, $4 FROM g WHERE g.env_found AND g.actor_ok";
+    let write = match precondition {
+        Precondition::None => format!(
+            "{INSERT} ON CONFLICT (environment, name) DO UPDATE SET value = EXCLUDED.value,
+                 key_version = EXCLUDED.key_version, revision = secrets.revision + 1,
+                 updated_at = EXCLUDED.updated_at
+             RETURNING revision, created_at"
+        ),
+        Precondition::Absent => format!(
+            "{INSERT} ON CONFLICT (environment, name) DO NOTHING RETURNING revision, created_at"
+        ),
+        Precondition::Revision(_) => "UPDATE secrets SET value = $5, key_version = $6,
+                 revision = revision + 1, updated_at = $4
+             WHERE environment = $1 AND environment_id = $2 AND name = $3 AND revision = $9
+               AND (SELECT g.env_found AND g.actor_ok FROM g)
+             RETURNING revision, created_at"
+            .to_owned(),
+    };
+    let sql = format!("{GUARD}, w AS ({write}){AFTER}");
+    let key_version = value.key_version_number();
+    let (key_id, key_scope) = match actor {
+        Actor::Key {
+            id, environment, ..
+        } => (Some(id.as_str()), environment.as_ref().map(EnvName::as_str)),
+        Actor::System => (None, None),
+    };
+    let expected = match precondition {
+        Precondition::Revision(n) => Some(signed(n)?),
+        Precondition::None | Precondition::Absent => None,
+    };
+    let row = sqlx::query(&sql)
+        .bind(env.name.as_str())
+        .bind(env.id.as_str())
+        .bind(name.as_str())
+        .bind(at.millis())
+        .bind(stored_text(value))
+        .bind(i64::from(key_version))
+        .bind(key_id)
+        .bind(key_scope)
+        .bind(expected)
+        .fetch_one(&mut *c)
+        .await
+        .map_err(db)?;
+    let (env_found, actor_ok): (bool, bool) =
+        (row.try_get(0).map_err(db)?, row.try_get(1).map_err(db)?);
+    if !actor_ok {
+        return Err(StoreError::ActorRevoked);
+    }
+    if !env_found {
+        return Err(StoreError::NotFound);
+    }
+    let key_name: Option<String> = row.try_get(2).map_err(db)?;
+    let revision: Option<i64> = row.try_get(3).map_err(db)?;
+    let Some(revision) = revision else {
+        return Err(StoreError::Conflict {
+            current: SECRETS.revision(c, &scope_of(env), name.as_str()).await?,
+        });
+    };
+    let author = Author::of(actor, key_name);
+    let out = PutOutcome {
+        created: revision == 1,
+        meta: SecretMeta {
+            environment: env.name.clone(),
+            environment_id: env.id.clone(),
+            name: name.clone(),
+            revision: unsigned(revision)?,
+            key_version,
+            created_at: Timestamp::from_millis(row.try_get(4).map_err(db)?),
+            updated_at: at,
+        },
+    };
+    Ok((author, out))
 }
 
 /// The upsert of [`put`] alone: the caller removes the secret's mark.

@@ -255,7 +255,7 @@ impl Versioned {
     }
 
     /// The row's current revision, if it exists.
-    async fn revision(
+    pub(crate) async fn revision(
         &self,
         c: &mut PgConnection,
         scope: &[&str],

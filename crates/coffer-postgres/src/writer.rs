@@ -99,11 +99,31 @@ pub(crate) struct Pending {
 /// How a queued write's caller gets its outcome once the batch's commit has ended (the
 /// commit's error, if it failed).
 type Finish = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
-/// A queued write: runs on the batch's connection, says whether it succeeded.
-type Job = Box<
+/// A queued write's work: runs on the batch's connection, says whether it succeeded.
+type Run = Box<
     dyn for<'c> FnOnce(&'c mut PgConnection, &'c mut Pending) -> BoxFuture<'c, (bool, Finish)>
         + Send,
 >;
+
+/// A queued write.
+struct Job {
+    /// Whether the write refuses only before it wrote anything (one statement that writes
+    /// all or nothing), so a refusal leaves nothing to roll back: it runs without a
+    /// savepoint of its own.
+    atomic: bool,
+    run: Run,
+}
+
+/// Where a batch stands with its savepoint `w`.
+#[derive(Clone, Copy, PartialEq)]
+enum Savepoint {
+    /// None taken yet.
+    None,
+    /// Taken, and nothing kept since: a write may roll back to it.
+    Fresh,
+    /// Taken, and a write kept since: the next write that needs one takes a new one.
+    Passed,
+}
 
 /// The node's writer: the queue to its task.
 pub(crate) struct Writer {
@@ -122,13 +142,17 @@ impl Writer {
     /// Runs `write` in the next batch and returns its outcome once the batch has committed.
     /// `write` does its statements on the [`Tx`] and calls [`Tx::keep`] when what it did
     /// is to commit.
-    pub(crate) async fn run<T, F>(&self, write: F) -> StoreResult<T>
+    ///
+    /// `atomic`: `write` refuses only before it wrote anything (one statement that writes
+    /// all or nothing, after reads), so it needs no savepoint; an error of the database
+    /// itself in it then fails its whole batch.
+    pub(crate) async fn run<T, F>(&self, atomic: bool, write: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(Tx<'c>) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
     {
         let (reply, outcome) = oneshot::channel::<StoreResult<T>>();
-        let job: Job = Box::new(move |conn, journal| {
+        let run: Run = Box::new(move |conn, journal| {
             Box::pin(async move {
                 let result = write(Tx { conn, journal }).await;
                 let ok = result.is_ok();
@@ -142,7 +166,7 @@ impl Writer {
             })
         });
         self.queue
-            .send(job)
+            .send(Job { atomic, run })
             .await
             .map_err(|_| StoreError::Unavailable("postgres: the writer has stopped".into()))?;
         outcome.await.unwrap_or_else(|_| {
@@ -211,25 +235,32 @@ async fn run_batch(
         rows: Vec::new(),
         kept: false,
     };
-    // One savepoint per write, one round trip between writes: a kept write's is
-    // released as the next one's is taken; a rolled-back one's stays for the next.
-    simple(conn, "SAVEPOINT w").await?;
-    let count = jobs.len();
-    for (i, job) in jobs.into_iter().enumerate() {
+    // A savepoint per write that needs one, one round trip: a kept write's is released as
+    // the next one's is taken; a rolled-back one's stays for the next.
+    let mut savepoint = Savepoint::None;
+    for job in jobs {
+        if !job.atomic {
+            match savepoint {
+                Savepoint::None => simple(conn, "SAVEPOINT w").await?,
+                Savepoint::Passed => simple(conn, "RELEASE SAVEPOINT w; SAVEPOINT w").await?,
+                Savepoint::Fresh => {}
+            }
+            savepoint = Savepoint::Fresh;
+        }
         let mark = (pending.rows.len(), pending.head.event_seq);
         pending.kept = false;
-        let (ok, finish) = job(&mut *conn, &mut pending).await;
+        let (ok, finish) = (job.run)(&mut *conn, &mut pending).await;
         finishes.push(finish);
-        let last = i + 1 == count;
-        let next = if ok && pending.kept {
-            (!last).then_some("RELEASE SAVEPOINT w; SAVEPOINT w")
+        if ok && pending.kept {
+            if savepoint == Savepoint::Fresh {
+                savepoint = Savepoint::Passed;
+            }
         } else {
             pending.rows.truncate(mark.0);
             pending.head.event_seq = mark.1;
-            Some("ROLLBACK TO SAVEPOINT w")
-        };
-        if let Some(sql) = next {
-            simple(conn, sql).await?;
+            if !job.atomic {
+                simple(conn, "ROLLBACK TO SAVEPOINT w").await?;
+            }
         }
     }
     let last_event = journal::write_pending(conn, pending).await?;
