@@ -23,6 +23,7 @@ mod config;
 mod functions;
 mod journal;
 mod orchestrations;
+mod reads;
 mod runs;
 pub mod schema;
 mod secrets;
@@ -89,6 +90,8 @@ pub struct PgStore {
     listener: tokio::task::AbortHandle,
     /// The node's writes, committed in batches (see `writer`).
     writer: writer::Writer,
+    /// Secret metadata read lately, behind a fence (see `reads`).
+    meta_cache: reads::MetaCache,
 }
 
 /// The connection pool and what it needs to tell an unreachable server from a busy pool.
@@ -179,6 +182,7 @@ impl PgStore {
             events,
             listener,
             writer,
+            meta_cache: reads::MetaCache::default(),
         })
     }
 

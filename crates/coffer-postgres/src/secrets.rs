@@ -4,8 +4,9 @@
 //! is gone (the foreign key says the same). A write or delete removes the secret's
 //! unreadable mark in its transaction.
 //!
-//! No metadata cache (unlike SQLite's): other nodes write to the same rows, so every read
-//! asks the database.
+//! A metadata read (`meta_in`, what `GET …/secrets/{name}` asks) answers from the node's
+//! cache behind a fence that makes it as fresh as the database (see `reads`); every other
+//! read asks the database.
 
 use std::collections::BTreeMap;
 
@@ -88,35 +89,17 @@ impl SecretStore for PgStore {
         env: &EnvName,
         name: &SecretName,
     ) -> StoreResult<Option<(Environment, Option<SecretMeta>)>> {
-        let mut c = self.acquire().await?;
-        let row = sqlx::query(
-            "SELECT NULL::text, s.key_version, s.revision, s.created_at, s.updated_at,
-                    e.created_at, e.id, s.name IS NOT NULL
-             FROM environments e
-             LEFT JOIN secrets s
-               ON s.environment = e.name AND s.environment_id = e.id AND s.name = $2
-             WHERE e.name = $1",
-        )
-        .bind(env.as_str())
-        .bind(name.as_str())
-        .fetch_optional(&mut *c)
-        .await
-        .map_err(db)?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let id: String = row.try_get(6).map_err(db)?;
-        let incarnation = Environment {
-            name: env.clone(),
-            id: EnvId::new(&id).map_err(corrupt)?,
-            created_at: Timestamp::from_millis(row.try_get(5).map_err(db)?),
-        };
-        let found: bool = row.try_get(7).map_err(db)?;
-        let meta = match found {
-            true => Some(meta(&incarnation, name.clone(), &row)?),
-            false => None,
-        };
-        Ok(Some((incarnation, meta)))
+        // From the node's cache when nothing changed secret metadata since (see `reads`).
+        let fence = self
+            .meta_cache
+            .fence(&self.db, std::time::Instant::now())
+            .await?;
+        if let Some(answer) = self.meta_cache.get(fence, env, name) {
+            return Ok(answer);
+        }
+        let answer = self.read_meta_in(env, name).await?;
+        self.meta_cache.keep(fence, env, name, &answer);
+        Ok(answer)
     }
 
     async fn list(
@@ -432,6 +415,46 @@ async fn put(
     // A new revision supersedes a mark of the old one, in this transaction.
     forget_mark(c, &env.name, name).await?;
     Ok(out)
+}
+
+impl PgStore {
+    /// [`SecretStore::meta_in`] from the database: one query, the environment's row and the
+    /// secret's joined.
+    async fn read_meta_in(
+        &self,
+        env: &EnvName,
+        name: &SecretName,
+    ) -> StoreResult<Option<(Environment, Option<SecretMeta>)>> {
+        let mut c = self.acquire().await?;
+        let row = sqlx::query(
+            "SELECT NULL::text, s.key_version, s.revision, s.created_at, s.updated_at,
+                    e.created_at, e.id, s.name IS NOT NULL
+             FROM environments e
+             LEFT JOIN secrets s
+               ON s.environment = e.name AND s.environment_id = e.id AND s.name = $2
+             WHERE e.name = $1",
+        )
+        .bind(env.as_str())
+        .bind(name.as_str())
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let id: String = row.try_get(6).map_err(db)?;
+        let incarnation = Environment {
+            name: env.clone(),
+            id: EnvId::new(&id).map_err(corrupt)?,
+            created_at: Timestamp::from_millis(row.try_get(5).map_err(db)?),
+        };
+        let found: bool = row.try_get(7).map_err(db)?;
+        let meta = match found {
+            true => Some(meta(&incarnation, name.clone(), &row)?),
+            false => None,
+        };
+        Ok(Some((incarnation, meta)))
+    }
 }
 
 /// A secret's write in one statement: steps 1 and 3 (the incarnation's row and the acting

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use coffer_store::{
-    AccessStore, Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, AuditQuery, BatchPut, EnvName,
-    Environment, JournalStore, KeyStore, Precondition, Role, SecretListing, SecretName,
+    AccessStore, Actor, ApiKeyId, ApiKeyMeta, ApiKeyRecord, AuditQuery, BatchPut, ConfigStore,
+    EnvName, Environment, JournalStore, KeyStore, Precondition, Role, SecretListing, SecretName,
     SecretStore, StoredValue, Timestamp,
 };
 
@@ -389,6 +389,104 @@ async fn a_batch_keeps_each_write_or_rolls_it_back_alone() {
         .map(|e| e.id)
         .collect();
     assert_eq!(ids, [1, 2]);
+}
+
+/// The revision `store` reads for `name` in `env`: `None` without such an environment,
+/// `Some(None)` without such a secret.
+async fn revision_on(store: &PgStore, env: &EnvName, name: &SecretName) -> Option<Option<u64>> {
+    let catalog: &dyn AccessStore = store;
+    store
+        .meta_in(catalog, env, name)
+        .await
+        .expect("read")
+        .map(|(_, meta)| meta.map(|m| m.revision))
+}
+
+/// A metadata read on one node answers from its cache only what is as fresh as the
+/// database (see `reads`): a write acknowledged on another node is read at once, every time;
+/// an environment deleted there is gone here at once; and writes that change no secret
+/// metadata (config) leave the cache as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_metadata_read_never_misses_a_write_acknowledged_elsewhere() {
+    let db = fresh_db().await;
+    let a = PgStore::connect(db.url(), PgOptions::default())
+        .await
+        .expect("a");
+    let b = PgStore::connect(db.url(), PgOptions::default())
+        .await
+        .expect("b");
+    let default = incarnation("default");
+    a.create_environment(&default, &Actor::System)
+        .await
+        .expect("create");
+    let name = SecretName::new("ROTATED").expect("valid");
+    let value = || StoredValue::Sealed {
+        key_version: coffer_crypto::KeyVersion::new(1).expect("positive"),
+        blob: "iv:ct:tag".into(),
+    };
+    assert_eq!(
+        revision_on(&b, &default.name, &name).await,
+        Some(None),
+        "not written yet"
+    );
+    for i in 1..=100u64 {
+        // Reads on B keep its cache warm between the writes.
+        for _ in 0..3 {
+            revision_on(&b, &default.name, &name).await;
+        }
+        let out = a
+            .put(
+                &default,
+                &name,
+                value(),
+                Precondition::None,
+                Timestamp::from_millis(i64::try_from(i).expect("small")),
+                &Actor::System,
+            )
+            .await
+            .expect("put");
+        assert_eq!(out.meta.revision, i);
+        assert_eq!(
+            revision_on(&b, &default.name, &name).await,
+            Some(Some(i)),
+            "B reads write {i} at once"
+        );
+    }
+    // A config write publishes an event but changes no secret metadata: kept.
+    let epoch = b.meta_cache.epoch();
+    a.put_config(
+        &default.name,
+        &coffer_store::ConfigKey::new("LIMIT").expect("valid"),
+        "1".into(),
+        Precondition::None,
+        Timestamp::from_millis(500),
+        &Actor::System,
+    )
+    .await
+    .expect("config");
+    assert_eq!(revision_on(&b, &default.name, &name).await, Some(Some(100)));
+    assert_eq!(
+        b.meta_cache.epoch(),
+        epoch,
+        "a config write leaves the cache"
+    );
+    a.delete_environment(&default.name, &Actor::System)
+        .await
+        .expect("delete");
+    assert_eq!(
+        revision_on(&b, &default.name, &name).await,
+        None,
+        "the environment is gone on B at once"
+    );
+    let again = incarnation("default");
+    a.create_environment(&again, &Actor::System)
+        .await
+        .expect("create again");
+    assert_eq!(
+        revision_on(&b, &default.name, &name).await,
+        Some(None),
+        "nothing of the old incarnation"
+    );
 }
 
 /// The audit log reads back as written, through its filters and pages; denials are

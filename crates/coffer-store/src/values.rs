@@ -32,9 +32,9 @@ use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
-    AccessStore, Actor, BatchPut, Capabilities, EnvName, Environment, Precondition, PutOutcome, Replacement,
-    Revision, SecretListing, SecretMeta, SecretName, SecretRecord, SecretStore, StoreError,
-    StoreResult, StoredValue, Timestamp,
+    AccessStore, Actor, BatchPut, Capabilities, EnvName, Environment, Precondition, PutOutcome,
+    Replacement, Revision, SecretListing, SecretMeta, SecretName, SecretRecord, SecretStore,
+    StoreError, StoreResult, StoredValue, Timestamp,
 };
 
 /// A value store's version of one value: a NATS KV revision, a Vault KV v2 version; `0` for
