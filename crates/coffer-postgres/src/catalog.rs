@@ -112,7 +112,7 @@ impl AccessStore for PgStore {
 
     async fn delete_environment(&self, name: &EnvName, actor: &Actor) -> StoreResult<u64> {
         let (name, actor) = (name.clone(), actor.clone());
-        self.write(move |mut tx| {
+        self.write_alone(move |mut tx| {
             Box::pin(async move {
                 // The environment's row first (step 1 of the lock order, see `journal`),
                 // then the actor's (step 3).
@@ -331,7 +331,7 @@ impl KeyStore for PgStore {
         }
         let checks = checks.to_vec();
         let verified = verified.map(|v| (v.by.clone(), v.checked));
-        self.write(move |mut tx| {
+        self.write_alone(move |mut tx| {
             Box::pin(async move {
                 let author = match verified {
                     Some((by, checked)) => Some((check_actor(&mut tx, &by).await?, checked)),

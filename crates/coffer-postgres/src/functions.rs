@@ -226,7 +226,7 @@ impl FunctionStore for PgStore {
         actor: &Actor,
     ) -> StoreResult<Vec<bool>> {
         let actor = actor.clone();
-        self.write(move |mut tx| {
+        self.write_alone(move |mut tx| {
             Box::pin(async move {
                 let actor = &actor;
                 let mut cols = SigningColumns::default();

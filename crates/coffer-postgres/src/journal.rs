@@ -1,7 +1,11 @@
 //! The journal on PostgreSQL, and the order in which a write takes its locks.
 //!
-//! Every write is one transaction (READ COMMITTED) that takes its row locks in this order,
-//! and no other, so two writes never wait on each other in a cycle:
+//! Every write runs in its node's next batch (see `writer`): one transaction (READ
+//! COMMITTED) that locks the journal head (`FOR UPDATE`) before anything else, so batches run
+//! one at a time across the cluster and two of them never wait on each other in a cycle;
+//! sequence numbers follow commit order with no gaps. Within the batch each write takes its
+//! row locks in this order (each step's reasoning below still holds; the order no longer
+//! decides deadlocks):
 //! 1. the environment row it writes in (`FOR KEY SHARE`; `FOR UPDATE` to delete it): a
 //!    deletion of the environment waits for the write, or the write finds it gone —
 //!    [`key_scope`], [`incarnation_scope`];
@@ -12,9 +16,8 @@
 //!    every checked secret row `FOR SHARE`, in (environment, name) order, before any mark),
 //!    a send's receipt before its runs (a lease locks its runs `SKIP LOCKED`: it never
 //!    waits for one, so it takes no environment row);
-//! 5. last, the journal head (`FOR UPDATE`) — [`append`]: from there to the commit,
-//!    journaling writers run one at a time, so sequence numbers follow commit order with
-//!    no gaps; taking it last keeps that serialised section to two statements.
+//! 5. its journal rows — [`append`], into the batch's [`Pending`], written with the batch's
+//!    other rows in one statement before its commit ([`write_pending`]).
 //!
 //! The audit rows are the SQLite store's, row for row: the same [`AuditRecord`], the same
 //! canonical form and hash chain, so `coffer audit verify` reads both alike.

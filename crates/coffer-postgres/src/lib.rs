@@ -105,14 +105,49 @@ pub(crate) struct Db {
     connect: PgConnectOptions,
     /// The pool's most connections.
     max_connections: u32,
-    /// What `recheck_until` counts from.
+    /// Whether every checkout is pinged first (for a while after the server went away).
+    recheck: Recheck,
+}
+
+/// When the pool pings a connection before handing it out, so that one that died with the
+/// server (a restart, a proxy or `idle_session_timeout` closing idle sessions) is replaced
+/// instead of failing a request: a connection idle for [`PING_IDLE`] or more, and every
+/// connection for [`RECHECK_FOR`] after the server was seen going away (the listening
+/// connection lost, a connection that would not open). A busy pool's checkouts cost no
+/// round trip.
+#[derive(Clone)]
+struct Recheck {
+    /// What `until` counts from.
     clock: std::time::Instant,
-    /// Until when (milliseconds on `clock`) a connection is pinged before use, and replaced
-    /// if it does not answer: for a minute after the server was seen going away (the
-    /// listening connection lost, a connection that would not open). Idle connections of
-    /// the pool die with the server, and without this each would fail a request once it
-    /// is back; the rest of the time a checkout costs no round trip.
-    recheck_until: Arc<AtomicU64>,
+    /// Until when (milliseconds on `clock`) every checkout is pinged.
+    until: Arc<AtomicU64>,
+}
+
+impl Default for Recheck {
+    fn default() -> Self {
+        Recheck {
+            clock: std::time::Instant::now(),
+            until: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Recheck {
+    fn now(&self) -> u64 {
+        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Pings every checkout for the next [`RECHECK_FOR`].
+    fn start(&self) {
+        let until = self
+            .now()
+            .saturating_add(u64::try_from(RECHECK_FOR.as_millis()).unwrap_or(u64::MAX));
+        self.until.fetch_max(until, Ordering::Relaxed);
+    }
+
+    fn active(&self) -> bool {
+        self.now() <= self.until.load(Ordering::Relaxed)
+    }
 }
 
 impl PgStore {
@@ -132,12 +167,25 @@ impl PgStore {
             .options(session_options(&options));
         let connect_failed = Arc::new(AtomicBool::new(false));
         let opened = connect_failed.clone();
+        let recheck = Recheck::default();
+        let checking = recheck.clone();
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
-            // No ping before every checkout (a round trip per read): `Db::acquire` pings only
-            // while the server was lately seen going away (see `Db::recheck_until`).
+            // No ping before every checkout (a round trip per read): only a connection idle
+            // for a while, or any while the server was lately seen going away (see
+            // `Recheck`). One that does not answer is closed and another taken, within the
+            // acquire timeout.
             .test_before_acquire(false)
+            .before_acquire(move |conn, meta| {
+                let ping = meta.idle_for >= PING_IDLE || checking.active();
+                Box::pin(async move {
+                    if ping {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(move |_, _| {
                 opened.store(false, Ordering::Relaxed);
                 Box::pin(async { Ok(()) })
@@ -172,8 +220,7 @@ impl PgStore {
             connect_failed,
             connect,
             max_connections: options.max_connections.max(1),
-            clock: std::time::Instant::now(),
-            recheck_until: Arc::new(AtomicU64::new(0)),
+            recheck,
         };
         let listener = tokio::spawn(listen(listen_pool, db.clone(), events.clone())).abort_handle();
         let writer = writer::Writer::start(db.clone(), events.clone());
@@ -198,7 +245,7 @@ impl PgStore {
         T: Send + 'static,
         F: for<'c> FnOnce(writer::Tx<'c>) -> writer::BoxFuture<'c, StoreResult<T>> + Send + 'static,
     {
-        self.writer.run(false, write).await
+        self.writer.run(writer::Kind::Batched, write).await
     }
 
     /// [`Self::write`] for a write that refuses only before it wrote anything (one
@@ -208,7 +255,17 @@ impl PgStore {
         T: Send + 'static,
         F: for<'c> FnOnce(writer::Tx<'c>) -> writer::BoxFuture<'c, StoreResult<T>> + Send + 'static,
     {
-        self.writer.run(true, write).await
+        self.writer.run(writer::Kind::Atomic, write).await
+    }
+
+    /// [`Self::write`] for a long write (an import, a rewrap batch, an environment's
+    /// deletion): it runs in a batch of its own.
+    async fn write_alone<T, F>(&self, write: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(writer::Tx<'c>) -> writer::BoxFuture<'c, StoreResult<T>> + Send + 'static,
+    {
+        self.writer.run(writer::Kind::Alone, write).await
     }
 
     /// Whether the database answers a query.
@@ -220,21 +277,12 @@ impl PgStore {
 }
 
 impl Db {
-    /// A connection for one piece of database work. While the server was lately seen going
-    /// away, each is pinged first, and one that does not answer is closed and replaced (at
-    /// most once per connection the pool may hold, plus one).
+    /// A connection for one piece of database work (pinged first when `Recheck` says so).
     async fn acquire(&self) -> StoreResult<PoolConnection<Postgres>> {
-        for _ in 0..=self.max_connections {
-            let mut c = match self.pool.acquire().await {
-                Ok(c) => c,
-                Err(e) => return Err(self.pool_error(e).await),
-            };
-            if !self.rechecking() || sqlx::Connection::ping(&mut *c).await.is_ok() {
-                return Ok(c);
-            }
-            c.close_on_drop();
+        match self.pool.acquire().await {
+            Ok(c) => Ok(c),
+            Err(e) => Err(self.pool_error(e).await),
         }
-        Err(unreachable())
     }
 
     /// A transaction for one write (batch).
@@ -243,16 +291,9 @@ impl Db {
         Transaction::begin(c, None).await.map_err(db)
     }
 
-    /// Connections are pinged before use for the next minute (see `recheck_until`).
+    /// Connections are pinged before use for a while (see `Recheck`).
     fn server_went_away(&self) {
-        let until = self.clock.elapsed() + RECHECK_FOR;
-        let until = u64::try_from(until.as_millis()).unwrap_or(u64::MAX);
-        self.recheck_until.fetch_max(until, Ordering::Relaxed);
-    }
-
-    fn rechecking(&self) -> bool {
-        let now = u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX);
-        now <= self.recheck_until.load(Ordering::Relaxed)
+        self.recheck.start();
     }
 
     /// A timed-out acquire means an unreachable server when the pool holds no connection at
@@ -349,8 +390,10 @@ fn announce(events: &tokio::sync::watch::Sender<u64>, id: u64) {
     });
 }
 
-/// How long connections are pinged before use after the server was seen going away.
+/// How long every checkout is pinged after the server was seen going away.
 const RECHECK_FOR: Duration = Duration::from_secs(60);
+/// A connection idle this long is pinged before it is handed out.
+const PING_IDLE: Duration = Duration::from_secs(5);
 
 /// The listener's first wait before reconnecting, and its longest.
 const LISTEN_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));

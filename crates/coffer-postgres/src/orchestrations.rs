@@ -9,8 +9,8 @@
 //! - a decision lands once, on a run waiting at that step: one conditional `UPDATE`.
 //!
 //! Lock order (see `journal`): the environment row, the acting key, the orchestration run's
-//! row (a lease skips rows others hold and takes no environment row), the journal head
-//! last. [`RunStore::finish`](coffer_store::RunStore::finish) locks a function run's row
+//! row (a lease skips rows others hold and takes no environment row), within a batch that
+//! locked the journal head first (see `writer`). [`RunStore::finish`](coffer_store::RunStore::finish) locks a function run's row
 //! before its orchestration run's ([`wake_flow`]); nothing locks them the other way round
 //! (a step inserts its function run, a new row no one else holds).
 
@@ -191,7 +191,7 @@ impl OrchestrationStore for PgStore {
         actor: &Actor,
     ) -> StoreResult<Vec<bool>> {
         let actor = actor.clone();
-        self.write(move |mut tx| {
+        self.write_alone(move |mut tx| {
             Box::pin(async move {
                 let actor = &actor;
                 let mut cols = StepsColumns::default();

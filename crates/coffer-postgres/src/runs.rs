@@ -7,12 +7,12 @@
 //! - only the attempt that holds a lease extends or finishes it: one conditional `UPDATE`
 //!   (`status = 'running' AND attempts = n AND lease_expires_at > now`);
 //! - an `Idempotency-Key` starts runs once per incarnation and window: the receipt's
-//!   primary key. A racing send's insert waits for the first one's transaction, then
-//!   conflicts and replays its runs.
+//!   primary key. A racing send (in a later batch, or later in the same one) conflicts
+//!   with the first one's receipt and replays its runs.
 //!
-//! Lock order (see `journal`): the environment row, the acting key, the receipt and the
-//! runs, the journal head last. A lease takes no environment row: it never waits for a run
-//! (`SKIP LOCKED`), only for the acting key's row, before it holds anything, and the head.
+//! Lock order (see `journal`): the journal head (the batch's), the environment row, the
+//! acting key, the receipt and the runs. A lease takes no environment row and never waits
+//! for a run (`SKIP LOCKED`); it runs as a write only when a read found a run due.
 
 use async_trait::async_trait;
 use coffer_store::{
@@ -58,8 +58,8 @@ impl RunStore for PgStore {
                 if let Some(key) = &event.idempotency_key
                     && let Some(first) = receive(&mut tx, &env.id, key, at).await?
                 {
-                    // Seen within the window: the first send's runs; the dropped transaction
-                    // writes nothing.
+                    // Seen within the window: the first send's runs; not kept, so rolled
+                    // back to its savepoint: it writes nothing.
                     return Ok(Enqueued {
                         runs: first,
                         replayed: true,
@@ -132,6 +132,14 @@ impl RunStore for PgStore {
         at: Timestamp,
         actor: &Actor,
     ) -> StoreResult<Vec<RunRecord>> {
+        // Polls are frequent and mostly find nothing. A lease is a write (it waits for the
+        // journal head, which holds up every node's writes while it runs, and commits), so
+        // first a read: nothing due, no write. (A run queued just after this read wakes the
+        // poll again.) An actor revoked meanwhile then finds nothing rather than being
+        // refused here; its requests are refused at authentication within a second.
+        if !self.any_due(query, at).await? {
+            return Ok(Vec::new());
+        }
         let (query, actor) = (query.clone(), actor.clone());
         self.write(move |mut tx| {
             Box::pin(async move {
@@ -280,10 +288,10 @@ impl RunStore for PgStore {
     }
 
     async fn prune_runs(&self, ended_before: Timestamp, limit: usize) -> StoreResult<u64> {
-        self.write(move |mut tx| {
+        self.write_alone(move |mut tx| {
             Box::pin(async move {
                 // Ended runs are written by nobody: a run another transaction still holds (a
-                // deletion's cascade) is skipped. The journal head is locked last, by `append`.
+                // deletion's cascade) is skipped.
                 let deleted = sqlx::query(
                     "DELETE FROM runs WHERE id IN (
                          SELECT id FROM runs
@@ -325,6 +333,39 @@ impl RunStore for PgStore {
     }
 }
 
+impl PgStore {
+    /// Whether any run `query` may lease at `at` is due (a read: see `lease`).
+    async fn any_due(&self, query: &LeaseQuery, at: Timestamp) -> StoreResult<bool> {
+        if query.limit == 0 || query.functions.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(false);
+        }
+        let mut sql = QueryBuilder::new("SELECT EXISTS (SELECT 1 FROM runs");
+        push_due(&mut sql, query, at);
+        sql.push(")");
+        let mut c = self.acquire().await?;
+        let due: bool = sql
+            .build_query_scalar()
+            .fetch_one(&mut *c)
+            .await
+            .map_err(db)?;
+        Ok(due)
+    }
+}
+
+/// Pushes the `WHERE` of the runs `query` may lease at `at` onto `sql`.
+fn push_due<'a>(sql: &mut QueryBuilder<'a, sqlx::Postgres>, query: &'a LeaseQuery, at: Timestamp) {
+    sql.push(" WHERE status IN ('queued', 'running') AND mode = ");
+    sql.push_bind(query.mode.as_str());
+    sql.push(format!(" AND {DUE} <= ")).push_bind(at.millis());
+    if let Some(env) = &query.environment {
+        sql.push(" AND environment = ").push_bind(env.as_str());
+    }
+    if let Some(functions) = &query.functions {
+        let ids: Vec<&str> = functions.iter().map(FunctionId::as_str).collect();
+        sql.push(" AND function_id = ANY(").push_bind(ids).push(")");
+    }
+}
+
 /// Pushes the lease statement onto `sql`: the due runs, oldest due first, locked as they
 /// are picked, and their update, in one statement. A run another transaction holds is
 /// skipped; one it leased and committed meanwhile is re-checked against its new row (no
@@ -339,18 +380,9 @@ pub(crate) fn push_lease<'a>(
 ) {
     sql.push(format!(
         "WITH due AS (
-             SELECT id AS run_id, {DUE} AS due_at FROM runs
-             WHERE status IN ('queued', 'running') AND mode = "
+             SELECT id AS run_id, {DUE} AS due_at FROM runs"
     ));
-    sql.push_bind(query.mode.as_str());
-    sql.push(format!(" AND {DUE} <= ")).push_bind(at.millis());
-    if let Some(env) = &query.environment {
-        sql.push(" AND environment = ").push_bind(env.as_str());
-    }
-    if let Some(functions) = &query.functions {
-        let ids: Vec<&str> = functions.iter().map(FunctionId::as_str).collect();
-        sql.push(" AND function_id = ANY(").push_bind(ids).push(")");
-    }
+    push_due(sql, query, at);
     sql.push(format!(" ORDER BY {DUE}, id LIMIT "))
         .push_bind(limit)
         .push(

@@ -177,10 +177,10 @@ impl SecretStore for PgStore {
         at: Timestamp,
         actor: &Actor,
     ) -> StoreResult<Vec<Option<PutOutcome>>> {
-        // One transaction: the first refusal returns early and the dropped transaction
-        // rolls back every entry.
+        // All or nothing: the first refusal returns early, not kept, and its savepoint rolls
+        // back every entry. A batch of its own (a long write).
         let (env, actor) = (env.clone(), actor.clone());
-        self.write(move |mut tx| {
+        self.write_alone(move |mut tx| {
             Box::pin(async move {
                 let (env, actor) = (&env, &actor);
                 let author = incarnation_scope(&mut tx, actor, env).await?;
@@ -291,7 +291,7 @@ impl SecretStore for PgStore {
         actor: &Actor,
     ) -> StoreResult<Vec<bool>> {
         let actor = actor.clone();
-        self.write(move |mut tx| {
+        self.write_alone(move |mut tx| {
             Box::pin(async move {
                 let actor = &actor;
                 let author = check_actor(&mut tx, actor).await?;
@@ -355,7 +355,7 @@ impl SecretStore for PgStore {
 
     async fn purge_environment(&self, env: &Environment) -> StoreResult<u64> {
         let env = env.clone();
-        self.write(move |mut tx| {
+        self.write_alone(move |mut tx| {
             Box::pin(async move {
                 let env = &env;
                 let purged = sqlx::query(

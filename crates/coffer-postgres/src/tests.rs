@@ -145,6 +145,130 @@ async fn an_exhausted_pool_answers_overloaded() {
         .expect("served again once connections are free");
 }
 
+/// A write that fails inside its one statement (a database error, here its statement timing
+/// out on a row another session holds) leaves its batch's transaction broken: the whole
+/// batch fails, so no write of it is reported done without being committed. Checked over
+/// rounds of config writes racing such a put: every write reported done is in the
+/// database, every write refused is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_broken_inside_its_statement_fails_its_batch_not_silently() {
+    use sqlx::Connection;
+    let db = fresh_db().await;
+    let options = PgOptions {
+        statement_timeout: Duration::from_millis(300),
+        ..PgOptions::default()
+    };
+    let store = Arc::new(PgStore::connect(db.url(), options).await.expect("connect"));
+    let default = incarnation("default");
+    store
+        .create_environment(&default, &Actor::System)
+        .await
+        .expect("create");
+    let held = SecretName::new("HELD").expect("valid");
+    let value = || StoredValue::Sealed {
+        key_version: coffer_crypto::KeyVersion::new(1).expect("positive"),
+        blob: "iv:ct:tag".into(),
+    };
+    store
+        .put(
+            &default,
+            &held,
+            value(),
+            Precondition::None,
+            Timestamp::from_millis(1),
+            &Actor::System,
+        )
+        .await
+        .expect("first put");
+    let mut holder = sqlx::PgConnection::connect(db.url()).await.expect("holder");
+    sqlx::query("BEGIN")
+        .execute(&mut holder)
+        .await
+        .expect("begin");
+    sqlx::query("SELECT 1 FROM secrets WHERE name = 'HELD' FOR UPDATE")
+        .execute(&mut holder)
+        .await
+        .expect("hold the row");
+    let mut reported = Vec::new();
+    for round in 0..5 {
+        let mut tasks = Vec::new();
+        for i in 0..6 {
+            let (store, e, held) = (store.clone(), default.clone(), held.clone());
+            tasks.push(tokio::spawn(async move {
+                if i == 3 {
+                    let put = store.put(
+                        &e,
+                        &held,
+                        value(),
+                        Precondition::None,
+                        Timestamp::from_millis(2),
+                        &Actor::System,
+                    );
+                    assert!(put.await.is_err(), "the held row's put cannot succeed");
+                    None
+                } else {
+                    let key =
+                        coffer_store::ConfigKey::new(&format!("K{round}_{i}")).expect("valid");
+                    let done = store
+                        .put_config(
+                            &e.name,
+                            &key,
+                            "1".into(),
+                            Precondition::None,
+                            Timestamp::from_millis(2),
+                            &Actor::System,
+                        )
+                        .await
+                        .is_ok();
+                    Some((key, done))
+                }
+            }));
+        }
+        for t in tasks {
+            if let Some(r) = t.await.expect("task") {
+                reported.push(r);
+            }
+        }
+    }
+    drop(holder);
+    for (key, done) in &reported {
+        let stored = store.get_config(&default.name, key).await.expect("read");
+        assert_eq!(stored.is_some(), *done, "{key:?}: reported done = {done}");
+    }
+}
+
+/// A pooled connection that died while idle (the server ended its session) is replaced
+/// before use, not handed to a request: connections idle for a few seconds are pinged
+/// first. (The listening connection is left alone, so nothing else warns the pool.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_that_died_is_replaced_before_use() {
+    use sqlx::Connection;
+    let db = fresh_db().await;
+    let store = PgStore::connect(db.url(), PgOptions::default())
+        .await
+        .expect("connect");
+    store
+        .get_environment(&env("default"))
+        .await
+        .expect("a read leaves a connection in the pool");
+    let mut killer = sqlx::PgConnection::connect(db.url()).await.expect("killer");
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND application_name = 'coffer'
+           AND query NOT LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut killer)
+    .await
+    .expect("terminate");
+    assert!(!killed.is_empty(), "the pool's connection was found");
+    tokio::time::sleep(PING_IDLE + Duration::from_millis(500)).await;
+    assert!(!store.db.recheck.active(), "nothing warned the pool");
+    store
+        .get_environment(&env("default"))
+        .await
+        .expect("served on a live connection");
+}
+
 /// No server at the address: `connect` fails as unavailable within its timeout, and the
 /// error does not show the URL (it may hold a password).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

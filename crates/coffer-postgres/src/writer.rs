@@ -105,12 +105,24 @@ type Run = Box<
         + Send,
 >;
 
+/// How a write runs in its batch.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Under a savepoint of its own, among other writes.
+    Batched,
+    /// Without a savepoint: it refuses only before it wrote anything (one statement that
+    /// writes all or nothing). If it fails with the transaction broken (a database error
+    /// inside its statement), its whole batch fails.
+    Atomic,
+    /// In a batch of its own: a long write (an import, a rewrap batch, an environment's
+    /// deletion) that would otherwise hold the journal head, which every node's writes
+    /// wait for, for the whole of a batch of 32 such writes.
+    Alone,
+}
+
 /// A queued write.
 struct Job {
-    /// Whether the write refuses only before it wrote anything (one statement that writes
-    /// all or nothing), so a refusal leaves nothing to roll back: it runs without a
-    /// savepoint of its own.
-    atomic: bool,
+    kind: Kind,
     run: Run,
 }
 
@@ -142,11 +154,7 @@ impl Writer {
     /// Runs `write` in the next batch and returns its outcome once the batch has committed.
     /// `write` does its statements on the [`Tx`] and calls [`Tx::keep`] when what it did
     /// is to commit.
-    ///
-    /// `atomic`: `write` refuses only before it wrote anything (one statement that writes
-    /// all or nothing, after reads), so it needs no savepoint; an error of the database
-    /// itself in it then fails its whole batch.
-    pub(crate) async fn run<T, F>(&self, atomic: bool, write: F) -> StoreResult<T>
+    pub(crate) async fn run<T, F>(&self, kind: Kind, write: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(Tx<'c>) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
@@ -166,7 +174,7 @@ impl Writer {
             })
         });
         self.queue
-            .send(Job { atomic, run })
+            .send(Job { kind, run })
             .await
             .map_err(|_| StoreError::Unavailable("postgres: the writer has stopped".into()))?;
         outcome.await.unwrap_or_else(|_| {
@@ -186,16 +194,31 @@ impl Drop for Writer {
 /// The writer task: one batch at a time, each on a task of its own (a panic fails the
 /// batch, not the writer), until the store is dropped.
 async fn serve(mut jobs: mpsc::Receiver<Job>, db: Db, events: Arc<watch::Sender<u64>>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let run = tokio::spawn(commit_batch(
-            db.clone(),
-            events.clone(),
-            std::mem::take(&mut batch),
-        ));
-        if run.await.is_err() {
-            tracing::error!("a write batch failed (a write panicked); its writes were not made");
+    let mut queued = Vec::with_capacity(MAX_BATCH);
+    while jobs.recv_many(&mut queued, MAX_BATCH).await > 0 {
+        // In queue order; a write that runs alone closes the batch before it.
+        let mut batch = Vec::with_capacity(queued.len());
+        for job in queued.drain(..) {
+            if job.kind == Kind::Alone {
+                if !batch.is_empty() {
+                    run_task(&db, &events, std::mem::take(&mut batch)).await;
+                }
+                run_task(&db, &events, vec![job]).await;
+            } else {
+                batch.push(job);
+            }
         }
+        if !batch.is_empty() {
+            run_task(&db, &events, batch).await;
+        }
+    }
+}
+
+/// Commits `batch` on a task of its own.
+async fn run_task(db: &Db, events: &Arc<watch::Sender<u64>>, batch: Vec<Job>) {
+    let run = tokio::spawn(commit_batch(db.clone(), events.clone(), batch));
+    if run.await.is_err() {
+        tracing::error!("a write batch failed (a write panicked); its writes were not made");
     }
 }
 
@@ -239,7 +262,8 @@ async fn run_batch(
     // the next one's is taken; a rolled-back one's stays for the next.
     let mut savepoint = Savepoint::None;
     for job in jobs {
-        if !job.atomic {
+        let atomic = job.kind == Kind::Atomic;
+        if !atomic {
             match savepoint {
                 Savepoint::None => simple(conn, "SAVEPOINT w").await?,
                 Savepoint::Passed => simple(conn, "RELEASE SAVEPOINT w; SAVEPOINT w").await?,
@@ -258,7 +282,17 @@ async fn run_batch(
         } else {
             pending.rows.truncate(mark.0);
             pending.head.event_seq = mark.1;
-            if !job.atomic {
+            if atomic {
+                // Refused before it wrote, or failed inside its statement: then the
+                // transaction is broken (a COMMIT would roll back without an error), and
+                // this is what tells.
+                if simple(conn, "SELECT 1").await.is_err() {
+                    return Err(StoreError::Unavailable(
+                        "postgres: a write failed inside its batch; the batch was not committed"
+                            .into(),
+                    ));
+                }
+            } else {
                 simple(conn, "ROLLBACK TO SAVEPOINT w").await?;
             }
         }
