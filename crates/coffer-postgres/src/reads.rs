@@ -10,8 +10,14 @@
 //! was last checked at and the head changed secret metadata (`secret.*`, `environment.*`,
 //! `keys.rewrapped`: every change of a secret's metadata publishes one of these); if one did,
 //! or the cache fell more than [`MAX_BEHIND`] events behind, the cache is emptied (its epoch
-//! moves on). Then the read answers from the cache, or reads the database and keeps the
-//! answer — unless the cache was emptied meanwhile (the answer may predate that change).
+//! moves on). Then the read answers from the cache.
+//!
+//! A read of a name the cache does not hold needs no fence: its own query of the database
+//! started after it arrived. It keeps the answer under the epoch it took *before* that
+//! query, and only if the cache was not emptied meanwhile: a metadata change the answer
+//! missed committed after the query began, so a fence either has emptied the cache since
+//! (the answer is dropped) or has not looked past that change yet (the next one empties it,
+//! before any read that arrived after the change is answered).
 //!
 //! Writes commit in journal order (see `writer`), so a head id covers every commit before
 //! it: an answer kept since the last emptying reflects every metadata change up to the head
@@ -107,6 +113,21 @@ impl MetaCache {
         Ok(Fence { epoch })
     }
 
+    /// Whether the cache holds an answer for `(env, name)` (of any epoch): only then is a
+    /// fence worth waiting for.
+    pub(crate) fn holds(&self, env: &EnvName, name: &SecretName) -> bool {
+        self.read_entries()
+            .map
+            .contains_key(&(env.clone(), name.clone()))
+    }
+
+    /// The cache's epoch now, for an answer about to be read from the database.
+    pub(crate) fn current(&self) -> Fence {
+        Fence {
+            epoch: self.read_entries().epoch,
+        }
+    }
+
     /// The kept answer for `(env, name)`, if the cache is still at `fence`'s epoch.
     pub(crate) fn get(&self, fence: Fence, env: &EnvName, name: &SecretName) -> Option<Answer> {
         let entries = self.read_entries();
@@ -116,8 +137,8 @@ impl MetaCache {
         entries.map.get(&(env.clone(), name.clone())).cloned()
     }
 
-    /// Keeps `answer`, read from the database after `fence`, unless the cache was emptied
-    /// since (the answer may predate the change that emptied it).
+    /// Keeps `answer`, read from the database after `fence` (a fence's, or [`Self::current`]),
+    /// unless the cache was emptied since (the answer may predate the change that emptied it).
     pub(crate) fn keep(&self, fence: Fence, env: &EnvName, name: &SecretName, answer: &Answer) {
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         if entries.epoch != fence.epoch {

@@ -89,16 +89,18 @@ impl SecretStore for PgStore {
         env: &EnvName,
         name: &SecretName,
     ) -> StoreResult<Option<(Environment, Option<SecretMeta>)>> {
-        // From the node's cache when nothing changed secret metadata since (see `reads`).
-        let fence = self
-            .meta_cache
-            .fence(&self.db, std::time::Instant::now())
-            .await?;
-        if let Some(answer) = self.meta_cache.get(fence, env, name) {
-            return Ok(answer);
+        // From the node's cache, behind a fence, when it holds the answer and nothing
+        // changed secret metadata since; else from the database (see `reads`).
+        let arrived = std::time::Instant::now();
+        if self.meta_cache.holds(env, name) {
+            let fence = self.meta_cache.fence(&self.db, arrived).await?;
+            if let Some(answer) = self.meta_cache.get(fence, env, name) {
+                return Ok(answer);
+            }
         }
+        let epoch = self.meta_cache.current();
         let answer = self.read_meta_in(env, name).await?;
-        self.meta_cache.keep(fence, env, name, &answer);
+        self.meta_cache.keep(epoch, env, name, &answer);
         Ok(answer)
     }
 
