@@ -74,38 +74,17 @@ impl SecretStore for SqliteStore {
         let search = listing.search.map(NameSearch::as_str);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let (env_name, env_id) = (env.name.as_str(), env.id.as_str());
-        let (after, order) = match listing.order {
-            SecretOrder::NameAsc => ("name > ?", "name"),
-            SecretOrder::NameDesc => ("name < ?", "name DESC"),
-            SecretOrder::UpdatedAsc => ("(updated_at, name) > (?, ?)", "updated_at, name"),
-            SecretOrder::UpdatedDesc => {
-                ("(updated_at, name) < (?, ?)", "updated_at DESC, name DESC")
-            }
-        };
-        // Only the conditions that apply: a cursor written as `(? IS NULL OR name > ?)` keeps
-        // SQLite from starting the index walk at the cursor, so a page deep in a large
-        // environment read every row before it (tens of ms at 1,000,000). One statement per
-        // order, cursor and search (16 at most, each cached).
-        let mut sql = String::from(
-            "SELECT key_version, revision, created_at, updated_at, name
-             FROM secrets WHERE environment = ? AND environment_id = ?",
-        );
+        let sql = list_sql(listing.order, after_name.is_some(), search.is_some());
         let mut values: Vec<&dyn rusqlite::ToSql> = vec![&env_name, &env_id];
         if let (Some(name), Some(updated)) = (&after_name, &after_updated) {
-            sql.push_str(" AND ");
-            sql.push_str(after);
             if listing.order.by_update() {
                 values.push(updated);
             }
             values.push(name);
         }
         if let Some(search) = &search {
-            sql.push_str(" AND instr(lower(name), ?) > 0");
             values.push(search);
         }
-        sql.push_str(" ORDER BY ");
-        sql.push_str(order);
-        sql.push_str(" LIMIT ?");
         values.push(&limit);
         let rows = self.read(|c| {
             let mut stmt = c.prepare_cached(&sql)?;
@@ -565,6 +544,36 @@ fn put(
     })
 }
 
+/// The statement of one listing page: parameters environment, incarnation, then the cursor
+/// (its time, for the orders by update, then its name) and the search when given, then the
+/// limit. Only the conditions that apply: a cursor written as `(? IS NULL OR name > ?)`
+/// keeps SQLite from starting the index walk at the cursor, so a page deep in a large
+/// environment read every row before it (22 ms at depth 500,000 of 1,000,000). One
+/// statement per order, cursor and search (16 at most, each cached).
+fn list_sql(order: SecretOrder, cursor: bool, search: bool) -> String {
+    let (after, by) = match order {
+        SecretOrder::NameAsc => ("name > ?", "name"),
+        SecretOrder::NameDesc => ("name < ?", "name DESC"),
+        SecretOrder::UpdatedAsc => ("(updated_at, name) > (?, ?)", "updated_at, name"),
+        SecretOrder::UpdatedDesc => ("(updated_at, name) < (?, ?)", "updated_at DESC, name DESC"),
+    };
+    let mut sql = String::from(
+        "SELECT key_version, revision, created_at, updated_at, name
+         FROM secrets WHERE environment = ? AND environment_id = ?",
+    );
+    if cursor {
+        sql.push_str(" AND ");
+        sql.push_str(after);
+    }
+    if search {
+        sql.push_str(" AND instr(lower(name), ?) > 0");
+    }
+    sql.push_str(" ORDER BY ");
+    sql.push_str(by);
+    sql.push_str(" LIMIT ?");
+    sql
+}
+
 #[cfg(test)]
 mod tests {
     use coffer_store::{AccessStore, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Role};
@@ -751,6 +760,41 @@ mod tests {
         stop.store(true, Ordering::Relaxed);
         for r in readers {
             r.await.expect("reader");
+        }
+    }
+
+    /// A page after a cursor in name order starts its index walk at the cursor (a range
+    /// search on the primary key), in both directions, with or without a search: it reads
+    /// a page's worth of rows, not every row before the cursor.
+    #[test]
+    fn listing_pages_walk_the_index_from_their_cursor() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let _store = SqliteStore::open(dir.path()).expect("open");
+        let c = rusqlite::Connection::open(dir.path().join(crate::DB_FILE)).expect("db");
+        for (order, range) in [
+            (SecretOrder::NameAsc, "name>?"),
+            (SecretOrder::NameDesc, "name<?"),
+        ] {
+            for search in [false, true] {
+                let sql = format!("EXPLAIN QUERY PLAN {}", list_sql(order, true, search));
+                let mut stmt = c.prepare(&sql).expect("plan");
+                let n = stmt.parameter_count();
+                let params: Vec<&dyn rusqlite::ToSql> = (0..n).map(|_| &"x" as _).collect();
+                let plan: Vec<String> = stmt
+                    .query_map(rusqlite::params_from_iter(params), |r| {
+                        r.get::<_, String>(3)
+                    })
+                    .expect("query")
+                    .collect::<rusqlite::Result<_>>()
+                    .expect("rows");
+                let plan = plan.join(" | ");
+                assert!(
+                    plan.contains("SEARCH")
+                        && plan.contains(range)
+                        && !plan.contains("TEMP B-TREE"),
+                    "{order:?} search={search}: {plan}"
+                );
+            }
         }
     }
 }
