@@ -15,6 +15,7 @@ use sqlx::PgConnection;
 
 use crate::journal::{Author, append, check_actor, lock_environment};
 use crate::secrets::forget_environment_marks;
+use crate::writer::Kind;
 use crate::{PgStore, corrupt, db, signed, unsigned};
 
 /// The settings row whose insertion is the bootstrap: a unique row, so of any number of
@@ -112,7 +113,7 @@ impl AccessStore for PgStore {
 
     async fn delete_environment(&self, name: &EnvName, actor: &Actor) -> StoreResult<u64> {
         let (name, actor) = (name.clone(), actor.clone());
-        self.write_alone(move |mut tx| {
+        self.write_as(Kind::Alone, move |mut tx| {
             Box::pin(async move {
                 // The environment's row first (step 1 of the lock order, see `journal`),
                 // then the actor's (step 3).
@@ -331,7 +332,7 @@ impl KeyStore for PgStore {
         }
         let checks = checks.to_vec();
         let verified = verified.map(|v| (v.by.clone(), v.checked));
-        self.write_alone(move |mut tx| {
+        self.write_as(Kind::Alone, move |mut tx| {
             Box::pin(async move {
                 let author = match verified {
                     Some((by, checked)) => Some((check_actor(&mut tx, &by).await?, checked)),

@@ -71,12 +71,7 @@ impl Author {
 /// request was authorized for, and locks its row (`FOR KEY SHARE`) so a revocation waits
 /// for this transaction. Refuses with [`StoreError::ActorRevoked`] otherwise.
 pub(crate) async fn check_actor(c: &mut PgConnection, actor: &Actor) -> StoreResult<Author> {
-    let Actor::Key {
-        id,
-        environment,
-        origin,
-    } = actor
-    else {
+    let Actor::Key { id, .. } = actor else {
         return Ok(Author::system());
     };
     let row: Option<(Option<String>, String)> =
@@ -85,17 +80,21 @@ pub(crate) async fn check_actor(c: &mut PgConnection, actor: &Actor) -> StoreRes
             .fetch_optional(&mut *c)
             .await
             .map_err(db)?;
-    match row {
-        Some((scope, name)) if scope.as_deref() == environment.as_ref().map(EnvName::as_str) => {
-            Ok(Author {
-                actor: ActorRef {
-                    key_id: Some(id.to_string()),
-                    key_name: Some(name),
-                },
-                origin: origin.clone(),
-            })
+    current_author(actor, row)
+}
+
+/// `actor` as its audit rows name it, given its key's row as the writing transaction read
+/// it (`(environment, name)`, `None`: gone): [`StoreError::ActorRevoked`] unless the key
+/// still exists with the scope its request was authorized for.
+fn current_author(actor: &Actor, key: Option<(Option<String>, String)>) -> StoreResult<Author> {
+    match (actor, key) {
+        (Actor::System, _) => Ok(Author::system()),
+        (Actor::Key { environment, .. }, Some((scope, name)))
+            if scope.as_deref() == environment.as_ref().map(EnvName::as_str) =>
+        {
+            Ok(Author::of(actor, Some(name)))
         }
-        _ => Err(StoreError::ActorRevoked),
+        (Actor::Key { .. }, _) => Err(StoreError::ActorRevoked),
     }
 }
 
@@ -166,9 +165,8 @@ async fn scope_removing_mark(
         Actor::Key { id, .. } => Some(id.as_str()),
         Actor::System => None,
     };
-    let (found, key_found, scope, key_name): (bool, bool, Option<String>, Option<String>) =
-        sqlx::query_as(
-            "WITH e AS (
+    let (found, scope, key_name): (bool, Option<String>, Option<String>) = sqlx::query_as(
+        "WITH e AS (
                  SELECT 1 FROM environments WHERE name = $1 AND id = $2 FOR KEY SHARE
              ), k AS (
                  SELECT environment, name FROM api_keys WHERE id = $3 FOR KEY SHARE
@@ -176,37 +174,18 @@ async fn scope_removing_mark(
                  DELETE FROM unreadable_values
                  WHERE $4::text IS NOT NULL AND environment = $1 AND name = $4
              )
-             SELECT EXISTS (SELECT 1 FROM e), EXISTS (SELECT 1 FROM k),
-                    (SELECT environment FROM k), (SELECT name FROM k)",
-        )
-        .bind(env.name.as_str())
-        .bind(env.id.as_str())
-        .bind(key_id)
-        .bind(mark_of.map(SecretName::as_str))
-        .fetch_one(&mut *c)
-        .await
-        .map_err(db)?;
-    let author = match actor {
-        Actor::System => Author::system(),
-        Actor::Key {
-            id,
-            environment,
-            origin,
-        } => match key_name {
-            Some(name)
-                if key_found && scope.as_deref() == environment.as_ref().map(EnvName::as_str) =>
-            {
-                Author {
-                    actor: ActorRef {
-                        key_id: Some(id.to_string()),
-                        key_name: Some(name),
-                    },
-                    origin: origin.clone(),
-                }
-            }
-            _ => return Err(StoreError::ActorRevoked),
-        },
-    };
+             SELECT EXISTS (SELECT 1 FROM e), (SELECT environment FROM k),
+                    (SELECT name FROM k)",
+    )
+    .bind(env.name.as_str())
+    .bind(env.id.as_str())
+    .bind(key_id)
+    .bind(mark_of.map(SecretName::as_str))
+    .fetch_one(&mut *c)
+    .await
+    .map_err(db)?;
+    // A key's name is never NULL: a name means the key's row was found.
+    let author = current_author(actor, key_name.map(|name| (scope, name)))?;
     if found {
         Ok(author)
     } else {

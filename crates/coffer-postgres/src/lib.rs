@@ -245,27 +245,17 @@ impl PgStore {
         T: Send + 'static,
         F: for<'c> FnOnce(writer::Tx<'c>) -> writer::BoxFuture<'c, StoreResult<T>> + Send + 'static,
     {
-        self.writer.run(writer::Kind::Batched, write).await
+        self.write_as(writer::Kind::Batched, write).await
     }
 
-    /// [`Self::write`] for a write that refuses only before it wrote anything (one
-    /// statement that writes all or nothing): it runs without a savepoint.
-    async fn write_atomic<T, F>(&self, write: F) -> StoreResult<T>
+    /// [`Self::write`] run as `kind` says: without a savepoint (`Atomic`), or in a batch of
+    /// its own (`Alone`).
+    async fn write_as<T, F>(&self, kind: writer::Kind, write: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(writer::Tx<'c>) -> writer::BoxFuture<'c, StoreResult<T>> + Send + 'static,
     {
-        self.writer.run(writer::Kind::Atomic, write).await
-    }
-
-    /// [`Self::write`] for a long write (an import, a rewrap batch, an environment's
-    /// deletion): it runs in a batch of its own.
-    async fn write_alone<T, F>(&self, write: F) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        F: for<'c> FnOnce(writer::Tx<'c>) -> writer::BoxFuture<'c, StoreResult<T>> + Send + 'static,
-    {
-        self.writer.run(writer::Kind::Alone, write).await
+        self.writer.run(kind, write).await
     }
 
     /// Whether the database answers a query.
@@ -587,6 +577,18 @@ fn per_key_version(rows: Vec<(i64, i64)>) -> StoreResult<std::collections::BTree
             Ok((v, unsigned(n)?))
         })
         .collect()
+}
+
+/// Which of a batch's `len` replacements applied, from the batch indexes a statement
+/// returned for the rows it changed (`RETURNING r.idx`).
+fn applied_flags(len: usize, applied_at: Vec<i64>) -> Vec<bool> {
+    let mut applied = vec![false; len];
+    for i in applied_at {
+        if let Some(slot) = usize::try_from(i).ok().and_then(|i| applied.get_mut(i)) {
+            *slot = true;
+        }
+    }
+    applied
 }
 
 /// A count or sequence number as PostgreSQL's BIGINT.

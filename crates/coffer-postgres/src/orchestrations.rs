@@ -27,6 +27,7 @@ use sqlx::{PgConnection, QueryBuilder, Row};
 use crate::journal::{append, check_actor, incarnation_scope, lock_environment};
 use crate::runs::{insert_runs, queued};
 use crate::versioned::{Cell, Versioned};
+use crate::writer::Kind;
 use crate::{PgStore, corrupt, db, signed, unsigned};
 
 /// The `orchestrations` table. Every read selects [`Versioned::row_columns`] (`name, steps,
@@ -191,7 +192,7 @@ impl OrchestrationStore for PgStore {
         actor: &Actor,
     ) -> StoreResult<Vec<bool>> {
         let actor = actor.clone();
-        self.write_alone(move |mut tx| {
+        self.write_as(Kind::Alone, move |mut tx| {
             Box::pin(async move {
                 let actor = &actor;
                 let mut cols = StepsColumns::default();
@@ -244,12 +245,7 @@ impl OrchestrationStore for PgStore {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db)?;
-                let mut applied = vec![false; batch.len()];
-                for i in applied_at {
-                    if let Some(slot) = usize::try_from(i).ok().and_then(|i| applied.get_mut(i)) {
-                        *slot = true;
-                    }
-                }
+                let applied = crate::applied_flags(batch.len(), applied_at);
                 let stored_anew: u64 = batch
                     .iter()
                     .zip(&applied)

@@ -35,7 +35,7 @@ const MAX_ENTRIES: usize = 100_000;
 
 /// Most events the fence looks through for metadata changes; a cache further behind is
 /// emptied instead.
-pub(crate) const MAX_BEHIND: u64 = 10_000;
+const MAX_BEHIND: u64 = 10_000;
 
 /// What a metadata read of `(environment, name)` answers: the environment's live
 /// incarnation and the secret's metadata, `None` when no environment has that name.
@@ -63,7 +63,21 @@ struct Entries {
     epoch: u64,
     /// The head event id the cache was last checked at.
     checked_at: u64,
-    map: HashMap<(EnvName, SecretName), Answer>,
+    /// By environment name, then secret name (looked up by reference, with no key built).
+    map: HashMap<EnvName, HashMap<SecretName, Answer>>,
+    /// Answers in `map`.
+    len: usize,
+}
+
+impl Entries {
+    fn find(&self, env: &EnvName, name: &SecretName) -> Option<&Answer> {
+        self.map.get(env)?.get(name)
+    }
+
+    fn empty(&mut self) {
+        self.map.clear();
+        self.len = 0;
+    }
 }
 
 /// A read's standing after its fence: the cache's epoch to read from and keep answers in.
@@ -103,7 +117,7 @@ impl MetaCache {
         let epoch = {
             let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
             if changed {
-                entries.map.clear();
+                entries.empty();
                 entries.epoch += 1;
             }
             entries.checked_at = entries.checked_at.max(head);
@@ -116,9 +130,7 @@ impl MetaCache {
     /// Whether the cache holds an answer for `(env, name)` (of any epoch): only then is a
     /// fence worth waiting for.
     pub(crate) fn holds(&self, env: &EnvName, name: &SecretName) -> bool {
-        self.read_entries()
-            .map
-            .contains_key(&(env.clone(), name.clone()))
+        self.read_entries().find(env, name).is_some()
     }
 
     /// The cache's epoch now, for an answer about to be read from the database.
@@ -134,7 +146,7 @@ impl MetaCache {
         if entries.epoch != fence.epoch {
             return None;
         }
-        entries.map.get(&(env.clone(), name.clone())).cloned()
+        entries.find(env, name).cloned()
     }
 
     /// Keeps `answer`, read from the database after `fence` (a fence's, or [`Self::current`]),
@@ -144,12 +156,17 @@ impl MetaCache {
         if entries.epoch != fence.epoch {
             return;
         }
-        if entries.map.len() >= MAX_ENTRIES {
-            entries.map.clear();
+        if entries.len >= MAX_ENTRIES {
+            entries.empty();
         }
-        entries
+        let replaced = entries
             .map
-            .insert((env.clone(), name.clone()), answer.clone());
+            .entry(env.clone())
+            .or_default()
+            .insert(name.clone(), answer.clone());
+        if replaced.is_none() {
+            entries.len += 1;
+        }
     }
 
     /// The cache's epoch (tests: whether a write emptied it).

@@ -25,6 +25,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, QueryBuilder, Row};
 
 use crate::journal::{append, check_actor, incarnation_scope, lock_environment};
+use crate::writer::Kind;
 use crate::{PgStore, corrupt, db};
 
 /// A run's columns in the order [`run`] reads them.
@@ -288,7 +289,7 @@ impl RunStore for PgStore {
     }
 
     async fn prune_runs(&self, ended_before: Timestamp, limit: usize) -> StoreResult<u64> {
-        self.write_alone(move |mut tx| {
+        self.write_as(Kind::Alone, move |mut tx| {
             Box::pin(async move {
                 // Ended runs are written by nobody: a run another transaction still holds (a
                 // deletion's cascade) is skipped.

@@ -22,7 +22,8 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use crate::journal::{Author, append, check_actor, incarnation_scope, secret_scope};
-use crate::versioned::{Cell, Versioned};
+use crate::versioned::{Cell, Versioned, Written};
+use crate::writer::Kind;
 use crate::{PgStore, corrupt, db, signed, unsigned};
 
 /// The `secrets` table.
@@ -158,7 +159,7 @@ impl SecretStore for PgStore {
     ) -> StoreResult<PutOutcome> {
         let (env, name, actor) = (env.clone(), name.clone(), actor.clone());
         // One statement that writes all or nothing: no savepoint (see `writer`).
-        self.write_atomic(move |mut tx| {
+        self.write_as(Kind::Atomic, move |mut tx| {
             Box::pin(async move {
                 let (env, name, actor) = (&env, &name, &actor);
                 let (author, out) =
@@ -182,7 +183,7 @@ impl SecretStore for PgStore {
         // All or nothing: the first refusal returns early, not kept, and its savepoint rolls
         // back every entry. A batch of its own (a long write).
         let (env, actor) = (env.clone(), actor.clone());
-        self.write_alone(move |mut tx| {
+        self.write_as(Kind::Alone, move |mut tx| {
             Box::pin(async move {
                 let (env, actor) = (&env, &actor);
                 let author = incarnation_scope(&mut tx, actor, env).await?;
@@ -293,7 +294,7 @@ impl SecretStore for PgStore {
         actor: &Actor,
     ) -> StoreResult<Vec<bool>> {
         let actor = actor.clone();
-        self.write_alone(move |mut tx| {
+        self.write_as(Kind::Alone, move |mut tx| {
             Box::pin(async move {
                 let actor = &actor;
                 let author = check_actor(&mut tx, actor).await?;
@@ -337,12 +338,7 @@ impl SecretStore for PgStore {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db)?;
-                let mut applied = vec![false; batch.len()];
-                for i in applied_at {
-                    if let Some(slot) = usize::try_from(i).ok().and_then(|i| applied.get_mut(i)) {
-                        *slot = true;
-                    }
-                }
+                let applied = crate::applied_flags(batch.len(), applied_at);
                 let count = applied.iter().filter(|a| **a).count() as u64;
                 if count > 0 {
                     let change = Change::keys_rewrapped(count, Timestamp::now());
@@ -357,7 +353,7 @@ impl SecretStore for PgStore {
 
     async fn purge_environment(&self, env: &Environment) -> StoreResult<u64> {
         let env = env.clone();
-        self.write_alone(move |mut tx| {
+        self.write_as(Kind::Alone, move |mut tx| {
             Box::pin(async move {
                 let env = &env;
                 let purged = sqlx::query(
@@ -551,20 +547,12 @@ async fn put_in_one_statement(
             current: SECRETS.revision(c, &scope_of(env), name.as_str()).await?,
         });
     };
-    let author = Author::of(actor, key_name);
-    let out = PutOutcome {
-        created: revision == 1,
-        meta: SecretMeta {
-            environment: env.name.clone(),
-            environment_id: env.id.clone(),
-            name: name.clone(),
-            revision: unsigned(revision)?,
-            key_version,
-            created_at: Timestamp::from_millis(row.try_get(4).map_err(db)?),
-            updated_at: at,
-        },
+    let written = Written {
+        revision: unsigned(revision)?,
+        created_at: row.try_get(4).map_err(db)?,
     };
-    Ok((author, out))
+    let out = put_outcome(env, name, key_version, &written, at);
+    Ok((Author::of(actor, key_name), out))
 }
 
 /// The upsert of [`put`] alone: the caller removes the secret's mark.
@@ -591,7 +579,18 @@ async fn write_value(
             at.millis(),
         )
         .await?;
-    Ok(PutOutcome {
+    Ok(put_outcome(env, name, key_version, &written, at))
+}
+
+/// What a write of `name` that left `written` reports.
+fn put_outcome(
+    env: &Environment,
+    name: &SecretName,
+    key_version: u32,
+    written: &Written,
+    at: Timestamp,
+) -> PutOutcome {
+    PutOutcome {
         created: written.created(),
         meta: SecretMeta {
             environment: env.name.clone(),
@@ -602,7 +601,7 @@ async fn write_value(
             created_at: Timestamp::from_millis(written.created_at),
             updated_at: at,
         },
-    })
+    }
 }
 
 /// The scope columns' values of `env`'s rows: its name and incarnation.

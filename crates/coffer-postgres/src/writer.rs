@@ -44,10 +44,10 @@ use crate::{Db, announce, db};
 /// Most writes in one transaction. Each runs under a savepoint (a subtransaction), and
 /// PostgreSQL keeps up to 64 of a transaction's subtransaction ids in shared memory before
 /// every other snapshot gets slower: well under that.
-pub(crate) const MAX_BATCH: usize = 32;
+const MAX_BATCH: usize = 32;
 
 /// Most writes waiting for the writer.
-pub(crate) const QUEUED: usize = 1024;
+const QUEUED: usize = 1024;
 
 /// A boxed future that may borrow for `'a`.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
