@@ -16,7 +16,7 @@
 
 use async_trait::async_trait;
 use coffer_store::{
-    Actor, Change, Enqueued, EnvId, EnvName, Environment, EventSend, FunctionId,
+    Actor, Change, Claim, Enqueued, EnvId, EnvName, Environment, EventSend, FunctionId,
     IDEMPOTENCY_WINDOW_MS, LeaseQuery, NewRun, OrchestrationRunId, Resolution, RunFilter, RunId,
     RunMode, RunOutcome, RunRecord, RunStatus, RunStore, StepLink, StoreError, StoreResult,
     Timestamp,
@@ -168,6 +168,68 @@ impl RunStore for PgStore {
                 leased.sort_by(|(a, x), (b, y)| (a, &x.id).cmp(&(b, &y.id)));
                 let leased: Vec<RunRecord> = leased.into_iter().map(|(_, r)| r).collect();
                 let changes: Vec<Change> = leased.iter().map(Change::run_changed).collect();
+                append(&mut tx, &author, &changes);
+                tx.keep();
+                Ok(leased)
+            })
+        })
+        .await
+    }
+
+    async fn due_runs(&self, query: &LeaseQuery, at: Timestamp) -> StoreResult<Vec<RunRecord>> {
+        if query.limit == 0 || query.functions.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(Vec::new());
+        }
+        let mut sql = QueryBuilder::new(format!("SELECT {COLUMNS} FROM runs"));
+        push_due(&mut sql, query, at);
+        sql.push(format!(" ORDER BY {DUE}, id LIMIT "))
+            .push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
+        let mut c = self.acquire().await?;
+        let rows = sql.build().fetch_all(&mut *c).await.map_err(db)?;
+        rows.iter().map(run).collect()
+    }
+
+    async fn lease_claimed(
+        &self,
+        claims: Vec<Claim>,
+        lease_until: Timestamp,
+        at: Timestamp,
+        actor: &Actor,
+    ) -> StoreResult<Vec<RunRecord>> {
+        let actor = actor.clone();
+        self.write(move |mut tx| {
+            Box::pin(async move {
+                // Like `lease`: no environment row, and a run another transaction holds is
+                // skipped (taken), never waited for.
+                let author = check_actor(&mut tx, &actor).await?;
+                let (mut leased, mut changes) = (Vec::new(), Vec::new());
+                for claim in &claims {
+                    let row = sqlx::query(&format!(
+                        "WITH claimed AS (
+                             SELECT id AS run_id FROM runs
+                             WHERE id = $1 AND environment = $2 AND attempts = $3
+                               AND status IN ('queued', 'running') AND {DUE} <= $5
+                             FOR UPDATE SKIP LOCKED)
+                         UPDATE runs SET status = 'running', attempts = attempts + 1,
+                             lease_expires_at = $4, updated_at = $5
+                         FROM claimed WHERE runs.id = claimed.run_id RETURNING {COLUMNS}"
+                    ))
+                    .bind(claim.id.as_str())
+                    .bind(claim.environment.as_str())
+                    .bind(i64::from(claim.attempts))
+                    .bind(lease_until.millis())
+                    .bind(at.millis())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                    let Some(row) = row else { continue };
+                    let run = run(&row)?;
+                    changes.push(Change::run_changed(&run));
+                    if let Some(resolution) = &claim.resolution {
+                        changes.push(Change::function_resolved(resolution));
+                    }
+                    leased.push(run);
+                }
                 append(&mut tx, &author, &changes);
                 tx.keep();
                 Ok(leased)

@@ -7,7 +7,7 @@
 
 use async_trait::async_trait;
 use coffer_store::{
-    Actor, Change, Enqueued, EnvId, EnvName, Environment, EventSend, FunctionId,
+    Actor, Change, Claim, Enqueued, EnvId, EnvName, Environment, EventSend, FunctionId,
     IDEMPOTENCY_WINDOW_MS, LeaseQuery, NewRun, OrchestrationRunId, Resolution, RunFilter, RunId,
     RunMode, RunOutcome, RunRecord, RunStatus, RunStore, StepLink, StoreError, StoreResult,
     Timestamp,
@@ -112,8 +112,9 @@ impl RunStore for SqliteStore {
             .write(move |c| {
                 let author = check_actor(c, &actor)?;
                 let limit = query.limit.min(MAX_LEASE);
-                let mut due = due_runs(c, &query, RunStatus::Queued, limit, at)?;
-                due.extend(due_runs(c, &query, RunStatus::Running, limit, at)?);
+                let mut due =
+                    due_ids(c, &query, RunStatus::Queued, limit, at).map_err(unavailable)?;
+                due.extend(due_ids(c, &query, RunStatus::Running, limit, at).map_err(unavailable)?);
                 // Oldest due first across both; a stable sort keeps each list's order.
                 due.sort_by_key(|(_, due_at)| *due_at);
                 due.truncate(limit);
@@ -137,6 +138,78 @@ impl RunStore for SqliteStore {
                     .collect::<StoreResult<Vec<_>>>()?;
                 drop(take);
                 let changes: Vec<Change> = leased.iter().map(Change::run_changed).collect();
+                append(c, &author, &changes)?;
+                Ok(leased)
+            })
+            .await
+    }
+
+    async fn due_runs(&self, query: &LeaseQuery, at: Timestamp) -> StoreResult<Vec<RunRecord>> {
+        let limit = query.limit.min(MAX_LEASE);
+        let rows = self.read(|c| {
+            let mut due = due_ids(c, query, RunStatus::Queued, limit, at)?;
+            due.extend(due_ids(c, query, RunStatus::Running, limit, at)?);
+            due.sort_by_key(|(_, due_at)| *due_at);
+            due.truncate(limit);
+            let mut one = c.prepare_cached(&format!("SELECT {COLUMNS} FROM runs WHERE id = ?1"))?;
+            let mut rows = Vec::with_capacity(due.len());
+            for (id, _) in due {
+                if let Some(row) = one.query_row([id], columns).optional()? {
+                    rows.push(row);
+                }
+            }
+            Ok(rows)
+        })?;
+        rows.into_iter().map(Columns::parse).collect()
+    }
+
+    async fn lease_claimed(
+        &self,
+        claims: Vec<Claim>,
+        lease_until: Timestamp,
+        at: Timestamp,
+        actor: &Actor,
+    ) -> StoreResult<Vec<RunRecord>> {
+        let actor = actor.clone();
+        self.writer
+            .write(move |c| {
+                let author = check_actor(c, &actor)?;
+                // Due as `due_statement` says: queued at its next attempt, running once its
+                // lease expired.
+                let mut take = c
+                    .prepare_cached(&format!(
+                        "UPDATE runs SET status = 'running', attempts = attempts + 1,
+                             lease_expires_at = ?4, updated_at = ?5
+                         WHERE id = ?1 AND environment = ?2 AND attempts = ?3
+                           AND ((status = 'queued' AND next_attempt_at <= ?5)
+                                OR (status = 'running' AND lease_expires_at <= ?5))
+                         RETURNING {COLUMNS}"
+                    ))
+                    .map_err(unavailable)?;
+                let (mut leased, mut changes) = (Vec::new(), Vec::new());
+                for claim in claims {
+                    let row = take
+                        .query_row(
+                            params![
+                                claim.id.as_str(),
+                                claim.environment.as_str(),
+                                claim.attempts,
+                                lease_until.millis(),
+                                at.millis()
+                            ],
+                            columns,
+                        )
+                        .optional()
+                        .map_err(unavailable)?;
+                    let Some(row) = row else { continue };
+                    let run = row.parse()?;
+                    changes.push(Change::run_changed(&run));
+                    if let Some(resolution) = &claim.resolution {
+                        changes.push(Change::function_resolved(resolution));
+                    }
+                    leased.push(run);
+                }
+                drop(take);
                 append(c, &author, &changes)?;
                 Ok(leased)
             })
@@ -495,20 +568,18 @@ fn remember(c: &Connection, env: &EnvId, key: &str, at: Timestamp) -> StoreResul
 
 /// Up to `limit` runs `query` may take with `status` that are due at `at`, oldest due
 /// first, with the time each fell due.
-fn due_runs(
+fn due_ids(
     c: &Connection,
     query: &LeaseQuery,
     status: RunStatus,
     limit: usize,
     at: Timestamp,
-) -> StoreResult<Vec<(String, i64)>> {
+) -> rusqlite::Result<Vec<(String, i64)>> {
     let due = due_statement(query, status, limit, at);
-    c.prepare_cached(&due.sql)
-        .and_then(|mut s| {
-            s.query_map(params_from_iter(due.args), |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect()
-        })
-        .map_err(unavailable)
+    c.prepare_cached(&due.sql).and_then(|mut s| {
+        s.query_map(params_from_iter(due.args), |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect()
+    })
 }
 
 /// A statement with only the conditions it needs, numbering its parameters as they come:

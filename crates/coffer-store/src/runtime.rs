@@ -437,6 +437,20 @@ pub struct LeaseQuery {
     pub lease_until: Timestamp,
 }
 
+/// A run read by [`RunStore::due_runs`] that a caller takes with [`RunStore::lease_claimed`]
+/// once it has built the run's job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// The run's environment.
+    pub environment: EnvName,
+    /// The run.
+    pub id: RunId,
+    /// Its attempts when it was read: it is leased only if no one leased it since.
+    pub attempts: u32,
+    /// The job's resolution, audited in the lease's transaction (`None`: nothing resolved).
+    pub resolution: Option<Resolution>,
+}
+
 /// How an attempt ended, for [`RunStore::finish`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RunOutcome {
@@ -532,6 +546,28 @@ pub trait RunStore: Send + Sync + 'static {
     async fn lease(
         &self,
         query: &LeaseQuery,
+        at: Timestamp,
+        actor: &Actor,
+    ) -> StoreResult<Vec<RunRecord>>;
+
+    /// Up to `query.limit` runs that [`RunStore::lease`] could take at `at`, in its order,
+    /// without taking them: a read, for a caller that builds a run's job before it leases it
+    /// ([`RunStore::lease_claimed`]). `query.lease_until` is not used.
+    async fn due_runs(&self, query: &LeaseQuery, at: Timestamp) -> StoreResult<Vec<RunRecord>>;
+
+    /// Leases each claimed run that is still as it was read — due at `at`, at the claim's
+    /// attempts — as [`RunStore::lease`] does (one more attempt, the lease `lease_until`,
+    /// journaled), and audits the claim's resolution as [`RunStore::record_resolutions`]
+    /// does, in one transaction: a job's values are handed over only with its lease and
+    /// its audit row both committed, at the cost of one commit. Returns the runs it leased,
+    /// in the claims' order; a claim another caller took since it was read (or a run gone
+    /// with its environment) is left out, with its resolution. A run another transaction
+    /// is changing right now counts as taken (never waited for). A key actor is re-checked
+    /// ([`crate::StoreError::ActorRevoked`]).
+    async fn lease_claimed(
+        &self,
+        claims: Vec<Claim>,
+        lease_until: Timestamp,
         at: Timestamp,
         actor: &Actor,
     ) -> StoreResult<Vec<RunRecord>>;

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use coffer_store::{
-    Enqueued, EnvName, EventSend, FunctionId, LeaseQuery, NewRun, RunId, RunMode, RunOutcome,
-    RunRecord, RunStatus, SecretName, StoreError, Timestamp,
+    Claim, Enqueued, EnvName, EventSend, FunctionId, LeaseQuery, NewRun, RunId, RunMode,
+    RunOutcome, RunRecord, RunStatus, SecretName, StoreError, Timestamp,
 };
 use coffer_wire::{FunctionMode, Job};
 
@@ -168,27 +168,34 @@ impl Command for PollRun {
         );
         let mut journal = crate::runtime::other_writers(coffer);
         loop {
-            // Listed before the lease, so a run queued right after it wakes this poll.
+            // Listed before the read, so a run queued right after it wakes this poll.
             place.enter();
             crate::runtime::mark_seen(&mut journal);
-            let now = Timestamp::now();
+            let claims = &coffer.runtime.claims;
             let query = LeaseQuery {
                 environment: Some(self.env.clone()),
                 functions: Some(functions.clone()),
                 mode: RunMode::Pull,
-                limit: 1,
-                lease_until: now.after_millis(lease),
+                // Enough to reach past the runs other polls here have claimed.
+                limit: claims.len() + 4,
+                lease_until: Timestamp::now(),
             };
-            let leased = coffer.catalog.lease(&query, now, &who.actor()).await?;
-            match leased.first() {
-                Some(run) => place.took(&run.function_id),
-                None => place.found_nothing(),
-            }
-            if let Some(run) = leased.into_iter().next() {
-                match job_for(coffer, &incarnation, &run, who).await? {
-                    Some(job) => return Ok(Some(job)),
-                    None => continue,
+            let mut taken = None;
+            for run in coffer.catalog.due_runs(&query, Timestamp::now()).await? {
+                let Some(_claimed) = claims.claim(&run.id) else {
+                    continue;
+                };
+                if let Some(job) = lease_with_job(coffer, &incarnation, &run, lease, who).await? {
+                    taken = Some((run.function_id, job));
+                    break;
                 }
+            }
+            match taken {
+                Some((function, job)) => {
+                    place.took(&function);
+                    return Ok(Some(job));
+                }
+                None => place.found_nothing(),
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
@@ -204,56 +211,67 @@ impl Command for PollRun {
     }
 }
 
-/// The job of a leased run, audited; `None` (and the run failed) when its function is gone.
-async fn job_for(
+/// Builds the job of `run` (read as due) and leases the run with the job's resolution
+/// audited, in one transaction. `None` when another poll leased it first (the job is
+/// dropped unseen, its resolution unrecorded), or when the run cannot be handed over (its
+/// function is gone, or its step's parameters cannot be had): then it is leased and failed.
+async fn lease_with_job(
     coffer: &Coffer,
     env: &coffer_store::Environment,
     run: &RunRecord,
+    lease_ms: u64,
     who: &Principal,
 ) -> Result<Option<Job>, CoreError> {
-    let function = match coffer.find_function(&env.name, &run.function_id).await {
-        Ok(f) => f,
+    // The run as the lease makes it: the job carries the attempt it will be.
+    let leased_as = RunRecord {
+        status: RunStatus::Running,
+        attempts: run.attempts + 1,
+        ..run.clone()
+    };
+    let built = match coffer.find_function(&env.name, &run.function_id).await {
+        Ok(function) => match coffer.build_run_job(env, &function, &leased_as).await? {
+            Ok((job, resolution, _)) => Ok((job, resolution)),
+            Err(why) => Err(why),
+        },
         Err(CoreError::FunctionNotFound { .. }) => {
-            let outcome = RunOutcome::Failed {
-                error: format!("function {} was deleted", run.function_id),
-            };
-            let _ = coffer
-                .catalog
-                .finish(
-                    &env.name,
-                    &run.id,
-                    Some(run.attempts),
-                    outcome,
-                    Timestamp::now(),
-                    &who.actor(),
-                )
-                .await;
-            return Ok(None);
+            Err(format!("function {} was deleted", run.function_id))
         }
         Err(e) => return Err(e),
     };
-    let (job, resolution) = match coffer.build_run_job(env, &function, run).await? {
-        Ok((job, resolution, _)) => (job, resolution),
+    let claim = Claim {
+        environment: env.name.clone(),
+        id: run.id.clone(),
+        attempts: run.attempts,
+        resolution: built
+            .as_ref()
+            .ok()
+            .map(|(_, resolution)| resolution.clone()),
+    };
+    let now = Timestamp::now();
+    let leased = coffer
+        .catalog
+        .lease_claimed(vec![claim], now.after_millis(lease_ms), now, &who.actor())
+        .await?;
+    let Some(leased) = leased.into_iter().next() else {
+        return Ok(None);
+    };
+    match built {
+        Ok((job, _)) => Ok(Some(job)),
         Err(why) => {
             let _ = coffer
                 .catalog
                 .finish(
                     &env.name,
                     &run.id,
-                    Some(run.attempts),
+                    Some(leased.attempts),
                     RunOutcome::Failed { error: why },
                     Timestamp::now(),
                     &who.actor(),
                 )
                 .await;
-            return Ok(None);
+            Ok(None)
         }
-    };
-    coffer
-        .catalog
-        .record_resolutions(std::slice::from_ref(&resolution), &who.actor())
-        .await?;
-    Ok(Some(job))
+    }
 }
 
 /// A worker extends its lease on a run.

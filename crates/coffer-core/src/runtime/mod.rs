@@ -74,6 +74,8 @@ pub(crate) struct Runtime {
     pub(crate) pull_waiters: waiters::PullWaiters,
     /// Places for waiting polls.
     pub(crate) polls: Arc<tokio::sync::Semaphore>,
+    /// The runs this node's polls are building jobs for.
+    pub(crate) claims: waiters::Claims,
     /// Woken when this node starts an orchestration run or records a decision.
     pub(crate) flow_wake: tokio::sync::Notify,
 }
@@ -92,6 +94,7 @@ impl Default for Runtime {
             push_wake: tokio::sync::Notify::new(),
             pull_waiters: waiters::PullWaiters::default(),
             polls: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_POLLS)),
+            claims: waiters::Claims::default(),
             flow_wake: tokio::sync::Notify::new(),
         }
     }

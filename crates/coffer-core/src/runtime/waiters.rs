@@ -11,10 +11,11 @@
 //! another function, or its request went away) passes the wake on for that function, so
 //! that no queued run waits for a poll's next nap.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use coffer_store::{EnvName, FunctionId};
+use coffer_store::{EnvName, FunctionId, RunId};
 use tokio::sync::Notify;
 
 type Key = (EnvName, FunctionId);
@@ -31,6 +32,9 @@ pub(crate) struct Waiter {
     notify: Notify,
     /// The function of the run it was picked for, until the poll settles the pick.
     picked_for: Mutex<Option<FunctionId>>,
+    /// Picks so far: a poll that found nothing keeps a pick made after it entered (its
+    /// read may have missed that run).
+    picks: AtomicU64,
 }
 
 impl Waiter {
@@ -53,6 +57,7 @@ impl PullWaiters {
             let mut picked = waiter.picked_for();
             if picked.is_none() {
                 *picked = Some(function.clone());
+                waiter.picks.fetch_add(1, Ordering::SeqCst);
                 drop(picked);
                 waiter.notify.notify_one();
                 break;
@@ -95,6 +100,8 @@ pub(crate) struct Place<'a> {
     env: EnvName,
     functions: Vec<FunctionId>,
     waiter: Arc<Waiter>,
+    /// The waiter's picks when the poll last entered.
+    entered_at: AtomicU64,
 }
 
 impl<'a> Place<'a> {
@@ -107,18 +114,29 @@ impl<'a> Place<'a> {
             env: env.clone(),
             functions,
             waiter: Arc::default(),
+            entered_at: AtomicU64::new(0),
         }
     }
 
     /// Lists the poll (before it tries a lease).
     pub(crate) fn enter(&self) {
         self.waiters.enter(&self.env, &self.functions, &self.waiter);
+        let picks = self.waiter.picks.load(Ordering::SeqCst);
+        self.entered_at.store(picks, Ordering::SeqCst);
     }
 
-    /// The lease found nothing: a run it was picked for went to another poll. Clears the
-    /// pick and the wake-up it left, if the poll was not waiting when it came.
+    /// The poll's look for runs (which began after it entered) found nothing. A pick made
+    /// before it entered was for a run committed before the look, which then went to
+    /// another poll: the pick and the wake-up it left (if the poll was not waiting when it
+    /// came) are cleared. A pick made since may be for a run the look began too early to
+    /// see: it is kept, so the poll's wait ends at once and it looks again.
     pub(crate) fn found_nothing(&self) {
-        *self.waiter.picked_for() = None;
+        let mut picked = self.waiter.picked_for();
+        if self.waiter.picks.load(Ordering::SeqCst) != self.entered_at.load(Ordering::SeqCst) {
+            return;
+        }
+        *picked = None;
+        drop(picked);
         let notified = std::pin::pin!(self.waiter.notify.notified());
         let mut context = std::task::Context::from_waker(std::task::Waker::noop());
         let _ = std::future::Future::poll(notified, &mut context);
@@ -147,6 +165,43 @@ impl Drop for Place<'_> {
         if let Some(function) = owed {
             self.waiters.wake(&self.env, &function);
         }
+    }
+}
+
+/// The runs polls on this node are building jobs for, between reading a due run and
+/// leasing it: another poll here passes them by instead of building the same job to lose
+/// the lease (the lease itself is what decides, across nodes too).
+#[derive(Default)]
+pub(crate) struct Claims {
+    held: Mutex<HashSet<RunId>>,
+}
+
+impl Claims {
+    /// How many runs are claimed now.
+    pub(crate) fn len(&self) -> usize {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Claims `run`, unless another poll here holds it; the claim ends when dropped.
+    pub(crate) fn claim(&self, run: &RunId) -> Option<Claimed<'_>> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.insert(run.clone()).then(|| Claimed {
+            claims: self,
+            run: run.clone(),
+        })
+    }
+}
+
+/// A run claimed by one poll until dropped.
+pub(crate) struct Claimed<'a> {
+    claims: &'a Claims,
+    run: RunId,
+}
+
+impl Drop for Claimed<'_> {
+    fn drop(&mut self) {
+        let mut held = self.claims.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.remove(&self.run);
     }
 }
 
@@ -266,5 +321,34 @@ mod tests {
             !is_picked(&place).await,
             "finding nothing clears a wake not waited for"
         );
+    }
+
+    #[tokio::test]
+    async fn a_wake_during_a_look_that_found_nothing_is_kept() {
+        let waiters = PullWaiters::default();
+        let place = Place::new(&waiters, &env(), &[f("a")]);
+        place.enter();
+        // The poll reads the due runs; the run commits after that read began and its wake
+        // comes before the poll settles: the read could not see it.
+        waiters.wake(&env(), &f("a"));
+        place.found_nothing();
+        assert!(is_picked(&place).await, "the poll looks again at once");
+        place.enter();
+        place.found_nothing();
+        assert!(!is_picked(&place).await, "settled by the second look");
+        waiters.wake(&env(), &f("a"));
+        assert!(is_picked(&place).await, "and can be picked again");
+    }
+
+    #[test]
+    fn a_claimed_run_is_passed_by_until_its_claim_ends() {
+        let claims = Claims::default();
+        let run = RunId::generate(coffer_store::Timestamp::now()).unwrap();
+        let first = claims.claim(&run).expect("free");
+        assert!(claims.claim(&run).is_none(), "held by the first poll");
+        assert_eq!(claims.len(), 1);
+        drop(first);
+        assert_eq!(claims.len(), 0);
+        assert!(claims.claim(&run).is_some(), "free again");
     }
 }

@@ -27,6 +27,8 @@ macro_rules! runtime_conformance {
             an_expired_lease_passes_the_run_to_the_next_holder,
             a_retry_queues_the_run_again_from_its_backoff,
             racing_leases_hand_each_run_to_one_holder,
+            a_claimed_run_is_leased_once_with_its_resolution,
+            racing_claims_hand_each_run_to_one_holder,
             resolutions_are_audited_with_names_and_recheck_the_actor,
             run_writes_recheck_the_actor_and_the_incarnation,
             ended_runs_are_pruned_oldest_first_and_audited);
@@ -1403,6 +1405,214 @@ pub async fn racing_leases_hand_each_run_to_one_holder(store: Arc<impl Catalog>)
     let unique: BTreeSet<RunId> = seen.iter().cloned().collect();
     assert_eq!(unique.len(), seen.len(), "a run was leased twice");
     assert_eq!(unique, wanted, "every run was leased");
+}
+
+fn claim(run: &RunRecord, resolved: &[&str]) -> Claim {
+    Claim {
+        environment: run.environment.clone(),
+        id: run.id.clone(),
+        attempts: run.attempts,
+        resolution: Some(Resolution {
+            environment: run.environment.clone(),
+            function_id: run.function_id.clone(),
+            run_id: Some(run.id.clone()),
+            resolved: resolved.iter().map(|n| secret(n)).collect(),
+            missing: vec![],
+            at: at(100),
+        }),
+    }
+}
+
+/// `due_runs` reads what a lease would take, in its order, taking nothing; `lease_claimed`
+/// takes a run only as it was read (its attempts unchanged, still due), with its
+/// resolution audited in the same transaction, and records nothing for a claim it does
+/// not take.
+pub async fn a_claimed_run_is_leased_once_with_its_resolution(store: Arc<impl Catalog>) {
+    let prod = new_environment(&*store, "prod", 1).await;
+    let runtime = api_key("ak_0c", Role::Runtime(env("prod")), "hc");
+    store
+        .insert_api_key(&runtime, &Actor::System)
+        .await
+        .unwrap();
+    let ids = enqueue(
+        &*store,
+        &prod,
+        vec![
+            new_run("a", RunMode::Pull, 10),
+            new_run("a", RunMode::Pull, 11),
+            new_run("b", RunMode::Pull, 12),
+            new_run("a", RunMode::Push, 13),
+        ],
+        10,
+    )
+    .await;
+    let query = pull_query(&prod.name, 10, 1_000);
+    assert!(
+        store.due_runs(&query, at(5)).await.unwrap().is_empty(),
+        "not due yet"
+    );
+    let due = store.due_runs(&query, at(100)).await.unwrap();
+    let due_ids: Vec<RunId> = due.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(due_ids, ids[..3], "pull runs, oldest due first");
+    let only_a = LeaseQuery {
+        functions: Some(vec![function_id("a")]),
+        limit: 1,
+        ..query.clone()
+    };
+    let first = store.due_runs(&only_a, at(100)).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].id, ids[0]);
+    assert_eq!(first[0].status, RunStatus::Queued);
+    assert_eq!(first[0].attempts, 0);
+    assert_eq!(
+        store.due_runs(&query, at(100)).await.unwrap().len(),
+        3,
+        "reading takes nothing"
+    );
+
+    let head = store.last_event_id().await.unwrap();
+    let actor = key_actor(&runtime);
+    let leased = store
+        .lease_claimed(vec![claim(&first[0], &["A"])], at(1_000), at(100), &actor)
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].id, ids[0]);
+    assert_eq!(leased[0].status, RunStatus::Running);
+    assert_eq!(leased[0].attempts, 1);
+    assert_eq!(leased[0].lease_expires_at, Some(at(1_000)));
+    assert_eq!(
+        subjects_after(&*store, head).await,
+        [format!("system.run.{}.running", ids[0])]
+    );
+    let rows = audit_rows(&*store, "function.resolved").await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].actor.key_id.as_deref(), Some("ak_0c"));
+    let detail: serde_json::Value =
+        serde_json::from_str(rows[0].detail.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        detail,
+        serde_json::json!({"run": ids[0].as_str(), "resolved": ["A"], "missing": []})
+    );
+
+    // The same claim again (read before that lease): taken, nothing recorded.
+    let head = store.last_event_id().await.unwrap();
+    let again = store
+        .lease_claimed(vec![claim(&first[0], &["A"])], at(1_000), at(100), &actor)
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "a run is leased once per attempt");
+    // A run leased by `lease` since it was read is not taken either; the next is.
+    let read = store.due_runs(&query, at(100)).await.unwrap();
+    assert_eq!(read.len(), 2, "the leased run is no longer due");
+    store
+        .lease(
+            &LeaseQuery {
+                limit: 1,
+                ..only_a.clone()
+            },
+            at(100),
+            &Actor::System,
+        )
+        .await
+        .unwrap();
+    let mixed = store
+        .lease_claimed(
+            vec![claim(&read[0], &["A"]), claim(&read[1], &["B"])],
+            at(1_000),
+            at(100),
+            &actor,
+        )
+        .await
+        .unwrap();
+    let mixed: Vec<RunId> = mixed.into_iter().map(|r| r.id).collect();
+    assert_eq!(mixed, [ids[2].clone()]);
+    let rows = audit_rows(&*store, "function.resolved").await;
+    assert_eq!(rows.len(), 2, "only the taken claim's resolution");
+    assert_eq!(rows[1].name.as_deref(), Some("b"));
+    assert_eq!(
+        subjects_after(&*store, head).await,
+        [
+            format!("system.run.{}.running", ids[1]),
+            format!("system.run.{}.running", ids[2])
+        ]
+    );
+    // Not due before its lease expires; then claimed at the attempt it was read at.
+    assert!(store.due_runs(&query, at(999)).await.unwrap().is_empty());
+    let expired = store.due_runs(&query, at(1_000)).await.unwrap();
+    assert_eq!(expired.len(), 3);
+    assert_eq!(expired[0].id, ids[0]);
+    let retaken = store
+        .lease_claimed(vec![claim(&expired[0], &[])], at(2_000), at(1_000), &actor)
+        .await
+        .unwrap();
+    assert_eq!(retaken.len(), 1);
+    assert_eq!(retaken[0].attempts, 2);
+
+    let admin = api_key("ak_0a", Role::Admin, "ha");
+    store.insert_api_key(&admin, &Actor::System).await.unwrap();
+    store
+        .delete_api_key(&runtime.meta.id, &key_actor(&admin))
+        .await
+        .unwrap();
+    let refused = store
+        .lease_claimed(vec![claim(&expired[1], &[])], at(3_000), at(1_000), &actor)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::ActorRevoked)),
+        "{refused:?}"
+    );
+    assert_eq!(store.due_runs(&query, at(1_000)).await.unwrap().len(), 2);
+}
+
+/// Four callers reading and claiming at once: each run is leased to one of them.
+pub async fn racing_claims_hand_each_run_to_one_holder(store: Arc<impl Catalog>) {
+    let prod = new_environment(&*store, "prod", 1).await;
+    let mut wanted = BTreeSet::new();
+    for chunk in 0..10 {
+        let runs: Vec<NewRun> = (0..20)
+            .map(|_| new_run("a", RunMode::Pull, 10 + chunk))
+            .collect();
+        wanted.extend(enqueue(&*store, &prod, runs, 10 + chunk).await);
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (store, name) = (store.clone(), prod.name.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let due = store
+                    .due_runs(&pull_query(&name, 3, 0), at(100))
+                    .await
+                    .unwrap();
+                if due.is_empty() {
+                    return mine;
+                }
+                // Each claims what it read, in one call or one at a time.
+                let claims: Vec<Claim> = due.iter().map(|r| claim(r, &[])).collect();
+                let got = store
+                    .lease_claimed(claims, at(100_000), at(100), &Actor::System)
+                    .await
+                    .unwrap();
+                for run in got {
+                    assert_eq!(run.attempts, 1);
+                    mine.push(run.id);
+                }
+            }
+        }));
+    }
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.extend(t.await.unwrap());
+    }
+    let unique: BTreeSet<RunId> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "a run was leased twice");
+    assert_eq!(unique, wanted, "every run was leased");
+    assert_eq!(
+        audit_rows(&*store, "function.resolved").await.len(),
+        wanted.len(),
+        "one resolution per lease, none for a lost claim"
+    );
 }
 
 /// Resolutions are audited (names in the detail, no event) after re-checking the actor;
