@@ -4,7 +4,9 @@
 //! - `resolve`: `POST …/functions/{id}/resolve` of a function declaring 3 secrets, with a
 //!   runtime key, at `--connections`' largest count;
 //! - `pull`: 8 workers polling and completing runs one at a time, then 8 workers with 4
-//!   jobs each in flight (the Rust SDK's default), while 4 connections send events;
+//!   jobs each in flight (the Rust SDK's default), while 4 connections send events; then 8
+//!   workers taking runs from a queue filled before the row (60,000 runs of 10 functions):
+//!   "jobs leased and completed", without the sends' cost;
 //! - `push`: events sent by 8, then 32 connections, each delivered (3 secrets resolved and
 //!   decrypted, signed) to an endpoint in this process that checks the signature; the
 //!   event-to-delivery latency is measured from a timestamp in the event's data.
@@ -35,6 +37,11 @@ const WORKERS: usize = 8;
 const SDK_IN_FLIGHT: usize = 4;
 /// Connections sending events during the pull and push phases.
 const PULL_SENDERS: usize = 4;
+/// Functions one `bench.fill` event starts a run of (each declaring the same 3 secrets):
+/// the queue of the filled-queue pull row is filled ten runs per event.
+const FILL_FUNCTIONS: usize = 10;
+/// Events sent before the filled-queue pull row: more runs than its workers can take.
+const FILL_EVENTS: usize = 6_000;
 const PUSH_SENDERS: usize = 8;
 
 /// Runs the runtime phases against a fresh server and prints one table.
@@ -81,6 +88,11 @@ pub async fn bench(
     let pull =
         format!(r#"{{"triggers":[{{"event":"bench.pull"}}],"secrets":{declared},"mode":"pull"}}"#);
     put_function(&mut conn, "bench-pull", pull).await?;
+    let fill =
+        format!(r#"{{"triggers":[{{"event":"bench.fill"}}],"secrets":{declared},"mode":"pull"}}"#);
+    for i in 0..FILL_FUNCTIONS {
+        put_function(&mut conn, &format!("bench-fill-{i}"), fill.clone()).await?;
+    }
 
     let signing = Arc::new(Mutex::new(String::new()));
     let latencies = Arc::new(Mutex::new(Vec::new()));
@@ -103,12 +115,32 @@ pub async fn bench(
     let resolve_cpu = cpu(duration);
     let resolve = resolve_phase(&as_runtime, connections, warmup, duration).await;
     let pulled_cpu = cpu(duration);
-    let pulled = pull_phase(&target, &as_runtime, WORKERS, warmup, duration).await;
+    let pulled = pull_phase(
+        &target,
+        &as_runtime,
+        WORKERS,
+        Feed::Senders,
+        warmup,
+        duration,
+    )
+    .await;
     let pulled_sdk_cpu = cpu(duration);
     let pulled_sdk = pull_phase(
         &target,
         &as_runtime,
         WORKERS * SDK_IN_FLIGHT,
+        Feed::Senders,
+        warmup,
+        duration,
+    )
+    .await;
+    fill_queue(&target).await?;
+    let filled_cpu = cpu(duration);
+    let filled = pull_phase(
+        &target,
+        &as_runtime,
+        WORKERS,
+        Feed::Filled,
         warmup,
         duration,
     )
@@ -123,6 +155,7 @@ pub async fn bench(
         resolve_cpu,
         pulled_cpu,
         pulled_sdk_cpu,
+        filled_cpu,
         pushed_cpu,
         pushed_wide_cpu,
     ] {
@@ -156,6 +189,7 @@ pub async fn bench(
             pulled_sdk.0,
             pulled_sdk.1,
         ),
+        ("pull (8), queue filled", WORKERS, filled.0, filled.1),
         (
             "push delivered (event→hook)",
             PUSH_SENDERS,
@@ -313,26 +347,40 @@ async fn pull_phase(
     admin: &Arc<Target>,
     runtime: &Arc<Target>,
     pollers: usize,
+    feed: Feed,
     warmup: Duration,
     duration: Duration,
 ) -> (Vec<u64>, u64, u64) {
     let from = Instant::now() + warmup;
     let end = from + duration;
     let mut tasks = JoinSet::new();
-    senders(&mut tasks, admin, PULL_SENDERS, "bench.pull", end);
+    let poll: Arc<str> = match feed {
+        Feed::Senders => {
+            senders(&mut tasks, admin, PULL_SENDERS, "bench.pull", end);
+            r#"{"functions":["bench-pull"],"waitMs":1000}"#.into()
+        }
+        Feed::Filled => {
+            let ids: Vec<String> = (0..FILL_FUNCTIONS)
+                .map(|i| format!(r#""bench-fill-{i}""#))
+                .collect();
+            format!(r#"{{"functions":[{}],"waitMs":1000}}"#, ids.join(",")).into()
+        }
+    };
     for _ in 0..pollers {
-        let target = runtime.clone();
+        let (target, poll) = (runtime.clone(), poll.clone());
         tasks.spawn(async move {
             let (mut latencies, mut errors) = (Vec::new(), 0u64);
             let Ok(mut conn) = Conn::open(&target).await else {
                 return (latencies, 1, 0);
             };
-            let poll = r#"{"functions":["bench-pull"],"waitMs":1000}"#;
             while Instant::now() < end {
                 let started = Instant::now();
                 let path = "/v1/environments/default/workers/poll";
-                let job = match timeout_at(end, conn.send_as(Method::POST, path, Some(poll.into())))
-                    .await
+                let job = match timeout_at(
+                    end,
+                    conn.send_as(Method::POST, path, Some(poll.to_string())),
+                )
+                .await
                 {
                     Ok(Ok((StatusCode::OK, body))) => body,
                     Ok(Ok((StatusCode::NO_CONTENT, _))) => continue,
@@ -363,6 +411,40 @@ async fn pull_phase(
         });
     }
     collect(tasks, duration, warmup).await
+}
+
+/// Where a pull row's runs come from.
+#[derive(Clone, Copy)]
+enum Feed {
+    /// Events sent by [`PULL_SENDERS`] connections while the workers run.
+    Senders,
+    /// A queue filled before the row ([`fill_queue`]): only leases and completions.
+    Filled,
+}
+
+/// Queues `FILL_EVENTS × FILL_FUNCTIONS` runs for the filled-queue row, from 16 connections.
+async fn fill_queue(admin: &Arc<Target>) -> anyhow::Result<()> {
+    let mut tasks = JoinSet::new();
+    let per_task = FILL_EVENTS / 16;
+    for _ in 0..16 {
+        let target = admin.clone();
+        tasks.spawn(async move {
+            let mut conn = Conn::open(&target).await?;
+            for _ in 0..per_task {
+                let body = r#"{"name":"bench.fill","data":{}}"#.to_owned();
+                let path = "/v1/environments/default/events";
+                let (status, _) = conn.send_as(Method::POST, path, Some(body)).await?;
+                if status != StatusCode::ACCEPTED {
+                    bail!("filling the queue: an event answered {status}");
+                }
+            }
+            Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.context("a filling task failed")??;
+    }
+    Ok(())
 }
 
 async fn collect(

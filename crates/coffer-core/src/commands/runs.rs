@@ -11,6 +11,7 @@ use coffer_store::{
 use coffer_wire::{FunctionMode, Job};
 
 use super::Command;
+use crate::runtime::waiters::Passed;
 use crate::runtime::{
     MAX_EVENT_DATA_BYTES, check_event_name, stored_error, stored_output, triggered_by,
 };
@@ -20,6 +21,10 @@ use crate::{Coffer, CoreError, Principal};
 /// ended, an expired lease). Runs queued on any node wake it at once: their events commit
 /// to the journal, which every node watches.
 const POLL_INTERVAL: Duration = Duration::from_millis(1000);
+
+/// Reads in a row a poll makes without waiting when every run it tried was taken by
+/// another poll meanwhile.
+const MAX_QUICK_RETRIES: u32 = 8;
 
 /// Send an event: one run per function of the environment with a matching trigger.
 #[derive(Debug)]
@@ -167,6 +172,7 @@ impl Command for PollRun {
             &functions,
         );
         let mut journal = crate::runtime::other_writers(coffer);
+        let mut retries = 0;
         loop {
             // Listed before the read, so a run queued right after it wakes this poll.
             place.enter();
@@ -180,14 +186,24 @@ impl Command for PollRun {
                 limit: claims.len() + 4,
                 lease_until: Timestamp::now(),
             };
-            let mut taken = None;
+            let (mut taken, mut lost) = (None, false);
             for run in coffer.catalog.due_runs(&query, Timestamp::now()).await? {
-                let Some(_claimed) = claims.claim(&run.id) else {
-                    continue;
+                let mut claimed = match claims.claim(&run.id) {
+                    Ok(claimed) => claimed,
+                    Err(Passed::Held) => continue,
+                    // Listed by a read older than its lease: so may the rest be.
+                    Err(Passed::Leased) => {
+                        lost = true;
+                        continue;
+                    }
                 };
-                if let Some(job) = lease_with_job(coffer, &incarnation, &run, lease, who).await? {
-                    taken = Some((run.function_id, job));
-                    break;
+                match lease_with_job(coffer, &incarnation, &run, lease, who).await? {
+                    Some(job) => {
+                        claimed.leased();
+                        taken = Some((run.function_id, job));
+                        break;
+                    }
+                    None => lost = true,
                 }
             }
             match taken {
@@ -197,6 +213,14 @@ impl Command for PollRun {
                 }
                 None => place.found_nothing(),
             }
+            // Every run it tried went elsewhere meanwhile (or failed): there may be more
+            // due behind them, so it reads again rather than waits (a few times running;
+            // the lease, not this, is what ends a race).
+            if lost && retries < MAX_QUICK_RETRIES {
+                retries += 1;
+                continue;
+            }
+            retries = 0;
             let now = tokio::time::Instant::now();
             if now >= deadline {
                 return Ok(None);

@@ -14,6 +14,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use coffer_store::{EnvName, FunctionId, RunId};
 use tokio::sync::Notify;
@@ -169,39 +170,96 @@ impl Drop for Place<'_> {
 }
 
 /// The runs polls on this node are building jobs for, between reading a due run and
-/// leasing it: another poll here passes them by instead of building the same job to lose
-/// the lease (the lease itself is what decides, across nodes too).
+/// leasing it, and those they leased lately: another poll here passes them by instead of
+/// building the same job to lose the lease (the lease itself is what decides, across nodes
+/// too). A run leased lately is remembered because a read that began before its lease
+/// committed still shows it queued.
 #[derive(Default)]
 pub(crate) struct Claims {
-    held: Mutex<HashSet<RunId>>,
+    state: Mutex<ClaimState>,
 }
 
+#[derive(Default)]
+struct ClaimState {
+    held: HashSet<RunId>,
+    /// Runs leased by this node's polls, oldest first, with when.
+    leased: VecDeque<(Instant, RunId)>,
+    leased_ids: HashSet<RunId>,
+}
+
+/// How long a leased run is passed by: the shortest lease a poll may take
+/// (`leaseMs` ≥ 1,000), before which it cannot be due again.
+const LEASED_LATELY: Duration = Duration::from_millis(1_000);
+/// Most leased runs remembered (older ones are forgotten first).
+const MAX_LEASED_LATELY: usize = 4_096;
+
 impl Claims {
-    /// How many runs are claimed now.
-    pub(crate) fn len(&self) -> usize {
-        self.held.lock().unwrap_or_else(|p| p.into_inner()).len()
+    fn state(&self) -> std::sync::MutexGuard<'_, ClaimState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Claims `run`, unless another poll here holds it; the claim ends when dropped.
-    pub(crate) fn claim(&self, run: &RunId) -> Option<Claimed<'_>> {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        held.insert(run.clone()).then(|| Claimed {
+    /// How many runs are claimed now.
+    pub(crate) fn len(&self) -> usize {
+        self.state().held.len()
+    }
+
+    /// Claims `run`, unless another poll here holds it or leased it lately (which says);
+    /// the claim ends when dropped.
+    pub(crate) fn claim(&self, run: &RunId) -> Result<Claimed<'_>, Passed> {
+        let mut state = self.state();
+        let now = Instant::now();
+        while let Some((at, _)) = state.leased.front() {
+            if now.duration_since(*at) < LEASED_LATELY && state.leased.len() <= MAX_LEASED_LATELY {
+                break;
+            }
+            if let Some((_, old)) = state.leased.pop_front() {
+                state.leased_ids.remove(&old);
+            }
+        }
+        if state.leased_ids.contains(run) {
+            return Err(Passed::Leased);
+        }
+        if !state.held.insert(run.clone()) {
+            return Err(Passed::Held);
+        }
+        Ok(Claimed {
             claims: self,
             run: run.clone(),
+            leased: false,
         })
     }
+}
+
+/// Why a run was not claimed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Passed {
+    /// Another poll here is building its job.
+    Held,
+    /// A poll here leased it lately: the read that listed it is older than that lease.
+    Leased,
 }
 
 /// A run claimed by one poll until dropped.
 pub(crate) struct Claimed<'a> {
     claims: &'a Claims,
     run: RunId,
+    leased: bool,
+}
+
+impl Claimed<'_> {
+    /// The poll leased the run: other polls here pass it by for a while after the claim.
+    pub(crate) fn leased(&mut self) {
+        self.leased = true;
+    }
 }
 
 impl Drop for Claimed<'_> {
     fn drop(&mut self) {
-        let mut held = self.claims.held.lock().unwrap_or_else(|p| p.into_inner());
-        held.remove(&self.run);
+        let mut state = self.claims.state();
+        state.held.remove(&self.run);
+        if self.leased && state.leased_ids.insert(self.run.clone()) {
+            state.leased.push_back((Instant::now(), self.run.clone()));
+        }
     }
 }
 
@@ -345,10 +403,16 @@ mod tests {
         let claims = Claims::default();
         let run = RunId::generate(coffer_store::Timestamp::now()).unwrap();
         let first = claims.claim(&run).expect("free");
-        assert!(claims.claim(&run).is_none(), "held by the first poll");
+        assert_eq!(claims.claim(&run).err(), Some(Passed::Held));
         assert_eq!(claims.len(), 1);
         drop(first);
         assert_eq!(claims.len(), 0);
-        assert!(claims.claim(&run).is_some(), "free again");
+        let mut second = claims.claim(&run).expect("free again");
+        second.leased();
+        drop(second);
+        assert_eq!(claims.len(), 0);
+        assert_eq!(claims.claim(&run).err(), Some(Passed::Leased));
+        let other = RunId::generate(coffer_store::Timestamp::now()).unwrap();
+        assert!(claims.claim(&other).is_ok(), "another run is not passed by");
     }
 }
