@@ -22,6 +22,9 @@ use crate::{Coffer, CoreError, Principal};
 /// to the journal, which every node watches.
 const POLL_INTERVAL: Duration = Duration::from_millis(1000);
 
+/// Most due runs one poll reads at once.
+const MAX_DUE_READ: usize = 64;
+
 /// Reads in a row a poll makes without waiting when every run it tried was taken by
 /// another poll meanwhile.
 const MAX_QUICK_RETRIES: u32 = 8;
@@ -182,8 +185,9 @@ impl Command for PollRun {
                 environment: Some(self.env.clone()),
                 functions: Some(functions.clone()),
                 mode: RunMode::Pull,
-                // Enough to reach past the runs other polls here have claimed.
-                limit: claims.len() + 4,
+                // Enough to reach past the runs other polls here have claimed, within a
+                // bound (a read returns whole runs, their event data included).
+                limit: (claims.len() + 4).min(MAX_DUE_READ),
                 lease_until: Timestamp::now(),
             };
             let (mut taken, mut lost) = (None, false);
@@ -239,6 +243,8 @@ impl Command for PollRun {
 /// audited, in one transaction. `None` when another poll leased it first (the job is
 /// dropped unseen, its resolution unrecorded), or when the run cannot be handed over (its
 /// function is gone, or its step's parameters cannot be had): then it is leased and failed.
+/// When Coffer cannot build the job now (its storage failed), the run is leased (so the
+/// next polls take other runs) and the error returned; it is due again when the lease ends.
 async fn lease_with_job(
     coffer: &Coffer,
     env: &coffer_store::Environment,
@@ -252,25 +258,32 @@ async fn lease_with_job(
         attempts: run.attempts + 1,
         ..run.clone()
     };
-    let built = match coffer.find_function(&env.name, &run.function_id).await {
-        Ok(function) => match coffer.build_run_job(env, &function, &leased_as).await? {
-            Ok((job, resolution, _)) => Ok((job, resolution)),
-            Err(why) => Err(why),
-        },
-        Err(CoreError::FunctionNotFound { .. }) => {
-            Err(format!("function {} was deleted", run.function_id))
-        }
-        Err(e) => return Err(e),
-    };
+    // Ok(Ok): the job; Ok(Err): why the run cannot be handed over; Err: Coffer could not
+    // build it now (its storage failed).
+    let built = async {
+        let function = match coffer.find_function(&env.name, &run.function_id).await {
+            Ok(function) => function,
+            Err(CoreError::FunctionNotFound { .. }) => {
+                return Ok(Err(format!("function {} was deleted", run.function_id)));
+            }
+            Err(e) => return Err(e),
+        };
+        let built = coffer.build_run_job(env, &function, &leased_as).await?;
+        Ok(built.map(|(job, resolution, _)| (job, resolution)))
+    }
+    .await;
     let claim = Claim {
         environment: env.name.clone(),
         id: run.id.clone(),
         attempts: run.attempts,
-        resolution: built
-            .as_ref()
-            .ok()
-            .map(|(_, resolution)| resolution.clone()),
+        resolution: match &built {
+            Ok(Ok((_, resolution))) => Some(resolution.clone()),
+            _ => None,
+        },
     };
+    // Leased whatever happened, so a run whose job cannot be built now does not stay at
+    // the head of its functions' queue: it is out of the way until its lease ends (and
+    // then tried again), as when every poll leased first.
     let now = Timestamp::now();
     let leased = coffer
         .catalog
@@ -279,7 +292,7 @@ async fn lease_with_job(
     let Some(leased) = leased.into_iter().next() else {
         return Ok(None);
     };
-    match built {
+    match built? {
         Ok((job, _)) => Ok(Some(job)),
         Err(why) => {
             let _ = coffer

@@ -143,10 +143,14 @@ impl<'a> Place<'a> {
         let _ = std::future::Future::poll(notified, &mut context);
     }
 
-    /// The lease took a run of `function`: a pick for that function is settled.
+    /// The poll took a run of `function`: a pick for that function made before it entered
+    /// is settled (it was for a run its read could see). One made since may be for a run
+    /// queued after that read began: it stays owed, and passes on when the poll returns.
     pub(crate) fn took(&self, function: &FunctionId) {
         let mut picked = self.waiter.picked_for();
-        if picked.as_ref() == Some(function) {
+        let since_entered =
+            self.waiter.picks.load(Ordering::SeqCst) != self.entered_at.load(Ordering::SeqCst);
+        if picked.as_ref() == Some(function) && !since_entered {
             *picked = None;
         }
     }
@@ -336,6 +340,8 @@ mod tests {
         waiters.wake(&env(), &f("b"));
         assert!(is_picked(&only_b).await, "the longest waiting for b");
         assert!(!is_picked(&both).await);
+        // Woken, it enters and looks again (as every poll does), and takes the run.
+        only_b.enter();
         only_b.took(&f("b"));
         drop(only_b);
         assert!(!is_picked(&both).await, "a settled pick is not passed on");
@@ -396,6 +402,25 @@ mod tests {
         assert!(!is_picked(&place).await, "settled by the second look");
         waiters.wake(&env(), &f("a"));
         assert!(is_picked(&place).await, "and can be picked again");
+    }
+
+    #[tokio::test]
+    async fn a_poll_that_took_another_run_of_the_function_passes_a_later_pick_on() {
+        let waiters = PullWaiters::default();
+        let busy = Place::new(&waiters, &env(), &[f("a")]);
+        let idle = Place::new(&waiters, &env(), &[f("a")]);
+        busy.enter();
+        idle.enter();
+        waiters.wake(&env(), &f("a"));
+        assert!(is_picked(&busy).await, "the longest listed");
+        busy.enter();
+        idle.enter();
+        // `busy` read the due runs and is building a job for one; a run queued after that
+        // read picks it (listed first), and it takes the run it was building for.
+        waiters.wake(&env(), &f("a"));
+        busy.took(&f("a"));
+        drop(busy);
+        assert!(is_picked(&idle).await, "the later run's wake is passed on");
     }
 
     #[test]
