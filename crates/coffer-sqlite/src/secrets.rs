@@ -769,8 +769,13 @@ mod tests {
     #[test]
     fn listing_pages_walk_the_index_from_their_cursor() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let _store = SqliteStore::open(dir.path()).expect("open");
-        let c = rusqlite::Connection::open(dir.path().join(crate::DB_FILE)).expect("db");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        // A reader's connection, configured as the store's are (plans kept whatever is
+        // bound, see `configure`).
+        store.read(|c| Ok(check_listing_plans(c))).expect("reader");
+    }
+
+    fn check_listing_plans(c: &rusqlite::Connection) {
         for (order, range) in [
             (SecretOrder::NameAsc, "name>?"),
             (SecretOrder::NameDesc, "name<?"),

@@ -1367,17 +1367,37 @@ pub async fn a_retry_queues_the_run_again_from_its_backoff(store: Arc<impl Catal
     assert_eq!(again[0].attempts, 2);
 }
 
-/// Four holders leasing at once from 200 runs, in small batches: every run is leased
-/// exactly once.
-pub async fn racing_leases_hand_each_run_to_one_holder(store: Arc<impl Catalog>) {
-    let prod = new_environment(&*store, "prod", 1).await;
+/// 200 pull runs of one function in `prod`, due from 10 ms to 19 ms.
+async fn two_hundred_runs(store: &impl Catalog) -> (Environment, BTreeSet<RunId>) {
+    let prod = new_environment(store, "prod", 1).await;
     let mut wanted = BTreeSet::new();
     for chunk in 0..10 {
         let runs: Vec<NewRun> = (0..20)
             .map(|_| new_run("a", RunMode::Pull, 10 + chunk))
             .collect();
-        wanted.extend(enqueue(&*store, &prod, runs, 10 + chunk).await);
+        wanted.extend(enqueue(store, &prod, runs, 10 + chunk).await);
     }
+    (prod, wanted)
+}
+
+/// What racing holders leased: each of `wanted` exactly once.
+async fn each_leased_once(
+    holders: Vec<tokio::task::JoinHandle<Vec<RunId>>>,
+    wanted: &BTreeSet<RunId>,
+) {
+    let mut seen = Vec::new();
+    for holder in holders {
+        seen.extend(holder.await.unwrap());
+    }
+    let unique: BTreeSet<RunId> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "a run was leased twice");
+    assert_eq!(&unique, wanted, "every run was leased");
+}
+
+/// Four holders leasing at once from 200 runs, in small batches: every run is leased
+/// exactly once.
+pub async fn racing_leases_hand_each_run_to_one_holder(store: Arc<impl Catalog>) {
+    let (prod, wanted) = two_hundred_runs(&*store).await;
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let (store, name) = (store.clone(), prod.name.clone());
@@ -1398,13 +1418,7 @@ pub async fn racing_leases_hand_each_run_to_one_holder(store: Arc<impl Catalog>)
             }
         }));
     }
-    let mut seen = Vec::new();
-    for t in tasks {
-        seen.extend(t.await.unwrap());
-    }
-    let unique: BTreeSet<RunId> = seen.iter().cloned().collect();
-    assert_eq!(unique.len(), seen.len(), "a run was leased twice");
-    assert_eq!(unique, wanted, "every run was leased");
+    each_leased_once(tasks, &wanted).await;
 }
 
 fn claim(run: &RunRecord, resolved: &[&str]) -> Claim {
@@ -1567,14 +1581,7 @@ pub async fn a_claimed_run_is_leased_once_with_its_resolution(store: Arc<impl Ca
 
 /// Four callers reading and claiming at once: each run is leased to one of them.
 pub async fn racing_claims_hand_each_run_to_one_holder(store: Arc<impl Catalog>) {
-    let prod = new_environment(&*store, "prod", 1).await;
-    let mut wanted = BTreeSet::new();
-    for chunk in 0..10 {
-        let runs: Vec<NewRun> = (0..20)
-            .map(|_| new_run("a", RunMode::Pull, 10 + chunk))
-            .collect();
-        wanted.extend(enqueue(&*store, &prod, runs, 10 + chunk).await);
-    }
+    let (prod, wanted) = two_hundred_runs(&*store).await;
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let (store, name) = (store.clone(), prod.name.clone());
@@ -1601,13 +1608,7 @@ pub async fn racing_claims_hand_each_run_to_one_holder(store: Arc<impl Catalog>)
             }
         }));
     }
-    let mut seen = Vec::new();
-    for t in tasks {
-        seen.extend(t.await.unwrap());
-    }
-    let unique: BTreeSet<RunId> = seen.iter().cloned().collect();
-    assert_eq!(unique.len(), seen.len(), "a run was leased twice");
-    assert_eq!(unique, wanted, "every run was leased");
+    each_leased_once(tasks, &wanted).await;
     assert_eq!(
         audit_rows(&*store, "function.resolved").await.len(),
         wanted.len(),
