@@ -772,7 +772,12 @@ mod tests {
         let store = SqliteStore::open(dir.path()).expect("open");
         // A reader's connection, configured as the store's are (plans kept whatever is
         // bound, see `configure`).
-        store.read(|c| Ok(check_listing_plans(c))).expect("reader");
+        store
+            .read(|c| {
+                check_listing_plans(c);
+                Ok(())
+            })
+            .expect("reader");
     }
 
     fn check_listing_plans(c: &rusqlite::Connection) {
