@@ -310,7 +310,8 @@ impl Server {
     }
 
     /// Starts the server on a free loopback port with `<dir>/data` and the key settings
-    /// `keys`, waits for `/healthz`, reads `admin.key`.
+    /// `keys` (on the PostgreSQL database `COFFER_BENCH_DATABASE_URL` names, if set),
+    /// waits for `/healthz`, reads `admin.key`.
     async fn start(
         bin: &Path,
         dir: Arc<tempfile::TempDir>,
@@ -334,6 +335,11 @@ impl Server {
             if name.to_string_lossy().starts_with("COFFER_") {
                 command.env_remove(name);
             }
+        }
+        // `COFFER_BENCH_DATABASE_URL`: serve from that (empty) PostgreSQL database instead
+        // of SQLite in the data dir.
+        if let Some(url) = std::env::var_os("COFFER_BENCH_DATABASE_URL") {
+            command.arg("--database-url").arg(url);
         }
         let child = command.env(keys.0, keys.1).spawn().with_context(|| {
             format!(
