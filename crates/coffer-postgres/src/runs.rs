@@ -151,7 +151,7 @@ impl RunStore for PgStore {
                 // mostly find nothing: they lock no row they need not.
                 let author = check_actor(&mut tx, actor).await?;
                 let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
-                if limit == 0 || query.functions.as_ref().is_some_and(Vec::is_empty) {
+                if query.takes_nothing() {
                     return Ok(Vec::new());
                 }
                 let mut sql = QueryBuilder::new("");
@@ -177,7 +177,7 @@ impl RunStore for PgStore {
     }
 
     async fn due_runs(&self, query: &LeaseQuery, at: Timestamp) -> StoreResult<Vec<RunRecord>> {
-        if query.limit == 0 || query.functions.as_ref().is_some_and(Vec::is_empty) {
+        if query.takes_nothing() {
             return Ok(Vec::new());
         }
         let mut sql = QueryBuilder::new(format!("SELECT {COLUMNS} FROM runs"));
@@ -399,7 +399,7 @@ impl RunStore for PgStore {
 impl PgStore {
     /// Whether any run `query` may lease at `at` is due (a read: see `lease`).
     async fn any_due(&self, query: &LeaseQuery, at: Timestamp) -> StoreResult<bool> {
-        if query.limit == 0 || query.functions.as_ref().is_some_and(Vec::is_empty) {
+        if query.takes_nothing() {
             return Ok(false);
         }
         let mut sql = QueryBuilder::new("SELECT EXISTS (SELECT 1 FROM runs");

@@ -111,13 +111,7 @@ impl RunStore for SqliteStore {
         self.writer
             .write(move |c| {
                 let author = check_actor(c, &actor)?;
-                let limit = query.limit.min(MAX_LEASE);
-                let mut due =
-                    due_ids(c, &query, RunStatus::Queued, limit, at).map_err(unavailable)?;
-                due.extend(due_ids(c, &query, RunStatus::Running, limit, at).map_err(unavailable)?);
-                // Oldest due first across both; a stable sort keeps each list's order.
-                due.sort_by_key(|(_, due_at)| *due_at);
-                due.truncate(limit);
+                let due = oldest_due(c, &query, at).map_err(unavailable)?;
                 let mut take = c
                     .prepare_cached(&format!(
                         "UPDATE runs SET status = 'running', attempts = attempts + 1,
@@ -127,7 +121,7 @@ impl RunStore for SqliteStore {
                     .map_err(unavailable)?;
                 let leased = due
                     .into_iter()
-                    .map(|(id, _)| {
+                    .map(|id| {
                         take.query_row(
                             params![id, query.lease_until.millis(), at.millis()],
                             columns,
@@ -145,15 +139,11 @@ impl RunStore for SqliteStore {
     }
 
     async fn due_runs(&self, query: &LeaseQuery, at: Timestamp) -> StoreResult<Vec<RunRecord>> {
-        let limit = query.limit.min(MAX_LEASE);
         let rows = self.read(|c| {
-            let mut due = due_ids(c, query, RunStatus::Queued, limit, at)?;
-            due.extend(due_ids(c, query, RunStatus::Running, limit, at)?);
-            due.sort_by_key(|(_, due_at)| *due_at);
-            due.truncate(limit);
+            let due = oldest_due(c, query, at)?;
             let mut one = c.prepare_cached(&format!("SELECT {COLUMNS} FROM runs WHERE id = ?1"))?;
             let mut rows = Vec::with_capacity(due.len());
-            for (id, _) in due {
+            for id in due {
                 if let Some(row) = one.query_row([id], columns).optional()? {
                     rows.push(row);
                 }
@@ -564,6 +554,18 @@ fn remember(c: &Connection, env: &EnvId, key: &str, at: Timestamp) -> StoreResul
     })
     .map(drop)
     .map_err(unavailable)
+}
+
+/// The ids of up to `query.limit` (at most [`MAX_LEASE`]) runs `query` may take at `at`,
+/// queued or with an expired lease, oldest due first.
+fn oldest_due(c: &Connection, query: &LeaseQuery, at: Timestamp) -> rusqlite::Result<Vec<String>> {
+    let limit = query.limit.min(MAX_LEASE);
+    let mut due = due_ids(c, query, RunStatus::Queued, limit, at)?;
+    due.extend(due_ids(c, query, RunStatus::Running, limit, at)?);
+    // Oldest due first across both; a stable sort keeps each list's order.
+    due.sort_by_key(|(_, due_at)| *due_at);
+    due.truncate(limit);
+    Ok(due.into_iter().map(|(id, _)| id).collect())
 }
 
 /// Up to `limit` runs `query` may take with `status` that are due at `at`, oldest due

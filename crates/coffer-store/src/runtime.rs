@@ -437,6 +437,13 @@ pub struct LeaseQuery {
     pub lease_until: Timestamp,
 }
 
+impl LeaseQuery {
+    /// Whether no run can match: a limit of 0, or an empty list of functions.
+    pub fn takes_nothing(&self) -> bool {
+        self.limit == 0 || self.functions.as_ref().is_some_and(Vec::is_empty)
+    }
+}
+
 /// A run read by [`RunStore::due_runs`] that a caller takes with [`RunStore::lease_claimed`]
 /// once it has built the run's job.
 #[derive(Clone, Debug, PartialEq, Eq)]

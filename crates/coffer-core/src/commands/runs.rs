@@ -252,12 +252,6 @@ async fn lease_with_job(
     lease_ms: u64,
     who: &Principal,
 ) -> Result<Option<Job>, CoreError> {
-    // The run as the lease makes it: the job carries the attempt it will be.
-    let leased_as = RunRecord {
-        status: RunStatus::Running,
-        attempts: run.attempts + 1,
-        ..run.clone()
-    };
     // Ok(Ok): the job; Ok(Err): why the run cannot be handed over; Err: Coffer could not
     // build it now (its storage failed).
     let built = async {
@@ -268,8 +262,12 @@ async fn lease_with_job(
             }
             Err(e) => return Err(e),
         };
-        let built = coffer.build_run_job(env, &function, &leased_as).await?;
-        Ok(built.map(|(job, resolution, _)| (job, resolution)))
+        let built = coffer.build_run_job(env, &function, run).await?;
+        Ok(built.map(|(mut job, resolution, _)| {
+            // The attempt the lease makes it (taken only at the attempts it was read at).
+            job.attempt = Some(run.attempts + 1);
+            (job, resolution)
+        }))
     }
     .await;
     let claim = Claim {

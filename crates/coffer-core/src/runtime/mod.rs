@@ -74,7 +74,7 @@ pub(crate) struct Runtime {
     pub(crate) pull_waiters: waiters::PullWaiters,
     /// Places for waiting polls.
     pub(crate) polls: Arc<tokio::sync::Semaphore>,
-    /// The runs this node's polls are building jobs for.
+    /// The runs this node's polls are building jobs for, or leased lately.
     pub(crate) claims: waiters::Claims,
     /// Woken when this node starts an orchestration run or records a decision.
     pub(crate) flow_wake: tokio::sync::Notify,
