@@ -7,12 +7,19 @@
 # data shape (1,000 secrets of 64 bytes, encryption on); wrk (one thread, 16 connections,
 # 6 s) sends durable PUTs to each in turn, three interleaved rounds, best of each. Then, on
 # COFFER alone: write p99 at a steady ~1,000 writes/s with 0 and with 100 subscribers on
-# GET /v1/events/stream, interleaved. PIN_SERVER=0 PIN_CLIENTS=1 runs the servers and the
-# clients (wrk, curl) on separate cores (taskset), so the subscribers' own CPU does not
-# count as the server's. Loopback only; stops what it starts.
+# (ROUNDS, default 3, rounds of PACED_SECONDS, default 6, each; the lowest p99 of each kept)
+# GET /v1/events/stream, interleaved. The subscribers are held by one `coffer-bench
+# --follow 100` process (COFFER_BENCH, default next to COFFER), as subscribers on other
+# machines would cost this one nothing but the server's fan-out; FOLLOWERS=curl runs 100
+# curl processes instead, as the first measurements did. PIN_SERVER=0 PIN_CLIENTS=1 runs
+# the servers and the clients (wrk, followers) on separate cores (taskset). Loopback only;
+# stops what it starts.
 set -euo pipefail
 baseline=${1:?usage: scripts/bench-journal.sh BASELINE_COFFER [COFFER]}
 coffer=${2:-target/release/coffer}
+bench=${COFFER_BENCH:-$(dirname "$coffer")/coffer-bench}
+followers=${FOLLOWERS:-bench}
+[[ $followers == curl || -x $bench ]] || { echo "no coffer-bench at $bench (set COFFER_BENCH)" >&2; exit 1; }
 for b in "$baseline" "$coffer"; do
   [[ -x $b ]] || { echo "no coffer binary at $b (cargo build --release first)" >&2; exit 1; }
 done
@@ -78,12 +85,30 @@ request = function() return wrk.format("PUT", "/v1/environments/default/secrets/
 delay = function() return 16 end
 done = function(s, l, r) io.write(string.format("RESULT %.0f %.2f %d\n", s.requests/(s.duration/1e6), l:percentile(99)/1000, s.errors.status)) end
 LUA
-paced() { ${PIN_CLIENTS:+taskset -c "$PIN_CLIENTS"} wrk -t1 -c16 -d6s -s "$work/paced.lua" "$url_journal" | awk '/^RESULT/ {print $2, $3, $4}'; }
+paced() { ${PIN_CLIENTS:+taskset -c "$PIN_CLIENTS"} wrk -t1 -c16 -d"${PACED_SECONDS:-6}"s -s "$work/paced.lua" "$url_journal" | awk '/^RESULT/ {print $2, $3, $4}'; }
 low() { # the lower p99 of two "rps p99 errs" results
   if [[ -z $1 ]] || python3 -c "import sys; sys.exit(0 if float('${2#* }'.split()[0]) < float('${1#* }'.split()[0]) else 1)"; then echo "$2"; else echo "$1"; fi
 }
-# One manage key per follower: a key may hold only a few streams.
-python3 - "$url_journal" "$admin" >"$work/follower-keys" <<'PY'
+follow() { # starts 100 followers → sets subs (the pids to stop)
+  subs=()
+  if [[ $followers == curl ]]; then
+    while read -r key; do
+      ${PIN_CLIENTS:+taskset -c "$PIN_CLIENTS"} curl -sN -H "Authorization: Bearer $key" "$url_journal/v1/events/stream" >/dev/null 2>&1 &
+      subs+=($!)
+    done <"$work/follower-keys"
+    sleep 1
+  else
+    rm -f "$work/follow.err"
+    COFFER_API_KEY="$admin" ${PIN_CLIENTS:+taskset -c "$PIN_CLIENTS"} "$bench" --addr "${url_journal#http://}" \
+      --follow 100 >>"$work/follow.out" 2>"$work/follow.err" &
+    subs+=($!)
+    for _ in $(seq 300); do grep -q "following 100 streams" "$work/follow.err" 2>/dev/null && break; sleep 0.1; done
+    grep -q "following 100 streams" "$work/follow.err" || { cat "$work/follow.err" >&2; exit 1; }
+  fi
+}
+if [[ $followers == curl ]]; then
+  # One manage key per follower: a key may hold only a few streams.
+  python3 - "$url_journal" "$admin" >"$work/follower-keys" <<'PY'
 import json, sys, urllib.request
 url, admin = sys.argv[1:]
 for i in range(100):
@@ -91,18 +116,17 @@ for i in range(100):
                                method="POST", headers={"Content-Type": "application/json", "Authorization": "Bearer " + admin})
     print(json.loads(urllib.request.urlopen(r).read())["key"])
 PY
-s0=""; s100=""
-for _ in 1 2 3; do
-  s0=$(low "$s0" "$(paced)")
-  subs=()
-  while read -r key; do
-    ${PIN_CLIENTS:+taskset -c "$PIN_CLIENTS"} curl -sN -H "Authorization: Bearer $key" "$url_journal/v1/events/stream" >/dev/null 2>&1 &
-    subs+=($!)
-  done <"$work/follower-keys"
-  sleep 1
-  s100=$(low "$s100" "$(paced)")
+fi
+s0=""; s100=""; all0=""; all100=""
+for _ in $(seq "${ROUNDS:-3}"); do
+  r=$(paced); s0=$(low "$s0" "$r"); all0+=" $(cut -d' ' -f2 <<<"$r")"
+  follow
+  r=$(paced); s100=$(low "$s100" "$r"); all100+=" $(cut -d' ' -f2 <<<"$r")"
   kill "${subs[@]}" 2>/dev/null || true; wait "${subs[@]}" 2>/dev/null || true
 done
+[[ $followers == curl ]] || sed 's/^/followers: /' "$work/follow.out"
+echo "p99 ms of each round, 0 streams:  $all0"
+echo "p99 ms of each round, 100 streams:$all100"
 printf '%-28s %8s/s  p99 %6s ms  non-2xx %s\n' "paced writes, 0 streams" $s0
 printf '%-28s %8s/s  p99 %6s ms  non-2xx %s\n' "paced writes, 100 streams" $s100
 read -r _ p0 _ <<<"$s0"; read -r _ p100 _ <<<"$s100"

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod follow;
 mod orchestrations;
 mod runtime;
 mod vault;
@@ -93,6 +94,11 @@ struct Args {
         default_value = "root"
     )]
     vault_token: String,
+    /// Instead of the HTTP phases: hold this many followers of `GET /v1/events/stream` on
+    /// --addr (with an admin --api-key, which creates one manage key per follower) until
+    /// SIGTERM or Ctrl-C, then print the bytes they received.
+    #[arg(long, requires = "addr", value_parser = clap::value_parser!(u16).range(1..=1000))]
+    follow: Option<u16>,
 }
 
 fn main() -> ExitCode {
@@ -125,6 +131,11 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(n) = args.rewrap {
         return rewrap(&args.coffer_bin, n).await;
+    }
+    if let (Some(n), Some(addr)) = (args.follow, args.addr) {
+        let key = args.api_key.context("--follow needs an admin --api-key")?;
+        follow::run(addr, &key, n.into()).await?;
+        return Ok(ExitCode::SUCCESS);
     }
     if args.runtime {
         let conns = args.connections.iter().copied().max().unwrap_or(16).into();
