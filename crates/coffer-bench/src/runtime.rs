@@ -112,8 +112,10 @@ pub async fn bench(
         auth: runtime,
         paths: vec![],
     });
+    analyze()?;
     let resolve_cpu = cpu(duration);
     let resolve = resolve_phase(&as_runtime, connections, warmup, duration).await;
+    analyze()?;
     let pulled_cpu = cpu(duration);
     let pulled = pull_phase(
         &target,
@@ -124,6 +126,7 @@ pub async fn bench(
         duration,
     )
     .await;
+    analyze()?;
     let pulled_sdk_cpu = cpu(duration);
     let pulled_sdk = pull_phase(
         &target,
@@ -135,6 +138,7 @@ pub async fn bench(
     )
     .await;
     fill_queue(&target).await?;
+    analyze()?;
     let filled_cpu = cpu(duration);
     let filled = pull_phase(
         &target,
@@ -145,8 +149,10 @@ pub async fn bench(
         duration,
     )
     .await;
+    analyze()?;
     let pushed_cpu = cpu(duration);
     let pushed = push_phase(&target, &latencies, PUSH_SENDERS, warmup, duration).await;
+    analyze()?;
     let pushed_wide_cpu = cpu(duration);
     let pushed_wide = push_phase(&target, &latencies, PUSH_SENDERS * 4, warmup, duration).await;
     let mut cpus = Vec::new();
@@ -237,6 +243,25 @@ pub async fn bench(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// On PostgreSQL (`COFFER_BENCH_DATABASE_URL`), `ANALYZE` before a phase: what autovacuum's
+/// auto-analyze does in a deployment as the runs table grows, which this project's
+/// PostgreSQL (autovacuum off) never does by itself. Without it the planner keeps the
+/// statistics of an empty table and may walk a whole index for a one-row lookup.
+fn analyze() -> anyhow::Result<()> {
+    let Some(url) = std::env::var_os("COFFER_BENCH_DATABASE_URL") else {
+        return Ok(());
+    };
+    let status = std::process::Command::new("psql")
+        .arg(url)
+        .args(["-qXc", "ANALYZE"])
+        .status()
+        .context("cannot run psql for ANALYZE")?;
+    if !status.success() {
+        bail!("psql ANALYZE failed: {status}");
+    }
+    Ok(())
 }
 
 pub(crate) fn bearer(key: &str) -> anyhow::Result<HeaderValue> {

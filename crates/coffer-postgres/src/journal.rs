@@ -67,6 +67,45 @@ impl Author {
     }
 }
 
+/// [`check_actor`] as common table expressions, for a write that is one statement: `k`
+/// locks the acting key's row (`FOR KEY SHARE`), `g.actor_ok` says whether it still exists
+/// with the scope its request was authorized for (always, for Coffer itself), `g.key_name`
+/// is its name. `$key` and `$scope` are the parameters [`actor_binds`] gives. The statement
+/// must reference `g` (an unreferenced CTE is not run, and its lock not taken).
+pub(crate) fn actor_guard(key: usize, scope: usize) -> String {
+    format!(
+        "k AS (SELECT environment, name FROM api_keys WHERE id = ${key} FOR KEY SHARE),
+         g AS (SELECT (${key}::text IS NULL OR EXISTS (
+                          SELECT 1 FROM k WHERE environment IS NOT DISTINCT FROM ${scope}::text))
+                          AS actor_ok,
+                      (SELECT name FROM k) AS key_name)"
+    )
+}
+
+/// The acting key's id (`None`: Coffer itself) and scope, for [`actor_guard`].
+pub(crate) fn actor_binds(actor: &Actor) -> (Option<&str>, Option<&str>) {
+    match actor {
+        Actor::Key {
+            id, environment, ..
+        } => (Some(id.as_str()), environment.as_ref().map(EnvName::as_str)),
+        Actor::System => (None, None),
+    }
+}
+
+/// `actor` as its audit rows name it, from what [`actor_guard`] read:
+/// [`StoreError::ActorRevoked`] unless `actor_ok`.
+pub(crate) fn guarded_author(
+    actor: &Actor,
+    actor_ok: bool,
+    key_name: Option<String>,
+) -> StoreResult<Author> {
+    if actor_ok {
+        Ok(Author::of(actor, key_name))
+    } else {
+        Err(StoreError::ActorRevoked)
+    }
+}
+
 /// Re-checks, in the writing transaction, that a key actor still exists with the scope its
 /// request was authorized for, and locks its row (`FOR KEY SHARE`) so a revocation waits
 /// for this transaction. Refuses with [`StoreError::ActorRevoked`] otherwise.

@@ -24,7 +24,9 @@ use coffer_store::{
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, QueryBuilder, Row};
 
-use crate::journal::{append, check_actor, incarnation_scope, lock_environment};
+use crate::journal::{
+    actor_binds, actor_guard, append, check_actor, guarded_author, incarnation_scope,
+};
 use crate::writer::Kind;
 use crate::{PgStore, corrupt, db};
 
@@ -32,6 +34,8 @@ use crate::{PgStore, corrupt, db};
 const COLUMNS: &str = "id, environment, environment_id, function_id, mode, event_name, \
      event_data, trigger_params, status, attempts, output, error, lease_expires_at, \
      next_attempt_at, created_at, updated_at, flow_id, step_id";
+/// How many columns [`COLUMNS`] names: what a statement returns after them is at this index.
+const COLUMN_COUNT: usize = 18;
 
 /// When an unfinished run is due: a queued one at its next attempt, a running one when its
 /// lease expires (the expression the `runs_due` index is built on).
@@ -142,7 +146,9 @@ impl RunStore for PgStore {
             return Ok(Vec::new());
         }
         let (query, actor) = (query.clone(), actor.clone());
-        self.write(move |mut tx| {
+        // Without a savepoint (one round trip fewer): the actor's check writes nothing, and
+        // the lease is one statement.
+        self.write_as(Kind::Atomic, move |mut tx| {
             Box::pin(async move {
                 let (query, actor) = (&query, &actor);
                 // Step 3 only. A lease needs no environment row: it creates nothing in one, and it
@@ -157,6 +163,9 @@ impl RunStore for PgStore {
                 let mut sql = QueryBuilder::new("");
                 push_lease(&mut sql, query, limit, at);
                 let rows = sql.build().fetch_all(&mut *tx).await.map_err(db)?;
+                if !rows.is_empty() {
+                    tx.wrote();
+                }
                 let mut leased = rows
                     .iter()
                     .map(|r| {
@@ -197,32 +206,59 @@ impl RunStore for PgStore {
         actor: &Actor,
     ) -> StoreResult<Vec<RunRecord>> {
         let actor = actor.clone();
-        self.write(move |mut tx| {
+        // Without a savepoint: each claim is one statement that re-checks the acting key
+        // (and locks its row) as it leases, so a refused poll has written nothing.
+        self.write_as(Kind::Atomic, move |mut tx| {
             Box::pin(async move {
+                if claims.is_empty() {
+                    check_actor(&mut tx, &actor).await?;
+                    tx.keep();
+                    return Ok(Vec::new());
+                }
                 // Like `lease`: no environment row, and a run another transaction holds is
                 // skipped (taken), never waited for.
-                let author = check_actor(&mut tx, &actor).await?;
-                let (mut leased, mut changes) = (Vec::new(), Vec::new());
-                for claim in &claims {
-                    let row = sqlx::query(&format!(
-                        "WITH claimed AS (
-                             SELECT id AS run_id FROM runs
-                             WHERE id = $1 AND environment = $2 AND attempts = $3
-                               AND status IN ('queued', 'running') AND {DUE} <= $5
-                             FOR UPDATE SKIP LOCKED)
+                let sql = format!(
+                    "WITH {guard},
+                     claimed AS (
+                         SELECT id AS run_id FROM runs
+                         WHERE id = $1 AND environment = $2 AND attempts = $3
+                           AND status IN ('queued', 'running') AND {DUE} <= $5
+                           AND (SELECT actor_ok FROM g)
+                         FOR UPDATE OF runs SKIP LOCKED),
+                     w AS (
                          UPDATE runs SET status = 'running', attempts = attempts + 1,
                              lease_expires_at = $4, updated_at = $5
-                         FROM claimed WHERE runs.id = claimed.run_id RETURNING {COLUMNS}"
-                    ))
-                    .bind(claim.id.as_str())
-                    .bind(claim.environment.as_str())
-                    .bind(i64::from(claim.attempts))
-                    .bind(lease_until.millis())
-                    .bind(at.millis())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db)?;
-                    let Some(row) = row else { continue };
+                         FROM claimed WHERE runs.id = claimed.run_id RETURNING {COLUMNS})
+                     SELECT w.*, g.actor_ok, g.key_name FROM g LEFT JOIN w ON true",
+                    guard = actor_guard(6, 7),
+                );
+                let (key_id, key_scope) = actor_binds(&actor);
+                let (mut author, mut leased, mut changes) = (None, Vec::new(), Vec::new());
+                for claim in &claims {
+                    let row = sqlx::query(&sql)
+                        .bind(claim.id.as_str())
+                        .bind(claim.environment.as_str())
+                        .bind(i64::from(claim.attempts))
+                        .bind(lease_until.millis())
+                        .bind(at.millis())
+                        .bind(key_id)
+                        .bind(key_scope)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                    if author.is_none() {
+                        // The first statement locked the key's row: it holds for the rest.
+                        author = Some(guarded_author(
+                            &actor,
+                            row.try_get(COLUMN_COUNT).map_err(db)?,
+                            row.try_get(COLUMN_COUNT + 1).map_err(db)?,
+                        )?);
+                    }
+                    let leased_id: Option<String> = row.try_get(0).map_err(db)?;
+                    if leased_id.is_none() {
+                        continue;
+                    }
+                    tx.wrote();
                     let run = run(&row)?;
                     changes.push(Change::run_changed(&run));
                     if let Some(resolution) = &claim.resolution {
@@ -230,7 +266,9 @@ impl RunStore for PgStore {
                     }
                     leased.push(run);
                 }
-                append(&mut tx, &author, &changes);
+                if let Some(author) = author {
+                    append(&mut tx, &author, &changes);
+                }
                 tx.keep();
                 Ok(leased)
             })
@@ -277,13 +315,11 @@ impl RunStore for PgStore {
         actor: &Actor,
     ) -> StoreResult<RunRecord> {
         let (env, id, actor) = (env.clone(), id.clone(), actor.clone());
-        self.write(move |mut tx| {
+        // Without a savepoint: the environment's lock, the actor's check and the run's end
+        // are one statement, which refuses before it writes.
+        self.write_as(Kind::Atomic, move |mut tx| {
             Box::pin(async move {
                 let (env, id, actor) = (&env, &id, &actor);
-                // Steps 1 and 3, as every write into an environment (a run of a deleted
-                // environment went with it: NotFound below).
-                lock_environment(&mut tx, env).await?;
-                let author = check_actor(&mut tx, actor).await?;
                 let (status, output, error, not_before) = match outcome {
                     RunOutcome::Succeeded { output } => {
                         (RunStatus::Succeeded, Some(output), None, None)
@@ -293,16 +329,32 @@ impl RunStore for PgStore {
                         (RunStatus::Queued, None, Some(error), Some(not_before))
                     }
                 };
-                // One conditional statement: only the attempt that holds an unexpired lease ends
-                // it. A lease of the same run (its lease expired by the leaser's clock) either
-                // committed first, and this re-checks the new row (another attempt), or skips the
-                // row this holds.
+                // Steps 1 and 3, as every write into an environment, in that order (`g`'s
+                // columns are read in order): the environment's row, then the key's (a run of
+                // a deleted environment went with it: NotFound below). Then one conditional
+                // update: only the attempt that holds an unexpired lease ends it. A lease of
+                // the same run (its lease expired by the leaser's clock) either committed
+                // first, and this re-checks the new row (another attempt), or skips the row
+                // this holds.
+                let (key_id, key_scope) = actor_binds(actor);
                 let row = sqlx::query(&format!(
-                    "UPDATE runs SET status = $4, output = $5, error = $6, lease_expires_at = NULL,
-                         next_attempt_at = COALESCE($7, next_attempt_at), updated_at = $8
-                     WHERE environment = $1 AND id = $2 AND status = 'running'
-                       AND ($3::bigint IS NULL OR attempts = $3) AND lease_expires_at > $8
-                     RETURNING {COLUMNS}"
+                    "WITH e AS (SELECT 1 FROM environments WHERE name = $1 FOR KEY SHARE),
+                     k AS (SELECT environment, name FROM api_keys WHERE id = $9 FOR KEY SHARE),
+                     g AS (SELECT EXISTS (SELECT 1 FROM e) AS env_found,
+                                  ($9::text IS NULL OR EXISTS (
+                                      SELECT 1 FROM k
+                                      WHERE environment IS NOT DISTINCT FROM $10::text))
+                                      AS actor_ok,
+                                  (SELECT name FROM k) AS key_name),
+                     w AS (
+                         UPDATE runs SET status = $4, output = $5, error = $6,
+                             lease_expires_at = NULL,
+                             next_attempt_at = COALESCE($7, next_attempt_at), updated_at = $8
+                         WHERE environment = $1 AND id = $2 AND status = 'running'
+                           AND ($3::bigint IS NULL OR attempts = $3) AND lease_expires_at > $8
+                           AND (SELECT actor_ok FROM g)
+                         RETURNING {COLUMNS})
+                     SELECT w.*, g.actor_ok, g.key_name FROM g LEFT JOIN w ON true"
                 ))
                 .bind(env.as_str())
                 .bind(id.as_str())
@@ -312,12 +364,21 @@ impl RunStore for PgStore {
                 .bind(error)
                 .bind(not_before.map(Timestamp::millis))
                 .bind(at.millis())
-                .fetch_optional(&mut *tx)
+                .bind(key_id)
+                .bind(key_scope)
+                .fetch_one(&mut *tx)
                 .await
                 .map_err(db)?;
-                let Some(row) = row else {
+                let author = guarded_author(
+                    actor,
+                    row.try_get(COLUMN_COUNT).map_err(db)?,
+                    row.try_get(COLUMN_COUNT + 1).map_err(db)?,
+                )?;
+                let ended: Option<String> = row.try_get(0).map_err(db)?;
+                if ended.is_none() {
                     return Err(refusal(&mut tx, env, id).await?);
-                };
+                }
+                tx.wrote();
                 let record = run(&row)?;
                 // Step 4 goes on: the run's row, then its orchestration run's.
                 if let Some(link) = record.step.as_ref().filter(|_| record.status.is_final()) {
@@ -336,7 +397,8 @@ impl RunStore for PgStore {
             return Ok(());
         }
         let (batch, actor) = (batch.to_vec(), actor.clone());
-        self.write(move |mut tx| {
+        // Without a savepoint: the actor's check writes nothing.
+        self.write_as(Kind::Atomic, move |mut tx| {
             Box::pin(async move {
                 let (batch, actor) = (&batch, &actor);
                 let author = check_actor(&mut tx, actor).await?;

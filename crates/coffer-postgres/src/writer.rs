@@ -66,6 +66,14 @@ impl Tx<'_> {
         self.journal.kept = true;
     }
 
+    /// Says that the write has changed rows. An [`Kind::Atomic`] write (no savepoint to
+    /// roll back to) calls this once its statement changed something: if it then returns
+    /// an error or does not keep, its changes cannot be taken back alone, and its whole
+    /// batch fails instead of committing them without their journal rows.
+    pub(crate) fn wrote(&mut self) {
+        self.journal.wrote = true;
+    }
+
     /// The journal rows this batch appends, for [`journal::append`].
     pub(crate) fn journal(&mut self) -> &mut Pending {
         self.journal
@@ -94,6 +102,8 @@ pub(crate) struct Pending {
     pub(crate) rows: Vec<AuditRecord>,
     /// Whether the running write called [`Tx::keep`].
     kept: bool,
+    /// Whether the running write said it changed rows ([`Tx::wrote`]).
+    wrote: bool,
 }
 
 /// How a queued write's caller gets its outcome once the batch's commit has ended (the
@@ -112,7 +122,8 @@ pub(crate) enum Kind {
     Batched,
     /// Without a savepoint: it refuses only before it wrote anything (one statement that
     /// writes all or nothing). If it fails with the transaction broken (a database error
-    /// inside its statement), its whole batch fails.
+    /// inside its statement), or after it said it wrote ([`Tx::wrote`]), its whole batch
+    /// fails.
     Atomic,
     /// In a batch of its own: a long write (an import, a rewrap batch, an environment's
     /// deletion) that would otherwise hold the journal head, which every node's writes
@@ -257,6 +268,7 @@ async fn run_batch(
         head: journal::lock_head(conn).await?,
         rows: Vec::new(),
         kept: false,
+        wrote: false,
     };
     // A savepoint per write that needs one, one round trip: a kept write's is released as
     // the next one's is taken; a rolled-back one's stays for the next.
@@ -273,6 +285,7 @@ async fn run_batch(
         }
         let mark = (pending.rows.len(), pending.head.event_seq);
         pending.kept = false;
+        pending.wrote = false;
         let (ok, finish) = (job.run)(&mut *conn, &mut pending).await;
         finishes.push(finish);
         if ok && pending.kept {
@@ -282,6 +295,12 @@ async fn run_batch(
         } else {
             pending.rows.truncate(mark.0);
             pending.head.event_seq = mark.1;
+            if atomic && pending.wrote {
+                return Err(StoreError::Unavailable(
+                    "postgres: a write failed after it changed rows; the batch was not committed"
+                        .into(),
+                ));
+            }
             if atomic {
                 // Refused before it wrote, or failed inside its statement: then the
                 // transaction is broken (a COMMIT would roll back without an error), and

@@ -1745,6 +1745,21 @@ pub async fn run_writes_recheck_the_actor_and_the_incarnation(store: Arc<impl Ca
         matches!(refused, Err(StoreError::ActorRevoked)),
         "{refused:?}"
     );
+    // A claim read before the revocation is refused too, and takes nothing.
+    let other = ids.iter().find(|id| **id != leased[0].id).unwrap();
+    let unclaimed = store.get_run(&prod.name, other).await.unwrap().unwrap();
+    let refused = store
+        .lease_claimed(
+            vec![claim(&unclaimed, &["A"])],
+            at(1_000),
+            at(40),
+            &key_actor(&runtime),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::ActorRevoked)),
+        "{refused:?}"
+    );
     let refused = store
         .enqueue(
             &prod,
