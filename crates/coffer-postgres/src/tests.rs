@@ -145,6 +145,57 @@ async fn an_exhausted_pool_answers_overloaded() {
         .expect("served again once connections are free");
 }
 
+/// An `Atomic` write (no savepoint) that changed rows and then fails fails its batch: its
+/// change is not committed without its journal rows.
+#[tokio::test]
+async fn an_atomic_write_that_fails_after_it_wrote_commits_nothing() {
+    let (store, _db) = fresh().await;
+    let default = incarnation("default");
+    store
+        .create_environment(&default, &Actor::System)
+        .await
+        .expect("create");
+    let head = store.last_event_id().await.expect("head");
+    let failed = store
+        .write_as(writer::Kind::Atomic, |mut tx| {
+            Box::pin(async move {
+                sqlx::query("UPDATE environments SET created_at = 999 WHERE name = 'default'")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                tx.wrote();
+                Err::<(), _>(StoreError::Corrupt("a row that cannot be read".into()))
+            })
+        })
+        .await;
+    assert!(
+        matches!(failed, Err(StoreError::Unavailable(_))),
+        "the batch fails: {failed:?}"
+    );
+    let now = store
+        .get_environment(&default.name)
+        .await
+        .expect("read")
+        .expect("still there");
+    assert_eq!(
+        now.created_at, default.created_at,
+        "the change was not committed"
+    );
+    assert_eq!(store.last_event_id().await.expect("head"), head);
+    // The writer goes on.
+    store
+        .put_config(
+            &default.name,
+            &coffer_store::ConfigKey::new("AFTER").expect("valid"),
+            "1".into(),
+            Precondition::None,
+            Timestamp::from_millis(5),
+            &Actor::System,
+        )
+        .await
+        .expect("a later write commits");
+}
+
 /// A write that fails inside its one statement (a database error, here its statement timing
 /// out on a row another session holds) leaves its batch's transaction broken: the whole
 /// batch fails, so no write of it is reported done without being committed. Checked over
