@@ -44,6 +44,11 @@ pub(crate) struct Author {
 }
 
 impl Author {
+    /// The acting key's name as the writing transaction read it (`None`: Coffer itself).
+    pub(crate) fn key_name(&self) -> Option<String> {
+        self.actor.key_name.clone()
+    }
+
     pub(crate) fn system() -> Self {
         Author {
             actor: ActorRef::system(),

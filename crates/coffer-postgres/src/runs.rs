@@ -146,9 +146,9 @@ impl RunStore for PgStore {
             return Ok(Vec::new());
         }
         let (query, actor) = (query.clone(), actor.clone());
-        // Without a savepoint (one round trip fewer): the actor's check writes nothing, and
-        // the lease is one statement.
-        self.write_as(Kind::Atomic, move |mut tx| {
+        // Under a savepoint, unlike `lease_claimed`: the runs it takes were not read before,
+        // so one that cannot be read back fails this lease alone, not its whole batch.
+        self.write(move |mut tx| {
             Box::pin(async move {
                 let (query, actor) = (&query, &actor);
                 // Step 3 only. A lease needs no environment row: it creates nothing in one, and it
@@ -163,9 +163,6 @@ impl RunStore for PgStore {
                 let mut sql = QueryBuilder::new("");
                 push_lease(&mut sql, query, limit, at);
                 let rows = sql.build().fetch_all(&mut *tx).await.map_err(db)?;
-                if !rows.is_empty() {
-                    tx.wrote();
-                }
                 let mut leased = rows
                     .iter()
                     .map(|r| {
@@ -246,6 +243,10 @@ impl RunStore for PgStore {
                         .fetch_one(&mut *tx)
                         .await
                         .map_err(db)?;
+                    let leased_id: Option<String> = row.try_get(0).map_err(db)?;
+                    if leased_id.is_some() {
+                        tx.wrote();
+                    }
                     if author.is_none() {
                         // The first statement locked the key's row: it holds for the rest.
                         author = Some(guarded_author(
@@ -254,11 +255,9 @@ impl RunStore for PgStore {
                             row.try_get(COLUMN_COUNT + 1).map_err(db)?,
                         )?);
                     }
-                    let leased_id: Option<String> = row.try_get(0).map_err(db)?;
                     if leased_id.is_none() {
                         continue;
                     }
-                    tx.wrote();
                     let run = run(&row)?;
                     changes.push(Change::run_changed(&run));
                     if let Some(resolution) = &claim.resolution {
@@ -340,6 +339,8 @@ impl RunStore for PgStore {
                 let row = sqlx::query(&format!(
                     "WITH e AS (SELECT 1 FROM environments WHERE name = $1 FOR KEY SHARE),
                      k AS (SELECT environment, name FROM api_keys WHERE id = $9 FOR KEY SHARE),
+                     -- env_found is read by no one, but it is what runs `e` (and takes its
+                     -- lock, before the key's): keep it first.
                      g AS (SELECT EXISTS (SELECT 1 FROM e) AS env_found,
                                   ($9::text IS NULL OR EXISTS (
                                       SELECT 1 FROM k
@@ -369,16 +370,18 @@ impl RunStore for PgStore {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db)?;
+                let ended: Option<String> = row.try_get(0).map_err(db)?;
+                if ended.is_some() {
+                    tx.wrote();
+                }
                 let author = guarded_author(
                     actor,
                     row.try_get(COLUMN_COUNT).map_err(db)?,
                     row.try_get(COLUMN_COUNT + 1).map_err(db)?,
                 )?;
-                let ended: Option<String> = row.try_get(0).map_err(db)?;
                 if ended.is_none() {
                     return Err(refusal(&mut tx, env, id).await?);
                 }
-                tx.wrote();
                 let record = run(&row)?;
                 // Step 4 goes on: the run's row, then its orchestration run's.
                 if let Some(link) = record.step.as_ref().filter(|_| record.status.is_final()) {
@@ -401,7 +404,9 @@ impl RunStore for PgStore {
         self.write_as(Kind::Atomic, move |mut tx| {
             Box::pin(async move {
                 let (batch, actor) = (&batch, &actor);
-                let author = check_actor(&mut tx, actor).await?;
+                // Resolutions of one key come in runs (every `coffer run`, every pull
+                // job of a worker): one check of the key per run of them in a batch.
+                let author = tx.check_actor_once(actor).await?;
                 // Audit only: `function.resolved` publishes no event.
                 let changes: Vec<Change> = batch.iter().map(Change::function_resolved).collect();
                 append(&mut tx, &author, &changes);

@@ -145,6 +145,173 @@ async fn an_exhausted_pool_answers_overloaded() {
         .expect("served again once connections are free");
 }
 
+/// Resolutions of one key in one batch check the key once (`Tx::check_actor_once`), and a
+/// revocation earlier in the same batch still refuses every resolution queued after it.
+#[tokio::test]
+async fn a_revocation_in_a_batch_refuses_the_resolutions_after_it() {
+    use coffer_store::RunStore;
+    use sqlx::Connection;
+    let (store, db) = fresh().await;
+    let default = incarnation("default");
+    store
+        .create_environment(&default, &Actor::System)
+        .await
+        .expect("create");
+    let runtime = ApiKeyRecord {
+        meta: ApiKeyMeta {
+            id: ApiKeyId::new("ak_0e").expect("valid"),
+            name: "worker".into(),
+            role: Role::Runtime(env("default")),
+            created_at: Timestamp::from_millis(1),
+        },
+        key_hash: "hr".into(),
+    };
+    store
+        .insert_api_key(&runtime, &Actor::System)
+        .await
+        .expect("insert");
+    let actor = Actor::Key {
+        id: runtime.meta.id.clone(),
+        environment: Some(env("default")),
+        origin: Default::default(),
+    };
+    let resolution = coffer_store::Resolution {
+        environment: env("default"),
+        function_id: coffer_store::FunctionId::new("f").expect("valid"),
+        run_id: None,
+        resolved: vec![],
+        missing: vec![],
+        at: Timestamp::from_millis(2),
+    };
+    // Hold the journal head: the writer's batch waits for it, with everything queued
+    // before it began. On this one-thread runtime the spawned writes queue in spawn order
+    // while the test sleeps.
+    let mut holder = sqlx::PgConnection::connect(db.url()).await.expect("holder");
+    sqlx::query("BEGIN")
+        .execute(&mut holder)
+        .await
+        .expect("begin");
+    sqlx::query("SELECT 1 FROM journal_head WHERE id = 1 FOR UPDATE")
+        .execute(&mut holder)
+        .await
+        .expect("hold the head");
+    let resolve = |store: Arc<PgStore>| {
+        let (r, a) = (resolution.clone(), actor.clone());
+        tokio::spawn(async move { store.record_resolutions(&[r], &a).await })
+    };
+    let before = [resolve(store.clone()), resolve(store.clone())];
+    let revoke = {
+        let (store, id) = (store.clone(), runtime.meta.id.clone());
+        tokio::spawn(async move { store.delete_api_key(&id, &Actor::System).await })
+    };
+    let after = [resolve(store.clone()), resolve(store.clone())];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("release");
+    for done in before {
+        done.await
+            .expect("task")
+            .expect("resolved before the revocation");
+    }
+    revoke.await.expect("task").expect("revoked");
+    for done in after {
+        let refused = done.await.expect("task");
+        assert!(
+            matches!(refused, Err(StoreError::ActorRevoked)),
+            "a resolution after the revocation: {refused:?}"
+        );
+    }
+    let query = AuditQuery {
+        action: Some("function.resolved".into()),
+        ..AuditQuery::default()
+    };
+    let (rows, _) = store.audit(&query, 100).await.expect("audit");
+    let resolved = rows.len();
+    assert_eq!(
+        resolved, 2,
+        "only the two before the revocation are on the record"
+    );
+}
+
+/// A claim and a run's end that change a run they then cannot read back (a row this
+/// build cannot parse: here a function id with a space) fail their batch: the run stays as
+/// it was, with no audit row, rather than changed without one.
+#[tokio::test]
+async fn a_run_changed_but_unreadable_is_not_committed_without_its_audit_row() {
+    use coffer_store::RunStore;
+    let (store, _db) = fresh().await;
+    let default = incarnation("default");
+    store
+        .create_environment(&default, &Actor::System)
+        .await
+        .expect("create");
+    let (queued, running) = ("run_00000000000000a1", "run_00000000000000a2");
+    for (id, status, lease, attempts) in [
+        (queued, "queued", None, 0_i64),
+        (running, "running", Some(1_000_000_i64), 1),
+    ] {
+        sqlx::query(
+            "INSERT INTO runs (id, environment, environment_id, function_id, mode, event_name,
+                 event_data, trigger_params, status, attempts, lease_expires_at,
+                 next_attempt_at, created_at, updated_at)
+             VALUES ($1, 'default', $2, 'not an id', 'pull', 'e', 'null', '{}', $3, $4, $5,
+                 0, 1, 1)",
+        )
+        .bind(id)
+        .bind(default.id.as_str())
+        .bind(status)
+        .bind(attempts)
+        .bind(lease)
+        .execute(&store.db.pool)
+        .await
+        .expect("insert a row by hand");
+    }
+    let head = store.audit_head().await.expect("head");
+    let claimed = store
+        .lease_claimed(
+            vec![coffer_store::Claim {
+                environment: env("default"),
+                id: coffer_store::RunId::new(queued).expect("valid"),
+                attempts: 0,
+                resolution: None,
+            }],
+            Timestamp::from_millis(2_000),
+            Timestamp::from_millis(10),
+            &Actor::System,
+        )
+        .await;
+    assert!(
+        matches!(claimed, Err(StoreError::Unavailable(_))),
+        "{claimed:?}"
+    );
+    let ended = store
+        .finish(
+            &env("default"),
+            &coffer_store::RunId::new(running).expect("valid"),
+            Some(1),
+            coffer_store::RunOutcome::Succeeded { output: "1".into() },
+            Timestamp::from_millis(20),
+            &Actor::System,
+        )
+        .await;
+    assert!(
+        matches!(ended, Err(StoreError::Unavailable(_))),
+        "{ended:?}"
+    );
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, attempts FROM runs ORDER BY id")
+        .fetch_all(&store.db.pool)
+        .await
+        .expect("read");
+    assert_eq!(
+        rows,
+        [("queued".to_owned(), 0), ("running".to_owned(), 1)],
+        "neither change was committed"
+    );
+    assert_eq!(store.audit_head().await.expect("head"), head);
+}
+
 /// An `Atomic` write (no savepoint) that changed rows and then fails fails its batch: its
 /// change is not committed without its journal rows.
 #[tokio::test]

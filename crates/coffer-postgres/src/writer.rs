@@ -34,11 +34,13 @@ use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use coffer_store::{AuditRecord, StoreError, StoreResult};
+use std::collections::HashMap;
+
+use coffer_store::{Actor, AuditRecord, StoreError, StoreResult};
 use sqlx::PgConnection;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::journal::{self, Head};
+use crate::journal::{self, Author, Head};
 use crate::{Db, announce, db};
 
 /// Most writes in one transaction. Each runs under a savepoint (a subtransaction), and
@@ -74,6 +76,29 @@ impl Tx<'_> {
         self.journal.wrote = true;
     }
 
+    /// [`journal::check_actor`], asked of the database once per key for a run of writes
+    /// that each only re-check their actor and append journal rows (resolutions): the
+    /// first locks the key's row until the commit, the next reuse its answer.
+    pub(crate) async fn check_actor_once(&mut self, actor: &Actor) -> StoreResult<Author> {
+        let Actor::Key {
+            id, environment, ..
+        } = actor
+        else {
+            return Ok(Author::system());
+        };
+        self.journal.asked_actors = true;
+        let slot = (
+            id.to_string(),
+            environment.as_ref().map(ToString::to_string),
+        );
+        if let Some(name) = self.journal.actors.get(&slot) {
+            return Ok(Author::of(actor, name.clone()));
+        }
+        let author = journal::check_actor(self.conn, actor).await?;
+        self.journal.actors.insert(slot, author.key_name());
+        Ok(author)
+    }
+
     /// The journal rows this batch appends, for [`journal::append`].
     pub(crate) fn journal(&mut self) -> &mut Pending {
         self.journal
@@ -104,6 +129,13 @@ pub(crate) struct Pending {
     kept: bool,
     /// Whether the running write said it changed rows ([`Tx::wrote`]).
     wrote: bool,
+    /// Acting keys (id, scope) that writes of this batch found valid, with their names, for
+    /// [`Tx::check_actor_once`]. Each check locked its key's row (`FOR KEY SHARE`) until the
+    /// commit, so the answer holds — unless a write of this same transaction changes the
+    /// key: so it is cleared after any write that did not only reuse it and keep.
+    actors: HashMap<(String, Option<String>), Option<String>>,
+    /// Whether the running write asked [`Tx::check_actor_once`].
+    asked_actors: bool,
 }
 
 /// How a queued write's caller gets its outcome once the batch's commit has ended (the
@@ -173,8 +205,17 @@ impl Writer {
         let (reply, outcome) = oneshot::channel::<StoreResult<T>>();
         let run: Run = Box::new(move |conn, journal| {
             Box::pin(async move {
-                let result = write(Tx { conn, journal }).await;
+                let result = write(Tx {
+                    conn: &mut *conn,
+                    journal: &mut *journal,
+                })
+                .await;
                 let ok = result.is_ok();
+                if let (Err(e), true) = (&result, journal.wrote) {
+                    // Its batch fails (see `run_batch`): every caller gets that, so say here
+                    // what went wrong. Store errors name no value.
+                    tracing::error!(error = %e, "a write failed after it changed rows; its batch is not committed");
+                }
                 let finish: Finish = Box::new(move |committed| {
                     let _ = reply.send(match committed {
                         Ok(()) => result,
@@ -269,6 +310,8 @@ async fn run_batch(
         rows: Vec::new(),
         kept: false,
         wrote: false,
+        actors: HashMap::new(),
+        asked_actors: false,
     };
     // A savepoint per write that needs one, one round trip: a kept write's is released as
     // the next one's is taken; a rolled-back one's stays for the next.
@@ -286,8 +329,14 @@ async fn run_batch(
         let mark = (pending.rows.len(), pending.head.event_seq);
         pending.kept = false;
         pending.wrote = false;
+        pending.asked_actors = false;
         let (ok, finish) = (job.run)(&mut *conn, &mut pending).await;
         finishes.push(finish);
+        if !(ok && pending.kept && pending.asked_actors) {
+            // It may have changed a key (or its savepoint's rollback released the lock a
+            // check took): the next write asks the database again.
+            pending.actors.clear();
+        }
         if ok && pending.kept {
             if savepoint == Savepoint::Fresh {
                 savepoint = Savepoint::Passed;
