@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use coffer_crypto::KeyVersion;
 use coffer_store::{
-    AccessStore, Actor, BatchPut, Capabilities, Change, EnvId, EnvName, Environment, NameSearch,
-    Precondition, PutOutcome, Replacement, SecretListing, SecretMeta, SecretName, SecretOrder,
-    SecretRecord, SecretStore, StoreError, StoreResult, StoredValue, Timestamp,
+    AccessStore, Actor, BatchPut, Capabilities, Change, EnvId, EnvName, Environment, MAX_GET_MANY,
+    NameSearch, Precondition, PutOutcome, Replacement, SecretListing, SecretMeta, SecretName,
+    SecretOrder, SecretRecord, SecretStore, StoreError, StoreResult, StoredValue, Timestamp,
 };
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::PgRow;
@@ -65,6 +65,43 @@ impl SecretStore for PgStore {
         .await
         .map_err(db)?;
         row.map(|r| record(env, name.clone(), &r)).transpose()
+    }
+
+    async fn get_many(
+        &self,
+        env: &Environment,
+        names: &[SecretName],
+    ) -> StoreResult<Vec<Option<SecretRecord>>> {
+        let mut records: Vec<Option<SecretRecord>> = names.iter().map(|_| None).collect();
+        if names.is_empty() {
+            return Ok(records);
+        }
+        let mut c = self.acquire().await?;
+        for (chunk, part) in names
+            .chunks(MAX_GET_MANY)
+            .zip(records.chunks_mut(MAX_GET_MANY))
+        {
+            let list: Vec<&str> = chunk.iter().map(SecretName::as_str).collect();
+            let rows = sqlx::query(
+                "SELECT value, key_version, revision, created_at, updated_at, name FROM secrets
+                 WHERE environment = $1 AND environment_id = $2 AND name = ANY($3)",
+            )
+            .bind(env.name.as_str())
+            .bind(env.id.as_str())
+            .bind(&list)
+            .fetch_all(&mut *c)
+            .await
+            .map_err(db)?;
+            for row in &rows {
+                let found: String = row.try_get(5).map_err(db)?;
+                for (name, slot) in chunk.iter().zip(part.iter_mut()) {
+                    if name.as_str() == found {
+                        *slot = Some(record(env, name.clone(), row)?);
+                    }
+                }
+            }
+        }
+        Ok(records)
     }
 
     async fn meta(&self, env: &Environment, name: &SecretName) -> StoreResult<Option<SecretMeta>> {

@@ -6,9 +6,9 @@ use std::sync::atomic::Ordering;
 use async_trait::async_trait;
 use coffer_crypto::KeyVersion;
 use coffer_store::{
-    Actor, BatchPut, Capabilities, Change, EnvId, EnvName, Environment, NameSearch, Precondition,
-    PutOutcome, Replacement, SecretListing, SecretMeta, SecretName, SecretOrder, SecretRecord,
-    SecretStore, StoreError, StoreResult, StoredValue, Timestamp,
+    Actor, BatchPut, Capabilities, Change, EnvId, EnvName, Environment, MAX_GET_MANY, NameSearch,
+    Precondition, PutOutcome, Replacement, SecretListing, SecretMeta, SecretName, SecretOrder,
+    SecretRecord, SecretStore, StoreError, StoreResult, StoredValue, Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use secrecy::{ExposeSecret, SecretString};
@@ -51,6 +51,50 @@ impl SecretStore for SqliteStore {
             meta,
             value: stored(key_version, value)?,
         }))
+    }
+
+    async fn get_many(
+        &self,
+        env: &Environment,
+        names: &[SecretName],
+    ) -> StoreResult<Vec<Option<SecretRecord>>> {
+        let mut records: Vec<Option<SecretRecord>> = names.iter().map(|_| None).collect();
+        for (chunk, part) in names
+            .chunks(MAX_GET_MANY)
+            .zip(records.chunks_mut(MAX_GET_MANY))
+        {
+            // One statement, so one read transaction, whatever the number of names.
+            let sql = format!(
+                "SELECT key_version, revision, created_at, updated_at, value, name FROM secrets
+                 WHERE environment = ?1 AND environment_id = ?2 AND name IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let rows = self.read(|c| {
+                let mut stmt = c.prepare_cached(&sql)?;
+                let params = [env.name.as_str(), env.id.as_str()]
+                    .into_iter()
+                    .chain(chunk.iter().map(SecretName::as_str));
+                let rows = stmt.query_map(rusqlite::params_from_iter(params), |r| {
+                    Ok((
+                        meta_columns(r)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                    ))
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })?;
+            for ((key_version, revision, created, updated), value, found) in rows {
+                for (name, slot) in chunk.iter().zip(part.iter_mut()) {
+                    if name.as_str() == found {
+                        *slot = Some(SecretRecord {
+                            meta: meta(env, name.clone(), key_version, revision, created, updated),
+                            value: stored(key_version, value.clone())?,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(records)
     }
 
     async fn meta(&self, env: &Environment, name: &SecretName) -> StoreResult<Option<SecretMeta>> {

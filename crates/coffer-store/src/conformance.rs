@@ -30,7 +30,8 @@ macro_rules! secret_store_conformance {
         $crate::secret_store_conformance!(@cases $make;
             put_creates_at_revision_one, updates_bump_revision_and_keep_created_at,
             preconditions_are_checked_atomically_with_the_write, delete_honours_preconditions,
-            get_returns_the_stored_value_verbatim, list_is_sorted_scoped_and_paginated,
+            get_returns_the_stored_value_verbatim, get_many_reads_each_name_in_order,
+            list_is_sorted_scoped_and_paginated,
             list_orders_by_name_or_update_either_way,
             purge_removes_only_that_environment, counts_values_per_key_version,
             concurrent_compare_and_set_loses_no_update, scan_walks_every_environment_in_order,
@@ -376,6 +377,59 @@ pub async fn get_returns_the_stored_value_verbatim(store: Arc<impl SecretStore +
         other => panic!("expected a plain value, got {other:?}"),
     }
     assert!(store.get(&e, &name("NONE")).await.unwrap().is_none());
+}
+
+/// `get_many` answers each name in the order asked, as `get` would: set ones with their
+/// value, unset ones `None` (a name asked twice gets its record twice), another
+/// environment's never.
+pub async fn get_many_reads_each_name_in_order(store: Arc<impl SecretStore + Environments>) {
+    let (a, b) = (
+        environment(&*store, "a").await,
+        environment(&*store, "b").await,
+    );
+    for n in ["S1", "S2", "S3"] {
+        set(
+            &*store,
+            &a,
+            &name(n),
+            sealed(2, &format!("iv:{n}:tag")),
+            at(1),
+        )
+        .await;
+    }
+    set(&*store, &b, &name("ONLY_B"), sealed(1, "iv:b:tag"), at(1)).await;
+    let asked: Vec<SecretName> = ["S3", "NONE", "S1", "ONLY_B", "S3"]
+        .into_iter()
+        .map(name)
+        .collect();
+    let got = store.get_many(&a, &asked).await.unwrap();
+    let blobs: Vec<Option<String>> = got
+        .iter()
+        .map(|r| {
+            r.as_ref().map(|r| match &r.value {
+                StoredValue::Sealed { blob, .. } => blob.clone(),
+                StoredValue::Plain(_) => "plain".into(),
+            })
+        })
+        .collect();
+    assert_eq!(
+        blobs,
+        [
+            Some("iv:S3:tag".to_owned()),
+            None,
+            Some("iv:S1:tag".to_owned()),
+            None,
+            Some("iv:S3:tag".to_owned()),
+        ]
+    );
+    for (asked, got) in asked.iter().zip(&got) {
+        if let Some(record) = got {
+            assert_eq!(&record.meta.name, asked);
+            assert_eq!(record.meta.environment_id, a.id);
+            assert_eq!(record.meta.revision, 1);
+        }
+    }
+    assert!(store.get_many(&a, &[]).await.unwrap().is_empty());
 }
 
 /// Listing is in name order, scoped to one environment, and pages with `after`.

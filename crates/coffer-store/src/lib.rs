@@ -111,6 +111,10 @@ pub struct Capabilities {
     pub raw_values: bool,
 }
 
+/// Most names one [`SecretStore::get_many`] reads (a function declares at most 64
+/// secrets; its job reads them at once).
+pub const MAX_GET_MANY: usize = 256;
+
 /// Secret values and their metadata, per environment incarnation.
 ///
 /// Every method takes the [`Environment`] as the catalog holds it: a store reads and writes
@@ -139,6 +143,20 @@ pub trait SecretStore: Send + Sync + 'static {
 
     /// The record with its stored value, or `None`.
     async fn get(&self, env: &Environment, name: &SecretName) -> StoreResult<Option<SecretRecord>>;
+
+    /// [`Self::get`] of each of `names`, in their order: what a job hands over, read at
+    /// once (a catalog answers in one query). At most [`MAX_GET_MANY`] names.
+    async fn get_many(
+        &self,
+        env: &Environment,
+        names: &[SecretName],
+    ) -> StoreResult<Vec<Option<SecretRecord>>> {
+        let mut records = Vec::with_capacity(names.len());
+        for name in names {
+            records.push(self.get(env, name).await?);
+        }
+        Ok(records)
+    }
 
     /// The metadata alone, or `None`.
     async fn meta(&self, env: &Environment, name: &SecretName) -> StoreResult<Option<SecretMeta>>;

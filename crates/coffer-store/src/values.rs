@@ -495,6 +495,21 @@ impl<I: SecretStore + ?Sized> SecretStore for ExternalSecrets<I> {
         }
     }
 
+    async fn get_many(
+        &self,
+        env: &Environment,
+        names: &[SecretName],
+    ) -> StoreResult<Vec<Option<SecretRecord>>> {
+        let mut records = Vec::with_capacity(names.len());
+        for record in self.index.get_many(env, names).await? {
+            records.push(match record {
+                Some(record) => Some(self.resolve(env, record).await?),
+                None => None,
+            });
+        }
+        Ok(records)
+    }
+
     async fn meta(&self, env: &Environment, name: &SecretName) -> StoreResult<Option<SecretMeta>> {
         self.index.meta(env, name).await
     }

@@ -464,12 +464,16 @@ impl Coffer {
     ) -> Result<(Job, Resolution), CoreError> {
         let mut secrets = Secrets::new();
         let (mut resolved, mut missing) = (Vec::new(), Vec::new());
+        let mut wanted = Vec::with_capacity(function.spec.secrets.len());
         for raw in &function.spec.secrets {
             let name = SecretName::new(raw).map_err(|e| CoreError::Invalid(e.to_string()))?;
-            if only.is_some_and(|only| !only.contains(&name)) {
-                continue;
+            if only.is_none_or(|only| only.contains(&name)) {
+                wanted.push(name);
             }
-            match self.open_secret(env, &name).await? {
+        }
+        let opened = self.open_secrets(env, &wanted).await?;
+        for (name, value) in wanted.into_iter().zip(opened) {
+            match value {
                 Some(value) => {
                     secrets.insert(name.to_string(), value);
                     resolved.push(name);
@@ -558,13 +562,18 @@ impl Coffer {
         function: &FunctionView,
         run: &RunRecord,
     ) -> Result<Option<crate::redact::Redactor>, CoreError> {
-        let mut values = Vec::new();
-        for raw in &function.spec.secrets {
-            let name = SecretName::new(raw).map_err(|e| CoreError::Invalid(e.to_string()))?;
-            if let Some(v) = self.open_secret(env, &name).await? {
-                values.push(v);
-            }
-        }
+        let names = function
+            .spec
+            .secrets
+            .iter()
+            .map(|raw| SecretName::new(raw).map_err(|e| CoreError::Invalid(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut values: Vec<SecretString> = self
+            .open_secrets(env, &names)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
         if let Some(link) = &run.step {
             match self.step_params(env, function, link).await {
                 Ok(step) => values.extend(step.secrets),
@@ -586,6 +595,31 @@ impl Coffer {
         let Some(record) = self.secrets.get(env, name).await? else {
             return Ok(None);
         };
+        self.open_record(record).await
+    }
+
+    /// [`Self::open_secret`] of each of `names`, in their order, read at once.
+    pub(crate) async fn open_secrets(
+        &self,
+        env: &Environment,
+        names: &[SecretName],
+    ) -> Result<Vec<Option<SecretString>>, CoreError> {
+        let mut opened = Vec::with_capacity(names.len());
+        for record in self.secrets.get_many(env, names).await? {
+            opened.push(match record {
+                Some(record) => self.open_record(record).await?,
+                None => None,
+            });
+        }
+        Ok(opened)
+    }
+
+    /// A stored secret's plaintext, `None` when it cannot be opened (then it is marked
+    /// unreadable for every node).
+    async fn open_record(
+        &self,
+        record: coffer_store::SecretRecord,
+    ) -> Result<Option<SecretString>, CoreError> {
         crate::service::kept_here(&record, self.secrets.backend_name())?;
         let text = open_stored(self.keyring(), &record)
             .and_then(|plain| String::from_utf8(plain.to_vec()).ok());
