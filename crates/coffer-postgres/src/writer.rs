@@ -80,13 +80,13 @@ impl Tx<'_> {
     /// that each only re-check their actor and append journal rows (resolutions): the
     /// first locks the key's row until the commit, the next reuse its answer.
     pub(crate) async fn check_actor_once(&mut self, actor: &Actor) -> StoreResult<Author> {
+        self.journal.asked_actors = true;
         let Actor::Key {
             id, environment, ..
         } = actor
         else {
             return Ok(Author::system());
         };
-        self.journal.asked_actors = true;
         let slot = (
             id.to_string(),
             environment.as_ref().map(ToString::to_string),
@@ -211,10 +211,17 @@ impl Writer {
                 })
                 .await;
                 let ok = result.is_ok();
-                if let (Err(e), true) = (&result, journal.wrote) {
+                if journal.wrote && !(result.is_ok() && journal.kept) {
                     // Its batch fails (see `run_batch`): every caller gets that, so say here
                     // what went wrong. Store errors name no value.
-                    tracing::error!(error = %e, "a write failed after it changed rows; its batch is not committed");
+                    match &result {
+                        Err(e) => {
+                            tracing::error!(error = %e, "a write failed after it changed rows; its batch is not committed")
+                        }
+                        Ok(_) => tracing::error!(
+                            "a write changed rows and did not keep them; its batch is not committed"
+                        ),
+                    }
                 }
                 let finish: Finish = Box::new(move |committed| {
                     let _ = reply.send(match committed {
@@ -332,9 +339,10 @@ async fn run_batch(
         pending.asked_actors = false;
         let (ok, finish) = (job.run)(&mut *conn, &mut pending).await;
         finishes.push(finish);
-        if !(ok && pending.kept && pending.asked_actors) {
-            // It may have changed a key (or its savepoint's rollback released the lock a
-            // check took): the next write asks the database again.
+        if !(ok && pending.kept && pending.asked_actors && !pending.wrote) {
+            // It may have changed a key (a write that asked but also changed rows
+            // included), or its savepoint's rollback released the lock a check took: the
+            // next write asks the database again.
             pending.actors.clear();
         }
         if ok && pending.kept {

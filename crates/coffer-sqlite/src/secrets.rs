@@ -63,17 +63,22 @@ impl SecretStore for SqliteStore {
             .chunks(MAX_GET_MANY)
             .zip(records.chunks_mut(MAX_GET_MANY))
         {
-            // One statement, so one read transaction, whatever the number of names.
+            // One statement (one read transaction) per chunk. The list is padded to a power
+            // of two with its last name, so a few statements serve every count and do not
+            // push the hot ones out of the connection's statement cache.
+            let slots = chunk.len().next_power_of_two();
             let sql = format!(
                 "SELECT key_version, revision, created_at, updated_at, value, name FROM secrets
                  WHERE environment = ?1 AND environment_id = ?2 AND name IN ({})",
-                vec!["?"; chunk.len()].join(", ")
+                vec!["?"; slots].join(", ")
             );
+            let last = chunk.last().map_or("", SecretName::as_str);
             let rows = self.read(|c| {
                 let mut stmt = c.prepare_cached(&sql)?;
                 let params = [env.name.as_str(), env.id.as_str()]
                     .into_iter()
-                    .chain(chunk.iter().map(SecretName::as_str));
+                    .chain(chunk.iter().map(SecretName::as_str))
+                    .chain(std::iter::repeat_n(last, slots - chunk.len()));
                 let rows = stmt.query_map(rusqlite::params_from_iter(params), |r| {
                     Ok((
                         meta_columns(r)?,

@@ -430,6 +430,25 @@ pub async fn get_many_reads_each_name_in_order(store: Arc<impl SecretStore + Env
         }
     }
     assert!(store.get_many(&a, &[]).await.unwrap().is_empty());
+    // The same name in another environment is that environment's; counts that are not a
+    // power of two, and a list longer than one query reads, answer the same way.
+    set(&*store, &b, &name("S1"), sealed(1, "iv:b1:tag"), at(1)).await;
+    let many: Vec<SecretName> = (0..(crate::MAX_GET_MANY + 3))
+        .map(|i| name(["S1", "S2", "X", "S3", "Y"][i % 5]))
+        .collect();
+    let got = store.get_many(&a, &many).await.unwrap();
+    assert_eq!(got.len(), many.len());
+    for (asked, got) in many.iter().zip(&got) {
+        match (asked.as_str(), got) {
+            ("X" | "Y", None) => {}
+            ("X" | "Y", Some(_)) => panic!("{asked} is set nowhere"),
+            (n, Some(r)) => {
+                assert_eq!(r.meta.name.as_str(), n);
+                assert_eq!(r.meta.environment_id, a.id, "never another environment's");
+            }
+            (n, None) => panic!("{n} is set in `a`"),
+        }
+    }
 }
 
 /// Listing is in name order, scoped to one environment, and pages with `after`.

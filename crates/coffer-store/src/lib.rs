@@ -145,7 +145,7 @@ pub trait SecretStore: Send + Sync + 'static {
     async fn get(&self, env: &Environment, name: &SecretName) -> StoreResult<Option<SecretRecord>>;
 
     /// [`Self::get`] of each of `names`, in their order: what a job hands over, read at
-    /// once (a catalog answers in one query). At most [`MAX_GET_MANY`] names.
+    /// once (a catalog answers in one query per [`MAX_GET_MANY`] names).
     async fn get_many(
         &self,
         env: &Environment,
