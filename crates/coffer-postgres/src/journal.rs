@@ -77,10 +77,19 @@ impl Author {
 /// with the scope its request was authorized for (always, for Coffer itself), `g.key_name`
 /// is its name. `$key` and `$scope` are the parameters [`actor_binds`] gives. The statement
 /// must reference `g` (an unreferenced CTE is not run, and its lock not taken).
-pub(crate) fn actor_guard(key: usize, scope: usize) -> String {
+///
+/// `first`, if not empty, is a column of `g` read before the key's (`g`'s columns are
+/// evaluated in order): a write into an environment passes `EXISTS (SELECT 1 FROM e) AS
+/// env_found`, so the environment's row is locked before the key's, as every write does.
+pub(crate) fn actor_guard(key: usize, scope: usize, first: &str) -> String {
+    let first = if first.is_empty() {
+        String::new()
+    } else {
+        format!("{first},")
+    };
     format!(
         "k AS (SELECT environment, name FROM api_keys WHERE id = ${key} FOR KEY SHARE),
-         g AS (SELECT (${key}::text IS NULL OR EXISTS (
+         g AS (SELECT {first} (${key}::text IS NULL OR EXISTS (
                           SELECT 1 FROM k WHERE environment IS NOT DISTINCT FROM ${scope}::text))
                           AS actor_ok,
                       (SELECT name FROM k) AS key_name)"

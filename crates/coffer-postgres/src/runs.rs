@@ -24,10 +24,11 @@ use coffer_store::{
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, QueryBuilder, Row};
 
+use crate::journal::Author;
 use crate::journal::{
     actor_binds, actor_guard, append, check_actor, guarded_author, incarnation_scope,
 };
-use crate::writer::Kind;
+use crate::writer::{Kind, Tx};
 use crate::{PgStore, corrupt, db};
 
 /// A run's columns in the order [`run`] reads them.
@@ -227,7 +228,7 @@ impl RunStore for PgStore {
                              lease_expires_at = $4, updated_at = $5
                          FROM claimed WHERE runs.id = claimed.run_id RETURNING {COLUMNS})
                      SELECT w.*, g.actor_ok, g.key_name FROM g LEFT JOIN w ON true",
-                    guard = actor_guard(6, 7),
+                    guard = actor_guard(6, 7, ""),
                 );
                 let (key_id, key_scope) = actor_binds(&actor);
                 let (mut author, mut leased, mut changes) = (None, Vec::new(), Vec::new());
@@ -243,19 +244,10 @@ impl RunStore for PgStore {
                         .fetch_one(&mut *tx)
                         .await
                         .map_err(db)?;
-                    let leased_id: Option<String> = row.try_get(0).map_err(db)?;
-                    if leased_id.is_some() {
-                        tx.wrote();
-                    }
-                    if author.is_none() {
-                        // The first statement locked the key's row: it holds for the rest.
-                        author = Some(guarded_author(
-                            &actor,
-                            row.try_get(COLUMN_COUNT).map_err(db)?,
-                            row.try_get(COLUMN_COUNT + 1).map_err(db)?,
-                        )?);
-                    }
-                    if leased_id.is_none() {
+                    // The first statement locked the key's row: the answer holds for the rest.
+                    let (taken, by) = guarded_change(&mut tx, &actor, &row)?;
+                    author.get_or_insert(by);
+                    if !taken {
                         continue;
                     }
                     let run = run(&row)?;
@@ -338,15 +330,7 @@ impl RunStore for PgStore {
                 let (key_id, key_scope) = actor_binds(actor);
                 let row = sqlx::query(&format!(
                     "WITH e AS (SELECT 1 FROM environments WHERE name = $1 FOR KEY SHARE),
-                     k AS (SELECT environment, name FROM api_keys WHERE id = $9 FOR KEY SHARE),
-                     -- env_found is read by no one, but it is what runs `e` (and takes its
-                     -- lock, before the key's): keep it first.
-                     g AS (SELECT EXISTS (SELECT 1 FROM e) AS env_found,
-                                  ($9::text IS NULL OR EXISTS (
-                                      SELECT 1 FROM k
-                                      WHERE environment IS NOT DISTINCT FROM $10::text))
-                                      AS actor_ok,
-                                  (SELECT name FROM k) AS key_name),
+                     {guard},
                      w AS (
                          UPDATE runs SET status = $4, output = $5, error = $6,
                              lease_expires_at = NULL,
@@ -355,7 +339,10 @@ impl RunStore for PgStore {
                            AND ($3::bigint IS NULL OR attempts = $3) AND lease_expires_at > $8
                            AND (SELECT actor_ok FROM g)
                          RETURNING {COLUMNS})
-                     SELECT w.*, g.actor_ok, g.key_name FROM g LEFT JOIN w ON true"
+                     SELECT w.*, g.actor_ok, g.key_name FROM g LEFT JOIN w ON true",
+                    // env_found is read by no one, but it is what runs `e` (and takes its
+                    // lock, before the key's).
+                    guard = actor_guard(9, 10, "EXISTS (SELECT 1 FROM e) AS env_found"),
                 ))
                 .bind(env.as_str())
                 .bind(id.as_str())
@@ -370,16 +357,8 @@ impl RunStore for PgStore {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db)?;
-                let ended: Option<String> = row.try_get(0).map_err(db)?;
-                if ended.is_some() {
-                    tx.wrote();
-                }
-                let author = guarded_author(
-                    actor,
-                    row.try_get(COLUMN_COUNT).map_err(db)?,
-                    row.try_get(COLUMN_COUNT + 1).map_err(db)?,
-                )?;
-                if ended.is_none() {
+                let (ended, author) = guarded_change(&mut tx, actor, &row)?;
+                if !ended {
                     return Err(refusal(&mut tx, env, id).await?);
                 }
                 let record = run(&row)?;
@@ -697,6 +676,23 @@ async fn refusal(c: &mut PgConnection, env: &EnvName, id: &RunId) -> StoreResult
 }
 
 /// A run from [`COLUMNS`].
+/// What a statement built on [`actor_guard`] returned (the run's [`COLUMNS`], NULL if it
+/// changed none, then `actor_ok` and `key_name`): whether it changed the run — told to the
+/// batch at once ([`Tx::wrote`]), before anything else can fail — and the author, or
+/// [`StoreError::ActorRevoked`].
+fn guarded_change(tx: &mut Tx<'_>, actor: &Actor, row: &PgRow) -> StoreResult<(bool, Author)> {
+    let changed = row.try_get::<Option<String>, _>(0).map_err(db)?.is_some();
+    if changed {
+        tx.wrote();
+    }
+    let author = guarded_author(
+        actor,
+        row.try_get(COLUMN_COUNT).map_err(db)?,
+        row.try_get(COLUMN_COUNT + 1).map_err(db)?,
+    )?;
+    Ok((changed, author))
+}
+
 fn run(r: &PgRow) -> StoreResult<RunRecord> {
     let text = |i: usize| -> StoreResult<String> { r.try_get(i).map_err(db) };
     let millis = |i: usize| -> StoreResult<Timestamp> {

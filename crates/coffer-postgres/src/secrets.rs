@@ -16,12 +16,13 @@ use coffer_store::{
     AccessStore, Actor, BatchPut, Capabilities, Change, EnvId, EnvName, Environment, MAX_GET_MANY,
     NameSearch, Precondition, PutOutcome, Replacement, SecretListing, SecretMeta, SecretName,
     SecretOrder, SecretRecord, SecretStore, StoreError, StoreResult, StoredValue, Timestamp,
+    in_asked_order,
 };
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use crate::journal::{Author, append, check_actor, incarnation_scope, secret_scope};
+use crate::journal::{Author, actor_guard, append, check_actor, incarnation_scope, secret_scope};
 use crate::versioned::{Cell, Versioned, Written};
 use crate::writer::Kind;
 use crate::{PgStore, corrupt, db, signed, unsigned};
@@ -72,15 +73,12 @@ impl SecretStore for PgStore {
         env: &Environment,
         names: &[SecretName],
     ) -> StoreResult<Vec<Option<SecretRecord>>> {
-        let mut records: Vec<Option<SecretRecord>> = names.iter().map(|_| None).collect();
+        let mut records = Vec::with_capacity(names.len());
         if names.is_empty() {
             return Ok(records);
         }
         let mut c = self.acquire().await?;
-        for (chunk, part) in names
-            .chunks(MAX_GET_MANY)
-            .zip(records.chunks_mut(MAX_GET_MANY))
-        {
+        for chunk in names.chunks(MAX_GET_MANY) {
             let list: Vec<&str> = chunk.iter().map(SecretName::as_str).collect();
             let rows = sqlx::query(
                 "SELECT value, key_version, revision, created_at, updated_at, name FROM secrets
@@ -92,14 +90,13 @@ impl SecretStore for PgStore {
             .fetch_all(&mut *c)
             .await
             .map_err(db)?;
-            for row in &rows {
-                let found: String = row.try_get(5).map_err(db)?;
-                for (name, slot) in chunk.iter().zip(part.iter_mut()) {
-                    if name.as_str() == found {
-                        *slot = Some(record(env, name.clone(), row)?);
-                    }
-                }
-            }
+            let found = rows
+                .into_iter()
+                .map(|r| Ok((r.try_get::<String, _>(5).map_err(db)?, r)))
+                .collect::<StoreResult<Vec<_>>>()?;
+            records.extend(in_asked_order(chunk, &found, |name, r| {
+                record(env, name.clone(), r)
+            })?);
         }
         Ok(records)
     }
@@ -507,17 +504,12 @@ async fn put_in_one_statement(
 ) -> StoreResult<(Author, PutOutcome)> {
     // $1 environment, $2 incarnation, $3 name, $4 time, $5 value, $6 key version, $7 the
     // acting key's id (NULL: Coffer itself), $8 its scope, $9 the expected revision.
-    const GUARD: &str = "WITH e AS (
+    let guard = format!(
+        "WITH e AS (
             SELECT 1 FROM environments WHERE name = $1 AND id = $2 FOR KEY SHARE
-        ), k AS (
-            SELECT environment, name FROM api_keys WHERE id = $7 FOR KEY SHARE
-        ), g AS (
-            SELECT EXISTS (SELECT 1 FROM e) AS env_found,
-                   ($7::text IS NULL OR EXISTS (
-                       SELECT 1 FROM k WHERE environment IS NOT DISTINCT FROM $8::text))
-                       AS actor_ok,
-                   (SELECT name FROM k) AS key_name
-        )";
+        ), {}",
+        actor_guard(7, 8, "EXISTS (SELECT 1 FROM e) AS env_found")
+    );
     const AFTER: &str = ", m AS (
             DELETE FROM unreadable_values
             WHERE environment = $1 AND name = $3 AND EXISTS (SELECT 1 FROM w)
@@ -544,7 +536,7 @@ async fn put_in_one_statement(
              RETURNING revision, created_at"
             .to_owned(),
     };
-    let sql = format!("{GUARD}, w AS ({write}){AFTER}");
+    let sql = format!("{guard}, w AS ({write}){AFTER}");
     let key_version = value.key_version_number();
     let (key_id, key_scope) = match actor {
         Actor::Key {

@@ -29,12 +29,11 @@
 //! - The writer task runs each batch on a task of its own: a write that panics fails its
 //!   batch (its callers get [`StoreError::Unavailable`]), not the writer.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::sync::Arc;
-
-use std::collections::HashMap;
 
 use coffer_store::{Actor, AuditRecord, StoreError, StoreResult};
 use sqlx::PgConnection;
@@ -211,9 +210,9 @@ impl Writer {
                 })
                 .await;
                 let ok = result.is_ok();
-                if journal.wrote && !(result.is_ok() && journal.kept) {
-                    // Its batch fails (see `run_batch`): every caller gets that, so say here
-                    // what went wrong. Store errors name no value.
+                if fails_its_batch(kind, ok, journal) {
+                    // Every caller of the batch gets that, so say here what went wrong.
+                    // Store errors name no value.
                     match &result {
                         Err(e) => {
                             tracing::error!(error = %e, "a write failed after it changed rows; its batch is not committed")
@@ -352,7 +351,7 @@ async fn run_batch(
         } else {
             pending.rows.truncate(mark.0);
             pending.head.event_seq = mark.1;
-            if atomic && pending.wrote {
+            if fails_its_batch(job.kind, ok, &pending) {
                 return Err(StoreError::Unavailable(
                     "postgres: a write failed after it changed rows; the batch was not committed"
                         .into(),
@@ -376,6 +375,12 @@ async fn run_batch(
     let last_event = journal::write_pending(conn, pending).await?;
     tx.commit().await.map_err(db)?;
     Ok(last_event)
+}
+
+/// Whether a write that ended so fails its whole batch: an [`Kind::Atomic`] write (no
+/// savepoint to roll back to) that changed rows ([`Tx::wrote`]) and then did not keep.
+fn fails_its_batch(kind: Kind, ok: bool, pending: &Pending) -> bool {
+    kind == Kind::Atomic && pending.wrote && !(ok && pending.kept)
 }
 
 /// Runs `sql` (fixed statements, no parameters) as one simple query: one round trip.

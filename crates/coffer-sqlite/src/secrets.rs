@@ -8,7 +8,7 @@ use coffer_crypto::KeyVersion;
 use coffer_store::{
     Actor, BatchPut, Capabilities, Change, EnvId, EnvName, Environment, MAX_GET_MANY, NameSearch,
     Precondition, PutOutcome, Replacement, SecretListing, SecretMeta, SecretName, SecretOrder,
-    SecretRecord, SecretStore, StoreError, StoreResult, StoredValue, Timestamp,
+    SecretRecord, SecretStore, StoreError, StoreResult, StoredValue, Timestamp, in_asked_order,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use secrecy::{ExposeSecret, SecretString};
@@ -58,11 +58,8 @@ impl SecretStore for SqliteStore {
         env: &Environment,
         names: &[SecretName],
     ) -> StoreResult<Vec<Option<SecretRecord>>> {
-        let mut records: Vec<Option<SecretRecord>> = names.iter().map(|_| None).collect();
-        for (chunk, part) in names
-            .chunks(MAX_GET_MANY)
-            .zip(records.chunks_mut(MAX_GET_MANY))
-        {
+        let mut records = Vec::with_capacity(names.len());
+        for chunk in names.chunks(MAX_GET_MANY) {
             // One statement (one read transaction) per chunk. The list is padded to a power
             // of two with its last name, so a few statements serve every count and do not
             // push the hot ones out of the connection's statement cache.
@@ -81,23 +78,19 @@ impl SecretStore for SqliteStore {
                     .chain(std::iter::repeat_n(last, slots - chunk.len()));
                 let rows = stmt.query_map(rusqlite::params_from_iter(params), |r| {
                     Ok((
-                        meta_columns(r)?,
-                        r.get::<_, String>(4)?,
                         r.get::<_, String>(5)?,
+                        (meta_columns(r)?, r.get::<_, String>(4)?),
                     ))
                 })?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()
             })?;
-            for ((key_version, revision, created, updated), value, found) in rows {
-                for (name, slot) in chunk.iter().zip(part.iter_mut()) {
-                    if name.as_str() == found {
-                        *slot = Some(SecretRecord {
-                            meta: meta(env, name.clone(), key_version, revision, created, updated),
-                            value: stored(key_version, value.clone())?,
-                        });
-                    }
-                }
-            }
+            records.extend(in_asked_order(chunk, &rows, |name, (columns, value)| {
+                let (key_version, revision, created, updated) = *columns;
+                Ok(SecretRecord {
+                    meta: meta(env, name.clone(), key_version, revision, created, updated),
+                    value: stored(key_version, value.clone())?,
+                })
+            })?);
         }
         Ok(records)
     }

@@ -115,6 +115,26 @@ pub struct Capabilities {
 /// secrets; its job reads them at once).
 pub const MAX_GET_MANY: usize = 256;
 
+/// For a catalog's [`SecretStore::get_many`]: the record of each name of `asked`, in its
+/// order, from the rows a query `found` (`(name, row)`); `record` builds a name's record
+/// from its row, once per time the name was asked.
+pub fn in_asked_order<R>(
+    asked: &[SecretName],
+    found: &[(String, R)],
+    record: impl Fn(&SecretName, &R) -> StoreResult<SecretRecord>,
+) -> StoreResult<Vec<Option<SecretRecord>>> {
+    asked
+        .iter()
+        .map(|name| {
+            found
+                .iter()
+                .find(|(n, _)| n == name.as_str())
+                .map(|(_, row)| record(name, row))
+                .transpose()
+        })
+        .collect()
+}
+
 /// Secret values and their metadata, per environment incarnation.
 ///
 /// Every method takes the [`Environment`] as the catalog holds it: a store reads and writes
