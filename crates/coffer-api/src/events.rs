@@ -19,9 +19,8 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use coffer_core::{ApiKeyId, Coffer, EventScope, Principal, SharedEvent};
+use coffer_core::{ApiKeyId, Coffer, EventScope, KeyDigest, Principal, SharedEvent};
 use coffer_store::SubjectPattern;
-use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
@@ -180,7 +179,7 @@ pub async fn event_stream(
     let resume = last_event_id(&headers)?;
     let scope = coffer.event_scope(&who)?;
     let key = bearer_key(&headers)
-        .map(SecretString::from)
+        .and_then(KeyDigest::of)
         .ok_or_else(|| ApiError::from(coffer_core::CoreError::Unauthenticated))?;
     let permit = streams
         .permits
@@ -252,8 +251,8 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 /// One open stream: where it is in the outbox and what it may send.
 struct Feed {
     coffer: Arc<Coffer>,
-    /// The key the stream was opened with, to re-check that it is still valid.
-    key: SecretString,
+    /// The digest of the key the stream was opened with, to re-check that it is still valid.
+    key: KeyDigest,
     who: Principal,
     scope: EventScope,
     pattern: SubjectPattern,
@@ -295,13 +294,14 @@ impl Feed {
                     return None;
                 }
                 // Every event at hand in one chunk (one write for the connection, not one
-                // per event), up to a bound so a chunk stays small.
-                let mut chunk = String::new();
-                while let Some(event) = self.pending.pop_front() {
-                    chunk.push_str(&frame(&event));
-                    if chunk.len() >= MAX_CHUNK {
-                        break;
-                    }
+                // per event), up to a bound so a chunk stays small. The frames were made
+                // once for every stream: this copies them, once.
+                let take = chunk_len(&self.pending);
+                let mut chunk = String::with_capacity(
+                    self.pending.iter().take(take).map(|e| e.frame.len()).sum(),
+                );
+                for event in self.pending.drain(..take) {
+                    chunk.push_str(&event.frame);
                 }
                 self.last_events = Instant::now();
                 return Some(self.sent(chunk));
@@ -319,7 +319,12 @@ impl Feed {
                     }
                 };
                 self.position = page.last_examined.unwrap_or(self.position);
-                self.fetch = page.full;
+                // A full page may have more behind it; so may a page read from a ring that
+                // had not yet caught up with what this node announced (the announcement
+                // this stream woke for is spent). Only a page that moved on asks again.
+                let announced = *self.watch.borrow();
+                self.fetch =
+                    page.full || (page.last_examined.is_some() && self.position < announced);
                 if page.events.is_empty() && page.full {
                     // A long run of events this stream may not see: let other tasks run
                     // between pages (a point read of the store may not yield by itself).
@@ -385,10 +390,7 @@ impl Feed {
     /// cheap (the service remembers keys for a second; this node's revocations clear
     /// that at once), and a revoked key is sent nothing committed after its revocation.
     async fn still_authorized(&self) -> bool {
-        let valid = self
-            .coffer
-            .still_authorized(self.key.expose_secret(), &self.who)
-            .await;
+        let valid = self.coffer.still_authorized(&self.key, &self.who).await;
         if !valid {
             tracing::debug!(key = %self.who.key_id, "event stream ended: its key is no longer valid");
         }
@@ -404,17 +406,25 @@ impl Feed {
 /// A chunk of frames grows to about this many bytes at most before it is sent.
 const MAX_CHUNK: usize = 64 * 1024;
 
+/// How many of `pending`'s frames go in the next chunk: all of them, or as many as reach
+/// [`MAX_CHUNK`] (at least one).
+fn chunk_len(pending: &VecDeque<Arc<SharedEvent>>) -> usize {
+    let mut bytes = 0;
+    for (i, event) in pending.iter().enumerate() {
+        bytes += event.frame.len();
+        if bytes >= MAX_CHUNK {
+            return i + 1;
+        }
+    }
+    pending.len()
+}
+
 /// Why an idle stream woke.
 enum Wake {
     /// A commit was announced, or the poll interval passed.
     Fetch,
     Heartbeat,
     Close,
-}
-
-/// `id: N`, `data: JSON`, a blank line. The JSON is compact, so it is one line.
-fn frame(event: &SharedEvent) -> String {
-    format!("id: {}\ndata: {}\n\n", event.record.id, event.json)
 }
 
 #[cfg(test)]
@@ -448,11 +458,8 @@ mod tests {
             at: "2026-01-01T00:00:00Z".into(),
             count: None,
         };
-        let shared = SharedEvent {
-            json: serde_json::to_string(&event).unwrap(),
-            record: event.clone(),
-        };
-        let f = frame(&shared);
+        let shared = SharedEvent::new(event.clone()).unwrap();
+        let f = &shared.frame;
         let lines: Vec<&str> = f.split('\n').collect();
         assert_eq!(lines.len(), 4, "{f}");
         assert_eq!(lines[0], "id: 7");
@@ -460,5 +467,33 @@ mod tests {
             serde_json::from_str(lines[1].strip_prefix("data: ").unwrap()).unwrap();
         assert_eq!(data, event);
         assert_eq!((lines[2], lines[3]), ("", ""));
+    }
+
+    #[test]
+    fn a_chunk_takes_every_frame_at_hand_up_to_its_bound() {
+        let event = |id: u64, size: usize| {
+            SharedEvent::new(coffer_store::EventRecord {
+                id,
+                subject: format!("system.secret.{}.created", "N".repeat(size)),
+                environment: Some("default".into()),
+                name: None,
+                revision: None,
+                actor: coffer_store::ActorRef::system(),
+                at: String::new(),
+                count: None,
+            })
+            .unwrap()
+        };
+        let small: VecDeque<_> = (1..=5).map(|id| event(id, 10)).collect();
+        assert_eq!(chunk_len(&small), 5);
+        assert_eq!(chunk_len(&VecDeque::new()), 0);
+        let big: VecDeque<_> = (1..=5).map(|id| event(id, MAX_CHUNK / 2)).collect();
+        assert_eq!(
+            chunk_len(&big),
+            2,
+            "the frame that reaches the bound is the last"
+        );
+        let huge: VecDeque<_> = (1..=2).map(|id| event(id, MAX_CHUNK * 2)).collect();
+        assert_eq!(chunk_len(&huge), 1, "a chunk holds at least one frame");
     }
 }

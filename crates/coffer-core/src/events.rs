@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use coffer_store::{Catalog, EventRecord, Role, StoreError, StoreResult, SubjectPattern};
 
-use crate::{Coffer, CoreError, EnvName, Principal};
+use crate::{Coffer, CoreError, EnvName, KeyDigest, Principal};
 
 /// Which events a caller may see.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,21 +32,23 @@ impl EventScope {
     }
 }
 
-/// An event as the stream sends it: the record and its compact JSON, made once and shared
-/// by every stream that sends it.
+/// An event as the stream sends it: the record and its server-sent-events frame, made once
+/// and shared by every stream that sends it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct SharedEvent {
     /// The event.
     pub record: EventRecord,
-    /// Its compact JSON (one line).
-    pub json: String,
+    /// `id: <id>`, `data: <compact JSON, one line>`, a blank line.
+    pub frame: String,
 }
 
 impl SharedEvent {
-    fn new(record: EventRecord) -> StoreResult<Arc<SharedEvent>> {
+    /// The event and its frame.
+    pub fn new(record: EventRecord) -> StoreResult<Arc<SharedEvent>> {
         let json = serde_json::to_string(&record)
             .map_err(|e| StoreError::Corrupt(format!("event {}: {e}", record.id)))?;
-        Ok(Arc::new(SharedEvent { record, json }))
+        let frame = format!("id: {}\ndata: {json}\n\n", record.id);
+        Ok(Arc::new(SharedEvent { record, frame }))
     }
 }
 
@@ -118,11 +120,11 @@ impl Coffer {
         self.catalog().watch_events()
     }
 
-    /// Whether `presented` still authenticates as `who` (same key, same role): a stream
-    /// re-checks its key so a revoked key, or one whose environment was deleted, stops
-    /// receiving events (within [`crate::AUTH_CACHE_TTL`] on other nodes).
-    pub async fn still_authorized(&self, presented: &str, who: &Principal) -> bool {
-        match self.authenticate(presented).await {
+    /// Whether the key of `digest` still authenticates as `who` (same key, same role): a
+    /// stream re-checks its key so a revoked key, or one whose environment was deleted,
+    /// stops receiving events (within [`crate::AUTH_CACHE_TTL`] on other nodes).
+    pub async fn still_authorized(&self, digest: &KeyDigest, who: &Principal) -> bool {
+        match self.authenticate_digest(digest).await {
             Ok(now) => now.key_id == who.key_id && now.role == who.role,
             Err(_) => false,
         }
@@ -153,7 +155,32 @@ struct Ring {
     primed: bool,
 }
 
+/// How to answer a read of the events after a position.
+#[derive(Debug)]
+enum Plan {
+    /// From the ring.
+    Serve(Vec<Arc<SharedEvent>>),
+    /// From the store, refreshing the ring with what is read: the reader is where the ring
+    /// ends, or past it (a ring nobody read from for a while: streams opened after the last
+    /// ones closed start at the outbox's end). Without the second case every such stream
+    /// would read the store on its own at every wake, for as long as it is open.
+    Refresh,
+    /// From the store, leaving the ring as it is: the reader is behind the ring (a resume
+    /// from long ago) and would throw away what the others read.
+    Alone,
+}
+
 impl Ring {
+    fn plan(&self, after: u64, limit: usize) -> Plan {
+        if let Some(events) = self.after(after, limit) {
+            Plan::Serve(events)
+        } else if !self.primed || after >= self.top {
+            Plan::Refresh
+        } else {
+            Plan::Alone
+        }
+    }
+
     /// Up to `limit` events after `after`, if the ring covers `after` and holds some after it.
     fn after(&self, after: u64, limit: usize) -> Option<Vec<Arc<SharedEvent>>> {
         if !self.primed || after < self.base || after >= self.top {
@@ -163,7 +190,8 @@ impl Ring {
         Some(self.events.iter().skip(skip).take(limit).cloned().collect())
     }
 
-    /// Appends events read after `top` (or starts over when they do not follow on).
+    /// Appends events read after `top` (or starts over from `after` when they do not follow
+    /// on).
     fn extend(&mut self, after: u64, read: &[Arc<SharedEvent>]) {
         let follows = self.primed && after == self.top;
         let gapless = read
@@ -189,46 +217,53 @@ impl Ring {
 
 impl RecentEvents {
     /// Up to `limit` events after `after`: from memory when the ring covers them, else one
-    /// store read that also refreshes the ring when it continues it.
+    /// store read, which refreshes the ring unless `after` is behind it.
     pub(crate) async fn after(
         &self,
         store: &dyn Catalog,
         after: u64,
         limit: usize,
     ) -> StoreResult<Vec<Arc<SharedEvent>>> {
-        if let Some(events) = self.read().after(after, limit) {
-            return Ok(events);
-        }
-        let caught_up = {
-            let ring = self.read();
-            !ring.primed || after == ring.top
+        // Each plan is made under the ring's read guard, dropped before anything is awaited.
+        let plan = self.read().plan(after, limit);
+        let _single = match plan {
+            Plan::Serve(events) => return Ok(events),
+            Plan::Alone => return read_alone(store, after, limit).await,
+            // Single flight: the streams waiting here read what the first one read.
+            Plan::Refresh => self.refresh.lock().await,
         };
-        if !caught_up {
-            // Behind the ring (a resume from long ago) or past it: read on its own.
-            let read = store.events_after(after, limit).await?;
-            return read.into_iter().map(SharedEvent::new).collect();
+        let plan = self.read().plan(after, limit);
+        match plan {
+            Plan::Serve(events) => Ok(events),
+            Plan::Alone => read_alone(store, after, limit).await,
+            Plan::Refresh => {
+                let read = store
+                    .events_after(after, limit.max(256))
+                    .await?
+                    .into_iter()
+                    .map(SharedEvent::new)
+                    .collect::<StoreResult<Vec<_>>>()?;
+                self.ring
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(after, &read);
+                Ok(read.into_iter().take(limit).collect())
+            }
         }
-        let _single = self.refresh.lock().await;
-        // Someone may have refreshed while this one waited.
-        if let Some(events) = self.read().after(after, limit) {
-            return Ok(events);
-        }
-        let read = store
-            .events_after(after, limit.max(256))
-            .await?
-            .into_iter()
-            .map(SharedEvent::new)
-            .collect::<StoreResult<Vec<_>>>()?;
-        self.ring
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(after, &read);
-        Ok(read.into_iter().take(limit).collect())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Ring> {
         self.ring.read().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+async fn read_alone(
+    store: &dyn Catalog,
+    after: u64,
+    limit: usize,
+) -> StoreResult<Vec<Arc<SharedEvent>>> {
+    let read = store.events_after(after, limit).await?;
+    read.into_iter().map(SharedEvent::new).collect()
 }
 
 #[cfg(test)]
@@ -271,6 +306,23 @@ mod ring_tests {
         assert_eq!(ids(&ring.after(20, 10).unwrap()), [21]);
         ring.extend(21, &[event(23)]);
         assert_eq!(ring.top, 21, "a read with a gap is not kept");
+    }
+
+    #[test]
+    fn a_reader_at_or_past_the_rings_end_refreshes_it_one_behind_reads_alone() {
+        let mut ring = Ring::default();
+        assert!(matches!(ring.plan(0, 10), Plan::Refresh), "an empty ring");
+        ring.extend(5, &(6..=9).map(event).collect::<Vec<_>>());
+        assert!(matches!(ring.plan(6, 10), Plan::Serve(e) if ids(&e) == [7, 8, 9]));
+        assert!(matches!(ring.plan(9, 10), Plan::Refresh), "caught up");
+        // Streams that open after the ring went stale start past it: they must bring it
+        // up to date, not each read the store for good.
+        assert!(matches!(ring.plan(50, 10), Plan::Refresh), "past the ring");
+        assert!(matches!(ring.plan(4, 10), Plan::Alone), "behind the ring");
+        // What the refresh reads starts the ring over where the reader is.
+        ring.extend(50, &(51..=52).map(event).collect::<Vec<_>>());
+        assert!(matches!(ring.plan(50, 10), Plan::Serve(e) if ids(&e) == [51, 52]));
+        assert!(matches!(ring.plan(9, 10), Plan::Alone), "now behind it");
     }
 
     #[test]

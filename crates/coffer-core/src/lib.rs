@@ -32,8 +32,8 @@ pub use lifecycle::{
     UnreadableParam, UnreadableSigning, ValueStatus, VerifyReport, WalkPosition,
 };
 pub use service::{
-    AUTH_CACHE_TTL, Coffer, Encryption, ImportResult, Imported, MAX_CONFIG_VALUE_BYTES, MAX_IMPORT,
-    MAX_VALUE_BYTES, NewApiKey, Page, Principal, Status,
+    AUTH_CACHE_TTL, Coffer, Encryption, ImportResult, Imported, KeyDigest, MAX_CONFIG_VALUE_BYTES,
+    MAX_IMPORT, MAX_VALUE_BYTES, NewApiKey, Page, Principal, Status,
 };
 pub use startup::{FirstAdminKey, StartupError, StartupOptions, StartupReport, check_admin_seed};
 

@@ -26,6 +26,27 @@ pub const MAX_IMPORT: usize = 1000;
 /// Longest API key string that is even looked up.
 const MAX_PRESENTED_KEY: usize = 512;
 
+/// A presented API key's SHA-256 (hex), the form in which the catalog finds it. Holding it
+/// lets a caller re-check a key without keeping the key; it cannot be presented in its place.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyDigest(String);
+
+impl KeyDigest {
+    /// The digest of a presented key, or `None` for one no key can be (empty, too long).
+    pub fn of(presented: &str) -> Option<KeyDigest> {
+        if presented.is_empty() || presented.len() > MAX_PRESENTED_KEY {
+            return None;
+        }
+        Some(KeyDigest(sha256_hex(presented.as_bytes())))
+    }
+}
+
+impl std::fmt::Debug for KeyDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyDigest(..)")
+    }
+}
+
 /// How long an authenticated key is trusted without asking the catalog again. This node's
 /// own revocations take effect at once; another node's within this long (for reads only:
 /// writes re-check the key when they commit).
@@ -272,22 +293,27 @@ impl Coffer {
 
     /// Looks up the presented API key by its SHA-256.
     pub async fn authenticate(&self, presented: &str) -> Result<Principal, CoreError> {
-        if presented.is_empty() || presented.len() > MAX_PRESENTED_KEY {
-            return Err(CoreError::Unauthenticated);
-        }
-        let hash = sha256_hex(presented.as_bytes());
-        if let Some(principal) = self.auth_cache.get(&hash) {
+        let digest = KeyDigest::of(presented).ok_or(CoreError::Unauthenticated)?;
+        self.authenticate_digest(&digest).await
+    }
+
+    /// [`Coffer::authenticate`] for a key already digested: what a long-lived caller (an
+    /// event stream) keeps to re-check its key, instead of the key itself.
+    pub async fn authenticate_digest(&self, digest: &KeyDigest) -> Result<Principal, CoreError> {
+        let hash = digest.0.as_str();
+        if let Some(principal) = self.auth_cache.get(hash) {
             return Ok(principal);
         }
         let generation = self.auth_cache.generation();
-        let meta = self.catalog.find_api_key(&hash).await?;
+        let meta = self.catalog.find_api_key(hash).await?;
         let meta = meta.ok_or(CoreError::Unauthenticated)?;
         let principal = Principal {
             key_id: meta.id,
             role: meta.role,
             origin: Origin::default(),
         };
-        self.auth_cache.insert(hash, principal.clone(), generation);
+        self.auth_cache
+            .insert(hash.to_owned(), principal.clone(), generation);
         Ok(principal)
     }
 
