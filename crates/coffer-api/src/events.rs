@@ -211,6 +211,7 @@ pub async fn event_stream(
         last_sent: Instant::now(),
         last_events: Instant::now(),
         watching: true,
+        announced: 0,
         _permit: permit,
         _key_place: key_place,
     };
@@ -268,6 +269,9 @@ struct Feed {
     watch: watch::Receiver<u64>,
     /// Whether `watch` still has a sender (a dropped one would wake at once forever).
     watching: bool,
+    /// The last event id this node had announced when the stream last woke for it: a page
+    /// that ends before it is followed by another fetch.
+    announced: u64,
     last_sent: Instant,
     /// When the stream last sent events (not keep-alives): see [`StreamOptions::coalesce`].
     last_events: Instant,
@@ -322,9 +326,8 @@ impl Feed {
                 // A full page may have more behind it; so may a page read from a ring that
                 // had not yet caught up with what this node announced (the announcement
                 // this stream woke for is spent). Only a page that moved on asks again.
-                let announced = *self.watch.borrow();
                 self.fetch =
-                    page.full || (page.last_examined.is_some() && self.position < announced);
+                    page.full || (page.last_examined.is_some() && self.position < self.announced);
                 if page.events.is_empty() && page.full {
                     // A long run of events this stream may not see: let other tasks run
                     // between pages (a point read of the store may not yield by itself).
@@ -365,15 +368,20 @@ impl Feed {
         let closing = &mut self.closing;
         let woken = async {
             if watching {
-                watch.changed().await.is_ok()
+                watch
+                    .changed()
+                    .await
+                    .ok()
+                    .map(|()| *watch.borrow_and_update())
             } else {
                 std::future::pending().await
             }
         };
         let coalesced_until = self.last_events + self.options.coalesce;
         tokio::select! {
-            ok = woken => {
-                self.watching = ok;
+            announced = woken => {
+                self.watching = announced.is_some();
+                self.announced = announced.unwrap_or(self.announced);
                 // Let what commits next join what just committed.
                 tokio::select! {
                     () = tokio::time::sleep_until(coalesced_until) => Wake::Fetch,

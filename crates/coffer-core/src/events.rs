@@ -160,11 +160,13 @@ struct Ring {
 enum Plan {
     /// From the ring.
     Serve(Vec<Arc<SharedEvent>>),
-    /// From the store, refreshing the ring with what is read: the reader is where the ring
-    /// ends, or past it (a ring nobody read from for a while: streams opened after the last
-    /// ones closed start at the outbox's end). Without the second case every such stream
-    /// would read the store on its own at every wake, for as long as it is open.
-    Refresh,
+    /// From the store, after `from`, refreshing the ring with what is read: the reader is
+    /// where the ring ends or past it. A reader a little past it (a stream opened at the
+    /// outbox's end while writes went on) has the ring read on from its end, so the streams
+    /// at its end keep being served; a reader far past it (a ring nobody read from for a
+    /// while) has the ring start over where it is. Without this every such stream would read
+    /// the store on its own at every wake, for as long as it is open.
+    Refresh { from: u64 },
     /// From the store, leaving the ring as it is: the reader is behind the ring (a resume
     /// from long ago) and would throw away what the others read.
     Alone,
@@ -174,8 +176,13 @@ impl Ring {
     fn plan(&self, after: u64, limit: usize) -> Plan {
         if let Some(events) = self.after(after, limit) {
             Plan::Serve(events)
-        } else if !self.primed || after >= self.top {
-            Plan::Refresh
+        } else if !self.primed {
+            Plan::Refresh { from: after }
+        } else if after >= self.top {
+            let near = after - self.top <= RECENT_EVENTS as u64;
+            Plan::Refresh {
+                from: if near { self.top } else { after },
+            }
         } else {
             Plan::Alone
         }
@@ -198,7 +205,10 @@ impl Ring {
             .iter()
             .zip(after + 1..)
             .all(|(e, id)| e.record.id == id);
-        if !gapless {
+        // Starting over needs proof that the outbox reaches `after`: an event after it. A
+        // reader beyond the outbox's end (a made-up `Last-Event-ID`, a restored backup)
+        // must not move the ring where no other stream is.
+        if !gapless || (!follows && read.is_empty()) {
             return;
         }
         if !follows {
@@ -226,19 +236,26 @@ impl RecentEvents {
     ) -> StoreResult<Vec<Arc<SharedEvent>>> {
         // Each plan is made under the ring's read guard, dropped before anything is awaited.
         let plan = self.read().plan(after, limit);
-        let _single = match plan {
+        let single = match plan {
             Plan::Serve(events) => return Ok(events),
             Plan::Alone => return read_alone(store, after, limit).await,
             // Single flight: the streams waiting here read what the first one read.
-            Plan::Refresh => self.refresh.lock().await,
+            Plan::Refresh { .. } => self.refresh.lock().await,
         };
         let plan = self.read().plan(after, limit);
         match plan {
             Plan::Serve(events) => Ok(events),
-            Plan::Alone => read_alone(store, after, limit).await,
-            Plan::Refresh => {
+            Plan::Alone => {
+                drop(single);
+                read_alone(store, after, limit).await
+            }
+            Plan::Refresh { from } => {
+                // Enough to reach `after` and a page past it (at most the ring's size more).
+                let wanted = usize::try_from(after - from)
+                    .unwrap_or(RECENT_EVENTS)
+                    .saturating_add(limit.max(256));
                 let read = store
-                    .events_after(after, limit.max(256))
+                    .events_after(from, wanted)
                     .await?
                     .into_iter()
                     .map(SharedEvent::new)
@@ -246,8 +263,13 @@ impl RecentEvents {
                 self.ring
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
-                    .extend(after, &read);
-                Ok(read.into_iter().take(limit).collect())
+                    .extend(from, &read);
+                drop(single);
+                Ok(read
+                    .into_iter()
+                    .filter(|e| e.record.id > after)
+                    .take(limit)
+                    .collect())
             }
         }
     }
@@ -311,18 +333,46 @@ mod ring_tests {
     #[test]
     fn a_reader_at_or_past_the_rings_end_refreshes_it_one_behind_reads_alone() {
         let mut ring = Ring::default();
-        assert!(matches!(ring.plan(0, 10), Plan::Refresh), "an empty ring");
+        assert!(
+            matches!(ring.plan(0, 10), Plan::Refresh { from: 0 }),
+            "an empty ring"
+        );
         ring.extend(5, &(6..=9).map(event).collect::<Vec<_>>());
         assert!(matches!(ring.plan(6, 10), Plan::Serve(e) if ids(&e) == [7, 8, 9]));
-        assert!(matches!(ring.plan(9, 10), Plan::Refresh), "caught up");
-        // Streams that open after the ring went stale start past it: they must bring it
-        // up to date, not each read the store for good.
-        assert!(matches!(ring.plan(50, 10), Plan::Refresh), "past the ring");
+        assert!(
+            matches!(ring.plan(9, 10), Plan::Refresh { from: 9 }),
+            "caught up"
+        );
         assert!(matches!(ring.plan(4, 10), Plan::Alone), "behind the ring");
-        // What the refresh reads starts the ring over where the reader is.
-        ring.extend(50, &(51..=52).map(event).collect::<Vec<_>>());
+        // A stream opened at the outbox's end while writes went on is a little past the
+        // ring: the ring reads on from its end, and the streams there stay served.
+        assert!(matches!(ring.plan(50, 10), Plan::Refresh { from: 9 }));
+        ring.extend(9, &(10..=52).map(event).collect::<Vec<_>>());
+        assert!(matches!(ring.plan(9, 2), Plan::Serve(e) if ids(&e) == [10, 11]));
         assert!(matches!(ring.plan(50, 10), Plan::Serve(e) if ids(&e) == [51, 52]));
-        assert!(matches!(ring.plan(9, 10), Plan::Alone), "now behind it");
+        // Far past it (a ring nobody read from for a while), the ring starts over there.
+        let far = 52 + RECENT_EVENTS as u64 + 1;
+        assert!(matches!(ring.plan(far, 10), Plan::Refresh { from } if from == far));
+        ring.extend(far, &[event(far + 1)]);
+        assert!(matches!(ring.plan(far, 10), Plan::Serve(e) if ids(&e) == [far + 1]));
+        assert!(matches!(ring.plan(52, 10), Plan::Alone), "now behind it");
+    }
+
+    #[test]
+    fn a_reader_beyond_the_outbox_end_does_not_move_the_ring() {
+        let mut ring = Ring::default();
+        ring.extend(5, &(6..=9).map(event).collect::<Vec<_>>());
+        // A made-up Last-Event-ID: its refresh reads nothing, and the ring stays where
+        // the other streams are.
+        let beyond = u64::MAX / 2;
+        assert!(matches!(ring.plan(beyond, 10), Plan::Refresh { from } if from == beyond));
+        ring.extend(beyond, &[]);
+        assert!(matches!(ring.plan(6, 10), Plan::Serve(e) if ids(&e) == [7, 8, 9]));
+        assert!(matches!(ring.plan(9, 10), Plan::Refresh { from: 9 }));
+        // An empty ring is not primed by an empty read either.
+        let mut empty = Ring::default();
+        empty.extend(beyond, &[]);
+        assert!(!empty.primed);
     }
 
     #[test]
