@@ -172,6 +172,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(seed) = &admin_key_seed {
         check_admin_seed(seed)?;
     }
+    // Installed before the address is announced: a SIGTERM right after start-up is a
+    // clean stop, not the default action's kill.
+    let shutdown = shutdown_signal();
     let listener = bind(&args.listen).await?;
     for warning in key_warnings(&sources) {
         tracing::warn!("{warning}");
@@ -321,13 +324,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
     ));
     let options = args.serve_options(open_files);
-    coffer_api::serve_with(
-        listener,
-        coffer.clone() as Arc<Coffer>,
-        shutdown_signal(),
-        options,
-    )
-    .await?;
+    coffer_api::serve_with(listener, coffer.clone() as Arc<Coffer>, shutdown, options).await?;
     counters.abort();
     if let Some(pruner) = pruner {
         pruner.abort();
@@ -635,22 +632,30 @@ fn init_logging() {
     tracing_subscriber::registry().with(layer).init();
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
+/// Resolves at SIGTERM or SIGINT. Both handlers are installed when this is called, not when
+/// the future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    let listen = |kind: SignalKind, name: &'static str| {
+        signal(kind)
+            .inspect_err(|e| tracing::error!(error = %e, "cannot listen for {name}"))
+            .ok()
+    };
+    let received = |s: Option<Signal>| async move {
+        match s {
+            Some(mut s) => {
                 s.recv().await;
             }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await
-            }
+            None => std::future::pending::<()>().await,
         }
     };
-    tokio::select! {
-        _ = term => tracing::info!("SIGTERM: finishing in-flight requests"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: finishing in-flight requests"),
+    let term = received(listen(SignalKind::terminate(), "SIGTERM"));
+    let int = received(listen(SignalKind::interrupt(), "SIGINT"));
+    async move {
+        tokio::select! {
+            () = term => tracing::info!("SIGTERM: finishing in-flight requests"),
+            () = int => tracing::info!("SIGINT: finishing in-flight requests"),
+        }
     }
 }
 
