@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 mod catalog;
+mod checkpointer;
 mod config;
 mod functions;
 mod journal;
@@ -51,6 +52,8 @@ pub struct SqliteStore {
     no_marks_at: std::sync::atomic::AtomicU64,
     /// The last event id committed, announced by the writer.
     events: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Copies the write-ahead log into the database off the writer thread.
+    _checkpointer: checkpointer::Checkpointer,
 }
 
 impl SqliteStore {
@@ -64,6 +67,10 @@ impl SqliteStore {
         let epoch = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let last_event = journal::head_event_seq(&conn).map_err(unavailable)?;
         let events = std::sync::Arc::new(tokio::sync::watch::channel(last_event).0);
+        let checkpointer = checkpointer::Checkpointer::start(path.clone(), checkpointer::INTERVAL)
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}"))
+            })?;
         Ok(SqliteStore {
             readers: std::sync::Arc::new(ReadPool::new(path)),
             writer: Writer::start(conn, epoch.clone(), events.clone())?,
@@ -71,6 +78,7 @@ impl SqliteStore {
             meta_cache: secrets::MetaCache::default(),
             no_marks_at: std::sync::atomic::AtomicU64::new(0),
             events,
+            _checkpointer: checkpointer,
         })
     }
 
@@ -167,10 +175,11 @@ impl ReadPool {
 /// `foreign_keys`: the runtime plane's rows (functions, runs, idempotency receipts) go with
 /// their environment incarnation by `ON DELETE CASCADE`, and cannot be written into one that
 /// does not exist. Only the writer needs it: readers change no row.
+///
 const WRITER_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
      PRAGMA busy_timeout = 5000; PRAGMA secure_delete = ON; PRAGMA foreign_keys = ON;";
 const READER_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA query_only = 1;";
-const CHECKPOINTER_PRAGMAS: &str =
+pub(crate) const CHECKPOINTER_PRAGMAS: &str =
     "PRAGMA busy_timeout = 5000; PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;";
 
 fn configure(conn: &Connection, read_only: bool) -> StoreResult<()> {
@@ -309,6 +318,40 @@ mod tests {
             rolled_back, 0,
             "the panicking job's changes were rolled back"
         );
+    }
+
+    /// The checkpoint thread copies the log into the database without anyone asking, below
+    /// the 1,000 pages at which a commit would do it itself.
+    #[tokio::test]
+    async fn the_log_reaches_the_database_off_the_writer_thread() {
+        let (store, dir) = fresh().await;
+        let db = dir.path().join(DB_FILE);
+        let size = || std::fs::metadata(&db).expect("coffer.db").len();
+        let before = size();
+        // 2 MB in new rows: 500 pages, under SQLite's default checkpoint mark of 1,000.
+        store
+            .writer
+            .write(|c| {
+                for i in 0..200 {
+                    c.execute(
+                        "INSERT INTO settings (name, value) VALUES (?1, ?2)",
+                        params![format!("filler-{i}"), "x".repeat(10_000)],
+                    )
+                    .map_err(unavailable)?;
+                }
+                Ok(())
+            })
+            .await
+            .expect("write");
+        let deadline = std::time::Instant::now() + 20 * checkpointer::INTERVAL;
+        while size() < before + 2_000_000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "coffer.db grew from {before} to {} bytes only: the log was not copied",
+                size()
+            );
+            tokio::time::sleep(checkpointer::INTERVAL / 5).await;
+        }
     }
 
     /// Plaintext that an update or a delete replaced must leave every file once the log is

@@ -1,0 +1,113 @@
+//! Copies the write-ahead log into the database on a thread of its own.
+//!
+//! SQLite's default checkpoints on the committing connection: once the log holds 1,000
+//! pages, the commit that crossed the mark copies every page not yet copied into
+//! `coffer.db`, flushes that file, and only then returns. For Coffer's one writer thread
+//! that meant every write queued meanwhile waited for a flush of up to 4 MB of scattered
+//! pages: 25 to 450 ms on this project's VM disk, several times a minute at 900 writes/s,
+//! which set the write latency p99 (docs/BENCHMARKS.md, issue 7, "2026-12-01").
+//!
+//! So this thread runs a `PASSIVE` checkpoint every [`INTERVAL`] on a connection of its
+//! own: it copies the log's new pages and flushes the database while the writer goes on
+//! (a passive checkpoint takes no lock that a writer or a reader waits for; it copies what
+//! no open read still needs). The writer keeps SQLite's own checkpoint at 1,000 pages,
+//! which now finds all but the last few pages copied: it copies those and, the log being
+//! copied whole, the writer starts the log over at its next transaction. Without it a
+//! busy log is rarely copied whole at the moment a transaction starts, and it grew
+//! (18 MB in a minute of paced writes, and 12 % fewer writes/s at saturation).
+//!
+//! With `synchronous = FULL` a checkpoint flushes the log before it copies and the
+//! database after, so a crash at any point leaves a database SQLite recovers from the log
+//! as before; one with nothing new to copy writes and flushes nothing.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+/// How often the log is copied into the database.
+pub(crate) const INTERVAL: Duration = Duration::from_millis(100);
+
+/// The checkpoint thread; dropping it stops the thread (after the checkpoint in progress).
+pub(crate) struct Checkpointer {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Starts checkpointing the database at `path` every `interval`.
+    pub(crate) fn start(path: PathBuf, interval: Duration) -> std::io::Result<Checkpointer> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("coffer-sqlite-checkpoint".into())
+            .spawn(move || run(&path, interval, &stopped))?;
+        Ok(Checkpointer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let (flag, wake) = &*self.stop;
+        *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(path: &std::path::Path, interval: Duration, stop: &(Mutex<bool>, Condvar)) {
+    let mut conn = None;
+    // Whether the last try failed: a failure is logged when it starts, not at every tick.
+    let mut failing = false;
+    let (flag, wake) = stop;
+    loop {
+        {
+            let stopped = flag.lock().unwrap_or_else(|p| p.into_inner());
+            let (stopped, _) = wake
+                .wait_timeout_while(stopped, interval, |stopped| !*stopped)
+                .unwrap_or_else(|p| p.into_inner());
+            if *stopped {
+                return;
+            }
+        }
+        let outcome = checkpoint(&mut conn, path);
+        match outcome {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("the write-ahead log is copied into the database again");
+            }
+            Ok(()) => {}
+            Err(e) => {
+                // A connection that failed may be broken: the next try opens another.
+                conn = None;
+                if !failing {
+                    failing = true;
+                    tracing::warn!(error = %e, "cannot copy the write-ahead log into the database; coffer.db-wal grows until this succeeds");
+                }
+            }
+        }
+    }
+}
+
+/// One passive checkpoint on `conn`, opened first if needed.
+fn checkpoint(conn: &mut Option<Connection>, path: &std::path::Path) -> rusqlite::Result<()> {
+    let conn = match conn {
+        Some(conn) => conn,
+        None => {
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let opened = Connection::open_with_flags(path, flags)?;
+            opened.execute_batch(crate::CHECKPOINTER_PRAGMAS)?;
+            conn.insert(opened)
+        }
+    };
+    // One row: (whether it was blocked, frames in the log, frames copied). A passive
+    // checkpoint that could not copy everything (a read still needs older pages) simply
+    // copies the rest next time.
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+}
