@@ -5,7 +5,7 @@
 //! `coffer.db`, flushes that file, and only then returns. For Coffer's one writer thread
 //! that meant every write queued meanwhile waited for a flush of up to 4 MB of scattered
 //! pages: 25 to 450 ms on this project's VM disk, several times a minute at 900 writes/s,
-//! which set the write latency p99 (docs/BENCHMARKS.md, issue 7, "2026-12-01").
+//! which set the write latency p99 (docs/BENCHMARKS.md, issue 7, "2026-11-30 night").
 //!
 //! So this thread runs a `PASSIVE` checkpoint every [`INTERVAL`] on a connection of its
 //! own: it copies the log's new pages and flushes the database while the writer goes on
