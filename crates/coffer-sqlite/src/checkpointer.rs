@@ -12,13 +12,22 @@
 //! (a passive checkpoint takes no lock that a writer or a reader waits for; it copies what
 //! no open read still needs). The writer keeps SQLite's own checkpoint at 1,000 pages,
 //! which now finds all but the last few pages copied: it copies those and, the log being
-//! copied whole, the writer starts the log over at its next transaction. Without it a
+//! copied whole, the writer can start the log over at its next transaction (when no read
+//! still uses the log). Without it a
 //! busy log is rarely copied whole at the moment a transaction starts, and it grew
 //! (18 MB in a minute of paced writes, and 12 % fewer writes/s at saturation).
 //!
 //! With `synchronous = FULL` a checkpoint flushes the log before it copies and the
 //! database after, so a crash at any point leaves a database SQLite recovers from the log
 //! as before; one with nothing new to copy writes and flushes nothing.
+//!
+//! Every checkpoint takes SQLite's checkpoint lock, and one that finds it taken gives up
+//! at once (no busy timeout applies). So [`SqliteStore::checkpoint`], the truncating
+//! checkpoint after dev mode's migration and at shutdown, first takes [`Checkpointer::hold`]
+//! (the thread holds it around each of its checkpoints) and then tries again while the
+//! writer's own checkpoint is in the way.
+//!
+//! [`SqliteStore::checkpoint`]: crate::SqliteStore::checkpoint
 
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
@@ -29,9 +38,12 @@ use rusqlite::{Connection, OpenFlags};
 /// How often the log is copied into the database.
 pub(crate) const INTERVAL: Duration = Duration::from_millis(100);
 
-/// The checkpoint thread; dropping it stops the thread (after the checkpoint in progress).
+/// The checkpoint thread; dropping it stops the thread, after the checkpoint in progress
+/// (and, if its connection is the file's last, the full checkpoint SQLite runs at close).
 pub(crate) struct Checkpointer {
     stop: Arc<(Mutex<bool>, Condvar)>,
+    /// Held by the thread around each checkpoint: see [`Checkpointer::hold`].
+    turn: Arc<Mutex<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -39,14 +51,22 @@ impl Checkpointer {
     /// Starts checkpointing the database at `path` every `interval`.
     pub(crate) fn start(path: PathBuf, interval: Duration) -> std::io::Result<Checkpointer> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let stopped = stop.clone();
+        let turn = Arc::new(Mutex::new(()));
+        let (stopped, turns) = (stop.clone(), turn.clone());
         let thread = std::thread::Builder::new()
             .name("coffer-sqlite-checkpoint".into())
-            .spawn(move || run(&path, interval, &stopped))?;
+            .spawn(move || run(&path, interval, &stopped, &turns))?;
         Ok(Checkpointer {
             stop,
+            turn,
             thread: Some(thread),
         })
+    }
+
+    /// Keeps the thread from starting a checkpoint while the guard lives; waits for the
+    /// one in progress, if any.
+    pub(crate) fn hold(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.turn.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -61,7 +81,12 @@ impl Drop for Checkpointer {
     }
 }
 
-fn run(path: &std::path::Path, interval: Duration, stop: &(Mutex<bool>, Condvar)) {
+fn run(
+    path: &std::path::Path,
+    interval: Duration,
+    stop: &(Mutex<bool>, Condvar),
+    turn: &Mutex<()>,
+) {
     let mut conn = None;
     // Whether the last try failed: a failure is logged when it starts, not at every tick.
     let mut failing = false;
@@ -76,7 +101,10 @@ fn run(path: &std::path::Path, interval: Duration, stop: &(Mutex<bool>, Condvar)
                 return;
             }
         }
-        let outcome = checkpoint(&mut conn, path);
+        let outcome = {
+            let _turn = turn.lock().unwrap_or_else(|p| p.into_inner());
+            checkpoint(&mut conn, path)
+        };
         match outcome {
             Ok(()) if failing => {
                 failing = false;
@@ -88,7 +116,7 @@ fn run(path: &std::path::Path, interval: Duration, stop: &(Mutex<bool>, Condvar)
                 conn = None;
                 if !failing {
                     failing = true;
-                    tracing::warn!(error = %e, "cannot copy the write-ahead log into the database; coffer.db-wal grows until this succeeds");
+                    tracing::warn!(error = %e, "cannot copy the write-ahead log into the database off the writer thread; commits copy it themselves meanwhile");
                 }
             }
         }
@@ -109,5 +137,6 @@ fn checkpoint(conn: &mut Option<Connection>, path: &std::path::Path) -> rusqlite
     // One row: (whether it was blocked, frames in the log, frames copied). A passive
     // checkpoint that could not copy everything (a read still needs older pages) simply
     // copies the rest next time.
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+    conn.prepare_cached("PRAGMA wal_checkpoint(PASSIVE)")?
+        .query_row([], |_| Ok(()))
 }

@@ -53,7 +53,7 @@ pub struct SqliteStore {
     /// The last event id committed, announced by the writer.
     events: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     /// Copies the write-ahead log into the database off the writer thread.
-    _checkpointer: checkpointer::Checkpointer,
+    checkpointer: checkpointer::Checkpointer,
 }
 
 impl SqliteStore {
@@ -78,7 +78,7 @@ impl SqliteStore {
             meta_cache: secrets::MetaCache::default(),
             no_marks_at: std::sync::atomic::AtomicU64::new(0),
             events,
-            _checkpointer: checkpointer,
+            checkpointer,
         })
     }
 
@@ -87,26 +87,37 @@ impl SqliteStore {
     /// database by `secure_delete`) no longer survive in older page images in the log.
     /// Run it after encrypting what dev mode left and at shutdown.
     ///
-    /// Blocking: it waits up to the busy timeout (5 s) for a reader or the writer to finish
-    /// a transaction, and fails if one is still open then. It runs on a short-lived
-    /// connection of its own: SQLite does not checkpoint on a connection inside a
-    /// transaction, and the writer thread is always inside one while it runs a job. A
-    /// checkpoint copies committed pages; it changes no row.
+    /// Blocking: it keeps the checkpoint thread from starting another checkpoint, waits
+    /// for the one in progress, and then tries for up to [`TRUNCATE_PATIENCE`] (a reader or
+    /// the writer may hold the log, or the writer's own checkpoint the checkpoint lock);
+    /// it fails if the log is still in use then. It runs on a short-lived connection of
+    /// its own: SQLite does not checkpoint on a connection inside a transaction, and the
+    /// writer thread is always inside one while it runs a job. A checkpoint copies
+    /// committed pages; it changes no row.
     pub fn checkpoint(&self) -> StoreResult<()> {
+        let _turn = self.checkpointer.hold();
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&self.readers.path, flags).map_err(unavailable)?;
         conn.execute_batch(CHECKPOINTER_PRAGMAS)
             .map_err(unavailable)?;
-        // One row: (busy, frames in the log, frames checkpointed).
-        let busy: i64 = conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
-            .map_err(unavailable)?;
-        if busy != 0 {
-            return Err(StoreError::Unavailable(
-                "sqlite: a transaction stayed open, the write-ahead log was not truncated".into(),
-            ));
+        let deadline = std::time::Instant::now() + TRUNCATE_PATIENCE;
+        loop {
+            // One row: (busy, frames in the log, frames checkpointed). Busy when the
+            // checkpoint lock was taken (SQLite does not wait for it) or a reader or the
+            // writer still used the log past the busy timeout.
+            let busy: i64 = conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+                .map_err(unavailable)?;
+            if busy == 0 {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(StoreError::Unavailable(
+                    "sqlite: the write-ahead log stayed in use, it was not truncated".into(),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        Ok(())
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
@@ -131,6 +142,9 @@ impl SqliteStore {
         self.writer.write(|_| Ok(())).await
     }
 }
+
+/// How long [`SqliteStore::checkpoint`] tries to truncate the log.
+const TRUNCATE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// At most this many idle read connections are kept.
 const MAX_IDLE_READERS: usize = 8;
@@ -175,7 +189,6 @@ impl ReadPool {
 /// `foreign_keys`: the runtime plane's rows (functions, runs, idempotency receipts) go with
 /// their environment incarnation by `ON DELETE CASCADE`, and cannot be written into one that
 /// does not exist. Only the writer needs it: readers change no row.
-///
 const WRITER_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
      PRAGMA busy_timeout = 5000; PRAGMA secure_delete = ON; PRAGMA foreign_keys = ON;";
 const READER_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA query_only = 1;";
@@ -343,7 +356,8 @@ mod tests {
             })
             .await
             .expect("write");
-        let deadline = std::time::Instant::now() + 20 * checkpointer::INTERVAL;
+        // Generous: a loaded machine's disk can stall a flush for a while.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while size() < before + 2_000_000 {
             assert!(
                 std::time::Instant::now() < deadline,
@@ -351,6 +365,37 @@ mod tests {
                 size()
             );
             tokio::time::sleep(checkpointer::INTERVAL / 5).await;
+        }
+    }
+
+    /// The truncating checkpoint (after dev mode's migration, at shutdown) succeeds while
+    /// the checkpoint thread copies: SQLite would give up at once on a taken checkpoint
+    /// lock.
+    #[tokio::test]
+    async fn truncating_the_log_waits_for_the_checkpoint_thread() {
+        let (store, dir) = fresh().await;
+        for round in 0..50u64 {
+            store
+                .writer
+                .write(move |c| {
+                    for i in 0..100 {
+                        c.execute(
+                            "INSERT OR REPLACE INTO settings (name, value) VALUES (?1, ?2)",
+                            params![format!("filler-{i}"), format!("{round}").repeat(5_000)],
+                        )
+                        .map_err(unavailable)?;
+                    }
+                    Ok(())
+                })
+                .await
+                .expect("write");
+            // Land at different points of the thread's period.
+            tokio::time::sleep(std::time::Duration::from_millis(round * 7 % 100)).await;
+            store
+                .checkpoint()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            let wal = std::fs::metadata(dir.path().join("coffer.db-wal")).expect("wal");
+            assert_eq!(wal.len(), 0, "round {round}: the log is truncated");
         }
     }
 
