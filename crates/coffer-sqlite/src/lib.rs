@@ -88,9 +88,10 @@ impl SqliteStore {
     /// Run it after encrypting what dev mode left and at shutdown.
     ///
     /// Blocking: it keeps the checkpoint thread from starting another checkpoint, waits
-    /// for the one in progress, and then tries for up to [`TRUNCATE_PATIENCE`] (a reader or
-    /// the writer may hold the log, or the writer's own checkpoint the checkpoint lock);
-    /// it fails if the log is still in use then. It runs on a short-lived connection of
+    /// for the one in progress, and then tries again until [`TRUNCATE_PATIENCE`] has passed
+    /// (a reader or the writer may hold the log, or the writer's own checkpoint the
+    /// checkpoint lock); each try may itself wait up to the busy timeout (5 s), so this can
+    /// take some 10 s before it fails. `coffer serve` runs it only at start-up and shutdown. It runs on a short-lived connection of
     /// its own: SQLite does not checkpoint on a connection inside a transaction, and the
     /// writer thread is always inside one while it runs a job. A checkpoint copies
     /// committed pages; it changes no row.
