@@ -30,15 +30,15 @@ pub(crate) async fn fresh() -> (Arc<PgStore>, TestDatabase) {
     (Arc::new(store), db)
 }
 
-/// A fresh store holding the environment `default` (returned, with its incarnation).
-async fn fresh_with_default() -> (Arc<PgStore>, TestDatabase, Environment) {
+/// A fresh store holding the environment `name` (returned, with its incarnation).
+async fn fresh_with(name: &str) -> (Arc<PgStore>, TestDatabase, Environment) {
     let (store, db) = fresh().await;
-    let default = incarnation("default");
+    let env = incarnation(name);
     store
-        .create_environment(&default, &Actor::System)
+        .create_environment(&env, &Actor::System)
         .await
         .expect("create");
-    (store, db, default)
+    (store, db, env)
 }
 
 coffer_store::secret_store_conformance!(fresh());
@@ -161,7 +161,7 @@ async fn an_exhausted_pool_answers_overloaded() {
 #[tokio::test]
 async fn a_revocation_in_a_batch_refuses_the_resolutions_after_it() {
     use coffer_store::RunStore;
-    let (store, _db, _) = fresh_with_default().await;
+    let (store, _db, _) = fresh_with("default").await;
     let runtime = ApiKeyRecord {
         meta: ApiKeyMeta {
             id: ApiKeyId::new("ak_0e").expect("valid"),
@@ -231,7 +231,7 @@ async fn a_revocation_in_a_batch_refuses_the_resolutions_after_it() {
 #[tokio::test]
 async fn a_run_changed_but_unreadable_is_not_committed_without_its_audit_row() {
     use coffer_store::RunStore;
-    let (store, _db, default) = fresh_with_default().await;
+    let (store, _db, default) = fresh_with("default").await;
     let (queued, running) = ("run_00000000000000a1", "run_00000000000000a2");
     for (id, status, lease, attempts) in [
         (queued, "queued", None, 0_i64),
@@ -301,7 +301,7 @@ async fn a_run_changed_but_unreadable_is_not_committed_without_its_audit_row() {
 /// change is not committed without its journal rows.
 #[tokio::test]
 async fn an_atomic_write_that_fails_after_it_wrote_commits_nothing() {
-    let (store, _db, default) = fresh_with_default().await;
+    let (store, _db, default) = fresh_with("default").await;
     let head = store.last_event_id().await.expect("head");
     let failed = store
         .write_as(writer::Kind::Atomic, |mut tx| {
@@ -634,7 +634,7 @@ async fn two_nodes_journal_one_gapless_chain() {
 /// their first; and the journal holds exactly the kept writes, one gapless chain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_keeps_each_write_or_rolls_it_back_alone() {
-    let (store, _db, default) = fresh_with_default().await;
+    let (store, _db, default) = fresh_with("default").await;
     let value = || StoredValue::Sealed {
         key_version: coffer_crypto::KeyVersion::new(1).expect("positive"),
         blob: "iv:ct:tag".into(),

@@ -13,9 +13,9 @@
 //! no open read still needs). The writer keeps SQLite's own checkpoint at 1,000 pages,
 //! which now finds all but the last few pages copied: it copies those and, the log being
 //! copied whole, the writer can start the log over at its next transaction (when no read
-//! still uses the log). Without it a
-//! busy log is rarely copied whole at the moment a transaction starts, and it grew
-//! (18 MB in a minute of paced writes, and 12 % fewer writes/s at saturation).
+//! still uses the log). Without it a busy log is rarely copied whole at the moment a
+//! transaction starts, and it grew (18 MB in a minute of paced writes, and 12 % fewer
+//! writes/s at saturation).
 //!
 //! With `synchronous = FULL` a checkpoint flushes the log before it copies and the
 //! database after, so a crash at any point leaves a database SQLite recovers from the log
@@ -33,7 +33,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 
 /// How often the log is copied into the database.
 pub(crate) const INTERVAL: Duration = Duration::from_millis(100);
@@ -48,14 +48,14 @@ pub(crate) struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Starts checkpointing the database at `path` every `interval`.
-    pub(crate) fn start(path: PathBuf, interval: Duration) -> std::io::Result<Checkpointer> {
+    /// Starts checkpointing the database at `path` every [`INTERVAL`].
+    pub(crate) fn start(path: PathBuf) -> std::io::Result<Checkpointer> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let turn = Arc::new(Mutex::new(()));
         let (stopped, turns) = (stop.clone(), turn.clone());
         let thread = std::thread::Builder::new()
             .name("coffer-sqlite-checkpoint".into())
-            .spawn(move || run(&path, interval, &stopped, &turns))?;
+            .spawn(move || run(&path, &stopped, &turns))?;
         Ok(Checkpointer {
             stop,
             turn,
@@ -81,12 +81,7 @@ impl Drop for Checkpointer {
     }
 }
 
-fn run(
-    path: &std::path::Path,
-    interval: Duration,
-    stop: &(Mutex<bool>, Condvar),
-    turn: &Mutex<()>,
-) {
+fn run(path: &std::path::Path, stop: &(Mutex<bool>, Condvar), turn: &Mutex<()>) {
     let mut conn = None;
     // Whether the last try failed: a failure is logged when it starts, not at every tick.
     let mut failing = false;
@@ -95,7 +90,7 @@ fn run(
         {
             let stopped = flag.lock().unwrap_or_else(|p| p.into_inner());
             let (stopped, _) = wake
-                .wait_timeout_while(stopped, interval, |stopped| !*stopped)
+                .wait_timeout_while(stopped, INTERVAL, |stopped| !*stopped)
                 .unwrap_or_else(|p| p.into_inner());
             if *stopped {
                 return;
@@ -127,12 +122,7 @@ fn run(
 fn checkpoint(conn: &mut Option<Connection>, path: &std::path::Path) -> rusqlite::Result<()> {
     let conn = match conn {
         Some(conn) => conn,
-        None => {
-            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-            let opened = Connection::open_with_flags(path, flags)?;
-            opened.execute_batch(crate::CHECKPOINTER_PRAGMAS)?;
-            conn.insert(opened)
-        }
+        None => conn.insert(crate::checkpoint_connection(path)?),
     };
     // One row: (whether it was blocked, frames in the log, frames copied). A passive
     // checkpoint that could not copy everything (a read still needs older pages) simply

@@ -67,10 +67,9 @@ impl SqliteStore {
         let epoch = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let last_event = journal::head_event_seq(&conn).map_err(unavailable)?;
         let events = std::sync::Arc::new(tokio::sync::watch::channel(last_event).0);
-        let checkpointer = checkpointer::Checkpointer::start(path.clone(), checkpointer::INTERVAL)
-            .map_err(|e| {
-                StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}"))
-            })?;
+        let checkpointer = checkpointer::Checkpointer::start(path.clone()).map_err(|e| {
+            StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}"))
+        })?;
         Ok(SqliteStore {
             readers: std::sync::Arc::new(ReadPool::new(path)),
             writer: Writer::start(conn, epoch.clone(), events.clone())?,
@@ -91,16 +90,13 @@ impl SqliteStore {
     /// for the one in progress, and then tries again until [`TRUNCATE_PATIENCE`] has passed
     /// (a reader or the writer may hold the log, or the writer's own checkpoint the
     /// checkpoint lock); each try may itself wait up to the busy timeout (5 s), so this can
-    /// take some 10 s before it fails. `coffer serve` runs it only at start-up and shutdown. It runs on a short-lived connection of
-    /// its own: SQLite does not checkpoint on a connection inside a transaction, and the
-    /// writer thread is always inside one while it runs a job. A checkpoint copies
-    /// committed pages; it changes no row.
+    /// take some 10 s before it fails. `coffer serve` runs it only at start-up and
+    /// shutdown. It runs on a short-lived connection of its own: SQLite does not checkpoint
+    /// on a connection inside a transaction, and the writer thread is always inside one
+    /// while it runs a job. A checkpoint copies committed pages; it changes no row.
     pub fn checkpoint(&self) -> StoreResult<()> {
         let _turn = self.checkpointer.hold();
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&self.readers.path, flags).map_err(unavailable)?;
-        conn.execute_batch(CHECKPOINTER_PRAGMAS)
-            .map_err(unavailable)?;
+        let conn = checkpoint_connection(&self.readers.path).map_err(unavailable)?;
         let deadline = std::time::Instant::now() + TRUNCATE_PATIENCE;
         loop {
             // One row: (busy, frames in the log, frames checkpointed). Busy when the
@@ -193,8 +189,16 @@ impl ReadPool {
 const WRITER_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
      PRAGMA busy_timeout = 5000; PRAGMA secure_delete = ON; PRAGMA foreign_keys = ON;";
 const READER_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA query_only = 1;";
-pub(crate) const CHECKPOINTER_PRAGMAS: &str =
+const CHECKPOINTER_PRAGMAS: &str =
     "PRAGMA busy_timeout = 5000; PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;";
+
+/// A connection for checkpoints (the thread's, and [`SqliteStore::checkpoint`]'s).
+fn checkpoint_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.execute_batch(CHECKPOINTER_PRAGMAS)?;
+    Ok(conn)
+}
 
 fn configure(conn: &Connection, read_only: bool) -> StoreResult<()> {
     let pragmas = if read_only {

@@ -107,12 +107,7 @@ async fn leases_are_served_by_the_due_indexes() {
 /// key started a window before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_receipts_are_replaced_and_pruned_by_later_sends() {
-    let (store, _db) = fresh().await;
-    let home = incarnation("home");
-    store
-        .create_environment(&home, &Actor::System)
-        .await
-        .expect("create");
+    let (store, _db, home) = fresh_with("home").await;
     let old = 150;
     let first = Timestamp::from_millis(10);
     for i in 0..old {
@@ -177,12 +172,7 @@ async fn expired_receipts_are_replaced_and_pruned_by_later_sends() {
 /// (step 3), as every write into an environment does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finishing_a_run_locks_its_environment_first() {
-    let (store, db) = fresh().await;
-    let home = incarnation("home");
-    store
-        .create_environment(&home, &Actor::System)
-        .await
-        .expect("create");
+    let (store, db, home) = fresh_with("home").await;
     let key = runtime_key("ak_0c", "home", "hc");
     store
         .insert_api_key(&key, &Actor::System)
