@@ -86,6 +86,10 @@ impl AccessStore for SqliteStore {
     }
 
     async fn get_environment(&self, name: &EnvName) -> StoreResult<Option<Environment>> {
+        let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
+        if let Some(hit) = self.environment_cache.get(name, &(), epoch) {
+            return Ok(hit);
+        }
         let row = self.read(|c| {
             c.prepare_cached("SELECT created_at, id FROM environments WHERE name = ?1")?
                 .query_row([name.as_str()], |r| {
@@ -93,14 +97,18 @@ impl AccessStore for SqliteStore {
                 })
                 .optional()
         })?;
-        row.map(|(ms, id)| {
-            Ok(Environment {
-                name: name.clone(),
-                id: EnvId::new(&id).map_err(corrupt)?,
-                created_at: Timestamp::from_millis(ms),
+        let found = row
+            .map(|(ms, id)| {
+                Ok(Environment {
+                    name: name.clone(),
+                    id: EnvId::new(&id).map_err(corrupt)?,
+                    created_at: Timestamp::from_millis(ms),
+                })
             })
-        })
-        .transpose()
+            .transpose()?;
+        self.environment_cache
+            .insert(name, &(), epoch, found.clone());
+        Ok(found)
     }
 
     async fn create_environment(&self, env: &Environment, actor: &Actor) -> StoreResult<()> {

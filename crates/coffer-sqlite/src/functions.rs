@@ -23,7 +23,18 @@ impl FunctionStore for SqliteStore {
         env: &EnvName,
         id: &FunctionId,
     ) -> StoreResult<Option<FunctionRecord>> {
-        let row = self.read(|c| current(c, env, id))?;
+        let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
+        let row = match self.function_cache.get(env, id, epoch) {
+            Some(hit) => hit,
+            None => {
+                let row = self.read(|c| current(c, env, id))?;
+                // Dev mode's plaintext signing secrets are not kept beyond the request.
+                if row.as_ref().is_none_or(Columns::sealed) {
+                    self.function_cache.insert(env, id, epoch, row.clone());
+                }
+                row
+            }
+        };
         row.map(|cols| cols.parse(env)).transpose()
     }
 
@@ -304,7 +315,8 @@ const COLUMNS: &str = "environment_id, id, spec, signing_key_version, signing_va
      previous_key_version, previous_value, previous_until, revision, created_at, updated_at";
 
 /// A `functions` row as read ([`COLUMNS`]), before its names and values are parsed.
-struct Columns {
+#[derive(Clone)]
+pub(crate) struct Columns {
     environment_id: String,
     id: String,
     spec: String,
@@ -329,6 +341,11 @@ fn columns(r: &Row<'_>) -> rusqlite::Result<Columns> {
 }
 
 impl Columns {
+    /// Whether its signing secrets are sealed (not dev mode's plaintext).
+    fn sealed(&self) -> bool {
+        self.signing.0 != 0 && self.previous.0 != Some(0)
+    }
+
     fn parse(self, environment: &EnvName) -> StoreResult<FunctionRecord> {
         let (version, value) = self.signing;
         let previous_signing = match self.previous {

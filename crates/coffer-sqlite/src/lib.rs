@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod cache;
 mod catalog;
 mod checkpointer;
 mod config;
@@ -43,12 +44,33 @@ pub const DB_FILE: &str = "coffer.db";
 pub struct SqliteStore {
     readers: std::sync::Arc<ReadPool>,
     writer: Writer,
-    /// Transactions the writer has ended; see [`secrets::MetaCache`].
+    /// The catalog epoch: transactions the writer ended that changed a catalog row. It
+    /// fences the read caches below (see [`cache`]).
     epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    meta_cache: secrets::MetaCache,
+    /// Secret metadata by incarnation and name.
+    meta_cache: cache::EpochCache<
+        coffer_store::EnvId,
+        coffer_store::SecretName,
+        Option<coffer_store::SecretMeta>,
+    >,
+    /// Sealed secret rows by incarnation and name (never dev mode's plaintext).
+    value_cache: cache::EpochCache<
+        coffer_store::EnvId,
+        coffer_store::SecretName,
+        Option<secrets::SealedRow>,
+    >,
+    /// Environments by name.
+    environment_cache:
+        cache::EpochCache<coffer_store::EnvName, (), Option<coffer_store::Environment>>,
+    /// Function rows by environment and id (only those whose signing secrets are sealed).
+    function_cache: cache::EpochCache<
+        coffer_store::EnvName,
+        coffer_store::FunctionId,
+        Option<functions::Columns>,
+    >,
     /// `epoch + 1` when the `unreadable_values` table was last seen empty at that epoch
-    /// (0: not known). Like the metadata cache, valid only while the epoch is unchanged:
-    /// secret reads then learn that no value is marked unreadable without a query.
+    /// (0: not known). Like the caches, valid only while the epoch is unchanged: secret
+    /// reads then learn that no value is marked unreadable without a query.
     no_marks_at: std::sync::atomic::AtomicU64,
     /// The last event id committed, announced by the writer.
     events: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
@@ -74,7 +96,10 @@ impl SqliteStore {
             readers: std::sync::Arc::new(ReadPool::new(path)),
             writer: Writer::start(conn, epoch.clone(), events.clone())?,
             epoch,
-            meta_cache: secrets::MetaCache::default(),
+            meta_cache: cache::EpochCache::default(),
+            value_cache: cache::EpochCache::default(),
+            environment_cache: cache::EpochCache::default(),
+            function_cache: cache::EpochCache::default(),
             no_marks_at: std::sync::atomic::AtomicU64::new(0),
             events,
             checkpointer,

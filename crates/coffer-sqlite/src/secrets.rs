@@ -1,6 +1,6 @@
 //! `SecretStore` on the `secrets` table.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
@@ -58,6 +58,18 @@ impl SecretStore for SqliteStore {
         env: &Environment,
         names: &[SecretName],
     ) -> StoreResult<Vec<Option<SecretRecord>>> {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let cached: Option<Vec<_>> = names
+            .iter()
+            .map(|name| self.value_cache.get(&env.id, name, epoch))
+            .collect();
+        if let Some(rows) = cached {
+            return names
+                .iter()
+                .zip(rows)
+                .map(|(name, row)| row.map(|row| record(env, name, &row)).transpose())
+                .collect();
+        }
         let mut records = Vec::with_capacity(names.len());
         for chunk in names.chunks(MAX_GET_MANY) {
             // One statement (one read transaction) per chunk. The list is padded to a power
@@ -84,12 +96,20 @@ impl SecretStore for SqliteStore {
                 })?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()
             })?;
-            records.extend(in_asked_order(chunk, &rows, |name, (columns, value)| {
-                let (key_version, revision, created, updated) = *columns;
-                Ok(SecretRecord {
-                    meta: meta(env, name.clone(), key_version, revision, created, updated),
-                    value: stored(key_version, value.clone())?,
-                })
+            for name in chunk {
+                let row = rows.iter().find(|(n, _)| n == name.as_str());
+                // Dev mode's plaintext (key version 0) is not kept beyond the request.
+                match row {
+                    None => self.value_cache.insert(&env.id, name, epoch, None),
+                    Some((_, row)) if row.0.0 != 0 => {
+                        self.value_cache
+                            .insert(&env.id, name, epoch, Some(row.clone()));
+                    }
+                    Some(_) => {}
+                }
+            }
+            records.extend(in_asked_order(chunk, &rows, |name, row| {
+                record(env, name, row)
             })?);
         }
         Ok(records)
@@ -377,48 +397,25 @@ impl SqliteStore {
     }
 }
 
-/// Most metadata entries cached at once; past it the cache starts over.
-const META_CACHE_MAX: usize = 100_000;
+pub(crate) type MetaColumns = (u32, u64, i64, i64);
 
-/// Secret metadata as last read, tagged with the writer's epoch at the time of the read.
-///
-/// An entry is used only while the epoch is unchanged, and the writer advances the epoch
-/// after every transaction, before acknowledging any write in it: so a read that starts
-/// after a write was acknowledged never sees metadata from before it. Between writes, point
-/// reads (the management plane's hot path) cost no SQLite transaction. This holds because
-/// this store's writer is the only writer of its file, which `coffer serve`'s data-dir lock
-/// guarantees; a catalog shared by several processes (PostgreSQL) has no such cache.
-#[derive(Default)]
-pub(crate) struct MetaCache {
-    entries: std::sync::RwLock<CachedEnvs>,
+/// A secret row as read: its metadata columns and its stored value (sealed, when cached).
+pub(crate) type SealedRow = (MetaColumns, String);
+
+fn record(env: &Environment, name: &SecretName, row: &SealedRow) -> StoreResult<SecretRecord> {
+    let ((key_version, revision, created, updated), value) = row;
+    Ok(SecretRecord {
+        meta: meta(
+            env,
+            name.clone(),
+            *key_version,
+            *revision,
+            *created,
+            *updated,
+        ),
+        value: stored(*key_version, value.clone())?,
+    })
 }
-
-/// Keyed by incarnation: a new environment of the same name never sees an old entry.
-type CachedEnvs = HashMap<EnvId, HashMap<SecretName, (u64, Option<SecretMeta>)>>;
-
-impl MetaCache {
-    fn get(&self, env: &EnvId, name: &SecretName, epoch: u64) -> Option<Option<SecretMeta>> {
-        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        match entries.get(env)?.get(name) {
-            Some((tag, meta)) if *tag == epoch => Some(meta.clone()),
-            _ => None,
-        }
-    }
-
-    fn insert(&self, env: &EnvId, name: &SecretName, epoch: u64, meta: Option<SecretMeta>) {
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        let cached: usize = entries.values().map(HashMap::len).sum();
-        if cached >= META_CACHE_MAX {
-            entries.clear();
-        }
-        entries
-            .entry(env.clone())
-            .or_default()
-            .insert(name.clone(), (epoch, meta));
-    }
-}
-
-type MetaColumns = (u32, u64, i64, i64);
 
 fn meta_columns(r: &Row<'_>) -> rusqlite::Result<MetaColumns> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
@@ -803,6 +800,155 @@ mod tests {
         for r in readers {
             r.await.expect("reader");
         }
+    }
+
+    /// Sealed values are cached like metadata: a `get_many` after an acknowledged put
+    /// never answers with an older value, while readers hammer the same names; a deleted
+    /// secret is gone at once; dev mode's plaintext is never kept.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn value_reads_after_an_acknowledged_write_never_see_an_older_value() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = std::sync::Arc::new(SqliteStore::open(dir.path()).expect("open"));
+        let env = test_env("prod");
+        store
+            .create_environment(&env, &Actor::System)
+            .await
+            .expect("env");
+        let names = vec![
+            SecretName::new("A").expect("name"),
+            SecretName::new("B").expect("name"),
+        ];
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (store, env, names, stop) =
+                    (store.clone(), env.clone(), names.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        store.get_many(&env, &names).await.expect("get_many");
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        let sealed = |text: String| StoredValue::Sealed {
+            key_version: KeyVersion::new(1).expect("version"),
+            blob: text,
+        };
+        let blob = |record: &Option<SecretRecord>| match record {
+            Some(SecretRecord {
+                value: StoredValue::Sealed { blob, .. },
+                ..
+            }) => Some(blob.clone()),
+            Some(_) => panic!("not sealed"),
+            None => None,
+        };
+        for revision in 1..=200u64 {
+            let at = Timestamp::from_millis(revision as i64);
+            let text = format!("blob-{revision}");
+            let out = store
+                .put(
+                    &env,
+                    &names[0],
+                    sealed(text.clone()),
+                    Precondition::None,
+                    at,
+                    &Actor::System,
+                )
+                .await
+                .expect("put");
+            assert_eq!(out.meta.revision, revision);
+            let seen = store.get_many(&env, &names).await.expect("get_many");
+            assert_eq!(
+                blob(&seen[0]),
+                Some(text),
+                "a read after the ack saw an older write"
+            );
+            assert_eq!(seen[0].as_ref().map(|r| r.meta.revision), Some(revision));
+            assert_eq!(blob(&seen[1]), None, "B was never set");
+        }
+        store
+            .delete(&env, &names[0], Precondition::None, &Actor::System)
+            .await
+            .expect("delete");
+        let seen = store.get_many(&env, &names).await.expect("get_many");
+        assert!(seen.iter().all(Option::is_none), "deleted");
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            r.await.expect("reader");
+        }
+        let plain = StoredValue::Plain(SecretString::from("dev-mode-text"));
+        let at = Timestamp::from_millis(1_000);
+        store
+            .put(
+                &env,
+                &names[1],
+                plain,
+                Precondition::None,
+                at,
+                &Actor::System,
+            )
+            .await
+            .expect("put");
+        store.get_many(&env, &names).await.expect("get_many");
+        let epoch = store.epoch.load(Ordering::Acquire);
+        assert_eq!(
+            store.value_cache.get(&env.id, &names[1], epoch),
+            None,
+            "plaintext kept in the cache"
+        );
+        assert_eq!(
+            store.value_cache.get(&env.id, &names[0], epoch),
+            Some(None),
+            "an absent secret is cached as absent"
+        );
+    }
+
+    /// Audit rows and runs leave the catalog epoch (and every cache) as it was; a catalog
+    /// write moves it.
+    #[tokio::test]
+    async fn only_catalog_writes_move_the_catalog_epoch() {
+        use coffer_store::{FunctionId, Resolution, RunStore};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let env = test_env("prod");
+        store
+            .create_environment(&env, &Actor::System)
+            .await
+            .expect("env");
+        let epoch = || store.epoch.load(Ordering::Acquire);
+        let before = epoch();
+        let resolution = Resolution {
+            environment: env.name.clone(),
+            function_id: FunctionId::new("f").expect("id"),
+            run_id: None,
+            resolved: vec![SecretName::new("A").expect("name")],
+            missing: Vec::new(),
+            at: Timestamp::from_millis(1),
+        };
+        store
+            .record_resolutions(&[resolution], &Actor::System)
+            .await
+            .expect("audited");
+        assert_eq!(epoch(), before, "an audit row moved the catalog epoch");
+        let plain = StoredValue::Plain(SecretString::from("v"));
+        let name = SecretName::new("A").expect("name");
+        let at = Timestamp::from_millis(2);
+        store
+            .put(&env, &name, plain, Precondition::None, at, &Actor::System)
+            .await
+            .expect("put");
+        assert_ne!(epoch(), before, "a secret write kept the catalog epoch");
+        let before = epoch();
+        store
+            .delete_environment(&env.name, &Actor::System)
+            .await
+            .expect("delete");
+        assert_ne!(
+            epoch(),
+            before,
+            "an environment's deletion kept the catalog epoch"
+        );
     }
 
     /// A page after a cursor in name order starts its index walk at the cursor (a range

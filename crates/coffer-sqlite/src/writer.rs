@@ -1,11 +1,12 @@
 //! The single writer thread and its group commit.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 
 use coffer_store::{StoreError, StoreResult};
 use rusqlite::Connection;
+use rusqlite::hooks::Action;
 
 use crate::unavailable;
 
@@ -29,8 +30,9 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Moves `conn` onto a new writer thread.
-    /// After every transaction it ends, and before any of its writers hear back, it adds
-    /// one to `epoch`: a read cache tagged with an older epoch is stale.
+    /// After every transaction that changed a catalog row (a row of any table but
+    /// [`HOT_TABLES`]), and before any of its writers hear back, it adds one to `epoch`: a
+    /// read cache tagged with an older epoch is stale (see `crate::cache`).
     /// After a transaction that changed rows it announces the journal's last event id on
     /// `events`.
     pub(crate) fn start(
@@ -49,6 +51,12 @@ impl Writer {
         events: Arc<tokio::sync::watch::Sender<u64>>,
     ) -> StoreResult<Writer> {
         let (jobs, queue) = mpsc::sync_channel::<Job>(capacity);
+        let touched = Arc::new(Touched::default());
+        let hook = touched.clone();
+        conn.update_hook(Some(move |_: Action, _: &str, table: &str, _: i64| {
+            hook.saw(table)
+        }));
+        let epoch = Epoch { epoch, touched };
         std::thread::Builder::new()
             .name("coffer-sqlite-writer".into())
             .spawn(move || run(conn, queue, &epoch, &events))
@@ -92,10 +100,56 @@ impl Writer {
     }
 }
 
+/// Tables whose rows no read cache holds: the journal and the runs, written by nearly
+/// every write (a resolve's audit row, a run's lease). A transaction that changed only
+/// rows of these leaves the catalog epoch, and so every cache, as it was.
+const HOT_TABLES: [&str; 7] = [
+    "audit_log",
+    "events",
+    "journal_head",
+    "relay_positions",
+    "runs",
+    "event_receipts",
+    "orchestration_runs",
+];
+
+/// What the writer connection's update hook saw during one transaction.
+#[derive(Default)]
+struct Touched {
+    /// Rows the hook was told of.
+    rows: AtomicU64,
+    /// Whether one of them was a catalog row.
+    catalog: AtomicBool,
+}
+
+impl Touched {
+    fn saw(&self, table: &str) {
+        self.rows.fetch_add(1, Ordering::Relaxed);
+        if !HOT_TABLES.contains(&table) {
+            self.catalog.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a transaction that changed `changed` rows (SQLite's own count) may have
+    /// changed a catalog row; and forgets it for the next one. SQLite does not tell the
+    /// hook of every change (a whole-table delete, say): when it counted more rows than
+    /// the hook saw, the answer is yes.
+    fn take_catalog(&self, changed: u64) -> bool {
+        let seen = self.rows.swap(0, Ordering::Relaxed);
+        self.catalog.swap(false, Ordering::Relaxed) || changed > seen
+    }
+}
+
+/// The catalog epoch and what moves it.
+struct Epoch {
+    epoch: Arc<AtomicU64>,
+    touched: Arc<Touched>,
+}
+
 fn run(
     conn: Connection,
     queue: mpsc::Receiver<Job>,
-    epoch: &AtomicU64,
+    epoch: &Epoch,
     events: &tokio::sync::watch::Sender<u64>,
 ) {
     while let Ok(first) = queue.recv() {
@@ -113,7 +167,7 @@ fn run(
 fn commit_batch(
     conn: &Connection,
     batch: Vec<Job>,
-    epoch: &AtomicU64,
+    epoch: &Epoch,
     events: &tokio::sync::watch::Sender<u64>,
 ) {
     let changes_before = conn.total_changes();
@@ -164,22 +218,25 @@ fn commit_batch(
         }
     };
     // Before anyone hears back: a read that starts after a write is acknowledged never
-    // trusts a cache entry from before it. A batch that changed no row (a readiness
-    // probe's empty write, a canary already there) leaves the cache alone.
-    if conn.total_changes() != changes_before {
-        epoch.fetch_add(1, Ordering::AcqRel);
-        if message.is_none() {
-            // Outside any transaction now: the committed head.
-            if let Ok(last) = crate::journal::head_event_seq(conn) {
-                events.send_if_modified(|seen| {
-                    let newer = last > *seen;
-                    if newer {
-                        *seen = last;
-                    }
-                    newer
-                });
+    // trusts a cache entry from before it. A batch that changed no catalog row (a
+    // readiness probe's empty write, a canary already there, audit rows, runs) leaves the
+    // caches alone.
+    let changed = conn.total_changes().saturating_sub(changes_before);
+    if epoch.touched.take_catalog(changed) {
+        epoch.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+    // Outside any transaction now: the committed head.
+    if changed != 0
+        && message.is_none()
+        && let Ok(last) = crate::journal::head_event_seq(conn)
+    {
+        events.send_if_modified(|seen| {
+            let newer = last > *seen;
+            if newer {
+                *seen = last;
             }
-        }
+            newer
+        });
     }
     for finish in finishes {
         finish(message.as_deref().map_or(Ok(()), Err));
@@ -201,6 +258,47 @@ fn rollback_savepoint(conn: &Connection) -> StoreResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Changes the update hook did not see count as catalog changes; what it saw is
+    /// forgotten after each transaction.
+    #[test]
+    fn a_change_the_hook_did_not_see_counts_as_a_catalog_change() {
+        let touched = Touched::default();
+        assert!(!touched.take_catalog(0));
+        touched.saw("audit_log");
+        touched.saw("runs");
+        assert!(!touched.take_catalog(2), "only hot tables");
+        touched.saw("secrets");
+        assert!(touched.take_catalog(1));
+        assert!(!touched.take_catalog(0), "forgotten");
+        touched.saw("events");
+        assert!(touched.take_catalog(2), "one change unseen");
+    }
+
+    /// Through a real writer: rows of hot tables leave the epoch, catalog rows (however
+    /// they go, a whole-table delete included) move it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_catalog_rows_move_the_epoch() {
+        let conn = Connection::open_in_memory().expect("db");
+        conn.execute_batch("CREATE TABLE runs (x); CREATE TABLE secrets (x);")
+            .expect("tables");
+        let epoch = Arc::new(AtomicU64::new(0));
+        let events = Arc::new(tokio::sync::watch::channel(0).0);
+        let writer = Writer::with_capacity(conn, 8, epoch.clone(), events).expect("writer");
+        let run = |sql: &'static str| {
+            writer.write(move |c| c.execute_batch(sql).map_err(crate::unavailable))
+        };
+        run("INSERT INTO runs VALUES (1), (2)")
+            .await
+            .expect("write");
+        assert_eq!(epoch.load(Ordering::Acquire), 0, "a hot table");
+        run("INSERT INTO secrets VALUES (1)").await.expect("write");
+        assert_eq!(epoch.load(Ordering::Acquire), 1, "a catalog table");
+        run("UPDATE runs SET x = 3").await.expect("write");
+        assert_eq!(epoch.load(Ordering::Acquire), 1);
+        run("DELETE FROM secrets").await.expect("write");
+        assert_eq!(epoch.load(Ordering::Acquire), 2, "a whole-table delete");
+    }
 
     /// A full queue refuses at once instead of growing, and serves again once drained.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
