@@ -15,11 +15,32 @@ use coffer_store::{
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use crate::cache::ENTRY_OVERHEAD;
 use crate::journal::{Author, append, check_actor};
 use crate::{SqliteStore, corrupt, unavailable};
 
 /// Set once the first start has created its environment and admin key.
 const BOOTSTRAPPED: &str = "bootstrapped_at";
+
+impl SqliteStore {
+    fn environment_uncached(&self, name: &EnvName) -> StoreResult<Option<Environment>> {
+        let row = self.read(|c| {
+            c.prepare_cached("SELECT created_at, id FROM environments WHERE name = ?1")?
+                .query_row([name.as_str()], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })
+                .optional()
+        })?;
+        row.map(|(ms, id)| {
+            Ok(Environment {
+                name: name.clone(),
+                id: EnvId::new(&id).map_err(corrupt)?,
+                created_at: Timestamp::from_millis(ms),
+            })
+        })
+        .transpose()
+    }
+}
 
 #[async_trait]
 impl AccessStore for SqliteStore {
@@ -86,29 +107,10 @@ impl AccessStore for SqliteStore {
     }
 
     async fn get_environment(&self, name: &EnvName) -> StoreResult<Option<Environment>> {
-        let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
-        if let Some(hit) = self.environment_cache.get(name, &(), epoch) {
-            return Ok(hit);
-        }
-        let row = self.read(|c| {
-            c.prepare_cached("SELECT created_at, id FROM environments WHERE name = ?1")?
-                .query_row([name.as_str()], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-                })
-                .optional()
-        })?;
-        let found = row
-            .map(|(ms, id)| {
-                Ok(Environment {
-                    name: name.clone(),
-                    id: EnvId::new(&id).map_err(corrupt)?,
-                    created_at: Timestamp::from_millis(ms),
-                })
-            })
-            .transpose()?;
+        let read = || self.environment_uncached(name);
+        let weigh = |_: &Option<Environment>| Some(ENTRY_OVERHEAD + name.as_str().len());
         self.environment_cache
-            .insert(name, &(), epoch, found.clone());
-        Ok(found)
+            .get(&self.epoch, name, &(), read, weigh)
     }
 
     async fn create_environment(&self, env: &Environment, actor: &Actor) -> StoreResult<()> {
@@ -390,10 +392,12 @@ impl KeyStore for SqliteStore {
     ) -> StoreResult<Vec<UnreadableMark>> {
         // The common case, no marks at all, costs no query between writes (see
         // `SqliteStore::no_marks_at`).
-        let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
-        if names.is_empty()
-            || self.no_marks_at.load(std::sync::atomic::Ordering::Acquire) == epoch + 1
-        {
+        let at = self.epoch.begin();
+        let known_empty = at.is_some_and(|at| {
+            self.no_marks_at.load(std::sync::atomic::Ordering::Acquire) == at + 1
+                && self.epoch.unchanged(at)
+        });
+        if names.is_empty() || known_empty {
             return Ok(Vec::new());
         }
         let rows = self.read(|c| {
@@ -428,8 +432,12 @@ impl KeyStore for SqliteStore {
         match rows {
             Some(found) => Ok(found),
             None => {
-                self.no_marks_at
-                    .store(epoch + 1, std::sync::atomic::Ordering::Release);
+                if let Some(at) = at
+                    && self.epoch.unchanged(at)
+                {
+                    self.no_marks_at
+                        .store(at + 1, std::sync::atomic::Ordering::Release);
+                }
                 Ok(Vec::new())
             }
         }

@@ -12,6 +12,7 @@ use coffer_store::{
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use crate::cache::ENTRY_OVERHEAD;
 use crate::journal::{append, check_actor};
 use crate::secrets::{check_environment, stored, stored_text};
 use crate::{SqliteStore, corrupt, unavailable};
@@ -23,18 +24,13 @@ impl FunctionStore for SqliteStore {
         env: &EnvName,
         id: &FunctionId,
     ) -> StoreResult<Option<FunctionRecord>> {
-        let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
-        let row = match self.function_cache.get(env, id, epoch) {
-            Some(hit) => hit,
-            None => {
-                let row = self.read(|c| current(c, env, id))?;
-                // Dev mode's plaintext signing secrets are not kept beyond the request.
-                if row.as_ref().is_none_or(Columns::sealed) {
-                    self.function_cache.insert(env, id, epoch, row.clone());
-                }
-                row
-            }
+        let read = || self.read(|c| current(c, env, id));
+        // Dev mode's plaintext signing secrets are not kept beyond the request.
+        let weigh = |row: &Option<Columns>| match row {
+            None => Some(ENTRY_OVERHEAD),
+            Some(row) => row.sealed().then(|| row.weight()),
         };
+        let row = self.function_cache.get(&self.epoch, env, id, read, weigh)?;
         row.map(|cols| cols.parse(env)).transpose()
     }
 
@@ -346,6 +342,16 @@ impl Columns {
         self.signing.0 != 0 && self.previous.0 != Some(0)
     }
 
+    /// About what it takes in a cache.
+    fn weight(&self) -> usize {
+        ENTRY_OVERHEAD
+            + self.environment_id.len()
+            + self.id.len()
+            + self.spec.len()
+            + self.signing.1.len()
+            + self.previous.1.as_ref().map_or(0, String::len)
+    }
+
     fn parse(self, environment: &EnvName) -> StoreResult<FunctionRecord> {
         let (version, value) = self.signing;
         let previous_signing = match self.previous {
@@ -397,4 +403,133 @@ fn revision_in(
         .optional()
     })
     .map_err(unavailable)
+}
+
+#[cfg(test)]
+mod tests {
+    use coffer_crypto::KeyVersion;
+    use coffer_store::{AccessStore, FunctionStore, Precondition};
+
+    use super::*;
+    use crate::test_env;
+
+    fn sealed(text: &str) -> StoredValue {
+        StoredValue::Sealed {
+            key_version: KeyVersion::new(1).expect("version"),
+            blob: text.to_owned(),
+        }
+    }
+
+    /// The function cache never answers with a function older than an acknowledged write:
+    /// after an update, a rotation, a deletion, and an environment deleted and created
+    /// again under the same name; and it never keeps dev mode's plaintext signing secret.
+    #[tokio::test]
+    async fn function_reads_follow_every_acknowledged_write() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let (env, id) = (test_env("prod"), FunctionId::new("f").expect("id"));
+        let actor = Actor::System;
+        store.create_environment(&env, &actor).await.expect("env");
+        let at = Timestamp::from_millis(1);
+        let get = || store.get_function(&env.name, &id);
+        assert!(get().await.expect("read").is_none());
+        store
+            .put_function(
+                &env,
+                &id,
+                "{\"v\":1}".into(),
+                sealed("s1"),
+                Precondition::None,
+                at,
+                &actor,
+            )
+            .await
+            .expect("put");
+        assert_eq!(get().await.expect("read").expect("there").spec, "{\"v\":1}");
+        get().await.expect("read (cached)");
+        store
+            .put_function(
+                &env,
+                &id,
+                "{\"v\":2}".into(),
+                sealed("s1"),
+                Precondition::None,
+                at,
+                &actor,
+            )
+            .await
+            .expect("update");
+        assert_eq!(get().await.expect("read").expect("there").spec, "{\"v\":2}");
+        let until = Timestamp::from_millis(10_000);
+        store
+            .rotate_signing_secret(&env, &id, sealed("s2"), until, at, &actor)
+            .await
+            .expect("rotate");
+        let rotated = get().await.expect("read").expect("there");
+        assert!(matches!(&rotated.signing, StoredValue::Sealed { blob, .. } if blob == "s2"));
+        assert!(rotated.previous_signing.is_some());
+        store
+            .delete_function(&env.name, &id, Precondition::None, &actor)
+            .await
+            .expect("delete");
+        assert!(get().await.expect("read").is_none(), "deleted");
+        store
+            .put_function(
+                &env,
+                &id,
+                "{\"v\":3}".into(),
+                sealed("s3"),
+                Precondition::None,
+                at,
+                &actor,
+            )
+            .await
+            .expect("put again");
+        assert!(get().await.expect("read").is_some());
+        store
+            .delete_environment(&env.name, &actor)
+            .await
+            .expect("delete env");
+        assert!(
+            store
+                .get_environment(&env.name)
+                .await
+                .expect("read")
+                .is_none()
+        );
+        let again = test_env("prod");
+        store
+            .create_environment(&again, &actor)
+            .await
+            .expect("env again");
+        let seen = store
+            .get_environment(&env.name)
+            .await
+            .expect("read")
+            .expect("there");
+        assert_eq!(seen.id, again.id, "the new incarnation");
+        assert!(
+            get().await.expect("read").is_none(),
+            "the old incarnation's function"
+        );
+        let plain = StoredValue::Plain(secrecy::SecretString::from("dev-signing-text"));
+        store
+            .put_function(
+                &again,
+                &id,
+                "{}".into(),
+                plain,
+                Precondition::None,
+                at,
+                &actor,
+            )
+            .await
+            .expect("dev mode put");
+        assert!(get().await.expect("read").is_some());
+        let epoch = store.epoch.now();
+        assert!(
+            store.function_cache.lookup(&env.name, &id, epoch).is_none(),
+            "a plaintext signing secret was kept"
+        );
+    }
 }

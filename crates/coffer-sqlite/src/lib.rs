@@ -46,7 +46,7 @@ pub struct SqliteStore {
     writer: Writer,
     /// The catalog epoch: transactions the writer ended that changed a catalog row. It
     /// fences the read caches below (see [`cache`]).
-    epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    epoch: std::sync::Arc<cache::CatalogEpoch>,
     /// Secret metadata by incarnation and name.
     meta_cache: cache::EpochCache<
         coffer_store::EnvId,
@@ -86,7 +86,7 @@ impl SqliteStore {
         let conn = Connection::open(&path).map_err(unavailable)?;
         configure(&conn, false)?;
         migrate(&conn)?;
-        let epoch = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let epoch = std::sync::Arc::new(cache::CatalogEpoch::default());
         let last_event = journal::head_event_seq(&conn).map_err(unavailable)?;
         let events = std::sync::Arc::new(tokio::sync::watch::channel(last_event).0);
         let checkpointer = checkpointer::Checkpointer::start(path.clone()).map_err(|e| {
@@ -96,10 +96,10 @@ impl SqliteStore {
             readers: std::sync::Arc::new(ReadPool::new(path)),
             writer: Writer::start(conn, epoch.clone(), events.clone())?,
             epoch,
-            meta_cache: cache::EpochCache::default(),
-            value_cache: cache::EpochCache::default(),
-            environment_cache: cache::EpochCache::default(),
-            function_cache: cache::EpochCache::default(),
+            meta_cache: cache::EpochCache::new(cache::META_BUDGET),
+            value_cache: cache::EpochCache::new(cache::VALUE_BUDGET),
+            environment_cache: cache::EpochCache::new(cache::ENVIRONMENT_BUDGET),
+            function_cache: cache::EpochCache::new(cache::FUNCTION_BUDGET),
             no_marks_at: std::sync::atomic::AtomicU64::new(0),
             events,
             checkpointer,
@@ -314,6 +314,41 @@ fn corrupt(what: impl std::fmt::Display) -> StoreError {
 
 #[cfg(test)]
 mod tests {
+    /// The catalog epoch learns of changed rows from SQLite's update hook, which is not
+    /// told of changes to tables without a rowid; and a trigger could change a catalog row
+    /// from a hot table's write. Neither exists, and every hot table does.
+    #[test]
+    fn the_update_hook_sees_every_catalog_change() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let conn = Connection::open(dir.path().join(DB_FILE)).expect("conn");
+        drop(store);
+        let tables: Vec<(String, String)> = conn
+            .prepare("SELECT name, sql FROM sqlite_master WHERE type = 'table'")
+            .and_then(|mut s| {
+                s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()
+            })
+            .expect("tables");
+        for (name, sql) in &tables {
+            assert!(
+                !sql.to_uppercase().contains("WITHOUT ROWID"),
+                "{name} has no rowid"
+            );
+        }
+        for hot in crate::writer::HOT_TABLES {
+            assert!(tables.iter().any(|(name, _)| name == hot), "no table {hot}");
+        }
+        let triggers: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'trigger'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("triggers");
+        assert_eq!(triggers, 0, "a trigger");
+    }
+
     use std::sync::Arc;
 
     use super::*;

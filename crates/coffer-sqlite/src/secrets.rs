@@ -1,7 +1,6 @@
 //! `SecretStore` on the `secrets` table.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
 use coffer_crypto::KeyVersion;
@@ -13,6 +12,7 @@ use coffer_store::{
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::cache::ENTRY_OVERHEAD;
 use crate::journal::{append, check_actor};
 use crate::{SqliteStore, corrupt, unavailable};
 
@@ -58,12 +58,16 @@ impl SecretStore for SqliteStore {
         env: &Environment,
         names: &[SecretName],
     ) -> StoreResult<Vec<Option<SecretRecord>>> {
-        let epoch = self.epoch.load(Ordering::Acquire);
-        let cached: Option<Vec<_>> = names
-            .iter()
-            .map(|name| self.value_cache.get(&env.id, name, epoch))
-            .collect();
-        if let Some(rows) = cached {
+        // Every name from the cache, all tagged with one epoch that is still current: one
+        // snapshot, as one statement would read.
+        let at = self.epoch.begin();
+        let cached: Option<Vec<_>> = at.and_then(|at| {
+            names
+                .iter()
+                .map(|name| self.value_cache.lookup(&env.id, name, at))
+                .collect()
+        });
+        if let Some(rows) = cached.filter(|_| at.is_some_and(|at| self.epoch.unchanged(at))) {
             return names
                 .iter()
                 .zip(rows)
@@ -96,16 +100,20 @@ impl SecretStore for SqliteStore {
                 })?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()
             })?;
-            for name in chunk {
-                let row = rows.iter().find(|(n, _)| n == name.as_str());
-                // Dev mode's plaintext (key version 0) is not kept beyond the request.
-                match row {
-                    None => self.value_cache.insert(&env.id, name, epoch, None),
-                    Some((_, row)) if row.0.0 != 0 => {
-                        self.value_cache
-                            .insert(&env.id, name, epoch, Some(row.clone()));
+            if let Some(at) = at
+                && self.epoch.unchanged(at)
+            {
+                for name in chunk {
+                    let weight = ENTRY_OVERHEAD + name.as_str().len();
+                    // Dev mode's plaintext (key version 0) is not kept beyond the request.
+                    match rows.iter().find(|(n, _)| n == name.as_str()) {
+                        None => self.value_cache.insert(&env.id, name, at, None, weight),
+                        Some((_, row)) if row.0.0 != 0 => {
+                            let (row, weight) = (Some(row.clone()), weight + row.1.len());
+                            self.value_cache.insert(&env.id, name, at, row, weight);
+                        }
+                        Some(_) => {}
                     }
-                    Some(_) => {}
                 }
             }
             records.extend(in_asked_order(chunk, &rows, |name, row| {
@@ -116,13 +124,9 @@ impl SecretStore for SqliteStore {
     }
 
     async fn meta(&self, env: &Environment, name: &SecretName) -> StoreResult<Option<SecretMeta>> {
-        let epoch = self.epoch.load(Ordering::Acquire);
-        if let Some(hit) = self.meta_cache.get(&env.id, name, epoch) {
-            return Ok(hit);
-        }
-        let found = self.meta_uncached(env, name)?;
-        self.meta_cache.insert(&env.id, name, epoch, found.clone());
-        Ok(found)
+        let read = || self.meta_uncached(env, name);
+        let weigh = |_: &Option<SecretMeta>| Some(ENTRY_OVERHEAD + name.as_str().len());
+        self.meta_cache.get(&self.epoch, &env.id, name, read, weigh)
     }
 
     async fn list(
@@ -615,6 +619,8 @@ fn list_sql(order: SecretOrder, cursor: bool, search: bool) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use coffer_store::{AccessStore, ApiKeyId, ApiKeyMeta, ApiKeyRecord, Role};
 
     use crate::test_env;
@@ -722,13 +728,13 @@ mod tests {
     }
 
     /// A transaction that changed no row (a readiness probe) keeps the metadata cache; one
-    /// that changed a row invalidates it.
+    /// that changed a catalog row (here, a secret) invalidates it.
     #[tokio::test]
     async fn only_transactions_that_change_rows_invalidate_the_metadata_cache() {
         use coffer_store::AccessStore;
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(dir.path()).expect("open");
-        let epoch = || store.epoch.load(Ordering::Acquire);
+        let epoch = || store.epoch.now();
         let before = epoch();
         AccessStore::ping(&store).await.expect("ping");
         assert_eq!(epoch(), before, "an empty write keeps the cache");
@@ -891,14 +897,14 @@ mod tests {
             .await
             .expect("put");
         store.get_many(&env, &names).await.expect("get_many");
-        let epoch = store.epoch.load(Ordering::Acquire);
+        let epoch = store.epoch.now();
         assert_eq!(
-            store.value_cache.get(&env.id, &names[1], epoch),
+            store.value_cache.lookup(&env.id, &names[1], epoch),
             None,
             "plaintext kept in the cache"
         );
         assert_eq!(
-            store.value_cache.get(&env.id, &names[0], epoch),
+            store.value_cache.lookup(&env.id, &names[0], epoch),
             Some(None),
             "an absent secret is cached as absent"
         );
@@ -916,7 +922,7 @@ mod tests {
             .create_environment(&env, &Actor::System)
             .await
             .expect("env");
-        let epoch = || store.epoch.load(Ordering::Acquire);
+        let epoch = || store.epoch.now();
         let before = epoch();
         let resolution = Resolution {
             environment: env.name.clone(),

@@ -8,6 +8,7 @@ use coffer_store::{StoreError, StoreResult};
 use rusqlite::Connection;
 use rusqlite::hooks::Action;
 
+use crate::cache::CatalogEpoch;
 use crate::unavailable;
 
 /// Most writes folded into one transaction.
@@ -30,14 +31,14 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Moves `conn` onto a new writer thread.
-    /// After every transaction that changed a catalog row (a row of any table but
-    /// [`HOT_TABLES`]), and before any of its writers hear back, it adds one to `epoch`: a
-    /// read cache tagged with an older epoch is stale (see `crate::cache`).
+    /// Around the commit of every transaction that changed a catalog row (a row of any
+    /// table but [`HOT_TABLES`]) it moves `epoch` to odd and back to even, the second time
+    /// before any of its writers hear back (see `crate::cache`).
     /// After a transaction that changed rows it announces the journal's last event id on
     /// `events`.
     pub(crate) fn start(
         conn: Connection,
-        epoch: Arc<AtomicU64>,
+        epoch: Arc<CatalogEpoch>,
         events: Arc<tokio::sync::watch::Sender<u64>>,
     ) -> StoreResult<Writer> {
         Writer::with_capacity(conn, MAX_QUEUED, epoch, events)
@@ -47,7 +48,7 @@ impl Writer {
     pub(crate) fn with_capacity(
         conn: Connection,
         capacity: usize,
-        epoch: Arc<AtomicU64>,
+        epoch: Arc<CatalogEpoch>,
         events: Arc<tokio::sync::watch::Sender<u64>>,
     ) -> StoreResult<Writer> {
         let (jobs, queue) = mpsc::sync_channel::<Job>(capacity);
@@ -103,7 +104,7 @@ impl Writer {
 /// Tables whose rows no read cache holds: the journal and the runs, written by nearly
 /// every write (a resolve's audit row, a run's lease). A transaction that changed only
 /// rows of these leaves the catalog epoch, and so every cache, as it was.
-const HOT_TABLES: [&str; 7] = [
+pub(crate) const HOT_TABLES: [&str; 7] = [
     "audit_log",
     "events",
     "journal_head",
@@ -132,17 +133,18 @@ impl Touched {
 
     /// Whether a transaction that changed `changed` rows (SQLite's own count) may have
     /// changed a catalog row; and forgets it for the next one. SQLite does not tell the
-    /// hook of every change (a whole-table delete, say): when it counted more rows than
-    /// the hook saw, the answer is yes.
+    /// hook of every change (a whole-table delete, say), and does not count the rows of a
+    /// statement that failed half-way, which the hook did see: whenever the two counts
+    /// differ, the answer is yes.
     fn take_catalog(&self, changed: u64) -> bool {
         let seen = self.rows.swap(0, Ordering::Relaxed);
-        self.catalog.swap(false, Ordering::Relaxed) || changed > seen
+        self.catalog.swap(false, Ordering::Relaxed) || changed != seen
     }
 }
 
 /// The catalog epoch and what moves it.
 struct Epoch {
-    epoch: Arc<AtomicU64>,
+    epoch: Arc<CatalogEpoch>,
     touched: Arc<Touched>,
 }
 
@@ -205,6 +207,14 @@ fn commit_batch(
             break;
         }
     }
+    // A batch that changed no catalog row (a readiness probe's empty write, a canary
+    // already there, audit rows, runs) leaves the caches alone; one that did marks the
+    // epoch odd until its fate is known, so that no read overlapping the commit is kept.
+    let changed = conn.total_changes().saturating_sub(changes_before);
+    let catalog = epoch.touched.take_catalog(changed);
+    if catalog {
+        epoch.epoch.committing();
+    }
     let outcome = match broken {
         Some(e) => Err(e),
         None => step(conn, "COMMIT"),
@@ -218,12 +228,9 @@ fn commit_batch(
         }
     };
     // Before anyone hears back: a read that starts after a write is acknowledged never
-    // trusts a cache entry from before it. A batch that changed no catalog row (a
-    // readiness probe's empty write, a canary already there, audit rows, runs) leaves the
-    // caches alone.
-    let changed = conn.total_changes().saturating_sub(changes_before);
-    if epoch.touched.take_catalog(changed) {
-        epoch.epoch.fetch_add(1, Ordering::AcqRel);
+    // trusts a cache entry from before it.
+    if catalog {
+        epoch.epoch.committed();
     }
     // Outside any transaction now: the committed head.
     if changed != 0
@@ -282,7 +289,7 @@ mod tests {
         let conn = Connection::open_in_memory().expect("db");
         conn.execute_batch("CREATE TABLE runs (x); CREATE TABLE secrets (x);")
             .expect("tables");
-        let epoch = Arc::new(AtomicU64::new(0));
+        let epoch = Arc::new(CatalogEpoch::default());
         let events = Arc::new(tokio::sync::watch::channel(0).0);
         let writer = Writer::with_capacity(conn, 8, epoch.clone(), events).expect("writer");
         let run = |sql: &'static str| {
@@ -291,20 +298,24 @@ mod tests {
         run("INSERT INTO runs VALUES (1), (2)")
             .await
             .expect("write");
-        assert_eq!(epoch.load(Ordering::Acquire), 0, "a hot table");
+        assert_eq!(epoch.now(), 0, "a hot table");
         run("INSERT INTO secrets VALUES (1)").await.expect("write");
-        assert_eq!(epoch.load(Ordering::Acquire), 1, "a catalog table");
+        assert_eq!(
+            epoch.now(),
+            2,
+            "a catalog table: odd during the commit, even after"
+        );
         run("UPDATE runs SET x = 3").await.expect("write");
-        assert_eq!(epoch.load(Ordering::Acquire), 1);
+        assert_eq!(epoch.now(), 2);
         run("DELETE FROM secrets").await.expect("write");
-        assert_eq!(epoch.load(Ordering::Acquire), 2, "a whole-table delete");
+        assert_eq!(epoch.now(), 4, "a whole-table delete");
     }
 
     /// A full queue refuses at once instead of growing, and serves again once drained.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_queue_refuses_writes_with_overloaded() {
         let conn = Connection::open_in_memory().expect("db");
-        let epoch = Arc::new(AtomicU64::new(0));
+        let epoch = Arc::new(CatalogEpoch::default());
         let events = Arc::new(tokio::sync::watch::channel(0).0);
         let writer = Arc::new(Writer::with_capacity(conn, 2, epoch, events).expect("writer"));
         // Hold the writer thread inside a job until released.
