@@ -8,6 +8,11 @@ use coffer_store::{
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use crate::writer::{Finish, Job, Writer, stopped};
 use crate::{SqliteStore, unavailable};
 
 /// Sequence numbers one `GET /v1/audit` page examines at most: a range of the rowid, so a
@@ -100,20 +105,143 @@ pub(crate) fn append(c: &Connection, author: &Author, changes: &[Change]) -> Sto
         return Ok(());
     }
     let mut head = read_head(c)?;
+    append_to(c, &mut head, author, changes)?;
+    write_head(c, &head)
+}
+
+/// [`append`] onto a head read (and to be written) by the caller.
+fn append_to(
+    c: &Connection,
+    head: &mut Head,
+    author: &Author,
+    changes: &[Change],
+) -> StoreResult<()> {
     for change in changes {
         let event = change.action.publishes().then(|| {
             head.event_seq += 1;
             head.event_seq
         });
         let row = AuditRecord::of_change(change, &author.actor, &author.origin, event);
-        insert_audit(c, &mut head, row)?;
+        insert_audit(c, head, row)?;
         if let Some(id) = event {
             c.prepare_cached("INSERT INTO events (seq, audit_seq) VALUES (?1, ?2)")
                 .and_then(|mut s| s.execute(params![id, head.audit_seq]))
                 .map_err(unavailable)?;
         }
     }
-    write_head(c, &head)
+    Ok(())
+}
+
+/// Audit rows that change nothing else (a resolution's), waiting for the writer thread.
+///
+/// Whoever finds the queue empty sends one writer job; when it runs, that job appends
+/// everything queued by then, in one savepoint, reading and writing the journal head once
+/// and checking each actor in the transaction as [`append`]'s callers do. Under load a
+/// writer batch thus holds one job for all the resolutions that came in while the last
+/// batch committed, instead of one job each. Each caller hears back once its rows are
+/// durable (or that its actor was revoked, or that the write failed).
+#[derive(Default)]
+pub(crate) struct AuditQueue {
+    pending: Arc<Mutex<Vec<Queued>>>,
+}
+
+struct Queued {
+    actor: Actor,
+    changes: Vec<Change>,
+    reply: oneshot::Sender<StoreResult<()>>,
+}
+
+type Pending = Arc<Mutex<Vec<Queued>>>;
+
+fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, Vec<Queued>> {
+    pending.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl AuditQueue {
+    /// Appends `changes` for `actor` and returns once they are durable.
+    pub(crate) async fn append(
+        &self,
+        writer: &Writer,
+        actor: Actor,
+        changes: Vec<Change>,
+    ) -> StoreResult<()> {
+        let (reply, answer) = oneshot::channel();
+        let first = {
+            let mut pending = lock(&self.pending);
+            pending.push(Queued {
+                actor,
+                changes,
+                reply,
+            });
+            pending.len() == 1
+        };
+        if first {
+            let flush = Flush(Some(self.pending.clone()));
+            let job: Job = Box::new(move |c| flush.run(c));
+            // Refused (a full queue): nobody else sends a job for what is queued now.
+            if let Err((e, job)) = writer.submit(job) {
+                for queued in lock(&self.pending).drain(..) {
+                    let _ = queued.reply.send(Err(e.clone()));
+                }
+                drop(job);
+            }
+        }
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// The writer job of an [`AuditQueue`]. Dropped unrun (the writer stopped, its batch
+/// could not begin), it answers whoever is queued with an error.
+struct Flush(Option<Pending>);
+
+impl Flush {
+    fn run(mut self, c: &Connection) -> (bool, Finish) {
+        let taken = match self.0.take() {
+            Some(pending) => std::mem::take(&mut *lock(&pending)),
+            None => Vec::new(),
+        };
+        let mut outcomes = Vec::with_capacity(taken.len());
+        let appended = read_head(c).and_then(|mut head| {
+            for queued in &taken {
+                outcomes.push(match check_actor(c, &queued.actor) {
+                    Ok(author) => append_to(c, &mut head, &author, &queued.changes),
+                    Err(refused) => Err(refused),
+                });
+                // A refusal changed nothing; any other error leaves the savepoint to undo.
+                if let Some(Err(e)) = outcomes.last()
+                    && !matches!(e, StoreError::ActorRevoked)
+                {
+                    return Err(e.clone());
+                }
+            }
+            write_head(c, &head)
+        });
+        let keep = appended.is_ok();
+        let finish: Finish = Box::new(move |commit| {
+            for (i, queued) in taken.into_iter().enumerate() {
+                let outcome = match (&appended, commit) {
+                    (Err(e), _) => Err(e.clone()),
+                    (Ok(()), Err(msg)) => {
+                        Err(StoreError::Unavailable(format!("commit failed: {msg}")))
+                    }
+                    (Ok(()), Ok(())) => outcomes.get(i).cloned().unwrap_or(Ok(())),
+                };
+                // The caller may have gone away (client disconnected); the rows stand.
+                let _ = queued.reply.send(outcome);
+            }
+        });
+        (keep, finish)
+    }
+}
+
+impl Drop for Flush {
+    fn drop(&mut self) {
+        if let Some(pending) = self.0.take() {
+            for queued in lock(&pending).drain(..) {
+                let _ = queued.reply.send(Err(stopped()));
+            }
+        }
+    }
 }
 
 /// Chains `row` onto the head and inserts it.
@@ -485,6 +613,194 @@ mod tests {
     use coffer_store::{AccessStore, Actor};
 
     use super::*;
+
+    fn resolution(env: &EnvName, n: i64) -> Change {
+        Change::function_resolved(&coffer_store::Resolution {
+            environment: env.clone(),
+            function_id: coffer_store::FunctionId::new("f").expect("id"),
+            run_id: None,
+            resolved: Vec::new(),
+            missing: Vec::new(),
+            at: coffer_store::Timestamp::from_millis(n),
+        })
+    }
+
+    /// Holds the writer thread inside a job until the returned sender is dropped or sent.
+    async fn hold_writer(store: &std::sync::Arc<SqliteStore>) -> std::sync::mpsc::Sender<()> {
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let held = store.clone();
+        tokio::spawn(async move {
+            held.writer
+                .write(move |_| {
+                    entered_tx.send(()).ok();
+                    released.recv().ok();
+                    Ok(())
+                })
+                .await
+        });
+        entered.recv().expect("the writer runs the holding job");
+        release
+    }
+
+    /// Resolutions that arrive while the writer is busy wait in one queue, are appended by
+    /// one job as one chain, and each caller hears its own outcome: a revoked key's
+    /// resolution is refused and writes nothing, the others are durable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_resolutions_are_appended_together_each_with_its_outcome() {
+        use coffer_store::{ApiKeyId, ApiKeyMeta, ApiKeyRecord, AuditQuery, Role};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = std::sync::Arc::new(SqliteStore::open(dir.path()).expect("open"));
+        let env = crate::test_env("prod");
+        store
+            .create_environment(&env, &Actor::System)
+            .await
+            .expect("env");
+        let key = |id: &str| ApiKeyRecord {
+            meta: ApiKeyMeta {
+                id: ApiKeyId::new(id).expect("id"),
+                name: id.into(),
+                role: Role::Runtime(env.name.clone()),
+                created_at: coffer_store::Timestamp::from_millis(1),
+            },
+            key_hash: format!("hash-{id}"),
+        };
+        let actor = |id: &str| Actor::Key {
+            id: ApiKeyId::new(id).expect("id"),
+            environment: Some(env.name.clone()),
+            origin: coffer_store::Origin::default(),
+        };
+        for id in ["ak_01", "ak_02"] {
+            store
+                .insert_api_key(&key(id), &Actor::System)
+                .await
+                .expect("key");
+        }
+        let gone = ApiKeyId::new("ak_02").expect("id");
+        store
+            .delete_api_key(&gone, &Actor::System)
+            .await
+            .expect("revoked");
+        let release = hold_writer(&store).await;
+        let mut tasks = Vec::new();
+        for n in 0..40 {
+            let (store, env) = (store.clone(), env.name.clone());
+            let who = actor(if n == 7 { "ak_02" } else { "ak_01" });
+            tasks.push(tokio::spawn(async move {
+                store
+                    .audit_queue
+                    .append(&store.writer, who, vec![resolution(&env, n)])
+                    .await
+            }));
+        }
+        let began = std::time::Instant::now();
+        while lock(&store.audit_queue.pending).len() < 40 {
+            assert!(
+                began.elapsed() < std::time::Duration::from_secs(10),
+                "not queued"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        release.send(()).expect("release");
+        let mut refused = 0;
+        for (n, task) in tasks.into_iter().enumerate() {
+            match task.await.expect("join") {
+                Ok(()) => assert_ne!(n, 7),
+                Err(StoreError::ActorRevoked) => {
+                    assert_eq!(n, 7);
+                    refused += 1;
+                }
+                Err(e) => panic!("resolution {n}: {e}"),
+            }
+        }
+        assert_eq!(refused, 1);
+        let (rows, _) = store
+            .audit(&AuditQuery::default(), 1_000)
+            .await
+            .expect("audit");
+        let resolved: Vec<_> = rows
+            .iter()
+            .filter(|r| r.action == "function.resolved")
+            .collect();
+        assert_eq!(resolved.len(), 39);
+        assert!(
+            resolved
+                .iter()
+                .all(|r| r.actor.key_id.as_deref() == Some("ak_01"))
+        );
+        for pair in rows.windows(2) {
+            assert_eq!(pair[1].prev_hash, pair[0].hash, "row {}", pair[1].seq);
+        }
+        for row in &rows {
+            assert_eq!(row.hash, row.expected_hash(), "row {}", row.seq);
+        }
+    }
+
+    /// A full writer queue refuses the resolutions waiting with it, and leaves nothing
+    /// queued for nobody: the next one is appended.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_flush_answers_every_queued_resolution() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = std::sync::Arc::new(SqliteStore::open(dir.path()).expect("open"));
+        let env = crate::test_env("prod");
+        store
+            .create_environment(&env, &Actor::System)
+            .await
+            .expect("env");
+        let release = hold_writer(&store).await;
+        loop {
+            let job: crate::writer::Job = Box::new(|_| (true, Box::new(|_| {})));
+            match store.writer.submit(job) {
+                Ok(()) => {}
+                Err((StoreError::Overloaded, _)) => break,
+                Err((e, _)) => panic!("{e}"),
+            }
+        }
+        let refused = store
+            .audit_queue
+            .append(&store.writer, Actor::System, vec![resolution(&env.name, 1)])
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Overloaded)),
+            "{refused:?}"
+        );
+        assert!(lock(&store.audit_queue.pending).is_empty());
+        release.send(()).expect("release");
+        // The queue drains in the writer's own time; until then, still refused.
+        let began = std::time::Instant::now();
+        loop {
+            let queue = &store.audit_queue;
+            match queue
+                .append(&store.writer, Actor::System, vec![resolution(&env.name, 2)])
+                .await
+            {
+                Ok(()) => break,
+                Err(StoreError::Overloaded) => {
+                    assert!(
+                        began.elapsed() < std::time::Duration::from_secs(10),
+                        "stuck"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// A flush job dropped before it ran (the writer stopped) answers whoever waits.
+    #[tokio::test]
+    async fn a_flush_dropped_unrun_answers_with_an_error() {
+        let queue = AuditQueue::default();
+        let (reply, answer) = oneshot::channel();
+        lock(&queue.pending).push(Queued {
+            actor: Actor::System,
+            changes: Vec::new(),
+            reply,
+        });
+        drop(Flush(Some(queue.pending.clone())));
+        assert!(matches!(answer.await, Ok(Err(StoreError::Unavailable(_)))));
+        assert!(lock(&queue.pending).is_empty());
+    }
 
     /// An audit row edited to a cell of the wrong type does not stop every reader of the
     /// outbox at its event: the event is read as a marker, the ones after it as written.

@@ -74,6 +74,8 @@ pub struct SqliteStore {
     no_marks_at: std::sync::atomic::AtomicU64,
     /// The last event id committed, announced by the writer.
     events: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Resolutions' audit rows, appended by one writer job per batch.
+    audit_queue: journal::AuditQueue,
     /// Copies the write-ahead log into the database off the writer thread.
     checkpointer: checkpointer::Checkpointer,
 }
@@ -102,6 +104,7 @@ impl SqliteStore {
             function_cache: cache::EpochCache::new(cache::FUNCTION_BUDGET),
             no_marks_at: std::sync::atomic::AtomicU64::new(0),
             events,
+            audit_queue: journal::AuditQueue::default(),
             checkpointer,
         })
     }

@@ -311,12 +311,8 @@ impl RunStore for SqliteStore {
         // Even an empty batch goes through the writer: the caller hands values over only
         // once this has re-checked its actor.
         let changes: Vec<Change> = batch.iter().map(Change::function_resolved).collect();
-        let actor = actor.clone();
-        self.writer
-            .write(move |c| {
-                let author = check_actor(c, &actor)?;
-                append(c, &author, &changes)
-            })
+        self.audit_queue
+            .append(&self.writer, actor.clone(), changes)
             .await
     }
 

@@ -20,9 +20,9 @@ const MAX_BATCH: usize = 512;
 pub(crate) const MAX_QUEUED: usize = 4 * MAX_BATCH;
 
 /// Runs in the writer's transaction; says whether to keep its changes and how to report.
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+pub(crate) type Job = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
 /// Called once the batch's fate is known: `Err(message)` if the commit failed.
-type Finish = Box<dyn FnOnce(Result<(), &str>) + Send>;
+pub(crate) type Finish = Box<dyn FnOnce(Result<(), &str>) + Send>;
 
 /// A handle to the writer thread; dropping every handle stops it.
 pub(crate) struct Writer {
@@ -92,12 +92,18 @@ impl Writer {
             });
             (keep, finish)
         });
-        let stopped = || StoreError::Unavailable("the SQLite writer has stopped".into());
-        self.jobs.try_send(job).map_err(|e| match e {
-            mpsc::TrySendError::Full(_) => StoreError::Overloaded,
-            mpsc::TrySendError::Disconnected(_) => stopped(),
-        })?;
+        self.submit(job).map_err(|(e, _)| e)?;
         answer.await.map_err(|_| stopped())?
+    }
+
+    /// Queues `job` for the writer's next transaction; refused at once, with the job back,
+    /// when the queue is full. A job dropped unrun (the writer stopped, its batch could
+    /// not begin) drops its captures: whoever waits on them must hear of it that way.
+    pub(crate) fn submit(&self, job: Job) -> Result<(), (StoreError, Job)> {
+        self.jobs.try_send(job).map_err(|e| match e {
+            mpsc::TrySendError::Full(job) => (StoreError::Overloaded, job),
+            mpsc::TrySendError::Disconnected(job) => (stopped(), job),
+        })
     }
 }
 
@@ -121,14 +127,23 @@ struct Touched {
     rows: AtomicU64,
     /// Whether one of them was a catalog row.
     catalog: AtomicBool,
+    /// Whether one of them was an event (an outbox row).
+    events: AtomicBool,
 }
 
 impl Touched {
     fn saw(&self, table: &str) {
         self.rows.fetch_add(1, Ordering::Relaxed);
-        if !HOT_TABLES.contains(&table) {
+        if table == "events" {
+            self.events.store(true, Ordering::Relaxed);
+        } else if !HOT_TABLES.contains(&table) {
             self.catalog.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Whether an event was written since the last call.
+    fn take_events(&self) -> bool {
+        self.events.swap(false, Ordering::Relaxed)
     }
 
     /// Whether a transaction that changed `changed` rows (SQLite's own count) may have
@@ -146,6 +161,11 @@ impl Touched {
 struct Epoch {
     epoch: Arc<CatalogEpoch>,
     touched: Arc<Touched>,
+}
+
+/// The error of a write whose writer is gone.
+pub(crate) fn stopped() -> StoreError {
+    StoreError::Unavailable("the SQLite writer has stopped".into())
 }
 
 fn run(
@@ -212,6 +232,7 @@ fn commit_batch(
     // epoch odd until its fate is known, so that no read overlapping the commit is kept.
     let changed = conn.total_changes().saturating_sub(changes_before);
     let catalog = epoch.touched.take_catalog(changed);
+    let events_written = epoch.touched.take_events();
     if catalog {
         epoch.epoch.committing();
     }
@@ -233,7 +254,9 @@ fn commit_batch(
         epoch.epoch.committed();
     }
     // Outside any transaction now: the committed head.
-    if changed != 0
+    // (A transaction whose changed rows the hook did not all see counts as a catalog one:
+    // it may have written events too.)
+    if (events_written || catalog)
         && message.is_none()
         && let Ok(last) = crate::journal::head_event_seq(conn)
     {
