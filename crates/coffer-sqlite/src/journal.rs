@@ -8,11 +8,11 @@ use coffer_store::{
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::oneshot;
 
-use crate::writer::{Finish, Job, Writer, stopped};
+use crate::writer::{Finish, Job, MAX_QUEUED, Writer, stopped};
 use crate::{SqliteStore, unavailable};
 
 /// Sequence numbers one `GET /v1/audit` page examines at most: a range of the rowid, so a
@@ -139,7 +139,9 @@ fn append_to(
 /// and checking each actor in the transaction as [`append`]'s callers do. Under load a
 /// writer batch thus holds one job for all the resolutions that came in while the last
 /// batch committed, instead of one job each. Each caller hears back once its rows are
-/// durable (or that its actor was revoked, or that the write failed).
+/// durable (or that its actor was revoked, or that the write failed). At most as many wait
+/// as the writer's queue holds ([`MAX_QUEUED`]); past that a resolution is refused at once
+/// with [`StoreError::Overloaded`].
 #[derive(Default)]
 pub(crate) struct AuditQueue {
     pending: Arc<Mutex<Vec<Queued>>>,
@@ -168,6 +170,10 @@ impl AuditQueue {
         let (reply, answer) = oneshot::channel();
         let first = {
             let mut pending = lock(&self.pending);
+            // As bounded as the writer's own queue.
+            if pending.len() >= MAX_QUEUED {
+                return Err(StoreError::Overloaded);
+            }
             pending.push(Queued {
                 actor,
                 changes,
@@ -176,13 +182,16 @@ impl AuditQueue {
             pending.len() == 1
         };
         if first {
-            let flush = Flush(Some(self.pending.clone()));
+            let refusal = Arc::new(OnceLock::new());
+            let flush = Flush {
+                pending: Some(self.pending.clone()),
+                refusal: refusal.clone(),
+            };
             let job: Job = Box::new(move |c| flush.run(c));
-            // Refused (a full queue): nobody else sends a job for what is queued now.
+            // Refused (a full queue): the job, dropped at once, answers everyone queued
+            // for it with the refusal; whoever comes after finds the queue empty.
             if let Err((e, job)) = writer.submit(job) {
-                for queued in lock(&self.pending).drain(..) {
-                    let _ = queued.reply.send(Err(e.clone()));
-                }
+                let _ = refusal.set(e);
                 drop(job);
             }
         }
@@ -190,13 +199,17 @@ impl AuditQueue {
     }
 }
 
-/// The writer job of an [`AuditQueue`]. Dropped unrun (the writer stopped, its batch
-/// could not begin), it answers whoever is queued with an error.
-struct Flush(Option<Pending>);
+/// The writer job of an [`AuditQueue`]. Dropped unrun (the writer refused it, stopped, or
+/// could not begin its batch), it answers whoever is queued with an error.
+struct Flush {
+    pending: Option<Pending>,
+    /// Why it was dropped unrun, when the writer refused it.
+    refusal: Arc<OnceLock<StoreError>>,
+}
 
 impl Flush {
     fn run(mut self, c: &Connection) -> (bool, Finish) {
-        let taken = match self.0.take() {
+        let taken = match self.pending.take() {
             Some(pending) => std::mem::take(&mut *lock(&pending)),
             None => Vec::new(),
         };
@@ -224,7 +237,11 @@ impl Flush {
                     (Ok(()), Err(msg)) => {
                         Err(StoreError::Unavailable(format!("commit failed: {msg}")))
                     }
-                    (Ok(()), Ok(())) => outcomes.get(i).cloned().unwrap_or(Ok(())),
+                    (Ok(()), Ok(())) => outcomes.get(i).cloned().unwrap_or_else(|| {
+                        Err(StoreError::Unavailable(
+                            "a resolution was not appended".into(),
+                        ))
+                    }),
                 };
                 // The caller may have gone away (client disconnected); the rows stand.
                 let _ = queued.reply.send(outcome);
@@ -236,9 +253,10 @@ impl Flush {
 
 impl Drop for Flush {
     fn drop(&mut self) {
-        if let Some(pending) = self.0.take() {
+        if let Some(pending) = self.pending.take() {
+            let error = self.refusal.get().cloned().unwrap_or_else(stopped);
             for queued in lock(&pending).drain(..) {
-                let _ = queued.reply.send(Err(stopped()));
+                let _ = queued.reply.send(Err(error.clone()));
             }
         }
     }
@@ -756,14 +774,30 @@ mod tests {
                 Err((e, _)) => panic!("{e}"),
             }
         }
-        let refused = store
-            .audit_queue
-            .append(&store.writer, Actor::System, vec![resolution(&env.name, 1)])
-            .await;
-        assert!(
-            matches!(refused, Err(StoreError::Overloaded)),
-            "{refused:?}"
-        );
+        // Several at once: whichever sends the job, everyone queued for it hears the
+        // refusal, and nobody waits for a job that was never sent.
+        let callers: Vec<_> = (0..8)
+            .map(|n| {
+                let (store, env) = (store.clone(), env.name.clone());
+                tokio::spawn(async move {
+                    let changes = vec![resolution(&env, n)];
+                    store
+                        .audit_queue
+                        .append(&store.writer, Actor::System, changes)
+                        .await
+                })
+            })
+            .collect();
+        for caller in callers {
+            let refused = tokio::time::timeout(std::time::Duration::from_secs(10), caller)
+                .await
+                .expect("answered")
+                .expect("join");
+            assert!(
+                matches!(refused, Err(StoreError::Overloaded)),
+                "{refused:?}"
+            );
+        }
         assert!(lock(&store.audit_queue.pending).is_empty());
         release.send(()).expect("release");
         // The queue drains in the writer's own time; until then, still refused.
@@ -787,6 +821,55 @@ mod tests {
         }
     }
 
+    /// No more resolutions wait than the writer's queue holds: past that, refused at once.
+    #[tokio::test]
+    async fn a_full_audit_queue_refuses_at_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let mut answers = Vec::new();
+        for _ in 0..MAX_QUEUED {
+            let (reply, answer) = oneshot::channel();
+            answers.push(answer);
+            lock(&store.audit_queue.pending).push(Queued {
+                actor: Actor::System,
+                changes: Vec::new(),
+                reply,
+            });
+        }
+        let refused = store
+            .audit_queue
+            .append(&store.writer, Actor::System, Vec::new())
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Overloaded)),
+            "{refused:?}"
+        );
+        assert_eq!(lock(&store.audit_queue.pending).len(), MAX_QUEUED);
+    }
+
+    /// The live streams' watch moves after a commit that wrote an event, and not after
+    /// one that wrote only audit rows.
+    #[tokio::test]
+    async fn the_event_watch_moves_only_with_events() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let watch = store.watch_events();
+        let before = *watch.borrow();
+        let env = crate::test_env("prod");
+        store
+            .create_environment(&env, &Actor::System)
+            .await
+            .expect("env");
+        let after = *watch.borrow();
+        assert!(after > before, "an event written, the watch kept {before}");
+        store
+            .audit_queue
+            .append(&store.writer, Actor::System, vec![resolution(&env.name, 1)])
+            .await
+            .expect("audited");
+        assert_eq!(*watch.borrow(), after);
+    }
+
     /// A flush job dropped before it ran (the writer stopped) answers whoever waits.
     #[tokio::test]
     async fn a_flush_dropped_unrun_answers_with_an_error() {
@@ -797,7 +880,10 @@ mod tests {
             changes: Vec::new(),
             reply,
         });
-        drop(Flush(Some(queue.pending.clone())));
+        drop(Flush {
+            pending: Some(queue.pending.clone()),
+            refusal: Arc::default(),
+        });
         assert!(matches!(answer.await, Ok(Err(StoreError::Unavailable(_)))));
         assert!(lock(&queue.pending).is_empty());
     }
