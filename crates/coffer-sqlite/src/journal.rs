@@ -836,10 +836,12 @@ mod tests {
                 reply,
             });
         }
-        let refused = store
+        let append = store
             .audit_queue
-            .append(&store.writer, Actor::System, Vec::new())
-            .await;
+            .append(&store.writer, Actor::System, Vec::new());
+        let refused = tokio::time::timeout(std::time::Duration::from_secs(10), append)
+            .await
+            .expect("answered at once, not queued");
         assert!(
             matches!(refused, Err(StoreError::Overloaded)),
             "{refused:?}"
