@@ -40,16 +40,28 @@ impl FunctionStore for SqliteStore {
         after: Option<&FunctionId>,
         limit: usize,
     ) -> StoreResult<Vec<FunctionRecord>> {
-        let after = after.map_or("", FunctionId::as_str);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self.read(|c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM functions WHERE environment = ?1 AND id > ?2
-                 ORDER BY id LIMIT ?3"
-            ))?;
-            let rows = stmt.query_map(params![env.as_str(), after, limit], columns)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-        })?;
+        // An event's send reads every function of its environment to match triggers: a
+        // page is cached like one function (sealed signing secrets only).
+        let page = (
+            after.map_or_else(String::new, |id| id.as_str().to_owned()),
+            limit,
+        );
+        let read = || {
+            let (after, limit) = (&page.0, i64::try_from(limit).unwrap_or(i64::MAX));
+            self.read(|c| {
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM functions WHERE environment = ?1 AND id > ?2
+                     ORDER BY id LIMIT ?3"
+                ))?;
+                let rows = stmt.query_map(params![env.as_str(), after, limit], columns)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+        };
+        let weigh = |rows: &Vec<Columns>| {
+            let sealed = rows.iter().all(Columns::sealed);
+            sealed.then(|| ENTRY_OVERHEAD + rows.iter().map(Columns::weight).sum::<usize>())
+        };
+        let rows = self.page_cache.get(&self.epoch, env, &page, read, weigh)?;
         rows.into_iter().map(|cols| cols.parse(env)).collect()
     }
 
@@ -431,7 +443,19 @@ mod tests {
         let actor = Actor::System;
         store.create_environment(&env, &actor).await.expect("env");
         let at = Timestamp::from_millis(1);
-        let get = || store.get_function(&env.name, &id);
+        // The function, and the page that lists it: both follow every write.
+        let get = async || {
+            let one = store.get_function(&env.name, &id).await?;
+            let page = store.list_functions(&env.name, None, 10).await?;
+            let specs = |fs: &[&FunctionRecord]| fs.iter().map(|f| f.spec.clone()).collect();
+            let listed: Vec<String> = specs(&page.iter().collect::<Vec<_>>());
+            assert_eq!(
+                listed,
+                specs(&one.iter().collect::<Vec<_>>()),
+                "list and get differ"
+            );
+            Ok::<_, StoreError>(one)
+        };
         assert!(get().await.expect("read").is_none());
         store
             .put_function(
@@ -530,6 +554,15 @@ mod tests {
         assert!(
             store.function_cache.lookup(&env.name, &id, epoch).is_none(),
             "a plaintext signing secret was kept"
+        );
+        store
+            .list_functions(&env.name, None, 10)
+            .await
+            .expect("list");
+        let page = (String::new(), 10);
+        assert!(
+            store.page_cache.lookup(&env.name, &page, epoch).is_none(),
+            "a page with a plaintext signing secret was kept"
         );
     }
 }

@@ -68,6 +68,8 @@ pub struct SqliteStore {
         coffer_store::FunctionId,
         Option<functions::Columns>,
     >,
+    /// Pages of function rows by environment and (after, limit), as `function_cache`.
+    page_cache: cache::EpochCache<coffer_store::EnvName, (String, usize), Vec<functions::Columns>>,
     /// `epoch + 1` when the `unreadable_values` table was last seen empty at that epoch
     /// (0: not known). Like the caches, valid only while the epoch is unchanged: secret
     /// reads then learn that no value is marked unreadable without a query.
@@ -102,6 +104,7 @@ impl SqliteStore {
             value_cache: cache::EpochCache::new(cache::VALUE_BUDGET),
             environment_cache: cache::EpochCache::new(cache::ENVIRONMENT_BUDGET),
             function_cache: cache::EpochCache::new(cache::FUNCTION_BUDGET),
+            page_cache: cache::EpochCache::new(cache::FUNCTION_BUDGET),
             no_marks_at: std::sync::atomic::AtomicU64::new(0),
             events,
             audit_queue: journal::AuditQueue::default(),
