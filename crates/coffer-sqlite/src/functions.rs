@@ -443,17 +443,22 @@ mod tests {
         let actor = Actor::System;
         store.create_environment(&env, &actor).await.expect("env");
         let at = Timestamp::from_millis(1);
-        // The function, and the page that lists it: both follow every write.
+        // The function, and the page that lists it: both follow every write (its spec
+        // and its signing secrets).
+        let seen = |f: &FunctionRecord| {
+            let blob = |v: &StoredValue| match v {
+                StoredValue::Sealed { blob, .. } => blob.clone(),
+                StoredValue::Plain(_) => "plaintext".to_owned(),
+            };
+            let previous = f.previous_signing.as_ref().map(|(v, _)| blob(v));
+            (f.spec.clone(), blob(&f.signing), previous)
+        };
         let get = async || {
             let one = store.get_function(&env.name, &id).await?;
             let page = store.list_functions(&env.name, None, 10).await?;
-            let specs = |fs: &[&FunctionRecord]| fs.iter().map(|f| f.spec.clone()).collect();
-            let listed: Vec<String> = specs(&page.iter().collect::<Vec<_>>());
-            assert_eq!(
-                listed,
-                specs(&one.iter().collect::<Vec<_>>()),
-                "list and get differ"
-            );
+            let listed: Vec<_> = page.iter().map(seen).collect();
+            let got: Vec<_> = one.iter().map(seen).collect();
+            assert_eq!(listed, got, "list and get differ");
             Ok::<_, StoreError>(one)
         };
         assert!(get().await.expect("read").is_none());
