@@ -437,11 +437,8 @@ mod tests {
     /// again under the same name; and it never keeps dev mode's plaintext signing secret.
     #[tokio::test]
     async fn function_reads_follow_every_acknowledged_write() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = SqliteStore::open(dir.path()).expect("open");
-        let (env, id) = (test_env("prod"), FunctionId::new("f").expect("id"));
-        let actor = Actor::System;
-        store.create_environment(&env, &actor).await.expect("env");
+        let (_dir, store, env) = crate::store_with_env("prod").await;
+        let (id, actor) = (FunctionId::new("f").expect("id"), Actor::System);
         let at = Timestamp::from_millis(1);
         // The function, and the page that lists it: both follow every write (its spec
         // and its signing secrets).

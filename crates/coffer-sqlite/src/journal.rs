@@ -643,37 +643,13 @@ mod tests {
         })
     }
 
-    /// Holds the writer thread inside a job until the returned sender is dropped or sent.
-    async fn hold_writer(store: &std::sync::Arc<SqliteStore>) -> std::sync::mpsc::Sender<()> {
-        let (entered_tx, entered) = std::sync::mpsc::channel();
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        let held = store.clone();
-        tokio::spawn(async move {
-            held.writer
-                .write(move |_| {
-                    entered_tx.send(()).ok();
-                    released.recv().ok();
-                    Ok(())
-                })
-                .await
-        });
-        entered.recv().expect("the writer runs the holding job");
-        release
-    }
-
     /// Resolutions that arrive while the writer is busy wait in one queue, are appended by
     /// one job as one chain, and each caller hears its own outcome: a revoked key's
     /// resolution is refused and writes nothing, the others are durable.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn queued_resolutions_are_appended_together_each_with_its_outcome() {
         use coffer_store::{ApiKeyId, ApiKeyMeta, ApiKeyRecord, AuditQuery, Role};
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = std::sync::Arc::new(SqliteStore::open(dir.path()).expect("open"));
-        let env = crate::test_env("prod");
-        store
-            .create_environment(&env, &Actor::System)
-            .await
-            .expect("env");
+        let (_dir, store, env) = crate::store_with_env("prod").await;
         let key = |id: &str| ApiKeyRecord {
             meta: ApiKeyMeta {
                 id: ApiKeyId::new(id).expect("id"),
@@ -699,7 +675,7 @@ mod tests {
             .delete_api_key(&gone, &Actor::System)
             .await
             .expect("revoked");
-        let release = hold_writer(&store).await;
+        let release = crate::hold_writer(&store.writer);
         let mut tasks = Vec::new();
         for n in 0..40 {
             let (store, env) = (store.clone(), env.name.clone());
@@ -758,14 +734,8 @@ mod tests {
     /// queued for nobody: the next one is appended.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_refused_flush_answers_every_queued_resolution() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = std::sync::Arc::new(SqliteStore::open(dir.path()).expect("open"));
-        let env = crate::test_env("prod");
-        store
-            .create_environment(&env, &Actor::System)
-            .await
-            .expect("env");
-        let release = hold_writer(&store).await;
+        let (_dir, store, env) = crate::store_with_env("prod").await;
+        let release = crate::hold_writer(&store.writer);
         loop {
             let job: crate::writer::Job = Box::new(|_| (true, Box::new(|_| {})));
             match store.writer.submit(job) {
@@ -801,24 +771,13 @@ mod tests {
         assert!(lock(&store.audit_queue.pending).is_empty());
         release.send(()).expect("release");
         // The queue drains in the writer's own time; until then, still refused.
-        let began = std::time::Instant::now();
-        loop {
-            let queue = &store.audit_queue;
-            match queue
-                .append(&store.writer, Actor::System, vec![resolution(&env.name, 2)])
-                .await
-            {
-                Ok(()) => break,
-                Err(StoreError::Overloaded) => {
-                    assert!(
-                        began.elapsed() < std::time::Duration::from_secs(10),
-                        "stuck"
-                    );
-                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
+        let queue = &store.audit_queue;
+        crate::retry_while_overloaded(async || {
+            let changes = vec![resolution(&env.name, 2)];
+            queue.append(&store.writer, Actor::System, changes).await
+        })
+        .await
+        .expect("appended once the queue drained");
     }
 
     /// No more resolutions wait than the writer's queue holds: past that, refused at once.

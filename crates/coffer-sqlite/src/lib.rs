@@ -299,6 +299,62 @@ fn apply_migrations(conn: &Connection, migrations: &[Migration]) -> StoreResult<
 }
 
 /// A new incarnation of the environment `name`, for this crate's tests.
+/// A store in a fresh temp dir with one environment `name` created (keep the dir alive).
+#[cfg(test)]
+pub(crate) async fn store_with_env(
+    name: &str,
+) -> (
+    tempfile::TempDir,
+    std::sync::Arc<SqliteStore>,
+    coffer_store::Environment,
+) {
+    use coffer_store::AccessStore;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = std::sync::Arc::new(SqliteStore::open(dir.path()).expect("open"));
+    let env = test_env(name);
+    store
+        .create_environment(&env, &coffer_store::Actor::System)
+        .await
+        .expect("env");
+    (dir, store, env)
+}
+
+/// Holds `writer`'s thread inside a job until the returned sender is sent or dropped.
+#[cfg(test)]
+pub(crate) fn hold_writer(writer: &writer::Writer) -> std::sync::mpsc::Sender<()> {
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let job: writer::Job = Box::new(move |_| {
+        entered_tx.send(()).ok();
+        released.recv().ok();
+        (true, Box::new(|_| {}))
+    });
+    writer.submit(job).map_err(|(e, _)| e).expect("queued");
+    entered.recv().expect("the writer runs the holding job");
+    release
+}
+
+/// Calls `attempt` until it is not refused with `Overloaded` (a held writer's queue
+/// drains in the writer's own time), for at most 10 s.
+#[cfg(test)]
+pub(crate) async fn retry_while_overloaded<T>(
+    mut attempt: impl AsyncFnMut() -> coffer_store::StoreResult<T>,
+) -> coffer_store::StoreResult<T> {
+    let began = std::time::Instant::now();
+    loop {
+        match attempt().await {
+            Err(coffer_store::StoreError::Overloaded) => {
+                assert!(
+                    began.elapsed() < std::time::Duration::from_secs(10),
+                    "never drained"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn test_env(name: &str) -> coffer_store::Environment {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);

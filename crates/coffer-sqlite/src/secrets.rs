@@ -813,13 +813,7 @@ mod tests {
     /// secret is gone at once; dev mode's plaintext is never kept.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn value_reads_after_an_acknowledged_write_never_see_an_older_value() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = std::sync::Arc::new(SqliteStore::open(dir.path()).expect("open"));
-        let env = test_env("prod");
-        store
-            .create_environment(&env, &Actor::System)
-            .await
-            .expect("env");
+        let (_dir, store, env) = crate::store_with_env("prod").await;
         let names = vec![
             SecretName::new("A").expect("name"),
             SecretName::new("B").expect("name"),
@@ -915,13 +909,7 @@ mod tests {
     #[tokio::test]
     async fn only_catalog_writes_move_the_catalog_epoch() {
         use coffer_store::{FunctionId, Resolution, RunStore};
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = SqliteStore::open(dir.path()).expect("open");
-        let env = test_env("prod");
-        store
-            .create_environment(&env, &Actor::System)
-            .await
-            .expect("env");
+        let (_dir, store, env) = crate::store_with_env("prod").await;
         let epoch = || store.epoch.now();
         let before = epoch();
         let resolution = Resolution {

@@ -371,19 +371,8 @@ mod tests {
         release.send(()).expect("release");
         blocker.await.expect("join").expect("blocking job");
         // The queued writes drain in the writer's own time: until then, still refused.
-        let began = std::time::Instant::now();
-        loop {
-            match writer.write(|_| Ok(())).await {
-                Ok(()) => break,
-                Err(StoreError::Overloaded) => {
-                    assert!(
-                        began.elapsed() < std::time::Duration::from_secs(10),
-                        "never drained"
-                    );
-                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
+        crate::retry_while_overloaded(async || writer.write(|_| Ok(())).await)
+            .await
+            .expect("drained");
     }
 }
