@@ -759,9 +759,18 @@ fn cpu_between(pid: u32, from: Instant, end: Instant) -> tokio::task::JoinHandle
     tokio::spawn(async move {
         tokio::time::sleep_until(from).await;
         let before = cpu_ms(pid)?;
+        let started = unix_seconds();
         tokio::time::sleep_until(end).await;
+        // On stderr, to line a `perf record -k CLOCK_REALTIME` of the server up with phases.
+        eprintln!("# measured window {started:.3}..{:.3} (unix s)", unix_seconds());
         Some(cpu_ms(pid)? - before)
     })
+}
+
+fn unix_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// `utime + stime` of `pid` so far, in milliseconds.
