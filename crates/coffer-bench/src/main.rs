@@ -762,7 +762,10 @@ fn cpu_between(pid: u32, from: Instant, end: Instant) -> tokio::task::JoinHandle
         let started = unix_seconds();
         tokio::time::sleep_until(end).await;
         // On stderr, to line a `perf record -k CLOCK_REALTIME` of the server up with phases.
-        eprintln!("# measured window {started:.3}..{:.3} (unix s)", unix_seconds());
+        eprintln!(
+            "# measured window {started:.3}..{:.3} (unix s)",
+            unix_seconds()
+        );
         Some(cpu_ms(pid)? - before)
     })
 }

@@ -27,6 +27,7 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::OnceLock;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
@@ -49,14 +50,33 @@ const MAX_SEARCHES: usize = 8;
 
 /// Masks resolved secret values in text and in JSON.
 ///
-/// Built once per run from the values it resolved. Its needles live only in the arrays of its
-/// automata, in `Zeroizing` buffers wiped on drop; `Debug` shows how many needles it holds
-/// and nothing else, and it has no `Display` or `Serialize`.
+/// Built once per run from the values it resolved. Its needles live only in its own
+/// `Zeroizing` buffers and in the arrays of its automata, wiped on drop; `Debug` shows how
+/// many needles it holds and nothing else, and it has no `Display` or `Serialize`.
+///
+/// The automata are built by the first search of a text long enough to hold a needle: most
+/// runs report a few short fields (`{"ok":true}`), and building them for every run was a
+/// twentieth of the server's CPU on the push bench.
 pub struct Redactor {
+    /// The needles, kept so that a build that did not finish can be made again.
+    needles: Needles,
+    /// The length in bytes of the shortest needle (`usize::MAX` when there is none): no
+    /// shorter text, nor any of its decoded readings (never longer), can hold one.
+    shortest: usize,
+    automata: OnceLock<Automata>,
+}
+
+#[derive(Default)]
+struct Needles {
     /// The values, their lines and their base64 forms, matched byte for byte in the text and
     /// in its decoded readings.
+    exact: Vec<Zeroizing<Vec<u8>>>,
+    /// The hex forms, matched in the text folded to ASCII lower case.
+    hex: Vec<Zeroizing<Vec<u8>>>,
+}
+
+struct Automata {
     exact: Automaton,
-    /// The lower-case hex forms, matched in the text folded to ASCII lower case.
     hex: Automaton,
 }
 
@@ -83,10 +103,20 @@ impl Redactor {
                 hex.push(hex_lower(bytes));
             }
         }
+        let shortest = exact.iter().chain(&hex).map(|n| n.len()).min();
         Redactor {
-            exact: Automaton::new(exact, false),
-            hex: Automaton::new(hex, true),
+            needles: Needles { exact, hex },
+            shortest: shortest.unwrap_or(usize::MAX),
+            automata: OnceLock::new(),
         }
+    }
+
+    /// The automata, built on first use.
+    fn automata(&self) -> &Automata {
+        self.automata.get_or_init(|| Automata {
+            exact: Automaton::new(self.needles.exact.clone(), false),
+            hex: Automaton::new(self.needles.hex.clone(), true),
+        })
     }
 
     /// Whether there is nothing to redact (no value was long enough): then [`redact`] and
@@ -95,7 +125,7 @@ impl Redactor {
     /// [`redact`]: Redactor::redact
     /// [`redact_json`]: Redactor::redact_json
     pub fn is_empty(&self) -> bool {
-        self.exact.needles == 0 && self.hex.needles == 0
+        self.shortest == usize::MAX
     }
 
     /// `text` with every stretch that holds a value, in any of the forms the module
@@ -189,20 +219,24 @@ impl Redactor {
     fn find(&self, text: &str) -> Vec<(usize, usize)> {
         let raw = text.as_bytes();
         let mut spans = Vec::new();
-        collect(&self.exact, raw, None, &mut spans);
-        collect(&self.hex, raw, None, &mut spans);
+        if raw.len() < self.shortest {
+            return spans;
+        }
+        let Automata { exact, hex } = self.automata();
+        collect(exact, raw, None, &mut spans);
+        collect(hex, raw, None, &mut spans);
         // A reading is decoded only when the text has what it decodes; without, it is the text.
         if raw.contains(&b'%') {
             let view = View::decode(raw, |rest| percent_token(rest, false));
-            collect(&self.exact, &view.bytes, Some(&view), &mut spans);
+            collect(exact, &view.bytes, Some(&view), &mut spans);
         }
         if raw.contains(&b'+') {
             let view = View::decode(raw, |rest| percent_token(rest, true));
-            collect(&self.exact, &view.bytes, Some(&view), &mut spans);
+            collect(exact, &view.bytes, Some(&view), &mut spans);
         }
         if raw.contains(&b'\\') {
             let view = View::decode(raw, escape_token);
-            collect(&self.exact, &view.bytes, Some(&view), &mut spans);
+            collect(exact, &view.bytes, Some(&view), &mut spans);
         }
         merge(text, spans)
     }
@@ -211,7 +245,10 @@ impl Redactor {
 impl fmt::Debug for Redactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Redactor")
-            .field("needles", &(self.exact.needles + self.hex.needles))
+            .field(
+                "needles",
+                &(self.needles.exact.len() + self.needles.hex.len()),
+            )
             .finish()
     }
 }
@@ -683,6 +720,25 @@ mod tests {
         assert_eq!(redactor(&[SECRET]).redact(text), text);
         assert_eq!(redactor(&[]).redact(text), text);
         assert!(redactor(&[]).is_empty());
+    }
+
+    #[test]
+    fn automata_are_built_by_the_first_text_long_enough_to_hold_a_needle() {
+        let r = redactor(&["abcdef"]);
+        assert_eq!(r.shortest, 6);
+        let short = json!({"ok": true, "n": 12345, "abcde": "abcde"});
+        assert_eq!(r.redact_json(short.clone()), short);
+        assert_eq!(r.redact("abcde"), "abcde");
+        assert!(
+            r.automata.get().is_none(),
+            "built for texts too short to match"
+        );
+        assert_eq!(r.redact("abcdef"), MASK);
+        assert!(r.automata.get().is_some());
+        // The needle only in a decoded reading of a longer text.
+        let r = redactor(&["abcdef"]);
+        assert_eq!(r.redact("%61bcdef"), MASK);
+        assert_eq!(redactor(&[]).shortest, usize::MAX);
     }
 
     #[test]
