@@ -10,7 +10,7 @@ use coffer_store::{
     Actor, Change, Claim, Enqueued, EnvId, EnvName, Environment, EventSend, FunctionId,
     IDEMPOTENCY_WINDOW_MS, LeaseQuery, NewRun, OrchestrationRunId, Resolution, RunFilter, RunId,
     RunMode, RunOutcome, RunRecord, RunStatus, RunStore, StepLink, StoreError, StoreResult,
-    Timestamp,
+    Timestamp, first_share, oldest_of,
 };
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
@@ -555,13 +555,33 @@ fn remember(c: &Connection, env: &EnvId, key: &str, at: Timestamp) -> StoreResul
 /// The ids of up to `query.limit` (at most [`MAX_LEASE`]) runs `query` may take at `at`,
 /// queued or with an expired lease, oldest due first.
 fn oldest_due(c: &Connection, query: &LeaseQuery, at: Timestamp) -> rusqlite::Result<Vec<String>> {
+    fn key((id, due_at): &(String, i64)) -> (i64, &str) {
+        (*due_at, id)
+    }
     let limit = query.limit.min(MAX_LEASE);
-    let mut due = due_ids(c, query, RunStatus::Queued, limit, at)?;
-    due.extend(due_ids(c, query, RunStatus::Running, limit, at)?);
-    // Oldest due first across both; a stable sort keeps each list's order.
-    due.sort_by_key(|(_, due_at)| *due_at);
-    due.truncate(limit);
-    Ok(due.into_iter().map(|(id, _)| id).collect())
+    let Some(functions) = query.functions_one_by_one() else {
+        let mut reads = Vec::with_capacity(2);
+        for status in [RunStatus::Queued, RunStatus::Running] {
+            reads.push(due_ids(c, query, status, limit, at)?);
+        }
+        let due = oldest_of(reads, key, limit, limit).unwrap_or_default();
+        return Ok(due.into_iter().map(|(id, _)| id).collect());
+    };
+    if let Some(due) = due_in_environment(c, query, &functions, limit, at)? {
+        return Ok(due);
+    }
+    // An even share of each function first; each whole when that was not enough.
+    let mut per = first_share(limit, functions.len());
+    loop {
+        let mut reads = Vec::with_capacity(functions.len());
+        for function in &functions {
+            reads.push(due_of_function(c, query, function, per, at)?);
+        }
+        if let Some(due) = oldest_of(reads, key, per, limit) {
+            return Ok(due.into_iter().map(|(id, _)| id).collect());
+        }
+        per = limit;
+    }
 }
 
 /// Up to `limit` runs `query` may take with `status` that are due at `at`, oldest due
@@ -578,6 +598,88 @@ fn due_ids(
         s.query_map(params_from_iter(due.args), |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect()
     })
+}
+
+/// When an unfinished run is due: a queued one at its next attempt, a running one when its
+/// lease ends (the expression `runs_due_by_function` holds, spelled the same).
+const DUE: &str = "CASE WHEN status = 'running' THEN lease_expires_at ELSE next_attempt_at END";
+
+/// How many due runs of its environment a poll steps over, at most, looking for its
+/// functions' before it reads them function by function.
+const MAX_STEPPED: usize = 256;
+
+/// The ids of the `limit` oldest runs of `functions` (sorted) that are due at `at` in
+/// `query`'s environment and mode, read from the environment's due runs in order (one seek
+/// in `runs_due_in_environment`, stepping as far as needed): `None` when
+/// [`MAX_STEPPED`] runs of other functions come first.
+fn due_in_environment(
+    c: &Connection,
+    query: &LeaseQuery,
+    functions: &[&FunctionId],
+    limit: usize,
+    at: Timestamp,
+) -> rusqlite::Result<Option<Vec<String>>> {
+    let env = query.environment.as_ref().map_or("", EnvName::as_str);
+    let mut statement = c.prepare_cached(&due_in_environment_sql())?;
+    let mut rows = statement.query(params![env, query.mode.as_str(), at.millis()])?;
+    let mut due = Vec::new();
+    for _ in 0..MAX_STEPPED.max(limit) {
+        let Some(row) = rows.next()? else {
+            return Ok(Some(due));
+        };
+        let function = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+        if functions
+            .binary_search_by(|f| f.as_str().cmp(function))
+            .is_ok()
+        {
+            due.push(row.get(0)?);
+            if due.len() == limit {
+                return Ok(Some(due));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Up to `limit` runs of `function` in `query`'s environment and mode that are due at `at`,
+/// oldest due first, with the time each fell due: one seek in `runs_due_by_function`.
+fn due_of_function(
+    c: &Connection,
+    query: &LeaseQuery,
+    function: &FunctionId,
+    limit: usize,
+    at: Timestamp,
+) -> rusqlite::Result<Vec<(String, i64)>> {
+    let env = query.environment.as_ref().map_or("", EnvName::as_str);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let args = params![
+        env,
+        function.as_str(),
+        query.mode.as_str(),
+        at.millis(),
+        limit
+    ];
+    c.prepare_cached(&due_of_function_sql())?
+        .query_map(args, |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
+}
+
+fn due_in_environment_sql() -> String {
+    format!(
+        "SELECT id, function_id FROM runs
+         WHERE status IN ('queued', 'running') AND environment = ?1 AND mode = ?2
+           AND {DUE} <= ?3
+         ORDER BY {DUE}, id"
+    )
+}
+
+fn due_of_function_sql() -> String {
+    format!(
+        "SELECT id, {DUE} FROM runs
+         WHERE status IN ('queued', 'running') AND environment = ?1 AND function_id = ?2
+           AND mode = ?3 AND {DUE} <= ?4
+         ORDER BY {DUE}, id LIMIT ?5"
+    )
 }
 
 /// A statement with only the conditions it needs, numbering its parameters as they come:
@@ -632,9 +734,9 @@ fn list_statement(
     s.order_and_limit("id DESC", limit)
 }
 
-/// The runs with `status` that `query` may take at `at`, from the partial index of that
-/// status (`runs_queued`, `runs_leased`, or their `…_by_environment` twins for a pull
-/// worker's query), oldest due first.
+/// The runs with `status` that `query` may take at `at`, oldest due first, from the
+/// partial index of that status (`runs_queued` or `runs_leased`): the push dispatcher's
+/// read. A pull worker's poll reads function by function instead ([`due_of_function`]).
 fn due_statement(query: &LeaseQuery, status: RunStatus, limit: usize, at: Timestamp) -> Statement {
     let due = match status {
         RunStatus::Queued => "next_attempt_at",
@@ -735,14 +837,34 @@ mod tests {
                 (RunStatus::Queued, "runs_queued"),
                 (RunStatus::Running, "runs_leased"),
             ] {
-                let index = match query.environment {
-                    Some(_) => format!("{index}_by_environment"),
-                    None => index.to_owned(),
-                };
                 let at = Timestamp::from_millis(1);
-                cases.push((due_statement(&query, status, 10, at), index));
+                let due = due_statement(&query, status, 10, at);
+                cases.push((due, format!("SEARCH runs USING INDEX {index} (")));
             }
         }
+        // What a poll runs: one function at a time, from the covering index.
+        let poll = Statement {
+            sql: due_of_function_sql(),
+            args: vec![
+                Value::Text("prod".into()),
+                Value::Text("f".into()),
+                Value::Text("pull".into()),
+                Value::Integer(1),
+                Value::Integer(10),
+            ],
+        };
+        let covering = "SEARCH runs USING COVERING INDEX runs_due_by_function (";
+        cases.push((poll, covering.to_owned()));
+        let scan = Statement {
+            sql: due_in_environment_sql(),
+            args: vec![
+                Value::Text("prod".into()),
+                Value::Text("pull".into()),
+                Value::Integer(1),
+            ],
+        };
+        let covering = "SEARCH runs USING COVERING INDEX runs_due_in_environment (";
+        cases.push((scan, covering.to_owned()));
         let by_function = RunFilter {
             function: Some(f),
             status: None,
@@ -757,9 +879,10 @@ mod tests {
             (by_function, Some(&run), "runs_function"),
             (by_status, None, "runs_status"),
         ] {
-            cases.push((list_statement(&env, &filter, after, 10), index.to_owned()));
+            let listing = list_statement(&env, &filter, after, 10);
+            cases.push((listing, format!("SEARCH runs USING INDEX {index} (")));
         }
-        for (statement, index) in cases {
+        for (statement, expected) in cases {
             let plan: Vec<String> = store
                 .read(|c| {
                     c.prepare(&format!("EXPLAIN QUERY PLAN {}", statement.sql))?
@@ -768,13 +891,97 @@ mod tests {
                 })
                 .expect("plan");
             let plan = plan.join("\n");
-            assert!(
-                plan.contains(&format!("SEARCH runs USING INDEX {index} (")),
-                "{}\n{plan}",
-                statement.sql
-            );
+            assert!(plan.contains(&expected), "{}\n{plan}", statement.sql);
             assert!(!plan.contains("TEMP B-TREE"), "{}\n{plan}", statement.sql);
         }
+    }
+
+    /// A poll's read of due runs costs a bounded amount however long a backlog of another
+    /// function in front of its runs: SQLite's virtual machine steps, counted by a progress
+    /// handler, do not grow when the backlog doubles (those of a filter over the
+    /// environment's queue, as polls read before, do).
+    #[tokio::test]
+    async fn a_poll_steps_over_a_bounded_part_of_another_functions_backlog() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        let (store, _dir) = open();
+        let prod = test_env("prod");
+        store
+            .create_environment(&prod, &Actor::System)
+            .await
+            .expect("env");
+        let run = |function: &str, ms: i64| NewRun {
+            id: RunId::generate(Timestamp::from_millis(ms)).expect("id"),
+            function_id: FunctionId::new(function).expect("id"),
+            mode: RunMode::Pull,
+            trigger_params: "{}".into(),
+            step: None,
+        };
+        let event = EventSend {
+            name: "order.created".into(),
+            data: "{}".into(),
+            idempotency_key: None,
+        };
+        let query = LeaseQuery {
+            environment: Some(prod.name.clone()),
+            functions: Some(vec![FunctionId::new("a").expect("id")]),
+            mode: RunMode::Pull,
+            limit: 4,
+            lease_until: Timestamp::from_millis(1_000),
+        };
+        let now = Timestamp::from_millis(100);
+        // Each counted tick is 10 steps of SQLite's virtual machine.
+        let counted = |read: &dyn Fn(&Connection) -> rusqlite::Result<usize>| {
+            let count = Arc::new(AtomicUsize::new(0));
+            let ticks = count.clone();
+            let found = store
+                .read(|c| {
+                    c.progress_handler(
+                        10,
+                        Some(move || {
+                            ticks.fetch_add(1, Ordering::Relaxed);
+                            false
+                        }),
+                    );
+                    let found = read(c);
+                    c.progress_handler(0, None::<fn() -> bool>);
+                    found
+                })
+                .expect("read");
+            (found, count.load(Ordering::Relaxed))
+        };
+        let at = Timestamp::from_millis(50);
+        store
+            .enqueue(&prod, &event, vec![run("a", 50)], at, &Actor::System)
+            .await
+            .expect("a run");
+        let mut figures = Vec::new();
+        for ms in [5, 6] {
+            let backlog: Vec<NewRun> = (0..2_000).map(|_| run("z", ms)).collect();
+            let at = Timestamp::from_millis(ms);
+            store
+                .enqueue(&prod, &event, backlog, at, &Actor::System)
+                .await
+                .expect("backlog");
+            let (found, poll) = counted(&|c| oldest_due(c, &query, now).map(|d| d.len()));
+            assert_eq!(found, 1);
+            let (found, filtered) =
+                counted(&|c| due_ids(c, &query, RunStatus::Queued, 4, now).map(|d| d.len()));
+            assert_eq!(found, 1);
+            figures.push((poll, filtered));
+        }
+        let [(poll_2k, filtered_2k), (poll_4k, filtered_4k)] = figures[..] else {
+            unreachable!("two rounds");
+        };
+        assert!(
+            filtered_4k > filtered_2k + 1_000,
+            "the filter walks the backlog: {filtered_2k} then {filtered_4k} ticks"
+        );
+        assert!(
+            poll_4k <= poll_2k + 5 && poll_2k < filtered_2k / 4,
+            "a poll is bounded: {poll_2k} then {poll_4k} ticks (the filter {filtered_2k})"
+        );
     }
 
     /// Expired idempotency keys are pruned by later sends, oldest first and at most

@@ -442,6 +442,61 @@ impl LeaseQuery {
     pub fn takes_nothing(&self) -> bool {
         self.limit == 0 || self.functions.as_ref().is_some_and(Vec::is_empty)
     }
+
+    /// The functions a pull worker's poll reads one by one (each from its own stretch of an
+    /// index by environment and function, so that a backlog of a function it does not name
+    /// is never stepped over), each once: `None` when the query is not one environment's
+    /// named functions.
+    pub fn functions_one_by_one(&self) -> Option<Vec<&FunctionId>> {
+        let (Some(_), Some(functions)) = (&self.environment, &self.functions) else {
+            return None;
+        };
+        let mut functions: Vec<&FunctionId> = functions.iter().collect();
+        functions.sort_unstable();
+        functions.dedup();
+        Some(functions)
+    }
+}
+
+/// How many due runs a poll first reads of each of `functions` functions to find the
+/// `limit` oldest of all: an even share. [`oldest_of`] says whether that was enough; when it
+/// was not, each is read again up to `limit`, which always is.
+pub fn first_share(limit: usize, functions: usize) -> usize {
+    limit.div_ceil(functions.max(1))
+}
+
+/// The `limit` oldest items of `reads` by `key` (when each fell due, then the run's id),
+/// each read sorted by it and cut at `per` items. `None` when a read that was cut could hold
+/// an item older than the last one kept (or too few were kept while one was cut): then read
+/// again with a larger `per`. With `per >= limit` it is always `Some`.
+pub fn oldest_of<T>(
+    reads: Vec<Vec<T>>,
+    key: impl for<'a> Fn(&'a T) -> (i64, &'a str),
+    per: usize,
+    limit: usize,
+) -> Option<Vec<T>> {
+    // Each cut read's last item: what it has not returned comes after it.
+    let cut: Vec<(i64, String)> = reads
+        .iter()
+        .filter(|read| read.len() >= per)
+        .filter_map(|read| read.last())
+        .map(|last| {
+            let (due, id) = key(last);
+            (due, id.to_owned())
+        })
+        .collect();
+    let mut all: Vec<T> = reads.into_iter().flatten().collect();
+    all.sort_by(|a, b| key(a).cmp(&key(b)));
+    all.truncate(limit);
+    if per >= limit || cut.is_empty() {
+        return Some(all);
+    }
+    let exact = all.len() == limit
+        && all.last().is_some_and(|kept| {
+            let kept = key(kept);
+            cut.iter().all(|(due, id)| (*due, id.as_str()) >= kept)
+        });
+    exact.then_some(all)
 }
 
 /// A run read by [`RunStore::due_runs`] that a caller takes with [`RunStore::lease_claimed`]
@@ -620,4 +675,54 @@ pub trait RunStore: Send + Sync + 'static {
     /// names and the run in its detail; no event), in one transaction, after re-checking
     /// `actor`. Called before any value is handed over: if it fails, nothing is.
     async fn record_resolutions(&self, batch: &[Resolution], actor: &Actor) -> StoreResult<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(item: &(i64, String)) -> (i64, &str) {
+        (item.0, &item.1)
+    }
+
+    fn read(items: &[(i64, &str)]) -> Vec<(i64, String)> {
+        items.iter().map(|(d, id)| (*d, (*id).to_owned())).collect()
+    }
+
+    /// Every way of cutting sorted reads at `per` gives the `limit` oldest of all, or asks
+    /// for a second read; a second read at `per = limit` is always enough.
+    #[test]
+    fn the_oldest_of_cut_reads_are_exact_or_read_again() {
+        let full = [
+            read(&[(1, "a1"), (3, "a3"), (4, "a4"), (9, "a9")]),
+            read(&[(2, "b2"), (4, "b4"), (5, "b5")]),
+            read(&[]),
+            read(&[(4, "c4"), (6, "c6")]),
+        ];
+        let mut everything: Vec<(i64, String)> = full.iter().flatten().cloned().collect();
+        everything.sort();
+        for limit in 1..=10 {
+            let expected: Vec<_> = everything.iter().take(limit).cloned().collect();
+            for per in 1..=limit {
+                let reads: Vec<_> = full
+                    .iter()
+                    .map(|r| r[..r.len().min(per)].to_vec())
+                    .collect();
+                match oldest_of(reads, key, per, limit) {
+                    Some(got) => assert_eq!(got, expected, "limit {limit}, per {per}"),
+                    None => assert!(per < limit, "per = limit is always enough"),
+                }
+            }
+        }
+        // An even share is enough when the reads interleave (a filled queue).
+        let interleaved: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|f| read(&[(1, f), (2, f)]))
+            .collect();
+        let got = oldest_of(interleaved, key, first_share(4, 3), 4).expect("exact");
+        assert_eq!(got.iter().map(|i| i.0).collect::<Vec<_>>(), [1, 1, 1, 2]);
+        // Not when one function holds all the oldest.
+        let lopsided = vec![read(&[(1, "a"), (2, "a")]), read(&[(7, "b"), (8, "b")])];
+        assert!(oldest_of(lopsided, key, first_share(4, 2), 4).is_none());
+    }
 }

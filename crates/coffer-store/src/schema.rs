@@ -86,4 +86,9 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "orchestrations",
         sql: include_str!("../migrations/0009_orchestrations.sql"),
     },
+    Migration {
+        version: 10,
+        name: "runs_due_by_function",
+        sql: include_str!("../migrations/0010_runs_due_by_function.sql"),
+    },
 ];

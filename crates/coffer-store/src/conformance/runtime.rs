@@ -28,6 +28,7 @@ macro_rules! runtime_conformance {
             a_retry_queues_the_run_again_from_its_backoff,
             racing_leases_hand_each_run_to_one_holder,
             a_claimed_run_is_leased_once_with_its_resolution,
+            a_poll_reads_its_functions_due_runs_oldest_first_past_other_backlogs,
             racing_claims_hand_each_run_to_one_holder,
             resolutions_are_audited_with_names_and_recheck_the_actor,
             run_writes_recheck_the_actor_and_the_incarnation,
@@ -1435,6 +1436,69 @@ fn claim(run: &RunRecord, resolved: &[&str]) -> Claim {
             at: at(100),
         }),
     }
+}
+
+/// A poll's read of due runs (an environment and its functions) holds exactly those
+/// functions' runs of its mode, oldest due first across them (a queued run at its next
+/// attempt, a running one at its lease's end), each once however often a function is
+/// named, up to its limit; a backlog of another function, however old, is not in it.
+pub async fn a_poll_reads_its_functions_due_runs_oldest_first_past_other_backlogs(
+    store: Arc<impl Catalog>,
+) {
+    let prod = new_environment(&*store, "prod", 1).await;
+    let backlog: Vec<NewRun> = (0..40).map(|_| new_run("z", RunMode::Pull, 5)).collect();
+    let backlog: BTreeSet<RunId> = enqueue(&*store, &prod, backlog, 5)
+        .await
+        .into_iter()
+        .collect();
+    let b1 = enqueue(&*store, &prod, vec![new_run("b", RunMode::Pull, 10)], 10).await;
+    let a1 = enqueue(&*store, &prod, vec![new_run("a", RunMode::Pull, 20)], 20).await;
+    enqueue(&*store, &prod, vec![new_run("a", RunMode::Push, 25)], 25).await;
+    let b2 = enqueue(&*store, &prod, vec![new_run("b", RunMode::Pull, 30)], 30).await;
+    let a2 = enqueue(&*store, &prod, vec![new_run("a", RunMode::Pull, 40)], 40).await;
+    // b1 leased until 35: due again then, as a running run whose lease ended.
+    let only_b = LeaseQuery {
+        functions: Some(vec![function_id("b")]),
+        ..pull_query(&prod.name, 1, 35)
+    };
+    let leased = store.lease(&only_b, at(12), &Actor::System).await.unwrap();
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].id, b1[0]);
+
+    let poll = |functions: &[&str], limit: usize| LeaseQuery {
+        functions: Some(functions.iter().map(|f| function_id(f)).collect()),
+        ..pull_query(&prod.name, limit, 1_000)
+    };
+    let ids = |runs: Vec<RunRecord>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let expected = [a1[0].clone(), b2[0].clone(), b1[0].clone(), a2[0].clone()];
+    let read = store
+        .due_runs(&poll(&["b", "a", "b"], 10), at(100))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(read),
+        expected,
+        "oldest due first, each once, no other function's"
+    );
+    let read = store
+        .due_runs(&poll(&["a", "b"], 2), at(100))
+        .await
+        .unwrap();
+    assert_eq!(ids(read), expected[..2], "the oldest up to the limit");
+    let read = store
+        .due_runs(&poll(&["b", "a"], 10), at(32))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(read),
+        expected[..2],
+        "b1's lease has not ended at 32, a2 is not due"
+    );
+    let read = store.due_runs(&poll(&["z"], 3), at(100)).await.unwrap();
+    assert_eq!(read.len(), 3);
+    assert!(read.iter().all(|r| backlog.contains(&r.id)));
+    let read = store.due_runs(&poll(&["y"], 10), at(100)).await.unwrap();
+    assert!(read.is_empty(), "a function with no run");
 }
 
 /// `due_runs` reads what a lease would take, in its order, taking nothing; `lease_claimed`
