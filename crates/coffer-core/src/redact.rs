@@ -499,7 +499,7 @@ fn hex_number(digits: &[u8]) -> Option<u32> {
 ///
 /// A trie of the needles, one state per distinct prefix, with for each state the state of
 /// the longest proper suffix of its path that is also a path (`fail`). State 0 is the root.
-/// Its arrays are the only copy of the needles kept, and they are wiped on drop.
+/// Its arrays are wiped on drop, as the [`Redactor`]'s own copy of the needles is.
 struct Automaton {
     /// Whether text bytes are folded to ASCII lower case before they are matched.
     fold_case: bool,

@@ -218,14 +218,10 @@ impl ReadPool {
 /// their environment incarnation by `ON DELETE CASCADE`, and cannot be written into one that
 /// does not exist. Only the writer needs it: readers change no row.
 ///
-/// `temp_store = MEMORY`: the savepoint journal (each job of a batch runs in a savepoint,
-/// and the first change of each page in it copies the page there first) stays in memory.
-/// With the default it spilled to a temporary file past 64 KiB, and then every such copy
-/// was a `pwrite` (a sixth of the server's samples on the push bench); nor do page images
-/// of the catalog land in a temporary file.
+/// The savepoint journal of a batch stays in memory up to 16 MiB (`SQLITE_STMTJRNL_SPILL`,
+/// set where SQLite is built: `.cargo/config.toml`).
 const WRITER_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-     PRAGMA busy_timeout = 5000; PRAGMA secure_delete = ON; PRAGMA foreign_keys = ON; \
-     PRAGMA temp_store = MEMORY;";
+     PRAGMA busy_timeout = 5000; PRAGMA secure_delete = ON; PRAGMA foreign_keys = ON;";
 const READER_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA query_only = 1;";
 const CHECKPOINTER_PRAGMAS: &str =
     "PRAGMA busy_timeout = 5000; PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;";
@@ -732,6 +728,25 @@ mod tests {
             .read(|c| c.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)))
             .expect("count");
         assert_eq!(n, MIGRATIONS.len() as i64);
+    }
+
+    /// SQLite is built as `.cargo/config.toml` says: a writer batch's savepoint journal
+    /// stays in memory up to 16 MiB (then spills to a file, so it stays bounded), and no
+    /// allocation takes the memory-statistics mutex.
+    #[test]
+    fn sqlite_is_built_with_the_options_coffer_relies_on() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let options: Vec<String> = store
+            .read(|c| {
+                c.prepare("PRAGMA compile_options")?
+                    .query_map([], |r| r.get(0))?
+                    .collect()
+            })
+            .expect("options");
+        for wanted in ["STMTJRNL_SPILL=16777216", "DEFAULT_MEMSTATUS=0"] {
+            assert!(options.iter().any(|o| o == wanted), "{wanted}: {options:?}");
+        }
     }
 
     /// Pages, leases and audit reads bind their `LIMIT`: each binding must not compile the

@@ -558,6 +558,9 @@ fn oldest_due(c: &Connection, query: &LeaseQuery, at: Timestamp) -> rusqlite::Re
     fn key((id, due_at): &(String, i64)) -> (i64, &str) {
         (*due_at, id)
     }
+    if query.takes_nothing() {
+        return Ok(Vec::new());
+    }
     let limit = query.limit.min(MAX_LEASE);
     let Some(functions) = query.functions_one_by_one() else {
         let mut reads = Vec::with_capacity(2);

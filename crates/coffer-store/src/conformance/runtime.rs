@@ -1446,7 +1446,8 @@ pub async fn a_poll_reads_its_functions_due_runs_oldest_first_past_other_backlog
     store: Arc<impl Catalog>,
 ) {
     let prod = new_environment(&*store, "prod", 1).await;
-    let backlog: Vec<NewRun> = (0..40).map(|_| new_run("z", RunMode::Pull, 5)).collect();
+    // More than a poll steps over before it reads function by function (SQLite: 256).
+    let backlog: Vec<NewRun> = (0..300).map(|_| new_run("z", RunMode::Pull, 5)).collect();
     let backlog: BTreeSet<RunId> = enqueue(&*store, &prod, backlog, 5)
         .await
         .into_iter()
@@ -1499,6 +1500,21 @@ pub async fn a_poll_reads_its_functions_due_runs_oldest_first_past_other_backlog
     assert!(read.iter().all(|r| backlog.contains(&r.id)));
     let read = store.due_runs(&poll(&["y"], 10), at(100)).await.unwrap();
     assert!(read.is_empty(), "a function with no run");
+
+    // One function holds all the oldest: an even share of each is not enough, and the
+    // read goes on to each function's whole limit.
+    let a3 = enqueue(&*store, &prod, vec![new_run("a", RunMode::Pull, 45)], 45).await;
+    enqueue(&*store, &prod, vec![new_run("d", RunMode::Pull, 200)], 200).await;
+    let read = store
+        .due_runs(&poll(&["d", "a"], 3), at(300))
+        .await
+        .unwrap();
+    assert_eq!(ids(read), [a1[0].clone(), a2[0].clone(), a3[0].clone()]);
+    let read = store
+        .due_runs(&poll(&["d", "a"], 0), at(300))
+        .await
+        .unwrap();
+    assert!(read.is_empty(), "a limit of 0 reads nothing");
 }
 
 /// `due_runs` reads what a lease would take, in its order, taking nothing; `lease_claimed`
