@@ -14,14 +14,12 @@
 //! acting key, the receipt and the runs. A lease takes no environment row and never waits
 //! for a run (`SKIP LOCKED`); it runs as a write only when a read found a run due.
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
 use coffer_store::{
     Actor, Change, Claim, Enqueued, EnvId, EnvName, Environment, EventSend, FunctionId,
     IDEMPOTENCY_WINDOW_MS, LeaseQuery, NewRun, OrchestrationRunId, Resolution, RunFilter, RunId,
     RunMode, RunOutcome, RunRecord, RunStatus, RunStore, StepLink, StoreError, StoreResult,
-    Timestamp, first_share, oldest_of,
+    Timestamp,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, QueryBuilder, Row};
@@ -189,44 +187,13 @@ impl RunStore for PgStore {
         if query.takes_nothing() {
             return Ok(Vec::new());
         }
-        let limit = query.limit;
+        let mut sql = QueryBuilder::new(format!("SELECT {COLUMNS} FROM runs"));
+        push_due(&mut sql, query, at);
+        sql.push(format!(" ORDER BY {DUE}, id LIMIT "))
+            .push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
         let mut c = self.acquire().await?;
-        let Some(functions) = query.functions_one_by_one() else {
-            let mut sql = QueryBuilder::new(format!("SELECT {COLUMNS} FROM runs"));
-            push_due(&mut sql, query, at);
-            sql.push(format!(" ORDER BY {DUE}, id LIMIT "))
-                .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
-            let rows = sql.build().fetch_all(&mut *c).await.map_err(db)?;
-            return rows.iter().map(run).collect();
-        };
-        let functions: Vec<&str> = functions.into_iter().map(FunctionId::as_str).collect();
-        // An even share of each function first; each whole when that was not enough.
-        let mut per = first_share(limit, functions.len());
-        loop {
-            let mut sql = QueryBuilder::new("");
-            push_due_by_function(&mut sql, query, functions.clone(), per, at);
-            let rows = sql.build().fetch_all(&mut *c).await.map_err(db)?;
-            let mut reads: BTreeMap<FunctionId, Vec<(i64, RunRecord)>> = BTreeMap::new();
-            for r in &rows {
-                let due: i64 = r.try_get(COLUMN_COUNT).map_err(db)?;
-                let run = run(r)?;
-                reads
-                    .entry(run.function_id.clone())
-                    .or_default()
-                    .push((due, run));
-            }
-            fn key((due, run): &(i64, RunRecord)) -> (i64, &str) {
-                (*due, run.id.as_str())
-            }
-            let mut reads: Vec<_> = reads.into_values().collect();
-            for read in &mut reads {
-                read.sort_by(|a, b| key(a).cmp(&key(b)));
-            }
-            if let Some(due) = oldest_of(reads, key, per, limit) {
-                return Ok(due.into_iter().map(|(_, run)| run).collect());
-            }
-            per = limit;
-        }
+        let rows = sql.build().fetch_all(&mut *c).await.map_err(db)?;
+        rows.iter().map(run).collect()
     }
 
     async fn lease_claimed(
@@ -506,37 +473,6 @@ fn push_due<'a>(sql: &mut QueryBuilder<'a, sqlx::Postgres>, query: &'a LeaseQuer
         let ids: Vec<&str> = functions.iter().map(FunctionId::as_str).collect();
         sql.push(" AND function_id = ANY(").push_bind(ids).push(")");
     }
-}
-
-/// Pushes a pull worker's read of due runs onto `sql`: up to `per` due runs of each of
-/// `functions` in `env` (each from its own stretch of `runs_due_by_function`, so that a
-/// backlog of a function the poll does not name, one no worker takes, is never stepped
-/// over), with when each fell due after [`COLUMNS`]. [`oldest_of`] merges them.
-pub(crate) fn push_due_by_function<'a>(
-    sql: &mut QueryBuilder<'a, sqlx::Postgres>,
-    query: &'a LeaseQuery,
-    functions: Vec<&'a str>,
-    per: usize,
-    at: Timestamp,
-) {
-    let env = query.environment.as_ref().map_or("", EnvName::as_str);
-    sql.push("SELECT r.* FROM unnest(")
-        .push_bind(functions)
-        .push(format!(
-            "::text[]) AS f(fid) CROSS JOIN LATERAL (
-                 SELECT {COLUMNS}, {DUE} AS due_at FROM runs
-                 WHERE status IN ('queued', 'running') AND mode = "
-        ))
-        .push_bind(query.mode.as_str())
-        .push(format!(" AND {DUE} <= "))
-        .push_bind(at.millis())
-        .push(" AND environment = ")
-        .push_bind(env)
-        .push(format!(
-            " AND function_id = f.fid ORDER BY {DUE}, id LIMIT "
-        ))
-        .push_bind(i64::try_from(per).unwrap_or(i64::MAX))
-        .push(") r");
 }
 
 /// Pushes the lease statement onto `sql`: the due runs, oldest due first, locked as they

@@ -33,11 +33,6 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "orchestrations",
         sql: include_str!("../migrations/0004_orchestrations.sql"),
     },
-    Migration {
-        version: 5,
-        name: "runs_due_by_function",
-        sql: include_str!("../migrations/0005_runs_due_by_function.sql"),
-    },
 ];
 
 /// The advisory lock key the migrations run under (`coffer` as ASCII digits): one fixed key,

@@ -425,9 +425,10 @@ pub struct Enqueued {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseQuery {
     /// Only runs of this environment (a pull worker's); `None`: every environment (the
-    /// push dispatcher). With `functions` too (a poll's read, [`RunStore::due_runs`]), a
-    /// backlog of other functions or environments is not stepped over; with this alone
-    /// (no caller does so), the backends may read past other environments' due runs.
+    /// push dispatcher). With `functions` too (a poll's read, [`RunStore::due_runs`]), the
+    /// SQLite store steps over at most a bounded part of a backlog of other functions
+    /// (PostgreSQL over all of it); with this alone (no caller does so), SQLite may read
+    /// past other environments' due runs.
     pub environment: Option<EnvName>,
     /// Only runs of these functions; `None`: any.
     pub functions: Option<Vec<FunctionId>>,

@@ -57,10 +57,9 @@ fn key_actor(key: &ApiKeyRecord) -> Actor {
 }
 
 /// Leases are served by the partial indexes of due runs (their expression and predicate
-/// are the statement's): the push dispatcher's by `runs_due` (the due runs, not the
-/// table's history), a pull worker's poll (its due runs' read) by `runs_due_by_function`,
-/// entered at each function it names, so that a backlog of another environment or of a
-/// function the poll does not name is not read.
+/// are the statement's): the push dispatcher's by `runs_due`, a pull worker's by
+/// `runs_due_in_environment`. A lease reads the due runs, not the table's history nor
+/// another environment's backlog.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_are_served_by_the_due_indexes() {
     let (store, _db) = fresh().await;
@@ -85,7 +84,7 @@ async fn leases_are_served_by_the_due_indexes() {
             },
             "runs_due ",
         ),
-        (pull("prod", 10), "runs_due "),
+        (pull("prod", 10), "runs_due_in_environment "),
     ];
     for (query, index) in &queries {
         let mut sql = sqlx::QueryBuilder::new("EXPLAIN ");
@@ -100,31 +99,6 @@ async fn leases_are_served_by_the_due_indexes() {
             "{query:?}: {plan:#?}"
         );
     }
-    let poll = LeaseQuery {
-        functions: Some(vec![
-            FunctionId::new("f").expect("valid"),
-            FunctionId::new("g").expect("valid"),
-        ]),
-        ..pull("prod", 10)
-    };
-    let mut sql = sqlx::QueryBuilder::new("EXPLAIN ");
-    let functions = vec!["f", "g"];
-    crate::runs::push_due_by_function(&mut sql, &poll, functions, 4, Timestamp::from_millis(100));
-    let plan: Vec<String> = sql
-        .build_query_scalar()
-        .fetch_all(&mut *c)
-        .await
-        .expect("explain");
-    assert!(
-        plan.iter()
-            .any(|line| line.contains("runs_due_by_function ")),
-        "{plan:#?}"
-    );
-    assert!(
-        plan.iter()
-            .any(|line| line.contains("Index Cond") && line.contains("function_id = f.fid")),
-        "the index is entered at each function: {plan:#?}"
-    );
 }
 
 /// Receipts older than the window go with later sends, a bounded number per send, so the
