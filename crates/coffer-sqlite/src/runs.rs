@@ -604,8 +604,36 @@ fn due_ids(
 }
 
 /// When an unfinished run is due: a queued one at its next attempt, a running one when its
-/// lease ends (the expression `runs_due_by_function` holds, spelled the same).
-const DUE: &str = "CASE WHEN status = 'running' THEN lease_expires_at ELSE next_attempt_at END";
+/// lease ends (the expression `runs_due_in_environment` and `runs_due_by_function` hold,
+/// spelled the same). A macro, so that the statements below are constants.
+macro_rules! due {
+    () => {
+        "CASE WHEN status = 'running' THEN lease_expires_at ELSE next_attempt_at END"
+    };
+}
+
+/// A poll's read of its environment's due runs, in due order ([`due_in_environment`]).
+const DUE_IN_ENVIRONMENT: &str = concat!(
+    "SELECT id, function_id FROM runs
+     WHERE status IN ('queued', 'running') AND environment = ?1 AND mode = ?2 AND ",
+    due!(),
+    " <= ?3 ORDER BY ",
+    due!(),
+    ", id"
+);
+
+/// A poll's read of one function's due runs ([`due_of_function`]).
+const DUE_OF_FUNCTION: &str = concat!(
+    "SELECT id, ",
+    due!(),
+    " FROM runs
+     WHERE status IN ('queued', 'running') AND environment = ?1 AND function_id = ?2
+       AND mode = ?3 AND ",
+    due!(),
+    " <= ?4 ORDER BY ",
+    due!(),
+    ", id LIMIT ?5"
+);
 
 /// How many due runs of its environment a poll steps over, at most, looking for its
 /// functions' before it reads them function by function.
@@ -623,7 +651,7 @@ fn due_in_environment(
     at: Timestamp,
 ) -> rusqlite::Result<Option<Vec<String>>> {
     let env = query.environment.as_ref().map_or("", EnvName::as_str);
-    let mut statement = c.prepare_cached(&due_in_environment_sql())?;
+    let mut statement = c.prepare_cached(DUE_IN_ENVIRONMENT)?;
     let mut rows = statement.query(params![env, query.mode.as_str(), at.millis()])?;
     let mut due = Vec::new();
     for _ in 0..MAX_STEPPED.max(limit) {
@@ -662,27 +690,9 @@ fn due_of_function(
         at.millis(),
         limit
     ];
-    c.prepare_cached(&due_of_function_sql())?
+    c.prepare_cached(DUE_OF_FUNCTION)?
         .query_map(args, |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect()
-}
-
-fn due_in_environment_sql() -> String {
-    format!(
-        "SELECT id, function_id FROM runs
-         WHERE status IN ('queued', 'running') AND environment = ?1 AND mode = ?2
-           AND {DUE} <= ?3
-         ORDER BY {DUE}, id"
-    )
-}
-
-fn due_of_function_sql() -> String {
-    format!(
-        "SELECT id, {DUE} FROM runs
-         WHERE status IN ('queued', 'running') AND environment = ?1 AND function_id = ?2
-           AND mode = ?3 AND {DUE} <= ?4
-         ORDER BY {DUE}, id LIMIT ?5"
-    )
 }
 
 /// A statement with only the conditions it needs, numbering its parameters as they come:
@@ -847,7 +857,7 @@ mod tests {
         }
         // What a poll runs: one function at a time, from the covering index.
         let poll = Statement {
-            sql: due_of_function_sql(),
+            sql: DUE_OF_FUNCTION.to_owned(),
             args: vec![
                 Value::Text("prod".into()),
                 Value::Text("f".into()),
@@ -859,7 +869,7 @@ mod tests {
         let covering = "SEARCH runs USING COVERING INDEX runs_due_by_function (";
         cases.push((poll, covering.to_owned()));
         let scan = Statement {
-            sql: due_in_environment_sql(),
+            sql: DUE_IN_ENVIRONMENT.to_owned(),
             args: vec![
                 Value::Text("prod".into()),
                 Value::Text("pull".into()),
@@ -908,12 +918,7 @@ mod tests {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicUsize, Ordering};
 
-        let (store, _dir) = open();
-        let prod = test_env("prod");
-        store
-            .create_environment(&prod, &Actor::System)
-            .await
-            .expect("env");
+        let (_dir, store, prod) = crate::store_with_env("prod").await;
         let run = |function: &str, ms: i64| NewRun {
             id: RunId::generate(Timestamp::from_millis(ms)).expect("id"),
             function_id: FunctionId::new(function).expect("id"),
