@@ -12,9 +12,7 @@ use coffer_wire::{FunctionMode, Job};
 
 use super::Command;
 use crate::runtime::waiters::Passed;
-use crate::runtime::{
-    MAX_EVENT_DATA_BYTES, check_event_name, stored_error, stored_output, triggered_by,
-};
+use crate::runtime::{MAX_EVENT_DATA_BYTES, check_event_name, stored_error, stored_output};
 use crate::{Coffer, CoreError, Principal};
 
 /// How often a waiting poll looks for due runs when nothing woke it (a retry whose backoff
@@ -73,7 +71,7 @@ impl Command for SendEvent {
         let now = Timestamp::now();
         let mut runs = Vec::new();
         for f in coffer.all_functions(&self.env).await? {
-            if triggered_by(&f.spec, &self.event.name) {
+            if f.spec.triggered_by(&self.event.name) {
                 runs.push(NewRun {
                     id: RunId::generate(now).map_err(|_| CoreError::Crypto)?,
                     function_id: f.record.id.clone(),

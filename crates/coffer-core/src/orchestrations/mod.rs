@@ -261,7 +261,7 @@ async fn check_definition(
                 };
                 // A reference hands the step's function a secret: only one it declares, so
                 // an orchestration can never reach a value its function could not.
-                let declared = crate::runtime::FunctionView::new(record)?.spec.secrets;
+                let declared = coffer.runtime.specs.view(record)?.spec.secrets.clone();
                 for (name, p) in &c.encrypted_params {
                     if let Some(r) = &p.secret_ref
                         && !declared.iter().any(|d| d == r)

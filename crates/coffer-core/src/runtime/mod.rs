@@ -12,7 +12,7 @@
 pub mod push;
 pub(crate) mod waiters;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use coffer_crypto::Keyring;
@@ -78,6 +78,8 @@ pub(crate) struct Runtime {
     pub(crate) claims: waiters::Claims,
     /// Woken when this node starts an orchestration run or records a decision.
     pub(crate) flow_wake: tokio::sync::Notify,
+    /// Functions' parsed definitions.
+    pub(crate) specs: SpecCache,
 }
 
 impl Runtime {
@@ -96,6 +98,7 @@ impl Default for Runtime {
             polls: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_POLLS)),
             claims: waiters::Claims::default(),
             flow_wake: tokio::sync::Notify::new(),
+            specs: SpecCache::default(),
         }
     }
 }
@@ -105,18 +108,94 @@ impl Default for Runtime {
 pub struct FunctionView {
     /// As stored.
     pub record: FunctionRecord,
-    /// Its definition.
-    pub spec: FunctionSpec,
+    /// Its definition, parsed (shared by every view of the same stored text).
+    pub spec: Arc<ParsedSpec>,
 }
 
 impl FunctionView {
+    /// Parses `record`'s definition (no cache: for the management routes).
     pub(crate) fn new(record: FunctionRecord) -> Result<Self, CoreError> {
-        let spec = serde_json::from_str(&record.spec).map_err(|_| {
+        let spec = Arc::new(ParsedSpec::parse(&record)?);
+        Ok(FunctionView { record, spec })
+    }
+}
+
+/// A function's definition as parsed from its stored text, with its triggers compiled.
+#[derive(Debug)]
+pub struct ParsedSpec {
+    spec: FunctionSpec,
+    triggers: Vec<SubjectPattern>,
+}
+
+impl ParsedSpec {
+    fn parse(record: &FunctionRecord) -> Result<Self, CoreError> {
+        let spec: FunctionSpec = serde_json::from_str(&record.spec).map_err(|_| {
             CoreError::Store(coffer_store::StoreError::Corrupt(format!(
                 "function {} has a definition Coffer did not write",
                 record.id
             )))
         })?;
+        Ok(ParsedSpec::of(spec))
+    }
+
+    /// `spec` with its triggers compiled (a trigger that does not compile matches nothing;
+    /// registration refuses one).
+    pub(crate) fn of(spec: FunctionSpec) -> Self {
+        let triggers = spec
+            .triggers
+            .iter()
+            .filter_map(|t| SubjectPattern::new(&t.event).ok())
+            .collect();
+        ParsedSpec { spec, triggers }
+    }
+
+    /// Whether a trigger matches the event `name`.
+    pub(crate) fn triggered_by(&self, name: &str) -> bool {
+        self.triggers.iter().any(|p| p.matches(name))
+    }
+}
+
+impl std::ops::Deref for ParsedSpec {
+    type Target = FunctionSpec;
+
+    fn deref(&self) -> &FunctionSpec {
+        &self.spec
+    }
+}
+
+/// Most bytes of definition text [`SpecCache`] holds; past it, it starts over.
+const SPEC_CACHE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Parsed definitions by their stored text: an event's send matches every function of its
+/// environment, and each run reads its function, so parsing the same JSON again (and
+/// compiling its triggers) on every one was a measurable share of the runtime plane's
+/// time. Keyed by the text itself, so an entry is right whatever row it came from; bounded
+/// by [`SPEC_CACHE_BYTES`] of text.
+#[derive(Default)]
+pub(crate) struct SpecCache {
+    map: std::sync::Mutex<(usize, HashMap<String, Arc<ParsedSpec>>)>,
+}
+
+impl SpecCache {
+    /// `record` with its parsed definition, parsed now only if no view of the same text
+    /// was made lately.
+    pub(crate) fn view(&self, record: FunctionRecord) -> Result<FunctionView, CoreError> {
+        let lock = || self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(spec) = lock().1.get(&record.spec).cloned() {
+            return Ok(FunctionView { record, spec });
+        }
+        let spec = Arc::new(ParsedSpec::parse(&record)?);
+        let mut map = lock();
+        let (bytes, entries) = &mut *map;
+        if *bytes + record.spec.len() > SPEC_CACHE_BYTES {
+            entries.clear();
+            *bytes = 0;
+        }
+        if record.spec.len() <= SPEC_CACHE_BYTES
+            && entries.insert(record.spec.clone(), spec.clone()).is_none()
+        {
+            *bytes += record.spec.len();
+        }
         Ok(FunctionView { record, spec })
     }
 }
@@ -358,7 +437,7 @@ impl Coffer {
             env: env.clone(),
             id: id.clone(),
         })?;
-        FunctionView::new(record)
+        self.runtime.specs.view(record)
     }
 
     /// A page of functions in id order (admin, manage of the environment).
@@ -443,7 +522,7 @@ impl Coffer {
             let done = page.len() < 200;
             after = page.last().map(|f| f.id.clone());
             for record in page {
-                all.push(FunctionView::new(record)?);
+                all.push(self.runtime.specs.view(record)?);
             }
             if done || all.len() >= MAX_FUNCTIONS_PER_ENVIRONMENT {
                 return Ok(all);
@@ -686,15 +765,6 @@ pub(crate) fn cut(mut text: String, bytes: usize) -> String {
     text
 }
 
-/// Whether a trigger of `function` matches the event `name`.
-pub(crate) fn triggered_by(function: &FunctionSpec, name: &str) -> bool {
-    function.triggers.iter().any(|t| {
-        SubjectPattern::new(&t.event)
-            .map(|p| p.matches(name))
-            .unwrap_or(false)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -788,18 +858,75 @@ mod tests {
         );
     }
 
+    fn record(spec: String) -> FunctionRecord {
+        FunctionRecord {
+            environment: EnvName::new("prod").unwrap(),
+            environment_id: EnvId::new("env_0123456789abcdef").unwrap(),
+            id: FunctionId::new("f").unwrap(),
+            spec,
+            signing: coffer_store::StoredValue::Plain(SecretString::from("s")),
+            previous_signing: None,
+            revision: 1,
+            created_at: Timestamp::from_millis(0),
+            updated_at: Timestamp::from_millis(0),
+        }
+    }
+
+    #[test]
+    fn parsed_definitions_are_shared_by_text_and_bounded() {
+        let text = |event: &str| {
+            let spec = FunctionSpec {
+                triggers: vec![coffer_wire::Trigger {
+                    event: event.into(),
+                }],
+                ..put(FunctionMode::Pull, None).spec()
+            };
+            serde_json::to_string(&spec).unwrap()
+        };
+        let cache = SpecCache::default();
+        let a = cache.view(record(text("a.*"))).unwrap();
+        let again = cache.view(record(text("a.*"))).unwrap();
+        assert!(
+            Arc::ptr_eq(&a.spec, &again.spec),
+            "the same text is parsed once"
+        );
+        assert!(a.spec.triggered_by("a.b") && !a.spec.triggered_by("b.a"));
+        // Another text (an update of the function) is parsed anew, never served stale.
+        let b = cache.view(record(text("b.*"))).unwrap();
+        assert!(!Arc::ptr_eq(&a.spec, &b.spec));
+        assert!(b.spec.triggered_by("b.a") && !b.spec.triggered_by("a.b"));
+        // A definition Coffer did not write is an error, and is not kept.
+        assert!(cache.view(record("{".into())).is_err());
+        assert!(cache.view(record("{".into())).is_err());
+        // Bounded by its texts' bytes: past the budget it starts over.
+        let long = format!("{}{}", text("c.*"), " ".repeat(SPEC_CACHE_BYTES / 3));
+        for _ in 0..2 {
+            cache.view(record(long.clone())).unwrap();
+        }
+        let held = |cache: &SpecCache| cache.map.lock().unwrap().0;
+        assert!(held(&cache) <= SPEC_CACHE_BYTES);
+        for n in 0..4 {
+            cache
+                .view(record(format!("{long}{}", " ".repeat(n))))
+                .unwrap();
+            assert!(held(&cache) <= SPEC_CACHE_BYTES, "{}", held(&cache));
+        }
+        let map = cache.map.lock().unwrap();
+        assert_eq!(map.0, map.1.keys().map(String::len).sum::<usize>());
+    }
+
     #[test]
     fn triggers_match_exact_names_and_nats_wildcards() {
         let spec = |t: &str| FunctionSpec {
             triggers: vec![coffer_wire::Trigger { event: t.into() }],
             ..put(FunctionMode::Pull, None).spec()
         };
-        assert!(triggered_by(&spec("order.created"), "order.created"));
-        assert!(!triggered_by(&spec("order.created"), "order.deleted"));
-        assert!(triggered_by(&spec("order.*"), "order.deleted"));
-        assert!(!triggered_by(&spec("order.*"), "order.a.b"));
-        assert!(triggered_by(&spec("order.>"), "order.a.b"));
-        assert!(!triggered_by(&spec("order.>"), "order"));
+        assert!(ParsedSpec::of(spec("order.created")).triggered_by("order.created"));
+        assert!(!ParsedSpec::of(spec("order.created")).triggered_by("order.deleted"));
+        assert!(ParsedSpec::of(spec("order.*")).triggered_by("order.deleted"));
+        assert!(!ParsedSpec::of(spec("order.*")).triggered_by("order.a.b"));
+        assert!(ParsedSpec::of(spec("order.>")).triggered_by("order.a.b"));
+        assert!(!ParsedSpec::of(spec("order.>")).triggered_by("order"));
         for bad in ["", "a..b", "a.>.b", "a b", "a.*x"] {
             assert!(check_trigger(bad).is_err(), "{bad:?}");
         }
