@@ -70,7 +70,7 @@ pub(crate) fn check_actor(c: &Connection, actor: &Actor) -> StoreResult<Author> 
 }
 
 /// The shared head, read and advanced inside the writing transaction.
-struct Head {
+pub(crate) struct Head {
     audit_seq: u64,
     audit_hash: String,
     event_seq: u64,
@@ -110,7 +110,7 @@ pub(crate) fn append(c: &Connection, author: &Author, changes: &[Change]) -> Sto
 }
 
 /// [`append`] onto a head read (and to be written) by the caller.
-fn append_to(
+pub(crate) fn append_to(
     c: &Connection,
     head: &mut Head,
     author: &Author,
@@ -132,34 +132,45 @@ fn append_to(
     Ok(())
 }
 
-/// Audit rows that change nothing else (a resolution's), waiting for the writer thread.
+/// Small writes waiting for the writer thread to run them in one job: a resolution's audit
+/// rows, a run's end.
 ///
-/// Whoever finds the queue empty sends one writer job; when it runs, that job appends
+/// Whoever finds the queue empty sends one writer job; when it runs, that job runs
 /// everything queued by then, in one savepoint, reading and writing the journal head once
-/// and checking each actor in the transaction as [`append`]'s callers do. Under load a
-/// writer batch thus holds one job for all the resolutions that came in while the last
-/// batch committed, instead of one job each. Each caller hears back once its rows are
-/// durable (or that its actor was revoked, or that the write failed). At most as many wait
-/// as the writer's queue holds ([`MAX_QUEUED`]); past that a resolution is refused at once
-/// with [`StoreError::Overloaded`].
+/// (each write still checks its actor in the transaction, as [`append`]'s callers do).
+/// Under load a writer batch thus holds one job for all the small writes that came in
+/// while the last batch committed, instead of one job (a savepoint, a head read and write)
+/// each. Each caller hears back once its rows are durable (or that it was refused, or that
+/// the write failed). At most as many wait as the writer's queue holds ([`MAX_QUEUED`]);
+/// past that a write is refused at once with [`StoreError::Overloaded`].
 #[derive(Default)]
-pub(crate) struct AuditQueue {
-    pending: Arc<Mutex<Vec<Queued>>>,
+pub(crate) struct Combiner {
+    pending: Pending,
 }
 
-struct Queued {
-    actor: Actor,
-    changes: Vec<Change>,
-    reply: oneshot::Sender<StoreResult<()>>,
+/// A write that can share a writer job (its savepoint and the journal head) with others.
+pub(crate) trait Shared: Send + 'static {
+    /// Makes its changes and appends their journal rows onto `head`. `Ok(Err(refusal))`:
+    /// refused having changed nothing (the others go on); `Err`: the shared job fails, and
+    /// its savepoint undoes every change in it.
+    fn run(&mut self, c: &Connection, head: &mut Head) -> StoreResult<StoreResult<()>>;
+    /// Answers the caller, once the job's fate is known: `Ok` when its changes are durable.
+    fn answer(self: Box<Self>, outcome: StoreResult<()>);
 }
 
-type Pending = Arc<Mutex<Vec<Queued>>>;
+type Pending = Arc<Mutex<Vec<Box<dyn Shared>>>>;
 
-fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, Vec<Queued>> {
+/// How many writes wait in `combiner` (for tests that hold the writer).
+#[cfg(test)]
+pub(crate) fn queued(combiner: &Combiner) -> usize {
+    lock(&combiner.pending).len()
+}
+
+fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, Vec<Box<dyn Shared>>> {
     pending.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl AuditQueue {
+impl Combiner {
     /// Appends `changes` for `actor` and returns once they are durable.
     pub(crate) async fn append(
         &self,
@@ -167,18 +178,21 @@ impl AuditQueue {
         actor: Actor,
         changes: Vec<Change>,
     ) -> StoreResult<()> {
-        let (reply, answer) = oneshot::channel();
+        let (item, answer) = Appended::item(actor, changes);
+        self.queue(writer, item)?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Queues `item` for the next shared job, and sends that job if none is on its way.
+    /// Refused at once, dropping `item`, when [`MAX_QUEUED`] already wait.
+    pub(crate) fn queue(&self, writer: &Writer, item: Box<dyn Shared>) -> StoreResult<()> {
         let first = {
             let mut pending = lock(&self.pending);
             // As bounded as the writer's own queue.
             if pending.len() >= MAX_QUEUED {
                 return Err(StoreError::Overloaded);
             }
-            pending.push(Queued {
-                actor,
-                changes,
-                reply,
-            });
+            pending.push(item);
             pending.len() == 1
         };
         if first {
@@ -195,11 +209,49 @@ impl AuditQueue {
                 drop(job);
             }
         }
-        answer.await.map_err(|_| stopped())?
+        Ok(())
     }
 }
 
-/// The writer job of an [`AuditQueue`]. Dropped unrun (the writer refused it, stopped, or
+/// Audit rows that change nothing else (a resolution's).
+struct Appended {
+    actor: Actor,
+    changes: Vec<Change>,
+    reply: oneshot::Sender<StoreResult<()>>,
+}
+
+impl Appended {
+    /// The queued write, and where its caller hears back.
+    fn item(
+        actor: Actor,
+        changes: Vec<Change>,
+    ) -> (Box<dyn Shared>, oneshot::Receiver<StoreResult<()>>) {
+        let (reply, answer) = oneshot::channel();
+        let item = Appended {
+            actor,
+            changes,
+            reply,
+        };
+        (Box::new(item), answer)
+    }
+}
+
+impl Shared for Appended {
+    fn run(&mut self, c: &Connection, head: &mut Head) -> StoreResult<StoreResult<()>> {
+        match check_actor(c, &self.actor) {
+            Ok(author) => append_to(c, head, &author, &self.changes).map(Ok),
+            Err(StoreError::ActorRevoked) => Ok(Err(StoreError::ActorRevoked)),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn answer(self: Box<Self>, outcome: StoreResult<()>) {
+        // The caller may have gone away (client disconnected); the rows stand.
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// The writer job of a [`Combiner`]. Dropped unrun (the writer refused it, stopped, or
 /// could not begin its batch), it answers whoever is queued with an error.
 struct Flush {
     pending: Option<Pending>,
@@ -209,42 +261,30 @@ struct Flush {
 
 impl Flush {
     fn run(mut self, c: &Connection) -> (bool, Finish) {
-        let taken = match self.pending.take() {
+        let mut taken = match self.pending.take() {
             Some(pending) => std::mem::take(&mut *lock(&pending)),
             None => Vec::new(),
         };
         let mut outcomes = Vec::with_capacity(taken.len());
-        let appended = read_head(c).and_then(|mut head| {
-            for queued in &taken {
-                outcomes.push(match check_actor(c, &queued.actor) {
-                    Ok(author) => append_to(c, &mut head, &author, &queued.changes),
-                    Err(refused) => Err(refused),
-                });
-                // A refusal changed nothing; any other error leaves the savepoint to undo.
-                if let Some(Err(e)) = outcomes.last()
-                    && !matches!(e, StoreError::ActorRevoked)
-                {
-                    return Err(e.clone());
-                }
+        let ran = read_head(c).and_then(|mut head| {
+            for item in &mut taken {
+                outcomes.push(item.run(c, &mut head)?);
             }
             write_head(c, &head)
         });
-        let keep = appended.is_ok();
+        let keep = ran.is_ok();
         let finish: Finish = Box::new(move |commit| {
-            for (i, queued) in taken.into_iter().enumerate() {
-                let outcome = match (&appended, commit) {
+            for (i, item) in taken.into_iter().enumerate() {
+                let outcome = match (&ran, commit) {
                     (Err(e), _) => Err(e.clone()),
                     (Ok(()), Err(msg)) => {
                         Err(StoreError::Unavailable(format!("commit failed: {msg}")))
                     }
                     (Ok(()), Ok(())) => outcomes.get(i).cloned().unwrap_or_else(|| {
-                        Err(StoreError::Unavailable(
-                            "a resolution was not appended".into(),
-                        ))
+                        Err(StoreError::Unavailable("a write was not run".into()))
                     }),
                 };
-                // The caller may have gone away (client disconnected); the rows stand.
-                let _ = queued.reply.send(outcome);
+                item.answer(outcome);
             }
         });
         (keep, finish)
@@ -255,8 +295,9 @@ impl Drop for Flush {
     fn drop(&mut self) {
         if let Some(pending) = self.pending.take() {
             let error = self.refusal.get().cloned().unwrap_or_else(stopped);
-            for queued in lock(&pending).drain(..) {
-                let _ = queued.reply.send(Err(error.clone()));
+            let items = std::mem::take(&mut *lock(&pending));
+            for item in items {
+                item.answer(Err(error.clone()));
             }
         }
     }
@@ -682,13 +723,13 @@ mod tests {
             let who = actor(if n == 7 { "ak_02" } else { "ak_01" });
             tasks.push(tokio::spawn(async move {
                 store
-                    .audit_queue
+                    .combiner
                     .append(&store.writer, who, vec![resolution(&env, n)])
                     .await
             }));
         }
         let began = std::time::Instant::now();
-        while lock(&store.audit_queue.pending).len() < 40 {
+        while lock(&store.combiner.pending).len() < 40 {
             assert!(
                 began.elapsed() < std::time::Duration::from_secs(10),
                 "not queued"
@@ -752,7 +793,7 @@ mod tests {
                 tokio::spawn(async move {
                     let changes = vec![resolution(&env, n)];
                     store
-                        .audit_queue
+                        .combiner
                         .append(&store.writer, Actor::System, changes)
                         .await
                 })
@@ -768,10 +809,10 @@ mod tests {
                 "{refused:?}"
             );
         }
-        assert!(lock(&store.audit_queue.pending).is_empty());
+        assert!(lock(&store.combiner.pending).is_empty());
         release.send(()).expect("release");
         // The queue drains in the writer's own time; until then, still refused.
-        let queue = &store.audit_queue;
+        let queue = &store.combiner;
         crate::retry_while_overloaded(async || {
             let changes = vec![resolution(&env.name, 2)];
             queue.append(&store.writer, Actor::System, changes).await
@@ -787,16 +828,12 @@ mod tests {
         let store = SqliteStore::open(dir.path()).expect("open");
         let mut answers = Vec::new();
         for _ in 0..MAX_QUEUED {
-            let (reply, answer) = oneshot::channel();
+            let (item, answer) = Appended::item(Actor::System, Vec::new());
             answers.push(answer);
-            lock(&store.audit_queue.pending).push(Queued {
-                actor: Actor::System,
-                changes: Vec::new(),
-                reply,
-            });
+            lock(&store.combiner.pending).push(item);
         }
         let append = store
-            .audit_queue
+            .combiner
             .append(&store.writer, Actor::System, Vec::new());
         let refused = tokio::time::timeout(std::time::Duration::from_secs(10), append)
             .await
@@ -805,7 +842,7 @@ mod tests {
             matches!(refused, Err(StoreError::Overloaded)),
             "{refused:?}"
         );
-        assert_eq!(lock(&store.audit_queue.pending).len(), MAX_QUEUED);
+        assert_eq!(lock(&store.combiner.pending).len(), MAX_QUEUED);
     }
 
     /// The live streams' watch moves after a commit that wrote an event, and not after
@@ -824,7 +861,7 @@ mod tests {
         let after = *watch.borrow();
         assert!(after > before, "an event written, the watch kept {before}");
         store
-            .audit_queue
+            .combiner
             .append(&store.writer, Actor::System, vec![resolution(&env.name, 1)])
             .await
             .expect("audited");
@@ -834,13 +871,9 @@ mod tests {
     /// A flush job dropped before it ran (the writer stopped) answers whoever waits.
     #[tokio::test]
     async fn a_flush_dropped_unrun_answers_with_an_error() {
-        let queue = AuditQueue::default();
-        let (reply, answer) = oneshot::channel();
-        lock(&queue.pending).push(Queued {
-            actor: Actor::System,
-            changes: Vec::new(),
-            reply,
-        });
+        let queue = Combiner::default();
+        let (item, answer) = Appended::item(Actor::System, Vec::new());
+        lock(&queue.pending).push(item);
         drop(Flush {
             pending: Some(queue.pending.clone()),
             refusal: Arc::default(),

@@ -76,8 +76,8 @@ pub struct SqliteStore {
     no_marks_at: std::sync::atomic::AtomicU64,
     /// The last event id committed, announced by the writer.
     events: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
-    /// Resolutions' audit rows, appended by one writer job per batch.
-    audit_queue: journal::AuditQueue,
+    /// Resolutions' audit rows and runs' ends, written by one writer job per batch.
+    combiner: journal::Combiner,
     /// Copies the write-ahead log into the database off the writer thread.
     checkpointer: checkpointer::Checkpointer,
 }
@@ -107,7 +107,7 @@ impl SqliteStore {
             page_cache: cache::EpochCache::new(cache::FUNCTION_BUDGET),
             no_marks_at: std::sync::atomic::AtomicU64::new(0),
             events,
-            audit_queue: journal::AuditQueue::default(),
+            combiner: journal::Combiner::default(),
             checkpointer,
         })
     }

@@ -15,7 +15,7 @@ use coffer_store::{
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
-use crate::journal::{append, check_actor};
+use crate::journal::{Head, Shared, append, append_to, check_actor};
 use crate::secrets::check_environment;
 use crate::{SqliteStore, corrupt, unavailable};
 
@@ -251,67 +251,26 @@ impl RunStore for SqliteStore {
         at: Timestamp,
         actor: &Actor,
     ) -> StoreResult<RunRecord> {
-        let (env, id, actor) = (env.clone(), id.clone(), actor.clone());
-        self.writer
-            .write(move |c| {
-                let author = check_actor(c, &actor)?;
-                // status, output, error, next attempt (unchanged when NULL).
-                let (status, output, error, retry_at) = match outcome {
-                    RunOutcome::Succeeded { output } => {
-                        (RunStatus::Succeeded, Some(output), None, None)
-                    }
-                    RunOutcome::Failed { error } => (RunStatus::Failed, None, Some(error), None),
-                    RunOutcome::Retry { error, not_before } => (
-                        RunStatus::Queued,
-                        None,
-                        Some(error),
-                        Some(not_before.millis()),
-                    ),
-                };
-                let row = c
-                    .prepare_cached(&format!(
-                        "UPDATE runs SET status = ?5, output = ?6, error = ?7,
-                             next_attempt_at = COALESCE(?8, next_attempt_at),
-                             lease_expires_at = NULL, updated_at = ?4
-                         WHERE id = ?1 AND environment = ?2 AND status = 'running'
-                           AND (?3 IS NULL OR attempts = ?3) AND lease_expires_at > ?4
-                         RETURNING {COLUMNS}"
-                    ))
-                    .and_then(|mut s| {
-                        s.query_row(
-                            params![
-                                id.as_str(),
-                                env.as_str(),
-                                attempt,
-                                at.millis(),
-                                status.as_str(),
-                                output,
-                                error,
-                                retry_at
-                            ],
-                            columns,
-                        )
-                        .optional()
-                    })
-                    .map_err(unavailable)?;
-                let Some(row) = row else {
-                    return Err(lease_refusal(c, &env, &id));
-                };
-                let run = row.parse()?;
-                if let Some(link) = run.step.as_ref().filter(|_| run.status.is_final()) {
-                    crate::orchestrations::wake_flow(c, &link.flow, at)?;
-                }
-                append(c, &author, &[Change::run_changed(&run)])?;
-                Ok(run)
-            })
-            .await
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let ending = Ending {
+            env: env.clone(),
+            id: id.clone(),
+            attempt,
+            outcome: Some(outcome),
+            at,
+            actor: actor.clone(),
+            ended: None,
+            reply,
+        };
+        self.combiner.queue(&self.writer, Box::new(ending))?;
+        answer.await.map_err(|_| crate::writer::stopped())?
     }
 
     async fn record_resolutions(&self, batch: &[Resolution], actor: &Actor) -> StoreResult<()> {
         // Even an empty batch goes through the writer: the caller hands values over only
         // once this has re-checked its actor.
         let changes: Vec<Change> = batch.iter().map(Change::function_resolved).collect();
-        self.audit_queue
+        self.combiner
             .append(&self.writer, actor.clone(), changes)
             .await
     }
@@ -347,6 +306,94 @@ impl RunStore for SqliteStore {
                 Ok(deleted as u64)
             })
             .await
+    }
+}
+
+/// A run's end: written by the store's [`Combiner`](crate::journal::Combiner) in one writer
+/// job with the other small writes queued meanwhile.
+struct Ending {
+    env: EnvName,
+    id: RunId,
+    attempt: Option<u32>,
+    outcome: Option<RunOutcome>,
+    at: Timestamp,
+    actor: Actor,
+    ended: Option<RunRecord>,
+    reply: tokio::sync::oneshot::Sender<StoreResult<RunRecord>>,
+}
+
+impl Shared for Ending {
+    fn run(&mut self, c: &Connection, head: &mut Head) -> StoreResult<StoreResult<()>> {
+        let author = match check_actor(c, &self.actor) {
+            Ok(author) => author,
+            Err(StoreError::ActorRevoked) => return Ok(Err(StoreError::ActorRevoked)),
+            Err(e) => return Err(e),
+        };
+        let outcome = self
+            .outcome
+            .take()
+            .ok_or_else(|| StoreError::Unavailable("a run's end was written twice".into()))?;
+        // status, output, error, next attempt (unchanged when NULL).
+        let (status, output, error, retry_at) = match outcome {
+            RunOutcome::Succeeded { output } => (RunStatus::Succeeded, Some(output), None, None),
+            RunOutcome::Failed { error } => (RunStatus::Failed, None, Some(error), None),
+            RunOutcome::Retry { error, not_before } => (
+                RunStatus::Queued,
+                None,
+                Some(error),
+                Some(not_before.millis()),
+            ),
+        };
+        let (env, id) = (&self.env, &self.id);
+        let row = c
+            .prepare_cached(&format!(
+                "UPDATE runs SET status = ?5, output = ?6, error = ?7,
+                     next_attempt_at = COALESCE(?8, next_attempt_at),
+                     lease_expires_at = NULL, updated_at = ?4
+                 WHERE id = ?1 AND environment = ?2 AND status = 'running'
+                   AND (?3 IS NULL OR attempts = ?3) AND lease_expires_at > ?4
+                 RETURNING {COLUMNS}"
+            ))
+            .and_then(|mut s| {
+                s.query_row(
+                    params![
+                        id.as_str(),
+                        env.as_str(),
+                        self.attempt,
+                        self.at.millis(),
+                        status.as_str(),
+                        output,
+                        error,
+                        retry_at
+                    ],
+                    columns,
+                )
+                .optional()
+            })
+            .map_err(unavailable)?;
+        // Nothing changed: refused (or the database failed).
+        let Some(row) = row else {
+            return match lease_refusal(c, env, id) {
+                refusal @ (StoreError::LeaseLost | StoreError::NotFound) => Ok(Err(refusal)),
+                e => Err(e),
+            };
+        };
+        let run = row.parse()?;
+        if let Some(link) = run.step.as_ref().filter(|_| run.status.is_final()) {
+            crate::orchestrations::wake_flow(c, &link.flow, self.at)?;
+        }
+        append_to(c, head, &author, &[Change::run_changed(&run)])?;
+        self.ended = Some(run);
+        Ok(Ok(()))
+    }
+
+    fn answer(self: Box<Self>, outcome: StoreResult<()>) {
+        let Ending { ended, reply, .. } = *self;
+        let ended = outcome.and_then(|()| {
+            ended.ok_or_else(|| StoreError::Unavailable("a run's end was not written".into()))
+        });
+        // The caller may have gone away; the run's end stands.
+        let _ = reply.send(ended);
     }
 }
 
@@ -1063,5 +1110,184 @@ mod tests {
             })
             .expect("receipts");
         assert_eq!(left, [staging.id.as_str()]);
+    }
+
+    /// Runs' ends queued behind a busy writer are written by one job, with resolutions
+    /// queued beside them, each with its own outcome: a lost lease, an unknown run and a
+    /// revoked key are refused alone, having written nothing; the rest commit, each with
+    /// its audit row and event, on one valid chain.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_ends_are_written_together_each_with_its_outcome() {
+        use coffer_store::{
+            AccessStore, ApiKeyId, ApiKeyMeta, ApiKeyRecord, AuditQuery, JournalStore, Role,
+        };
+
+        let (_dir, store, prod) = crate::store_with_env("prod").await;
+        let key = |id: &str| ApiKeyRecord {
+            meta: ApiKeyMeta {
+                id: ApiKeyId::new(id).expect("id"),
+                name: id.into(),
+                role: Role::Runtime(prod.name.clone()),
+                created_at: Timestamp::from_millis(1),
+            },
+            key_hash: format!("hash-{id}"),
+        };
+        let worker = |id: &str| Actor::Key {
+            id: ApiKeyId::new(id).expect("id"),
+            environment: Some(prod.name.clone()),
+            origin: coffer_store::Origin::default(),
+        };
+        for id in ["ak_01", "ak_02"] {
+            store
+                .insert_api_key(&key(id), &Actor::System)
+                .await
+                .expect("key");
+        }
+        let runs: Vec<NewRun> = (0..6)
+            .map(|n| NewRun {
+                id: RunId::generate(Timestamp::from_millis(10 + n)).expect("id"),
+                function_id: FunctionId::new("f").expect("id"),
+                mode: RunMode::Pull,
+                trigger_params: "{}".into(),
+                step: None,
+            })
+            .collect();
+        let event = EventSend {
+            name: "order.created".into(),
+            data: "{}".into(),
+            idempotency_key: None,
+        };
+        let at = Timestamp::from_millis(50);
+        store
+            .enqueue(&prod, &event, runs, at, &Actor::System)
+            .await
+            .expect("queued");
+        let query = LeaseQuery {
+            environment: Some(prod.name.clone()),
+            functions: None,
+            mode: RunMode::Pull,
+            limit: 10,
+            lease_until: Timestamp::from_millis(10_000),
+        };
+        let leased = store
+            .lease(&query, at, &worker("ak_01"))
+            .await
+            .expect("leased");
+        assert_eq!(leased.len(), 6);
+        store
+            .delete_api_key(&ApiKeyId::new("ak_02").expect("id"), &Actor::System)
+            .await
+            .expect("revoked");
+        let (before, _) = store
+            .audit(&AuditQuery::default(), 1_000)
+            .await
+            .expect("audit");
+
+        let release = crate::hold_writer(&store.writer);
+        let now = Timestamp::from_millis(100);
+        let mut ends = Vec::new();
+        for (n, run) in leased.iter().enumerate() {
+            let (store, env, id) = (store.clone(), prod.name.clone(), run.id.clone());
+            // 1: an attempt that does not hold the lease; 2: a revoked key; 3: succeeded
+            // with no attempt named; 4: an unknown run (in another environment); the rest
+            // succeed or fail.
+            let attempt = match n {
+                1 => Some(run.attempts + 1),
+                3 => None,
+                _ => Some(run.attempts),
+            };
+            let who = worker(if n == 2 { "ak_02" } else { "ak_01" });
+            let env = if n == 4 {
+                EnvName::new("staging").expect("name")
+            } else {
+                env
+            };
+            let outcome = if n == 5 {
+                RunOutcome::Failed { error: "no".into() }
+            } else {
+                RunOutcome::Succeeded {
+                    output: format!("{{\"n\":{n}}}"),
+                }
+            };
+            ends.push(tokio::spawn(async move {
+                store.finish(&env, &id, attempt, outcome, now, &who).await
+            }));
+        }
+        let resolved = {
+            let store = store.clone();
+            let change = Change::function_resolved(&Resolution {
+                environment: prod.name.clone(),
+                function_id: FunctionId::new("f").expect("id"),
+                run_id: None,
+                resolved: Vec::new(),
+                missing: Vec::new(),
+                at: now,
+            });
+            let who = worker("ak_01");
+            tokio::spawn(async move {
+                let queue = &store.combiner;
+                queue.append(&store.writer, who, vec![change]).await
+            })
+        };
+        let began = std::time::Instant::now();
+        while crate::journal::queued(&store.combiner) < 7 {
+            assert!(
+                began.elapsed() < std::time::Duration::from_secs(10),
+                "not queued"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        release.send(()).expect("release");
+
+        let mut outcomes = Vec::new();
+        for end in ends {
+            outcomes.push(end.await.expect("join"));
+        }
+        resolved.await.expect("join").expect("resolution appended");
+        for (n, outcome) in outcomes.iter().enumerate() {
+            match (n, outcome) {
+                (1, Err(StoreError::LeaseLost))
+                | (2, Err(StoreError::ActorRevoked))
+                | (4, Err(StoreError::NotFound)) => {}
+                (0 | 3, Ok(run)) => {
+                    assert_eq!(run.status, RunStatus::Succeeded);
+                    assert_eq!(
+                        run.output.as_deref(),
+                        Some(format!("{{\"n\":{n}}}").as_str())
+                    );
+                }
+                (5, Ok(run)) => assert_eq!(run.status, RunStatus::Failed),
+                other => panic!("end {n}: {other:?}"),
+            }
+        }
+        for (n, run) in leased.iter().enumerate() {
+            let stored = store.get_run(&prod.name, &run.id).await.expect("read");
+            let stored = stored.expect("run");
+            let ended = matches!(n, 0 | 3 | 5);
+            assert_eq!(stored.status.is_final(), ended, "run {n}: {stored:?}");
+            if !ended {
+                assert_eq!(stored.status, RunStatus::Running, "run {n}");
+                assert!(stored.output.is_none() && stored.error.is_none());
+            }
+        }
+        let (after, _) = store
+            .audit(&AuditQuery::default(), 1_000)
+            .await
+            .expect("audit");
+        let added: Vec<&str> = after[before.len()..]
+            .iter()
+            .map(|r| r.action.as_str())
+            .collect();
+        assert_eq!(added.len(), 4, "{added:?}");
+        assert_eq!(
+            added.iter().filter(|a| **a == "function.resolved").count(),
+            1
+        );
+        for pair in after.windows(2) {
+            assert_eq!(pair[1].prev_hash, pair[0].hash, "row {}", pair[1].seq);
+        }
+        for row in &after {
+            assert_eq!(row.hash, row.expected_hash(), "row {}", row.seq);
+        }
     }
 }
