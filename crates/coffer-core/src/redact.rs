@@ -52,14 +52,16 @@ const MAX_SEARCHES: usize = 8;
 ///
 /// Built once per run from the values it resolved. Its needles live only in its own
 /// `Zeroizing` buffers and in the arrays of its automata, wiped on drop; `Debug` shows how
-/// many needles it holds and nothing else, and it has no `Display` or `Serialize`.
+/// many values and lines it holds and nothing else, and it has no `Display` or `Serialize`.
 ///
-/// The automata are built by the first search of a text long enough to hold a needle: most
-/// runs report a few short fields (`{"ok":true}`), and building them for every run was a
-/// twentieth of the server's CPU on the push bench.
+/// The needles and their automata are made by the first search of a text long enough to
+/// hold a needle: most runs report a few short fields (`{"ok":true}`), and making them for
+/// every run (twenty encodings of each value, then the automata) was a twentieth of the
+/// server's CPU on the push bench.
 pub struct Redactor {
-    /// The needles, kept so that a build that did not finish can be made again.
-    needles: Needles,
+    /// The values and lines that are needles, kept to make the needles from (again, if a
+    /// build did not finish).
+    units: Vec<Zeroizing<Vec<u8>>>,
     /// The length in bytes of the shortest needle (`usize::MAX` when there is none): no
     /// shorter text, nor any of its decoded readings (never longer), can hold one.
     shortest: usize,
@@ -75,6 +77,19 @@ struct Needles {
     hex: Vec<Zeroizing<Vec<u8>>>,
 }
 
+impl Needles {
+    /// Every form of every unit.
+    fn of(units: &[Zeroizing<Vec<u8>>]) -> Needles {
+        let mut needles = Needles::default();
+        for unit in units {
+            needles.exact.push(unit.clone());
+            push_base64(unit, &mut needles.exact);
+            needles.hex.push(hex_lower(unit));
+        }
+        needles
+    }
+}
+
 struct Automata {
     exact: Automaton,
     hex: Automaton,
@@ -88,8 +103,7 @@ impl Redactor {
     /// is one made only of whitespace (it would mask every indentation) or only of `*` (it
     /// cannot be told from a mask).
     pub fn new<'a>(values: impl IntoIterator<Item = &'a str>) -> Redactor {
-        let mut exact = Vec::new();
-        let mut hex = Vec::new();
+        let mut units = Vec::new();
         for value in values {
             let lines = value
                 .contains(['\r', '\n'])
@@ -97,15 +111,16 @@ impl Redactor {
                 .into_iter()
                 .flatten();
             for unit in std::iter::once(value).chain(lines).filter(|u| is_needle(u)) {
-                let bytes = unit.as_bytes();
-                exact.push(Zeroizing::new(bytes.to_vec()));
-                push_base64(bytes, &mut exact);
-                hex.push(hex_lower(bytes));
+                units.push(Zeroizing::new(unit.as_bytes().to_vec()));
             }
         }
-        let shortest = exact.iter().chain(&hex).map(|n| n.len()).min();
+        // A unit's other forms are never shorter than it: its hex is twice as long, and its
+        // base64 at alignment k (0-2) keeps floor(4(n+k)/3) - ceil(4k/3) >= n characters
+        // for n >= 3 bytes (a unit has at least six). So the shortest unit is the shortest
+        // needle (`the_shortest_needle_is_the_shortest_unit` checks it).
+        let shortest = units.iter().map(|u| u.len()).min();
         Redactor {
-            needles: Needles { exact, hex },
+            units,
             shortest: shortest.unwrap_or(usize::MAX),
             automata: OnceLock::new(),
         }
@@ -113,9 +128,12 @@ impl Redactor {
 
     /// The automata, built on first use.
     fn automata(&self) -> &Automata {
-        self.automata.get_or_init(|| Automata {
-            exact: Automaton::new(self.needles.exact.clone(), false),
-            hex: Automaton::new(self.needles.hex.clone(), true),
+        self.automata.get_or_init(|| {
+            let Needles { exact, hex } = Needles::of(&self.units);
+            Automata {
+                exact: Automaton::new(exact, false),
+                hex: Automaton::new(hex, true),
+            }
         })
     }
 
@@ -245,10 +263,7 @@ impl Redactor {
 impl fmt::Debug for Redactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Redactor")
-            .field(
-                "needles",
-                &(self.needles.exact.len() + self.needles.hex.len()),
-            )
+            .field("units", &self.units.len())
             .finish()
     }
 }
@@ -741,11 +756,35 @@ mod tests {
         assert_eq!(redactor(&[]).shortest, usize::MAX);
     }
 
+    /// The length bound `find` trusts: no form of a unit is shorter than the unit, for
+    /// every length a unit can have near the minimum and every alignment and alphabet.
     #[test]
-    fn debug_shows_only_how_many_needles() {
+    fn the_shortest_needle_is_the_shortest_unit() {
+        for n in MIN_REDACTED_LEN..64 {
+            for fill in [0u8, b'a', 0xff] {
+                let unit = Zeroizing::new(vec![fill; n]);
+                let needles = Needles::of(std::slice::from_ref(&unit));
+                let shortest = needles.exact.iter().chain(&needles.hex).map(|x| x.len());
+                assert_eq!(shortest.min(), Some(n), "a unit of {n} bytes");
+            }
+        }
+        let r = redactor(&["abcdefgh", "abcdef\nxyz\n123456789"]);
+        let needles = Needles::of(&r.units);
+        let shortest = needles
+            .exact
+            .iter()
+            .chain(&needles.hex)
+            .map(|x| x.len())
+            .min();
+        assert_eq!(shortest, Some(r.shortest));
+        assert_eq!(r.shortest, 6);
+    }
+
+    #[test]
+    fn debug_shows_only_how_many_units() {
         let r = redactor(&[SECRET]);
         let shown = format!("{r:?}");
-        assert!(shown.starts_with("Redactor { needles: "), "{shown}");
+        assert_eq!(shown, "Redactor { units: 1 }");
         assert!(!shown.contains("hunter"), "{shown}");
     }
 
