@@ -70,6 +70,7 @@ pub(crate) fn check_actor(c: &Connection, actor: &Actor) -> StoreResult<Author> 
 }
 
 /// The shared head, read and advanced inside the writing transaction.
+#[derive(Clone)]
 pub(crate) struct Head {
     audit_seq: u64,
     audit_hash: String,
@@ -133,14 +134,15 @@ pub(crate) fn append_to(
 }
 
 /// Small writes waiting for the writer thread to run them in one job: a resolution's audit
-/// rows, a run's end.
+/// rows, an event's send, a run's end.
 ///
 /// Whoever finds the queue empty sends one writer job; when it runs, that job runs
-/// everything queued by then, in one savepoint, reading and writing the journal head once
-/// (each write still checks its actor in the transaction, as [`append`]'s callers do).
+/// everything queued by then, reading and writing the journal head once, each write in a
+/// savepoint of its own (so a write that fails, or is refused, is undone alone) and
+/// checking its actor in the transaction as [`append`]'s callers do.
 /// Under load a writer batch thus holds one job for all the small writes that came in
-/// while the last batch committed, instead of one job (a savepoint, a head read and write)
-/// each. Each caller hears back once its rows are durable (or that it was refused, or that
+/// while the last batch committed, instead of one job (and a head read and write) each.
+/// Each caller hears back once its rows are durable (or that it was refused, or that
 /// the write failed). At most as many wait as the writer's queue holds ([`MAX_QUEUED`]);
 /// past that a write is refused at once with [`StoreError::Overloaded`].
 #[derive(Default)]
@@ -148,12 +150,13 @@ pub(crate) struct Combiner {
     pending: Pending,
 }
 
-/// A write that can share a writer job (its savepoint and the journal head) with others.
+/// A write that can share a writer job (its transaction and the journal head) with others.
 pub(crate) trait Shared: Send + 'static {
-    /// Makes its changes and appends their journal rows onto `head`. `Ok(Err(refusal))`:
-    /// refused having changed nothing (the others go on); `Err`: the shared job fails, and
-    /// its savepoint undoes every change in it.
-    fn run(&mut self, c: &Connection, head: &mut Head) -> StoreResult<StoreResult<()>>;
+    /// Makes its changes and appends their journal rows onto `head`, with [`append_to`]
+    /// only: [`append`] would read the head from the database, behind the one the job
+    /// carries, and fork the chain. It runs in a savepoint of its own: an `Err` (or a
+    /// panic) undoes its changes and restores `head`, and the others go on.
+    fn run(&mut self, c: &Connection, head: &mut Head) -> StoreResult<()>;
     /// Answers the caller, once the job's fate is known: `Ok` when its changes are durable.
     fn answer(self: Box<Self>, outcome: StoreResult<()>);
 }
@@ -237,12 +240,9 @@ impl Appended {
 }
 
 impl Shared for Appended {
-    fn run(&mut self, c: &Connection, head: &mut Head) -> StoreResult<StoreResult<()>> {
-        match check_actor(c, &self.actor) {
-            Ok(author) => append_to(c, head, &author, &self.changes).map(Ok),
-            Err(StoreError::ActorRevoked) => Ok(Err(StoreError::ActorRevoked)),
-            Err(e) => Err(e),
-        }
+    fn run(&mut self, c: &Connection, head: &mut Head) -> StoreResult<()> {
+        let author = check_actor(c, &self.actor)?;
+        append_to(c, head, &author, &self.changes)
     }
 
     fn answer(self: Box<Self>, outcome: StoreResult<()>) {
@@ -268,7 +268,7 @@ impl Flush {
         let mut outcomes = Vec::with_capacity(taken.len());
         let ran = read_head(c).and_then(|mut head| {
             for item in &mut taken {
-                outcomes.push(item.run(c, &mut head)?);
+                outcomes.push(run_alone(c, item.as_mut(), &mut head)?);
             }
             write_head(c, &head)
         });
@@ -289,6 +289,37 @@ impl Flush {
         });
         (keep, finish)
     }
+}
+
+/// Runs `item` in a savepoint of its own and says how it went; `Err` only when the
+/// savepoint itself failed (the shared job then fails as a whole).
+fn run_alone(
+    c: &Connection,
+    item: &mut dyn Shared,
+    head: &mut Head,
+) -> StoreResult<StoreResult<()>> {
+    step(c, "SAVEPOINT item")?;
+    let before = head.clone();
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| item.run(c, head)))
+        .unwrap_or_else(|_| {
+            tracing::error!("a write panicked; its changes were rolled back");
+            Err(StoreError::Unavailable(
+                "the write failed on an internal error".into(),
+            ))
+        });
+    if ran.is_err() {
+        step(c, "ROLLBACK TO item")?;
+        *head = before;
+    }
+    step(c, "RELEASE item")?;
+    Ok(ran)
+}
+
+fn step(c: &Connection, sql: &str) -> StoreResult<()> {
+    c.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map(drop)
+        .map_err(unavailable)
 }
 
 impl Drop for Flush {
@@ -823,7 +854,7 @@ mod tests {
 
     /// No more resolutions wait than the writer's queue holds: past that, refused at once.
     #[tokio::test]
-    async fn a_full_audit_queue_refuses_at_once() {
+    async fn a_full_combiner_refuses_at_once() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(dir.path()).expect("open");
         let mut answers = Vec::new();
@@ -866,6 +897,87 @@ mod tests {
             .await
             .expect("audited");
         assert_eq!(*watch.borrow(), after);
+    }
+
+    /// A test write: appends a resolution's row, then fails, panics, or succeeds.
+    struct Trial {
+        env: EnvName,
+        n: i64,
+        end: &'static str,
+        reply: Option<oneshot::Sender<StoreResult<()>>>,
+    }
+
+    impl Shared for Trial {
+        fn run(&mut self, c: &Connection, head: &mut Head) -> StoreResult<()> {
+            append_to(c, head, &Author::system(), &[resolution(&self.env, self.n)])?;
+            match self.end {
+                "fail" => Err(StoreError::Corrupt("a row of this write".into())),
+                "panic" => panic!("a write that panics"),
+                _ => Ok(()),
+            }
+        }
+
+        fn answer(mut self: Box<Self>, outcome: StoreResult<()>) {
+            if let Some(reply) = self.reply.take() {
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+
+    /// A write of the combined job that fails or panics after it wrote is undone alone, the
+    /// head put back: the others commit, on one valid chain with no gap.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_of_a_combined_job_is_undone_alone() {
+        let (_dir, store, env) = crate::store_with_env("prod").await;
+        let (before, _) = store
+            .audit(&AuditQuery::default(), 1_000)
+            .await
+            .expect("audit");
+        let release = crate::hold_writer(&store.writer);
+        let mut answers = Vec::new();
+        for (n, end) in ["ok", "fail", "ok", "panic", "ok"].into_iter().enumerate() {
+            let (reply, answer) = oneshot::channel();
+            let trial = Trial {
+                env: env.name.clone(),
+                n: n as i64,
+                end,
+                reply: Some(reply),
+            };
+            store
+                .combiner
+                .queue(&store.writer, Box::new(trial))
+                .expect("queued");
+            answers.push(answer);
+        }
+        assert_eq!(queued(&store.combiner), 5);
+        release.send(()).expect("release");
+        for (n, answer) in answers.into_iter().enumerate() {
+            let outcome = answer.await.expect("answered");
+            match n {
+                1 => assert!(
+                    matches!(outcome, Err(StoreError::Corrupt(_))),
+                    "{outcome:?}"
+                ),
+                3 => assert!(
+                    matches!(outcome, Err(StoreError::Unavailable(_))),
+                    "{outcome:?}"
+                ),
+                _ => assert!(outcome.is_ok(), "{n}: {outcome:?}"),
+            }
+        }
+        let (after, _) = store
+            .audit(&AuditQuery::default(), 1_000)
+            .await
+            .expect("audit");
+        let added: Vec<i64> = after[before.len()..].iter().map(|r| r.at).collect();
+        assert_eq!(added, [0, 2, 4], "the rows of the writes that committed");
+        for pair in after.windows(2) {
+            assert_eq!(pair[1].seq, pair[0].seq + 1);
+            assert_eq!(pair[1].prev_hash, pair[0].hash, "row {}", pair[1].seq);
+        }
+        for row in &after {
+            assert_eq!(row.hash, row.expected_hash(), "row {}", row.seq);
+        }
     }
 
     /// A flush job dropped before it ran (the writer stopped) answers whoever waits.

@@ -37,41 +37,18 @@ impl RunStore for SqliteStore {
         at: Timestamp,
         actor: &Actor,
     ) -> StoreResult<Enqueued> {
-        let (env, event, actor) = (env.clone(), event.clone(), actor.clone());
-        self.writer
-            .write(move |c| {
-                let author = check_actor(c, &actor)?;
-                check_environment(c, &env)?;
-                if let Some(key) = &event.idempotency_key {
-                    if let Some(first) = remembered(c, &env.id, key, at)? {
-                        let runs = runs_of_send(c, &env.id, key, first)?;
-                        return Ok(Enqueued {
-                            runs,
-                            replayed: true,
-                        });
-                    }
-                    remember(c, &env.id, key, at)?;
-                }
-                let mut changes = Vec::with_capacity(runs.len() + 1);
-                changes.push(Change::event_received(
-                    &env.name,
-                    &event.name,
-                    runs.len() as u64,
-                    at,
-                ));
-                let mut started = Vec::with_capacity(runs.len());
-                for run in runs {
-                    let run = insert_run(c, &env.name, &env.id, &event, run, at)?;
-                    changes.push(Change::run_changed(&run));
-                    started.push((run.id, run.function_id));
-                }
-                append(c, &author, &changes)?;
-                Ok(Enqueued {
-                    runs: started,
-                    replayed: false,
-                })
-            })
-            .await
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sending = Sending {
+            env: env.clone(),
+            event: event.clone(),
+            runs,
+            at,
+            actor: actor.clone(),
+            enqueued: None,
+            reply,
+        };
+        self.combiner.queue(&self.writer, Box::new(sending))?;
+        answer.await.map_err(|_| crate::writer::stopped())?
     }
 
     async fn get_run(&self, env: &EnvName, id: &RunId) -> StoreResult<Option<RunRecord>> {
@@ -309,6 +286,70 @@ impl RunStore for SqliteStore {
     }
 }
 
+/// An event's send: its receipt (with an idempotency key) and its runs, written by the
+/// store's [`Combiner`](crate::journal::Combiner) in one writer job with the other small
+/// writes queued meanwhile. Two sends with one key in the same job see each other: the
+/// second replays the first.
+struct Sending {
+    env: Environment,
+    event: EventSend,
+    runs: Vec<NewRun>,
+    at: Timestamp,
+    actor: Actor,
+    enqueued: Option<Enqueued>,
+    reply: tokio::sync::oneshot::Sender<StoreResult<Enqueued>>,
+}
+
+impl Shared for Sending {
+    fn run(&mut self, c: &Connection, head: &mut Head) -> StoreResult<()> {
+        let author = check_actor(c, &self.actor)?;
+        check_environment(c, &self.env)?;
+        let (env, event, at) = (&self.env, &self.event, self.at);
+        if let Some(key) = &event.idempotency_key {
+            if let Some(first) = remembered(c, &env.id, key, at)? {
+                let runs = runs_of_send(c, &env.id, key, first)?;
+                self.enqueued = Some(Enqueued {
+                    runs,
+                    replayed: true,
+                });
+                return Ok(());
+            }
+            remember(c, &env.id, key, at)?;
+        }
+        let runs = std::mem::take(&mut self.runs);
+        let mut changes = Vec::with_capacity(runs.len() + 1);
+        changes.push(Change::event_received(
+            &env.name,
+            &event.name,
+            runs.len() as u64,
+            at,
+        ));
+        let mut started = Vec::with_capacity(runs.len());
+        for run in runs {
+            let run = insert_run(c, &env.name, &env.id, event, run, at)?;
+            changes.push(Change::run_changed(&run));
+            started.push((run.id, run.function_id));
+        }
+        append_to(c, head, &author, &changes)?;
+        self.enqueued = Some(Enqueued {
+            runs: started,
+            replayed: false,
+        });
+        Ok(())
+    }
+
+    fn answer(self: Box<Self>, outcome: StoreResult<()>) {
+        let Sending {
+            enqueued, reply, ..
+        } = *self;
+        let enqueued = outcome.and_then(|()| {
+            enqueued.ok_or_else(|| StoreError::Unavailable("a send was not written".into()))
+        });
+        // The caller may have gone away; the send stands.
+        let _ = reply.send(enqueued);
+    }
+}
+
 /// A run's end: written by the store's [`Combiner`](crate::journal::Combiner) in one writer
 /// job with the other small writes queued meanwhile.
 struct Ending {
@@ -323,12 +364,8 @@ struct Ending {
 }
 
 impl Shared for Ending {
-    fn run(&mut self, c: &Connection, head: &mut Head) -> StoreResult<StoreResult<()>> {
-        let author = match check_actor(c, &self.actor) {
-            Ok(author) => author,
-            Err(StoreError::ActorRevoked) => return Ok(Err(StoreError::ActorRevoked)),
-            Err(e) => return Err(e),
-        };
+    fn run(&mut self, c: &Connection, head: &mut Head) -> StoreResult<()> {
+        let author = check_actor(c, &self.actor)?;
         let outcome = self
             .outcome
             .take()
@@ -371,12 +408,8 @@ impl Shared for Ending {
                 .optional()
             })
             .map_err(unavailable)?;
-        // Nothing changed: refused (or the database failed).
         let Some(row) = row else {
-            return match lease_refusal(c, env, id) {
-                refusal @ (StoreError::LeaseLost | StoreError::NotFound) => Ok(Err(refusal)),
-                e => Err(e),
-            };
+            return Err(lease_refusal(c, env, id));
         };
         let run = row.parse()?;
         if let Some(link) = run.step.as_ref().filter(|_| run.status.is_final()) {
@@ -384,7 +417,7 @@ impl Shared for Ending {
         }
         append_to(c, head, &author, &[Change::run_changed(&run)])?;
         self.ended = Some(run);
-        Ok(Ok(()))
+        Ok(())
     }
 
     fn answer(self: Box<Self>, outcome: StoreResult<()>) {
@@ -1283,6 +1316,137 @@ mod tests {
             added.iter().filter(|a| **a == "function.resolved").count(),
             1
         );
+        for pair in after.windows(2) {
+            assert_eq!(pair[1].prev_hash, pair[0].hash, "row {}", pair[1].seq);
+        }
+        for row in &after {
+            assert_eq!(row.hash, row.expected_hash(), "row {}", row.seq);
+        }
+    }
+
+    /// Sends queued behind a busy writer are written by one job, each with its own
+    /// outcome: a second send with the first's idempotency key replays the first's runs
+    /// (they share the job's transaction), a revoked key and a deleted incarnation are
+    /// refused having written nothing, and the runs started are journaled on one chain.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_sends_are_written_together_each_with_its_outcome() {
+        use coffer_store::{
+            AccessStore, ApiKeyId, ApiKeyMeta, ApiKeyRecord, AuditQuery, JournalStore, Role,
+        };
+
+        let (_dir, store, prod) = crate::store_with_env("prod").await;
+        for id in ["ak_01", "ak_02"] {
+            let key = ApiKeyRecord {
+                meta: ApiKeyMeta {
+                    id: ApiKeyId::new(id).expect("id"),
+                    name: id.into(),
+                    role: Role::Manage(prod.name.clone()),
+                    created_at: Timestamp::from_millis(1),
+                },
+                key_hash: format!("hash-{id}"),
+            };
+            store
+                .insert_api_key(&key, &Actor::System)
+                .await
+                .expect("key");
+        }
+        store
+            .delete_api_key(&ApiKeyId::new("ak_02").expect("id"), &Actor::System)
+            .await
+            .expect("revoked");
+        let sender = |id: &str| Actor::Key {
+            id: ApiKeyId::new(id).expect("id"),
+            environment: Some(prod.name.clone()),
+            origin: coffer_store::Origin::default(),
+        };
+        let runs = |n: i64| -> Vec<NewRun> {
+            (0..2)
+                .map(|i| NewRun {
+                    id: RunId::generate(Timestamp::from_millis(10 * n + i)).expect("id"),
+                    function_id: FunctionId::new("f").expect("id"),
+                    mode: RunMode::Pull,
+                    trigger_params: "{}".into(),
+                    step: None,
+                })
+                .collect()
+        };
+        let (before, _) = store
+            .audit(&AuditQuery::default(), 1_000)
+            .await
+            .expect("audit");
+        let gone = crate::test_env("prod");
+        let at = Timestamp::from_millis(100);
+        let release = crate::hold_writer(&store.writer);
+        let mut sends = Vec::new();
+        let queue_of = store.clone();
+        for n in 0..4 {
+            let store = store.clone();
+            // 0 and 1: one idempotency key; 2: a revoked key; 3: an incarnation that is
+            // not the environment's.
+            let env = if n == 3 { gone.clone() } else { prod.clone() };
+            let who = sender(if n == 2 { "ak_02" } else { "ak_01" });
+            let event = EventSend {
+                name: "order.created".into(),
+                data: "{}".into(),
+                idempotency_key: (n < 2).then(|| "k".to_owned()),
+            };
+            let runs = runs(n);
+            sends.push(tokio::spawn(async move {
+                store.enqueue(&env, &event, runs, at, &who).await
+            }));
+            // In this order: the second send must find the first's receipt.
+            let began = std::time::Instant::now();
+            while crate::journal::queued(&queue_of.combiner) < n as usize + 1 {
+                assert!(
+                    began.elapsed() < std::time::Duration::from_secs(10),
+                    "not queued"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        }
+        release.send(()).expect("release");
+        let mut outcomes = Vec::new();
+        for send in sends {
+            outcomes.push(send.await.expect("join"));
+        }
+        let first = match &outcomes[0] {
+            Ok(done) => {
+                assert!(!done.replayed);
+                assert_eq!(done.runs.len(), 2);
+                done.runs.clone()
+            }
+            other => panic!("send 0: {other:?}"),
+        };
+        match &outcomes[1] {
+            Ok(done) => assert!(done.replayed && done.runs == first, "{done:?}"),
+            other => panic!("send 1: {other:?}"),
+        }
+        assert!(
+            matches!(outcomes[2], Err(StoreError::ActorRevoked)),
+            "{:?}",
+            outcomes[2]
+        );
+        assert!(
+            matches!(outcomes[3], Err(StoreError::NotFound)),
+            "{:?}",
+            outcomes[3]
+        );
+        let stored = store
+            .list_runs(&prod.name, &RunFilter::default(), None, 100)
+            .await
+            .expect("runs");
+        let mut ids: Vec<RunId> = stored.into_iter().map(|r| r.id).collect();
+        ids.sort();
+        let mut expected: Vec<RunId> = first.into_iter().map(|(id, _)| id).collect();
+        expected.sort();
+        assert_eq!(ids, expected, "only the first send's runs");
+        assert_eq!(receipts(&store), ["k"]);
+        let (after, _) = store
+            .audit(&AuditQuery::default(), 1_000)
+            .await
+            .expect("audit");
+        // One event received and two runs queued: the first send's, nothing else.
+        assert_eq!(after.len() - before.len(), 3);
         for pair in after.windows(2) {
             assert_eq!(pair[1].prev_hash, pair[0].hash, "row {}", pair[1].seq);
         }

@@ -113,7 +113,8 @@ pub struct FunctionView {
 }
 
 impl FunctionView {
-    /// Parses `record`'s definition (no cache: for the management routes).
+    /// Parses `record`'s definition, without [`SpecCache`] (a function being written, a page
+    /// of the listing: read once, not worth an entry).
     pub(crate) fn new(record: FunctionRecord) -> Result<Self, CoreError> {
         let spec = Arc::new(ParsedSpec::parse(&record)?);
         Ok(FunctionView { record, spec })
@@ -185,17 +186,24 @@ impl SpecCache {
             return Ok(FunctionView { record, spec });
         }
         let spec = Arc::new(ParsedSpec::parse(&record)?);
-        let mut map = lock();
-        let (bytes, entries) = &mut *map;
-        if *bytes + record.spec.len() > SPEC_CACHE_BYTES {
-            entries.clear();
-            *bytes = 0;
+        let len = record.spec.len();
+        if len > SPEC_CACHE_BYTES {
+            return Ok(FunctionView { record, spec });
         }
-        if record.spec.len() <= SPEC_CACHE_BYTES
-            && entries.insert(record.spec.clone(), spec.clone()).is_none()
-        {
-            *bytes += record.spec.len();
-        }
+        let dropped = {
+            let mut map = lock();
+            let (bytes, entries) = &mut *map;
+            let dropped = (*bytes + len > SPEC_CACHE_BYTES).then(|| {
+                *bytes = 0;
+                std::mem::take(entries)
+            });
+            if entries.insert(record.spec.clone(), spec.clone()).is_none() {
+                *bytes += len;
+            }
+            dropped
+        };
+        // Freed outside the lock.
+        drop(dropped);
         Ok(FunctionView { record, spec })
     }
 }
@@ -895,9 +903,18 @@ mod tests {
         let b = cache.view(record(text("b.*"))).unwrap();
         assert!(!Arc::ptr_eq(&a.spec, &b.spec));
         assert!(b.spec.triggered_by("b.a") && !b.spec.triggered_by("a.b"));
+        // The view holds the record it was given, not one from an earlier view.
+        let mut later = record(text("a.*"));
+        later.revision = 7;
+        let later = cache.view(later).unwrap();
+        assert!(Arc::ptr_eq(&a.spec, &later.spec));
+        assert_eq!((a.record.revision, later.record.revision), (1, 7));
         // A definition Coffer did not write is an error, and is not kept.
         assert!(cache.view(record("{".into())).is_err());
-        assert!(cache.view(record("{".into())).is_err());
+        assert!(!cache.map.lock().unwrap().1.contains_key("{"));
+        // A stored trigger that does not compile matches nothing (registration refuses one).
+        let odd = cache.view(record(text("a..b"))).unwrap();
+        assert!(!odd.spec.triggered_by("a..b") && !odd.spec.triggered_by("a.b"));
         // Bounded by its texts' bytes: past the budget it starts over.
         let long = format!("{}{}", text("c.*"), " ".repeat(SPEC_CACHE_BYTES / 3));
         for _ in 0..2 {
@@ -911,8 +928,15 @@ mod tests {
                 .unwrap();
             assert!(held(&cache) <= SPEC_CACHE_BYTES, "{}", held(&cache));
         }
-        let map = cache.map.lock().unwrap();
-        assert_eq!(map.0, map.1.keys().map(String::len).sum::<usize>());
+        {
+            let map = cache.map.lock().unwrap();
+            assert_eq!(map.0, map.1.keys().map(String::len).sum::<usize>());
+        }
+        // A text larger than the whole budget is parsed, not kept, and clears nothing.
+        let held_before = held(&cache);
+        let huge = format!("{}{}", text("d.*"), " ".repeat(SPEC_CACHE_BYTES));
+        assert!(cache.view(record(huge)).unwrap().spec.triggered_by("d.x"));
+        assert_eq!(held(&cache), held_before);
     }
 
     #[test]
