@@ -103,9 +103,6 @@ pub struct Keyring {
 impl Keyring {
     /// A ring sealing under `current`, which must be one of `keys`
     /// (else [`CryptoError::UnknownKeyVersion`]).
-    ///
-    /// # Panics
-    /// If aws-lc-rs cannot make an AES-256-GCM key of 32 bytes (it cannot allocate).
     pub fn new(
         current: KeyVersion,
         keys: BTreeMap<KeyVersion, Key>,
@@ -118,9 +115,6 @@ impl Keyring {
     }
 
     /// A ring holding just `key`, as version 1, current.
-    ///
-    /// # Panics
-    /// As [`Keyring::new`].
     pub fn single(key: Key) -> Keyring {
         let v1 = KeyVersion(NonZeroU32::MIN);
         Keyring {

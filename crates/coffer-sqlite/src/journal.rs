@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::oneshot;
 
-use crate::writer::{Finish, Job, MAX_QUEUED, Writer, stopped};
+use crate::writer::{Finish, Job, MAX_QUEUED, Writer, step, stopped};
 use crate::{SqliteStore, unavailable};
 
 /// Sequence numbers one `GET /v1/audit` page examines at most: a range of the rowid, so a
@@ -159,6 +159,14 @@ pub(crate) trait Shared: Send + 'static {
     fn run(&mut self, c: &Connection, head: &mut Head) -> StoreResult<()>;
     /// Answers the caller, once the job's fate is known: `Ok` when its changes are durable.
     fn answer(self: Box<Self>, outcome: StoreResult<()>);
+    /// Whether it writes nothing before it can be refused ([`StoreError::ActorRevoked`]
+    /// only), and fails after that only when the database does: then it runs without a
+    /// savepoint of its own (a savepoint and its release per resolution are what combining
+    /// saves), a refusal having written nothing, and any other error (or a panic) fails the
+    /// whole job.
+    fn atomic(&self) -> bool {
+        false
+    }
 }
 
 type Pending = Arc<Mutex<Vec<Box<dyn Shared>>>>;
@@ -245,6 +253,10 @@ impl Shared for Appended {
         append_to(c, head, &author, &self.changes)
     }
 
+    fn atomic(&self) -> bool {
+        true
+    }
+
     fn answer(self: Box<Self>, outcome: StoreResult<()>) {
         // The caller may have gone away (client disconnected); the rows stand.
         let _ = self.reply.send(outcome);
@@ -291,22 +303,24 @@ impl Flush {
     }
 }
 
-/// Runs `item` in a savepoint of its own and says how it went; `Err` only when the
-/// savepoint itself failed (the shared job then fails as a whole).
+/// Runs `item` (in a savepoint of its own unless it is [`Shared::atomic`]) and says how it
+/// went; `Err` when the whole job must fail: its savepoint failed, or an atomic item failed
+/// other than by a refusal.
 fn run_alone(
     c: &Connection,
     item: &mut dyn Shared,
     head: &mut Head,
 ) -> StoreResult<StoreResult<()>> {
+    if item.atomic() {
+        return match run_caught(c, item, head) {
+            Ok(()) => Ok(Ok(())),
+            Err(StoreError::ActorRevoked) => Ok(Err(StoreError::ActorRevoked)),
+            Err(e) => Err(e),
+        };
+    }
     step(c, "SAVEPOINT item")?;
     let before = head.clone();
-    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| item.run(c, head)))
-        .unwrap_or_else(|_| {
-            tracing::error!("a write panicked; its changes were rolled back");
-            Err(StoreError::Unavailable(
-                "the write failed on an internal error".into(),
-            ))
-        });
+    let ran = run_caught(c, item, head);
     if ran.is_err() {
         step(c, "ROLLBACK TO item")?;
         *head = before;
@@ -315,11 +329,16 @@ fn run_alone(
     Ok(ran)
 }
 
-fn step(c: &Connection, sql: &str) -> StoreResult<()> {
-    c.prepare_cached(sql)
-        .and_then(|mut s| s.execute([]))
-        .map(drop)
-        .map_err(unavailable)
+/// `item.run`, a panic in it being an error.
+fn run_caught(c: &Connection, item: &mut dyn Shared, head: &mut Head) -> StoreResult<()> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| item.run(c, head))).unwrap_or_else(
+        |_| {
+            tracing::error!("a write panicked; rolling its changes back");
+            Err(StoreError::Unavailable(
+                "the write failed on an internal error".into(),
+            ))
+        },
+    )
 }
 
 impl Drop for Flush {
@@ -904,12 +923,15 @@ mod tests {
         env: EnvName,
         n: i64,
         end: &'static str,
+        atomic: bool,
         reply: Option<oneshot::Sender<StoreResult<()>>>,
     }
 
     impl Shared for Trial {
         fn run(&mut self, c: &Connection, head: &mut Head) -> StoreResult<()> {
-            append_to(c, head, &Author::system(), &[resolution(&self.env, self.n)])?;
+            let at = coffer_store::Timestamp::from_millis(self.n);
+            let changes = [resolution(&self.env, self.n), Change::keys_rewrapped(1, at)];
+            append_to(c, head, &Author::system(), &changes)?;
             match self.end {
                 "fail" => Err(StoreError::Corrupt("a row of this write".into())),
                 "panic" => panic!("a write that panics"),
@@ -921,6 +943,10 @@ mod tests {
             if let Some(reply) = self.reply.take() {
                 let _ = reply.send(outcome);
             }
+        }
+
+        fn atomic(&self) -> bool {
+            self.atomic
         }
     }
 
@@ -941,6 +967,7 @@ mod tests {
                 env: env.name.clone(),
                 n: n as i64,
                 end,
+                atomic: false,
                 reply: Some(reply),
             };
             store
@@ -970,7 +997,19 @@ mod tests {
             .await
             .expect("audit");
         let added: Vec<i64> = after[before.len()..].iter().map(|r| r.at).collect();
-        assert_eq!(added, [0, 2, 4], "the rows of the writes that committed");
+        assert_eq!(
+            added,
+            [0, 0, 2, 2, 4, 4],
+            "the rows of the writes that committed"
+        );
+        // Their events too, numbered on from the head with no gap.
+        let events = store.events_after(0, 100).await.expect("events");
+        let ids: Vec<u64> = events.iter().map(|e| e.id).collect();
+        assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
+        let rewrapped = events
+            .iter()
+            .filter(|e| e.subject == "system.keys.rewrapped");
+        assert_eq!(rewrapped.count(), 3);
         for pair in after.windows(2) {
             assert_eq!(pair[1].seq, pair[0].seq + 1);
             assert_eq!(pair[1].prev_hash, pair[0].hash, "row {}", pair[1].seq);
@@ -978,6 +1017,39 @@ mod tests {
         for row in &after {
             assert_eq!(row.hash, row.expected_hash(), "row {}", row.seq);
         }
+
+        // An atomic write has no savepoint of its own: failing other than by a refusal, it
+        // fails the whole job, and nothing of the job is kept.
+        let release = crate::hold_writer(&store.writer);
+        let mut answers = Vec::new();
+        for (n, end) in ["ok", "fail"].into_iter().enumerate() {
+            let (reply, answer) = oneshot::channel();
+            let trial = Trial {
+                env: env.name.clone(),
+                n: 10 + n as i64,
+                end,
+                atomic: true,
+                reply: Some(reply),
+            };
+            store
+                .combiner
+                .queue(&store.writer, Box::new(trial))
+                .expect("queued");
+            answers.push(answer);
+        }
+        release.send(()).expect("release");
+        for answer in answers {
+            let outcome = answer.await.expect("answered");
+            assert!(
+                matches!(outcome, Err(StoreError::Corrupt(_))),
+                "{outcome:?}"
+            );
+        }
+        let (last, _) = store
+            .audit(&AuditQuery::default(), 1_000)
+            .await
+            .expect("audit");
+        assert_eq!(last.len(), after.len());
     }
 
     /// A flush job dropped before it ran (the writer stopped) answers whoever waits.

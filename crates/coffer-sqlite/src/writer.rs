@@ -273,7 +273,7 @@ fn commit_batch(
     }
 }
 
-fn step(conn: &Connection, sql: &str) -> StoreResult<()> {
+pub(crate) fn step(conn: &Connection, sql: &str) -> StoreResult<()> {
     conn.prepare_cached(sql)
         .and_then(|mut s| s.execute([]))
         .map(drop)

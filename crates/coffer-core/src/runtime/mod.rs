@@ -113,8 +113,8 @@ pub struct FunctionView {
 }
 
 impl FunctionView {
-    /// Parses `record`'s definition, without [`SpecCache`] (a function being written, a page
-    /// of the listing: read once, not worth an entry).
+    /// Parses `record`'s definition, without [`SpecCache`] (a function being written or
+    /// deleted, a page of the listing: read once, not worth an entry).
     pub(crate) fn new(record: FunctionRecord) -> Result<Self, CoreError> {
         let spec = Arc::new(ParsedSpec::parse(&record)?);
         Ok(FunctionView { record, spec })
