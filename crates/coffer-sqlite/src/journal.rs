@@ -8,6 +8,7 @@ use coffer_store::{
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::oneshot;
@@ -136,12 +137,13 @@ pub(crate) fn append_to(
 /// Small writes waiting for the writer thread to run them in one job: a resolution's audit
 /// rows, an event's send, a run's end.
 ///
-/// Whoever finds the queue empty sends one writer job; when it runs, that job runs
-/// everything queued by then, reading and writing the journal head once, each write in a
-/// savepoint of its own (so a write that fails, or is refused, is undone alone) and
-/// checking its actor in the transaction as [`append`]'s callers do.
-/// Under load a writer batch thus holds one job for all the small writes that came in
-/// while the last batch committed, instead of one job (and a head read and write) each.
+/// A writer job is sent whenever those on their way could not take every write waiting;
+/// when it runs, it takes up to [`MAX_COMBINED`] of them, the oldest first, and runs them
+/// with one read and write of the journal head, each checking its actor in the transaction
+/// as [`append`]'s callers do, and each in a savepoint of its own unless it is
+/// [`Shared::atomic`] (so a write that fails, or is refused, is undone alone). Under load a
+/// writer batch thus holds one job for the small writes that came in while the last batch
+/// committed, instead of one job (and a head read and write) each.
 /// Each caller hears back once its rows are durable (or that it was refused, or that
 /// the write failed). At most as many wait as the writer's queue holds ([`MAX_QUEUED`]);
 /// past that a write is refused at once with [`StoreError::Overloaded`].
@@ -169,15 +171,38 @@ pub(crate) trait Shared: Send + 'static {
     }
 }
 
-type Pending = Arc<Mutex<Vec<Box<dyn Shared>>>>;
+/// Most writes one shared job runs: a send may start up to a thousand runs, and one job is
+/// one stretch of the writer's transaction that every other write waits behind.
+const MAX_COMBINED: usize = 256;
 
-/// How many writes wait in `combiner` (for tests that hold the writer).
-#[cfg(test)]
-pub(crate) fn queued(combiner: &Combiner) -> usize {
-    lock(&combiner.pending).len()
+/// The writes waiting, and the shared jobs sent for them and not yet run: each job takes up
+/// to [`MAX_COMBINED`] from the front, and a job is sent whenever the ones on their way
+/// could not take them all (`items.len() <= jobs * MAX_COMBINED`), so none is left behind.
+#[derive(Default)]
+struct Waiting {
+    items: VecDeque<Box<dyn Shared>>,
+    jobs: usize,
 }
 
-fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, Vec<Box<dyn Shared>>> {
+impl Waiting {
+    /// What one job takes.
+    fn share(&mut self) -> Vec<Box<dyn Shared>> {
+        self.jobs = self.jobs.saturating_sub(1);
+        let n = self.items.len().min(MAX_COMBINED);
+        self.items.drain(..n).collect()
+    }
+}
+
+type Pending = Arc<Mutex<Waiting>>;
+
+/// How many writes wait in `combiner`, and how many jobs were sent for them (for tests
+/// that hold the writer).
+#[cfg(test)]
+pub(crate) fn queued(combiner: &Combiner) -> usize {
+    lock(&combiner.pending).items.len()
+}
+
+fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, Waiting> {
     pending.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -194,27 +219,31 @@ impl Combiner {
         answer.await.map_err(|_| stopped())?
     }
 
-    /// Queues `item` for the next shared job, and sends that job if none is on its way.
+    /// Queues `item` for a shared job, and sends one unless those on their way will take it.
     /// Refused at once, dropping `item`, when [`MAX_QUEUED`] already wait.
     pub(crate) fn queue(&self, writer: &Writer, item: Box<dyn Shared>) -> StoreResult<()> {
-        let first = {
-            let mut pending = lock(&self.pending);
+        let send = {
+            let mut waiting = lock(&self.pending);
             // As bounded as the writer's own queue.
-            if pending.len() >= MAX_QUEUED {
+            if waiting.items.len() >= MAX_QUEUED {
                 return Err(StoreError::Overloaded);
             }
-            pending.push(item);
-            pending.len() == 1
+            waiting.items.push_back(item);
+            let send = waiting.items.len() > waiting.jobs * MAX_COMBINED;
+            if send {
+                waiting.jobs += 1;
+            }
+            send
         };
-        if first {
+        if send {
             let refusal = Arc::new(OnceLock::new());
             let flush = Flush {
                 pending: Some(self.pending.clone()),
                 refusal: refusal.clone(),
             };
             let job: Job = Box::new(move |c| flush.run(c));
-            // Refused (a full queue): the job, dropped at once, answers everyone queued
-            // for it with the refusal; whoever comes after finds the queue empty.
+            // Refused (a full queue): the job, dropped at once, answers its share of those
+            // waiting with the refusal; the jobs on their way take the rest.
             if let Err((e, job)) = writer.submit(job) {
                 let _ = refusal.set(e);
                 drop(job);
@@ -264,7 +293,7 @@ impl Shared for Appended {
 }
 
 /// The writer job of a [`Combiner`]. Dropped unrun (the writer refused it, stopped, or
-/// could not begin its batch), it answers whoever is queued with an error.
+/// could not begin its batch), it answers its share of those waiting with an error.
 struct Flush {
     pending: Option<Pending>,
     /// Why it was dropped unrun, when the writer refused it.
@@ -274,7 +303,7 @@ struct Flush {
 impl Flush {
     fn run(mut self, c: &Connection) -> (bool, Finish) {
         let mut taken = match self.pending.take() {
-            Some(pending) => std::mem::take(&mut *lock(&pending)),
+            Some(pending) => lock(&pending).share(),
             None => Vec::new(),
         };
         let mut outcomes = Vec::with_capacity(taken.len());
@@ -345,7 +374,7 @@ impl Drop for Flush {
     fn drop(&mut self) {
         if let Some(pending) = self.pending.take() {
             let error = self.refusal.get().cloned().unwrap_or_else(stopped);
-            let items = std::mem::take(&mut *lock(&pending));
+            let items = lock(&pending).share();
             for item in items {
                 item.answer(Err(error.clone()));
             }
@@ -779,7 +808,7 @@ mod tests {
             }));
         }
         let began = std::time::Instant::now();
-        while lock(&store.combiner.pending).len() < 40 {
+        while queued(&store.combiner) < 40 {
             assert!(
                 began.elapsed() < std::time::Duration::from_secs(10),
                 "not queued"
@@ -859,7 +888,7 @@ mod tests {
                 "{refused:?}"
             );
         }
-        assert!(lock(&store.combiner.pending).is_empty());
+        assert_eq!(queued(&store.combiner), 0);
         release.send(()).expect("release");
         // The queue drains in the writer's own time; until then, still refused.
         let queue = &store.combiner;
@@ -880,7 +909,7 @@ mod tests {
         for _ in 0..MAX_QUEUED {
             let (item, answer) = Appended::item(Actor::System, Vec::new());
             answers.push(answer);
-            lock(&store.combiner.pending).push(item);
+            lock(&store.combiner.pending).items.push_back(item);
         }
         let append = store
             .combiner
@@ -892,7 +921,7 @@ mod tests {
             matches!(refused, Err(StoreError::Overloaded)),
             "{refused:?}"
         );
-        assert_eq!(lock(&store.combiner.pending).len(), MAX_QUEUED);
+        assert_eq!(queued(&store.combiner), MAX_QUEUED);
     }
 
     /// The live streams' watch moves after a commit that wrote an event, and not after
@@ -1052,18 +1081,71 @@ mod tests {
         assert_eq!(last.len(), after.len());
     }
 
+    /// However many writes wait, one shared job takes at most [`MAX_COMBINED`]: a job is
+    /// sent for each such share, and every write is answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_shared_job_takes_a_bounded_share() {
+        let (_dir, store, env) = crate::store_with_env("prod").await;
+        let release = crate::hold_writer(&store.writer);
+        let mut answers = Vec::new();
+        for n in 0..2 * MAX_COMBINED + 1 {
+            let (reply, answer) = oneshot::channel();
+            let trial = Trial {
+                env: env.name.clone(),
+                n: n as i64,
+                end: "ok",
+                atomic: false,
+                reply: Some(reply),
+            };
+            store
+                .combiner
+                .queue(&store.writer, Box::new(trial))
+                .expect("queued");
+            answers.push(answer);
+        }
+        assert_eq!(lock(&store.combiner.pending).jobs, 3);
+        release.send(()).expect("release");
+        for answer in answers {
+            let answered = tokio::time::timeout(std::time::Duration::from_secs(10), answer);
+            answered
+                .await
+                .expect("not left behind")
+                .expect("answered")
+                .expect("written");
+        }
+        assert_eq!(queued(&store.combiner), 0);
+        assert_eq!(lock(&store.combiner.pending).jobs, 0);
+        // What one job takes, and what it leaves to the others.
+        let mut waiting = Waiting::default();
+        for n in 0..MAX_COMBINED + 1 {
+            let (reply, _) = oneshot::channel();
+            waiting.items.push_back(Box::new(Trial {
+                env: env.name.clone(),
+                n: n as i64,
+                end: "ok",
+                atomic: false,
+                reply: Some(reply),
+            }));
+        }
+        waiting.jobs = 2;
+        assert_eq!(waiting.share().len(), MAX_COMBINED);
+        assert_eq!((waiting.items.len(), waiting.jobs), (1, 1));
+        assert_eq!(waiting.share().len(), 1);
+        assert_eq!((waiting.items.len(), waiting.jobs), (0, 0));
+    }
+
     /// A flush job dropped before it ran (the writer stopped) answers whoever waits.
     #[tokio::test]
     async fn a_flush_dropped_unrun_answers_with_an_error() {
         let queue = Combiner::default();
         let (item, answer) = Appended::item(Actor::System, Vec::new());
-        lock(&queue.pending).push(item);
+        lock(&queue.pending).items.push_back(item);
         drop(Flush {
             pending: Some(queue.pending.clone()),
             refusal: Arc::default(),
         });
         assert!(matches!(answer.await, Ok(Err(StoreError::Unavailable(_)))));
-        assert!(lock(&queue.pending).is_empty());
+        assert_eq!(queued(&queue), 0);
     }
 
     /// An audit row edited to a cell of the wrong type does not stop every reader of the
