@@ -183,12 +183,21 @@ impl RunStore for PgStore {
         .await
     }
 
-    async fn due_runs(&self, query: &LeaseQuery, at: Timestamp) -> StoreResult<Vec<RunRecord>> {
+    async fn due_runs(
+        &self,
+        query: &LeaseQuery,
+        at: Timestamp,
+        skip: &[RunId],
+    ) -> StoreResult<Vec<RunRecord>> {
         if query.takes_nothing() {
             return Ok(Vec::new());
         }
         let mut sql = QueryBuilder::new(format!("SELECT {COLUMNS} FROM runs"));
         push_due(&mut sql, query, at);
+        if !skip.is_empty() {
+            let skip: Vec<&str> = skip.iter().map(RunId::as_str).collect();
+            sql.push(" AND NOT (id = ANY(").push_bind(skip).push("))");
+        }
         sql.push(format!(" ORDER BY {DUE}, id LIMIT "))
             .push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
         let mut c = self.acquire().await?;

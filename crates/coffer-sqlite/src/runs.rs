@@ -115,11 +115,25 @@ impl RunStore for SqliteStore {
             .await
     }
 
-    async fn due_runs(&self, query: &LeaseQuery, at: Timestamp) -> StoreResult<Vec<RunRecord>> {
+    async fn due_runs(
+        &self,
+        query: &LeaseQuery,
+        at: Timestamp,
+        skip: &[RunId],
+    ) -> StoreResult<Vec<RunRecord>> {
         let rows = self.read(|c| {
-            let due = oldest_due(c, query, at)?;
+            // The ids (from covering indexes) past the skipped ones; then only the rows kept.
+            let wider = LeaseQuery {
+                limit: query.limit.saturating_add(skip.len()).min(MAX_LEASE),
+                ..query.clone()
+            };
+            let skip: std::collections::HashSet<&str> = skip.iter().map(RunId::as_str).collect();
+            let due = oldest_due(c, &wider, at)?
+                .into_iter()
+                .filter(|id| !skip.contains(id.as_str()))
+                .take(query.limit);
             let mut one = c.prepare_cached(&format!("SELECT {COLUMNS} FROM runs WHERE id = ?1"))?;
-            let mut rows = Vec::with_capacity(due.len());
+            let mut rows = Vec::with_capacity(query.limit.min(MAX_LEASE));
             for id in due {
                 if let Some(row) = one.query_row([id], columns).optional()? {
                     rows.push(row);

@@ -616,9 +616,15 @@ pub trait RunStore: Send + Sync + 'static {
     ) -> StoreResult<Vec<RunRecord>>;
 
     /// Up to `query.limit` runs that [`RunStore::lease`] could take at `at`, in its order,
-    /// without taking them: a read, for a caller that builds a run's job before it leases it
+    /// passing over those in `skip` (runs the caller's node is already taking), without
+    /// taking them: a read, for a caller that builds a run's job before it leases it
     /// ([`RunStore::lease_claimed`]). `query.lease_until` is not used.
-    async fn due_runs(&self, query: &LeaseQuery, at: Timestamp) -> StoreResult<Vec<RunRecord>>;
+    async fn due_runs(
+        &self,
+        query: &LeaseQuery,
+        at: Timestamp,
+        skip: &[RunId],
+    ) -> StoreResult<Vec<RunRecord>>;
 
     /// Leases each claimed run that is still as it was read — due at `at`, at the claim's
     /// attempts — as [`RunStore::lease`] does (one more attempt, the lease `lease_until`,

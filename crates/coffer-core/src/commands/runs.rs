@@ -20,8 +20,12 @@ use crate::{Coffer, CoreError, Principal};
 /// to the journal, which every node watches.
 const POLL_INTERVAL: Duration = Duration::from_millis(1000);
 
-/// Most due runs one poll reads at once.
-const MAX_DUE_READ: usize = 64;
+/// Due runs one poll reads at once: the one it takes, and one more should another poll
+/// take that one first.
+const DUE_READ: usize = 2;
+
+/// Most runs that other polls here are taking that a poll's read passes over.
+const MAX_SKIPPED: usize = 64;
 
 /// Reads in a row a poll makes without waiting when every run it tried was taken by
 /// another poll meanwhile.
@@ -183,18 +187,24 @@ impl Command for PollRun {
                 environment: Some(self.env.clone()),
                 functions: Some(functions.clone()),
                 mode: RunMode::Pull,
-                // Enough to reach past the runs other polls here have claimed, within a
-                // bound (a read returns whole runs, their event data included).
-                limit: (claims.len() + 4).min(MAX_DUE_READ),
+                // A read returns whole runs (their event data included): the one to take
+                // and one more, past those other polls here are taking (passed over in
+                // the read, up to a bound).
+                limit: DUE_READ,
                 lease_until: Timestamp::now(),
             };
             let (mut taken, mut lost) = (None, false);
-            for run in coffer.catalog.due_runs(&query, Timestamp::now()).await? {
+            let skip = claims.held(MAX_SKIPPED);
+            for run in coffer
+                .catalog
+                .due_runs(&query, Timestamp::now(), &skip)
+                .await?
+            {
                 let mut claimed = match claims.claim(&run.id) {
                     Ok(claimed) => claimed,
-                    Err(Passed::Held) => continue,
-                    // Listed by a read older than its lease: so may the rest be.
-                    Err(Passed::Leased) => {
+                    // Claimed here since the read (or past the bound), or listed by a read
+                    // older than its lease: there may be more due behind.
+                    Err(Passed::Held | Passed::Leased) => {
                         lost = true;
                         continue;
                     }

@@ -202,9 +202,9 @@ impl Claims {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// How many runs are claimed now.
-    pub(crate) fn len(&self) -> usize {
-        self.state().held.len()
+    /// Up to `max` of the runs claimed now.
+    pub(crate) fn held(&self, max: usize) -> Vec<RunId> {
+        self.state().held.iter().take(max).cloned().collect()
     }
 
     /// Claims `run`, unless another poll here holds it or leased it lately (which says);
@@ -429,13 +429,13 @@ mod tests {
         let run = RunId::generate(coffer_store::Timestamp::now()).unwrap();
         let first = claims.claim(&run).expect("free");
         assert_eq!(claims.claim(&run).err(), Some(Passed::Held));
-        assert_eq!(claims.len(), 1);
+        assert_eq!(claims.held(10).len(), 1);
         drop(first);
-        assert_eq!(claims.len(), 0);
+        assert_eq!(claims.held(10).len(), 0);
         let mut second = claims.claim(&run).expect("free again");
         second.leased();
         drop(second);
-        assert_eq!(claims.len(), 0);
+        assert_eq!(claims.held(10).len(), 0);
         assert_eq!(claims.claim(&run).err(), Some(Passed::Leased));
         let other = RunId::generate(coffer_store::Timestamp::now()).unwrap();
         assert!(claims.claim(&other).is_ok(), "another run is not passed by");

@@ -1473,7 +1473,7 @@ pub async fn a_poll_reads_its_functions_due_runs_oldest_first_past_other_backlog
     let ids = |runs: Vec<RunRecord>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
     let expected = [a1[0].clone(), b2[0].clone(), b1[0].clone(), a2[0].clone()];
     let read = store
-        .due_runs(&poll(&["b", "a", "b"], 10), at(100))
+        .due_runs(&poll(&["b", "a", "b"], 10), at(100), &[])
         .await
         .unwrap();
     assert_eq!(
@@ -1482,12 +1482,12 @@ pub async fn a_poll_reads_its_functions_due_runs_oldest_first_past_other_backlog
         "oldest due first, each once, no other function's"
     );
     let read = store
-        .due_runs(&poll(&["a", "b"], 2), at(100))
+        .due_runs(&poll(&["a", "b"], 2), at(100), &[])
         .await
         .unwrap();
     assert_eq!(ids(read), expected[..2], "the oldest up to the limit");
     let read = store
-        .due_runs(&poll(&["b", "a"], 10), at(32))
+        .due_runs(&poll(&["b", "a"], 10), at(32), &[])
         .await
         .unwrap();
     assert_eq!(
@@ -1495,10 +1495,16 @@ pub async fn a_poll_reads_its_functions_due_runs_oldest_first_past_other_backlog
         expected[..2],
         "b1's lease has not ended at 32, a2 is not due"
     );
-    let read = store.due_runs(&poll(&["z"], 3), at(100)).await.unwrap();
+    let read = store
+        .due_runs(&poll(&["z"], 3), at(100), &[])
+        .await
+        .unwrap();
     assert_eq!(read.len(), 3);
     assert!(read.iter().all(|r| backlog.contains(&r.id)));
-    let read = store.due_runs(&poll(&["y"], 10), at(100)).await.unwrap();
+    let read = store
+        .due_runs(&poll(&["y"], 10), at(100), &[])
+        .await
+        .unwrap();
     assert!(read.is_empty(), "a function with no run");
 
     // One function holds all the oldest: an even share of each is not enough, and the
@@ -1506,15 +1512,39 @@ pub async fn a_poll_reads_its_functions_due_runs_oldest_first_past_other_backlog
     let a3 = enqueue(&*store, &prod, vec![new_run("a", RunMode::Pull, 45)], 45).await;
     enqueue(&*store, &prod, vec![new_run("d", RunMode::Pull, 200)], 200).await;
     let read = store
-        .due_runs(&poll(&["d", "a"], 3), at(300))
+        .due_runs(&poll(&["d", "a"], 3), at(300), &[])
         .await
         .unwrap();
     assert_eq!(ids(read), [a1[0].clone(), a2[0].clone(), a3[0].clone()]);
     let read = store
-        .due_runs(&poll(&["d", "a"], 0), at(300))
+        .due_runs(&poll(&["d", "a"], 0), at(300), &[])
         .await
         .unwrap();
     assert!(read.is_empty(), "a limit of 0 reads nothing");
+    // Runs passed over (the ones the caller's node is taking): the next ones instead, in
+    // order, up to the limit; an id that is not due changes nothing.
+    let all = [a1[0].clone(), a2[0].clone(), a3[0].clone()];
+    let skip = [a1[0].clone(), function_run_id_not_due()];
+    let read = store
+        .due_runs(&poll(&["d", "a"], 2), at(300), &skip)
+        .await
+        .unwrap();
+    assert_eq!(ids(read), all[1..]);
+    let read = store
+        .due_runs(&poll(&["a"], 1), at(300), &all[..2])
+        .await
+        .unwrap();
+    assert_eq!(ids(read), all[2..]);
+    let read = store
+        .due_runs(&poll(&["a"], 3), at(300), &all)
+        .await
+        .unwrap();
+    assert!(read.is_empty(), "every due run passed over");
+}
+
+/// A run id that names no run.
+fn function_run_id_not_due() -> RunId {
+    RunId::generate(Timestamp::from_millis(1)).unwrap()
 }
 
 /// `due_runs` reads what a lease would take, in its order, taking nothing; `lease_claimed`
@@ -1542,10 +1572,10 @@ pub async fn a_claimed_run_is_leased_once_with_its_resolution(store: Arc<impl Ca
     .await;
     let query = pull_query(&prod.name, 10, 1_000);
     assert!(
-        store.due_runs(&query, at(5)).await.unwrap().is_empty(),
+        store.due_runs(&query, at(5), &[]).await.unwrap().is_empty(),
         "not due yet"
     );
-    let due = store.due_runs(&query, at(100)).await.unwrap();
+    let due = store.due_runs(&query, at(100), &[]).await.unwrap();
     let due_ids: Vec<RunId> = due.iter().map(|r| r.id.clone()).collect();
     assert_eq!(due_ids, ids[..3], "pull runs, oldest due first");
     let only_a = LeaseQuery {
@@ -1553,13 +1583,13 @@ pub async fn a_claimed_run_is_leased_once_with_its_resolution(store: Arc<impl Ca
         limit: 1,
         ..query.clone()
     };
-    let first = store.due_runs(&only_a, at(100)).await.unwrap();
+    let first = store.due_runs(&only_a, at(100), &[]).await.unwrap();
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].id, ids[0]);
     assert_eq!(first[0].status, RunStatus::Queued);
     assert_eq!(first[0].attempts, 0);
     assert_eq!(
-        store.due_runs(&query, at(100)).await.unwrap().len(),
+        store.due_runs(&query, at(100), &[]).await.unwrap().len(),
         3,
         "reading takes nothing"
     );
@@ -1597,7 +1627,7 @@ pub async fn a_claimed_run_is_leased_once_with_its_resolution(store: Arc<impl Ca
         .unwrap();
     assert!(again.is_empty(), "a run is leased once per attempt");
     // A run leased by `lease` since it was read is not taken either; the next is.
-    let read = store.due_runs(&query, at(100)).await.unwrap();
+    let read = store.due_runs(&query, at(100), &[]).await.unwrap();
     assert_eq!(read.len(), 2, "the leased run is no longer due");
     store
         .lease(
@@ -1632,8 +1662,14 @@ pub async fn a_claimed_run_is_leased_once_with_its_resolution(store: Arc<impl Ca
         ]
     );
     // Not due before its lease expires; then claimed at the attempt it was read at.
-    assert!(store.due_runs(&query, at(999)).await.unwrap().is_empty());
-    let expired = store.due_runs(&query, at(1_000)).await.unwrap();
+    assert!(
+        store
+            .due_runs(&query, at(999), &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let expired = store.due_runs(&query, at(1_000), &[]).await.unwrap();
     assert_eq!(expired.len(), 3);
     assert_eq!(expired[0].id, ids[0]);
     let retaken = store
@@ -1656,7 +1692,10 @@ pub async fn a_claimed_run_is_leased_once_with_its_resolution(store: Arc<impl Ca
         matches!(refused, Err(StoreError::ActorRevoked)),
         "{refused:?}"
     );
-    assert_eq!(store.due_runs(&query, at(1_000)).await.unwrap().len(), 2);
+    assert_eq!(
+        store.due_runs(&query, at(1_000), &[]).await.unwrap().len(),
+        2
+    );
 }
 
 /// Four callers reading and claiming at once: each run is leased to one of them.
@@ -1669,7 +1708,7 @@ pub async fn racing_claims_hand_each_run_to_one_holder(store: Arc<impl Catalog>)
             let mut mine = Vec::new();
             loop {
                 let due = store
-                    .due_runs(&pull_query(&name, 3, 0), at(100))
+                    .due_runs(&pull_query(&name, 3, 0), at(100), &[])
                     .await
                     .unwrap();
                 if due.is_empty() {
