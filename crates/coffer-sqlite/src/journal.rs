@@ -156,8 +156,9 @@ pub(crate) struct Combiner {
 pub(crate) trait Shared: Send + 'static {
     /// Makes its changes and appends their journal rows onto `head`, with [`append_to`]
     /// only: [`append`] would read the head from the database, behind the one the job
-    /// carries, and fork the chain. It runs in a savepoint of its own: an `Err` (or a
-    /// panic) undoes its changes and restores `head`, and the others go on.
+    /// carries, and fork the chain. Unless it is [`Shared::atomic`] it runs in a savepoint
+    /// of its own: an `Err` (or a panic) undoes its changes and restores `head`, and the
+    /// others go on.
     fn run(&mut self, c: &Connection, head: &mut Head) -> StoreResult<()>;
     /// Answers the caller, once the job's fate is known: `Ok` when its changes are durable.
     fn answer(self: Box<Self>, outcome: StoreResult<()>);
@@ -195,8 +196,7 @@ impl Waiting {
 
 type Pending = Arc<Mutex<Waiting>>;
 
-/// How many writes wait in `combiner`, and how many jobs were sent for them (for tests
-/// that hold the writer).
+/// How many writes wait in `combiner` (for tests that hold the writer).
 #[cfg(test)]
 pub(crate) fn queued(combiner: &Combiner) -> usize {
     lock(&combiner.pending).items.len()
@@ -214,8 +214,25 @@ impl Combiner {
         actor: Actor,
         changes: Vec<Change>,
     ) -> StoreResult<()> {
-        let (item, answer) = Appended::item(actor, changes);
-        self.queue(writer, item)?;
+        self.submit(writer, |reply| {
+            Box::new(Appended {
+                actor,
+                changes,
+                reply,
+            })
+        })
+        .await
+    }
+
+    /// Queues the write `item` makes with its [`Reply`], and returns its result once it is
+    /// durable (or why it was refused, or failed).
+    pub(crate) async fn submit<T>(
+        &self,
+        writer: &Writer,
+        item: impl FnOnce(Reply<T>) -> Box<dyn Shared>,
+    ) -> StoreResult<T> {
+        let (to, answer) = oneshot::channel();
+        self.queue(writer, item(Reply { result: None, to }))?;
         answer.await.map_err(|_| stopped())?
     }
 
@@ -253,20 +270,46 @@ impl Combiner {
     }
 }
 
+/// Where the caller of a [`Shared`] write hears back: the result the write sets as it runs,
+/// sent once the job's fate is known.
+pub(crate) struct Reply<T> {
+    result: Option<T>,
+    to: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T> Reply<T> {
+    /// What the write made, sent if its job commits.
+    pub(crate) fn set(&mut self, result: T) {
+        self.result = Some(result);
+    }
+
+    /// Answers with `outcome`, or with the result set when it is `Ok`.
+    pub(crate) fn send(self, outcome: StoreResult<()>) {
+        let answer = outcome.and_then(|()| {
+            self.result
+                .ok_or_else(|| StoreError::Unavailable("a write was not run".into()))
+        });
+        // The caller may have gone away (client disconnected); the write stands.
+        let _ = self.to.send(answer);
+    }
+}
+
 /// Audit rows that change nothing else (a resolution's).
 struct Appended {
     actor: Actor,
     changes: Vec<Change>,
-    reply: oneshot::Sender<StoreResult<()>>,
+    reply: Reply<()>,
 }
 
+#[cfg(test)]
 impl Appended {
     /// The queued write, and where its caller hears back.
     fn item(
         actor: Actor,
         changes: Vec<Change>,
     ) -> (Box<dyn Shared>, oneshot::Receiver<StoreResult<()>>) {
-        let (reply, answer) = oneshot::channel();
+        let (to, answer) = oneshot::channel();
+        let reply = Reply { result: None, to };
         let item = Appended {
             actor,
             changes,
@@ -279,7 +322,9 @@ impl Appended {
 impl Shared for Appended {
     fn run(&mut self, c: &Connection, head: &mut Head) -> StoreResult<()> {
         let author = check_actor(c, &self.actor)?;
-        append_to(c, head, &author, &self.changes)
+        append_to(c, head, &author, &self.changes)?;
+        self.reply.set(());
+        Ok(())
     }
 
     fn atomic(&self) -> bool {
@@ -287,8 +332,7 @@ impl Shared for Appended {
     }
 
     fn answer(self: Box<Self>, outcome: StoreResult<()>) {
-        // The caller may have gone away (client disconnected); the rows stand.
-        let _ = self.reply.send(outcome);
+        self.reply.send(outcome);
     }
 }
 
@@ -807,14 +851,7 @@ mod tests {
                     .await
             }));
         }
-        let began = std::time::Instant::now();
-        while queued(&store.combiner) < 40 {
-            assert!(
-                began.elapsed() < std::time::Duration::from_secs(10),
-                "not queued"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
+        crate::wait_queued(&store.combiner, 40).await;
         release.send(()).expect("release");
         let mut refused = 0;
         for (n, task) in tasks.into_iter().enumerate() {
@@ -842,12 +879,7 @@ mod tests {
                 .iter()
                 .all(|r| r.actor.key_id.as_deref() == Some("ak_01"))
         );
-        for pair in rows.windows(2) {
-            assert_eq!(pair[1].prev_hash, pair[0].hash, "row {}", pair[1].seq);
-        }
-        for row in &rows {
-            assert_eq!(row.hash, row.expected_hash(), "row {}", row.seq);
-        }
+        crate::assert_chain(&rows);
     }
 
     /// A full writer queue refuses the resolutions waiting with it, and leaves nothing
@@ -956,6 +988,31 @@ mod tests {
         reply: Option<oneshot::Sender<StoreResult<()>>>,
     }
 
+    impl Trial {
+        /// Queues a trial in `store`'s combiner; its caller's answer.
+        fn queue(
+            store: &SqliteStore,
+            env: &EnvName,
+            n: i64,
+            end: &'static str,
+            atomic: bool,
+        ) -> oneshot::Receiver<StoreResult<()>> {
+            let (reply, answer) = oneshot::channel();
+            let trial = Trial {
+                env: env.clone(),
+                n,
+                end,
+                atomic,
+                reply: Some(reply),
+            };
+            store
+                .combiner
+                .queue(&store.writer, Box::new(trial))
+                .expect("queued");
+            answer
+        }
+    }
+
     impl Shared for Trial {
         fn run(&mut self, c: &Connection, head: &mut Head) -> StoreResult<()> {
             let at = coffer_store::Timestamp::from_millis(self.n);
@@ -991,19 +1048,7 @@ mod tests {
         let release = crate::hold_writer(&store.writer);
         let mut answers = Vec::new();
         for (n, end) in ["ok", "fail", "ok", "panic", "ok"].into_iter().enumerate() {
-            let (reply, answer) = oneshot::channel();
-            let trial = Trial {
-                env: env.name.clone(),
-                n: n as i64,
-                end,
-                atomic: false,
-                reply: Some(reply),
-            };
-            store
-                .combiner
-                .queue(&store.writer, Box::new(trial))
-                .expect("queued");
-            answers.push(answer);
+            answers.push(Trial::queue(&store, &env.name, n as i64, end, false));
         }
         assert_eq!(queued(&store.combiner), 5);
         release.send(()).expect("release");
@@ -1041,30 +1086,15 @@ mod tests {
         assert_eq!(rewrapped.count(), 3);
         for pair in after.windows(2) {
             assert_eq!(pair[1].seq, pair[0].seq + 1);
-            assert_eq!(pair[1].prev_hash, pair[0].hash, "row {}", pair[1].seq);
         }
-        for row in &after {
-            assert_eq!(row.hash, row.expected_hash(), "row {}", row.seq);
-        }
+        crate::assert_chain(&after);
 
         // An atomic write has no savepoint of its own: failing other than by a refusal, it
         // fails the whole job, and nothing of the job is kept.
         let release = crate::hold_writer(&store.writer);
         let mut answers = Vec::new();
         for (n, end) in ["ok", "fail"].into_iter().enumerate() {
-            let (reply, answer) = oneshot::channel();
-            let trial = Trial {
-                env: env.name.clone(),
-                n: 10 + n as i64,
-                end,
-                atomic: true,
-                reply: Some(reply),
-            };
-            store
-                .combiner
-                .queue(&store.writer, Box::new(trial))
-                .expect("queued");
-            answers.push(answer);
+            answers.push(Trial::queue(&store, &env.name, 10 + n as i64, end, true));
         }
         release.send(()).expect("release");
         for answer in answers {
@@ -1089,19 +1119,7 @@ mod tests {
         let release = crate::hold_writer(&store.writer);
         let mut answers = Vec::new();
         for n in 0..2 * MAX_COMBINED + 1 {
-            let (reply, answer) = oneshot::channel();
-            let trial = Trial {
-                env: env.name.clone(),
-                n: n as i64,
-                end: "ok",
-                atomic: false,
-                reply: Some(reply),
-            };
-            store
-                .combiner
-                .queue(&store.writer, Box::new(trial))
-                .expect("queued");
-            answers.push(answer);
+            answers.push(Trial::queue(&store, &env.name, n as i64, "ok", false));
         }
         assert_eq!(lock(&store.combiner.pending).jobs, 3);
         release.send(()).expect("release");

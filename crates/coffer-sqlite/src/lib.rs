@@ -358,6 +358,30 @@ pub(crate) async fn retry_while_overloaded<T>(
     }
 }
 
+/// Asserts that `rows` (in sequence order, from the first) are one valid hash chain.
+#[cfg(test)]
+pub(crate) fn assert_chain(rows: &[coffer_store::AuditRecord]) {
+    for pair in rows.windows(2) {
+        assert_eq!(pair[1].prev_hash, pair[0].hash, "row {}", pair[1].seq);
+    }
+    for row in rows {
+        assert_eq!(row.hash, row.expected_hash(), "row {}", row.seq);
+    }
+}
+
+/// Waits (up to 10 s) until `n` writes wait in `combiner`.
+#[cfg(test)]
+pub(crate) async fn wait_queued(combiner: &journal::Combiner, n: usize) {
+    let began = std::time::Instant::now();
+    while journal::queued(combiner) < n {
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(10),
+            "not queued"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn test_env(name: &str) -> coffer_store::Environment {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);

@@ -15,7 +15,7 @@ use coffer_store::{
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
-use crate::journal::{Head, Shared, append, append_to, check_actor};
+use crate::journal::{Head, Reply, Shared, append, append_to, check_actor};
 use crate::secrets::check_environment;
 use crate::{SqliteStore, corrupt, unavailable};
 
@@ -37,18 +37,18 @@ impl RunStore for SqliteStore {
         at: Timestamp,
         actor: &Actor,
     ) -> StoreResult<Enqueued> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let sending = Sending {
-            env: env.clone(),
-            event: event.clone(),
-            runs,
-            at,
-            actor: actor.clone(),
-            enqueued: None,
-            reply,
+        let (env, event, actor) = (env.clone(), event.clone(), actor.clone());
+        let send = |reply| -> Box<dyn Shared> {
+            Box::new(Sending {
+                env,
+                event,
+                runs,
+                at,
+                actor,
+                reply,
+            })
         };
-        self.combiner.queue(&self.writer, Box::new(sending))?;
-        answer.await.map_err(|_| crate::writer::stopped())?
+        self.combiner.submit(&self.writer, send).await
     }
 
     async fn get_run(&self, env: &EnvName, id: &RunId) -> StoreResult<Option<RunRecord>> {
@@ -242,19 +242,19 @@ impl RunStore for SqliteStore {
         at: Timestamp,
         actor: &Actor,
     ) -> StoreResult<RunRecord> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let ending = Ending {
-            env: env.clone(),
-            id: id.clone(),
-            attempt,
-            outcome: Some(outcome),
-            at,
-            actor: actor.clone(),
-            ended: None,
-            reply,
+        let (env, id, actor) = (env.clone(), id.clone(), actor.clone());
+        let end = |reply| -> Box<dyn Shared> {
+            Box::new(Ending {
+                env,
+                id,
+                attempt,
+                outcome: Some(outcome),
+                at,
+                actor,
+                reply,
+            })
         };
-        self.combiner.queue(&self.writer, Box::new(ending))?;
-        answer.await.map_err(|_| crate::writer::stopped())?
+        self.combiner.submit(&self.writer, end).await
     }
 
     async fn record_resolutions(&self, batch: &[Resolution], actor: &Actor) -> StoreResult<()> {
@@ -310,8 +310,7 @@ struct Sending {
     runs: Vec<NewRun>,
     at: Timestamp,
     actor: Actor,
-    enqueued: Option<Enqueued>,
-    reply: tokio::sync::oneshot::Sender<StoreResult<Enqueued>>,
+    reply: Reply<Enqueued>,
 }
 
 impl Shared for Sending {
@@ -322,7 +321,7 @@ impl Shared for Sending {
         if let Some(key) = &event.idempotency_key {
             if let Some(first) = remembered(c, &env.id, key, at)? {
                 let runs = runs_of_send(c, &env.id, key, first)?;
-                self.enqueued = Some(Enqueued {
+                self.reply.set(Enqueued {
                     runs,
                     replayed: true,
                 });
@@ -345,7 +344,7 @@ impl Shared for Sending {
             started.push((run.id, run.function_id));
         }
         append_to(c, head, &author, &changes)?;
-        self.enqueued = Some(Enqueued {
+        self.reply.set(Enqueued {
             runs: started,
             replayed: false,
         });
@@ -353,14 +352,7 @@ impl Shared for Sending {
     }
 
     fn answer(self: Box<Self>, outcome: StoreResult<()>) {
-        let Sending {
-            enqueued, reply, ..
-        } = *self;
-        let enqueued = outcome.and_then(|()| {
-            enqueued.ok_or_else(|| StoreError::Unavailable("a send was not written".into()))
-        });
-        // The caller may have gone away; the send stands.
-        let _ = reply.send(enqueued);
+        self.reply.send(outcome);
     }
 }
 
@@ -373,8 +365,7 @@ struct Ending {
     outcome: Option<RunOutcome>,
     at: Timestamp,
     actor: Actor,
-    ended: Option<RunRecord>,
-    reply: tokio::sync::oneshot::Sender<StoreResult<RunRecord>>,
+    reply: Reply<RunRecord>,
 }
 
 impl Shared for Ending {
@@ -430,17 +421,12 @@ impl Shared for Ending {
             crate::orchestrations::wake_flow(c, &link.flow, self.at)?;
         }
         append_to(c, head, &author, &[Change::run_changed(&run)])?;
-        self.ended = Some(run);
+        self.reply.set(run);
         Ok(())
     }
 
     fn answer(self: Box<Self>, outcome: StoreResult<()>) {
-        let Ending { ended, reply, .. } = *self;
-        let ended = outcome.and_then(|()| {
-            ended.ok_or_else(|| StoreError::Unavailable("a run's end was not written".into()))
-        });
-        // The caller may have gone away; the run's end stands.
-        let _ = reply.send(ended);
+        self.reply.send(outcome);
     }
 }
 
@@ -1276,14 +1262,7 @@ mod tests {
                 queue.append(&store.writer, who, vec![change]).await
             })
         };
-        let began = std::time::Instant::now();
-        while crate::journal::queued(&store.combiner) < 7 {
-            assert!(
-                began.elapsed() < std::time::Duration::from_secs(10),
-                "not queued"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
+        crate::wait_queued(&store.combiner, 7).await;
         release.send(()).expect("release");
 
         let mut outcomes = Vec::new();
@@ -1330,12 +1309,7 @@ mod tests {
             added.iter().filter(|a| **a == "function.resolved").count(),
             1
         );
-        for pair in after.windows(2) {
-            assert_eq!(pair[1].prev_hash, pair[0].hash, "row {}", pair[1].seq);
-        }
-        for row in &after {
-            assert_eq!(row.hash, row.expected_hash(), "row {}", row.seq);
-        }
+        crate::assert_chain(&after);
     }
 
     /// Sends queued behind a busy writer are written by one job, each with its own
@@ -1409,14 +1383,7 @@ mod tests {
                 store.enqueue(&env, &event, runs, at, &who).await
             }));
             // In this order: the second send must find the first's receipt.
-            let began = std::time::Instant::now();
-            while crate::journal::queued(&queue_of.combiner) < n as usize + 1 {
-                assert!(
-                    began.elapsed() < std::time::Duration::from_secs(10),
-                    "not queued"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            }
+            crate::wait_queued(&queue_of.combiner, n as usize + 1).await;
         }
         release.send(()).expect("release");
         let mut outcomes = Vec::new();
@@ -1461,11 +1428,6 @@ mod tests {
             .expect("audit");
         // One event received and two runs queued: the first send's, nothing else.
         assert_eq!(after.len() - before.len(), 3);
-        for pair in after.windows(2) {
-            assert_eq!(pair[1].prev_hash, pair[0].hash, "row {}", pair[1].seq);
-        }
-        for row in &after {
-            assert_eq!(row.hash, row.expected_hash(), "row {}", row.seq);
-        }
+        crate::assert_chain(&after);
     }
 }
