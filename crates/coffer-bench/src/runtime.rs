@@ -113,9 +113,11 @@ pub async fn bench(
         paths: vec![],
     });
     analyze()?;
+    mark("resolve", warmup);
     let resolve_cpu = cpu(duration);
     let resolve = resolve_phase(&as_runtime, connections, warmup, duration).await;
     analyze()?;
+    mark("pulled", warmup);
     let pulled_cpu = cpu(duration);
     let pulled = pull_phase(
         &target,
@@ -127,6 +129,7 @@ pub async fn bench(
     )
     .await;
     analyze()?;
+    mark("pulled_sdk", warmup);
     let pulled_sdk_cpu = cpu(duration);
     let pulled_sdk = pull_phase(
         &target,
@@ -139,6 +142,7 @@ pub async fn bench(
     .await;
     fill_queue(&target).await?;
     analyze()?;
+    mark("filled", warmup);
     let filled_cpu = cpu(duration);
     let filled = pull_phase(
         &target,
@@ -150,9 +154,11 @@ pub async fn bench(
     )
     .await;
     analyze()?;
+    mark("pushed", warmup);
     let pushed_cpu = cpu(duration);
     let pushed = push_phase(&target, &latencies, PUSH_SENDERS, warmup, duration).await;
     analyze()?;
+    mark("pushed_wide", warmup);
     let pushed_wide_cpu = cpu(duration);
     let pushed_wide = push_phase(&target, &latencies, PUSH_SENDERS * 4, warmup, duration).await;
     let mut cpus = Vec::new();
@@ -243,6 +249,15 @@ pub async fn bench(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Tells on stderr when a phase starts and when its measured part does, so that a profiler
+/// attached to the server can be lined up with one phase.
+fn mark(phase: &str, warmup: Duration) {
+    eprintln!(
+        "phase {phase}: measured from {} ms after this line",
+        warmup.as_millis()
+    );
 }
 
 /// On PostgreSQL (`COFFER_BENCH_DATABASE_URL`), `ANALYZE` before a phase: what autovacuum's

@@ -69,6 +69,7 @@ impl RunStore for PgStore {
                     return Ok(Enqueued {
                         runs: first,
                         replayed: true,
+                        leased: Vec::new(),
                     });
                 }
                 let records: Vec<RunRecord> = runs
@@ -79,13 +80,23 @@ impl RunStore for PgStore {
                 let count = records.len() as u64;
                 let changes: Vec<Change> =
                     std::iter::once(Change::event_received(&env.name, &event.name, count, at))
-                        .chain(records.iter().map(Change::run_changed))
+                        .chain(records.iter().map(|r| {
+                            Change::run_status(&env.name, &r.id, RunStatus::Queued, 0, at)
+                        }))
                         .collect();
                 append(&mut tx, &author, &changes);
+                let (leased, _): (Vec<RunRecord>, Vec<RunRecord>) = records
+                    .iter()
+                    .cloned()
+                    .partition(|r| r.status == RunStatus::Running);
+                // Leased as the send inserted them: by Coffer, as the dispatcher's lease is.
+                let leases: Vec<Change> = leased.iter().map(Change::run_changed).collect();
+                append(&mut tx, &Author::system(), &leases);
                 tx.keep();
                 Ok(Enqueued {
                     runs: records.into_iter().map(|r| (r.id, r.function_id)).collect(),
                     replayed: false,
+                    leased,
                 })
             })
         })
@@ -588,7 +599,7 @@ async fn receive(
 }
 
 /// A run as [`RunStore::enqueue`] starts it in the incarnation `env_id` of `env`: queued,
-/// due at `at`, with `event`'s name and data.
+/// due at `at` (or leased at `at`: [`NewRun::leased_until`]), with `event`'s name and data.
 pub(crate) fn queued(
     env: &EnvName,
     env_id: &EnvId,
@@ -606,18 +617,21 @@ pub(crate) fn queued(
         event_data: event.data.clone(),
         trigger_params: r.trigger_params,
         step: r.step,
-        status: RunStatus::Queued,
-        attempts: 0,
+        status: match r.leased_until {
+            None => RunStatus::Queued,
+            Some(_) => RunStatus::Running,
+        },
+        attempts: u32::from(r.leased_until.is_some()),
         output: None,
         error: None,
-        lease_expires_at: None,
+        lease_expires_at: r.leased_until,
         next_attempt_at: at,
         created_at: at,
         updated_at: at,
     }
 }
 
-/// Inserts `runs` (all [`queued`] in the incarnation `env_id` of `env` for `event`) in one
+/// Inserts `runs` (all [`queued`], or leased, in the incarnation `env_id` of `env` for `event`) in one
 /// statement.
 pub(crate) async fn insert_runs(
     c: &mut PgConnection,
@@ -632,6 +646,7 @@ pub(crate) async fn insert_runs(
     }
     let mut cols: (Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
     let mut links: (Vec<Option<&str>>, Vec<Option<&str>>) = Default::default();
+    let mut leases: Vec<Option<i64>> = Vec::with_capacity(runs.len());
     for r in runs {
         cols.0.push(r.id.as_str());
         cols.1.push(r.function_id.as_str());
@@ -639,15 +654,19 @@ pub(crate) async fn insert_runs(
         cols.3.push(&r.trigger_params);
         links.0.push(r.step.as_ref().map(|s| s.flow.as_str()));
         links.1.push(r.step.as_ref().map(|s| s.step.as_str()));
+        leases.push(r.lease_expires_at.map(Timestamp::millis));
     }
     sqlx::query(
         "INSERT INTO runs (id, environment, environment_id, function_id, mode, event_name,
-             event_data, trigger_params, status, attempts, next_attempt_at, idempotency_key,
-             created_at, updated_at, flow_id, step_id)
-         SELECT r.id, $5, $6, r.function_id, r.mode, $7, $8, r.trigger_params, 'queued', 0,
+             event_data, trigger_params, status, attempts, lease_expires_at, next_attempt_at,
+             idempotency_key, created_at, updated_at, flow_id, step_id)
+         SELECT r.id, $5, $6, r.function_id, r.mode, $7, $8, r.trigger_params,
+             CASE WHEN r.lease IS NULL THEN 'queued' ELSE 'running' END,
+             CASE WHEN r.lease IS NULL THEN 0 ELSE 1 END, r.lease,
              $9, $10, $9, $9, r.flow_id, r.step_id
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $11::text[], $12::text[])
-              AS r(id, function_id, mode, trigger_params, flow_id, step_id)",
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $11::text[], $12::text[],
+                     $13::bigint[])
+              AS r(id, function_id, mode, trigger_params, flow_id, step_id, lease)",
     )
     .bind(cols.0)
     .bind(cols.1)
@@ -661,6 +680,7 @@ pub(crate) async fn insert_runs(
     .bind(event.idempotency_key.as_deref())
     .bind(links.0)
     .bind(links.1)
+    .bind(leases)
     .execute(&mut *c)
     .await
     .map_err(db)?;

@@ -15,7 +15,7 @@ use coffer_store::{
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
-use crate::journal::{Head, Reply, Shared, append, append_to, check_actor};
+use crate::journal::{Author, Head, Reply, Shared, append, append_to, check_actor};
 use crate::secrets::check_environment;
 use crate::{SqliteStore, corrupt, unavailable};
 
@@ -324,6 +324,7 @@ impl Shared for Sending {
                 self.reply.set(Enqueued {
                     runs,
                     replayed: true,
+                    leased: Vec::new(),
                 });
                 return Ok(());
             }
@@ -337,16 +338,29 @@ impl Shared for Sending {
             runs.len() as u64,
             at,
         ));
-        let mut started = Vec::with_capacity(runs.len());
+        let (mut started, mut leased) = (Vec::with_capacity(runs.len()), Vec::new());
         for run in runs {
             let run = insert_run(c, &env.name, &env.id, event, run, at)?;
-            changes.push(Change::run_changed(&run));
-            started.push((run.id, run.function_id));
+            changes.push(Change::run_status(
+                &env.name,
+                &run.id,
+                RunStatus::Queued,
+                0,
+                at,
+            ));
+            started.push((run.id.clone(), run.function_id.clone()));
+            if run.status == RunStatus::Running {
+                leased.push(run);
+            }
         }
         append_to(c, head, &author, &changes)?;
+        // Leased as the send inserted them: by Coffer, as the dispatcher's lease is.
+        let leases: Vec<Change> = leased.iter().map(Change::run_changed).collect();
+        append_to(c, head, &Author::system(), &leases)?;
         self.reply.set(Enqueued {
             runs: started,
             replayed: false,
+            leased,
         });
         Ok(())
     }
@@ -434,8 +448,9 @@ const COLUMNS: &str = "id, environment, environment_id, function_id, mode, event
      event_data, trigger_params, status, attempts, output, error, lease_expires_at, \
      next_attempt_at, created_at, updated_at, flow_id, step_id";
 
-/// Inserts `run` into the incarnation `env_id` of `env`, queued and due at `at`, as
-/// `event` started it (an event's send, or an orchestration step), and returns it.
+/// Inserts `run` into the incarnation `env_id` of `env`, queued and due at `at` (or
+/// leased at `at`: [`NewRun::leased_until`]), as `event` started it (an event's send, or
+/// an orchestration step), and returns it.
 pub(crate) fn insert_run(
     c: &Connection,
     env: &EnvName,
@@ -452,9 +467,12 @@ pub(crate) fn insert_run(
     let row = c
         .prepare_cached(&format!(
             "INSERT INTO runs (id, environment, environment_id, function_id, mode,
-                 event_name, event_data, trigger_params, status, attempts,
+                 event_name, event_data, trigger_params, status, attempts, lease_expires_at,
                  next_attempt_at, idempotency_key, created_at, updated_at, flow_id, step_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', 0, ?9, ?10, ?9, ?9, ?11, ?12)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,
+                 CASE WHEN ?13 IS NULL THEN 'queued' ELSE 'running' END,
+                 CASE WHEN ?13 IS NULL THEN 0 ELSE 1 END, ?13,
+                 ?9, ?10, ?9, ?9, ?11, ?12)
              ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
         ))
         .and_then(|mut s| {
@@ -472,6 +490,7 @@ pub(crate) fn insert_run(
                     event.idempotency_key,
                     flow_id,
                     step_id,
+                    run.leased_until.map(Timestamp::millis),
                 ],
                 columns,
             )
@@ -1005,6 +1024,7 @@ mod tests {
             mode: RunMode::Pull,
             trigger_params: "{}".into(),
             step: None,
+            leased_until: None,
         };
         let event = EventSend {
             name: "order.created".into(),
@@ -1183,6 +1203,7 @@ mod tests {
                 mode: RunMode::Pull,
                 trigger_params: "{}".into(),
                 step: None,
+                leased_until: None,
             })
             .collect();
         let event = EventSend {
@@ -1355,6 +1376,7 @@ mod tests {
                     mode: RunMode::Pull,
                     trigger_params: "{}".into(),
                     step: None,
+                    leased_until: None,
                 })
                 .collect()
         };

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     ApiKeyId, ApiKeyMeta, ConfigEntry, ConfigPutOutcome, EnvName, Environment, FlowRecord,
     FunctionPutOutcome, FunctionRecord, OrchestrationPutOutcome, OrchestrationRecord, PutOutcome,
-    Resolution, Revision, RunRecord, RunStatus, SecretMeta, Timestamp,
+    Resolution, Revision, RunId, RunRecord, RunStatus, SecretMeta, Timestamp,
 };
 
 /// The hash the first audit row chains from.
@@ -522,20 +522,32 @@ impl Change {
     /// A run changed status: the change is named after the status it has now, its
     /// revision is its number of attempts.
     pub fn run_changed(run: &RunRecord) -> Self {
-        let action = match run.status {
+        Change::run_status(
+            &run.environment,
+            &run.id,
+            run.status,
+            run.attempts,
+            run.updated_at,
+        )
+    }
+
+    /// A run of `env` has `status` at `attempts` since `at` (see [`Change::run_changed`]).
+    pub fn run_status(
+        env: &EnvName,
+        id: &RunId,
+        status: RunStatus,
+        attempts: u32,
+        at: Timestamp,
+    ) -> Self {
+        let action = match status {
             RunStatus::Queued => Action::RunQueued,
             RunStatus::Running => Action::RunRunning,
             RunStatus::Succeeded => Action::RunSucceeded,
             RunStatus::Failed => Action::RunFailed,
         };
         Change {
-            revision: Some(u64::from(run.attempts)),
-            ..Change::new(
-                action,
-                Some(run.environment.clone()),
-                Some(run.id.to_string()),
-                run.updated_at,
-            )
+            revision: Some(u64::from(attempts)),
+            ..Change::new(action, Some(env.clone()), Some(id.to_string()), at)
         }
     }
 }

@@ -398,6 +398,12 @@ pub struct NewRun {
     pub trigger_params: String,
     /// The orchestration step starting it (`None` for an event's run).
     pub step: Option<StepLink>,
+    /// `Some(until)`: inserted already leased until then, as a lease at the send's time
+    /// would leave it (running, attempt 1), for the push dispatcher of the node that
+    /// sends it to deliver at once, without a lease write of its own. Its journal says it
+    /// was queued, then leased by Coffer itself (`system`), as the dispatcher's lease does.
+    /// `None`: queued.
+    pub leased_until: Option<Timestamp>,
 }
 
 /// The orchestration step a function run executes: its job gets that step's encrypted
@@ -419,6 +425,9 @@ pub struct Enqueued {
     pub runs: Vec<(RunId, FunctionId)>,
     /// Whether the key was seen before (nothing was written).
     pub replayed: bool,
+    /// The runs it inserted leased ([`NewRun::leased_until`]), whole, in the order given;
+    /// empty for a replay.
+    pub leased: Vec<RunRecord>,
 }
 
 /// Which runs [`RunStore::lease`] may take.

@@ -85,10 +85,25 @@ impl Command for SendEvent {
                     },
                     trigger_params: "{}".into(),
                     step: None,
+                    leased_until: None,
                 });
             }
         }
-        let push = runs.iter().any(|r| r.mode == RunMode::Push);
+        // Push runs that find free delivery slots on this node are inserted leased and
+        // handed to its dispatcher: no lease write of their own.
+        let handoff = coffer.runtime.handoff();
+        let mut slots = Vec::new();
+        if let Some(handoff) = &handoff {
+            let until = now.after_millis(crate::runtime::push::PUSH_LEASE_MS);
+            for run in runs.iter_mut().filter(|r| r.mode == RunMode::Push) {
+                let Some(slot) = handoff.slot() else { break };
+                run.leased_until = Some(until);
+                slots.push(slot);
+            }
+        }
+        let push = runs
+            .iter()
+            .any(|r| r.mode == RunMode::Push && r.leased_until.is_none());
         let pulled: Vec<FunctionId> = runs
             .iter()
             .filter(|r| r.mode == RunMode::Pull)
@@ -99,7 +114,7 @@ impl Command for SendEvent {
             data,
             idempotency_key: self.idempotency_key,
         };
-        let done = match coffer
+        let mut done = match coffer
             .catalog
             .enqueue(&incarnation, &send, runs, now, &who.actor())
             .await
@@ -107,6 +122,12 @@ impl Command for SendEvent {
             Err(StoreError::NotFound) => return Err(CoreError::EnvironmentNotFound(self.env)),
             other => other?,
         };
+        // (A replay inserted nothing: its slots are given back as they drop.)
+        if let Some(handoff) = handoff {
+            for (run, slot) in std::mem::take(&mut done.leased).into_iter().zip(slots) {
+                handoff.deliver(run, slot);
+            }
+        }
         if !done.replayed {
             if push {
                 coffer.runtime.push_wake.notify_one();

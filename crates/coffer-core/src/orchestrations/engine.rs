@@ -314,6 +314,7 @@ async fn take_steps(coffer: &Coffer, flow: FlowRecord) -> Result<(), CoreError> 
                                         flow: flow.id.clone(),
                                         step: c.id.clone(),
                                     }),
+                                    leased_until: None,
                                 },
                                 event_name: format!(
                                     "orchestration.{}.{}",

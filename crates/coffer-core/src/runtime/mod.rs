@@ -80,9 +80,25 @@ pub(crate) struct Runtime {
     pub(crate) flow_wake: tokio::sync::Notify,
     /// Functions' parsed definitions.
     pub(crate) specs: SpecCache,
+    /// The push dispatcher running on this node, to hand it the push runs a send leases
+    /// as it inserts them; `None` when none runs.
+    handoff: std::sync::Mutex<Option<Arc<push::Handoff>>>,
 }
 
 impl Runtime {
+    /// The running push dispatcher's [`push::Handoff`], if one runs.
+    pub(crate) fn handoff(&self) -> Option<Arc<push::Handoff>> {
+        self.handoff
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Set by the push dispatcher as it starts, cleared as it stops.
+    fn set_handoff(&self, handoff: Option<Arc<push::Handoff>>) {
+        *self.handoff.lock().unwrap_or_else(|p| p.into_inner()) = handoff;
+    }
+
     /// Wakes this node's orchestration machine.
     pub(crate) fn wake_flows(&self) {
         self.flow_wake.notify_one();
@@ -99,6 +115,7 @@ impl Default for Runtime {
             claims: waiters::Claims::default(),
             flow_wake: tokio::sync::Notify::new(),
             specs: SpecCache::default(),
+            handoff: std::sync::Mutex::new(None),
         }
     }
 }

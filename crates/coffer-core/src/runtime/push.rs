@@ -5,6 +5,10 @@
 //!   goes to one of them at a time. A node that dies mid-delivery leaves the lease to
 //!   expire, and the run is delivered again (at least once; `runId` and `attempt` let the
 //!   function de-duplicate).
+//! - A send on this node whose push runs find free slots, with no run known to wait in the
+//!   queue, inserts them already leased and hands them over ([`Handoff`]): one write per
+//!   run fewer than queueing it for the dispatcher to lease. Otherwise they are queued, and
+//!   the dispatcher leases them in due order.
 //! - Bounded: at most `push_concurrency` deliveries in flight on a node, and at most the
 //!   function's `concurrency` per function; a response body is read up to
 //!   [`MAX_RESPONSE_BYTES`].
@@ -13,6 +17,7 @@
 //!   status (4xx, a redirect — redirects are not followed): failed, no retry.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,7 +32,7 @@ use crate::Coffer;
 
 /// How long a push run is leased before its delivery starts; a function whose timeout is
 /// longer gets its lease extended before the POST.
-const PUSH_LEASE_MS: u64 = 30_000;
+pub(crate) const PUSH_LEASE_MS: u64 = 30_000;
 
 /// Most runs leased by one query.
 const LEASE_BATCH: usize = 64;
@@ -52,6 +57,45 @@ const MAX_BACKOFF_MS: u64 = 300_000;
 /// expires.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// A leased run handed to the dispatcher, with the delivery slot it holds.
+type Handed = (RunRecord, tokio::sync::OwnedSemaphorePermit);
+
+/// How a send on this node gives its push runs to the running dispatcher, leased as they
+/// were inserted ([`coffer_store::NewRun::leased_until`]).
+pub(crate) struct Handoff {
+    /// The dispatcher's delivery slots: a run handed over holds one until its delivery
+    /// ends, so what waits to be handed over is bounded by them too.
+    slots: Arc<tokio::sync::Semaphore>,
+    /// Set while push runs may be waiting in the queue (the dispatcher's last lease took
+    /// as many as it asked for, or a send found no free slot): sends then queue theirs
+    /// behind them rather than overtake them.
+    backlog: AtomicBool,
+    /// To the dispatcher.
+    runs: tokio::sync::mpsc::UnboundedSender<Handed>,
+}
+
+impl Handoff {
+    /// A delivery slot for one push run of a send, when one is free and no run is known
+    /// to wait for one.
+    pub(crate) fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if self.backlog.load(Ordering::Relaxed) {
+            return None;
+        }
+        let slot = self.slots.clone().try_acquire_owned().ok();
+        if slot.is_none() {
+            self.backlog.store(true, Ordering::Relaxed);
+        }
+        slot
+    }
+
+    /// Gives the dispatcher `run`, leased by its send with `slot` taken.
+    pub(crate) fn deliver(&self, run: RunRecord, slot: tokio::sync::OwnedSemaphorePermit) {
+        // A dispatcher that stopped meanwhile leaves the run leased: it is delivered again
+        // once its lease expires, as a delivery cut by a stop is.
+        let _ = self.runs.send((run, slot));
+    }
+}
+
 /// Runs the dispatcher until `stop` resolves, then stops leasing and waits up to
 /// [`SHUTDOWN_GRACE`] for the deliveries in flight.
 pub async fn run(coffer: Arc<Coffer>, stop: impl std::future::Future<Output = ()>) {
@@ -70,9 +114,24 @@ pub async fn run(coffer: Arc<Coffer>, stop: impl std::future::Future<Output = ()
         coffer.runtime.options.push_concurrency.max(1),
     ));
     let per_function: Arc<Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>> = Arc::default();
+    let (handing, mut handed) = tokio::sync::mpsc::unbounded_channel::<Handed>();
+    let handoff = Arc::new(Handoff {
+        slots: slots.clone(),
+        // Runs queued before this start may wait: the first lease tells.
+        backlog: AtomicBool::new(true),
+        runs: handing,
+    });
+    coffer.runtime.set_handoff(Some(handoff.clone()));
     tokio::pin!(stop);
     let mut journal = super::other_writers(&coffer);
     let mut in_flight = tokio::task::JoinSet::new();
+    let spawn = |in_flight: &mut tokio::task::JoinSet<()>, (run, slot): Handed| {
+        let (coffer, client, per_function) = (coffer.clone(), client.clone(), per_function.clone());
+        in_flight.spawn(async move {
+            deliver(&coffer, &client, &per_function, run).await;
+            drop(slot);
+        });
+    };
     loop {
         let woken = coffer.runtime.push_wake.notified();
         super::mark_seen(&mut journal);
@@ -90,20 +149,19 @@ pub async fn run(coffer: Arc<Coffer>, stop: impl std::future::Future<Output = ()
             match coffer.catalog.lease(&query, now, &Actor::System).await {
                 Ok(runs) => {
                     leased_full = runs.len() == free;
+                    handoff.backlog.store(leased_full, Ordering::Relaxed);
                     for run in runs {
                         let Ok(slot) = slots.clone().acquire_owned().await else {
                             return;
                         };
-                        let (coffer, client, per_function) =
-                            (coffer.clone(), client.clone(), per_function.clone());
-                        in_flight.spawn(async move {
-                            deliver(&coffer, &client, &per_function, run).await;
-                            drop(slot);
-                        });
+                        spawn(&mut in_flight, (run, slot));
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "the push dispatcher could not lease runs"),
             }
+        }
+        while let Ok(run) = handed.try_recv() {
+            spawn(&mut in_flight, run);
         }
         // Ended deliveries leave the set (it holds only what is in flight).
         while in_flight.try_join_next().is_some() {}
@@ -112,6 +170,12 @@ pub async fn run(coffer: Arc<Coffer>, stop: impl std::future::Future<Output = ()
         }
         tokio::select! {
             _ = &mut stop => {
+                // No send hands this dispatcher runs from now on; those handed already are
+                // delivered with the others in flight.
+                coffer.runtime.set_handoff(None);
+                while let Ok(run) = handed.try_recv() {
+                    spawn(&mut in_flight, run);
+                }
                 let drained = async { while in_flight.join_next().await.is_some() {} };
                 if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
                     tracing::warn!(
@@ -122,6 +186,7 @@ pub async fn run(coffer: Arc<Coffer>, stop: impl std::future::Future<Output = ()
                 return;
             }
             _ = woken => {}
+            Some(run) = handed.recv() => spawn(&mut in_flight, run),
             Ok(()) = super::changed(&mut journal) => {}
             // A delivery that ended frees a slot for a run that could not be taken.
             Some(_) = in_flight.join_next(), if slots.available_permits() == 0 => {}
@@ -398,5 +463,32 @@ mod tests {
             }
         }
         assert!(backoff_ms(u32::MAX) <= MAX_BACKOFF_MS);
+    }
+
+    #[test]
+    fn a_send_that_finds_no_slot_makes_the_next_ones_queue_until_the_dispatcher_says() {
+        let (runs, _handed) = tokio::sync::mpsc::unbounded_channel();
+        let handoff = Handoff {
+            slots: Arc::new(tokio::sync::Semaphore::new(1)),
+            backlog: AtomicBool::new(true),
+            runs,
+        };
+        assert!(
+            handoff.slot().is_none(),
+            "a run may wait: none until a lease tells"
+        );
+        handoff.backlog.store(false, Ordering::Relaxed);
+        let taken = handoff.slot().expect("a free slot");
+        assert!(handoff.slot().is_none(), "every slot taken");
+        drop(taken);
+        assert!(
+            handoff.slot().is_none(),
+            "a run was queued for want of a slot: later sends queue behind it"
+        );
+        handoff.backlog.store(false, Ordering::Relaxed);
+        assert!(
+            handoff.slot().is_some(),
+            "the dispatcher leased the queue empty"
+        );
     }
 }

@@ -638,6 +638,119 @@ async fn a_push_delivery_is_signed_retried_after_a_500_and_redacted() {
     dispatcher.await.unwrap();
 }
 
+/// A gated endpoint's state: the run ids it received, and its gate.
+type Gated = (Arc<Mutex<Vec<String>>>, Arc<tokio::sync::Semaphore>);
+
+/// A local endpoint that records each delivery's run id and answers 200 only as `gate`
+/// lets it (one permit per answer).
+async fn gated_endpoint(gate: Arc<tokio::sync::Semaphore>) -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let state: Gated = (seen.clone(), gate);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            |axum::extract::State((seen, gate)): axum::extract::State<Gated>,
+             body: axum::body::Bytes| async move {
+                let job: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                seen.lock()
+                    .unwrap()
+                    .push(job["runId"].as_str().unwrap().to_owned());
+                gate.acquire().await.unwrap().forget();
+                "{}"
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app.with_state(state)).await.unwrap();
+    });
+    (format!("http://{addr}/hook"), seen)
+}
+
+/// A send whose push run finds a free delivery slot inserts it leased and hands it to the
+/// dispatcher (running as the send returns); with every slot taken, runs are queued, and
+/// later sends queue theirs behind them rather than overtake them until the dispatcher has
+/// leased the queue empty; then sends hand their runs over again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_hand_push_runs_over_while_slots_are_free_and_queue_behind_a_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let (options, store) = options(dir.path(), ring(1, &[(1, K1)])).await;
+    let (mut coffer, report) = options.start().await.unwrap();
+    ensure_test_admin(&*store).await;
+    coffer.set_runtime_options(coffer_core::runtime::RuntimeOptions {
+        push_concurrency: 1,
+        ..Default::default()
+    });
+    let n = Node {
+        coffer: Arc::new(coffer),
+        store,
+        report,
+    };
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (url, seen) = gated_endpoint(gate.clone()).await;
+    register_push(&n.coffer, "charge", &url, 0).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let dispatcher = tokio::spawn(coffer_core::runtime::push::run(n.coffer.clone(), async {
+        let _ = stopped.await;
+    }));
+    let status = |id: RunId| {
+        let store = n.store.clone();
+        async move {
+            let r = store.get_run(&env(), &id).await.unwrap().unwrap();
+            (r.status, r.attempts)
+        }
+    };
+    // The dispatcher's first lease finds no backlog (it starts with one assumed).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first = send_event(&n.coffer, "order.created").await.remove(0);
+    assert_eq!(
+        status(first.clone()).await,
+        (RunStatus::Running, 1),
+        "handed over"
+    );
+    let second = send_event(&n.coffer, "order.created").await.remove(0);
+    assert_eq!(
+        status(second.clone()).await,
+        (RunStatus::Queued, 0),
+        "no slot"
+    );
+    // Due order is by time, then by id (random within a millisecond).
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let third = send_event(&n.coffer, "order.created").await.remove(0);
+    assert_eq!(
+        status(third.clone()).await,
+        (RunStatus::Queued, 0),
+        "behind the backlog"
+    );
+    gate.add_permits(3);
+    for run in [&first, &second, &third] {
+        assert_eq!(ended(&n, run).await.status, RunStatus::Succeeded);
+    }
+    let order = seen.lock().unwrap().clone();
+    assert_eq!(
+        order,
+        [first.to_string(), second.to_string(), third.to_string()]
+    );
+    // Once a lease of the dispatcher finds fewer runs than it has slots, sends hand their
+    // runs over again.
+    let mut handed = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let run = send_event(&n.coffer, "order.created").await.remove(0);
+        gate.add_permits(1);
+        let now = status(run.clone()).await;
+        ended(&n, &run).await;
+        if now == (RunStatus::Running, 1) {
+            handed = true;
+            break;
+        }
+    }
+    assert!(handed, "sends hand runs over again once the queue is empty");
+    let _ = stop.send(());
+    dispatcher.await.unwrap();
+}
+
 /// A 4xx is final: no retry; the run failed with the status in its error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_answered_400_is_not_retried() {

@@ -23,6 +23,7 @@ fn new_run(ms: i64) -> NewRun {
         mode: RunMode::Pull,
         trigger_params: "{}".into(),
         step: None,
+        leased_until: None,
     }
 }
 

@@ -124,6 +124,7 @@ fn step_run(flow: &OrchestrationRunId, step_id: &str, ms: i64) -> StepRun {
                 flow: flow.clone(),
                 step: step_id.to_owned(),
             }),
+            leased_until: None,
         },
         event_name: format!("orchestration.o.{step_id}"),
         event_data: r#"{"from":"step"}"#.to_owned(),

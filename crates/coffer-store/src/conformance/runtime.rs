@@ -20,6 +20,7 @@ macro_rules! runtime_conformance {
             a_signing_replacement_never_lands_on_a_newer_function,
             functions_and_runs_go_with_their_environment,
             an_event_starts_its_runs_and_journals_them,
+            a_send_may_insert_its_runs_leased,
             runs_are_listed_newest_first_filtered_and_paginated,
             an_idempotency_key_starts_runs_once_per_environment_and_window,
             racing_sends_with_one_idempotency_key_start_runs_once,
@@ -137,6 +138,7 @@ fn new_run(function: &str, mode: RunMode, ms: i64) -> NewRun {
         mode,
         trigger_params: "{}".to_owned(),
         step: None,
+        leased_until: None,
     }
 }
 
@@ -919,6 +921,110 @@ pub async fn an_event_starts_its_runs_and_journals_them(store: Arc<impl Catalog>
     let received = audit_rows(&*store, "event.received").await;
     assert_eq!(received.len(), 2);
     assert_eq!(received[1].count, 0);
+}
+
+/// A send may insert runs already leased ([`NewRun::leased_until`]): running at attempt
+/// 1 until then, returned whole in [`Enqueued::leased`], journaled queued by the sender
+/// and then running by `system` (as a lease is); not due to any lease before it expires,
+/// finished by its attempt, and due again once it expires, as any leased run.
+pub async fn a_send_may_insert_its_runs_leased(store: Arc<impl Catalog>) {
+    let prod = new_environment(&*store, "prod", 1).await;
+    let admin = api_key("ak_0a", Role::Admin, "ha");
+    store.insert_api_key(&admin, &Actor::System).await.unwrap();
+    let head = store.last_event_id().await.unwrap();
+    let mut runs = vec![
+        new_run("a", RunMode::Push, 20),
+        new_run("b", RunMode::Push, 20),
+        new_run("c", RunMode::Push, 20),
+    ];
+    runs[0].leased_until = Some(at(500));
+    runs[2].leased_until = Some(at(500));
+    let ids: Vec<RunId> = runs.iter().map(|r| r.id.clone()).collect();
+    let done = store
+        .enqueue(
+            &prod,
+            &send("order.created", None),
+            runs,
+            at(20),
+            &key_actor(&admin),
+        )
+        .await
+        .unwrap();
+    assert!(!done.replayed);
+    assert_eq!(done.runs.len(), 3);
+    let leased: Vec<&RunId> = done.leased.iter().map(|r| &r.id).collect();
+    assert_eq!(leased, [&ids[0], &ids[2]]);
+    for run in &done.leased {
+        let stored = store.get_run(&prod.name, &run.id).await.unwrap().unwrap();
+        assert_eq!(&stored, run, "returned as stored");
+        assert_eq!(stored.status, RunStatus::Running);
+        assert_eq!(stored.attempts, 1);
+        assert_eq!(stored.lease_expires_at, Some(at(500)));
+        assert_eq!((stored.created_at, stored.updated_at), (at(20), at(20)));
+        assert_eq!(stored.event_data, r#"{"n":1}"#);
+    }
+    let queued = store.get_run(&prod.name, &ids[1]).await.unwrap().unwrap();
+    assert_eq!((queued.status, queued.attempts), (RunStatus::Queued, 0));
+    assert_eq!(queued.lease_expires_at, None);
+    assert_eq!(
+        subjects_after(&*store, head).await,
+        [
+            format!("system.run.{}.queued", ids[0]),
+            format!("system.run.{}.queued", ids[1]),
+            format!("system.run.{}.queued", ids[2]),
+            format!("system.run.{}.running", ids[0]),
+            format!("system.run.{}.running", ids[2]),
+        ]
+    );
+    let queued_rows = audit_rows(&*store, "run.queued").await;
+    assert!(
+        queued_rows
+            .iter()
+            .all(|r| r.actor.key_id.as_deref() == Some("ak_0a") && r.revision == Some(0)),
+        "{queued_rows:?}"
+    );
+    let running = audit_rows(&*store, "run.running").await;
+    assert_eq!(running.len(), 2);
+    assert!(
+        running
+            .iter()
+            .all(|r| r.actor.key_id.as_deref() == Some("system") && r.revision == Some(1)),
+        "{running:?}"
+    );
+    let push = |until: i64| LeaseQuery {
+        environment: None,
+        functions: None,
+        mode: RunMode::Push,
+        limit: 10,
+        lease_until: at(until),
+    };
+    let taken = store
+        .lease(&push(900), at(100), &Actor::System)
+        .await
+        .unwrap();
+    let taken: Vec<&RunId> = taken.iter().map(|r| &r.id).collect();
+    assert_eq!(taken, [&ids[1]], "a run leased at its send is not due");
+    store
+        .finish(
+            &prod.name,
+            &ids[0],
+            Some(1),
+            RunOutcome::Succeeded { output: "1".into() },
+            at(200),
+            &Actor::System,
+        )
+        .await
+        .unwrap();
+    let again = store
+        .lease(&push(2_000), at(500), &Actor::System)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.len(),
+        1,
+        "due again once its lease expired: {again:?}"
+    );
+    assert_eq!((&again[0].id, again[0].attempts), (&ids[2], 2));
 }
 
 /// Runs are listed newest first, filtered by function and status, in pages.
