@@ -17,7 +17,7 @@
 //!   status (4xx, a redirect — redirects are not followed): failed, no retry.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,24 +66,43 @@ pub(crate) struct Handoff {
     /// The dispatcher's delivery slots: a run handed over holds one until its delivery
     /// ends, so what waits to be handed over is bounded by them too.
     slots: Arc<tokio::sync::Semaphore>,
-    /// Set while push runs may be waiting in the queue (the dispatcher's last lease took
-    /// as many as it asked for, or a send found no free slot): sends then queue theirs
-    /// behind them rather than overtake them.
-    backlog: AtomicBool,
+    /// Moved on each time push runs may have been left waiting in the queue (a send found
+    /// no free slot, or a lease of the dispatcher took as many as it asked for); it starts
+    /// at 1, as runs queued before this start may wait.
+    waiting: AtomicU64,
+    /// The value of `waiting` read before the last lease of the dispatcher that found
+    /// fewer due runs than it asked for. While the two differ, sends queue their push runs
+    /// behind those that may wait rather than overtake them. (A lease that raced a send's
+    /// mark read the value before it, so it cannot clear it.)
+    drained: AtomicU64,
     /// To the dispatcher.
     runs: tokio::sync::mpsc::UnboundedSender<Handed>,
 }
 
 impl Handoff {
-    /// A delivery slot for one push run of a send, when one is free and no run is known
-    /// to wait for one.
+    fn new(
+        slots: Arc<tokio::sync::Semaphore>,
+        runs: tokio::sync::mpsc::UnboundedSender<Handed>,
+    ) -> Self {
+        Handoff {
+            slots,
+            waiting: AtomicU64::new(1),
+            drained: AtomicU64::new(0),
+            runs,
+        }
+    }
+
+    /// A delivery slot for one push run of a send, when one is free, no run is known to
+    /// wait for one and the dispatcher still takes runs.
     pub(crate) fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        if self.backlog.load(Ordering::Relaxed) {
+        if self.runs.is_closed()
+            || self.waiting.load(Ordering::Acquire) != self.drained.load(Ordering::Acquire)
+        {
             return None;
         }
         let slot = self.slots.clone().try_acquire_owned().ok();
         if slot.is_none() {
-            self.backlog.store(true, Ordering::Relaxed);
+            self.waiting.fetch_add(1, Ordering::AcqRel);
         }
         slot
     }
@@ -93,6 +112,30 @@ impl Handoff {
         // A dispatcher that stopped meanwhile leaves the run leased: it is delivered again
         // once its lease expires, as a delivery cut by a stop is.
         let _ = self.runs.send((run, slot));
+    }
+
+    /// What a lease of the dispatcher reports against ([`Handoff::leased`]).
+    fn before_lease(&self) -> u64 {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    /// A lease that asked for `asked` runs took `took`, with `seen` read before it.
+    fn leased(&self, seen: u64, asked: usize, took: usize) {
+        if took < asked {
+            self.drained.fetch_max(seen, Ordering::AcqRel);
+        } else {
+            self.waiting.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// The dispatcher's [`Handoff`], registered with the node's runtime while it lives: sends
+/// stop handing it runs however it ends (a stop, a panic, an abort).
+struct Registered<'a>(&'a Coffer);
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.0.runtime.set_handoff(None);
     }
 }
 
@@ -115,13 +158,9 @@ pub async fn run(coffer: Arc<Coffer>, stop: impl std::future::Future<Output = ()
     ));
     let per_function: Arc<Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>> = Arc::default();
     let (handing, mut handed) = tokio::sync::mpsc::unbounded_channel::<Handed>();
-    let handoff = Arc::new(Handoff {
-        slots: slots.clone(),
-        // Runs queued before this start may wait: the first lease tells.
-        backlog: AtomicBool::new(true),
-        runs: handing,
-    });
+    let handoff = Arc::new(Handoff::new(slots.clone(), handing));
     coffer.runtime.set_handoff(Some(handoff.clone()));
+    let registered = Registered(&coffer);
     tokio::pin!(stop);
     let mut journal = super::other_writers(&coffer);
     let mut in_flight = tokio::task::JoinSet::new();
@@ -135,31 +174,38 @@ pub async fn run(coffer: Arc<Coffer>, stop: impl std::future::Future<Output = ()
     loop {
         let woken = coffer.runtime.push_wake.notified();
         super::mark_seen(&mut journal);
-        let free = slots.available_permits().min(LEASE_BATCH);
+        // The slots are taken before the lease, so that the runs it takes never wait for
+        // one (sends take slots too, meanwhile); those it does not use go back.
+        let mut free = Vec::new();
+        while free.len() < LEASE_BATCH {
+            match slots.clone().try_acquire_owned() {
+                Ok(slot) => free.push(slot),
+                Err(_) => break,
+            }
+        }
         let mut leased_full = false;
-        if free > 0 {
+        if !free.is_empty() {
             let now = Timestamp::now();
             let query = LeaseQuery {
                 environment: None,
                 functions: None,
                 mode: RunMode::Push,
-                limit: free,
+                limit: free.len(),
                 lease_until: now.after_millis(PUSH_LEASE_MS),
             };
+            let seen = handoff.before_lease();
             match coffer.catalog.lease(&query, now, &Actor::System).await {
                 Ok(runs) => {
-                    leased_full = runs.len() == free;
-                    handoff.backlog.store(leased_full, Ordering::Relaxed);
-                    for run in runs {
-                        let Ok(slot) = slots.clone().acquire_owned().await else {
-                            return;
-                        };
+                    leased_full = runs.len() == free.len();
+                    handoff.leased(seen, free.len(), runs.len());
+                    for (run, slot) in runs.into_iter().zip(free.drain(..)) {
                         spawn(&mut in_flight, (run, slot));
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "the push dispatcher could not lease runs"),
             }
         }
+        drop(free);
         while let Ok(run) = handed.try_recv() {
             spawn(&mut in_flight, run);
         }
@@ -172,7 +218,7 @@ pub async fn run(coffer: Arc<Coffer>, stop: impl std::future::Future<Output = ()
             _ = &mut stop => {
                 // No send hands this dispatcher runs from now on; those handed already are
                 // delivered with the others in flight.
-                coffer.runtime.set_handoff(None);
+                drop(registered);
                 while let Ok(run) = handed.try_recv() {
                     spawn(&mut in_flight, run);
                 }
@@ -467,17 +513,14 @@ mod tests {
 
     #[test]
     fn a_send_that_finds_no_slot_makes_the_next_ones_queue_until_the_dispatcher_says() {
-        let (runs, _handed) = tokio::sync::mpsc::unbounded_channel();
-        let handoff = Handoff {
-            slots: Arc::new(tokio::sync::Semaphore::new(1)),
-            backlog: AtomicBool::new(true),
-            runs,
-        };
+        let (runs, handed) = tokio::sync::mpsc::unbounded_channel();
+        let handoff = Handoff::new(Arc::new(tokio::sync::Semaphore::new(1)), runs);
         assert!(
             handoff.slot().is_none(),
             "a run may wait: none until a lease tells"
         );
-        handoff.backlog.store(false, Ordering::Relaxed);
+        let seen = handoff.before_lease();
+        handoff.leased(seen, 1, 0);
         let taken = handoff.slot().expect("a free slot");
         assert!(handoff.slot().is_none(), "every slot taken");
         drop(taken);
@@ -485,10 +528,30 @@ mod tests {
             handoff.slot().is_none(),
             "a run was queued for want of a slot: later sends queue behind it"
         );
-        handoff.backlog.store(false, Ordering::Relaxed);
+        // A lease that got all it asked for: more may wait.
+        let seen = handoff.before_lease();
+        handoff.leased(seen, 1, 1);
+        assert!(handoff.slot().is_none(), "a full lease leaves a backlog");
+        let seen = handoff.before_lease();
+        handoff.leased(seen, 1, 0);
+        let taken = handoff
+            .slot()
+            .expect("the dispatcher leased the queue empty");
+        // A send marks a run waiting while a lease is under way: that lease, however
+        // short, read the mark's value before it and cannot clear it.
+        let seen = handoff.before_lease();
+        assert!(handoff.slot().is_none(), "the only slot is taken");
+        drop(taken);
+        handoff.leased(seen, 1, 0);
         assert!(
-            handoff.slot().is_some(),
-            "the dispatcher leased the queue empty"
+            handoff.slot().is_none(),
+            "the send's mark outlives the racing lease"
         );
+        let seen = handoff.before_lease();
+        handoff.leased(seen, 1, 0);
+        assert!(handoff.slot().is_some());
+        // A dispatcher gone takes no runs.
+        drop(handed);
+        assert!(handoff.slot().is_none(), "no dispatcher to hand runs to");
     }
 }
