@@ -127,6 +127,9 @@ impl Command for SendEvent {
             for (run, slot) in std::mem::take(&mut done.leased).into_iter().zip(slots) {
                 handoff.deliver(run, slot);
             }
+            if push && !done.replayed {
+                handoff.queued();
+            }
         }
         if !done.replayed {
             if push {

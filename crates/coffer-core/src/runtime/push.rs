@@ -107,6 +107,13 @@ impl Handoff {
         slot
     }
 
+    /// A send queued push runs (for want of a slot, or behind others): marked once its
+    /// write has committed, so that no lease that began before the commit (and could not
+    /// see them) clears the backlog they make.
+    pub(crate) fn queued(&self) {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Gives the dispatcher `run`, leased by its send with `slot` taken.
     pub(crate) fn deliver(&self, run: RunRecord, slot: tokio::sync::OwnedSemaphorePermit) {
         // A dispatcher that stopped meanwhile leaves the run leased: it is delivered again
@@ -175,9 +182,11 @@ pub async fn run(coffer: Arc<Coffer>, stop: impl std::future::Future<Output = ()
         let woken = coffer.runtime.push_wake.notified();
         super::mark_seen(&mut journal);
         // The slots are taken before the lease, so that the runs it takes never wait for
-        // one (sends take slots too, meanwhile); those it does not use go back.
+        // one (sends take slots too, meanwhile); those it does not use go back. At most
+        // half of those free (but one), so that sends meanwhile still find some.
+        let wanted = (slots.available_permits() / 2).clamp(1, LEASE_BATCH);
         let mut free = Vec::new();
-        while free.len() < LEASE_BATCH {
+        while free.len() < wanted {
             match slots.clone().try_acquire_owned() {
                 Ok(slot) => free.push(slot),
                 Err(_) => break,
@@ -219,6 +228,7 @@ pub async fn run(coffer: Arc<Coffer>, stop: impl std::future::Future<Output = ()
                 // No send hands this dispatcher runs from now on; those handed already are
                 // delivered with the others in flight.
                 drop(registered);
+                handed.close();
                 while let Ok(run) = handed.try_recv() {
                     spawn(&mut in_flight, run);
                 }
@@ -547,6 +557,15 @@ mod tests {
             handoff.slot().is_none(),
             "the send's mark outlives the racing lease"
         );
+        let seen = handoff.before_lease();
+        handoff.leased(seen, 1, 0);
+        assert!(handoff.slot().is_some());
+        // A send's write that queued push runs committed while a lease was under way:
+        // marked after its commit, so that lease cannot clear it either.
+        let seen = handoff.before_lease();
+        handoff.queued();
+        handoff.leased(seen, 1, 0);
+        assert!(handoff.slot().is_none(), "queued after the lease began");
         let seen = handoff.before_lease();
         handoff.leased(seen, 1, 0);
         assert!(handoff.slot().is_some());
