@@ -588,8 +588,11 @@ pub trait RunStore: Send + Sync + 'static {
     /// [`IDEMPOTENCY_WINDOW_MS`], writes nothing and returns the first send's runs (also
     /// when two sends with one key race: one starts the runs, the other gets them).
     /// An accepted send is audited (`event.received`, the event's name, the number of runs
-    /// as its count), with no event of its own. Errors: [`crate::StoreError::NotFound`]
-    /// when `env` no longer exists; [`crate::StoreError::ActorRevoked`].
+    /// as its count), with no event of its own. Each run is journaled queued (by `actor`);
+    /// one given [`NewRun::leased_until`] is inserted leased and journaled running too (by
+    /// `system`), and returned whole in [`Enqueued::leased`].
+    /// Errors: [`crate::StoreError::NotFound`] when `env` no longer exists;
+    /// [`crate::StoreError::ActorRevoked`].
     async fn enqueue(
         &self,
         env: &Environment,
