@@ -85,10 +85,11 @@ impl RunStore for PgStore {
                         }))
                         .collect();
                 append(&mut tx, &author, &changes);
-                let (leased, _): (Vec<RunRecord>, Vec<RunRecord>) = records
+                let leased: Vec<RunRecord> = records
                     .iter()
+                    .filter(|r| r.status == RunStatus::Running)
                     .cloned()
-                    .partition(|r| r.status == RunStatus::Running);
+                    .collect();
                 // Leased as the send inserted them: by Coffer, as the dispatcher's lease is.
                 let leases: Vec<Change> = leased.iter().map(Change::run_changed).collect();
                 append(&mut tx, &Author::system(), &leases);

@@ -348,9 +348,11 @@ impl Shared for Sending {
                 0,
                 at,
             ));
-            started.push((run.id.clone(), run.function_id.clone()));
             if run.status == RunStatus::Running {
+                started.push((run.id.clone(), run.function_id.clone()));
                 leased.push(run);
+            } else {
+                started.push((run.id, run.function_id));
             }
         }
         append_to(c, head, &author, &changes)?;
