@@ -43,10 +43,11 @@ pub struct StreamOptions {
     pub poll: Duration,
     /// Events read from the store at once (and held, at most, per stream).
     pub page: usize,
-    /// After a stream sends events it waits this long before it looks again, so events
-    /// committed meanwhile go out together: one write per stream per interval instead of
-    /// one per commit (what 100 followers of a busy server would otherwise cost). It is
-    /// the most an event waits for its stream beyond its commit.
+    /// After a stream reads the outbox it waits this long before it reads it again for an
+    /// announcement, so events committed meanwhile go out together: one wake and one write
+    /// per stream per interval instead of one per commit (what 100 followers of a busy
+    /// server would otherwise cost), whether or not the stream's pattern matched what it
+    /// read. It is the most an event waits for its stream beyond its commit.
     pub coalesce: Duration,
 }
 
@@ -209,7 +210,7 @@ pub async fn event_stream(
         options: streams.options,
         closing: streams.closing.subscribe(),
         last_sent: Instant::now(),
-        last_events: Instant::now(),
+        last_fetch: Instant::now(),
         watching: true,
         announced: 0,
         _permit: permit,
@@ -273,8 +274,8 @@ struct Feed {
     /// that ends before it is followed by another fetch.
     announced: u64,
     last_sent: Instant,
-    /// When the stream last sent events (not keep-alives): see [`StreamOptions::coalesce`].
-    last_events: Instant,
+    /// When the stream last read the outbox: see [`StreamOptions::coalesce`].
+    last_fetch: Instant,
     _permit: OwnedSemaphorePermit,
     _key_place: KeyPlace,
 }
@@ -307,10 +308,10 @@ impl Feed {
                 for event in self.pending.drain(..take) {
                     chunk.push_str(&event.frame);
                 }
-                self.last_events = Instant::now();
                 return Some(self.sent(chunk));
             }
             if self.fetch {
+                self.last_fetch = Instant::now();
                 let page = match self
                     .coffer
                     .events_page(&self.scope, &self.pattern, self.position, self.options.page)
@@ -377,7 +378,9 @@ impl Feed {
                 std::future::pending().await
             }
         };
-        let coalesced_until = self.last_events + self.options.coalesce;
+        // A stream whose pattern matches little still wakes once per interval at most: it
+        // reads (and filters) every commit's events, matching or not.
+        let coalesced_until = self.last_fetch + self.options.coalesce;
         tokio::select! {
             announced = woken => {
                 self.watching = announced.is_some();

@@ -390,6 +390,37 @@ async fn a_stream_ends_when_its_key_is_revoked() {
     }
 }
 
+/// A stream whose pattern matches little must not wake for every commit of the server: it
+/// reads the outbox at most once per coalescing interval, matching or not (a busy server
+/// with 100 narrow followers would otherwise wake 100 tasks per commit).
+#[tokio::test]
+async fn a_stream_reads_the_outbox_once_per_interval_even_when_nothing_matched() {
+    let coalesce = Duration::from_secs(1);
+    let s = start_with(quick(StreamOptions {
+        heartbeat: Duration::from_secs(600),
+        poll: Duration::from_secs(600),
+        coalesce,
+        ..StreamOptions::DEFAULT
+    }))
+    .await;
+    let mut sse = Sse::open(&s, &s.admin, "?subject=system.secret.WANTED.%3E", None).await;
+    // Past the interval that began with the stream's first read.
+    tokio::time::sleep(coalesce + Duration::from_millis(200)).await;
+    // Wakes the stream, which reads it (and matches nothing) at once...
+    s.put_secret("default", "OTHER", "v").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...so the next read, which sends this one, waits for the rest of the interval.
+    let asked = Instant::now();
+    s.put_secret("default", "WANTED", "v").await;
+    let (_, event) = sse.event().await;
+    assert_eq!(event["name"], "WANTED");
+    let waited = asked.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500),
+        "the stream read the outbox again {waited:?} after a read that matched nothing (interval {coalesce:?})"
+    );
+}
+
 /// The revocation itself wakes the stream, which then ends: a dashboard signed in with the
 /// key learns at once (its reconnection is refused), not at the next keep-alive.
 #[tokio::test]
