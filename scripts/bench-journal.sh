@@ -11,7 +11,11 @@
 # GET /v1/events/stream, interleaved. The subscribers are held by one `coffer-bench
 # --follow 100` process (COFFER_BENCH, default next to COFFER), as subscribers on other
 # machines would cost this one nothing but the server's fan-out; FOLLOWERS=curl runs 100
-# curl processes instead, as the first measurements did. PIN_SERVER=0 PIN_CLIENTS=1 runs
+# curl processes instead, as the first measurements did. FOLLOW_SUBJECT=PATTERN has the
+# followers ask for that pattern (e.g. `system.secret.X.updated`: narrow subscribers). Each
+# paced round also prints the server's CPU (from /proc), and the end the median of the
+# rounds' p99s and CPU on each side: the disk's flush tail moves single rounds' p99s by
+# several times, so medians over many ROUNDS are the figures to compare. PIN_SERVER=0 PIN_CLIENTS=1 runs
 # the servers and the clients (wrk, followers) on separate cores (taskset). Loopback only;
 # stops what it starts.
 set -euo pipefail
@@ -85,7 +89,14 @@ request = function() return wrk.format("PUT", "/v1/environments/default/secrets/
 delay = function() return 16 end
 done = function(s, l, r) io.write(string.format("RESULT %.0f %.2f %d\n", s.requests/(s.duration/1e6), l:percentile(99)/1000, s.errors.status)) end
 LUA
-paced() { ${PIN_CLIENTS:+taskset -c "$PIN_CLIENTS"} wrk -t1 -c16 -d"${PACED_SECONDS:-6}"s -s "$work/paced.lua" "$url_journal" | awk '/^RESULT/ {print $2, $3, $4}'; }
+server_cpu() { awk '{print $14 + $15}' "/proc/${pids[1]}/stat"; } # clock ticks, user + system
+paced() { # "rps p99 errs cpu%" of one round
+  local before after result
+  before=$(server_cpu)
+  result=$(${PIN_CLIENTS:+taskset -c "$PIN_CLIENTS"} wrk -t1 -c16 -d"${PACED_SECONDS:-6}"s -s "$work/paced.lua" "$url_journal" | awk '/^RESULT/ {print $2, $3, $4}')
+  after=$(server_cpu)
+  echo "$result $(( (after - before) * 100 / $(getconf CLK_TCK) / ${PACED_SECONDS:-6} ))"
+}
 low() { # the lower p99 of two "rps p99 errs" results
   if [[ -z $1 ]] || python3 -c "import sys; sys.exit(0 if float('${2#* }'.split()[0]) < float('${1#* }'.split()[0]) else 1)"; then echo "$2"; else echo "$1"; fi
 }
@@ -93,14 +104,15 @@ follow() { # starts 100 followers → sets subs (the pids to stop)
   subs=()
   if [[ $followers == curl ]]; then
     while read -r key; do
-      ${PIN_CLIENTS:+taskset -c "$PIN_CLIENTS"} curl -sN -H "Authorization: Bearer $key" "$url_journal/v1/events/stream" >/dev/null 2>&1 &
+      ${PIN_CLIENTS:+taskset -c "$PIN_CLIENTS"} curl -sN -G -H "Authorization: Bearer $key" \
+        ${FOLLOW_SUBJECT:+--data-urlencode "subject=$FOLLOW_SUBJECT"} "$url_journal/v1/events/stream" >/dev/null 2>&1 &
       subs+=($!)
     done <"$work/follower-keys"
     sleep 1
   else
     rm -f "$work/follow.err"
     COFFER_API_KEY="$admin" ${PIN_CLIENTS:+taskset -c "$PIN_CLIENTS"} "$bench" --addr "${url_journal#http://}" \
-      --follow 100 >>"$work/follow.out" 2>"$work/follow.err" &
+      --follow 100 ${FOLLOW_SUBJECT:+--follow-subject "$FOLLOW_SUBJECT"} >>"$work/follow.out" 2>"$work/follow.err" &
     subs+=($!)
     for _ in $(seq 300); do grep -q "following 100 streams" "$work/follow.err" 2>/dev/null && break; sleep 0.1; done
     grep -q "following 100 streams" "$work/follow.err" || { cat "$work/follow.err" >&2; exit 1; }
@@ -117,16 +129,25 @@ for i in range(100):
     print(json.loads(urllib.request.urlopen(r).read())["key"])
 PY
 fi
-s0=""; s100=""; all0=""; all100=""
+s0=""; s100=""; all0=""; all100=""; cpu0=""; cpu100=""
 for _ in $(seq "${ROUNDS:-3}"); do
-  r=$(paced); s0=$(low "$s0" "$r"); all0+=" $(cut -d' ' -f2 <<<"$r")"
+  r=$(paced); s0=$(low "$s0" "${r% *}"); all0+=" $(cut -d' ' -f2 <<<"$r")"; cpu0+=" ${r##* }"
   follow
-  r=$(paced); s100=$(low "$s100" "$r"); all100+=" $(cut -d' ' -f2 <<<"$r")"
+  r=$(paced); s100=$(low "$s100" "${r% *}"); all100+=" $(cut -d' ' -f2 <<<"$r")"; cpu100+=" ${r##* }"
   kill "${subs[@]}" 2>/dev/null || true; wait "${subs[@]}" 2>/dev/null || true
 done
 [[ $followers == curl ]] || sed 's/^/followers: /' "$work/follow.out"
 echo "p99 ms of each round, 0 streams:  $all0"
 echo "p99 ms of each round, 100 streams:$all100"
+echo "server CPU % of a core, 0 streams:  $cpu0"
+echo "server CPU % of a core, 100 streams:$cpu100"
+python3 - "$all0" "$all100" "$cpu0" "$cpu100" <<'PY'
+import statistics, sys
+p0, p100, c0, c100 = ([float(x) for x in a.split()] for a in sys.argv[1:])
+m0, m100 = statistics.median(p0), statistics.median(p100)
+print(f"medians of the rounds: p99 {m0:.2f} -> {m100:.2f} ms ({100 * (m100 - m0) / max(m0, 0.001):+.0f}%), "
+      f"server CPU {statistics.median(c0):.0f}% -> {statistics.median(c100):.0f}% of a core")
+PY
 printf '%-28s %8s/s  p99 %6s ms  non-2xx %s\n' "paced writes, 0 streams" $s0
 printf '%-28s %8s/s  p99 %6s ms  non-2xx %s\n' "paced writes, 100 streams" $s100
 read -r _ p0 _ <<<"$s0"; read -r _ p100 _ <<<"$s100"

@@ -18,8 +18,22 @@ use tokio::task::JoinSet;
 
 /// Opens `n` streams on `addr` (each with a manage key of `default` that `admin` creates:
 /// a key may hold only a few streams), reports when all are open, then reads them until
-/// SIGTERM or Ctrl-C and prints what arrived. Fails if any stream ends early.
-pub async fn run(addr: SocketAddr, admin: &str, n: usize) -> anyhow::Result<()> {
+/// SIGTERM or Ctrl-C and prints what arrived. Fails if any stream ends early. `subject`,
+/// when given, is the pattern every stream asks for.
+pub async fn run(
+    addr: SocketAddr,
+    admin: &str,
+    n: usize,
+    subject: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut url = reqwest::Url::parse(&format!("http://{addr}/v1/events/stream"))?;
+    if let Some(pattern) = subject {
+        url.query_pairs_mut().append_pair("subject", pattern);
+    }
+    let path = match url.query() {
+        None => url.path().to_owned(),
+        Some(query) => format!("{}?{query}", url.path()),
+    };
     let http = reqwest::Client::builder().no_proxy().build()?;
     let mut keys = Vec::with_capacity(n);
     for i in 0..n {
@@ -47,7 +61,7 @@ pub async fn run(addr: SocketAddr, admin: &str, n: usize) -> anyhow::Result<()> 
     let received = Arc::new(AtomicU64::new(0));
     let mut streams = JoinSet::new();
     for auth in keys {
-        let body = open(addr, auth).await?;
+        let body = open(addr, &path, auth).await?;
         streams.spawn(read(body, received.clone()));
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -66,14 +80,18 @@ pub async fn run(addr: SocketAddr, admin: &str, n: usize) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn open(addr: SocketAddr, auth: HeaderValue) -> anyhow::Result<hyper::body::Incoming> {
+async fn open(
+    addr: SocketAddr,
+    path: &str,
+    auth: HeaderValue,
+) -> anyhow::Result<hyper::body::Incoming> {
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
     tokio::spawn(connection);
     let request = Request::builder()
         .method(Method::GET)
-        .uri("/v1/events/stream")
+        .uri(path)
         .header(HOST, HeaderValue::from_str(&addr.to_string())?)
         .header(AUTHORIZATION, auth)
         .body(Empty::<Bytes>::new())?;

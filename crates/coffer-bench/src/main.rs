@@ -99,6 +99,10 @@ struct Args {
     /// SIGTERM or Ctrl-C, then print the bytes they received.
     #[arg(long, requires = "addr", value_parser = clap::value_parser!(u16).range(1..=1000))]
     follow: Option<u16>,
+    /// With --follow: the `subject` pattern each follower asks for (default: every event).
+    /// A pattern that matches few events measures what narrow subscribers cost.
+    #[arg(long, requires = "follow")]
+    follow_subject: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -134,7 +138,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let (Some(n), Some(addr)) = (args.follow, args.addr) {
         let key = args.api_key.context("--follow needs an admin --api-key")?;
-        follow::run(addr, &key, n.into()).await?;
+        follow::run(addr, &key, n.into(), args.follow_subject.as_deref()).await?;
         return Ok(ExitCode::SUCCESS);
     }
     if args.runtime {
