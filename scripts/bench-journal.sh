@@ -91,11 +91,15 @@ done = function(s, l, r) io.write(string.format("RESULT %.0f %.2f %d\n", s.reque
 LUA
 server_cpu() { awk '{print $14 + $15}' "/proc/${pids[1]}/stat"; } # clock ticks, user + system
 paced() { # "rps p99 errs cpu%" of one round
-  local before after result
-  before=$(server_cpu)
-  result=$(${PIN_CLIENTS:+taskset -c "$PIN_CLIENTS"} wrk -t1 -c16 -d"${PACED_SECONDS:-6}"s -s "$work/paced.lua" "$url_journal" | awk '/^RESULT/ {print $2, $3, $4}')
-  after=$(server_cpu)
-  echo "$result $(( (after - before) * 100 / $(getconf CLK_TCK) / ${PACED_SECONDS:-6} ))"
+  local before after result started ended
+  before=$(server_cpu) || return 1
+  started=$(date +%s%N)
+  result=$(${PIN_CLIENTS:+taskset -c "$PIN_CLIENTS"} wrk -t1 -c16 -d"${PACED_SECONDS:-6}"s -s "$work/paced.lua" "$url_journal" | awk '/^RESULT/ {print $2, $3, $4}') \
+    && [[ -n $result ]] || { echo "a paced round failed (is the server still up?)" >&2; return 1; }
+  ended=$(date +%s%N)
+  after=$(server_cpu) || return 1
+  # CPU ticks over the round's wall time, as % of one core.
+  echo "$result $(( (after - before) * 100 * 1000000000 / $(getconf CLK_TCK) / (ended - started) ))"
 }
 low() { # the lower p99 of two "rps p99 errs" results
   if [[ -z $1 ]] || python3 -c "import sys; sys.exit(0 if float('${2#* }'.split()[0]) < float('${1#* }'.split()[0]) else 1)"; then echo "$2"; else echo "$1"; fi
@@ -131,9 +135,9 @@ PY
 fi
 s0=""; s100=""; all0=""; all100=""; cpu0=""; cpu100=""
 for _ in $(seq "${ROUNDS:-3}"); do
-  r=$(paced); s0=$(low "$s0" "${r% *}"); all0+=" $(cut -d' ' -f2 <<<"$r")"; cpu0+=" ${r##* }"
+  r=$(paced) || exit 1; s0=$(low "$s0" "${r% *}"); all0+=" $(cut -d' ' -f2 <<<"$r")"; cpu0+=" ${r##* }"
   follow
-  r=$(paced); s100=$(low "$s100" "${r% *}"); all100+=" $(cut -d' ' -f2 <<<"$r")"; cpu100+=" ${r##* }"
+  r=$(paced) || exit 1; s100=$(low "$s100" "${r% *}"); all100+=" $(cut -d' ' -f2 <<<"$r")"; cpu100+=" ${r##* }"
   kill "${subs[@]}" 2>/dev/null || true; wait "${subs[@]}" 2>/dev/null || true
 done
 [[ $followers == curl ]] || sed 's/^/followers: /' "$work/follow.out"

@@ -38,8 +38,9 @@ pub struct StreamOptions {
     /// An idle stream sends a `: keepalive` comment this often (proxies and clients can
     /// tell a quiet stream from a dead one).
     pub heartbeat: Duration,
-    /// An idle stream reads the outbox this often even when this node announced nothing:
-    /// another node's commits are not announced.
+    /// An idle stream reads the outbox this often even when nothing was announced: an
+    /// announcement can be missed (another node's commits reach this one over PostgreSQL's
+    /// `LISTEN`, and not across a lost listening connection).
     pub poll: Duration,
     /// Events read from the store at once (and held, at most, per stream).
     pub page: usize,

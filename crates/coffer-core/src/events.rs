@@ -114,8 +114,8 @@ impl Coffer {
         Ok(self.catalog().last_event_id().await?)
     }
 
-    /// Changes whenever this node commits events. Another node's commits are not
-    /// announced: readers poll as well.
+    /// Changes whenever this node commits events (and, on PostgreSQL, when it hears of
+    /// another node's commits). An announcement can be missed: readers poll as well.
     pub fn watch_events(&self) -> tokio::sync::watch::Receiver<u64> {
         self.catalog().watch_events()
     }
