@@ -70,6 +70,12 @@ pub const MAX_STREAMS_PER_KEY: usize = 8;
 #[derive(Clone)]
 pub(crate) struct Streams {
     options: StreamOptions,
+    /// Where every stream's reading slots are counted from (see [`Slots`]).
+    epoch: Instant,
+    /// Streams opened so far: the next one's phase.
+    opened: Arc<std::sync::atomic::AtomicU64>,
+    /// Reads of the outbox by every stream so far (`/metrics`).
+    reads: Arc<std::sync::atomic::AtomicU64>,
     permits: Arc<Semaphore>,
     per_key: Arc<std::sync::Mutex<std::collections::HashMap<ApiKeyId, usize>>>,
     closing: Arc<watch::Sender<bool>>,
@@ -102,6 +108,9 @@ impl Streams {
             )),
             per_key: Arc::default(),
             closing: Arc::new(watch::channel(false).0),
+            epoch: Instant::now(),
+            opened: Arc::default(),
+            reads: Arc::default(),
         }
     }
 
@@ -117,6 +126,16 @@ impl Streams {
             key: key.clone(),
             per_key: self.per_key.clone(),
         })
+    }
+
+    /// Streams open now.
+    pub(crate) fn open(&self) -> usize {
+        self.options.max_streams.min(Semaphore::MAX_PERMITS) - self.permits.available_permits()
+    }
+
+    /// Reads of the outbox by streams since the server started.
+    pub(crate) fn reads(&self) -> u64 {
+        self.reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Ends every open stream after the frame it is sending; new ones end at once
@@ -209,6 +228,14 @@ pub async fn event_stream(
         fetch: true,
         greeted: false,
         options: streams.options,
+        slots: Slots::new(
+            streams.epoch,
+            streams.options.coalesce,
+            streams
+                .opened
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        ),
+        reads: streams.reads.clone(),
         closing: streams.closing.subscribe(),
         last_sent: Instant::now(),
         last_fetch: Instant::now(),
@@ -267,6 +294,10 @@ struct Feed {
     fetch: bool,
     greeted: bool,
     options: StreamOptions,
+    /// When this stream reads the outbox for an announcement.
+    slots: Slots,
+    /// Counts this stream's reads of the outbox (with every other stream's).
+    reads: Arc<std::sync::atomic::AtomicU64>,
     closing: watch::Receiver<bool>,
     watch: watch::Receiver<u64>,
     /// Whether `watch` still has a sender (a dropped one would wake at once forever).
@@ -313,6 +344,8 @@ impl Feed {
             }
             if self.fetch {
                 self.last_fetch = Instant::now();
+                self.reads
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let page = match self
                     .coffer
                     .events_page(&self.scope, &self.pattern, self.position, self.options.page)
@@ -379,16 +412,17 @@ impl Feed {
                 std::future::pending().await
             }
         };
-        // A stream whose pattern matches little still wakes once per interval at most: it
-        // reads (and filters) every commit's events, matching or not.
-        let coalesced_until = self.last_fetch + self.options.coalesce;
+        let last_fetch = self.last_fetch;
+        let slots = self.slots;
         tokio::select! {
             announced = woken => {
                 self.watching = announced.is_some();
                 self.announced = announced.unwrap_or(self.announced);
-                // Let what commits next join what just committed.
+                // Let what commits next join what just committed: read at this stream's
+                // next slot, once per slot at most, whatever the pattern matched.
+                let read_at = slots.after(last_fetch.max(Instant::now()));
                 tokio::select! {
-                    () = tokio::time::sleep_until(coalesced_until) => Wake::Fetch,
+                    () = tokio::time::sleep_until(read_at) => Wake::Fetch,
                     _ = closing.changed() => Wake::Close,
                 }
             }
@@ -412,6 +446,42 @@ impl Feed {
     fn sent(&mut self, frame: String) -> String {
         self.last_sent = Instant::now();
         frame
+    }
+}
+
+/// The instants at which a stream reads the outbox when woken by an announcement: one per
+/// coalescing interval, at a phase of its own. One commit wakes every stream at once; were
+/// they all to read (and write) at that instant plus the interval, they would go on doing it
+/// together, a burst of as many socket writes as there are streams once per interval, which
+/// whatever else the server does waits behind. Phases spread by the golden ratio keep any
+/// number of streams about evenly apart, and no stream reads more than once per interval.
+#[derive(Clone, Copy, Debug)]
+struct Slots {
+    /// The first slot: the server's epoch plus this stream's phase.
+    first: Instant,
+    interval: Duration,
+}
+
+impl Slots {
+    fn new(epoch: Instant, interval: Duration, nth: u64) -> Slots {
+        // The fractional part of nth × φ (the golden ratio's inverse, in 1/2^32ths).
+        let fraction = nth.wrapping_mul(0x9E37_79B9) & 0xFFFF_FFFF;
+        let phase = interval.mul_f64(fraction as f64 / 4_294_967_296.0);
+        Slots {
+            first: epoch + phase,
+            interval,
+        }
+    }
+
+    /// The first slot strictly after `instant`.
+    fn after(&self, instant: Instant) -> Instant {
+        let interval = self.interval.as_nanos().max(1);
+        let Some(since) = instant.checked_duration_since(self.first) else {
+            return self.first;
+        };
+        let next = since.as_nanos() / interval + 1;
+        let offset = Duration::from_nanos(u64::try_from(next * interval).unwrap_or(u64::MAX));
+        self.first + offset
     }
 }
 
@@ -479,6 +549,43 @@ mod tests {
             serde_json::from_str(lines[1].strip_prefix("data: ").unwrap()).unwrap();
         assert_eq!(data, event);
         assert_eq!((lines[2], lines[3]), ("", ""));
+    }
+
+    #[test]
+    fn a_streams_slots_are_one_interval_apart_at_its_own_phase() {
+        let epoch = Instant::now();
+        let interval = Duration::from_millis(25);
+        for nth in 0..200 {
+            let slots = Slots::new(epoch, interval, nth);
+            let phase = slots.first - epoch;
+            assert!(phase < interval, "{nth}: phase {phase:?}");
+            // Before the first slot, then on a slot, then between slots.
+            let just_before = slots.first.checked_sub(Duration::from_nanos(1)).unwrap();
+            assert_eq!(slots.after(just_before), slots.first);
+            for probe in [
+                slots.first,
+                slots.first + Duration::from_micros(1),
+                slots.first + interval * 3 + Duration::from_millis(7),
+                slots.first + interval * 1000,
+            ] {
+                let next = slots.after(probe);
+                assert!(next > probe, "{nth}: {next:?} not after {probe:?}");
+                assert!(
+                    next - probe <= interval,
+                    "{nth}: more than an interval away"
+                );
+                let from_first = (next - slots.first).as_nanos();
+                assert_eq!(from_first % interval.as_nanos(), 0, "{nth}: not on a slot");
+            }
+        }
+        // Spread about evenly: a hundred streams put 3 to 5 slots (4 on average) in every
+        // millisecond of a 25 ms interval, not a hundred in one.
+        let mut per_ms = [0u32; 25];
+        for nth in 0..100 {
+            let phase = Slots::new(epoch, interval, nth).first - epoch;
+            per_ms[phase.as_millis() as usize] += 1;
+        }
+        assert!(per_ms.iter().all(|n| (3..=5).contains(n)), "{per_ms:?}");
     }
 
     #[test]

@@ -643,7 +643,11 @@ fn walk_batch(
             content_type = "text/plain"),
         InvalidQuery, Unavailable,
     ))]
-pub async fn metrics(State(coffer): State_, _: QueryParams<NoQuery>) -> ApiResult {
+pub async fn metrics(
+    State(coffer): State_,
+    axum::Extension(streams): axum::Extension<crate::events::Streams>,
+    _: QueryParams<NoQuery>,
+) -> ApiResult {
     let s = coffer.status().await?;
     let mut out = String::new();
     out.push_str("# HELP coffer_unreadable_values Stored values that cannot be opened with the configured keys.\n");
@@ -664,6 +668,15 @@ pub async fn metrics(State(coffer): State_, _: QueryParams<NoQuery>) -> ApiResul
     out.push_str("# HELP coffer_key_warnings Key versions past their nonce budget.\n");
     out.push_str("# TYPE coffer_key_warnings gauge\n");
     out.push_str(&format!("coffer_key_warnings {}\n", s.warnings.len()));
+    out.push_str("# HELP coffer_event_streams_open Event streams (GET /v1/events/stream) open on this node.\n");
+    out.push_str("# TYPE coffer_event_streams_open gauge\n");
+    out.push_str(&format!("coffer_event_streams_open {}\n", streams.open()));
+    out.push_str("# HELP coffer_event_stream_reads_total Reads of the event outbox by this node's streams.\n");
+    out.push_str("# TYPE coffer_event_stream_reads_total counter\n");
+    out.push_str(&format!(
+        "coffer_event_stream_reads_total {}\n",
+        streams.reads()
+    ));
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

@@ -391,11 +391,12 @@ async fn a_stream_ends_when_its_key_is_revoked() {
 }
 
 /// A stream whose pattern matches little must not wake for every commit of the server: it
-/// reads the outbox at most once per coalescing interval, matching or not (a busy server
-/// with 100 narrow followers would otherwise wake 100 tasks per commit).
+/// reads the outbox at most once per coalescing interval (at its own slot), matching or not
+/// (a busy server with 100 narrow followers would otherwise wake 100 tasks per commit).
+/// Counted by `/metrics`' `coffer_event_stream_reads_total`.
 #[tokio::test]
 async fn a_stream_reads_the_outbox_once_per_interval_even_when_nothing_matched() {
-    let coalesce = Duration::from_secs(1);
+    let coalesce = Duration::from_millis(250);
     let s = start_with(quick(StreamOptions {
         heartbeat: Duration::from_secs(600),
         poll: Duration::from_secs(600),
@@ -403,22 +404,50 @@ async fn a_stream_reads_the_outbox_once_per_interval_even_when_nothing_matched()
         ..StreamOptions::DEFAULT
     }))
     .await;
+    let reads = || async {
+        let resp = s
+            .http
+            .get(format!("{}/metrics", s.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let text = resp.text().await.unwrap();
+        let open = metric(&text, "coffer_event_streams_open");
+        (metric(&text, "coffer_event_stream_reads_total"), open)
+    };
+    assert_eq!(reads().await, (0, 0));
     let mut sse = Sse::open(&s, &s.admin, "?subject=system.secret.WANTED.%3E", None).await;
-    // Past the interval that began with the stream's first read.
-    tokio::time::sleep(coalesce + Duration::from_millis(200)).await;
-    // Wakes the stream, which reads the outbox (and matches nothing) after this instant...
-    let other = Instant::now();
-    s.put_secret("default", "OTHER", "v").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // ...so the next read, which sends this one, comes a whole interval after it.
+    // The stream's first read (at open) has happened once its head frames are here.
+    assert!(matches!(sse.frame().await, Some(Frame::Other)));
+    let started = Instant::now();
+    let (before, open) = reads().await;
+    assert_eq!(open, 1);
+    assert!(before >= 1, "the stream read the outbox when it opened");
+    const COMMITS: u64 = 20;
+    for i in 0..COMMITS {
+        s.put_secret("default", &format!("OTHER{i}"), "v").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     s.put_secret("default", "WANTED", "v").await;
-    let (_, event) = sse.event().await;
-    assert_eq!(event["name"], "WANTED");
-    let waited = other.elapsed();
+    assert_eq!(sse.event().await.1["name"], "WANTED");
+    let (after, _) = reads().await;
+    let elapsed = started.elapsed();
+    // One read per slot at most (and a second one only when a read ended before what was
+    // announced), where every commit used to bring its own.
+    let slots = (elapsed.as_millis() / coalesce.as_millis()) as u64 + 1;
+    let read = after - before;
     assert!(
-        waited >= coalesce,
-        "the stream read the outbox again {waited:?} after a read that matched nothing (interval {coalesce:?})"
+        read <= 2 * slots && read < COMMITS,
+        "{read} reads of the outbox in {elapsed:?} for {COMMITS} commits that matched nothing (interval {coalesce:?})"
     );
+    drop(sse);
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
 /// The revocation itself wakes the stream, which then ends: a dashboard signed in with the
