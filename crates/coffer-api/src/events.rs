@@ -44,11 +44,13 @@ pub struct StreamOptions {
     pub poll: Duration,
     /// Events read from the store at once (and held, at most, per stream).
     pub page: usize,
-    /// After a stream reads the outbox it waits this long before it reads it again for an
-    /// announcement, so events committed meanwhile go out together: one wake and one write
-    /// per stream per interval instead of one per commit (what 100 followers of a busy
-    /// server would otherwise cost), whether or not the stream's pattern matched what it
-    /// read. It is the most an event waits for its stream beyond its commit.
+    /// The interval between a stream's slots: when woken by an announcement, a stream reads
+    /// the outbox at its first slot after its last read, so events committed meanwhile go
+    /// out together: about one wake and one write per stream per interval instead of one
+    /// per commit (what 100 followers of a busy server would otherwise cost), whether or
+    /// not the stream's pattern matched what it read. It is, but for a stream still
+    /// writing its previous chunk, the most an event waits for its stream beyond its
+    /// commit's announcement.
     pub coalesce: Duration,
 }
 
@@ -306,7 +308,8 @@ struct Feed {
     /// that ends before it is followed by another fetch.
     announced: u64,
     last_sent: Instant,
-    /// When the stream last read the outbox: see [`StreamOptions::coalesce`].
+    /// When the stream last read the outbox: its next read for an announcement is at its
+    /// first slot after this (see [`Slots`]).
     last_fetch: Instant,
     _permit: OwnedSemaphorePermit,
     _key_place: KeyPlace,
@@ -418,9 +421,12 @@ impl Feed {
             announced = woken => {
                 self.watching = announced.is_some();
                 self.announced = announced.unwrap_or(self.announced);
-                // Let what commits next join what just committed: read at this stream's
-                // next slot, once per slot at most, whatever the pattern matched.
-                let read_at = slots.after(last_fetch.max(Instant::now()));
+                // Let what commits next join what just committed: read at the stream's
+                // first slot after its last read (at once if that has passed: a stream
+                // that was idle, or busy writing past its slot), whatever the pattern
+                // matched. A stream woken by the same commit as others after a quiet
+                // spell reads with them once, then at its own slots.
+                let read_at = slots.after(last_fetch);
                 tokio::select! {
                     () = tokio::time::sleep_until(read_at) => Wake::Fetch,
                     _ = closing.changed() => Wake::Close,
@@ -454,7 +460,8 @@ impl Feed {
 /// they all to read (and write) at that instant plus the interval, they would go on doing it
 /// together, a burst of as many socket writes as there are streams once per interval, which
 /// whatever else the server does waits behind. Phases spread by the golden ratio keep any
-/// number of streams about evenly apart, and no stream reads more than once per interval.
+/// number of streams about evenly apart; a stream reads at its first slot after its last
+/// read, so about once per interval while commits keep coming.
 #[derive(Clone, Copy, Debug)]
 struct Slots {
     /// The first slot: the server's epoch plus this stream's phase.

@@ -418,12 +418,21 @@ async fn a_stream_reads_the_outbox_once_per_interval_even_when_nothing_matched()
     };
     assert_eq!(reads().await, (0, 0));
     let mut sse = Sse::open(&s, &s.admin, "?subject=system.secret.WANTED.%3E", None).await;
-    // The stream's first read (at open) has happened once its head frames are here.
-    assert!(matches!(sse.frame().await, Some(Frame::Other)));
-    let started = Instant::now();
-    let (before, open) = reads().await;
+    // The stream reads the outbox once when it opens.
+    let deadline = Instant::now() + WAIT;
+    let (before, open) = loop {
+        let (read, open) = reads().await;
+        if read >= 1 {
+            break (read, open);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream never read the outbox"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(open, 1);
-    assert!(before >= 1, "the stream read the outbox when it opened");
+    let started = Instant::now();
     const COMMITS: u64 = 20;
     for i in 0..COMMITS {
         s.put_secret("default", &format!("OTHER{i}"), "v").await;
@@ -433,12 +442,14 @@ async fn a_stream_reads_the_outbox_once_per_interval_even_when_nothing_matched()
     assert_eq!(sse.event().await.1["name"], "WANTED");
     let (after, _) = reads().await;
     let elapsed = started.elapsed();
-    // One read per slot at most (and a second one only when a read ended before what was
-    // announced), where every commit used to bring its own.
+    // About one read per slot (two in a slot at most: one at the wake after a quiet
+    // spell, or when a read ended before what was announced), where every commit used to
+    // bring its own. A slow machine spreads the commits over more slots: the bound grows
+    // with them.
     let slots = (elapsed.as_millis() / coalesce.as_millis()) as u64 + 1;
     let read = after - before;
     assert!(
-        read <= 2 * slots && read < COMMITS,
+        read <= 2 * slots,
         "{read} reads of the outbox in {elapsed:?} for {COMMITS} commits that matched nothing (interval {coalesce:?})"
     );
     drop(sse);
