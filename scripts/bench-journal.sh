@@ -5,7 +5,9 @@
 # BASELINE_COFFER is a build without the journal (e.g. the commit before it, built with
 # `cargo build --release`); COFFER defaults to target/release/coffer. Both serve the same
 # data shape (1,000 secrets of 64 bytes, encryption on); wrk (one thread, 16 connections,
-# 6 s) sends durable PUTs to each in turn, three interleaved rounds, best of each. Then, on
+# 6 s) sends durable PUTs to each in turn, PAIRS (default 3) interleaved rounds: the best of
+# each, every round, and the medians (the figure to compare when the disk's flush tail moves
+# single rounds). ROUNDS=0 stops there. Then, on
 # COFFER alone: write p99 at a steady ~1,000 writes/s with 0 and with 100 subscribers on
 # (ROUNDS, default 3, rounds of PACED_SECONDS, default 6, each; the lowest p99 of each kept)
 # GET /v1/events/stream, interleaved. The subscribers are held by one `coffer-bench
@@ -68,15 +70,26 @@ best() { # $1 current best "rps p99 errs", $2 new → the one with more rps
 
 start base "$baseline"
 start journal "$coffer"
-b=""; j=""
-for _ in 1 2 3; do
-  b=$(best "$b" "$(run "$url_base")")
-  j=$(best "$j" "$(run "$url_journal")")
+b=""; j=""; allb=""; allj=""
+for _ in $(seq "${PAIRS:-3}"); do
+  r=$(run "$url_base"); b=$(best "$b" "$r"); allb+=" ${r%% *}"
+  r=$(run "$url_journal"); j=$(best "$j" "$r"); allj+=" ${r%% *}"
 done
 kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
 printf '%-24s %8s/s  p99 %6s ms  non-2xx %s\n' "writes, no journal" $b
 printf '%-24s %8s/s  p99 %6s ms  non-2xx %s\n' "writes, journal" $j
-echo "journal: $(python3 -c "print(round(100*${j%% *}/max(${b%% *},1)))")% of the writes/s without it"
+echo "journal: $(python3 -c "print(round(100*${j%% *}/max(${b%% *},1)))")% of the writes/s without it (best of each)"
+echo "writes/s of each round, no journal:$allb"
+echo "writes/s of each round, journal:   $allj"
+python3 - "$allb" "$allj" <<'PY'
+import statistics, sys
+b, j = ([float(x) for x in a.split()] for a in sys.argv[1:])
+pairs = sorted(y / max(x, 1) for x, y in zip(b, j))
+print(f"medians of the rounds: {statistics.median(b):.0f}/s -> {statistics.median(j):.0f}/s "
+      f"({100 * statistics.median(j) / max(statistics.median(b), 1):.0f}%); "
+      f"round by round {100 * statistics.median(pairs):.0f}% (median of {len(pairs)} pairs)")
+PY
+[[ ${ROUNDS:-3} -gt 0 ]] || exit 0
 
 # Live subscribers at a steady write rate: wrk paces each of 16 connections to one write
 # every 16 ms (about 1,000 writes/s, well under saturation, so the figure is the latency a

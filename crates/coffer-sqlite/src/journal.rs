@@ -78,8 +78,83 @@ pub(crate) struct Head {
     event_seq: u64,
 }
 
+/// The journal head of the writer batch running on this thread, held in memory from its
+/// first read to the batch's end ([`BatchHead`]): a batch of many jobs reads the
+/// `journal_head` row once (again after a rollback put the unread state back) and writes
+/// it once, not once per job. Held per thread, not per connection: only the writer thread
+/// runs batches. Outside a batch (start-up, tests on a bare connection) the head is read
+/// and written in the database each time.
+#[derive(Clone)]
+enum HeldHead {
+    /// No batch on this thread: the database row is the head.
+    Off,
+    /// In a batch that has not read the head yet.
+    Unread,
+    /// In a batch: the head as its jobs left it; `dirty` until written back.
+    Held { head: Head, dirty: bool },
+}
+
+thread_local! {
+    static HELD: std::cell::RefCell<HeldHead> = const { std::cell::RefCell::new(HeldHead::Off) };
+}
+
+/// The head held for one writer batch on this thread, from [`BatchHead::begin`] (after
+/// `BEGIN`) to its drop; [`BatchHead::write_back`] writes it before `COMMIT`. A job rolled
+/// back to its savepoint puts back the head it started from ([`BatchHead::mark`],
+/// [`BatchHead::restore`]), as its rows went with it.
+pub(crate) struct BatchHead(());
+
+/// The held head before a job, for [`BatchHead::restore`] if the job is undone.
+pub(crate) struct Mark(HeldHead);
+
+impl BatchHead {
+    pub(crate) fn begin() -> Self {
+        HELD.with(|h| {
+            let mut held = h.borrow_mut();
+            debug_assert!(matches!(*held, HeldHead::Off), "one batch at a time");
+            *held = HeldHead::Unread;
+        });
+        BatchHead(())
+    }
+
+    pub(crate) fn mark(&self) -> Mark {
+        Mark(HELD.with(|h| h.borrow().clone()))
+    }
+
+    pub(crate) fn restore(&self, mark: Mark) {
+        HELD.with(|h| *h.borrow_mut() = mark.0);
+    }
+
+    /// Writes the head back if a job advanced it: the batch's last statement before
+    /// `COMMIT`. If it fails the whole batch rolls back (the database is failing: its
+    /// `COMMIT` would too).
+    pub(crate) fn write_back(&self, c: &Connection) -> StoreResult<()> {
+        HELD.with(|h| match &mut *h.borrow_mut() {
+            HeldHead::Held { head, dirty } if *dirty => {
+                update_head(c, head)?;
+                *dirty = false;
+                Ok(())
+            }
+            _ => Ok(()),
+        })
+    }
+}
+
+impl Drop for BatchHead {
+    fn drop(&mut self) {
+        HELD.with(|h| *h.borrow_mut() = HeldHead::Off);
+    }
+}
+
 fn read_head(c: &Connection) -> StoreResult<Head> {
-    c.prepare_cached("SELECT audit_seq, audit_hash, event_seq FROM journal_head WHERE id = 1")
+    if let Some(head) = HELD.with(|h| match &*h.borrow() {
+        HeldHead::Held { head, .. } => Some(head.clone()),
+        _ => None,
+    }) {
+        return Ok(head);
+    }
+    let head = c
+        .prepare_cached("SELECT audit_seq, audit_hash, event_seq FROM journal_head WHERE id = 1")
         .and_then(|mut s| {
             s.query_row([], |r| {
                 Ok(Head {
@@ -89,10 +164,35 @@ fn read_head(c: &Connection) -> StoreResult<Head> {
                 })
             })
         })
-        .map_err(unavailable)
+        .map_err(unavailable)?;
+    HELD.with(|h| {
+        let mut held = h.borrow_mut();
+        if matches!(*held, HeldHead::Unread) {
+            *held = HeldHead::Held {
+                head: head.clone(),
+                dirty: false,
+            };
+        }
+    });
+    Ok(head)
 }
 
 fn write_head(c: &Connection, head: &Head) -> StoreResult<()> {
+    let held = HELD.with(|h| {
+        let mut held = h.borrow_mut();
+        if matches!(*held, HeldHead::Off) {
+            return false;
+        }
+        *held = HeldHead::Held {
+            head: head.clone(),
+            dirty: true,
+        };
+        true
+    });
+    if held { Ok(()) } else { update_head(c, head) }
+}
+
+fn update_head(c: &Connection, head: &Head) -> StoreResult<()> {
     c.prepare_cached(
         "UPDATE journal_head SET audit_seq = ?1, audit_hash = ?2, event_seq = ?3 WHERE id = 1",
     )
@@ -139,11 +239,12 @@ pub(crate) fn append_to(
 ///
 /// A writer job is sent whenever those on their way could not take every write waiting;
 /// when it runs, it takes up to [`MAX_COMBINED`] of them, the oldest first, and runs them
-/// with one read and write of the journal head, each checking its actor in the transaction
+/// on one copy of the journal head (taken from the batch's, given back at the end), each
+/// checking its actor in the transaction
 /// as [`append`]'s callers do, and each in a savepoint of its own unless it is
 /// [`Shared::atomic`] (so a write that fails, or is refused, is undone alone). Under load a
 /// writer batch thus holds one job for the small writes that came in while the last batch
-/// committed, instead of one job (and a head read and write) each.
+/// committed, instead of one job each.
 /// Each caller hears back once its rows are durable (or that it was refused, or that
 /// the write failed). At most as many wait as the writer's queue holds ([`MAX_QUEUED`]);
 /// past that a write is refused at once with [`StoreError::Overloaded`].
@@ -155,8 +256,8 @@ pub(crate) struct Combiner {
 /// A write that can share a writer job (its transaction and the journal head) with others.
 pub(crate) trait Shared: Send + 'static {
     /// Makes its changes and appends their journal rows onto `head`, with [`append_to`]
-    /// only: [`append`] would read the head from the database, behind the one the job
-    /// carries, and fork the chain. Unless it is [`Shared::atomic`] it runs in a savepoint
+    /// only: [`append`] would read the batch's head, behind the one the job carries, and
+    /// fork the chain. Unless it is [`Shared::atomic`] it runs in a savepoint
     /// of its own: an `Err` (or a panic) undoes its changes and restores `head`, and the
     /// others go on.
     fn run(&mut self, c: &Connection, head: &mut Head) -> StoreResult<()>;
@@ -1109,6 +1210,93 @@ mod tests {
             .await
             .expect("audit");
         assert_eq!(last.len(), after.len());
+    }
+
+    /// A writer batch holds the journal head from its first read to its commit: writes that
+    /// fail or panic after appending are undone with the head they advanced, combined
+    /// writes in the same batch chain on from the others, and the head row is written back
+    /// before the commit (it names the batch's last row).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_holds_the_head_and_writes_it_back() {
+        let (_dir, store, env) = crate::store_with_env("prod").await;
+        let release = crate::hold_writer(&store.writer);
+        let mut answers = Vec::new();
+        for (n, end) in ["ok", "fail", "ok", "panic", "combined", "ok", "fail"]
+            .into_iter()
+            .enumerate()
+        {
+            if end == "combined" {
+                answers.push(Trial::queue(&store, &env.name, n as i64, "ok", false));
+                continue;
+            }
+            let (reply, answer) = oneshot::channel();
+            let env = env.name.clone();
+            let job: Job = Box::new(move |c| {
+                let change = resolution(&env, n as i64);
+                let appended = append(c, &Author::system(), &[change]);
+                let keep = match end {
+                    "fail" => false,
+                    "panic" => panic!("a write that panics"),
+                    _ => appended.is_ok(),
+                };
+                let finish: Finish = Box::new(move |commit| {
+                    let outcome = match (keep, commit) {
+                        (true, Ok(())) => Ok(()),
+                        _ => Err(StoreError::Unavailable("undone".into())),
+                    };
+                    let _ = reply.send(outcome);
+                });
+                (keep, finish)
+            });
+            store
+                .writer
+                .submit(job)
+                .map_err(|(e, _)| e)
+                .expect("queued");
+            answers.push(answer);
+        }
+        release.send(()).expect("release");
+        let mut kept = Vec::new();
+        for (n, answer) in answers.into_iter().enumerate() {
+            // The panicking job never answers: its reply went with it.
+            if matches!(answer.await, Ok(Ok(()))) {
+                kept.push(n as i64);
+            }
+        }
+        assert_eq!(kept, [0, 2, 4, 5], "the writes that committed");
+        let (rows, _) = store
+            .audit(&AuditQuery::default(), 1_000)
+            .await
+            .expect("audit");
+        let added: Vec<i64> = rows
+            .iter()
+            .filter(|r| r.action == "function.resolved")
+            .map(|r| r.at)
+            .collect();
+        assert_eq!(added, kept, "one row per committed write, in order");
+        for pair in rows.windows(2) {
+            assert_eq!(pair[1].seq, pair[0].seq + 1);
+        }
+        crate::assert_chain(&rows);
+        let last = rows.last().expect("rows");
+        let head = store.audit_head().await.expect("head");
+        assert_eq!(
+            head,
+            (last.seq, last.hash.clone()),
+            "the head row written back"
+        );
+        // Outside a batch, the row is the head: a write after this one chains on from it.
+        store
+            .combiner
+            .append(&store.writer, Actor::System, vec![resolution(&env.name, 9)])
+            .await
+            .expect("appended");
+        let (rows, _) = store
+            .audit(&AuditQuery::default(), 1_000)
+            .await
+            .expect("audit");
+        crate::assert_chain(&rows);
+        assert_eq!(rows.last().expect("rows").seq, last.seq + 1);
     }
 
     /// However many writes wait, one shared job takes at most [`MAX_COMBINED`]: a job is

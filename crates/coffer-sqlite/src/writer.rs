@@ -198,6 +198,9 @@ fn commit_batch(
         tracing::error!(error = %e, "cannot begin a write transaction");
         return;
     }
+    // The journal head is held for the batch: read by its first journaled write, written
+    // once, just before the commit.
+    let head = crate::journal::BatchHead::begin();
     let mut finishes = Vec::with_capacity(batch.len());
     let mut broken = None;
     for job in batch {
@@ -205,6 +208,7 @@ fn commit_batch(
             broken = Some(e);
             break;
         }
+        let mark = head.mark();
         // A job that panics must not take the writer thread (and every later write) with it:
         // its changes are rolled back and its caller, whose reply is dropped, gets an error.
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn)));
@@ -215,10 +219,12 @@ fn commit_batch(
             }
             Ok((false, finish)) => {
                 finishes.push(finish);
+                head.restore(mark);
                 rollback_savepoint(conn)
             }
             Err(_) => {
                 tracing::error!("a write panicked; its changes were rolled back");
+                head.restore(mark);
                 rollback_savepoint(conn)
             }
         };
@@ -226,6 +232,11 @@ fn commit_batch(
             broken = Some(e);
             break;
         }
+    }
+    if broken.is_none()
+        && let Err(e) = head.write_back(conn)
+    {
+        broken = Some(e);
     }
     // A batch that changed no catalog row (a readiness probe's empty write, a canary
     // already there, audit rows, runs) leaves the caches alone; one that did marks the
