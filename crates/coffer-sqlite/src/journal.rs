@@ -147,14 +147,34 @@ impl Drop for BatchHead {
 }
 
 fn read_head(c: &Connection) -> StoreResult<Head> {
-    if let Some(head) = HELD.with(|h| match &*h.borrow() {
-        HeldHead::Held { head, .. } => Some(head.clone()),
-        _ => None,
-    }) {
-        return Ok(head);
-    }
-    let head = c
-        .prepare_cached("SELECT audit_seq, audit_hash, event_seq FROM journal_head WHERE id = 1")
+    HELD.with(|h| {
+        let mut held = h.borrow_mut();
+        if let HeldHead::Held { head, .. } = &*held {
+            return Ok(head.clone());
+        }
+        let head = select_head(c)?;
+        if matches!(*held, HeldHead::Unread) {
+            *held = HeldHead::Held {
+                head: head.clone(),
+                dirty: false,
+            };
+        }
+        Ok(head)
+    })
+}
+
+fn write_head(c: &Connection, head: Head) -> StoreResult<()> {
+    HELD.with(|h| match &mut *h.borrow_mut() {
+        HeldHead::Off => update_head(c, &head),
+        held => {
+            *held = HeldHead::Held { head, dirty: true };
+            Ok(())
+        }
+    })
+}
+
+fn select_head(c: &Connection) -> StoreResult<Head> {
+    c.prepare_cached("SELECT audit_seq, audit_hash, event_seq FROM journal_head WHERE id = 1")
         .and_then(|mut s| {
             s.query_row([], |r| {
                 Ok(Head {
@@ -164,32 +184,7 @@ fn read_head(c: &Connection) -> StoreResult<Head> {
                 })
             })
         })
-        .map_err(unavailable)?;
-    HELD.with(|h| {
-        let mut held = h.borrow_mut();
-        if matches!(*held, HeldHead::Unread) {
-            *held = HeldHead::Held {
-                head: head.clone(),
-                dirty: false,
-            };
-        }
-    });
-    Ok(head)
-}
-
-fn write_head(c: &Connection, head: &Head) -> StoreResult<()> {
-    let held = HELD.with(|h| {
-        let mut held = h.borrow_mut();
-        if matches!(*held, HeldHead::Off) {
-            return false;
-        }
-        *held = HeldHead::Held {
-            head: head.clone(),
-            dirty: true,
-        };
-        true
-    });
-    if held { Ok(()) } else { update_head(c, head) }
+        .map_err(unavailable)
 }
 
 fn update_head(c: &Connection, head: &Head) -> StoreResult<()> {
@@ -208,7 +203,7 @@ pub(crate) fn append(c: &Connection, author: &Author, changes: &[Change]) -> Sto
     }
     let mut head = read_head(c)?;
     append_to(c, &mut head, author, changes)?;
-    write_head(c, &head)
+    write_head(c, head)
 }
 
 /// [`append`] onto a head read (and to be written) by the caller.
@@ -240,9 +235,9 @@ pub(crate) fn append_to(
 /// A writer job is sent whenever those on their way could not take every write waiting;
 /// when it runs, it takes up to [`MAX_COMBINED`] of them, the oldest first, and runs them
 /// on one copy of the journal head (taken from the batch's, given back at the end), each
-/// checking its actor in the transaction
-/// as [`append`]'s callers do, and each in a savepoint of its own unless it is
-/// [`Shared::atomic`] (so a write that fails, or is refused, is undone alone). Under load a
+/// checking its actor in the transaction as [`append`]'s callers do, and each in a
+/// savepoint of its own unless it is [`Shared::atomic`] (so a write that fails, or is
+/// refused, is undone alone). Under load a
 /// writer batch thus holds one job for the small writes that came in while the last batch
 /// committed, instead of one job each.
 /// Each caller hears back once its rows are durable (or that it was refused, or that
@@ -456,7 +451,7 @@ impl Flush {
             for item in &mut taken {
                 outcomes.push(run_alone(c, item.as_mut(), &mut head)?);
             }
-            write_head(c, &head)
+            write_head(c, head)
         });
         let keep = ran.is_ok();
         let finish: Finish = Box::new(move |commit| {
@@ -656,7 +651,7 @@ impl JournalStore for SqliteStore {
                     let row = AuditRecord::of_denial(d, key_name);
                     insert_audit(c, &mut head, row)?;
                 }
-                write_head(c, &head)
+                write_head(c, head)
             })
             .await
     }
