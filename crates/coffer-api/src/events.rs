@@ -50,8 +50,16 @@ pub struct StreamOptions {
     /// per commit (what 100 followers of a busy server would otherwise cost), whether or
     /// not the stream's pattern matched what it read. It is, but for a stream still
     /// writing its previous chunk, the most an event waits for its stream beyond its
-    /// commit's announcement.
+    /// commit's announcement, while at most `coalesce × reads_per_second` streams are open.
     pub coalesce: Duration,
+    /// The reads of the outbox for announcements, all open streams together, per second at
+    /// most (about): with more streams open than `coalesce` allows for, every stream's
+    /// interval stretches to `open streams / reads_per_second`, up to `poll` (which every
+    /// stream reads at anyway). A read that found something to send ends in a socket
+    /// write, and on a busy server those writes take CPU from the requests; this bounds
+    /// what followers cost, however many are open (a thousand open streams wait about a
+    /// second for an event).
+    pub reads_per_second: u32,
 }
 
 impl StreamOptions {
@@ -62,6 +70,7 @@ impl StreamOptions {
         poll: Duration::from_secs(1),
         page: 256,
         coalesce: Duration::from_millis(25),
+        reads_per_second: 1000,
     };
 }
 
@@ -138,6 +147,17 @@ impl Streams {
     /// Reads of the outbox by streams since the server started.
     pub(crate) fn reads(&self) -> u64 {
         self.reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The interval between a stream's slots now: [`StreamOptions::coalesce`], stretched
+    /// when so many streams are open that they would read more often, all together, than
+    /// [`StreamOptions::reads_per_second`], but not past [`StreamOptions::poll`].
+    fn interval(&self) -> Duration {
+        let options = &self.options;
+        let budget = Duration::from_secs(1) / options.reads_per_second.max(1);
+        let open = u32::try_from(self.open()).unwrap_or(u32::MAX);
+        let stretched = budget.saturating_mul(open).min(options.poll);
+        options.coalesce.max(stretched)
     }
 
     /// Ends every open stream after the frame it is sending; new ones end at once
@@ -229,16 +249,14 @@ pub async fn event_stream(
         pending: VecDeque::new(),
         fetch: true,
         greeted: false,
-        options: streams.options,
         slots: Slots::new(
             streams.epoch,
-            streams.options.coalesce,
             streams
                 .opened
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         ),
-        reads: streams.reads.clone(),
         closing: streams.closing.subscribe(),
+        streams,
         last_sent: Instant::now(),
         last_fetch: Instant::now(),
         watching: true,
@@ -295,11 +313,11 @@ struct Feed {
     /// Whether to read the outbox before waiting again.
     fetch: bool,
     greeted: bool,
-    options: StreamOptions,
+    /// The server's streams: their options, their count (the interval between this
+    /// stream's slots) and their reads of the outbox.
+    streams: Streams,
     /// When this stream reads the outbox for an announcement.
     slots: Slots,
-    /// Counts this stream's reads of the outbox (with every other stream's).
-    reads: Arc<std::sync::atomic::AtomicU64>,
     closing: watch::Receiver<bool>,
     watch: watch::Receiver<u64>,
     /// Whether `watch` still has a sender (a dropped one would wake at once forever).
@@ -347,11 +365,17 @@ impl Feed {
             }
             if self.fetch {
                 self.last_fetch = Instant::now();
-                self.reads
+                self.streams
+                    .reads
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let page = match self
                     .coffer
-                    .events_page(&self.scope, &self.pattern, self.position, self.options.page)
+                    .events_page(
+                        &self.scope,
+                        &self.pattern,
+                        self.position,
+                        self.streams.options.page,
+                    )
                     .await
                 {
                     Ok(page) => page,
@@ -400,7 +424,7 @@ impl Feed {
     /// Waits until there may be new events (announced, or the poll interval passed), a
     /// heartbeat is due, or the server shuts down.
     async fn wait(&mut self) -> Wake {
-        let heartbeat_at = self.last_sent + self.options.heartbeat;
+        let heartbeat_at = self.last_sent + self.streams.options.heartbeat;
         let watching = self.watching;
         let watch = &mut self.watch;
         let closing = &mut self.closing;
@@ -417,6 +441,7 @@ impl Feed {
         };
         let last_fetch = self.last_fetch;
         let slots = self.slots;
+        let streams = &self.streams;
         tokio::select! {
             announced = woken => {
                 self.watching = announced.is_some();
@@ -425,14 +450,18 @@ impl Feed {
                 // first slot after its last read (at once if that has passed: a stream
                 // that was idle, or busy writing past its slot), whatever the pattern
                 // matched. A stream woken by the same commit as others after a quiet
-                // spell reads with them once, then at its own slots.
-                let read_at = slots.after(last_fetch);
+                // spell reads with them once, then at its own slots. The interval is the
+                // one of the moment (it moves with the streams open, and each move shifts
+                // every stream's slots): half of it counts from the last read, so a stream
+                // whose slots moved still reads but about once per interval.
+                let interval = streams.interval();
+                let read_at = slots.after(last_fetch + interval / 2, interval);
                 tokio::select! {
                     () = tokio::time::sleep_until(read_at) => Wake::Fetch,
                     _ = closing.changed() => Wake::Close,
                 }
             }
-            () = tokio::time::sleep(self.options.poll) => Wake::Fetch,
+            () = tokio::time::sleep(self.streams.options.poll) => Wake::Fetch,
             () = tokio::time::sleep_until(heartbeat_at) => Wake::Heartbeat,
             _ = closing.changed() => Wake::Close,
         }
@@ -461,34 +490,42 @@ impl Feed {
 /// together, a burst of as many socket writes as there are streams once per interval, which
 /// whatever else the server does waits behind. Phases spread by the golden ratio keep any
 /// number of streams about evenly apart; a stream reads at its first slot after its last
-/// read, so about once per interval while commits keep coming.
+/// read, so about once per interval while commits keep coming. The interval is the server's
+/// at the time ([`Streams::interval`]: it stretches with the streams open), the phase the
+/// same fraction of it.
 #[derive(Clone, Copy, Debug)]
 struct Slots {
-    /// The first slot: the server's epoch plus this stream's phase.
-    first: Instant,
-    interval: Duration,
+    /// Where every stream's slots are counted from (the server's).
+    epoch: Instant,
+    /// This stream's phase, as a fraction of the interval.
+    fraction: f64,
 }
 
 impl Slots {
-    fn new(epoch: Instant, interval: Duration, nth: u64) -> Slots {
+    fn new(epoch: Instant, nth: u64) -> Slots {
         // The fractional part of nth × φ (the golden ratio's inverse, in 1/2^32ths).
         let fraction = nth.wrapping_mul(0x9E37_79B9) & 0xFFFF_FFFF;
-        let phase = interval.mul_f64(fraction as f64 / 4_294_967_296.0);
         Slots {
-            first: epoch + phase,
-            interval,
+            epoch,
+            fraction: fraction as f64 / 4_294_967_296.0,
         }
     }
 
-    /// The first slot strictly after `instant`.
-    fn after(&self, instant: Instant) -> Instant {
-        let interval = self.interval.as_nanos().max(1);
-        let Some(since) = instant.checked_duration_since(self.first) else {
-            return self.first;
+    /// The first slot, for slots `interval` apart.
+    fn first(&self, interval: Duration) -> Instant {
+        self.epoch + interval.mul_f64(self.fraction)
+    }
+
+    /// The first slot strictly after `instant`, for slots `interval` apart.
+    fn after(&self, instant: Instant, interval: Duration) -> Instant {
+        let first = self.first(interval);
+        let step = interval.as_nanos().max(1);
+        let Some(since) = instant.checked_duration_since(first) else {
+            return first;
         };
-        let next = since.as_nanos() / interval + 1;
-        let offset = Duration::from_nanos(u64::try_from(next * interval).unwrap_or(u64::MAX));
-        self.first + offset
+        let next = since.as_nanos() / step + 1;
+        let offset = Duration::from_nanos(u64::try_from(next * step).unwrap_or(u64::MAX));
+        first + offset
     }
 }
 
@@ -561,38 +598,83 @@ mod tests {
     #[test]
     fn a_streams_slots_are_one_interval_apart_at_its_own_phase() {
         let epoch = Instant::now();
-        let interval = Duration::from_millis(25);
-        for nth in 0..200 {
-            let slots = Slots::new(epoch, interval, nth);
-            let phase = slots.first - epoch;
-            assert!(phase < interval, "{nth}: phase {phase:?}");
-            // Before the first slot, then on a slot, then between slots.
-            let just_before = slots.first.checked_sub(Duration::from_nanos(1)).unwrap();
-            assert_eq!(slots.after(just_before), slots.first);
-            for probe in [
-                slots.first,
-                slots.first + Duration::from_micros(1),
-                slots.first + interval * 3 + Duration::from_millis(7),
-                slots.first + interval * 1000,
-            ] {
-                let next = slots.after(probe);
-                assert!(next > probe, "{nth}: {next:?} not after {probe:?}");
-                assert!(
-                    next - probe <= interval,
-                    "{nth}: more than an interval away"
-                );
-                let from_first = (next - slots.first).as_nanos();
-                assert_eq!(from_first % interval.as_nanos(), 0, "{nth}: not on a slot");
+        for interval in [Duration::from_millis(25), Duration::from_millis(130)] {
+            for nth in 0..200 {
+                let slots = Slots::new(epoch, nth);
+                let first = slots.first(interval);
+                let phase = first - epoch;
+                assert!(phase < interval, "{nth}: phase {phase:?}");
+                // Before the first slot, then on a slot, then between slots.
+                let just_before = first.checked_sub(Duration::from_nanos(1)).unwrap();
+                assert_eq!(slots.after(just_before, interval), first);
+                for probe in [
+                    first,
+                    first + Duration::from_micros(1),
+                    first + interval * 3 + Duration::from_millis(7),
+                    first + interval * 1000,
+                ] {
+                    let next = slots.after(probe, interval);
+                    assert!(next > probe, "{nth}: {next:?} not after {probe:?}");
+                    assert!(
+                        next - probe <= interval,
+                        "{nth}: more than an interval away"
+                    );
+                    let from_first = (next - first).as_nanos();
+                    assert_eq!(from_first % interval.as_nanos(), 0, "{nth}: not on a slot");
+                }
             }
         }
         // Spread about evenly: a hundred streams put 3 to 5 slots (4 on average) in every
         // millisecond of a 25 ms interval, not a hundred in one.
+        let interval = Duration::from_millis(25);
         let mut per_ms = [0u32; 25];
         for nth in 0..100 {
-            let phase = Slots::new(epoch, interval, nth).first - epoch;
+            let phase = Slots::new(epoch, nth).first(interval) - epoch;
             per_ms[phase.as_millis() as usize] += 1;
         }
         assert!(per_ms.iter().all(|n| (3..=5).contains(n)), "{per_ms:?}");
+    }
+
+    #[test]
+    fn the_interval_stretches_when_the_streams_would_read_more_than_their_budget() {
+        let streams = Streams::new(StreamOptions {
+            coalesce: Duration::from_millis(25),
+            reads_per_second: 1000,
+            ..StreamOptions::DEFAULT
+        });
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(streams.interval(), ms(25), "no stream open");
+        let some = streams.permits.clone().try_acquire_many_owned(10).unwrap();
+        assert_eq!(
+            streams.interval(),
+            ms(25),
+            "10 streams read 400 times a second"
+        );
+        let more = streams.permits.clone().try_acquire_many_owned(90).unwrap();
+        assert_eq!(
+            streams.interval(),
+            ms(100),
+            "100 streams: 1,000 reads a second"
+        );
+        let all = streams.permits.clone().try_acquire_many_owned(924).unwrap();
+        assert_eq!(
+            streams.interval(),
+            ms(1000),
+            "1,024 streams: no longer than the poll"
+        );
+        drop((all, more));
+        assert_eq!(streams.interval(), ms(25), "back to 10");
+        drop(some);
+        let none = Streams::new(StreamOptions {
+            reads_per_second: 0,
+            ..StreamOptions::DEFAULT
+        });
+        let _one = none.permits.clone().try_acquire_owned().unwrap();
+        assert_eq!(
+            none.interval(),
+            Duration::from_secs(1),
+            "a budget of 0 is 1"
+        );
     }
 
     #[test]

@@ -386,6 +386,20 @@ async fn a_secret_value_reaches_no_response_stream_nats_message_audit_row_log_or
             .0,
         200
     );
+    // Config values are readable by design, but no event, NATS message or audit row
+    // carries them either.
+    let config_canary = format!("confval-{:x}", std::process::id() as u64 * 104_729 + 0xbeef);
+    let config = "/v1/environments/default/config/flags";
+    let config_value = |n: u32| Some(json!({ "value": {"v": format!("{config_canary}-{n}")} }));
+    assert_eq!(
+        call(Method::PUT, config, &admin, config_value(1)).await.0,
+        201
+    );
+    assert_eq!(
+        call(Method::PUT, config, &admin, config_value(2)).await.0,
+        200
+    );
+    assert_eq!(call(Method::DELETE, config, &admin, None).await.0, 204);
     assert_eq!(call(Method::DELETE, secret, &admin, None).await.0, 204);
     assert_eq!(call(Method::DELETE, doomed, &admin, None).await.0, 204);
     for path in [
@@ -414,10 +428,17 @@ async fn a_secret_value_reaches_no_response_stream_nats_message_audit_row_log_or
         "secret.updated",
         "secret.unchanged",
         "secret.deleted",
+        "config.created",
+        "config.updated",
+        "config.deleted",
         "environment.deleted",
     ] {
         assert!(actions.contains(&expected), "{expected} not in {actions:?}");
     }
+    assert!(
+        !audit.to_string().contains(&config_canary),
+        "an audit row holds a config value"
+    );
     for body in &responses {
         assert!(
             !body.contains(&canary),
@@ -431,6 +452,14 @@ async fn a_secret_value_reaches_no_response_stream_nats_message_audit_row_log_or
         "{streamed}"
     );
     assert!(!streamed.contains(&canary), "the stream holds the value");
+    assert!(
+        streamed.contains("system.config.flags.deleted"),
+        "{streamed}"
+    );
+    assert!(
+        !streamed.contains(&config_canary),
+        "the stream holds a config value"
+    );
 
     let messages = read_stream(&url, |got| {
         got.iter()
@@ -443,10 +472,20 @@ async fn a_secret_value_reaches_no_response_stream_nats_message_audit_row_log_or
             "a NATS message holds the value: {subject}"
         );
     }
+    assert!(
+        messages
+            .iter()
+            .any(|(subject, _, _)| subject == "system.config.flags.updated"),
+        "the config events reached NATS"
+    );
 
     assert!(s.terminate());
     stop_nats(nats);
     assert!(!s.log().contains(&canary), "the log holds the value");
+    assert!(
+        !s.log().contains(&config_canary),
+        "the log holds a config value"
+    );
     let mut files = vec![data.clone()];
     while let Some(path) = files.pop() {
         if path.is_dir() {

@@ -50,124 +50,104 @@ impl Origin {
     }
 }
 
-/// Every kind of change Coffer makes, as `action` in the audit log. Each publishes exactly
-/// one event, except [`Action::SecretUnchanged`] (audit only: an import found the value it
-/// was sent already stored).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Action {
-    /// `system.environment.{name}.created`
-    EnvironmentCreated,
-    /// `system.environment.{name}.deleted`
-    EnvironmentDeleted,
-    /// `system.secret.{name}.created`
-    SecretCreated,
-    /// `system.secret.{name}.updated`
-    SecretUpdated,
-    /// `system.secret.{name}.deleted`
-    SecretDeleted,
-    /// Audit only: an import left a secret as it was.
-    SecretUnchanged,
-    /// `system.config.{key}.created`
-    ConfigCreated,
-    /// `system.config.{key}.updated`
-    ConfigUpdated,
-    /// `system.config.{key}.deleted`
-    ConfigDeleted,
-    /// `system.apikey.{id}.created`
-    ApiKeyCreated,
-    /// `system.apikey.{id}.revoked`
-    ApiKeyRevoked,
-    /// `system.keys.rewrapped`: a batch of values re-encrypted (or dev-mode plaintext
-    /// encrypted) without changing what they mean.
-    KeysRewrapped,
-    /// `system.keys.{vN}.registered`: a key version's canary stored on its first use.
-    KeyRegistered,
-    /// `system.keys.verified`: a batch of values opened to check they still can be
-    /// (`coffer keys verify`, the start-up migration walk); `count` values checked.
-    KeysVerified,
-    /// `system.function.{id}.created`
-    FunctionCreated,
-    /// `system.function.{id}.updated`
-    FunctionUpdated,
-    /// `system.function.{id}.deleted`
-    FunctionDeleted,
-    /// `system.function.{id}.rotated`: its signing secret was replaced.
-    FunctionRotated,
-    /// Audit only: a function's declared secrets were resolved for a run or a process
-    /// (names in the row's detail, never values).
-    FunctionResolved,
-    /// Audit only: an event was accepted (`count`: the runs it started).
-    EventReceived,
-    /// `system.run.{id}.queued`: started, or queued again for a retry.
-    RunQueued,
-    /// `system.run.{id}.running`: an attempt was leased.
-    RunRunning,
-    /// `system.run.{id}.succeeded`
-    RunSucceeded,
-    /// `system.run.{id}.failed`
-    RunFailed,
-    /// Audit only: ended runs older than the retention were deleted (`count` of them).
-    RunsPruned,
-    /// `system.orchestration.{id}.created`
-    OrchestrationCreated,
-    /// `system.orchestration.{id}.updated`
-    OrchestrationUpdated,
-    /// `system.orchestration.{id}.deleted`
-    OrchestrationDeleted,
-    /// `system.orchestration.run.{id}.started`
-    FlowStarted,
-    /// `system.orchestration.run.{id}.waiting`: an approval step waits for a decision.
-    FlowWaiting,
-    /// `system.orchestration.run.{id}.approved`: someone approved its waiting step.
-    FlowApproved,
-    /// `system.orchestration.run.{id}.rejected`: someone rejected its waiting step (the
-    /// run ends `rejected`).
-    FlowRejected,
-    /// `system.orchestration.run.{id}.succeeded`
-    FlowSucceeded,
-    /// `system.orchestration.run.{id}.failed`
-    FlowFailed,
+/// Declares [`Action`] and [`Action::ALL`] from one list, so no action can be left out of
+/// the tests that walk them all.
+macro_rules! actions {
+    ($(#[$meta:meta])* pub enum Action { $($(#[$vmeta:meta])* $variant:ident,)* }) => {
+        $(#[$meta])*
+        pub enum Action {
+            $($(#[$vmeta])* $variant,)*
+        }
+
+        impl Action {
+            /// Every action, in declaration order, for tests that must cover them all.
+            pub const ALL: &[Action] = &[$(Action::$variant,)*];
+        }
+    };
+}
+
+actions! {
+    /// Every kind of change Coffer makes, as `action` in the audit log. Each publishes exactly
+    /// one event, except [`Action::SecretUnchanged`] (audit only: an import found the value it
+    /// was sent already stored).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum Action {
+        /// `system.environment.{name}.created`
+        EnvironmentCreated,
+        /// `system.environment.{name}.deleted`
+        EnvironmentDeleted,
+        /// `system.secret.{name}.created`
+        SecretCreated,
+        /// `system.secret.{name}.updated`
+        SecretUpdated,
+        /// `system.secret.{name}.deleted`
+        SecretDeleted,
+        /// Audit only: an import left a secret as it was.
+        SecretUnchanged,
+        /// `system.config.{key}.created`
+        ConfigCreated,
+        /// `system.config.{key}.updated`
+        ConfigUpdated,
+        /// `system.config.{key}.deleted`
+        ConfigDeleted,
+        /// `system.apikey.{id}.created`
+        ApiKeyCreated,
+        /// `system.apikey.{id}.revoked`
+        ApiKeyRevoked,
+        /// `system.keys.rewrapped`: a batch of values re-encrypted (or dev-mode plaintext
+        /// encrypted) without changing what they mean.
+        KeysRewrapped,
+        /// `system.keys.{vN}.registered`: a key version's canary stored on its first use.
+        KeyRegistered,
+        /// `system.keys.verified`: a batch of values opened to check they still can be
+        /// (`coffer keys verify`, the start-up migration walk); `count` values checked.
+        KeysVerified,
+        /// `system.function.{id}.created`
+        FunctionCreated,
+        /// `system.function.{id}.updated`
+        FunctionUpdated,
+        /// `system.function.{id}.deleted`
+        FunctionDeleted,
+        /// `system.function.{id}.rotated`: its signing secret was replaced.
+        FunctionRotated,
+        /// Audit only: a function's declared secrets were resolved for a run or a process
+        /// (names in the row's detail, never values).
+        FunctionResolved,
+        /// Audit only: an event was accepted (`count`: the runs it started).
+        EventReceived,
+        /// `system.run.{id}.queued`: started, or queued again for a retry.
+        RunQueued,
+        /// `system.run.{id}.running`: an attempt was leased.
+        RunRunning,
+        /// `system.run.{id}.succeeded`
+        RunSucceeded,
+        /// `system.run.{id}.failed`
+        RunFailed,
+        /// Audit only: ended runs older than the retention were deleted (`count` of them).
+        RunsPruned,
+        /// `system.orchestration.{id}.created`
+        OrchestrationCreated,
+        /// `system.orchestration.{id}.updated`
+        OrchestrationUpdated,
+        /// `system.orchestration.{id}.deleted`
+        OrchestrationDeleted,
+        /// `system.orchestration.run.{id}.started`
+        FlowStarted,
+        /// `system.orchestration.run.{id}.waiting`: an approval step waits for a decision.
+        FlowWaiting,
+        /// `system.orchestration.run.{id}.approved`: someone approved its waiting step.
+        FlowApproved,
+        /// `system.orchestration.run.{id}.rejected`: someone rejected its waiting step (the
+        /// run ends `rejected`).
+        FlowRejected,
+        /// `system.orchestration.run.{id}.succeeded`
+        FlowSucceeded,
+        /// `system.orchestration.run.{id}.failed`
+        FlowFailed,
+    }
 }
 
 impl Action {
-    /// Every action, for tests that must cover them all.
-    pub const ALL: &[Action] = &[
-        Action::EnvironmentCreated,
-        Action::EnvironmentDeleted,
-        Action::SecretCreated,
-        Action::SecretUpdated,
-        Action::SecretDeleted,
-        Action::SecretUnchanged,
-        Action::ConfigCreated,
-        Action::ConfigUpdated,
-        Action::ConfigDeleted,
-        Action::ApiKeyCreated,
-        Action::ApiKeyRevoked,
-        Action::KeysRewrapped,
-        Action::KeyRegistered,
-        Action::KeysVerified,
-        Action::FunctionCreated,
-        Action::FunctionUpdated,
-        Action::FunctionDeleted,
-        Action::FunctionRotated,
-        Action::FunctionResolved,
-        Action::EventReceived,
-        Action::RunQueued,
-        Action::RunRunning,
-        Action::RunSucceeded,
-        Action::RunFailed,
-        Action::RunsPruned,
-        Action::OrchestrationCreated,
-        Action::OrchestrationUpdated,
-        Action::OrchestrationDeleted,
-        Action::FlowStarted,
-        Action::FlowWaiting,
-        Action::FlowApproved,
-        Action::FlowRejected,
-        Action::FlowSucceeded,
-        Action::FlowFailed,
-    ];
-
     /// The resource kind and the verb: `("secret", "created")`.
     pub fn parts(self) -> (&'static str, &'static str) {
         match self {

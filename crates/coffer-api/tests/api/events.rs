@@ -157,6 +157,8 @@ async fn a_manage_key_sees_only_its_own_environments_events() {
     let (_, manage) = s.create_key("manage", Some("prod")).await;
     let mut sse = Sse::open(&s, &manage, "", None).await;
     s.put_secret("default", "ELSEWHERE", "v").await;
+    // An event of no environment (an admin key's creation) is not the manage key's either.
+    s.create_key("admin", None).await;
     s.put_secret("prod", "MINE", "v").await;
     s.create_env("staging").await;
     s.put_secret("default", "ELSEWHERE", "v2").await;
@@ -453,6 +455,74 @@ async fn a_stream_reads_the_outbox_once_per_interval_even_when_nothing_matched()
         "{read} reads of the outbox in {elapsed:?} for {COMMITS} commits that matched nothing (interval {coalesce:?})"
     );
     drop(sse);
+}
+
+/// Many streams together read the outbox no more often than their budget: each stream's
+/// interval stretches with the streams open (4 streams at 8 reads a second: every 500 ms,
+/// where the 10 ms coalescing interval alone would have them read at every commit), and
+/// every event still reaches every stream.
+#[tokio::test]
+async fn streams_read_the_outbox_within_their_budget_however_many_are_open() {
+    const STREAMS: u64 = 4;
+    let budget = 8;
+    let interval = Duration::from_millis(500); // STREAMS / budget
+    let s = start_with(quick(StreamOptions {
+        heartbeat: Duration::from_secs(600),
+        poll: Duration::from_secs(600),
+        coalesce: Duration::from_millis(10),
+        reads_per_second: budget,
+        ..StreamOptions::DEFAULT
+    }))
+    .await;
+    let reads = || async {
+        let text = s
+            .http
+            .get(format!("{}/metrics", s.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metric(&text, "coffer_event_stream_reads_total")
+    };
+    let mut streams = Vec::new();
+    for _ in 0..STREAMS {
+        streams.push(Sse::open(&s, &s.admin, "", None).await);
+    }
+    // Each reads the outbox once when it opens.
+    let deadline = Instant::now() + WAIT;
+    let before = loop {
+        let read = reads().await;
+        if read >= STREAMS {
+            break read;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the streams never read the outbox"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let started = Instant::now();
+    const COMMITS: usize = 20;
+    for i in 0..COMMITS {
+        s.put_secret("default", &format!("B{i}"), "v").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for sse in &mut streams {
+        for i in 0..COMMITS {
+            assert_eq!(sse.event().await.1["name"], format!("B{i}"));
+        }
+    }
+    let read = reads().await - before;
+    let elapsed = started.elapsed();
+    // At most two reads per slot and stream (see the test above); a slow machine spreads
+    // the commits over more slots, and the bound grows with them.
+    let slots = (elapsed.as_millis() / interval.as_millis()) as u64 + 1;
+    assert!(
+        read <= 2 * STREAMS * slots,
+        "{read} reads of the outbox by {STREAMS} streams in {elapsed:?} ({COMMITS} commits, budget {budget}/s)"
+    );
 }
 
 fn metric(text: &str, name: &str) -> u64 {

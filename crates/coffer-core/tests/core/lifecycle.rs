@@ -394,6 +394,16 @@ async fn dev_mode_values_are_encrypted_at_the_first_start_with_a_key() {
     let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
     assert_eq!(n.report.migrated_plaintext, 2);
     assert_eq!(versions(&*n.store).await, [(1, 2)]);
+    // The migration is Coffer's own write: audited, with an event, as `system`.
+    let query = coffer_store::AuditQuery {
+        action: Some("keys.rewrapped".into()),
+        ..coffer_store::AuditQuery::default()
+    };
+    let rows = n.store.audit(&query, 100).await.unwrap().0;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].actor, coffer_store::ActorRef::system());
+    assert_eq!(rows[0].count, 2);
+    assert!(rows[0].event.is_some(), "the batch published its event");
     assert_eq!(
         resolve(&n.coffer, "B").await.unwrap().as_deref(),
         Some("plain B")
