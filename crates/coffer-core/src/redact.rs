@@ -126,6 +126,12 @@ impl Redactor {
         }
     }
 
+    /// The bytes of the values and lines it redacts (what its needles and automata grow
+    /// with).
+    pub fn needle_bytes(&self) -> usize {
+        self.units.iter().map(|u| u.len()).sum()
+    }
+
     /// The automata, built on first use.
     fn automata(&self) -> &Automata {
         self.automata.get_or_init(|| {

@@ -56,6 +56,68 @@ impl Default for RuntimeOptions {
 /// `overloaded` rather than held.
 pub const MAX_WAITING_POLLS: usize = 1024;
 
+/// Redactions of what a run reported made at once on a node: each holds the plaintext of
+/// its function's declared values and, for a long enough text, automata of about 190 bytes
+/// per value byte (64 declared values of 64 KiB: ~770 MiB and seconds of CPU), so
+/// completions sent at once wait here rather than each building its own.
+pub const MAX_REDACTIONS: usize = 2;
+
+/// The redactor's needle bytes up to which a redaction runs on the request's task: building
+/// and searching them costs less than a hand-off to the blocking pool (twenty 30-byte
+/// values: ~0.2 ms to build).
+const INLINE_REDACTION_BYTES: usize = 4096;
+
+/// Bounds the redactions of a node ([`MAX_REDACTIONS`]) and moves the costly ones off the
+/// runtime's workers.
+pub(crate) struct RedactionGate {
+    places: Arc<tokio::sync::Semaphore>,
+}
+
+/// A place among a node's [`MAX_REDACTIONS`], held from the values' reading to the end of
+/// the redaction.
+pub(crate) struct RedactionPlace(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+impl RedactionGate {
+    fn new(places: usize) -> RedactionGate {
+        RedactionGate {
+            places: Arc::new(tokio::sync::Semaphore::new(places)),
+        }
+    }
+
+    /// Waits for a place (before the values are read: they are what a place bounds).
+    pub(crate) async fn enter(&self) -> RedactionPlace {
+        let permit = self.places.clone().acquire_owned().await;
+        // The semaphore is never closed.
+        RedactionPlace(permit.expect("the redaction gate is never closed"))
+    }
+
+    /// Runs `redact` with `redactor` while `place` is held: on the task for a few short
+    /// needles, else on the blocking pool (a worker of the runtime is not held for the
+    /// milliseconds to seconds large values take).
+    pub(crate) async fn run<T: Send + 'static>(
+        place: RedactionPlace,
+        redactor: crate::redact::Redactor,
+        redact: impl FnOnce(&crate::redact::Redactor) -> T + Send + 'static,
+    ) -> Result<T, CoreError> {
+        if redactor.needle_bytes() <= INLINE_REDACTION_BYTES {
+            let done = redact(&redactor);
+            drop(place);
+            return Ok(done);
+        }
+        tokio::task::spawn_blocking(move || {
+            let done = redact(&redactor);
+            drop((redactor, place));
+            done
+        })
+        .await
+        .map_err(|_| {
+            CoreError::Store(coffer_store::StoreError::Unavailable(
+                "a redaction did not finish".into(),
+            ))
+        })
+    }
+}
+
 /// Most functions one environment may have (an event is matched against all of them).
 pub const MAX_FUNCTIONS_PER_ENVIRONMENT: usize = 1000;
 
@@ -78,6 +140,8 @@ pub(crate) struct Runtime {
     pub(crate) claims: waiters::Claims,
     /// Woken when this node starts an orchestration run or records a decision.
     pub(crate) flow_wake: tokio::sync::Notify,
+    /// The redactions of what pull workers report.
+    pub(crate) redactions: RedactionGate,
     /// Functions' parsed definitions.
     pub(crate) specs: SpecCache,
     /// The push dispatcher running on this node, to hand it the push runs a send leases
@@ -114,6 +178,7 @@ impl Default for Runtime {
             polls: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_POLLS)),
             claims: waiters::Claims::default(),
             flow_wake: tokio::sync::Notify::new(),
+            redactions: RedactionGate::new(MAX_REDACTIONS),
             specs: SpecCache::default(),
             handoff: std::sync::Mutex::new(None),
         }
@@ -793,6 +858,45 @@ pub(crate) fn cut(mut text: String, bytes: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Redactions wait for a place: never more at once than the gate has, on the blocking
+    /// pool for large needles and on the task for small ones, and a place is given back
+    /// when the redaction ends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redactions_run_no_more_at_once_than_the_gate_has_places() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let gate = Arc::new(RedactionGate::new(2));
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let large = "x".repeat(INLINE_REDACTION_BYTES + 1);
+        let mut tasks = Vec::new();
+        for i in 0..6 {
+            let (gate, running, most) = (gate.clone(), running.clone(), most.clone());
+            let value = if i % 2 == 0 {
+                large.clone()
+            } else {
+                format!("small-{i}")
+            };
+            tasks.push(tokio::spawn(async move {
+                let place = gate.enter().await;
+                let redactor = crate::redact::Redactor::new([value.as_str()]);
+                let text = format!("before {value} after");
+                RedactionGate::run(place, redactor, move |r| {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(30));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    r.redact(&text)
+                })
+                .await
+                .unwrap()
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), "before ******** after");
+        }
+        assert!(most.load(Ordering::SeqCst) <= 2, "more than 2 at once");
+        assert_eq!(gate.places.available_permits(), 2, "every place given back");
+    }
 
     fn put(mode: FunctionMode, url: Option<&str>) -> PutFunction {
         PutFunction {
