@@ -12,9 +12,7 @@ use coffer_wire::{FunctionMode, Job};
 
 use super::Command;
 use crate::runtime::waiters::Passed;
-use crate::runtime::{
-    MAX_EVENT_DATA_BYTES, RedactionGate, check_event_name, stored_error, stored_output,
-};
+use crate::runtime::{MAX_EVENT_DATA_BYTES, check_event_name, stored_error, stored_output};
 use crate::{Coffer, CoreError, Principal};
 
 /// How often a waiting poll looks for due runs when nothing woke it (a retry whose backoff
@@ -438,22 +436,23 @@ impl Command for CompleteRun {
             return Err(CoreError::LeaseLost);
         }
         // The values to redact: those the function declares, as they are now. Without the
-        // function there is nothing to redact with: nothing the worker sent is kept. A
-        // place among the node's redactions first: completions sent at once (for one run
-        // or many) each read the values and may build automata many times their size.
-        let place = coffer.runtime.redactions.enter().await;
+        // function there is nothing to redact with: nothing the worker sent is kept. Large
+        // values are redacted through the node's gate: completions sent at once (for one
+        // run or many) would each build automata many times their size.
         let outcome = match coffer.find_function(&self.env, &run.function_id).await {
             Ok(f) => match coffer.redactor_for_run(&incarnation, &f, &run).await? {
                 Some(redactor) => {
-                    RedactionGate::run(place, redactor, move |redactor| match result {
-                        Ok(output) => RunOutcome::Succeeded {
-                            output: stored_output(redactor, output),
-                        },
-                        Err(error) => RunOutcome::Failed {
-                            error: stored_error(redactor, &error),
-                        },
-                    })
-                    .await?
+                    let redactions = &coffer.runtime.redactions;
+                    redactions
+                        .run(redactor, move |redactor| match result {
+                            Ok(output) => RunOutcome::Succeeded {
+                                output: stored_output(redactor, output),
+                            },
+                            Err(error) => RunOutcome::Failed {
+                                error: stored_error(redactor, &error),
+                            },
+                        })
+                        .await?
                 }
                 None => {
                     let gone = "the run's orchestration step changed while it ran; what the worker reported is not kept (it could not be redacted)";

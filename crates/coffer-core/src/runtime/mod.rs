@@ -56,10 +56,10 @@ impl Default for RuntimeOptions {
 /// `overloaded` rather than held.
 pub const MAX_WAITING_POLLS: usize = 1024;
 
-/// Redactions of what a run reported made at once on a node: each holds the plaintext of
-/// its function's declared values and, for a long enough text, automata of about 190 bytes
-/// per value byte (64 declared values of 64 KiB: ~770 MiB and seconds of CPU), so
-/// completions sent at once wait here rather than each building its own.
+/// Large redactions of what a run reported made at once on a node: for a long enough text
+/// each builds automata of about 190 bytes per value byte (64 declared values of 64 KiB:
+/// ~770 MiB and seconds of CPU), so completions sent at once wait here rather than each
+/// building its own.
 pub const MAX_REDACTIONS: usize = 2;
 
 /// The redactor's needle bytes up to which a redaction runs on the request's task: building
@@ -67,15 +67,11 @@ pub const MAX_REDACTIONS: usize = 2;
 /// values: ~0.2 ms to build).
 const INLINE_REDACTION_BYTES: usize = 4096;
 
-/// Bounds the redactions of a node ([`MAX_REDACTIONS`]) and moves the costly ones off the
+/// Bounds the large redactions of a node ([`MAX_REDACTIONS`]) and moves them off the
 /// runtime's workers.
 pub(crate) struct RedactionGate {
     places: Arc<tokio::sync::Semaphore>,
 }
-
-/// A place among a node's [`MAX_REDACTIONS`], held from the values' reading to the end of
-/// the redaction.
-pub(crate) struct RedactionPlace(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
 impl RedactionGate {
     fn new(places: usize) -> RedactionGate {
@@ -84,26 +80,20 @@ impl RedactionGate {
         }
     }
 
-    /// Waits for a place (before the values are read: they are what a place bounds).
-    pub(crate) async fn enter(&self) -> RedactionPlace {
-        let permit = self.places.clone().acquire_owned().await;
-        // The semaphore is never closed.
-        RedactionPlace(permit.expect("the redaction gate is never closed"))
-    }
-
-    /// Runs `redact` with `redactor` while `place` is held: on the task for a few short
-    /// needles, else on the blocking pool (a worker of the runtime is not held for the
-    /// milliseconds to seconds large values take).
+    /// Runs `redact` with `redactor`: on the task for a few short needles (most runs: no
+    /// wait, no hand-off), else in one of the gate's places on the blocking pool (a worker
+    /// of the runtime is not held for the milliseconds to seconds large values take, and
+    /// no more than [`MAX_REDACTIONS`] of their automata exist at once).
     pub(crate) async fn run<T: Send + 'static>(
-        place: RedactionPlace,
+        &self,
         redactor: crate::redact::Redactor,
         redact: impl FnOnce(&crate::redact::Redactor) -> T + Send + 'static,
     ) -> Result<T, CoreError> {
         if redactor.needle_bytes() <= INLINE_REDACTION_BYTES {
-            let done = redact(&redactor);
-            drop(place);
-            return Ok(done);
+            return Ok(redact(&redactor));
         }
+        let place = self.places.clone().acquire_owned().await;
+        let place = place.expect("the redaction gate is never closed");
         tokio::task::spawn_blocking(move || {
             let done = redact(&redactor);
             drop((redactor, place));
@@ -859,9 +849,8 @@ pub(crate) fn cut(mut text: String, bytes: usize) -> String {
 mod tests {
     use super::*;
 
-    /// Redactions wait for a place: never more at once than the gate has, on the blocking
-    /// pool for large needles and on the task for small ones, and a place is given back
-    /// when the redaction ends.
+    /// Large redactions wait for a place: never more at once than the gate has, on the
+    /// blocking pool, and a place is given back when one ends; small ones run on the task.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redactions_run_no_more_at_once_than_the_gate_has_places() {
         use std::sync::atomic::{AtomicUsize, Ordering};
@@ -869,7 +858,7 @@ mod tests {
         let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let large = "x".repeat(INLINE_REDACTION_BYTES + 1);
         let mut tasks = Vec::new();
-        for i in 0..6 {
+        for i in 0..10 {
             let (gate, running, most) = (gate.clone(), running.clone(), most.clone());
             let value = if i % 2 == 0 {
                 large.clone()
@@ -877,14 +866,16 @@ mod tests {
                 format!("small-{i}")
             };
             tasks.push(tokio::spawn(async move {
-                let place = gate.enter().await;
                 let redactor = crate::redact::Redactor::new([value.as_str()]);
                 let text = format!("before {value} after");
-                RedactionGate::run(place, redactor, move |r| {
-                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                    most.fetch_max(now, Ordering::SeqCst);
-                    std::thread::sleep(std::time::Duration::from_millis(30));
-                    running.fetch_sub(1, Ordering::SeqCst);
+                let counted = i % 2 == 0;
+                gate.run(redactor, move |r| {
+                    if counted {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(30));
+                        running.fetch_sub(1, Ordering::SeqCst);
+                    }
                     r.redact(&text)
                 })
                 .await
