@@ -293,8 +293,15 @@ async fn a_reported_output_or_error_is_stored_redacted() {
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path(), ring(1, &[(1, K1)]), false).await.unwrap();
     put(&n.coffer, "TOKEN", "tok-3f9a1c2e").await.unwrap();
-    register_pull(&n.coffer, "billing", &["TOKEN"], &[]).await;
+    // Over 4 KiB of lines: redacted on the blocking pool, through the node's gate.
+    let cert = (0..100)
+        .map(|i| format!("line-{i:04}-{}", "abcdefghij".repeat(5)))
+        .collect::<Vec<_>>()
+        .join("\n");
+    put(&n.coffer, "CERT", &cert).await.unwrap();
+    register_pull(&n.coffer, "billing", &["TOKEN", "CERT"], &[]).await;
     let runtime = runtime_key(&*n.store, "ak_0e").await;
+    send_event(&n.coffer, "order.created").await;
     send_event(&n.coffer, "order.created").await;
     send_event(&n.coffer, "order.created").await;
     let job = poll(&n.coffer, &runtime, &["billing"], 30_000)
@@ -329,6 +336,24 @@ async fn a_reported_output_or_error_is_stored_redacted() {
     .unwrap();
     assert_eq!(failed.status, RunStatus::Failed);
     assert_eq!(failed.error.as_deref(), Some("401 for token ********"));
+    let job = poll(&n.coffer, &runtime, &["billing"], 30_000)
+        .await
+        .unwrap()
+        .unwrap();
+    let line = format!("line-0042-{}", "abcdefghij".repeat(5));
+    let output = json!({"cert": cert.clone(), "one line": format!("seen: {line}.")});
+    let done = complete(
+        &n.coffer,
+        &runtime,
+        job.run_id.as_deref().unwrap(),
+        job.attempt,
+        Ok(output),
+    )
+    .await
+    .unwrap();
+    let stored = done.output.unwrap();
+    assert!(!stored.contains(&line), "{stored}");
+    assert!(stored.contains("********"), "{stored}");
 }
 
 /// A send with an `Idempotency-Key` seen before starts no run and answers the first runs.
