@@ -67,16 +67,22 @@ pub const MAX_REDACTIONS: usize = 2;
 /// values: ~0.2 ms to build).
 const INLINE_REDACTION_BYTES: usize = 4096;
 
+/// How long a large redaction waits for a place before its request is refused as overloaded.
+const REDACTION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Bounds the large redactions of a node ([`MAX_REDACTIONS`]) and moves them off the
 /// runtime's workers.
 pub(crate) struct RedactionGate {
     places: Arc<tokio::sync::Semaphore>,
+    /// How long a redaction waits for a place ([`REDACTION_WAIT`]).
+    wait: std::time::Duration,
 }
 
 impl RedactionGate {
-    fn new(places: usize) -> RedactionGate {
+    fn new(places: usize, wait: std::time::Duration) -> RedactionGate {
         RedactionGate {
             places: Arc::new(tokio::sync::Semaphore::new(places)),
+            wait,
         }
     }
 
@@ -92,19 +98,26 @@ impl RedactionGate {
         if redactor.needle_bytes() <= INLINE_REDACTION_BYTES {
             return Ok(redact(&redactor));
         }
-        let place = self.places.clone().acquire_owned().await;
-        let place = place.expect("the redaction gate is never closed");
-        tokio::task::spawn_blocking(move || {
+        // A bounded wait: completions sent at once past the places are refused (503), not
+        // queued without end, each holding its report and its values.
+        let place = tokio::time::timeout(self.wait, self.places.clone().acquire_owned())
+            .await
+            .map_err(|_| CoreError::Store(coffer_store::StoreError::Overloaded))?
+            .expect("the redaction gate is never closed");
+        let done = tokio::task::spawn_blocking(move || {
             let done = redact(&redactor);
             drop((redactor, place));
             done
         })
-        .await
-        .map_err(|_| {
-            CoreError::Store(coffer_store::StoreError::Unavailable(
-                "a redaction did not finish".into(),
-            ))
-        })
+        .await;
+        match done {
+            Ok(done) => Ok(done),
+            // A panic in the redaction goes on as the panic it was.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(CoreError::Store(coffer_store::StoreError::Unavailable(
+                "the server is shutting down".into(),
+            ))),
+        }
     }
 }
 
@@ -168,7 +181,7 @@ impl Default for Runtime {
             polls: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_POLLS)),
             claims: waiters::Claims::default(),
             flow_wake: tokio::sync::Notify::new(),
-            redactions: RedactionGate::new(MAX_REDACTIONS),
+            redactions: RedactionGate::new(MAX_REDACTIONS, REDACTION_WAIT),
             specs: SpecCache::default(),
             handoff: std::sync::Mutex::new(None),
         }
@@ -854,7 +867,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redactions_run_no_more_at_once_than_the_gate_has_places() {
         use std::sync::atomic::{AtomicUsize, Ordering};
-        let gate = Arc::new(RedactionGate::new(2));
+        let gate = Arc::new(RedactionGate::new(2, REDACTION_WAIT));
         let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let large = "x".repeat(INLINE_REDACTION_BYTES + 1);
         let mut tasks = Vec::new();
@@ -887,6 +900,44 @@ mod tests {
         }
         assert!(most.load(Ordering::SeqCst) <= 2, "more than 2 at once");
         assert_eq!(gate.places.available_permits(), 2, "every place given back");
+    }
+
+    /// A large redaction that finds no place within the gate's wait is refused as
+    /// overloaded, rather than queued without end; a small one does not wait.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_redaction_that_finds_no_place_in_time_is_refused_as_overloaded() {
+        let gate = Arc::new(RedactionGate::new(1, std::time::Duration::from_millis(50)));
+        let large = "y".repeat(INLINE_REDACTION_BYTES + 1);
+        let redactor = || crate::redact::Redactor::new([large.as_str()]);
+        let (started, holding) = tokio::sync::oneshot::channel();
+        let holder = tokio::spawn({
+            let (gate, redactor) = (gate.clone(), redactor());
+            async move {
+                gate.run(redactor, move |_| {
+                    started.send(()).unwrap();
+                    std::thread::sleep(std::time::Duration::from_secs(2));
+                })
+                .await
+            }
+        });
+        holding.await.unwrap();
+        let refused = gate.run(redactor(), |_| ()).await;
+        assert!(
+            matches!(
+                refused,
+                Err(CoreError::Store(coffer_store::StoreError::Overloaded))
+            ),
+            "{refused:?}"
+        );
+        let small = crate::redact::Redactor::new(["small-value"]);
+        assert_eq!(
+            gate.run(small, |r| r.redact("a small-value"))
+                .await
+                .unwrap(),
+            "a ********"
+        );
+        holder.await.unwrap().unwrap();
+        assert_eq!(gate.places.available_permits(), 1);
     }
 
     fn put(mode: FunctionMode, url: Option<&str>) -> PutFunction {

@@ -29,6 +29,7 @@ use secrecy::zeroize::Zeroizing;
 
 use super::{FunctionView, open_signing, stored_error, stored_output};
 use crate::Coffer;
+use crate::redact::Redactor;
 
 /// How long a push run is leased before its delivery starts; a function whose timeout is
 /// longer gets its lease extended before the POST.
@@ -379,57 +380,89 @@ async fn attempt(
         .body(body.to_vec())
         .send()
         .await;
-    let retry_or_fail = |error: String| {
-        if run.attempts <= function.spec.retries {
-            RunOutcome::Retry {
-                error: stored_error(&redactor, &error),
-                not_before: later(backoff_ms(run.attempts)),
-            }
-        } else {
-            RunOutcome::Failed {
-                error: stored_error(&redactor, &error),
-            }
-        }
-    };
-    let response = match sent {
-        Ok(r) => r,
+    let reported = match sent {
         Err(e) if e.is_timeout() => {
-            return Ok(retry_or_fail(format!(
-                "no answer within {} ms",
-                function.spec.timeout_ms
-            )));
+            Reported::Retry(format!("no answer within {} ms", function.spec.timeout_ms))
         }
-        Err(e) => return Ok(retry_or_fail(format!("the request failed: {}", plain(&e)))),
+        Err(e) => Reported::Retry(format!("the request failed: {}", plain(&e))),
+        Ok(response) => {
+            let status = response.status();
+            match read_bounded(response, timeout).await {
+                Err(why) => Reported::Retry(why),
+                Ok(text) if status.is_success() => Reported::Succeeded(if text.trim().is_empty() {
+                    serde_json::Value::Null
+                } else {
+                    serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+                }),
+                Ok(text) => Reported::Http { status, text },
+            }
+        }
     };
-    let status = response.status();
-    let text = match read_bounded(response, timeout).await {
-        Ok(t) => t,
-        Err(why) => return Ok(retry_or_fail(why)),
-    };
-    if status.is_success() {
-        let output = if text.trim().is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
-        };
-        return Ok(RunOutcome::Succeeded {
-            output: stored_output(&redactor, output),
-        });
-    }
-    // Redacted before it is cut: a value across the cut would keep its first part.
-    let snippet = super::cut(redactor.redact(&text), 1024);
-    let error = format!("HTTP {}: {snippet}", status.as_u16());
-    if status.is_server_error() {
-        Ok(retry_or_fail(error))
-    } else {
-        let error = if status.is_redirection() {
-            format!("{error} (redirects are not followed)")
-        } else {
-            error
-        };
-        Ok(RunOutcome::Failed {
-            error: stored_error(&redactor, &error),
+    // Redacted once, through the node's gate: a function declaring large values would
+    // otherwise build its automata on a worker of the runtime, in every delivery slot.
+    let retries_left = run.attempts <= function.spec.retries;
+    let attempts = run.attempts;
+    coffer
+        .runtime
+        .redactions
+        .run(redactor, move |redactor| {
+            reported.outcome(redactor, retries_left, attempts)
         })
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// What a delivery came to, before what it holds is redacted.
+enum Reported {
+    /// A timeout, a connection error, an unreadable answer: retried while attempts are left.
+    Retry(String),
+    /// A 2xx answer's body (JSON, else a string).
+    Succeeded(serde_json::Value),
+    /// Any other answer: a 5xx is retried, the rest fail the run.
+    Http {
+        status: reqwest::StatusCode,
+        text: String,
+    },
+}
+
+impl Reported {
+    /// The run's outcome, every text in it redacted.
+    fn outcome(self, redactor: &Redactor, retries_left: bool, attempts: u32) -> RunOutcome {
+        let retry_or_fail = |error: String| {
+            if retries_left {
+                RunOutcome::Retry {
+                    error: stored_error(redactor, &error),
+                    not_before: later(backoff_ms(attempts)),
+                }
+            } else {
+                RunOutcome::Failed {
+                    error: stored_error(redactor, &error),
+                }
+            }
+        };
+        match self {
+            Reported::Retry(error) => retry_or_fail(error),
+            Reported::Succeeded(output) => RunOutcome::Succeeded {
+                output: stored_output(redactor, output),
+            },
+            Reported::Http { status, text } => {
+                // Redacted before it is cut: a value across the cut would keep its first part.
+                let snippet = super::cut(redactor.redact(&text), 1024);
+                let error = format!("HTTP {}: {snippet}", status.as_u16());
+                if status.is_server_error() {
+                    retry_or_fail(error)
+                } else {
+                    let error = if status.is_redirection() {
+                        format!("{error} (redirects are not followed)")
+                    } else {
+                        error
+                    };
+                    RunOutcome::Failed {
+                        error: stored_error(redactor, &error),
+                    }
+                }
+            }
+        }
     }
 }
 
