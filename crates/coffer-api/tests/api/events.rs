@@ -406,18 +406,7 @@ async fn a_stream_reads_the_outbox_once_per_interval_even_when_nothing_matched()
         ..StreamOptions::DEFAULT
     }))
     .await;
-    let reads = || async {
-        let resp = s
-            .http
-            .get(format!("{}/metrics", s.base))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        let text = resp.text().await.unwrap();
-        let open = metric(&text, "coffer_event_streams_open");
-        (metric(&text, "coffer_event_stream_reads_total"), open)
-    };
+    let reads = || stream_metrics(&s);
     assert_eq!(reads().await, (0, 0));
     let mut sse = Sse::open(&s, &s.admin, "?subject=system.secret.WANTED.%3E", None).await;
     // The stream reads the outbox once when it opens.
@@ -474,18 +463,7 @@ async fn streams_read_the_outbox_within_their_budget_however_many_are_open() {
         ..StreamOptions::DEFAULT
     }))
     .await;
-    let reads = || async {
-        let text = s
-            .http
-            .get(format!("{}/metrics", s.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        metric(&text, "coffer_event_stream_reads_total")
-    };
+    let reads = || async { stream_metrics(&s).await.0 };
     let mut streams = Vec::new();
     for _ in 0..STREAMS {
         streams.push(Sse::open(&s, &s.admin, "", None).await);
@@ -523,6 +501,22 @@ async fn streams_read_the_outbox_within_their_budget_however_many_are_open() {
         read <= 2 * STREAMS * slots,
         "{read} reads of the outbox by {STREAMS} streams in {elapsed:?} ({COMMITS} commits, budget {budget}/s)"
     );
+}
+
+/// `/metrics`' reads of the outbox by streams so far, and the streams open now.
+async fn stream_metrics(s: &Server) -> (u64, u64) {
+    let resp = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = resp.text().await.unwrap();
+    (
+        metric(&text, "coffer_event_stream_reads_total"),
+        metric(&text, "coffer_event_streams_open"),
+    )
 }
 
 fn metric(text: &str, name: &str) -> u64 {
