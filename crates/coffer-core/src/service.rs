@@ -202,6 +202,25 @@ impl<T, C> Page<T, C> {
         };
         Page { items, next }
     }
+
+    /// Like [`Page::cut`], for items a store read within a byte budget
+    /// ([`coffer_store::PageSize`]): items that weigh `bytes` or more together were ended by
+    /// the budget, so the last one's key is the cursor however few they are (the next page
+    /// may then be empty).
+    pub(crate) fn cut_within(
+        items: Vec<T>,
+        limit: usize,
+        bytes: usize,
+        weight: impl Fn(&T) -> usize,
+        key: impl Fn(&T) -> C,
+    ) -> Self {
+        let full = items.iter().map(weight).fold(0, usize::saturating_add) >= bytes;
+        let mut page = Self::cut(items, limit, &key);
+        if page.next.is_none() && full {
+            page.next = page.items.last().map(key);
+        }
+        page
+    }
 }
 
 /// Whether values are encrypted at rest.

@@ -37,9 +37,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use coffer_store::{StoreError, StoreResult};
+use coffer_store::{PageFill, PageSize, StoreError, StoreResult};
+use futures_util::{Stream, TryStreamExt};
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Transaction};
 
 /// The channel journaled writes notify on commit, with the last event id as payload.
@@ -495,6 +496,27 @@ fn unreachable() -> StoreError {
     StoreError::Unavailable(
         "postgres: no connection could be opened within the acquire timeout".into(),
     )
+}
+
+/// Reads one page of `size` from `rows`, each made by `make` and weighed by `weight`. It
+/// stops reading once the page is full: the driver discards the rest of the result, so a
+/// listing of large rows holds no more of them than one page.
+pub(crate) async fn read_page<T>(
+    mut rows: impl Stream<Item = Result<PgRow, sqlx::Error>> + Unpin,
+    size: PageSize,
+    make: impl Fn(&PgRow) -> StoreResult<T>,
+    weight: impl Fn(&T) -> usize,
+) -> StoreResult<Vec<T>> {
+    let mut page = PageFill::new(size);
+    while !page.is_full() {
+        let Some(row) = rows.try_next().await.map_err(db)? else {
+            break;
+        };
+        let record = make(&row)?;
+        let w = weight(&record);
+        page.push(record, w);
+    }
+    Ok(page.into_rows())
 }
 
 /// Maps a driver error to the store's error, naming what failed but never a value: for a

@@ -18,8 +18,8 @@ use async_trait::async_trait;
 use coffer_store::{
     Action, Actor, Change, EnvId, EnvName, Environment, EventSend, FlowAdvance, FlowFilter,
     FlowRecord, FlowStatus, FlowStore, NewFlow, OrchestrationId, OrchestrationPutOutcome,
-    OrchestrationRecord, OrchestrationRunId, OrchestrationStore, Precondition, StepsReplacement,
-    StoreError, StoreResult, Timestamp,
+    OrchestrationRecord, OrchestrationRunId, OrchestrationStore, PageSize, Precondition,
+    StepsReplacement, StoreError, StoreResult, Timestamp,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, QueryBuilder, Row};
@@ -28,7 +28,7 @@ use crate::journal::{append, check_actor, incarnation_scope, lock_environment};
 use crate::runs::{insert_runs, queued};
 use crate::versioned::{Cell, Versioned};
 use crate::writer::Kind;
-use crate::{PgStore, corrupt, db, signed, unsigned};
+use crate::{PgStore, corrupt, db, read_page, signed, unsigned};
 
 /// The `orchestrations` table. Every read selects [`Versioned::row_columns`] (`name, steps,
 /// revision, created_at, updated_at, environment_id`), the order [`orchestration`] reads.
@@ -62,27 +62,25 @@ impl OrchestrationStore for PgStore {
         &self,
         env: &EnvName,
         after: Option<&OrchestrationId>,
-        limit: usize,
+        size: PageSize,
     ) -> StoreResult<Vec<OrchestrationRecord>> {
         let mut c = self.acquire().await?;
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {}, id FROM orchestrations WHERE environment = $1 AND id > $2
              ORDER BY id LIMIT $3",
             ORCHESTRATIONS.row_columns()
-        ))
-        .bind(env.as_str())
-        .bind(after.map_or("", OrchestrationId::as_str))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&mut *c)
-        .await
-        .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                let id: String = r.try_get(6).map_err(db)?;
-                let id = OrchestrationId::new(&id).map_err(corrupt)?;
-                orchestration(env.clone(), id, r)
-            })
-            .collect()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(env.as_str())
+            .bind(after.map_or("", OrchestrationId::as_str))
+            .bind(i64::try_from(size.rows).unwrap_or(i64::MAX))
+            .fetch(&mut *c);
+        let make = |r: &PgRow| {
+            let id: String = r.try_get(6).map_err(db)?;
+            let id = OrchestrationId::new(&id).map_err(corrupt)?;
+            orchestration(env.clone(), id, r)
+        };
+        read_page(rows, size, make, OrchestrationRecord::weight).await
     }
 
     async fn put_orchestration(
@@ -344,7 +342,7 @@ impl FlowStore for PgStore {
         env: &EnvName,
         filter: &FlowFilter,
         after: Option<&OrchestrationRunId>,
-        limit: usize,
+        size: PageSize,
     ) -> StoreResult<Vec<FlowRecord>> {
         let mut sql = QueryBuilder::<sqlx::Postgres>::new(format!(
             "SELECT {FLOW_COLUMNS} FROM orchestration_runs WHERE environment = "
@@ -360,10 +358,9 @@ impl FlowStore for PgStore {
             sql.push(" AND id < ").push_bind(after.as_str());
         }
         sql.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
+            .push_bind(i64::try_from(size.rows).unwrap_or(i64::MAX));
         let mut c = self.acquire().await?;
-        let rows = sql.build().fetch_all(&mut *c).await.map_err(db)?;
-        rows.iter().map(flow).collect()
+        read_page(sql.build().fetch(&mut *c), size, flow, FlowRecord::weight).await
     }
 
     async fn lease_flows(

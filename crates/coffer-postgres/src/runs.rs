@@ -17,8 +17,8 @@
 use async_trait::async_trait;
 use coffer_store::{
     Actor, Change, Claim, Enqueued, EnvId, EnvName, Environment, EventSend, FunctionId,
-    IDEMPOTENCY_WINDOW_MS, LeaseQuery, NewRun, OrchestrationRunId, Resolution, RunFilter, RunId,
-    RunMode, RunOutcome, RunRecord, RunStatus, RunStore, StepLink, StoreError, StoreResult,
+    IDEMPOTENCY_WINDOW_MS, LeaseQuery, NewRun, OrchestrationRunId, PageSize, Resolution, RunFilter,
+    RunId, RunMode, RunOutcome, RunRecord, RunStatus, RunStore, StepLink, StoreError, StoreResult,
     Timestamp,
 };
 use sqlx::postgres::PgRow;
@@ -29,11 +29,16 @@ use crate::journal::{
     actor_binds, actor_guard, append, check_actor, guarded_author, incarnation_scope,
 };
 use crate::writer::{Kind, Tx};
-use crate::{PgStore, corrupt, db};
+use crate::{PgStore, corrupt, db, read_page};
 
 /// A run's columns in the order [`run`] reads them.
 const COLUMNS: &str = "id, environment, environment_id, function_id, mode, event_name, \
      event_data, trigger_params, status, attempts, output, error, lease_expires_at, \
+     next_attempt_at, created_at, updated_at, flow_id, step_id";
+/// [`COLUMNS`] for a listing, which shows neither what started a run nor its parameters:
+/// both read as empty text, and PostgreSQL sends none of theirs.
+const LISTED_COLUMNS: &str = "id, environment, environment_id, function_id, mode, event_name, \
+     '' AS event_data, '' AS trigger_params, status, attempts, output, error, lease_expires_at, \
      next_attempt_at, created_at, updated_at, flow_id, step_id";
 /// How many columns [`COLUMNS`] names: what a statement returns after them is at this index.
 const COLUMN_COUNT: usize = 18;
@@ -122,10 +127,10 @@ impl RunStore for PgStore {
         env: &EnvName,
         filter: &RunFilter,
         after: Option<&RunId>,
-        limit: usize,
+        size: PageSize,
     ) -> StoreResult<Vec<RunRecord>> {
         let mut sql = QueryBuilder::<sqlx::Postgres>::new(format!(
-            "SELECT {COLUMNS} FROM runs WHERE environment = "
+            "SELECT {LISTED_COLUMNS} FROM runs WHERE environment = "
         ));
         sql.push_bind(env.as_str());
         if let Some(function) = &filter.function {
@@ -138,10 +143,9 @@ impl RunStore for PgStore {
             sql.push(" AND id < ").push_bind(after.as_str());
         }
         sql.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
+            .push_bind(i64::try_from(size.rows).unwrap_or(i64::MAX));
         let mut c = self.acquire().await?;
-        let rows = sql.build().fetch_all(&mut *c).await.map_err(db)?;
-        rows.iter().map(run).collect()
+        read_page(sql.build().fetch(&mut *c), size, run, RunRecord::weight).await
     }
 
     async fn lease(

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use coffer_store::{
     Action, Actor, Change, EnvId, EnvName, Environment, EventSend, FlowAdvance, FlowFilter,
     FlowRecord, FlowStatus, FlowStore, NewFlow, OrchestrationId, OrchestrationPutOutcome,
-    OrchestrationRecord, OrchestrationRunId, OrchestrationStore, Precondition, Revision,
-    StepsReplacement, StoreError, StoreResult, Timestamp,
+    OrchestrationRecord, OrchestrationRunId, OrchestrationStore, PageFill, PageSize, Precondition,
+    Revision, StepsReplacement, StoreError, StoreResult, Timestamp,
 };
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
@@ -41,19 +41,22 @@ impl OrchestrationStore for SqliteStore {
         &self,
         env: &EnvName,
         after: Option<&OrchestrationId>,
-        limit: usize,
+        size: PageSize,
     ) -> StoreResult<Vec<OrchestrationRecord>> {
         let after = after.map_or("", OrchestrationId::as_str);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let limit = i64::try_from(size.rows).unwrap_or(i64::MAX);
         let rows = self.read(|c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM orchestrations WHERE environment = ?1 AND id > ?2
                  ORDER BY id LIMIT ?3"
             ))?;
             let rows = stmt.query_map(params![env.as_str(), after, limit], columns)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
+            let records = rows.map(|row| row.map(|cols| cols.parse(env)));
+            PageFill::read(size, records, |r| {
+                r.as_ref().map_or(0, OrchestrationRecord::weight)
+            })
         })?;
-        rows.into_iter().map(|cols| cols.parse(env)).collect()
+        rows.into_iter().collect()
     }
 
     async fn put_orchestration(
@@ -297,15 +300,16 @@ impl FlowStore for SqliteStore {
         env: &EnvName,
         filter: &FlowFilter,
         after: Option<&OrchestrationRunId>,
-        limit: usize,
+        size: PageSize,
     ) -> StoreResult<Vec<FlowRecord>> {
-        let listing = list_statement(env, filter, after, limit);
+        let listing = list_statement(env, filter, after, size.rows);
         let rows = self.read(|c| {
             let mut stmt = c.prepare_cached(&listing.sql)?;
             let rows = stmt.query_map(params_from_iter(listing.args), flow_columns)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
+            let records = rows.map(|row| row.map(FlowColumns::parse));
+            PageFill::read(size, records, |r| r.as_ref().map_or(0, FlowRecord::weight))
         })?;
-        rows.into_iter().map(FlowColumns::parse).collect()
+        rows.into_iter().collect()
     }
 
     async fn lease_flows(

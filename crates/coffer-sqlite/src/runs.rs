@@ -8,9 +8,9 @@
 use async_trait::async_trait;
 use coffer_store::{
     Actor, Change, Claim, Enqueued, EnvId, EnvName, Environment, EventSend, FunctionId,
-    IDEMPOTENCY_WINDOW_MS, LeaseQuery, NewRun, OrchestrationRunId, Resolution, RunFilter, RunId,
-    RunMode, RunOutcome, RunRecord, RunStatus, RunStore, StepLink, StoreError, StoreResult,
-    Timestamp, first_share, oldest_of,
+    IDEMPOTENCY_WINDOW_MS, LeaseQuery, NewRun, OrchestrationRunId, PageFill, PageSize, Resolution,
+    RunFilter, RunId, RunMode, RunOutcome, RunRecord, RunStatus, RunStore, StepLink, StoreError,
+    StoreResult, Timestamp, first_share, oldest_of,
 };
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
@@ -67,15 +67,16 @@ impl RunStore for SqliteStore {
         env: &EnvName,
         filter: &RunFilter,
         after: Option<&RunId>,
-        limit: usize,
+        size: PageSize,
     ) -> StoreResult<Vec<RunRecord>> {
-        let listing = list_statement(env, filter, after, limit);
+        let listing = list_statement(env, filter, after, size.rows);
         let rows = self.read(|c| {
             let mut stmt = c.prepare_cached(&listing.sql)?;
             let rows = stmt.query_map(params_from_iter(listing.args), columns)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
+            let records = rows.map(|row| row.map(Columns::parse));
+            PageFill::read(size, records, |r| r.as_ref().map_or(0, RunRecord::weight))
         })?;
-        rows.into_iter().map(Columns::parse).collect()
+        rows.into_iter().collect()
     }
 
     async fn lease(
@@ -448,6 +449,12 @@ impl Shared for Ending {
 
 const COLUMNS: &str = "id, environment, environment_id, function_id, mode, event_name, \
      event_data, trigger_params, status, attempts, output, error, lease_expires_at, \
+     next_attempt_at, created_at, updated_at, flow_id, step_id";
+
+/// [`COLUMNS`] for a listing, which shows neither what started a run nor its parameters:
+/// both read as empty text, and SQLite reads no overflow page of theirs.
+const LISTED_COLUMNS: &str = "id, environment, environment_id, function_id, mode, event_name, \
+     '' AS event_data, '' AS trigger_params, status, attempts, output, error, lease_expires_at, \
      next_attempt_at, created_at, updated_at, flow_id, step_id";
 
 /// Inserts `run` into the incarnation `env_id` of `env`, queued and due at `at` (or
@@ -832,7 +839,7 @@ fn list_statement(
     limit: usize,
 ) -> Statement {
     let mut s = Statement {
-        sql: format!("SELECT {COLUMNS} FROM runs WHERE environment = ?1"),
+        sql: format!("SELECT {LISTED_COLUMNS} FROM runs WHERE environment = ?1"),
         args: vec![Value::Text(env.as_str().to_owned())],
     };
     let text = |v: &str| Value::Text(v.to_owned());
@@ -1437,7 +1444,7 @@ mod tests {
             outcomes[3]
         );
         let stored = store
-            .list_runs(&prod.name, &RunFilter::default(), None, 100)
+            .list_runs(&prod.name, &RunFilter::default(), None, PageSize::rows(100))
             .await
             .expect("runs");
         let mut ids: Vec<RunId> = stored.into_iter().map(|r| r.id).collect();

@@ -30,6 +30,7 @@
 pub mod journal;
 mod model;
 mod orchestrations;
+mod page;
 mod runtime;
 pub mod schema;
 pub mod values;
@@ -48,6 +49,7 @@ pub use journal::{
 };
 pub use model::*;
 pub use orchestrations::*;
+pub use page::{PAGE_BYTES, PageFill, PageSize};
 pub use runtime::*;
 pub use values::{ExternalSecrets, ValueEntry, ValueExpect, ValueStore, ValueVersion};
 

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 
 use crate::journal::Action;
 use crate::{
-    Actor, EnvId, EnvName, Environment, NameError, NewRun, Precondition, Revision, StoreResult,
-    Timestamp,
+    Actor, EnvId, EnvName, Environment, NameError, NewRun, PageSize, Precondition, Revision,
+    StoreResult, Timestamp,
 };
 
 fn check_prefixed_id(raw: &str, prefix: &str, what: &'static str) -> Result<(), NameError> {
@@ -123,6 +123,13 @@ pub struct OrchestrationRecord {
     pub updated_at: Timestamp,
 }
 
+impl OrchestrationRecord {
+    /// What it weighs in a page of a listing: its name and steps.
+    pub fn weight(&self) -> usize {
+        self.name.len() + self.steps.len()
+    }
+}
+
 impl std::fmt::Debug for OrchestrationRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OrchestrationRecord")
@@ -190,12 +197,13 @@ pub trait OrchestrationStore: Send + Sync + 'static {
         id: &OrchestrationId,
     ) -> StoreResult<Option<OrchestrationRecord>>;
 
-    /// Up to `limit` orchestrations of `env` in id order (bytes), starting after `after`.
+    /// One page (`size`: [`OrchestrationRecord::weight`]) of the orchestrations of `env`
+    /// in id order (bytes), starting after `after`.
     async fn list_orchestrations(
         &self,
         env: &EnvName,
         after: Option<&OrchestrationId>,
-        limit: usize,
+        size: PageSize,
     ) -> StoreResult<Vec<OrchestrationRecord>>;
 
     /// Creates (`Precondition::Absent`) or replaces an orchestration's name and steps if
@@ -342,6 +350,17 @@ pub struct FlowRecord {
     pub updated_at: Timestamp,
 }
 
+impl FlowRecord {
+    /// What it weighs in a page of a listing: its text (steps, state, parameters, decision).
+    pub fn weight(&self) -> usize {
+        self.steps.len()
+            + self.state.len()
+            + self.params.len()
+            + self.decision.as_ref().map_or(0, String::len)
+            + self.current_step.as_ref().map_or(0, String::len)
+    }
+}
+
 /// A run to start, as [`FlowStore::start_flow`] takes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewFlow {
@@ -436,14 +455,14 @@ pub trait FlowStore: Send + Sync + 'static {
         id: &OrchestrationRunId,
     ) -> StoreResult<Option<FlowRecord>>;
 
-    /// Up to `limit` runs of `env` matching `filter`, newest first (id descending),
-    /// starting after (below) `after`.
+    /// One page (`size`: [`FlowRecord::weight`]) of the runs of `env` matching `filter`,
+    /// newest first (id descending), starting after (below) `after`.
     async fn list_flows(
         &self,
         env: &EnvName,
         filter: &FlowFilter,
         after: Option<&OrchestrationRunId>,
-        limit: usize,
+        size: PageSize,
     ) -> StoreResult<Vec<FlowRecord>>;
 
     /// Leases up to `limit` runs that are due at `at` — not ended, `wake_at <= at`, and not

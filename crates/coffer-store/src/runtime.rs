@@ -12,8 +12,8 @@ use std::fmt;
 use async_trait::async_trait;
 
 use crate::{
-    Actor, EnvId, EnvName, Environment, NameError, Precondition, Revision, SecretName, StoreResult,
-    StoredValue, Timestamp,
+    Actor, EnvId, EnvName, Environment, NameError, PageSize, Precondition, Revision, SecretName,
+    StoreResult, StoredValue, Timestamp,
 };
 
 /// A function's id: `^[a-z0-9][a-z0-9_-]{0,62}$`.
@@ -367,6 +367,17 @@ pub struct RunRecord {
     pub updated_at: Timestamp,
 }
 
+impl RunRecord {
+    /// What it weighs in a page of a listing: its text (event, output, error).
+    pub fn weight(&self) -> usize {
+        self.event_name.len()
+            + self.event_data.len()
+            + self.trigger_params.len()
+            + self.output.as_ref().map_or(0, String::len)
+            + self.error.as_ref().map_or(0, String::len)
+    }
+}
+
 /// An event sent to an environment, as [`RunStore::enqueue`] records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventSend {
@@ -605,14 +616,16 @@ pub trait RunStore: Send + Sync + 'static {
     /// One run, or `None`.
     async fn get_run(&self, env: &EnvName, id: &RunId) -> StoreResult<Option<RunRecord>>;
 
-    /// Up to `limit` runs of `env` matching `filter`, newest first (id descending),
-    /// starting after (below) `after`.
+    /// One page (`size`: [`RunRecord::weight`]) of the runs of `env` matching `filter`,
+    /// newest first (id descending), starting after (below) `after`. A listing does not
+    /// show what started a run: its records' `event_data` and `trigger_params` are empty
+    /// (never read), and [`RunStore::get_run`] has them.
     async fn list_runs(
         &self,
         env: &EnvName,
         filter: &RunFilter,
         after: Option<&RunId>,
-        limit: usize,
+        size: PageSize,
     ) -> StoreResult<Vec<RunRecord>>;
 
     /// Leases up to `query.limit` runs that are due at `at` — queued with

@@ -1022,3 +1022,61 @@ async fn functions_and_runs_page_through_every_item_once() {
     let (done, _) = pages(format!("{ENV}/runs?status=succeeded&limit=10"), "runs").await;
     assert!(done.is_empty());
 }
+
+/// A page of runs carries at most about a mebibyte of outputs, whatever `limit` asks: it
+/// ends after the run that takes it there, with a cursor, and the cursor leads to the rest.
+#[tokio::test]
+async fn a_page_of_runs_ends_after_a_mebibyte_of_outputs() {
+    let s = start().await;
+    pull_function(&s, "big", "tick", &[]).await;
+    let (_, runtime) = s.create_key("runtime", Some("default")).await;
+    let mut completed = BTreeSet::new();
+    for i in 0..6 {
+        send(&s, "tick", None).await;
+        let (status, job) = s
+            .call(
+                Some(&runtime),
+                Method::POST,
+                &format!("{ENV}/workers/poll"),
+                Some(json!({"functions": ["big"], "waitMs": 0})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{job}");
+        let id = job["runId"].as_str().unwrap().to_owned();
+        // 250,000 bytes of output each: four make 1,000,000 bytes, five pass 1 MiB.
+        let output = json!({"i": i, "pad": "p".repeat(250_000 - 20)});
+        let (status, body) = s
+            .call(
+                Some(&runtime),
+                Method::POST,
+                &format!("{ENV}/runs/{id}/complete"),
+                Some(json!({ "output": output })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        completed.insert(id);
+    }
+    let mut sizes = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{ENV}/runs?limit=1000");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let (status, page) = s.admin(Method::GET, &url, None).await;
+        assert_eq!(status, StatusCode::OK, "{url}");
+        let runs = page["runs"].as_array().unwrap();
+        sizes.push(runs.len());
+        for r in runs {
+            assert_eq!(r["output"]["pad"].as_str().map(str::len), Some(249_980));
+            assert!(seen.insert(r["id"].as_str().unwrap().to_owned()), "once");
+        }
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(sizes, [5, 1], "the first page ends past 1 MiB of outputs");
+    assert_eq!(seen, completed);
+}

@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use coffer_store::{
     EnvId, EnvName, FlowFilter, FlowRecord, FlowStatus, FunctionId, NewFlow, OrchestrationId,
-    OrchestrationRecord, OrchestrationRunId, Precondition, Revision, SecretName, StoreError,
-    StoredValue, Timestamp,
+    OrchestrationRecord, OrchestrationRunId, PageSize, Precondition, Revision, SecretName,
+    StoreError, StoredValue, Timestamp,
 };
 use coffer_wire::{
     ComputeStep, MASK, MAX_PARAMS, MAX_STEP_WAIT_MS, MAX_STEPS, Param, Step, StepState, StepStatus,
@@ -874,11 +874,18 @@ impl Coffer {
             .map(OrchestrationId::new)
             .transpose()
             .map_err(|e| invalid(format!("cursor: {e}")))?;
+        let size = PageSize::rows(limit.saturating_add(1));
         let records = self
             .catalog
-            .list_orchestrations(env, after.as_ref(), limit.saturating_add(1))
+            .list_orchestrations(env, after.as_ref(), size)
             .await?;
-        let page = Page::cut(records, limit, |o| o.id.to_string());
+        let page = Page::cut_within(
+            records,
+            limit,
+            size.bytes,
+            OrchestrationRecord::weight,
+            |o| o.id.to_string(),
+        );
         Ok(Page {
             items: page.items.iter().map(view).collect::<Result<_, _>>()?,
             next: page.next,
@@ -920,11 +927,14 @@ impl Coffer {
             .map(OrchestrationRunId::new)
             .transpose()
             .map_err(|e| invalid(format!("cursor: {e}")))?;
+        let size = PageSize::rows(limit.saturating_add(1));
         let records = self
             .catalog
-            .list_flows(env, &filter, after.as_ref(), limit.saturating_add(1))
+            .list_flows(env, &filter, after.as_ref(), size)
             .await?;
-        let page = Page::cut(records, limit, |f| f.id.to_string());
+        let page = Page::cut_within(records, limit, size.bytes, FlowRecord::weight, |f| {
+            f.id.to_string()
+        });
         Ok(Page {
             items: page.items.iter().map(flow_view).collect::<Result<_, _>>()?,
             next: page.next,

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use coffer_crypto::Keyring;
 use coffer_store::{
-    ConfigKey, EnvId, EnvName, Environment, FunctionId, FunctionRecord, Resolution, RunFilter,
-    RunId, RunRecord, SecretName, StoredValue, SubjectPattern, Timestamp,
+    ConfigKey, EnvId, EnvName, Environment, FunctionId, FunctionRecord, PageSize, Resolution,
+    RunFilter, RunId, RunRecord, SecretName, StoredValue, SubjectPattern, Timestamp,
 };
 use coffer_wire::{FunctionMode, FunctionSpec, Job, JobEvent, PutFunction, Secrets};
 use secrecy::{ExposeSecret, SecretString};
@@ -588,11 +588,15 @@ impl Coffer {
     ) -> Result<Page<RunRecord, RunId>, CoreError> {
         self.require_run_reader(who, env)?;
         self.existing_environment(env).await?;
-        let items = self
-            .catalog
-            .list_runs(env, filter, after, limit.saturating_add(1))
-            .await?;
-        Ok(Page::cut(items, limit, |r| r.id.clone()))
+        let size = PageSize::rows(limit.saturating_add(1));
+        let items = self.catalog.list_runs(env, filter, after, size).await?;
+        Ok(Page::cut_within(
+            items,
+            limit,
+            size.bytes,
+            RunRecord::weight,
+            |r| r.id.clone(),
+        ))
     }
 
     fn require_run_reader(&self, who: &Principal, env: &EnvName) -> Result<(), CoreError> {

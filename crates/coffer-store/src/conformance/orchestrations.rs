@@ -203,17 +203,26 @@ pub async fn orchestrations_are_created_updated_listed_and_deleted(store: Arc<im
         .unwrap();
     assert_eq!(got, second.record);
     let page = store
-        .list_orchestrations(&prod.name, None, 2)
+        .list_orchestrations(&prod.name, None, PageSize::rows(2))
         .await
         .unwrap();
     let page_ids: Vec<_> = page.iter().map(|o| o.id.clone()).collect();
     assert_eq!(page_ids, [o1.clone(), o2.clone()]);
     let rest = store
-        .list_orchestrations(&prod.name, Some(&o2), 2)
+        .list_orchestrations(&prod.name, Some(&o2), PageSize::rows(2))
         .await
         .unwrap();
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].id, o3);
+    // A page also ends after the row that brings its text to its bytes.
+    let first_weight = page[0].weight();
+    for (bytes, rows) in [(1, 1), (first_weight, 1), (first_weight + 1, 2)] {
+        let bounded = store
+            .list_orchestrations(&prod.name, None, PageSize { rows: 10, bytes })
+            .await
+            .unwrap();
+        assert_eq!(bounded.len(), rows, "a page of {bytes} bytes");
+    }
 
     let refused = store
         .delete_orchestration(&prod.name, &o1, Precondition::Revision(1), &Actor::System)
@@ -375,7 +384,7 @@ pub async fn orchestration_and_flow_writes_recheck_the_actor_and_the_incarnation
     assert!(matches!(stale, Err(StoreError::NotFound)), "{stale:?}");
     assert!(
         store
-            .list_orchestrations(&successor.name, None, 10)
+            .list_orchestrations(&successor.name, None, PageSize::rows(10))
             .await
             .unwrap()
             .is_empty()
@@ -383,7 +392,7 @@ pub async fn orchestration_and_flow_writes_recheck_the_actor_and_the_incarnation
     let filter = FlowFilter::default();
     assert!(
         store
-            .list_flows(&successor.name, &filter, None, 10)
+            .list_flows(&successor.name, &filter, None, PageSize::rows(10))
             .await
             .unwrap()
             .is_empty()
@@ -580,7 +589,7 @@ pub async fn flows_are_started_and_listed_newest_first_filtered_and_paginated(
         let store = store.clone();
         async move {
             let page = store
-                .list_flows(&env("prod"), &filter, after.as_ref(), limit)
+                .list_flows(&env("prod"), &filter, after.as_ref(), PageSize::rows(limit))
                 .await
                 .unwrap();
             ids(&page)
@@ -620,6 +629,20 @@ pub async fn flows_are_started_and_listed_newest_first_filtered_and_paginated(
         status: Some(FlowStatus::Running),
     };
     assert_eq!(list(running_b, None, 10).await, [fourth.id]);
+    // A page also ends after the row that brings its text to its bytes.
+    let page = store
+        .list_flows(&env("prod"), &all, None, PageSize::rows(10))
+        .await
+        .unwrap();
+    let first_weight = page[0].weight();
+    assert!(first_weight > 0);
+    for (bytes, rows) in [(1, 1), (first_weight, 1), (first_weight + 1, 2)] {
+        let bounded = store
+            .list_flows(&env("prod"), &all, None, PageSize { rows: 10, bytes })
+            .await
+            .unwrap();
+        assert_eq!(bounded.len(), rows, "a page of {bytes} bytes");
+    }
 }
 
 /// A lease takes the runs due at its time, earliest first and up to its limit, and sets
@@ -778,7 +801,7 @@ pub async fn a_flow_step_applies_only_at_its_version_and_starts_its_run(store: A
         .unwrap();
     assert_eq!(leased_run[0].step, run.step, "a lease reads the link back");
     let listed = store
-        .list_runs(&prod.name, &RunFilter::default(), None, 10)
+        .list_runs(&prod.name, &RunFilter::default(), None, PageSize::rows(10))
         .await
         .unwrap();
     assert_eq!(listed[0].step, run.step, "a listing reads the link back");
@@ -1199,7 +1222,7 @@ pub async fn active_flows_are_capped_per_environment_and_ended_ones_pruned(
     assert_eq!(rows.len(), rows_before + 1);
     assert_eq!(rows.last().unwrap().count, 1);
     let left = store
-        .list_flows(&prod.name, &FlowFilter::default(), None, 10)
+        .list_flows(&prod.name, &FlowFilter::default(), None, PageSize::rows(10))
         .await
         .unwrap();
     assert_eq!(left.len(), 2);

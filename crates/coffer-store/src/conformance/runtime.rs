@@ -22,6 +22,7 @@ macro_rules! runtime_conformance {
             an_event_starts_its_runs_and_journals_them,
             a_send_may_insert_its_runs_leased,
             runs_are_listed_newest_first_filtered_and_paginated,
+            a_page_of_runs_ends_at_its_bytes_and_leaves_out_what_started_them,
             an_idempotency_key_starts_runs_once_per_environment_and_window,
             racing_sends_with_one_idempotency_key_start_runs_once,
             a_lease_takes_due_runs_once_and_only_its_holder_finishes,
@@ -1027,6 +1028,102 @@ pub async fn a_send_may_insert_its_runs_leased(store: Arc<impl Catalog>) {
     assert_eq!((&again[0].id, again[0].attempts), (&ids[2], 2));
 }
 
+/// A listing reads no more rows than its bytes allow: it stops after the row whose output
+/// or error brings the page to `bytes`. It shows no run's event data or parameters, so it
+/// reads none (a single read has them).
+pub async fn a_page_of_runs_ends_at_its_bytes_and_leaves_out_what_started_them(
+    store: Arc<impl Catalog>,
+) {
+    let prod = new_environment(&*store, "prod", 1).await;
+    let big = EventSend {
+        name: "order.created".to_owned(),
+        data: format!(r#"{{"pad":"{}"}}"#, "d".repeat(50_000)),
+        idempotency_key: None,
+    };
+    let mut ids = Vec::new();
+    for ms in 0..5 {
+        let mut run = new_run("f", RunMode::Pull, 100 + ms);
+        run.trigger_params = format!(r#"{{"p":"{}"}}"#, "t".repeat(20_000));
+        let done = store
+            .enqueue(&prod, &big, vec![run], at(100 + ms), &Actor::System)
+            .await
+            .unwrap();
+        ids.extend(done.runs.into_iter().map(|(id, _)| id));
+    }
+    let leased = store
+        .lease(&pull_query(&prod.name, 5, 10_000), at(200), &Actor::System)
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 5);
+    // Outputs of 1,000, 3,000, 1,000 and 1,000 bytes (newest first), and an error of 10.
+    let outcomes = [
+        RunOutcome::Failed {
+            error: "e".repeat(10),
+        },
+        RunOutcome::Succeeded {
+            output: format!(r#""{}""#, "o".repeat(998)),
+        },
+        RunOutcome::Succeeded {
+            output: format!(r#""{}""#, "o".repeat(998)),
+        },
+        RunOutcome::Succeeded {
+            output: format!(r#""{}""#, "o".repeat(2_998)),
+        },
+        RunOutcome::Succeeded {
+            output: format!(r#""{}""#, "o".repeat(998)),
+        },
+    ];
+    for (id, outcome) in ids.iter().zip(outcomes) {
+        store
+            .finish(&prod.name, id, Some(1), outcome, at(300), &Actor::System)
+            .await
+            .unwrap();
+    }
+    let newest_first: Vec<RunId> = ids.iter().rev().cloned().collect();
+    let listed = |size: PageSize| {
+        let store = store.clone();
+        let env = prod.name.clone();
+        async move {
+            store
+                .list_runs(&env, &RunFilter::default(), None, size)
+                .await
+                .unwrap()
+        }
+    };
+    // 1,000 + 3,000 (+ the event's name, 13 bytes each) reach 4,000: the page ends there.
+    let page = listed(PageSize {
+        rows: 10,
+        bytes: 4_000,
+    })
+    .await;
+    let got: Vec<RunId> = page.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(got, newest_first[..2]);
+    assert!(
+        page.iter()
+            .all(|r| r.event_data.is_empty() && r.trigger_params.is_empty()),
+        "a listing reads no event data or parameters"
+    );
+    assert_eq!(
+        page.iter().map(RunRecord::weight).collect::<Vec<_>>(),
+        [1_013, 3_013]
+    );
+    // Rows still end a page first; and a budget never ends one before its first row.
+    let two = listed(PageSize {
+        rows: 2,
+        bytes: 1 << 20,
+    })
+    .await;
+    assert_eq!(two.len(), 2);
+    let one = listed(PageSize { rows: 10, bytes: 1 }).await;
+    assert_eq!(one.len(), 1);
+    let all = listed(PageSize::rows(10)).await;
+    assert_eq!(all.len(), 5);
+    // A single read still has what started the run.
+    let run = store.get_run(&prod.name, &ids[0]).await.unwrap().unwrap();
+    assert_eq!(run.event_data, big.data);
+    assert!(run.trigger_params.starts_with(r#"{"p":"ttt"#));
+}
+
 /// Runs are listed newest first, filtered by function and status, in pages.
 pub async fn runs_are_listed_newest_first_filtered_and_paginated(store: Arc<impl Catalog>) {
     let prod = new_environment(&*store, "prod", 1).await;
@@ -1045,13 +1142,18 @@ pub async fn runs_are_listed_newest_first_filtered_and_paginated(store: Arc<impl
     }
     let newest_first: Vec<RunId> = all.iter().rev().cloned().collect();
     let page = store
-        .list_runs(&prod.name, &RunFilter::default(), None, 4)
+        .list_runs(&prod.name, &RunFilter::default(), None, PageSize::rows(4))
         .await
         .unwrap();
     let ids: Vec<RunId> = page.iter().map(|r| r.id.clone()).collect();
     assert_eq!(ids, newest_first[..4]);
     let rest = store
-        .list_runs(&prod.name, &RunFilter::default(), Some(&ids[3]), 4)
+        .list_runs(
+            &prod.name,
+            &RunFilter::default(),
+            Some(&ids[3]),
+            PageSize::rows(4),
+        )
         .await
         .unwrap();
     let ids: Vec<RunId> = rest.iter().map(|r| r.id.clone()).collect();
@@ -1064,7 +1166,7 @@ pub async fn runs_are_listed_newest_first_filtered_and_paginated(store: Arc<impl
                 status: None,
             },
             None,
-            10,
+            PageSize::rows(10),
         )
         .await
         .unwrap();
@@ -1082,7 +1184,7 @@ pub async fn runs_are_listed_newest_first_filtered_and_paginated(store: Arc<impl
                 status: Some(RunStatus::Running),
             },
             None,
-            10,
+            PageSize::rows(10),
         )
         .await
         .unwrap();
@@ -1139,7 +1241,7 @@ pub async fn an_idempotency_key_starts_runs_once_per_environment_and_window(
         "nothing written"
     );
     let listed = store
-        .list_runs(&prod.name, &RunFilter::default(), None, 10)
+        .list_runs(&prod.name, &RunFilter::default(), None, PageSize::rows(10))
         .await
         .unwrap();
     assert_eq!(listed.len(), 2);
@@ -1209,7 +1311,7 @@ pub async fn racing_sends_with_one_idempotency_key_start_runs_once(store: Arc<im
         );
     }
     let listed = store
-        .list_runs(&prod.name, &RunFilter::default(), None, 100)
+        .list_runs(&prod.name, &RunFilter::default(), None, PageSize::rows(100))
         .await
         .unwrap();
     assert_eq!(listed.len(), 20);
@@ -2025,7 +2127,12 @@ pub async fn run_writes_recheck_the_actor_and_the_incarnation(store: Arc<impl Ca
     assert!(matches!(stale, Err(StoreError::NotFound)), "{stale:?}");
     assert!(
         store
-            .list_runs(&successor.name, &RunFilter::default(), None, 10)
+            .list_runs(
+                &successor.name,
+                &RunFilter::default(),
+                None,
+                PageSize::rows(10)
+            )
             .await
             .unwrap()
             .is_empty()
@@ -2127,7 +2234,7 @@ pub async fn ended_runs_are_pruned_oldest_first_and_audited(store: Arc<impl Cata
     assert_eq!(store.prune_runs(at(10_000), 10).await.unwrap(), 1);
     assert_eq!(store.prune_runs(at(10_000), 10).await.unwrap(), 0);
     let left = store
-        .list_runs(&prod.name, &RunFilter::default(), None, 10)
+        .list_runs(&prod.name, &RunFilter::default(), None, PageSize::rows(10))
         .await
         .unwrap();
     assert_eq!(left.len(), 2, "the queued runs stay: {left:?}");

@@ -1,0 +1,123 @@
+//! How much one page of a listing may hold.
+//!
+//! A listing's rows can carry large text (a run's output, an orchestration's steps, an
+//! orchestration run's state), so a page is bounded in bytes as well as in rows: a store
+//! reads rows one at a time and stops after the one that brings the page's text to
+//! [`PageSize::bytes`]. The service then ends the page there and hands out a cursor,
+//! whatever `limit` the client asked for.
+
+/// Most bytes of stored text one page of runs, orchestrations or orchestration runs
+/// carries, short of its last row: 1 MiB, as a request body. A row alone is smaller (a
+/// run's output is at most 256 KiB; an orchestration's steps came in one body).
+pub const PAGE_BYTES: usize = 1024 * 1024;
+
+/// The bounds of one page that a store reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageSize {
+    /// Most rows.
+    pub rows: usize,
+    /// The page ends after the row that brings the weight of its rows to this.
+    pub bytes: usize,
+}
+
+impl PageSize {
+    /// `rows` rows within [`PAGE_BYTES`].
+    pub fn rows(rows: usize) -> Self {
+        PageSize {
+            rows,
+            bytes: PAGE_BYTES,
+        }
+    }
+}
+
+/// A page being read: rows are pushed one at a time until it is full.
+#[derive(Debug)]
+pub struct PageFill<T> {
+    size: PageSize,
+    rows: Vec<T>,
+    bytes: usize,
+}
+
+impl<T> PageFill<T> {
+    /// An empty page of `size`.
+    pub fn new(size: PageSize) -> Self {
+        PageFill {
+            size,
+            rows: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Whether the page takes no more rows: stop reading.
+    pub fn is_full(&self) -> bool {
+        self.rows.len() >= self.size.rows || self.bytes >= self.size.bytes
+    }
+
+    /// Adds `row`, which weighs `weight` bytes (its text). Returns whether the page is full.
+    pub fn push(&mut self, row: T, weight: usize) -> bool {
+        self.rows.push(row);
+        self.bytes = self.bytes.saturating_add(weight);
+        self.is_full()
+    }
+
+    /// The rows read.
+    pub fn into_rows(self) -> Vec<T> {
+        self.rows
+    }
+
+    /// Reads `rows` into a page of `size`, each weighing `weight(row)`, and stops reading at
+    /// the first error or when the page is full.
+    pub fn read<E>(
+        size: PageSize,
+        rows: impl IntoIterator<Item = Result<T, E>>,
+        weight: impl Fn(&T) -> usize,
+    ) -> Result<Vec<T>, E> {
+        let mut page = PageFill::new(size);
+        if page.is_full() {
+            return Ok(Vec::new());
+        }
+        for row in rows {
+            let row = row?;
+            let w = weight(&row);
+            if page.push(row, w) {
+                break;
+            }
+        }
+        Ok(page.into_rows())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(size: PageSize, weights: &[usize]) -> (Vec<usize>, usize) {
+        let mut pulled = 0;
+        let rows = weights.iter().map(|w| {
+            pulled += 1;
+            Ok::<_, ()>(*w)
+        });
+        let page = PageFill::read(size, rows, |w| *w).unwrap();
+        (page, pulled)
+    }
+
+    #[test]
+    fn a_page_ends_at_its_row_count_or_after_the_row_that_fills_its_bytes() {
+        let size = PageSize { rows: 3, bytes: 10 };
+        assert_eq!(read(size, &[1, 1, 1, 1, 1]), (vec![1, 1, 1], 3));
+        assert_eq!(read(size, &[4, 6, 1]), (vec![4, 6], 2));
+        assert_eq!(read(size, &[4, 5]), (vec![4, 5], 2));
+        // A row heavier than the whole budget still makes a page of one.
+        assert_eq!(read(size, &[50, 1]), (vec![50], 1));
+        assert_eq!(read(PageSize { rows: 0, bytes: 10 }, &[1]), (vec![], 0));
+    }
+
+    #[test]
+    fn reading_stops_at_the_first_error() {
+        let rows = vec![Ok(1), Err("broken"), Ok(1)];
+        assert_eq!(
+            PageFill::read(PageSize::rows(10), rows, |w| *w),
+            Err("broken")
+        );
+    }
+}
