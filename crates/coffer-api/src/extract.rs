@@ -301,8 +301,62 @@ impl JsonBody {
         if !buf.is_empty() && !self.is_json {
             return Err(unsupported_media_type());
         }
+        // What the parsed form will hold beyond the text: taken now, held with the text.
+        let tokens = json_tokens(&buf);
+        if tokens > MAX_BODY_TOKENS {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("a request body may hold at most {MAX_BODY_TOKENS} JSON values"),
+            ));
+        }
+        let parsed = take(tokens * PARSED_BYTES_PER_TOKEN)?;
+        match &mut held {
+            Some(all) => all.merge(parsed),
+            None => held = Some(parsed),
+        }
         Ok((buf, held))
     }
+}
+
+/// What one JSON value (or object member) of a body may take once parsed, beyond its text:
+/// a `serde_json::Value` is 32 bytes, an object member adds its key's `String` and its
+/// place in the map. A body of 1 MiB of `[[],[],…]` parses into some 30 MiB, so the
+/// server's body budget is charged for the parsed form as well as for the text.
+const PARSED_BYTES_PER_TOKEN: usize = 64;
+
+/// Most JSON values one body may hold (16 MiB of parsed form): more than any request of
+/// the API needs (an import of 1,000 secrets is some 5,000), and a body past it is refused
+/// with 413 before it is parsed.
+pub const MAX_BODY_TOKENS: usize = 256 * 1024;
+
+/// An upper bound on the values and members `text` parses into: one per opening bracket,
+/// comma and colon outside strings, and one more. Counted in one pass over the bytes, before
+/// any parsing; a text that is not JSON gets a count all the same (the parse then refuses it).
+fn json_tokens(text: &[u8]) -> usize {
+    if text.is_empty() {
+        return 0;
+    }
+    let mut tokens = 1;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' | b',' | b':' => tokens += 1,
+                _ => {}
+            }
+        }
+    }
+    tokens
 }
 
 fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -352,6 +406,20 @@ mod tests {
             "malformed_json"
         );
         assert!(from_json::<Named>(b" {\"name\": \"prod\"}").is_ok());
+    }
+
+    #[test]
+    fn a_body_counts_its_values_outside_strings() {
+        assert_eq!(json_tokens(b""), 0);
+        assert_eq!(json_tokens(b"7"), 1);
+        assert_eq!(json_tokens(b"{}"), 2);
+        assert_eq!(json_tokens(br#"{"a":[1,2]}"#), 5);
+        // Brackets, commas and colons inside strings are text, escaped quotes too.
+        assert_eq!(json_tokens(br#"{"value":"[,:{\",]"}"#), 3);
+        assert_eq!(json_tokens(br#"["\\",1]"#), 3);
+        // The pathological body: one token per two bytes.
+        let nested = "[],".repeat(1000);
+        assert_eq!(json_tokens(format!("[{nested}[]]").as_bytes()), 2003);
     }
 
     #[test]

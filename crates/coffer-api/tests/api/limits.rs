@@ -519,3 +519,55 @@ async fn one_address_cannot_take_every_connection_with_a_per_address_cap() {
     let (status, b, _) = response(&mut other).await;
     assert_eq!(status, 200, "another address is served: {b}");
 }
+
+/// The body budget pays for a body's parsed form as well as its text: a body of many small
+/// JSON values (each some 32 to 64 bytes once parsed) takes its share for them before it is
+/// parsed, and one with more values than any request needs is refused with 413.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_pays_for_its_parsed_values_and_too_many_of_them_get_413() {
+    let s = start_with(ServeOptions {
+        body_budget_bytes: 2 * 1024 * 1024,
+        ..ServeOptions::DEFAULT
+    })
+    .await;
+    let zeros = |n: usize| Value::Array(vec![json!(0); n]);
+    // 10,000 values (20 kB of text, 640 kB parsed) fit the 2 MiB budget.
+    let (status, b) = s
+        .admin(
+            Method::POST,
+            "/v1/environments/default/events",
+            Some(json!({"name": "order.created", "data": zeros(10_000)})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{b}");
+    // 40,000 values are 80 kB of text, well within the budget as text, but 2.5 MiB parsed.
+    let (status, b) = s
+        .admin(
+            Method::POST,
+            "/v1/environments/default/events",
+            Some(json!({"name": "order.created", "data": zeros(40_000)})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    assert_eq!(b["error"]["code"], "overloaded");
+
+    // Past MAX_BODY_TOKENS (262,144 values), whatever the budget: 413, nothing sent.
+    let roomy = start().await;
+    let (status, b) = roomy
+        .admin(
+            Method::POST,
+            "/v1/environments/default/events",
+            Some(json!({"name": "order.created", "data": zeros(300_000)})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{b}");
+    assert_eq!(b["error"]["code"], "body_too_large");
+    let (_, audit) = roomy
+        .admin(Method::GET, "/v1/audit?action=event.received", None)
+        .await;
+    assert_eq!(
+        audit["entries"].as_array().map(Vec::len),
+        Some(0),
+        "{audit}"
+    );
+}
