@@ -443,8 +443,12 @@ impl Command for CompleteRun {
             Ok(f) => match coffer.redactor_for_run(&incarnation, &f, &run).await? {
                 Some(redactor) => {
                     let redactions = &coffer.runtime.redactions;
+                    let text_bytes = match &result {
+                        Ok(output) => crate::runtime::json_text_bytes(output),
+                        Err(error) => error.len(),
+                    };
                     redactions
-                        .run(redactor, move |redactor| match result {
+                        .run(redactor, text_bytes, move |redactor| match result {
                             Ok(output) => RunOutcome::Succeeded {
                                 output: stored_output(redactor, output),
                             },

@@ -67,6 +67,11 @@ pub const MAX_REDACTIONS: usize = 2;
 /// values: ~0.2 ms to build).
 const INLINE_REDACTION_BYTES: usize = 4096;
 
+/// The text bytes up to which a redaction runs on the request's task: searching 1 MiB takes
+/// 40 to 70 ms, which would hold a worker of the runtime (of two) that long; 16 KiB takes
+/// about 1 ms.
+const INLINE_TEXT_BYTES: usize = 16 * 1024;
+
 /// How long a large redaction waits for a place before its request is refused as overloaded.
 const REDACTION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -86,16 +91,18 @@ impl RedactionGate {
         }
     }
 
-    /// Runs `redact` with `redactor`: on the task for a few short needles (most runs: no
-    /// wait, no hand-off), else in one of the gate's places on the blocking pool (a worker
-    /// of the runtime is not held for the milliseconds to seconds large values take, and
-    /// no more than [`MAX_REDACTIONS`] of their automata exist at once).
+    /// Runs `redact` with `redactor` over `text_bytes` of text: on the task for a few short
+    /// needles in a short text (most runs: no wait, no hand-off), else in one of the gate's
+    /// places on the blocking pool (a worker of the runtime is not held for the
+    /// milliseconds to seconds large values or texts take, and no more than
+    /// [`MAX_REDACTIONS`] of their automata exist at once).
     pub(crate) async fn run<T: Send + 'static>(
         &self,
         redactor: crate::redact::Redactor,
+        text_bytes: usize,
         redact: impl FnOnce(&crate::redact::Redactor) -> T + Send + 'static,
     ) -> Result<T, CoreError> {
-        if redactor.needle_bytes() <= INLINE_REDACTION_BYTES {
+        if redactor.needle_bytes() <= INLINE_REDACTION_BYTES && text_bytes <= INLINE_TEXT_BYTES {
             return Ok(redact(&redactor));
         }
         // A bounded wait: completions sent at once past the places are refused (503), not
@@ -830,6 +837,20 @@ impl Coffer {
     }
 }
 
+/// The bytes of text a redaction of `value` searches: its strings and object keys.
+pub(crate) fn json_text_bytes(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s.len(),
+        Value::Array(items) => items.iter().map(json_text_bytes).sum(),
+        Value::Object(members) => members
+            .iter()
+            .map(|(k, v)| k.len() + json_text_bytes(v))
+            .sum(),
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+    }
+}
+
 /// A run's output as stored: redacted, compact JSON, at most [`MAX_RUN_RESULT_BYTES`]
 /// (a longer one is replaced by a note saying so).
 pub(crate) fn stored_output(
@@ -886,7 +907,7 @@ mod tests {
                 let redactor = crate::redact::Redactor::new([value.as_str()]);
                 let text = format!("before {value} after");
                 let counted = i % 2 == 0;
-                gate.run(redactor, move |r| {
+                gate.run(redactor, text.len(), move |r| {
                     if counted {
                         let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                         most.fetch_max(now, Ordering::SeqCst);
@@ -917,7 +938,7 @@ mod tests {
         let holder = tokio::spawn({
             let (gate, redactor) = (gate.clone(), redactor());
             async move {
-                gate.run(redactor, move |_| {
+                gate.run(redactor, 0, move |_| {
                     started.send(()).unwrap();
                     std::thread::sleep(std::time::Duration::from_secs(2));
                 })
@@ -925,7 +946,7 @@ mod tests {
             }
         });
         holding.await.unwrap();
-        let refused = gate.run(redactor(), |_| ()).await;
+        let refused = gate.run(redactor(), 0, |_| ()).await;
         assert!(
             matches!(
                 refused,
@@ -933,12 +954,24 @@ mod tests {
             ),
             "{refused:?}"
         );
-        let small = crate::redact::Redactor::new(["small-value"]);
+        let small = || crate::redact::Redactor::new(["small-value"]);
         assert_eq!(
-            gate.run(small, |r| r.redact("a small-value"))
+            gate.run(small(), 13, |r| r.redact("a small-value"))
                 .await
                 .unwrap(),
             "a ********"
+        );
+        // A small redactor over a long text waits for a place too.
+        let long = format!("{} small-value", "z".repeat(INLINE_TEXT_BYTES));
+        let refused = gate
+            .run(small(), long.len(), move |r| r.redact(&long))
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(CoreError::Store(coffer_store::StoreError::Overloaded))
+            ),
+            "{refused:?}"
         );
         holder.await.unwrap().unwrap();
         assert_eq!(gate.places.available_permits(), 1);

@@ -405,7 +405,7 @@ async fn attempt(
     coffer
         .runtime
         .redactions
-        .run(redactor, move |redactor| {
+        .run(redactor, reported.text_bytes(), move |redactor| {
             reported.outcome(redactor, retries_left, attempts)
         })
         .await
@@ -426,6 +426,15 @@ enum Reported {
 }
 
 impl Reported {
+    /// The bytes of text its redaction searches.
+    fn text_bytes(&self) -> usize {
+        match self {
+            Reported::Retry(error) => error.len(),
+            Reported::Succeeded(output) => super::json_text_bytes(output),
+            Reported::Http { text, .. } => text.len(),
+        }
+    }
+
     /// The run's outcome, every text in it redacted.
     fn outcome(self, redactor: &Redactor, retries_left: bool, attempts: u32) -> RunOutcome {
         let retry_or_fail = |error: String| {
