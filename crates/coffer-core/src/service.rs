@@ -392,11 +392,16 @@ impl Coffer {
     ) -> Result<Page<SecretMeta, (SecretName, Timestamp)>, CoreError> {
         self.require_manage(who, env)?;
         let env = self.existing_environment(env).await?;
-        let items = self
+        let read = self
             .secrets
             .list(&env, listing, limit.saturating_add(1))
             .await?;
-        Ok(Page::cut(items, limit, |m| (m.name.clone(), m.updated_at)))
+        let mut page = Page::cut(read.items, limit, |m| (m.name.clone(), m.updated_at));
+        // A search that examined its most names ends the page where it stopped.
+        if page.next.is_none() {
+            page.next = read.resume;
+        }
+        Ok(page)
     }
 
     /// One secret's metadata.

@@ -14,10 +14,11 @@ use async_trait::async_trait;
 use coffer_crypto::KeyVersion;
 use coffer_store::{
     AccessStore, Actor, BatchPut, Capabilities, Change, EnvId, EnvName, Environment, MAX_GET_MANY,
-    NameSearch, Precondition, PutOutcome, Replacement, SecretListing, SecretMeta, SecretName,
-    SecretOrder, SecretRecord, SecretStore, StoreError, StoreResult, StoredValue, Timestamp,
-    in_asked_order,
+    Precondition, PutOutcome, Replacement, SecretListing, SecretMeta, SecretName, SecretOrder,
+    SecretPage, SecretPageFill, SecretRecord, SecretStore, StoreError, StoreResult, StoredValue,
+    Timestamp, in_asked_order,
 };
+use futures_util::TryStreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
@@ -144,14 +145,14 @@ impl SecretStore for PgStore {
         env: &Environment,
         listing: &SecretListing<'_>,
         limit: usize,
-    ) -> StoreResult<Vec<SecretMeta>> {
-        // $3/$6 are the cursor, NULL on the first page.
+    ) -> StoreResult<SecretPage> {
+        // $3/$5 are the cursor, NULL on the first page.
         let (after, order) = match listing.order {
             SecretOrder::NameAsc => ("name > $3", "name"),
             SecretOrder::NameDesc => ("name < $3", "name DESC"),
-            SecretOrder::UpdatedAsc => ("(updated_at, name) > ($6, $3)", "updated_at, name"),
+            SecretOrder::UpdatedAsc => ("(updated_at, name) > ($5, $3)", "updated_at, name"),
             SecretOrder::UpdatedDesc => (
-                "(updated_at, name) < ($6, $3)",
+                "(updated_at, name) < ($5, $3)",
                 "updated_at DESC, name DESC",
             ),
         };
@@ -159,27 +160,28 @@ impl SecretStore for PgStore {
             "SELECT NULL::text, key_version, revision, created_at, updated_at, name FROM secrets
              WHERE environment = $1 AND environment_id = $2
                AND ($3::text IS NULL OR {after})
-               AND ($5::text IS NULL OR strpos(lower(name), $5) > 0)
              ORDER BY {order} LIMIT $4"
         );
+        // A search is applied to the rows as they come (`SecretPageFill`), which bounds
+        // how many it examines.
+        let mut page = SecretPageFill::new(listing.search, limit);
         let mut c = self.acquire().await?;
-        let rows = sqlx::query(&sql)
+        let mut rows = sqlx::query(&sql)
             .bind(env.name.as_str())
             .bind(env.id.as_str())
             .bind(listing.after.map(|(n, _)| n.as_str()))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .bind(listing.search.map(NameSearch::as_str))
+            .bind(i64::try_from(page.rows()).unwrap_or(i64::MAX))
             .bind(listing.after.map(|(_, at)| at.millis()))
-            .fetch_all(&mut *c)
-            .await
-            .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                let name: String = r.try_get(5).map_err(db)?;
-                let name = SecretName::new(&name).map_err(corrupt)?;
-                meta(env, name, r)
-            })
-            .collect()
+            .fetch(&mut *c);
+        while !page.is_full() {
+            let Some(r) = rows.try_next().await.map_err(db)? else {
+                break;
+            };
+            let name: String = r.try_get(5).map_err(db)?;
+            let name = SecretName::new(&name).map_err(corrupt)?;
+            page.push(meta(env, name, &r)?);
+        }
+        Ok(page.finish())
     }
 
     async fn put(

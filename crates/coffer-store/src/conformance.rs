@@ -461,7 +461,7 @@ pub async fn list_is_sorted_scoped_and_paginated(store: Arc<impl SecretStore + E
         set(&*store, &a, &name(n), sealed(1, "x::y"), at(1)).await;
     }
     set(&*store, &b, &name("Z"), sealed(1, "x::y"), at(1)).await;
-    let names = |v: Vec<SecretMeta>| {
+    let names = |v: SecretPage| {
         v.into_iter()
             .map(|m| m.name.to_string())
             .collect::<Vec<_>>()

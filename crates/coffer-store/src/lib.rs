@@ -202,13 +202,14 @@ pub trait SecretStore: Send + Sync + 'static {
     }
 
     /// Up to `limit` secrets of `env` as `listing` says: in its order, after its position,
-    /// only the names its search matches.
+    /// only the names its search matches, read through a [`SecretPageFill`] (a search
+    /// examines at most [`MAX_SEARCH_EXAMINED`] names, then says where it stopped).
     async fn list(
         &self,
         env: &Environment,
         listing: &SecretListing<'_>,
         limit: usize,
-    ) -> StoreResult<Vec<SecretMeta>>;
+    ) -> StoreResult<SecretPage>;
 
     /// Creates or replaces a value if `precondition` holds, atomically with the check.
     /// Errors: [`StoreError::Conflict`] when it does not hold; [`StoreError::NotFound`] when

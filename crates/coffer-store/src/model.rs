@@ -369,6 +369,104 @@ impl fmt::Debug for StoredValue {
     }
 }
 
+/// Most names one listing with a search examines: a search that matches few names of a
+/// large environment would otherwise read every name for one page (a million names: some
+/// 100 ms of a reader). A page that examined this many ends there, with a cursor.
+pub const MAX_SEARCH_EXAMINED: usize = 10_000;
+
+/// One page of secret metadata as a store read it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecretPage {
+    /// The secrets, in the listing's order.
+    pub items: Vec<SecretMeta>,
+    /// When a search examined [`MAX_SEARCH_EXAMINED`] names and found fewer than the page's
+    /// limit: the position (name, `updated_at`) of the last name it examined, where the
+    /// next page starts.
+    pub resume: Option<(SecretName, Timestamp)>,
+}
+
+impl std::ops::Deref for SecretPage {
+    type Target = [SecretMeta];
+
+    fn deref(&self) -> &[SecretMeta] {
+        &self.items
+    }
+}
+
+impl IntoIterator for SecretPage {
+    type Item = SecretMeta;
+    type IntoIter = std::vec::IntoIter<SecretMeta>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.into_iter()
+    }
+}
+
+/// A page of secret metadata being read: a store pushes the rows of its listing in order,
+/// past its cursor, with no search condition of its own, until [`SecretPageFill::push`] says
+/// the page is full; the fill keeps the names the search matches.
+#[derive(Debug)]
+pub struct SecretPageFill<'a> {
+    search: Option<&'a NameSearch>,
+    limit: usize,
+    examined: usize,
+    page: SecretPage,
+}
+
+impl<'a> SecretPageFill<'a> {
+    /// An empty page of up to `limit` secrets matching `search`.
+    pub fn new(search: Option<&'a NameSearch>, limit: usize) -> Self {
+        SecretPageFill {
+            search,
+            limit,
+            examined: 0,
+            page: SecretPage::default(),
+        }
+    }
+
+    /// Rows the store should read at most: `limit`, or with a search
+    /// [`MAX_SEARCH_EXAMINED`].
+    pub fn rows(&self) -> usize {
+        match self.search {
+            None => self.limit,
+            Some(_) => MAX_SEARCH_EXAMINED,
+        }
+    }
+
+    /// Whether the page takes no more rows: stop reading.
+    pub fn is_full(&self) -> bool {
+        self.page.items.len() >= self.limit || self.examined >= self.rows()
+    }
+
+    /// Examines the next row. Returns whether the page is full.
+    pub fn push(&mut self, meta: SecretMeta) -> bool {
+        self.examined += 1;
+        if self.search.is_none_or(|s| s.matches(meta.name.as_str())) {
+            self.page.items.push(meta);
+        } else if self.examined >= MAX_SEARCH_EXAMINED {
+            self.page.resume = Some((meta.name, meta.updated_at));
+        }
+        self.is_full()
+    }
+
+    /// The page read. A search that stopped at [`MAX_SEARCH_EXAMINED`] on a name it kept
+    /// resumes after that name.
+    pub fn finish(mut self) -> SecretPage {
+        if self.search.is_some()
+            && self.examined >= MAX_SEARCH_EXAMINED
+            && self.page.items.len() < self.limit
+            && self.page.resume.is_none()
+        {
+            self.page.resume = self
+                .page
+                .items
+                .last()
+                .map(|m| (m.name.clone(), m.updated_at));
+        }
+        self.page
+    }
+}
+
 /// What the management plane may see of a secret: never its value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecretMeta {

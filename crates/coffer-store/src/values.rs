@@ -33,8 +33,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
     AccessStore, Actor, BatchPut, Capabilities, EnvName, Environment, Precondition, PutOutcome,
-    Replacement, Revision, SecretListing, SecretMeta, SecretName, SecretRecord, SecretStore,
-    StoreError, StoreResult, StoredValue, Timestamp,
+    Replacement, Revision, SecretListing, SecretMeta, SecretName, SecretPage, SecretRecord,
+    SecretStore, StoreError, StoreResult, StoredValue, Timestamp,
 };
 
 /// A value store's version of one value: a NATS KV revision, a Vault KV v2 version; `0` for
@@ -528,7 +528,7 @@ impl<I: SecretStore + ?Sized> SecretStore for ExternalSecrets<I> {
         env: &Environment,
         listing: &SecretListing<'_>,
         limit: usize,
-    ) -> StoreResult<Vec<SecretMeta>> {
+    ) -> StoreResult<SecretPage> {
         self.index.list(env, listing, limit).await
     }
 

@@ -284,3 +284,57 @@ async fn a_secret_listing_sorts_by_name_or_update_either_way_across_pages() {
         assert_eq!(b["error"]["code"], "invalid_query");
     }
 }
+
+/// A search examines at most 10,000 names per page: a page that reached them ends there
+/// with a cursor, however few names it kept, and following the cursors finds every match
+/// once (here 10,050 names, three of them matching, one past the first 10,000).
+#[tokio::test]
+async fn a_search_examines_a_bounded_stretch_of_names_per_page() {
+    let server = harness::start().await;
+    server.create_env("big").await;
+    let mut all: Vec<String> = (0..10_050).map(|i| format!("N{i:05}")).collect();
+    let hits = ["N00005_HIT", "N09000_HIT", "N10020_HIT"];
+    all.extend(hits.iter().map(|h| h.to_string()));
+    for chunk in all.chunks(1_000) {
+        let secrets: Vec<_> = chunk
+            .iter()
+            .map(|n| json!({"name": n, "value": "v"}))
+            .collect();
+        let (s, b) = server
+            .admin(
+                Method::POST,
+                "/v1/environments/big/secrets",
+                Some(json!({ "secrets": secrets })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = "/v1/environments/big/secrets?search=hit&limit=100".to_owned();
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let (s, b) = server.admin(Method::GET, &url, None).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let names: Vec<String> = b["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap().to_owned())
+            .collect();
+        pages.push(names);
+        match b["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+        assert!(pages.len() < 10, "the pages never end");
+    }
+    // In byte order N10020_HIT is the 10,024th name: past the first page's 10,000.
+    assert_eq!(
+        pages,
+        [vec!["N00005_HIT", "N09000_HIT"], vec!["N10020_HIT"]],
+        "the first page stops at 10,000 names examined"
+    );
+}

@@ -48,7 +48,7 @@ impl SecretStore for Declaring {
         e: &Environment,
         listing: &coffer_store::SecretListing<'_>,
         limit: usize,
-    ) -> StoreResult<Vec<SecretMeta>> {
+    ) -> StoreResult<coffer_store::SecretPage> {
         self.0.list(e, listing, limit).await
     }
     async fn scan(

@@ -276,7 +276,7 @@ async fn a_writer_streaming_into_a_recreated_environment_leaves_nothing_of_the_o
         .list(&last, &SecretListing::by_name(None), 100)
         .await
         .unwrap();
-    for meta in &listed {
+    for meta in listed.iter() {
         assert_eq!(meta.environment_id, last.id);
         let value = n
             .coffer
