@@ -3,13 +3,15 @@
 //! A listing's rows can carry large text (a run's output, an orchestration's steps, an
 //! orchestration run's state), so a page is bounded in bytes as well as in rows: a store
 //! reads rows one at a time and stops after the one that brings the page's text to
-//! [`PageSize::bytes`]. The service then ends the page there and hands out a cursor,
+//! [`PageSize::bytes`] ([`PAGE_BYTES`]). The service then ends the page there and hands out a cursor,
 //! whatever `limit` the client asked for.
 
 /// Most bytes of stored text one page of runs, orchestrations or orchestration runs
-/// carries, short of its last row: 1 MiB, as a request body. A row alone is smaller (a
-/// run's output is at most 256 KiB; an orchestration's steps came in one body).
-pub const PAGE_BYTES: usize = 1024 * 1024;
+/// carries, short of its last row: 256 KiB, as much as one run's output. The answer holds
+/// that text parsed (a run's output is a JSON value, some 16 to 30 times its text at worst)
+/// and then written out again, so a page of 1,000 runs of 256 KiB outputs would otherwise
+/// be gigabytes for one request. A page always holds at least one row.
+pub const PAGE_BYTES: usize = 256 * 1024;
 
 /// The bounds of one page that a store reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1023,15 +1023,15 @@ async fn functions_and_runs_page_through_every_item_once() {
     assert!(done.is_empty());
 }
 
-/// A page of runs carries at most about a mebibyte of outputs, whatever `limit` asks: it
+/// A page of runs carries at most about 256 KiB of outputs, whatever `limit` asks: it
 /// ends after the run that takes it there, with a cursor, and the cursor leads to the rest.
 #[tokio::test]
-async fn a_page_of_runs_ends_after_a_mebibyte_of_outputs() {
+async fn a_page_of_runs_ends_after_256_kib_of_outputs() {
     let s = start().await;
     pull_function(&s, "big", "tick", &[]).await;
     let (_, runtime) = s.create_key("runtime", Some("default")).await;
     let mut completed = BTreeSet::new();
-    for i in 0..6 {
+    for i in 0..5 {
         send(&s, "tick", None).await;
         let (status, job) = s
             .call(
@@ -1043,8 +1043,8 @@ async fn a_page_of_runs_ends_after_a_mebibyte_of_outputs() {
             .await;
         assert_eq!(status, StatusCode::OK, "{job}");
         let id = job["runId"].as_str().unwrap().to_owned();
-        // 250,000 bytes of output each: four make 1,000,000 bytes, five pass 1 MiB.
-        let output = json!({"i": i, "pad": "p".repeat(250_000 - 20)});
+        // 100,000 bytes of output each: two make 200,000 bytes, three pass 256 KiB.
+        let output = json!({"i": i, "pad": "p".repeat(100_000 - 20)});
         let (status, body) = s
             .call(
                 Some(&runtime),
@@ -1069,7 +1069,7 @@ async fn a_page_of_runs_ends_after_a_mebibyte_of_outputs() {
         let runs = page["runs"].as_array().unwrap();
         sizes.push(runs.len());
         for r in runs {
-            assert_eq!(r["output"]["pad"].as_str().map(str::len), Some(249_980));
+            assert_eq!(r["output"]["pad"].as_str().map(str::len), Some(99_980));
             assert!(seen.insert(r["id"].as_str().unwrap().to_owned()), "once");
         }
         match page["nextCursor"].as_str() {
@@ -1077,6 +1077,6 @@ async fn a_page_of_runs_ends_after_a_mebibyte_of_outputs() {
             None => break,
         }
     }
-    assert_eq!(sizes, [5, 1], "the first page ends past 1 MiB of outputs");
+    assert_eq!(sizes, [3, 2], "the first page ends past 256 KiB of outputs");
     assert_eq!(seen, completed);
 }
