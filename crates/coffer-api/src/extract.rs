@@ -136,14 +136,18 @@ pub struct BodyLimits {
     pub timeout: Duration,
     /// Bytes of request bodies held in memory at once, across all requests.
     budget: Arc<Semaphore>,
+    /// The whole budget: a body that needs more can never be held, whatever else runs.
+    budget_bytes: usize,
 }
 
 impl BodyLimits {
     /// Limits with a fresh budget of `budget_bytes`.
     pub fn new(timeout: Duration, budget_bytes: usize) -> Self {
+        let budget_bytes = budget_bytes.min(Semaphore::MAX_PERMITS);
         BodyLimits {
             timeout,
-            budget: Arc::new(Semaphore::new(budget_bytes.min(Semaphore::MAX_PERMITS))),
+            budget: Arc::new(Semaphore::new(budget_bytes)),
+            budget_bytes,
         }
     }
 }
@@ -308,6 +312,16 @@ impl JsonBody {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 format!("a request body may hold at most {MAX_BODY_TOKENS} JSON values"),
+            ));
+        }
+        // A body this server's whole budget cannot hold is refused for good (413), not as a
+        // moment's overload (503) its client would retry without end.
+        if allowed.saturating_add(tokens * PARSED_BYTES_PER_TOKEN) > self.limits.budget_bytes {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the body, parsed, is larger than this server's memory for request bodies \
+                 (--body-memory-mib)",
             ));
         }
         let parsed = take(tokens * PARSED_BYTES_PER_TOKEN)?;

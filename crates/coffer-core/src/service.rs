@@ -454,11 +454,15 @@ impl Coffer {
     ) -> Result<Page<ConfigEntry, ConfigKey>, CoreError> {
         self.require_manage(who, env)?;
         self.existing_environment(env).await?;
-        let items = self
-            .catalog
-            .list_config(env, after, limit.saturating_add(1))
-            .await?;
-        Ok(Page::cut(items, limit, |c| c.key.clone()))
+        let size = coffer_store::PageSize::rows(limit.saturating_add(1));
+        let items = self.catalog.list_config(env, after, size).await?;
+        Ok(Page::cut_within(
+            items,
+            limit,
+            size.bytes,
+            ConfigEntry::weight,
+            |c| c.key.clone(),
+        ))
     }
 
     /// The runtime plane: a secret's plaintext, for a runtime key of its environment.

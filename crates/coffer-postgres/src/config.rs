@@ -2,15 +2,15 @@
 
 use async_trait::async_trait;
 use coffer_store::{
-    Actor, Change, ConfigEntry, ConfigKey, ConfigPutOutcome, ConfigStore, EnvName, Precondition,
-    StoreResult, Timestamp,
+    Actor, Change, ConfigEntry, ConfigKey, ConfigPutOutcome, ConfigStore, EnvName, PageSize,
+    Precondition, StoreResult, Timestamp,
 };
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use crate::journal::{append, check_actor, key_scope, lock_environment};
 use crate::versioned::{Cell, Versioned};
-use crate::{PgStore, corrupt, db, unsigned};
+use crate::{PgStore, close_bounded, corrupt, db, open_bounded, read_page, unsigned};
 
 /// The `config` table.
 const CONFIG: Versioned = Versioned {
@@ -43,26 +43,23 @@ impl ConfigStore for PgStore {
         &self,
         env: &EnvName,
         after: Option<&ConfigKey>,
-        limit: usize,
+        size: PageSize,
     ) -> StoreResult<Vec<ConfigEntry>> {
         let mut c = self.acquire().await?;
-        let rows = sqlx::query(
-            "SELECT value, revision, created_at, updated_at, key FROM config
-             WHERE environment = $1 AND key > $2 ORDER BY key LIMIT $3",
-        )
-        .bind(env.as_str())
-        .bind(after.map_or("", ConfigKey::as_str))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&mut *c)
-        .await
-        .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                let key: String = r.try_get(4).map_err(db)?;
-                let key = ConfigKey::new(&key).map_err(corrupt)?;
-                entry(env.clone(), key, r)
-            })
-            .collect()
+        let columns = "value, revision, created_at, updated_at, key";
+        let mut sql = open_bounded(columns, "octet_length(key) + octet_length(value)", "key");
+        sql.push("FROM config WHERE environment = ")
+            .push_bind(env.as_str())
+            .push(" AND key > ")
+            .push_bind(after.map_or("", ConfigKey::as_str));
+        close_bounded(&mut sql, "key", size);
+        let rows = sql.build().fetch(&mut *c);
+        let make = |r: &PgRow| {
+            let key: String = r.try_get(4).map_err(db)?;
+            let key = ConfigKey::new(&key).map_err(corrupt)?;
+            entry(env.clone(), key, r)
+        };
+        read_page(rows, size, make, ConfigEntry::weight).await
     }
 
     async fn put_config(

@@ -498,9 +498,41 @@ fn unreachable() -> StoreError {
     )
 }
 
+/// Opens the statement of a page bounded in bytes: the rows of `SELECT {columns} FROM …`
+/// (push the `FROM` and conditions next, then [`close_bounded`]) in `order`, up to the
+/// page's rows, and only those whose predecessors weigh less than its bytes (`weight`, an
+/// SQL expression of the row's text in bytes): the rows [`PageFill`] takes, cut in the
+/// database, which then reads and sends no large text past the page (the length of a
+/// TOASTed value is known without reading it). Each row comes with two more columns after
+/// `columns`.
+pub(crate) fn open_bounded<'a>(
+    columns: &str,
+    weight: &str,
+    order: &str,
+) -> sqlx::QueryBuilder<'a, Postgres> {
+    sqlx::QueryBuilder::new(format!(
+        "SELECT * FROM (SELECT q.*, sum(q.page_weight) OVER (ORDER BY {order} ROWS UNBOUNDED \
+         PRECEDING) - q.page_weight AS page_before FROM (SELECT {columns}, ({weight})::bigint \
+         AS page_weight "
+    ))
+}
+
+/// Closes a statement [`open_bounded`] opened, with the same `order`.
+pub(crate) fn close_bounded(
+    sql: &mut sqlx::QueryBuilder<'_, Postgres>,
+    order: &str,
+    size: PageSize,
+) {
+    sql.push(format!(" ORDER BY {order} LIMIT "))
+        .push_bind(i64::try_from(size.rows).unwrap_or(i64::MAX))
+        .push(") q) p WHERE p.page_before < ")
+        .push_bind(i64::try_from(size.bytes).unwrap_or(i64::MAX))
+        .push(format!(" ORDER BY {order}"));
+}
+
 /// Reads one page of `size` from `rows`, each made by `make` and weighed by `weight`. It
-/// stops reading once the page is full: the driver discards the rest of the result, so a
-/// listing of large rows holds no more of them than one page.
+/// stops reading once the page is full (with [`open_bounded`] the database has cut the rows
+/// already; this holds the page to its bounds whatever the statement).
 pub(crate) async fn read_page<T>(
     mut rows: impl Stream<Item = Result<PgRow, sqlx::Error>> + Unpin,
     size: PageSize,

@@ -22,13 +22,13 @@ use coffer_store::{
     StepsReplacement, StoreError, StoreResult, Timestamp,
 };
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, QueryBuilder, Row};
+use sqlx::{PgConnection, Row};
 
 use crate::journal::{append, check_actor, incarnation_scope, lock_environment};
 use crate::runs::{insert_runs, queued};
 use crate::versioned::{Cell, Versioned};
 use crate::writer::Kind;
-use crate::{PgStore, corrupt, db, read_page, signed, unsigned};
+use crate::{PgStore, close_bounded, corrupt, db, open_bounded, read_page, signed, unsigned};
 
 /// The `orchestrations` table. Every read selects [`Versioned::row_columns`] (`name, steps,
 /// revision, created_at, updated_at, environment_id`), the order [`orchestration`] reads.
@@ -65,16 +65,15 @@ impl OrchestrationStore for PgStore {
         size: PageSize,
     ) -> StoreResult<Vec<OrchestrationRecord>> {
         let mut c = self.acquire().await?;
-        let sql = format!(
-            "SELECT {}, id FROM orchestrations WHERE environment = $1 AND id > $2
-             ORDER BY id LIMIT $3",
-            ORCHESTRATIONS.row_columns()
-        );
-        let rows = sqlx::query(&sql)
-            .bind(env.as_str())
-            .bind(after.map_or("", OrchestrationId::as_str))
-            .bind(i64::try_from(size.rows).unwrap_or(i64::MAX))
-            .fetch(&mut *c);
+        let columns = format!("{}, id", ORCHESTRATIONS.row_columns());
+        let weight = "octet_length(name) + octet_length(steps)";
+        let mut sql = open_bounded(&columns, weight, "id");
+        sql.push("FROM orchestrations WHERE environment = ")
+            .push_bind(env.as_str())
+            .push(" AND id > ")
+            .push_bind(after.map_or("", OrchestrationId::as_str));
+        close_bounded(&mut sql, "id", size);
+        let rows = sql.build().fetch(&mut *c);
         let make = |r: &PgRow| {
             let id: String = r.try_get(6).map_err(db)?;
             let id = OrchestrationId::new(&id).map_err(corrupt)?;
@@ -344,9 +343,11 @@ impl FlowStore for PgStore {
         after: Option<&OrchestrationRunId>,
         size: PageSize,
     ) -> StoreResult<Vec<FlowRecord>> {
-        let mut sql = QueryBuilder::<sqlx::Postgres>::new(format!(
-            "SELECT {FLOW_COLUMNS} FROM orchestration_runs WHERE environment = "
-        ));
+        let weight = "octet_length(steps) + octet_length(state) + octet_length(params) \
+                      + coalesce(octet_length(decision), 0) \
+                      + coalesce(octet_length(current_step), 0)";
+        let mut sql = open_bounded(FLOW_COLUMNS, weight, "id DESC");
+        sql.push("FROM orchestration_runs WHERE environment = ");
         sql.push_bind(env.as_str());
         if let Some(o) = &filter.orchestration {
             sql.push(" AND orchestration_id = ").push_bind(o.as_str());
@@ -357,8 +358,7 @@ impl FlowStore for PgStore {
         if let Some(after) = after {
             sql.push(" AND id < ").push_bind(after.as_str());
         }
-        sql.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::try_from(size.rows).unwrap_or(i64::MAX));
+        close_bounded(&mut sql, "id DESC", size);
         let mut c = self.acquire().await?;
         read_page(sql.build().fetch(&mut *c), size, flow, FlowRecord::weight).await
     }

@@ -29,7 +29,7 @@ use crate::journal::{
     actor_binds, actor_guard, append, check_actor, guarded_author, incarnation_scope,
 };
 use crate::writer::{Kind, Tx};
-use crate::{PgStore, corrupt, db, read_page};
+use crate::{PgStore, close_bounded, corrupt, db, open_bounded, read_page};
 
 /// A run's columns in the order [`run`] reads them.
 const COLUMNS: &str = "id, environment, environment_id, function_id, mode, event_name, \
@@ -40,6 +40,8 @@ const COLUMNS: &str = "id, environment, environment_id, function_id, mode, event
 const LISTED_COLUMNS: &str = "id, environment, environment_id, function_id, mode, event_name, \
      '' AS event_data, '' AS trigger_params, status, attempts, output, error, lease_expires_at, \
      next_attempt_at, created_at, updated_at, flow_id, step_id";
+/// [`RunRecord::weight`] of a listed row, in SQL.
+const LISTED_WEIGHT: &str = "octet_length(event_name) + coalesce(octet_length(output), 0) + coalesce(octet_length(error), 0)";
 /// How many columns [`COLUMNS`] names: what a statement returns after them is at this index.
 const COLUMN_COUNT: usize = 18;
 
@@ -129,9 +131,8 @@ impl RunStore for PgStore {
         after: Option<&RunId>,
         size: PageSize,
     ) -> StoreResult<Vec<RunRecord>> {
-        let mut sql = QueryBuilder::<sqlx::Postgres>::new(format!(
-            "SELECT {LISTED_COLUMNS} FROM runs WHERE environment = "
-        ));
+        let mut sql = open_bounded(LISTED_COLUMNS, LISTED_WEIGHT, "id DESC");
+        sql.push("FROM runs WHERE environment = ");
         sql.push_bind(env.as_str());
         if let Some(function) = &filter.function {
             sql.push(" AND function_id = ").push_bind(function.as_str());
@@ -142,8 +143,7 @@ impl RunStore for PgStore {
         if let Some(after) = after {
             sql.push(" AND id < ").push_bind(after.as_str());
         }
-        sql.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::try_from(size.rows).unwrap_or(i64::MAX));
+        close_bounded(&mut sql, "id DESC", size);
         let mut c = self.acquire().await?;
         read_page(sql.build().fetch(&mut *c), size, run, RunRecord::weight).await
     }

@@ -2,14 +2,14 @@
 
 use async_trait::async_trait;
 use coffer_store::{
-    Actor, Change, ConfigEntry, ConfigKey, ConfigPutOutcome, ConfigStore, EnvName, Precondition,
-    StoreError, StoreResult, Timestamp,
+    Actor, Change, ConfigEntry, ConfigKey, ConfigPutOutcome, ConfigStore, EnvName, PageSize,
+    Precondition, StoreError, StoreResult, Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::journal::{append, check_actor};
 use crate::secrets::check_environment_named;
-use crate::{SqliteStore, corrupt, unavailable};
+use crate::{SqliteStore, corrupt, read_page, unavailable};
 
 #[async_trait]
 impl ConfigStore for SqliteStore {
@@ -22,11 +22,11 @@ impl ConfigStore for SqliteStore {
         &self,
         env: &EnvName,
         after: Option<&ConfigKey>,
-        limit: usize,
+        size: PageSize,
     ) -> StoreResult<Vec<ConfigEntry>> {
         let after = after.map_or("", ConfigKey::as_str);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self.read(|c| {
+        let limit = i64::try_from(size.rows).unwrap_or(i64::MAX);
+        self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT value, revision, created_at, updated_at, key
                  FROM config WHERE environment = ?1 AND key > ?2 ORDER BY key LIMIT ?3",
@@ -34,14 +34,14 @@ impl ConfigStore for SqliteStore {
             let rows = stmt.query_map(params![env.as_str(), after, limit], |r| {
                 Ok((columns(r)?, r.get::<_, String>(4)?))
             })?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-        })?;
-        rows.into_iter()
-            .map(|(cols, key)| {
-                let key = ConfigKey::new(&key).map_err(corrupt)?;
-                Ok(entry(env.clone(), key, cols))
-            })
-            .collect()
+            let entries = rows.map(|row| {
+                row.map(|(cols, key)| {
+                    let key = ConfigKey::new(&key).map_err(corrupt)?;
+                    Ok(entry(env.clone(), key, cols))
+                })
+            });
+            read_page(size, entries, ConfigEntry::weight)
+        })?
     }
 
     async fn put_config(

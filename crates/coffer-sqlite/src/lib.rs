@@ -393,6 +393,29 @@ pub(crate) fn test_env(name: &str) -> coffer_store::Environment {
     }
 }
 
+/// Reads one page of `size` from `rows` (each a row made into a record, or the reason it
+/// could not be), each weighing `weight`: stops at the first error of either kind, and once
+/// the page is full, when SQLite steps the statement no further.
+fn read_page<T>(
+    size: coffer_store::PageSize,
+    rows: impl Iterator<Item = rusqlite::Result<StoreResult<T>>>,
+    weight: impl Fn(&T) -> usize,
+) -> rusqlite::Result<StoreResult<Vec<T>>> {
+    let mut page = coffer_store::PageFill::new(size);
+    for row in rows {
+        if page.is_full() {
+            break;
+        }
+        let record = match row? {
+            Ok(record) => record,
+            Err(e) => return Ok(Err(e)),
+        };
+        let w = weight(&record);
+        page.push(record, w);
+    }
+    Ok(Ok(page.into_rows()))
+}
+
 fn unavailable(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(format!("sqlite: {e}"))
 }

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use coffer_store::{
     Action, Actor, Change, EnvId, EnvName, Environment, EventSend, FlowAdvance, FlowFilter,
     FlowRecord, FlowStatus, FlowStore, NewFlow, OrchestrationId, OrchestrationPutOutcome,
-    OrchestrationRecord, OrchestrationRunId, OrchestrationStore, PageFill, PageSize, Precondition,
-    Revision, StepsReplacement, StoreError, StoreResult, Timestamp,
+    OrchestrationRecord, OrchestrationRunId, OrchestrationStore, PageSize, Precondition, Revision,
+    StepsReplacement, StoreError, StoreResult, Timestamp,
 };
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
@@ -20,7 +20,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use crate::journal::{append, check_actor};
 use crate::runs::insert_run;
 use crate::secrets::check_environment;
-use crate::{SqliteStore, corrupt, unavailable};
+use crate::{SqliteStore, corrupt, read_page, unavailable};
 
 /// Most runs one lease takes, whatever the caller asks: a lease is one job of the writer,
 /// which every other write waits behind.
@@ -45,18 +45,15 @@ impl OrchestrationStore for SqliteStore {
     ) -> StoreResult<Vec<OrchestrationRecord>> {
         let after = after.map_or("", OrchestrationId::as_str);
         let limit = i64::try_from(size.rows).unwrap_or(i64::MAX);
-        let rows = self.read(|c| {
+        self.read(|c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM orchestrations WHERE environment = ?1 AND id > ?2
                  ORDER BY id LIMIT ?3"
             ))?;
             let rows = stmt.query_map(params![env.as_str(), after, limit], columns)?;
             let records = rows.map(|row| row.map(|cols| cols.parse(env)));
-            PageFill::read(size, records, |r| {
-                r.as_ref().map_or(0, OrchestrationRecord::weight)
-            })
-        })?;
-        rows.into_iter().collect()
+            read_page(size, records, OrchestrationRecord::weight)
+        })?
     }
 
     async fn put_orchestration(
@@ -303,13 +300,15 @@ impl FlowStore for SqliteStore {
         size: PageSize,
     ) -> StoreResult<Vec<FlowRecord>> {
         let listing = list_statement(env, filter, after, size.rows);
-        let rows = self.read(|c| {
+        self.read(|c| {
             let mut stmt = c.prepare_cached(&listing.sql)?;
             let rows = stmt.query_map(params_from_iter(listing.args), flow_columns)?;
-            let records = rows.map(|row| row.map(FlowColumns::parse));
-            PageFill::read(size, records, |r| r.as_ref().map_or(0, FlowRecord::weight))
-        })?;
-        rows.into_iter().collect()
+            read_page(
+                size,
+                rows.map(|row| row.map(FlowColumns::parse)),
+                FlowRecord::weight,
+            )
+        })?
     }
 
     async fn lease_flows(

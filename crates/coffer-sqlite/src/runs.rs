@@ -8,16 +8,16 @@
 use async_trait::async_trait;
 use coffer_store::{
     Actor, Change, Claim, Enqueued, EnvId, EnvName, Environment, EventSend, FunctionId,
-    IDEMPOTENCY_WINDOW_MS, LeaseQuery, NewRun, OrchestrationRunId, PageFill, PageSize, Resolution,
-    RunFilter, RunId, RunMode, RunOutcome, RunRecord, RunStatus, RunStore, StepLink, StoreError,
-    StoreResult, Timestamp, first_share, oldest_of,
+    IDEMPOTENCY_WINDOW_MS, LeaseQuery, NewRun, OrchestrationRunId, PageSize, Resolution, RunFilter,
+    RunId, RunMode, RunOutcome, RunRecord, RunStatus, RunStore, StepLink, StoreError, StoreResult,
+    Timestamp, first_share, oldest_of,
 };
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use crate::journal::{Author, Head, Reply, Shared, append, append_to, check_actor};
 use crate::secrets::check_environment;
-use crate::{SqliteStore, corrupt, unavailable};
+use crate::{SqliteStore, corrupt, read_page, unavailable};
 
 /// Most runs one lease takes, whatever the query asks: a lease is one job of the writer,
 /// which every other write waits behind.
@@ -70,13 +70,15 @@ impl RunStore for SqliteStore {
         size: PageSize,
     ) -> StoreResult<Vec<RunRecord>> {
         let listing = list_statement(env, filter, after, size.rows);
-        let rows = self.read(|c| {
+        self.read(|c| {
             let mut stmt = c.prepare_cached(&listing.sql)?;
             let rows = stmt.query_map(params_from_iter(listing.args), columns)?;
-            let records = rows.map(|row| row.map(Columns::parse));
-            PageFill::read(size, records, |r| r.as_ref().map_or(0, RunRecord::weight))
-        })?;
-        rows.into_iter().collect()
+            read_page(
+                size,
+                rows.map(|row| row.map(Columns::parse)),
+                RunRecord::weight,
+            )
+        })?
     }
 
     async fn lease(

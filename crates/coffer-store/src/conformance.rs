@@ -1345,24 +1345,39 @@ pub async fn config_list_is_sorted_by_bytes_scoped_and_paginated(store: Arc<impl
             .map(|c| c.key.as_str().to_owned())
             .collect::<Vec<_>>()
     };
-    let all = store.list_config(&e, None, 100).await.unwrap();
+    let all = store
+        .list_config(&e, None, PageSize::rows(100))
+        .await
+        .unwrap();
     assert!(all.iter().all(|c| c.environment == e));
     assert_eq!(keys(all), ["A", "B", "_x", "a1", "b"]);
-    let first = store.list_config(&e, None, 2).await.unwrap();
+    let first = store
+        .list_config(&e, None, PageSize::rows(2))
+        .await
+        .unwrap();
     assert_eq!(keys(first), ["A", "B"]);
     let next = store
-        .list_config(&e, Some(&config_key("B")), 2)
+        .list_config(&e, Some(&config_key("B")), PageSize::rows(2))
         .await
         .unwrap();
     assert_eq!(keys(next), ["_x", "a1"]);
     let last = store
-        .list_config(&e, Some(&config_key("b")), 2)
+        .list_config(&e, Some(&config_key("b")), PageSize::rows(2))
         .await
         .unwrap();
     assert!(last.is_empty());
+    // A page also ends after the entry that brings its text to its bytes: "A" and "0"
+    // weigh 2, so 3 bytes take two entries and 2 bytes one.
+    for (bytes, want) in [(1, vec!["A"]), (2, vec!["A"]), (3, vec!["A", "B"])] {
+        let page = store
+            .list_config(&e, None, PageSize { rows: 10, bytes })
+            .await
+            .unwrap();
+        assert_eq!(keys(page), want, "a page of {bytes} bytes");
+    }
     assert!(
         store
-            .list_config(&env("empty"), None, 10)
+            .list_config(&env("empty"), None, PageSize::rows(10))
             .await
             .unwrap()
             .is_empty()
@@ -1490,7 +1505,7 @@ pub async fn config_entries_go_with_their_environment(store: Arc<impl Catalog>) 
         .unwrap();
     assert!(
         store
-            .list_config(&env("prod"), None, 10)
+            .list_config(&env("prod"), None, PageSize::rows(10))
             .await
             .unwrap()
             .is_empty()

@@ -462,12 +462,13 @@ pub trait ConfigStore: Send + Sync + 'static {
     /// One entry, or `None`.
     async fn get_config(&self, env: &EnvName, key: &ConfigKey) -> StoreResult<Option<ConfigEntry>>;
 
-    /// Up to `limit` entries of `env` in key order (bytes), starting after `after`.
+    /// One page (`size`: [`ConfigEntry::weight`]) of the entries of `env` in key order
+    /// (bytes), starting after `after`.
     async fn list_config(
         &self,
         env: &EnvName,
         after: Option<&ConfigKey>,
-        limit: usize,
+        size: PageSize,
     ) -> StoreResult<Vec<ConfigEntry>>;
 
     /// Creates or replaces an entry (`value`: serialized JSON) if `precondition` holds,

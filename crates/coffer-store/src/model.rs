@@ -745,6 +745,13 @@ pub struct ConfigEntry {
     pub updated_at: Timestamp,
 }
 
+impl ConfigEntry {
+    /// What it weighs in a page of a listing: its key and value (up to 64 KiB of JSON).
+    pub fn weight(&self) -> usize {
+        self.key.as_str().len() + self.value.len()
+    }
+}
+
 impl fmt::Debug for ConfigEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConfigEntry")

@@ -66,41 +66,25 @@ impl<T> PageFill<T> {
     pub fn into_rows(self) -> Vec<T> {
         self.rows
     }
-
-    /// Reads `rows` into a page of `size`, each weighing `weight(row)`, and stops reading at
-    /// the first error or when the page is full.
-    pub fn read<E>(
-        size: PageSize,
-        rows: impl IntoIterator<Item = Result<T, E>>,
-        weight: impl Fn(&T) -> usize,
-    ) -> Result<Vec<T>, E> {
-        let mut page = PageFill::new(size);
-        if page.is_full() {
-            return Ok(Vec::new());
-        }
-        for row in rows {
-            let row = row?;
-            let w = weight(&row);
-            if page.push(row, w) {
-                break;
-            }
-        }
-        Ok(page.into_rows())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Pushes `weights` until the page says it is full; returns the page and how many rows
+    /// were pushed.
     fn read(size: PageSize, weights: &[usize]) -> (Vec<usize>, usize) {
+        let mut page = PageFill::new(size);
         let mut pulled = 0;
-        let rows = weights.iter().map(|w| {
+        for w in weights {
+            if page.is_full() {
+                break;
+            }
             pulled += 1;
-            Ok::<_, ()>(*w)
-        });
-        let page = PageFill::read(size, rows, |w| *w).unwrap();
-        (page, pulled)
+            page.push(*w, *w);
+        }
+        (page.into_rows(), pulled)
     }
 
     #[test]
@@ -112,14 +96,5 @@ mod tests {
         // A row heavier than the whole budget still makes a page of one.
         assert_eq!(read(size, &[50, 1]), (vec![50], 1));
         assert_eq!(read(PageSize { rows: 0, bytes: 10 }, &[1]), (vec![], 0));
-    }
-
-    #[test]
-    fn reading_stops_at_the_first_error() {
-        let rows = vec![Ok(1), Err("broken"), Ok(1)];
-        assert_eq!(
-            PageFill::read(PageSize::rows(10), rows, |w| *w),
-            Err("broken")
-        );
     }
 }

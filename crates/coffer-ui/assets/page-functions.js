@@ -263,8 +263,10 @@ function runsPanel(ctx, { functionId }) {
       query: { functionId, status: view.status, limit: PAGE, cursor }, signal,
     });
     view.rows = page.runs;
+    // A page of runs ends at 256 KiB of outputs: an empty one may still have a next.
+    const none = view.status ? `No ${view.status} runs` : "No runs yet";
     replace(box, grid(columns, view.rows, {
-      empty: view.status ? `No ${view.status} runs.` : "No runs yet.",
+      empty: page.nextCursor ? `${none} on this page; Next → shows more.` : `${none}.`,
     }));
     for (const id of view.flash) box.querySelector(`tr[data-id="${CSS.escape(id)}"]`)?.classList.add("flash");
     view.flash.clear();

@@ -24,6 +24,7 @@ export async function render(ctx) {
   const view = {
     search: "",
     cursors: [undefined], // cursor of each page visited; the last is the page on screen
+    before: [0], // rows on the pages before each page visited (a search's pages may be short)
     rows: [],
     next: null,
     sort: { key: "name", dir: 1 }, // the column the table is sorted by
@@ -50,8 +51,14 @@ export async function render(ctx) {
   }
 
   async function go(step) {
-    if (step > 0 && view.next) view.cursors.push(view.next);
-    if (step < 0 && view.cursors.length > 1) view.cursors.pop();
+    if (step > 0 && view.next) {
+      view.cursors.push(view.next);
+      view.before.push(view.before[view.before.length - 1] + view.rows.length);
+    }
+    if (step < 0 && view.cursors.length > 1) {
+      view.cursors.pop();
+      view.before.pop();
+    }
     try { await load(); } catch (e) { report(e); }
   }
 
@@ -80,6 +87,7 @@ export async function render(ctx) {
           if (!everything) { draw(); return; }
           view.order = `${dir < 0 ? "-" : ""}${key}`;
           view.cursors = [undefined];
+          view.before = [0];
           load().catch(report);
         },
       }, label));
@@ -99,9 +107,11 @@ export async function render(ctx) {
   }
 
   function draw() {
-    const first = (view.cursors.length - 1) * PAGE;
+    const first = view.before[view.before.length - 1];
     if (!view.rows.length) {
-      replace(tableBox, h("p.empty", view.search ? `No secret names contain “${view.search}”.` : "No secrets yet."));
+      // A search reads a bounded stretch of names per page: an empty page may have a next.
+      const more = view.next ? " in this stretch of names; Next → looks further" : "";
+      replace(tableBox, h("p.empty", view.search ? `No secret names contain “${view.search}”${more}.` : "No secrets yet."));
     } else {
       replace(tableBox, h("table#secrets",
         h("caption.hint", `Secrets ${first + 1}–${first + view.rows.length}${view.next ? "" : ` of ${first + view.rows.length}`}, ${ORDER_WORDS[view.order]}. Name and Updated sort all secrets; the other columns sort this page.`),
@@ -260,6 +270,7 @@ export async function render(ctx) {
       status.textContent = "";
       view.search = term;
       view.cursors = [undefined];
+      view.before = [0];
       load().catch(report);
     }, 250);
   });

@@ -295,3 +295,39 @@ async fn deleting_an_environment_deletes_its_config() {
     assert_eq!(status, StatusCode::OK, "{b}");
     assert_eq!(b["config"], json!([]));
 }
+
+/// A page of config entries carries at most about 256 KiB of values, whatever `limit`
+/// asks: it ends after the entry that takes it there, with a cursor to the rest.
+#[tokio::test]
+async fn a_page_of_config_ends_after_256_kib_of_values() {
+    let s = start().await;
+    let keys: Vec<String> = (0..6).map(|i| format!("big_{i}")).collect();
+    for k in &keys {
+        // 60 kB each: four make 240 kB, five pass 256 KiB.
+        s.put_config("default", k, json!("v".repeat(60_000))).await;
+    }
+    let mut sizes = Vec::new();
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = "/v1/environments/default/config?limit=1000".to_owned();
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let (status, page) = s.admin(Method::GET, &url, None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let entries = page["config"].as_array().unwrap();
+        sizes.push(entries.len());
+        seen.extend(
+            entries
+                .iter()
+                .map(|e| e["key"].as_str().unwrap().to_owned()),
+        );
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(sizes, [5, 1], "the first page ends past 256 KiB of values");
+    assert_eq!(seen, keys);
+}

@@ -522,7 +522,8 @@ async fn one_address_cannot_take_every_connection_with_a_per_address_cap() {
 
 /// The body budget pays for a body's parsed form as well as its text: a body of many small
 /// JSON values (each some 32 to 64 bytes once parsed) takes its share for them before it is
-/// parsed, and one with more values than any request needs is refused with 413.
+/// parsed; one the whole budget could never hold, or with more values than any request
+/// needs, is refused with 413 (not 503, which its client would retry without end).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_pays_for_its_parsed_values_and_too_many_of_them_get_413() {
     let s = start_with(ServeOptions {
@@ -548,8 +549,15 @@ async fn a_body_pays_for_its_parsed_values_and_too_many_of_them_get_413() {
             Some(json!({"name": "order.created", "data": zeros(40_000)})),
         )
         .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{b}");
-    assert_eq!(b["error"]["code"], "overloaded");
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{b}");
+    assert_eq!(b["error"]["code"], "body_too_large");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--body-memory-mib"),
+        "{b}"
+    );
 
     // Past MAX_BODY_TOKENS (262,144 values), whatever the budget: 413, nothing sent.
     let roomy = start().await;

@@ -215,3 +215,43 @@ async fn bad_definitions_get_stable_codes_and_change_nothing() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(answer["error"]["code"], "environment_not_found");
 }
+
+/// A page of orchestrations carries at most about 256 KiB of steps, whatever `limit` asks:
+/// it ends after the one that takes it there, with a cursor that leads to the rest.
+#[tokio::test]
+async fn a_page_of_orchestrations_ends_after_256_kib_of_steps() {
+    let s = start().await;
+    function(&s).await;
+    let mut created = Vec::new();
+    for n in 0..4 {
+        // About 120 kB of steps each: two make 240 kB, three pass 256 KiB.
+        let d = json!({"name": format!("big-{n}"), "steps": [
+            {"id": "s", "type": "compute", "functionId": "billing",
+             "params": {"a": "x".repeat(60_000), "b": "y".repeat(60_000)}}]});
+        let (status, o) = s
+            .admin(Method::POST, &format!("{ENV}/orchestrations"), Some(d))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{o}");
+        created.push(o["id"].as_str().unwrap().to_owned());
+    }
+    let mut sizes = Vec::new();
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{ENV}/orchestrations?limit=100");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let (status, page) = s.admin(Method::GET, &url, None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let items = page["orchestrations"].as_array().unwrap();
+        sizes.push(items.len());
+        seen.extend(items.iter().map(|o| o["id"].as_str().unwrap().to_owned()));
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(sizes, [3, 1], "the first page ends past 256 KiB of steps");
+    assert_eq!(seen, created, "each once, in id order");
+}

@@ -309,32 +309,46 @@ async fn a_search_examines_a_bounded_stretch_of_names_per_page() {
             .await;
         assert_eq!(s, StatusCode::OK, "{b}");
     }
-    let mut pages = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = "/v1/environments/big/secrets?search=hit&limit=100".to_owned();
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
+    let pages = |sort: &'static str| {
+        let server = &server;
+        async move {
+            let mut pages = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut url =
+                    format!("/v1/environments/big/secrets?search=hit&limit=100&sort={sort}");
+                if let Some(c) = &cursor {
+                    url.push_str(&format!("&cursor={c}"));
+                }
+                let (s, b) = server.admin(Method::GET, &url, None).await;
+                assert_eq!(s, StatusCode::OK, "{b}");
+                let names: Vec<String> = b["secrets"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["name"].as_str().unwrap().to_owned())
+                    .collect();
+                pages.push(names);
+                match b["nextCursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_owned()),
+                    None => break,
+                }
+                assert!(pages.len() < 10, "the pages never end");
+            }
+            pages
         }
-        let (s, b) = server.admin(Method::GET, &url, None).await;
-        assert_eq!(s, StatusCode::OK, "{b}");
-        let names: Vec<String> = b["secrets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["name"].as_str().unwrap().to_owned())
-            .collect();
-        pages.push(names);
-        match b["nextCursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
-        assert!(pages.len() < 10, "the pages never end");
-    }
+    };
     // In byte order N10020_HIT is the 10,024th name: past the first page's 10,000.
     assert_eq!(
-        pages,
+        pages("name").await,
         [vec!["N00005_HIT", "N09000_HIT"], vec!["N10020_HIT"]],
         "the first page stops at 10,000 names examined"
     );
+    // Newest first (ties by name, descending), the pages resume where each stopped too:
+    // every match once, over at least two pages.
+    let by_update = pages("-updatedAt").await;
+    assert!(by_update.len() >= 2, "{by_update:?}");
+    let mut found: Vec<String> = by_update.into_iter().flatten().collect();
+    found.sort();
+    assert_eq!(found, hits);
 }
