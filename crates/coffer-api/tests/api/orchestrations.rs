@@ -254,4 +254,51 @@ async fn a_page_of_orchestrations_ends_after_256_kib_of_steps() {
     }
     assert_eq!(sizes, [3, 1], "the first page ends past 256 KiB of steps");
     assert_eq!(seen, created, "each once, in id order");
+
+    // Runs of a small one, each with 100 kB of params: pages of runs end likewise, newest
+    // first (a run's steps, state and params count: the big ones' runs would carry their
+    // 120 kB of steps each too).
+    let (status, small) = s
+        .admin(
+            Method::POST,
+            &format!("{ENV}/orchestrations"),
+            Some(definition()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{small}");
+    let mut started = Vec::new();
+    for n in 0..4 {
+        let params = json!({"n": n, "pad": "p".repeat(100_000)});
+        let (status, run) = s
+            .admin(
+                Method::POST,
+                &format!(
+                    "{ENV}/orchestrations/{}/runs",
+                    small["id"].as_str().unwrap()
+                ),
+                Some(json!({ "params": params })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{run}");
+        started.push(run["id"].as_str().unwrap().to_owned());
+    }
+    let (mut sizes, mut seen, mut cursor) = (Vec::new(), Vec::new(), None::<String>);
+    loop {
+        let mut url = format!("{ENV}/orchestration-runs?limit=100");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let (status, page) = s.admin(Method::GET, &url, None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let runs = page["runs"].as_array().unwrap();
+        sizes.push(runs.len());
+        seen.extend(runs.iter().map(|r| r["id"].as_str().unwrap().to_owned()));
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    started.reverse();
+    assert_eq!(sizes, [3, 1], "the first page of runs ends past 256 KiB");
+    assert_eq!(seen, started, "each once, newest first");
 }

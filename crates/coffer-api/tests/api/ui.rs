@@ -307,6 +307,13 @@ async fn a_search_examines_a_bounded_stretch_of_names_per_page() {
                 Some(json!({ "secrets": secrets })),
             )
             .await;
+        if !harness::compare_and_set() {
+            // Vault KV v1 imports nothing (not atomically); the listing this test is about is
+            // the catalog's, the same whatever keeps the values, and the other value stores'
+            // runs of this suite cover it.
+            harness::assert_refused_for_capability(s, &b);
+            return;
+        }
         assert_eq!(s, StatusCode::OK, "{b}");
     }
     let pages = |sort: &'static str| {
