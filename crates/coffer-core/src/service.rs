@@ -671,3 +671,28 @@ pub(crate) fn check_key_label(name: &str) -> Result<(), CoreError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Page;
+
+    /// A page a store ended by its bytes gets a cursor however few items it has; one it ended
+    /// by rows is cut as [`Page::cut`] cuts it; one that ended short of both is the last.
+    #[test]
+    fn a_page_cut_by_its_bytes_still_hands_out_a_cursor() {
+        let cut = |items: Vec<usize>, limit| {
+            let page = Page::cut_within(items, limit, 10, |w: &usize| *w, |w: &usize| *w);
+            (page.items, page.next)
+        };
+        // Two items weighing 4 + 6 reached the 10 bytes: more may follow.
+        assert_eq!(cut(vec![4, 6], 5), (vec![4, 6], Some(6)));
+        // Six read for a limit of 5: the sixth only says more follow.
+        assert_eq!(
+            cut(vec![1, 1, 1, 1, 2, 3], 5),
+            (vec![1, 1, 1, 1, 2], Some(2))
+        );
+        // Short of both bounds: the last page.
+        assert_eq!(cut(vec![1, 2], 5), (vec![1, 2], None));
+        assert_eq!(cut(vec![], 5), (vec![], None));
+    }
+}
