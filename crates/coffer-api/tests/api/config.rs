@@ -306,28 +306,15 @@ async fn a_page_of_config_ends_after_256_kib_of_values() {
         // 60 kB each: four make 240 kB, five pass 256 KiB.
         s.put_config("default", k, json!("v".repeat(60_000))).await;
     }
-    let mut sizes = Vec::new();
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = "/v1/environments/default/config?limit=1000".to_owned();
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
-        }
-        let (status, page) = s.admin(Method::GET, &url, None).await;
-        assert_eq!(status, StatusCode::OK, "{page}");
-        let entries = page["config"].as_array().unwrap();
-        sizes.push(entries.len());
-        seen.extend(
-            entries
-                .iter()
-                .map(|e| e["key"].as_str().unwrap().to_owned()),
-        );
-        match page["nextCursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
-    }
+    let pages = s
+        .pages("/v1/environments/default/config?limit=1000", "config")
+        .await;
+    let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+    let seen: Vec<&str> = pages
+        .iter()
+        .flatten()
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
     assert_eq!(sizes, [5, 1], "the first page ends past 256 KiB of values");
     assert_eq!(seen, keys);
 }

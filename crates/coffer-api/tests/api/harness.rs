@@ -192,6 +192,27 @@ impl Server {
         b
     }
 
+    /// Every page of the listing at `path` (which has a query already), following
+    /// `nextCursor` as admin until it is absent: the `field` items of each page.
+    pub async fn pages(&self, path: &str, field: &str) -> Vec<Vec<Value>> {
+        let mut pages = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut url = path.to_owned();
+            if let Some(c) = &cursor {
+                url.push_str(&format!("&cursor={c}"));
+            }
+            let (status, page) = self.admin(Method::GET, &url, None).await;
+            assert_eq!(status, StatusCode::OK, "{url}: {page}");
+            pages.push(page[field].as_array().expect("a page").clone());
+            match page["nextCursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return pages,
+            }
+            assert!(pages.len() < 1_000, "{path}: the pages never end");
+        }
+    }
+
     /// Everything the store holds, as one comparable snapshot (metadata only).
     pub async fn snapshot(&self) -> Value {
         let (_, envs) = self.admin(Method::GET, "/v1/environments", None).await;

@@ -520,6 +520,14 @@ async fn one_address_cannot_take_every_connection_with_a_per_address_cap() {
     assert_eq!(status, 200, "another address is served: {b}");
 }
 
+/// Sends an event whose data is `n` zeros, as admin.
+async fn send_zeros(server: &Server, n: usize) -> (StatusCode, Value) {
+    let body = json!({"name": "order.created", "data": Value::Array(vec![json!(0); n])});
+    server
+        .admin(Method::POST, "/v1/environments/default/events", Some(body))
+        .await
+}
+
 /// The body budget pays for a body's parsed form as well as its text: a body of many small
 /// JSON values (each some 32 to 64 bytes once parsed) takes its share for them before it is
 /// parsed; one the whole budget could never hold, or with more values than any request
@@ -531,24 +539,11 @@ async fn a_body_pays_for_its_parsed_values_and_too_many_of_them_get_413() {
         ..ServeOptions::DEFAULT
     })
     .await;
-    let zeros = |n: usize| Value::Array(vec![json!(0); n]);
     // 10,000 values (20 kB of text, 640 kB parsed) fit the 2 MiB budget.
-    let (status, b) = s
-        .admin(
-            Method::POST,
-            "/v1/environments/default/events",
-            Some(json!({"name": "order.created", "data": zeros(10_000)})),
-        )
-        .await;
+    let (status, b) = send_zeros(&s, 10_000).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{b}");
     // 40,000 values are 80 kB of text, well within the budget as text, but 2.5 MiB parsed.
-    let (status, b) = s
-        .admin(
-            Method::POST,
-            "/v1/environments/default/events",
-            Some(json!({"name": "order.created", "data": zeros(40_000)})),
-        )
-        .await;
+    let (status, b) = send_zeros(&s, 40_000).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{b}");
     assert_eq!(b["error"]["code"], "body_too_large");
     assert!(
@@ -561,13 +556,7 @@ async fn a_body_pays_for_its_parsed_values_and_too_many_of_them_get_413() {
 
     // Past MAX_BODY_TOKENS (262,144 values), whatever the budget: 413, nothing sent.
     let roomy = start().await;
-    let (status, b) = roomy
-        .admin(
-            Method::POST,
-            "/v1/environments/default/events",
-            Some(json!({"name": "order.created", "data": zeros(300_000)})),
-        )
-        .await;
+    let (status, b) = send_zeros(&roomy, 300_000).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{b}");
     assert_eq!(b["error"]["code"], "body_too_large");
     let (_, audit) = roomy

@@ -234,24 +234,18 @@ async fn a_page_of_orchestrations_ends_after_256_kib_of_steps() {
         assert_eq!(status, StatusCode::CREATED, "{o}");
         created.push(o["id"].as_str().unwrap().to_owned());
     }
-    let mut sizes = Vec::new();
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!("{ENV}/orchestrations?limit=100");
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
-        }
-        let (status, page) = s.admin(Method::GET, &url, None).await;
-        assert_eq!(status, StatusCode::OK, "{page}");
-        let items = page["orchestrations"].as_array().unwrap();
-        sizes.push(items.len());
-        seen.extend(items.iter().map(|o| o["id"].as_str().unwrap().to_owned()));
-        match page["nextCursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
-    }
+    let ids = |pages: &[Vec<Value>]| -> (Vec<usize>, Vec<String>) {
+        let sizes = pages.iter().map(Vec::len).collect();
+        let seen = pages
+            .iter()
+            .flatten()
+            .map(|o| o["id"].as_str().unwrap().to_owned())
+            .collect();
+        (sizes, seen)
+    };
+    let (sizes, seen) = ids(&s
+        .pages(&format!("{ENV}/orchestrations?limit=100"), "orchestrations")
+        .await);
     assert_eq!(sizes, [3, 1], "the first page ends past 256 KiB of steps");
     assert_eq!(seen, created, "each once, in id order");
 
@@ -282,22 +276,9 @@ async fn a_page_of_orchestrations_ends_after_256_kib_of_steps() {
         assert_eq!(status, StatusCode::ACCEPTED, "{run}");
         started.push(run["id"].as_str().unwrap().to_owned());
     }
-    let (mut sizes, mut seen, mut cursor) = (Vec::new(), Vec::new(), None::<String>);
-    loop {
-        let mut url = format!("{ENV}/orchestration-runs?limit=100");
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
-        }
-        let (status, page) = s.admin(Method::GET, &url, None).await;
-        assert_eq!(status, StatusCode::OK, "{page}");
-        let runs = page["runs"].as_array().unwrap();
-        sizes.push(runs.len());
-        seen.extend(runs.iter().map(|r| r["id"].as_str().unwrap().to_owned()));
-        match page["nextCursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
-    }
+    let (sizes, seen) = ids(&s
+        .pages(&format!("{ENV}/orchestration-runs?limit=100"), "runs")
+        .await);
     started.reverse();
     assert_eq!(sizes, [3, 1], "the first page of runs ends past 256 KiB");
     assert_eq!(seen, started, "each once, newest first");

@@ -319,30 +319,17 @@ async fn a_search_examines_a_bounded_stretch_of_names_per_page() {
     let pages = |sort: &'static str| {
         let server = &server;
         async move {
-            let mut pages = Vec::new();
-            let mut cursor: Option<String> = None;
-            loop {
-                let mut url =
-                    format!("/v1/environments/big/secrets?search=hit&limit=100&sort={sort}");
-                if let Some(c) = &cursor {
-                    url.push_str(&format!("&cursor={c}"));
-                }
-                let (s, b) = server.admin(Method::GET, &url, None).await;
-                assert_eq!(s, StatusCode::OK, "{b}");
-                let names: Vec<String> = b["secrets"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|m| m["name"].as_str().unwrap().to_owned())
-                    .collect();
-                pages.push(names);
-                match b["nextCursor"].as_str() {
-                    Some(c) => cursor = Some(c.to_owned()),
-                    None => break,
-                }
-                assert!(pages.len() < 10, "the pages never end");
-            }
+            let path = format!("/v1/environments/big/secrets?search=hit&limit=100&sort={sort}");
+            let pages = server.pages(&path, "secrets").await;
+            assert!(pages.len() < 10, "the pages never end");
             pages
+                .iter()
+                .map(|page| {
+                    page.iter()
+                        .map(|m| m["name"].as_str().unwrap().to_owned())
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
         }
     };
     // In byte order N10020_HIT is the 10,024th name: past the first page's 10,000.
